@@ -1,0 +1,102 @@
+# moeq: one library (libmoeq.a) and thin tools on top. All build output goes to build/ and bin/.
+#   make            build bin/moeq (release)
+#   make test       unit + CLI tests, then the same under ASan+UBSan; ends "N passed, N failed"
+#   make demo       inspect + eval on the bundled tiny model
+#   make fuzz       libFuzzer targets, FUZZ_SECONDS each (clang)
+#   make bench      benchmarks that print measured ratios
+CC       ?= cc
+BUILD    ?= build/rel
+BIN      ?= bin
+OPT      ?= -O2
+SAN      ?=
+PKGS     := openblas jansson
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+CFLAGS   := -std=c11 $(OPT) -g -Wall -Wextra -Werror -Wshadow -Wvla -fopenmp \
+            -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE -Iinclude -I. $(PKG_CFLAGS) $(SAN)
+LDLIBS   := $(PKG_LIBS) -lm -fopenmp $(SAN)
+
+LIB_DIRS := core formats model kernels/ref quant prune spectral
+LIB_SRC  := $(foreach d,$(LIB_DIRS),$(wildcard $(d)/*.c))
+LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)
+TOOL_SRC := $(wildcard tools/*.c)
+TOOL_OBJ := $(TOOL_SRC:%.c=$(BUILD)/%.o)
+TEST_SRC := $(wildcard tests/unit/test_*.c)
+TEST_BIN := $(TEST_SRC:tests/unit/%.c=$(BUILD)/tests/%)
+FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
+LIB      := $(BUILD)/libmoeq.a
+MOEQ     := $(BIN)/moeq
+
+.PHONY: all lib tests test test-rel test-asan demo fuzz fuzz-replay bench clean deps deps-test
+all: deps $(MOEQ)
+lib: $(LIB)
+
+deps:
+	@scripts/deps.sh build
+deps-test:
+	@scripts/deps.sh test
+
+$(BUILD)/%.o: %.c $(wildcard include/*.h) $(wildcard */*.h) $(wildcard kernels/*/*.h)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c $< -o $@
+
+$(LIB): $(LIB_OBJ)
+	@mkdir -p $(dir $@)
+	rm -f $@ && ar rcs $@ $^
+
+$(MOEQ): $(TOOL_OBJ) $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(TOOL_OBJ) $(LIB) $(LDLIBS) -o $@
+
+$(BUILD)/tests/%: tests/unit/%.c tests/unit/harness.h $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $< $(LIB) $(LDLIBS) -o $@
+
+tests: $(MOEQ) $(TEST_BIN) $(BUILD)/tests/fuzz_replay_all
+
+# Each fuzz target also links into a plain replay driver so `make test` runs the corpus.
+$(BUILD)/tests/fuzz_replay_all: $(FUZZ_SRC) tests/fuzz/replay_main.c $(LIB)
+	@mkdir -p $(dir $@)
+	@set -e; for f in $(FUZZ_SRC); do n=$$(basename $$f .c); \
+	  $(CC) $(CFLAGS) -DFUZZ_NAME=$$n $$f tests/fuzz/replay_main.c $(LIB) $(LDLIBS) -o $(BUILD)/tests/replay_$$n; done
+	@touch $@
+
+test-rel: deps-test
+	@$(MAKE) --no-print-directory tests BUILD=build/rel BIN=bin
+	@tests/run_tests.sh build/rel bin/moeq > build/rel/test-results.txt; tail -n 1 build/rel/test-results.txt
+
+test-asan: deps-test
+	@$(MAKE) --no-print-directory tests BUILD=build/asan BIN=build/asan/bin OPT=-O1 \
+	  SAN="-fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer"
+	@ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 MOEQ_TEST_QUICK=1 \
+	  tests/run_tests.sh build/asan build/asan/bin/moeq > build/asan/test-results.txt; tail -n 1 build/asan/test-results.txt
+
+test:
+	@$(MAKE) --no-print-directory test-rel; r1=$$?; \
+	 $(MAKE) --no-print-directory test-asan; r2=$$?; \
+	 cat build/rel/test-results.txt build/asan/test-results.txt 2>/dev/null | grep -E '^(FAIL|PASS) ' > build/test-all.txt || true; \
+	 grep '^FAIL' build/test-all.txt || true; \
+	 p=$$(grep -c '^PASS' build/test-all.txt); f=$$(grep -c '^FAIL' build/test-all.txt); \
+	 [ $$r1 -eq 0 ] && [ $$r2 -eq 0 ] || f=$$((f+1)); \
+	 echo "$$p passed, $$f failed"; [ $$f -eq 0 ]
+
+demo: all
+	@scripts/demo.sh
+
+FUZZ_SECONDS ?= 30
+fuzz:
+	@scripts/deps.sh fuzz
+	@$(MAKE) --no-print-directory lib BUILD=build/fuzz CC=clang \
+	  SAN="-fsanitize=fuzzer-no-link,address,undefined"
+	@set -e; for f in $(FUZZ_SRC); do n=$$(basename $$f .c); \
+	  clang $(CFLAGS) -fsanitize=fuzzer,address,undefined $$f build/fuzz/libmoeq.a $(LDLIBS) -o build/fuzz/$$n; \
+	  mkdir -p tests/fuzz/corpus-run/$$n; \
+	  echo "fuzzing $$n for $(FUZZ_SECONDS) s"; \
+	  build/fuzz/$$n -max_total_time=$(FUZZ_SECONDS) -max_len=65536 tests/fuzz/corpus-run/$$n tests/fuzz/corpus/$$n; \
+	done
+
+bench: all
+	@scripts/bench.sh
+
+clean:
+	rm -rf build bin

@@ -1,0 +1,135 @@
+/* The model: config.json of a supported family, a view over the checkpoint's matrices
+ * (no copies), and the float32 forward pass with observation hooks. */
+#ifndef MOEQ_MODEL_H
+#define MOEQ_MODEL_H
+
+#include <stdint.h>
+#include "moeq_status.h"
+#include "moeq_safetensors.h"
+
+typedef enum moeq_qk_norm {
+    MOEQ_QK_NORM_NONE = 0,
+    MOEQ_QK_NORM_HEAD = 1,   /* RMSNorm of size head_dim applied to each head (Qwen3) */
+    MOEQ_QK_NORM_FULL = 2    /* RMSNorm over the whole q / k projection output (OLMoE) */
+} moeq_qk_norm;
+
+#define MOEQ_MAX_LAYERS 1024
+
+typedef struct moeq_config {
+    char model_type[32];
+    const struct moeq_family *family;
+    int64_t vocab, hidden, layers, heads, kv_heads, head_dim;
+    int64_t dense_inter;         /* intermediate size of dense (non-MoE) MLP layers */
+    int64_t moe_inter;           /* intermediate size of one routed expert */
+    int64_t shared_inter;        /* shared expert's intermediate size, 0 when none */
+    int64_t n_experts, top_k;
+    int norm_topk_prob;          /* renormalize the top-k routing weights */
+    int qkv_bias;
+    moeq_qk_norm qk_norm;
+    int tie_embeddings;
+    double rope_theta, rms_eps;
+    int64_t max_positions;
+    uint8_t layer_is_moe[MOEQ_MAX_LAYERS];
+} moeq_config;
+
+/* Parses config.json text. path names the file in errors. */
+moeq_status moeq_config_parse(const char *json, size_t len, const char *path,
+                              moeq_config *cfg, moeq_error *err);
+
+/* Which matrix of a layer. Routed-expert projections first. */
+typedef enum moeq_proj {
+    MOEQ_PROJ_GATE = 0, MOEQ_PROJ_UP, MOEQ_PROJ_DOWN,
+    MOEQ_PROJ_Q, MOEQ_PROJ_K, MOEQ_PROJ_V, MOEQ_PROJ_O,
+    MOEQ_PROJ_SHARED_GATE, MOEQ_PROJ_SHARED_UP, MOEQ_PROJ_SHARED_DOWN,
+    MOEQ_PROJ_ROUTER,
+    MOEQ_PROJ_SHARED_EXPERT_GATE,  /* qwen2_moe's sigmoid gate [1, hidden] */
+    MOEQ_PROJ_DENSE_GATE, MOEQ_PROJ_DENSE_UP, MOEQ_PROJ_DENSE_DOWN,
+    MOEQ_PROJ_COUNT
+} moeq_proj;
+
+const char *moeq_proj_name(moeq_proj p);   /* "gate", "up", "down", "q", ... */
+
+/* A 2-D row-major view [rows, cols] = [out_features, in_features] into the mapping. */
+typedef struct moeq_mat {
+    const char *tensor;      /* checkpoint tensor name */
+    int64_t index;           /* expert index inside a fused tensor, -1 otherwise */
+    moeq_dtype dtype;        /* F32, F16 or BF16 */
+    int64_t rows, cols;
+    const void *data;        /* first element of the view */
+} moeq_mat;
+
+typedef struct moeq_vec {    /* a 1-D weight: norms, biases */
+    const char *tensor;
+    moeq_dtype dtype;
+    int64_t n;
+    const void *data;
+} moeq_vec;
+
+typedef struct moeq_layer_view {
+    moeq_vec attn_norm, mlp_norm;
+    moeq_mat q, k, v, o;
+    moeq_vec q_bias, k_bias, v_bias;      /* data NULL when absent */
+    moeq_vec q_norm, k_norm;              /* data NULL when absent */
+    int is_moe;
+    moeq_mat router;                      /* [n_experts, hidden] */
+    moeq_mat dense_gate, dense_up, dense_down;
+    moeq_mat shared_gate, shared_up, shared_down;   /* data NULL when no shared expert */
+    moeq_mat shared_expert_gate;          /* [1, hidden], data NULL when absent */
+} moeq_layer_view;
+
+typedef struct moeq_model moeq_model;
+
+/* Opens a Hugging Face directory (config.json + safetensors): checks every tensor the family
+ * needs for presence, shape and dtype (BF16/F16/F32). */
+moeq_status moeq_model_open(const char *path, moeq_model **out, moeq_error *err);
+void moeq_model_close(moeq_model *m);
+const moeq_config *moeq_model_config(const moeq_model *m);
+const moeq_checkpoint *moeq_model_checkpoint(const moeq_model *m);
+const char *moeq_model_path(const moeq_model *m);
+int moeq_model_fused_experts(const moeq_model *m);   /* 1 when stored as v5 fused tensors */
+const moeq_layer_view *moeq_model_layer(const moeq_model *m, int64_t layer);
+/* Routed expert e's gate, up or down of a MoE layer. */
+moeq_status moeq_model_expert(const moeq_model *m, int64_t layer, int64_t expert, moeq_proj proj,
+                              moeq_mat *out, moeq_error *err);
+const moeq_mat *moeq_model_embed(const moeq_model *m);     /* [vocab, hidden] */
+const moeq_mat *moeq_model_lm_head(const moeq_model *m);   /* == embed when tied */
+const moeq_vec *moeq_model_final_norm(const moeq_model *m);
+
+typedef struct moeq_param_counts {
+    int64_t total, attention, router, shared_experts, routed_experts, embeddings, other;
+} moeq_param_counts;
+void moeq_model_param_counts(const moeq_model *m, moeq_param_counts *out);
+
+/* Widens a row range of a matrix view to float32: dst[r - r0][c] for r in [r0, r1). */
+void moeq_mat_to_f32(const moeq_mat *m, int64_t r0, int64_t r1, float *dst);
+void moeq_vec_to_f32(const moeq_vec *v, float *dst);
+
+/* ---- forward pass ---------------------------------------------------------------------- */
+
+/* Observation hooks; a NULL function pointer costs nothing. Pointers passed to a hook are
+ * valid only during the call. x is row-major [n, dim]; token_index[i] is the position in the
+ * window of row i (NULL means rows are positions 0..n-1). */
+typedef struct moeq_hooks {
+    void *user;
+    /* input of a linear: proj GATE (shared by gate and up) or DOWN of routed expert `expert`,
+     * SHARED_GATE / SHARED_DOWN of the shared expert, Q (shared by q/k/v) and O with expert -1.
+     * weights: routing weight of each row for routed experts, else NULL. */
+    void (*linear_input)(void *user, int64_t layer, int64_t expert, moeq_proj proj,
+                         const float *x, int64_t n, int64_t dim, const int32_t *token_index,
+                         const float *weights);
+    /* router logits [n, n_experts] of a MoE layer (before softmax). */
+    void (*router_logits)(void *user, int64_t layer, const float *logits, int64_t n,
+                          int64_t n_experts);
+} moeq_hooks;
+
+typedef struct moeq_runner moeq_runner;
+
+/* A reusable workspace for windows of up to max_tokens tokens. threads <= 0 means all cores. */
+moeq_status moeq_runner_create(const moeq_model *m, int64_t max_tokens, int threads,
+                               moeq_runner **out, moeq_error *err);
+void moeq_runner_free(moeq_runner *r);
+/* Runs tokens[0..n) as one causal window; logits is [n, vocab] float32. */
+moeq_status moeq_forward(moeq_runner *r, const int32_t *tokens, int64_t n, float *logits,
+                         const moeq_hooks *hooks, moeq_error *err);
+
+#endif
