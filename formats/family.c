@@ -1,0 +1,144 @@
+/* The family table. Defaults follow the transformers 5 config classes (MixtralConfig,
+ * Qwen2MoeConfig, Qwen3MoeConfig, OlmoeConfig); docs/FAMILIES.md lists them. */
+#include "formats/family.h"
+
+#include <stdio.h>
+#include <string.h>
+
+/* Names every family here shares (Llama-style decoder). */
+#define COMMON_NAMES                                                                          \
+    .embed = "model.embed_tokens.weight", .lm_head = "lm_head.weight",                       \
+    .final_norm = "model.norm.weight",                                                        \
+    .attn_norm = "model.layers.%lld.input_layernorm.weight",                                  \
+    .mlp_norm = "model.layers.%lld.post_attention_layernorm.weight",                          \
+    .q = "model.layers.%lld.self_attn.q_proj.weight",                                         \
+    .k = "model.layers.%lld.self_attn.k_proj.weight",                                         \
+    .v = "model.layers.%lld.self_attn.v_proj.weight",                                         \
+    .o = "model.layers.%lld.self_attn.o_proj.weight",                                         \
+    .q_bias = "model.layers.%lld.self_attn.q_proj.bias",                                      \
+    .k_bias = "model.layers.%lld.self_attn.k_proj.bias",                                      \
+    .v_bias = "model.layers.%lld.self_attn.v_proj.bias",                                      \
+    .q_norm = "model.layers.%lld.self_attn.q_norm.weight",                                    \
+    .k_norm = "model.layers.%lld.self_attn.k_norm.weight",                                    \
+    .fused_gate_up = { "model.layers.%lld.mlp.experts.gate_up_proj", NULL },                  \
+    .fused_down = { "model.layers.%lld.mlp.experts.down_proj", NULL }
+
+/* Qwen/OLMoE naming of the per-expert layout, router and dense MLP. */
+#define MLP_NAMES                                                                             \
+    .router = { "model.layers.%lld.mlp.gate.weight", NULL },                                  \
+    .expert = { { "model.layers.%lld.mlp.experts.%lld.gate_proj.weight", NULL },              \
+                { "model.layers.%lld.mlp.experts.%lld.up_proj.weight", NULL },                \
+                { "model.layers.%lld.mlp.experts.%lld.down_proj.weight", NULL } },            \
+    .dense = { "model.layers.%lld.mlp.gate_proj.weight", "model.layers.%lld.mlp.up_proj.weight", \
+               "model.layers.%lld.mlp.down_proj.weight" }
+
+static const moeq_family families[] = {
+    {
+        /* Mixtral: w1 = gate, w3 = up, w2 = down under block_sparse_moe; v5 re-saves as
+         * mlp.gate + fused mlp.experts.*. Top-k weights are always renormalized. */
+        .model_type = "mixtral",
+        .moe_inter_key = "intermediate_size",
+        .renorm = MOEQ_RENORM_ALWAYS, .norm_topk_default = 1,
+        .sparse = MOEQ_SPARSE_ALL,
+        .qk_norm = MOEQ_QK_NORM_NONE,
+        .qkv_bias_key = NULL, .qkv_bias_default = 0,   /* MixtralAttention has no biases */
+        .tie_default = 0, .rope_theta_default = 1e6,
+        .has_sliding_window = 1,
+        COMMON_NAMES,
+        .router = { "model.layers.%lld.block_sparse_moe.gate.weight",
+                    "model.layers.%lld.mlp.gate.weight", NULL },
+        .expert = { { "model.layers.%lld.block_sparse_moe.experts.%lld.w1.weight",
+                      "model.layers.%lld.mlp.experts.%lld.gate_proj.weight", NULL },
+                    { "model.layers.%lld.block_sparse_moe.experts.%lld.w3.weight",
+                      "model.layers.%lld.mlp.experts.%lld.up_proj.weight", NULL },
+                    { "model.layers.%lld.block_sparse_moe.experts.%lld.w2.weight",
+                      "model.layers.%lld.mlp.experts.%lld.down_proj.weight", NULL } },
+    },
+    {
+        /* Qwen2-MoE (Qwen1.5-MoE, Qwen2-57B-A14B): shared expert gated by
+         * sigmoid(shared_expert_gate), q/k/v biases, dense layers via mlp_only_layers. */
+        .model_type = "qwen2_moe",
+        .moe_inter_key = "moe_intermediate_size",
+        .dense_inter_key = "intermediate_size",
+        .shared_inter_key = "shared_expert_intermediate_size",
+        .renorm = MOEQ_RENORM_KEY, .norm_topk_default = 0,
+        .sparse = MOEQ_SPARSE_QWEN,
+        .qk_norm = MOEQ_QK_NORM_NONE,
+        /* v4 configs have no key and always use biases; v5 writes qkv_bias (default true) */
+        .qkv_bias_key = "qkv_bias", .qkv_bias_default = 1,
+        .tie_default = 0, .rope_theta_default = 10000.0,
+        COMMON_NAMES,
+        MLP_NAMES,
+        .shared = { "model.layers.%lld.mlp.shared_expert.gate_proj.weight",
+                    "model.layers.%lld.mlp.shared_expert.up_proj.weight",
+                    "model.layers.%lld.mlp.shared_expert.down_proj.weight" },
+        .shared_expert_gate = "model.layers.%lld.mlp.shared_expert_gate.weight",
+    },
+    {
+        /* Qwen3-MoE: per-head q/k RMSNorm of size head_dim, no biases by default. */
+        .model_type = "qwen3_moe",
+        .moe_inter_key = "moe_intermediate_size",
+        .dense_inter_key = "intermediate_size",
+        .renorm = MOEQ_RENORM_KEY, .norm_topk_default = 0,   /* Qwen3MoeConfig default */
+        .sparse = MOEQ_SPARSE_QWEN,
+        .qk_norm = MOEQ_QK_NORM_HEAD,
+        .qkv_bias_key = "attention_bias", .qkv_bias_default = 0,
+        .tie_default = 0, .rope_theta_default = 10000.0,
+        COMMON_NAMES,
+        MLP_NAMES,
+    },
+    {
+        /* OLMoE: q/k RMSNorm over the whole projection output; every layer MoE. */
+        .model_type = "olmoe",
+        .moe_inter_key = "intermediate_size",
+        .renorm = MOEQ_RENORM_KEY, .norm_topk_default = 0,
+        .sparse = MOEQ_SPARSE_ALL,
+        .qk_norm = MOEQ_QK_NORM_FULL,
+        .qkv_bias_key = "attention_bias", .qkv_bias_default = 0,
+        .tie_default = 0, .rope_theta_default = 10000.0,
+        COMMON_NAMES,
+        MLP_NAMES,
+    },
+};
+
+#define N_FAMILIES (sizeof families / sizeof families[0])
+
+const moeq_family *moeq_family_find(const char *model_type)
+{
+    if (!model_type) return NULL;
+    for (size_t i = 0; i < N_FAMILIES; i++)
+        if (strcmp(families[i].model_type, model_type) == 0) return &families[i];
+    return NULL;
+}
+
+size_t moeq_family_count(void) { return N_FAMILIES; }
+
+const moeq_family *moeq_family_at(size_t i) { return i < N_FAMILIES ? &families[i] : NULL; }
+
+void moeq_family_list(char *buf, size_t cap)
+{
+    /* built from the table so the message can never miss a family */
+    size_t n = 0;
+    if (!buf || cap == 0) return;
+    buf[0] = '\0';
+    for (size_t i = 0; i < N_FAMILIES; i++) {
+        int w = snprintf(buf + n, cap - n, "%s%s", i ? ", " : "", families[i].model_type);
+        if (w < 0 || (size_t)w >= cap - n) break;
+        n += (size_t)w;
+    }
+}
+
+int moeq_family_name(char *buf, size_t cap, const char *pattern, int64_t layer, int64_t expert)
+{
+    if (!pattern || !buf || cap == 0) return -1;
+    /* patterns come from the constant table above: extra arguments are ignored by printf */
+#if defined(__GNUC__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wformat-nonliteral"
+#endif
+    int w = snprintf(buf, cap, pattern, (long long)layer, (long long)expert);
+#if defined(__GNUC__)
+#pragma GCC diagnostic pop
+#endif
+    return (w < 0 || (size_t)w >= cap) ? -1 : 0;
+}

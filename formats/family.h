@@ -1,0 +1,75 @@
+/* Per-family architecture tables: the tensor names a Hugging Face MoE checkpoint uses and the
+ * config.json keys and defaults that decide its routing. One table entry per model_type;
+ * adding a family adds an entry here (and at most a few lines of forward code), never a tool
+ * change. docs/FAMILIES.md describes every entry.
+ *
+ * Tensor-name patterns are printf formats: per-layer patterns take the layer as their first
+ * %lld, per-expert patterns take the layer then the expert. Global names take no argument.
+ * Lists of alternatives (routers, expert layouts) end with NULL; the first present one wins. */
+#ifndef MOEQ_FAMILY_H
+#define MOEQ_FAMILY_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include "moeq_model.h"
+
+#define MOEQ_FAMILY_ALT 4   /* alternatives per name, NULL-terminated (so at most 3 used) */
+
+typedef enum moeq_renorm_rule {
+    MOEQ_RENORM_ALWAYS = 0,   /* mixtral: top-k weights always divided by their sum */
+    MOEQ_RENORM_KEY = 1       /* norm_topk_prob key, family default when absent */
+} moeq_renorm_rule;
+
+typedef enum moeq_sparse_rule {
+    MOEQ_SPARSE_ALL = 0,      /* every layer is MoE (mixtral, olmoe) */
+    MOEQ_SPARSE_QWEN = 1      /* decoder_sparse_step + mlp_only_layers decide (qwen2/3_moe) */
+} moeq_sparse_rule;
+
+typedef struct moeq_family {
+    const char *model_type;
+
+    /* ---- config.json rules (formats/config.c) ---- */
+    const char *moe_inter_key;     /* routed expert's intermediate size */
+    const char *dense_inter_key;   /* dense MLP intermediate size, NULL when no dense layers */
+    const char *shared_inter_key;  /* shared expert intermediate size, NULL when none */
+    moeq_renorm_rule renorm;
+    int norm_topk_default;         /* when renorm == KEY and the key is absent */
+    moeq_sparse_rule sparse;
+    moeq_qk_norm qk_norm;
+    /* "qkv_bias" (q/k/v biases) or "attention_bias" (q/k/v/o biases: true is unsupported,
+     * the view has no o bias); NULL when the family never has biases */
+    const char *qkv_bias_key;
+    int qkv_bias_default;
+    int tie_default;               /* tie_word_embeddings when absent */
+    double rope_theta_default;     /* when neither rope_parameters nor rope_theta is given */
+    int has_sliding_window;        /* 1 when a non-null sliding_window changes attention */
+
+    /* ---- tensor names (model/view.c) ---- */
+    const char *embed, *lm_head, *final_norm;
+    const char *attn_norm, *mlp_norm;                 /* per layer */
+    const char *q, *k, *v, *o;                        /* per layer, weights */
+    const char *q_bias, *k_bias, *v_bias;             /* per layer, used when qkv_bias */
+    const char *q_norm, *k_norm;                      /* per layer, used when qk_norm != NONE */
+    const char *router[MOEQ_FAMILY_ALT];              /* per layer */
+    /* per-expert layout: [proj GATE/UP/DOWN][alternative], per layer and expert */
+    const char *expert[3][MOEQ_FAMILY_ALT];
+    /* transformers v5 fused layout: gate_up [E, 2I, H], down [E, H, I], per layer */
+    const char *fused_gate_up[MOEQ_FAMILY_ALT];
+    const char *fused_down[MOEQ_FAMILY_ALT];
+    const char *shared[3];                            /* gate, up, down; NULL when none */
+    const char *shared_expert_gate;                   /* [1, H]; NULL when none */
+    const char *dense[3];                             /* gate, up, down of dense layers */
+} moeq_family;
+
+/* The table entry for model_type, NULL when unsupported. */
+const moeq_family *moeq_family_find(const char *model_type);
+size_t moeq_family_count(void);
+const moeq_family *moeq_family_at(size_t i);
+/* Writes "mixtral, qwen2_moe, ..." (for error messages) into buf. */
+void moeq_family_list(char *buf, size_t cap);
+
+/* Formats a tensor name from a pattern. Returns 0 on success, -1 when pattern is NULL or the
+ * name does not fit in cap bytes. */
+int moeq_family_name(char *buf, size_t cap, const char *pattern, int64_t layer, int64_t expert);
+
+#endif
