@@ -61,6 +61,11 @@ const moeq_tensor *moeq_ckpt_tensor(const moeq_checkpoint *c, size_t i);
 const moeq_tensor *moeq_ckpt_find(const moeq_checkpoint *c, const char *name);
 uint64_t moeq_ckpt_bytes(const moeq_checkpoint *c);    /* sum of tensor data bytes */
 size_t moeq_ckpt_shards(const moeq_checkpoint *c);
+/* Validates an index (model.safetensors.index.json) held in memory: rules CK-1..CK-4, without
+ * opening shards. Reports the number of weight_map entries and distinct shards (either may be
+ * NULL). Used by the fuzzer and by moeq_ckpt_open. */
+moeq_status moeq_ckpt_parse_index(const char *json, size_t len, const char *label,
+                                  size_t *n_tensors, size_t *n_shards, moeq_error *err);
 
 /* Token files (--tokens): a safetensors file with one 1-D I32/I64/U32 tensor, or raw
  * little-endian uint32 (.bin, .u32). Returns a malloc'ed array the caller frees. Ids are
