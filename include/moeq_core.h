@@ -1,0 +1,31 @@
+/* Core services: the BLAS wrapper (the only place that includes cblas.h), thread counts,
+ * timing, and atomic file output. */
+#ifndef MOEQ_CORE_H
+#define MOEQ_CORE_H
+
+#include <stdint.h>
+#include <stdio.h>
+#include "moeq_status.h"
+
+/* C[M,N] = A[M,K] · B[N,K]ᵀ + beta·C, row-major with leading dimensions. Single-threaded:
+ * moeq parallelizes around BLAS calls itself, so OpenBLAS is pinned to one thread and the
+ * two never oversubscribe the cores. */
+void moeq_sgemm_nt(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda,
+                   const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
+/* C[M,N] = A[M,K] · B[K,N] + beta·C, row-major (single-threaded, like moeq_sgemm_nt). */
+void moeq_sgemm_nn(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda,
+                   const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
+/* Plain-C reference of the same product, accumulating in double (tests compare against it). */
+void moeq_sgemm_nt_ref(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda,
+                       const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
+
+/* Resolves a --threads value (<= 0: all online cores) and configures OpenMP and OpenBLAS. */
+int moeq_threads_init(int requested);
+int moeq_threads(void);
+
+double moeq_now(void);   /* monotonic seconds */
+
+/* Peak resident set size of this process in bytes (VmHWM), 0 when unknown. */
+uint64_t moeq_peak_rss(void);
+
+#endif

@@ -1,0 +1,138 @@
+/* moeq eval: perplexity over non-overlapping windows and, against a reference model, the
+ * metrics llama.cpp's perplexity tool reports (KLD mean/median/p99, same top-1, Δp RMS).
+ * Log-softmax and all sums run in double. */
+#include "moeq_eval.h"
+#include "moeq_core.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+double moeq_quantile_inplace(double *v, int64_t n, double q)
+{
+    if (n <= 0) return NAN;
+    qsort(v, (size_t)n, sizeof *v, cmp_double);
+    double pos = q * (double)(n - 1);
+    int64_t lo = (int64_t)floor(pos);
+    if (lo >= n - 1) return v[n - 1];
+    double frac = pos - (double)lo;
+    return v[lo] + (v[lo + 1] - v[lo]) * frac;
+}
+
+/* log-sum-exp of a row of logits, and its argmax */
+static double row_lse(const float *l, int64_t V, int64_t *argmax)
+{
+    double mx = -INFINITY;
+    int64_t am = 0;
+    for (int64_t j = 0; j < V; j++)
+        if (l[j] > mx) { mx = l[j]; am = j; }
+    double s = 0;
+    for (int64_t j = 0; j < V; j++) s += exp((double)l[j] - mx);
+    *argmax = am;
+    return mx + log(s);
+}
+
+moeq_status moeq_eval(const moeq_model *model, const moeq_model *ref, const int32_t *tokens,
+                      int64_t n, const moeq_eval_opts *opts, moeq_eval_result *res,
+                      moeq_error *err)
+{
+    memset(res, 0, sizeof *res);
+    const moeq_config *c = moeq_model_config(model);
+    int64_t ctx = opts->ctx, V = c->vocab;
+    if (ctx < 2) return moeq_fail(err, MOEQ_ERR_MISUSE, "--ctx %lld: a window needs at least 2 tokens", (long long)ctx);
+    if (ref && moeq_model_config(ref)->vocab != V)
+        return moeq_fail(err, MOEQ_ERR_FORMAT, "%s has a vocabulary of %lld tokens but the reference %s has %lld",
+                         moeq_model_path(model), (long long)V, moeq_model_path(ref),
+                         (long long)moeq_model_config(ref)->vocab);
+    int64_t usable = opts->max_tokens > 0 && opts->max_tokens < n ? opts->max_tokens : n;
+    int64_t windows = usable / ctx;
+    if (windows == 0)
+        return moeq_fail(err, MOEQ_ERR_FORMAT, "%lld tokens are fewer than one window of --ctx %lld",
+                         (long long)usable, (long long)ctx);
+    for (int64_t i = 0; i < windows * ctx; i++)
+        if (tokens[i] < 0 || tokens[i] >= V)
+            return moeq_fail(err, MOEQ_ERR_RANGE, "token %lld has id %d, outside the vocabulary 0..%lld of %s",
+                             (long long)i, tokens[i], (long long)V - 1, moeq_model_path(model));
+
+    moeq_runner *run = NULL, *run_ref = NULL;
+    float *logits = NULL, *logits_ref = NULL;
+    double *kld = NULL;
+    moeq_status st = moeq_runner_create(model, ctx, opts->threads, &run, err);
+    if (st == MOEQ_OK && ref) st = moeq_runner_create(ref, ctx, opts->threads, &run_ref, err);
+    if (st == MOEQ_OK) {
+        logits = malloc((size_t)(ctx * V) * sizeof(float));
+        if (ref) {
+            logits_ref = malloc((size_t)(ctx * V) * sizeof(float));
+            kld = malloc((size_t)(windows * (ctx - 1)) * sizeof(double));
+        }
+        if (!logits || (ref && (!logits_ref || !kld)))
+            st = moeq_fail(err, MOEQ_ERR_NOMEM, "out of memory for %lld x %lld logits", (long long)ctx, (long long)V);
+    }
+    double nll_sum = 0, nll_ref_sum = 0, kld_sum = 0, dp2_sum = 0, seconds = 0;
+    int64_t same = 0, count = 0;
+    for (int64_t w = 0; st == MOEQ_OK && w < windows; w++) {
+        const int32_t *win = tokens + w * ctx;
+        double t0 = moeq_now();
+        st = moeq_forward(run, win, ctx, logits, NULL, err);
+        seconds += moeq_now() - t0;
+        if (st == MOEQ_OK && ref) st = moeq_forward(run_ref, win, ctx, logits_ref, NULL, err);
+        if (st != MOEQ_OK) break;
+        for (int64_t i = 0; i + 1 < ctx; i++) {
+            const float *l = logits + i * V;
+            int64_t am, am_ref;
+            double lse = row_lse(l, V, &am);
+            int32_t tgt = win[i + 1];
+            nll_sum += lse - l[tgt];
+            if (ref) {
+                const float *lr = logits_ref + i * V;
+                double lse_r = row_lse(lr, V, &am_ref);
+                nll_ref_sum += lse_r - lr[tgt];
+                double k = 0;
+                for (int64_t j = 0; j < V; j++) {
+                    double lpr = lr[j] - lse_r, lp = l[j] - lse;
+                    k += exp(lpr) * (lpr - lp);
+                }
+                kld[count] = k;
+                kld_sum += k;
+                double dp = exp(l[tgt] - lse) - exp(lr[tgt] - lse_r);
+                dp2_sum += dp * dp;
+                same += am == am_ref;
+            }
+            count++;
+        }
+        if (opts->progress)
+            opts->progress(opts->user, w + 1, windows, (double)((w + 1) * ctx) / seconds,
+                           exp(nll_sum / (double)count));
+    }
+    if (st == MOEQ_OK) {
+        res->ctx = ctx;
+        res->windows = windows;
+        res->tokens = count;
+        res->nll_mean = nll_sum / (double)count;
+        res->ppl = exp(res->nll_mean);
+        res->seconds = seconds;
+        res->tokens_per_s = (double)(windows * ctx) / seconds;
+        if (ref) {
+            res->has_ref = 1;
+            res->ppl_ref = exp(nll_ref_sum / (double)count);
+            res->ppl_ratio = res->ppl / res->ppl_ref;
+            res->kld_mean = kld_sum / (double)count;
+            res->same_top1 = (double)same / (double)count;
+            res->delta_p_rms = sqrt(dp2_sum / (double)count);
+            res->kld_median = moeq_quantile_inplace(kld, count, 0.5);
+            res->kld_p99 = moeq_quantile_inplace(kld, count, 0.99);
+        }
+    }
+    free(kld);
+    free(logits);
+    free(logits_ref);
+    moeq_runner_free(run);
+    moeq_runner_free(run_ref);
+    return st;
+}

@@ -1,0 +1,517 @@
+/* The float32 forward pass of a MoE decoder over one causal window.
+ * Weights stay in the mapping (bf16/f16/f32) and are widened to float32 per layer (attention,
+ * router, shared and dense MLPs) or per expert (routed experts, one scratch per thread).
+ * Work is split over OpenMP threads around single-threaded BLAS calls (see core/la.c).
+ * Results do not depend on the thread count: every output element is computed by one
+ * thread in a fixed order, and expert outputs are summed per token in top-k slot order. */
+#include "moeq_model.h"
+#include "moeq_core.h"
+
+#include <math.h>
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define LM_HEAD_CHUNK 512   /* vocabulary rows widened at a time for the LM head */
+
+typedef struct thread_scratch {
+    float *wg, *wu, *wd;     /* one expert's weights, widened: [I, H], [I, H], [H, I] */
+    float *xe, *ge, *ue, *ye; /* gathered inputs [n, H], gate/up [n, I], output [n, H] */
+    float *we;               /* routing weight of each gathered row [n] */
+    float *scores;           /* attention scores of one head [n, n] */
+    float *lm;               /* LM head rows [LM_HEAD_CHUNK, H] */
+} thread_scratch;
+
+struct moeq_runner {
+    const moeq_model *m;
+    const moeq_config *c;
+    int64_t max_n;
+    int nthreads;
+    int64_t q_dim, kv_dim, expert_inter_max, mlp_inter_max;
+    float *x, *h, *q, *k, *v, *att, *mlp_out;      /* activations */
+    float *ffn_g, *ffn_u;                          /* dense/shared MLP [n, inter] */
+    float *gate_scalar;                            /* shared expert sigmoid gate [n] */
+    float *router_logits;                          /* [n, E] */
+    int32_t *topk_idx;                             /* [n, K] */
+    float *topk_w;                                 /* [n, K] */
+    float *slot_out;                               /* [n, K, H] weighted expert outputs */
+    int64_t *e_count;                              /* [E] */
+    int32_t *e_rows, *e_slot;                      /* [E, n] token and slot of each row */
+    float *rope_cos, *rope_sin;                    /* [n, head_dim / 2] */
+    float *wq, *wk, *wv, *wo, *wr, *w_sg;          /* widened layer weights */
+    float *wf_g, *wf_u, *wf_d;                     /* dense or shared MLP weights */
+    float *vbuf;                                   /* small vectors: norms and biases */
+    thread_scratch *ts;
+};
+
+static void *xcalloc(size_t n, size_t size, int *failed)
+{
+    if (n == 0) n = 1;
+    void *p = calloc(n, size);
+    if (!p) *failed = 1;
+    return p;
+}
+
+void moeq_runner_free(moeq_runner *r)
+{
+    if (!r) return;
+    float *bufs[] = {r->x, r->h, r->q, r->k, r->v, r->att, r->mlp_out, r->ffn_g, r->ffn_u,
+                     r->gate_scalar, r->router_logits, r->topk_w, r->slot_out, r->rope_cos,
+                     r->rope_sin, r->wq, r->wk, r->wv, r->wo, r->wr, r->w_sg, r->wf_g, r->wf_u,
+                     r->wf_d, r->vbuf};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
+    free(r->topk_idx);
+    free(r->e_count);
+    free(r->e_rows);
+    free(r->e_slot);
+    if (r->ts) {
+        for (int t = 0; t < r->nthreads; t++) {
+            thread_scratch *s = &r->ts[t];
+            free(s->wg); free(s->wu); free(s->wd); free(s->xe); free(s->ge); free(s->ue);
+            free(s->ye); free(s->we); free(s->scores); free(s->lm);
+        }
+        free(r->ts);
+    }
+    free(r);
+}
+
+static int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
+
+moeq_status moeq_runner_create(const moeq_model *m, int64_t max_tokens, int threads,
+                               moeq_runner **out, moeq_error *err)
+{
+    *out = NULL;
+    const moeq_config *c = moeq_model_config(m);
+    if (max_tokens <= 0 || max_tokens > (1 << 20))
+        return moeq_fail(err, MOEQ_ERR_MISUSE, "window of %lld tokens is outside 1..1048576",
+                         (long long)max_tokens);
+    if (c->head_dim % 2)
+        return moeq_fail(err, MOEQ_ERR_UNSUPPORTED, "%s: head_dim %lld is odd; RoPE needs it even",
+                         moeq_model_path(m), (long long)c->head_dim);
+    moeq_runner *r = calloc(1, sizeof *r);
+    if (!r) return moeq_fail(err, MOEQ_ERR_NOMEM, "out of memory creating the forward workspace");
+    r->m = m;
+    r->c = c;
+    r->max_n = max_tokens;
+    r->nthreads = threads > 0 ? threads : omp_get_max_threads();
+    int64_t n = max_tokens, H = c->hidden, E = c->n_experts > 0 ? c->n_experts : 1;
+    int64_t K = c->top_k > 0 ? c->top_k : 1;
+    r->q_dim = c->heads * c->head_dim;
+    r->kv_dim = c->kv_heads * c->head_dim;
+    r->expert_inter_max = c->moe_inter;
+    r->mlp_inter_max = max64(c->dense_inter, c->shared_inter);
+    int64_t I = r->expert_inter_max, F = r->mlp_inter_max;
+    int fail = 0;
+    r->x = xcalloc((size_t)(n * H), sizeof(float), &fail);
+    r->h = xcalloc((size_t)(n * H), sizeof(float), &fail);
+    r->mlp_out = xcalloc((size_t)(n * H), sizeof(float), &fail);
+    r->q = xcalloc((size_t)(n * r->q_dim), sizeof(float), &fail);
+    r->att = xcalloc((size_t)(n * r->q_dim), sizeof(float), &fail);
+    r->k = xcalloc((size_t)(n * r->kv_dim), sizeof(float), &fail);
+    r->v = xcalloc((size_t)(n * r->kv_dim), sizeof(float), &fail);
+    r->ffn_g = xcalloc((size_t)(n * F), sizeof(float), &fail);
+    r->ffn_u = xcalloc((size_t)(n * F), sizeof(float), &fail);
+    r->gate_scalar = xcalloc((size_t)n, sizeof(float), &fail);
+    r->router_logits = xcalloc((size_t)(n * E), sizeof(float), &fail);
+    r->topk_idx = xcalloc((size_t)(n * K), sizeof(int32_t), &fail);
+    r->topk_w = xcalloc((size_t)(n * K), sizeof(float), &fail);
+    r->slot_out = xcalloc((size_t)(n * K * H), sizeof(float), &fail);
+    r->e_count = xcalloc((size_t)E, sizeof(int64_t), &fail);
+    r->e_rows = xcalloc((size_t)(E * n), sizeof(int32_t), &fail);
+    r->e_slot = xcalloc((size_t)(E * n), sizeof(int32_t), &fail);
+    r->rope_cos = xcalloc((size_t)(n * c->head_dim / 2), sizeof(float), &fail);
+    r->rope_sin = xcalloc((size_t)(n * c->head_dim / 2), sizeof(float), &fail);
+    r->wq = xcalloc((size_t)(r->q_dim * H), sizeof(float), &fail);
+    r->wk = xcalloc((size_t)(r->kv_dim * H), sizeof(float), &fail);
+    r->wv = xcalloc((size_t)(r->kv_dim * H), sizeof(float), &fail);
+    r->wo = xcalloc((size_t)(H * r->q_dim), sizeof(float), &fail);
+    r->wr = xcalloc((size_t)(E * H), sizeof(float), &fail);
+    r->w_sg = xcalloc((size_t)H, sizeof(float), &fail);
+    r->wf_g = xcalloc((size_t)(F * H), sizeof(float), &fail);
+    r->wf_u = xcalloc((size_t)(F * H), sizeof(float), &fail);
+    r->wf_d = xcalloc((size_t)(H * F), sizeof(float), &fail);
+    /* norms (2H), q/k norm (q_dim + kv_dim), biases (q_dim + 2 kv_dim), final norm H */
+    r->vbuf = xcalloc((size_t)(3 * H + 2 * r->q_dim + 3 * r->kv_dim), sizeof(float), &fail);
+    r->ts = xcalloc((size_t)r->nthreads, sizeof(thread_scratch), &fail);
+    for (int t = 0; !fail && t < r->nthreads; t++) {
+        thread_scratch *s = &r->ts[t];
+        s->wg = xcalloc((size_t)(I * H), sizeof(float), &fail);
+        s->wu = xcalloc((size_t)(I * H), sizeof(float), &fail);
+        s->wd = xcalloc((size_t)(H * I), sizeof(float), &fail);
+        s->xe = xcalloc((size_t)(n * H), sizeof(float), &fail);
+        s->ge = xcalloc((size_t)(n * I), sizeof(float), &fail);
+        s->ue = xcalloc((size_t)(n * I), sizeof(float), &fail);
+        s->ye = xcalloc((size_t)(n * H), sizeof(float), &fail);
+        s->we = xcalloc((size_t)n, sizeof(float), &fail);
+        s->scores = xcalloc((size_t)(n * n), sizeof(float), &fail);
+        s->lm = xcalloc((size_t)(LM_HEAD_CHUNK * H), sizeof(float), &fail);
+    }
+    if (fail) {
+        moeq_runner_free(r);
+        return moeq_fail(err, MOEQ_ERR_NOMEM, "out of memory creating the forward workspace for "
+                         "%lld tokens", (long long)max_tokens);
+    }
+    /* RoPE tables, computed as transformers does in float32: inv_freq = theta^(-2i/d),
+     * angle = pos * inv_freq rounded to float, then cos/sin of that float angle. */
+    int64_t half = c->head_dim / 2;
+    for (int64_t i = 0; i < half; i++) {
+        float expo = (float)(2 * i) / (float)c->head_dim;
+        float inv_freq = (float)(1.0 / pow(c->rope_theta, (double)expo));
+        for (int64_t p = 0; p < n; p++) {
+            float ang = (float)p * inv_freq;
+            r->rope_cos[p * half + i] = (float)cos((double)ang);
+            r->rope_sin[p * half + i] = (float)sin((double)ang);
+        }
+    }
+    *out = r;
+    return MOEQ_OK;
+}
+
+/* Widens a whole matrix view in parallel over row blocks. */
+static void widen(const moeq_mat *m, float *dst)
+{
+    int64_t rows = m->rows, cols = m->cols;
+    int64_t block = 64;
+    int64_t nb = (rows + block - 1) / block;
+#pragma omp parallel for schedule(static)
+    for (int64_t b = 0; b < nb; b++) {
+        int64_t r0 = b * block, r1 = r0 + block < rows ? r0 + block : rows;
+        moeq_mat_to_f32(m, r0, r1, dst + r0 * cols);
+    }
+}
+
+/* Y[n, N] = X[n, K] · W[N, K]ᵀ, split over threads by token rows. */
+static void par_matmul(int nthreads, const float *X, int64_t n, int64_t K, const float *W,
+                       int64_t N, float *Y)
+{
+    int64_t chunk = (n + nthreads - 1) / nthreads;
+    if (chunk < 16) chunk = 16;
+    int64_t nchunks = (n + chunk - 1) / chunk;
+#pragma omp parallel for schedule(static)
+    for (int64_t b = 0; b < nchunks; b++) {
+        int64_t r0 = b * chunk, r1 = r0 + chunk < n ? r0 + chunk : n;
+        moeq_sgemm_nt(r1 - r0, N, K, X + r0 * K, K, W, K, 0.0f, Y + r0 * N, N);
+    }
+}
+
+static void rmsnorm_rows(const float *x, float *y, int64_t n, int64_t dim, int64_t stride,
+                         const float *w, double eps)
+{
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < n; i++) {
+        const float *xi = x + i * stride;
+        float *yi = y + i * stride;
+        double ss = 0;
+        for (int64_t j = 0; j < dim; j++) ss += (double)xi[j] * xi[j];
+        float inv = (float)(1.0 / sqrt(ss / (double)dim + eps));
+        for (int64_t j = 0; j < dim; j++) yi[j] = w[j] * (xi[j] * inv);
+    }
+}
+
+static inline float silu(float g) { return g / (1.0f + expf(-g)); }
+
+static void swiglu_inplace(float *g, const float *u, int64_t count)
+{
+    for (int64_t i = 0; i < count; i++) g[i] = silu(g[i]) * u[i];
+}
+
+/* Rotates each head of rows [n, heads*hd] by position (rotate_half convention). */
+static void rope_rows(moeq_runner *r, float *x, int64_t n, int64_t heads)
+{
+    int64_t hd = r->c->head_dim, half = hd / 2;
+#pragma omp parallel for schedule(static)
+    for (int64_t p = 0; p < n; p++) {
+        const float *cs = r->rope_cos + p * half, *sn = r->rope_sin + p * half;
+        for (int64_t h = 0; h < heads; h++) {
+            float *v = x + p * heads * hd + h * hd;
+            for (int64_t i = 0; i < half; i++) {
+                float a = v[i], b = v[i + half];
+                v[i] = a * cs[i] - b * sn[i];
+                v[i + half] = b * cs[i] + a * sn[i];
+            }
+        }
+    }
+}
+
+static void add_bias(float *x, int64_t n, int64_t dim, const float *b)
+{
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t j = 0; j < dim; j++) x[i * dim + j] += b[j];
+}
+
+static void attention(moeq_runner *r, int64_t layer, int64_t n, const moeq_hooks *hooks)
+{
+    const moeq_config *c = r->c;
+    const moeq_layer_view *L = moeq_model_layer(r->m, layer);
+    int64_t H = c->hidden, hd = c->head_dim, qd = r->q_dim, kvd = r->kv_dim;
+    float *vb = r->vbuf;
+    float *norm_w = vb;
+    vb += H;
+    moeq_vec_to_f32(&L->attn_norm, norm_w);
+    rmsnorm_rows(r->x, r->h, n, H, H, norm_w, c->rms_eps);
+    if (hooks && hooks->linear_input)
+        hooks->linear_input(hooks->user, layer, -1, MOEQ_PROJ_Q, r->h, n, H, NULL, NULL);
+
+    widen(&L->q, r->wq);
+    widen(&L->k, r->wk);
+    widen(&L->v, r->wv);
+    par_matmul(r->nthreads, r->h, n, H, r->wq, qd, r->q);
+    par_matmul(r->nthreads, r->h, n, H, r->wk, kvd, r->k);
+    par_matmul(r->nthreads, r->h, n, H, r->wv, kvd, r->v);
+    if (L->q_bias.data) {
+        float *bq = vb, *bk = vb + qd, *bv = vb + qd + kvd;
+        moeq_vec_to_f32(&L->q_bias, bq);
+        moeq_vec_to_f32(&L->k_bias, bk);
+        moeq_vec_to_f32(&L->v_bias, bv);
+        add_bias(r->q, n, qd, bq);
+        add_bias(r->k, n, kvd, bk);
+        add_bias(r->v, n, kvd, bv);
+    }
+    if (c->qk_norm != MOEQ_QK_NORM_NONE) {
+        float *qn = vb, *kn = vb + qd;
+        moeq_vec_to_f32(&L->q_norm, qn);
+        moeq_vec_to_f32(&L->k_norm, kn);
+        if (c->qk_norm == MOEQ_QK_NORM_HEAD) {
+            /* each head is a row of head_dim values sharing one weight vector */
+            rmsnorm_rows(r->q, r->q, n * c->heads, hd, hd, qn, c->rms_eps);
+            rmsnorm_rows(r->k, r->k, n * c->kv_heads, hd, hd, kn, c->rms_eps);
+        } else {
+            rmsnorm_rows(r->q, r->q, n, qd, qd, qn, c->rms_eps);
+            rmsnorm_rows(r->k, r->k, n, kvd, kvd, kn, c->rms_eps);
+        }
+    }
+    rope_rows(r, r->q, n, c->heads);
+    rope_rows(r, r->k, n, c->kv_heads);
+
+    /* Causal softmax attention per head: S = Q_h K_gᵀ · scale, masked, softmax, O_h = P V_g. */
+    float scale = (float)(1.0 / sqrt((double)hd));
+    int64_t group = c->heads / c->kv_heads;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(r->nthreads)
+    for (int64_t h = 0; h < c->heads; h++) {
+        float *S = r->ts[omp_get_thread_num()].scores;
+        int64_t g = h / group;
+        moeq_sgemm_nt(n, n, hd, r->q + h * hd, qd, r->k + g * hd, kvd, 0.0f, S, n);
+        for (int64_t i = 0; i < n; i++) {
+            float *row = S + i * n;
+            float mx = -INFINITY;
+            for (int64_t j = 0; j <= i; j++) {
+                row[j] *= scale;
+                if (row[j] > mx) mx = row[j];
+            }
+            float sum = 0.0f;
+            for (int64_t j = 0; j <= i; j++) {
+                row[j] = expf(row[j] - mx);
+                sum += row[j];
+            }
+            float inv = 1.0f / sum;
+            for (int64_t j = 0; j <= i; j++) row[j] *= inv;
+            for (int64_t j = i + 1; j < n; j++) row[j] = 0.0f;
+        }
+        moeq_sgemm_nn(n, hd, n, S, n, r->v + g * hd, kvd, 0.0f, r->att + h * hd, qd);
+    }
+    if (hooks && hooks->linear_input)
+        hooks->linear_input(hooks->user, layer, -1, MOEQ_PROJ_O, r->att, n, qd, NULL, NULL);
+    widen(&L->o, r->wo);
+    par_matmul(r->nthreads, r->att, n, qd, r->wo, H, r->mlp_out);
+    for (int64_t i = 0; i < n * H; i++) r->x[i] += r->mlp_out[i];
+}
+
+/* out[n, H] = down(silu(gate·x) ⊙ up·x) for all tokens, with the matrices of a dense MLP or
+ * the shared expert; inter is their intermediate size. */
+static void mlp_all_tokens(moeq_runner *r, int64_t layer, const moeq_mat *g, const moeq_mat *u,
+                           const moeq_mat *d, int64_t n, float *out, const moeq_hooks *hooks,
+                           moeq_proj in_proj, moeq_proj down_proj)
+{
+    int64_t H = r->c->hidden, F = g->rows;
+    widen(g, r->wf_g);
+    widen(u, r->wf_u);
+    widen(d, r->wf_d);
+    if (hooks && hooks->linear_input)
+        hooks->linear_input(hooks->user, layer, -1, in_proj, r->h, n, H, NULL, NULL);
+    par_matmul(r->nthreads, r->h, n, H, r->wf_g, F, r->ffn_g);
+    par_matmul(r->nthreads, r->h, n, H, r->wf_u, F, r->ffn_u);
+    swiglu_inplace(r->ffn_g, r->ffn_u, n * F);
+    if (hooks && hooks->linear_input)
+        hooks->linear_input(hooks->user, layer, -1, down_proj, r->ffn_g, n, F, NULL, NULL);
+    par_matmul(r->nthreads, r->ffn_g, n, F, r->wf_d, H, out);
+}
+
+/* Top-k routing of one token: indices by descending logit (ties: lower index first), then
+ * softmax probabilities over all experts, optionally renormalized over the k chosen. */
+static void route_token(const float *logits, int64_t E, int64_t K, int renorm, int32_t *idx,
+                        float *w)
+{
+    double mx = -INFINITY, sum = 0;
+    for (int64_t e = 0; e < E; e++)
+        if (logits[e] > mx) mx = logits[e];
+    for (int64_t e = 0; e < E; e++) sum += exp((double)logits[e] - mx);
+    for (int64_t s = 0; s < K; s++) {
+        int64_t best = -1;
+        for (int64_t e = 0; e < E; e++) {
+            int taken = 0;
+            for (int64_t t = 0; t < s; t++) taken |= idx[t] == e;
+            if (taken) continue;
+            if (best < 0 || logits[e] > logits[best]) best = e;
+        }
+        idx[s] = (int32_t)best;
+    }
+    double wsum = 0, p[64];
+    double *pk = K <= 64 ? p : NULL;
+    for (int64_t s = 0; s < K; s++) {
+        double ps = exp((double)logits[idx[s]] - mx) / sum;
+        if (pk) pk[s] = ps;
+        w[s] = (float)ps;
+        wsum += ps;
+    }
+    if (renorm)
+        for (int64_t s = 0; s < K; s++) w[s] = (float)((pk ? pk[s] : (double)w[s]) / wsum);
+}
+
+static moeq_status moe_block(moeq_runner *r, int64_t layer, int64_t n, const moeq_hooks *hooks,
+                             moeq_error *err)
+{
+    const moeq_config *c = r->c;
+    const moeq_layer_view *L = moeq_model_layer(r->m, layer);
+    int64_t H = c->hidden, E = c->n_experts, K = c->top_k, I = c->moe_inter;
+
+    widen(&L->router, r->wr);
+    par_matmul(r->nthreads, r->h, n, H, r->wr, E, r->router_logits);
+    if (hooks && hooks->router_logits) hooks->router_logits(hooks->user, layer, r->router_logits, n, E);
+#pragma omp parallel for schedule(static)
+    for (int64_t t = 0; t < n; t++)
+        route_token(r->router_logits + t * E, E, K, c->norm_topk_prob, r->topk_idx + t * K,
+                    r->topk_w + t * K);
+    memset(r->e_count, 0, (size_t)E * sizeof(int64_t));
+    for (int64_t t = 0; t < n; t++)
+        for (int64_t s = 0; s < K; s++) {
+            int64_t e = r->topk_idx[t * K + s];
+            int64_t j = r->e_count[e]++;
+            r->e_rows[e * r->max_n + j] = (int32_t)t;
+            r->e_slot[e * r->max_n + j] = (int32_t)s;
+        }
+
+    moeq_status st = MOEQ_OK;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(r->nthreads)
+    for (int64_t e = 0; e < E; e++) {
+        int64_t ne = r->e_count[e];
+        if (ne == 0) continue;
+        thread_scratch *s = &r->ts[omp_get_thread_num()];
+        moeq_mat mg, mu, md;
+        moeq_error lerr;
+        if (moeq_model_expert(r->m, layer, e, MOEQ_PROJ_GATE, &mg, &lerr) != MOEQ_OK ||
+            moeq_model_expert(r->m, layer, e, MOEQ_PROJ_UP, &mu, &lerr) != MOEQ_OK ||
+            moeq_model_expert(r->m, layer, e, MOEQ_PROJ_DOWN, &md, &lerr) != MOEQ_OK) {
+#pragma omp critical(moeq_forward_err)
+            {
+                if (st == MOEQ_OK) {
+                    st = lerr.code;
+                    if (err) *err = lerr;
+                }
+            }
+            continue;
+        }
+        moeq_mat_to_f32(&mg, 0, I, s->wg);
+        moeq_mat_to_f32(&mu, 0, I, s->wu);
+        moeq_mat_to_f32(&md, 0, H, s->wd);
+        const int32_t *rows = r->e_rows + e * r->max_n;
+        const int32_t *slots = r->e_slot + e * r->max_n;
+        for (int64_t j = 0; j < ne; j++) {
+            memcpy(s->xe + j * H, r->h + (int64_t)rows[j] * H, (size_t)H * sizeof(float));
+            s->we[j] = r->topk_w[(int64_t)rows[j] * K + slots[j]];
+        }
+        moeq_sgemm_nt(ne, I, H, s->xe, H, s->wg, H, 0.0f, s->ge, I);
+        moeq_sgemm_nt(ne, I, H, s->xe, H, s->wu, H, 0.0f, s->ue, I);
+        swiglu_inplace(s->ge, s->ue, ne * I);
+        if (hooks && hooks->linear_input) {
+#pragma omp critical(moeq_forward_hook)
+            {
+                hooks->linear_input(hooks->user, layer, e, MOEQ_PROJ_GATE, s->xe, ne, H, rows, s->we);
+                hooks->linear_input(hooks->user, layer, e, MOEQ_PROJ_DOWN, s->ge, ne, I, rows, s->we);
+            }
+        }
+        moeq_sgemm_nt(ne, H, I, s->ge, I, s->wd, I, 0.0f, s->ye, H);
+        for (int64_t j = 0; j < ne; j++) {
+            float *dst = r->slot_out + ((int64_t)rows[j] * K + slots[j]) * H;
+            const float *src = s->ye + j * H;
+            for (int64_t i = 0; i < H; i++) dst[i] = s->we[j] * src[i];
+        }
+    }
+    if (st != MOEQ_OK) return st;
+
+    /* Sum the k expert outputs of each token in slot order (independent of threads). */
+#pragma omp parallel for schedule(static)
+    for (int64_t t = 0; t < n; t++) {
+        float *o = r->mlp_out + t * H;
+        const float *src = r->slot_out + t * K * H;
+        for (int64_t i = 0; i < H; i++) o[i] = src[i];
+        for (int64_t s = 1; s < K; s++)
+            for (int64_t i = 0; i < H; i++) o[i] += src[s * H + i];
+    }
+
+    if (L->shared_gate.data) {
+        float *shared = r->slot_out;   /* reuse: expert outputs are already summed */
+        mlp_all_tokens(r, layer, &L->shared_gate, &L->shared_up, &L->shared_down, n, shared, hooks,
+                       MOEQ_PROJ_SHARED_GATE, MOEQ_PROJ_SHARED_DOWN);
+        if (L->shared_expert_gate.data) {
+            moeq_mat_to_f32(&L->shared_expert_gate, 0, 1, r->w_sg);
+            for (int64_t t = 0; t < n; t++) {
+                double z = 0;
+                for (int64_t i = 0; i < H; i++) z += (double)r->h[t * H + i] * r->w_sg[i];
+                r->gate_scalar[t] = (float)(1.0 / (1.0 + exp(-(double)(float)z)));
+            }
+        } else {
+            for (int64_t t = 0; t < n; t++) r->gate_scalar[t] = 1.0f;
+        }
+        for (int64_t t = 0; t < n; t++)
+            for (int64_t i = 0; i < H; i++)
+                r->mlp_out[t * H + i] += r->gate_scalar[t] * shared[t * H + i];
+    }
+    return MOEQ_OK;
+}
+
+moeq_status moeq_forward(moeq_runner *r, const int32_t *tokens, int64_t n, float *logits,
+                         const moeq_hooks *hooks, moeq_error *err)
+{
+    const moeq_config *c = r->c;
+    if (n <= 0 || n > r->max_n)
+        return moeq_fail(err, MOEQ_ERR_MISUSE, "window of %lld tokens; the workspace holds 1..%lld",
+                         (long long)n, (long long)r->max_n);
+    int64_t H = c->hidden, V = c->vocab;
+    const moeq_mat *embed = moeq_model_embed(r->m);
+    for (int64_t t = 0; t < n; t++) {
+        if (tokens[t] < 0 || tokens[t] >= V)
+            return moeq_fail(err, MOEQ_ERR_RANGE, "token id %d at window position %lld is outside "
+                             "the vocabulary (0..%lld)", tokens[t], (long long)t, (long long)V - 1);
+        moeq_mat_to_f32(embed, tokens[t], tokens[t] + 1, r->x + t * H);
+    }
+    for (int64_t l = 0; l < c->layers; l++) {
+        attention(r, l, n, hooks);
+        const moeq_layer_view *L = moeq_model_layer(r->m, l);
+        float *norm_w = r->vbuf;
+        moeq_vec_to_f32(&L->mlp_norm, norm_w);
+        rmsnorm_rows(r->x, r->h, n, H, H, norm_w, c->rms_eps);
+        if (L->is_moe) {
+            moeq_status st = moe_block(r, l, n, hooks, err);
+            if (st != MOEQ_OK) return st;
+        } else {
+            mlp_all_tokens(r, l, &L->dense_gate, &L->dense_up, &L->dense_down, n, r->mlp_out, hooks,
+                           MOEQ_PROJ_DENSE_GATE, MOEQ_PROJ_DENSE_DOWN);
+        }
+        for (int64_t i = 0; i < n * H; i++) r->x[i] += r->mlp_out[i];
+    }
+    float *norm_w = r->vbuf;
+    moeq_vec_to_f32(moeq_model_final_norm(r->m), norm_w);
+    rmsnorm_rows(r->x, r->h, n, H, H, norm_w, c->rms_eps);
+
+    /* LM head in chunks of vocabulary rows so the widened copy stays small. */
+    const moeq_mat *head = moeq_model_lm_head(r->m);
+    int64_t nchunks = (V + LM_HEAD_CHUNK - 1) / LM_HEAD_CHUNK;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(r->nthreads)
+    for (int64_t b = 0; b < nchunks; b++) {
+        thread_scratch *s = &r->ts[omp_get_thread_num()];
+        int64_t v0 = b * LM_HEAD_CHUNK, v1 = v0 + LM_HEAD_CHUNK < V ? v0 + LM_HEAD_CHUNK : V;
+        moeq_mat_to_f32(head, v0, v1, s->lm);
+        moeq_sgemm_nt(n, v1 - v0, H, r->h, H, s->lm, H, 0.0f, logits + v0, V);
+    }
+    return MOEQ_OK;
+}

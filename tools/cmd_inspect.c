@@ -1,0 +1,111 @@
+/* moeq inspect MODEL: reads config.json and the safetensors headers (no tensor data). */
+#include <stdio.h>
+#include <string.h>
+#include "common.h"
+#include "moeq_core.h"
+#include "moeq_model.h"
+
+static const char *INSPECT_HELP =
+    "usage: moeq inspect MODEL [--json] [-q] [--threads N]\n\n"
+    "Reads MODEL (a Hugging Face directory: config.json + safetensors, single or sharded) and\n"
+    "prints its family, layer and expert counts, parameter counts by kind, dtype and size.\n"
+    "Only headers are read; tensor data is not touched.\n\n"
+    "  --json       result as JSON on stdout (keys: model_type, layers, experts, top_k, hidden,\n"
+    "               params{total,attention,router,shared_experts,routed_experts,embeddings},\n"
+    "               dtype, bytes, and more)\n"
+    "  -q           no human-readable text\n"
+    "  --threads N  accepted for uniformity; inspect is single-threaded\n";
+
+/* The dtype of the checkpoint: the one every tensor shares, else "mixed". */
+static const char *checkpoint_dtype(const moeq_checkpoint *ck)
+{
+    const char *dt = NULL;
+    for (size_t i = 0; i < moeq_ckpt_count(ck); i++) {
+        const char *d = moeq_ckpt_tensor(ck, i)->dtype_name;
+        if (!dt) dt = d;
+        else if (strcmp(dt, d)) return "mixed";
+    }
+    return dt ? dt : "none";
+}
+
+int cmd_inspect(int argc, char **argv)
+{
+    tool_common tc = {0};
+    const char *path = NULL;
+    for (int i = 1; i < argc; i++) {
+        int r = tool_common_option("inspect", argc, argv, &i, &tc);
+        if (r < 0) return 1;
+        if (r) continue;
+        if (argv[i][0] == '-' && argv[i][1]) return tool_usage_error("inspect", "unknown option %s", argv[i]);
+        if (path) return tool_usage_error("inspect", "one MODEL only (got '%s' and '%s')", path, argv[i]);
+        path = argv[i];
+    }
+    if (tc.help) { fputs(INSPECT_HELP, stdout); return 0; }
+    if (!path) return tool_usage_error("inspect", "missing MODEL");
+
+    moeq_error err = {0};
+    moeq_model *m = NULL;
+    if (moeq_model_open(path, &m, &err) != MOEQ_OK) return tool_report("inspect", &err);
+    const moeq_config *c = moeq_model_config(m);
+    const moeq_checkpoint *ck = moeq_model_checkpoint(m);
+    moeq_param_counts pc;
+    moeq_model_param_counts(m, &pc);
+    int64_t moe_layers = 0;
+    for (int64_t l = 0; l < c->layers; l++) moe_layers += c->layer_is_moe[l] != 0;
+    const char *dtype = checkpoint_dtype(ck);
+    const char *layout = moeq_model_fused_experts(m) ? "fused" : "per-expert";
+
+    FILE *h = tool_human(&tc);
+    if (h) {
+        fprintf(h, "model        %s\n", path);
+        fprintf(h, "model_type   %s (%s experts)\n", c->model_type, layout);
+        fprintf(h, "layers       %lld (%lld MoE)\n", (long long)c->layers, (long long)moe_layers);
+        fprintf(h, "experts      %lld routed, top-%lld%s%s\n", (long long)c->n_experts, (long long)c->top_k,
+                c->norm_topk_prob ? ", renormalized" : "", c->shared_inter ? ", plus a shared expert" : "");
+        fprintf(h, "hidden       %lld, heads %lld (kv %lld) x %lld, expert width %lld\n", (long long)c->hidden,
+                (long long)c->heads, (long long)c->kv_heads, (long long)c->head_dim, (long long)c->moe_inter);
+        fprintf(h, "vocab        %lld%s\n", (long long)c->vocab, c->tie_embeddings ? " (tied embeddings)" : "");
+        fprintf(h, "params       %lld total\n", (long long)pc.total);
+        fprintf(h, "  routed     %lld (%.1f%%)\n", (long long)pc.routed_experts, 100.0 * (double)pc.routed_experts / (double)pc.total);
+        fprintf(h, "  shared     %lld\n", (long long)pc.shared_experts);
+        fprintf(h, "  attention  %lld\n", (long long)pc.attention);
+        fprintf(h, "  router     %lld\n", (long long)pc.router);
+        fprintf(h, "  embeddings %lld\n", (long long)pc.embeddings);
+        fprintf(h, "  other      %lld\n", (long long)pc.other);
+        fprintf(h, "dtype        %s\n", dtype);
+        fprintf(h, "bytes        %llu in %zu shard(s)\n", (unsigned long long)moeq_ckpt_bytes(ck), moeq_ckpt_shards(ck));
+    }
+    int rc = 0;
+    if (tc.json) {
+        json_t *o = json_object();
+        json_object_set_new(o, "model_type", json_string(c->model_type));
+        json_object_set_new(o, "layers", json_integer(c->layers));
+        json_object_set_new(o, "moe_layers", json_integer(moe_layers));
+        json_object_set_new(o, "experts", json_integer(c->n_experts));
+        json_object_set_new(o, "top_k", json_integer(c->top_k));
+        json_object_set_new(o, "norm_topk_prob", json_boolean(c->norm_topk_prob));
+        json_object_set_new(o, "hidden", json_integer(c->hidden));
+        json_object_set_new(o, "moe_intermediate", json_integer(c->moe_inter));
+        json_object_set_new(o, "shared_intermediate", json_integer(c->shared_inter));
+        json_object_set_new(o, "heads", json_integer(c->heads));
+        json_object_set_new(o, "kv_heads", json_integer(c->kv_heads));
+        json_object_set_new(o, "head_dim", json_integer(c->head_dim));
+        json_object_set_new(o, "vocab", json_integer(c->vocab));
+        json_object_set_new(o, "expert_layout", json_string(layout));
+        json_t *p = json_object();
+        json_object_set_new(p, "total", json_integer(pc.total));
+        json_object_set_new(p, "attention", json_integer(pc.attention));
+        json_object_set_new(p, "router", json_integer(pc.router));
+        json_object_set_new(p, "shared_experts", json_integer(pc.shared_experts));
+        json_object_set_new(p, "routed_experts", json_integer(pc.routed_experts));
+        json_object_set_new(p, "embeddings", json_integer(pc.embeddings));
+        json_object_set_new(p, "other", json_integer(pc.other));
+        json_object_set_new(o, "params", p);
+        json_object_set_new(o, "dtype", json_string(dtype));
+        json_object_set_new(o, "bytes", json_integer((json_int_t)moeq_ckpt_bytes(ck)));
+        json_object_set_new(o, "shards", json_integer((json_int_t)moeq_ckpt_shards(ck)));
+        rc = tool_print_json(o);
+    }
+    moeq_model_close(m);
+    return rc;
+}

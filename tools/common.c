@@ -1,0 +1,80 @@
+/* Option handling and output helpers shared by the subcommands. */
+#include "common.h"
+
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include "moeq_core.h"
+
+int tool_common_option(const char *cmd, int argc, char **argv, int *i, tool_common *tc)
+{
+    const char *a = argv[*i];
+    if (!strcmp(a, "--json")) { tc->json = 1; return 1; }
+    if (!strcmp(a, "-q") || !strcmp(a, "--quiet")) { tc->quiet = 1; return 1; }
+    if (!strcmp(a, "-h") || !strcmp(a, "--help")) { tc->help = 1; return 1; }
+    if (!strcmp(a, "--threads")) {
+        const char *v = tool_value(cmd, argc, argv, i);
+        int64_t n;
+        if (!v || tool_parse_int(cmd, "--threads", v, 0, &n)) return -1;
+        if (n > 1024) { tool_usage_error(cmd, "--threads %lld is more than 1024", (long long)n); return -1; }
+        tc->threads = (int)n;
+        return 1;
+    }
+    return 0;
+}
+
+const char *tool_value(const char *cmd, int argc, char **argv, int *i)
+{
+    if (*i + 1 >= argc) {
+        tool_usage_error(cmd, "option %s needs a value", argv[*i]);
+        return NULL;
+    }
+    return argv[++*i];
+}
+
+int tool_parse_int(const char *cmd, const char *opt, const char *s, int64_t min, int64_t *out)
+{
+    char *end = NULL;
+    long long v = strtoll(s, &end, 10);
+    if (!*s || *end || v < min) {
+        tool_usage_error(cmd, "%s wants an integer >= %lld, got '%s'", opt, (long long)min, s);
+        return 1;
+    }
+    *out = v;
+    return 0;
+}
+
+int tool_report(const char *cmd, const moeq_error *err)
+{
+    fprintf(stderr, "moeq %s: %s: %s\n", cmd, moeq_status_str(err->code), err->detail);
+    return moeq_status_exit_code(err->code);
+}
+
+int tool_usage_error(const char *cmd, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "moeq %s: ", cmd);
+    vfprintf(stderr, fmt, ap);
+    fprintf(stderr, "\n(see 'moeq %s --help')\n", cmd);
+    va_end(ap);
+    return 1;
+}
+
+int tool_print_json(json_t *obj)
+{
+    int rc = json_dumpf(obj, stdout, JSON_INDENT(1) | JSON_REAL_PRECISION(10));
+    json_decref(obj);
+    if (rc != 0 || fputc('\n', stdout) == EOF || fflush(stdout) != 0) {
+        fprintf(stderr, "moeq: cannot write JSON to stdout\n");
+        return 4;
+    }
+    return 0;
+}
+
+FILE *tool_human(const tool_common *tc)
+{
+    if (tc->quiet) return NULL;
+    return tc->json ? stderr : stdout;
+}

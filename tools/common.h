@@ -1,0 +1,42 @@
+/* Shared pieces of the moeq subcommands: common options, error reporting, JSON output. */
+#ifndef MOEQ_TOOLS_COMMON_H
+#define MOEQ_TOOLS_COMMON_H
+
+#include <jansson.h>
+#include <stdint.h>
+#include <stdio.h>
+#include "moeq_status.h"
+
+typedef struct tool_common {
+    int json;       /* --json: result as JSON on stdout */
+    int quiet;      /* -q: no human text */
+    int threads;    /* --threads N (0: all cores) */
+    int help;       /* --help */
+    int progress;   /* progress lines: stderr is a terminal and not quiet */
+} tool_common;
+
+/* Consumes a common option at argv[*i]; returns 1 if consumed, 0 if not, -1 on a bad value. */
+int tool_common_option(const char *cmd, int argc, char **argv, int *i, tool_common *tc);
+/* Value of an option taking one argument ("--ctx N"); prints a usage error and returns NULL
+ * when missing. */
+const char *tool_value(const char *cmd, int argc, char **argv, int *i);
+/* Parses a positive integer option value; returns 0 on success. */
+int tool_parse_int(const char *cmd, const char *opt, const char *s, int64_t min, int64_t *out);
+/* Prints "moeq CMD: <status>: <detail>" on stderr; returns the exit code for the status. */
+int tool_report(const char *cmd, const moeq_error *err);
+/* Usage error: prints the message and a pointer to --help; returns 1. */
+int tool_usage_error(const char *cmd, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 2, 3)))
+#endif
+    ;
+/* Writes a JSON object to stdout (sorted keys kept in insertion order), newline-terminated,
+ * and frees it. Returns 0, or 4 on an output error. */
+int tool_print_json(json_t *obj);
+/* Human text goes to stdout without --json and to stderr with it; nothing with -q. */
+FILE *tool_human(const tool_common *tc);
+
+int cmd_inspect(int argc, char **argv);
+int cmd_eval(int argc, char **argv);
+
+#endif

@@ -1,0 +1,48 @@
+/* moeq: the command-line entry point; dispatches to one file per subcommand. */
+#include <stdio.h>
+#include <string.h>
+#include "common.h"
+
+#ifndef MOEQ_VERSION
+#define MOEQ_VERSION "0.1.0"
+#endif
+
+static const struct {
+    const char *name;
+    int (*fn)(int, char **);
+    const char *summary;
+} commands[] = {
+    {"inspect", cmd_inspect, "what is in a checkpoint: family, sizes, parameter counts"},
+    {"eval", cmd_eval, "perplexity over token windows; KLD and top-1 agreement against --ref"},
+};
+
+static void usage(FILE *f)
+{
+    fprintf(f, "moeq %s: post-training compression of Mixture-of-Experts checkpoints\n\n"
+               "usage: moeq COMMAND [options]   (moeq COMMAND --help for its options)\n\ncommands:\n",
+            MOEQ_VERSION);
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].summary);
+    fprintf(f, "\nexit codes: 0 ok, 1 usage, 2 bad or unsupported input, 3 numerical failure, 4 I/O failure\n");
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage(stderr);
+        return 1;
+    }
+    if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
+        usage(stdout);
+        return 0;
+    }
+    if (!strcmp(argv[1], "--version")) {
+        printf("moeq %s\n", MOEQ_VERSION);
+        return 0;
+    }
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        if (!strcmp(argv[1], commands[i].name)) return commands[i].fn(argc - 1, argv + 1);
+    fprintf(stderr, "moeq: unknown command '%s'\n", argv[1]);
+    usage(stderr);
+    return 1;
+}
