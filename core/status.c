@@ -17,6 +17,7 @@ const char *moeq_status_str(moeq_status code)
     case MOEQ_ERR_NOMEM: return "out of memory";
     case MOEQ_ERR_NUMERIC: return "numerical failure";
     case MOEQ_ERR_DEPENDENCY: return "library error";
+    case MOEQ_ERR_NOT_FOUND: return "not found";
     }
     return "unknown status";
 }
@@ -28,7 +29,8 @@ int moeq_status_exit_code(moeq_status code)
     case MOEQ_ERR_MISUSE: return 1;
     case MOEQ_ERR_FORMAT:
     case MOEQ_ERR_UNSUPPORTED:
-    case MOEQ_ERR_RANGE: return 2;
+    case MOEQ_ERR_RANGE:
+    case MOEQ_ERR_NOT_FOUND: return 2;
     case MOEQ_ERR_NUMERIC: return 3;
     case MOEQ_ERR_IO:
     case MOEQ_ERR_NOMEM:

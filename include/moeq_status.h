@@ -15,7 +15,8 @@ typedef enum moeq_status {
     MOEQ_ERR_IO = 5,          /* open/read/write/mmap failure (exit 4) */
     MOEQ_ERR_NOMEM = 6,       /* allocation failure (exit 4) */
     MOEQ_ERR_NUMERIC = 7,     /* NaN/Inf or a failed factorization (exit 3) */
-    MOEQ_ERR_DEPENDENCY = 8   /* a library we call reported an error (exit 4) */
+    MOEQ_ERR_DEPENDENCY = 8,  /* a library we call reported an error (exit 4) */
+    MOEQ_ERR_NOT_FOUND = 9    /* an input file or directory does not exist (exit 2) */
 } moeq_status;
 
 #define MOEQ_ERROR_DETAIL_MAX 1024
