@@ -60,7 +60,18 @@ moeq_status moeq_error_prefix(moeq_error *err, const char *fmt, ...)
     vsnprintf(prefix, sizeof prefix, fmt, ap);
     va_end(ap);
     memcpy(old, err->detail, sizeof old);
-    snprintf(err->detail, sizeof err->detail, "%s: %s", prefix, old);
+    old[sizeof old - 1] = '\0';
+    /* assembled by hand: long details are cut at the buffer's end, never overflow it */
+    size_t cap = sizeof err->detail, pl = strnlen(prefix, cap - 1);
+    memcpy(err->detail, prefix, pl);
+    size_t pos = pl;
+    if (pos + 2 < cap) {
+        memcpy(err->detail + pos, ": ", 2);
+        pos += 2;
+    }
+    size_t ol = strnlen(old, cap - 1 - pos);
+    memcpy(err->detail + pos, old, ol);
+    err->detail[pos + ol] = '\0';
     return err->code;
 }
 
