@@ -1,4 +1,4 @@
-/* The C forward pass against transformers 5.17 (tests/fixtures/*/ref, made by
+/* The C forward pass against transformers 5.17 (tests/fixtures/tiny-NAME/ref, made by
  * make_fixtures.py): logits of a 128-token window to 1e-3 x max|logit|, perplexity over the
  * held-out tokens to 0.1%, and the --ref metrics against the mixtral fixture. */
 #include <jansson.h>
