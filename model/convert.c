@@ -1,0 +1,78 @@
+/* Widening of BF16 / F16 / F32 weights to float32. Plain loops over bit patterns so the
+ * compiler vectorizes them; the F16 path is exact for every half value (subnormals, inf,
+ * NaN payloads), checked against an ldexp formula over all 65536 patterns in test_config. */
+#include "moeq_model.h"
+
+#include <stdint.h>
+#include <string.h>
+
+static inline float bits_f32(uint32_t u)
+{
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+/* IEEE binary16 → binary32. Normal numbers re-bias the exponent (15 → 127); subnormals are
+ * m·2^-24, computed exactly in float; inf/NaN keep the payload. Branch-free selects. */
+static inline float f16_to_f32(uint16_t h)
+{
+    uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
+    uint32_t em = h & 0x7fffu;
+    uint32_t normal = (em << 13) + ((uint32_t)(127 - 15) << 23);
+    uint32_t infnan = (em << 13) | 0x7f800000u;
+    float sub = (float)em * 0x1p-24f;          /* exact: em < 2^10 */
+    uint32_t subbits;
+    memcpy(&subbits, &sub, sizeof subbits);
+    /* masks instead of branches so the loop vectorizes */
+    uint32_t is_inf = 0u - (uint32_t)(em >= 0x7c00u);
+    uint32_t is_norm = 0u - (uint32_t)(em >= 0x0400u);
+    uint32_t r = (infnan & is_inf) | (normal & is_norm & ~is_inf) | (subbits & ~is_norm);
+    return bits_f32(r | sign);
+}
+
+/* Blocks of 16 with a constant inner trip count: GCC's -O2 cost model vectorizes only those. */
+#define BLK 16
+
+static void row_to_f32(moeq_dtype dt, const void *src, int64_t n, float *dst)
+{
+    int64_t nb = n - n % BLK;
+    switch (dt) {
+    case MOEQ_DT_BF16: {
+        const uint16_t *s = src;
+        for (int64_t i = 0; i < nb; i += BLK)
+            for (int j = 0; j < BLK; j++) dst[i + j] = bits_f32((uint32_t)s[i + j] << 16);
+        for (int64_t i = nb; i < n; i++) dst[i] = bits_f32((uint32_t)s[i] << 16);
+        break;
+    }
+    case MOEQ_DT_F16: {
+        const uint16_t *s = src;
+        for (int64_t i = 0; i < nb; i += BLK)
+            for (int j = 0; j < BLK; j++) dst[i + j] = f16_to_f32(s[i + j]);
+        for (int64_t i = nb; i < n; i++) dst[i] = f16_to_f32(s[i]);
+        break;
+    }
+    case MOEQ_DT_F32:
+        memcpy(dst, src, (size_t)n * sizeof(float));
+        break;
+    default:
+        /* the model view admits only the three dtypes above; zeros keep a misuse visible
+         * without reading memory of an unknown layout */
+        memset(dst, 0, (size_t)n * sizeof(float));
+        break;
+    }
+}
+
+void moeq_mat_to_f32(const moeq_mat *m, int64_t r0, int64_t r1, float *dst)
+{
+    if (!m || !dst || !m->data || r0 < 0 || r1 > m->rows || r0 >= r1) return;
+    size_t es = m->dtype == MOEQ_DT_F32 ? 4 : 2;   /* the view admits F32, F16, BF16 */
+    const unsigned char *base = (const unsigned char *)m->data + (size_t)r0 * (size_t)m->cols * es;
+    row_to_f32(m->dtype, base, (r1 - r0) * m->cols, dst);
+}
+
+void moeq_vec_to_f32(const moeq_vec *v, float *dst)
+{
+    if (!v || !dst || !v->data || v->n <= 0) return;
+    row_to_f32(v->dtype, v->data, v->n, dst);
+}

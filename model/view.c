@@ -1,0 +1,533 @@
+/* The model view: config.json + checkpoint resolved through the family table into per-layer
+ * matrix views that point into the mapping (no copies). Every tensor the forward pass uses is
+ * checked once here for presence, dtype and exact shape, so later code can trust the views. */
+#include "moeq_model.h"
+#include "formats/family.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#define CONFIG_MAX_BYTES ((long)16 << 20)   /* config.json is a few KB; refuse absurd files */
+#define NAME_MAX_LEN 512
+
+enum { CAT_ATTN, CAT_ROUTER, CAT_SHARED, CAT_ROUTED, CAT_EMBED, CAT_OTHER, CAT_N };
+
+struct moeq_model {
+    char *path;
+    moeq_config cfg;
+    moeq_checkpoint *ckpt;
+    int fused;
+    moeq_layer_view *layers;
+    /* per-expert layout: [layer][expert][GATE/UP/DOWN]; NULL entries for dense layers */
+    const moeq_tensor **experts;
+    /* fused layout: per layer, NULL for dense layers */
+    const moeq_tensor **fused_gate_up, **fused_down;
+    moeq_mat embed, lm_head;
+    moeq_vec final_norm;
+    moeq_param_counts counts;
+};
+
+/* Resolution state: the tensors claimed so far (to count the rest as "other"). */
+typedef struct rctx {
+    moeq_model *m;
+    moeq_error *err;
+    const moeq_tensor **used;
+    size_t n_used, cap_used;
+    int64_t cat[CAT_N];
+} rctx;
+
+static void fmt_shape(char *buf, size_t cap, int ndim, const int64_t *shape)
+{
+    size_t n = 0;
+    int w = snprintf(buf, cap, "[");
+    if (w > 0) n = (size_t)w;
+    for (int i = 0; i < ndim && n < cap; i++) {
+        w = snprintf(buf + n, cap - n, "%s%lld", i ? ", " : "", (long long)shape[i]);
+        if (w < 0) return;
+        n += (size_t)w;
+    }
+    if (n < cap) snprintf(buf + n, cap - n, "]");
+}
+
+static moeq_status claim(rctx *r, const moeq_tensor *t, int cat)
+{
+    if (r->n_used == r->cap_used) {
+        size_t cap = r->cap_used ? r->cap_used * 2 : 256;
+        const moeq_tensor **nu = realloc(r->used, cap * sizeof *nu);
+        if (!nu) return moeq_fail(r->err, MOEQ_ERR_NOMEM, "model view: out of memory");
+        r->used = nu;
+        r->cap_used = cap;
+    }
+    r->used[r->n_used++] = t;
+    r->cat[cat] += t->numel;
+    return MOEQ_OK;
+}
+
+/* Checks dtype and exact shape of a tensor the model needs. */
+static moeq_status check_tensor(rctx *r, const moeq_tensor *t, int ndim, const int64_t *shape)
+{
+    if (t->dtype != MOEQ_DT_BF16 && t->dtype != MOEQ_DT_F16 && t->dtype != MOEQ_DT_F32)
+        return moeq_fail(r->err, MOEQ_ERR_UNSUPPORTED,
+                         "%s: tensor '%s': dtype %s is not supported (BF16, F16 or F32)", t->file,
+                         t->name, t->dtype_name[0] ? t->dtype_name : moeq_dtype_name(t->dtype));
+    int same = t->ndim == ndim;
+    for (int i = 0; same && i < ndim; i++) same = t->shape[i] == shape[i];
+    if (!same) {
+        char got[160], want[160];
+        fmt_shape(got, sizeof got, t->ndim, t->shape);
+        fmt_shape(want, sizeof want, ndim, shape);
+        return moeq_fail(r->err, MOEQ_ERR_FORMAT,
+                         "%s: tensor '%s': shape %s does not match %s expected from config.json",
+                         t->file, t->name, got, want);
+    }
+    /* the safetensors reader checks this too; the views below rely on it */
+    if (t->nbytes != (uint64_t)t->numel * moeq_dtype_size(t->dtype) || !t->data)
+        return moeq_fail(r->err, MOEQ_ERR_FORMAT, "%s: tensor '%s': %llu data bytes for %lld elements",
+                         t->file, t->name, (unsigned long long)t->nbytes, (long long)t->numel);
+    return MOEQ_OK;
+}
+
+/* Finds the first present name among NULL-terminated alternatives (or a single pattern when
+ * n_alt == 1). Missing and required: MOEQ_ERR_FORMAT naming every name tried. */
+static moeq_status find_alt(rctx *r, const char *const *pats, int n_alt, int64_t layer, int64_t expert,
+                            int required, int ndim, const int64_t *shape, int cat,
+                            const moeq_tensor **out)
+{
+    char name[NAME_MAX_LEN], tried[3 * NAME_MAX_LEN];
+    size_t nt = 0;
+    tried[0] = '\0';
+    *out = NULL;
+    for (int i = 0; i < n_alt && pats[i]; i++) {
+        if (moeq_family_name(name, sizeof name, pats[i], layer, expert) != 0)
+            return moeq_fail(r->err, MOEQ_ERR_MISUSE, "model view: tensor name pattern too long");
+        const moeq_tensor *t = moeq_ckpt_find(r->m->ckpt, name);
+        if (t) {
+            moeq_status st = check_tensor(r, t, ndim, shape);
+            if (st) return st;
+            if ((st = claim(r, t, cat))) return st;
+            *out = t;
+            return MOEQ_OK;
+        }
+        int w = snprintf(tried + nt, sizeof tried - nt, "%s'%s'", i ? " or " : "", name);
+        if (w > 0 && (size_t)w < sizeof tried - nt) nt += (size_t)w;
+    }
+    if (!required) return MOEQ_OK;
+    char want[160];
+    fmt_shape(want, sizeof want, ndim, shape);
+    return moeq_fail(r->err, MOEQ_ERR_FORMAT, "%s: tensor %s not found (expected shape %s)",
+                     moeq_ckpt_dir(r->m->ckpt) ? moeq_ckpt_dir(r->m->ckpt) : r->m->path, tried, want);
+}
+
+static moeq_status find1(rctx *r, const char *pat, int64_t layer, int required, int ndim,
+                         const int64_t *shape, int cat, const moeq_tensor **out)
+{
+    const char *pats[2] = { pat, NULL };
+    *out = NULL;
+    if (!pat) {
+        if (!required) return MOEQ_OK;
+        return moeq_fail(r->err, MOEQ_ERR_MISUSE, "model view: family '%s' has no tensor name for a "
+                         "required weight", r->m->cfg.model_type);
+    }
+    return find_alt(r, pats, 1, layer, -1, required, ndim, shape, cat, out);
+}
+
+static moeq_mat mat_of(const moeq_tensor *t)
+{
+    moeq_mat m = { 0 };
+    m.index = -1;
+    if (!t) return m;
+    m.tensor = t->name;
+    m.dtype = t->dtype;
+    m.rows = t->shape[0];
+    m.cols = t->ndim > 1 ? t->shape[1] : 1;
+    m.data = t->data;
+    return m;
+}
+
+static moeq_vec vec_of(const moeq_tensor *t)
+{
+    moeq_vec v = { 0 };
+    if (!t) return v;
+    v.tensor = t->name;
+    v.dtype = t->dtype;
+    v.n = t->numel;
+    v.data = t->data;
+    return v;
+}
+
+#define SHAPE(...) ((const int64_t[]){ __VA_ARGS__ })
+#define NDIM(...) ((int)(sizeof(SHAPE(__VA_ARGS__)) / sizeof(int64_t)))
+#define FIND(pat, layer, req, cat, outp, ...)                                                  \
+    find1(r, (pat), (layer), (req), NDIM(__VA_ARGS__), SHAPE(__VA_ARGS__), (cat), (outp))
+
+static moeq_status resolve_attention(rctx *r, int64_t l, moeq_layer_view *lv)
+{
+    const moeq_config *c = &r->m->cfg;
+    const moeq_family *f = c->family;
+    const int64_t H = c->hidden, qd = c->heads * c->head_dim, kd = c->kv_heads * c->head_dim;
+    const moeq_tensor *t;
+    moeq_status st;
+    if ((st = FIND(f->attn_norm, l, 1, CAT_OTHER, &t, H))) return st;
+    lv->attn_norm = vec_of(t);
+    if ((st = FIND(f->mlp_norm, l, 1, CAT_OTHER, &t, H))) return st;
+    lv->mlp_norm = vec_of(t);
+    if ((st = FIND(f->q, l, 1, CAT_ATTN, &t, qd, H))) return st;
+    lv->q = mat_of(t);
+    if ((st = FIND(f->k, l, 1, CAT_ATTN, &t, kd, H))) return st;
+    lv->k = mat_of(t);
+    if ((st = FIND(f->v, l, 1, CAT_ATTN, &t, kd, H))) return st;
+    lv->v = mat_of(t);
+    if ((st = FIND(f->o, l, 1, CAT_ATTN, &t, H, qd))) return st;
+    lv->o = mat_of(t);
+    if (c->qkv_bias) {
+        if ((st = FIND(f->q_bias, l, 1, CAT_ATTN, &t, qd))) return st;
+        lv->q_bias = vec_of(t);
+        if ((st = FIND(f->k_bias, l, 1, CAT_ATTN, &t, kd))) return st;
+        lv->k_bias = vec_of(t);
+        if ((st = FIND(f->v_bias, l, 1, CAT_ATTN, &t, kd))) return st;
+        lv->v_bias = vec_of(t);
+    }
+    if (c->qk_norm == MOEQ_QK_NORM_HEAD) {
+        if ((st = FIND(f->q_norm, l, 1, CAT_ATTN, &t, c->head_dim))) return st;
+        lv->q_norm = vec_of(t);
+        if ((st = FIND(f->k_norm, l, 1, CAT_ATTN, &t, c->head_dim))) return st;
+        lv->k_norm = vec_of(t);
+    } else if (c->qk_norm == MOEQ_QK_NORM_FULL) {
+        if ((st = FIND(f->q_norm, l, 1, CAT_ATTN, &t, qd))) return st;
+        lv->q_norm = vec_of(t);
+        if ((st = FIND(f->k_norm, l, 1, CAT_ATTN, &t, kd))) return st;
+        lv->k_norm = vec_of(t);
+    }
+    return MOEQ_OK;
+}
+
+/* Per-expert or fused: decided once from the first MoE layer, then required everywhere. */
+static void detect_layout(moeq_model *m)
+{
+    const moeq_family *f = m->cfg.family;
+    char name[NAME_MAX_LEN];
+    m->fused = 0;
+    for (int64_t l = 0; l < m->cfg.layers; l++) {
+        if (!m->cfg.layer_is_moe[l]) continue;
+        for (int i = 0; i < MOEQ_FAMILY_ALT && f->fused_gate_up[i]; i++)
+            if (moeq_family_name(name, sizeof name, f->fused_gate_up[i], l, -1) == 0 &&
+                moeq_ckpt_find(m->ckpt, name))
+                m->fused = 1;
+        return;
+    }
+}
+
+static moeq_status resolve_mlp(rctx *r, int64_t l, moeq_layer_view *lv)
+{
+    moeq_model *m = r->m;
+    const moeq_config *c = &m->cfg;
+    const moeq_family *f = c->family;
+    const int64_t H = c->hidden, E = c->n_experts, I = c->moe_inter;
+    const moeq_tensor *t;
+    moeq_status st;
+    lv->is_moe = c->layer_is_moe[l];
+    if (!lv->is_moe) {
+        int64_t D = c->dense_inter;
+        if (!f->dense[0] || D <= 0)
+            return moeq_fail(r->err, MOEQ_ERR_UNSUPPORTED, "%s: layer %lld is dense but family '%s' has no "
+                             "dense MLP", m->path, (long long)l, c->model_type);
+        if ((st = FIND(f->dense[0], l, 1, CAT_OTHER, &t, D, H))) return st;
+        lv->dense_gate = mat_of(t);
+        if ((st = FIND(f->dense[1], l, 1, CAT_OTHER, &t, D, H))) return st;
+        lv->dense_up = mat_of(t);
+        if ((st = FIND(f->dense[2], l, 1, CAT_OTHER, &t, H, D))) return st;
+        lv->dense_down = mat_of(t);
+        return MOEQ_OK;
+    }
+    if ((st = find_alt(r, f->router, MOEQ_FAMILY_ALT, l, -1, 1, 2, SHAPE(E, H), CAT_ROUTER, &t))) return st;
+    lv->router = mat_of(t);
+    if (m->fused) {
+        const int64_t I2 = 2 * I;   /* I <= 2^24 (CF-3) */
+        if ((st = find_alt(r, f->fused_gate_up, MOEQ_FAMILY_ALT, l, -1, 1, 3, SHAPE(E, I2, H), CAT_ROUTED,
+                           &m->fused_gate_up[l])))
+            return st;
+        if ((st = find_alt(r, f->fused_down, MOEQ_FAMILY_ALT, l, -1, 1, 3, SHAPE(E, H, I), CAT_ROUTED,
+                           &m->fused_down[l])))
+            return st;
+    } else {
+        for (int64_t e = 0; e < E; e++) {
+            const moeq_tensor **slot = &m->experts[(l * E + e) * 3];
+            if ((st = find_alt(r, f->expert[0], MOEQ_FAMILY_ALT, l, e, 1, 2, SHAPE(I, H), CAT_ROUTED, &slot[0])))
+                return st;
+            if ((st = find_alt(r, f->expert[1], MOEQ_FAMILY_ALT, l, e, 1, 2, SHAPE(I, H), CAT_ROUTED, &slot[1])))
+                return st;
+            if ((st = find_alt(r, f->expert[2], MOEQ_FAMILY_ALT, l, e, 1, 2, SHAPE(H, I), CAT_ROUTED, &slot[2])))
+                return st;
+        }
+    }
+    if (c->shared_inter > 0) {
+        const int64_t S = c->shared_inter;
+        if ((st = FIND(f->shared[0], l, 1, CAT_SHARED, &t, S, H))) return st;
+        lv->shared_gate = mat_of(t);
+        if ((st = FIND(f->shared[1], l, 1, CAT_SHARED, &t, S, H))) return st;
+        lv->shared_up = mat_of(t);
+        if ((st = FIND(f->shared[2], l, 1, CAT_SHARED, &t, H, S))) return st;
+        lv->shared_down = mat_of(t);
+        if (f->shared_expert_gate) {
+            if ((st = FIND(f->shared_expert_gate, l, 1, CAT_SHARED, &t, 1, H))) return st;
+            lv->shared_expert_gate = mat_of(t);
+        }
+    }
+    return MOEQ_OK;
+}
+
+static int cmp_ptr(const void *a, const void *b)
+{
+    uintptr_t x = (uintptr_t)*(const moeq_tensor *const *)a, y = (uintptr_t)*(const moeq_tensor *const *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Everything no pattern claimed (rotary buffers, extra heads...) counts as "other". */
+static moeq_status count_params(rctx *r)
+{
+    moeq_model *m = r->m;
+    qsort(r->used, r->n_used, sizeof *r->used, cmp_ptr);
+    for (size_t i = 1; i < r->n_used; i++)
+        if (r->used[i] == r->used[i - 1])   /* a table entry matching twice is a table bug */
+            return moeq_fail(r->err, MOEQ_ERR_FORMAT, "%s: tensor '%s' matched two roles", m->path,
+                             r->used[i]->name);
+    size_t n = moeq_ckpt_count(m->ckpt);
+    for (size_t i = 0; i < n; i++) {
+        const moeq_tensor *t = moeq_ckpt_tensor(m->ckpt, i);
+        if (!t || bsearch(&t, r->used, r->n_used, sizeof *r->used, cmp_ptr)) continue;
+        r->cat[CAT_OTHER] += t->numel;
+    }
+    moeq_param_counts *pc = &m->counts;
+    pc->attention = r->cat[CAT_ATTN];
+    pc->router = r->cat[CAT_ROUTER];
+    pc->shared_experts = r->cat[CAT_SHARED];
+    pc->routed_experts = r->cat[CAT_ROUTED];
+    pc->embeddings = r->cat[CAT_EMBED];
+    pc->other = r->cat[CAT_OTHER];
+    pc->total = pc->attention + pc->router + pc->shared_experts + pc->routed_experts + pc->embeddings +
+                pc->other;
+    return MOEQ_OK;
+}
+
+static moeq_status resolve(moeq_model *m, moeq_error *err)
+{
+    const moeq_config *c = &m->cfg;
+    const moeq_family *f = c->family;
+    rctx rr = { .m = m, .err = err };
+    rctx *r = &rr;
+    moeq_status st;
+    const int64_t L = c->layers, E = c->n_experts;
+    const moeq_tensor *t;
+
+    m->layers = calloc((size_t)L, sizeof *m->layers);
+    m->fused_gate_up = calloc((size_t)L, sizeof *m->fused_gate_up);
+    m->fused_down = calloc((size_t)L, sizeof *m->fused_down);
+    if (!m->layers || !m->fused_gate_up || !m->fused_down)
+        return moeq_fail(err, MOEQ_ERR_NOMEM, "model view: out of memory");
+    detect_layout(m);
+    if (!m->fused) {
+        /* L <= 1024 and E <= 65536 (CF-3, CF-5): the product fits */
+        m->experts = calloc((size_t)(L * E * 3), sizeof *m->experts);
+        if (!m->experts) return moeq_fail(err, MOEQ_ERR_NOMEM, "model view: out of memory");
+    }
+
+    if ((st = FIND(f->embed, -1, 1, CAT_EMBED, &t, c->vocab, c->hidden))) goto out;
+    m->embed = mat_of(t);
+    if (c->tie_embeddings) {
+        m->lm_head = m->embed;
+        /* some writers store the tied copy anyway: count it with the embeddings */
+        const moeq_tensor *extra = moeq_ckpt_find(m->ckpt, f->lm_head);
+        if (extra && extra != t && extra->ndim == 2 && extra->shape[0] == c->vocab &&
+            extra->shape[1] == c->hidden && (st = claim(r, extra, CAT_EMBED)))
+            goto out;
+    } else {
+        if ((st = FIND(f->lm_head, -1, 1, CAT_EMBED, &t, c->vocab, c->hidden))) {
+            moeq_error_prefix(err, "tie_word_embeddings is false");
+            goto out;
+        }
+        m->lm_head = mat_of(t);
+    }
+    if ((st = FIND(f->final_norm, -1, 1, CAT_OTHER, &t, c->hidden))) goto out;
+    m->final_norm = vec_of(t);
+
+    for (int64_t l = 0; l < L; l++) {
+        if ((st = resolve_attention(r, l, &m->layers[l]))) goto out;
+        if ((st = resolve_mlp(r, l, &m->layers[l]))) goto out;
+    }
+    st = count_params(r);
+out:
+    free(r->used);
+    return st;
+}
+
+static moeq_status read_config(const char *dir, moeq_config *cfg, moeq_error *err)
+{
+    char path[4096];
+    int w = snprintf(path, sizeof path, "%s/config.json", dir);
+    if (w < 0 || (size_t)w >= sizeof path) return moeq_fail(err, MOEQ_ERR_MISUSE, "%s: path too long", dir);
+    FILE *fp = fopen(path, "rb");
+    if (!fp)
+        return moeq_fail(err, errno == ENOENT ? MOEQ_ERR_NOT_FOUND : MOEQ_ERR_IO, "%s: cannot open: %s", path,
+                         strerror(errno));
+    char *buf = NULL;
+    long len = -1;
+    if (fseek(fp, 0, SEEK_END) == 0) len = ftell(fp);
+    if (len < 0 || fseek(fp, 0, SEEK_SET) != 0) {
+        fclose(fp);
+        return moeq_fail(err, MOEQ_ERR_IO, "%s: cannot read: %s", path, strerror(errno));
+    }
+    if (len > CONFIG_MAX_BYTES) {
+        fclose(fp);
+        return moeq_fail(err, MOEQ_ERR_FORMAT, "%s: %ld bytes, larger than any config.json (limit %ld)", path,
+                         len, CONFIG_MAX_BYTES);
+    }
+    buf = malloc((size_t)len + 1);
+    if (!buf) {
+        fclose(fp);
+        return moeq_fail(err, MOEQ_ERR_NOMEM, "%s: out of memory", path);
+    }
+    size_t got = fread(buf, 1, (size_t)len, fp);
+    int rerr = ferror(fp);
+    fclose(fp);
+    if (rerr || got != (size_t)len) {
+        free(buf);
+        return moeq_fail(err, MOEQ_ERR_IO, "%s: short read (%zu of %ld bytes)", path, got, len);
+    }
+    moeq_status st = moeq_config_parse(buf, got, path, cfg, err);
+    free(buf);
+    return st;
+}
+
+moeq_status moeq_model_open(const char *path, moeq_model **out, moeq_error *err)
+{
+    if (!path || !out) return moeq_fail(err, MOEQ_ERR_MISUSE, "moeq_model_open: NULL argument");
+    *out = NULL;
+    struct stat sb;
+    if (stat(path, &sb) != 0)
+        return moeq_fail(err, errno == ENOENT ? MOEQ_ERR_NOT_FOUND : MOEQ_ERR_IO, "%s: %s", path,
+                         strerror(errno));
+    moeq_model *m = calloc(1, sizeof *m);
+    if (!m) return moeq_fail(err, MOEQ_ERR_NOMEM, "moeq_model_open: out of memory");
+    size_t plen = strlen(path);
+    m->path = malloc(plen + 1);
+    char *dir = malloc(plen + 2);
+    moeq_status st;
+    if (!m->path || !dir) {
+        st = moeq_fail(err, MOEQ_ERR_NOMEM, "moeq_model_open: out of memory");
+        goto fail;
+    }
+    memcpy(m->path, path, plen + 1);
+    memcpy(dir, path, plen + 1);
+    if (!S_ISDIR(sb.st_mode)) {
+        /* a single .safetensors file: config.json lives next to it */
+        char *slash = strrchr(dir, '/');
+        if (slash) *slash = '\0';
+        else memcpy(dir, ".", 2);
+    }
+    if ((st = read_config(dir, &m->cfg, err))) goto fail;
+    if ((st = moeq_ckpt_open(path, &m->ckpt, err))) goto fail;
+    if ((st = resolve(m, err))) goto fail;
+    free(dir);
+    *out = m;
+    return MOEQ_OK;
+fail:
+    free(dir);
+    moeq_model_close(m);
+    return st;
+}
+
+void moeq_model_close(moeq_model *m)
+{
+    if (!m) return;
+    if (m->ckpt) moeq_ckpt_close(m->ckpt);
+    free(m->layers);
+    free(m->experts);
+    free(m->fused_gate_up);
+    free(m->fused_down);
+    free(m->path);
+    free(m);
+}
+
+const moeq_config *moeq_model_config(const moeq_model *m) { return m ? &m->cfg : NULL; }
+const moeq_checkpoint *moeq_model_checkpoint(const moeq_model *m) { return m ? m->ckpt : NULL; }
+const char *moeq_model_path(const moeq_model *m) { return m ? m->path : NULL; }
+int moeq_model_fused_experts(const moeq_model *m) { return m ? m->fused : 0; }
+
+const moeq_layer_view *moeq_model_layer(const moeq_model *m, int64_t layer)
+{
+    if (!m || layer < 0 || layer >= m->cfg.layers) return NULL;
+    return &m->layers[layer];
+}
+
+moeq_status moeq_model_expert(const moeq_model *m, int64_t layer, int64_t expert, moeq_proj proj,
+                              moeq_mat *out, moeq_error *err)
+{
+    if (!m || !out) return moeq_fail(err, MOEQ_ERR_MISUSE, "moeq_model_expert: NULL argument");
+    if (layer < 0 || layer >= m->cfg.layers)
+        return moeq_fail(err, MOEQ_ERR_MISUSE, "moeq_model_expert: layer %lld out of range 0..%lld",
+                         (long long)layer, (long long)m->cfg.layers - 1);
+    if (!m->cfg.layer_is_moe[layer])
+        return moeq_fail(err, MOEQ_ERR_MISUSE, "moeq_model_expert: layer %lld is a dense layer",
+                         (long long)layer);
+    if (expert < 0 || expert >= m->cfg.n_experts)
+        return moeq_fail(err, MOEQ_ERR_MISUSE, "moeq_model_expert: expert %lld out of range 0..%lld",
+                         (long long)expert, (long long)m->cfg.n_experts - 1);
+    if (proj != MOEQ_PROJ_GATE && proj != MOEQ_PROJ_UP && proj != MOEQ_PROJ_DOWN)
+        return moeq_fail(err, MOEQ_ERR_MISUSE, "moeq_model_expert: projection %d is not gate, up or down",
+                         (int)proj);
+    if (!m->fused) {
+        *out = mat_of(m->experts[(layer * m->cfg.n_experts + expert) * 3 + (int)proj]);
+        return MOEQ_OK;
+    }
+    const int64_t H = m->cfg.hidden, I = m->cfg.moe_inter;
+    const moeq_tensor *t = proj == MOEQ_PROJ_DOWN ? m->fused_down[layer] : m->fused_gate_up[layer];
+    size_t es = moeq_dtype_size(t->dtype);
+    /* gate_up [E, 2I, H]: gate rows 0..I-1, up rows I..2I-1; down [E, H, I]. Sizes were
+     * checked against the tensor's byte count at open, so these offsets are inside it. */
+    size_t off;
+    moeq_mat v = { .tensor = t->name, .index = expert, .dtype = t->dtype };
+    if (proj == MOEQ_PROJ_DOWN) {
+        off = (size_t)expert * (size_t)(H * I);
+        v.rows = H;
+        v.cols = I;
+    } else {
+        off = (size_t)expert * (size_t)(2 * I * H) + (proj == MOEQ_PROJ_UP ? (size_t)(I * H) : 0);
+        v.rows = I;
+        v.cols = H;
+    }
+    v.data = (const unsigned char *)t->data + off * es;
+    *out = v;
+    return MOEQ_OK;
+}
+
+const moeq_mat *moeq_model_embed(const moeq_model *m) { return m ? &m->embed : NULL; }
+const moeq_mat *moeq_model_lm_head(const moeq_model *m) { return m ? &m->lm_head : NULL; }
+const moeq_vec *moeq_model_final_norm(const moeq_model *m) { return m ? &m->final_norm : NULL; }
+
+void moeq_model_param_counts(const moeq_model *m, moeq_param_counts *out)
+{
+    if (!out) return;
+    if (!m) {
+        memset(out, 0, sizeof *out);
+        return;
+    }
+    *out = m->counts;
+}
+
+const char *moeq_proj_name(moeq_proj p)
+{
+    static const char *const names[MOEQ_PROJ_COUNT] = {
+        [MOEQ_PROJ_GATE] = "gate", [MOEQ_PROJ_UP] = "up", [MOEQ_PROJ_DOWN] = "down",
+        [MOEQ_PROJ_Q] = "q", [MOEQ_PROJ_K] = "k", [MOEQ_PROJ_V] = "v", [MOEQ_PROJ_O] = "o",
+        [MOEQ_PROJ_SHARED_GATE] = "shared_gate", [MOEQ_PROJ_SHARED_UP] = "shared_up",
+        [MOEQ_PROJ_SHARED_DOWN] = "shared_down", [MOEQ_PROJ_ROUTER] = "router",
+        [MOEQ_PROJ_SHARED_EXPERT_GATE] = "shared_expert_gate",
+        [MOEQ_PROJ_DENSE_GATE] = "dense_gate", [MOEQ_PROJ_DENSE_UP] = "dense_up",
+        [MOEQ_PROJ_DENSE_DOWN] = "dense_down",
+    };
+    if ((int)p < 0 || p >= MOEQ_PROJ_COUNT) return "unknown";
+    return names[p];
+}
