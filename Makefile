@@ -52,6 +52,10 @@ $(BUILD)/tests/%: tests/unit/%.c tests/unit/harness.h $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $< $(LIB) $(LDLIBS) -o $@
 
+$(BUILD)/bench/%: bench/%.c $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $< $(LIB) $(LDLIBS) -o $@
+
 tests: $(MOEQ) $(TEST_BIN) $(BUILD)/tests/fuzz_replay_all
 
 # Each fuzz target also links into a plain replay driver so `make test` runs the corpus.

@@ -132,4 +132,10 @@ void moeq_runner_free(moeq_runner *r);
 moeq_status moeq_forward(moeq_runner *r, const int32_t *tokens, int64_t n, float *logits,
                          const moeq_hooks *hooks, moeq_error *err);
 
+/* Floating-point operations of one forward window of n tokens, as computed: every matrix
+ * product (attention scores over the full n x n square), top-k routed experts, LM head. */
+double moeq_forward_flops(const moeq_config *c, int64_t n);
+/* Bytes of heap the runner holds (its workspace); the formula is in docs/eval.md. */
+uint64_t moeq_runner_bytes(const moeq_runner *r);
+
 #endif

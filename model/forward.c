@@ -23,6 +23,8 @@ typedef struct thread_scratch {
 } thread_scratch;
 
 struct moeq_runner {
+    uint64_t bytes;        /* heap held by the workspace */
+    int alloc_failed;
     const moeq_model *m;
     const moeq_config *c;
     int64_t max_n;
@@ -44,12 +46,34 @@ struct moeq_runner {
     thread_scratch *ts;
 };
 
-static void *xcalloc(size_t n, size_t size, int *failed)
+/* Workspace allocation: counts the bytes held and remembers a failure for one check. */
+static void *ws_alloc(moeq_runner *r, size_t n, size_t size)
 {
     if (n == 0) n = 1;
     void *p = calloc(n, size);
-    if (!p) *failed = 1;
+    if (!p) r->alloc_failed = 1;
+    else r->bytes += (uint64_t)n * size;
     return p;
+}
+
+uint64_t moeq_runner_bytes(const moeq_runner *r) { return r ? r->bytes : 0; }
+
+double moeq_forward_flops(const moeq_config *c, int64_t n)
+{
+    double N = (double)n, H = (double)c->hidden, qd = (double)(c->heads * c->head_dim);
+    double kvd = (double)(c->kv_heads * c->head_dim), f = 0;
+    for (int64_t l = 0; l < c->layers; l++) {
+        f += 2 * N * H * (qd + 2 * kvd) + 2 * N * qd * H;            /* q, k, v, o */
+        f += (double)c->heads * 2 * (2 * N * N * (double)c->head_dim); /* QKᵀ and PV */
+        if (c->layer_is_moe[l]) {
+            f += 2 * N * H * (double)c->n_experts;                       /* router */
+            f += N * (double)c->top_k * 6 * H * (double)c->moe_inter;    /* routed experts */
+            f += 6 * N * H * (double)c->shared_inter;                    /* shared expert */
+        } else {
+            f += 6 * N * H * (double)c->dense_inter;
+        }
+    }
+    return f + 2 * N * H * (double)c->vocab;                             /* LM head */
 }
 
 void moeq_runner_free(moeq_runner *r)
@@ -90,6 +114,7 @@ moeq_status moeq_runner_create(const moeq_model *m, int64_t max_tokens, int thre
                          moeq_model_path(m), (long long)c->head_dim);
     moeq_runner *r = calloc(1, sizeof *r);
     if (!r) return moeq_fail(err, MOEQ_ERR_NOMEM, "out of memory creating the forward workspace");
+
     r->m = m;
     r->c = c;
     r->max_n = max_tokens;
@@ -101,52 +126,51 @@ moeq_status moeq_runner_create(const moeq_model *m, int64_t max_tokens, int thre
     r->expert_inter_max = c->moe_inter;
     r->mlp_inter_max = max64(c->dense_inter, c->shared_inter);
     int64_t I = r->expert_inter_max, F = r->mlp_inter_max;
-    int fail = 0;
-    r->x = xcalloc((size_t)(n * H), sizeof(float), &fail);
-    r->h = xcalloc((size_t)(n * H), sizeof(float), &fail);
-    r->mlp_out = xcalloc((size_t)(n * H), sizeof(float), &fail);
-    r->q = xcalloc((size_t)(n * r->q_dim), sizeof(float), &fail);
-    r->att = xcalloc((size_t)(n * r->q_dim), sizeof(float), &fail);
-    r->k = xcalloc((size_t)(n * r->kv_dim), sizeof(float), &fail);
-    r->v = xcalloc((size_t)(n * r->kv_dim), sizeof(float), &fail);
-    r->ffn_g = xcalloc((size_t)(n * F), sizeof(float), &fail);
-    r->ffn_u = xcalloc((size_t)(n * F), sizeof(float), &fail);
-    r->gate_scalar = xcalloc((size_t)n, sizeof(float), &fail);
-    r->router_logits = xcalloc((size_t)(n * E), sizeof(float), &fail);
-    r->topk_idx = xcalloc((size_t)(n * K), sizeof(int32_t), &fail);
-    r->topk_w = xcalloc((size_t)(n * K), sizeof(float), &fail);
-    r->slot_out = xcalloc((size_t)(n * K * H), sizeof(float), &fail);
-    r->e_count = xcalloc((size_t)E, sizeof(int64_t), &fail);
-    r->e_rows = xcalloc((size_t)(E * n), sizeof(int32_t), &fail);
-    r->e_slot = xcalloc((size_t)(E * n), sizeof(int32_t), &fail);
-    r->rope_cos = xcalloc((size_t)(n * c->head_dim / 2), sizeof(float), &fail);
-    r->rope_sin = xcalloc((size_t)(n * c->head_dim / 2), sizeof(float), &fail);
-    r->wq = xcalloc((size_t)(r->q_dim * H), sizeof(float), &fail);
-    r->wk = xcalloc((size_t)(r->kv_dim * H), sizeof(float), &fail);
-    r->wv = xcalloc((size_t)(r->kv_dim * H), sizeof(float), &fail);
-    r->wo = xcalloc((size_t)(H * r->q_dim), sizeof(float), &fail);
-    r->wr = xcalloc((size_t)(E * H), sizeof(float), &fail);
-    r->w_sg = xcalloc((size_t)H, sizeof(float), &fail);
-    r->wf_g = xcalloc((size_t)(F * H), sizeof(float), &fail);
-    r->wf_u = xcalloc((size_t)(F * H), sizeof(float), &fail);
-    r->wf_d = xcalloc((size_t)(H * F), sizeof(float), &fail);
+    r->x = ws_alloc(r, (size_t)(n * H), sizeof(float));
+    r->h = ws_alloc(r, (size_t)(n * H), sizeof(float));
+    r->mlp_out = ws_alloc(r, (size_t)(n * H), sizeof(float));
+    r->q = ws_alloc(r, (size_t)(n * r->q_dim), sizeof(float));
+    r->att = ws_alloc(r, (size_t)(n * r->q_dim), sizeof(float));
+    r->k = ws_alloc(r, (size_t)(n * r->kv_dim), sizeof(float));
+    r->v = ws_alloc(r, (size_t)(n * r->kv_dim), sizeof(float));
+    r->ffn_g = ws_alloc(r, (size_t)(n * F), sizeof(float));
+    r->ffn_u = ws_alloc(r, (size_t)(n * F), sizeof(float));
+    r->gate_scalar = ws_alloc(r, (size_t)n, sizeof(float));
+    r->router_logits = ws_alloc(r, (size_t)(n * E), sizeof(float));
+    r->topk_idx = ws_alloc(r, (size_t)(n * K), sizeof(int32_t));
+    r->topk_w = ws_alloc(r, (size_t)(n * K), sizeof(float));
+    r->slot_out = ws_alloc(r, (size_t)(n * K * H), sizeof(float));
+    r->e_count = ws_alloc(r, (size_t)E, sizeof(int64_t));
+    r->e_rows = ws_alloc(r, (size_t)(E * n), sizeof(int32_t));
+    r->e_slot = ws_alloc(r, (size_t)(E * n), sizeof(int32_t));
+    r->rope_cos = ws_alloc(r, (size_t)(n * c->head_dim / 2), sizeof(float));
+    r->rope_sin = ws_alloc(r, (size_t)(n * c->head_dim / 2), sizeof(float));
+    r->wq = ws_alloc(r, (size_t)(r->q_dim * H), sizeof(float));
+    r->wk = ws_alloc(r, (size_t)(r->kv_dim * H), sizeof(float));
+    r->wv = ws_alloc(r, (size_t)(r->kv_dim * H), sizeof(float));
+    r->wo = ws_alloc(r, (size_t)(H * r->q_dim), sizeof(float));
+    r->wr = ws_alloc(r, (size_t)(E * H), sizeof(float));
+    r->w_sg = ws_alloc(r, (size_t)H, sizeof(float));
+    r->wf_g = ws_alloc(r, (size_t)(F * H), sizeof(float));
+    r->wf_u = ws_alloc(r, (size_t)(F * H), sizeof(float));
+    r->wf_d = ws_alloc(r, (size_t)(H * F), sizeof(float));
     /* norms (2H), q/k norm (q_dim + kv_dim), biases (q_dim + 2 kv_dim), final norm H */
-    r->vbuf = xcalloc((size_t)(3 * H + 2 * r->q_dim + 3 * r->kv_dim), sizeof(float), &fail);
-    r->ts = xcalloc((size_t)r->nthreads, sizeof(thread_scratch), &fail);
-    for (int t = 0; !fail && t < r->nthreads; t++) {
+    r->vbuf = ws_alloc(r, (size_t)(3 * H + 2 * r->q_dim + 3 * r->kv_dim), sizeof(float));
+    r->ts = ws_alloc(r, (size_t)r->nthreads, sizeof(thread_scratch));
+    for (int t = 0; !r->alloc_failed && t < r->nthreads; t++) {
         thread_scratch *s = &r->ts[t];
-        s->wg = xcalloc((size_t)(I * H), sizeof(float), &fail);
-        s->wu = xcalloc((size_t)(I * H), sizeof(float), &fail);
-        s->wd = xcalloc((size_t)(H * I), sizeof(float), &fail);
-        s->xe = xcalloc((size_t)(n * H), sizeof(float), &fail);
-        s->ge = xcalloc((size_t)(n * I), sizeof(float), &fail);
-        s->ue = xcalloc((size_t)(n * I), sizeof(float), &fail);
-        s->ye = xcalloc((size_t)(n * H), sizeof(float), &fail);
-        s->we = xcalloc((size_t)n, sizeof(float), &fail);
-        s->scores = xcalloc((size_t)(n * n), sizeof(float), &fail);
-        s->lm = xcalloc((size_t)(LM_HEAD_CHUNK * H), sizeof(float), &fail);
+        s->wg = ws_alloc(r, (size_t)(I * H), sizeof(float));
+        s->wu = ws_alloc(r, (size_t)(I * H), sizeof(float));
+        s->wd = ws_alloc(r, (size_t)(H * I), sizeof(float));
+        s->xe = ws_alloc(r, (size_t)(n * H), sizeof(float));
+        s->ge = ws_alloc(r, (size_t)(n * I), sizeof(float));
+        s->ue = ws_alloc(r, (size_t)(n * I), sizeof(float));
+        s->ye = ws_alloc(r, (size_t)(n * H), sizeof(float));
+        s->we = ws_alloc(r, (size_t)n, sizeof(float));
+        s->scores = ws_alloc(r, (size_t)(n * n), sizeof(float));
+        s->lm = ws_alloc(r, (size_t)(LM_HEAD_CHUNK * H), sizeof(float));
     }
-    if (fail) {
+    if (r->alloc_failed) {
         moeq_runner_free(r);
         return moeq_fail(err, MOEQ_ERR_NOMEM, "out of memory creating the forward workspace for "
                          "%lld tokens", (long long)max_tokens);

@@ -1,0 +1,13 @@
+#!/bin/sh
+# make bench: forward-pass speed on the fixtures and on a synthetic Mixtral-style model of
+# realistic matrix sizes (hidden 1024, experts 2048 wide), as a fraction of the sgemm rate
+# measured in the same run.
+set -eu
+make -s build/rel/bench/bench_forward
+S=build/bench/synth-mixtral
+[ -f $S/model.safetensors ] || python3 bench/make_synthetic.py $S
+FX=tests/fixtures
+build/rel/bench/bench_forward --ctx 512 --windows 8 \
+  $FX/tiny-mixtral $FX/heldout.safetensors $FX/tiny-qwen2moe $FX/heldout.safetensors \
+  $FX/tiny-qwen3moe $FX/heldout.safetensors $FX/tiny-olmoe $FX/heldout.safetensors \
+  $S $S/tokens.u32
