@@ -400,10 +400,10 @@ moeq_status moeq_st_parse(const void *buf_, size_t len, const char *label, moeq_
                            who ? who : "", who ? "': " : "", data_start + pos, len, len);
         else
             st = moeq_fail(err, MOEQ_ERR_FORMAT,
-                           "%s: %" PRIu64 " trailing bytes after the last tensor%s%s%s "
+                           "%s: %" PRIu64 " trailing bytes after %s%s%s "
                            "(ST-15, file offset %" PRIu64 ")", label,
-                           (uint64_t)len - data_start - pos, who ? " '" : "", who ? who : "",
-                           who ? "'" : "", data_start + pos);
+                           (uint64_t)len - data_start - pos, who ? "the last tensor '" : "the header",
+                           who ? who : "", who ? "'" : "", data_start + pos);
         goto fail;
     }
 
