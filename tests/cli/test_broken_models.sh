@@ -1,0 +1,81 @@
+#!/bin/sh
+# Broken checkpoints built from copies of the fixtures: each must give exit 2 and a message
+# naming the file and the tensor or field, from both inspect and eval. (Raw safetensors
+# breakage is catalogued in tests/broken/safetensors and checked by test_safetensors.)
+. tests/cli/lib.sh
+T=$FX/heldout.safetensors
+
+mk() { rm -rf "$TMPD/m"; cp -r "$FX/$1" "$TMPD/m"; }
+
+# rewrite_header FILE PYTHON-EXPR: edits the JSON header h of FILE in place, keeping its length
+rewrite_header() {
+  python3 - "$1" "$2" <<'PY'
+import json, struct, sys
+path, expr = sys.argv[1], sys.argv[2]
+b = bytearray(open(path, "rb").read())
+n = struct.unpack("<Q", b[:8])[0]
+h = json.loads(b[8:8 + n])
+exec(expr)
+new = json.dumps(h, separators=(",", ":")).encode()
+assert len(new) <= n, "edited header longer than the original"
+b[8:8 + n] = new + b" " * (n - len(new))
+open(path, "wb").write(bytes(b))
+PY
+}
+
+both() {   # both NAME PATTERN: inspect and eval of $TMPD/m must fail with exit 2 and PATTERN
+  expect_exit "inspect: $1" 2 "$2" -- "$MOEQ" inspect "$TMPD/m"
+  expect_exit "eval: $1" 2 "$2" -- "$MOEQ" eval "$TMPD/m" --tokens $T --ctx 64 --max-tokens 64
+}
+
+mk tiny-olmoe
+python3 -c "import os,sys; p=sys.argv[1]; os.truncate(p, os.path.getsize(p) - 100)" "$TMPD/m/model-00002-of-00002.safetensors"
+both "truncated shard" "model-00002-of-00002.safetensors"
+
+mk tiny-olmoe
+rm "$TMPD/m/model-00001-of-00002.safetensors"
+both "missing shard" "model-00001-of-00002.safetensors"
+
+mk tiny-olmoe
+python3 - "$TMPD/m/model.safetensors.index.json" <<'PY'
+import json, sys
+p = sys.argv[1]; j = json.load(open(p))
+k = "model.layers.0.mlp.gate.weight"
+j["weight_map"][k] = "model-00002-of-00002.safetensors" if j["weight_map"][k].startswith("model-00001") else "model-00001-of-00002.safetensors"
+json.dump(j, open(p, "w"))
+PY
+both "index points a tensor at the wrong shard" "model.layers.0.mlp.gate.weight"
+
+mk tiny-qwen2moe
+printf 'garbage' | dd of="$TMPD/m/model.safetensors" bs=1 seek=20 conv=notrunc 2>/dev/null
+both "corrupted header bytes" "model.safetensors"
+
+mk tiny-qwen2moe
+rewrite_header "$TMPD/m/model.safetensors" 'h["model.layers.0.mlp.experts.3.gate_proj.weight"]["shape"] = [128, 96]'
+both "expert matrix with transposed shape" "model.layers.0.mlp.experts.3.gate_proj.weight.*128, 96"
+
+mk tiny-qwen2moe
+rewrite_header "$TMPD/m/model.safetensors" 'h["model.layers.2.self_attn.q_proj.weight"]["dtype"] = "I16"'
+both "weight with dtype I16" "model.layers.2.self_attn.q_proj.weight.*I16"
+
+mk tiny-qwen3moe
+rewrite_header "$TMPD/m/model.safetensors" 'h["model.layers.1.mlp.experts.gate_up_proj"]["shape"] = [8, 128, 192]'
+both "fused gate_up_proj with the wrong shape" "model.layers.1.mlp.experts.gate_up_proj"
+
+mk tiny-mixtral
+sed -i 's/"model_type": "mixtral"/"model_type": "gpt_neox"/' "$TMPD/m/config.json"
+both "unknown model_type" "model_type.*gpt_neox"
+
+mk tiny-mixtral
+sed -i 's/"num_hidden_layers": 4/"num_hidden_layers": 5/' "$TMPD/m/config.json"
+both "config with more layers than the checkpoint" "model.layers.4"
+
+mk tiny-mixtral
+rm "$TMPD/m/config.json"
+both "missing config.json" "config.json"
+
+mk tiny-mixtral
+printf '{"model_type": "mixtral", ' > "$TMPD/m/config.json"
+both "truncated config.json" "config.json"
+
+expect_exit "inspect: nonexistent directory" 2 "no-such-dir" -- "$MOEQ" inspect "$TMPD/no-such-dir"
