@@ -145,6 +145,23 @@ static int cmp_name_ptr(const void *a, const void *b)
     return strcmp((*(const moeq_tensor *const *)a)->name, (*(const moeq_tensor *const *)b)->name);
 }
 
+/* Byte offset in the file of "key" in the header, for error messages (jansson gives no
+ * positions for values); the header start when the key is written with escapes. */
+static uint64_t key_offset(const uint8_t *hdr, uint64_t n, const char *key)
+{
+    size_t kl = strlen(key);
+    if (kl + 2 > n) return 8;
+    for (uint64_t i = 0; i + kl + 2 <= n; i++)
+        if (hdr[i] == '"' && hdr[i + kl + 1] == '"' && memcmp(hdr + i + 1, key, kl) == 0) {
+            uint64_t j = i + kl + 2; /* a key is followed by optional spaces and ':' */
+            while (j < n && (hdr[j] == ' ' || hdr[j] == '\t' || hdr[j] == '\n' || hdr[j] == '\r')) j++;
+            if (j < n && hdr[j] == ':') return 8 + i;
+        }
+    return 8;
+}
+/* Only evaluated on error paths: a scan per key would make parsing quadratic. */
+#define KOFF key_offset(buf + 8, n, key)
+
 /* ---- parse -------------------------------------------------------------------------- */
 
 moeq_status moeq_st_parse(const void *buf_, size_t len, const char *label, moeq_st_file **out,
@@ -225,7 +242,7 @@ moeq_status moeq_st_parse(const void *buf_, size_t len, const char *label, moeq_
             if (!json_is_string(val)) {
                 st = moeq_fail(err, MOEQ_ERR_FORMAT,
                                "%s: __metadata__ value for '%s' is not a string (ST-7, header "
-                               "offset 8)", label, key);
+                               "offset %" PRIu64 ")", label, key, KOFF);
                 goto fail;
             }
             n_meta++;
@@ -269,22 +286,22 @@ moeq_status moeq_st_parse(const void *buf_, size_t len, const char *label, moeq_
         /* ST-8: each entry is an object with a dtype from the reference list. */
         if (!json_is_object(val)) {
             st = moeq_fail(err, MOEQ_ERR_FORMAT,
-                           "%s: tensor '%s': entry is not an object (ST-8, header offset 8)",
-                           label, key);
+                           "%s: tensor '%s': entry is not an object (ST-8, header offset %" PRIu64 ")",
+                           label, key, KOFF);
             goto fail;
         }
         json_t *jd = json_object_get(val, "dtype");
         if (!json_is_string(jd)) {
             st = moeq_fail(err, MOEQ_ERR_FORMAT,
                            "%s: tensor '%s': dtype is missing or not a string (ST-8, header "
-                           "offset 8)", label, key);
+                           "offset %" PRIu64 ")", label, key, KOFF);
             goto fail;
         }
         const st_dtype_info *di = st_dtype_lookup(json_string_value(jd));
         if (!di) {
             st = moeq_fail(err, MOEQ_ERR_FORMAT,
-                           "%s: tensor '%s': unknown dtype '%.32s' (ST-8, header offset 8)",
-                           label, key, json_string_value(jd));
+                           "%s: tensor '%s': unknown dtype '%.32s' (ST-8, header offset %" PRIu64 ")",
+                           label, key, json_string_value(jd), KOFF);
             goto fail;
         }
         tn->dtype = di->dt;
@@ -295,13 +312,13 @@ moeq_status moeq_st_parse(const void *buf_, size_t len, const char *label, moeq_
         if (!json_is_array(js)) {
             st = moeq_fail(err, MOEQ_ERR_FORMAT,
                            "%s: tensor '%s': shape is missing or not an array (ST-9, header "
-                           "offset 8)", label, key);
+                           "offset %" PRIu64 ")", label, key, KOFF);
             goto fail;
         }
         if (json_array_size(js) > MOEQ_MAX_DIMS) {
             st = moeq_fail(err, MOEQ_ERR_FORMAT,
                            "%s: tensor '%s': shape has %zu dims, more than %d (ST-9, header "
-                           "offset 8)", label, key, json_array_size(js), MOEQ_MAX_DIMS);
+                           "offset %" PRIu64 ")", label, key, json_array_size(js), MOEQ_MAX_DIMS, KOFF);
             goto fail;
         }
         tn->ndim = (int)json_array_size(js);
@@ -313,7 +330,7 @@ moeq_status moeq_st_parse(const void *buf_, size_t len, const char *label, moeq_
             if (!json_nonneg(json_array_get(js, (size_t)d), &dim)) {
                 st = moeq_fail(err, MOEQ_ERR_FORMAT,
                                "%s: tensor '%s': shape dim %d is not a non-negative integer "
-                               "(ST-9, header offset 8)", label, key, d);
+                               "(ST-9, header offset %" PRIu64 ")", label, key, d, KOFF);
                 goto fail;
             }
             tn->shape[d] = (int64_t)dim; /* json_int_t is signed 64-bit: fits */
@@ -328,13 +345,13 @@ moeq_status moeq_st_parse(const void *buf_, size_t len, const char *label, moeq_
             !json_nonneg(json_array_get(jo, 1), &end)) {
             st = moeq_fail(err, MOEQ_ERR_FORMAT,
                            "%s: tensor '%s': data_offsets is missing or not two non-negative "
-                           "integers (ST-10, header offset 8)", label, key);
+                           "integers (ST-10, header offset %" PRIu64 ")", label, key, KOFF);
             goto fail;
         }
         if (begin > end) {
             st = moeq_fail(err, MOEQ_ERR_FORMAT,
                            "%s: tensor '%s': data_offsets [%" PRIu64 ", %" PRIu64
-                           "] end before begin (ST-10, header offset 8)", label, key, begin, end);
+                           "] end before begin (ST-10, header offset %" PRIu64 ")", label, key, begin, end, KOFF);
             goto fail;
         }
 
@@ -345,23 +362,23 @@ moeq_status moeq_st_parse(const void *buf_, size_t len, const char *label, moeq_
             numel > (uint64_t)INT64_MAX) {
             st = moeq_fail(err, MOEQ_ERR_FORMAT,
                            "%s: tensor '%s': shape %s of %s overflows 64 bits (ST-11, header "
-                           "offset 8)", label, key, shp, di->name);
+                           "offset %" PRIu64 ")", label, key, shp, di->name, KOFF);
             goto fail;
         }
         /* ST-12: sub-byte dtypes must fill whole bytes. */
         if (bits % 8) {
             st = moeq_fail(err, MOEQ_ERR_FORMAT,
                            "%s: tensor '%s': shape %s of %s is %" PRIu64 " bits, not a whole "
-                           "number of bytes (ST-12, header offset 8)", label, key, shp, di->name,
-                           bits);
+                           "number of bytes (ST-12, header offset %" PRIu64 ")", label, key, shp, di->name,
+                           bits, KOFF);
             goto fail;
         }
         /* ST-13: the byte range must be exactly the tensor's size. */
         if (end - begin != bits / 8) {
             st = moeq_fail(err, MOEQ_ERR_FORMAT,
                            "%s: tensor '%s': data_offsets [%" PRIu64 ", %" PRIu64 "] give %" PRIu64
-                           " bytes but shape %s of %s needs %" PRIu64 " (ST-13, header offset 8)",
-                           label, key, begin, end, end - begin, shp, di->name, bits / 8);
+                           " bytes but shape %s of %s needs %" PRIu64 " (ST-13, header offset %" PRIu64 ")",
+                           label, key, begin, end, end - begin, shp, di->name, bits / 8, KOFF);
             goto fail;
         }
         tn->numel = (int64_t)numel;

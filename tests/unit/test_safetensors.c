@@ -417,7 +417,7 @@ static const st_case ST_CASES[] = {
     {"meta_not_object", "{\"__metadata__\":\"pt\"," A_ "}", -1, 24, -1, MOEQ_ERR_FORMAT, {"ST-7"}},
     {"entry_not_object", "{" A_ ",\"b\":[1]}", -1, 24, -1, MOEQ_ERR_FORMAT, {"ST-8", "tensor 'b'"}},
     {"bad_dtype", "{" A_ ",\"b\":{\"dtype\":\"F33\",\"shape\":[4],\"data_offsets\":[24,32]}}", -1,
-     32, -1, MOEQ_ERR_FORMAT, {"ST-8", "tensor 'b'", "F33"}},
+     32, -1, MOEQ_ERR_FORMAT, {"ST-8", "tensor 'b'", "F33", "header offset 65"}},
     {"dtype_lowercase", "{\"a\":{\"dtype\":\"f32\",\"shape\":[2,3],\"data_offsets\":[0,24]}}", -1,
      24, -1, MOEQ_ERR_FORMAT, {"ST-8", "tensor 'a'", "'f32'"}},
     {"dtype_missing", "{\"a\":{\"shape\":[2,3],\"data_offsets\":[0,24]}}", -1, 24, -1,
