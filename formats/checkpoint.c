@@ -390,7 +390,7 @@ moeq_status moeq_ckpt_open(const char *path, moeq_checkpoint **out, moeq_error *
             st = ck_open_single(c, sp, err);
         } else {
             /* CK-10: a directory must hold one of the two entry files. */
-            st = moeq_fail(err, MOEQ_ERR_IO,
+            st = moeq_fail(err, MOEQ_ERR_NOT_FOUND,
                            "%s: no checkpoint here: neither %s nor %s exists (CK-10)", c->dir,
                            CK_INDEX_NAME, CK_SINGLE_NAME);
         }

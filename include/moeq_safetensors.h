@@ -67,6 +67,10 @@ size_t moeq_ckpt_shards(const moeq_checkpoint *c);
 moeq_status moeq_ckpt_parse_index(const char *json, size_t len, const char *label,
                                   size_t *n_tensors, size_t *n_shards, moeq_error *err);
 
+/* Scans a float tensor (F16, BF16, F32, F64) for NaN and Inf. Other dtypes pass. On a hit:
+ * MOEQ_ERR_NUMERIC naming the file, the tensor, the count and the first element's byte offset. */
+moeq_status moeq_tensor_check_finite(const moeq_tensor *t, uint64_t *n_nonfinite, moeq_error *err);
+
 /* Token files (--tokens): a safetensors file with one 1-D I32/I64/U32 tensor, or raw
  * little-endian uint32 (.bin, .u32). Returns a malloc'ed array the caller frees. Ids are
  * checked against vocab when vocab > 0 (MOEQ_ERR_RANGE naming the file and index). */

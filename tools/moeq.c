@@ -14,6 +14,7 @@ static const struct {
 } commands[] = {
     {"inspect", cmd_inspect, "what is in a checkpoint: family, sizes, parameter counts"},
     {"eval", cmd_eval, "perplexity over token windows; KLD and top-1 agreement against --ref"},
+    {"verify", cmd_verify, "deep check of a model, safetensors file or token file"},
 };
 
 static void usage(FILE *f)

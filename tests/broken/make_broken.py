@@ -117,7 +117,7 @@ DIRS = [
     ("ck_truncated_shard",
      {"model.safetensors.index.json": index(GOOD_WM), N1: S1, N2: S2[:-3]}, "MOEQ_ERR_FORMAT",
      2, ["CK-5", "ST-15", N2]),
-    ("ck_no_model_files", {"config.json": b"{}\n"}, "MOEQ_ERR_IO", 4,
+    ("ck_no_model_files", {"config.json": b"{}\n"}, "MOEQ_ERR_NOT_FOUND", 2,
      ["CK-10", "model.safetensors.index.json", "model.safetensors"]),
 ]
 

@@ -643,7 +643,7 @@ static void test_broken_checkpoints(void)
     expect_ckpt(dir, MOEQ_ERR_FORMAT, "CK-5", "ST-15", N2_);
 
     make_ckpt_dir(dir, sizeof dir, "no_model_files", NULL, NULL, 0, NULL, 0);
-    expect_ckpt(dir, MOEQ_ERR_IO, "CK-10", "model.safetensors.index.json", "nor model.safetensors");
+    expect_ckpt(dir, MOEQ_ERR_NOT_FOUND, "CK-10", "model.safetensors.index.json", "nor model.safetensors");
 
     /* the memory entry point: the index rules without shards */
     moeq_error err = {0};
@@ -752,6 +752,7 @@ static moeq_status status_by_name(const char *s)
     if (strcmp(s, "MOEQ_ERR_UNSUPPORTED") == 0) return MOEQ_ERR_UNSUPPORTED;
     if (strcmp(s, "MOEQ_ERR_RANGE") == 0) return MOEQ_ERR_RANGE;
     if (strcmp(s, "MOEQ_ERR_IO") == 0) return MOEQ_ERR_IO;
+    if (strcmp(s, "MOEQ_ERR_NOT_FOUND") == 0) return MOEQ_ERR_NOT_FOUND;
     return MOEQ_OK;
 }
 
