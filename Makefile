@@ -9,7 +9,10 @@ BUILD    ?= build/rel
 BIN      ?= bin
 OPT      ?= -O2
 SAN      ?=
-PKGS     := openblas jansson
+# one library, so the union of what its modules use: BLAS (model), jansson (formats),
+# LAPACKE (spectral, quant), HDF5 (statistics files), zstd + xxHash (packed format),
+# PCRE2 + utf8proc (tokenizer)
+PKGS     := openblas jansson lapacke hdf5 libzstd libxxhash libpcre2-8 libutf8proc
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 CFLAGS   := -std=c11 $(OPT) -g -Wall -Wextra -Werror -Wshadow -Wvla -fopenmp \
