@@ -132,6 +132,17 @@ void moeq_runner_free(moeq_runner *r);
 moeq_status moeq_forward(moeq_runner *r, const int32_t *tokens, int64_t n, float *logits,
                          const moeq_hooks *hooks, moeq_error *err);
 
+/* The same pass in steps, for layer-wise drivers (calibration keeps the hidden states of all
+ * windows for one layer at a time; sequential GPTQ feeds a quantized layer's output to the
+ * next). x is the residual stream [n, hidden] of one window (positions 0..n-1).
+ * moeq_forward == embed, every layer in order, head: bit for bit. */
+moeq_status moeq_forward_embed(moeq_runner *r, const int32_t *tokens, int64_t n, float *x,
+                               moeq_error *err);
+moeq_status moeq_forward_layer(moeq_runner *r, int64_t layer, float *x, int64_t n,
+                               const moeq_hooks *hooks, moeq_error *err);
+moeq_status moeq_forward_head(moeq_runner *r, const float *x, int64_t n, float *logits,
+                              moeq_error *err);
+
 /* Floating-point operations of one forward window of n tokens, as computed: every matrix
  * product (attention scores over the full n x n square), top-k routed experts, LM head. */
 double moeq_forward_flops(const moeq_config *c, int64_t n);

@@ -493,41 +493,56 @@ static moeq_status moe_block(moeq_runner *r, int64_t layer, int64_t n, const moe
     return MOEQ_OK;
 }
 
-moeq_status moeq_forward(moeq_runner *r, const int32_t *tokens, int64_t n, float *logits,
-                         const moeq_hooks *hooks, moeq_error *err)
+static moeq_status check_window(const moeq_runner *r, int64_t n, moeq_error *err)
 {
-    const moeq_config *c = r->c;
     if (n <= 0 || n > r->max_n)
         return moeq_fail(err, MOEQ_ERR_MISUSE, "window of %lld tokens; the workspace holds 1..%lld",
                          (long long)n, (long long)r->max_n);
-    int64_t H = c->hidden, V = c->vocab;
+    return MOEQ_OK;
+}
+
+static moeq_status embed_tokens(moeq_runner *r, const int32_t *tokens, int64_t n, float *x,
+                                moeq_error *err)
+{
+    int64_t H = r->c->hidden, V = r->c->vocab;
     const moeq_mat *embed = moeq_model_embed(r->m);
     for (int64_t t = 0; t < n; t++) {
         if (tokens[t] < 0 || tokens[t] >= V)
             return moeq_fail(err, MOEQ_ERR_RANGE, "token id %d at window position %lld is outside "
                              "the vocabulary (0..%lld)", tokens[t], (long long)t, (long long)V - 1);
-        moeq_mat_to_f32(embed, tokens[t], tokens[t] + 1, r->x + t * H);
+        moeq_mat_to_f32(embed, tokens[t], tokens[t] + 1, x + t * H);
     }
-    for (int64_t l = 0; l < c->layers; l++) {
-        attention(r, l, n, hooks);
-        const moeq_layer_view *L = moeq_model_layer(r->m, l);
-        float *norm_w = r->vbuf;
-        moeq_vec_to_f32(&L->mlp_norm, norm_w);
-        rmsnorm_rows(r->x, r->h, n, H, H, norm_w, c->rms_eps);
-        if (L->is_moe) {
-            moeq_status st = moe_block(r, l, n, hooks, err);
-            if (st != MOEQ_OK) return st;
-        } else {
-            mlp_all_tokens(r, l, &L->dense_gate, &L->dense_up, &L->dense_down, n, r->mlp_out, hooks,
-                           MOEQ_PROJ_DENSE_GATE, MOEQ_PROJ_DENSE_DOWN);
-        }
-        for (int64_t i = 0; i < n * H; i++) r->x[i] += r->mlp_out[i];
+    return MOEQ_OK;
+}
+
+/* One decoder layer on the residual stream r->x. */
+static moeq_status run_layer(moeq_runner *r, int64_t l, int64_t n, const moeq_hooks *hooks,
+                             moeq_error *err)
+{
+    int64_t H = r->c->hidden;
+    attention(r, l, n, hooks);
+    const moeq_layer_view *L = moeq_model_layer(r->m, l);
+    float *norm_w = r->vbuf;
+    moeq_vec_to_f32(&L->mlp_norm, norm_w);
+    rmsnorm_rows(r->x, r->h, n, H, H, norm_w, r->c->rms_eps);
+    if (L->is_moe) {
+        moeq_status st = moe_block(r, l, n, hooks, err);
+        if (st != MOEQ_OK) return st;
+    } else {
+        mlp_all_tokens(r, l, &L->dense_gate, &L->dense_up, &L->dense_down, n, r->mlp_out, hooks,
+                       MOEQ_PROJ_DENSE_GATE, MOEQ_PROJ_DENSE_DOWN);
     }
+    for (int64_t i = 0; i < n * H; i++) r->x[i] += r->mlp_out[i];
+    return MOEQ_OK;
+}
+
+/* Final RMSNorm of x and the LM head, in chunks of vocabulary rows so the widened copy stays small. */
+static void lm_head(moeq_runner *r, const float *x, int64_t n, float *logits)
+{
+    int64_t H = r->c->hidden, V = r->c->vocab;
     float *norm_w = r->vbuf;
     moeq_vec_to_f32(moeq_model_final_norm(r->m), norm_w);
-    rmsnorm_rows(r->x, r->h, n, H, H, norm_w, c->rms_eps);
-
-    /* LM head in chunks of vocabulary rows so the widened copy stays small. */
+    rmsnorm_rows(x, r->h, n, H, H, norm_w, r->c->rms_eps);
     const moeq_mat *head = moeq_model_lm_head(r->m);
     int64_t nchunks = (V + LM_HEAD_CHUNK - 1) / LM_HEAD_CHUNK;
 #pragma omp parallel for schedule(dynamic, 1) num_threads(r->nthreads)
@@ -537,5 +552,44 @@ moeq_status moeq_forward(moeq_runner *r, const int32_t *tokens, int64_t n, float
         moeq_mat_to_f32(head, v0, v1, s->lm);
         moeq_sgemm_nt(n, v1 - v0, H, r->h, H, s->lm, H, 0.0f, logits + v0, V);
     }
-    return MOEQ_OK;
+}
+
+moeq_status moeq_forward(moeq_runner *r, const int32_t *tokens, int64_t n, float *logits,
+                         const moeq_hooks *hooks, moeq_error *err)
+{
+    moeq_status st = check_window(r, n, err);
+    if (st == MOEQ_OK) st = embed_tokens(r, tokens, n, r->x, err);
+    for (int64_t l = 0; st == MOEQ_OK && l < r->c->layers; l++) st = run_layer(r, l, n, hooks, err);
+    if (st == MOEQ_OK) lm_head(r, r->x, n, logits);
+    return st;
+}
+
+moeq_status moeq_forward_embed(moeq_runner *r, const int32_t *tokens, int64_t n, float *x,
+                               moeq_error *err)
+{
+    moeq_status st = check_window(r, n, err);
+    return st == MOEQ_OK ? embed_tokens(r, tokens, n, x, err) : st;
+}
+
+moeq_status moeq_forward_layer(moeq_runner *r, int64_t layer, float *x, int64_t n,
+                               const moeq_hooks *hooks, moeq_error *err)
+{
+    moeq_status st = check_window(r, n, err);
+    if (st != MOEQ_OK) return st;
+    if (layer < 0 || layer >= r->c->layers)
+        return moeq_fail(err, MOEQ_ERR_MISUSE, "layer %lld outside 0..%lld", (long long)layer,
+                         (long long)r->c->layers - 1);
+    size_t bytes = (size_t)(n * r->c->hidden) * sizeof(float);
+    memcpy(r->x, x, bytes);
+    st = run_layer(r, layer, n, hooks, err);
+    if (st == MOEQ_OK) memcpy(x, r->x, bytes);
+    return st;
+}
+
+moeq_status moeq_forward_head(moeq_runner *r, const float *x, int64_t n, float *logits,
+                              moeq_error *err)
+{
+    moeq_status st = check_window(r, n, err);
+    if (st == MOEQ_OK) lm_head(r, x, n, logits);
+    return st;
 }

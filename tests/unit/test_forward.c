@@ -103,6 +103,36 @@ static void test_logits_independent_of_threads(void)
     moeq_model_close(m);
 }
 
+static void test_layerwise_steps_equal_forward(void)
+{
+    moeq_error err = {0};
+    moeq_model *m = NULL;
+    CHECK_MSG(moeq_model_open(FIXTURES "/tiny-qwen2moe", &m, &err) == MOEQ_OK, "%s", err.detail);
+    if (!m) return;
+    const moeq_config *c = moeq_model_config(m);
+    int64_t n = 50, V = c->vocab;
+    int32_t tok[50];
+    for (int i = 0; i < 50; i++) tok[i] = (i * 131 + 7) % 1024;
+    float *a = malloc((size_t)(n * V) * sizeof *a), *b = malloc((size_t)(n * V) * sizeof *b);
+    float *x = malloc((size_t)(n * c->hidden) * sizeof *x);
+    moeq_runner *r = NULL;
+    CHECK(moeq_runner_create(m, 64, 2, &r, &err) == MOEQ_OK);
+    if (r) {
+        CHECK(moeq_forward(r, tok, n, a, NULL, &err) == MOEQ_OK);
+        CHECK(moeq_forward_embed(r, tok, n, x, &err) == MOEQ_OK);
+        for (int64_t l = 0; l < c->layers; l++) CHECK(moeq_forward_layer(r, l, x, n, NULL, &err) == MOEQ_OK);
+        CHECK(moeq_forward_head(r, x, n, b, &err) == MOEQ_OK);
+        CHECK(memcmp(a, b, (size_t)(n * V) * sizeof *a) == 0);
+        CHECK(moeq_forward_layer(r, c->layers, x, n, NULL, &err) == MOEQ_ERR_MISUSE);
+        CHECK(moeq_forward(r, tok, 65, a, NULL, &err) == MOEQ_ERR_MISUSE);
+    }
+    moeq_runner_free(r);
+    free(a);
+    free(b);
+    free(x);
+    moeq_model_close(m);
+}
+
 static void test_perplexity_matches_transformers(void)
 {
     moeq_error err = {0};
@@ -189,6 +219,7 @@ int main(void)
     moeq_threads_init(0);
     RUN_TEST(test_logits_match_transformers);
     RUN_TEST(test_logits_independent_of_threads);
+    RUN_TEST(test_layerwise_steps_equal_forward);
     RUN_TEST(test_perplexity_matches_transformers);
     RUN_TEST(test_self_reference_is_zero);
     RUN_TEST(test_quantile_against_brute_force);
