@@ -30,8 +30,12 @@ FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
 LIB      := $(BUILD)/libmoeq.a
 MOEQ     := $(BIN)/moeq
 
-.PHONY: all lib tests test test-rel test-asan demo fuzz fuzz-replay bench clean deps deps-test
-all: deps $(MOEQ)
+.PHONY: all build lib tests test test-rel test-asan demo fuzz fuzz-replay bench clean deps deps-test
+# Dependencies are checked (and installed when root) before a second make reads the compiler
+# flags from pkg-config: on a fresh machine they do not exist when this Makefile is parsed.
+all: deps
+	@$(MAKE) --no-print-directory build
+build: $(MOEQ)
 lib: $(LIB)
 
 deps:
