@@ -2,6 +2,7 @@
  * model.safetensors.index.json + shards. The index is cross-checked against the shards
  * (rules CK-n, docs/FORMAT-safetensors.md) so that name lookup never lies. */
 #include "moeq_safetensors.h"
+#include "moeq_core.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -193,39 +194,6 @@ static int ends_with(const char *s, const char *suffix)
     return a >= b && strcmp(s + a - b, suffix) == 0;
 }
 
-static moeq_status read_whole(const char *path, char **out, size_t *len, moeq_error *err)
-{
-    *out = NULL;
-    *len = 0;
-    FILE *fp = fopen(path, "rb");
-    if (!fp) return moeq_fail(err, MOEQ_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
-    struct stat sb;
-    if (fstat(fileno(fp), &sb) != 0 || !S_ISREG(sb.st_mode)) {
-        fclose(fp);
-        return moeq_fail(err, MOEQ_ERR_IO, "%s: not a regular file", path);
-    }
-    if ((uint64_t)sb.st_size > CK_MAX_INDEX_BYTES) {
-        fclose(fp);
-        return moeq_fail(err, MOEQ_ERR_FORMAT, "%s: %" PRIu64 " bytes is too large for an index "
-                         "(CK-1, offset 0)", path, (uint64_t)sb.st_size);
-    }
-    size_t n = (size_t)sb.st_size;
-    char *buf = malloc(n ? n : 1);
-    if (!buf) {
-        fclose(fp);
-        return moeq_fail(err, MOEQ_ERR_NOMEM, "%s: out of memory", path);
-    }
-    if (n && fread(buf, 1, n, fp) != n) {
-        free(buf);
-        fclose(fp);
-        return moeq_fail(err, MOEQ_ERR_IO, "%s: short read", path);
-    }
-    fclose(fp);
-    *out = buf;
-    *len = n;
-    return MOEQ_OK;
-}
-
 void moeq_ckpt_close(moeq_checkpoint *c)
 {
     if (!c) return;
@@ -272,7 +240,8 @@ static moeq_status ck_open_index(moeq_checkpoint *c, const char *index_path, moe
 {
     char *json;
     size_t len;
-    moeq_status st = read_whole(index_path, &json, &len, err);
+    moeq_status st = moeq_read_file(index_path, CK_MAX_INDEX_BYTES, "an index (CK-1, offset 0)",
+                                     (void **)&json, &len, err);
     if (st != MOEQ_OK) return st;
     ck_index ix;
     st = ck_parse_index(json, len, index_path, &ix, err);

@@ -1,6 +1,7 @@
 /* Token files for --tokens: a safetensors file with one 1-D integer tensor, or raw
  * little-endian uint32. Rules TK-n are listed in docs/FORMAT-safetensors.md. */
 #include "moeq_safetensors.h"
+#include "moeq_core.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -115,42 +116,23 @@ out:
 static moeq_status load_raw(const char *path, int64_t vocab, int32_t **ids, int64_t *n,
                             moeq_error *err)
 {
-    FILE *fp = fopen(path, "rb");
-    if (!fp) return moeq_fail(err, MOEQ_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
-    struct stat sb;
-    if (fstat(fileno(fp), &sb) != 0 || !S_ISREG(sb.st_mode)) {
-        fclose(fp);
-        return moeq_fail(err, MOEQ_ERR_IO, "%s: not a regular file", path);
-    }
-    uint64_t size = (uint64_t)sb.st_size;
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    moeq_status rs = moeq_read_file(path, UINT64_MAX, "a token file", (void **)&buf, &len, err);
+    if (rs != MOEQ_OK) return rs;
+    uint64_t size = (uint64_t)len;
     /* TK-5 */
     if (size == 0) {
-        fclose(fp);
+        free(buf);
         return moeq_fail(err, MOEQ_ERR_FORMAT, "%s: contains no tokens (TK-5, offset 0)", path);
     }
     /* TK-4: raw files are whole little-endian uint32 values. */
     if (size % 4) {
-        fclose(fp);
+        free(buf);
         return moeq_fail(err, MOEQ_ERR_FORMAT,
                          "%s: raw token file is %" PRIu64 " bytes, not a multiple of 4 (TK-4, "
                          "offset %" PRIu64 ")", path, size, size - size % 4);
     }
-    if (size > SIZE_MAX) {
-        fclose(fp);
-        return moeq_fail(err, MOEQ_ERR_NOMEM, "%s: too large", path);
-    }
-    uint8_t *buf = malloc((size_t)size);
-    if (!buf) {
-        fclose(fp);
-        return moeq_fail(err, MOEQ_ERR_NOMEM, "%s: out of memory for %" PRIu64 " bytes", path,
-                         size);
-    }
-    if (fread(buf, 1, (size_t)size, fp) != (size_t)size) {
-        free(buf);
-        fclose(fp);
-        return moeq_fail(err, MOEQ_ERR_IO, "%s: short read", path);
-    }
-    fclose(fp);
     int64_t count = (int64_t)(size / 4);
     /* Decode in place: element i is read before it is overwritten, same width. */
     int32_t *out_ids = (int32_t *)(void *)buf;

@@ -25,6 +25,11 @@ int moeq_threads(void);
 
 double moeq_now(void);   /* monotonic seconds */
 
+/* Reads a whole regular file of at most max_bytes into a malloc'ed, NUL-terminated buffer
+ * (*len excludes the NUL). what names the kind of file in the too-large message. */
+moeq_status moeq_read_file(const char *path, uint64_t max_bytes, const char *what, void **out,
+                           size_t *len, moeq_error *err);
+
 /* Peak resident set size of this process in bytes (VmHWM), 0 when unknown. */
 uint64_t moeq_peak_rss(void);
 

@@ -1,0 +1,45 @@
+/* Whole-file reads for the small inputs that are parsed rather than mapped (indexes, token
+ * files, configs). A missing file is MOEQ_ERR_NOT_FOUND (exit 2): bad input, not an I/O fault. */
+#include "moeq_core.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+moeq_status moeq_read_file(const char *path, uint64_t max_bytes, const char *what, void **out,
+                           size_t *len, moeq_error *err)
+{
+    *out = NULL;
+    *len = 0;
+    FILE *fp = fopen(path, "rb");
+    if (!fp)
+        return moeq_fail(err, errno == ENOENT ? MOEQ_ERR_NOT_FOUND : MOEQ_ERR_IO, "%s: cannot open: %s",
+                         path, strerror(errno));
+    struct stat sb;
+    if (fstat(fileno(fp), &sb) != 0 || !S_ISREG(sb.st_mode)) {
+        fclose(fp);
+        return moeq_fail(err, MOEQ_ERR_IO, "%s: not a regular file", path);
+    }
+    uint64_t size = (uint64_t)sb.st_size;
+    if (size > max_bytes || size > SIZE_MAX - 1) {
+        fclose(fp);
+        return moeq_fail(err, MOEQ_ERR_FORMAT, "%s: %" PRIu64 " bytes is too large for %s", path, size, what);
+    }
+    char *buf = malloc((size_t)size + 1);   /* +1: a NUL for text parsers, and never malloc(0) */
+    if (!buf) {
+        fclose(fp);
+        return moeq_fail(err, MOEQ_ERR_NOMEM, "%s: out of memory for %" PRIu64 " bytes", path, size);
+    }
+    if (size && fread(buf, 1, (size_t)size, fp) != (size_t)size) {
+        free(buf);
+        fclose(fp);
+        return moeq_fail(err, MOEQ_ERR_IO, "%s: short read", path);
+    }
+    fclose(fp);
+    buf[size] = '\0';
+    *out = buf;
+    *len = (size_t)size;
+    return MOEQ_OK;
+}
