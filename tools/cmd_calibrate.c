@@ -1,0 +1,196 @@
+/* moeq calibrate MODEL --tokens F -o F.h5: per-expert Hessians, routing and micro-expert
+ * statistics, layer by layer. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include "common.h"
+#include "moeq_calib.h"
+#include "moeq_core.h"
+#include "moeq_safetensors.h"
+
+static const char *CALIB_HELP =
+    "usage: moeq calibrate MODEL (--tokens FILE | --text FILE) -o OUT.h5 [--ctx N]\n"
+    "                      [--max-tokens N] [--diag] [--scope experts|all] [--min-tokens N]\n"
+    "                      [--threads N] [--json] [-q]\n\n"
+    "Runs MODEL layer by layer over non-overlapping windows of N tokens (a last partial window\n"
+    "is dropped) and writes, per MoE layer and routed expert, in float64: tokens routed and\n"
+    "their routing-weight sum, router selection frequency and logit mean/variance, the input\n"
+    "Hessians H_in = sum x x^T (input of gate and up) and H_down = sum h h^T (input of down),\n"
+    "their diagonals, and CAMERA's per-channel sum and max of (r*h_c)^2; the same for the shared\n"
+    "expert. Layout: docs/STATS.md. Peak memory: docs/calibrate.md.\n\n"
+    "  --tokens FILE     token ids: a safetensors file with one 1-D I32/I64/U32 tensor, or raw\n"
+    "                    little-endian uint32 (.bin, .u32)\n"
+    "  --text FILE       text tokenized with the model's tokenizer.json (not available yet:\n"
+    "                    use --tokens)\n"
+    "  -o, --output F    the HDF5 file to write (through a temporary name in its directory)\n"
+    "  --ctx N           window length (default 512)\n"
+    "  --max-tokens N    use at most the first N tokens\n"
+    "  --diag            keep only diagonals (llama.cpp imatrix style), no full Hessians\n"
+    "  --scope S         experts (default): routed and shared experts; all: also the inputs of\n"
+    "                    q/k/v and o, and of dense MLP layers\n"
+    "  --min-tokens N    experts with fewer tokens are reported undersampled (default 2*hidden)\n"
+    "  --threads N       worker threads (default: all cores; BLAS runs single-threaded inside)\n"
+    "  --json            result as JSON on stdout: tokens, ctx, windows, min_tokens,\n"
+    "                    tokens_per_s, bytes, layers [{layer, expert_tokens, dead_experts,\n"
+    "                    undersampled}]\n"
+    "  -q                no human-readable text or progress\n";
+
+static void progress(void *user, int64_t done, int64_t layers, double tps)
+{
+    (void)user;
+    fprintf(stderr, "\r[layer %lld/%lld] %.0f tokens/s   ", (long long)done, (long long)layers, tps);
+    if (done == layers) fputc('\n', stderr);
+    fflush(stderr);
+}
+
+static json_t *index_list(const moeq_calib_coverage *cv, int flag)
+{
+    json_t *a = json_array();
+    for (int64_t e = 0; e < cv->n_experts; e++)
+        if (cv->flag[e] == flag) json_array_append_new(a, json_integer(e));
+    return a;
+}
+
+static void print_list(FILE *h, const moeq_calib_coverage *cv, int flag)
+{
+    int first = 1;
+    for (int64_t e = 0; e < cv->n_experts; e++)
+        if (cv->flag[e] == flag) {
+            fprintf(h, "%s%lld", first ? "" : ",", (long long)e);
+            first = 0;
+        }
+}
+
+int cmd_calibrate(int argc, char **argv)
+{
+    tool_common tc = {0};
+    const char *path = NULL, *tokens_path = NULL, *text_path = NULL, *out = NULL;
+    int64_t ctx = 512, max_tokens = 0, min_tokens = 0;
+    int diag = 0, scope_all = 0;
+    for (int i = 1; i < argc; i++) {
+        int r = tool_common_option("calibrate", argc, argv, &i, &tc);
+        if (r < 0) return 1;
+        if (r) continue;
+        const char *a = argv[i], *v;
+        if (!strcmp(a, "--tokens")) {
+            if (!(tokens_path = tool_value("calibrate", argc, argv, &i))) return 1;
+        } else if (!strcmp(a, "--text")) {
+            if (!(text_path = tool_value("calibrate", argc, argv, &i))) return 1;
+        } else if (!strcmp(a, "-o") || !strcmp(a, "--output")) {
+            if (!(out = tool_value("calibrate", argc, argv, &i))) return 1;
+        } else if (!strcmp(a, "--ctx")) {
+            if (!(v = tool_value("calibrate", argc, argv, &i)) || tool_parse_int("calibrate", a, v, 1, &ctx)) return 1;
+        } else if (!strcmp(a, "--max-tokens")) {
+            if (!(v = tool_value("calibrate", argc, argv, &i)) || tool_parse_int("calibrate", a, v, 1, &max_tokens))
+                return 1;
+        } else if (!strcmp(a, "--min-tokens")) {
+            if (!(v = tool_value("calibrate", argc, argv, &i)) || tool_parse_int("calibrate", a, v, 1, &min_tokens))
+                return 1;
+        } else if (!strcmp(a, "--diag")) {
+            diag = 1;
+        } else if (!strcmp(a, "--scope")) {
+            if (!(v = tool_value("calibrate", argc, argv, &i))) return 1;
+            if (!strcmp(v, "all")) scope_all = 1;
+            else if (!strcmp(v, "experts")) scope_all = 0;
+            else return tool_usage_error("calibrate", "--scope wants experts or all, not '%s'", v);
+        } else if (a[0] == '-' && a[1]) {
+            return tool_usage_error("calibrate", "unknown option %s", a);
+        } else if (path) {
+            return tool_usage_error("calibrate", "one MODEL only (got '%s' and '%s')", path, a);
+        } else {
+            path = a;
+        }
+    }
+    if (tc.help) { fputs(CALIB_HELP, stdout); return 0; }
+    if (!path) return tool_usage_error("calibrate", "missing MODEL");
+    if (!tokens_path && !text_path) return tool_usage_error("calibrate", "give --tokens FILE or --text FILE");
+    if (tokens_path && text_path) return tool_usage_error("calibrate", "give --tokens or --text, not both");
+    if (!out) return tool_usage_error("calibrate", "give -o OUT.h5");
+    if (ctx > (1 << 20)) return tool_usage_error("calibrate", "--ctx %lld is above 1048576", (long long)ctx);
+    if (text_path) {
+        fprintf(stderr, "moeq calibrate: unsupported: --text needs moeq's tokenizer, which is not built yet; "
+                        "tokenize %s with the model's tokenizer and pass --tokens\n", text_path);
+        return 2;
+    }
+    tc.progress = !tc.quiet && isatty(2);
+    moeq_threads_init(tc.threads);
+
+    moeq_error err = {0};
+    moeq_model *m = NULL;
+    int32_t *ids = NULL;
+    int64_t n = 0;
+    int rc = 0;
+    moeq_calib_result res = {0};
+    /* check the destination before the (long) run */
+    if (moeq_calib_h5_check_path(out, &err) != MOEQ_OK || moeq_model_open(path, &m, &err) != MOEQ_OK ||
+        moeq_tokens_load(tokens_path, moeq_model_config(m)->vocab, &ids, &n, &err) != MOEQ_OK) {
+        rc = tool_report("calibrate", &err);
+        goto done;
+    }
+    moeq_calib_opts opts = {.ctx = ctx, .max_tokens = max_tokens, .min_tokens = min_tokens, .diag = diag,
+                            .scope_all = scope_all, .threads = moeq_threads(), .tokens_source = tokens_path,
+                            .progress = tc.progress ? progress : NULL};
+    if (moeq_calibrate(m, ids, n, out, &opts, &res, &err) != MOEQ_OK) {
+        rc = tool_report("calibrate", &err);
+        goto done;
+    }
+    /* the coverage report goes to stderr even with --json (downstream tools read the flags) */
+    if (!tc.quiet) {
+        FILE *h = stderr;
+        fprintf(h, "calibrated %s: %lld tokens in %lld windows of %lld, %.1f tokens/s (%d threads)\n", path,
+                (long long)res.tokens, (long long)res.windows, (long long)res.ctx, res.tokens_per_s,
+                moeq_threads());
+        for (int64_t i = 0; i < res.n_moe_layers; i++) {
+            const moeq_calib_coverage *cv = &res.moe_layers[i];
+            int64_t mn = -1, mx = 0;
+            for (int64_t e = 0; e < cv->n_experts; e++) {
+                if (mn < 0 || cv->expert_tokens[e] < mn) mn = cv->expert_tokens[e];
+                if (cv->expert_tokens[e] > mx) mx = cv->expert_tokens[e];
+            }
+            fprintf(h, "layer %3lld: tokens per expert %lld..%lld", (long long)cv->layer, (long long)mn,
+                    (long long)mx);
+            if (cv->dead) {
+                fprintf(h, "; WARNING dead experts (0 tokens): ");
+                print_list(h, cv, MOEQ_CALIB_DEAD);
+            }
+            if (cv->undersampled) {
+                fprintf(h, "; WARNING undersampled (< %lld tokens): ", (long long)res.min_tokens);
+                print_list(h, cv, MOEQ_CALIB_UNDERSAMPLED);
+            }
+            fputc('\n', h);
+        }
+        fprintf(h, "wrote %s (%.1f MiB)\n", out, (double)res.file_bytes / 1048576.0);
+    }
+    if (tc.json) {
+        json_t *o = json_object();
+        json_object_set_new(o, "tokens", json_integer(res.tokens));
+        json_object_set_new(o, "ctx", json_integer(res.ctx));
+        json_object_set_new(o, "windows", json_integer(res.windows));
+        json_object_set_new(o, "min_tokens", json_integer(res.min_tokens));
+        json_object_set_new(o, "tokens_per_s", json_real(res.tokens_per_s));
+        json_object_set_new(o, "threads", json_integer(moeq_threads()));
+        json_object_set_new(o, "diag", json_boolean(diag));
+        json_object_set_new(o, "scope", json_string(scope_all ? "all" : "experts"));
+        json_object_set_new(o, "output", json_string(out));
+        json_object_set_new(o, "bytes", json_integer((json_int_t)res.file_bytes));
+        json_t *layers = json_array();
+        for (int64_t i = 0; i < res.n_moe_layers; i++) {
+            const moeq_calib_coverage *cv = &res.moe_layers[i];
+            json_t *l = json_object(), *et = json_array();
+            for (int64_t e = 0; e < cv->n_experts; e++) json_array_append_new(et, json_integer(cv->expert_tokens[e]));
+            json_object_set_new(l, "layer", json_integer(cv->layer));
+            json_object_set_new(l, "expert_tokens", et);
+            json_object_set_new(l, "dead_experts", index_list(cv, MOEQ_CALIB_DEAD));
+            json_object_set_new(l, "undersampled", index_list(cv, MOEQ_CALIB_UNDERSAMPLED));
+            json_array_append_new(layers, l);
+        }
+        json_object_set_new(o, "layers", layers);
+        rc = tool_print_json(o);
+    }
+done:
+    moeq_calib_result_free(&res);
+    free(ids);
+    moeq_model_close(m);
+    return rc;
+}
