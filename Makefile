@@ -19,7 +19,7 @@ CFLAGS   := -std=c11 $(OPT) -g -Wall -Wextra -Werror -Wshadow -Wvla -fopenmp \
             -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE -Iinclude -I. $(PKG_CFLAGS) $(SAN)
 LDLIBS   := $(PKG_LIBS) -lm -fopenmp $(SAN)
 
-LIB_DIRS := core formats model kernels/ref quant prune spectral
+LIB_DIRS := core formats model kernels kernels/ref kernels/x86 quant prune spectral
 LIB_SRC  := $(foreach d,$(LIB_DIRS),$(wildcard $(d)/*.c))
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)
 TOOL_SRC := $(wildcard tools/*.c)
@@ -46,6 +46,11 @@ deps-test:
 $(BUILD)/%.o: %.c $(wildcard include/*.h) $(wildcard */*.h) $(wildcard kernels/*/*.h)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
+
+# per-file ISA flags: only the x86 kernel files get AVX2 / AVX-512 code; dispatch.c picks
+# one at run time by cpuid (MOEQ_KERNEL=ref|avx2|avx512 forces it)
+$(BUILD)/kernels/x86/%avx2.o: CFLAGS += -mavx2 -mfma -mf16c
+$(BUILD)/kernels/x86/%avx512.o: CFLAGS += -mavx2 -mfma -mf16c -mavx512f -mavx512bw -mavx512vl -mavx512dq
 
 $(LIB): $(LIB_OBJ)
 	@mkdir -p $(dir $@)

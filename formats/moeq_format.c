@@ -1,0 +1,632 @@
+/* Reader and deep check of the packed .moeq format. Every check cites its rule in
+ * docs/FORMAT.md; lengths are checked before reads and sums before they can overflow. The
+ * index is JSON, parsed by jansson. zstd-compressed tensors are decompressed at open. */
+#include "moeq_pack.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <xxhash.h>
+#include <zstd.h>
+
+struct moeq_pack {
+    char *path;
+    const unsigned char *buf;
+    size_t len;
+    void *map;               /* mmap of the file, NULL when parsed from memory */
+    size_t map_len;
+    json_t *index;
+    char *metadata;
+    uint64_t index_offset;
+    moeq_pack_file_entry *files;
+    size_t nfiles;
+    moeq_pack_tensor *tensors;
+    size_t ntensors;
+    moeq_pack_source *sources;
+    size_t nsources;
+    void **owned;            /* decompressed buffers */
+    size_t nowned;
+};
+
+static uint64_t rd64(const unsigned char *p)
+{
+    uint64_t v = 0;
+    for (int i = 7; i >= 0; i--) v = v << 8 | p[i];
+    return v;
+}
+static uint32_t rd32(const unsigned char *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+static const struct { const char *name; moeq_dtype dt; } RAW_DTYPES[] = {
+    {"BF16", MOEQ_DT_BF16}, {"F16", MOEQ_DT_F16}, {"F32", MOEQ_DT_F32},
+};
+
+static moeq_dtype dtype_of(const char *s)
+{
+    for (size_t i = 0; i < 3; i++)
+        if (!strcmp(s, RAW_DTYPES[i].name)) return RAW_DTYPES[i].dt;
+    return MOEQ_DT_UNKNOWN;
+}
+
+int moeq_codec_format(const moeq_codec *c, char *buf, size_t cap)
+{
+    if (c->type == MOEQ_CODEC_RAW) {
+        const char *n = c->dtype == MOEQ_DT_UNKNOWN ? "keep" : moeq_dtype_name(c->dtype);
+        char low[16];
+        size_t i = 0;
+        for (; n[i] && i < sizeof low - 1; i++) low[i] = (char)(n[i] >= 'A' && n[i] <= 'Z' ? n[i] + 32 : n[i]);
+        low[i] = '\0';
+        return snprintf(buf, cap, "%s", low);
+    }
+    if (c->group == 0) return snprintf(buf, cap, "q%dc%c", c->bits, c->sym ? 's' : 'a');
+    return snprintf(buf, cap, "q%dg%d%c", c->bits, c->group, c->sym ? 's' : 'a');
+}
+
+moeq_status moeq_codec_parse(const char *s, moeq_codec *out, moeq_error *err)
+{
+    memset(out, 0, sizeof *out);
+    if (!strcmp(s, "keep")) { out->type = MOEQ_CODEC_RAW; out->dtype = MOEQ_DT_UNKNOWN; return MOEQ_OK; }
+    if (!strcmp(s, "bf16")) { out->type = MOEQ_CODEC_RAW; out->dtype = MOEQ_DT_BF16; return MOEQ_OK; }
+    if (!strcmp(s, "f16")) { out->type = MOEQ_CODEC_RAW; out->dtype = MOEQ_DT_F16; return MOEQ_OK; }
+    if (!strcmp(s, "f32")) { out->type = MOEQ_CODEC_RAW; out->dtype = MOEQ_DT_F32; return MOEQ_OK; }
+    int bits = 0, group = 0, n = 0;
+    char kind = 0;
+    if (sscanf(s, "q%dg%d%c%n", &bits, &group, &kind, &n) == 3 && s[n] == '\0') {
+        if (group != 32 && group != 64 && group != 128) goto bad;
+    } else if (sscanf(s, "q%dc%c%n", &bits, &kind, &n) == 2 && s[n] == '\0') {
+        group = 0;
+    } else {
+        goto bad;
+    }
+    if ((bits != 2 && bits != 3 && bits != 4 && bits != 8) || (kind != 'a' && kind != 's')) goto bad;
+    out->type = MOEQ_CODEC_INT;
+    out->bits = bits;
+    out->group = group;
+    out->sym = kind == 's';
+    return MOEQ_OK;
+bad:
+    return moeq_fail(err, MOEQ_ERR_MISUSE, "codec '%s': want keep, bf16, f16, f32, qBgGa|s (B in 2,3,4,8; "
+                     "G in 32,64,128) or qBca|s (per channel)", s);
+}
+
+void moeq_pack_close(moeq_pack *p)
+{
+    if (!p) return;
+    for (size_t i = 0; i < p->nowned; i++) free(p->owned[i]);
+    free(p->owned);
+    free(p->files);
+    free(p->tensors);
+    free(p->sources);
+    free(p->metadata);
+    if (p->index) json_decref(p->index);
+    if (p->map) munmap(p->map, p->map_len);
+    free(p->path);
+    free(p);
+}
+
+#define FAIL(code, ...) do { st = moeq_fail(err, code, __VA_ARGS__); goto fail; } while (0)
+
+/* An integer field >= 0 of a JSON object. */
+static int get_u64(json_t *o, const char *key, uint64_t *v)
+{
+    json_t *x = json_object_get(o, key);
+    if (!json_is_integer(x) || json_integer_value(x) < 0) return -1;
+    *v = (uint64_t)json_integer_value(x);
+    return 0;
+}
+
+static int parse_hex64(const char *s, uint64_t *v)
+{
+    if (!s || strlen(s) != 16) return -1;
+    uint64_t r = 0;
+    for (int i = 0; i < 16; i++) {
+        char c = s[i];
+        int d = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+        if (d < 0) return -1;
+        r = r << 4 | (uint64_t)d;
+    }
+    *v = r;
+    return 0;
+}
+
+/* F-9: offset, size, xxh64 of a blob entry, inside the data area. */
+static moeq_status parse_blob(moeq_pack *p, json_t *o, const char *what, const char *name,
+                              moeq_pack_blob *b, moeq_error *err)
+{
+    memset(b, 0, sizeof *b);
+    json_t *h = json_object_get(o, "xxh64");
+    if (get_u64(o, "offset", &b->offset) || get_u64(o, "size", &b->size))
+        return moeq_fail(err, MOEQ_ERR_FORMAT, "%s: %s '%s': offset/size missing or not a non-negative "
+                         "integer (F-9)", p->path, what, name);
+    if (!json_is_string(h) || parse_hex64(json_string_value(h), &b->xxh64))
+        return moeq_fail(err, MOEQ_ERR_FORMAT, "%s: %s '%s': xxh64 is not 16 lowercase hex digits (F-9)",
+                         p->path, what, name);
+    if (b->offset % MOEQ_PACK_ALIGN || b->offset < MOEQ_PACK_ALIGN || b->offset > p->index_offset ||
+        b->size > p->index_offset - b->offset)
+        return moeq_fail(err, MOEQ_ERR_FORMAT, "%s: %s '%s': data [%llu, +%llu) is not 64-aligned inside "
+                         "the data area [64, %llu) (F-9)", p->path, what, name,
+                         (unsigned long long)b->offset, (unsigned long long)b->size,
+                         (unsigned long long)p->index_offset);
+    b->raw_size = b->size;
+    return MOEQ_OK;
+}
+
+static int valid_name(const char *s, size_t maxlen)
+{
+    size_t n = strlen(s);
+    return n >= 1 && n <= maxlen;
+}
+
+static int parse_shape(json_t *a, int *ndim, int64_t *shape, int64_t *numel)
+{
+    if (!json_is_array(a)) return -1;
+    size_t n = json_array_size(a);
+    if (n < 1 || n > MOEQ_MAX_DIMS) return -1;
+    int64_t prod = 1;
+    for (size_t i = 0; i < n; i++) {
+        json_t *x = json_array_get(a, i);
+        if (!json_is_integer(x)) return -1;
+        json_int_t d = json_integer_value(x);
+        if (d <= 0 || prod > INT64_MAX / d) return -1;
+        prod *= d;
+        shape[i] = d;
+    }
+    *ndim = (int)n;
+    *numel = prod;
+    return 0;
+}
+
+typedef struct span { uint64_t off, size; const char *name; } span;
+static int cmp_span(const void *a, const void *b)
+{
+    const span *x = a, *y = b;
+    return x->off < y->off ? -1 : x->off > y->off;
+}
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+typedef struct piece { int64_t src, off, n; const char *name; } piece;
+static int cmp_piece(const void *a, const void *b)
+{
+    const piece *x = a, *y = b;
+    if (x->src != y->src) return x->src < y->src ? -1 : 1;
+    return x->off < y->off ? -1 : x->off > y->off;
+}
+
+static moeq_status parse_codec(moeq_pack *p, json_t *c, const char *name, moeq_codec *out,
+                               moeq_error *err)
+{
+    memset(out, 0, sizeof *out);
+    json_t *type = json_object_get(c, "type");
+    if (!json_is_object(c) || !json_is_string(type))
+        return moeq_fail(err, MOEQ_ERR_FORMAT, "%s: tensor '%s': codec is not an object with a type (F-12)",
+                         p->path, name);
+    const char *t = json_string_value(type);
+    if (!strcmp(t, "raw")) {
+        json_t *d = json_object_get(c, "dtype");
+        out->type = MOEQ_CODEC_RAW;
+        out->dtype = json_is_string(d) ? dtype_of(json_string_value(d)) : MOEQ_DT_UNKNOWN;
+        if (out->dtype == MOEQ_DT_UNKNOWN)
+            return moeq_fail(err, MOEQ_ERR_UNSUPPORTED, "%s: tensor '%s': raw dtype is not BF16, F16 or F32 "
+                             "(F-12)", p->path, name);
+        return MOEQ_OK;
+    }
+    if (strcmp(t, "int"))
+        return moeq_fail(err, MOEQ_ERR_UNSUPPORTED, "%s: tensor '%s': codec type '%.32s' is not raw or int "
+                         "(F-12)", p->path, name, t);
+    json_t *b = json_object_get(c, "bits"), *g = json_object_get(c, "group"), *s = json_object_get(c, "sym");
+    if (!json_is_integer(b) || !json_is_integer(g) || !json_is_boolean(s))
+        return moeq_fail(err, MOEQ_ERR_FORMAT, "%s: tensor '%s': int codec needs integer bits, group and "
+                         "boolean sym (F-12)", p->path, name);
+    json_int_t bits = json_integer_value(b), group = json_integer_value(g);
+    if ((bits != 2 && bits != 3 && bits != 4 && bits != 8) ||
+        (group != 0 && group != 32 && group != 64 && group != 128))
+        return moeq_fail(err, MOEQ_ERR_UNSUPPORTED, "%s: tensor '%s': int codec bits %lld group %lld: bits must "
+                         "be 2, 3, 4 or 8 and group 0, 32, 64 or 128 (F-12)", p->path, name,
+                         (long long)bits, (long long)group);
+    out->type = MOEQ_CODEC_INT;
+    out->bits = (int)bits;
+    out->group = (int)group;
+    out->sym = json_is_true(s);
+    return MOEQ_OK;
+}
+
+static moeq_status decompress(moeq_pack *p, moeq_pack_tensor *t, moeq_error *err)
+{
+    const void *src = p->buf + t->blob.offset;
+    unsigned long long cs = ZSTD_getFrameContentSize(src, (size_t)t->blob.size);
+    if (cs == ZSTD_CONTENTSIZE_ERROR || cs == ZSTD_CONTENTSIZE_UNKNOWN || cs != t->blob.raw_size)
+        return moeq_fail(err, MOEQ_ERR_FORMAT, "%s: tensor '%s': zstd frame at offset %llu does not declare "
+                         "content size raw_size=%llu (F-14)", p->path, t->name,
+                         (unsigned long long)t->blob.offset, (unsigned long long)t->blob.raw_size);
+    if (t->blob.raw_size > (uint64_t)SIZE_MAX - 64)
+        return moeq_fail(err, MOEQ_ERR_NOMEM, "%s: tensor '%s': too large", p->path, t->name);
+    void *dst = aligned_alloc(MOEQ_PACK_ALIGN, ((size_t)t->blob.raw_size + 63) / 64 * 64 + 64);
+    if (!dst) return moeq_fail(err, MOEQ_ERR_NOMEM, "%s: tensor '%s': out of memory for %llu bytes",
+                               p->path, t->name, (unsigned long long)t->blob.raw_size);
+    void **no = realloc(p->owned, (p->nowned + 1) * sizeof *no);
+    if (!no) {
+        free(dst);
+        return moeq_fail(err, MOEQ_ERR_NOMEM, "%s: out of memory", p->path);
+    }
+    p->owned = no;
+    p->owned[p->nowned++] = dst;
+    size_t r = ZSTD_decompress(dst, (size_t)t->blob.raw_size, src, (size_t)t->blob.size);
+    if (ZSTD_isError(r) || r != t->blob.raw_size)
+        return moeq_fail(err, MOEQ_ERR_FORMAT, "%s: tensor '%s': zstd frame at offset %llu: %s (F-14)",
+                         p->path, t->name, (unsigned long long)t->blob.offset,
+                         ZSTD_isError(r) ? ZSTD_getErrorName(r) : "short content");
+    t->data = dst;
+    return MOEQ_OK;
+}
+
+moeq_status moeq_pack_parse(const void *buf, size_t len, const char *label, moeq_pack **out,
+                            moeq_error *err)
+{
+    *out = NULL;
+    moeq_status st = MOEQ_OK;
+    span *spans = NULL;
+    piece *pieces = NULL;
+    const char **names = NULL;
+    moeq_pack *p = calloc(1, sizeof *p);
+    if (!p) return moeq_fail(err, MOEQ_ERR_NOMEM, "out of memory");
+    p->path = strdup(label ? label : "(memory)");
+    if (!p->path) FAIL(MOEQ_ERR_NOMEM, "out of memory");
+    p->buf = buf;
+    p->len = len;
+    const unsigned char *b = buf;
+    if (len < 64 || memcmp(b, "MOEQPACK", 8))   /* F-1 */
+        FAIL(MOEQ_ERR_FORMAT, "%s: not a .moeq file: %s (F-1)", p->path,
+             len < 64 ? "shorter than the 64-byte prefix" : "magic at offset 0 is not MOEQPACK");
+    uint32_t version = rd32(b + 8), flags = rd32(b + 12);
+    if (version != MOEQ_PACK_VERSION)   /* F-2 */
+        FAIL(MOEQ_ERR_UNSUPPORTED, "%s: version %u at offset 8 is not supported (this reader: 1) (F-2)",
+             p->path, version);
+    int reserved_nonzero = flags != 0;
+    for (int i = 48; i < 64; i++) reserved_nonzero |= b[i] != 0;
+    if (reserved_nonzero)   /* F-3 */
+        FAIL(MOEQ_ERR_FORMAT, "%s: flags (offset 12) or reserved bytes (48..63) are not zero (F-3)", p->path);
+    uint64_t ioff = rd64(b + 16), ilen = rd64(b + 24), ihash = rd64(b + 32), fsize = rd64(b + 40);
+    if (fsize != len)   /* F-5 */
+        FAIL(MOEQ_ERR_FORMAT, "%s: file_size field (offset 40) says %llu bytes, the file has %zu (F-5: "
+             "truncated or extended)", p->path, (unsigned long long)fsize, len);
+    if (ioff % MOEQ_PACK_ALIGN || ioff < 64 || ilen < 2 || ilen > MOEQ_PACK_INDEX_MAX || ioff > len ||
+        ilen != len - ioff)   /* F-6 */
+        FAIL(MOEQ_ERR_FORMAT, "%s: index at offset %llu length %llu (prefix offset 16/24) does not end the "
+             "file of %zu bytes on a 64-byte boundary (F-6)", p->path, (unsigned long long)ioff,
+             (unsigned long long)ilen, len);
+    p->index_offset = ioff;
+    if (XXH64(b + ioff, (size_t)ilen, 0) != ihash)   /* F-7 */
+        FAIL(MOEQ_ERR_FORMAT, "%s: index checksum mismatch (xxh64 at offset 32) (F-7)", p->path);
+    json_error_t je;
+    p->index = json_loadb((const char *)b + ioff, (size_t)ilen, JSON_REJECT_DUPLICATES, &je);
+    if (!p->index || !json_is_object(p->index))   /* F-8 */
+        FAIL(MOEQ_ERR_FORMAT, "%s: index at offset %llu is not a JSON object: %s (F-8)", p->path,
+             (unsigned long long)ioff, p->index ? "not an object" : je.text);
+    json_t *fmt = json_object_get(p->index, "format"), *ver = json_object_get(p->index, "version");
+    json_t *jf = json_object_get(p->index, "files"), *jt = json_object_get(p->index, "tensors");
+    json_t *js = json_object_get(p->index, "sources"), *jm = json_object_get(p->index, "metadata");
+    if (!json_is_string(fmt) || strcmp(json_string_value(fmt), "moeq") || !json_is_integer(ver) ||
+        json_integer_value(ver) != 1 || !json_is_array(jf) || !json_is_array(jt) || !json_is_array(js) ||
+        (jm && !json_is_object(jm)))
+        FAIL(MOEQ_ERR_FORMAT, "%s: index needs format \"moeq\", version 1, arrays files, tensors, sources "
+             "and an optional metadata object (F-8)", p->path);
+    if (jm) p->metadata = json_dumps(jm, JSON_COMPACT | JSON_SORT_KEYS);
+
+    size_t nf = json_array_size(jf), nt = json_array_size(jt), ns = json_array_size(js);
+    p->files = calloc(nf ? nf : 1, sizeof *p->files);
+    p->tensors = calloc(nt ? nt : 1, sizeof *p->tensors);
+    p->sources = calloc(ns ? ns : 1, sizeof *p->sources);
+    spans = calloc(nf + nt + 1, sizeof *spans);
+    pieces = calloc(nt + 1, sizeof *pieces);
+    names = calloc(nf + nt + ns + 1, sizeof *names);
+    if (!p->files || !p->tensors || !p->sources || !spans || !pieces || !names)
+        FAIL(MOEQ_ERR_NOMEM, "%s: out of memory for the index", p->path);
+    size_t nspan = 0;
+
+    /* F-15 sources */
+    for (size_t i = 0; i < ns; i++) {
+        json_t *o = json_array_get(js, i), *n = json_object_get(o, "name"), *d = json_object_get(o, "dtype");
+        moeq_pack_source *s = &p->sources[i];
+        if (!json_is_string(n) || !valid_name(json_string_value(n), 511) || !json_is_string(d) ||
+            parse_shape(json_object_get(o, "shape"), &s->ndim, s->shape, &s->numel))
+            FAIL(MOEQ_ERR_FORMAT, "%s: sources[%zu]: needs a name (1..511 bytes), dtype and shape (F-15)",
+                 p->path, i);
+        s->name = json_string_value(n);
+        s->dtype = dtype_of(json_string_value(d));
+        if (s->dtype == MOEQ_DT_UNKNOWN)
+            FAIL(MOEQ_ERR_UNSUPPORTED, "%s: source '%s': dtype '%.16s' is not BF16, F16 or F32 (F-15)",
+                 p->path, s->name, json_string_value(d));
+        names[i] = s->name;
+        p->nsources++;
+    }
+    qsort(names, ns, sizeof *names, cmp_str);
+    for (size_t i = 1; i < ns; i++)
+        if (!strcmp(names[i], names[i - 1])) FAIL(MOEQ_ERR_FORMAT, "%s: source '%s' listed twice (F-15)", p->path, names[i]);
+
+    /* F-10 files */
+    for (size_t i = 0; i < nf; i++) {
+        json_t *o = json_array_get(jf, i), *n = json_object_get(o, "name");
+        if (!json_is_object(o) || !json_is_string(n))
+            FAIL(MOEQ_ERR_FORMAT, "%s: files[%zu] has no name (F-10)", p->path, i);
+        const char *name = json_string_value(n);
+        if (!valid_name(name, 255) || strchr(name, '/') || !strcmp(name, ".") || !strcmp(name, ".."))
+            FAIL(MOEQ_ERR_FORMAT, "%s: files[%zu]: name '%.64s' is not a plain file name (F-10)", p->path, i, name);
+        moeq_pack_file_entry *f = &p->files[i];
+        f->name = name;
+        if ((st = parse_blob(p, o, "file", name, &f->blob, err))) goto fail;
+        f->data = b + f->blob.offset;
+        spans[nspan++] = (span){ f->blob.offset, f->blob.size, name };
+        names[i] = name;
+        p->nfiles++;
+    }
+    qsort(names, nf, sizeof *names, cmp_str);
+    for (size_t i = 1; i < nf; i++)
+        if (!strcmp(names[i], names[i - 1])) FAIL(MOEQ_ERR_FORMAT, "%s: file '%s' listed twice (F-10)", p->path, names[i]);
+    if (!moeq_pack_find_file(p, "config.json"))
+        FAIL(MOEQ_ERR_FORMAT, "%s: no embedded config.json (F-10)", p->path);
+
+    /* F-11..F-14 tensors */
+    for (size_t i = 0; i < nt; i++) {
+        json_t *o = json_array_get(jt, i), *n = json_object_get(o, "name");
+        if (!json_is_object(o) || !json_is_string(n) || !valid_name(json_string_value(n), 511))
+            FAIL(MOEQ_ERR_FORMAT, "%s: tensors[%zu]: name missing or not 1..511 bytes (F-11)", p->path, i);
+        moeq_pack_tensor *t = &p->tensors[i];
+        t->name = json_string_value(n);
+        if (parse_shape(json_object_get(o, "shape"), &t->ndim, t->shape, &t->numel))
+            FAIL(MOEQ_ERR_FORMAT, "%s: tensor '%s': shape is not 1..8 positive dimensions with an int64 "
+                 "product (F-11)", p->path, t->name);
+        if ((st = parse_codec(p, json_object_get(o, "codec"), t->name, &t->codec, err))) goto fail;
+        if ((st = parse_blob(p, o, "tensor", t->name, &t->blob, err))) goto fail;
+        json_t *z = json_object_get(o, "zstd");
+        t->blob.zstd = json_is_true(z);
+        if (t->blob.zstd && get_u64(o, "raw_size", &t->blob.raw_size))
+            FAIL(MOEQ_ERR_FORMAT, "%s: tensor '%s': zstd without raw_size (F-11)", p->path, t->name);
+        uint64_t want;
+        if (t->codec.type == MOEQ_CODEC_RAW) {
+            size_t es = moeq_dtype_size(t->codec.dtype);
+            if ((uint64_t)t->numel > UINT64_MAX / es)
+                FAIL(MOEQ_ERR_FORMAT, "%s: tensor '%s': size overflows (F-13)", p->path, t->name);
+            want = (uint64_t)t->numel * es;
+        } else {
+            if (t->ndim != 2)
+                FAIL(MOEQ_ERR_FORMAT, "%s: tensor '%s': an int codec needs a 2-D shape, got %d dimensions (F-12)",
+                     p->path, t->name, t->ndim);
+            int g = t->codec.group ? t->codec.group : (int)(t->shape[1] <= INT32_MAX ? t->shape[1] : 0);
+            moeq_error e2;
+            if (!g || moeq_qmat_check(t->codec.bits, g, t->shape[0], t->shape[1], &e2))
+                FAIL(MOEQ_ERR_UNSUPPORTED, "%s: tensor '%s': %s (F-12)", p->path, t->name,
+                     g ? e2.detail : "per-channel group larger than 2^31");
+            want = moeq_qmat_bytes(t->codec.bits, g, t->codec.sym, t->shape[0], t->shape[1], NULL, NULL);
+        }
+        if (t->blob.raw_size != want)   /* F-13 */
+            FAIL(MOEQ_ERR_FORMAT, "%s: tensor '%s': %s %llu bytes, the codec and shape imply %llu (F-13)",
+                 p->path, t->name, t->blob.zstd ? "raw_size" : "size", (unsigned long long)t->blob.raw_size,
+                 (unsigned long long)want);
+        json_t *src = json_object_get(o, "source"), *soff = json_object_get(o, "source_offset");
+        if (!json_is_string(src) || !json_is_integer(soff) || json_integer_value(soff) < 0)
+            FAIL(MOEQ_ERR_FORMAT, "%s: tensor '%s': source or source_offset missing (F-15)", p->path, t->name);
+        t->source = json_string_value(src);
+        t->source_offset = json_integer_value(soff);
+        t->source_index = -1;
+        for (size_t k = 0; k < ns; k++)
+            if (!strcmp(p->sources[k].name, t->source)) { t->source_index = (int64_t)k; break; }
+        if (t->source_index < 0)
+            FAIL(MOEQ_ERR_FORMAT, "%s: tensor '%s': source '%.128s' is not in the sources table (F-15)",
+                 p->path, t->name, t->source);
+        const moeq_pack_source *s = &p->sources[t->source_index];
+        if (t->source_offset > s->numel || t->numel > s->numel - t->source_offset)
+            FAIL(MOEQ_ERR_FORMAT, "%s: tensor '%s': elements [%lld, +%lld) outside source '%s' of %lld (F-15)",
+                 p->path, t->name, (long long)t->source_offset, (long long)t->numel, s->name, (long long)s->numel);
+        pieces[i] = (piece){ t->source_index, t->source_offset, t->numel, t->name };
+        spans[nspan++] = (span){ t->blob.offset, t->blob.size, t->name };
+        names[i] = t->name;
+        p->ntensors++;
+    }
+    qsort(names, nt, sizeof *names, cmp_str);
+    for (size_t i = 1; i < nt; i++)
+        if (!strcmp(names[i], names[i - 1])) FAIL(MOEQ_ERR_FORMAT, "%s: tensor '%s' listed twice (F-11)", p->path, names[i]);
+    /* F-9: no overlap */
+    qsort(spans, nspan, sizeof *spans, cmp_span);
+    for (size_t i = 1; i < nspan; i++)
+        if (spans[i].off < spans[i - 1].off + spans[i - 1].size)
+            FAIL(MOEQ_ERR_FORMAT, "%s: blobs '%s' and '%s' overlap at offset %llu (F-9)", p->path,
+                 spans[i - 1].name, spans[i].name, (unsigned long long)spans[i].off);
+    /* F-15: pieces cover every source exactly once */
+    qsort(pieces, nt, sizeof *pieces, cmp_piece);
+    size_t k = 0;
+    for (size_t si = 0; si < ns; si++) {
+        int64_t at = 0;
+        for (; k < nt && pieces[k].src == (int64_t)si; k++) {
+            if (pieces[k].off != at)
+                FAIL(MOEQ_ERR_FORMAT, "%s: source '%s': tensor '%s' starts at element %lld, expected %lld "
+                     "(gap or overlap) (F-15)", p->path, p->sources[si].name, pieces[k].name,
+                     (long long)pieces[k].off, (long long)at);
+            at += pieces[k].n;
+        }
+        if (at != p->sources[si].numel)
+            FAIL(MOEQ_ERR_FORMAT, "%s: source '%s': tensors cover %lld of its %lld elements (F-15)", p->path,
+                 p->sources[si].name, (long long)at, (long long)p->sources[si].numel);
+    }
+    /* F-14 decompress; then kernel views */
+    for (size_t i = 0; i < nt; i++) {
+        moeq_pack_tensor *t = &p->tensors[i];
+        if (t->blob.zstd) {
+            if ((st = decompress(p, t, err))) goto fail;
+        } else {
+            t->data = b + t->blob.offset;
+        }
+        if (t->codec.type == MOEQ_CODEC_INT) {
+            uint64_t so, zo;
+            int g = t->codec.group ? t->codec.group : (int)t->shape[1];
+            moeq_qmat_bytes(t->codec.bits, g, t->codec.sym, t->shape[0], t->shape[1], &so, &zo);
+            const unsigned char *d = t->data;
+            t->q = (moeq_qmat){ .bits = t->codec.bits, .group = g, .sym = t->codec.sym, .rows = t->shape[0],
+                                .cols = t->shape[1], .codes = d, .scales = (const uint16_t *)(const void *)(d + so),
+                                .zeros = t->codec.sym ? NULL : (const uint16_t *)(const void *)(d + zo) };
+        }
+    }
+    free(spans);
+    free(pieces);
+    free(names);
+    *out = p;
+    return MOEQ_OK;
+fail:
+    free(spans);
+    free(pieces);
+    free(names);
+    moeq_pack_close(p);
+    return st;
+}
+
+int moeq_pack_is_packed(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) return 0;
+    char m[8];
+    int ok = fread(m, 1, 8, f) == 8 && !memcmp(m, "MOEQPACK", 8);
+    fclose(f);
+    return ok;
+}
+
+moeq_status moeq_pack_open(const char *path, moeq_pack **out, moeq_error *err)
+{
+    *out = NULL;
+    int fd = open(path, O_RDONLY);
+    if (fd < 0)
+        return moeq_fail(err, errno == ENOENT ? MOEQ_ERR_NOT_FOUND : MOEQ_ERR_IO, "%s: cannot open: %s", path,
+                         strerror(errno));
+    struct stat sb;
+    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
+        close(fd);
+        return moeq_fail(err, MOEQ_ERR_IO, "%s: not a regular file", path);
+    }
+    size_t len = (size_t)sb.st_size;
+    void *map = NULL;
+    if (len > 0) {
+        map = mmap(NULL, len, PROT_READ, MAP_PRIVATE, fd, 0);
+        if (map == MAP_FAILED) {
+            close(fd);
+            return moeq_fail(err, MOEQ_ERR_IO, "%s: mmap: %s", path, strerror(errno));
+        }
+    }
+    close(fd);
+    static const unsigned char empty[1];
+    moeq_status st = moeq_pack_parse(map ? map : empty, len, path, out, err);
+    if (st != MOEQ_OK) {
+        if (map) munmap(map, len);
+        return st;
+    }
+    (*out)->map = map;
+    (*out)->map_len = len;
+    return MOEQ_OK;
+}
+
+/* F-9 checksums and padding, F-16 finite scales and raw floats. */
+moeq_status moeq_pack_verify(const moeq_pack *p, moeq_error *err)
+{
+    size_t n = p->nfiles + p->ntensors;
+    span *sp = calloc(n + 1, sizeof *sp);
+    if (!sp) return moeq_fail(err, MOEQ_ERR_NOMEM, "out of memory");
+    for (size_t i = 0; i < p->nfiles; i++) {
+        const moeq_pack_file_entry *f = &p->files[i];
+        sp[i] = (span){ f->blob.offset, f->blob.size, f->name };
+        if (XXH64(p->buf + f->blob.offset, (size_t)f->blob.size, 0) != f->blob.xxh64) {
+            free(sp);
+            return moeq_fail(err, MOEQ_ERR_FORMAT, "%s: file '%s' at offset %llu: checksum mismatch (F-9)",
+                             p->path, f->name, (unsigned long long)f->blob.offset);
+        }
+    }
+    moeq_status st = MOEQ_OK;
+    for (size_t i = 0; i < p->ntensors && st == MOEQ_OK; i++) {
+        const moeq_pack_tensor *t = &p->tensors[i];
+        sp[p->nfiles + i] = (span){ t->blob.offset, t->blob.size, t->name };
+        if (XXH64(p->buf + t->blob.offset, (size_t)t->blob.size, 0) != t->blob.xxh64) {
+            st = moeq_fail(err, MOEQ_ERR_FORMAT, "%s: tensor '%s' at offset %llu: checksum mismatch (F-9)",
+                           p->path, t->name, (unsigned long long)t->blob.offset);
+            break;
+        }
+        if (t->codec.type == MOEQ_CODEC_INT) {
+            int64_t ng = t->q.rows * moeq_qmat_groups(&t->q);
+            for (int pass = 0; pass < (t->q.sym ? 1 : 2); pass++) {
+                const uint16_t *v = pass ? t->q.zeros : t->q.scales;
+                for (int64_t j = 0; j < ng; j++)
+                    if ((v[j] & 0x7c00u) == 0x7c00u) {
+                        st = moeq_fail(err, MOEQ_ERR_NUMERIC, "%s: tensor '%s': %s of row %lld group %lld is "
+                                       "%s (F-16)", p->path, t->name, pass ? "zero" : "scale",
+                                       (long long)(j / moeq_qmat_groups(&t->q)),
+                                       (long long)(j % moeq_qmat_groups(&t->q)), (v[j] & 0x3ff) ? "NaN" : "Inf");
+                        break;
+                    }
+                if (st) break;
+            }
+        } else {
+            moeq_tensor view = { .name = t->name, .dtype = t->codec.dtype, .ndim = t->ndim, .numel = t->numel,
+                                 .data = t->data, .nbytes = t->blob.raw_size, .file = p->path,
+                                 .file_offset = t->blob.offset };
+            memcpy(view.shape, t->shape, sizeof view.shape);
+            st = moeq_tensor_check_finite(&view, NULL, err);
+        }
+    }
+    if (st == MOEQ_OK) {
+        /* F-9 zero padding between blobs and before the index */
+        qsort(sp, n, sizeof *sp, cmp_span);
+        uint64_t at = 64;
+        for (size_t i = 0; i <= n && st == MOEQ_OK; i++) {
+            uint64_t end = i < n ? sp[i].off : p->index_offset;
+            for (uint64_t o = at; o < end; o++)
+                if (p->buf[o]) {
+                    st = moeq_fail(err, MOEQ_ERR_FORMAT, "%s: padding byte at offset %llu is not zero (F-9)",
+                                   p->path, (unsigned long long)o);
+                    break;
+                }
+            if (i < n) at = sp[i].off + sp[i].size;
+        }
+    }
+    free(sp);
+    return st;
+}
+
+const char *moeq_pack_path(const moeq_pack *p) { return p->path; }
+uint64_t moeq_pack_file_size(const moeq_pack *p) { return p->len; }
+size_t moeq_pack_nfiles(const moeq_pack *p) { return p->nfiles; }
+const moeq_pack_file_entry *moeq_pack_file(const moeq_pack *p, size_t i) { return i < p->nfiles ? &p->files[i] : NULL; }
+const moeq_pack_file_entry *moeq_pack_find_file(const moeq_pack *p, const char *name)
+{
+    for (size_t i = 0; i < p->nfiles; i++)
+        if (!strcmp(p->files[i].name, name)) return &p->files[i];
+    return NULL;
+}
+size_t moeq_pack_ntensors(const moeq_pack *p) { return p->ntensors; }
+const moeq_pack_tensor *moeq_pack_tensor_at(const moeq_pack *p, size_t i) { return i < p->ntensors ? &p->tensors[i] : NULL; }
+const moeq_pack_tensor *moeq_pack_find(const moeq_pack *p, const char *name)
+{
+    for (size_t i = 0; i < p->ntensors; i++)
+        if (!strcmp(p->tensors[i].name, name)) return &p->tensors[i];
+    return NULL;
+}
+size_t moeq_pack_nsources(const moeq_pack *p) { return p->nsources; }
+const moeq_pack_source *moeq_pack_source_at(const moeq_pack *p, size_t i) { return i < p->nsources ? &p->sources[i] : NULL; }
+const moeq_pack_source *moeq_pack_find_source(const moeq_pack *p, const char *name)
+{
+    for (size_t i = 0; i < p->nsources; i++)
+        if (!strcmp(p->sources[i].name, name)) return &p->sources[i];
+    return NULL;
+}
+const moeq_pack_tensor *moeq_pack_find_piece(const moeq_pack *p, const char *source, int64_t off)
+{
+    for (size_t i = 0; i < p->ntensors; i++)
+        if (p->tensors[i].source_offset == off && !strcmp(p->tensors[i].source, source)) return &p->tensors[i];
+    return NULL;
+}
+const char *moeq_pack_metadata(const moeq_pack *p) { return p->metadata; }

@@ -1,0 +1,61 @@
+/* Dequantizing matrix kernels over the int codecs of the packed format (docs/FORMAT.md,
+ * docs/KERNELS.md). kernels/ref is the plain-C truth; kernels/x86 has AVX2 and AVX-512
+ * variants chosen at run time by cpuid, or forced with MOEQ_KERNEL=ref|avx2|avx512. */
+#ifndef MOEQ_KERNELS_H
+#define MOEQ_KERNELS_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include "moeq_status.h"
+
+/* A quantized matrix [rows, cols] (rows = output features). Pointers into the mapping. */
+typedef struct moeq_qmat {
+    int bits;                 /* 2, 3, 4 or 8 */
+    int group;                /* 32, 64, 128, or cols (per channel) */
+    int sym;                  /* 1: zero is 2^(bits-1), zeros == NULL */
+    int64_t rows, cols;
+    const uint8_t *codes;     /* rows x row_bytes, layout of FORMAT.md "Int codec layout" */
+    const uint16_t *scales;   /* binary16 [rows, cols / group] */
+    const uint16_t *zeros;    /* binary16 [rows, cols / group], NULL when sym */
+} moeq_qmat;
+
+static inline int64_t moeq_qmat_row_bytes(const moeq_qmat *q) { return q->cols * q->bits / 8; }
+static inline int64_t moeq_qmat_groups(const moeq_qmat *q) { return q->cols / q->group; }
+
+/* Checks that bits, group and shape are ones the kernels support (FORMAT.md F-12):
+ * MOEQ_ERR_UNSUPPORTED naming what is wrong ("cols 100 is not a multiple of 32"). */
+moeq_status moeq_qmat_check(int bits, int group, int64_t rows, int64_t cols, moeq_error *err);
+
+/* Raw byte size of an int-codec tensor: codes, scales and zeros at 64-byte aligned offsets;
+ * the offsets of the sections are returned when the pointers are not NULL. */
+uint64_t moeq_qmat_bytes(int bits, int group, int sym, int64_t rows, int64_t cols,
+                         uint64_t *scales_off, uint64_t *zeros_off);
+
+/* binary16 <-> float32 (round to nearest even), exact for every half value. */
+float moeq_f16_to_f32(uint16_t h);
+uint16_t moeq_f32_to_f16(float f);
+
+typedef struct moeq_kernel_set {
+    const char *name;   /* "ref", "avx2", "avx512" */
+    /* dst[(r - r0) * cols + c] = w[r][c] for r in [r0, r1) */
+    void (*dequant)(const moeq_qmat *w, int64_t r0, int64_t r1, float *dst);
+    /* y[r - r0] = sum_c w[r][c] x[c] for r in [r0, r1) */
+    void (*gemv)(const moeq_qmat *w, const float *x, int64_t r0, int64_t r1, float *y);
+    /* Y[i * ldy + (r - r0)] = sum_c w[r][c] X[i * ldx + c], i < n, r in [r0, r1).
+     * Single-threaded; scratch is caller-free (the kernel allocates what it needs). */
+    void (*gemm)(const moeq_qmat *w, const float *X, int64_t n, int64_t ldx, int64_t r0,
+                 int64_t r1, float *Y, int64_t ldy);
+} moeq_kernel_set;
+
+/* Reference kernels: plain C; dequant is w = scale * (q - zero) in float32, gemv/gemm dot the
+ * dequantized row with x in float64 (the truth the fast variants are tested against). */
+extern const moeq_kernel_set moeq_kernels_ref;
+/* The variant in use: MOEQ_KERNEL if set (an unknown or unsupported name falls back to the
+ * best available and moeq_kernels_note() says so), else the best the CPU supports. */
+const moeq_kernel_set *moeq_kernels(void);
+/* A named variant if this CPU and build support it, else NULL. */
+const moeq_kernel_set *moeq_kernels_get(const char *name);
+/* Why the chosen variant was chosen ("MOEQ_KERNEL=avx512 forced", "cpuid: avx512f+bw"). */
+const char *moeq_kernels_note(void);
+
+#endif

@@ -1,0 +1,16 @@
+/* Pieces shared by the AVX2 and AVX-512 kernel files (internal). */
+#ifndef MOEQ_QMAT_X86_H
+#define MOEQ_QMAT_X86_H
+#include "moeq_kernels.h"
+
+/* rows dequantized per gemm tile: about this many bytes of float32 (stays in L2) */
+#define MOEQ_X86_GEMM_TILE_BYTES (512 * 1024)
+
+typedef void (*moeq_dequant_fn)(const moeq_qmat *, int64_t, int64_t, float *);
+typedef void (*moeq_gemv_fn)(const moeq_qmat *, const float *, int64_t, int64_t, float *);
+void moeq_x86_group_xsum(const moeq_qmat *w, const float *x, float *xs);
+float moeq_avx2_row_dot(const moeq_qmat *w, int64_t r, const float *x, const float *xs);
+void moeq_avx2_dequant(const moeq_qmat *w, int64_t r0, int64_t r1, float *dst);
+void moeq_x86_gemm(const moeq_qmat *w, const float *X, int64_t n, int64_t ldx, int64_t r0, int64_t r1,
+                   float *Y, int64_t ldy, moeq_dequant_fn dq, moeq_gemv_fn gv);
+#endif

@@ -1,0 +1,11 @@
+/* The x86 kernel variants (kernels/x86/qmat_avx2.c, qmat_avx512.c, each built with its own ISA
+ * flags; only called after dispatch.c has checked cpuid). */
+#ifndef MOEQ_KERNELS_X86_H
+#define MOEQ_KERNELS_X86_H
+#include "moeq_kernels.h"
+#if defined(__x86_64__)
+#define MOEQ_HAVE_X86 1
+extern const moeq_kernel_set moeq_kernels_avx2;
+extern const moeq_kernel_set moeq_kernels_avx512;
+#endif
+#endif
