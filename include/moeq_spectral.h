@@ -150,6 +150,17 @@ moeq_status moeq_spec_run(const moeq_spec_item *items, size_t n, const moeq_spec
                           int threads, moeq_spec_result *results, moeq_spec_sink sink,
                           void *user, moeq_error *err);
 
+/* Alpha statistics of the routed-expert matrices of one projection (GATE/UP/DOWN) in one layer
+ * (layer -1: all layers). flagged counts matrices with a BAD or bound flag. */
+typedef struct moeq_spec_summary {
+    int64_t count, fitted, flagged;
+    double median, min, max;   /* over the fitted (finite alpha) matrices; NaN when none */
+} moeq_spec_summary;
+void moeq_spec_summarize(const moeq_spec_item *items, const moeq_spec_result *res, size_t n,
+                         int64_t layer, moeq_proj proj, moeq_spec_summary *out);
+/* Flags that make a matrix "flagged" in summaries: BAD ones and fits at a bound. */
+#define MOEQ_SPEC_F_REPORT (MOEQ_SPEC_F_BAD | MOEQ_SPEC_F_HILL_BOUND | MOEQ_SPEC_F_KS_BOUND)
+
 /* ---- HDF5 statistics file (formats/spectral_h5.c; layout in docs/STATS.md) ------------- */
 
 typedef struct moeq_spec_h5 moeq_spec_h5;

@@ -315,3 +315,32 @@ done:
     free(ws); free(eig); free(eig_cap); free(neig); free(sts); free(errs);
     return st;
 }
+
+static int cmp_dbl(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+void moeq_spec_summarize(const moeq_spec_item *items, const moeq_spec_result *res, size_t n,
+                         int64_t layer, moeq_proj proj, moeq_spec_summary *out)
+{
+    memset(out, 0, sizeof *out);
+    out->median = out->min = out->max = NAN;
+    double *a = malloc((n ? n : 1) * sizeof *a);
+    if (!a) return;
+    for (size_t i = 0; i < n; i++) {
+        if (items[i].expert < 0 || items[i].proj != proj || (layer >= 0 && items[i].layer != layer)) continue;
+        out->count++;
+        if (res[i].flags & MOEQ_SPEC_F_REPORT) out->flagged++;
+        if (isfinite(res[i].alpha)) a[out->fitted++] = res[i].alpha;
+    }
+    if (out->fitted) {
+        qsort(a, (size_t)out->fitted, sizeof *a, cmp_dbl);
+        int64_t m = out->fitted;
+        out->min = a[0];
+        out->max = a[m - 1];
+        out->median = m % 2 ? a[m / 2] : 0.5 * (a[m / 2 - 1] + a[m / 2]);
+    }
+    free(a);
+}

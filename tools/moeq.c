@@ -15,6 +15,7 @@ static const struct {
     {"inspect", cmd_inspect, "what is in a checkpoint: family, sizes, parameter counts"},
     {"eval", cmd_eval, "perplexity over token windows; KLD and top-1 agreement against --ref"},
     {"verify", cmd_verify, "deep check of a model, safetensors file or token file"},
+    {"spectral", cmd_spectral, "weight spectra and heavy-tail alpha fits per expert matrix (HDF5, SVG)"},
     {"calibrate", cmd_calibrate, "run the model on calibration tokens: per-expert Hessians, routing, energies (HDF5)"},
 };
 
