@@ -178,6 +178,27 @@ static herr_t write_acc(hid_t parent, const char *name, const moeq_calib_acc *a)
     return r;
 }
 
+/* Upper bound of the file size: every dataset uncompressed, deflate's worst-case growth (well
+ * under 1% plus a few bytes per chunk), and HDF5 metadata (object headers, B-trees, attributes). */
+static uint64_t calib_file_bound(const moeq_config *c, const moeq_calib_h5_meta *meta)
+{
+    uint64_t H = (uint64_t)c->hidden, I = (uint64_t)c->moe_inter, S = (uint64_t)c->shared_inter;
+    uint64_t E = (uint64_t)c->n_experts, q = (uint64_t)(c->heads * c->head_dim), F = (uint64_t)c->dense_inter;
+    uint64_t full = meta->diag ? 0 : 1, total = 1u << 20;
+    for (int64_t l = 0; l < c->layers; l++) {
+        uint64_t b = 65536;
+        if (c->layer_is_moe[l]) {
+            b += E * (full * (H * H + I * I) + H + 3 * I + 6) * 8 + E * 1024;
+            if (S) b += (full * (H * H + S * S) + H + 3 * S) * 8 + 4096;
+        } else if (meta->scope_all) {
+            b += (full * (H * H + F * F) + H + F) * 8 + 4096;
+        }
+        if (meta->scope_all) b += (full * (H * H + q * q) + H + q) * 8 + 4096;
+        total += b + b / 64;
+    }
+    return total;
+}
+
 void moeq_calib_h5_abort(moeq_calib_h5 *w)
 {
     if (!w) return;
@@ -197,6 +218,9 @@ moeq_status moeq_calib_h5_create(const char *path, const moeq_model *m,
     *out = NULL;
     moeq_status st = moeq_calib_h5_check_path(path, err);
     if (st != MOEQ_OK) return st;
+    /* HDF5's exit handler would retry closing a file whose close failed, and crash: a process
+     * that saw a write failure exits without it (first HDF5 call of the process only) */
+    H5dont_atexit();
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL);   /* library code never prints */
     moeq_calib_h5 *w = calloc(1, sizeof *w);
     if (!w) return moeq_fail(err, MOEQ_ERR_NOMEM, "out of memory");
@@ -228,7 +252,21 @@ moeq_status moeq_calib_h5_create(const char *path, const moeq_model *m,
         moeq_calib_h5_abort(w);
         return st;
     }
+    /* Reserve the largest size the file can reach before writing anything: a full disk then
+     * fails here, cleanly, instead of inside HDF5 (whose state after a failed write cannot be
+     * closed safely). HDF5 truncates the file to its real end when it is closed. */
+    mode_t mask = umask(0);   /* mkstemp makes 0600; give the file the usual 0666 & ~umask */
+    umask(mask);
+    if (fchmod(fd, 0666 & ~mask) != 0) { /* keep 0600: not worth failing the run */ }
+    uint64_t reserve = calib_file_bound(moeq_model_config(m), meta);
+    int fe = posix_fallocate(fd, 0, (off_t)reserve);
     close(fd);
+    if (fe != 0 && fe != EINVAL && fe != EOPNOTSUPP) {
+        st = moeq_fail(err, MOEQ_ERR_IO, "%s: cannot reserve %.1f MiB for the output: %s", path,
+                       (double)reserve / 1048576.0, strerror(fe));
+        moeq_calib_h5_abort(w);
+        return st;
+    }
     hid_t fapl = H5Pcreate(H5P_FILE_ACCESS), fcpl = H5Pcreate(H5P_FILE_CREATE);
     /* readable by HDF5 1.8 and later (h5py, h5dump, older tools) */
     if (fapl >= 0) H5Pset_libver_bounds(fapl, H5F_LIBVER_V18, H5F_LIBVER_LATEST);
