@@ -15,15 +15,22 @@ typedef struct moeq_qmat {
     int sym;                  /* 1: zero is 2^(bits-1), zeros == NULL */
     int64_t rows, cols;
     const uint8_t *codes;     /* rows x row_bytes, layout of FORMAT.md "Int codec layout" */
-    const uint16_t *scales;   /* binary16 [rows, cols / group] */
-    const uint16_t *zeros;    /* binary16 [rows, cols / group], NULL when sym */
+    const uint16_t *scales;   /* binary16 [rows, ceil(cols / group)] */
+    const uint16_t *zeros;    /* binary16 [rows, ceil(cols / group)], NULL when sym */
 } moeq_qmat;
 
 static inline int64_t moeq_qmat_row_bytes(const moeq_qmat *q) { return q->cols * q->bits / 8; }
-static inline int64_t moeq_qmat_groups(const moeq_qmat *q) { return q->cols / q->group; }
+/* groups per row: the last one is shorter when group does not divide cols (still a multiple of 32) */
+static inline int64_t moeq_qmat_groups(const moeq_qmat *q) { return (q->cols + q->group - 1) / q->group; }
+static inline int64_t moeq_qmat_group_len(const moeq_qmat *q, int64_t g)
+{
+    int64_t rest = q->cols - g * q->group;
+    return rest < q->group ? rest : q->group;
+}
 
 /* Checks that bits, group and shape are ones the kernels support (FORMAT.md F-12):
- * MOEQ_ERR_UNSUPPORTED naming what is wrong ("cols 100 is not a multiple of 32"). */
+ * MOEQ_ERR_UNSUPPORTED naming what is wrong ("cols 100 is not a multiple of 32"). A group that
+ * does not divide cols leaves a shorter last group. */
 moeq_status moeq_qmat_check(int bits, int group, int64_t rows, int64_t cols, moeq_error *err);
 
 /* Raw byte size of an int-codec tensor: codes, scales and zeros at 64-byte aligned offsets;

@@ -56,6 +56,9 @@ typedef struct moeq_mat {
     moeq_dtype dtype;        /* F32, F16 or BF16 */
     int64_t rows, cols;
     const void *data;        /* first element of the view */
+    /* packed int codec (docs/FORMAT.md): the kernels' view, dtype is MOEQ_DT_OTHER; NULL for
+     * plain F32/F16/BF16 views. moeq_mat_to_f32 dequantizes these through the kernels. */
+    const struct moeq_qmat *q;
 } moeq_mat;
 
 typedef struct moeq_vec {    /* a 1-D weight: norms, biases */
@@ -79,12 +82,15 @@ typedef struct moeq_layer_view {
 
 typedef struct moeq_model moeq_model;
 
-/* Opens a Hugging Face directory (config.json + safetensors): checks every tensor the family
- * needs for presence, shape and dtype (BF16/F16/F32). */
+/* Opens a Hugging Face directory (config.json + safetensors), or a packed .moeq file (config
+ * embedded, docs/FORMAT.md): checks every tensor the family needs for presence, shape and
+ * dtype (BF16/F16/F32, or an int codec in a .moeq). */
 moeq_status moeq_model_open(const char *path, moeq_model **out, moeq_error *err);
 void moeq_model_close(moeq_model *m);
 const moeq_config *moeq_model_config(const moeq_model *m);
-const moeq_checkpoint *moeq_model_checkpoint(const moeq_model *m);
+const moeq_checkpoint *moeq_model_checkpoint(const moeq_model *m);   /* NULL for a .moeq file */
+struct moeq_pack;
+const struct moeq_pack *moeq_model_pack(const moeq_model *m);         /* NULL unless a .moeq file */
 const char *moeq_model_path(const moeq_model *m);
 int moeq_model_fused_experts(const moeq_model *m);   /* 1 when stored as v5 fused tensors */
 const moeq_layer_view *moeq_model_layer(const moeq_model *m, int64_t layer);

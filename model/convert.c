@@ -2,6 +2,7 @@
  * compiler vectorizes them; the F16 path is exact for every half value (subnormals, inf,
  * NaN payloads), checked against an ldexp formula over all 65536 patterns in test_config. */
 #include "moeq_model.h"
+#include "moeq_kernels.h"
 
 #include <stdint.h>
 #include <string.h>
@@ -66,6 +67,10 @@ static void row_to_f32(moeq_dtype dt, const void *src, int64_t n, float *dst)
 void moeq_mat_to_f32(const moeq_mat *m, int64_t r0, int64_t r1, float *dst)
 {
     if (!m || !dst || !m->data || r0 < 0 || r1 > m->rows || r0 >= r1) return;
+    if (m->q) {
+        moeq_kernels()->dequant(m->q, r0, r1, dst);
+        return;
+    }
     size_t es = m->dtype == MOEQ_DT_F32 ? 4 : 2;   /* the view admits F32, F16, BF16 */
     const unsigned char *base = (const unsigned char *)m->data + (size_t)r0 * (size_t)m->cols * es;
     row_to_f32(m->dtype, base, (r1 - r0) * m->cols, dst);

@@ -2,10 +2,13 @@
  * Weights stay in the mapping (bf16/f16/f32) and are widened to float32 per layer (attention,
  * router, shared and dense MLPs) or per expert (routed experts, one scratch per thread).
  * Work is split over OpenMP threads around single-threaded BLAS calls (see core/la.c).
+ * Packed matrices (int codecs of a .moeq file) never widen: the dequantizing kernels multiply
+ * them directly (kernels/, docs/KERNELS.md), in fixed blocks of rows.
  * Results do not depend on the thread count: every output element is computed by one
  * thread in a fixed order, and expert outputs are summed per token in top-k slot order. */
 #include "moeq_model.h"
 #include "moeq_core.h"
+#include "moeq_kernels.h"
 
 #include <math.h>
 #include <omp.h>
@@ -218,6 +221,31 @@ static void par_matmul(int nthreads, const float *X, int64_t n, int64_t K, const
     }
 }
 
+#define QROW_BLOCK 64   /* rows of a packed matrix per task: fixed, so results ignore threads */
+
+/* Y[n, N] = X[n, K] · Wᵀ for a packed W [N, K], split over threads by blocks of W's rows. */
+static void par_qmatmul(const float *X, int64_t n, int64_t K, const moeq_qmat *q, float *Y)
+{
+    const moeq_kernel_set *ks = moeq_kernels();
+    int64_t N = q->rows, nb = (N + QROW_BLOCK - 1) / QROW_BLOCK;
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int64_t b = 0; b < nb; b++) {
+        int64_t r0 = b * QROW_BLOCK, r1 = r0 + QROW_BLOCK < N ? r0 + QROW_BLOCK : N;
+        ks->gemm(q, X, n, K, r0, r1, Y + r0, N);
+    }
+}
+
+/* A linear layer: packed through the kernels, else widened once and multiplied by BLAS. */
+static void linear(moeq_runner *r, const moeq_mat *W, float *wbuf, const float *X, int64_t n, float *Y)
+{
+    if (W->q) {
+        par_qmatmul(X, n, W->cols, W->q, Y);
+        return;
+    }
+    widen(W, wbuf);
+    par_matmul(r->nthreads, X, n, W->cols, wbuf, W->rows, Y);
+}
+
 static void rmsnorm_rows(const float *x, float *y, int64_t n, int64_t dim, int64_t stride,
                          const float *w, double eps)
 {
@@ -276,12 +304,9 @@ static void attention(moeq_runner *r, int64_t layer, int64_t n, const moeq_hooks
     if (hooks && hooks->linear_input)
         hooks->linear_input(hooks->user, layer, -1, MOEQ_PROJ_Q, r->h, n, H, NULL, NULL);
 
-    widen(&L->q, r->wq);
-    widen(&L->k, r->wk);
-    widen(&L->v, r->wv);
-    par_matmul(r->nthreads, r->h, n, H, r->wq, qd, r->q);
-    par_matmul(r->nthreads, r->h, n, H, r->wk, kvd, r->k);
-    par_matmul(r->nthreads, r->h, n, H, r->wv, kvd, r->v);
+    linear(r, &L->q, r->wq, r->h, n, r->q);
+    linear(r, &L->k, r->wk, r->h, n, r->k);
+    linear(r, &L->v, r->wv, r->h, n, r->v);
     if (L->q_bias.data) {
         float *bq = vb, *bk = vb + qd, *bv = vb + qd + kvd;
         moeq_vec_to_f32(&L->q_bias, bq);
@@ -335,8 +360,7 @@ static void attention(moeq_runner *r, int64_t layer, int64_t n, const moeq_hooks
     }
     if (hooks && hooks->linear_input)
         hooks->linear_input(hooks->user, layer, -1, MOEQ_PROJ_O, r->att, n, qd, NULL, NULL);
-    widen(&L->o, r->wo);
-    par_matmul(r->nthreads, r->att, n, qd, r->wo, H, r->mlp_out);
+    linear(r, &L->o, r->wo, r->att, n, r->mlp_out);
     for (int64_t i = 0; i < n * H; i++) r->x[i] += r->mlp_out[i];
 }
 
@@ -347,17 +371,14 @@ static void mlp_all_tokens(moeq_runner *r, int64_t layer, const moeq_mat *g, con
                            moeq_proj in_proj, moeq_proj down_proj)
 {
     int64_t H = r->c->hidden, F = g->rows;
-    widen(g, r->wf_g);
-    widen(u, r->wf_u);
-    widen(d, r->wf_d);
     if (hooks && hooks->linear_input)
         hooks->linear_input(hooks->user, layer, -1, in_proj, r->h, n, H, NULL, NULL);
-    par_matmul(r->nthreads, r->h, n, H, r->wf_g, F, r->ffn_g);
-    par_matmul(r->nthreads, r->h, n, H, r->wf_u, F, r->ffn_u);
+    linear(r, g, r->wf_g, r->h, n, r->ffn_g);
+    linear(r, u, r->wf_u, r->h, n, r->ffn_u);
     swiglu_inplace(r->ffn_g, r->ffn_u, n * F);
     if (hooks && hooks->linear_input)
         hooks->linear_input(hooks->user, layer, -1, down_proj, r->ffn_g, n, F, NULL, NULL);
-    par_matmul(r->nthreads, r->ffn_g, n, F, r->wf_d, H, out);
+    linear(r, d, r->wf_d, r->ffn_g, n, out);
 }
 
 /* Top-k routing of one token: indices by descending logit (ties: lower index first), then
@@ -398,8 +419,7 @@ static moeq_status moe_block(moeq_runner *r, int64_t layer, int64_t n, const moe
     const moeq_layer_view *L = moeq_model_layer(r->m, layer);
     int64_t H = c->hidden, E = c->n_experts, K = c->top_k, I = c->moe_inter;
 
-    widen(&L->router, r->wr);
-    par_matmul(r->nthreads, r->h, n, H, r->wr, E, r->router_logits);
+    linear(r, &L->router, r->wr, r->h, n, r->router_logits);
     if (hooks && hooks->router_logits) hooks->router_logits(hooks->user, layer, r->router_logits, n, E);
 #pragma omp parallel for schedule(static)
     for (int64_t t = 0; t < n; t++)
@@ -434,17 +454,26 @@ static moeq_status moe_block(moeq_runner *r, int64_t layer, int64_t n, const moe
             }
             continue;
         }
-        moeq_mat_to_f32(&mg, 0, I, s->wg);
-        moeq_mat_to_f32(&mu, 0, I, s->wu);
-        moeq_mat_to_f32(&md, 0, H, s->wd);
+        const int packed = mg.q && mu.q && md.q;
+        if (!packed) {
+            moeq_mat_to_f32(&mg, 0, I, s->wg);
+            moeq_mat_to_f32(&mu, 0, I, s->wu);
+            moeq_mat_to_f32(&md, 0, H, s->wd);
+        }
         const int32_t *rows = r->e_rows + e * r->max_n;
         const int32_t *slots = r->e_slot + e * r->max_n;
         for (int64_t j = 0; j < ne; j++) {
             memcpy(s->xe + j * H, r->h + (int64_t)rows[j] * H, (size_t)H * sizeof(float));
             s->we[j] = r->topk_w[(int64_t)rows[j] * K + slots[j]];
         }
-        moeq_sgemm_nt(ne, I, H, s->xe, H, s->wg, H, 0.0f, s->ge, I);
-        moeq_sgemm_nt(ne, I, H, s->xe, H, s->wu, H, 0.0f, s->ue, I);
+        const moeq_kernel_set *ks = packed ? moeq_kernels() : NULL;
+        if (packed) {
+            ks->gemm(mg.q, s->xe, ne, H, 0, I, s->ge, I);
+            ks->gemm(mu.q, s->xe, ne, H, 0, I, s->ue, I);
+        } else {
+            moeq_sgemm_nt(ne, I, H, s->xe, H, s->wg, H, 0.0f, s->ge, I);
+            moeq_sgemm_nt(ne, I, H, s->xe, H, s->wu, H, 0.0f, s->ue, I);
+        }
         swiglu_inplace(s->ge, s->ue, ne * I);
         if (hooks && hooks->linear_input) {
 #pragma omp critical(moeq_forward_hook)
@@ -453,7 +482,8 @@ static moeq_status moe_block(moeq_runner *r, int64_t layer, int64_t n, const moe
                 hooks->linear_input(hooks->user, layer, e, MOEQ_PROJ_DOWN, s->ge, ne, I, rows, s->we);
             }
         }
-        moeq_sgemm_nt(ne, H, I, s->ge, I, s->wd, I, 0.0f, s->ye, H);
+        if (packed) ks->gemm(md.q, s->ge, ne, I, 0, H, s->ye, H);
+        else moeq_sgemm_nt(ne, H, I, s->ge, I, s->wd, I, 0.0f, s->ye, H);
         for (int64_t j = 0; j < ne; j++) {
             float *dst = r->slot_out + ((int64_t)rows[j] * K + slots[j]) * H;
             const float *src = s->ye + j * H;

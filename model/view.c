@@ -3,6 +3,7 @@
  * checked once here for presence, dtype and exact shape, so later code can trust the views. */
 #include "moeq_model.h"
 #include "formats/family.h"
+#include "moeq_pack.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -18,7 +19,10 @@ enum { CAT_ATTN, CAT_ROUTER, CAT_SHARED, CAT_ROUTED, CAT_EMBED, CAT_OTHER, CAT_N
 struct moeq_model {
     char *path;
     moeq_config cfg;
-    moeq_checkpoint *ckpt;
+    moeq_checkpoint *ckpt;       /* NULL for a packed model */
+    moeq_pack *pack;             /* a .moeq file, else NULL */
+    moeq_tensor *psrc;           /* packed: one tensor per source (docs/FORMAT.md F-15) */
+    size_t npsrc;
     int fused;
     moeq_layer_view *layers;
     /* per-expert layout: [layer][expert][GATE/UP/DOWN]; NULL entries for dense layers */
@@ -38,6 +42,35 @@ typedef struct rctx {
     size_t n_used, cap_used;
     int64_t cat[CAT_N];
 } rctx;
+
+/* Tensor lookup over a checkpoint or, for a packed model, over its sources. */
+static const moeq_tensor *mfind(const moeq_model *m, const char *name)
+{
+    if (!m->pack) return moeq_ckpt_find(m->ckpt, name);
+    for (size_t i = 0; i < m->npsrc; i++)
+        if (!strcmp(m->psrc[i].name, name)) return &m->psrc[i];
+    return NULL;
+}
+static size_t mcount(const moeq_model *m) { return m->pack ? m->npsrc : moeq_ckpt_count(m->ckpt); }
+static const moeq_tensor *mtensor(const moeq_model *m, size_t i)
+{
+    return m->pack ? (i < m->npsrc ? &m->psrc[i] : NULL) : moeq_ckpt_tensor(m->ckpt, i);
+}
+
+/* A packed piece with an int codec turns the view into a kernel view (mat->q). */
+static void pack_fix(const moeq_model *m, moeq_mat *v, int64_t elem_off)
+{
+    if (!m->pack || !v->tensor) return;
+    const moeq_pack_tensor *t = moeq_pack_find_piece(m->pack, v->tensor, elem_off);
+    if (!t) return;
+    if (t->codec.type == MOEQ_CODEC_INT) {
+        v->q = &t->q;
+        v->dtype = MOEQ_DT_OTHER;
+    } else {
+        v->dtype = t->codec.dtype;
+    }
+    v->data = t->data;
+}
 
 static void fmt_shape(char *buf, size_t cap, int ndim, const int64_t *shape)
 {
@@ -103,7 +136,7 @@ static moeq_status find_alt(rctx *r, const char *const *pats, int n_alt, int64_t
     for (int i = 0; i < n_alt && pats[i]; i++) {
         if (moeq_family_name(name, sizeof name, pats[i], layer, expert) != 0)
             return moeq_fail(r->err, MOEQ_ERR_MISUSE, "model view: tensor name pattern too long");
-        const moeq_tensor *t = moeq_ckpt_find(r->m->ckpt, name);
+        const moeq_tensor *t = mfind(r->m, name);
         if (t) {
             moeq_status st = check_tensor(r, t, ndim, shape);
             if (st) return st;
@@ -118,7 +151,7 @@ static moeq_status find_alt(rctx *r, const char *const *pats, int n_alt, int64_t
     char want[160];
     fmt_shape(want, sizeof want, ndim, shape);
     return moeq_fail(r->err, MOEQ_ERR_FORMAT, "%s: tensor %s not found (expected shape %s)",
-                     moeq_ckpt_dir(r->m->ckpt) ? moeq_ckpt_dir(r->m->ckpt) : r->m->path, tried, want);
+                     r->m->ckpt && moeq_ckpt_dir(r->m->ckpt) ? moeq_ckpt_dir(r->m->ckpt) : r->m->path, tried, want);
 }
 
 static moeq_status find1(rctx *r, const char *pat, int64_t layer, int required, int ndim,
@@ -214,7 +247,7 @@ static void detect_layout(moeq_model *m)
         if (!m->cfg.layer_is_moe[l]) continue;
         for (int i = 0; i < MOEQ_FAMILY_ALT && f->fused_gate_up[i]; i++)
             if (moeq_family_name(name, sizeof name, f->fused_gate_up[i], l, -1) == 0 &&
-                moeq_ckpt_find(m->ckpt, name))
+                mfind(m, name))
                 m->fused = 1;
         return;
     }
@@ -294,9 +327,9 @@ static moeq_status count_params(rctx *r)
         if (r->used[i] == r->used[i - 1])   /* a table entry matching twice is a table bug */
             return moeq_fail(r->err, MOEQ_ERR_FORMAT, "%s: tensor '%s' matched two roles", m->path,
                              r->used[i]->name);
-    size_t n = moeq_ckpt_count(m->ckpt);
+    size_t n = mcount(m);
     for (size_t i = 0; i < n; i++) {
-        const moeq_tensor *t = moeq_ckpt_tensor(m->ckpt, i);
+        const moeq_tensor *t = mtensor(m, i);
         if (!t || bsearch(&t, r->used, r->n_used, sizeof *r->used, cmp_ptr)) continue;
         r->cat[CAT_OTHER] += t->numel;
     }
@@ -339,7 +372,7 @@ static moeq_status resolve(moeq_model *m, moeq_error *err)
     if (c->tie_embeddings) {
         m->lm_head = m->embed;
         /* some writers store the tied copy anyway: count it with the embeddings */
-        const moeq_tensor *extra = moeq_ckpt_find(m->ckpt, f->lm_head);
+        const moeq_tensor *extra = mfind(m, f->lm_head);
         if (extra && extra != t && extra->ndim == 2 && extra->shape[0] == c->vocab &&
             extra->shape[1] == c->hidden && (st = claim(r, extra, CAT_EMBED)))
             goto out;
@@ -358,6 +391,17 @@ static moeq_status resolve(moeq_model *m, moeq_error *err)
         if ((st = resolve_mlp(r, l, &m->layers[l]))) goto out;
     }
     st = count_params(r);
+    if (st == MOEQ_OK && m->pack) {
+        pack_fix(m, &m->embed, 0);
+        pack_fix(m, &m->lm_head, 0);
+        for (int64_t l = 0; l < L; l++) {
+            moeq_layer_view *lv = &m->layers[l];
+            moeq_mat *mats[] = { &lv->q, &lv->k, &lv->v, &lv->o, &lv->router, &lv->dense_gate, &lv->dense_up,
+                                 &lv->dense_down, &lv->shared_gate, &lv->shared_up, &lv->shared_down,
+                                 &lv->shared_expert_gate };
+            for (size_t i = 0; i < sizeof mats / sizeof mats[0]; i++) pack_fix(m, mats[i], 0);
+        }
+    }
 out:
     free(r->used);
     return st;
@@ -401,6 +445,40 @@ static moeq_status read_config(const char *dir, moeq_config *cfg, moeq_error *er
     return st;
 }
 
+/* A packed model: config.json from the file (F-10), one tensor per source (F-15) whose data
+ * points at its piece when the source is not split; split sources (fused experts) are reached
+ * through moeq_model_expert, which finds the piece by element offset. */
+static moeq_status open_packed(moeq_model *m, const char *path, moeq_error *err)
+{
+    moeq_status st = moeq_pack_open(path, &m->pack, err);
+    if (st) return st;
+    const moeq_pack_file_entry *cf = moeq_pack_find_file(m->pack, "config.json");
+    char label[4200];
+    snprintf(label, sizeof label, "%s:config.json", path);
+    if ((st = moeq_config_parse(cf->data, (size_t)cf->blob.size, label, &m->cfg, err))) return st;
+    m->npsrc = moeq_pack_nsources(m->pack);
+    m->psrc = calloc(m->npsrc ? m->npsrc : 1, sizeof *m->psrc);
+    if (!m->psrc) return moeq_fail(err, MOEQ_ERR_NOMEM, "%s: out of memory", path);
+    static const unsigned char placeholder[64];
+    for (size_t i = 0; i < m->npsrc; i++) {
+        const moeq_pack_source *s = moeq_pack_source_at(m->pack, i);
+        moeq_tensor *t = &m->psrc[i];
+        t->name = s->name;
+        t->dtype = s->dtype;
+        snprintf(t->dtype_name, sizeof t->dtype_name, "%s", moeq_dtype_name(s->dtype));
+        t->ndim = s->ndim;
+        memcpy(t->shape, s->shape, sizeof t->shape);
+        t->numel = s->numel;
+        t->nbytes = (uint64_t)s->numel * moeq_dtype_size(s->dtype);
+        t->file = moeq_pack_path(m->pack);
+        const moeq_pack_tensor *pc = moeq_pack_find_piece(m->pack, s->name, 0);
+        /* raw and unsplit: the bytes themselves; otherwise views go through pack_fix */
+        t->data = pc && pc->numel == s->numel && pc->codec.type == MOEQ_CODEC_RAW && pc->codec.dtype == s->dtype
+                      ? pc->data : placeholder;
+    }
+    return MOEQ_OK;
+}
+
 moeq_status moeq_model_open(const char *path, moeq_model **out, moeq_error *err)
 {
     if (!path || !out) return moeq_fail(err, MOEQ_ERR_MISUSE, "moeq_model_open: NULL argument");
@@ -427,8 +505,12 @@ moeq_status moeq_model_open(const char *path, moeq_model **out, moeq_error *err)
         if (slash) *slash = '\0';
         else memcpy(dir, ".", 2);
     }
-    if ((st = read_config(dir, &m->cfg, err))) goto fail;
-    if ((st = moeq_ckpt_open(path, &m->ckpt, err))) goto fail;
+    if (!S_ISDIR(sb.st_mode) && moeq_pack_is_packed(path)) {
+        if ((st = open_packed(m, path, err))) goto fail;
+    } else {
+        if ((st = read_config(dir, &m->cfg, err))) goto fail;
+        if ((st = moeq_ckpt_open(path, &m->ckpt, err))) goto fail;
+    }
     if ((st = resolve(m, err))) goto fail;
     free(dir);
     *out = m;
@@ -443,6 +525,8 @@ void moeq_model_close(moeq_model *m)
 {
     if (!m) return;
     if (m->ckpt) moeq_ckpt_close(m->ckpt);
+    moeq_pack_close(m->pack);
+    free(m->psrc);
     free(m->layers);
     free(m->experts);
     free(m->fused_gate_up);
@@ -453,6 +537,7 @@ void moeq_model_close(moeq_model *m)
 
 const moeq_config *moeq_model_config(const moeq_model *m) { return m ? &m->cfg : NULL; }
 const moeq_checkpoint *moeq_model_checkpoint(const moeq_model *m) { return m ? m->ckpt : NULL; }
+const moeq_pack *moeq_model_pack(const moeq_model *m) { return m ? m->pack : NULL; }
 const char *moeq_model_path(const moeq_model *m) { return m ? m->path : NULL; }
 int moeq_model_fused_experts(const moeq_model *m) { return m ? m->fused : 0; }
 
@@ -480,6 +565,7 @@ moeq_status moeq_model_expert(const moeq_model *m, int64_t layer, int64_t expert
                          (int)proj);
     if (!m->fused) {
         *out = mat_of(m->experts[(layer * m->cfg.n_experts + expert) * 3 + (int)proj]);
+        pack_fix(m, out, 0);
         return MOEQ_OK;
     }
     const int64_t H = m->cfg.hidden, I = m->cfg.moe_inter;
@@ -499,6 +585,7 @@ moeq_status moeq_model_expert(const moeq_model *m, int64_t layer, int64_t expert
         v.cols = H;
     }
     v.data = (const unsigned char *)t->data + off * es;
+    pack_fix(m, &v, (int64_t)off);
     *out = v;
     return MOEQ_OK;
 }

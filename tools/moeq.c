@@ -17,6 +17,9 @@ static const struct {
     {"verify", cmd_verify, "deep check of a model, safetensors file or token file"},
     {"spectral", cmd_spectral, "weight spectra and heavy-tail alpha fits per expert matrix (HDF5, SVG)"},
     {"calibrate", cmd_calibrate, "run the model on calibration tokens: per-expert Hessians, routing, energies (HDF5)"},
+    {"quantize", cmd_quantize, "RTN quantization into a packed .moeq file (per-matrix codecs, zstd)"},
+    {"tokenize", cmd_tokenize, "text to token ids with the model's tokenizer.json (Hugging Face ids)"},
+    {"detokenize", cmd_detokenize, "token ids back to text with the model's tokenizer.json decoder"},
 };
 
 static void usage(FILE *f)

@@ -52,9 +52,8 @@ moeq_status moeq_qmat_check(int bits, int group, int64_t rows, int64_t cols, moe
     if (cols % 32)
         return moeq_fail(err, MOEQ_ERR_UNSUPPORTED, "cols %lld is not a multiple of 32 (the code block)",
                          (long long)cols);
-    if (group <= 0 || group % 32 || cols % group)
-        return moeq_fail(err, MOEQ_ERR_UNSUPPORTED, "cols %lld is not a multiple of the group %d", (long long)cols,
-                         group);
+    if (group <= 0 || group % 32)
+        return moeq_fail(err, MOEQ_ERR_UNSUPPORTED, "group %d is not a positive multiple of 32", group);
     return MOEQ_OK;
 }
 
@@ -64,7 +63,7 @@ uint64_t moeq_qmat_bytes(int bits, int group, int sym, int64_t rows, int64_t col
                          uint64_t *zeros_off)
 {
     uint64_t codes = (uint64_t)rows * (uint64_t)cols * (uint64_t)bits / 8;
-    uint64_t ng = (uint64_t)rows * (uint64_t)(cols / group);
+    uint64_t ng = (uint64_t)rows * (uint64_t)((cols + group - 1) / group);
     uint64_t so = up64(codes), zo = up64(so + 2 * ng);
     if (scales_off) *scales_off = so;
     if (zeros_off) *zeros_off = sym ? 0 : zo;
@@ -104,7 +103,7 @@ static void dequant_row(const moeq_qmat *w, int64_t r, float *dst)
     for (int64_t g = 0; g < ng; g++) {
         float s = moeq_f16_to_f32(w->scales[r * ng + g]);
         float z = w->zeros ? moeq_f16_to_f32(w->zeros[r * ng + g]) : zsym;
-        for (int64_t blk = 0; blk < w->group / 32; blk++) {
+        for (int64_t blk = 0; blk < moeq_qmat_group_len(w, g) / 32; blk++) {
             int64_t c0 = g * w->group + blk * 32;
             unpack_block(w->bits, codes + (c0 / 32) * bb, q);
             for (int k = 0; k < 32; k++) dst[c0 + k] = ((float)q[k] - z) * s;

@@ -67,7 +67,7 @@ void moeq_x86_group_xsum(const moeq_qmat *w, const float *x, float *xs)
     for (int64_t g = 0; g < ng; g++) {
         const float *p = x + g * w->group;
         __m256 s = _mm256_setzero_ps();
-        for (int64_t c = 0; c < w->group; c += 8) s = _mm256_add_ps(s, _mm256_loadu_ps(p + c));
+        for (int64_t c = 0; c < moeq_qmat_group_len(w, g); c += 8) s = _mm256_add_ps(s, _mm256_loadu_ps(p + c));
         xs[g] = hsum8(s);
     }
 }
@@ -84,7 +84,7 @@ float moeq_avx2_row_dot(const moeq_qmat *w, int64_t r, const float *x, const flo
     float zterm = 0.0f;
     for (int64_t g = 0; g < ng; g++) {
         __m256 p0 = _mm256_setzero_ps(), p1 = _mm256_setzero_ps();
-        for (int64_t k = 0; k < bpg; k++) {
+        for (int64_t k = 0, nk = moeq_qmat_group_len(w, g) / 32; k < nk; k++) {
             int64_t blk = g * bpg + k;
             const float *xb = x + blk * 32;
             __m256i v[4];
@@ -113,7 +113,7 @@ void moeq_avx2_dequant(const moeq_qmat *w, int64_t r0, int64_t r1, float *dst)
         for (int64_t g = 0; g < ng; g++) {
             __m256 s = _mm256_set1_ps(_cvtsh_ss(w->scales[r * ng + g]));
             __m256 z = _mm256_set1_ps(w->zeros ? _cvtsh_ss(w->zeros[r * ng + g]) : zsym);
-            for (int64_t k = 0; k < bpg; k++) {
+            for (int64_t k = 0, nk = moeq_qmat_group_len(w, g) / 32; k < nk; k++) {
                 int64_t blk = g * bpg + k;
                 __m256i v[4];
                 decode_block(bits, codes + blk * bb, v);

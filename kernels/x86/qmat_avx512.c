@@ -22,7 +22,7 @@ static float row_dot_48(const moeq_qmat *w, int64_t r, const float *x, const flo
     float zterm = 0.0f;
     for (int64_t g = 0; g < ng; g++) {
         __m512 p0 = _mm512_setzero_ps(), p1 = _mm512_setzero_ps();
-        for (int64_t k = 0; k < bpg; k++) {
+        for (int64_t k = 0, nk = moeq_qmat_group_len(w, g) / 32; k < nk; k++) {
             int64_t blk = g * bpg + k;
             const uint8_t *b = codes + blk * bb;
             const float *xb = x + blk * 32;
@@ -69,7 +69,7 @@ static float row_dot_23(const moeq_qmat *w, int64_t r, const float *xp, const fl
     float zterm = 0.0f;
     for (int64_t g = 0; g < ng; g++) {
         __m512 p0 = _mm512_setzero_ps(), p1 = _mm512_setzero_ps();
-        for (int64_t k = 0; k < ppg; k++) {
+        for (int64_t k = 0, nk = moeq_qmat_group_len(w, g) / 64; k < nk; k++) {
             int64_t pair = g * ppg + k;
             const uint8_t *a = codes + pair * 2 * bb, *b = a + bb;
             const float *xb = xp + pair * 64;
@@ -110,7 +110,7 @@ static float row_dot_23(const moeq_qmat *w, int64_t r, const float *xp, const fl
 static void avx512_gemv(const moeq_qmat *w, const float *x, int64_t r0, int64_t r1, float *y)
 {
     int64_t ng = moeq_qmat_groups(w);
-    int permuted = (w->bits == 2 || w->bits == 3) && w->group % 64 == 0;
+    int permuted = (w->bits == 2 || w->bits == 3) && w->group % 64 == 0 && w->cols % 64 == 0;
     float *xs = malloc((size_t)ng * sizeof(float) + (permuted ? (size_t)w->cols * sizeof(float) : 0));
     if (!xs) return;
     moeq_x86_group_xsum(w, x, xs);

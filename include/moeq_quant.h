@@ -1,0 +1,51 @@
+/* Quantization: the RTN codec (formulas in docs/FORMAT.md and docs/quantize.md) and the model
+ * driver that writes a packed .moeq file. */
+#ifndef MOEQ_QUANT_H
+#define MOEQ_QUANT_H
+
+#include <stdint.h>
+#include "moeq_model.h"
+#include "moeq_pack.h"
+
+/* Quantizes w [rows, cols] (float32, row-major) to the int codec's raw bytes (codes, scales,
+ * zeros at the offsets of moeq_qmat_bytes; raw must hold that many bytes, zeroed padding is
+ * written). group 0 = per channel. Rows are independent: parallel over rows, the bytes do not
+ * depend on the thread count. */
+moeq_status moeq_rtn_quantize(const float *w, int64_t rows, int64_t cols, int bits, int group, int sym,
+                              uint8_t *raw, moeq_error *err);
+
+typedef enum moeq_quant_scope { MOEQ_SCOPE_EXPERTS = 0, MOEQ_SCOPE_ALL = 1 } moeq_quant_scope;
+
+typedef struct moeq_tensor_rule {
+    const char *regex;   /* PCRE2, matched against the packed tensor name (FORMAT.md F-15) */
+    moeq_codec codec;    /* RAW with dtype UNKNOWN: keep as is */
+} moeq_tensor_rule;
+
+typedef struct moeq_quant_opts {
+    moeq_codec codec;              /* the default for matrices in scope */
+    moeq_quant_scope scope;
+    const moeq_tensor_rule *rules; /* first match wins, applies to any 2-D matrix */
+    int n_rules;
+    int zstd_level;                /* 0: none */
+    const char *metadata_json;     /* stored in the index ("metadata"), may be NULL */
+    /* one call per written tensor; may be NULL */
+    void (*progress)(void *user, int64_t i, int64_t n, const char *name, int ndim, const int64_t *shape,
+                     const moeq_codec *codec, uint64_t bytes_before, uint64_t bytes_after, double entropy_bits);
+    void *user;
+} moeq_quant_opts;
+
+typedef struct moeq_quant_result {
+    int64_t tensors, quantized;
+    uint64_t bytes_in, bytes_out;      /* tensor data before, stored tensor bytes after */
+    uint64_t raw_bytes_out;            /* stored bytes without zstd */
+    uint64_t file_bytes;
+    int64_t quant_weights;             /* weights under an int codec */
+    double code_bits, total_bits;      /* over quant_weights: codes only; with scales/zeros */
+    double entropy_bits;               /* mean Shannon entropy of the codes, bits per weight */
+} moeq_quant_result;
+
+/* RTN over the model's matrices in scope; writes out_path atomically (temporary + rename). */
+moeq_status moeq_quantize_rtn(const moeq_model *m, const moeq_quant_opts *o, const char *out_path,
+                              moeq_quant_result *res, moeq_error *err);
+
+#endif

@@ -1,0 +1,346 @@
+/* Round-to-nearest quantization (docs/FORMAT.md "RTN") and the driver that writes a .moeq
+ * file from a model: every checkpoint tensor in checkpoint order, routed-expert matrices (or
+ * all linear matrices with --scope all) under the chosen codec, everything else as it was.
+ * Fused v5 expert tensors are split per expert (FORMAT.md F-15). */
+#define PCRE2_CODE_UNIT_WIDTH 8
+#include "moeq_quant.h"
+#include "moeq_kernels.h"
+
+#include <math.h>
+#include <pcre2.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void quant_row(const float *w, int64_t cols, int bits, int group, int sym, uint8_t *codes,
+                      uint16_t *scales, uint16_t *zeros, uint8_t *q)
+{
+    const int maxq = (1 << bits) - 1, half = 1 << (bits - 1);
+    for (int64_t g0 = 0; g0 < cols; g0 += group) {
+        const float *x = w + g0;
+        const int glen = cols - g0 < group ? (int)(cols - g0) : group;   /* the last group may be shorter */
+        float mn = x[0], mx = x[0];
+        for (int j = 1; j < glen; j++) {
+            mn = x[j] < mn ? x[j] : mn;
+            mx = x[j] > mx ? x[j] : mx;
+        }
+        float scale, zero;
+        if (sym) {
+            float amax = fabsf(mn) > fabsf(mx) ? fabsf(mn) : fabsf(mx);
+            scale = amax > 0 ? amax / (float)(half - 1) : 1.0f;
+            for (int j = 0; j < glen; j++) {
+                float v = rintf(x[j] / scale);
+                v = v < -half ? (float)-half : v > half - 1 ? (float)(half - 1) : v;
+                q[g0 + j] = (uint8_t)((int)v + half);
+            }
+            zero = (float)half;
+        } else {
+            scale = mx > mn ? (mx - mn) / (float)maxq : (mn != 0 ? fabsf(mn) : 1.0f);
+            zero = rintf(-mn / scale);
+            for (int j = 0; j < glen; j++) {
+                float v = rintf(x[j] / scale) + zero;
+                v = v < 0 ? 0.0f : v > (float)maxq ? (float)maxq : v;
+                q[g0 + j] = (uint8_t)v;
+            }
+        }
+        scales[g0 / group] = moeq_f32_to_f16(scale);
+        if (zeros) zeros[g0 / group] = moeq_f32_to_f16(zero);
+    }
+    /* pack the row in 32-element blocks (FORMAT.md "Int codec layout") */
+    for (int64_t b = 0; b < cols / 32; b++) {
+        const uint8_t *c = q + 32 * b;
+        uint8_t *o = codes + b * 4 * bits;
+        switch (bits) {
+        case 8: memcpy(o, c, 32); break;
+        case 4: for (int k = 0; k < 16; k++) o[k] = (uint8_t)(c[k] | c[k + 16] << 4); break;
+        case 2:
+            for (int k = 0; k < 8; k++) o[k] = (uint8_t)(c[k] | c[k + 8] << 2 | c[k + 16] << 4 | c[k + 24] << 6);
+            break;
+        default: {
+            uint32_t h = 0;
+            for (int k = 0; k < 8; k++)
+                o[k] = (uint8_t)((c[k] & 3) | (c[k + 8] & 3) << 2 | (c[k + 16] & 3) << 4 | (c[k + 24] & 3) << 6);
+            for (int k = 0; k < 32; k++) h |= (uint32_t)(c[k] >> 2 & 1) << k;
+            for (int k = 0; k < 4; k++) o[8 + k] = (uint8_t)(h >> (8 * k));
+        }
+        }
+    }
+}
+
+moeq_status moeq_rtn_quantize(const float *w, int64_t rows, int64_t cols, int bits, int group, int sym,
+                              uint8_t *raw, moeq_error *err)
+{
+    int g = group ? group : (int)cols;
+    moeq_status st = moeq_qmat_check(bits, g, rows, cols, err);
+    if (st) return st;
+    uint64_t so, zo, total = moeq_qmat_bytes(bits, g, sym, rows, cols, &so, &zo);
+    memset(raw, 0, (size_t)total);
+    int64_t rb = cols * bits / 8, ng = (cols + g - 1) / g;
+    int fail = 0;
+#pragma omp parallel
+    {
+        uint8_t *q = malloc((size_t)cols);
+        if (!q) {
+#pragma omp atomic write
+            fail = 1;
+        }
+#pragma omp for schedule(static)
+        for (int64_t r = 0; r < rows; r++)
+            if (q)
+                quant_row(w + r * cols, cols, bits, g, sym, raw + r * rb, (uint16_t *)(void *)(raw + so) + r * ng,
+                          sym ? NULL : (uint16_t *)(void *)(raw + zo) + r * ng, q);
+        free(q);
+    }
+    if (fail) return moeq_fail(err, MOEQ_ERR_NOMEM, "RTN: out of memory");
+    return MOEQ_OK;
+}
+
+/* Shannon entropy (bits) of the codes of a packed matrix. */
+static double code_entropy(const moeq_qmat *q)
+{
+    double cnt[256] = {0};
+    const moeq_kernel_set *ks = &moeq_kernels_ref;
+    (void)ks;
+    int64_t rb = moeq_qmat_row_bytes(q);
+    for (int64_t r = 0; r < q->rows; r++) {
+        const uint8_t *b = q->codes + r * rb;
+        for (int64_t blk = 0; blk < q->cols / 32; blk++) {
+            const uint8_t *p = b + blk * 4 * q->bits;
+            for (int k = 0; k < 32; k++) {
+                int v;
+                switch (q->bits) {
+                case 8: v = p[k]; break;
+                case 4: v = k < 16 ? p[k] & 15 : p[k - 16] >> 4; break;
+                case 2: v = (p[k & 7] >> (2 * (k >> 3))) & 3; break;
+                default: v = ((p[k & 7] >> (2 * (k >> 3))) & 3) | ((p[8 + k / 8] >> (k % 8)) & 1) << 2;
+                }
+                cnt[v]++;
+            }
+        }
+    }
+    double n = (double)q->rows * (double)q->cols, h = 0;
+    for (int i = 0; i < 256; i++)
+        if (cnt[i] > 0) h -= cnt[i] / n * log2(cnt[i] / n);
+    return h;
+}
+
+typedef struct role { const char *name; int quant; } role;
+
+/* Names of the matrices in scope: routed experts (and, for scope all, every linear). */
+static int in_scope(const moeq_model *m, const char *name, moeq_quant_scope scope, int *is_expert)
+{
+    const moeq_config *c = moeq_model_config(m);
+    *is_expert = 0;
+    for (int64_t l = 0; l < c->layers; l++) {
+        const moeq_layer_view *L = moeq_model_layer(m, l);
+        if (L->is_moe)
+            for (int64_t e = 0; e < c->n_experts; e++)
+                for (int p = 0; p < 3; p++) {
+                    moeq_mat v;
+                    if (moeq_model_expert(m, l, e, (moeq_proj)p, &v, NULL) == MOEQ_OK && v.tensor &&
+                        !strcmp(v.tensor, name)) {
+                        *is_expert = 1;
+                        return 1;
+                    }
+                }
+        if (scope != MOEQ_SCOPE_ALL) continue;
+        const moeq_mat *mats[] = { &L->q, &L->k, &L->v, &L->o, &L->dense_gate, &L->dense_up, &L->dense_down,
+                                   &L->shared_gate, &L->shared_up, &L->shared_down };
+        for (size_t i = 0; i < sizeof mats / sizeof mats[0]; i++)
+            if (mats[i]->tensor && !strcmp(mats[i]->tensor, name)) return 1;
+    }
+    return 0;
+}
+
+static const moeq_tensor_rule *match_rule(const moeq_quant_opts *o, pcre2_code **re, pcre2_match_data *md,
+                                          const char *name)
+{
+    for (int i = 0; i < o->n_rules; i++)
+        if (pcre2_match(re[i], (PCRE2_SPTR)name, PCRE2_ZERO_TERMINATED, 0, 0, md, NULL) >= 0) return &o->rules[i];
+    return NULL;
+}
+
+typedef struct piece_t { char name[600]; int64_t rows, cols, off; } piece_t;
+
+moeq_status moeq_quantize_rtn(const moeq_model *m, const moeq_quant_opts *o, const char *out_path,
+                              moeq_quant_result *res, moeq_error *err)
+{
+    memset(res, 0, sizeof *res);
+    const moeq_checkpoint *ck = moeq_model_checkpoint(m);
+    if (!ck) return moeq_fail(err, MOEQ_ERR_UNSUPPORTED, "%s: quantize reads a Hugging Face directory, not a "
+                              ".moeq file", moeq_model_path(m));
+    const moeq_config *c = moeq_model_config(m);
+    moeq_status st = MOEQ_OK;
+    pcre2_code **re = calloc((size_t)o->n_rules + 1, sizeof *re);
+    pcre2_match_data *md = pcre2_match_data_create(4, NULL);
+    moeq_pack_writer *w = NULL;
+    float *wf = NULL;
+    uint8_t *raw = NULL;
+    size_t wf_cap = 0, raw_cap = 0;
+    if (!re || !md) { st = moeq_fail(err, MOEQ_ERR_NOMEM, "out of memory"); goto done; }
+    for (int i = 0; i < o->n_rules; i++) {
+        int ec;
+        PCRE2_SIZE eo;
+        re[i] = pcre2_compile((PCRE2_SPTR)o->rules[i].regex, PCRE2_ZERO_TERMINATED, 0, &ec, &eo, NULL);
+        if (!re[i]) {
+            PCRE2_UCHAR msg[160];
+            pcre2_get_error_message(ec, msg, sizeof msg);
+            st = moeq_fail(err, MOEQ_ERR_MISUSE, "--tensor-type '%s': %s at offset %zu", o->rules[i].regex,
+                           (const char *)msg, (size_t)eo);
+            goto done;
+        }
+    }
+    if ((st = moeq_pack_writer_open(out_path, o->zstd_level, &w, err))) goto done;
+    /* embedded files (F-10) */
+    static const char *const files[] = { "config.json", "tokenizer.json", "tokenizer_config.json",
+                                         "generation_config.json", "special_tokens_map.json" };
+    for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
+        char p[4600];
+        snprintf(p, sizeof p, "%s/%s", moeq_ckpt_dir(ck), files[i]);
+        FILE *fp = fopen(p, "rb");
+        if (!fp) {
+            if (i == 0) { st = moeq_fail(err, MOEQ_ERR_NOT_FOUND, "%s: cannot open", p); goto done; }
+            continue;
+        }
+        fseek(fp, 0, SEEK_END);
+        long len = ftell(fp);
+        fseek(fp, 0, SEEK_SET);
+        char *buf = len >= 0 ? malloc((size_t)len + 1) : NULL;
+        size_t got = buf ? fread(buf, 1, (size_t)len, fp) : 0;
+        fclose(fp);
+        if (!buf || got != (size_t)len) {
+            free(buf);
+            st = moeq_fail(err, MOEQ_ERR_IO, "%s: cannot read", p);
+            goto done;
+        }
+        st = moeq_pack_write_file(w, files[i], buf, got, err);
+        free(buf);
+        if (st) goto done;
+    }
+    size_t n = moeq_ckpt_count(ck);
+    double code_bits = 0, total_bits = 0, ent_bits = 0;
+    for (size_t i = 0; i < n; i++) {
+        const moeq_tensor *t = moeq_ckpt_tensor(ck, i);
+        if ((st = moeq_pack_write_source(w, t->name, t->dtype, t->ndim, t->shape, err))) goto done;
+    }
+    int64_t I = c->moe_inter;
+    for (size_t i = 0; i < n; i++) {
+        const moeq_tensor *t = moeq_ckpt_tensor(ck, i);
+        int is_expert = 0, want = in_scope(m, t->name, o->scope, &is_expert);
+        /* the pieces of this tensor: one, or per expert for fused v5 tensors */
+        piece_t pcs_one;
+        piece_t *pcs = &pcs_one;
+        int64_t np = 1;
+        int fused = is_expert && t->ndim == 3;
+        if (fused) {
+            int gate_up = t->shape[1] == 2 * I;
+            np = t->shape[0] * (gate_up ? 2 : 1);
+            pcs = calloc((size_t)np, sizeof *pcs);
+            if (!pcs) { st = moeq_fail(err, MOEQ_ERR_NOMEM, "out of memory"); goto done; }
+            int64_t per = t->shape[1] * t->shape[2];
+            for (int64_t e = 0, k = 0; e < t->shape[0]; e++) {
+                if (gate_up) {
+                    snprintf(pcs[k].name, sizeof pcs[k].name, "%s[%lld].gate", t->name, (long long)e);
+                    pcs[k].rows = I; pcs[k].cols = t->shape[2]; pcs[k].off = e * per; k++;
+                    snprintf(pcs[k].name, sizeof pcs[k].name, "%s[%lld].up", t->name, (long long)e);
+                    pcs[k].rows = I; pcs[k].cols = t->shape[2]; pcs[k].off = e * per + I * t->shape[2]; k++;
+                } else {
+                    snprintf(pcs[k].name, sizeof pcs[k].name, "%s[%lld]", t->name, (long long)e);
+                    pcs[k].rows = t->shape[1]; pcs[k].cols = t->shape[2]; pcs[k].off = e * per; k++;
+                }
+            }
+        } else {
+            snprintf(pcs_one.name, sizeof pcs_one.name, "%s", t->name);
+            pcs_one.rows = t->shape[0];
+            pcs_one.cols = t->ndim == 2 ? t->shape[1] : 0;
+            pcs_one.off = 0;
+        }
+        for (int64_t k = 0; k < np && st == MOEQ_OK; k++) {
+            piece_t *pc = &pcs[k];
+            moeq_codec cd = { .type = MOEQ_CODEC_RAW, .dtype = t->dtype };
+            int matrix = fused || t->ndim == 2;
+            if (want && matrix) cd = o->codec;
+            const moeq_tensor_rule *rule = matrix ? match_rule(o, re, md, pc->name) : NULL;
+            if (rule) cd = rule->codec;
+            if (cd.type == MOEQ_CODEC_RAW && cd.dtype == MOEQ_DT_UNKNOWN) cd.dtype = t->dtype;
+            size_t es = moeq_dtype_size(t->dtype);
+            uint64_t before = fused ? (uint64_t)(pc->rows * pc->cols) * es : t->nbytes, stored = 0;
+            int64_t shape2[2] = { pc->rows, pc->cols };
+            double ent = -1;
+            if (cd.type == MOEQ_CODEC_RAW && cd.dtype == t->dtype) {
+                const unsigned char *src = (const unsigned char *)t->data + (size_t)pc->off * es;
+                st = moeq_pack_write_tensor(w, pc->name, fused ? 2 : t->ndim, fused ? shape2 : t->shape, &cd,
+                                            t->name, pc->off, src, (size_t)before, &stored, err);
+            } else if (cd.type == MOEQ_CODEC_RAW) {
+                st = moeq_fail(err, MOEQ_ERR_UNSUPPORTED, "tensor '%s': converting %s to another float dtype "
+                               "is not supported; use keep or an int codec", pc->name, moeq_dtype_name(t->dtype));
+            } else {
+                int g = cd.group ? cd.group : (int)pc->cols;
+                moeq_error e2;
+                if (moeq_qmat_check(cd.bits, g, pc->rows, pc->cols, &e2)) {
+                    st = moeq_fail(err, MOEQ_ERR_UNSUPPORTED, "tensor '%s' [%lld, %lld]: %s", pc->name,
+                                   (long long)pc->rows, (long long)pc->cols, e2.detail);
+                    break;
+                }
+                size_t nel = (size_t)(pc->rows * pc->cols);
+                uint64_t rsz = moeq_qmat_bytes(cd.bits, g, cd.sym, pc->rows, pc->cols, NULL, NULL);
+                if (nel > wf_cap) { free(wf); wf = malloc(nel * sizeof *wf); wf_cap = wf ? nel : 0; }
+                if (rsz > raw_cap) { free(raw); raw = malloc((size_t)rsz); raw_cap = raw ? (size_t)rsz : 0; }
+                if (!wf || !raw) { st = moeq_fail(err, MOEQ_ERR_NOMEM, "out of memory for '%s'", pc->name); break; }
+                moeq_mat v = { .tensor = t->name, .index = -1, .dtype = t->dtype, .rows = pc->rows, .cols = pc->cols,
+                               .data = (const unsigned char *)t->data + (size_t)pc->off * es };
+                moeq_mat_to_f32(&v, 0, pc->rows, wf);
+                if ((st = moeq_rtn_quantize(wf, pc->rows, pc->cols, cd.bits, cd.group, cd.sym, raw, err))) break;
+                uint64_t so, zo;
+                moeq_qmat_bytes(cd.bits, g, cd.sym, pc->rows, pc->cols, &so, &zo);
+                moeq_qmat q = { .bits = cd.bits, .group = g, .sym = cd.sym, .rows = pc->rows, .cols = pc->cols,
+                                .codes = raw, .scales = (const uint16_t *)(void *)(raw + so),
+                                .zeros = cd.sym ? NULL : (const uint16_t *)(void *)(raw + zo) };
+                ent = code_entropy(&q);
+                st = moeq_pack_write_tensor(w, pc->name, 2, shape2, &cd, t->name, pc->off, raw, (size_t)rsz,
+                                            &stored, err);
+                double nw = (double)nel;
+                res->quant_weights += (int64_t)nel;
+                res->quantized++;
+                code_bits += nw * cd.bits;
+                total_bits += nw * cd.bits + (double)(pc->rows * ((pc->cols + g - 1) / g)) * (cd.sym ? 16 : 32);
+                ent_bits += nw * ent;
+                res->raw_bytes_out += rsz;
+                before = fused ? before : t->nbytes;
+            }
+            if (st) break;
+            if (cd.type == MOEQ_CODEC_RAW) res->raw_bytes_out += before;
+            res->tensors++;
+            res->bytes_in += before;
+            res->bytes_out += stored;
+            if (o->progress)
+                o->progress(o->user, res->tensors, -1, pc->name, fused ? 2 : t->ndim, fused ? shape2 : t->shape, &cd,
+                            before, stored, ent);
+        }
+        if (pcs != &pcs_one) free(pcs);
+        if (st) goto done;
+    }
+    if (res->quant_weights > 0) {
+        res->code_bits = code_bits / (double)res->quant_weights;
+        res->total_bits = total_bits / (double)res->quant_weights;
+        res->entropy_bits = ent_bits / (double)res->quant_weights;
+    }
+    st = moeq_pack_writer_finish(w, o->metadata_json, err);
+    w = NULL;
+    if (st == MOEQ_OK) {
+        FILE *fp = fopen(out_path, "rb");
+        if (fp) {
+            fseek(fp, 0, SEEK_END);
+            res->file_bytes = (uint64_t)ftell(fp);
+            fclose(fp);
+        }
+    }
+done:
+    if (w) moeq_pack_writer_abort(w);
+    for (int i = 0; re && i < o->n_rules; i++) pcre2_code_free(re[i]);
+    free(re);
+    pcre2_match_data_free(md);
+    free(wf);
+    free(raw);
+    return st;
+}

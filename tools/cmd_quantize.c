@@ -1,0 +1,171 @@
+/* moeq quantize MODEL --bits B --method rtn ... -o OUT.moeq: writes a packed .moeq file. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include "common.h"
+#include "moeq_core.h"
+#include "moeq_model.h"
+#include "moeq_quant.h"
+
+static const char *QUANTIZE_HELP =
+    "usage: moeq quantize MODEL --bits B [--method rtn] [--group G] [--sym|--asym]\n"
+    "                     [--scope experts|all] [--tensor-type REGEX=CODEC ...] [--zstd LEVEL]\n"
+    "                     -o OUT.moeq [--json] [-q] [--threads N]\n\n"
+    "Round-to-nearest quantization of a Hugging Face MoE directory into a packed .moeq file\n"
+    "(docs/FORMAT.md, docs/quantize.md):\n"
+    "  --bits B          2, 3, 4 or 8 bits per code\n"
+    "  --method rtn      the only method here (gptq and --plan are not implemented: exit 2)\n"
+    "  --group G         32, 64 (default), 128, or 0 = one group per row\n"
+    "  --sym / --asym    symmetric codes, or scale + zero per group (default)\n"
+    "  --scope S         experts: the routed experts only (default); all: every linear matrix\n"
+    "                    (attention, shared and dense MLPs too; never embeddings, LM head, router)\n"
+    "  --tensor-type R=C a codec for the matrices whose packed name matches the PCRE2 regex R,\n"
+    "                    first match wins; C is keep, q4g64a, q3g128s, q8ca (per channel), ...\n"
+    "  --zstd LEVEL      per-tensor zstd frames (1..22), decompressed when the file is opened\n"
+    "  -o OUT.moeq       output, written to a temporary name and renamed\n"
+    "One line per tensor: name, shape, codec, MiB before -> after (stderr with --json).\n"
+    "JSON: bytes, bits_per_weight, bits_per_weight_total, fallbacks, bytes_without_zstd,\n"
+    "entropy_bits, tensors, quantized, quant_weights, seconds.\n";
+
+typedef struct prog { FILE *h; } prog;
+
+static void on_tensor(void *user, int64_t i, int64_t n, const char *name, int ndim, const int64_t *shape,
+                      const moeq_codec *codec, uint64_t before, uint64_t after, double entropy)
+{
+    (void)n;
+    prog *p = user;
+    if (!p->h) return;
+    char shp[96] = "[", cs[32];
+    for (int d = 0; d < ndim; d++) {
+        size_t l = strlen(shp);
+        snprintf(shp + l, sizeof shp - l, "%s%lld", d ? ", " : "", (long long)shape[d]);
+    }
+    strncat(shp, "]", sizeof shp - strlen(shp) - 1);
+    moeq_codec_format(codec, cs, sizeof cs);
+    fprintf(p->h, "[%5lld] %-56s %-16s %-8s %8.3f MiB -> %8.3f MiB", (long long)i, name, shp, cs,
+            (double)before / 1048576.0, (double)after / 1048576.0);
+    if (entropy >= 0) fprintf(p->h, "  H=%.3f bits", entropy);
+    fputc('\n', p->h);
+}
+
+int cmd_quantize(int argc, char **argv)
+{
+    tool_common tc = {0};
+    const char *model = NULL, *out = NULL, *method = "rtn";
+    int64_t bits = 0, group = 64, zstd = 0;
+    int sym = 0, scope = MOEQ_SCOPE_EXPERTS;
+    moeq_tensor_rule rules[64];
+    char *rule_buf[64];
+    int n_rules = 0, rc = 1;
+    for (int i = 1; i < argc; i++) {
+        int r = tool_common_option("quantize", argc, argv, &i, &tc);
+        if (r < 0) goto out;
+        if (r) continue;
+        const char *a = argv[i], *v;
+        if (!strcmp(a, "--bits")) {
+            if (!(v = tool_value("quantize", argc, argv, &i)) || tool_parse_int("quantize", a, v, 1, &bits)) goto out;
+        } else if (!strcmp(a, "--group")) {
+            if (!(v = tool_value("quantize", argc, argv, &i))) goto out;
+            if (!strcmp(v, "0") || !strcmp(v, "channel")) group = 0;
+            else if (tool_parse_int("quantize", a, v, 1, &group)) goto out;
+        } else if (!strcmp(a, "--zstd")) {
+            if (!(v = tool_value("quantize", argc, argv, &i)) || tool_parse_int("quantize", a, v, 1, &zstd)) goto out;
+            if (zstd > 22) { tool_usage_error("quantize", "--zstd wants a level 1..22"); goto out; }
+        } else if (!strcmp(a, "--method")) {
+            if (!(method = tool_value("quantize", argc, argv, &i))) goto out;
+        } else if (!strcmp(a, "--sym")) sym = 1;
+        else if (!strcmp(a, "--asym")) sym = 0;
+        else if (!strcmp(a, "--scope")) {
+            if (!(v = tool_value("quantize", argc, argv, &i))) goto out;
+            if (!strcmp(v, "experts")) scope = MOEQ_SCOPE_EXPERTS;
+            else if (!strcmp(v, "all")) scope = MOEQ_SCOPE_ALL;
+            else { tool_usage_error("quantize", "--scope wants experts or all, not '%s'", v); goto out; }
+        } else if (!strcmp(a, "--tensor-type")) {
+            if (!(v = tool_value("quantize", argc, argv, &i))) goto out;
+            const char *eq = strrchr(v, '=');
+            if (!eq || eq == v || n_rules == 64) {
+                tool_usage_error("quantize", "--tensor-type wants REGEX=CODEC (at most 64), got '%s'", v);
+                goto out;
+            }
+            moeq_error e = {0};
+            if (moeq_codec_parse(eq + 1, &rules[n_rules].codec, &e)) {
+                tool_usage_error("quantize", "--tensor-type: %s", e.detail);
+                goto out;
+            }
+            rule_buf[n_rules] = strndup(v, (size_t)(eq - v));
+            rules[n_rules].regex = rule_buf[n_rules];
+            n_rules++;
+        } else if (!strcmp(a, "-o")) {
+            if (!(out = tool_value("quantize", argc, argv, &i))) goto out;
+        } else if (!strcmp(a, "--plan") || !strcmp(a, "--calib")) {
+            fprintf(stderr, "moeq quantize: %s is not implemented yet (RTN with --bits only)\n", a);
+            rc = 2;
+            goto out;
+        } else if (a[0] == '-' && a[1]) { tool_usage_error("quantize", "unknown option %s", a); goto out; }
+        else if (model) { tool_usage_error("quantize", "one MODEL only"); goto out; }
+        else model = a;
+    }
+    if (tc.help) { fputs(QUANTIZE_HELP, stdout); rc = 0; goto out; }
+    if (!model) { tool_usage_error("quantize", "missing MODEL"); goto out; }
+    if (!out) { tool_usage_error("quantize", "missing -o OUT.moeq"); goto out; }
+    if (bits != 2 && bits != 3 && bits != 4 && bits != 8) { tool_usage_error("quantize", "--bits wants 2, 3, 4 or 8"); goto out; }
+    if (group != 0 && group != 32 && group != 64 && group != 128) {
+        tool_usage_error("quantize", "--group wants 32, 64, 128 or 0 (per channel)");
+        goto out;
+    }
+    if (strcmp(method, "rtn")) {
+        fprintf(stderr, "moeq quantize: --method %s is not implemented (rtn only)\n", method);
+        rc = strcmp(method, "gptq") ? 1 : 2;
+        goto out;
+    }
+    moeq_threads_init(tc.threads);
+    moeq_error err = {0};
+    moeq_model *m = NULL;
+    if (moeq_model_open(model, &m, &err)) { rc = tool_report("quantize", &err); goto out; }
+    prog p = { tc.quiet ? NULL : stderr };
+    char meta[512];
+    snprintf(meta, sizeof meta, "{\"method\":\"rtn\",\"bits\":%lld,\"group\":%lld,\"sym\":%s,\"scope\":\"%s\",\"zstd\":%lld}",
+             (long long)bits, (long long)group, sym ? "true" : "false", scope ? "all" : "experts", (long long)zstd);
+    moeq_quant_opts o = { .codec = { .type = MOEQ_CODEC_INT, .bits = (int)bits, .group = (int)group, .sym = sym },
+                          .scope = scope, .rules = rules, .n_rules = n_rules, .zstd_level = (int)zstd,
+                          .metadata_json = meta, .progress = on_tensor, .user = &p };
+    moeq_quant_result res;
+    double t0 = moeq_now();
+    moeq_status st = moeq_quantize_rtn(m, &o, out, &res, &err);
+    double secs = moeq_now() - t0;
+    moeq_model_close(m);
+    if (st) { rc = tool_report("quantize", &err); goto out; }
+    FILE *h = tool_human(&tc);
+    if (!tc.quiet) {
+        FILE *s = h ? h : stderr;
+        fprintf(s, "%s: %lld tensors, %lld quantized (%lld weights)\n", out, (long long)res.tensors,
+                (long long)res.quantized, (long long)res.quant_weights);
+        fprintf(s, "bits per weight over quantized matrices: %.4f codes, %.4f with scales/zeros; code entropy "
+                "%.4f bits\n", res.code_bits, res.total_bits, res.entropy_bits);
+        fprintf(s, "size: %.3f MiB before -> %.3f MiB tensors (%.3f MiB without zstd), file %llu bytes, %.2f s\n",
+                (double)res.bytes_in / 1048576.0, (double)res.bytes_out / 1048576.0,
+                (double)res.raw_bytes_out / 1048576.0, (unsigned long long)res.file_bytes, secs);
+    }
+    rc = 0;
+    if (tc.json) {
+        json_t *j = json_object();
+        json_object_set_new(j, "output", json_string(out));
+        json_object_set_new(j, "bytes", json_integer((json_int_t)res.file_bytes));
+        json_object_set_new(j, "bytes_tensors", json_integer((json_int_t)res.bytes_out));
+        json_object_set_new(j, "bytes_without_zstd", json_integer((json_int_t)res.raw_bytes_out));
+        json_object_set_new(j, "bytes_in", json_integer((json_int_t)res.bytes_in));
+        json_object_set_new(j, "bits_per_weight", json_real(res.code_bits));
+        json_object_set_new(j, "bits_per_weight_total", json_real(res.total_bits));
+        json_object_set_new(j, "entropy_bits", json_real(res.entropy_bits));
+        json_object_set_new(j, "fallbacks", json_array());
+        json_object_set_new(j, "tensors", json_integer(res.tensors));
+        json_object_set_new(j, "quantized", json_integer(res.quantized));
+        json_object_set_new(j, "quant_weights", json_integer(res.quant_weights));
+        json_object_set_new(j, "seconds", json_real(secs));
+        rc = tool_print_json(j);
+    }
+out:
+    for (int i = 0; i < n_rules; i++) free(rule_buf[i]);
+    return rc;
+}
