@@ -39,7 +39,7 @@ static void set_nan(moeq_spec_result *r)
 {
     r->alpha = r->alpha_hill = r->alpha_ks = r->ks_xmin = r->ks_d = r->ks_sigma = NAN;
     r->stable_rank = r->log_norm = r->log_spectral_norm = r->alpha_weighted = r->log_alpha_norm = NAN;
-    r->lambda_max = r->rand_lambda_max = r->ww_softrank = r->rand_distance = NAN;
+    r->lambda_max = r->rand_lambda_max = r->ww_softrank = r->rand_distance = r->var = NAN;
 }
 
 /* Jensen-Shannon distance (base 2, in [0, 1]) between 100-bin histograms of log10 of two
