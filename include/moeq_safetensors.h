@@ -77,4 +77,17 @@ moeq_status moeq_tensor_check_finite(const moeq_tensor *t, uint64_t *n_nonfinite
 moeq_status moeq_tokens_load(const char *path, int64_t vocab, int32_t **ids, int64_t *n,
                              moeq_error *err);
 
+/* One tensor to write: data holds numel * dtype size bytes, little-endian. */
+typedef struct moeq_st_out {
+    const char *name;
+    moeq_dtype dtype;
+    int ndim;
+    int64_t shape[MOEQ_MAX_DIMS];
+    const void *data;
+} moeq_st_out;
+
+/* Writes a safetensors file ({"format":"pt"} metadata, header padded with spaces to 8 bytes,
+ * tensors in the given order) to a temporary name in path's directory and renames it. */
+moeq_status moeq_st_write(const char *path, const moeq_st_out *tensors, size_t n, moeq_error *err);
+
 #endif

@@ -7,6 +7,7 @@
 #include "common.h"
 #include "moeq_core.h"
 #include "moeq_eval.h"
+#include "moeq_tokenizer.h"
 
 static const char *EVAL_HELP =
     "usage: moeq eval MODEL (--tokens FILE | --text FILE) [--ctx N] [--max-tokens N]\n"
@@ -18,8 +19,8 @@ static const char *EVAL_HELP =
     "and the RMS of the change in the probability of the correct token.\n\n"
     "  --tokens FILE     token ids: a safetensors file with one 1-D I32/I64/U32 tensor, or raw\n"
     "                    little-endian uint32 (.bin, .u32)\n"
-    "  --text FILE       text tokenized with the model's tokenizer.json (not available yet:\n"
-    "                    use --tokens)\n"
+    "  --text FILE       UTF-8 text tokenized with MODEL's tokenizer.json (the ids of Hugging\n"
+    "                    Face tokenizers' encode(text), special tokens included)\n"
     "  --ctx N           window length (default 512)\n"
     "  --max-tokens N    use at most the first N tokens\n"
     "  --ref MODEL       reference model (same vocabulary) for KLD / top-1 agreement\n"
@@ -28,6 +29,24 @@ static const char *EVAL_HELP =
     "                    tokens_per_s, and with --ref: ppl_ref, ppl_ratio, kld_mean, kld_median,\n"
     "                    kld_p99, same_top1, delta_p_rms\n"
     "  -q                no human-readable text or progress\n";
+
+/* --text: MODEL's tokenizer.json, encode(text) with its special tokens as Hugging Face does by
+ * default; every id must fit the model's vocabulary. */
+static moeq_status text_tokens(const char *model, const char *text, int64_t vocab, int32_t **ids, int64_t *n,
+                               moeq_error *err)
+{
+    moeq_tokenizer *tok;
+    moeq_status st = moeq_tokenizer_load(model, &tok, err);
+    if (st != MOEQ_OK) return st;
+    st = moeq_tokenize_file(tok, text, 1, ids, n, err);
+    moeq_tokenizer_free(tok);
+    for (int64_t i = 0; st == MOEQ_OK && i < *n; i++)
+        if ((*ids)[i] >= vocab)
+            st = moeq_fail(err, MOEQ_ERR_RANGE, "%s: token %lld is id %d, outside the model's vocabulary of %lld",
+                           text, (long long)i, (*ids)[i], (long long)vocab);
+    if (st != MOEQ_OK) { free(*ids); *ids = NULL; }
+    return st;
+}
 
 static void progress(void *user, int64_t window, int64_t windows, double tps, double ppl)
 {
@@ -69,11 +88,6 @@ int cmd_eval(int argc, char **argv)
     if (!path) return tool_usage_error("eval", "missing MODEL");
     if (!tokens_path && !text_path) return tool_usage_error("eval", "give --tokens FILE or --text FILE");
     if (tokens_path && text_path) return tool_usage_error("eval", "give --tokens or --text, not both");
-    if (text_path) {
-        fprintf(stderr, "moeq eval: unsupported: --text needs moeq's tokenizer, which is not built yet; "
-                        "tokenize %s with the model's tokenizer and pass --tokens\n", text_path);
-        return 2;
-    }
     tc.progress = !tc.quiet && isatty(2);
     moeq_threads_init(tc.threads);
 
@@ -84,7 +98,8 @@ int cmd_eval(int argc, char **argv)
     int rc = 0;
     if (moeq_model_open(path, &m, &err) != MOEQ_OK ||
         (ref_path && moeq_model_open(ref_path, &ref, &err) != MOEQ_OK) ||
-        moeq_tokens_load(tokens_path, moeq_model_config(m)->vocab, &ids, &n, &err) != MOEQ_OK) {
+        (tokens_path && moeq_tokens_load(tokens_path, moeq_model_config(m)->vocab, &ids, &n, &err) != MOEQ_OK) ||
+        (text_path && text_tokens(path, text_path, moeq_model_config(m)->vocab, &ids, &n, &err) != MOEQ_OK)) {
         rc = tool_report("eval", &err);
         goto done;
     }
