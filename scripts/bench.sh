@@ -11,3 +11,4 @@ build/rel/bench/bench_forward --ctx 512 --windows 8 \
   $FX/tiny-mixtral $FX/heldout.safetensors $FX/tiny-qwen2moe $FX/heldout.safetensors \
   $FX/tiny-qwen3moe $FX/heldout.safetensors $FX/tiny-olmoe $FX/heldout.safetensors \
   $S $S/tokens.u32
+make -s build/rel/bench/bench_spectral && build/rel/bench/bench_spectral
