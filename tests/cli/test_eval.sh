@@ -6,7 +6,7 @@ T=$FX/heldout.safetensors
 expect_exit "eval --help" 0 "" -- "$MOEQ" eval --help
 expect_exit "eval without tokens" 1 "give --tokens" -- "$MOEQ" eval $FX/tiny-olmoe
 expect_exit "eval --ctx 1" 1 "--ctx wants an integer >= 2" -- "$MOEQ" eval $FX/tiny-olmoe --tokens $T --ctx 1
-expect_exit "eval --text not available" 2 "tokenizer" -- "$MOEQ" eval $FX/tiny-olmoe --text $FX/heldout.txt
+expect_exit "eval --text with a missing file" 2 "no-such.txt" -- "$MOEQ" eval $FX/tiny-olmoe --text $FX/no-such.txt
 
 for th in 1 2; do
   "$MOEQ" eval $FX/tiny-qwen3moe --tokens $T --ctx 128 --max-tokens 1300 --threads $th --json -q > "$TMPD/e$th.json" 2> "$TMPD/err" \
