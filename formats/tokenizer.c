@@ -128,7 +128,13 @@ typedef struct mmap_ {
     size_t cap;
 } mmap_;
 
-static size_t mhash(uint64_t k) { return (size_t)XXH3_64bits(&k, sizeof k); }
+static size_t mhash(uint64_t k)
+{
+    k ^= k >> 29;
+    k *= 0xbf58476d1ce4e5b9ULL; /* splitmix64 finalizer: cheap and well mixed */
+    k ^= k >> 32;
+    return (size_t)k;
+}
 
 static int mmap_get(const mmap_ *m, int32_t a, int32_t b, int32_t *rank, int32_t *id)
 {
@@ -980,9 +986,11 @@ typedef struct sym {
 } sym;
 
 typedef struct hent {
-    int32_t rank, id;
-    int pos;
+    uint64_t key; /* rank << 32 | pos: lowest rank first, then leftmost, in one compare */
+    int32_t id;
 } hent;
+
+#define HKEY(rank, pos) (((uint64_t)(uint32_t)(rank) << 32) | (uint32_t)(pos))
 
 typedef struct ectx {
     const moeq_tokenizer *t;
@@ -997,7 +1005,14 @@ typedef struct ectx {
     hent *heap;
     size_t heap_cap;
     buf key;
+    smap cache;          /* word -> entry, as tokenizers' BPE cache; per call, so no locking */
+    int32_t *cache_ent;  /* entry e: ids cache_ids[cache_ent[2e] .. + cache_ent[2e+1]] */
+    int32_t *cache_ids;
+    size_t ncache, cache_ent_cap, ncache_ids, cache_ids_cap;
 } ectx;
+
+#define CACHE_WORD_MAX 64
+#define CACHE_ENTRIES 65536
 
 static moeq_status enomem(ectx *c) { return moeq_fail(c->err, MOEQ_ERR_NOMEM, "tokenize: out of memory"); }
 
@@ -1030,7 +1045,7 @@ static size_t prev_char(const char *s, size_t off)
     return off;
 }
 
-static int heap_less(const hent *a, const hent *b) { return a->rank != b->rank ? a->rank < b->rank : a->pos < b->pos; }
+static int heap_less(const hent *a, const hent *b) { return a->key < b->key; }
 
 static moeq_status heap_push(ectx *c, size_t *n, hent e)
 {
@@ -1052,19 +1067,28 @@ static moeq_status heap_push(ectx *c, size_t *n, hent e)
     return MOEQ_OK;
 }
 
+static void sift_down(hent *h, size_t n, size_t i)
+{
+    for (;;) {
+        size_t l = 2 * i + 1, r = l + 1, m = i;
+        if (l < n && heap_less(&h[l], &h[m])) m = l;
+        if (r < n && heap_less(&h[r], &h[m])) m = r;
+        if (m == i) return;
+        hent x = h[i]; h[i] = h[m]; h[m] = x;
+        i = m;
+    }
+}
+
+static void heapify(hent *h, size_t n)
+{
+    for (size_t i = n / 2; i-- > 0;) sift_down(h, n, i);
+}
+
 static hent heap_pop(ectx *c, size_t *n)
 {
     hent top = c->heap[0];
     c->heap[0] = c->heap[--(*n)];
-    size_t i = 0;
-    for (;;) {
-        size_t l = 2 * i + 1, r = l + 1, m = i;
-        if (l < *n && heap_less(&c->heap[l], &c->heap[m])) m = l;
-        if (r < *n && heap_less(&c->heap[r], &c->heap[m])) m = r;
-        if (m == i) break;
-        hent x = c->heap[i]; c->heap[i] = c->heap[m]; c->heap[m] = x;
-        i = m;
-    }
+    sift_down(c->heap, *n, 0);
     return top;
 }
 
@@ -1086,8 +1110,50 @@ static moeq_status add_sym(ectx *c, int *ns, int32_t id, size_t len)
     return MOEQ_OK;
 }
 
-/* BPE::tokenize on one pre-token (tokenizers' Word::merge_all without dropout). */
+static moeq_status bpe_word_uncached(ectx *c, const char *s, size_t len);
+
+/* BPE::tokenize on one pre-token through a cache of short words (the ids do not depend on it). */
 static moeq_status bpe_word(ectx *c, const char *s, size_t len)
+{
+    moeq_status st;
+    if (len > CACHE_WORD_MAX) return bpe_word_uncached(c, s, len);
+    int32_t e = smap_get(&c->cache, s, len);
+    if (e >= 0) {
+        for (int32_t k = 0; k < c->cache_ent[2 * e + 1]; k++)
+            if ((st = emit(c, c->cache_ids[c->cache_ent[2 * e] + k]))) return st;
+        return MOEQ_OK;
+    }
+    int64_t before = c->n;
+    if ((st = bpe_word_uncached(c, s, len))) return st;
+    if (c->ncache >= CACHE_ENTRIES) return MOEQ_OK;
+    size_t cnt = (size_t)(c->n - before);
+    if (c->ncache_ids + cnt > c->cache_ids_cap) {
+        size_t cap = c->cache_ids_cap ? c->cache_ids_cap * 2 : 4096;
+        while (cap < c->ncache_ids + cnt) cap *= 2;
+        int32_t *p = realloc(c->cache_ids, cap * sizeof *p);
+        if (!p) return enomem(c);
+        c->cache_ids = p;
+        c->cache_ids_cap = cap;
+    }
+    if (c->ncache * 2 + 2 > c->cache_ent_cap) {
+        size_t cap = c->cache_ent_cap ? c->cache_ent_cap * 2 : 4096;
+        int32_t *p = realloc(c->cache_ent, cap * sizeof *p);
+        if (!p) return enomem(c);
+        c->cache_ent = p;
+        c->cache_ent_cap = cap;
+    }
+    if ((!c->cache.cap && smap_init(&c->cache, 1024)) || smap_put(&c->cache, s, len, (int32_t)c->ncache) < 0)
+        return enomem(c);
+    c->cache_ent[2 * c->ncache] = (int32_t)c->ncache_ids;
+    c->cache_ent[2 * c->ncache + 1] = (int32_t)cnt;
+    memcpy(c->cache_ids + c->ncache_ids, c->ids + before, cnt * sizeof *c->ids);
+    c->ncache_ids += cnt;
+    c->ncache++;
+    return MOEQ_OK;
+}
+
+/* tokenizers' Word::merge_all without dropout on one pre-token. */
+static moeq_status bpe_word_uncached(ectx *c, const char *s, size_t len)
 {
     const moeq_tokenizer *t = c->t;
     moeq_status st;
@@ -1145,15 +1211,21 @@ static moeq_status bpe_word(ectx *c, const char *s, size_t len)
     if (ns == 0) return MOEQ_OK;
     c->syms[ns - 1].next = -1;
     size_t nh = 0;
+    if ((size_t)ns > c->heap_cap) {
+        hent *h = realloc(c->heap, (size_t)ns * sizeof *h);
+        if (!h) return enomem(c);
+        c->heap = h;
+        c->heap_cap = (size_t)ns;
+    }
     for (int i = 0; i + 1 < ns; i++) {
         int32_t r, id;
-        if (mmap_get(&t->merges, c->syms[i].id, c->syms[i + 1].id, &r, &id) &&
-            (st = heap_push(c, &nh, (hent){r, id, i})))
-            return st;
+        if (mmap_get(&t->merges, c->syms[i].id, c->syms[i + 1].id, &r, &id)) c->heap[nh++] = (hent){HKEY(r, i), id};
     }
+    heapify(c->heap, nh); /* O(n) instead of n pushes: long words (Metaspace without split) */
     while (nh) {
         hent top = heap_pop(c, &nh);
-        sym *a = &c->syms[top.pos];
+        int pos = (int)(uint32_t)top.key;
+        sym *a = &c->syms[pos];
         if (a->len == 0 || a->next == -1) continue;
         int nx = a->next;
         sym right = c->syms[nx];
@@ -1163,13 +1235,13 @@ static moeq_status bpe_word(ectx *c, const char *s, size_t len)
         a->len += right.len;
         a->next = right.next;
         c->syms[nx].len = 0;
-        if (right.next > -1 && right.next < ns) c->syms[right.next].prev = top.pos;
+        if (right.next > -1 && right.next < ns) c->syms[right.next].prev = pos;
         if (a->prev >= 0 && mmap_get(&t->merges, c->syms[a->prev].id, a->id, &r, &id) &&
-            (st = heap_push(c, &nh, (hent){r, id, a->prev})))
+            (st = heap_push(c, &nh, (hent){HKEY(r, a->prev), id})))
             return st;
-        a = &c->syms[top.pos];
+        a = &c->syms[pos];
         if (a->next >= 0 && a->next < ns && mmap_get(&t->merges, a->id, c->syms[a->next].id, &r, &id) &&
-            (st = heap_push(c, &nh, (hent){r, id, top.pos})))
+            (st = heap_push(c, &nh, (hent){HKEY(r, pos), id})))
             return st;
     }
     for (int i = 0; i < ns; i++)
@@ -1537,6 +1609,9 @@ out:
     free(c.syms);
     free(c.heap);
     free(c.key.p);
+    smap_free(&c.cache);
+    free(c.cache_ent);
+    free(c.cache_ids);
     if (st) { free(c.ids); return st; }
     *ids = c.ids;
     *n = c.n;
