@@ -188,6 +188,7 @@ struct moeq_tokenizer {
     mmap_ merges;
     int32_t unk_id, byte_ids[256];
     int fuse_unk, byte_fallback, ignore_merges;
+    int meta_safe;         /* a word may be cut before each U+2581 without changing its ids */
     char *cont_prefix, *eow_suffix;
     size_t cp_len, eow_len;
     op *norm, *pre, *dec;
@@ -847,6 +848,19 @@ static moeq_status load_model(lctx *c, json_t *m)
         t->merges.id[j] = inew;
     }
     free(cat.p);
+    /* SentencePiece-style vocabularies (Metaspace without split, Llama's legacy normalizers) run
+     * BPE on whole lines. When no merge result holds U+2581 after its first char, no symbol can
+     * ever span the boundary before a U+2581, so cutting the word there gives the same ids and
+     * lets the word cache work. Needs U+2581 in the vocabulary (so no unk fuses across it), and
+     * neither ignore_merges (a whole-word lookup) nor prefixes/suffixes. */
+    t->meta_safe = smap_get(&t->vocab, "\xe2\x96\x81", 3) >= 0 && !t->ignore_merges && !t->cont_prefix && !t->eow_suffix;
+    for (size_t j = 0; t->meta_safe && j < cap; j++) {
+        if (t->merges.rank[j] < 0) continue;
+        const char *tok = t->id_tok[t->merges.id[j]];
+        size_t tl = t->id_len[t->merges.id[j]];
+        for (size_t k = 1; k + 3 <= tl; k++)
+            if (!memcmp(tok + k, "\xe2\x96\x81", 3)) { t->meta_safe = 0; break; }
+    }
     return MOEQ_OK;
 }
 
@@ -1111,9 +1125,25 @@ static moeq_status add_sym(ectx *c, int *ns, int32_t id, size_t len)
 }
 
 static moeq_status bpe_word_uncached(ectx *c, const char *s, size_t len);
+static moeq_status bpe_word_piece(ectx *c, const char *s, size_t len);
 
 /* BPE::tokenize on one pre-token through a cache of short words (the ids do not depend on it). */
 static moeq_status bpe_word(ectx *c, const char *s, size_t len)
+{
+    moeq_status st;
+    if (len > CACHE_WORD_MAX && c->t->meta_safe) {
+        size_t a = 0;
+        for (size_t i = 1; i + 3 <= len; i++)
+            if (!memcmp(s + i, "\xe2\x96\x81", 3)) {
+                if ((st = bpe_word_piece(c, s + a, i - a))) return st;
+                a = i;
+            }
+        return bpe_word_piece(c, s + a, len - a);
+    }
+    return bpe_word_piece(c, s, len);
+}
+
+static moeq_status bpe_word_piece(ectx *c, const char *s, size_t len)
 {
     moeq_status st;
     if (len > CACHE_WORD_MAX) return bpe_word_uncached(c, s, len);

@@ -12,3 +12,5 @@ build/rel/bench/bench_forward --ctx 512 --windows 8 \
   $FX/tiny-qwen3moe $FX/heldout.safetensors $FX/tiny-olmoe $FX/heldout.safetensors \
   $S $S/tokens.u32
 make -s build/rel/bench/bench_spectral && build/rel/bench/bench_spectral
+T=tests/fixtures/tokenizers
+make -s build/rel/bench/bench_tokenizer && build/rel/bench/bench_tokenizer $FX/heldout.txt $FX/tiny-mixtral/tokenizer.json $T/tok_llama3.json $T/tok_nfkc.json $T/tok_metaspace.json $T/tok_legacy.json
