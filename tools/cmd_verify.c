@@ -7,12 +7,16 @@
 #include "common.h"
 #include "moeq_model.h"
 #include "moeq_safetensors.h"
+#include "moeq_pack.h"
 
 static const char *VERIFY_HELP =
     "usage: moeq verify PATH [--tokens [--vocab N]] [--json] [-q] [--threads N]\n\n"
     "Deep check of an input, every rule of docs/FORMAT-safetensors.md and more:\n"
     "  a directory       the index and every shard; with config.json, each tensor the family\n"
     "                    needs (presence, dtype, shape); then every tensor's values for NaN/Inf\n"
+    "  FILE.moeq         a packed file: every rule of docs/FORMAT.md (F-1..F-17), every blob's\n"
+    "                    checksum, zero padding, NaN/Inf in scales, zeros and raw floats, then\n"
+    "                    the model view (config, every tensor the family needs)\n"
     "  FILE.safetensors  one safetensors file (header rules, then NaN/Inf in float tensors)\n"
     "  FILE.json         a model.safetensors.index.json and the shards it names\n"
     "  --tokens          PATH is a token file (safetensors with one 1-D I32/I64/U32 tensor,\n"
@@ -94,6 +98,21 @@ int cmd_verify(int argc, char **argv)
             st = moeq_ckpt_open(path, &ck, &err);
             if (st == MOEQ_OK) st = scan_checkpoint(ck, tc.progress, &count, &bytes, &err);
             moeq_ckpt_close(ck);
+        }
+    } else if (moeq_pack_is_packed(path)) {
+        kind = "moeq";
+        moeq_pack *pk = NULL;
+        st = moeq_pack_open(path, &pk, &err);
+        if (st == MOEQ_OK) st = moeq_pack_verify(pk, &err);
+        if (st == MOEQ_OK) {
+            count = (int64_t)moeq_pack_ntensors(pk);
+            bytes = moeq_pack_file_size(pk);
+        }
+        moeq_pack_close(pk);
+        if (st == MOEQ_OK) {
+            moeq_model *m = NULL;
+            st = moeq_model_open(path, &m, &err);
+            moeq_model_close(m);
         }
     } else {
         kind = "safetensors";
