@@ -68,7 +68,7 @@ static void test_variants_against_reference(void)
                                 moeq_sgemm_nt(n, R, C, X, C, d0, C, 0.0f, Y2, R);   /* dequantize + sgemm */
                                 double worst = 0, worst2 = 0;
                                 for (int64_t i = 0; i < n * R; i++) {
-                                    double sc = 0;   /* |w|.|x| bounds the rounding error */
+                                    double sc = 0;   /* sum |w x|; the fast path's zero term s*z*sum(x) cancels a few bits */
                                     for (int64_t c = 0; c < C; c++)
                                         sc += fabs((double)d0[(i % R) * C + c] * X[(i / R) * C + c]);
                                     double e1 = fabs((double)Y1[i] - Y0[i]) / (sc + 1e-30);
