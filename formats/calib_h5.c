@@ -22,6 +22,7 @@
 struct moeq_calib_h5 {
     char *path, *tmp;
     hid_t file, layers;
+    int compress;   /* deflate level of the Hessians, 0: none */
 };
 
 /* The innermost (first) message of the HDF5 error stack. */
@@ -98,8 +99,8 @@ static hid_t group_create(hid_t parent, const char *name)
 
 /* A dataset of rank 1..3 with final dims; rank-3 ones are chunked one expert per chunk,
  * byte-shuffled and deflated (level 1: Hessians compress little, so cheap is right). */
-static herr_t write_ds(hid_t g, const char *name, hid_t type, int rank, const hsize_t *dims,
-                       const void *data)
+static herr_t write_ds_level(hid_t g, const char *name, hid_t type, int rank, const hsize_t *dims,
+                             const void *data, int level)
 {
     hid_t sp = H5Screate_simple(rank, dims, NULL), dcpl = H5Pcreate(H5P_DATASET_CREATE);
     herr_t r = sp < 0 || dcpl < 0 ? -1 : H5Pset_obj_track_times(dcpl, 0);
@@ -110,8 +111,8 @@ static herr_t write_ds(hid_t g, const char *name, hid_t type, int rank, const hs
         for (int i = 0; i < rank; i++) chunk[i] = dims[i];
         if (rank == 3) chunk[0] = 1;
         r = H5Pset_chunk(dcpl, rank, chunk);
-        if (r >= 0) r = H5Pset_shuffle(dcpl);
-        if (r >= 0) r = H5Pset_deflate(dcpl, 1);
+        if (r >= 0 && level > 0) r = H5Pset_shuffle(dcpl);
+        if (r >= 0 && level > 0) r = H5Pset_deflate(dcpl, (unsigned)level);
     }
     hid_t d = r < 0 ? -1 : H5Dcreate2(g, name, type, sp, H5P_DEFAULT, dcpl, H5P_DEFAULT);
     r = d < 0 ? -1 : (total ? H5Dwrite(d, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) : 0);
@@ -121,15 +122,24 @@ static herr_t write_ds(hid_t g, const char *name, hid_t type, int rank, const hs
     return r;
 }
 
+/* Vectors and counts compress well and cost little: always deflated. */
+static herr_t write_ds(hid_t g, const char *name, hid_t type, int rank, const hsize_t *dims,
+                       const void *data)
+{
+    return write_ds_level(g, name, type, rank, dims, data, 1);
+}
+
 /* [E, d, d] written one expert (one chunk) at a time from each accumulator's own buffer. */
-static herr_t write_hess_stack(hid_t g, const char *name, const moeq_calib_acc *a, int64_t E)
+static herr_t write_hess_stack(hid_t g, const char *name, const moeq_calib_acc *a, int64_t E, int level)
 {
     hsize_t d = (hsize_t)a[0].dim, dims[3] = {(hsize_t)E, d, d}, chunk[3] = {1, d, d};
     hid_t sp = H5Screate_simple(3, dims, NULL), dcpl = H5Pcreate(H5P_DATASET_CREATE);
     herr_t r = sp < 0 || dcpl < 0 ? -1 : H5Pset_obj_track_times(dcpl, 0);
     if (r >= 0) r = H5Pset_chunk(dcpl, 3, chunk);
-    if (r >= 0) r = H5Pset_shuffle(dcpl);
-    if (r >= 0) r = H5Pset_deflate(dcpl, 1);
+    /* float64 sums have random low mantissa bits: deflate saves ~12-16% on Hessians at several
+     * times the cost of the accumulation (docs/calibrate.md), so it is opt-in */
+    if (r >= 0 && level > 0) r = H5Pset_shuffle(dcpl);
+    if (r >= 0 && level > 0) r = H5Pset_deflate(dcpl, (unsigned)level);
     hid_t ds = r < 0 ? -1 : H5Dcreate2(g, name, H5T_IEEE_F64LE, sp, H5P_DEFAULT, dcpl, H5P_DEFAULT);
     hsize_t mdims[3] = {1, d, d};
     hid_t msp = H5Screate_simple(3, mdims, NULL);
@@ -161,7 +171,7 @@ static herr_t write_vec_stack(hid_t g, const char *name, const moeq_calib_acc *a
     return r;
 }
 
-static herr_t write_acc(hid_t parent, const char *name, const moeq_calib_acc *a)
+static herr_t write_acc(hid_t parent, const char *name, const moeq_calib_acc *a, int level)
 {
     if (!a->dim) return 0;
     hid_t g = group_create(parent, name);
@@ -170,7 +180,7 @@ static herr_t write_acc(hid_t parent, const char *name, const moeq_calib_acc *a)
     herr_t r = attr_i64(g, "rows", a->rows);
     if (r >= 0) r = attr_i64(g, "dim", a->dim);
     if (r >= 0 && a->phi2_sum) r = attr_f64(g, "weight_sum", a->weight_sum);
-    if (r >= 0 && a->hess) r = write_ds(g, "hessian", H5T_IEEE_F64LE, 2, dd, a->hess);
+    if (r >= 0 && a->hess) r = write_ds_level(g, "hessian", H5T_IEEE_F64LE, 2, dd, a->hess, level);
     if (r >= 0) r = write_ds(g, "sum2", H5T_IEEE_F64LE, 1, &d, a->sum2);
     if (r >= 0 && a->phi2_sum) r = write_ds(g, "phi2_sum", H5T_IEEE_F64LE, 1, &d, a->phi2_sum);
     if (r >= 0 && a->phi2_max) r = write_ds(g, "phi2_max", H5T_IEEE_F64LE, 1, &d, a->phi2_max);
@@ -225,6 +235,7 @@ moeq_status moeq_calib_h5_create(const char *path, const moeq_model *m,
     moeq_calib_h5 *w = calloc(1, sizeof *w);
     if (!w) return moeq_fail(err, MOEQ_ERR_NOMEM, "out of memory");
     w->file = w->layers = -1;
+    w->compress = meta->compress;
     w->path = strdup(path);
     char *copy = strdup(path);
     size_t tl = strlen(path) + 32;
@@ -307,6 +318,7 @@ moeq_status moeq_calib_h5_create(const char *path, const moeq_model *m,
     if (r >= 0) r = attr_i64(f, "diag", meta->diag);
     if (r >= 0) r = attr_str(f, "scope", meta->scope_all ? "all" : "experts");
     if (r >= 0) r = attr_str(f, "dtype", "f64");
+    if (r >= 0) r = attr_i64(f, "compress", meta->compress);
     if (r >= 0) w->layers = group_create(f, "layers");
     if (r < 0 || w->layers < 0) {
         st = h5_fail(err, path, "the root attributes");
@@ -350,19 +362,19 @@ moeq_status moeq_calib_h5_write_layer(moeq_calib_h5 *w, const moeq_calib_layer *
         }
         if (r >= 0 && flags) r = write_ds(g, "coverage", H5T_STD_U8LE, 1, &e1, flags);
         free(tmp);
-        if (r >= 0 && L->expert_in[0].hess) r = write_hess_stack(g, "hessian_in", L->expert_in, E);
-        if (r >= 0 && L->expert_down[0].hess) r = write_hess_stack(g, "hessian_down", L->expert_down, E);
+        if (r >= 0 && L->expert_in[0].hess) r = write_hess_stack(g, "hessian_in", L->expert_in, E, w->compress);
+        if (r >= 0 && L->expert_down[0].hess) r = write_hess_stack(g, "hessian_down", L->expert_down, E, w->compress);
         if (r >= 0) r = write_vec_stack(g, "in_sum2", L->expert_in, E, offsetof(moeq_calib_acc, sum2));
         if (r >= 0) r = write_vec_stack(g, "down_sum2", L->expert_down, E, offsetof(moeq_calib_acc, sum2));
         if (r >= 0) r = write_vec_stack(g, "phi2_sum", L->expert_down, E, offsetof(moeq_calib_acc, phi2_sum));
         if (r >= 0) r = write_vec_stack(g, "phi2_max", L->expert_down, E, offsetof(moeq_calib_acc, phi2_max));
     }
-    if (r >= 0 && L->is_moe) r = write_acc(g, "shared_in", &L->shared_in);
-    if (r >= 0 && L->is_moe) r = write_acc(g, "shared_down", &L->shared_down);
-    if (r >= 0) r = write_acc(g, "attn_in", &L->attn_in);
-    if (r >= 0) r = write_acc(g, "attn_o", &L->attn_o);
-    if (r >= 0 && !L->is_moe) r = write_acc(g, "dense_in", &L->dense_in);
-    if (r >= 0 && !L->is_moe) r = write_acc(g, "dense_down", &L->dense_down);
+    if (r >= 0 && L->is_moe) r = write_acc(g, "shared_in", &L->shared_in, w->compress);
+    if (r >= 0 && L->is_moe) r = write_acc(g, "shared_down", &L->shared_down, w->compress);
+    if (r >= 0) r = write_acc(g, "attn_in", &L->attn_in, w->compress);
+    if (r >= 0) r = write_acc(g, "attn_o", &L->attn_o, w->compress);
+    if (r >= 0 && !L->is_moe) r = write_acc(g, "dense_in", &L->dense_in, w->compress);
+    if (r >= 0 && !L->is_moe) r = write_acc(g, "dense_down", &L->dense_down, w->compress);
     if (g >= 0 && H5Gclose(g) < 0) r = -1;
     /* push this layer's chunks out now so a full disk shows up at the layer that hit it */
     if (r >= 0) r = H5Fflush(w->file, H5F_SCOPE_LOCAL);

@@ -102,6 +102,7 @@ typedef struct moeq_calib_opts {
     int64_t min_tokens;   /* experts with fewer tokens are undersampled; <= 0: 2 * hidden */
     int diag;             /* diagonals only */
     int scope_all;        /* also attention and dense MLP inputs */
+    int compress;         /* deflate level 0..9 of the Hessians (0: stored raw, the default) */
     int threads;          /* <= 0: all cores */
     const char *tokens_source;   /* recorded in the file; may be NULL */
     void *user;
@@ -150,6 +151,7 @@ typedef struct moeq_calib_h5_meta {
     uint64_t tokens_xxh64;        /* hash of the token ids used (little-endian int32) */
     int64_t tokens, ctx, windows, min_tokens;
     int diag, scope_all;
+    int compress;                 /* deflate level (with byte shuffle) of the Hessians; 0: none */
 } moeq_calib_h5_meta;
 
 /* Creates a temporary file next to path with the root attributes. */

@@ -631,7 +631,7 @@ moeq_status moeq_calibrate(const moeq_model *m, const int32_t *tokens, int64_t n
             .tokens_source = o->tokens_source,
             .tokens_xxh64 = XXH64(tokens, (size_t)res->tokens * sizeof(int32_t), 0),
             .tokens = res->tokens, .ctx = ctx, .windows = W, .min_tokens = res->min_tokens,
-            .diag = o->diag, .scope_all = o->scope_all};
+            .diag = o->diag, .scope_all = o->scope_all, .compress = o->compress};
         st = moeq_calib_h5_create(out_path, m, &meta, &cr.h5, err);
     }
     if (st == MOEQ_OK)

@@ -8,11 +8,12 @@
 #include "moeq_calib.h"
 #include "moeq_core.h"
 #include "moeq_safetensors.h"
+#include "moeq_tokenizer.h"
 
 static const char *CALIB_HELP =
     "usage: moeq calibrate MODEL (--tokens FILE | --text FILE) -o OUT.h5 [--ctx N]\n"
     "                      [--max-tokens N] [--diag] [--scope experts|all] [--min-tokens N]\n"
-    "                      [--threads N] [--json] [-q]\n\n"
+    "                      [--compress L] [--threads N] [--json] [-q]\n\n"
     "Runs MODEL layer by layer over non-overlapping windows of N tokens (a last partial window\n"
     "is dropped) and writes, per MoE layer and routed expert, in float64: tokens routed and\n"
     "their routing-weight sum, router selection frequency and logit mean/variance, the input\n"
@@ -21,8 +22,8 @@ static const char *CALIB_HELP =
     "expert. Layout: docs/STATS.md. Peak memory: docs/calibrate.md.\n\n"
     "  --tokens FILE     token ids: a safetensors file with one 1-D I32/I64/U32 tensor, or raw\n"
     "                    little-endian uint32 (.bin, .u32)\n"
-    "  --text FILE       text tokenized with the model's tokenizer.json (not available yet:\n"
-    "                    use --tokens)\n"
+    "  --text FILE       UTF-8 text tokenized with MODEL's tokenizer.json (the ids of Hugging\n"
+    "                    Face tokenizers' encode(text), special tokens included)\n"
     "  -o, --output F    the HDF5 file to write (through a temporary name in its directory)\n"
     "  --ctx N           window length (default 512)\n"
     "  --max-tokens N    use at most the first N tokens\n"
@@ -30,11 +31,31 @@ static const char *CALIB_HELP =
     "  --scope S         experts (default): routed and shared experts; all: also the inputs of\n"
     "                    q/k/v and o, and of dense MLP layers\n"
     "  --min-tokens N    experts with fewer tokens are reported undersampled (default 2*hidden)\n"
+    "  --compress L      deflate level 1..9 (with byte shuffle) for the Hessians; default 0:\n"
+    "                    stored raw (they shrink only 12-16% at several times the run's cost)\n"
     "  --threads N       worker threads (default: all cores; BLAS runs single-threaded inside)\n"
     "  --json            result as JSON on stdout: tokens, ctx, windows, min_tokens,\n"
     "                    tokens_per_s, bytes, layers [{layer, expert_tokens, dead_experts,\n"
     "                    undersampled}]\n"
     "  -q                no human-readable text or progress\n";
+
+/* --text: MODEL's tokenizer.json, encode(text) with its special tokens, as eval does; every id
+ * must fit the model's vocabulary. */
+static moeq_status text_tokens(const char *model, const char *text, int64_t vocab, int32_t **ids, int64_t *n,
+                               moeq_error *err)
+{
+    moeq_tokenizer *tok;
+    moeq_status st = moeq_tokenizer_load(model, &tok, err);
+    if (st != MOEQ_OK) return st;
+    st = moeq_tokenize_file(tok, text, 1, ids, n, err);
+    moeq_tokenizer_free(tok);
+    for (int64_t i = 0; st == MOEQ_OK && i < *n; i++)
+        if ((*ids)[i] >= vocab)
+            st = moeq_fail(err, MOEQ_ERR_RANGE, "%s: token %lld is id %d, outside the model's vocabulary of %lld",
+                           text, (long long)i, (*ids)[i], (long long)vocab);
+    if (st != MOEQ_OK) { free(*ids); *ids = NULL; }
+    return st;
+}
 
 static void progress(void *user, int64_t done, int64_t layers, double tps)
 {
@@ -68,6 +89,7 @@ int cmd_calibrate(int argc, char **argv)
     const char *path = NULL, *tokens_path = NULL, *text_path = NULL, *out = NULL;
     int64_t ctx = 512, max_tokens = 0, min_tokens = 0;
     int diag = 0, scope_all = 0;
+    int64_t compress = 0;
     for (int i = 1; i < argc; i++) {
         int r = tool_common_option("calibrate", argc, argv, &i, &tc);
         if (r < 0) return 1;
@@ -87,6 +109,10 @@ int cmd_calibrate(int argc, char **argv)
         } else if (!strcmp(a, "--min-tokens")) {
             if (!(v = tool_value("calibrate", argc, argv, &i)) || tool_parse_int("calibrate", a, v, 1, &min_tokens))
                 return 1;
+        } else if (!strcmp(a, "--compress")) {
+            if (!(v = tool_value("calibrate", argc, argv, &i)) || tool_parse_int("calibrate", a, v, 0, &compress))
+                return 1;
+            if (compress > 9) return tool_usage_error("calibrate", "--compress wants a deflate level 0..9");
         } else if (!strcmp(a, "--diag")) {
             diag = 1;
         } else if (!strcmp(a, "--scope")) {
@@ -108,11 +134,6 @@ int cmd_calibrate(int argc, char **argv)
     if (tokens_path && text_path) return tool_usage_error("calibrate", "give --tokens or --text, not both");
     if (!out) return tool_usage_error("calibrate", "give -o OUT.h5");
     if (ctx > (1 << 20)) return tool_usage_error("calibrate", "--ctx %lld is above 1048576", (long long)ctx);
-    if (text_path) {
-        fprintf(stderr, "moeq calibrate: unsupported: --text needs moeq's tokenizer, which is not built yet; "
-                        "tokenize %s with the model's tokenizer and pass --tokens\n", text_path);
-        return 2;
-    }
     tc.progress = !tc.quiet && isatty(2);
     moeq_threads_init(tc.threads);
 
@@ -124,12 +145,13 @@ int cmd_calibrate(int argc, char **argv)
     moeq_calib_result res = {0};
     /* check the destination before the (long) run */
     if (moeq_calib_h5_check_path(out, &err) != MOEQ_OK || moeq_model_open(path, &m, &err) != MOEQ_OK ||
-        moeq_tokens_load(tokens_path, moeq_model_config(m)->vocab, &ids, &n, &err) != MOEQ_OK) {
+        (tokens_path && moeq_tokens_load(tokens_path, moeq_model_config(m)->vocab, &ids, &n, &err) != MOEQ_OK) ||
+        (text_path && text_tokens(path, text_path, moeq_model_config(m)->vocab, &ids, &n, &err) != MOEQ_OK)) {
         rc = tool_report("calibrate", &err);
         goto done;
     }
     moeq_calib_opts opts = {.ctx = ctx, .max_tokens = max_tokens, .min_tokens = min_tokens, .diag = diag,
-                            .scope_all = scope_all, .threads = moeq_threads(), .tokens_source = tokens_path,
+                            .scope_all = scope_all, .compress = (int)compress, .threads = moeq_threads(), .tokens_source = tokens_path ? tokens_path : text_path,
                             .progress = tc.progress ? progress : NULL};
     if (moeq_calibrate(m, ids, n, out, &opts, &res, &err) != MOEQ_OK) {
         rc = tool_report("calibrate", &err);

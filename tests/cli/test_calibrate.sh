@@ -9,7 +9,7 @@ expect_exit "calibrate --help" 0 "" -- "$MOEQ" calibrate --help
 expect_exit "calibrate without -o" 1 "give -o" -- "$MOEQ" calibrate $M --tokens $T
 expect_exit "calibrate without tokens" 1 "give --tokens" -- "$MOEQ" calibrate $M -o "$TMPD/x.h5"
 expect_exit "calibrate bad --scope" 1 "--scope wants" -- "$MOEQ" calibrate $M --tokens $T -o "$TMPD/x.h5" --scope some
-expect_exit "calibrate --text not available" 2 "tokenizer" -- "$MOEQ" calibrate $M --text $FX/heldout.txt -o "$TMPD/x.h5"
+expect_exit "calibrate --text with a missing file" 2 "no-such.txt" -- "$MOEQ" calibrate $M --text $FX/no-such.txt -o "$TMPD/x.h5"
 
 # ctx 128: at ctx 256 the forward pass itself is not yet bit-identical across thread counts
 # (eval's perplexity differs in the 8th digit; reported to the forward pass's owner)
@@ -86,6 +86,15 @@ import json, sys
 for l in json.load(open(sys.argv[1]))["layers"]:
     assert l["undersampled"] == [e for e, n in enumerate(l["expert_tokens"]) if n > 0]
 PY
+
+# --text gives the same statistics as the same ids through --tokens (moeq tokenize writes them)
+head -c 20000 $FX/heldout.txt > "$TMPD/t.txt"
+"$MOEQ" tokenize $M --text "$TMPD/t.txt" -o "$TMPD/t.safetensors" -q 2>/dev/null \
+  && "$MOEQ" calibrate $M --text "$TMPD/t.txt" --ctx 128 -q -o "$TMPD/tx.h5" \
+  && "$MOEQ" calibrate $M --tokens "$TMPD/t.safetensors" --ctx 128 -q -o "$TMPD/tk.h5" \
+  && h5dump -d /layers/L000/hessian_down "$TMPD/tx.h5" | tail -n +3 > "$TMPD/tx.d" \
+  && h5dump -d /layers/L000/hessian_down "$TMPD/tk.h5" | tail -n +3 > "$TMPD/tk.d" && cmp -s "$TMPD/tx.d" "$TMPD/tk.d" \
+  && echo "PASS calibrate --text equals --tokens of the same ids" || echo "FAIL calibrate --text equals --tokens of the same ids"
 
 # Bad inputs: exit 2 for input, 4 for output; never a partial file under the final name.
 expect_exit "calibrate fewer tokens than a window" 2 "fewer than one window" -- "$MOEQ" calibrate $M --tokens $T --max-tokens 100 --ctx 128 -o "$TMPD/f.h5"
