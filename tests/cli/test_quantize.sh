@@ -57,7 +57,8 @@ d = sys.argv[1]
 z, p = json.load(open(d + "/z.json")), json.load(open(d + "/p.json"))
 assert z["bytes"] < p["bytes"] and z["bytes_without_zstd"] == p["bytes_without_zstd"]
 assert 3.0 < p["entropy_bits"] <= 4.0 and p["bits_per_weight"] == 4.0
-assert abs(p["bits_per_weight_total"] - (4 + 32 / 64 * 96 / 160 * 0 - 0) ) < 1   # g64 + short last group
+# gate/up [160,128]: 2 groups of 64 per row; down [128,160]: 64+64+32 -> 3 groups per row
+assert abs(p["bits_per_weight_total"] - (2 * (4 + 32 * 2 / 128) + (4 + 32 * 3 / 160)) / 3) < 1e-9
 assert json.load(open(d + "/ez.json"))["ppl"] == json.load(open(d + "/ep.json"))["ppl"]
 m = json.load(open(d + "/mix.json"))
 assert 2 < m["bits_per_weight"] < 8 and m["bits_per_weight"] != 4.0
