@@ -15,6 +15,10 @@
 /* model/calib_blas.c: C (lower) += Xᵀ X, float64, single-threaded */
 void moeq_calib_dsyrk_tn(int64_t d, int64_t n, const double *X, double *C);
 
+/* Rows are widened to float64 ROW_BLOCK at a time: the scratch stays small for wide inputs
+ * (a 5632-wide shared expert) while dsyrk still gets blocks big enough to run fast. */
+#define ROW_BLOCK 256
+
 /* ---- layer-wise driver ------------------------------------------------------------------ */
 
 moeq_status moeq_layerwise_run(const moeq_model *m, const int32_t *tokens,
@@ -96,7 +100,7 @@ struct moeq_calib_collector {
     int64_t *e_off, *e_n;     /* [E] this window's range of each expert, e_n = -1 when none */
     stash s_in, s_down, q_in, o_in, d_in, d_down;
     float *w_sg;              /* shared expert's sigmoid gate [H], NULL when none */
-    double *scratch;          /* [threads, max_n * maxdim] rows widened to float64 */
+    double *scratch;          /* [threads, ROW_BLOCK * maxdim] rows widened to float64 */
     struct task *tasks;       /* [2E + 6] accumulation tasks of one flush */
     int64_t maxdim;
 };
@@ -303,7 +307,7 @@ moeq_status moeq_calib_collector_create(const moeq_model *m, int64_t max_tokens,
             c->maxdim = max64(c->maxdim, cf->dense_inter);
         }
     }
-    c->scratch = col_alloc(c, (size_t)c->nthreads * (size_t)(n * c->maxdim), sizeof(double));
+    c->scratch = col_alloc(c, (size_t)c->nthreads * (size_t)(ROW_BLOCK * c->maxdim), sizeof(double));
     c->tasks = col_alloc(c, (size_t)(2 * E + 6), sizeof(struct task));
     if (c->alloc_failed) {
         moeq_calib_collector_free(c);
@@ -364,27 +368,29 @@ moeq_status moeq_calib_collector_reset(moeq_calib_collector *c, int64_t layer, m
     return MOEQ_OK;
 }
 
-/* Adds rows x[n, dim] (weights w or NULL) to a: Σ x xᵀ with one dsyrk over the rows widened
- * to float64, the diagonal and CAMERA's φ² sums in row order. */
+/* Adds rows x[n, dim] (weights w or NULL) to a: Σ x xᵀ with one dsyrk per block of rows
+ * widened to float64, the diagonal and CAMERA's φ² sums in row order. */
 static void accumulate(moeq_calib_acc *a, const float *x, const float *w, int64_t n, double *dx)
 {
     int64_t d = a->dim;
     if (n <= 0 || d <= 0) return;
-    for (int64_t i = 0; i < n * d; i++) dx[i] = (double)x[i];
-    if (a->hess)
-        moeq_calib_dsyrk_tn(d, n, dx, a->hess);
-    for (int64_t t = 0; t < n; t++) {
-        const double *row = dx + t * d;
-        for (int64_t j = 0; j < d; j++) a->sum2[j] += row[j] * row[j];
-        if (a->phi2_sum) {
-            double r = w ? (double)w[t] : 1.0;
-            for (int64_t j = 0; j < d; j++) {
-                double p = r * row[j], p2 = p * p;
-                a->phi2_sum[j] += p2;
-                if (p2 > a->phi2_max[j]) a->phi2_max[j] = p2;
+    for (int64_t r0 = 0; r0 < n; r0 += ROW_BLOCK) {
+        int64_t nb = n - r0 < ROW_BLOCK ? n - r0 : ROW_BLOCK;
+        for (int64_t i = 0; i < nb * d; i++) dx[i] = (double)x[r0 * d + i];
+        if (a->hess) moeq_calib_dsyrk_tn(d, nb, dx, a->hess);
+        for (int64_t t = 0; t < nb; t++) {
+            const double *row = dx + t * d;
+            for (int64_t j = 0; j < d; j++) a->sum2[j] += row[j] * row[j];
+            if (a->phi2_sum) {
+                double r = w ? (double)w[r0 + t] : 1.0;
+                for (int64_t j = 0; j < d; j++) {
+                    double p = r * row[j], p2 = p * p;
+                    a->phi2_sum[j] += p2;
+                    if (p2 > a->phi2_max[j]) a->phi2_max[j] = p2;
+                }
             }
+            if (w) a->weight_sum += (double)w[r0 + t];
         }
-        if (w) a->weight_sum += (double)w[t];
     }
     a->rows += n;
 }
@@ -437,7 +443,7 @@ moeq_status moeq_calib_collector_flush(moeq_calib_collector *c, moeq_error *err)
      * change its result. */
 #pragma omp parallel for schedule(dynamic, 1) num_threads(c->nthreads)
     for (int64_t i = 0; i < nt; i++) {
-        double *dx = c->scratch + (size_t)omp_get_thread_num() * (size_t)(c->max_n * c->maxdim);
+        double *dx = c->scratch + (size_t)omp_get_thread_num() * (size_t)(ROW_BLOCK * c->maxdim);
         accumulate(tasks[i].a, tasks[i].x, tasks[i].w, tasks[i].n, dx);
     }
     window_clear(c);
@@ -575,7 +581,7 @@ static uint64_t collector_formula(const moeq_config *cf, int64_t n, int threads,
     }
 #undef ACC
     b += (uint64_t)(2 * E + 6) * sizeof(task);
-    return b + 8 * (uint64_t)threads * (uint64_t)(n * maxdim);
+    return b + 8 * (uint64_t)threads * (uint64_t)(ROW_BLOCK * maxdim);
 }
 
 uint64_t moeq_calib_memory_bytes(const moeq_model *m, int64_t tokens, int64_t ctx, int threads,
