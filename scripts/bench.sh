@@ -16,3 +16,4 @@ T=tests/fixtures/tokenizers
 # tokenizer MB/s on one core over the 1.2 MB training text (the held-out text is only 62 kB)
 mkdir -p build/bench && gzip -dc $FX/corpus.txt.gz > build/bench/corpus.txt
 make -s build/rel/bench/bench_tokenizer && build/rel/bench/bench_tokenizer build/bench/corpus.txt $FX/tiny-mixtral/tokenizer.json $T/tok_llama3.json $T/tok_nfkc.json $T/tok_metaspace.json $T/tok_legacy.json
+make -s build/rel/bench/bench_calib && build/rel/bench/bench_calib --ctx 512 --windows 32 $FX/tiny-mixtral $FX/heldout.safetensors $FX/tiny-qwen2moe $FX/heldout.safetensors $FX/tiny-qwen3moe $FX/heldout.safetensors $FX/tiny-olmoe $FX/heldout.safetensors
