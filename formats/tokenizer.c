@@ -1176,7 +1176,7 @@ static moeq_status bpe_word_piece(ectx *c, const char *s, size_t len)
         return enomem(c);
     c->cache_ent[2 * c->ncache] = (int32_t)c->ncache_ids;
     c->cache_ent[2 * c->ncache + 1] = (int32_t)cnt;
-    memcpy(c->cache_ids + c->ncache_ids, c->ids + before, cnt * sizeof *c->ids);
+    if (cnt) memcpy(c->cache_ids + c->ncache_ids, c->ids + before, cnt * sizeof *c->ids);
     c->ncache_ids += cnt;
     c->ncache++;
     return MOEQ_OK;
