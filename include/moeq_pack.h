@@ -87,6 +87,18 @@ const moeq_pack_tensor *moeq_pack_find_piece(const moeq_pack *p, const char *sou
 /* The index's "metadata" object as JSON text (owned by the handle), or NULL. */
 const char *moeq_pack_metadata(const moeq_pack *p);
 
+/* ---- unpack: back to a Hugging Face directory (docs/unpack.md) --------------------------- */
+typedef struct moeq_unpack_result {
+    size_t tensors, dequantized, shards, files;
+    uint64_t bytes;   /* tensor data written */
+} moeq_unpack_result;
+
+/* Writes dir (absent or an empty directory): the embedded files and every source tensor in the
+ * source layout, int-codec pieces dequantized (reference kernel) and rounded to bf16, sharded at
+ * max_shard_bytes (0: one file). Built under a temporary name next to dir, then renamed. */
+moeq_status moeq_pack_unpack(const moeq_pack *p, const char *dir, uint64_t max_shard_bytes,
+                             moeq_unpack_result *res, moeq_error *err);
+
 /* ---- writer ---------------------------------------------------------------------------- */
 typedef struct moeq_pack_writer moeq_pack_writer;
 

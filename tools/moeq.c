@@ -18,6 +18,8 @@ static const struct {
     {"spectral", cmd_spectral, "weight spectra and heavy-tail alpha fits per expert matrix (HDF5, SVG)"},
     {"calibrate", cmd_calibrate, "run the model on calibration tokens: per-expert Hessians, routing, energies (HDF5)"},
     {"quantize", cmd_quantize, "RTN quantization into a packed .moeq file (per-matrix codecs, zstd)"},
+    {"unpack", cmd_unpack, "a .moeq file back to a dequantized Hugging Face directory (bf16, sharded)"},
+    {"bench", cmd_bench, "kernel benchmarks: GEMV/GEMM GB/s and ratios to memory bandwidth and sgemm"},
     {"tokenize", cmd_tokenize, "text to token ids with the model's tokenizer.json (Hugging Face ids)"},
     {"detokenize", cmd_detokenize, "token ids back to text with the model's tokenizer.json decoder"},
 };
