@@ -33,6 +33,9 @@ struct moeq_pack {
     size_t nsources;
     void **owned;            /* decompressed buffers */
     size_t nowned;
+    /* lookups by binary search (a model has ~100k tensors): indices sorted by name, and the
+     * tensors sorted by (source, source_offset) */
+    size_t *tensor_by_name, *source_by_name, *file_by_name, *tensor_by_piece;
 };
 
 static uint64_t rd64(const unsigned char *p)
@@ -107,6 +110,10 @@ void moeq_pack_close(moeq_pack *p)
     free(p->tensors);
     free(p->sources);
     free(p->metadata);
+    free(p->tensor_by_name);
+    free(p->source_by_name);
+    free(p->file_by_name);
+    free(p->tensor_by_piece);
     if (p->index) json_decref(p->index);
     if (p->map) munmap(p->map, p->map_len);
     free(p->path);
@@ -191,10 +198,6 @@ static int cmp_span(const void *a, const void *b)
     const span *x = a, *y = b;
     return x->off < y->off ? -1 : x->off > y->off;
 }
-static int cmp_str(const void *a, const void *b)
-{
-    return strcmp(*(const char *const *)a, *(const char *const *)b);
-}
 typedef struct piece { int64_t src, off, n; const char *name; } piece;
 static int cmp_piece(const void *a, const void *b)
 {
@@ -202,6 +205,48 @@ static int cmp_piece(const void *a, const void *b)
     if (x->src != y->src) return x->src < y->src ? -1 : 1;
     return x->off < y->off ? -1 : x->off > y->off;
 }
+
+/* qsort_r is not C11: the index sorts read the handle through a thread-local pointer, set
+ * around each qsort */
+static _Thread_local const moeq_pack *sort_ctx;
+static int cmp_tensor_name(const void *a, const void *b)
+{
+    return strcmp(sort_ctx->tensors[*(const size_t *)a].name, sort_ctx->tensors[*(const size_t *)b].name);
+}
+static int cmp_source_name(const void *a, const void *b)
+{
+    return strcmp(sort_ctx->sources[*(const size_t *)a].name, sort_ctx->sources[*(const size_t *)b].name);
+}
+static int cmp_file_name(const void *a, const void *b)
+{
+    return strcmp(sort_ctx->files[*(const size_t *)a].name, sort_ctx->files[*(const size_t *)b].name);
+}
+static int cmp_tensor_piece(const void *a, const void *b)
+{
+    const moeq_pack_tensor *x = &sort_ctx->tensors[*(const size_t *)a], *y = &sort_ctx->tensors[*(const size_t *)b];
+    if (x->source_index != y->source_index) return x->source_index < y->source_index ? -1 : 1;
+    return x->source_offset < y->source_offset ? -1 : x->source_offset > y->source_offset;
+}
+static size_t *sorted_index(const moeq_pack *p, size_t n, int (*cmp)(const void *, const void *))
+{
+    size_t *ix = malloc((n ? n : 1) * sizeof *ix);
+    if (!ix) return NULL;
+    for (size_t i = 0; i < n; i++) ix[i] = i;
+    sort_ctx = p;
+    qsort(ix, n, sizeof *ix, cmp);
+    sort_ctx = NULL;
+    return ix;
+}
+/* position of name in a name-sorted index, or -1 */
+#define BSEARCH_NAME(arr, ix, n, key, out) do { \
+        size_t lo_ = 0, hi_ = (n); (out) = -1; \
+        while (lo_ < hi_) { \
+            size_t mid_ = lo_ + (hi_ - lo_) / 2; \
+            int c_ = strcmp((arr)[(ix)[mid_]].name, (key)); \
+            if (c_ == 0) { (out) = (int64_t)(ix)[mid_]; break; } \
+            if (c_ < 0) lo_ = mid_ + 1; else hi_ = mid_; \
+        } \
+    } while (0)
 
 static moeq_status parse_codec(moeq_pack *p, json_t *c, const char *name, moeq_codec *out,
                                moeq_error *err)
@@ -277,7 +322,6 @@ moeq_status moeq_pack_parse(const void *buf, size_t len, const char *label, moeq
     moeq_status st = MOEQ_OK;
     span *spans = NULL;
     piece *pieces = NULL;
-    const char **names = NULL;
     moeq_pack *p = calloc(1, sizeof *p);
     if (!p) return moeq_fail(err, MOEQ_ERR_NOMEM, "out of memory");
     p->path = strdup(label ? label : "(memory)");
@@ -329,8 +373,7 @@ moeq_status moeq_pack_parse(const void *buf, size_t len, const char *label, moeq
     p->sources = calloc(ns ? ns : 1, sizeof *p->sources);
     spans = calloc(nf + nt + 1, sizeof *spans);
     pieces = calloc(nt + 1, sizeof *pieces);
-    names = calloc(nf + nt + ns + 1, sizeof *names);
-    if (!p->files || !p->tensors || !p->sources || !spans || !pieces || !names)
+    if (!p->files || !p->tensors || !p->sources || !spans || !pieces)
         FAIL(MOEQ_ERR_NOMEM, "%s: out of memory for the index", p->path);
     size_t nspan = 0;
 
@@ -347,12 +390,12 @@ moeq_status moeq_pack_parse(const void *buf, size_t len, const char *label, moeq
         if (s->dtype == MOEQ_DT_UNKNOWN)
             FAIL(MOEQ_ERR_UNSUPPORTED, "%s: source '%s': dtype '%.16s' is not BF16, F16 or F32 (F-15)",
                  p->path, s->name, json_string_value(d));
-        names[i] = s->name;
         p->nsources++;
     }
-    qsort(names, ns, sizeof *names, cmp_str);
+    if (!(p->source_by_name = sorted_index(p, ns, cmp_source_name))) FAIL(MOEQ_ERR_NOMEM, "%s: out of memory", p->path);
     for (size_t i = 1; i < ns; i++)
-        if (!strcmp(names[i], names[i - 1])) FAIL(MOEQ_ERR_FORMAT, "%s: source '%s' listed twice (F-15)", p->path, names[i]);
+        if (!strcmp(p->sources[p->source_by_name[i]].name, p->sources[p->source_by_name[i - 1]].name))
+            FAIL(MOEQ_ERR_FORMAT, "%s: source '%s' listed twice (F-15)", p->path, p->sources[p->source_by_name[i]].name);
 
     /* F-10 files */
     for (size_t i = 0; i < nf; i++) {
@@ -367,12 +410,12 @@ moeq_status moeq_pack_parse(const void *buf, size_t len, const char *label, moeq
         if ((st = parse_blob(p, o, "file", name, &f->blob, err))) goto fail;
         f->data = b + f->blob.offset;
         spans[nspan++] = (span){ f->blob.offset, f->blob.size, name };
-        names[i] = name;
         p->nfiles++;
     }
-    qsort(names, nf, sizeof *names, cmp_str);
+    if (!(p->file_by_name = sorted_index(p, nf, cmp_file_name))) FAIL(MOEQ_ERR_NOMEM, "%s: out of memory", p->path);
     for (size_t i = 1; i < nf; i++)
-        if (!strcmp(names[i], names[i - 1])) FAIL(MOEQ_ERR_FORMAT, "%s: file '%s' listed twice (F-10)", p->path, names[i]);
+        if (!strcmp(p->files[p->file_by_name[i]].name, p->files[p->file_by_name[i - 1]].name))
+            FAIL(MOEQ_ERR_FORMAT, "%s: file '%s' listed twice (F-10)", p->path, p->files[p->file_by_name[i]].name);
     if (!moeq_pack_find_file(p, "config.json"))
         FAIL(MOEQ_ERR_FORMAT, "%s: no embedded config.json (F-10)", p->path);
 
@@ -418,9 +461,7 @@ moeq_status moeq_pack_parse(const void *buf, size_t len, const char *label, moeq
             FAIL(MOEQ_ERR_FORMAT, "%s: tensor '%s': source or source_offset missing (F-15)", p->path, t->name);
         t->source = json_string_value(src);
         t->source_offset = json_integer_value(soff);
-        t->source_index = -1;
-        for (size_t k = 0; k < ns; k++)
-            if (!strcmp(p->sources[k].name, t->source)) { t->source_index = (int64_t)k; break; }
+        BSEARCH_NAME(p->sources, p->source_by_name, ns, t->source, t->source_index);
         if (t->source_index < 0)
             FAIL(MOEQ_ERR_FORMAT, "%s: tensor '%s': source '%.128s' is not in the sources table (F-15)",
                  p->path, t->name, t->source);
@@ -430,12 +471,14 @@ moeq_status moeq_pack_parse(const void *buf, size_t len, const char *label, moeq
                  p->path, t->name, (long long)t->source_offset, (long long)t->numel, s->name, (long long)s->numel);
         pieces[i] = (piece){ t->source_index, t->source_offset, t->numel, t->name };
         spans[nspan++] = (span){ t->blob.offset, t->blob.size, t->name };
-        names[i] = t->name;
         p->ntensors++;
     }
-    qsort(names, nt, sizeof *names, cmp_str);
+    if (!(p->tensor_by_name = sorted_index(p, nt, cmp_tensor_name)) ||
+        !(p->tensor_by_piece = sorted_index(p, nt, cmp_tensor_piece)))
+        FAIL(MOEQ_ERR_NOMEM, "%s: out of memory", p->path);
     for (size_t i = 1; i < nt; i++)
-        if (!strcmp(names[i], names[i - 1])) FAIL(MOEQ_ERR_FORMAT, "%s: tensor '%s' listed twice (F-11)", p->path, names[i]);
+        if (!strcmp(p->tensors[p->tensor_by_name[i]].name, p->tensors[p->tensor_by_name[i - 1]].name))
+            FAIL(MOEQ_ERR_FORMAT, "%s: tensor '%s' listed twice (F-11)", p->path, p->tensors[p->tensor_by_name[i]].name);
     /* F-9: no overlap */
     qsort(spans, nspan, sizeof *spans, cmp_span);
     for (size_t i = 1; i < nspan; i++)
@@ -478,13 +521,11 @@ moeq_status moeq_pack_parse(const void *buf, size_t len, const char *label, moeq
     }
     free(spans);
     free(pieces);
-    free(names);
     *out = p;
     return MOEQ_OK;
 fail:
     free(spans);
     free(pieces);
-    free(names);
     moeq_pack_close(p);
     return st;
 }
@@ -603,30 +644,39 @@ size_t moeq_pack_nfiles(const moeq_pack *p) { return p->nfiles; }
 const moeq_pack_file_entry *moeq_pack_file(const moeq_pack *p, size_t i) { return i < p->nfiles ? &p->files[i] : NULL; }
 const moeq_pack_file_entry *moeq_pack_find_file(const moeq_pack *p, const char *name)
 {
-    for (size_t i = 0; i < p->nfiles; i++)
-        if (!strcmp(p->files[i].name, name)) return &p->files[i];
-    return NULL;
+    int64_t i;
+    BSEARCH_NAME(p->files, p->file_by_name, p->nfiles, name, i);
+    return i < 0 ? NULL : &p->files[i];
 }
 size_t moeq_pack_ntensors(const moeq_pack *p) { return p->ntensors; }
 const moeq_pack_tensor *moeq_pack_tensor_at(const moeq_pack *p, size_t i) { return i < p->ntensors ? &p->tensors[i] : NULL; }
 const moeq_pack_tensor *moeq_pack_find(const moeq_pack *p, const char *name)
 {
-    for (size_t i = 0; i < p->ntensors; i++)
-        if (!strcmp(p->tensors[i].name, name)) return &p->tensors[i];
-    return NULL;
+    int64_t i;
+    BSEARCH_NAME(p->tensors, p->tensor_by_name, p->ntensors, name, i);
+    return i < 0 ? NULL : &p->tensors[i];
 }
 size_t moeq_pack_nsources(const moeq_pack *p) { return p->nsources; }
 const moeq_pack_source *moeq_pack_source_at(const moeq_pack *p, size_t i) { return i < p->nsources ? &p->sources[i] : NULL; }
 const moeq_pack_source *moeq_pack_find_source(const moeq_pack *p, const char *name)
 {
-    for (size_t i = 0; i < p->nsources; i++)
-        if (!strcmp(p->sources[i].name, name)) return &p->sources[i];
-    return NULL;
+    int64_t i;
+    BSEARCH_NAME(p->sources, p->source_by_name, p->nsources, name, i);
+    return i < 0 ? NULL : &p->sources[i];
 }
 const moeq_pack_tensor *moeq_pack_find_piece(const moeq_pack *p, const char *source, int64_t off)
 {
-    for (size_t i = 0; i < p->ntensors; i++)
-        if (p->tensors[i].source_offset == off && !strcmp(p->tensors[i].source, source)) return &p->tensors[i];
+    const moeq_pack_source *s = moeq_pack_find_source(p, source);
+    if (!s) return NULL;
+    int64_t si = s - p->sources;
+    size_t lo = 0, hi = p->ntensors;
+    while (lo < hi) {   /* tensor_by_piece is sorted by (source_index, source_offset) */
+        size_t mid = lo + (hi - lo) / 2;
+        const moeq_pack_tensor *t = &p->tensors[p->tensor_by_piece[mid]];
+        if (t->source_index == si && t->source_offset == off) return t;
+        if (t->source_index < si || (t->source_index == si && t->source_offset < off)) lo = mid + 1;
+        else hi = mid;
+    }
     return NULL;
 }
 const char *moeq_pack_metadata(const moeq_pack *p) { return p->metadata; }

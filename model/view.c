@@ -47,9 +47,9 @@ typedef struct rctx {
 static const moeq_tensor *mfind(const moeq_model *m, const char *name)
 {
     if (!m->pack) return moeq_ckpt_find(m->ckpt, name);
-    for (size_t i = 0; i < m->npsrc; i++)
-        if (!strcmp(m->psrc[i].name, name)) return &m->psrc[i];
-    return NULL;
+    /* psrc[i] is source i of the pack; the pack's lookup is a binary search */
+    const moeq_pack_source *s = moeq_pack_find_source(m->pack, name);
+    return s ? &m->psrc[s - moeq_pack_source_at(m->pack, 0)] : NULL;
 }
 static size_t mcount(const moeq_model *m) { return m->pack ? m->npsrc : moeq_ckpt_count(m->ckpt); }
 static const moeq_tensor *mtensor(const moeq_model *m, size_t i)
@@ -505,7 +505,8 @@ moeq_status moeq_model_open(const char *path, moeq_model **out, moeq_error *err)
         if (slash) *slash = '\0';
         else memcpy(dir, ".", 2);
     }
-    if (!S_ISDIR(sb.st_mode) && moeq_pack_is_packed(path)) {
+    /* by magic, or by name so that a .moeq with a broken magic gets the format's error (F-1) */
+    if (!S_ISDIR(sb.st_mode) && (moeq_pack_is_packed(path) || (plen > 5 && !strcmp(path + plen - 5, ".moeq")))) {
         if ((st = open_packed(m, path, err))) goto fail;
     } else {
         if ((st = read_config(dir, &m->cfg, err))) goto fail;

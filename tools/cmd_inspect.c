@@ -4,15 +4,18 @@
 #include "common.h"
 #include "moeq_core.h"
 #include "moeq_model.h"
+#include "moeq_pack.h"
 
 static const char *INSPECT_HELP =
     "usage: moeq inspect MODEL [--json] [-q] [--threads N]\n\n"
-    "Reads MODEL (a Hugging Face directory: config.json + safetensors, single or sharded) and\n"
-    "prints its family, layer and expert counts, parameter counts by kind, dtype and size.\n"
+    "Reads MODEL (a Hugging Face directory: config.json + safetensors, single or sharded, or a\n"
+    "packed .moeq file) and prints its family, layer and expert counts, parameter counts by kind,\n"
+    "dtype and size. For a .moeq file dtype is the codec of its quantized tensors (\"q4g64a\") or\n"
+    "\"mixed\", codecs counts the tensors per codec, bytes is the file size.\n"
     "Only headers are read; tensor data is not touched.\n\n"
     "  --json       result as JSON on stdout (keys: model_type, layers, experts, top_k, hidden,\n"
     "               params{total,attention,router,shared_experts,routed_experts,embeddings},\n"
-    "               dtype, bytes, and more)\n"
+    "               dtype, bytes, shards, codecs (.moeq), and more)\n"
     "  -q           no human-readable text\n"
     "  --threads N  accepted for uniformity; inspect is single-threaded\n";
 
@@ -26,6 +29,34 @@ static const char *checkpoint_dtype(const moeq_checkpoint *ck)
         else if (strcmp(dt, d)) return "mixed";
     }
     return dt ? dt : "none";
+}
+
+/* A .moeq file: the codec every quantized tensor shares ("q4g64a"), "mixed" when they differ,
+ * else the raw dtype as for a checkpoint; counts per codec go to *codecs. */
+static const char *pack_dtype(const moeq_pack *p, json_t *codecs, char *buf, size_t cap)
+{
+    const char *res = NULL;
+    char raw[32] = "", cs[32];
+    int nint = 0, rawmixed = 0;
+    for (size_t i = 0; i < moeq_pack_ntensors(p); i++) {
+        const moeq_pack_tensor *t = moeq_pack_tensor_at(p, i);
+        moeq_codec_format(&t->codec, cs, sizeof cs);
+        json_t *c = json_object_get(codecs, cs);
+        json_object_set_new(codecs, cs, json_integer(c ? json_integer_value(c) + 1 : 1));
+        if (t->codec.type == MOEQ_CODEC_INT) {
+            if (!nint++) snprintf(buf, cap, "%s", cs);
+            else if (strcmp(buf, cs)) res = "mixed";
+        } else if (!raw[0]) {
+            snprintf(raw, sizeof raw, "%s", moeq_dtype_name(t->codec.dtype));
+        } else if (strcmp(raw, moeq_dtype_name(t->codec.dtype))) {
+            rawmixed = 1;
+        }
+    }
+    if (res) return res;
+    if (nint) return buf;
+    if (rawmixed) return "mixed";
+    snprintf(buf, cap, "%s", raw[0] ? raw : "none");
+    return buf;
 }
 
 int cmd_inspect(int argc, char **argv)
@@ -52,7 +83,12 @@ int cmd_inspect(int argc, char **argv)
     moeq_model_param_counts(m, &pc);
     int64_t moe_layers = 0;
     for (int64_t l = 0; l < c->layers; l++) moe_layers += c->layer_is_moe[l] != 0;
-    const char *dtype = checkpoint_dtype(ck);
+    const moeq_pack *pk = moeq_model_pack(m);
+    json_t *codecs = json_object();
+    char dtbuf[32];
+    const char *dtype = pk ? pack_dtype(pk, codecs, dtbuf, sizeof dtbuf) : checkpoint_dtype(ck);
+    uint64_t bytes = pk ? moeq_pack_file_size(pk) : moeq_ckpt_bytes(ck);
+    size_t shards = pk ? 1 : moeq_ckpt_shards(ck);
     const char *layout = moeq_model_fused_experts(m) ? "fused" : "per-expert";
 
     FILE *h = tool_human(&tc);
@@ -73,7 +109,15 @@ int cmd_inspect(int argc, char **argv)
         fprintf(h, "  embeddings %lld\n", (long long)pc.embeddings);
         fprintf(h, "  other      %lld\n", (long long)pc.other);
         fprintf(h, "dtype        %s\n", dtype);
-        fprintf(h, "bytes        %llu in %zu shard(s)\n", (unsigned long long)moeq_ckpt_bytes(ck), moeq_ckpt_shards(ck));
+        if (pk) {
+            fprintf(h, "codecs      ");
+            const char *k;
+            json_t *v;
+            json_object_foreach(codecs, k, v) fprintf(h, " %s x%lld", k, (long long)json_integer_value(v));
+            fprintf(h, "\nbytes        %llu in one .moeq file\n", (unsigned long long)bytes);
+        } else {
+            fprintf(h, "bytes        %llu in %zu shard(s)\n", (unsigned long long)bytes, shards);
+        }
     }
     int rc = 0;
     if (tc.json) {
@@ -102,10 +146,12 @@ int cmd_inspect(int argc, char **argv)
         json_object_set_new(p, "other", json_integer(pc.other));
         json_object_set_new(o, "params", p);
         json_object_set_new(o, "dtype", json_string(dtype));
-        json_object_set_new(o, "bytes", json_integer((json_int_t)moeq_ckpt_bytes(ck)));
-        json_object_set_new(o, "shards", json_integer((json_int_t)moeq_ckpt_shards(ck)));
+        json_object_set_new(o, "bytes", json_integer((json_int_t)bytes));
+        json_object_set_new(o, "shards", json_integer((json_int_t)shards));
+        if (pk) json_object_set(o, "codecs", codecs);
         rc = tool_print_json(o);
     }
+    json_decref(codecs);
     moeq_model_close(m);
     return rc;
 }

@@ -99,7 +99,8 @@ int cmd_verify(int argc, char **argv)
             if (st == MOEQ_OK) st = scan_checkpoint(ck, tc.progress, &count, &bytes, &err);
             moeq_ckpt_close(ck);
         }
-    } else if (moeq_pack_is_packed(path)) {
+    } else if (moeq_pack_is_packed(path) || (strlen(path) > 5 && !strcmp(path + strlen(path) - 5, ".moeq"))) {
+        /* by magic, or by name so that a .moeq with a broken magic is reported as such (F-1) */
         kind = "moeq";
         moeq_pack *pk = NULL;
         st = moeq_pack_open(path, &pk, &err);

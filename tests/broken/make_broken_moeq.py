@@ -1,0 +1,312 @@
+#!/usr/bin/env python3
+"""Writes the catalogue of broken .moeq files under tests/broken/moeq/: valid.moeq (a small
+well-formed file: an int-codec matrix, a raw vector, a zstd-compressed matrix), one file per
+broken rule of docs/FORMAT.md, README.md and expected.tsv (read by tests/cli/test_pack.sh,
+which runs `moeq verify` on each). Stdlib only (XXH64 and a raw-block zstd frame are written
+here from their specifications); deterministic.
+Usage: python3 tests/broken/make_broken_moeq.py   (from the repository root)"""
+import json
+import os
+import struct
+
+ROOT = os.environ.get("MOEQ_BROKEN_OUT", os.path.join("tests", "broken", "moeq"))
+M64 = (1 << 64) - 1
+P1, P2, P3, P4, P5 = (0x9E3779B185EBCA87, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9,
+                      0x85EBCA77C2B2AE63, 0x27D4EB2F165667C5)
+
+
+def rotl(x, r):
+    return ((x << r) | (x >> (64 - r))) & M64
+
+
+def xxh64(data, seed=0):
+    """XXH64 (xxhash spec, 64-bit variant)."""
+    def rnd(acc, lane):
+        return (rotl((acc + lane * P2) & M64, 31) * P1) & M64
+
+    def merge(acc, v):
+        return ((acc ^ rnd(0, v)) * P1 + P4) & M64
+    n, i = len(data), 0
+    if n >= 32:
+        v = [(seed + P1 + P2) & M64, (seed + P2) & M64, seed, (seed - P1) & M64]
+        while i + 32 <= n:
+            for k in range(4):
+                v[k] = rnd(v[k], struct.unpack_from("<Q", data, i + 8 * k)[0])
+            i += 32
+        h = (rotl(v[0], 1) + rotl(v[1], 7) + rotl(v[2], 12) + rotl(v[3], 18)) & M64
+        for k in range(4):
+            h = merge(h, v[k])
+    else:
+        h = (seed + P5) & M64
+    h = (h + n) & M64
+    while i + 8 <= n:
+        h = (rotl(h ^ rnd(0, struct.unpack_from("<Q", data, i)[0]), 27) * P1 + P4) & M64
+        i += 8
+    if i + 4 <= n:
+        h = (rotl(h ^ (struct.unpack_from("<I", data, i)[0] * P1) & M64, 23) * P2 + P3) & M64
+        i += 4
+    while i < n:
+        h = (rotl(h ^ (data[i] * P5) & M64, 11) * P1) & M64
+        i += 1
+    h ^= h >> 33
+    h = (h * P2) & M64
+    h ^= h >> 29
+    h = (h * P3) & M64
+    return h ^ (h >> 32)
+
+
+assert xxh64(b"") == 0xEF46DB3751D8E999   # the spec's test vector
+assert xxh64(b"a") == 0xD24EC4F1A98C6E5B
+
+
+def zstd_raw_frame(content):
+    """One zstd frame holding content in a raw block: single segment, 4-byte content size,
+    content checksum on (RFC 8878 §3.1.1)."""
+    assert len(content) < 128 * 1024
+    hdr = struct.pack("<IB", 0xFD2FB528, 0xA4) + struct.pack("<I", len(content))
+    blk = struct.pack("<I", 1 | (len(content) << 3))[:3]   # last block, raw
+    return hdr + blk + content + struct.pack("<I", xxh64(content) & 0xFFFFFFFF)
+
+
+def up64(x):
+    return (x + 63) // 64 * 64
+
+
+def f16(x):
+    return struct.pack("<e", x)
+
+
+# valid content: a one-layer Mixtral (hidden 32, 2 experts of width 32, vocab 32) so that the
+# model check after the format rules passes too. Expert 0's w1 is q4g32a (WN), its w2 q4g32s in a
+# zstd frame (VN), model.norm.weight raw BF16 (NN); the rest raw BF16.
+H, I, V, E = 32, 32, 32, 2
+L0 = "model.layers.0."
+WN, VN, NN = L0 + "block_sparse_moe.experts.0.w1.weight", L0 + "block_sparse_moe.experts.0.w2.weight", "model.norm.weight"
+CONFIG = json.dumps({"architectures": ["MixtralForCausalLM"], "model_type": "mixtral", "hidden_size": H,
+                     "intermediate_size": I, "num_attention_heads": 2, "num_key_value_heads": 1,
+                     "num_hidden_layers": 1, "num_local_experts": E, "num_experts_per_tok": 1,
+                     "vocab_size": V, "rms_norm_eps": 1e-6, "rope_theta": 10000.0,
+                     "max_position_embeddings": 64, "tie_word_embeddings": False, "hidden_act": "silu"},
+                    indent=1).encode()
+
+
+def bf16(i, n):
+    """n deterministic small finite bf16 values"""
+    return b"".join(struct.pack("<H", 0x3C00 | ((i * 131 + k * 17) & 0x7F) | (0x8000 if (k * 7 + i) % 3 == 0 else 0))
+                    for k in range(n))
+
+
+def int_raw(rows, cols, sym, seed):
+    """q4g32 raw bytes (codes, scales, zeros at 64-byte aligned sections, FORMAT.md)"""
+    codes = bytes((k * 37 + seed) & 0xFF for k in range(rows * cols // 2))
+    ng = rows * (cols // 32)
+    scales = b"".join(f16(0.01 * (1 + (k % 5))) for k in range(ng))
+    out = codes + bytes(up64(len(codes)) - len(codes)) + scales
+    if not sym:
+        out += bytes(up64(len(out)) - len(out)) + b"".join(f16(7 + (k % 3)) for k in range(ng))
+    return out
+
+
+W_RAW, V_RAW, N_RAW = int_raw(I, H, False, 11), int_raw(H, I, True, 5), bf16(0, H)
+SCALES_OFF = up64(I * H // 2)
+RAW_TENSORS = [("lm_head.weight", [V, H]), ("model.embed_tokens.weight", [V, H]),
+               (L0 + "input_layernorm.weight", [H]), (L0 + "post_attention_layernorm.weight", [H]),
+               (L0 + "self_attn.q_proj.weight", [H, H]), (L0 + "self_attn.k_proj.weight", [H // 2, H]),
+               (L0 + "self_attn.v_proj.weight", [H // 2, H]), (L0 + "self_attn.o_proj.weight", [H, H]),
+               (L0 + "block_sparse_moe.gate.weight", [E, H]), (L0 + "block_sparse_moe.experts.0.w3.weight", [I, H]),
+               (L0 + "block_sparse_moe.experts.1.w1.weight", [I, H]), (L0 + "block_sparse_moe.experts.1.w2.weight", [H, I]),
+               (L0 + "block_sparse_moe.experts.1.w3.weight", [I, H])]
+
+
+def numel(shape):
+    n = 1
+    for d in shape:
+        n *= d
+    return n
+
+
+def build(mut=None):
+    """A .moeq image; mut(state) edits the blobs / index / prefix before the checksums."""
+    s = {
+        "files": [["config.json", CONFIG]],
+        "tensors": [
+            {"name": WN, "shape": [I, H], "codec": {"type": "int", "bits": 4, "group": 32, "sym": False},
+             "source": WN, "source_offset": 0, "data": W_RAW},
+            {"name": NN, "shape": [H], "codec": {"type": "raw", "dtype": "BF16"},
+             "source": NN, "source_offset": 0, "data": N_RAW},
+            {"name": VN, "shape": [H, I], "codec": {"type": "int", "bits": 4, "group": 32, "sym": True},
+             "source": VN, "source_offset": 0, "data": zstd_raw_frame(V_RAW), "zstd": True,
+             "raw_size": len(V_RAW)},
+        ] + [{"name": n, "shape": sh, "codec": {"type": "raw", "dtype": "BF16"}, "source": n, "source_offset": 0,
+              "data": bf16(k + 1, numel(sh))} for k, (n, sh) in enumerate(RAW_TENSORS)],
+        "sources": [{"name": WN, "dtype": "BF16", "shape": [I, H]}, {"name": NN, "dtype": "BF16", "shape": [H]},
+                    {"name": VN, "dtype": "BF16", "shape": [H, I]}] +
+                   [{"name": n, "dtype": "BF16", "shape": sh} for n, sh in RAW_TENSORS],
+        "version": 1, "magic": b"MOEQPACK", "flags": 0,
+    }
+    if mut:
+        mut(s, "blobs")
+    body = bytearray(64)
+    files, tensors = [], []
+    for name, data in s["files"]:
+        off = len(body)
+        body += data + bytes(up64(len(data)) - len(data))
+        files.append({"name": name, "offset": off, "size": len(data), "xxh64": "%016x" % xxh64(data)})
+    for t in s["tensors"]:
+        off = len(body)
+        d = t["data"]
+        body += d + bytes(up64(len(d)) - len(d))
+        e = {k: t[k] for k in ("name", "shape", "codec", "source", "source_offset")}
+        e.update(offset=off, size=len(d), xxh64="%016x" % xxh64(d))
+        if t.get("zstd"):
+            e.update(zstd=True, raw_size=t["raw_size"])
+        tensors.append(e)
+    s["index"] = {"format": "moeq", "version": 1, "files": files, "tensors": tensors, "sources": s["sources"],
+                  "metadata": {"method": "catalogue"}}
+    s["body"] = body
+    if mut:
+        mut(s, "index")
+    ix = s["index"] if isinstance(s["index"], bytes) else json.dumps(s["index"], separators=(",", ":")).encode()
+    ioff = len(s["body"])
+    img = bytearray(s["body"]) + ix
+    prefix = {"ioff": ioff, "ilen": len(ix), "ihash": xxh64(ix), "fsize": len(img)}
+    s["prefix"] = prefix
+    if mut:
+        mut(s, "prefix")
+    img[0:64] = (s["magic"] + struct.pack("<II", s["version"], s["flags"]) +
+                 struct.pack("<QQQQ", prefix["ioff"], prefix["ilen"], prefix["ihash"], prefix["fsize"]) + bytes(16))
+    s["image"] = img
+    if mut:
+        mut(s, "image")
+    return bytes(s["image"])
+
+
+def at(stage, f):
+    return lambda s, st: f(s) if st == stage else None
+
+
+def tensor(s, name):
+    return next(t for t in (s["index"]["tensors"] if isinstance(s["index"], dict) else []) if t["name"] == name)
+
+
+def set_(d, k, v):
+    d[k] = v
+
+
+def overlap(s):
+    tensor(s, NN)["offset"] = tensor(s, WN)["offset"]
+
+
+def nan_scale(s):
+    d = bytearray(W_RAW)
+    d[SCALES_OFF:SCALES_OFF + 2] = b"\x00\x7e"   # binary16 NaN: the scale of row 0 group 0
+    s["tensors"][0]["data"] = bytes(d)
+
+
+def zstd_corrupt(s):
+    d = bytearray(s["tensors"][2]["data"])
+    d[12] ^= 0x01            # first content byte: the frame checksum no longer matches
+    s["tensors"][2]["data"] = bytes(d)
+
+
+def bad_tensor_checksum(s):
+    b = s["body"]
+    b[tensor(s, WN)["offset"] + 3] ^= 0x40   # data changed after the index was written
+
+
+def gap(s):
+    s["sources"][0]["shape"] = [I + 1, H]   # the pieces cover I*H of (I+1)*H elements
+
+
+def padding(s):
+    f = s["index"]["files"][0]
+    end = f["offset"] + f["size"]
+    assert end % 64 != 0
+    s["body"][end] = 1   # the padding after config.json
+
+
+# name, mutation, status, exit code, fragments of the message (besides the file name)
+CASES = [
+    ("valid.moeq", None, "MOEQ_OK", 0, []),
+    ("bad_magic.moeq", at("image", lambda s: s["image"].__setitem__(slice(0, 8), b"MOEQPACX")),
+     "MOEQ_ERR_FORMAT", 2, ["F-1", "magic"]),
+    ("truncated_prefix.moeq", at("image", lambda s: s.__setitem__("image", s["image"][:40])),
+     "MOEQ_ERR_FORMAT", 2, ["F-1", "shorter than the 64-byte prefix"]),
+    ("future_version.moeq", at("blobs", lambda s: set_(s, "version", 2)), "MOEQ_ERR_UNSUPPORTED", 2,
+     ["F-2", "version 2"]),
+    ("reserved_nonzero.moeq", at("blobs", lambda s: set_(s, "flags", 1)), "MOEQ_ERR_FORMAT", 2, ["F-3"]),
+    ("truncated_file.moeq", at("image", lambda s: s.__setitem__("image", s["image"][:-10])),
+     "MOEQ_ERR_FORMAT", 2, ["F-5", "truncated or extended"]),
+    ("index_past_eof.moeq", at("prefix", lambda s: s["prefix"].__setitem__("ilen", s["prefix"]["ilen"] + 64)),
+     "MOEQ_ERR_FORMAT", 2, ["F-6"]),
+    ("index_misaligned.moeq", at("prefix", lambda s: s["prefix"].__setitem__("ioff", s["prefix"]["ioff"] - 8)),
+     "MOEQ_ERR_FORMAT", 2, ["F-6"]),
+    ("bad_header_checksum.moeq", at("prefix", lambda s: s["prefix"].__setitem__("ihash", s["prefix"]["ihash"] ^ 1)),
+     "MOEQ_ERR_FORMAT", 2, ["F-7", "index checksum mismatch"]),
+    ("index_not_json.moeq", at("index", lambda s: set_(s, "index", b'{"format": "moeq", ' + b" " * 40)),
+     "MOEQ_ERR_FORMAT", 2, ["F-8", "not a JSON object"]),
+    ("index_wrong_format.moeq", at("index", lambda s: s["index"].__setitem__("format", "gguf")),
+     "MOEQ_ERR_FORMAT", 2, ["F-8"]),
+    ("misaligned_offset.moeq", at("index", lambda s: tensor(s, NN).__setitem__("offset", tensor(s, NN)["offset"] + 4)),
+     "MOEQ_ERR_FORMAT", 2, ["F-9", "tensor '%s'" % NN, "64-aligned"]),
+    ("tensor_past_index.moeq", at("index", lambda s: tensor(s, NN).__setitem__("size", 1 << 20)),
+     "MOEQ_ERR_FORMAT", 2, ["F-9", "tensor '%s'" % NN]),
+    ("overlapping_tensors.moeq", at("index", overlap), "MOEQ_ERR_FORMAT", 2, ["F-9", "overlap"]),
+    ("bad_xxh64_string.moeq", at("index", lambda s: tensor(s, WN).__setitem__("xxh64", "XYZ")),
+     "MOEQ_ERR_FORMAT", 2, ["F-9", "tensor '%s'" % WN, "hex"]),
+    ("bad_tensor_checksum.moeq", at("index", bad_tensor_checksum), "MOEQ_ERR_FORMAT", 2,
+     ["F-9", "tensor '%s'" % WN, "checksum mismatch"]),
+    ("padding_nonzero.moeq", at("index", padding), "MOEQ_ERR_FORMAT", 2, ["F-9", "padding byte"]),
+    ("no_config.moeq", at("blobs", lambda s: s["files"].__setitem__(0, ["conf.json", CONFIG])),
+     "MOEQ_ERR_FORMAT", 2, ["F-10", "config.json"]),
+    ("file_name_slash.moeq", at("blobs", lambda s: s["files"].append(["../x.json", b"{}"])),
+     "MOEQ_ERR_FORMAT", 2, ["F-10", "plain file name"]),
+    ("duplicate_tensor.moeq", at("index", lambda s: s["index"]["tensors"].append(dict(tensor(s, NN)))),
+     "MOEQ_ERR_FORMAT", 2, ["listed twice"]),
+    ("unknown_codec.moeq", at("blobs", lambda s: s["tensors"][0].__setitem__("codec", {"type": "fp4"})),
+     "MOEQ_ERR_UNSUPPORTED", 2, ["F-12", "tensor '%s'" % WN, "fp4"]),
+    ("codec_bits_5.moeq", at("blobs", lambda s: s["tensors"][0]["codec"].__setitem__("bits", 5)),
+     "MOEQ_ERR_UNSUPPORTED", 2, ["F-12", "tensor '%s'" % WN, "bits 5"]),
+    ("cols_not_multiple_of_32.moeq",
+     at("blobs", lambda s: (s["tensors"][1].update(shape=[2, 2], codec={"type": "int", "bits": 4, "group": 32, "sym": True}),
+                            s["sources"][1].update(shape=[2, 2]))),
+     "MOEQ_ERR_UNSUPPORTED", 2, ["F-12", "tensor '%s'" % NN, "not a multiple of 32"]),
+    ("shape_codec_size_mismatch.moeq", at("blobs", lambda s: (s["tensors"][0].update(shape=[I + 1, H]),
+                                                               s["sources"][0].update(shape=[I + 1, H]))),
+     "MOEQ_ERR_FORMAT", 2, ["F-13", "tensor '%s'" % WN, "imply"]),
+    ("zstd_frame_corrupt.moeq", at("blobs", zstd_corrupt), "MOEQ_ERR_FORMAT", 2, ["F-14", "tensor '%s'" % VN, "zstd"]),
+    ("zstd_raw_size_wrong.moeq", at("blobs", lambda s: s["tensors"][2].__setitem__("raw_size", len(V_RAW) - 64)),
+     "MOEQ_ERR_FORMAT", 2, ["F-13", "tensor '%s'" % VN]),
+    ("source_missing.moeq", at("blobs", lambda s: s["tensors"][1].__setitem__("source", "nope")),
+     "MOEQ_ERR_FORMAT", 2, ["F-15", "tensor '%s'" % NN, "nope"]),
+    ("source_gap.moeq", at("blobs", gap), "MOEQ_ERR_FORMAT", 2, ["F-15", "source '%s'" % WN, "cover"]),
+    ("nan_scale.moeq", at("blobs", nan_scale), "MOEQ_ERR_NUMERIC", 3, ["F-16", "tensor '%s'" % WN, "NaN"]),
+    ("inf_raw_value.moeq", at("blobs", lambda s: s["tensors"][1].__setitem__("data", struct.pack("<2H", 0x3F80, 0x7F80) + N_RAW[4:])),
+     "MOEQ_ERR_NUMERIC", 3, ["'%s'" % NN]),
+]
+
+
+def main():
+    os.makedirs(ROOT, exist_ok=True)
+    for f in os.listdir(ROOT):
+        if f.endswith(".moeq"):
+            os.remove(os.path.join(ROOT, f))
+    rows = ["# path (relative to this directory)\tstatus\texit\tfragments (|-separated)"]
+    readme = ["# Broken .moeq files", "",
+              "Written by `tests/broken/make_broken_moeq.py` (do not edit by hand). Each file breaks one rule",
+              "of docs/FORMAT.md; `tests/cli/test_pack.sh` runs `moeq verify` on each and checks the exit",
+              "code and that the message contains every fragment of `expected.tsv`.", "",
+              "| file | status | exit | message contains |", "|---|---|---|---|"]
+    for name, mut, status, code, frags in CASES:
+        with open(os.path.join(ROOT, name), "wb") as f:
+            f.write(build(mut))
+        rows.append("\t".join([name, status, str(code), "|".join(frags)]))
+        readme.append("| %s | %s | %d | %s |" % (name, status, code, ", ".join("`%s`" % x for x in frags)))
+    with open(os.path.join(ROOT, "expected.tsv"), "w") as f:
+        f.write("\n".join(rows) + "\n")
+    with open(os.path.join(ROOT, "README.md"), "w") as f:
+        f.write("\n".join(readme) + "\n")
+
+
+if __name__ == "__main__":
+    main()
