@@ -136,8 +136,8 @@ static herr_t write_hess_stack(hid_t g, const char *name, const moeq_calib_acc *
     hid_t sp = H5Screate_simple(3, dims, NULL), dcpl = H5Pcreate(H5P_DATASET_CREATE);
     herr_t r = sp < 0 || dcpl < 0 ? -1 : H5Pset_obj_track_times(dcpl, 0);
     if (r >= 0) r = H5Pset_chunk(dcpl, 3, chunk);
-    /* float64 sums have random low mantissa bits: deflate saves ~12-16% on Hessians at several
-     * times the cost of the accumulation (docs/calibrate.md), so it is opt-in */
+    /* float64 sums have random low mantissa bits: deflate saves ~10% on Hessians for about the
+     * cost of the whole accumulation (docs/calibrate.md, "Speed"), so it is opt-in */
     if (r >= 0 && level > 0) r = H5Pset_shuffle(dcpl);
     if (r >= 0 && level > 0) r = H5Pset_deflate(dcpl, (unsigned)level);
     hid_t ds = r < 0 ? -1 : H5Dcreate2(g, name, H5T_IEEE_F64LE, sp, H5P_DEFAULT, dcpl, H5P_DEFAULT);

@@ -32,7 +32,7 @@ static const char *CALIB_HELP =
     "                    q/k/v and o, and of dense MLP layers\n"
     "  --min-tokens N    experts with fewer tokens are reported undersampled (default 2*hidden)\n"
     "  --compress L      deflate level 1..9 (with byte shuffle) for the Hessians; default 0:\n"
-    "                    stored raw (they shrink only 12-16% at several times the run's cost)\n"
+    "                    stored raw (they shrink only ~10%, at ~20-30% more run time)\n"
     "  --threads N       worker threads (default: all cores; BLAS runs single-threaded inside)\n"
     "  --json            result as JSON on stdout: tokens, ctx, windows, min_tokens,\n"
     "                    tokens_per_s, bytes, layers [{layer, expert_tokens, dead_experts,\n"
