@@ -208,13 +208,16 @@ static void widen(const moeq_mat *m, float *dst)
 }
 
 /* Y[n, N] = X[n, K] · W[N, K]ᵀ, split over threads by token rows. */
+#define MATMUL_ROW_BLOCK 64   /* token rows per sgemm call: fixed, so results ignore threads */
+
 static void par_matmul(int nthreads, const float *X, int64_t n, int64_t K, const float *W,
                        int64_t N, float *Y)
 {
-    int64_t chunk = (n + nthreads - 1) / nthreads;
-    if (chunk < 16) chunk = 16;
+    /* OpenBLAS may round a row differently depending on how many rows one call holds, so the
+     * split must not depend on the thread count. */
+    int64_t chunk = MATMUL_ROW_BLOCK;
     int64_t nchunks = (n + chunk - 1) / chunk;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nthreads)
     for (int64_t b = 0; b < nchunks; b++) {
         int64_t r0 = b * chunk, r1 = r0 + chunk < n ? r0 + chunk : n;
         moeq_sgemm_nt(r1 - r0, N, K, X + r0 * K, K, W, K, 0.0f, Y + r0 * N, N);

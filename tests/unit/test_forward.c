@@ -77,7 +77,8 @@ static void test_logits_match_transformers(void)
 
 static void test_logits_independent_of_threads(void)
 {
-    /* 3 threads splits rows and experts unevenly; results must be identical bit for bit */
+    /* 1, 2 and 3 threads split rows, heads and experts unevenly; logits must be identical bit
+     * for bit, at window sizes below, at and above the row block of the matmuls */
     moeq_error err = {0};
     moeq_model *m = NULL;
     CHECK_MSG(moeq_model_open(FIXTURES "/tiny-qwen2moe", &m, &err) == MOEQ_OK, "%s", err.detail);
@@ -85,20 +86,23 @@ static void test_logits_independent_of_threads(void)
     int64_t n = 0;
     CHECK_MSG(moeq_tokens_load(FIXTURES "/heldout.safetensors", 1024, &ids, &n, &err) == MOEQ_OK, "%s", err.detail);
     if (!m || !ids) { moeq_model_close(m); free(ids); return; }
-    int64_t w = 77, V = 1024;
-    float *a = malloc((size_t)(w * V) * sizeof *a), *b = malloc((size_t)(w * V) * sizeof *b);
-    moeq_runner *r1 = NULL, *r3 = NULL;
-    CHECK(moeq_runner_create(m, w, 1, &r1, &err) == MOEQ_OK);
-    CHECK(moeq_runner_create(m, w, 3, &r3, &err) == MOEQ_OK);
-    if (r1 && r3) {
-        CHECK(moeq_forward(r1, ids + 1000, w, a, NULL, &err) == MOEQ_OK);
-        CHECK(moeq_forward(r3, ids + 1000, w, b, NULL, &err) == MOEQ_OK);
-        CHECK(memcmp(a, b, (size_t)(w * V) * sizeof *a) == 0);
+    const int64_t sizes[] = {77, 256, 300};
+    int64_t V = 1024;
+    for (int si = 0; si < 3; si++) {
+        int64_t w = sizes[si];
+        float *ref = malloc((size_t)(w * V) * sizeof *ref), *got = malloc((size_t)(w * V) * sizeof *got);
+        for (int threads = 1; threads <= 3; threads++) {
+            moeq_runner *r = NULL;
+            CHECK(moeq_runner_create(m, w, threads, &r, &err) == MOEQ_OK);
+            if (r) CHECK(moeq_forward(r, ids + 1000, w, threads == 1 ? ref : got, NULL, &err) == MOEQ_OK);
+            if (threads > 1)
+                CHECK_MSG(memcmp(ref, got, (size_t)(w * V) * sizeof *ref) == 0, "window %lld, %d threads",
+                          (long long)w, threads);
+            moeq_runner_free(r);
+        }
+        free(ref);
+        free(got);
     }
-    moeq_runner_free(r1);
-    moeq_runner_free(r3);
-    free(a);
-    free(b);
     free(ids);
     moeq_model_close(m);
 }
