@@ -7,7 +7,7 @@
 #include "moeq_status.h"
 
 typedef struct moeq_bench_gemv {
-    const char *variant;   /* "float" (the kernel set in use) or "int8" (the experiment below) */
+    const char *variant;   /* "float": the kernel set in use (the int8 experiment is gone: docs/bench.md) */
     int bits, group;
     int64_t rows, cols;
     int64_t mats;          /* matrices rotated over (1: cache-resident) */
@@ -38,12 +38,5 @@ typedef struct moeq_bench_result {
  * 2/3/8-bit over the same matrix count, each width once more on one cache-resident matrix
  * (Mixtral's expert shape), GEMM at batch 64. Uses moeq_kernels() and the OpenMP threads. */
 moeq_status moeq_bench_kernel(int quick, moeq_bench_result *res, moeq_error *err);
-
-/* The int8-activation experiment (kernels/x86/qmat_i8_avx512.c): 4-bit GEMV with x quantized
- * to int8 per 32-column block and VNNI integer dot products. An approximation of W x (the
- * error is bounded by sum_c |w_c| dx_b / 2); bench-only, not in any kernel set. */
-struct moeq_qmat;
-int moeq_i8_gemv_supported(const struct moeq_qmat *w);
-void moeq_i8_gemv(const struct moeq_qmat *w, const float *x, int64_t r0, int64_t r1, float *y);
 
 #endif

@@ -85,7 +85,7 @@ static double membw(const uint64_t *buf, int64_t words, int reps)
     return (double)words * 8 / best / 1e9;
 }
 
-static moeq_status gemv_case(const moeq_kernel_set *ks, int int8, int bits, int group, int64_t rows, int64_t cols,
+static moeq_status gemv_case(const moeq_kernel_set *ks, int bits, int group, int64_t rows, int64_t cols,
                              int64_t mats, int reps, double membw_gbs, moeq_bench_gemv *out, moeq_error *err)
 {
     moeq_qmat *q = calloc((size_t)mats, sizeof *q);
@@ -106,12 +106,12 @@ static moeq_status gemv_case(const moeq_kernel_set *ks, int int8, int bits, int 
     for (int r = 0; r < reps + 1; r++) {   /* the first pass warms (page faults, caches) */
         double t0 = moeq_now();
 #pragma omp parallel
-        for (int64_t m = 0; m < mats; m++) par_gemv(int8 ? moeq_i8_gemv : ks->gemv, &q[m], x, y + m * rows);
+        for (int64_t m = 0; m < mats; m++) par_gemv(ks->gemv, &q[m], x, y + m * rows);
         double t = moeq_now() - t0;
         if (r && t < best) best = t;
     }
     double bytes = (double)mats * (double)moeq_qmat_bytes(bits, group, 0, rows, cols, NULL, NULL);
-    *out = (moeq_bench_gemv){ .variant = int8 ? "int8" : "float", .bits = bits, .group = group, .rows = rows, .cols = cols, .mats = mats, .bytes = bytes,
+    *out = (moeq_bench_gemv){ .variant = "float", .bits = bits, .group = group, .rows = rows, .cols = cols, .mats = mats, .bytes = bytes,
                               .gbs = bytes / best / 1e9, .ratio_to_membw = bytes / best / 1e9 / membw_gbs,
                               .gweights_s = (double)mats * (double)rows * (double)cols / best / 1e9,
                               .ms_per_matrix = best / (double)mats * 1e3 };
@@ -216,18 +216,12 @@ moeq_status moeq_bench_kernel(int quick, moeq_bench_result *res, moeq_error *err
     moeq_status st;
     static const int widths[] = { 4, 3, 2, 8 };
     for (int i = 0; i < 3; i++)   /* rotated: much larger than the last-level cache (8-bit: resident only) */
-        if ((st = gemv_case(ks, 0, widths[i], group, rows, cols, mats, reps, res->membw_gbs, &res->gemv[res->ngemv++], err)))
+        if ((st = gemv_case(ks, widths[i], group, rows, cols, mats, reps, res->membw_gbs, &res->gemv[res->ngemv++], err)))
             return st;
     for (int i = 0; i < 4; i++)   /* one matrix, cache-resident: the llama.cpp comparison */
-        if ((st = gemv_case(ks, 0, widths[i], group, rows, cols, 1, quick ? 2 : 30, res->membw_gbs,
+        if ((st = gemv_case(ks, widths[i], group, rows, cols, 1, quick ? 2 : 30, res->membw_gbs,
                             &res->gemv[res->ngemv++], err)))
             return st;
-    moeq_qmat probe = { .bits = 4, .group = group, .rows = rows, .cols = cols };
-    if (moeq_i8_gemv_supported(&probe))   /* the int8-activation experiment: rotated, then resident */
-        for (int i = 0; i < 2; i++)
-            if ((st = gemv_case(ks, 1, 4, group, rows, cols, i ? 1 : mats, i ? (quick ? 2 : 30) : reps, res->membw_gbs,
-                                &res->gemv[res->ngemv++], err)))
-                return st;
     const int64_t batch = quick ? 16 : 64;
     for (int i = 0; i < 2; i++)
         if ((st = gemm_case(ks, i ? 2 : 4, group, quick ? 256 : 14336, quick ? 512 : 4096, batch, quick ? 1 : 3,

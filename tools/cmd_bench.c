@@ -19,7 +19,7 @@ static const char *BENCH_HELP =
     "           dequantize-then-sgemm\n"
     "  --quick  small sizes (seconds; for tests)\n"
     "JSON: kernel, threads, membw_gbs, gemv [{bits, group, rows, cols, gbs, ratio_to_membw,\n"
-    "variant (float, or int8: the int8-activation experiment), mats, gweights_s, ms_per_matrix}], gemm [{bits, group, rows, cols, batch, gflops,\n"
+    "variant, mats, gweights_s, ms_per_matrix}], gemm [{bits, group, rows, cols, batch, gflops,\n"
     "ratio_to_sgemm, ratio_to_dequant_sgemm, sgemm_gflops, dequant_sgemm_gflops}].\n";
 
 int cmd_bench(int argc, char **argv)
