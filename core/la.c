@@ -27,6 +27,20 @@ void moeq_sgemm_nn(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda,
                 1.0f, A, (blasint)lda, B, (blasint)ldb, beta, C, (blasint)ldc);
 }
 
+void moeq_dsyrk_tn(int64_t d, int64_t n, const double *X, double beta, double *C)
+{
+    if (d <= 0) return;
+    cblas_dsyrk(CblasRowMajor, CblasLower, CblasTrans, (blasint)d, (blasint)n, 1.0, X, (blasint)d,
+                beta, C, (blasint)d);
+}
+
+void moeq_dsyrk_nt(int64_t d, int64_t n, const double *X, double beta, double *C)
+{
+    if (d <= 0) return;
+    cblas_dsyrk(CblasRowMajor, CblasLower, CblasNoTrans, (blasint)d, (blasint)n, 1.0, X, (blasint)n,
+                beta, C, (blasint)d);
+}
+
 void moeq_sgemm_nt_ref(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda,
                        const float *B, int64_t ldb, float beta, float *C, int64_t ldc)
 {

@@ -15,6 +15,11 @@ void moeq_sgemm_nt(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda,
 /* C[M,N] = A[M,K] · B[K,N] + beta·C, row-major (single-threaded, like moeq_sgemm_nt). */
 void moeq_sgemm_nn(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda,
                    const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
+/* Symmetric rank-n updates in float64, row-major, lower triangle of C[d, d] written
+ * (= the upper triangle in column-major terms): C = beta·C + XᵀX for X[n, d] (tn), or
+ * C = beta·C + X·Xᵀ for X[d, n] (nt). Single-threaded, like every BLAS call here. */
+void moeq_dsyrk_tn(int64_t d, int64_t n, const double *X, double beta, double *C);
+void moeq_dsyrk_nt(int64_t d, int64_t n, const double *X, double beta, double *C);
 /* Plain-C reference of the same product, accumulating in double (tests compare against it). */
 void moeq_sgemm_nt_ref(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda,
                        const float *B, int64_t ldb, float beta, float *C, int64_t ldc);

@@ -13,7 +13,6 @@
 #include <xxhash.h>
 
 /* model/calib_blas.c: C (lower) += Xᵀ X, float64, single-threaded */
-void moeq_calib_dsyrk_tn(int64_t d, int64_t n, const double *X, double *C);
 
 /* Rows are widened to float64 ROW_BLOCK at a time: the scratch stays small for wide inputs
  * (a 5632-wide shared expert) while dsyrk still gets blocks big enough to run fast. */
@@ -377,7 +376,7 @@ static void accumulate(moeq_calib_acc *a, const float *x, const float *w, int64_
     for (int64_t r0 = 0; r0 < n; r0 += ROW_BLOCK) {
         int64_t nb = n - r0 < ROW_BLOCK ? n - r0 : ROW_BLOCK;
         for (int64_t i = 0; i < nb * d; i++) dx[i] = (double)x[r0 * d + i];
-        if (a->hess) moeq_calib_dsyrk_tn(d, nb, dx, a->hess);
+        if (a->hess) moeq_dsyrk_tn(d, nb, dx, 1.0, a->hess);
         for (int64_t t = 0; t < nb; t++) {
             const double *row = dx + t * d;
             for (int64_t j = 0; j < d; j++) a->sum2[j] += row[j] * row[j];

@@ -3,8 +3,8 @@
  * which has the same singular values, so nothing is transposed. */
 #include "moeq_spectral.h"
 
-#include <cblas.h>   /* dsyrk for the gram route; la.c only wraps the float products */
 #include <lapacke.h>
+#include "moeq_core.h"
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -143,12 +143,11 @@ static moeq_status esd_gram(const float *W, int64_t rows, int64_t cols, moeq_spe
         return moeq_fail(err, MOEQ_ERR_NOMEM, "spectral: gram buffers for a %lldx%lld matrix", (long long)rows, (long long)cols);
     for (size_t i = 0; i < rc; i++) ws->f64[i] = W[i];
     /* A = Wᵀ is column-major [cols, rows]: AAᵀ = WᵀW when cols <= rows, else AᵀA = WWᵀ */
+    /* row-major lower triangle == column-major upper, which dsyevd reads with 'U' */
     if (cols <= rows)
-        cblas_dsyrk(CblasColMajor, CblasUpper, CblasNoTrans, (blasint)cols, (blasint)rows, 1.0, ws->f64,
-                    (blasint)cols, 0.0, ws->g, (blasint)cols);
+        moeq_dsyrk_tn(cols, rows, ws->f64, 0.0, ws->g);
     else
-        cblas_dsyrk(CblasColMajor, CblasUpper, CblasTrans, (blasint)rows, (blasint)cols, 1.0, ws->f64,
-                    (blasint)cols, 0.0, ws->g, (blasint)rows);
+        moeq_dsyrk_nt(rows, cols, ws->f64, 0.0, ws->g);
     lapack_int info = LAPACKE_dsyevd(LAPACK_COL_MAJOR, 'N', 'U', (lapack_int)mn, ws->g, (lapack_int)mn, eigs);
     if (info != 0)
         return moeq_fail(err, info < 0 ? MOEQ_ERR_DEPENDENCY : MOEQ_ERR_NUMERIC,
