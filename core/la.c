@@ -41,6 +41,14 @@ void moeq_dsyrk_nt(int64_t d, int64_t n, const double *X, double beta, double *C
                 beta, C, (blasint)d);
 }
 
+void moeq_dgemm_nn(int64_t M, int64_t N, int64_t K, double alpha, const double *A, int64_t lda,
+                   const double *B, int64_t ldb, double beta, double *C, int64_t ldc)
+{
+    if (M <= 0 || N <= 0) return;
+    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (blasint)M, (blasint)N, (blasint)K,
+                alpha, A, (blasint)lda, B, (blasint)ldb, beta, C, (blasint)ldc);
+}
+
 void moeq_sgemm_nt_ref(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda,
                        const float *B, int64_t ldb, float beta, float *C, int64_t ldc)
 {

@@ -20,6 +20,10 @@ void moeq_sgemm_nn(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda,
  * C = beta·C + X·Xᵀ for X[d, n] (nt). Single-threaded, like every BLAS call here. */
 void moeq_dsyrk_tn(int64_t d, int64_t n, const double *X, double beta, double *C);
 void moeq_dsyrk_nt(int64_t d, int64_t n, const double *X, double beta, double *C);
+/* C[M,N] = alpha·A[M,K] · B[K,N] + beta·C in float64, row-major (single-threaded): GPTQ's lazy
+ * block updates and the Hessian error traces. */
+void moeq_dgemm_nn(int64_t M, int64_t N, int64_t K, double alpha, const double *A, int64_t lda,
+                   const double *B, int64_t ldb, double beta, double *C, int64_t ldc);
 /* Plain-C reference of the same product, accumulating in double (tests compare against it). */
 void moeq_sgemm_nt_ref(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda,
                        const float *B, int64_t ldb, float beta, float *C, int64_t ldc);

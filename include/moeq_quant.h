@@ -32,6 +32,14 @@ typedef struct moeq_quant_opts {
     void (*progress)(void *user, int64_t i, int64_t n, const char *name, int ndim, const int64_t *shape,
                      const moeq_codec *codec, uint64_t bytes_before, uint64_t bytes_after, double entropy_bits);
     void *user;
+    /* A plan: called for every 2-D matrix piece after scope and rules; returning 1 with *codec
+     * set overrides them. May be NULL. */
+    int (*codec_for)(void *cb_user, const char *name, moeq_codec *codec);
+    /* Quantizes one int-codec piece instead of RTN (GPTQ): same contract as moeq_rtn_quantize.
+     * May be NULL. */
+    moeq_status (*quantize)(void *cb_user, const char *name, const float *w, int64_t rows, int64_t cols,
+                            const moeq_codec *codec, uint8_t *raw, moeq_error *err);
+    void *cb_user;
 } moeq_quant_opts;
 
 typedef struct moeq_quant_result {

@@ -262,6 +262,7 @@ moeq_status moeq_quantize_rtn(const moeq_model *m, const moeq_quant_opts *o, con
             if (want && matrix) cd = o->codec;
             const moeq_tensor_rule *rule = matrix ? match_rule(o, re, md, pc->name) : NULL;
             if (rule) cd = rule->codec;
+            if (matrix && o->codec_for) o->codec_for(o->cb_user, pc->name, &cd);
             if (cd.type == MOEQ_CODEC_RAW && cd.dtype == MOEQ_DT_UNKNOWN) cd.dtype = t->dtype;
             size_t es = moeq_dtype_size(t->dtype);
             uint64_t before = fused ? (uint64_t)(pc->rows * pc->cols) * es : t->nbytes, stored = 0;
@@ -290,7 +291,9 @@ moeq_status moeq_quantize_rtn(const moeq_model *m, const moeq_quant_opts *o, con
                 moeq_mat v = { .tensor = t->name, .index = -1, .dtype = t->dtype, .rows = pc->rows, .cols = pc->cols,
                                .data = (const unsigned char *)t->data + (size_t)pc->off * es };
                 moeq_mat_to_f32(&v, 0, pc->rows, wf);
-                if ((st = moeq_rtn_quantize(wf, pc->rows, pc->cols, cd.bits, cd.group, cd.sym, raw, err))) break;
+                st = o->quantize ? o->quantize(o->cb_user, pc->name, wf, pc->rows, pc->cols, &cd, raw, err)
+                                 : moeq_rtn_quantize(wf, pc->rows, pc->cols, cd.bits, cd.group, cd.sym, raw, err);
+                if (st) break;
                 uint64_t so, zo;
                 moeq_qmat_bytes(cd.bits, g, cd.sym, pc->rows, pc->cols, &so, &zo);
                 moeq_qmat q = { .bits = cd.bits, .group = g, .sym = cd.sym, .rows = pc->rows, .cols = pc->cols,

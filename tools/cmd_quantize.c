@@ -7,15 +7,28 @@
 #include "moeq_core.h"
 #include "moeq_model.h"
 #include "moeq_quant.h"
+#include "moeq_gptq.h"
+#include "moeq_plan.h"
 
 static const char *QUANTIZE_HELP =
-    "usage: moeq quantize MODEL --bits B [--method rtn] [--group G] [--sym|--asym]\n"
-    "                     [--scope experts|all] [--tensor-type REGEX=CODEC ...] [--zstd LEVEL]\n"
-    "                     -o OUT.moeq [--json] [-q] [--threads N]\n\n"
-    "Round-to-nearest quantization of a Hugging Face MoE directory into a packed .moeq file\n"
-    "(docs/FORMAT.md, docs/quantize.md):\n"
+    "usage: moeq quantize MODEL (--bits B | --plan plan.json) [--method rtn|gptq] [--calib F.h5]\n"
+    "                     [--group G] [--sym|--asym] [--scope experts|all] [--damp D] [--act-order]\n"
+    "                     [--fallback rtn|layer-mean] [--block N] [--tensor-type REGEX=CODEC ...]\n"
+    "                     [--zstd LEVEL] -o OUT.moeq [--json] [-q] [--threads N]\n\n"
+    "Quantization of a Hugging Face MoE directory into a packed .moeq file (docs/FORMAT.md,\n"
+    "docs/quantize.md):\n"
     "  --bits B          2, 3, 4 or 8 bits per code\n"
-    "  --method rtn      the only method here (gptq and --plan are not implemented: exit 2)\n"
+    "  --plan F          a plan from moeq plan: one codec per matrix (replaces --bits, --group,\n"
+    "                    --sym and --scope; --tensor-type rules still apply first)\n"
+    "  --method M        rtn (round to nearest, default) or gptq (needs --calib): second-order\n"
+    "                    error feedback with each routed expert's Hessian\n"
+    "  --calib F.h5      calibration file from moeq calibrate on this model\n"
+    "  --damp D          GPTQ damping, relative to mean(diag H) (default 0.01); a failed Cholesky\n"
+    "                    retries with D x 10 up to 3 times, then falls back to RTN\n"
+    "  --act-order       GPTQ columns by decreasing Hessian diagonal, static groups\n"
+    "  --fallback F      dead or undersampled experts: rtn (default) or layer-mean (GPTQ with the\n"
+    "                    layer's summed Hessian)\n"
+    "  --block N         GPTQ lazy-update block (default 128)\n"
     "  --group G         32, 64 (default), 128, or 0 = one group per row\n"
     "  --sym / --asym    symmetric codes, or scale + zero per group (default)\n"
     "  --scope S         experts: the routed experts only (default); all: every linear matrix\n"
@@ -25,6 +38,7 @@ static const char *QUANTIZE_HELP =
     "  --zstd LEVEL      per-tensor zstd frames (1..22), decompressed when the file is opened\n"
     "  -o OUT.moeq       output, written to a temporary name and renamed\n"
     "One line per tensor: name, shape, codec, MiB before -> after (stderr with --json).\n"
+    "Fallbacks (GPTQ matrices quantized otherwise, with the reason) are listed on stderr.\n"
     "JSON: bytes, bits_per_weight, bits_per_weight_total, fallbacks, bytes_without_zstd,\n"
     "entropy_bits, tensors, quantized, quant_weights, seconds.\n";
 
@@ -49,15 +63,39 @@ static void on_tensor(void *user, int64_t i, int64_t n, const char *name, int nd
     fputc('\n', p->h);
 }
 
+typedef struct qctx { moeq_plan_index *plan; moeq_gptq_run *run; } qctx;
+
+static int q_codec_for(void *u, const char *name, moeq_codec *codec)
+{
+    qctx *q = u;
+    return q->plan ? moeq_plan_codec_for(q->plan, name, codec) : 0;
+}
+
+static moeq_status q_quantize(void *u, const char *name, const float *w, int64_t rows, int64_t cols,
+                              const moeq_codec *codec, uint8_t *raw, moeq_error *err)
+{
+    qctx *q = u;
+    if (q->run) return moeq_gptq_piece(q->run, name, w, rows, cols, codec, raw, err);
+    return moeq_rtn_quantize(w, rows, cols, codec->bits, codec->group, codec->sym, raw, err);
+}
+
 int cmd_quantize(int argc, char **argv)
 {
     tool_common tc = {0};
-    const char *model = NULL, *out = NULL, *method = "rtn";
-    int64_t bits = 0, group = 64, zstd = 0;
-    int sym = 0, scope = MOEQ_SCOPE_EXPERTS;
+    const char *model = NULL, *out = NULL, *method = "rtn", *calib = NULL, *plan_path = NULL, *fallback = "rtn";
+    int64_t bits = 0, group = 64, zstd = 0, block = 128;
+    double damp = 0.01;
+    int sym = 0, scope = MOEQ_SCOPE_EXPERTS, act_order = 0;
     moeq_tensor_rule rules[64];
     char *rule_buf[64];
     int n_rules = 0, rc = 1;
+    moeq_model *m = NULL;
+    moeq_calib_file *cf = NULL;
+    moeq_expert_mat *mats = NULL;
+    moeq_expert_index *eix = NULL;
+    moeq_plan plan = {0};
+    moeq_plan_index *pix = NULL;
+    moeq_gptq_run run = {0};
     for (int i = 1; i < argc; i++) {
         int r = tool_common_option("quantize", argc, argv, &i, &tc);
         if (r < 0) goto out;
@@ -72,8 +110,31 @@ int cmd_quantize(int argc, char **argv)
         } else if (!strcmp(a, "--zstd")) {
             if (!(v = tool_value("quantize", argc, argv, &i)) || tool_parse_int("quantize", a, v, 1, &zstd)) goto out;
             if (zstd > 22) { tool_usage_error("quantize", "--zstd wants a level 1..22"); goto out; }
+        } else if (!strcmp(a, "--block")) {
+            if (!(v = tool_value("quantize", argc, argv, &i)) || tool_parse_int("quantize", a, v, 1, &block)) goto out;
+            if (block > 4096) { tool_usage_error("quantize", "--block wants 1..4096"); goto out; }
+        } else if (!strcmp(a, "--damp")) {
+            if (!(v = tool_value("quantize", argc, argv, &i))) goto out;
+            char *end;
+            damp = strtod(v, &end);
+            if (*end || !(damp > 0 && damp < 1e6)) { tool_usage_error("quantize", "--damp wants a positive number"); goto out; }
         } else if (!strcmp(a, "--method")) {
             if (!(method = tool_value("quantize", argc, argv, &i))) goto out;
+        } else if (!strcmp(a, "--calib")) {
+            if (!(calib = tool_value("quantize", argc, argv, &i))) goto out;
+        } else if (!strcmp(a, "--plan")) {
+            if (!(plan_path = tool_value("quantize", argc, argv, &i))) goto out;
+        } else if (!strcmp(a, "--fallback")) {
+            if (!(fallback = tool_value("quantize", argc, argv, &i))) goto out;
+            if (strcmp(fallback, "rtn") && strcmp(fallback, "layer-mean")) {
+                tool_usage_error("quantize", "--fallback wants rtn or layer-mean");
+                goto out;
+            }
+        } else if (!strcmp(a, "--act-order")) act_order = 1;
+        else if (!strcmp(a, "--sequential")) {
+            fprintf(stderr, "moeq quantize: --sequential is not implemented yet (docs/quantize.md)\n");
+            rc = 2;
+            goto out;
         } else if (!strcmp(a, "--sym")) sym = 1;
         else if (!strcmp(a, "--asym")) sym = 0;
         else if (!strcmp(a, "--scope")) {
@@ -98,10 +159,6 @@ int cmd_quantize(int argc, char **argv)
             n_rules++;
         } else if (!strcmp(a, "-o")) {
             if (!(out = tool_value("quantize", argc, argv, &i))) goto out;
-        } else if (!strcmp(a, "--plan") || !strcmp(a, "--calib")) {
-            fprintf(stderr, "moeq quantize: %s is not implemented yet (RTN with --bits only)\n", a);
-            rc = 2;
-            goto out;
         } else if (a[0] == '-' && a[1]) { tool_usage_error("quantize", "unknown option %s", a); goto out; }
         else if (model) { tool_usage_error("quantize", "one MODEL only"); goto out; }
         else model = a;
@@ -109,48 +166,90 @@ int cmd_quantize(int argc, char **argv)
     if (tc.help) { fputs(QUANTIZE_HELP, stdout); rc = 0; goto out; }
     if (!model) { tool_usage_error("quantize", "missing MODEL"); goto out; }
     if (!out) { tool_usage_error("quantize", "missing -o OUT.moeq"); goto out; }
-    if (bits != 2 && bits != 3 && bits != 4 && bits != 8) { tool_usage_error("quantize", "--bits wants 2, 3, 4 or 8"); goto out; }
+    if (!plan_path && bits != 2 && bits != 3 && bits != 4 && bits != 8) {
+        tool_usage_error("quantize", "--bits wants 2, 3, 4 or 8 (or --plan)");
+        goto out;
+    }
+    if (plan_path && bits) { tool_usage_error("quantize", "--plan and --bits exclude each other"); goto out; }
     if (group != 0 && group != 32 && group != 64 && group != 128) {
         tool_usage_error("quantize", "--group wants 32, 64, 128 or 0 (per channel)");
         goto out;
     }
-    if (strcmp(method, "rtn")) {
-        fprintf(stderr, "moeq quantize: --method %s is not implemented (rtn only)\n", method);
-        rc = strcmp(method, "gptq") ? 1 : 2;
-        goto out;
-    }
+    int gptq = !strcmp(method, "gptq");
+    if (!gptq && strcmp(method, "rtn")) { tool_usage_error("quantize", "--method wants rtn or gptq"); goto out; }
+    if (gptq && !calib) { tool_usage_error("quantize", "--method gptq needs --calib F.h5"); goto out; }
     moeq_threads_init(tc.threads);
     moeq_error err = {0};
-    moeq_model *m = NULL;
     if (moeq_model_open(model, &m, &err)) { rc = tool_report("quantize", &err); goto out; }
+    if (calib && moeq_calib_file_open(calib, m, &cf, &err)) { rc = tool_report("quantize", &err); goto out; }
+    if (gptq && moeq_calib_file_diag(cf)) {
+        fprintf(stderr, "moeq quantize: %s: written with --diag (no Hessians): GPTQ needs full Hessians\n", calib);
+        rc = 2;
+        goto out;
+    }
+    if (plan_path) {
+        if (moeq_plan_read(plan_path, m, &plan, &err) || moeq_plan_index_build(&plan, &pix, &err)) {
+            rc = tool_report("quantize", &err);
+            goto out;
+        }
+    }
+    if (gptq) {
+        size_t nm;
+        if (moeq_expert_mats(m, &mats, &nm, &err) || moeq_expert_index_build(mats, nm, &eix, &err)) {
+            rc = tool_report("quantize", &err);
+            goto out;
+        }
+        run.m = m;
+        run.calib = cf;
+        run.opts = (moeq_gptq_opts){ .damp = damp, .act_order = act_order, .block = (int)block, .threads = 0 };
+        run.fallback = strcmp(fallback, "rtn") ? MOEQ_FALLBACK_LAYER_MEAN : MOEQ_FALLBACK_RTN;
+        run.mats = mats;
+        run.index = eix;
+    }
     prog p = { tc.quiet ? NULL : stderr };
-    char meta[512];
-    snprintf(meta, sizeof meta, "{\"method\":\"rtn\",\"bits\":%lld,\"group\":%lld,\"sym\":%s,\"scope\":\"%s\",\"zstd\":%lld}",
-             (long long)bits, (long long)group, sym ? "true" : "false", scope ? "all" : "experts", (long long)zstd);
+    char meta[768];
+    if (plan_path)
+        snprintf(meta, sizeof meta, "{\"method\":\"%s\",\"plan\":\"%s\",\"scope\":\"%s\",\"zstd\":%lld%s}", method,
+                 plan_path, scope ? "all" : "experts", (long long)zstd, act_order ? ",\"act_order\":true" : "");
+    else
+        snprintf(meta, sizeof meta, "{\"method\":\"%s\",\"bits\":%lld,\"group\":%lld,\"sym\":%s,\"scope\":\"%s\","
+                 "\"zstd\":%lld%s}", method, (long long)bits, (long long)group, sym ? "true" : "false",
+                 scope ? "all" : "experts", (long long)zstd, act_order ? ",\"act_order\":true" : "");
+    qctx q = { pix, gptq ? &run : NULL };
     moeq_quant_opts o = { .codec = { .type = MOEQ_CODEC_INT, .bits = (int)bits, .group = (int)group, .sym = sym },
                           .scope = scope, .rules = rules, .n_rules = n_rules, .zstd_level = (int)zstd,
-                          .metadata_json = meta, .progress = on_tensor, .user = &p };
+                          .metadata_json = meta, .progress = on_tensor, .user = &p,
+                          .codec_for = plan_path ? q_codec_for : NULL, .quantize = gptq ? q_quantize : NULL,
+                          .cb_user = &q };
+    if (plan_path) o.codec = (moeq_codec){ .type = MOEQ_CODEC_RAW, .dtype = MOEQ_DT_UNKNOWN };
     moeq_quant_result res;
     double t0 = moeq_now();
     moeq_status st = moeq_quantize_rtn(m, &o, out, &res, &err);
     double secs = moeq_now() - t0;
-    moeq_model_close(m);
     if (st) { rc = tool_report("quantize", &err); goto out; }
     FILE *h = tool_human(&tc);
     if (!tc.quiet) {
         FILE *s = h ? h : stderr;
-        fprintf(s, "%s: %lld tensors, %lld quantized (%lld weights)\n", out, (long long)res.tensors,
-                (long long)res.quantized, (long long)res.quant_weights);
+        fprintf(s, "%s: %lld tensors, %lld quantized (%lld weights)%s\n", out, (long long)res.tensors,
+                (long long)res.quantized, (long long)res.quant_weights, gptq ? ", GPTQ" : "");
         fprintf(s, "bits per weight over quantized matrices: %.4f codes, %.4f with scales/zeros; code entropy "
                 "%.4f bits\n", res.code_bits, res.total_bits, res.entropy_bits);
         fprintf(s, "size: %.3f MiB before -> %.3f MiB tensors (%.3f MiB without zstd), file %llu bytes, %.2f s\n",
                 (double)res.bytes_in / 1048576.0, (double)res.bytes_out / 1048576.0,
                 (double)res.raw_bytes_out / 1048576.0, (unsigned long long)res.file_bytes, secs);
+        if (gptq) {
+            fprintf(s, "GPTQ: %lld matrices in %.2f s; %zu fallbacks\n", (long long)run.gptq_matrices,
+                    run.seconds_gptq, run.n_fallbacks);
+            for (size_t i = 0; i < run.n_fallbacks; i++)
+                fprintf(s, "  fallback %-10s %s: %s\n", run.fallbacks[i].kind, run.fallbacks[i].tensor,
+                        run.fallbacks[i].reason);
+        }
     }
     rc = 0;
     if (tc.json) {
         json_t *j = json_object();
         json_object_set_new(j, "output", json_string(out));
+        json_object_set_new(j, "method", json_string(method));
         json_object_set_new(j, "bytes", json_integer((json_int_t)res.file_bytes));
         json_object_set_new(j, "bytes_tensors", json_integer((json_int_t)res.bytes_out));
         json_object_set_new(j, "bytes_without_zstd", json_integer((json_int_t)res.raw_bytes_out));
@@ -158,7 +257,16 @@ int cmd_quantize(int argc, char **argv)
         json_object_set_new(j, "bits_per_weight", json_real(res.code_bits));
         json_object_set_new(j, "bits_per_weight_total", json_real(res.total_bits));
         json_object_set_new(j, "entropy_bits", json_real(res.entropy_bits));
-        json_object_set_new(j, "fallbacks", json_array());
+        json_t *fb = json_array();
+        for (size_t i = 0; i < run.n_fallbacks; i++) {
+            json_t *r = json_object();
+            json_object_set_new(r, "tensor", json_string(run.fallbacks[i].tensor));
+            json_object_set_new(r, "kind", json_string(run.fallbacks[i].kind));
+            json_object_set_new(r, "reason", json_string(run.fallbacks[i].reason));
+            json_array_append_new(fb, r);
+        }
+        json_object_set_new(j, "fallbacks", fb);
+        json_object_set_new(j, "gptq_matrices", json_integer(run.gptq_matrices));
         json_object_set_new(j, "tensors", json_integer(res.tensors));
         json_object_set_new(j, "quantized", json_integer(res.quantized));
         json_object_set_new(j, "quant_weights", json_integer(res.quant_weights));
@@ -167,5 +275,12 @@ int cmd_quantize(int argc, char **argv)
     }
 out:
     for (int i = 0; i < n_rules; i++) free(rule_buf[i]);
+    moeq_gptq_run_free(&run);
+    moeq_expert_index_free(eix);
+    free(mats);
+    moeq_plan_index_free(pix);
+    moeq_plan_free(&plan);
+    moeq_calib_file_close(cf);
+    moeq_model_close(m);
     return rc;
 }

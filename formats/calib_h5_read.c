@@ -1,0 +1,269 @@
+/* Reader of calibration files (docs/STATS.md, "calibration files"): identity check against
+ * the model, per-expert counts and coverage, one expert's Hessian read as one chunk. Every
+ * read checks the dataset's rank, shape and that it exists before touching it. */
+#include "moeq_gptq.h"
+#include "moeq_calib.h"
+
+#include <hdf5.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct moeq_calib_file {
+    char *path;
+    hid_t file;
+    int64_t layers, experts, hidden, inter, min_tokens, diag;
+};
+
+static herr_t first_msg(unsigned n, const H5E_error2_t *e, void *data)
+{
+    if (n == 0 && e->desc) snprintf(data, 256, "%s", e->desc);
+    return 0;
+}
+
+static moeq_status rd_fail(moeq_error *err, const char *path, const char *what)
+{
+    char msg[256] = "no detail";
+    H5Ewalk2(H5E_DEFAULT, H5E_WALK_DOWNWARD, first_msg, msg);
+    H5Eclear2(H5E_DEFAULT);
+    return moeq_fail(err, MOEQ_ERR_FORMAT, "%s: %s: HDF5: %s", path, what, msg);
+}
+
+/* A scalar integer attribute; 0 on success. */
+static int attr_i64(hid_t obj, const char *name, int64_t *v)
+{
+    if (H5Aexists(obj, name) <= 0) return -1;
+    hid_t a = H5Aopen(obj, name, H5P_DEFAULT);
+    if (a < 0) return -1;
+    hid_t sp = H5Aget_space(a);
+    int ok = sp >= 0 && H5Sget_simple_extent_npoints(sp) == 1;
+    hid_t t = H5Aget_type(a);
+    ok = ok && t >= 0 && H5Tget_class(t) == H5T_INTEGER;
+    if (ok) ok = H5Aread(a, H5T_NATIVE_INT64, v) >= 0;
+    if (t >= 0) H5Tclose(t);
+    if (sp >= 0) H5Sclose(sp);
+    H5Aclose(a);
+    return ok ? 0 : -1;
+}
+
+/* A fixed-length string attribute into buf (NUL-terminated); 0 on success. */
+static int attr_str(hid_t obj, const char *name, char *buf, size_t cap)
+{
+    if (H5Aexists(obj, name) <= 0) return -1;
+    hid_t a = H5Aopen(obj, name, H5P_DEFAULT);
+    if (a < 0) return -1;
+    hid_t t = H5Aget_type(a);
+    int ok = t >= 0 && H5Tget_class(t) == H5T_STRING && !H5Tis_variable_str(t);
+    size_t n = ok ? H5Tget_size(t) : 0;
+    ok = ok && n > 0 && n < cap;
+    if (ok) {
+        memset(buf, 0, cap);
+        ok = H5Aread(a, t, buf) >= 0;
+    }
+    if (t >= 0) H5Tclose(t);
+    H5Aclose(a);
+    return ok ? 0 : -1;
+}
+
+moeq_status moeq_calib_file_open(const char *path, const moeq_model *m, moeq_calib_file **out,
+                                 moeq_error *err)
+{
+    *out = NULL;
+    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);   /* library code never prints */
+    FILE *fp = fopen(path, "rb");
+    if (!fp) return moeq_fail(err, MOEQ_ERR_NOT_FOUND, "%s: cannot open the calibration file", path);
+    fclose(fp);
+    if (H5Fis_hdf5(path) <= 0) {
+        H5Eclear2(H5E_DEFAULT);
+        return moeq_fail(err, MOEQ_ERR_FORMAT, "%s: not an HDF5 file (a calibration file from moeq calibrate)", path);
+    }
+    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    if (f < 0) return rd_fail(err, path, "cannot open");
+    moeq_calib_file *c = calloc(1, sizeof *c);
+    if (!c || !(c->path = strdup(path))) {
+        H5Fclose(f);
+        free(c);
+        return moeq_fail(err, MOEQ_ERR_NOMEM, "out of memory");
+    }
+    c->file = f;
+    moeq_status st = MOEQ_OK;
+    char s[256];
+    int64_t v;
+    const moeq_config *cf = moeq_model_config(m);
+    if (attr_str(f, "format", s, sizeof s) || strcmp(s, "moeq-calib")) {
+        st = moeq_fail(err, MOEQ_ERR_FORMAT, "%s: root attribute 'format' is not moeq-calib", path);
+        goto fail;
+    }
+    if (attr_i64(f, "format_version", &v) || v != 1) {
+        st = moeq_fail(err, MOEQ_ERR_UNSUPPORTED, "%s: root attribute 'format_version': version 1 expected", path);
+        goto fail;
+    }
+    if (attr_str(f, "model_type", s, sizeof s) || strcmp(s, cf->model_type)) {
+        st = moeq_fail(err, MOEQ_ERR_FORMAT, "%s: root attribute 'model_type' is '%s', the model is '%s': a "
+                       "calibration file of another model", path, s, cf->model_type);
+        goto fail;
+    }
+    const struct { const char *name; int64_t want; } ids[] = {
+        { "hidden", cf->hidden }, { "layers", cf->layers }, { "n_experts", cf->n_experts },
+        { "top_k", cf->top_k }, { "moe_inter", cf->moe_inter }, { "vocab", cf->vocab },
+    };
+    for (size_t i = 0; i < sizeof ids / sizeof ids[0]; i++)
+        if (attr_i64(f, ids[i].name, &v) || v != ids[i].want) {
+            st = moeq_fail(err, MOEQ_ERR_FORMAT, "%s: root attribute '%s' is %lld, the model has %lld: a "
+                           "calibration file of another model", path, ids[i].name, (long long)v,
+                           (long long)ids[i].want);
+            goto fail;
+        }
+    const moeq_checkpoint *ck = moeq_model_checkpoint(m);
+    uint64_t mb = 0;
+    int64_t mbs = 0;
+    if (ck && (attr_i64(f, "model_bytes", &mbs) || (mb = (uint64_t)mbs) != moeq_ckpt_bytes(ck))) {
+        H5Eclear2(H5E_DEFAULT);
+        st = moeq_fail(err, MOEQ_ERR_FORMAT, "%s: root attribute 'model_bytes' is %llu, the model has %llu bytes: "
+                       "a calibration file of another model", path, (unsigned long long)mb,
+                       (unsigned long long)moeq_ckpt_bytes(ck));
+        goto fail;
+    }
+    if (attr_i64(f, "min_tokens", &c->min_tokens) || attr_i64(f, "diag", &c->diag)) {
+        st = moeq_fail(err, MOEQ_ERR_FORMAT, "%s: root attributes 'min_tokens'/'diag' missing", path);
+        goto fail;
+    }
+    c->layers = cf->layers;
+    c->experts = cf->n_experts;
+    c->hidden = cf->hidden;
+    c->inter = cf->moe_inter;
+    *out = c;
+    return MOEQ_OK;
+fail:
+    H5Eclear2(H5E_DEFAULT);
+    moeq_calib_file_close(c);
+    return st;
+}
+
+void moeq_calib_file_close(moeq_calib_file *f)
+{
+    if (!f) return;
+    H5Fclose(f->file);
+    free(f->path);
+    free(f);
+}
+
+int64_t moeq_calib_file_min_tokens(const moeq_calib_file *f) { return f->min_tokens; }
+int moeq_calib_file_diag(const moeq_calib_file *f) { return (int)f->diag; }
+
+/* Opens /layers/LNNN/name and checks its rank and shape. */
+static moeq_status open_ds(moeq_calib_file *f, int64_t layer, const char *name, int rank, const hsize_t *dims,
+                           hid_t *out, moeq_error *err)
+{
+    char p[96];
+    snprintf(p, sizeof p, "/layers/L%03lld/%s", (long long)layer, name);
+    if (H5Lexists(f->file, "/layers", H5P_DEFAULT) <= 0 || H5Oexists_by_name(f->file, p, H5P_DEFAULT) <= 0) {
+        H5Eclear2(H5E_DEFAULT);
+        return moeq_fail(err, MOEQ_ERR_FORMAT, "%s: dataset %s is missing%s", f->path, p,
+                         !strncmp(name, "hessian", 7) && f->diag ? " (the file was written with --diag)" : "");
+    }
+    hid_t d = H5Dopen2(f->file, p, H5P_DEFAULT);
+    if (d < 0) return rd_fail(err, f->path, p);
+    hid_t sp = H5Dget_space(d);
+    hsize_t got[4] = {0};
+    int r = sp >= 0 ? H5Sget_simple_extent_ndims(sp) : -1;
+    int ok = r == rank && r <= 4 && H5Sget_simple_extent_dims(sp, got, NULL) == rank;
+    for (int i = 0; ok && i < rank; i++) ok = got[i] == dims[i];
+    if (sp >= 0) H5Sclose(sp);
+    if (!ok) {
+        H5Dclose(d);
+        H5Eclear2(H5E_DEFAULT);
+        return moeq_fail(err, MOEQ_ERR_FORMAT, "%s: dataset %s has rank %d or a shape other than the model's",
+                         f->path, p, r);
+    }
+    *out = d;
+    return MOEQ_OK;
+}
+
+moeq_status moeq_calib_file_expert(moeq_calib_file *f, int64_t layer, int64_t expert,
+                                   int64_t *tokens, int *flag, moeq_error *err)
+{
+    if (layer < 0 || layer >= f->layers || expert < 0 || expert >= f->experts)
+        return moeq_fail(err, MOEQ_ERR_MISUSE, "calib: layer %lld expert %lld out of range", (long long)layer,
+                         (long long)expert);
+    hsize_t dims[1] = { (hsize_t)f->experts };
+    int64_t n[1024];
+    uint8_t cov[1024];
+    int64_t *nb = f->experts <= 1024 ? n : malloc((size_t)f->experts * 8);
+    uint8_t *cb = f->experts <= 1024 ? cov : malloc((size_t)f->experts);
+    moeq_status st = MOEQ_OK;
+    hid_t d = -1;
+    if (!nb || !cb) { st = moeq_fail(err, MOEQ_ERR_NOMEM, "out of memory"); goto done; }
+    if ((st = open_ds(f, layer, "expert_tokens", 1, dims, &d, err))) goto done;
+    if (H5Dread(d, H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, nb) < 0) { st = rd_fail(err, f->path, "expert_tokens"); goto done; }
+    H5Dclose(d);
+    d = -1;
+    if ((st = open_ds(f, layer, "coverage", 1, dims, &d, err))) goto done;
+    if (H5Dread(d, H5T_NATIVE_UINT8, H5S_ALL, H5S_ALL, H5P_DEFAULT, cb) < 0) { st = rd_fail(err, f->path, "coverage"); goto done; }
+    *tokens = nb[expert];
+    *flag = cb[expert];
+    if (*tokens < 0 || *flag > 2)
+        st = moeq_fail(err, MOEQ_ERR_FORMAT, "%s: layer %lld expert %lld: expert_tokens %lld / coverage %d out of "
+                       "range", f->path, (long long)layer, (long long)expert, (long long)*tokens, *flag);
+done:
+    if (d >= 0) H5Dclose(d);
+    if (nb != n) free(nb);
+    if (cb != cov) free(cb);
+    return st;
+}
+
+/* One [dim, dim] chunk of a [E, dim, dim] dataset into H. */
+static moeq_status read_one(moeq_calib_file *f, hid_t d, int64_t e, int64_t dim, double *H, moeq_error *err)
+{
+    hid_t fs = H5Dget_space(d);
+    hsize_t start[3] = { (hsize_t)e, 0, 0 }, count[3] = { 1, (hsize_t)dim, (hsize_t)dim };
+    hsize_t md[1] = { (hsize_t)(dim * dim) };
+    hid_t ms = H5Screate_simple(1, md, NULL);
+    herr_t r = fs < 0 || ms < 0 ? -1 : H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, NULL, count, NULL);
+    if (r >= 0) r = H5Dread(d, H5T_NATIVE_DOUBLE, ms, fs, H5P_DEFAULT, H);
+    if (fs >= 0) H5Sclose(fs);
+    if (ms >= 0) H5Sclose(ms);
+    return r < 0 ? rd_fail(err, f->path, "reading a Hessian") : MOEQ_OK;
+}
+
+moeq_status moeq_calib_file_hessian(moeq_calib_file *f, int64_t layer, int64_t expert, int down,
+                                    double *H, int64_t dim, int64_t *rows, moeq_error *err)
+{
+    int64_t want = down ? f->inter : f->hidden;
+    if (layer < 0 || layer >= f->layers || expert < -1 || expert >= f->experts || dim != want)
+        return moeq_fail(err, MOEQ_ERR_MISUSE, "calib: layer %lld expert %lld dim %lld out of range",
+                         (long long)layer, (long long)expert, (long long)dim);
+    hsize_t dims[3] = { (hsize_t)f->experts, (hsize_t)dim, (hsize_t)dim };
+    hid_t d;
+    moeq_status st = open_ds(f, layer, down ? "hessian_down" : "hessian_in", 3, dims, &d, err);
+    if (st) return st;
+    if (expert >= 0) {
+        st = read_one(f, d, expert, dim, H, err);
+    } else {
+        double *tmp = malloc((size_t)(dim * dim) * sizeof *tmp);
+        if (!tmp) st = moeq_fail(err, MOEQ_ERR_NOMEM, "out of memory");
+        memset(H, 0, (size_t)(dim * dim) * sizeof *H);
+        for (int64_t e = 0; st == MOEQ_OK && e < f->experts; e++) {
+            if ((st = read_one(f, d, e, dim, tmp, err))) break;
+            for (int64_t i = 0; i < dim * dim; i++) H[i] += tmp[i];
+        }
+        free(tmp);
+    }
+    H5Dclose(d);
+    if (st) return st;
+    for (int64_t i = 0; i < dim * dim; i++)
+        if (!(H[i] - H[i] == 0))
+            return moeq_fail(err, MOEQ_ERR_FORMAT, "%s: layer %lld expert %lld: %s has a non-finite value at [%lld, %lld]",
+                             f->path, (long long)layer, (long long)expert, down ? "hessian_down" : "hessian_in",
+                             (long long)(i / dim), (long long)(i % dim));
+    if (rows) {
+        *rows = 0;
+        for (int64_t e = expert < 0 ? 0 : expert; e < (expert < 0 ? f->experts : expert + 1); e++) {
+            int64_t n;
+            int fl;
+            if ((st = moeq_calib_file_expert(f, layer, e, &n, &fl, err))) return st;
+            *rows += n;
+        }
+    }
+    return MOEQ_OK;
+}

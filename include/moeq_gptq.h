@@ -1,0 +1,133 @@
+/* GPTQ with per-expert Hessians (docs/quantize.md, "GPTQ"), the calibration-file reader it
+ * and `moeq plan --cost hessian` use, and the list of routed-expert matrices by packed name. */
+#ifndef MOEQ_GPTQ_H
+#define MOEQ_GPTQ_H
+
+#include <stdint.h>
+#include "moeq_model.h"
+#include "moeq_pack.h"
+#include "moeq_quant.h"
+
+/* ---- calibration files (formats/calib_h5_read.c; layout in docs/STATS.md) ---------------- */
+
+typedef struct moeq_calib_file moeq_calib_file;
+
+/* Opens a calibration file and checks it was measured on m: format, version, model_type,
+ * hidden, layers, n_experts, moe_inter, vocab and model_bytes must match (else FORMAT, exit 2,
+ * naming the attribute). */
+moeq_status moeq_calib_file_open(const char *path, const moeq_model *m, moeq_calib_file **out,
+                                 moeq_error *err);
+void moeq_calib_file_close(moeq_calib_file *f);
+int64_t moeq_calib_file_min_tokens(const moeq_calib_file *f);
+int moeq_calib_file_diag(const moeq_calib_file *f);
+/* n_e and the coverage flag (moeq_calib_flag) of a routed expert. */
+moeq_status moeq_calib_file_expert(moeq_calib_file *f, int64_t layer, int64_t expert,
+                                   int64_t *tokens, int *flag, moeq_error *err);
+/* Σ x xᵀ of expert e's gate/up input (down = 0, [H, H]) or down input (down = 1, [I, I]) into
+ * H; expert -1: the sum over every expert of the layer. *rows (may be NULL): its token count. */
+moeq_status moeq_calib_file_hessian(moeq_calib_file *f, int64_t layer, int64_t expert, int down,
+                                    double *H, int64_t dim, int64_t *rows, moeq_error *err);
+
+/* ---- GPTQ on one matrix (quant/gptq.c) --------------------------------------------------- */
+
+typedef struct moeq_gptq_opts {
+    double damp;       /* relative damping: λ = damp · mean(diag H); default 0.01 when <= 0 */
+    int act_order;     /* columns by descending diag H, with static groups (from the original W) */
+    int block;         /* lazy-update block width; 128 when <= 0 */
+    int threads;       /* <= 0: moeq_threads() */
+} moeq_gptq_opts;
+
+typedef struct moeq_gptq_info {
+    int retries;        /* Cholesky retries with damping × 10 */
+    int rtn_fallback;   /* 1: every retry failed, the matrix is plain RTN */
+    double damp;        /* relative damping that succeeded */
+    int64_t dead_cols;  /* columns with a zero Hessian diagonal */
+} moeq_gptq_info;
+
+/* The factorization GPTQ needs from H: upper Cholesky factor U of (H + λI)⁻¹ (dead columns set
+ * to 1 on the diagonal first) and, with act_order, the column order. Gate and up share one.
+ * Retries with damping × 10 up to three times; MOEQ_ERR_NUMERIC when all fail (info says). */
+typedef struct moeq_gptq_hinv moeq_gptq_hinv;
+moeq_status moeq_gptq_hinv_create(const double *H, int64_t cols, const moeq_gptq_opts *o,
+                                  moeq_gptq_hinv **out, moeq_gptq_info *info, moeq_error *err);
+void moeq_gptq_hinv_free(moeq_gptq_hinv *h);
+/* GPTQ of w [rows, cols] with a prepared factorization (same outputs as moeq_gptq_quantize). */
+moeq_status moeq_gptq_apply(const moeq_gptq_hinv *h, const float *w, int64_t rows, int64_t cols,
+                            int bits, int group, int sym, int block, int threads, uint8_t *raw,
+                            float *wq, moeq_error *err);
+
+/* Quantizes w [rows, cols] (float32) under the int codec (bits, group 0 = per channel, sym)
+ * with error feedback through H [cols, cols] (symmetric float64, any positive scale; not
+ * modified). raw receives moeq_qmat_bytes bytes exactly as moeq_rtn_quantize lays them out;
+ * wq (may be NULL) the dequantized weights. Rows go in fixed blocks of 64 over the threads, so
+ * the bytes do not depend on the thread count. Grids: scale rounded to f16 before the codes
+ * are chosen (so the error fed back is the one the kernels will see). */
+moeq_status moeq_gptq_quantize(const float *w, int64_t rows, int64_t cols, const double *H,
+                               int bits, int group, int sym, const moeq_gptq_opts *o,
+                               uint8_t *raw, float *wq, moeq_gptq_info *info, moeq_error *err);
+
+/* The same grid without error feedback (RTN with f16-rounded scales), dequantized into wq. */
+void moeq_rtn_dequant_f32(const float *w, int64_t rows, int64_t cols, int bits, int group, int sym,
+                          float *wq);
+
+/* tr((W − Q) H (W − Q)ᵀ) in float64, W and Q [rows, cols], H [cols, cols]. */
+double moeq_hessian_error(const float *w, const float *q, int64_t rows, int64_t cols,
+                          const double *H);
+
+/* ---- routed-expert matrices by packed name ----------------------------------------------- */
+
+typedef struct moeq_expert_mat {
+    char name[600];        /* the packed name moeq quantize gives it (FORMAT.md F-15) */
+    int64_t layer, expert;
+    moeq_proj proj;        /* GATE, UP or DOWN */
+    moeq_mat mat;
+} moeq_expert_mat;
+
+/* Every routed-expert matrix, layer-major, expert, gate/up/down; *out malloc'ed, sorted list
+ * index by name in *by_name (malloc'ed, may be NULL). */
+moeq_status moeq_expert_mats(const moeq_model *m, moeq_expert_mat **out, size_t *n, moeq_error *err);
+/* Index of name in the list, or -1 (linear search over a name-sorted copy is left to callers;
+ * this one sorts once per call site through moeq_expert_index). */
+typedef struct moeq_expert_index moeq_expert_index;
+moeq_status moeq_expert_index_build(const moeq_expert_mat *mats, size_t n, moeq_expert_index **out,
+                                    moeq_error *err);
+int64_t moeq_expert_index_find(const moeq_expert_index *ix, const char *name);
+void moeq_expert_index_free(moeq_expert_index *ix);
+
+/* ---- moeq quantize --method gptq --------------------------------------------------------- */
+
+typedef enum moeq_gptq_fallback { MOEQ_FALLBACK_RTN = 0, MOEQ_FALLBACK_LAYER_MEAN = 1 } moeq_gptq_fallback;
+
+typedef struct moeq_gptq_fallback_rec {
+    char tensor[600];
+    char kind[16];       /* "rtn", "layer-mean" or "damping" */
+    char reason[200];
+} moeq_gptq_fallback_rec;
+
+/* State of a GPTQ run, handed to moeq_quantize_rtn through moeq_quant_opts.quantize. */
+typedef struct moeq_gptq_run {
+    const moeq_model *m;
+    moeq_calib_file *calib;
+    moeq_gptq_opts opts;
+    moeq_gptq_fallback fallback;
+    const moeq_expert_mat *mats;
+    const moeq_expert_index *index;
+    /* filled during the run */
+    moeq_gptq_fallback_rec *fallbacks;
+    size_t n_fallbacks, cap_fallbacks;
+    int64_t gptq_matrices;
+    double seconds_gptq;
+    /* the factorization cache: the last (layer, expert, kind) prepared (gate and up share it) */
+    moeq_gptq_hinv *hinv;
+    moeq_gptq_info hinv_info;
+    int hinv_ok;
+    int64_t H_layer, H_expert;
+    int H_kind;
+} moeq_gptq_run;
+
+/* The moeq_quant_opts.quantize callback for a moeq_gptq_run (user). */
+moeq_status moeq_gptq_piece(void *user, const char *name, const float *w, int64_t rows, int64_t cols,
+                            const moeq_codec *codec, uint8_t *raw, moeq_error *err);
+void moeq_gptq_run_free(moeq_gptq_run *r);
+
+#endif

@@ -1,0 +1,276 @@
+/* moeq plan: per-matrix costs for each candidate codec, pins, budget, solve (docs/plan.md).
+ *   uniform:  n · 4^-b                      (every weight equally sensitive)
+ *   alphaq:   n · s · var(W) · 4^-b,  s = (median α / α)^γ   (AlphaQ; α from a spectral file)
+ *   hessian:  tr((W − Q_b(W)) H (W − Q_b(W))ᵀ), H = Σ x xᵀ of the expert's inputs: the
+ *             squared output error summed over the calibration tokens routed to the expert.
+ * The costs are totals over a matrix's weights (n ·), so matrices of different sizes compare. */
+#define PCRE2_CODE_UNIT_WIDTH 8
+#include "moeq_plan.h"
+#include "moeq_gptq.h"
+#include "moeq_calib.h"
+#include "moeq_core.h"
+#include "moeq_kernels.h"
+
+#include <math.h>
+#include <pcre2.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+const char *moeq_plan_cost_name(moeq_plan_cost c)
+{
+    return c == MOEQ_COST_ALPHAQ ? "alphaq" : c == MOEQ_COST_HESSIAN ? "hessian" : "uniform";
+}
+
+void moeq_plan_free(moeq_plan *p)
+{
+    free(p->entries);
+    memset(p, 0, sizeof *p);
+}
+
+/* Bits one matrix's codec stores: codes (codes_only) or codes + f16 scales (+ zeros). */
+static int64_t codec_bits(const moeq_codec *c, int64_t rows, int64_t cols, int total)
+{
+    int64_t g = c->group ? c->group : cols;
+    int64_t b = rows * cols * c->bits;
+    if (total) b += rows * ((cols + g - 1) / g) * (c->sym ? 16 : 32);
+    return b;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+moeq_status moeq_plan_make(const moeq_model *m, const moeq_plan_opts *o, moeq_plan *out, moeq_error *err)
+{
+    memset(out, 0, sizeof *out);
+    const moeq_config *cf = moeq_model_config(m);
+    const int k = o->n_bits;
+    if (k < 1 || k > 8) return moeq_fail(err, MOEQ_ERR_MISUSE, "plan: 1 to 8 candidate bit widths");
+    moeq_expert_mat *mats = NULL;
+    size_t n = 0;
+    moeq_status st = moeq_expert_mats(m, &mats, &n, err);
+    if (st) return st;
+    if (n == 0) { free(mats); return moeq_fail(err, MOEQ_ERR_UNSUPPORTED, "plan: the model has no routed experts"); }
+    double *cost = NULL, *alpha = NULL, *var = NULL, *H = NULL;
+    int64_t *size = NULL;
+    int *choice = NULL;
+    int64_t *freeix = NULL;
+    float *wf = NULL, *wq = NULL;
+    uint8_t *raw = NULL;
+    moeq_calib_file *calib = NULL;
+    pcre2_code **re = calloc((size_t)o->n_rules + 1, sizeof *re);
+    pcre2_match_data *md = pcre2_match_data_create(4, NULL);
+    out->entries = calloc(n, sizeof *out->entries);
+    cost = malloc(n * (size_t)k * sizeof *cost);
+    size = malloc(n * (size_t)k * sizeof *size);
+    choice = calloc(n, sizeof *choice);
+    freeix = malloc(n * sizeof *freeix);
+    if (!re || !md || !out->entries || !cost || !size || !choice || !freeix) { st = moeq_fail(err, MOEQ_ERR_NOMEM, "out of memory"); goto done; }
+    for (int i = 0; i < o->n_rules; i++) {
+        int ec;
+        PCRE2_SIZE eo;
+        re[i] = pcre2_compile((PCRE2_SPTR)o->rules[i].regex, PCRE2_ZERO_TERMINATED, 0, &ec, &eo, NULL);
+        if (!re[i]) {
+            PCRE2_UCHAR msg[160];
+            pcre2_get_error_message(ec, msg, sizeof msg);
+            st = moeq_fail(err, MOEQ_ERR_MISUSE, "--tensor-type '%s': %s at offset %zu", o->rules[i].regex,
+                           (const char *)msg, (size_t)eo);
+            goto done;
+        }
+    }
+    double t0 = moeq_now();
+    /* alphaq: sensitivities */
+    double med = NAN;
+    if (o->cost == MOEQ_COST_ALPHAQ) {
+        size_t na = (size_t)(cf->layers * cf->n_experts * 3);
+        alpha = malloc(na * sizeof *alpha);
+        var = malloc(na * sizeof *var);
+        double *fin = malloc(na * sizeof *fin);
+        if (!alpha || !var || !fin) { free(fin); st = moeq_fail(err, MOEQ_ERR_NOMEM, "out of memory"); goto done; }
+        if ((st = moeq_spectral_file_read(o->spectral_path, m, alpha, var, err))) { free(fin); goto done; }
+        size_t nf = 0;
+        for (size_t i = 0; i < n; i++) {
+            double a = alpha[(mats[i].layer * cf->n_experts + mats[i].expert) * 3 + mats[i].proj];
+            if (isfinite(a) && a > 0) fin[nf++] = a;
+        }
+        if (nf == 0) { free(fin); st = moeq_fail(err, MOEQ_ERR_FORMAT, "%s: no finite alpha for any routed expert", o->spectral_path); goto done; }
+        qsort(fin, nf, sizeof *fin, cmp_double);
+        med = nf % 2 ? fin[nf / 2] : 0.5 * (fin[nf / 2 - 1] + fin[nf / 2]);
+        free(fin);
+    }
+    if (o->cost == MOEQ_COST_HESSIAN) {
+        if ((st = moeq_calib_file_open(o->calib_path, m, &calib, err))) goto done;
+        if (moeq_calib_file_diag(calib)) {
+            st = moeq_fail(err, MOEQ_ERR_UNSUPPORTED, "%s: written with --diag: hessian costs need full Hessians",
+                           o->calib_path);
+            goto done;
+        }
+    }
+    int64_t maxn = 0, maxc = 0;
+    for (size_t i = 0; i < n; i++) {
+        maxn = mats[i].mat.rows * mats[i].mat.cols > maxn ? mats[i].mat.rows * mats[i].mat.cols : maxn;
+        maxc = mats[i].mat.cols > maxc ? mats[i].mat.cols : maxc;
+    }
+    if (o->cost == MOEQ_COST_HESSIAN) {
+        wf = malloc((size_t)maxn * sizeof *wf);
+        wq = malloc((size_t)maxn * sizeof *wq);
+        H = malloc((size_t)(maxc * maxc) * sizeof *H);
+        if (!wf || !wq || !H) { st = moeq_fail(err, MOEQ_ERR_NOMEM, "out of memory"); goto done; }
+    }
+    int64_t min_tokens = calib ? moeq_calib_file_min_tokens(calib) : 0;
+    int64_t nfree = 0, cap_weights = 0, pinned_size = 0;
+    for (size_t i = 0; i < n; i++) {
+        const moeq_expert_mat *x = &mats[i];
+        moeq_plan_entry *e = &out->entries[out->n];
+        int64_t rows = x->mat.rows, cols = x->mat.cols, nw = rows * cols;
+        snprintf(e->name, sizeof e->name, "%s", x->name);
+        e->layer = x->layer;
+        e->expert = x->expert;
+        e->proj = x->proj;
+        e->rows = rows;
+        e->cols = cols;
+        e->sens = 1;
+        /* pins */
+        int pinned = 0;
+        for (int r = 0; r < o->n_rules; r++)
+            if (pcre2_match(re[r], (PCRE2_SPTR)x->name, PCRE2_ZERO_TERMINATED, 0, 0, md, NULL) >= 0) {
+                if (o->rules[r].codec.type == MOEQ_CODEC_RAW) pinned = -1;   /* keep: not in the plan */
+                else { pinned = 1; e->codec = o->rules[r].codec; }
+                break;
+            }
+        if (pinned < 0) continue;
+        int64_t wunit = o->weight == MOEQ_WEIGHT_COUNT ? 1 : nw;
+        cap_weights += wunit;
+        /* the quantity the budget counts: bits (params) or bits per matrix (count), integer */
+        int64_t *sz = &size[nfree * k];
+        double *cs = &cost[nfree * k];
+        if (pinned) {
+            e->pinned = 1;
+            int64_t b = codec_bits(&e->codec, rows, cols, o->budget_total);
+            pinned_size += o->weight == MOEQ_WEIGHT_COUNT ? (int64_t)llround((double)b / (double)nw * 1024) : b;
+            e->cost = NAN;
+            out->n++;
+            continue;
+        }
+        double s = 1, v = 1;
+        if (o->cost == MOEQ_COST_ALPHAQ) {
+            size_t ai = (size_t)((x->layer * cf->n_experts + x->expert) * 3 + x->proj);
+            double a = alpha[ai];
+            v = var[ai];
+            s = isfinite(a) && a > 0 ? pow(med / a, o->gamma > 0 ? o->gamma : 1.0) : 1.0;   /* unfitted: median */
+            if (!isfinite(v)) v = 0;
+            e->sens = s;
+        }
+        int have_h = 0;
+        if (o->cost == MOEQ_COST_HESSIAN) {
+            int64_t ntok;
+            int flag;
+            int down = x->proj == MOEQ_PROJ_DOWN;
+            if ((st = moeq_calib_file_expert(calib, x->layer, x->expert, &ntok, &flag, err))) goto done;
+            if ((st = moeq_calib_file_hessian(calib, x->layer, x->expert, down, H, cols, NULL, err))) goto done;
+            if (flag != MOEQ_CALIB_OK) {
+                /* too few tokens to trust: shrink towards the layer's per-token mean Hessian as if
+                 * the expert had min_tokens tokens (dead experts are not free on other text) */
+                double *Hm = malloc((size_t)(cols * cols) * sizeof *Hm);
+                int64_t rows_all;
+                if (!Hm) { st = moeq_fail(err, MOEQ_ERR_NOMEM, "out of memory"); goto done; }
+                if ((st = moeq_calib_file_hessian(calib, x->layer, -1, down, Hm, cols, &rows_all, err))) { free(Hm); goto done; }
+                double beta = rows_all > 0 ? (double)(min_tokens - ntok) / (double)rows_all : 0;
+                for (int64_t t = 0; t < cols * cols; t++) H[t] += beta * Hm[t];
+                free(Hm);
+            }
+            moeq_mat_to_f32(&x->mat, 0, rows, wf);
+            have_h = 1;
+        }
+        for (int j = 0; j < k; j++) {
+            moeq_codec c = { .type = MOEQ_CODEC_INT, .bits = o->bits[j], .group = o->group, .sym = o->sym };
+            int64_t b = codec_bits(&c, rows, cols, o->budget_total);
+            /* count mode: bits per weight of this matrix in 1/1024 units, so sizes stay integers */
+            sz[j] = o->weight == MOEQ_WEIGHT_COUNT ? (int64_t)llround((double)b / (double)nw * 1024) : b;
+            double q = pow(4.0, -(double)o->bits[j]);
+            if (o->cost == MOEQ_COST_UNIFORM) cs[j] = (double)nw * q;
+            else if (o->cost == MOEQ_COST_ALPHAQ) cs[j] = (double)nw * s * v * q;
+            else if (have_h) {
+                int g = o->group ? o->group : (int)cols;
+                moeq_error e2;
+                if (moeq_qmat_check(o->bits[j], g, rows, cols, &e2)) {
+                    st = moeq_fail(err, MOEQ_ERR_UNSUPPORTED, "plan: '%s' [%lld, %lld]: %s", x->name, (long long)rows,
+                                   (long long)cols, e2.detail);
+                    goto done;
+                }
+                if (o->hessian_gptq) {
+                    moeq_gptq_opts go = { .damp = o->damp, .threads = o->threads };
+                    free(raw);
+                    raw = malloc((size_t)moeq_qmat_bytes(o->bits[j], g, o->sym, rows, cols, NULL, NULL));
+                    if (!raw) { st = moeq_fail(err, MOEQ_ERR_NOMEM, "out of memory"); goto done; }
+                    if ((st = moeq_gptq_quantize(wf, rows, cols, H, o->bits[j], o->group, o->sym, &go, raw, wq, NULL, err)))
+                        goto done;
+                } else {
+                    moeq_rtn_dequant_f32(wf, rows, cols, o->bits[j], o->group, o->sym, wq);
+                }
+                cs[j] = moeq_hessian_error(wf, wq, rows, cols, H);
+                if (!isfinite(cs[j])) {
+                    st = moeq_fail(err, MOEQ_ERR_NUMERIC, "plan: '%s': non-finite Hessian error at %d bits", x->name, o->bits[j]);
+                    goto done;
+                }
+            }
+        }
+        freeix[nfree++] = (int64_t)out->n;
+        out->n++;
+        if (o->progress) o->progress(o->user, (int64_t)i + 1, (int64_t)n);
+    }
+    out->seconds_costs = moeq_now() - t0;
+    if (cap_weights == 0) { st = moeq_fail(err, MOEQ_ERR_RANGE, "plan: every matrix is pinned to keep"); goto done; }
+    /* capacity: budget × weights, in the sizes' units */
+    double capd = o->weight == MOEQ_WEIGHT_COUNT ? o->budget * 1024.0 * (double)cap_weights : o->budget * (double)cap_weights;
+    int64_t capacity = (int64_t)floor(capd + 1e-6) - pinned_size;
+    int64_t minsum = 0, maxsum = 0;
+    for (int64_t f = 0; f < nfree; f++) {
+        int64_t mn = size[f * k], mx = size[f * k];
+        for (int j = 1; j < k; j++) { mn = size[f * k + j] < mn ? size[f * k + j] : mn; mx = size[f * k + j] > mx ? size[f * k + j] : mx; }
+        minsum += mn;
+        maxsum += mx;
+    }
+    double unit = o->weight == MOEQ_WEIGHT_COUNT ? 1024.0 * (double)cap_weights : (double)cap_weights;
+    if (capacity < minsum || (double)(capacity - maxsum) > 1e-3 * unit) {
+        st = moeq_fail(err, MOEQ_ERR_RANGE, "plan: --budget %g is outside what the candidates reach: %.4f to %.4f "
+                       "bits per %s%s", o->budget, (double)(minsum + pinned_size) / unit,
+                       (double)(maxsum + pinned_size) / unit, o->weight == MOEQ_WEIGHT_COUNT ? "weight of a matrix" : "weight",
+                       o->budget_total ? " (with scales and zeros)" : "");
+        goto done;
+    }
+    t0 = moeq_now();
+    if ((st = moeq_plan_solve(nfree, k, cost, size, capacity, 0, choice, &out->solve, err))) goto done;
+    out->seconds_solve = moeq_now() - t0;
+    double code_bits = 0, total_bits = 0, tc = 0;
+    int64_t nw_all = 0;
+    for (int64_t f = 0; f < nfree; f++) {
+        moeq_plan_entry *e = &out->entries[freeix[f]];
+        e->codec = (moeq_codec){ .type = MOEQ_CODEC_INT, .bits = o->bits[choice[f]], .group = o->group, .sym = o->sym };
+        e->cost = cost[f * k + choice[f]];
+        tc += e->cost;
+    }
+    for (size_t i = 0; i < out->n; i++) {
+        moeq_plan_entry *e = &out->entries[i];
+        code_bits += (double)codec_bits(&e->codec, e->rows, e->cols, 0);
+        total_bits += (double)codec_bits(&e->codec, e->rows, e->cols, 1);
+        nw_all += e->rows * e->cols;
+    }
+    out->budget = o->budget;
+    out->weights = nw_all;
+    out->bits_per_weight = code_bits / (double)nw_all;
+    out->bits_per_weight_total = total_bits / (double)nw_all;
+    out->cost = tc;
+done:
+    if (st) moeq_plan_free(out);
+    for (int i = 0; re && i < o->n_rules; i++) pcre2_code_free(re[i]);
+    free(re);
+    pcre2_match_data_free(md);
+    moeq_calib_file_close(calib);
+    free(mats); free(cost); free(size); free(choice); free(freeix); free(alpha); free(var); free(H);
+    free(wf); free(wq); free(raw);
+    return st;
+}
