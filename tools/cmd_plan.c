@@ -1,0 +1,187 @@
+/* moeq plan MODEL --budget B [--cost uniform|alphaq|hessian] ... -o plan.json */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include "common.h"
+#include "moeq_core.h"
+#include "moeq_model.h"
+#include "moeq_plan.h"
+
+static const char *PLAN_HELP =
+    "usage: moeq plan MODEL --budget B [--bits 2,3,4,8] [--cost uniform|alphaq|hessian]\n"
+    "                 [--spectral F.h5] [--calib F.h5] [--group G] [--sym|--asym] [--gamma G]\n"
+    "                 [--weight params|count] [--budget-total] [--hessian-quant rtn|gptq]\n"
+    "                 [--tensor-type REGEX=CODEC ...] [--scope experts] -o plan.json\n"
+    "                 [--json] [-q] [--threads N]\n\n"
+    "Chooses one codec per routed-expert matrix so that the total cost is smallest within a bit\n"
+    "budget, solved exactly (Lagrangian bisection, greedy fill, reduced-cost fixing, DP; docs/plan.md):\n"
+    "  --budget B        bits per weight over the planned matrices (codes only unless --budget-total)\n"
+    "  --bits LIST       candidate bit widths (default 2,3,4,8)\n"
+    "  --group G         the candidates' group: 32, 64 (default), 128 or 0 (per channel)\n"
+    "  --sym / --asym    symmetric codes or scale + zero (default)\n"
+    "  --cost C          uniform: n 4^-b; alphaq: n s var(W) 4^-b, s = (median alpha / alpha)^gamma\n"
+    "                    (needs --spectral); hessian: measured tr((W-Q)H(W-Q)^T) (needs --calib)\n"
+    "  --gamma G         alphaq exponent (default 1)\n"
+    "  --hessian-quant Q the quantizer the hessian cost measures: rtn (default) or gptq\n"
+    "  --weight W        params: the budget is per weight (default); count: per matrix, as AlphaQ\n"
+    "  --budget-total    the budget includes the f16 scales and zeros\n"
+    "  --tensor-type R=C pin the matrices whose name matches R to codec C (keep: leave them out)\n"
+    "  -o plan.json      the plan, written atomically; read by moeq quantize --plan\n"
+    "Table on stderr: bits per layer and projection, histogram of bit widths.\n"
+    "JSON: budget, bits_per_weight, bits_per_weight_total, matrices, predicted_cost, exact, ...\n";
+
+static void on_progress(void *user, int64_t done, int64_t total)
+{
+    FILE *h = user;
+    if (h) fprintf(h, "\rcosts: %lld / %lld matrices", (long long)done, (long long)total);
+    if (h && done == total) fputc('\n', h);
+}
+
+int cmd_plan(int argc, char **argv)
+{
+    tool_common tc = {0};
+    const char *model = NULL, *out = NULL, *spectral = NULL, *calib = NULL;
+    moeq_plan_opts o = { .bits = { 2, 3, 4, 8 }, .n_bits = 4, .group = 64, .gamma = 1.0, .damp = 0.01, .budget = -1 };
+    moeq_tensor_rule rules[64];
+    char *rule_buf[64];
+    int n_rules = 0, rc = 1;
+    moeq_model *m = NULL;
+    moeq_plan p = {0};
+    char *text = NULL;
+    for (int i = 1; i < argc; i++) {
+        int r = tool_common_option("plan", argc, argv, &i, &tc);
+        if (r < 0) goto out;
+        if (r) continue;
+        const char *a = argv[i], *v;
+        if (!strcmp(a, "--budget")) {
+            if (!(v = tool_value("plan", argc, argv, &i))) goto out;
+            char *end;
+            o.budget = strtod(v, &end);
+            if (*end || !(o.budget > 0 && o.budget < 64)) { tool_usage_error("plan", "--budget wants bits per weight, got '%s'", v); goto out; }
+        } else if (!strcmp(a, "--bits")) {
+            if (!(v = tool_value("plan", argc, argv, &i))) goto out;
+            o.n_bits = 0;
+            char *dup = strdup(v), *save = NULL;
+            for (char *t = strtok_r(dup, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+                int b = atoi(t);
+                if ((b != 2 && b != 3 && b != 4 && b != 8) || o.n_bits == 8) { o.n_bits = -1; break; }
+                for (int k = 0; k < o.n_bits; k++) if (o.bits[k] == b) b = -1;
+                if (b > 0) o.bits[o.n_bits++] = b;
+            }
+            free(dup);
+            if (o.n_bits < 1) { tool_usage_error("plan", "--bits wants a list of 2, 3, 4, 8"); goto out; }
+        } else if (!strcmp(a, "--group")) {
+            if (!(v = tool_value("plan", argc, argv, &i))) goto out;
+            int64_t g;
+            if (!strcmp(v, "channel")) g = 0;
+            else if (tool_parse_int("plan", a, v, 0, &g)) goto out;
+            if (g != 0 && g != 32 && g != 64 && g != 128) { tool_usage_error("plan", "--group wants 32, 64, 128 or 0"); goto out; }
+            o.group = (int)g;
+        } else if (!strcmp(a, "--sym")) o.sym = 1;
+        else if (!strcmp(a, "--asym")) o.sym = 0;
+        else if (!strcmp(a, "--cost")) {
+            if (!(v = tool_value("plan", argc, argv, &i))) goto out;
+            if (!strcmp(v, "uniform")) o.cost = MOEQ_COST_UNIFORM;
+            else if (!strcmp(v, "alphaq")) o.cost = MOEQ_COST_ALPHAQ;
+            else if (!strcmp(v, "hessian")) o.cost = MOEQ_COST_HESSIAN;
+            else { tool_usage_error("plan", "--cost wants uniform, alphaq or hessian"); goto out; }
+        } else if (!strcmp(a, "--gamma")) {
+            if (!(v = tool_value("plan", argc, argv, &i))) goto out;
+            char *end;
+            o.gamma = strtod(v, &end);
+            if (*end || !(o.gamma > 0 && o.gamma < 100)) { tool_usage_error("plan", "--gamma wants a positive number"); goto out; }
+        } else if (!strcmp(a, "--weight")) {
+            if (!(v = tool_value("plan", argc, argv, &i))) goto out;
+            if (!strcmp(v, "params")) o.weight = MOEQ_WEIGHT_PARAMS;
+            else if (!strcmp(v, "count")) o.weight = MOEQ_WEIGHT_COUNT;
+            else { tool_usage_error("plan", "--weight wants params or count"); goto out; }
+        } else if (!strcmp(a, "--hessian-quant")) {
+            if (!(v = tool_value("plan", argc, argv, &i))) goto out;
+            if (!strcmp(v, "gptq")) o.hessian_gptq = 1;
+            else if (!strcmp(v, "rtn")) o.hessian_gptq = 0;
+            else { tool_usage_error("plan", "--hessian-quant wants rtn or gptq"); goto out; }
+        } else if (!strcmp(a, "--budget-total")) o.budget_total = 1;
+        else if (!strcmp(a, "--spectral")) {
+            if (!(spectral = tool_value("plan", argc, argv, &i))) goto out;
+        } else if (!strcmp(a, "--calib")) {
+            if (!(calib = tool_value("plan", argc, argv, &i))) goto out;
+        } else if (!strcmp(a, "--scope")) {
+            if (!(v = tool_value("plan", argc, argv, &i))) goto out;
+            if (strcmp(v, "experts")) {
+                fprintf(stderr, "moeq plan: --scope %s is not supported (routed experts only)\n", v);
+                rc = 2;
+                goto out;
+            }
+        } else if (!strcmp(a, "--tensor-type")) {
+            if (!(v = tool_value("plan", argc, argv, &i))) goto out;
+            const char *eq = strrchr(v, '=');
+            if (!eq || eq == v || n_rules == 64) { tool_usage_error("plan", "--tensor-type wants REGEX=CODEC"); goto out; }
+            moeq_error e = {0};
+            if (moeq_codec_parse(eq + 1, &rules[n_rules].codec, &e)) { tool_usage_error("plan", "--tensor-type: %s", e.detail); goto out; }
+            rule_buf[n_rules] = strndup(v, (size_t)(eq - v));
+            rules[n_rules].regex = rule_buf[n_rules];
+            n_rules++;
+        } else if (!strcmp(a, "-o")) {
+            if (!(out = tool_value("plan", argc, argv, &i))) goto out;
+        } else if (a[0] == '-' && a[1]) { tool_usage_error("plan", "unknown option %s", a); goto out; }
+        else if (model) { tool_usage_error("plan", "one MODEL only"); goto out; }
+        else model = a;
+    }
+    if (tc.help) { fputs(PLAN_HELP, stdout); rc = 0; goto out; }
+    if (!model) { tool_usage_error("plan", "missing MODEL"); goto out; }
+    if (o.budget < 0) { tool_usage_error("plan", "missing --budget B"); goto out; }
+    if (!out && !tc.json) { tool_usage_error("plan", "missing -o plan.json (or --json)"); goto out; }
+    if (o.cost == MOEQ_COST_ALPHAQ && !spectral) { tool_usage_error("plan", "--cost alphaq needs --spectral F.h5"); goto out; }
+    if (o.cost == MOEQ_COST_HESSIAN && !calib) { tool_usage_error("plan", "--cost hessian needs --calib F.h5"); goto out; }
+    moeq_threads_init(tc.threads);
+    o.spectral_path = spectral;
+    o.calib_path = calib;
+    o.rules = rules;
+    o.n_rules = n_rules;
+    o.threads = moeq_threads();
+    o.progress = on_progress;
+    o.user = tc.quiet || o.cost != MOEQ_COST_HESSIAN || !isatty(2) ? NULL : stderr;   /* progress on a terminal only */
+    moeq_error err = {0};
+    if (moeq_model_open(model, &m, &err)) { rc = tool_report("plan", &err); goto out; }
+    if (moeq_plan_make(m, &o, &p, &err)) { rc = tool_report("plan", &err); goto out; }
+    text = moeq_plan_json(&p, &o, m);
+    if (!text) { fprintf(stderr, "moeq plan: out of memory\n"); rc = 4; goto out; }
+    if (out && moeq_write_atomic(out, text, strlen(text), &err)) { rc = tool_report("plan", &err); goto out; }
+    if (!tc.quiet) {
+        FILE *s = stderr;
+        const moeq_config *c = moeq_model_config(m);
+        fprintf(s, "plan: %zu matrices, cost %s, budget %g bits per %s%s\n", p.n, moeq_plan_cost_name(o.cost), o.budget,
+                o.weight == MOEQ_WEIGHT_COUNT ? "matrix" : "weight", o.budget_total ? " (with scales and zeros)" : "");
+        fprintf(s, "mean bits per layer and projection (codes):\n  layer     gate       up     down\n");
+        for (int64_t l = 0; l < c->layers; l++) {
+            double sb[3] = {0}, sw[3] = {0};
+            for (size_t i = 0; i < p.n; i++)
+                if (p.entries[i].layer == l) {
+                    double nw = (double)(p.entries[i].rows * p.entries[i].cols);
+                    sb[p.entries[i].proj] += nw * p.entries[i].codec.bits;
+                    sw[p.entries[i].proj] += nw;
+                }
+            if (sw[0] + sw[1] + sw[2] == 0) continue;
+            fprintf(s, "  %5lld %8.3f %8.3f %8.3f\n", (long long)l, sw[0] ? sb[0] / sw[0] : 0, sw[1] ? sb[1] / sw[1] : 0,
+                    sw[2] ? sb[2] / sw[2] : 0);
+        }
+        fprintf(s, "histogram:");
+        for (int b = 1; b <= 8; b++) {
+            int64_t cnt = 0;
+            for (size_t i = 0; i < p.n; i++) cnt += p.entries[i].codec.bits == b;
+            if (cnt) fprintf(s, "  %d-bit %lld", b, (long long)cnt);
+        }
+        fprintf(s, "\nbits per weight %.4f codes, %.4f with scales/zeros; predicted cost %.6g (%s; bound %.6g); "
+                "costs %.2f s, solve %.4f s\n", p.bits_per_weight, p.bits_per_weight_total, p.cost,
+                p.solve.exact ? "exact" : "greedy", p.solve.lower_bound, p.seconds_costs, p.seconds_solve);
+    }
+    rc = 0;
+    if (tc.json) fputs(text, stdout), fputc('\n', stdout);
+out:
+    free(text);
+    for (int i = 0; i < n_rules; i++) free(rule_buf[i]);
+    moeq_plan_free(&p);
+    moeq_model_close(m);
+    return rc;
+}
