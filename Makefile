@@ -30,7 +30,7 @@ FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
 LIB      := $(BUILD)/libmoeq.a
 MOEQ     := $(BIN)/moeq
 
-.PHONY: all build lib tests test test-rel test-asan demo fuzz fuzz-replay bench clean deps deps-test
+.PHONY: all build lib tests test test-rel test-asan demo fuzz fuzz-replay bench results clean deps deps-test
 # Dependencies are checked (and installed when root) before a second make reads the compiler
 # flags from pkg-config: on a fresh machine they do not exist when this Makefile is parsed.
 all: deps
@@ -113,6 +113,10 @@ fuzz:
 
 bench: all
 	@scripts/bench.sh
+
+# the headline accuracy table: docs/RESULTS.md and docs/results.svg (a few minutes)
+results: all
+	@scripts/results.sh
 
 clean:
 	rm -rf build bin

@@ -18,3 +18,4 @@ mkdir -p build/bench && gzip -dc $FX/corpus.txt.gz > build/bench/corpus.txt
 make -s build/rel/bench/bench_tokenizer && build/rel/bench/bench_tokenizer build/bench/corpus.txt $FX/tiny-mixtral/tokenizer.json $T/tok_llama3.json $T/tok_nfkc.json $T/tok_metaspace.json $T/tok_legacy.json
 make -s build/rel/bench/bench_calib && build/rel/bench/bench_calib --ctx 512 --windows 32 $FX/tiny-mixtral $FX/heldout.safetensors $FX/tiny-qwen2moe $FX/heldout.safetensors $FX/tiny-qwen3moe $FX/heldout.safetensors $FX/tiny-olmoe $FX/heldout.safetensors
 bin/moeq bench kernel   # GEMV/GEMM of the packed codecs vs memory bandwidth and sgemm (docs/bench.md)
+make -s build/rel/bench/bench_gptq && build/rel/bench/bench_gptq   # GPTQ vs RTN s/matrix (2048 x 1408), Qwen1.5-MoE extrapolation, plan solve for 10000 matrices
