@@ -9,7 +9,7 @@ expect_exit "quantize --help" 0 "" -- "$MOEQ" quantize --help
 expect_exit "quantize without -o" 1 "missing -o" -- "$MOEQ" quantize $FX/tiny-olmoe --bits 4
 expect_exit "quantize --bits 5" 1 "--bits wants" -- "$MOEQ" quantize $FX/tiny-olmoe --bits 5 -o "$TMPD/x.moeq"
 expect_exit "quantize --group 48" 1 "--group wants" -- "$MOEQ" quantize $FX/tiny-olmoe --bits 4 --group 48 -o "$TMPD/x.moeq"
-expect_exit "quantize --method gptq" 2 "not implemented" -- "$MOEQ" quantize $FX/tiny-olmoe --bits 4 --method gptq -o "$TMPD/x.moeq"
+expect_exit "quantize --method gptq without --calib" 1 "needs --calib" -- "$MOEQ" quantize $FX/tiny-olmoe --bits 4 --method gptq -o "$TMPD/x.moeq"
 expect_exit "quantize bad --tensor-type" 1 "tensor-type" -- "$MOEQ" quantize $FX/tiny-olmoe --bits 4 --tensor-type 'x=q5g64a' -o "$TMPD/x.moeq"
 
 fixtures="mixtral qwen3moe"   # per-expert and fused layouts; all four were checked by hand (docs/quantize.md)
