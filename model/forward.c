@@ -194,13 +194,17 @@ moeq_status moeq_runner_create(const moeq_model *m, int64_t max_tokens, int thre
     return MOEQ_OK;
 }
 
+/* Element-wise loops smaller than this run on one thread: waking the team costs more than the
+ * work, and much more when other processes share the cores. */
+#define PAR_MIN_ELEMS ((int64_t)1 << 17)
+
 /* Widens a whole matrix view in parallel over row blocks. */
 static void widen(const moeq_mat *m, float *dst)
 {
     int64_t rows = m->rows, cols = m->cols;
     int64_t block = 64;
     int64_t nb = (rows + block - 1) / block;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (rows * cols >= PAR_MIN_ELEMS)
     for (int64_t b = 0; b < nb; b++) {
         int64_t r0 = b * block, r1 = r0 + block < rows ? r0 + block : rows;
         moeq_mat_to_f32(m, r0, r1, dst + r0 * cols);
@@ -252,7 +256,7 @@ static void linear(moeq_runner *r, const moeq_mat *W, float *wbuf, const float *
 static void rmsnorm_rows(const float *x, float *y, int64_t n, int64_t dim, int64_t stride,
                          const float *w, double eps)
 {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (n * dim >= PAR_MIN_ELEMS)
     for (int64_t i = 0; i < n; i++) {
         const float *xi = x + i * stride;
         float *yi = y + i * stride;
@@ -274,7 +278,7 @@ static void swiglu_inplace(float *g, const float *u, int64_t count)
 static void rope_rows(moeq_runner *r, float *x, int64_t n, int64_t heads)
 {
     int64_t hd = r->c->head_dim, half = hd / 2;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (n * heads * hd >= PAR_MIN_ELEMS)
     for (int64_t p = 0; p < n; p++) {
         const float *cs = r->rope_cos + p * half, *sn = r->rope_sin + p * half;
         for (int64_t h = 0; h < heads; h++) {
@@ -424,7 +428,7 @@ static moeq_status moe_block(moeq_runner *r, int64_t layer, int64_t n, const moe
 
     linear(r, &L->router, r->wr, r->h, n, r->router_logits);
     if (hooks && hooks->router_logits) hooks->router_logits(hooks->user, layer, r->router_logits, n, E);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (n * E * K >= PAR_MIN_ELEMS)
     for (int64_t t = 0; t < n; t++)
         route_token(r->router_logits + t * E, E, K, c->norm_topk_prob, r->topk_idx + t * K,
                     r->topk_w + t * K);
@@ -496,7 +500,7 @@ static moeq_status moe_block(moeq_runner *r, int64_t layer, int64_t n, const moe
     if (st != MOEQ_OK) return st;
 
     /* Sum the k expert outputs of each token in slot order (independent of threads). */
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (n * K * H >= PAR_MIN_ELEMS)
     for (int64_t t = 0; t < n; t++) {
         float *o = r->mlp_out + t * H;
         const float *src = r->slot_out + t * K * H;
