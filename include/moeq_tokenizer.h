@@ -39,4 +39,14 @@ moeq_status moeq_tokenize_file(const moeq_tokenizer *t, const char *path, int ad
 moeq_status moeq_detokenize(const moeq_tokenizer *t, const int32_t *ids, int64_t n, int skip_special,
                             char **text, size_t *len, moeq_error *err);
 
+/* The tokenizer of a model: tokenizer.json in its directory, or the copy embedded in a .moeq
+ * file. */
+struct moeq_model;
+moeq_status moeq_model_tokenizer(const struct moeq_model *m, moeq_tokenizer **out, moeq_error *err);
+/* --text for eval and calibrate: the file tokenized with the model's tokenizer, special tokens
+ * included (as Hugging Face's encode does by default); every id is checked against the model's
+ * vocabulary (MOEQ_ERR_RANGE naming the file and the position). *ids is malloc'ed. */
+moeq_status moeq_model_tokenize_file(const struct moeq_model *m, const char *text_path, int32_t **ids,
+                                     int64_t *n, moeq_error *err);
+
 #endif

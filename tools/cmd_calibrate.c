@@ -39,24 +39,6 @@ static const char *CALIB_HELP =
     "                    undersampled}]\n"
     "  -q                no human-readable text or progress\n";
 
-/* --text: MODEL's tokenizer.json, encode(text) with its special tokens, as eval does; every id
- * must fit the model's vocabulary. */
-static moeq_status text_tokens(const char *model, const char *text, int64_t vocab, int32_t **ids, int64_t *n,
-                               moeq_error *err)
-{
-    moeq_tokenizer *tok;
-    moeq_status st = moeq_tokenizer_load(model, &tok, err);
-    if (st != MOEQ_OK) return st;
-    st = moeq_tokenize_file(tok, text, 1, ids, n, err);
-    moeq_tokenizer_free(tok);
-    for (int64_t i = 0; st == MOEQ_OK && i < *n; i++)
-        if ((*ids)[i] >= vocab)
-            st = moeq_fail(err, MOEQ_ERR_RANGE, "%s: token %lld is id %d, outside the model's vocabulary of %lld",
-                           text, (long long)i, (*ids)[i], (long long)vocab);
-    if (st != MOEQ_OK) { free(*ids); *ids = NULL; }
-    return st;
-}
-
 static void progress(void *user, int64_t done, int64_t layers, double tps)
 {
     (void)user;
@@ -146,7 +128,7 @@ int cmd_calibrate(int argc, char **argv)
     /* check the destination before the (long) run */
     if (moeq_calib_h5_check_path(out, &err) != MOEQ_OK || moeq_model_open(path, &m, &err) != MOEQ_OK ||
         (tokens_path && moeq_tokens_load(tokens_path, moeq_model_config(m)->vocab, &ids, &n, &err) != MOEQ_OK) ||
-        (text_path && text_tokens(path, text_path, moeq_model_config(m)->vocab, &ids, &n, &err) != MOEQ_OK)) {
+        (text_path && moeq_model_tokenize_file(m, text_path, &ids, &n, &err) != MOEQ_OK)) {
         rc = tool_report("calibrate", &err);
         goto done;
     }

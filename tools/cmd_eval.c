@@ -30,24 +30,6 @@ static const char *EVAL_HELP =
     "                    kld_p99, same_top1, delta_p_rms\n"
     "  -q                no human-readable text or progress\n";
 
-/* --text: MODEL's tokenizer.json, encode(text) with its special tokens as Hugging Face does by
- * default; every id must fit the model's vocabulary. */
-static moeq_status text_tokens(const char *model, const char *text, int64_t vocab, int32_t **ids, int64_t *n,
-                               moeq_error *err)
-{
-    moeq_tokenizer *tok;
-    moeq_status st = moeq_tokenizer_load(model, &tok, err);
-    if (st != MOEQ_OK) return st;
-    st = moeq_tokenize_file(tok, text, 1, ids, n, err);
-    moeq_tokenizer_free(tok);
-    for (int64_t i = 0; st == MOEQ_OK && i < *n; i++)
-        if ((*ids)[i] >= vocab)
-            st = moeq_fail(err, MOEQ_ERR_RANGE, "%s: token %lld is id %d, outside the model's vocabulary of %lld",
-                           text, (long long)i, (*ids)[i], (long long)vocab);
-    if (st != MOEQ_OK) { free(*ids); *ids = NULL; }
-    return st;
-}
-
 static void progress(void *user, int64_t window, int64_t windows, double tps, double ppl)
 {
     (void)user;
@@ -99,7 +81,7 @@ int cmd_eval(int argc, char **argv)
     if (moeq_model_open(path, &m, &err) != MOEQ_OK ||
         (ref_path && moeq_model_open(ref_path, &ref, &err) != MOEQ_OK) ||
         (tokens_path && moeq_tokens_load(tokens_path, moeq_model_config(m)->vocab, &ids, &n, &err) != MOEQ_OK) ||
-        (text_path && text_tokens(path, text_path, moeq_model_config(m)->vocab, &ids, &n, &err) != MOEQ_OK)) {
+        (text_path && moeq_model_tokenize_file(m, text_path, &ids, &n, &err) != MOEQ_OK)) {
         rc = tool_report("eval", &err);
         goto done;
     }

@@ -41,3 +41,14 @@ python3 -c "import struct,sys; sys.stdout.buffer.write(struct.pack('<4I', 1, 2, 
 expect_exit "eval token id >= vocab" 2 "big.u32.*5000" -- "$MOEQ" eval $FX/tiny-olmoe --tokens "$TMPD/big.u32" --ctx 2
 expect_exit "eval fewer tokens than a window" 2 "fewer than one window" -- "$MOEQ" eval $FX/tiny-olmoe --tokens $T --max-tokens 100 --ctx 128
 expect_exit "eval --ref missing model" 2 "nonexistent" -- "$MOEQ" eval $FX/tiny-olmoe --tokens $T --ref "$TMPD/nonexistent"
+
+# A .moeq file carries its tokenizer: --text on the packed file tokenizes like the directory.
+"$MOEQ" quantize $FX/tiny-olmoe --bits 4 --method rtn --group 64 -q -o "$TMPD/o4.moeq" 2> "$TMPD/err" || cat "$TMPD/err" >&2
+"$MOEQ" eval $FX/tiny-olmoe --text $FX/heldout.txt --ctx 128 --max-tokens 1280 --json -q > "$TMPD/dir.json" 2> "$TMPD/err"
+"$MOEQ" eval "$TMPD/o4.moeq" --text $FX/heldout.txt --ctx 128 --max-tokens 1280 --json -q > "$TMPD/packed.json" 2>> "$TMPD/err"
+python3 - "$TMPD/dir.json" "$TMPD/packed.json" <<'PY' && echo "PASS eval --text of a .moeq uses its embedded tokenizer" || { echo "FAIL eval --text of a .moeq uses its embedded tokenizer"; cat "$TMPD/err" >&2; }
+import json, sys
+a, b = json.load(open(sys.argv[1])), json.load(open(sys.argv[2]))
+assert a["tokens"] == b["tokens"] == 10 * 127, (a["tokens"], b["tokens"])
+assert abs(b["ppl"] / a["ppl"] - 1) < 0.05, (a["ppl"], b["ppl"])   # 4-bit RTN is close to bf16
+PY
