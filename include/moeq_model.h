@@ -97,6 +97,14 @@ const moeq_layer_view *moeq_model_layer(const moeq_model *m, int64_t layer);
 /* Routed expert e's gate, up or down of a MoE layer. */
 moeq_status moeq_model_expert(const moeq_model *m, int64_t layer, int64_t expert, moeq_proj proj,
                               moeq_mat *out, moeq_error *err);
+/* Overrides (sequential GPTQ): from now on the view of a matrix is float32 `data` (same shape,
+ * owned by the caller and kept alive until cleared; NULL restores the original). expert >= 0:
+ * routed expert's GATE/UP/DOWN as moeq_model_expert returns it; expert -1: a layer matrix
+ * (Q, K, V, O, SHARED_*, DENSE_*) as moeq_model_layer returns it. Not thread-safe: set them
+ * between forward passes. */
+moeq_status moeq_model_set_override(moeq_model *m, int64_t layer, int64_t expert, moeq_proj proj,
+                                    const float *data, moeq_error *err);
+void moeq_model_clear_overrides(moeq_model *m);   /* every override, back to the checkpoint */
 const moeq_mat *moeq_model_embed(const moeq_model *m);     /* [vocab, hidden] */
 const moeq_mat *moeq_model_lm_head(const moeq_model *m);   /* == embed when tied */
 const moeq_vec *moeq_model_final_norm(const moeq_model *m);

@@ -32,6 +32,10 @@ struct moeq_model {
     moeq_mat embed, lm_head;
     moeq_vec final_norm;
     moeq_param_counts counts;
+    /* overrides (moeq_model_set_override): float32 replacements the accessors return */
+    const float **xover;         /* [layer][expert][GATE/UP/DOWN], NULL until the first one */
+    moeq_layer_view *lover;      /* [layer] copies with overridden matrices */
+    uint8_t *lover_on;           /* [layer] 1 when lover[layer] is the view to return */
 };
 
 /* Resolution state: the tensors claimed so far (to count the rest as "other"). */
@@ -532,6 +536,9 @@ void moeq_model_close(moeq_model *m)
     free(m->experts);
     free(m->fused_gate_up);
     free(m->fused_down);
+    free(m->xover);
+    free(m->lover);
+    free(m->lover_on);
     free(m->path);
     free(m);
 }
@@ -542,9 +549,87 @@ const moeq_pack *moeq_model_pack(const moeq_model *m) { return m ? m->pack : NUL
 const char *moeq_model_path(const moeq_model *m) { return m ? m->path : NULL; }
 int moeq_model_fused_experts(const moeq_model *m) { return m ? m->fused : 0; }
 
+/* ---- overrides -------------------------------------------------------------------------- */
+
+/* A routed expert's view turned into a float32 view of its override, names kept. */
+static void override_expert(const moeq_model *m, int64_t layer, int64_t expert, moeq_proj proj, moeq_mat *v)
+{
+    const float *d = m->xover ? m->xover[(layer * m->cfg.n_experts + expert) * 3 + (int)proj] : NULL;
+    if (!d) return;
+    v->dtype = MOEQ_DT_F32;
+    v->data = d;
+    v->q = NULL;
+}
+
+static moeq_mat *layer_mat(moeq_layer_view *lv, moeq_proj proj)
+{
+    switch (proj) {
+    case MOEQ_PROJ_Q: return &lv->q;
+    case MOEQ_PROJ_K: return &lv->k;
+    case MOEQ_PROJ_V: return &lv->v;
+    case MOEQ_PROJ_O: return &lv->o;
+    case MOEQ_PROJ_SHARED_GATE: return &lv->shared_gate;
+    case MOEQ_PROJ_SHARED_UP: return &lv->shared_up;
+    case MOEQ_PROJ_SHARED_DOWN: return &lv->shared_down;
+    case MOEQ_PROJ_DENSE_GATE: return &lv->dense_gate;
+    case MOEQ_PROJ_DENSE_UP: return &lv->dense_up;
+    case MOEQ_PROJ_DENSE_DOWN: return &lv->dense_down;
+    default: return NULL;
+    }
+}
+
+moeq_status moeq_model_set_override(moeq_model *m, int64_t layer, int64_t expert, moeq_proj proj,
+                                    const float *data, moeq_error *err)
+{
+    if (!m || layer < 0 || layer >= m->cfg.layers)
+        return moeq_fail(err, MOEQ_ERR_MISUSE, "moeq_model_set_override: layer %lld out of range",
+                         (long long)layer);
+    const int64_t L = m->cfg.layers, E = m->cfg.n_experts;
+    if (expert >= 0) {
+        moeq_mat v;
+        moeq_status st = moeq_model_expert(m, layer, expert, proj, &v, err);   /* checks the rest */
+        if (st) return st;
+        if (!m->xover && !data) return MOEQ_OK;
+        if (!m->xover && !(m->xover = calloc((size_t)(L * E * 3), sizeof *m->xover)))
+            return moeq_fail(err, MOEQ_ERR_NOMEM, "moeq_model_set_override: out of memory");
+        m->xover[(layer * E + expert) * 3 + (int)proj] = data;
+        return MOEQ_OK;
+    }
+    moeq_mat *orig = layer_mat(&m->layers[layer], proj);
+    if (!orig || !orig->tensor)
+        return moeq_fail(err, MOEQ_ERR_MISUSE, "moeq_model_set_override: layer %lld has no %s matrix",
+                         (long long)layer, moeq_proj_name(proj));
+    if (!m->lover) {
+        m->lover = calloc((size_t)L, sizeof *m->lover);
+        m->lover_on = calloc((size_t)L, 1);
+        if (!m->lover || !m->lover_on)
+            return moeq_fail(err, MOEQ_ERR_NOMEM, "moeq_model_set_override: out of memory");
+    }
+    if (!m->lover_on[layer]) {
+        m->lover[layer] = m->layers[layer];
+        m->lover_on[layer] = 1;
+    }
+    moeq_mat *v = layer_mat(&m->lover[layer], proj);
+    *v = *orig;
+    if (data) {
+        v->dtype = MOEQ_DT_F32;
+        v->data = data;
+        v->q = NULL;
+    }
+    return MOEQ_OK;
+}
+
+void moeq_model_clear_overrides(moeq_model *m)
+{
+    if (!m) return;
+    if (m->xover) memset(m->xover, 0, (size_t)(m->cfg.layers * m->cfg.n_experts * 3) * sizeof *m->xover);
+    if (m->lover_on) memset(m->lover_on, 0, (size_t)m->cfg.layers);
+}
+
 const moeq_layer_view *moeq_model_layer(const moeq_model *m, int64_t layer)
 {
     if (!m || layer < 0 || layer >= m->cfg.layers) return NULL;
+    if (m->lover_on && m->lover_on[layer]) return &m->lover[layer];
     return &m->layers[layer];
 }
 
@@ -567,6 +652,7 @@ moeq_status moeq_model_expert(const moeq_model *m, int64_t layer, int64_t expert
     if (!m->fused) {
         *out = mat_of(m->experts[(layer * m->cfg.n_experts + expert) * 3 + (int)proj]);
         pack_fix(m, out, 0);
+        override_expert(m, layer, expert, proj, out);
         return MOEQ_OK;
     }
     const int64_t H = m->cfg.hidden, I = m->cfg.moe_inter;
@@ -587,6 +673,7 @@ moeq_status moeq_model_expert(const moeq_model *m, int64_t layer, int64_t expert
     }
     v.data = (const unsigned char *)t->data + off * es;
     pack_fix(m, &v, (int64_t)off);
+    override_expert(m, layer, expert, proj, &v);
     *out = v;
     return MOEQ_OK;
 }
