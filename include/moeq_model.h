@@ -93,6 +93,11 @@ struct moeq_pack;
 const struct moeq_pack *moeq_model_pack(const moeq_model *m);         /* NULL unless a .moeq file */
 const char *moeq_model_path(const moeq_model *m);
 int moeq_model_fused_experts(const moeq_model *m);   /* 1 when stored as v5 fused tensors */
+/* A pruned model's expert widths from config.json "moeq_expert_widths" ([layer * n_experts + e];
+ * 0: the expert is gone and masked out of the router), or NULL (docs/prune.md). Expert views of
+ * a pruned model have rows = the stored width (ragged) or moe_inter (zero-filled); a width-0
+ * expert may have no tensors (its views are empty: tensor and data NULL, rows 0). */
+const int32_t *moeq_model_expert_widths(const moeq_model *m);
 const moeq_layer_view *moeq_model_layer(const moeq_model *m, int64_t layer);
 /* Routed expert e's gate, up or down of a MoE layer. */
 moeq_status moeq_model_expert(const moeq_model *m, int64_t layer, int64_t expert, moeq_proj proj,

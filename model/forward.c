@@ -389,18 +389,21 @@ static void mlp_all_tokens(moeq_runner *r, int64_t layer, const moeq_mat *g, con
 }
 
 /* Top-k routing of one token: indices by descending logit (ties: lower index first), then
- * softmax probabilities over all experts, optionally renormalized over the k chosen. */
-static void route_token(const float *logits, int64_t E, int64_t K, int renorm, int32_t *idx,
-                        float *w)
+ * softmax probabilities over all experts, optionally renormalized over the k chosen. A pruned
+ * model's removed experts (live[e] == 0; live NULL: all live) are left out of the softmax and
+ * the top-k, as if their router rows were deleted. */
+static void route_token(const float *logits, int64_t E, int64_t K, int renorm, const int32_t *live,
+                        int32_t *idx, float *w)
 {
     double mx = -INFINITY, sum = 0;
     for (int64_t e = 0; e < E; e++)
-        if (logits[e] > mx) mx = logits[e];
-    for (int64_t e = 0; e < E; e++) sum += exp((double)logits[e] - mx);
+        if ((!live || live[e]) && logits[e] > mx) mx = logits[e];
+    for (int64_t e = 0; e < E; e++)
+        if (!live || live[e]) sum += exp((double)logits[e] - mx);
     for (int64_t s = 0; s < K; s++) {
         int64_t best = -1;
         for (int64_t e = 0; e < E; e++) {
-            int taken = 0;
+            int taken = live && !live[e];
             for (int64_t t = 0; t < s; t++) taken |= idx[t] == e;
             if (taken) continue;
             if (best < 0 || logits[e] > logits[best]) best = e;
@@ -424,13 +427,15 @@ static moeq_status moe_block(moeq_runner *r, int64_t layer, int64_t n, const moe
 {
     const moeq_config *c = r->c;
     const moeq_layer_view *L = moeq_model_layer(r->m, layer);
-    int64_t H = c->hidden, E = c->n_experts, K = c->top_k, I = c->moe_inter;
+    int64_t H = c->hidden, E = c->n_experts, K = c->top_k;
 
     linear(r, &L->router, r->wr, r->h, n, r->router_logits);
     if (hooks && hooks->router_logits) hooks->router_logits(hooks->user, layer, r->router_logits, n, E);
+    const int32_t *widths = moeq_model_expert_widths(r->m);
+    const int32_t *live = widths ? widths + layer * E : NULL;
 #pragma omp parallel for schedule(static) if (n * E * K >= PAR_MIN_ELEMS)
     for (int64_t t = 0; t < n; t++)
-        route_token(r->router_logits + t * E, E, K, c->norm_topk_prob, r->topk_idx + t * K,
+        route_token(r->router_logits + t * E, E, K, c->norm_topk_prob, live, r->topk_idx + t * K,
                     r->topk_w + t * K);
     memset(r->e_count, 0, (size_t)E * sizeof(int64_t));
     for (int64_t t = 0; t < n; t++)
@@ -462,6 +467,7 @@ static moeq_status moe_block(moeq_runner *r, int64_t layer, int64_t n, const moe
             continue;
         }
         const int packed = mg.q && mu.q && md.q;
+        const int64_t I = mg.rows;   /* a pruned model's experts have ragged widths */
         if (!packed) {
             moeq_mat_to_f32(&mg, 0, I, s->wg);
             moeq_mat_to_f32(&mu, 0, I, s->wu);

@@ -4,6 +4,7 @@
 #include "moeq_model.h"
 #include "formats/family.h"
 #include "moeq_pack.h"
+#include "moeq_prune.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -36,6 +37,7 @@ struct moeq_model {
     const float **xover;         /* [layer][expert][GATE/UP/DOWN], NULL until the first one */
     moeq_layer_view *lover;      /* [layer] copies with overridden matrices */
     uint8_t *lover_on;           /* [layer] 1 when lover[layer] is the view to return */
+    int32_t *widths;             /* pruned: [layer * n_experts + e] from config.json, else NULL */
 };
 
 /* Resolution state: the tensors claimed so far (to count the rest as "other"). */
@@ -257,6 +259,29 @@ static void detect_layout(moeq_model *m)
     }
 }
 
+/* The stored width of a pruned expert whose config width W differs from I: the gate tensor's
+ * rows when they are W (ragged) or I (zero-filled); other row counts disagree with config.json. */
+static moeq_status ragged_width(rctx *r, const char *const *pats, int64_t l, int64_t e, int64_t W, int64_t I,
+                                int64_t *F)
+{
+    char name[NAME_MAX_LEN];
+    *F = W;
+    for (int i = 0; i < MOEQ_FAMILY_ALT && pats[i]; i++) {
+        if (moeq_family_name(name, sizeof name, pats[i], l, e) != 0) continue;
+        const moeq_tensor *t = mfind(r->m, name);
+        if (!t) continue;
+        if (t->ndim == 2 && (t->shape[0] == W || t->shape[0] == I)) {
+            *F = t->shape[0];
+            return MOEQ_OK;
+        }
+        return moeq_fail(r->err, MOEQ_ERR_FORMAT, "%s: tensor '%s': %lld rows, but config.json "
+                         "'moeq_expert_widths'[%lld][%lld] is %lld (and moe_inter %lld): the widths disagree "
+                         "with the tensors", t->file, t->name, (long long)t->shape[0], (long long)l,
+                         (long long)e, (long long)W, (long long)I);
+    }
+    return MOEQ_OK;
+}
+
 static moeq_status resolve_mlp(rctx *r, int64_t l, moeq_layer_view *lv)
 {
     moeq_model *m = r->m;
@@ -292,11 +317,16 @@ static moeq_status resolve_mlp(rctx *r, int64_t l, moeq_layer_view *lv)
     } else {
         for (int64_t e = 0; e < E; e++) {
             const moeq_tensor **slot = &m->experts[(l * E + e) * 3];
-            if ((st = find_alt(r, f->expert[0], MOEQ_FAMILY_ALT, l, e, 1, 2, SHAPE(I, H), CAT_ROUTED, &slot[0])))
+            /* pruned (docs/prune.md): ragged [f_e, H] tensors, or zero-filled ones of the full
+             * width; width 0 may have no tensors at all */
+            int64_t F = I, W = m->widths ? m->widths[l * E + e] : I;
+            if (W != I && (st = ragged_width(r, f->expert[0], l, e, W, I, &F))) return st;
+            int req = F > 0;
+            if ((st = find_alt(r, f->expert[0], MOEQ_FAMILY_ALT, l, e, req, 2, SHAPE(F, H), CAT_ROUTED, &slot[0])))
                 return st;
-            if ((st = find_alt(r, f->expert[1], MOEQ_FAMILY_ALT, l, e, 1, 2, SHAPE(I, H), CAT_ROUTED, &slot[1])))
+            if ((st = find_alt(r, f->expert[1], MOEQ_FAMILY_ALT, l, e, req, 2, SHAPE(F, H), CAT_ROUTED, &slot[1])))
                 return st;
-            if ((st = find_alt(r, f->expert[2], MOEQ_FAMILY_ALT, l, e, 1, 2, SHAPE(H, I), CAT_ROUTED, &slot[2])))
+            if ((st = find_alt(r, f->expert[2], MOEQ_FAMILY_ALT, l, e, req, 2, SHAPE(H, F), CAT_ROUTED, &slot[2])))
                 return st;
         }
     }
@@ -411,7 +441,7 @@ out:
     return st;
 }
 
-static moeq_status read_config(const char *dir, moeq_config *cfg, moeq_error *err)
+static moeq_status read_config(const char *dir, moeq_config *cfg, int32_t **widths, moeq_error *err)
 {
     char path[4096];
     int w = snprintf(path, sizeof path, "%s/config.json", dir);
@@ -445,6 +475,7 @@ static moeq_status read_config(const char *dir, moeq_config *cfg, moeq_error *er
         return moeq_fail(err, MOEQ_ERR_IO, "%s: short read (%zu of %ld bytes)", path, got, len);
     }
     moeq_status st = moeq_config_parse(buf, got, path, cfg, err);
+    if (st == MOEQ_OK) st = moeq_expert_widths_parse(buf, got, path, cfg, widths, err);
     free(buf);
     return st;
 }
@@ -460,6 +491,7 @@ static moeq_status open_packed(moeq_model *m, const char *path, moeq_error *err)
     char label[4200];
     snprintf(label, sizeof label, "%s:config.json", path);
     if ((st = moeq_config_parse(cf->data, (size_t)cf->blob.size, label, &m->cfg, err))) return st;
+    if ((st = moeq_expert_widths_parse(cf->data, (size_t)cf->blob.size, label, &m->cfg, &m->widths, err))) return st;
     m->npsrc = moeq_pack_nsources(m->pack);
     m->psrc = calloc(m->npsrc ? m->npsrc : 1, sizeof *m->psrc);
     if (!m->psrc) return moeq_fail(err, MOEQ_ERR_NOMEM, "%s: out of memory", path);
@@ -513,7 +545,7 @@ moeq_status moeq_model_open(const char *path, moeq_model **out, moeq_error *err)
     if (!S_ISDIR(sb.st_mode) && (moeq_pack_is_packed(path) || (plen > 5 && !strcmp(path + plen - 5, ".moeq")))) {
         if ((st = open_packed(m, path, err))) goto fail;
     } else {
-        if ((st = read_config(dir, &m->cfg, err))) goto fail;
+        if ((st = read_config(dir, &m->cfg, &m->widths, err))) goto fail;
         if ((st = moeq_ckpt_open(path, &m->ckpt, err))) goto fail;
     }
     if ((st = resolve(m, err))) goto fail;
@@ -539,6 +571,7 @@ void moeq_model_close(moeq_model *m)
     free(m->xover);
     free(m->lover);
     free(m->lover_on);
+    free(m->widths);
     free(m->path);
     free(m);
 }
@@ -548,6 +581,7 @@ const moeq_checkpoint *moeq_model_checkpoint(const moeq_model *m) { return m ? m
 const moeq_pack *moeq_model_pack(const moeq_model *m) { return m ? m->pack : NULL; }
 const char *moeq_model_path(const moeq_model *m) { return m ? m->path : NULL; }
 int moeq_model_fused_experts(const moeq_model *m) { return m ? m->fused : 0; }
+const int32_t *moeq_model_expert_widths(const moeq_model *m) { return m ? m->widths : NULL; }
 
 /* ---- overrides -------------------------------------------------------------------------- */
 
