@@ -112,11 +112,18 @@ typedef struct moeq_gptq_run {
     moeq_gptq_fallback fallback;
     const moeq_expert_mat *mats;
     const moeq_expert_index *index;
+    size_t n_mats;            /* entries of mats (needed by moeq_gptq_sequential) */
     /* filled during the run */
     moeq_gptq_fallback_rec *fallbacks;
     size_t n_fallbacks, cap_fallbacks;
     int64_t gptq_matrices;
     double seconds_gptq;
+    /* sequential GPTQ (quant/gptq_seq.c): the statistics of the layer being quantized replace
+     * calib (experts below min_tokens are undersampled), and the pieces it quantized are served
+     * from stored[i] (indexed like mats) when moeq_quantize_rtn writes the file */
+    const struct moeq_calib_layer *stats;
+    int64_t min_tokens;
+    struct moeq_gptq_stored *stored;
     /* the factorization cache: the last (layer, expert, kind) prepared (gate and up share it) */
     moeq_gptq_hinv *hinv;
     moeq_gptq_info hinv_info;
@@ -125,9 +132,44 @@ typedef struct moeq_gptq_run {
     int H_kind;
 } moeq_gptq_run;
 
+typedef struct moeq_gptq_stored {
+    uint8_t *raw;          /* moeq_qmat_bytes bytes of the piece's codes, or NULL */
+    uint64_t size;
+    moeq_codec codec;
+} moeq_gptq_stored;
+
 /* The moeq_quant_opts.quantize callback for a moeq_gptq_run (user). */
 moeq_status moeq_gptq_piece(void *user, const char *name, const float *w, int64_t rows, int64_t cols,
                             const moeq_codec *codec, uint8_t *raw, moeq_error *err);
 void moeq_gptq_run_free(moeq_gptq_run *r);
+
+/* ---- sequential GPTQ (quant/gptq_seq.c) -------------------------------------------------- */
+
+typedef struct moeq_gptq_seq_opts {
+    int64_t ctx;          /* window length; 512 when <= 0 */
+    int64_t max_tokens;   /* use at most this many tokens (<= 0: all); a last partial window is dropped */
+    int64_t min_tokens;   /* experts with fewer tokens are undersampled (--fallback); <= 0: 2 * hidden */
+    int threads;          /* <= 0: all cores */
+    void *user;
+    void (*progress)(void *user, int64_t layers_done, int64_t layers, double seconds);   /* may be NULL */
+} moeq_gptq_seq_opts;
+
+typedef struct moeq_gptq_seq_result {
+    int64_t tokens, windows, ctx;
+    int64_t layers_quantized, gptq_pieces;
+    double seconds;
+} moeq_gptq_seq_result;
+
+/* Quantizes the model layer by layer on tokens[0..n) (windows of ctx): layer L's expert
+ * Hessians come from the inputs the already-quantized layers 0..L-1 produce. Every routed-expert
+ * piece that qo gives an int codec is quantized through moeq_gptq_piece with the layer's
+ * statistics and stored in r->stored; moeq_quantize_rtn with r as the quantize callback then
+ * writes those codes. Layer matrices outside the routed experts (scope all) are RTN, installed
+ * for the layers above. r needs m, opts, fallback, mats, n_mats and index; r->calib is unused.
+ * The model's overrides are cleared on return. Bad tokens (fewer than one window, ids outside
+ * the vocabulary): MOEQ_ERR_FORMAT / MOEQ_ERR_RANGE. */
+moeq_status moeq_gptq_sequential(moeq_gptq_run *r, moeq_model *m, const moeq_quant_opts *qo,
+                                 const int32_t *tokens, int64_t n, const moeq_gptq_seq_opts *so,
+                                 moeq_gptq_seq_result *res, moeq_error *err);
 
 #endif

@@ -52,6 +52,12 @@ typedef struct moeq_quant_result {
     double entropy_bits;               /* mean Shannon entropy of the codes, bits per weight */
 } moeq_quant_result;
 
+/* The codec moeq_quantize_rtn gives the matrix piece `piece` of checkpoint tensor `tensor`
+ * (scope, then the first matching rule, then codec_for); RAW (dtype UNKNOWN or the tensor's)
+ * when it is kept as it is. */
+moeq_status moeq_quant_piece_codec(const moeq_model *m, const moeq_quant_opts *o, const char *tensor,
+                                   const char *piece, moeq_codec *out, moeq_error *err);
+
 /* RTN over the model's matrices in scope; writes out_path atomically (temporary + rename). */
 moeq_status moeq_quantize_rtn(const moeq_model *m, const moeq_quant_opts *o, const char *out_path,
                               moeq_quant_result *res, moeq_error *err);

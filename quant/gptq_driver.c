@@ -5,6 +5,7 @@
 #include "moeq_gptq.h"
 #include "moeq_calib.h"
 #include "moeq_core.h"
+#include "moeq_kernels.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -116,6 +117,41 @@ static moeq_status add_fallback(moeq_gptq_run *r, const char *name, const char *
     return MOEQ_OK;
 }
 
+/* Coverage of a routed expert: from the calibration file, or from the sequential run's layer. */
+static moeq_status expert_info(moeq_gptq_run *r, int64_t layer, int64_t expert, int64_t *ntok, int *flag,
+                               moeq_error *err)
+{
+    if (!r->stats) return moeq_calib_file_expert(r->calib, layer, expert, ntok, flag, err);
+    if (r->stats->layer != layer || !r->stats->is_moe || expert < 0 || expert >= r->stats->n_experts)
+        return moeq_fail(err, MOEQ_ERR_MISUSE, "sequential GPTQ: statistics of layer %lld asked for layer %lld "
+                         "expert %lld", (long long)r->stats->layer, (long long)layer, (long long)expert);
+    *ntok = r->stats->expert_tokens[expert];
+    *flag = *ntok == 0 ? MOEQ_CALIB_DEAD : *ntok < r->min_tokens ? MOEQ_CALIB_UNDERSAMPLED : MOEQ_CALIB_OK;
+    return MOEQ_OK;
+}
+
+/* Σ x xᵀ of one expert's input (expert -1: summed over the layer's experts in order, as the
+ * file reader sums them). */
+static moeq_status expert_hessian(moeq_gptq_run *r, int64_t layer, int64_t expert, int down, double *H,
+                                  int64_t dim, moeq_error *err)
+{
+    if (!r->stats) return moeq_calib_file_hessian(r->calib, layer, expert, down, H, dim, NULL, err);
+    const moeq_calib_acc *a = down ? r->stats->expert_down : r->stats->expert_in;
+    int64_t E = r->stats->n_experts;
+    if (r->stats->layer != layer || expert < -1 || expert >= E || a[0].dim != dim || !a[0].hess)
+        return moeq_fail(err, MOEQ_ERR_MISUSE, "sequential GPTQ: no Hessian for layer %lld expert %lld",
+                         (long long)layer, (long long)expert);
+    size_t nn = (size_t)(dim * dim);
+    if (expert >= 0) {
+        memcpy(H, a[expert].hess, nn * sizeof *H);
+        return MOEQ_OK;
+    }
+    memset(H, 0, nn * sizeof *H);
+    for (int64_t e = 0; e < E; e++)
+        for (size_t i = 0; i < nn; i++) H[i] += a[e].hess[i];
+    return MOEQ_OK;
+}
+
 moeq_status moeq_gptq_piece(void *user, const char *name, const float *w, int64_t rows, int64_t cols,
                             const moeq_codec *codec, uint8_t *raw, moeq_error *err)
 {
@@ -126,18 +162,26 @@ moeq_status moeq_gptq_piece(void *user, const char *name, const float *w, int64_
         moeq_status st = add_fallback(r, name, "rtn", "not a routed expert: no Hessian", err);
         return st ? st : moeq_rtn_quantize(w, rows, cols, bits, group, sym, raw, err);
     }
+    if (r->stored && r->stored[i].raw) {   /* quantized by the sequential pass */
+        const moeq_gptq_stored *s = &r->stored[i];
+        uint64_t want = moeq_qmat_bytes(bits, group ? group : (int)cols, sym, rows, cols, NULL, NULL);
+        if (s->codec.bits != bits || s->codec.group != group || s->codec.sym != sym || s->size != want)
+            return moeq_fail(err, MOEQ_ERR_MISUSE, "'%s': the sequential pass used another codec", name);
+        memcpy(raw, s->raw, (size_t)s->size);
+        return MOEQ_OK;
+    }
     const moeq_expert_mat *x = &r->mats[i];
     int kind = x->proj == MOEQ_PROJ_DOWN;
     int64_t ntok;
     int flag;
     char why[200];
-    moeq_status st = moeq_calib_file_expert(r->calib, x->layer, x->expert, &ntok, &flag, err);
+    moeq_status st = expert_info(r, x->layer, x->expert, &ntok, &flag, err);
     if (st) return st;
     int64_t hexp = x->expert;
     if (flag != MOEQ_CALIB_OK) {
         snprintf(why, sizeof why, "%s expert (%lld tokens, min_tokens %lld)%s",
                  flag == MOEQ_CALIB_DEAD ? "dead" : "undersampled", (long long)ntok,
-                 (long long)moeq_calib_file_min_tokens(r->calib),
+                 (long long)(r->stats ? r->min_tokens : moeq_calib_file_min_tokens(r->calib)),
                  r->fallback == MOEQ_FALLBACK_RTN ? "" : ": the layer's mean Hessian");
         if ((st = add_fallback(r, name, r->fallback == MOEQ_FALLBACK_RTN ? "rtn" : "layer-mean", why, err))) return st;
         if (r->fallback == MOEQ_FALLBACK_RTN) return moeq_rtn_quantize(w, rows, cols, bits, group, sym, raw, err);
@@ -150,7 +194,7 @@ moeq_status moeq_gptq_piece(void *user, const char *name, const float *w, int64_
         r->hinv_ok = 0;
         double *H = malloc((size_t)(cols * cols) * sizeof *H);
         if (!H) return moeq_fail(err, MOEQ_ERR_NOMEM, "out of memory for the Hessian of '%s'", name);
-        st = moeq_calib_file_hessian(r->calib, x->layer, hexp, kind, H, cols, NULL, err);
+        st = expert_hessian(r, x->layer, hexp, kind, H, cols, err);
         if (st) { free(H); return st; }
         moeq_error e2;
         st = moeq_gptq_hinv_create(H, cols, &r->opts, &r->hinv, &r->hinv_info, &e2);
@@ -181,6 +225,10 @@ void moeq_gptq_run_free(moeq_gptq_run *r)
 {
     moeq_gptq_hinv_free(r->hinv);
     r->hinv = NULL;
+    if (r->stored)
+        for (size_t i = 0; i < r->n_mats; i++) free(r->stored[i].raw);
+    free(r->stored);
+    r->stored = NULL;
     free(r->fallbacks);
     r->fallbacks = NULL;
     r->n_fallbacks = r->cap_fallbacks = 0;

@@ -162,6 +162,32 @@ static const moeq_tensor_rule *match_rule(const moeq_quant_opts *o, pcre2_code *
 
 typedef struct piece_t { char name[600]; int64_t rows, cols, off; } piece_t;
 
+moeq_status moeq_quant_piece_codec(const moeq_model *m, const moeq_quant_opts *o, const char *tensor,
+                                   const char *piece, moeq_codec *out, moeq_error *err)
+{
+    /* the same order as moeq_quantize_rtn's loop: scope, then rules, then the plan */
+    int is_expert;
+    moeq_codec cd = { .type = MOEQ_CODEC_RAW, .dtype = MOEQ_DT_UNKNOWN };
+    if (in_scope(m, tensor, o->scope, &is_expert)) cd = o->codec;
+    pcre2_match_data *md = o->n_rules ? pcre2_match_data_create(4, NULL) : NULL;
+    for (int i = 0; i < o->n_rules; i++) {
+        int ec;
+        PCRE2_SIZE eo;
+        pcre2_code *re = pcre2_compile((PCRE2_SPTR)o->rules[i].regex, PCRE2_ZERO_TERMINATED, 0, &ec, &eo, NULL);
+        int hit = re && md && pcre2_match(re, (PCRE2_SPTR)piece, PCRE2_ZERO_TERMINATED, 0, 0, md, NULL) >= 0;
+        pcre2_code_free(re);
+        if (!re || !md) {
+            pcre2_match_data_free(md);
+            return moeq_fail(err, MOEQ_ERR_MISUSE, "--tensor-type '%s': cannot compile", o->rules[i].regex);
+        }
+        if (hit) { cd = o->rules[i].codec; break; }
+    }
+    pcre2_match_data_free(md);
+    if (o->codec_for) o->codec_for(o->cb_user, piece, &cd);
+    *out = cd;
+    return MOEQ_OK;
+}
+
 moeq_status moeq_quantize_rtn(const moeq_model *m, const moeq_quant_opts *o, const char *out_path,
                               moeq_quant_result *res, moeq_error *err)
 {

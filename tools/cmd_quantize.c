@@ -9,6 +9,7 @@
 #include "moeq_quant.h"
 #include "moeq_gptq.h"
 #include "moeq_plan.h"
+#include "moeq_tokenizer.h"
 
 static const char *QUANTIZE_HELP =
     "usage: moeq quantize MODEL (--bits B | --plan plan.json) [--method rtn|gptq] [--calib F.h5]\n"
@@ -29,6 +30,11 @@ static const char *QUANTIZE_HELP =
     "  --fallback F      dead or undersampled experts: rtn (default) or layer-mean (GPTQ with the\n"
     "                    layer's summed Hessian)\n"
     "  --block N         GPTQ lazy-update block (default 128)\n"
+    "  --sequential      GPTQ layer by layer on calibration tokens (instead of --calib): layer\n"
+    "                    L's Hessians come from the output of the already-quantized layers below\n"
+    "  --tokens F / --text F  calibration tokens for --sequential (as moeq calibrate reads them)\n"
+    "  --ctx N           --sequential window length (default 512); --max-tokens N: first N only\n"
+    "  --min-tokens N    --sequential: experts with fewer tokens are undersampled (default 2*hidden)\n"
     "  --group G         32, 64 (default), 128, or 0 = one group per row\n"
     "  --sym / --asym    symmetric codes, or scale + zero per group (default)\n"
     "  --scope S         experts: the routed experts only (default); all: every linear matrix\n"
@@ -63,6 +69,12 @@ static void on_tensor(void *user, int64_t i, int64_t n, const char *name, int nd
     fputc('\n', p->h);
 }
 
+static void on_layer(void *user, int64_t done, int64_t layers, double secs)
+{
+    (void)user;
+    fprintf(stderr, "\r[sequential GPTQ: layer %lld/%lld, %.1f s]   ", (long long)done, (long long)layers, secs);
+}
+
 typedef struct qctx { moeq_plan_index *plan; moeq_gptq_run *run; } qctx;
 
 static int q_codec_for(void *u, const char *name, moeq_codec *codec)
@@ -85,7 +97,11 @@ int cmd_quantize(int argc, char **argv)
     const char *model = NULL, *out = NULL, *method = "rtn", *calib = NULL, *plan_path = NULL, *fallback = "rtn";
     int64_t bits = 0, group = 64, zstd = 0, block = 128;
     double damp = 0.01;
-    int sym = 0, scope = MOEQ_SCOPE_EXPERTS, act_order = 0;
+    int sym = 0, scope = MOEQ_SCOPE_EXPERTS, act_order = 0, sequential = 0;
+    const char *tokens_path = NULL, *text_path = NULL;
+    int64_t ctx = 512, max_tokens = 0, min_tokens = 0, n_ids = 0;
+    int32_t *ids = NULL;
+    moeq_gptq_seq_result sres = {0};
     moeq_tensor_rule rules[64];
     char *rule_buf[64];
     int n_rules = 0, rc = 1;
@@ -131,10 +147,18 @@ int cmd_quantize(int argc, char **argv)
                 goto out;
             }
         } else if (!strcmp(a, "--act-order")) act_order = 1;
-        else if (!strcmp(a, "--sequential")) {
-            fprintf(stderr, "moeq quantize: --sequential is not implemented yet (docs/quantize.md)\n");
-            rc = 2;
-            goto out;
+        else if (!strcmp(a, "--sequential")) sequential = 1;
+        else if (!strcmp(a, "--tokens")) {
+            if (!(tokens_path = tool_value("quantize", argc, argv, &i))) goto out;
+        } else if (!strcmp(a, "--text")) {
+            if (!(text_path = tool_value("quantize", argc, argv, &i))) goto out;
+        } else if (!strcmp(a, "--ctx")) {
+            if (!(v = tool_value("quantize", argc, argv, &i)) || tool_parse_int("quantize", a, v, 1, &ctx)) goto out;
+            if (ctx > (1 << 20)) { tool_usage_error("quantize", "--ctx %lld is above 1048576", (long long)ctx); goto out; }
+        } else if (!strcmp(a, "--max-tokens")) {
+            if (!(v = tool_value("quantize", argc, argv, &i)) || tool_parse_int("quantize", a, v, 1, &max_tokens)) goto out;
+        } else if (!strcmp(a, "--min-tokens")) {
+            if (!(v = tool_value("quantize", argc, argv, &i)) || tool_parse_int("quantize", a, v, 1, &min_tokens)) goto out;
         } else if (!strcmp(a, "--sym")) sym = 1;
         else if (!strcmp(a, "--asym")) sym = 0;
         else if (!strcmp(a, "--scope")) {
@@ -177,12 +201,31 @@ int cmd_quantize(int argc, char **argv)
     }
     int gptq = !strcmp(method, "gptq");
     if (!gptq && strcmp(method, "rtn")) { tool_usage_error("quantize", "--method wants rtn or gptq"); goto out; }
-    if (gptq && !calib) { tool_usage_error("quantize", "--method gptq needs --calib F.h5"); goto out; }
+    if (sequential && !gptq) { tool_usage_error("quantize", "--sequential needs --method gptq"); goto out; }
+    if (sequential && calib) {
+        tool_usage_error("quantize", "--sequential collects its own statistics: give --tokens or --text, not --calib");
+        goto out;
+    }
+    if (sequential && !tokens_path && !text_path) {
+        tool_usage_error("quantize", "--sequential needs calibration tokens: --tokens FILE or --text FILE");
+        goto out;
+    }
+    if (tokens_path && text_path) { tool_usage_error("quantize", "give --tokens or --text, not both"); goto out; }
+    if (!sequential && (tokens_path || text_path)) {
+        tool_usage_error("quantize", "--tokens/--text are for --sequential (else calibrate first: --calib)");
+        goto out;
+    }
+    if (gptq && !sequential && !calib) { tool_usage_error("quantize", "--method gptq needs --calib F.h5 (or --sequential)"); goto out; }
     moeq_threads_init(tc.threads);
     moeq_error err = {0};
     if (moeq_model_open(model, &m, &err)) { rc = tool_report("quantize", &err); goto out; }
     if (calib && moeq_calib_file_open(calib, m, &cf, &err)) { rc = tool_report("quantize", &err); goto out; }
-    if (gptq && moeq_calib_file_diag(cf)) {
+    if ((tokens_path && moeq_tokens_load(tokens_path, moeq_model_config(m)->vocab, &ids, &n_ids, &err)) ||
+        (text_path && moeq_model_tokenize_file(m, text_path, &ids, &n_ids, &err))) {
+        rc = tool_report("quantize", &err);
+        goto out;
+    }
+    if (gptq && cf && moeq_calib_file_diag(cf)) {
         fprintf(stderr, "moeq quantize: %s: written with --diag (no Hessians): GPTQ needs full Hessians\n", calib);
         rc = 2;
         goto out;
@@ -204,17 +247,20 @@ int cmd_quantize(int argc, char **argv)
         run.opts = (moeq_gptq_opts){ .damp = damp, .act_order = act_order, .block = (int)block, .threads = 0 };
         run.fallback = strcmp(fallback, "rtn") ? MOEQ_FALLBACK_LAYER_MEAN : MOEQ_FALLBACK_RTN;
         run.mats = mats;
+        run.n_mats = nm;
         run.index = eix;
     }
     prog p = { tc.quiet ? NULL : stderr };
     char meta[768];
     if (plan_path)
-        snprintf(meta, sizeof meta, "{\"method\":\"%s\",\"plan\":\"%s\",\"scope\":\"%s\",\"zstd\":%lld%s}", method,
-                 plan_path, scope ? "all" : "experts", (long long)zstd, act_order ? ",\"act_order\":true" : "");
+        snprintf(meta, sizeof meta, "{\"method\":\"%s\",\"plan\":\"%s\",\"scope\":\"%s\",\"zstd\":%lld%s%s}", method,
+                 plan_path, scope ? "all" : "experts", (long long)zstd, act_order ? ",\"act_order\":true" : "",
+                 sequential ? ",\"sequential\":true" : "");
     else
         snprintf(meta, sizeof meta, "{\"method\":\"%s\",\"bits\":%lld,\"group\":%lld,\"sym\":%s,\"scope\":\"%s\","
-                 "\"zstd\":%lld%s}", method, (long long)bits, (long long)group, sym ? "true" : "false",
-                 scope ? "all" : "experts", (long long)zstd, act_order ? ",\"act_order\":true" : "");
+                 "\"zstd\":%lld%s%s}", method, (long long)bits, (long long)group, sym ? "true" : "false",
+                 scope ? "all" : "experts", (long long)zstd, act_order ? ",\"act_order\":true" : "",
+                 sequential ? ",\"sequential\":true" : "");
     qctx q = { pix, gptq ? &run : NULL };
     moeq_quant_opts o = { .codec = { .type = MOEQ_CODEC_INT, .bits = (int)bits, .group = (int)group, .sym = sym },
                           .scope = scope, .rules = rules, .n_rules = n_rules, .zstd_level = (int)zstd,
@@ -224,7 +270,15 @@ int cmd_quantize(int argc, char **argv)
     if (plan_path) o.codec = (moeq_codec){ .type = MOEQ_CODEC_RAW, .dtype = MOEQ_DT_UNKNOWN };
     moeq_quant_result res;
     double t0 = moeq_now();
-    moeq_status st = moeq_quantize_rtn(m, &o, out, &res, &err);
+    moeq_status st = MOEQ_OK;
+    if (sequential) {
+        moeq_gptq_seq_opts so = { .ctx = ctx, .max_tokens = max_tokens, .min_tokens = min_tokens,
+                                  .threads = moeq_threads(), .user = &p,
+                                  .progress = !tc.quiet && isatty(2) ? on_layer : NULL };
+        st = moeq_gptq_sequential(&run, m, &o, ids, n_ids, &so, &sres, &err);
+        if (so.progress) fputc('\n', stderr);
+    }
+    if (st == MOEQ_OK) st = moeq_quantize_rtn(m, &o, out, &res, &err);
     double secs = moeq_now() - t0;
     if (st) { rc = tool_report("quantize", &err); goto out; }
     FILE *h = tool_human(&tc);
@@ -237,6 +291,10 @@ int cmd_quantize(int argc, char **argv)
         fprintf(s, "size: %.3f MiB before -> %.3f MiB tensors (%.3f MiB without zstd), file %llu bytes, %.2f s\n",
                 (double)res.bytes_in / 1048576.0, (double)res.bytes_out / 1048576.0,
                 (double)res.raw_bytes_out / 1048576.0, (unsigned long long)res.file_bytes, secs);
+        if (sequential)
+            fprintf(s, "sequential: %lld tokens in %lld windows of %lld, %lld layers in %.2f s\n",
+                    (long long)sres.tokens, (long long)sres.windows, (long long)sres.ctx,
+                    (long long)sres.layers_quantized, sres.seconds);
         if (gptq) {
             fprintf(s, "GPTQ: %lld matrices in %.2f s; %zu fallbacks\n", (long long)run.gptq_matrices,
                     run.seconds_gptq, run.n_fallbacks);
@@ -267,6 +325,11 @@ int cmd_quantize(int argc, char **argv)
         }
         json_object_set_new(j, "fallbacks", fb);
         json_object_set_new(j, "gptq_matrices", json_integer(run.gptq_matrices));
+        json_object_set_new(j, "sequential", json_boolean(sequential));
+        if (sequential) {
+            json_object_set_new(j, "calib_tokens", json_integer(sres.tokens));
+            json_object_set_new(j, "calib_windows", json_integer(sres.windows));
+        }
         json_object_set_new(j, "tensors", json_integer(res.tensors));
         json_object_set_new(j, "quantized", json_integer(res.quantized));
         json_object_set_new(j, "quant_weights", json_integer(res.quant_weights));
@@ -274,6 +337,7 @@ int cmd_quantize(int argc, char **argv)
         rc = tool_print_json(j);
     }
 out:
+    free(ids);
     for (int i = 0; i < n_rules; i++) free(rule_buf[i]);
     moeq_gptq_run_free(&run);
     moeq_expert_index_free(eix);
