@@ -60,6 +60,7 @@ typedef struct moeq_prune_opts {
     int compensate;       /* hessian: OBS update of the remaining down columns */
     double damp;          /* hessian: relative damping; 0.01 when <= 0 */
     moeq_prune_layout layout;
+    const char *calib_path;   /* the calibration file behind calib (camera reads its phi2 vectors) */
     int threads;
 } moeq_prune_opts;
 

@@ -19,6 +19,7 @@ static const struct {
     {"calibrate", cmd_calibrate, "run the model on calibration tokens: per-expert Hessians, routing, energies (HDF5)"},
     {"plan", cmd_plan, "bit budget per expert matrix: uniform, AlphaQ spectra or Hessian error, solved exactly"},
     {"quantize", cmd_quantize, "RTN or GPTQ quantization into a packed .moeq file (per-matrix codecs, zstd)"},
+    {"prune", cmd_prune, "remove expert channels (CAMERA, OBS Hessian, magnitude) or whole experts: ragged widths"},
     {"unpack", cmd_unpack, "a .moeq file back to a dequantized Hugging Face directory (bf16, sharded)"},
     {"bench", cmd_bench, "kernel benchmarks: GEMV/GEMM GB/s and ratios to memory bandwidth and sgemm"},
     {"tokenize", cmd_tokenize, "text to token ids with the model's tokenizer.json (Hugging Face ids)"},
