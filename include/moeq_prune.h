@@ -56,6 +56,8 @@ typedef struct moeq_prune_opts {
     double ratio;         /* fraction of routed-expert channels (experts for EXPERT), in (0, 1) */
     int scope_global;     /* rank over all MoE layers instead of per layer */
     int64_t min_width;    /* channel scores: experts keep at least this many channels (0: may go) */
+    int64_t multiple;     /* channel scores: widths rounded up to a multiple of this (0/1: none) by
+                             keeping the best-scored of the channels chosen for removal */
     double rho;           /* camera: weight of the max term; default 0.9 when < 0 */
     int compensate;       /* hessian: OBS update of the remaining down columns */
     double damp;          /* hessian: relative damping; 0.01 when <= 0 */

@@ -503,6 +503,20 @@ moeq_status moeq_prune(const moeq_model *m, moeq_calib_file *calib, const moeq_p
         }
     }
     free(live);
+    /* widths to a multiple of o->multiple (the quantizer's code block): give back the
+     * best-scored removed channels of an expert until its width is one */
+    if (!by_expert && o->multiple > 1)
+        for (int64_t g = 0; g < groups; g++) {
+            cand *a = cd + g * gsize;
+            for (int64_t k = gsize - 1; k >= 0; k--) {
+                int64_t l = a[k].l, e = a[k].e;
+                int32_t *w = &p.width[l * E + e];
+                uint8_t *kp = &p.keep[(l * E + e) * I + a[k].c];
+                if (*kp || *w == 0 || *w % o->multiple == 0) continue;
+                *kp = 1;
+                ++*w;
+            }
+        }
     res->experts_total = nmoe * E;
     res->channels_total = nmoe * E * I;
     for (int64_t l = 0; l < L; l++) {

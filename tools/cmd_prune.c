@@ -10,7 +10,7 @@
 
 static const char *PRUNE_HELP =
     "usage: moeq prune MODEL --ratio R [--score camera|hessian|magnitude|expert] [--calib F.h5]\n"
-    "                  [--scope layer|global] [--min-width N] [--rho X] [--no-compensate]\n"
+    "                  [--scope layer|global] [--min-width N] [--multiple M] [--rho X] [--no-compensate]\n"
     "                  [--layout zero-fill|ragged] -o OUT [--json] [-q] [--threads N]\n\n"
     "Removes the fraction R of routed-expert channels (micro-experts: a gate row, an up row and a\n"
     "down column) or, with --score expert, of whole experts, lowest scores first.\n"
@@ -24,6 +24,8 @@ static const char *PRUNE_HELP =
     "  --scope S          rank per layer (default) or over all MoE layers\n"
     "  --min-width N      channel scores: every expert keeps at least N channels (default 0: an\n"
     "                     expert may go entirely; at least top_k experts per layer always stay)\n"
+    "  --multiple M       widths rounded up to a multiple of M (32 for moeq quantize's code\n"
+    "                     blocks with the ragged layout): slightly fewer channels go\n"
     "  --rho X            camera's weight of the max term (default 0.9)\n"
     "  --no-compensate    hessian: no OBS update (diagonal saliency ||down_c||^2 H_cc)\n"
     "  --layout L         zero-fill (default): uniform widths, removed channels zero, loadable by\n"
@@ -64,6 +66,9 @@ int cmd_prune(int argc, char **argv)
         } else if (!strcmp(argv[i], "--min-width")) {
             if (!(v = tool_value("prune", argc, argv, &i))) return 1;
             if (tool_parse_int("prune", "--min-width", v, 0, &o.min_width)) return 1;
+        } else if (!strcmp(argv[i], "--multiple")) {
+            if (!(v = tool_value("prune", argc, argv, &i))) return 1;
+            if (tool_parse_int("prune", "--multiple", v, 1, &o.multiple)) return 1;
         } else if (!strcmp(argv[i], "--rho")) {
             if (!(v = tool_value("prune", argc, argv, &i))) return 1;
             char *end;
