@@ -72,7 +72,8 @@ moeq_status moeq_obs_remove(double *W, int64_t rows, int64_t cols, const double 
     }
     double *Hinv = malloc((size_t)(cols * cols) * sizeof *Hinv);
     unsigned char *gone = calloc((size_t)(cols > 0 ? cols : 1), 1);
-    moeq_status st = Hinv && gone ? damped_inverse(H, cols, damp, Hinv, err)
+    double *rowc = malloc((size_t)(cols > 0 ? cols : 1) * sizeof *rowc);
+    moeq_status st = Hinv && gone && rowc ? damped_inverse(H, cols, damp, Hinv, err)
                                   : moeq_fail(err, MOEQ_ERR_NOMEM, "OBS: out of memory");
     for (int64_t k = 0; st == MOEQ_OK && k < n_remove; k++) {
         int64_t best = -1;
@@ -93,11 +94,13 @@ moeq_status moeq_obs_remove(double *W, int64_t rows, int64_t cols, const double 
                     if (!gone[j]) W[r * cols + j] -= a * Hinv[c * cols + j];
             W[r * cols + c] = 0;
         }
-        /* Hinv of the remaining columns: one Gaussian elimination step on c */
+        /* Hinv of the remaining columns: one Gaussian elimination step on c (row c saved first:
+         * the loop overwrites it) */
+        memcpy(rowc, Hinv + c * cols, (size_t)cols * sizeof *rowc);
         for (int64_t i = 0; i < cols; i++) {
             double a = Hinv[i * cols + c] / d;
             if (a != 0)
-                for (int64_t j = 0; j < cols; j++) Hinv[i * cols + j] -= a * Hinv[c * cols + j];
+                for (int64_t j = 0; j < cols; j++) Hinv[i * cols + j] -= a * rowc[j];
         }
         gone[c] = 1;
         for (int64_t j = 0; j < cols; j++) Hinv[c * cols + j] = Hinv[j * cols + c] = 0;
@@ -106,5 +109,6 @@ moeq_status moeq_obs_remove(double *W, int64_t rows, int64_t cols, const double 
     }
     free(Hinv);
     free(gone);
+    free(rowc);
     return st;
 }
