@@ -117,6 +117,7 @@ bench: all
 # the headline accuracy table: docs/RESULTS.md and docs/results.svg (a few minutes)
 results: all
 	@scripts/results.sh
+	@scripts/results_prune.sh
 
 clean:
 	rm -rf build bin
