@@ -251,6 +251,22 @@ moeq_status moeq_calib_collector_create(const moeq_model *m, int64_t max_tokens,
     if (max_tokens <= 0 || max_tokens > (1 << 20))
         return moeq_fail(err, MOEQ_ERR_MISUSE, "window of %lld tokens is outside 1..1048576",
                          (long long)max_tokens);
+    /* Statistics are laid out at the full expert width: a ragged pruned model (experts stored
+     * at their pruned widths) is refused; its zero-filled form calibrates as usual. */
+    const int32_t *widths = moeq_model_expert_widths(m);
+    for (int64_t l = 0; widths && l < cf->layers; l++) {
+        if (!cf->layer_is_moe[l]) continue;
+        for (int64_t e = 0; e < cf->n_experts; e++) {
+            moeq_mat g;
+            moeq_error lerr;
+            if (widths[l * cf->n_experts + e] > 0 &&
+                moeq_model_expert(m, l, e, MOEQ_PROJ_GATE, &g, &lerr) == MOEQ_OK && g.rows != cf->moe_inter)
+                return moeq_fail(err, MOEQ_ERR_UNSUPPORTED,
+                                 "%s: layer %lld expert %lld is stored at its pruned width %lld (ragged layout); "
+                                 "calibrate the zero-filled form (moeq prune --layout zero-fill) or the model "
+                                 "before pruning", moeq_model_path(m), (long long)l, (long long)e, (long long)g.rows);
+        }
+    }
     moeq_calib_collector *c = calloc(1, sizeof *c);
     if (!c) return moeq_fail(err, MOEQ_ERR_NOMEM, "out of memory creating the calibration collector");
     c->m = m;

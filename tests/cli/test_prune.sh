@@ -121,3 +121,11 @@ import json, sys
 d = sys.argv[1]; a = json.load(open(d + "/e_hr.json"))["ppl"]; b = json.load(open(d + "/e_hrq.json"))["ppl"]
 assert a * 0.98 < b < a * 1.1, (a, b)
 PY
+
+# Calibrating a pruned model: the zero-filled form works (and so GPTQ on it); the ragged one is
+# refused with exit 2 and the way out.
+"$MOEQ" prune $FX/tiny-mixtral --ratio 0.25 --score magnitude -q -o "$TMPD/cz" 2>/dev/null
+"$MOEQ" prune $FX/tiny-mixtral --ratio 0.25 --score magnitude --layout ragged -q -o "$TMPD/cr" 2>/dev/null
+expect_exit "calibrate a zero-filled pruned model" 0 "" -- "$MOEQ" calibrate "$TMPD/cz" --tokens $FX/heldout.safetensors --max-tokens 1024 --ctx 256 -q -o "$TMPD/cz.h5"
+expect_exit "gptq on a zero-filled pruned model" 0 "" -- "$MOEQ" quantize "$TMPD/cz" --bits 4 --method gptq --calib "$TMPD/cz.h5" --group 32 -q -o "$TMPD/cz.moeq"
+expect_exit "calibrate a ragged pruned model is refused" 2 "pruned width.*zero-fill" -- "$MOEQ" calibrate "$TMPD/cr" --tokens $FX/heldout.safetensors --max-tokens 1024 --ctx 256 -q -o "$TMPD/cr.h5"
