@@ -4,6 +4,7 @@
  * by the reference kernel (bit-identical on every CPU) and rounded to bf16; raw tensors kept
  * in their dtype are copied unchanged. The directory is built under a temporary name next to
  * DIR and renamed at the end. */
+#include "moeq_core.h"
 #include "moeq_pack.h"
 #include "moeq_st_writer.h"
 
@@ -93,32 +94,6 @@ static moeq_status fill(void *user, size_t si, void *dst, moeq_error *err)
     return MOEQ_OK;
 }
 
-static void remove_tree(const char *dir)
-{
-    DIR *d = opendir(dir);
-    if (d) {
-        struct dirent *de;
-        char path[4600];
-        while ((de = readdir(d))) {
-            if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, "..")) continue;
-            snprintf(path, sizeof path, "%s/%s", dir, de->d_name);
-            unlink(path);
-        }
-        closedir(d);
-    }
-    rmdir(dir);
-}
-
-static int dir_is_empty(const char *dir)
-{
-    DIR *d = opendir(dir);
-    if (!d) return 0;
-    struct dirent *de;
-    int empty = 1;
-    while (empty && (de = readdir(d))) empty = !strcmp(de->d_name, ".") || !strcmp(de->d_name, "..");
-    closedir(d);
-    return empty;
-}
 
 static int cmp_piece_off(const void *a, const void *b)
 {
@@ -131,7 +106,7 @@ moeq_status moeq_pack_unpack(const moeq_pack *p, const char *dir, uint64_t max_s
 {
     memset(res, 0, sizeof *res);
     struct stat sb;
-    if (stat(dir, &sb) == 0 && (!S_ISDIR(sb.st_mode) || !dir_is_empty(dir)))
+    if (stat(dir, &sb) == 0 && (!S_ISDIR(sb.st_mode) || !moeq_dir_is_empty(dir)))
         return moeq_fail(err, MOEQ_ERR_MISUSE, "%s: exists and is not an empty directory (unpack never "
                          "overwrites)", dir);
     size_t plen = strlen(dir);
@@ -206,7 +181,7 @@ moeq_status moeq_pack_unpack(const moeq_pack *p, const char *dir, uint64_t max_s
     }
     res->tensors = ns;
 done:
-    if (st != MOEQ_OK) remove_tree(tmp);
+    if (st != MOEQ_OK) moeq_remove_flat_dir(tmp);
     free(outs);
     free(all);
     free(u.out_dtype);

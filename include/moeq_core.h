@@ -39,6 +39,12 @@ double moeq_now(void);   /* monotonic seconds */
 moeq_status moeq_read_file(const char *path, uint64_t max_bytes, const char *what, void **out,
                            size_t *len, moeq_error *err);
 
+/* Output directories are written as a temporary sibling and renamed: these remove a failed
+ * temporary (files only, one level) and tell whether a target directory is empty (1) or
+ * holds anything or cannot be read (0). */
+void moeq_remove_flat_dir(const char *dir);
+int moeq_dir_is_empty(const char *dir);
+
 /* Peak resident set size of this process in bytes (VmHWM), 0 when unknown. */
 uint64_t moeq_peak_rss(void);
 

@@ -3,6 +3,7 @@
  * produced one at a time by the safetensors writer's fill callback; the OBS update of an
  * expert's down projection is computed when its tensors are written (one expert in memory). */
 #define _GNU_SOURCE
+#include "moeq_core.h"
 #include "moeq_prune.h"
 #include "moeq_gptq.h"
 #include "moeq_st_writer.h"
@@ -339,32 +340,6 @@ static moeq_status fill(void *user, size_t i, void *dst, moeq_error *err)
     return st;
 }
 
-static void remove_tree(const char *dir)
-{
-    DIR *d = opendir(dir);
-    if (d) {
-        struct dirent *de;
-        char path[4600];
-        while ((de = readdir(d))) {
-            if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, "..")) continue;
-            snprintf(path, sizeof path, "%s/%s", dir, de->d_name);
-            unlink(path);
-        }
-        closedir(d);
-    }
-    rmdir(dir);
-}
-
-static int dir_is_empty(const char *dir)
-{
-    DIR *d = opendir(dir);
-    if (!d) return 0;
-    struct dirent *de;
-    int empty = 1;
-    while (empty && (de = readdir(d))) empty = !strcmp(de->d_name, ".") || !strcmp(de->d_name, "..");
-    closedir(d);
-    return empty;
-}
 
 static moeq_status copy_file(const char *from, const char *to, moeq_error *err)
 {
@@ -552,7 +527,7 @@ moeq_status moeq_prune(const moeq_model *m, moeq_calib_file *calib, const moeq_p
 
     /* ---- the output directory ---- */
     struct stat sb;
-    if (stat(out_dir, &sb) == 0 && (!S_ISDIR(sb.st_mode) || !dir_is_empty(out_dir))) {
+    if (stat(out_dir, &sb) == 0 && (!S_ISDIR(sb.st_mode) || !moeq_dir_is_empty(out_dir))) {
         st = moeq_fail(err, MOEQ_ERR_MISUSE, "%s: exists and is not an empty directory (prune never overwrites)", out_dir);
         goto done;
     }
@@ -656,7 +631,7 @@ moeq_status moeq_prune(const moeq_model *m, moeq_calib_file *calib, const moeq_p
     if (!st && rename(tmp, clean) != 0)
         st = moeq_fail(err, MOEQ_ERR_IO, "%s: cannot rename %s to it: %s", out_dir, tmp, strerror(errno));
 fail:
-    if (st) remove_tree(tmp);
+    if (st) moeq_remove_flat_dir(tmp);
 done:
     free(p.keep);
     free(p.width);
