@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include "formats/h5_attr.h"
 
 struct moeq_calib_file {
     char *path;
@@ -27,42 +28,6 @@ static moeq_status rd_fail(moeq_error *err, const char *path, const char *what)
     H5Ewalk2(H5E_DEFAULT, H5E_WALK_DOWNWARD, first_msg, msg);
     H5Eclear2(H5E_DEFAULT);
     return moeq_fail(err, MOEQ_ERR_FORMAT, "%s: %s: HDF5: %s", path, what, msg);
-}
-
-/* A scalar integer attribute; 0 on success. */
-static int attr_i64(hid_t obj, const char *name, int64_t *v)
-{
-    if (H5Aexists(obj, name) <= 0) return -1;
-    hid_t a = H5Aopen(obj, name, H5P_DEFAULT);
-    if (a < 0) return -1;
-    hid_t sp = H5Aget_space(a);
-    int ok = sp >= 0 && H5Sget_simple_extent_npoints(sp) == 1;
-    hid_t t = H5Aget_type(a);
-    ok = ok && t >= 0 && H5Tget_class(t) == H5T_INTEGER;
-    if (ok) ok = H5Aread(a, H5T_NATIVE_INT64, v) >= 0;
-    if (t >= 0) H5Tclose(t);
-    if (sp >= 0) H5Sclose(sp);
-    H5Aclose(a);
-    return ok ? 0 : -1;
-}
-
-/* A fixed-length string attribute into buf (NUL-terminated); 0 on success. */
-static int attr_str(hid_t obj, const char *name, char *buf, size_t cap)
-{
-    if (H5Aexists(obj, name) <= 0) return -1;
-    hid_t a = H5Aopen(obj, name, H5P_DEFAULT);
-    if (a < 0) return -1;
-    hid_t t = H5Aget_type(a);
-    int ok = t >= 0 && H5Tget_class(t) == H5T_STRING && !H5Tis_variable_str(t);
-    size_t n = ok ? H5Tget_size(t) : 0;
-    ok = ok && n > 0 && n < cap;
-    if (ok) {
-        memset(buf, 0, cap);
-        ok = H5Aread(a, t, buf) >= 0;
-    }
-    if (t >= 0) H5Tclose(t);
-    H5Aclose(a);
-    return ok ? 0 : -1;
 }
 
 moeq_status moeq_calib_file_open(const char *path, const moeq_model *m, moeq_calib_file **out,
@@ -90,15 +55,15 @@ moeq_status moeq_calib_file_open(const char *path, const moeq_model *m, moeq_cal
     char s[256];
     int64_t v;
     const moeq_config *cf = moeq_model_config(m);
-    if (attr_str(f, "format", s, sizeof s) || strcmp(s, "moeq-calib")) {
+    if (moeq_h5_attr_str(f, "format", s, sizeof s) || strcmp(s, "moeq-calib")) {
         st = moeq_fail(err, MOEQ_ERR_FORMAT, "%s: root attribute 'format' is not moeq-calib", path);
         goto fail;
     }
-    if (attr_i64(f, "format_version", &v) || v != 1) {
+    if (moeq_h5_attr_i64(f, "format_version", &v) || v != 1) {
         st = moeq_fail(err, MOEQ_ERR_UNSUPPORTED, "%s: root attribute 'format_version': version 1 expected", path);
         goto fail;
     }
-    if (attr_str(f, "model_type", s, sizeof s) || strcmp(s, cf->model_type)) {
+    if (moeq_h5_attr_str(f, "model_type", s, sizeof s) || strcmp(s, cf->model_type)) {
         st = moeq_fail(err, MOEQ_ERR_FORMAT, "%s: root attribute 'model_type' is '%s', the model is '%s': a "
                        "calibration file of another model", path, s, cf->model_type);
         goto fail;
@@ -108,7 +73,7 @@ moeq_status moeq_calib_file_open(const char *path, const moeq_model *m, moeq_cal
         { "top_k", cf->top_k }, { "moe_inter", cf->moe_inter }, { "vocab", cf->vocab },
     };
     for (size_t i = 0; i < sizeof ids / sizeof ids[0]; i++)
-        if (attr_i64(f, ids[i].name, &v) || v != ids[i].want) {
+        if (moeq_h5_attr_i64(f, ids[i].name, &v) || v != ids[i].want) {
             st = moeq_fail(err, MOEQ_ERR_FORMAT, "%s: root attribute '%s' is %lld, the model has %lld: a "
                            "calibration file of another model", path, ids[i].name, (long long)v,
                            (long long)ids[i].want);
@@ -117,14 +82,14 @@ moeq_status moeq_calib_file_open(const char *path, const moeq_model *m, moeq_cal
     const moeq_checkpoint *ck = moeq_model_checkpoint(m);
     uint64_t mb = 0;
     int64_t mbs = 0;
-    if (ck && (attr_i64(f, "model_bytes", &mbs) || (mb = (uint64_t)mbs) != moeq_ckpt_bytes(ck))) {
+    if (ck && (moeq_h5_attr_i64(f, "model_bytes", &mbs) || (mb = (uint64_t)mbs) != moeq_ckpt_bytes(ck))) {
         H5Eclear2(H5E_DEFAULT);
         st = moeq_fail(err, MOEQ_ERR_FORMAT, "%s: root attribute 'model_bytes' is %llu, the model has %llu bytes: "
                        "a calibration file of another model", path, (unsigned long long)mb,
                        (unsigned long long)moeq_ckpt_bytes(ck));
         goto fail;
     }
-    if (attr_i64(f, "min_tokens", &c->min_tokens) || attr_i64(f, "diag", &c->diag)) {
+    if (moeq_h5_attr_i64(f, "min_tokens", &c->min_tokens) || moeq_h5_attr_i64(f, "diag", &c->diag)) {
         st = moeq_fail(err, MOEQ_ERR_FORMAT, "%s: root attributes 'min_tokens'/'diag' missing", path);
         goto fail;
     }

@@ -7,36 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-static int attr_i64(hid_t obj, const char *name, int64_t *v)
-{
-    if (H5Aexists(obj, name) <= 0) return -1;
-    hid_t a = H5Aopen(obj, name, H5P_DEFAULT);
-    if (a < 0) return -1;
-    hid_t t = H5Aget_type(a), sp = H5Aget_space(a);
-    int ok = t >= 0 && sp >= 0 && H5Tget_class(t) == H5T_INTEGER && H5Sget_simple_extent_npoints(sp) == 1;
-    if (ok) ok = H5Aread(a, H5T_NATIVE_INT64, v) >= 0;
-    if (t >= 0) H5Tclose(t);
-    if (sp >= 0) H5Sclose(sp);
-    H5Aclose(a);
-    return ok ? 0 : -1;
-}
-
-static int attr_str(hid_t obj, const char *name, char *buf, size_t cap)
-{
-    if (H5Aexists(obj, name) <= 0) return -1;
-    hid_t a = H5Aopen(obj, name, H5P_DEFAULT);
-    if (a < 0) return -1;
-    hid_t t = H5Aget_type(a);
-    int ok = t >= 0 && H5Tget_class(t) == H5T_STRING && !H5Tis_variable_str(t) && H5Tget_size(t) < cap;
-    if (ok) {
-        memset(buf, 0, cap);
-        ok = H5Aread(a, t, buf) >= 0;
-    }
-    if (t >= 0) H5Tclose(t);
-    H5Aclose(a);
-    return ok ? 0 : -1;
-}
+#include "formats/h5_attr.h"
 
 /* Reads /layers/LNNN/name, f64 [E, 3], into dst. */
 static moeq_status read_table(hid_t f, const char *path, int64_t layer, const char *name, int64_t E, double *dst,
@@ -79,21 +50,21 @@ moeq_status moeq_spectral_file_read(const char *path, const moeq_model *m, doubl
     moeq_status st = MOEQ_OK;
     char s[256];
     int64_t v;
-    if (attr_str(f, "format", s, sizeof s) || strcmp(s, "moeq-spectral")) {
+    if (moeq_h5_attr_str(f, "format", s, sizeof s) || strcmp(s, "moeq-spectral")) {
         st = moeq_fail(err, MOEQ_ERR_FORMAT, "%s: root attribute 'format' is not moeq-spectral", path);
         goto done;
     }
-    if (attr_str(f, "model_type", s, sizeof s) || strcmp(s, c->model_type)) {
+    if (moeq_h5_attr_str(f, "model_type", s, sizeof s) || strcmp(s, c->model_type)) {
         st = moeq_fail(err, MOEQ_ERR_FORMAT, "%s: root attribute 'model_type' is '%s', the model is '%s': a spectral "
                        "file of another model", path, s, c->model_type);
         goto done;
     }
-    if (attr_i64(f, "layers", &v) || v != c->layers) {
+    if (moeq_h5_attr_i64(f, "layers", &v) || v != c->layers) {
         st = moeq_fail(err, MOEQ_ERR_FORMAT, "%s: root attribute 'layers' does not match the model (%lld)", path,
                        (long long)c->layers);
         goto done;
     }
-    if (attr_i64(f, "experts", &v) || v != c->n_experts) {
+    if (moeq_h5_attr_i64(f, "experts", &v) || v != c->n_experts) {
         st = moeq_fail(err, MOEQ_ERR_FORMAT, "%s: root attribute 'experts' does not match the model (%lld)", path,
                        (long long)c->n_experts);
         goto done;
