@@ -62,4 +62,8 @@ moeq_status moeq_quant_piece_codec(const moeq_model *m, const moeq_quant_opts *o
 moeq_status moeq_quantize_rtn(const moeq_model *m, const moeq_quant_opts *o, const char *out_path,
                               moeq_quant_result *res, moeq_error *err);
 
+/* Packs one row of integer codes q[0..cols) (cols a multiple of 32) into the block layout of
+ * docs/FORMAT.md ("Int codec layout"): 4·bits bytes per 32 codes. */
+void moeq_pack_codes_row(const uint8_t *q, int64_t cols, int bits, uint8_t *codes);
+
 #endif

@@ -141,29 +141,6 @@ static inline int quant1(double x, int maxq, float s, float z)
     return v < 0 ? 0 : v > maxq ? maxq : (int)v;
 }
 
-/* Packs one row of codes q[0..cols) in the FORMAT.md 32-element block layout. */
-static void pack_row(const uint8_t *q, int64_t cols, int bits, uint8_t *codes)
-{
-    for (int64_t b = 0; b < cols / 32; b++) {
-        const uint8_t *c = q + 32 * b;
-        uint8_t *o = codes + b * 4 * bits;
-        switch (bits) {
-        case 8: memcpy(o, c, 32); break;
-        case 4: for (int k = 0; k < 16; k++) o[k] = (uint8_t)(c[k] | c[k + 16] << 4); break;
-        case 2:
-            for (int k = 0; k < 8; k++) o[k] = (uint8_t)(c[k] | c[k + 8] << 2 | c[k + 16] << 4 | c[k + 24] << 6);
-            break;
-        default: {
-            uint32_t hb = 0;
-            for (int k = 0; k < 8; k++)
-                o[k] = (uint8_t)((c[k] & 3) | (c[k + 8] & 3) << 2 | (c[k + 16] & 3) << 4 | (c[k + 24] & 3) << 6);
-            for (int k = 0; k < 32; k++) hb |= (uint32_t)(c[k] >> 2 & 1) << k;
-            for (int k = 0; k < 4; k++) o[8 + k] = (uint8_t)(hb >> (8 * k));
-        }
-        }
-    }
-}
-
 /* GPTQ of rows [r0, r0 + R): W is [R, n] in permuted column order (modified). */
 static void gptq_rows(const moeq_gptq_hinv *h, double *W, int64_t R, int64_t n, int bits, int g, int sym,
                       int B, int64_t ng, double *Err, uint8_t *q, float *gs, float *gz, uint16_t *s16,
@@ -247,7 +224,7 @@ moeq_status moeq_gptq_apply(const moeq_gptq_hinv *h, const float *w, int64_t row
                     W[r * cols + i] = w[(r0 + r) * cols + (h->perm ? h->perm[i] : i)];
             gptq_rows(h, W, R, cols, bits, g, sym, B, ng, Err, q, gs, gz, s16, z16, w + r0 * cols);
             for (int64_t r = 0; r < R; r++) {
-                pack_row(q + r * cols, cols, bits, raw + (r0 + r) * rb);
+                moeq_pack_codes_row(q + r * cols, cols, bits, raw + (r0 + r) * rb);
                 memcpy((uint16_t *)(void *)(raw + so) + (r0 + r) * ng, s16 + r * ng, (size_t)ng * 2);
                 if (!sym) memcpy((uint16_t *)(void *)(raw + zo) + (r0 + r) * ng, z16 + r * ng, (size_t)ng * 2);
                 if (wq)

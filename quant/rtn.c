@@ -12,6 +12,30 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Packs one row of codes q[0..cols) into the 32-element block layout of FORMAT.md ("Int codec
+ * layout"); RTN and GPTQ both write through it. */
+void moeq_pack_codes_row(const uint8_t *q, int64_t cols, int bits, uint8_t *codes)
+{
+    for (int64_t b = 0; b < cols / 32; b++) {
+        const uint8_t *c = q + 32 * b;
+        uint8_t *o = codes + b * 4 * bits;
+        switch (bits) {
+        case 8: memcpy(o, c, 32); break;
+        case 4: for (int k = 0; k < 16; k++) o[k] = (uint8_t)(c[k] | c[k + 16] << 4); break;
+        case 2:
+            for (int k = 0; k < 8; k++) o[k] = (uint8_t)(c[k] | c[k + 8] << 2 | c[k + 16] << 4 | c[k + 24] << 6);
+            break;
+        default: {
+            uint32_t hb = 0;
+            for (int k = 0; k < 8; k++)
+                o[k] = (uint8_t)((c[k] & 3) | (c[k + 8] & 3) << 2 | (c[k + 16] & 3) << 4 | (c[k + 24] & 3) << 6);
+            for (int k = 0; k < 32; k++) hb |= (uint32_t)(c[k] >> 2 & 1) << k;
+            for (int k = 0; k < 4; k++) o[8 + k] = (uint8_t)(hb >> (8 * k));
+        }
+        }
+    }
+}
+
 static void quant_row(const float *w, int64_t cols, int bits, int group, int sym, uint8_t *codes,
                       uint16_t *scales, uint16_t *zeros, uint8_t *q)
 {
@@ -47,24 +71,7 @@ static void quant_row(const float *w, int64_t cols, int bits, int group, int sym
         if (zeros) zeros[g0 / group] = moeq_f32_to_f16(zero);
     }
     /* pack the row in 32-element blocks (FORMAT.md "Int codec layout") */
-    for (int64_t b = 0; b < cols / 32; b++) {
-        const uint8_t *c = q + 32 * b;
-        uint8_t *o = codes + b * 4 * bits;
-        switch (bits) {
-        case 8: memcpy(o, c, 32); break;
-        case 4: for (int k = 0; k < 16; k++) o[k] = (uint8_t)(c[k] | c[k + 16] << 4); break;
-        case 2:
-            for (int k = 0; k < 8; k++) o[k] = (uint8_t)(c[k] | c[k + 8] << 2 | c[k + 16] << 4 | c[k + 24] << 6);
-            break;
-        default: {
-            uint32_t h = 0;
-            for (int k = 0; k < 8; k++)
-                o[k] = (uint8_t)((c[k] & 3) | (c[k + 8] & 3) << 2 | (c[k + 16] & 3) << 4 | (c[k + 24] & 3) << 6);
-            for (int k = 0; k < 32; k++) h |= (uint32_t)(c[k] >> 2 & 1) << k;
-            for (int k = 0; k < 4; k++) o[8 + k] = (uint8_t)(h >> (8 * k));
-        }
-        }
-    }
+    moeq_pack_codes_row(q, cols, bits, codes);
 }
 
 moeq_status moeq_rtn_quantize(const float *w, int64_t rows, int64_t cols, int bits, int group, int sym,
