@@ -21,6 +21,13 @@ typedef struct moeq_tensor_rule {
     moeq_codec codec;    /* RAW with dtype UNKNOWN: keep as is */
 } moeq_tensor_rule;
 
+/* Rules compiled once; the first rule whose regex matches a name wins. Not thread-safe (one
+ * match buffer). */
+typedef struct moeq_rule_set moeq_rule_set;
+moeq_status moeq_rule_set_compile(const moeq_tensor_rule *rules, int n, moeq_rule_set **out, moeq_error *err);
+const moeq_tensor_rule *moeq_rule_set_match(moeq_rule_set *s, const char *name);
+void moeq_rule_set_free(moeq_rule_set *s);
+
 typedef struct moeq_quant_opts {
     moeq_codec codec;              /* the default for matrices in scope */
     moeq_quant_scope scope;

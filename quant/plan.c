@@ -4,7 +4,6 @@
  *   hessian:  tr((W − Q_b(W)) H (W − Q_b(W))ᵀ), H = Σ x xᵀ of the expert's inputs: the
  *             squared output error summed over the calibration tokens routed to the expert.
  * The costs are totals over a matrix's weights (n ·), so matrices of different sizes compare. */
-#define PCRE2_CODE_UNIT_WIDTH 8
 #include "moeq_plan.h"
 #include "moeq_gptq.h"
 #include "moeq_calib.h"
@@ -12,7 +11,6 @@
 #include "moeq_kernels.h"
 
 #include <math.h>
-#include <pcre2.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -61,26 +59,14 @@ moeq_status moeq_plan_make(const moeq_model *m, const moeq_plan_opts *o, moeq_pl
     float *wf = NULL, *wq = NULL;
     uint8_t *raw = NULL;
     moeq_calib_file *calib = NULL;
-    pcre2_code **re = calloc((size_t)o->n_rules + 1, sizeof *re);
-    pcre2_match_data *md = pcre2_match_data_create(4, NULL);
+    moeq_rule_set *rs = NULL;
     out->entries = calloc(n, sizeof *out->entries);
     cost = malloc(n * (size_t)k * sizeof *cost);
     size = malloc(n * (size_t)k * sizeof *size);
     choice = calloc(n, sizeof *choice);
     freeix = malloc(n * sizeof *freeix);
-    if (!re || !md || !out->entries || !cost || !size || !choice || !freeix) { st = moeq_fail(err, MOEQ_ERR_NOMEM, "out of memory"); goto done; }
-    for (int i = 0; i < o->n_rules; i++) {
-        int ec;
-        PCRE2_SIZE eo;
-        re[i] = pcre2_compile((PCRE2_SPTR)o->rules[i].regex, PCRE2_ZERO_TERMINATED, 0, &ec, &eo, NULL);
-        if (!re[i]) {
-            PCRE2_UCHAR msg[160];
-            pcre2_get_error_message(ec, msg, sizeof msg);
-            st = moeq_fail(err, MOEQ_ERR_MISUSE, "--tensor-type '%s': %s at offset %zu", o->rules[i].regex,
-                           (const char *)msg, (size_t)eo);
-            goto done;
-        }
-    }
+    if (!out->entries || !cost || !size || !choice || !freeix) { st = moeq_fail(err, MOEQ_ERR_NOMEM, "out of memory"); goto done; }
+    if ((st = moeq_rule_set_compile(o->rules, o->n_rules, &rs, err))) goto done;
     double t0 = moeq_now();
     /* alphaq: sensitivities */
     double med = NAN;
@@ -135,12 +121,11 @@ moeq_status moeq_plan_make(const moeq_model *m, const moeq_plan_opts *o, moeq_pl
         e->sens = 1;
         /* pins */
         int pinned = 0;
-        for (int r = 0; r < o->n_rules; r++)
-            if (pcre2_match(re[r], (PCRE2_SPTR)x->name, PCRE2_ZERO_TERMINATED, 0, 0, md, NULL) >= 0) {
-                if (o->rules[r].codec.type == MOEQ_CODEC_RAW) pinned = -1;   /* keep: not in the plan */
-                else { pinned = 1; e->codec = o->rules[r].codec; }
-                break;
-            }
+        const moeq_tensor_rule *rule = moeq_rule_set_match(rs, x->name);
+        if (rule) {
+            if (rule->codec.type == MOEQ_CODEC_RAW) pinned = -1;   /* keep: not in the plan */
+            else { pinned = 1; e->codec = rule->codec; }
+        }
         if (pinned < 0) continue;
         int64_t wunit = o->weight == MOEQ_WEIGHT_COUNT ? 1 : nw;
         cap_weights += wunit;
@@ -266,9 +251,7 @@ moeq_status moeq_plan_make(const moeq_model *m, const moeq_plan_opts *o, moeq_pl
     out->cost = tc;
 done:
     if (st) moeq_plan_free(out);
-    for (int i = 0; re && i < o->n_rules; i++) pcre2_code_free(re[i]);
-    free(re);
-    pcre2_match_data_free(md);
+    moeq_rule_set_free(rs);
     moeq_calib_file_close(calib);
     free(mats); free(cost); free(size); free(choice); free(freeix); free(alpha); free(var); free(H);
     free(wf); free(wq); free(raw);

@@ -2,12 +2,10 @@
  * file from a model: every checkpoint tensor in checkpoint order, routed-expert matrices (or
  * all linear matrices with --scope all) under the chosen codec, everything else as it was.
  * Fused v5 expert tensors are split per expert (FORMAT.md F-15). */
-#define PCRE2_CODE_UNIT_WIDTH 8
 #include "moeq_quant.h"
 #include "moeq_kernels.h"
 
 #include <math.h>
-#include <pcre2.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -159,14 +157,6 @@ static int in_scope(const moeq_model *m, const char *name, moeq_quant_scope scop
     return 0;
 }
 
-static const moeq_tensor_rule *match_rule(const moeq_quant_opts *o, pcre2_code **re, pcre2_match_data *md,
-                                          const char *name)
-{
-    for (int i = 0; i < o->n_rules; i++)
-        if (pcre2_match(re[i], (PCRE2_SPTR)name, PCRE2_ZERO_TERMINATED, 0, 0, md, NULL) >= 0) return &o->rules[i];
-    return NULL;
-}
-
 typedef struct piece_t { char name[600]; int64_t rows, cols, off; } piece_t;
 
 moeq_status moeq_quant_piece_codec(const moeq_model *m, const moeq_quant_opts *o, const char *tensor,
@@ -176,20 +166,14 @@ moeq_status moeq_quant_piece_codec(const moeq_model *m, const moeq_quant_opts *o
     int is_expert;
     moeq_codec cd = { .type = MOEQ_CODEC_RAW, .dtype = MOEQ_DT_UNKNOWN };
     if (in_scope(m, tensor, o->scope, &is_expert)) cd = o->codec;
-    pcre2_match_data *md = o->n_rules ? pcre2_match_data_create(4, NULL) : NULL;
-    for (int i = 0; i < o->n_rules; i++) {
-        int ec;
-        PCRE2_SIZE eo;
-        pcre2_code *re = pcre2_compile((PCRE2_SPTR)o->rules[i].regex, PCRE2_ZERO_TERMINATED, 0, &ec, &eo, NULL);
-        int hit = re && md && pcre2_match(re, (PCRE2_SPTR)piece, PCRE2_ZERO_TERMINATED, 0, 0, md, NULL) >= 0;
-        pcre2_code_free(re);
-        if (!re || !md) {
-            pcre2_match_data_free(md);
-            return moeq_fail(err, MOEQ_ERR_MISUSE, "--tensor-type '%s': cannot compile", o->rules[i].regex);
-        }
-        if (hit) { cd = o->rules[i].codec; break; }
+    if (o->n_rules) {
+        moeq_rule_set *rs = NULL;
+        moeq_status st = moeq_rule_set_compile(o->rules, o->n_rules, &rs, err);
+        if (st != MOEQ_OK) return st;
+        const moeq_tensor_rule *rule = moeq_rule_set_match(rs, piece);
+        if (rule) cd = rule->codec;
+        moeq_rule_set_free(rs);
     }
-    pcre2_match_data_free(md);
     if (o->codec_for) o->codec_for(o->cb_user, piece, &cd);
     *out = cd;
     return MOEQ_OK;
@@ -204,25 +188,12 @@ moeq_status moeq_quantize_rtn(const moeq_model *m, const moeq_quant_opts *o, con
                               ".moeq file", moeq_model_path(m));
     const moeq_config *c = moeq_model_config(m);
     moeq_status st = MOEQ_OK;
-    pcre2_code **re = calloc((size_t)o->n_rules + 1, sizeof *re);
-    pcre2_match_data *md = pcre2_match_data_create(4, NULL);
+    moeq_rule_set *rs = NULL;
     moeq_pack_writer *w = NULL;
     float *wf = NULL;
     uint8_t *raw = NULL;
     size_t wf_cap = 0, raw_cap = 0;
-    if (!re || !md) { st = moeq_fail(err, MOEQ_ERR_NOMEM, "out of memory"); goto done; }
-    for (int i = 0; i < o->n_rules; i++) {
-        int ec;
-        PCRE2_SIZE eo;
-        re[i] = pcre2_compile((PCRE2_SPTR)o->rules[i].regex, PCRE2_ZERO_TERMINATED, 0, &ec, &eo, NULL);
-        if (!re[i]) {
-            PCRE2_UCHAR msg[160];
-            pcre2_get_error_message(ec, msg, sizeof msg);
-            st = moeq_fail(err, MOEQ_ERR_MISUSE, "--tensor-type '%s': %s at offset %zu", o->rules[i].regex,
-                           (const char *)msg, (size_t)eo);
-            goto done;
-        }
-    }
+    if ((st = moeq_rule_set_compile(o->rules, o->n_rules, &rs, err))) goto done;
     if ((st = moeq_pack_writer_open(out_path, o->zstd_level, &w, err))) goto done;
     /* embedded files (F-10) */
     static const char *const files[] = { "config.json", "tokenizer.json", "tokenizer_config.json",
@@ -293,7 +264,7 @@ moeq_status moeq_quantize_rtn(const moeq_model *m, const moeq_quant_opts *o, con
             moeq_codec cd = { .type = MOEQ_CODEC_RAW, .dtype = t->dtype };
             int matrix = fused || t->ndim == 2;
             if (want && matrix) cd = o->codec;
-            const moeq_tensor_rule *rule = matrix ? match_rule(o, re, md, pc->name) : NULL;
+            const moeq_tensor_rule *rule = matrix ? moeq_rule_set_match(rs, pc->name) : NULL;
             if (rule) cd = rule->codec;
             if (matrix && o->codec_for) o->codec_for(o->cb_user, pc->name, &cd);
             if (cd.type == MOEQ_CODEC_RAW && cd.dtype == MOEQ_DT_UNKNOWN) cd.dtype = t->dtype;
@@ -373,9 +344,7 @@ moeq_status moeq_quantize_rtn(const moeq_model *m, const moeq_quant_opts *o, con
     }
 done:
     if (w) moeq_pack_writer_abort(w);
-    for (int i = 0; re && i < o->n_rules; i++) pcre2_code_free(re[i]);
-    free(re);
-    pcre2_match_data_free(md);
+    moeq_rule_set_free(rs);
     free(wf);
     free(raw);
     return st;
