@@ -31,6 +31,12 @@ moeq_status moeq_eval(const moeq_model *model, const moeq_model *ref, const int3
                       int64_t n, const moeq_eval_opts *opts, moeq_eval_result *res,
                       moeq_error *err);
 
+/* The window protocol shared by eval, calibrate and sequential GPTQ: of tokens[0..n) (at most
+ * max_tokens when > 0), *windows whole windows of ctx tokens are used; every id among them must
+ * be in the model's vocabulary. No whole window: MOEQ_ERR_FORMAT; a bad id: MOEQ_ERR_RANGE. */
+moeq_status moeq_token_windows(const moeq_model *m, const int32_t *tokens, int64_t n, int64_t ctx,
+                               int64_t max_tokens, int64_t *windows, moeq_error *err);
+
 /* q-quantile of v[0..n) with linear interpolation (numpy/torch default); sorts v in place. */
 double moeq_quantile_inplace(double *v, int64_t n, double q);
 

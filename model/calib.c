@@ -3,6 +3,7 @@
  * into a per-window stash; the float64 accumulation runs afterwards in parallel over
  * (expert, input) tasks, each task summing its rows in token order with one single-threaded
  * BLAS call per window. The order of every sum is thus fixed by the input alone. */
+#include "moeq_eval.h"
 #include "moeq_calib.h"
 #include "moeq_core.h"
 
@@ -625,15 +626,9 @@ moeq_status moeq_calibrate(const moeq_model *m, const int32_t *tokens, int64_t n
     memset(res, 0, sizeof *res);
     const moeq_config *cf = moeq_model_config(m);
     int64_t ctx = o->ctx > 0 ? o->ctx : 512;
-    int64_t use = o->max_tokens > 0 && o->max_tokens < n ? o->max_tokens : n;
-    int64_t W = use / ctx;
-    if (W < 1)
-        return moeq_fail(err, MOEQ_ERR_FORMAT, "%lld tokens are fewer than one window of %lld "
-                         "(--ctx)", (long long)use, (long long)ctx);
-    for (int64_t i = 0; i < W * ctx; i++)
-        if (tokens[i] < 0 || tokens[i] >= cf->vocab)
-            return moeq_fail(err, MOEQ_ERR_RANGE, "token id %d at position %lld is outside the "
-                             "vocabulary (0..%lld)", tokens[i], (long long)i, (long long)cf->vocab - 1);
+    int64_t W;
+    moeq_status wst = moeq_token_windows(m, tokens, n, ctx, o->max_tokens, &W, err);
+    if (wst != MOEQ_OK) return wst;
     int threads = o->threads > 0 ? o->threads : omp_get_max_threads();
     res->ctx = ctx;
     res->windows = W;

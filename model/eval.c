@@ -38,6 +38,22 @@ static double row_lse(const float *l, int64_t V, int64_t *argmax)
     return mx + log(s);
 }
 
+moeq_status moeq_token_windows(const moeq_model *m, const int32_t *tokens, int64_t n, int64_t ctx,
+                               int64_t max_tokens, int64_t *windows, moeq_error *err)
+{
+    int64_t V = moeq_model_config(m)->vocab;
+    int64_t usable = max_tokens > 0 && max_tokens < n ? max_tokens : n;
+    *windows = ctx > 0 ? usable / ctx : 0;
+    if (*windows == 0)
+        return moeq_fail(err, MOEQ_ERR_FORMAT, "%lld tokens are fewer than one window of --ctx %lld",
+                         (long long)usable, (long long)ctx);
+    for (int64_t i = 0; i < *windows * ctx; i++)
+        if (tokens[i] < 0 || tokens[i] >= V)
+            return moeq_fail(err, MOEQ_ERR_RANGE, "token id %d at position %lld is outside the vocabulary "
+                             "0..%lld of %s", tokens[i], (long long)i, (long long)V - 1, moeq_model_path(m));
+    return MOEQ_OK;
+}
+
 moeq_status moeq_eval(const moeq_model *model, const moeq_model *ref, const int32_t *tokens,
                       int64_t n, const moeq_eval_opts *opts, moeq_eval_result *res,
                       moeq_error *err)
@@ -50,15 +66,9 @@ moeq_status moeq_eval(const moeq_model *model, const moeq_model *ref, const int3
         return moeq_fail(err, MOEQ_ERR_FORMAT, "%s has a vocabulary of %lld tokens but the reference %s has %lld",
                          moeq_model_path(model), (long long)V, moeq_model_path(ref),
                          (long long)moeq_model_config(ref)->vocab);
-    int64_t usable = opts->max_tokens > 0 && opts->max_tokens < n ? opts->max_tokens : n;
-    int64_t windows = usable / ctx;
-    if (windows == 0)
-        return moeq_fail(err, MOEQ_ERR_FORMAT, "%lld tokens are fewer than one window of --ctx %lld",
-                         (long long)usable, (long long)ctx);
-    for (int64_t i = 0; i < windows * ctx; i++)
-        if (tokens[i] < 0 || tokens[i] >= V)
-            return moeq_fail(err, MOEQ_ERR_RANGE, "token %lld has id %d, outside the vocabulary 0..%lld of %s",
-                             (long long)i, tokens[i], (long long)V - 1, moeq_model_path(model));
+    int64_t windows;
+    moeq_status wst = moeq_token_windows(model, tokens, n, ctx, opts->max_tokens, &windows, err);
+    if (wst != MOEQ_OK) return wst;
 
     moeq_runner *run = NULL, *run_ref = NULL;
     float *logits = NULL, *logits_ref = NULL;

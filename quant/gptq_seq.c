@@ -5,6 +5,7 @@
  * experts, RTN for the others), its codes kept for the writer, its dequantized weights
  * installed as model-view overrides, and L re-run so that L + 1 sees the quantized output.
  * Statistics and overrides live for one layer at a time. */
+#include "moeq_eval.h"
 #include "moeq_gptq.h"
 #include "moeq_calib.h"
 #include "moeq_core.h"
@@ -176,15 +177,9 @@ moeq_status moeq_gptq_sequential(moeq_gptq_run *r, moeq_model *m, const moeq_qua
     memset(res, 0, sizeof *res);
     const moeq_config *c = moeq_model_config(m);
     int64_t ctx = so->ctx > 0 ? so->ctx : 512;
-    int64_t use = so->max_tokens > 0 && so->max_tokens < n ? so->max_tokens : n;
-    int64_t W = use / ctx;
-    if (W < 1)
-        return moeq_fail(err, MOEQ_ERR_FORMAT, "%lld calibration tokens are fewer than one window of %lld "
-                         "(--ctx)", (long long)use, (long long)ctx);
-    for (int64_t i = 0; i < W * ctx; i++)
-        if (tokens[i] < 0 || tokens[i] >= c->vocab)
-            return moeq_fail(err, MOEQ_ERR_RANGE, "token id %d at position %lld is outside the vocabulary "
-                             "(0..%lld)", tokens[i], (long long)i, (long long)c->vocab - 1);
+    int64_t W;
+    moeq_status wst = moeq_token_windows(m, tokens, n, ctx, so->max_tokens, &W, err);
+    if (wst != MOEQ_OK) return wst;
     if (!r->mats || !r->index)
         return moeq_fail(err, MOEQ_ERR_MISUSE, "sequential GPTQ: the run has no matrix list");
     int threads = so->threads > 0 ? so->threads : omp_get_max_threads();
