@@ -48,9 +48,11 @@ $(BUILD)/%.o: %.c $(wildcard include/*.h) $(wildcard */*.h) $(wildcard kernels/*
 	$(CC) $(CFLAGS) -c $< -o $@
 
 # per-file ISA flags: only the x86 kernel files get AVX2 / AVX-512 code; dispatch.c picks
-# one at run time by cpuid (MOEQ_KERNEL=ref|avx2|avx512 forces it)
+# one at run time by cpuid (MOEQ_KERNEL=ref|avx2|avx512|vnni forces it)
 $(BUILD)/kernels/x86/%avx2.o: CFLAGS += -mavx2 -mfma -mf16c
 $(BUILD)/kernels/x86/%avx512.o: CFLAGS += -mavx2 -mfma -mf16c -mavx512f -mavx512bw -mavx512vl -mavx512dq
+$(BUILD)/kernels/x86/%vnni.o: CFLAGS += -mavx2 -mfma -mf16c -mavx512f -mavx512bw -mavx512vl -mavx512dq \
+  -mavx512vnni -mavx512vbmi -mavx512bitalg
 
 $(LIB): $(LIB_OBJ)
 	@mkdir -p $(dir $@)

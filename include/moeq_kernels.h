@@ -42,8 +42,23 @@ uint64_t moeq_qmat_bytes(int bits, int group, int sym, int64_t rows, int64_t col
 float moeq_f16_to_f32(uint16_t h);
 uint16_t moeq_f32_to_f16(float f);
 
+/* int8 activations (llama.cpp's trick; docs/KERNELS.md "int8 activations"). x is quantized per
+ * 32-column block b: m = max|x_b|, dx[b] = m / 127, xq = round-half-even(x * (127 / m)) in
+ * [-127, 127] (0 when m = 0), sxq[b] = the sum of xq over b. The fast kernels then take integer
+ * dot products of the codes with xq:
+ *   y[r] = sum_g s_g * sum_{b in g} dx_b * (sum_{c in b} q_c xq_c - z_g * sxq_b).
+ * It approximates W x within sum_c |w_c| * dx_{b(c)} / 2 (the rounding of x).
+ * Returns 0 when x holds a NaN or an infinity (callers then use the float kernels, which
+ * propagate it), else 1. xq needs cols bytes, dx and sxq cols / 32 entries. */
+int moeq_x8_quantize(const float *x, int64_t cols, int8_t *xq, float *dx, int32_t *sxq);
+/* Plain-C truth of the int8-activation kernels: the formula above with exact integer dot
+ * products, combined in float64 (cols a multiple of 32; a non-finite x gives the float
+ * reference's result). Y as in moeq_kernel_set.gemm. */
+void moeq_ref_gemm_x8(const moeq_qmat *w, const float *X, int64_t n, int64_t ldx, int64_t r0, int64_t r1,
+                      float *Y, int64_t ldy);
+
 typedef struct moeq_kernel_set {
-    const char *name;   /* "ref", "avx2", "avx512" */
+    const char *name;   /* "ref", "avx2", "avx512", "vnni" */
     /* dst[(r - r0) * cols + c] = w[r][c] for r in [r0, r1) */
     void (*dequant)(const moeq_qmat *w, int64_t r0, int64_t r1, float *dst);
     /* y[r - r0] = sum_c w[r][c] x[c] for r in [r0, r1) */

@@ -1,5 +1,5 @@
 /* Runtime choice of the kernel variant (BLIS-style): the reference first, then the best the
- * CPU supports by cpuid; MOEQ_KERNEL=ref|avx2|avx512 forces one so every variant can be
+ * CPU supports by cpuid; MOEQ_KERNEL=ref|avx2|avx512|vnni forces one so every variant can be
  * tested on one machine. The choice is made once and cached. */
 #include "moeq_kernels.h"
 #include "kernels/x86/x86.h"
@@ -32,12 +32,24 @@ static int have_avx512(void)
 #endif
 }
 
+/* the int8-activation variant: VNNI dot products, VBMI/BITALG byte shuffles for 3-bit codes */
+static int have_vnni(void)
+{
+#if defined(__x86_64__) && defined(MOEQ_HAVE_X86)
+    return have_avx512() && __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512vbmi") &&
+           __builtin_cpu_supports("avx512bitalg");
+#else
+    return 0;
+#endif
+}
+
 const moeq_kernel_set *moeq_kernels_get(const char *name)
 {
     if (!strcmp(name, "ref")) return &moeq_kernels_ref;
 #if defined(MOEQ_HAVE_X86)
     if (!strcmp(name, "avx2") && have_avx2()) return &moeq_kernels_avx2;
     if (!strcmp(name, "avx512") && have_avx512()) return &moeq_kernels_avx512;
+    if (!strcmp(name, "vnni") && have_vnni()) return &moeq_kernels_vnni;
 #endif
     return NULL;
 }
@@ -47,7 +59,8 @@ const moeq_kernel_set *moeq_kernels(void)
     const moeq_kernel_set *k = __atomic_load_n(&chosen, __ATOMIC_ACQUIRE);
     if (k) return k;
     const char *env = getenv("MOEQ_KERNEL");
-    const moeq_kernel_set *best = moeq_kernels_get("avx512");
+    const moeq_kernel_set *best = moeq_kernels_get("vnni");
+    if (!best) best = moeq_kernels_get("avx512");
     if (!best) best = moeq_kernels_get("avx2");
     if (!best) best = &moeq_kernels_ref;
     if (env && *env) {
@@ -55,7 +68,7 @@ const moeq_kernel_set *moeq_kernels(void)
         if (k) snprintf(note, sizeof note, "MOEQ_KERNEL=%s", env);
         else snprintf(note, sizeof note, "MOEQ_KERNEL=%.32s not available here; using %s", env, best->name);
     } else {
-        snprintf(note, sizeof note, "cpuid: best of avx512, avx2, ref");
+        snprintf(note, sizeof note, "cpuid: best of vnni, avx512, avx2, ref");
     }
     if (!k) k = best;
     __atomic_store_n(&chosen, k, __ATOMIC_RELEASE);

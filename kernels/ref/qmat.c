@@ -3,6 +3,7 @@
  * bit); gemv/gemm dot the dequantized row with x in float64 and round once. */
 #include "moeq_kernels.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -139,3 +140,64 @@ static void ref_gemv(const moeq_qmat *w, const float *x, int64_t r0, int64_t r1,
 }
 
 const moeq_kernel_set moeq_kernels_ref = { "ref", ref_dequant, ref_gemv, ref_gemm };
+
+int moeq_x8_quantize(const float *x, int64_t cols, int8_t *xq, float *dx, int32_t *sxq)
+{
+    for (int64_t b = 0; b < cols / 32; b++) {
+        const float *p = x + 32 * b;
+        float m = 0.0f;
+        for (int k = 0; k < 32; k++) {
+            if (!isfinite(p[k])) return 0;
+            m = fmaxf(m, fabsf(p[k]));
+        }
+        float inv = m > 0.0f ? 127.0f / m : 0.0f;
+        int32_t s = 0;
+        for (int k = 0; k < 32; k++) {
+            /* |p[k] * inv| <= 127 up to one rounding: the clamp keeps the int8 range exact */
+            float v = rintf(p[k] * inv);
+            v = v > 127.0f ? 127.0f : v < -127.0f ? -127.0f : v;
+            xq[32 * b + k] = (int8_t)v;
+            s += (int32_t)v;
+        }
+        dx[b] = m / 127.0f;
+        sxq[b] = s;
+    }
+    return 1;
+}
+
+void moeq_ref_gemm_x8(const moeq_qmat *w, const float *X, int64_t n, int64_t ldx, int64_t r0, int64_t r1,
+                      float *Y, int64_t ldy)
+{
+    int64_t nb = w->cols / 32, ng = moeq_qmat_groups(w), bb = 4 * w->bits;
+    int8_t *xq = malloc((size_t)w->cols);
+    float *dx = malloc((size_t)nb * sizeof(float));
+    int32_t *sxq = malloc((size_t)nb * sizeof(int32_t));
+    double zsym = (double)(1 << (w->bits - 1));
+    uint8_t q[32];
+    for (int64_t i = 0; xq && dx && sxq && i < n; i++) {
+        if (!moeq_x8_quantize(X + i * ldx, w->cols, xq, dx, sxq)) {
+            ref_gemm(w, X + i * ldx, 1, ldx, r0, r1, Y + i * ldy, 0);
+            continue;
+        }
+        for (int64_t r = r0; r < r1; r++) {
+            const uint8_t *codes = w->codes + r * moeq_qmat_row_bytes(w);
+            double acc = 0;
+            for (int64_t g = 0; g < ng; g++) {
+                double s = moeq_f16_to_f32(w->scales[r * ng + g]);
+                double z = w->zeros ? moeq_f16_to_f32(w->zeros[r * ng + g]) : zsym;
+                double part = 0;
+                for (int64_t b = g * w->group / 32; b < (g * w->group + moeq_qmat_group_len(w, g)) / 32; b++) {
+                    unpack_block(w->bits, codes + b * bb, q);
+                    int64_t dot = 0;
+                    for (int k = 0; k < 32; k++) dot += (int64_t)q[k] * xq[32 * b + k];
+                    part += (double)dx[b] * ((double)dot - z * sxq[b]);
+                }
+                acc += s * part;
+            }
+            Y[i * ldy + (r - r0)] = (float)acc;
+        }
+    }
+    free(xq);
+    free(dx);
+    free(sxq);
+}

@@ -13,4 +13,9 @@ float moeq_avx2_row_dot(const moeq_qmat *w, int64_t r, const float *x, const flo
 void moeq_avx2_dequant(const moeq_qmat *w, int64_t r0, int64_t r1, float *dst);
 void moeq_x86_gemm(const moeq_qmat *w, const float *X, int64_t n, int64_t ldx, int64_t r0, int64_t r1,
                    float *Y, int64_t ldy, moeq_dequant_fn dq, moeq_gemv_fn gv);
+/* int8-activation GEMM with AVX-512 VNNI (qmat_gemm_vnni.c), the formula of moeq_x8_quantize:
+ * returns 1 when done, 0 when the codec, shape or input is not one it handles (the caller then
+ * dequantizes tiles and calls sgemm). Single-threaded. */
+int moeq_vnni_gemm_x8(const moeq_qmat *w, const float *X, int64_t n, int64_t ldx, int64_t r0, int64_t r1,
+                      float *Y, int64_t ldy);
 #endif

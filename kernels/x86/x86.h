@@ -7,5 +7,6 @@
 #define MOEQ_HAVE_X86 1
 extern const moeq_kernel_set moeq_kernels_avx2;
 extern const moeq_kernel_set moeq_kernels_avx512;
+extern const moeq_kernel_set moeq_kernels_vnni;
 #endif
 #endif

@@ -98,6 +98,98 @@ static void test_variants_against_reference(void)
     CHECK(variants >= 1 || !moeq_kernels_get("avx2"));
 }
 
+/* |diff| allowed between two int8-activation results of row r, token x: float32 rounding of
+ * the terms s * (q + |z|) * |x| (the chunk sums and the zero term are added separately). */
+static double x8_terms(const qm *m, const float *d, int64_t r, const float *x)
+{
+    int64_t C = m->q.cols, ng = moeq_qmat_groups(&m->q);
+    double t = 0;
+    for (int64_t c = 0; c < C; c++) {
+        int64_t g = c / m->q.group;
+        double s = moeq_f16_to_f32(m->q.scales[r * ng + g]);
+        double z = m->q.zeros ? moeq_f16_to_f32(m->q.zeros[r * ng + g]) : (double)(1 << (m->q.bits - 1));
+        t += fabs(s) * (fabs(d[r * C + c] / (s != 0 ? s : 1) + z) + fabs(z)) * fabs(x[c]);
+    }
+    return t;
+}
+
+/* The int8-activation variant: the plain-C formula against the float64 truth within the bound
+ * of rounding x (sum |w| dx / 2), and the VNNI kernels against the plain-C formula within
+ * float32 rounding, at awkward sizes: cols with a short last chunk (32, 96, 160, 352, 544),
+ * groups straddling chunks (96), one group per chunk or more (128, 256, per channel). */
+static void test_int8_activations(void)
+{
+    const int64_t rows_l[] = { 1, 3, 17, 100 };
+    const int64_t cols_l[] = { 32, 96, 160, 256, 352, 544 };
+    const int bits_l[] = { 2, 3, 4, 8 }, group_l[] = { 32, 64, 96, 128, 256, 0 };
+    const moeq_kernel_set *ks = moeq_kernels_get("vnni");
+    int quick = getenv("MOEQ_TEST_QUICK") != NULL;
+    enum { N = 5 };
+    for (int bi = 0; bi < 4; bi++)
+        for (int gi = 0; gi < 6; gi++)
+            for (int sym = 0; sym < 2; sym++)
+                for (int ri = quick ? 2 : 0; ri < 4; ri += 2)
+                    for (int ci = 0; ci < 6; ci += quick ? 2 : 1) {
+                        int64_t R = rows_l[ri], C = cols_l[ci];
+                        qm m;
+                        CHECK(make(&m, bits_l[bi], group_l[gi], sym, R, C) == 0);
+                        float *d = malloc((size_t)(R * C) * 4), *X = malloc((size_t)(N * C) * 4);
+                        float *Y0 = malloc((size_t)(N * R) * 4), *Y8 = malloc((size_t)(N * R) * 4);
+                        float *Yv = malloc((size_t)(N * R) * 4), *y = malloc((size_t)R * 4);
+                        int8_t *xq = malloc((size_t)C);
+                        float *dx = malloc((size_t)(C / 32) * 4);
+                        int32_t *sxq = malloc((size_t)(C / 32) * 4);
+                        moeq_kernels_ref.dequant(&m.q, 0, R, d);
+                        /* token 0 has one large value per block, token 1 is all zero */
+                        for (int64_t i = 0; i < N * C; i++) X[i] = i / C == 1 ? 0.0f : frand() * (i % 29 == 3 ? 40 : 1);
+                        moeq_kernels_ref.gemm(&m.q, X, N, C, 0, R, Y0, R);
+                        moeq_ref_gemm_x8(&m.q, X, N, C, 0, R, Y8, R);
+                        if (ks) ks->gemm(&m.q, X, N, C, 0, R, Yv, R);
+                        char what[96];
+                        snprintf(what, sizeof what, "b%d g%d s%d %lldx%lld", bits_l[bi], group_l[gi], sym, (long long)R,
+                                 (long long)C);
+                        for (int64_t i = 0; i < N; i++) {
+                            const float *x = X + i * C;
+                            CHECK(moeq_x8_quantize(x, C, xq, dx, sxq) == 1);
+                            if (ks) ks->gemv(&m.q, x, 0, R, y);
+                            for (int64_t r = 0; r < R; r++) {
+                                double bound = 0, sw = 0;
+                                for (int64_t c = 0; c < C; c++) {
+                                    bound += fabs((double)d[r * C + c]) * dx[c / 32] / 2;
+                                    sw += fabs((double)d[r * C + c] * x[c]);
+                                }
+                                double e = fabs((double)Y8[i * R + r] - Y0[i * R + r]);
+                                CHECK_MSG(e <= bound * (1 + 1e-6) + 1e-6 * sw, "x8 formula %s token %lld row %lld: %.3g > %.3g",
+                                          what, (long long)i, (long long)r, e, bound);
+                                if (!ks) continue;
+                                double tol = 2e-6 * x8_terms(&m, d, r, x) + 1e-30;
+                                CHECK_MSG(fabs((double)y[r] - Y8[i * R + r]) <= tol, "vnni gemv %s token %lld row %lld: %.9g vs %.9g",
+                                          what, (long long)i, (long long)r, y[r], Y8[i * R + r]);
+                                /* gemm: the int8 path or, for shapes it does not take, the float tiles */
+                                double eg = fabs((double)Yv[i * R + r] - Y8[i * R + r]);
+                                double ef = fabs((double)Yv[i * R + r] - Y0[i * R + r]);
+                                CHECK_MSG(eg <= tol || ef <= 3e-5 * sw + 1e-30, "vnni gemm %s token %lld row %lld", what,
+                                          (long long)i, (long long)r);
+                            }
+                            if (ks && R > 2) {   /* a row range: the same values as the whole call */
+                                float *y1 = malloc((size_t)R * 4);
+                                ks->gemv(&m.q, x, 1, R - 1, y1);
+                                CHECK(!memcmp(y1, y + 1, (size_t)(R - 2) * 4));
+                                free(y1);
+                            }
+                        }
+                        if (ks) {   /* NaN or Inf in x: the float kernel's result, which carries it */
+                            X[C / 2] = NAN;
+                            ks->gemv(&m.q, X, 0, R, y);
+                            for (int64_t r = 0; r < R; r++) CHECK(isnan(y[r]));
+                            X[C / 2] = INFINITY;
+                            CHECK(moeq_x8_quantize(X, C, xq, dx, sxq) == 0);
+                        }
+                        free(d); free(X); free(Y0); free(Y8); free(Yv); free(y); free(xq); free(dx); free(sxq);
+                        free(m.raw);
+                    }
+}
+
 static void test_reference_dequant_formula(void)
 {
     /* one group by hand: asymmetric 4-bit, w = s * (q - z) */
@@ -152,5 +244,6 @@ int main(void)
     RUN_TEST(test_reference_dequant_formula);
     RUN_TEST(test_unsupported_shapes_rejected);
     RUN_TEST(test_variants_against_reference);
+    RUN_TEST(test_int8_activations);
     HARNESS_EXIT();
 }

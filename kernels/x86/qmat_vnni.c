@@ -1,0 +1,248 @@
+/* AVX-512 VNNI gemv of the int codecs with int8 activations (llama.cpp's trick; the formula
+ * and its error bound are those of moeq_x8_quantize, include/moeq_kernels.h).
+ *
+ * x is quantized once per call and its bytes permuted into the lane order that the codes
+ * take after one load, a shift and a mask, so a row costs per 64-byte load of codes one
+ * integer dot product per code plane (vpdpbusd: u8 codes x s8 activations, 4 products per
+ * int32 lane), one conversion to float and one multiply-add by a lane vector of
+ * scale(group) x dx(block). A "chunk" is what one 64-byte load decodes to:
+ *   8 bits: 64 columns, lanes 8i..8i+7 = block i;          codes used as loaded
+ *   4 bits: 128 columns, lanes 4j..4j+3 = block j;         planes: low, high nibbles
+ *   2 bits: 256 columns, lanes 2j, 2j+1 = block j;         planes: bits 0-1, 2-3, 4-5, 6-7
+ *   3 bits: 256 columns from 96 bytes: the 2-bit planes gathered by one byte permute
+ *           (VBMI), bit 2 added from each block's 32-bit word by vpshufbitqmb (BITALG).
+ * The zero term sum_g s_g z_g sum_{b in g} dx_b sxq_b is 16 groups per vector per row.
+ * The gemm is qmat_gemm_vnni.c; shapes it does not take go to dequantized tiles + sgemm. */
+#include "kernels/x86/x86.h"
+#include "kernels/x86/qmat_x86.h"
+
+#include <immintrin.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define INLINE static inline __attribute__((always_inline))
+
+/* x prepared for one codec geometry: per chunk the permuted int8 activations (cc bytes), the
+ * lane vector of block scales dx, and where each lane's group scale is. */
+typedef struct xprep {
+    int bits;
+    int64_t cc, nchunks, ng;   /* columns per chunk, chunks per row (last may be short), groups */
+    int bcast;                 /* group % cc == 0: one group per chunk, at c * cc / group */
+    int8_t *xq;                /* nchunks * cc */
+    float *dxl;                /* nchunks * 16 */
+    int32_t *gbase, *gidx;     /* nchunks, nchunks * 16: lane i's group = gbase[c] + gidx[16c + i] */
+    float *gsq;                /* ng rounded up to 16: sum_{b in g} dx_b sxq_b, zero padded */
+    float *sf;                 /* per row: the group scales in float32, ng + 16, zero padded */
+    void *mem;
+} xprep;
+
+static int64_t chunk_cols(int bits) { return bits == 8 ? 64 : bits == 4 ? 128 : 256; }
+
+/* byte position, inside its chunk, of column k of the chunk (see the table above) */
+static int64_t lane_pos(int bits, int64_t k)
+{
+    int64_t j = k / 32, k32 = k % 32;
+    switch (bits) {
+    case 8: return k;
+    case 4: return 64 * (k32 / 16) + 16 * j + k32 % 16;
+    default: return 64 * (k32 / 8) + 8 * j + k32 % 8;
+    }
+}
+
+static int prep_x(const moeq_qmat *w, const float *x, xprep *p)
+{
+    const int64_t cols = w->cols, nb = cols / 32, ng = moeq_qmat_groups(w);
+    p->bits = w->bits;
+    p->cc = chunk_cols(w->bits);
+    p->nchunks = (cols + p->cc - 1) / p->cc;
+    p->ng = ng;
+    p->bcast = w->group % p->cc == 0;
+    const int64_t bpc = p->cc / 32, lpb = 16 / bpc, ngp = (ng + 15) / 16 * 16;
+    size_t need = (size_t)(p->nchunks * p->cc)                               /* xq */
+                  + (size_t)cols + (size_t)nb * 8                            /* natural xq, dx, sxq */
+                  + (size_t)p->nchunks * 16 * 4 * 2 + (size_t)p->nchunks * 4 /* dxl, gidx, gbase */
+                  + (size_t)(ngp + ng + 16) * 4 + 64 * 8;
+    p->mem = malloc(need);
+    if (!p->mem) return 0;
+    char *m = (char *)(((uintptr_t)p->mem + 63) & ~(uintptr_t)63);
+#define TAKE(ptr, bytes) do { ptr = (void *)m; m += ((size_t)(bytes) + 63) / 64 * 64; } while (0)
+    int8_t *xn;
+    float *dx;
+    int32_t *sxq;
+    TAKE(p->xq, p->nchunks * p->cc);
+    TAKE(xn, cols);
+    TAKE(dx, nb * 4);
+    TAKE(sxq, nb * 4);
+    TAKE(p->dxl, p->nchunks * 64);
+    TAKE(p->gidx, p->nchunks * 64);
+    TAKE(p->gbase, p->nchunks * 4);
+    TAKE(p->gsq, ngp * 4);
+    TAKE(p->sf, (ng + 16) * 4);
+#undef TAKE
+    if (!moeq_x8_quantize(x, cols, xn, dx, sxq)) {
+        free(p->mem);
+        return 0;
+    }
+    memset(p->xq, 0, (size_t)(p->nchunks * p->cc));
+    for (int64_t c = 0; c < cols; c++) p->xq[(c / p->cc) * p->cc + lane_pos(w->bits, c % p->cc)] = xn[c];
+    for (int64_t c = 0; c < p->nchunks; c++) {
+        int64_t b0 = c * bpc;
+        p->gbase[c] = (int32_t)(b0 * 32 / w->group);
+        for (int i = 0; i < 16; i++) {
+            int64_t b = b0 + i / lpb;
+            p->dxl[16 * c + i] = b < nb ? dx[b] : 0.0f;
+            int64_t g = b < nb ? b * 32 / w->group : p->gbase[c];
+            p->gidx[16 * c + i] = (int32_t)(g - p->gbase[c]);
+        }
+    }
+    memset(p->gsq, 0, (size_t)ngp * 4);
+    for (int64_t b = 0; b < nb; b++) p->gsq[b * 32 / w->group] += dx[b] * (float)sxq[b];
+    memset(p->sf, 0, (size_t)(ng + 16) * 4);
+    return 1;
+}
+
+/* one chunk's integer dot products; `bytes` < full chunk for the short last chunk */
+INLINE __m512i chunk_dot(int bits, const uint8_t *p, const int8_t *xq, int64_t bytes)
+{
+    const __m512i z = _mm512_setzero_si512();
+    const int full = bytes == (bits == 3 ? 96 : 64);
+    if (bits == 3) {
+        /* block j: 8 bytes of 2-bit planes at 12j, its bit-2 word at 12j + 8 */
+        const __m512i idx_lo = _mm512_set_epi64(0x5b5a595857565554, 0x4f4e4d4c4b4a4948, 0x434241403f3e3d3c,
+                                                0x3736353433323130, 0x2b2a292827262524, 0x1f1e1d1c1b1a1918,
+                                                0x131211100f0e0d0c, 0x0706050403020100);
+        const __m512i idx_hi = _mm512_set_epi64(0x000000005f5e5d5c, 0x0000000053525150, 0x0000000047464544,
+                                                0x000000003b3a3938, 0x000000002f2e2d2c, 0x0000000023222120,
+                                                0x0000000017161514, 0x000000000b0a0908);
+        __m512i a, b;
+        if (full) {
+            a = _mm512_loadu_si512(p);
+            b = _mm512_maskz_loadu_epi8(0xffffffffull, p + 64);
+        } else {
+            a = _mm512_maskz_loadu_epi8(bytes >= 64 ? ~0ull : (1ull << bytes) - 1, p);
+            b = _mm512_maskz_loadu_epi8(bytes > 64 ? (1ull << (bytes - 64)) - 1 : 0, p + 64);
+        }
+        __m512i lo = _mm512_permutex2var_epi8(a, idx_lo, b);
+        __m512i hi = _mm512_maskz_permutex2var_epi8(0x0f0f0f0f0f0f0f0full, a, idx_hi, b);
+        const __m512i m3 = _mm512_set1_epi8(3), four = _mm512_set1_epi8(4);
+        const __m512i sel = _mm512_set1_epi64(0x0706050403020100), eight = _mm512_set1_epi8(8);
+        __m512i d = z, s = sel;
+        for (int pl = 0; pl < 4; pl++) {
+            __m512i q = _mm512_and_si512(pl ? _mm512_srli_epi16(lo, 2 * pl) : lo, m3);
+            q = _mm512_mask_add_epi8(q, _mm512_bitshuffle_epi64_mask(hi, s), q, four);
+            d = _mm512_dpbusd_epi32(d, q, _mm512_load_si512(xq + 64 * pl));
+            s = _mm512_add_epi8(s, eight);
+        }
+        return d;
+    }
+    __m512i v = full ? _mm512_loadu_si512(p) : _mm512_maskz_loadu_epi8((1ull << bytes) - 1, p);
+    if (bits == 8) return _mm512_dpbusd_epi32(z, v, _mm512_load_si512(xq));
+    if (bits == 4) {
+        const __m512i m15 = _mm512_set1_epi8(15);
+        __m512i d = _mm512_dpbusd_epi32(z, _mm512_and_si512(v, m15), _mm512_load_si512(xq));
+        return _mm512_dpbusd_epi32(d, _mm512_and_si512(_mm512_srli_epi16(v, 4), m15), _mm512_load_si512(xq + 64));
+    }
+    const __m512i m3 = _mm512_set1_epi8(3);
+    __m512i d = _mm512_dpbusd_epi32(z, _mm512_and_si512(v, m3), _mm512_load_si512(xq));
+    d = _mm512_dpbusd_epi32(d, _mm512_and_si512(_mm512_srli_epi16(v, 2), m3), _mm512_load_si512(xq + 64));
+    d = _mm512_dpbusd_epi32(d, _mm512_and_si512(_mm512_srli_epi16(v, 4), m3), _mm512_load_si512(xq + 128));
+    return _mm512_dpbusd_epi32(d, _mm512_and_si512(_mm512_srli_epi16(v, 6), m3), _mm512_load_si512(xq + 192));
+}
+
+INLINE __m512 lane_scales(const xprep *p, int64_t c)
+{
+    if (p->bcast) return _mm512_set1_ps(p->sf[p->gbase[c]]);
+    return _mm512_permutexvar_ps(_mm512_load_si512(p->gidx + 16 * c), _mm512_loadu_ps(p->sf + p->gbase[c]));
+}
+
+/* the row's scales into p->sf, and the vector of its zero terms s_g z_g gsq_g */
+INLINE __m512 row_scales(const moeq_qmat *w, int64_t r, xprep *p)
+{
+    const int64_t ng = p->ng;
+    const uint16_t *sc = w->scales + r * ng, *zp = w->zeros ? w->zeros + r * ng : NULL;
+    const __m512 zsym = _mm512_set1_ps((float)(1 << (w->bits - 1)));
+    __m512 zt = _mm512_setzero_ps();
+    for (int64_t g = 0; g < ng; g += 16) {
+        __mmask16 m = ng - g >= 16 ? 0xffff : (__mmask16)((1u << (ng - g)) - 1);
+        __m512 s = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, sc + g));
+        __m512 z = zp ? _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, zp + g)) : zsym;
+        _mm512_mask_storeu_ps(p->sf + g, m, s);
+        zt = _mm512_fmadd_ps(_mm512_mul_ps(s, z), _mm512_load_ps(p->gsq + g), zt);
+    }
+    return zt;
+}
+
+INLINE float row_dot(int bits, const moeq_qmat *w, int64_t r, xprep *p)
+{
+    const int64_t cb = p->cc * bits / 8, rb = moeq_qmat_row_bytes(w), nfull = w->cols / p->cc;
+    const uint8_t *codes = w->codes + r * rb;
+    __m512 zt = row_scales(w, r, p);
+    __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
+    int64_t c = 0;
+    for (; c + 1 < nfull; c += 2) {
+        __m512i d0 = chunk_dot(bits, codes + c * cb, p->xq + c * p->cc, cb);
+        __m512i d1 = chunk_dot(bits, codes + (c + 1) * cb, p->xq + (c + 1) * p->cc, cb);
+        a0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d0), _mm512_mul_ps(lane_scales(p, c), _mm512_load_ps(p->dxl + 16 * c)), a0);
+        a1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d1),
+                             _mm512_mul_ps(lane_scales(p, c + 1), _mm512_load_ps(p->dxl + 16 * (c + 1))), a1);
+    }
+    for (; c < p->nchunks; c++) {
+        int64_t bytes = c < nfull ? cb : rb - c * cb;
+        __m512i d = chunk_dot(bits, codes + c * cb, p->xq + c * p->cc, bytes);
+        a0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d), _mm512_mul_ps(lane_scales(p, c), _mm512_load_ps(p->dxl + 16 * c)), a0);
+    }
+    return _mm512_reduce_add_ps(_mm512_sub_ps(_mm512_add_ps(a0, a1), zt));
+}
+
+/* a row two ahead of the one being computed, for matrices streamed from memory */
+static void prefetch_row(const moeq_qmat *w, int64_t r, int64_t r1)
+{
+    if (r >= r1) return;
+    int64_t rb = moeq_qmat_row_bytes(w), ng = moeq_qmat_groups(w);
+    const char *c = (const char *)(w->codes + r * rb);
+    for (int64_t o = 0; o < rb; o += 64) _mm_prefetch(c + o, _MM_HINT_T0);
+    const char *sc = (const char *)(w->scales + r * ng);
+    for (int64_t o = 0; o < 2 * ng; o += 64) _mm_prefetch(sc + o, _MM_HINT_T0);
+    if (w->zeros) {
+        const char *zp = (const char *)(w->zeros + r * ng);
+        for (int64_t o = 0; o < 2 * ng; o += 64) _mm_prefetch(zp + o, _MM_HINT_T0);
+    }
+}
+
+#define ROWS(BITS)                                                                                                \
+    static void rows_##BITS(const moeq_qmat *w, xprep *p, int64_t r0, int64_t r1, float *y)                     \
+    {                                                                                                             \
+        for (int64_t r = r0; r < r1; r++) {                                                                       \
+            prefetch_row(w, r + 2, r1);                                                                           \
+            y[r - r0] = row_dot(BITS, w, r, p);                                                                   \
+        }                                                                                                         \
+    }
+ROWS(2)
+ROWS(3)
+ROWS(4)
+ROWS(8)
+
+static void vnni_gemv(const moeq_qmat *w, const float *x, int64_t r0, int64_t r1, float *y)
+{
+    xprep p;
+    if (!prep_x(w, x, &p)) {   /* NaN/Inf in x (the float kernel propagates it) or no memory */
+        moeq_kernels_avx512.gemv(w, x, r0, r1, y);
+        return;
+    }
+    switch (w->bits) {
+    case 2: rows_2(w, &p, r0, r1, y); break;
+    case 3: rows_3(w, &p, r0, r1, y); break;
+    case 4: rows_4(w, &p, r0, r1, y); break;
+    default: rows_8(w, &p, r0, r1, y); break;
+    }
+    free(p.mem);
+}
+
+static void vnni_gemm(const moeq_qmat *w, const float *X, int64_t n, int64_t ldx, int64_t r0, int64_t r1,
+                      float *Y, int64_t ldy)
+{
+    if (n >= 4 && moeq_vnni_gemm_x8(w, X, n, ldx, r0, r1, Y, ldy)) return;
+    moeq_x86_gemm(w, X, n, ldx, r0, r1, Y, ldy, moeq_avx2_dequant, vnni_gemv);
+}
+
+const moeq_kernel_set moeq_kernels_vnni = { "vnni", moeq_avx2_dequant, vnni_gemv, vnni_gemm };
