@@ -1,10 +1,317 @@
-/* int8-activation GEMM (AVX-512 VNNI): not written yet; 0 sends every call to the
- * dequantize + sgemm tiles. */
+/* int8-activation GEMM (AVX-512 VNNI) of the int codecs: the formula of moeq_x8_quantize
+ * (include/moeq_kernels.h), Y = W X^T with X quantized per 32-column block.
+ *
+ * Layout. vpdpbusd multiplies 4 u8 by 4 s8 per int32 lane. Here the vector operand holds the
+ * activations of 16 tokens at 4 columns (s8) and the broadcast operand 4 codes of one row (u8),
+ * so that:
+ *  - codes only need decoding to one byte per column in their natural order (a row at a time,
+ *    no transpose: a 4-byte broadcast from memory is free on the load ports);
+ *  - the activations are transposed once per call to xt[k][v][16 tokens][4 bytes]
+ *    (k = column / 4, v = token / 16), one 16x16 dword transpose per 64 columns of 16 tokens;
+ *  - block scales dx are per token, i.e. one vector per (block, 16 tokens), a memory operand.
+ * A register tile is RM rows x TM vectors of 16 tokens: per 4 columns TM loads, RM broadcasts,
+ * RM*TM vpdpbusd. After each 32-column block the int32 sums are converted and multiply-added
+ * with dx into a per-group float sum; at the end of a group that is scaled by the row's s_g
+ * and the zero term s_g z_g sum_{b in g} dx_b sxq_b (per token, computed once per call) is
+ * subtracted. Every (row, token) is computed by the same sequence of operations wherever the
+ * row falls in a tile or a call, so results do not depend on the row split.
+ * Tokens are padded to a multiple of 16 with zero activations (their outputs are dropped). */
 #include "kernels/x86/qmat_x86.h"
+
+#include <immintrin.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define INLINE static inline __attribute__((always_inline))
+#define RM 6   /* rows per register tile */
+#define TM 2   /* vectors of 16 tokens per register tile: RM*TM int32 + RM*TM float accumulators */
+
+/* ---- activations ---------------------------------------------------------------------- */
+
+/* moeq_x8_quantize of one token, vectorized with the same IEEE operations in the same order
+ * (max |x|, 127 / m, x * inv rounded half to even, clamp, m / 127), so the int8 values and dx
+ * are bit-identical (the unit test checks it on ties). Returns 0 on NaN/Inf. */
+static int quantize_token(const float *x, int64_t cols, int8_t *xq, float *dx, int32_t *sxq)
+{
+    const __m512 lim = _mm512_set1_ps(127.0f), nlim = _mm512_set1_ps(-127.0f);
+    for (int64_t b = 0; b < cols / 32; b++) {
+        __m512 v0 = _mm512_loadu_ps(x + 32 * b), v1 = _mm512_loadu_ps(x + 32 * b + 16);
+        /* 0x99: QNaN | SNaN | +Inf | -Inf */
+        if (_mm512_fpclass_ps_mask(v0, 0x99) | _mm512_fpclass_ps_mask(v1, 0x99)) return 0;
+        float m = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(v0), _mm512_abs_ps(v1)));
+        float inv = m > 0.0f ? 127.0f / m : 0.0f;
+        __m512 vi = _mm512_set1_ps(inv);
+        __m512 q0 = _mm512_roundscale_ps(_mm512_mul_ps(v0, vi), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        __m512 q1 = _mm512_roundscale_ps(_mm512_mul_ps(v1, vi), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        q0 = _mm512_max_ps(_mm512_min_ps(q0, lim), nlim);
+        q1 = _mm512_max_ps(_mm512_min_ps(q1, lim), nlim);
+        __m512i i0 = _mm512_cvtps_epi32(q0), i1 = _mm512_cvtps_epi32(q1);
+        _mm_storeu_si128((__m128i *)(void *)(xq + 32 * b), _mm512_cvtepi32_epi8(i0));
+        _mm_storeu_si128((__m128i *)(void *)(xq + 32 * b + 16), _mm512_cvtepi32_epi8(i1));
+        dx[b] = m / 127.0f;
+        sxq[b] = _mm512_reduce_add_epi32(_mm512_add_epi32(i0, i1));
+    }
+    return 1;
+}
+
+/* 16 rows of 16 dwords transposed in place: r[j] becomes column j */
+INLINE void transpose16(__m512i r[16])
+{
+    __m512i t[16];
+    for (int i = 0; i < 16; i += 2) {
+        t[i] = _mm512_unpacklo_epi32(r[i], r[i + 1]);
+        t[i + 1] = _mm512_unpackhi_epi32(r[i], r[i + 1]);
+    }
+    /* now, per 128-bit lane L: rows i..i+3 of column 4L + j in r[i + j] */
+    for (int i = 0; i < 16; i += 4) {
+        r[i] = _mm512_unpacklo_epi64(t[i], t[i + 2]);
+        r[i + 1] = _mm512_unpackhi_epi64(t[i], t[i + 2]);
+        r[i + 2] = _mm512_unpacklo_epi64(t[i + 1], t[i + 3]);
+        r[i + 3] = _mm512_unpackhi_epi64(t[i + 1], t[i + 3]);
+    }
+    /* a 4x4 transpose of 128-bit lanes among r[j], r[4+j], r[8+j], r[12+j] */
+    for (int j = 0; j < 4; j++) {
+        __m512i u0 = _mm512_shuffle_i32x4(r[j], r[4 + j], 0x44), u1 = _mm512_shuffle_i32x4(r[j], r[4 + j], 0xee);
+        __m512i u2 = _mm512_shuffle_i32x4(r[8 + j], r[12 + j], 0x44), u3 = _mm512_shuffle_i32x4(r[8 + j], r[12 + j], 0xee);
+        t[j] = _mm512_shuffle_i32x4(u0, u2, 0x88);
+        t[4 + j] = _mm512_shuffle_i32x4(u0, u2, 0xdd);
+        t[8 + j] = _mm512_shuffle_i32x4(u1, u3, 0x88);
+        t[12 + j] = _mm512_shuffle_i32x4(u1, u3, 0xdd);
+    }
+    for (int i = 0; i < 16; i++) r[i] = t[i];
+}
+
+/* ---- codes ----------------------------------------------------------------------------- */
+
+/* one row's codes to one byte per column, natural order (FORMAT.md "Int codec layout") */
+static void decode_row(int bits, const uint8_t *p, int64_t cols, uint8_t *dst)
+{
+    const int64_t nb = cols / 32;
+    switch (bits) {
+    case 8:
+        memcpy(dst, p, (size_t)cols);
+        break;
+    case 4: {   /* block: 16 bytes, low nibbles = columns 0..15, high = 16..31 */
+        const __m128i m15 = _mm_set1_epi8(15);
+        for (int64_t b = 0; b < nb; b++) {
+            __m128i v = _mm_loadu_si128((const __m128i *)(const void *)(p + 16 * b));
+            _mm_storeu_si128((__m128i *)(void *)(dst + 32 * b), _mm_and_si128(v, m15));
+            _mm_storeu_si128((__m128i *)(void *)(dst + 32 * b + 16), _mm_and_si128(_mm_srli_epi16(v, 4), m15));
+        }
+        break;
+    }
+    default: {  /* 2 bits: 8 bytes, bits 2p..2p+1 = columns 8p..8p+7; 3 bits: + a word of bit 2 */
+        const int64_t bb = 4 * bits;
+        const __m256i four = _mm256_set1_epi8(4);
+        for (int64_t b = 0; b < nb; b++) {
+            uint64_t v;
+            memcpy(&v, p + bb * b, 8);
+            const uint64_t m3 = 0x0303030303030303ull;
+            __m256i q = _mm256_set_epi64x((long long)((v >> 6) & m3), (long long)((v >> 4) & m3),
+                                          (long long)((v >> 2) & m3), (long long)(v & m3));
+            if (bits == 3) {
+                uint32_t h;
+                memcpy(&h, p + bb * b + 8, 4);
+                q = _mm256_or_si256(q, _mm256_maskz_mov_epi8((__mmask32)h, four));
+            }
+            _mm256_storeu_si256((__m256i *)(void *)(dst + 32 * b), q);
+        }
+        break;
+    }
+    }
+}
+
+/* ---- the register tile ------------------------------------------------------------------ */
+
+typedef struct gctx {
+    int64_t cols, nk, nb, ng, group, nv, npad;
+    const int8_t *xt;    /* [nk][nv][64] */
+    const float *dxt;    /* [nb][npad]: dx of each token's block */
+    const float *gsq;    /* [ng][npad]: sum_{b in g} dx_b sxq_b */
+} gctx;
+
+/* rows w8[0..R) (stride cols), token vectors v0..v0+T: out[r][16t + i] */
+INLINE void tile(const gctx *c, int R, int T, const uint8_t *w8, const float *sf, const float *szf, int64_t v0,
+                 float *out)
+{
+    __m512 acc[RM][TM];
+#pragma GCC unroll 8
+    for (int r = 0; r < R; r++)
+#pragma GCC unroll 8
+        for (int t = 0; t < T; t++) acc[r][t] = _mm512_setzero_ps();
+    const int64_t vs = c->nv * 64;   /* bytes per k step of xt */
+    for (int64_t g = 0; g < c->ng; g++) {
+        int64_t b0 = g * c->group / 32, b1 = b0 + c->group / 32;
+        if (b1 > c->nb) b1 = c->nb;   /* the last group is shorter when group does not divide cols */
+        __m512 fa[RM][TM];
+#pragma GCC unroll 8
+        for (int r = 0; r < R; r++)
+#pragma GCC unroll 8
+            for (int t = 0; t < T; t++) fa[r][t] = _mm512_setzero_ps();
+        for (int64_t b = b0; b < b1; b++) {
+            __m512i ia[RM][TM];
+#pragma GCC unroll 8
+            for (int r = 0; r < R; r++)
+#pragma GCC unroll 8
+                for (int t = 0; t < T; t++) ia[r][t] = _mm512_setzero_si512();
+            const int8_t *xp = c->xt + (8 * b) * vs + v0 * 64;
+            const uint8_t *wp = w8 + 32 * b;
+#pragma GCC unroll 8
+            for (int k = 0; k < 8; k++) {
+                __m512i a[TM];
+#pragma GCC unroll 8
+                for (int t = 0; t < T; t++) a[t] = _mm512_load_si512(xp + k * vs + 64 * t);
+#pragma GCC unroll 8
+                for (int r = 0; r < R; r++) {
+                    int32_t w4;
+                    memcpy(&w4, wp + r * c->cols + 4 * k, 4);
+                    __m512i wb = _mm512_set1_epi32(w4);
+#pragma GCC unroll 8
+                    for (int t = 0; t < T; t++) ia[r][t] = _mm512_dpbusd_epi32(ia[r][t], wb, a[t]);
+                }
+            }
+            const float *dxp = c->dxt + b * c->npad + v0 * 16;
+#pragma GCC unroll 8
+            for (int t = 0; t < T; t++) {
+                __m512 d = _mm512_load_ps(dxp + 16 * t);
+#pragma GCC unroll 8
+                for (int r = 0; r < R; r++) fa[r][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(ia[r][t]), d, fa[r][t]);
+            }
+        }
+        const float *gp = c->gsq + g * c->npad + v0 * 16;
+#pragma GCC unroll 8
+        for (int t = 0; t < T; t++) {
+            __m512 q = _mm512_load_ps(gp + 16 * t);
+#pragma GCC unroll 8
+            for (int r = 0; r < R; r++) {
+                acc[r][t] = _mm512_fmadd_ps(fa[r][t], _mm512_set1_ps(sf[r * c->ng + g]), acc[r][t]);
+                acc[r][t] = _mm512_fnmadd_ps(_mm512_set1_ps(szf[r * c->ng + g]), q, acc[r][t]);
+            }
+        }
+    }
+#pragma GCC unroll 8
+    for (int r = 0; r < R; r++)
+#pragma GCC unroll 8
+        for (int t = 0; t < T; t++) _mm512_storeu_ps(out + r * TM * 16 + 16 * t, acc[r][t]);
+}
+
+typedef void (*tile_fn)(const gctx *, const uint8_t *, const float *, const float *, int64_t, float *);
+#define TILE(R, T)                                                                                         \
+    static void tile_##R##_##T(const gctx *c, const uint8_t *w8, const float *sf, const float *szf, int64_t v0, \
+                               float *out)                                                                 \
+    {                                                                                                      \
+        tile(c, R, T, w8, sf, szf, v0, out);                                                               \
+    }
+TILE(1, 1) TILE(2, 1) TILE(3, 1) TILE(4, 1) TILE(5, 1) TILE(6, 1)
+TILE(1, 2) TILE(2, 2) TILE(3, 2) TILE(4, 2) TILE(5, 2) TILE(6, 2)
+static const tile_fn tiles[RM][TM] = {
+    { tile_1_1, tile_1_2 }, { tile_2_1, tile_2_2 }, { tile_3_1, tile_3_2 },
+    { tile_4_1, tile_4_2 }, { tile_5_1, tile_5_2 }, { tile_6_1, tile_6_2 },
+};
+
+/* ---- the call ----------------------------------------------------------------------------- */
 
 int moeq_vnni_gemm_x8(const moeq_qmat *w, const float *X, int64_t n, int64_t ldx, int64_t r0, int64_t r1,
                       float *Y, int64_t ldy)
 {
-    (void)w; (void)X; (void)n; (void)ldx; (void)r0; (void)r1; (void)Y; (void)ldy;
-    return 0;
+    if (n < 1 || r1 <= r0 || w->cols % 32 || w->group % 32 ||
+        (w->bits != 2 && w->bits != 3 && w->bits != 4 && w->bits != 8))
+        return 0;
+    gctx c;
+    c.cols = w->cols;
+    c.nb = w->cols / 32;
+    c.ng = moeq_qmat_groups(w);
+    c.group = w->group;
+    c.nv = (n + 15) / 16;
+    c.npad = 16 * c.nv;
+    const int64_t cp = (w->cols + 63) / 64 * 64;   /* columns padded to whole transposes */
+    c.nk = cp / 4;
+    size_t need = (size_t)(c.npad * cp)                       /* xn: natural int8 */
+                  + (size_t)(c.npad * cp)                     /* xt */
+                  + (size_t)(c.nb * c.npad) * 4 * 2           /* dxt, sxq */
+                  + (size_t)(c.ng * c.npad) * 4               /* gsq */
+                  + (size_t)(RM * w->cols)                    /* w8 */
+                  + (size_t)(RM * c.ng) * 4 * 2               /* sf, szf */
+                  + (size_t)c.nb * 4 * 2                      /* one token's dx, sxq */
+                  + 64 * 10;
+    void *mem = malloc(need);
+    if (!mem) return 0;
+    char *m = (char *)(((uintptr_t)mem + 63) & ~(uintptr_t)63);
+#define TAKE(ptr, bytes) do { ptr = (void *)m; m += ((size_t)(bytes) + 63) / 64 * 64; } while (0)
+    int8_t *xn, *xt;
+    float *dxt, *gsq, *sf, *szf;
+    int32_t *sxq;
+    uint8_t *w8;
+    TAKE(xn, c.npad * cp);
+    TAKE(xt, c.npad * cp);
+    TAKE(dxt, c.nb * c.npad * 4);
+    TAKE(sxq, c.nb * c.npad * 4);
+    TAKE(gsq, c.ng * c.npad * 4);
+    TAKE(w8, RM * w->cols);
+    TAKE(sf, RM * c.ng * 4);
+    TAKE(szf, RM * c.ng * 4);
+    float *dx;
+    int32_t *sq;
+    TAKE(dx, c.nb * 4);
+    TAKE(sq, c.nb * 4);
+#undef TAKE
+    /* quantize: token i's int8 row in xn[i * cp], its dx and sxq in column i of [nb][npad] */
+    memset(xn, 0, (size_t)(c.npad * cp));
+    memset(dxt, 0, (size_t)(c.nb * c.npad) * 4);
+    memset(sxq, 0, (size_t)(c.nb * c.npad) * 4);
+    for (int64_t i = 0; i < n; i++) {
+        if (!quantize_token(X + i * ldx, w->cols, xn + i * cp, dx, sq)) {
+            free(mem);
+            return 0;
+        }
+        for (int64_t b = 0; b < c.nb; b++) {
+            dxt[b * c.npad + i] = dx[b];
+            sxq[b * c.npad + i] = sq[b];
+        }
+    }
+    /* zero terms per group and token, summed over blocks in order */
+    memset(gsq, 0, (size_t)(c.ng * c.npad) * 4);
+    for (int64_t b = 0; b < c.nb; b++) {
+        float *gp = gsq + (b * 32 / w->group) * c.npad;
+        for (int64_t i = 0; i < c.npad; i += 16)
+            _mm512_store_ps(gp + i, _mm512_fmadd_ps(_mm512_load_ps(dxt + b * c.npad + i),
+                                                     _mm512_cvtepi32_ps(_mm512_load_si512(sxq + b * c.npad + i)),
+                                                     _mm512_load_ps(gp + i)));
+    }
+    /* transpose: xt[k][v][token][4 bytes] */
+    for (int64_t v = 0; v < c.nv; v++)
+        for (int64_t k0 = 0; k0 < c.nk; k0 += 16) {
+            __m512i rr[16];
+            for (int i = 0; i < 16; i++) rr[i] = _mm512_load_si512(xn + (16 * v + i) * cp + 4 * k0);
+            transpose16(rr);
+            for (int j = 0; j < 16; j++) _mm512_store_si512(xt + ((k0 + j) * c.nv + v) * 64, rr[j]);
+        }
+    c.xt = xt;
+    c.dxt = dxt;
+    c.gsq = gsq;
+
+    const int64_t rb = moeq_qmat_row_bytes(w), ng = c.ng;
+    const float zsym = (float)(1 << (w->bits - 1));
+    float out[RM * TM * 16];
+    for (int64_t ra = r0; ra < r1; ra += RM) {
+        int R = r1 - ra < RM ? (int)(r1 - ra) : RM;
+        for (int r = 0; r < R; r++) {
+            decode_row(w->bits, w->codes + (ra + r) * rb, w->cols, w8 + r * w->cols);
+            for (int64_t g = 0; g < ng; g++) {
+                float s = moeq_f16_to_f32(w->scales[(ra + r) * ng + g]);
+                float z = w->zeros ? moeq_f16_to_f32(w->zeros[(ra + r) * ng + g]) : zsym;
+                sf[r * ng + g] = s;
+                szf[r * ng + g] = s * z;
+            }
+        }
+        for (int64_t v0 = 0; v0 < c.nv; v0 += TM) {
+            int T = c.nv - v0 < TM ? (int)(c.nv - v0) : TM;
+            tiles[R - 1][T - 1](&c, w8, sf, szf, v0, out);
+            for (int r = 0; r < R; r++)
+                for (int64_t i = 16 * v0; i < 16 * (v0 + T) && i < n; i++)
+                    Y[i * ldy + (ra + r - r0)] = out[r * TM * 16 + (i - 16 * v0)];
+        }
+    }
+    free(mem);
+    return 1;
 }
