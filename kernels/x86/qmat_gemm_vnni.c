@@ -28,28 +28,64 @@
 
 /* ---- activations ---------------------------------------------------------------------- */
 
-/* moeq_x8_quantize of one token, vectorized with the same IEEE operations in the same order
- * (max |x|, 127 / m, x * inv rounded half to even, clamp, m / 127), so the int8 values and dx
- * are bit-identical (the unit test checks it on ties). Returns 0 on NaN/Inf. */
-static int quantize_token(const float *x, int64_t cols, int8_t *xq, float *dx, int32_t *sxq)
+/* lane b = the max over the 16 lanes of a[b] (a transposed reduction: 2 shuffles and one max
+ * per vector instead of a horizontal reduction each) */
+INLINE __m512 reduce16_max(const __m512 a[16])
+{
+    __m512 t[8], u[4], w0, w1;
+    for (int i = 0; i < 8; i++)   /* lanes 0-1: a[2i] folded to 8 values, lanes 2-3: a[2i+1] */
+        t[i] = _mm512_max_ps(_mm512_shuffle_f32x4(a[2 * i], a[2 * i + 1], 0x44),
+                             _mm512_shuffle_f32x4(a[2 * i], a[2 * i + 1], 0xee));
+    for (int i = 0; i < 4; i++)   /* 128-bit lane L of u[j]: 4 values of a[4j + L] */
+        u[i] = _mm512_max_ps(_mm512_shuffle_f32x4(t[2 * i], t[2 * i + 1], 0x88),
+                             _mm512_shuffle_f32x4(t[2 * i], t[2 * i + 1], 0xdd));
+    w0 = _mm512_max_ps(_mm512_unpacklo_ps(u[0], u[1]), _mm512_unpackhi_ps(u[0], u[1]));
+    w1 = _mm512_max_ps(_mm512_unpacklo_ps(u[2], u[3]), _mm512_unpackhi_ps(u[2], u[3]));
+    __m512 x = _mm512_max_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(w0), _mm512_castps_pd(w1))),
+                             _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(w0), _mm512_castps_pd(w1))));
+    /* element 4L + e of x is a[4e + L] */
+    return _mm512_permutexvar_ps(_mm512_set_epi32(15, 11, 7, 3, 14, 10, 6, 2, 13, 9, 5, 1, 12, 8, 4, 0), x);
+}
+
+/* moeq_x8_quantize of one token, vectorized with the same IEEE operations (max |x|, 127 / m,
+ * x * inv rounded half to even, clamp, m / 127), so the int8 values and dx are bit-identical
+ * (the unit test checks it on ties); 16 blocks at a time so the divisions are vector ones.
+ * dx gets nb rounded up to 16 entries (zero past nb); sxq is summed later from the transposed
+ * bytes. Returns 0 on NaN/Inf. */
+static int quantize_token(const float *x, int64_t cols, int8_t *xq, float *dx)
 {
     const __m512 lim = _mm512_set1_ps(127.0f), nlim = _mm512_set1_ps(-127.0f);
-    for (int64_t b = 0; b < cols / 32; b++) {
-        __m512 v0 = _mm512_loadu_ps(x + 32 * b), v1 = _mm512_loadu_ps(x + 32 * b + 16);
-        /* 0x99: QNaN | SNaN | +Inf | -Inf */
-        if (_mm512_fpclass_ps_mask(v0, 0x99) | _mm512_fpclass_ps_mask(v1, 0x99)) return 0;
-        float m = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(v0), _mm512_abs_ps(v1)));
-        float inv = m > 0.0f ? 127.0f / m : 0.0f;
-        __m512 vi = _mm512_set1_ps(inv);
-        __m512 q0 = _mm512_roundscale_ps(_mm512_mul_ps(v0, vi), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-        __m512 q1 = _mm512_roundscale_ps(_mm512_mul_ps(v1, vi), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-        q0 = _mm512_max_ps(_mm512_min_ps(q0, lim), nlim);
-        q1 = _mm512_max_ps(_mm512_min_ps(q1, lim), nlim);
-        __m512i i0 = _mm512_cvtps_epi32(q0), i1 = _mm512_cvtps_epi32(q1);
-        _mm_storeu_si128((__m128i *)(void *)(xq + 32 * b), _mm512_cvtepi32_epi8(i0));
-        _mm_storeu_si128((__m128i *)(void *)(xq + 32 * b + 16), _mm512_cvtepi32_epi8(i1));
-        dx[b] = m / 127.0f;
-        sxq[b] = _mm512_reduce_add_epi32(_mm512_add_epi32(i0, i1));
+    const int64_t nb = cols / 32;
+    for (int64_t b0 = 0; b0 < nb; b0 += 16) {
+        const int nblk = nb - b0 < 16 ? (int)(nb - b0) : 16;
+        __m512 a[16];
+        __mmask16 bad = 0;
+        for (int j = 0; j < 16; j++) {
+            if (j >= nblk) {
+                a[j] = _mm512_setzero_ps();
+                continue;
+            }
+            __m512 v0 = _mm512_loadu_ps(x + 32 * (b0 + j)), v1 = _mm512_loadu_ps(x + 32 * (b0 + j) + 16);
+            /* 0x99: QNaN | SNaN | +Inf | -Inf */
+            bad |= _mm512_fpclass_ps_mask(v0, 0x99) | _mm512_fpclass_ps_mask(v1, 0x99);
+            a[j] = _mm512_max_ps(_mm512_abs_ps(v0), _mm512_abs_ps(v1));
+        }
+        if (bad) return 0;
+        __m512 m = reduce16_max(a);
+        __m512 inv = _mm512_maskz_div_ps(_mm512_cmp_ps_mask(m, _mm512_setzero_ps(), _CMP_GT_OQ), lim, m);
+        _mm512_storeu_ps(dx + b0, _mm512_div_ps(m, lim));
+        float invs[16];
+        _mm512_storeu_ps(invs, inv);
+        for (int j = 0; j < nblk; j++) {
+            const float *p = x + 32 * (b0 + j);
+            __m512 vi = _mm512_set1_ps(invs[j]);
+            __m512 q0 = _mm512_roundscale_ps(_mm512_mul_ps(_mm512_loadu_ps(p), vi), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+            __m512 q1 = _mm512_roundscale_ps(_mm512_mul_ps(_mm512_loadu_ps(p + 16), vi), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+            q0 = _mm512_max_ps(_mm512_min_ps(q0, lim), nlim);
+            q1 = _mm512_max_ps(_mm512_min_ps(q1, lim), nlim);
+            _mm_storeu_si128((__m128i *)(void *)(xq + 32 * (b0 + j)), _mm512_cvtepi32_epi8(_mm512_cvtps_epi32(q0)));
+            _mm_storeu_si128((__m128i *)(void *)(xq + 32 * (b0 + j) + 16), _mm512_cvtepi32_epi8(_mm512_cvtps_epi32(q1)));
+        }
     }
     return 1;
 }
@@ -226,13 +262,14 @@ int moeq_vnni_gemm_x8(const moeq_qmat *w, const float *X, int64_t n, int64_t ldx
     c.npad = 16 * c.nv;
     const int64_t cp = (w->cols + 63) / 64 * 64;   /* columns padded to whole transposes */
     c.nk = cp / 4;
+    const int64_t nbp = (c.nb + 15) / 16 * 16;   /* blocks padded to whole transposes */
     size_t need = (size_t)(c.npad * cp)                       /* xn: natural int8 */
                   + (size_t)(c.npad * cp)                     /* xt */
                   + (size_t)(c.nb * c.npad) * 4 * 2           /* dxt, sxq */
                   + (size_t)(c.ng * c.npad) * 4               /* gsq */
                   + (size_t)(RM * w->cols)                    /* w8 */
                   + (size_t)(RM * c.ng) * 4 * 2               /* sf, szf */
-                  + (size_t)c.nb * 4 * 2                      /* one token's dx, sxq */
+                  + (size_t)(c.npad * nbp) * 4                /* dxn: dx per token */
                   + 64 * 10;
     void *mem = malloc(need);
     if (!mem) return 0;
@@ -250,25 +287,39 @@ int moeq_vnni_gemm_x8(const moeq_qmat *w, const float *X, int64_t n, int64_t ldx
     TAKE(w8, RM * w->cols);
     TAKE(sf, RM * c.ng * 4);
     TAKE(szf, RM * c.ng * 4);
-    float *dx;
-    int32_t *sq;
-    TAKE(dx, c.nb * 4);
-    TAKE(sq, c.nb * 4);
+    float *dxn;
+    TAKE(dxn, c.npad * nbp * 4);
 #undef TAKE
-    /* quantize: token i's int8 row in xn[i * cp], its dx and sxq in column i of [nb][npad] */
+    /* quantize: token i's int8 row in xn[i * cp], its dx in dxn[i * nbp] */
     memset(xn, 0, (size_t)(c.npad * cp));
-    memset(dxt, 0, (size_t)(c.nb * c.npad) * 4);
-    memset(sxq, 0, (size_t)(c.nb * c.npad) * 4);
-    for (int64_t i = 0; i < n; i++) {
-        if (!quantize_token(X + i * ldx, w->cols, xn + i * cp, dx, sq)) {
+    memset(dxn, 0, (size_t)(c.npad * nbp) * 4);
+    for (int64_t i = 0; i < n; i++)
+        if (!quantize_token(X + i * ldx, w->cols, xn + i * cp, dxn + i * nbp)) {
             free(mem);
             return 0;
         }
-        for (int64_t b = 0; b < c.nb; b++) {
-            dxt[b * c.npad + i] = dx[b];
-            sxq[b * c.npad + i] = sq[b];
+    /* transposes: dxt[b][token]; xt[k][v][token][4 bytes] and, from it, sxq[b][token] (the sum
+     * of a block's int8 values: dpbusd with all-ones bytes over its 8 k steps) */
+    for (int64_t v = 0; v < c.nv; v++)
+        for (int64_t b0 = 0; b0 < nbp; b0 += 16) {
+            __m512i rr[16];
+            for (int i = 0; i < 16; i++) rr[i] = _mm512_load_si512(dxn + (16 * v + i) * nbp + b0);
+            transpose16(rr);
+            for (int j = 0; j < 16 && b0 + j < c.nb; j++) _mm512_store_si512(dxt + (b0 + j) * c.npad + 16 * v, rr[j]);
         }
-    }
+    const __m512i ones = _mm512_set1_epi8(1);
+    for (int64_t v = 0; v < c.nv; v++)
+        for (int64_t k0 = 0; k0 < c.nk; k0 += 16) {
+            __m512i rr[16];
+            for (int i = 0; i < 16; i++) rr[i] = _mm512_load_si512(xn + (16 * v + i) * cp + 4 * k0);
+            transpose16(rr);
+            for (int j = 0; j < 16; j++) _mm512_store_si512(xt + ((k0 + j) * c.nv + v) * 64, rr[j]);
+            for (int h = 0; h < 2 && (k0 / 8 + h) < c.nb; h++) {
+                __m512i sum = _mm512_setzero_si512();
+                for (int j = 0; j < 8; j++) sum = _mm512_dpbusd_epi32(sum, ones, rr[8 * h + j]);
+                _mm512_store_si512(sxq + (k0 / 8 + h) * c.npad + 16 * v, sum);
+            }
+        }
     /* zero terms per group and token, summed over blocks in order */
     memset(gsq, 0, (size_t)(c.ng * c.npad) * 4);
     for (int64_t b = 0; b < c.nb; b++) {
@@ -278,14 +329,6 @@ int moeq_vnni_gemm_x8(const moeq_qmat *w, const float *X, int64_t n, int64_t ldx
                                                      _mm512_cvtepi32_ps(_mm512_load_si512(sxq + b * c.npad + i)),
                                                      _mm512_load_ps(gp + i)));
     }
-    /* transpose: xt[k][v][token][4 bytes] */
-    for (int64_t v = 0; v < c.nv; v++)
-        for (int64_t k0 = 0; k0 < c.nk; k0 += 16) {
-            __m512i rr[16];
-            for (int i = 0; i < 16; i++) rr[i] = _mm512_load_si512(xn + (16 * v + i) * cp + 4 * k0);
-            transpose16(rr);
-            for (int j = 0; j < 16; j++) _mm512_store_si512(xt + ((k0 + j) * c.nv + v) * 64, rr[j]);
-        }
     c.xt = xt;
     c.dxt = dxt;
     c.gsq = gsq;
