@@ -52,7 +52,7 @@ $(BUILD)/%.o: %.c $(wildcard include/*.h) $(wildcard */*.h) $(wildcard kernels/*
 $(BUILD)/kernels/x86/%avx2.o: CFLAGS += -mavx2 -mfma -mf16c
 $(BUILD)/kernels/x86/%avx512.o: CFLAGS += -mavx2 -mfma -mf16c -mavx512f -mavx512bw -mavx512vl -mavx512dq
 $(BUILD)/kernels/x86/%vnni.o: CFLAGS += -mavx2 -mfma -mf16c -mavx512f -mavx512bw -mavx512vl -mavx512dq \
-  -mavx512vnni -mavx512vbmi -mavx512bitalg
+  -mavx512vnni -mavx512vbmi -mavx512bitalg -mgfni
 
 $(LIB): $(LIB_OBJ)
 	@mkdir -p $(dir $@)

@@ -77,6 +77,12 @@ extern const moeq_kernel_set moeq_kernels_ref;
 const moeq_kernel_set *moeq_kernels(void);
 /* A named variant if this CPU and build support it, else NULL. */
 const moeq_kernel_set *moeq_kernels_get(const char *name);
+/* y = W x shared by the threads of the enclosing OpenMP parallel region (an orphaned `omp for`;
+ * outside a region, one call): one contiguous range of rows per thread, a multiple of 64, so
+ * that x is prepared (quantized, permuted) once per thread and matrix, not once per block.
+ * Every variant's gemv gives a row the same value whatever the range (tested), so the
+ * result does not depend on the thread count. */
+void moeq_qmat_gemv_par(const moeq_kernel_set *ks, const moeq_qmat *q, const float *x, float *y);
 /* Why the chosen variant was chosen ("MOEQ_KERNEL=avx512 forced", "cpuid: avx512f+bw"). */
 const char *moeq_kernels_note(void);
 

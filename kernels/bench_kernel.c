@@ -54,18 +54,6 @@ static void fill_f32(float *x, int64_t n, uint64_t seed)
     for (int64_t i = 0; i < n; i++) x[i] = (float)((int64_t)(xs64(&s) % 2001) - 1000) * 1e-3f;
 }
 
-/* y = W x over all threads, blocks of ROW_BLOCK rows (as the forward pass splits them) */
-typedef void (*gemv_fn)(const moeq_qmat *, const float *, int64_t, int64_t, float *);
-static void par_gemv(gemv_fn gv, const moeq_qmat *q, const float *x, float *y)
-{
-    int64_t nb = (q->rows + ROW_BLOCK - 1) / ROW_BLOCK;
-#pragma omp for schedule(static)
-    for (int64_t b = 0; b < nb; b++) {
-        int64_t r0 = b * ROW_BLOCK, r1 = r0 + ROW_BLOCK < q->rows ? r0 + ROW_BLOCK : q->rows;
-        gv(q, x, r0, r1, y + r0);
-    }
-}
-
 /* Read bandwidth: 64-bit integer sum over buf (vectorizes; associative, so the compiler may
  * split it into independent lanes), each thread its static share, best of reps. */
 static double membw(const uint64_t *buf, int64_t words, int reps)
@@ -106,7 +94,7 @@ static moeq_status gemv_case(const moeq_kernel_set *ks, int bits, int group, int
     for (int r = 0; r < reps + 1; r++) {   /* the first pass warms (page faults, caches) */
         double t0 = moeq_now();
 #pragma omp parallel
-        for (int64_t m = 0; m < mats; m++) par_gemv(ks->gemv, &q[m], x, y + m * rows);
+        for (int64_t m = 0; m < mats; m++) moeq_qmat_gemv_par(ks, &q[m], x, y + m * rows);
         double t = moeq_now() - t0;
         if (r && t < best) best = t;
     }

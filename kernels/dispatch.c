@@ -4,6 +4,7 @@
 #include "moeq_kernels.h"
 #include "kernels/x86/x86.h"
 
+#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,12 +33,13 @@ static int have_avx512(void)
 #endif
 }
 
-/* the int8-activation variant: VNNI dot products, VBMI/BITALG byte shuffles for 3-bit codes */
+/* the int8-activation variant: VNNI dot products, VBMI/BITALG byte shuffles for 3-bit codes,
+ * GFNI bit-field extraction */
 static int have_vnni(void)
 {
 #if defined(__x86_64__) && defined(MOEQ_HAVE_X86)
     return have_avx512() && __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512vbmi") &&
-           __builtin_cpu_supports("avx512bitalg");
+           __builtin_cpu_supports("avx512bitalg") && __builtin_cpu_supports("gfni");
 #else
     return 0;
 #endif
@@ -79,4 +81,15 @@ const char *moeq_kernels_note(void)
 {
     moeq_kernels();
     return note;
+}
+
+void moeq_qmat_gemv_par(const moeq_kernel_set *ks, const moeq_qmat *q, const float *x, float *y)
+{
+    int64_t nt = omp_get_num_threads(), per = (q->rows + nt - 1) / nt;
+    per = (per + 63) / 64 * 64;
+#pragma omp for schedule(static)
+    for (int64_t t = 0; t < nt; t++) {
+        int64_t r0 = t * per, r1 = r0 + per < q->rows ? r0 + per : q->rows;
+        if (r0 < r1) ks->gemv(q, x, r0, r1, y + r0);
+    }
 }

@@ -234,6 +234,11 @@ static void par_matmul(int nthreads, const float *X, int64_t n, int64_t K, const
 static void par_qmatmul(const float *X, int64_t n, int64_t K, const moeq_qmat *q, float *Y)
 {
     const moeq_kernel_set *ks = moeq_kernels();
+    if (n == 1) {   /* one token: a row range per thread, x prepared once per thread */
+#pragma omp parallel
+        moeq_qmat_gemv_par(ks, q, X, Y);
+        return;
+    }
     int64_t N = q->rows, nb = (N + QROW_BLOCK - 1) / QROW_BLOCK;
 #pragma omp parallel for schedule(dynamic, 1)
     for (int64_t b = 0; b < nb; b++) {

@@ -22,6 +22,17 @@
 
 #define INLINE static inline __attribute__((always_inline))
 
+/* Bits [lo, lo + n) of every byte moved to bits [0, n), the rest cleared: one GFNI affine
+ * transform instead of a 16-bit shift and a mask (output bit i is row byte 7 - i of the
+ * matrix dotted with the input byte). */
+#define BITS_TO_LOW(v, lo, n) _mm512_gf2p8affine_epi64_epi8((v), _mm512_set1_epi64((long long)bit_matrix(lo, n)), 0)
+static inline uint64_t bit_matrix(int lo, int n)
+{
+    uint64_t m = 0;
+    for (int i = 0; i < n; i++) m |= (uint64_t)(1u << (lo + i)) << (8 * (7 - i));
+    return m;
+}
+
 /* x prepared for one codec geometry: per chunk the permuted int8 activations (cc bytes), the
  * lane vector of block scales dx, and where each lane's group scale is. */
 typedef struct xprep {
@@ -32,20 +43,25 @@ typedef struct xprep {
     float *dxl;                /* nchunks * 16 */
     int32_t *gbase, *gidx;     /* nchunks, nchunks * 16: lane i's group = gbase[c] + gidx[16c + i] */
     float *gsq;                /* ng rounded up to 16: sum_{b in g} dx_b sxq_b, zero padded */
-    float *sf;                 /* per row: the group scales in float32, ng + 16, zero padded */
+    float *sf[2];              /* per row of a pair: the group scales in float32, ng + 16, zero padded */
     void *mem;
 } xprep;
 
 static int64_t chunk_cols(int bits) { return bits == 8 ? 64 : bits == 4 ? 128 : 256; }
 
-/* byte position, inside its chunk, of column k of the chunk (see the table above) */
-static int64_t lane_pos(int bits, int64_t k)
+/* x's int8 values of one 32-column block (block j of its chunk) into the chunk's lane order
+ * (see the table above): runs of 16 (4 bits) or 8 (2, 3 bits) columns per code plane */
+static void place_block(int bits, int64_t j, const int8_t *src, int8_t *chunk)
 {
-    int64_t j = k / 32, k32 = k % 32;
     switch (bits) {
-    case 8: return k;
-    case 4: return 64 * (k32 / 16) + 16 * j + k32 % 16;
-    default: return 64 * (k32 / 8) + 8 * j + k32 % 8;
+    case 8: memcpy(chunk + 32 * j, src, 32); break;
+    case 4:
+        memcpy(chunk + 16 * j, src, 16);
+        memcpy(chunk + 64 + 16 * j, src + 16, 16);
+        break;
+    default:
+        for (int pl = 0; pl < 4; pl++) memcpy(chunk + 64 * pl + 8 * j, src + 8 * pl, 8);
+        break;
     }
 }
 
@@ -61,7 +77,7 @@ static int prep_x(const moeq_qmat *w, const float *x, xprep *p)
     size_t need = (size_t)(p->nchunks * p->cc)                               /* xq */
                   + (size_t)cols + (size_t)nb * 8                            /* natural xq, dx, sxq */
                   + (size_t)p->nchunks * 16 * 4 * 2 + (size_t)p->nchunks * 4 /* dxl, gidx, gbase */
-                  + (size_t)(ngp + ng + 16) * 4 + 64 * 8;
+                  + (size_t)(ngp + 2 * (ng + 16)) * 4 + 64 * 9;
     p->mem = malloc(need);
     if (!p->mem) return 0;
     char *m = (char *)(((uintptr_t)p->mem + 63) & ~(uintptr_t)63);
@@ -77,35 +93,45 @@ static int prep_x(const moeq_qmat *w, const float *x, xprep *p)
     TAKE(p->gidx, p->nchunks * 64);
     TAKE(p->gbase, p->nchunks * 4);
     TAKE(p->gsq, ngp * 4);
-    TAKE(p->sf, (ng + 16) * 4);
+    TAKE(p->sf[0], (ng + 16) * 4);
+    TAKE(p->sf[1], (ng + 16) * 4);
 #undef TAKE
     if (!moeq_x8_quantize(x, cols, xn, dx, sxq)) {
         free(p->mem);
         return 0;
     }
     memset(p->xq, 0, (size_t)(p->nchunks * p->cc));
-    for (int64_t c = 0; c < cols; c++) p->xq[(c / p->cc) * p->cc + lane_pos(w->bits, c % p->cc)] = xn[c];
-    for (int64_t c = 0; c < p->nchunks; c++) {
-        int64_t b0 = c * bpc;
-        p->gbase[c] = (int32_t)(b0 * 32 / w->group);
-        for (int i = 0; i < 16; i++) {
-            int64_t b = b0 + i / lpb;
-            p->dxl[16 * c + i] = b < nb ? dx[b] : 0.0f;
-            int64_t g = b < nb ? b * 32 / w->group : p->gbase[c];
-            p->gidx[16 * c + i] = (int32_t)(g - p->gbase[c]);
+    for (int64_t b = 0; b < nb; b++) place_block(w->bits, b % bpc, xn + 32 * b, p->xq + (b / bpc) * p->cc);
+    /* the group of each block without a division per lane (64-bit divisions cost more than
+     * a 64-row call's dot products when repeated per lane) */
+    const int64_t bpg = w->group / 32;
+    memset(p->gsq, 0, (size_t)ngp * 4);
+    for (int64_t c = 0, b = 0, g = 0, in_g = 0; c < p->nchunks; c++) {
+        p->gbase[c] = (int32_t)g;
+        for (int64_t j = 0; j < bpc; j++, b++) {
+            int32_t rel = (int32_t)(g - p->gbase[c]);
+            float d = 0.0f;
+            if (b < nb) {
+                d = dx[b];
+                p->gsq[g] += dx[b] * (float)sxq[b];
+                if (++in_g == bpg) in_g = 0, g++;
+            }
+            for (int64_t i = j * lpb; i < (j + 1) * lpb; i++) {
+                p->dxl[16 * c + i] = d;
+                p->gidx[16 * c + i] = b < nb ? rel : 0;
+            }
         }
     }
-    memset(p->gsq, 0, (size_t)ngp * 4);
-    for (int64_t b = 0; b < nb; b++) p->gsq[b * 32 / w->group] += dx[b] * (float)sxq[b];
-    memset(p->sf, 0, (size_t)(ng + 16) * 4);
+    memset(p->sf[0], 0, (size_t)(ng + 16) * 4);
+    memset(p->sf[1], 0, (size_t)(ng + 16) * 4);
     return 1;
 }
 
-/* one chunk's integer dot products; `bytes` < full chunk for the short last chunk */
+/* one chunk's integer dot products; bytes = -1 for a whole chunk, else the short last one's */
 INLINE __m512i chunk_dot(int bits, const uint8_t *p, const int8_t *xq, int64_t bytes)
 {
     const __m512i z = _mm512_setzero_si512();
-    const int full = bytes == (bits == 3 ? 96 : 64);
+    const int full = bytes < 0;   /* a constant at each call site: the main loop has no masks */
     if (bits == 3) {
         /* block j: 8 bytes of 2-bit planes at 12j, its bit-2 word at 12j + 8 */
         const __m512i idx_lo = _mm512_set_epi64(0x5b5a595857565554, 0x4f4e4d4c4b4a4948, 0x434241403f3e3d3c,
@@ -117,7 +143,7 @@ INLINE __m512i chunk_dot(int bits, const uint8_t *p, const int8_t *xq, int64_t b
         __m512i a, b;
         if (full) {
             a = _mm512_loadu_si512(p);
-            b = _mm512_maskz_loadu_epi8(0xffffffffull, p + 64);
+            b = _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(p + 64)));   /* bytes 64..95 */
         } else {
             a = _mm512_maskz_loadu_epi8(bytes >= 64 ? ~0ull : (1ull << bytes) - 1, p);
             b = _mm512_maskz_loadu_epi8(bytes > 64 ? (1ull << (bytes - 64)) - 1 : 0, p + 64);
@@ -125,14 +151,19 @@ INLINE __m512i chunk_dot(int bits, const uint8_t *p, const int8_t *xq, int64_t b
         __m512i lo = _mm512_permutex2var_epi8(a, idx_lo, b);
         __m512i hi = _mm512_maskz_permutex2var_epi8(0x0f0f0f0f0f0f0f0full, a, idx_hi, b);
         const __m512i m3 = _mm512_set1_epi8(3), four = _mm512_set1_epi8(4);
-        const __m512i sel = _mm512_set1_epi64(0x0706050403020100), eight = _mm512_set1_epi8(8);
-        __m512i d = z, s = sel;
-        for (int pl = 0; pl < 4; pl++) {
-            __m512i q = _mm512_and_si512(pl ? _mm512_srli_epi16(lo, 2 * pl) : lo, m3);
-            q = _mm512_mask_add_epi8(q, _mm512_bitshuffle_epi64_mask(hi, s), q, four);
-            d = _mm512_dpbusd_epi32(d, q, _mm512_load_si512(xq + 64 * pl));
-            s = _mm512_add_epi8(s, eight);
-        }
+        /* plane pl, byte 8j + k: bit 8 pl + k of block j's word (qword j of hi) */
+        const __m512i sel0 = _mm512_set1_epi64(0x0706050403020100), sel1 = _mm512_set1_epi64(0x0f0e0d0c0b0a0908);
+        const __m512i sel2 = _mm512_set1_epi64(0x1716151413121110), sel3 = _mm512_set1_epi64(0x1f1e1d1c1b1a1918);
+        __m512i q0 = _mm512_and_si512(lo, m3), q1 = BITS_TO_LOW(lo, 2, 2);
+        __m512i q2 = BITS_TO_LOW(lo, 4, 2), q3 = BITS_TO_LOW(lo, 6, 2);
+        q0 = _mm512_mask_add_epi8(q0, _mm512_bitshuffle_epi64_mask(hi, sel0), q0, four);
+        q1 = _mm512_mask_add_epi8(q1, _mm512_bitshuffle_epi64_mask(hi, sel1), q1, four);
+        q2 = _mm512_mask_add_epi8(q2, _mm512_bitshuffle_epi64_mask(hi, sel2), q2, four);
+        q3 = _mm512_mask_add_epi8(q3, _mm512_bitshuffle_epi64_mask(hi, sel3), q3, four);
+        __m512i d = _mm512_dpbusd_epi32(z, q0, _mm512_load_si512(xq));
+        d = _mm512_dpbusd_epi32(d, q1, _mm512_load_si512(xq + 64));
+        d = _mm512_dpbusd_epi32(d, q2, _mm512_load_si512(xq + 128));
+        d = _mm512_dpbusd_epi32(d, q3, _mm512_load_si512(xq + 192));
         return d;
     }
     __m512i v = full ? _mm512_loadu_si512(p) : _mm512_maskz_loadu_epi8((1ull << bytes) - 1, p);
@@ -140,23 +171,23 @@ INLINE __m512i chunk_dot(int bits, const uint8_t *p, const int8_t *xq, int64_t b
     if (bits == 4) {
         const __m512i m15 = _mm512_set1_epi8(15);
         __m512i d = _mm512_dpbusd_epi32(z, _mm512_and_si512(v, m15), _mm512_load_si512(xq));
-        return _mm512_dpbusd_epi32(d, _mm512_and_si512(_mm512_srli_epi16(v, 4), m15), _mm512_load_si512(xq + 64));
+        return _mm512_dpbusd_epi32(d, BITS_TO_LOW(v, 4, 4), _mm512_load_si512(xq + 64));
     }
     const __m512i m3 = _mm512_set1_epi8(3);
     __m512i d = _mm512_dpbusd_epi32(z, _mm512_and_si512(v, m3), _mm512_load_si512(xq));
-    d = _mm512_dpbusd_epi32(d, _mm512_and_si512(_mm512_srli_epi16(v, 2), m3), _mm512_load_si512(xq + 64));
-    d = _mm512_dpbusd_epi32(d, _mm512_and_si512(_mm512_srli_epi16(v, 4), m3), _mm512_load_si512(xq + 128));
-    return _mm512_dpbusd_epi32(d, _mm512_and_si512(_mm512_srli_epi16(v, 6), m3), _mm512_load_si512(xq + 192));
+    d = _mm512_dpbusd_epi32(d, BITS_TO_LOW(v, 2, 2), _mm512_load_si512(xq + 64));
+    d = _mm512_dpbusd_epi32(d, BITS_TO_LOW(v, 4, 2), _mm512_load_si512(xq + 128));
+    return _mm512_dpbusd_epi32(d, BITS_TO_LOW(v, 6, 2), _mm512_load_si512(xq + 192));
 }
 
-INLINE __m512 lane_scales(const xprep *p, int64_t c)
+INLINE __m512 lane_scales(const xprep *p, const float *sf, int64_t c)
 {
-    if (p->bcast) return _mm512_set1_ps(p->sf[p->gbase[c]]);
-    return _mm512_permutexvar_ps(_mm512_load_si512(p->gidx + 16 * c), _mm512_loadu_ps(p->sf + p->gbase[c]));
+    if (p->bcast) return _mm512_set1_ps(sf[p->gbase[c]]);
+    return _mm512_permutexvar_ps(_mm512_load_si512(p->gidx + 16 * c), _mm512_loadu_ps(sf + p->gbase[c]));
 }
 
-/* the row's scales into p->sf, and the vector of its zero terms s_g z_g gsq_g */
-INLINE __m512 row_scales(const moeq_qmat *w, int64_t r, xprep *p)
+/* the row's scales into sf, and the vector of its zero terms s_g z_g gsq_g */
+INLINE __m512 row_scales(const moeq_qmat *w, int64_t r, const xprep *p, float *sf)
 {
     const int64_t ng = p->ng;
     const uint16_t *sc = w->scales + r * ng, *zp = w->zeros ? w->zeros + r * ng : NULL;
@@ -166,56 +197,54 @@ INLINE __m512 row_scales(const moeq_qmat *w, int64_t r, xprep *p)
         __mmask16 m = ng - g >= 16 ? 0xffff : (__mmask16)((1u << (ng - g)) - 1);
         __m512 s = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, sc + g));
         __m512 z = zp ? _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, zp + g)) : zsym;
-        _mm512_mask_storeu_ps(p->sf + g, m, s);
+        _mm512_mask_storeu_ps(sf + g, m, s);
         zt = _mm512_fmadd_ps(_mm512_mul_ps(s, z), _mm512_load_ps(p->gsq + g), zt);
     }
     return zt;
 }
 
-INLINE float row_dot(int bits, const moeq_qmat *w, int64_t r, xprep *p)
+/* Rows r .. r + nr - 1 (nr = 1 or 2): two rows at a time read two streams of codes and share
+ * the loads of x. Each row's arithmetic is the same in a pair or alone (even and odd chunks
+ * into two accumulators, then the short last chunk), so a row's value ignores the range. */
+INLINE void row_dots(int bits, int nr, const moeq_qmat *w, int64_t r, xprep *p, float *y)
 {
     const int64_t cb = p->cc * bits / 8, rb = moeq_qmat_row_bytes(w), nfull = w->cols / p->cc;
-    const uint8_t *codes = w->codes + r * rb;
-    __m512 zt = row_scales(w, r, p);
-    __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
+    const uint8_t *codes[2] = { w->codes + r * rb, w->codes + (r + 1) * rb };
+    __m512 zt[2], a0[2], a1[2];
+    for (int i = 0; i < nr; i++) {
+        zt[i] = row_scales(w, r + i, p, p->sf[i]);
+        a0[i] = a1[i] = _mm512_setzero_ps();
+    }
     int64_t c = 0;
     for (; c + 1 < nfull; c += 2) {
-        __m512i d0 = chunk_dot(bits, codes + c * cb, p->xq + c * p->cc, cb);
-        __m512i d1 = chunk_dot(bits, codes + (c + 1) * cb, p->xq + (c + 1) * p->cc, cb);
-        a0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d0), _mm512_mul_ps(lane_scales(p, c), _mm512_load_ps(p->dxl + 16 * c)), a0);
-        a1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d1),
-                             _mm512_mul_ps(lane_scales(p, c + 1), _mm512_load_ps(p->dxl + 16 * (c + 1))), a1);
+        __m512 dx0 = _mm512_load_ps(p->dxl + 16 * c), dx1 = _mm512_load_ps(p->dxl + 16 * (c + 1));
+        for (int i = 0; i < nr; i++) {
+            __m512i d0 = chunk_dot(bits, codes[i] + c * cb, p->xq + c * p->cc, -1);
+            __m512i d1 = chunk_dot(bits, codes[i] + (c + 1) * cb, p->xq + (c + 1) * p->cc, -1);
+            a0[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d0), _mm512_mul_ps(lane_scales(p, p->sf[i], c), dx0), a0[i]);
+            a1[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d1), _mm512_mul_ps(lane_scales(p, p->sf[i], c + 1), dx1), a1[i]);
+        }
     }
     for (; c < p->nchunks; c++) {
-        int64_t bytes = c < nfull ? cb : rb - c * cb;
-        __m512i d = chunk_dot(bits, codes + c * cb, p->xq + c * p->cc, bytes);
-        a0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d), _mm512_mul_ps(lane_scales(p, c), _mm512_load_ps(p->dxl + 16 * c)), a0);
+        __m512 dx = _mm512_load_ps(p->dxl + 16 * c);
+        for (int i = 0; i < nr; i++) {
+            __m512i d = c < nfull ? chunk_dot(bits, codes[i] + c * cb, p->xq + c * p->cc, -1)
+                                  : chunk_dot(bits, codes[i] + c * cb, p->xq + c * p->cc, rb - c * cb);
+            a0[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d), _mm512_mul_ps(lane_scales(p, p->sf[i], c), dx), a0[i]);
+        }
     }
-    return _mm512_reduce_add_ps(_mm512_sub_ps(_mm512_add_ps(a0, a1), zt));
+    for (int i = 0; i < nr; i++) y[i] = _mm512_reduce_add_ps(_mm512_sub_ps(_mm512_add_ps(a0[i], a1[i]), zt[i]));
 }
 
 /* a row two ahead of the one being computed, for matrices streamed from memory */
-static void prefetch_row(const moeq_qmat *w, int64_t r, int64_t r1)
-{
-    if (r >= r1) return;
-    int64_t rb = moeq_qmat_row_bytes(w), ng = moeq_qmat_groups(w);
-    const char *c = (const char *)(w->codes + r * rb);
-    for (int64_t o = 0; o < rb; o += 64) _mm_prefetch(c + o, _MM_HINT_T0);
-    const char *sc = (const char *)(w->scales + r * ng);
-    for (int64_t o = 0; o < 2 * ng; o += 64) _mm_prefetch(sc + o, _MM_HINT_T0);
-    if (w->zeros) {
-        const char *zp = (const char *)(w->zeros + r * ng);
-        for (int64_t o = 0; o < 2 * ng; o += 64) _mm_prefetch(zp + o, _MM_HINT_T0);
-    }
-}
-
 #define ROWS(BITS)                                                                                                \
     static void rows_##BITS(const moeq_qmat *w, xprep *p, int64_t r0, int64_t r1, float *y)                     \
     {                                                                                                             \
-        for (int64_t r = r0; r < r1; r++) {                                                                       \
-            prefetch_row(w, r + 2, r1);                                                                           \
-            y[r - r0] = row_dot(BITS, w, r, p);                                                                   \
+        int64_t r = r0;                                                                                           \
+        for (; r + 1 < r1; r += 2) {                                                                              \
+            row_dots(BITS, 2, w, r, p, y + (r - r0));                                                             \
         }                                                                                                         \
+        if (r < r1) row_dots(BITS, 1, w, r, p, y + (r - r0));                                                     \
     }
 ROWS(2)
 ROWS(3)
