@@ -43,7 +43,7 @@ typedef struct xprep {
     float *dxl;                /* nchunks * 16 */
     int32_t *gbase, *gidx;     /* nchunks, nchunks * 16: lane i's group = gbase[c] + gidx[16c + i] */
     float *gsq;                /* ng rounded up to 16: sum_{b in g} dx_b sxq_b, zero padded */
-    float *sf[2];              /* per row of a pair: the group scales in float32, ng + 16, zero padded */
+    float *sf;                 /* per row: the group scales in float32, ng + 16, zero padded */
     void *mem;
 } xprep;
 
@@ -77,7 +77,7 @@ static int prep_x(const moeq_qmat *w, const float *x, xprep *p)
     size_t need = (size_t)(p->nchunks * p->cc)                               /* xq */
                   + (size_t)cols + (size_t)nb * 8                            /* natural xq, dx, sxq */
                   + (size_t)p->nchunks * 16 * 4 * 2 + (size_t)p->nchunks * 4 /* dxl, gidx, gbase */
-                  + (size_t)(ngp + 2 * (ng + 16)) * 4 + 64 * 9;
+                  + (size_t)(ngp + ng + 16) * 4 + 64 * 8;
     p->mem = malloc(need);
     if (!p->mem) return 0;
     char *m = (char *)(((uintptr_t)p->mem + 63) & ~(uintptr_t)63);
@@ -93,8 +93,7 @@ static int prep_x(const moeq_qmat *w, const float *x, xprep *p)
     TAKE(p->gidx, p->nchunks * 64);
     TAKE(p->gbase, p->nchunks * 4);
     TAKE(p->gsq, ngp * 4);
-    TAKE(p->sf[0], (ng + 16) * 4);
-    TAKE(p->sf[1], (ng + 16) * 4);
+    TAKE(p->sf, (ng + 16) * 4);
 #undef TAKE
     if (!moeq_x8_quantize(x, cols, xn, dx, sxq)) {
         free(p->mem);
@@ -122,49 +121,49 @@ static int prep_x(const moeq_qmat *w, const float *x, xprep *p)
             }
         }
     }
-    memset(p->sf[0], 0, (size_t)(ng + 16) * 4);
-    memset(p->sf[1], 0, (size_t)(ng + 16) * 4);
+    memset(p->sf, 0, (size_t)(ng + 16) * 4);
     return 1;
 }
 
-/* one chunk's integer dot products; bytes = -1 for a whole chunk, else the short last one's */
+/* The four planes of a 3-bit chunk (8 blocks) whose 96 bytes start at byte `off` (0 or 32) of
+ * the 128 bytes a:b. Block j: 8 bytes of 2-bit planes at 12j, its bit-2 word at 12j + 8. */
+INLINE __m512i planes3_dot(__m512i a, __m512i b, int off, const int8_t *xq)
+{
+    const __m512i o = _mm512_set1_epi8((char)off);
+    const __m512i idx_lo = _mm512_add_epi8(o, _mm512_set_epi64(0x5b5a595857565554, 0x4f4e4d4c4b4a4948, 0x434241403f3e3d3c,
+                                                               0x3736353433323130, 0x2b2a292827262524, 0x1f1e1d1c1b1a1918,
+                                                               0x131211100f0e0d0c, 0x0706050403020100));
+    const __m512i idx_hi = _mm512_add_epi8(o, _mm512_set_epi64(0x000000005f5e5d5c, 0x0000000053525150, 0x0000000047464544,
+                                                               0x000000003b3a3938, 0x000000002f2e2d2c, 0x0000000023222120,
+                                                               0x0000000017161514, 0x000000000b0a0908));
+    __m512i lo = _mm512_permutex2var_epi8(a, idx_lo, b);
+    __m512i hi = _mm512_maskz_permutex2var_epi8(0x0f0f0f0f0f0f0f0full, a, idx_hi, b);
+    const __m512i m3 = _mm512_set1_epi8(3), four = _mm512_set1_epi8(4);
+    /* plane pl, byte 8j + k: bit 8 pl + k of block j's word (qword j of hi) */
+    const __m512i sel0 = _mm512_set1_epi64(0x0706050403020100), sel1 = _mm512_set1_epi64(0x0f0e0d0c0b0a0908);
+    const __m512i sel2 = _mm512_set1_epi64(0x1716151413121110), sel3 = _mm512_set1_epi64(0x1f1e1d1c1b1a1918);
+    __m512i q0 = _mm512_and_si512(lo, m3), q1 = BITS_TO_LOW(lo, 2, 2);
+    __m512i q2 = BITS_TO_LOW(lo, 4, 2), q3 = BITS_TO_LOW(lo, 6, 2);
+    q0 = _mm512_mask_add_epi8(q0, _mm512_bitshuffle_epi64_mask(hi, sel0), q0, four);
+    q1 = _mm512_mask_add_epi8(q1, _mm512_bitshuffle_epi64_mask(hi, sel1), q1, four);
+    q2 = _mm512_mask_add_epi8(q2, _mm512_bitshuffle_epi64_mask(hi, sel2), q2, four);
+    q3 = _mm512_mask_add_epi8(q3, _mm512_bitshuffle_epi64_mask(hi, sel3), q3, four);
+    __m512i d = _mm512_dpbusd_epi32(_mm512_setzero_si512(), q0, _mm512_load_si512(xq));
+    d = _mm512_dpbusd_epi32(d, q1, _mm512_load_si512(xq + 64));
+    d = _mm512_dpbusd_epi32(d, q2, _mm512_load_si512(xq + 128));
+    return _mm512_dpbusd_epi32(d, q3, _mm512_load_si512(xq + 192));
+}
+
+/* One chunk's integer dot products; bytes = -1 for a whole chunk, else the short last one's. */
 INLINE __m512i chunk_dot(int bits, const uint8_t *p, const int8_t *xq, int64_t bytes)
 {
     const __m512i z = _mm512_setzero_si512();
     const int full = bytes < 0;   /* a constant at each call site: the main loop has no masks */
     if (bits == 3) {
-        /* block j: 8 bytes of 2-bit planes at 12j, its bit-2 word at 12j + 8 */
-        const __m512i idx_lo = _mm512_set_epi64(0x5b5a595857565554, 0x4f4e4d4c4b4a4948, 0x434241403f3e3d3c,
-                                                0x3736353433323130, 0x2b2a292827262524, 0x1f1e1d1c1b1a1918,
-                                                0x131211100f0e0d0c, 0x0706050403020100);
-        const __m512i idx_hi = _mm512_set_epi64(0x000000005f5e5d5c, 0x0000000053525150, 0x0000000047464544,
-                                                0x000000003b3a3938, 0x000000002f2e2d2c, 0x0000000023222120,
-                                                0x0000000017161514, 0x000000000b0a0908);
-        __m512i a, b;
-        if (full) {
-            a = _mm512_loadu_si512(p);
-            b = _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(p + 64)));   /* bytes 64..95 */
-        } else {
-            a = _mm512_maskz_loadu_epi8(bytes >= 64 ? ~0ull : (1ull << bytes) - 1, p);
-            b = _mm512_maskz_loadu_epi8(bytes > 64 ? (1ull << (bytes - 64)) - 1 : 0, p + 64);
-        }
-        __m512i lo = _mm512_permutex2var_epi8(a, idx_lo, b);
-        __m512i hi = _mm512_maskz_permutex2var_epi8(0x0f0f0f0f0f0f0f0full, a, idx_hi, b);
-        const __m512i m3 = _mm512_set1_epi8(3), four = _mm512_set1_epi8(4);
-        /* plane pl, byte 8j + k: bit 8 pl + k of block j's word (qword j of hi) */
-        const __m512i sel0 = _mm512_set1_epi64(0x0706050403020100), sel1 = _mm512_set1_epi64(0x0f0e0d0c0b0a0908);
-        const __m512i sel2 = _mm512_set1_epi64(0x1716151413121110), sel3 = _mm512_set1_epi64(0x1f1e1d1c1b1a1918);
-        __m512i q0 = _mm512_and_si512(lo, m3), q1 = BITS_TO_LOW(lo, 2, 2);
-        __m512i q2 = BITS_TO_LOW(lo, 4, 2), q3 = BITS_TO_LOW(lo, 6, 2);
-        q0 = _mm512_mask_add_epi8(q0, _mm512_bitshuffle_epi64_mask(hi, sel0), q0, four);
-        q1 = _mm512_mask_add_epi8(q1, _mm512_bitshuffle_epi64_mask(hi, sel1), q1, four);
-        q2 = _mm512_mask_add_epi8(q2, _mm512_bitshuffle_epi64_mask(hi, sel2), q2, four);
-        q3 = _mm512_mask_add_epi8(q3, _mm512_bitshuffle_epi64_mask(hi, sel3), q3, four);
-        __m512i d = _mm512_dpbusd_epi32(z, q0, _mm512_load_si512(xq));
-        d = _mm512_dpbusd_epi32(d, q1, _mm512_load_si512(xq + 64));
-        d = _mm512_dpbusd_epi32(d, q2, _mm512_load_si512(xq + 128));
-        d = _mm512_dpbusd_epi32(d, q3, _mm512_load_si512(xq + 192));
-        return d;
+        if (full)
+            return planes3_dot(_mm512_loadu_si512(p), _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(p + 64))), 0, xq);
+        return planes3_dot(_mm512_maskz_loadu_epi8(bytes >= 64 ? ~0ull : (1ull << bytes) - 1, p),
+                           _mm512_maskz_loadu_epi8(bytes > 64 ? (1ull << (bytes - 64)) - 1 : 0, p + 64), 0, xq);
     }
     __m512i v = full ? _mm512_loadu_si512(p) : _mm512_maskz_loadu_epi8((1ull << bytes) - 1, p);
     if (bits == 8) return _mm512_dpbusd_epi32(z, v, _mm512_load_si512(xq));
@@ -203,48 +202,56 @@ INLINE __m512 row_scales(const moeq_qmat *w, int64_t r, const xprep *p, float *s
     return zt;
 }
 
-/* Rows r .. r + nr - 1 (nr = 1 or 2): two rows at a time read two streams of codes and share
- * the loads of x. Each row's arithmetic is the same in a pair or alone (even and odd chunks
- * into two accumulators, then the short last chunk), so a row's value ignores the range. */
-INLINE void row_dots(int bits, int nr, const moeq_qmat *w, int64_t r, xprep *p, float *y)
+/* One row: even and odd chunks into two accumulators, then the short last chunk. Two 3-bit
+ * chunks (192 bytes) are read as three 64-byte loads, none split across cache lines when the
+ * row is aligned (a chunk alone would start mid-line every other time, which slowed the
+ * streamed case). */
+/* Codes are prefetched this many bytes ahead from inside the chunk loop: without it a matrix
+ * streamed from memory ran at 0.70 (3-bit) to 0.85 (2-bit) of the read bandwidth, as the
+ * decode work kept too few loads in flight; 1-3 KB ahead gave 1.0-1.1 (docs/bench.md).
+ * Prefetching whole rows ahead from the row loop did not help. */
+#define PREFETCH_AHEAD 2048
+INLINE float row_dot(int bits, const moeq_qmat *w, int64_t r, xprep *p)
 {
     const int64_t cb = p->cc * bits / 8, rb = moeq_qmat_row_bytes(w), nfull = w->cols / p->cc;
-    const uint8_t *codes[2] = { w->codes + r * rb, w->codes + (r + 1) * rb };
-    __m512 zt[2], a0[2], a1[2];
-    for (int i = 0; i < nr; i++) {
-        zt[i] = row_scales(w, r + i, p, p->sf[i]);
-        a0[i] = a1[i] = _mm512_setzero_ps();
-    }
+    const uint8_t *codes = w->codes + r * rb;
+    float *sf = p->sf;
+    __m512 zt = row_scales(w, r, p, sf);
+    __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
     int64_t c = 0;
     for (; c + 1 < nfull; c += 2) {
-        __m512 dx0 = _mm512_load_ps(p->dxl + 16 * c), dx1 = _mm512_load_ps(p->dxl + 16 * (c + 1));
-        for (int i = 0; i < nr; i++) {
-            __m512i d0 = chunk_dot(bits, codes[i] + c * cb, p->xq + c * p->cc, -1);
-            __m512i d1 = chunk_dot(bits, codes[i] + (c + 1) * cb, p->xq + (c + 1) * p->cc, -1);
-            a0[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d0), _mm512_mul_ps(lane_scales(p, p->sf[i], c), dx0), a0[i]);
-            a1[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d1), _mm512_mul_ps(lane_scales(p, p->sf[i], c + 1), dx1), a1[i]);
+        __m512i d0, d1;
+        {   /* past the row's end this is the next row; past the matrix's, a harmless hint */
+            const char *q = (const char *)codes + c * cb + PREFETCH_AHEAD;
+            _mm_prefetch(q, _MM_HINT_T0);
+            _mm_prefetch(q + 64, _MM_HINT_T0);
+            if (bits == 3) _mm_prefetch(q + 128, _MM_HINT_T0);
         }
+        if (bits == 3) {
+            const uint8_t *q = codes + c * cb;
+            __m512i l1 = _mm512_loadu_si512(q + 64);
+            d0 = planes3_dot(_mm512_loadu_si512(q), l1, 0, p->xq + c * p->cc);
+            d1 = planes3_dot(l1, _mm512_loadu_si512(q + 128), 32, p->xq + (c + 1) * p->cc);
+        } else {
+            d0 = chunk_dot(bits, codes + c * cb, p->xq + c * p->cc, -1);
+            d1 = chunk_dot(bits, codes + (c + 1) * cb, p->xq + (c + 1) * p->cc, -1);
+        }
+        a0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d0), _mm512_mul_ps(lane_scales(p, sf, c), _mm512_load_ps(p->dxl + 16 * c)), a0);
+        a1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d1),
+                             _mm512_mul_ps(lane_scales(p, sf, c + 1), _mm512_load_ps(p->dxl + 16 * (c + 1))), a1);
     }
     for (; c < p->nchunks; c++) {
-        __m512 dx = _mm512_load_ps(p->dxl + 16 * c);
-        for (int i = 0; i < nr; i++) {
-            __m512i d = c < nfull ? chunk_dot(bits, codes[i] + c * cb, p->xq + c * p->cc, -1)
-                                  : chunk_dot(bits, codes[i] + c * cb, p->xq + c * p->cc, rb - c * cb);
-            a0[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d), _mm512_mul_ps(lane_scales(p, p->sf[i], c), dx), a0[i]);
-        }
+        __m512i d = c < nfull ? chunk_dot(bits, codes + c * cb, p->xq + c * p->cc, -1)
+                              : chunk_dot(bits, codes + c * cb, p->xq + c * p->cc, rb - c * cb);
+        a0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d), _mm512_mul_ps(lane_scales(p, sf, c), _mm512_load_ps(p->dxl + 16 * c)), a0);
     }
-    for (int i = 0; i < nr; i++) y[i] = _mm512_reduce_add_ps(_mm512_sub_ps(_mm512_add_ps(a0[i], a1[i]), zt[i]));
+    return _mm512_reduce_add_ps(_mm512_sub_ps(_mm512_add_ps(a0, a1), zt));
 }
 
-/* a row two ahead of the one being computed, for matrices streamed from memory */
 #define ROWS(BITS)                                                                                                \
     static void rows_##BITS(const moeq_qmat *w, xprep *p, int64_t r0, int64_t r1, float *y)                     \
     {                                                                                                             \
-        int64_t r = r0;                                                                                           \
-        for (; r + 1 < r1; r += 2) {                                                                              \
-            row_dots(BITS, 2, w, r, p, y + (r - r0));                                                             \
-        }                                                                                                         \
-        if (r < r1) row_dots(BITS, 1, w, r, p, y + (r - r0));                                                     \
+        for (int64_t r = r0; r < r1; r++) y[r - r0] = row_dot(BITS, w, r, p);                                     \
     }
 ROWS(2)
 ROWS(3)
