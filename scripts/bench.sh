@@ -18,4 +18,14 @@ mkdir -p build/bench && gzip -dc $FX/corpus.txt.gz > build/bench/corpus.txt
 make -s build/rel/bench/bench_tokenizer && build/rel/bench/bench_tokenizer build/bench/corpus.txt $FX/tiny-mixtral/tokenizer.json $T/tok_llama3.json $T/tok_nfkc.json $T/tok_metaspace.json $T/tok_legacy.json
 make -s build/rel/bench/bench_calib && build/rel/bench/bench_calib --ctx 512 --windows 32 $FX/tiny-mixtral $FX/heldout.safetensors $FX/tiny-qwen2moe $FX/heldout.safetensors $FX/tiny-qwen3moe $FX/heldout.safetensors $FX/tiny-olmoe $FX/heldout.safetensors
 bin/moeq bench kernel   # GEMV/GEMM of the packed codecs vs memory bandwidth and sgemm (docs/bench.md)
+make -s build/rel/bench/bench_gemm_vnni && build/rel/bench/bench_gemm_vnni   # int8 GEMM vs float tiles vs sgemm, 1 and 2 threads
+# eval of a 4-bit packed file (q4 g64 asymmetric, routed experts) against its bf16 original,
+# windows timed alternately: the tiny fixtures and the synthetic model of realistic widths
+P=build/bench/packed && mkdir -p $P
+for m in tiny-mixtral tiny-qwen3moe; do bin/moeq quantize $FX/$m --bits 4 --group 64 -o $P/$m-q4.moeq -q; done
+bin/moeq quantize $S --bits 4 --group 64 -o $P/synth-q4.moeq -q
+make -s build/rel/bench/bench_packed_eval && build/rel/bench/bench_packed_eval --ctx 512 --windows 16 \
+  $FX/tiny-mixtral $P/tiny-mixtral-q4.moeq $FX/heldout.safetensors \
+  $FX/tiny-qwen3moe $P/tiny-qwen3moe-q4.moeq $FX/heldout.safetensors \
+  $S $P/synth-q4.moeq $S/tokens.u32
 make -s build/rel/bench/bench_gptq && build/rel/bench/bench_gptq   # GPTQ vs RTN s/matrix (2048 x 1408), Qwen1.5-MoE extrapolation, plan solve for 10000 matrices
