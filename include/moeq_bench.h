@@ -7,7 +7,7 @@
 #include "moeq_status.h"
 
 typedef struct moeq_bench_gemv {
-    const char *variant;   /* "float": the kernel set in use (the int8 experiment is gone: docs/bench.md) */
+    const char *variant;   /* the kernel set in use: "vnni", "avx512", "avx2" or "ref" */
     int bits, group;
     int64_t rows, cols;
     int64_t mats;          /* matrices rotated over (1: cache-resident) */

@@ -109,7 +109,7 @@ static moeq_status gemv_case(const moeq_kernel_set *ks, int bits, int group, int
         if (r && t < best) best = t;
     }
     double bytes = (double)mats * (double)moeq_qmat_bytes(bits, group, 0, rows, cols, NULL, NULL);
-    *out = (moeq_bench_gemv){ .variant = "float", .bits = bits, .group = group, .rows = rows, .cols = cols, .mats = mats, .bytes = bytes,
+    *out = (moeq_bench_gemv){ .variant = ks->name, .bits = bits, .group = group, .rows = rows, .cols = cols, .mats = mats, .bytes = bytes,
                               .gbs = bytes / best / 1e9, .ratio_to_membw = bytes / best / 1e9 / membw_gbs,
                               .gweights_s = (double)mats * (double)rows * (double)cols / best / 1e9,
                               .ms_per_matrix = best / (double)mats * 1e3 };

@@ -9,7 +9,7 @@
 
 static const char *BENCH_HELP =
     "usage: moeq bench kernel [--quick] [--json] [-q] [--threads N]\n\n"
-    "Measures, with the kernel variant in use (MOEQ_KERNEL=ref|avx2|avx512 forces one) and N\n"
+    "Measures, with the kernel variant in use (MOEQ_KERNEL=ref|avx2|avx512|vnni forces one) and N\n"
     "threads (default: all cores):\n"
     "  membw    read bandwidth over as many bytes as the 4-bit GEMV rotation\n"
     "  gemv     y = W x, q4/q3/q2 g64 asymmetric, over >= 1 GiB of 14336 x 4096 matrices rotated\n"

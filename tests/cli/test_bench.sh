@@ -10,7 +10,7 @@ python3 - "$TMPD/b.json" <<'PY' && echo "PASS bench kernel --quick: keys and rat
 import json, math, sys
 b = json.load(open(sys.argv[1]))
 assert b["membw_gbs"] > 0 and b["threads"] == 1
-assert {g["bits"] for g in b["gemv"] if g["variant"] == "float"} == {2, 3, 4, 8}
+assert {g["bits"] for g in b["gemv"] if g["variant"] == b["kernel"]} == {2, 3, 4, 8}
 for g in b["gemv"]:
     assert {"bits", "group", "rows", "cols", "gbs", "ratio_to_membw"} <= set(g)
     assert g["gbs"] > 0 and math.isfinite(g["gbs"])
