@@ -350,9 +350,17 @@ int moeq_vnni_gemm_x8(const moeq_qmat *w, const float *X, int64_t n, int64_t ldx
         for (int64_t v0 = 0; v0 < c.nv; v0 += TM) {
             int T = c.nv - v0 < TM ? (int)(c.nv - v0) : TM;
             tiles[R - 1][T - 1](&c, w8, sf, szf, v0, out);
-            for (int r = 0; r < R; r++)
-                for (int64_t i = 16 * v0; i < 16 * (v0 + T) && i < n; i++)
-                    Y[i * ldy + (ra + r - r0)] = out[r * TM * 16 + (i - 16 * v0)];
+            /* out is [row][token]; Y wants each token's R rows contiguous: one 16x16 transpose
+             * per 16 tokens and a masked store per token (scalar stores strided by ldy cost as
+             * much as the tile on the fixtures' 160 x 128 matrices) */
+            for (int t = 0; t < T; t++) {
+                __m512i rr[16];
+                for (int r = 0; r < 16; r++)
+                    rr[r] = r < R ? _mm512_castps_si512(_mm512_loadu_ps(out + r * TM * 16 + 16 * t)) : _mm512_setzero_si512();
+                transpose16(rr);
+                for (int64_t j = 0, i0 = 16 * (v0 + t); j < 16 && i0 + j < n; j++)
+                    _mm512_mask_storeu_ps(Y + (i0 + j) * ldy + (ra - r0), (__mmask16)((1u << R) - 1), _mm512_castsi512_ps(rr[j]));
+            }
         }
     }
     free(mem);
