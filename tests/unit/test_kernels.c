@@ -81,7 +81,7 @@ static void test_variants_against_reference(void)
  * groups straddling chunks (96), one group per chunk or more (128, 256, per channel). */
 static void test_int8_activations(void)
 {
-    const int64_t rows_l[] = { 1, 3, 17, 100 };
+    const int64_t rows_l[] = { 1, 2, 3, 7, 17, 33, 100 };
     const int64_t cols_l[] = { 32, 96, 160, 256, 352, 544 };
     const int bits_l[] = { 2, 3, 4, 8 }, group_l[] = { 32, 64, 96, 128, 256, 0 };
     const moeq_kernel_set *ks = moeq_kernels_get("vnni");
@@ -90,7 +90,7 @@ static void test_int8_activations(void)
     for (int bi = 0; bi < 4; bi++)
         for (int gi = 0; gi < 6; gi++)
             for (int sym = 0; sym < 2; sym++)
-                for (int ri = quick ? 2 : 0; ri < 4; ri += 2)
+                for (int ri = quick ? 3 : 0; ri < 7; ri += quick ? 3 : 1)
                     for (int ci = 0; ci < 6; ci += quick ? 2 : 1) {
                         int64_t R = rows_l[ri], C = cols_l[ci];
                         qm m;
