@@ -12,38 +12,41 @@
 static const moeq_kernel_set *chosen;
 static char note[128];
 
-static int have_avx2(void)
-{
 #if defined(__x86_64__) && defined(MOEQ_HAVE_X86)
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
-#else
-    return 0;
-#endif
+#include <cpuid.h>
+
+/* The CPU's features straight from cpuid, and the OS's from XCR0: __builtin_cpu_supports
+ * names differ between gcc and clang (clang 14 has no "f16c"), and this one list serves both. */
+enum { F_AVX2 = 1, F_FMA = 2, F_F16C = 4, F_AVX512 = 8, F_VNNI = 16, F_VBMI = 32, F_BITALG = 64, F_GFNI = 128 };
+
+static unsigned x86_features(void)
+{
+    unsigned a, b, c, d, f = 0;
+    if (!__get_cpuid(1, &a, &b, &c, &d) || !(c & (1u << 27)) || !(c & (1u << 28))) return 0;   /* OSXSAVE, AVX */
+    unsigned lo, hi;
+    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+    if ((lo & 6) != 6) return 0;   /* the OS saves XMM and YMM state */
+    const int os_avx512 = (lo & 0xe6) == 0xe6;   /* ... and opmask, ZMM */
+    if (c & (1u << 12)) f |= F_FMA;
+    if (c & (1u << 29)) f |= F_F16C;
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return f;
+    if (b & (1u << 5)) f |= F_AVX2;
+    /* AVX-512 F, DQ, BW, VL together */
+    if (os_avx512 && (b & 0xc0030000u) == 0xc0030000u) f |= F_AVX512;
+    if (c & (1u << 1)) f |= F_VBMI;
+    if (c & (1u << 8)) f |= F_GFNI;
+    if (c & (1u << 11)) f |= F_VNNI;
+    if (c & (1u << 12)) f |= F_BITALG;
+    return f;
 }
 
-static int have_avx512(void)
-{
-#if defined(__x86_64__) && defined(MOEQ_HAVE_X86)
-    __builtin_cpu_init();
-    return have_avx2() && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-           __builtin_cpu_supports("avx512vl");
-#else
-    return 0;
-#endif
-}
-
+static int has(unsigned want) { return (x86_features() & want) == want; }
+static int have_avx2(void) { return has(F_AVX2 | F_FMA | F_F16C); }
+static int have_avx512(void) { return has(F_AVX2 | F_FMA | F_F16C | F_AVX512); }
 /* the int8-activation variant: VNNI dot products, VBMI/BITALG byte shuffles for 3-bit codes,
  * GFNI bit-field extraction */
-static int have_vnni(void)
-{
-#if defined(__x86_64__) && defined(MOEQ_HAVE_X86)
-    return have_avx512() && __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512vbmi") &&
-           __builtin_cpu_supports("avx512bitalg") && __builtin_cpu_supports("gfni");
-#else
-    return 0;
+static int have_vnni(void) { return has(F_AVX2 | F_FMA | F_F16C | F_AVX512 | F_VNNI | F_VBMI | F_BITALG | F_GFNI); }
 #endif
-}
 
 const moeq_kernel_set *moeq_kernels_get(const char *name)
 {
