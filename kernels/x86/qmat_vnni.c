@@ -36,7 +36,6 @@ static inline uint64_t bit_matrix(int lo, int n)
 /* x prepared for one codec geometry: per chunk the permuted int8 activations (cc bytes), the
  * lane vector of block scales dx, and where each lane's group scale is. */
 typedef struct xprep {
-    int bits;
     int64_t cc, nchunks, ng;   /* columns per chunk, chunks per row (last may be short), groups */
     int bcast;                 /* group % cc == 0: one group per chunk, at c * cc / group */
     int8_t *xq;                /* nchunks * cc */
@@ -68,7 +67,6 @@ static void place_block(int bits, int64_t j, const int8_t *src, int8_t *chunk)
 static int prep_x(const moeq_qmat *w, const float *x, xprep *p)
 {
     const int64_t cols = w->cols, nb = cols / 32, ng = moeq_qmat_groups(w);
-    p->bits = w->bits;
     p->cc = chunk_cols(w->bits);
     p->nchunks = (cols + p->cc - 1) / p->cc;
     p->ng = ng;
@@ -101,8 +99,7 @@ static int prep_x(const moeq_qmat *w, const float *x, xprep *p)
     }
     memset(p->xq, 0, (size_t)(p->nchunks * p->cc));
     for (int64_t b = 0; b < nb; b++) place_block(w->bits, b % bpc, xn + 32 * b, p->xq + (b / bpc) * p->cc);
-    /* the group of each block without a division per lane (64-bit divisions cost more than
-     * a 64-row call's dot products when repeated per lane) */
+    /* the group of each block by counting blocks, not by a 64-bit division per lane */
     const int64_t bpg = w->group / 32;
     memset(p->gsq, 0, (size_t)ngp * 4);
     for (int64_t c = 0, b = 0, g = 0, in_g = 0; c < p->nchunks; c++) {
