@@ -411,27 +411,42 @@ static moeq_status one_char(lctx *c, json_t *v, const char *where, const char *k
     return MOEQ_OK;
 }
 
+typedef moeq_status (*step_loader)(lctx *c, json_t *v, const char *where);
+
+/* The head shared by the normalizer, pre-tokenizer, decoder and post-processor loaders: the
+ * step's 'type' into *type; a "Sequence" is loaded here, each element of its `list` through
+ * `self`, and *type is left NULL. */
+static moeq_status step_type(lctx *c, json_t *v, const char *where, const char *list, step_loader self,
+                             const char **type)
+{
+    *type = NULL;
+    json_t *ty = json_object_get(v, "type");
+    if (!json_is_string(ty)) return bad(c, MOEQ_ERR_FORMAT, where, "missing 'type'%s", NULL);
+    const char *k = json_string_value(ty);
+    if (strcmp(k, "Sequence")) {
+        *type = k;
+        return MOEQ_OK;
+    }
+    json_t *arr = json_object_get(v, list);
+    if (!json_is_array(arr)) return bad(c, MOEQ_ERR_FORMAT, where, "Sequence without '%s'", list);
+    char sub[256];
+    for (size_t i = 0; i < json_array_size(arr); i++) {
+        snprintf(sub, sizeof sub, "%s.%s[%zu]", where, list, i);
+        moeq_status st = self(c, json_array_get(arr, i), sub);
+        if (st) return st;
+    }
+    return MOEQ_OK;
+}
+
 static moeq_status load_normalizer(lctx *c, json_t *v, const char *where)
 {
     moeq_tokenizer *t = c->t;
     if (!v || json_is_null(v)) return MOEQ_OK;
-    json_t *ty = json_object_get(v, "type");
-    if (!json_is_string(ty)) return bad(c, MOEQ_ERR_FORMAT, where, "missing 'type'%s", NULL);
-    const char *k = json_string_value(ty);
-    char sub[256];
-    if (!strcmp(k, "Sequence")) {
-        json_t *arr = json_object_get(v, "normalizers");
-        if (!json_is_array(arr)) return bad(c, MOEQ_ERR_FORMAT, where, "Sequence without 'normalizers'%s", NULL);
-        for (size_t i = 0; i < json_array_size(arr); i++) {
-            snprintf(sub, sizeof sub, "%s.normalizers[%zu]", where, i);
-            moeq_status st = load_normalizer(c, json_array_get(arr, i), sub);
-            if (st) return st;
-        }
-        return MOEQ_OK;
-    }
+    const char *k;
+    moeq_status st = step_type(c, v, where, "normalizers", load_normalizer, &k);
+    if (st || !k) return st;
     op *o;
-    moeq_status st = push_op(c, &t->norm, &t->nnorm, &o);
-    if (st) return st;
+    if ((st = push_op(c, &t->norm, &t->nnorm, &o))) return st;
     if (!strcmp(k, "NFC")) o->kind = N_NFC;
     else if (!strcmp(k, "NFKC")) o->kind = N_NFKC;
     else if (!strcmp(k, "NFD")) o->kind = N_NFD;
@@ -484,20 +499,9 @@ static moeq_status load_pretok(lctx *c, json_t *v, const char *where)
 {
     moeq_tokenizer *t = c->t;
     if (!v || json_is_null(v)) return MOEQ_OK;
-    json_t *ty = json_object_get(v, "type");
-    if (!json_is_string(ty)) return bad(c, MOEQ_ERR_FORMAT, where, "missing 'type'%s", NULL);
-    const char *k = json_string_value(ty);
-    char sub[256];
-    moeq_status st;
-    if (!strcmp(k, "Sequence")) {
-        json_t *arr = json_object_get(v, "pretokenizers");
-        if (!json_is_array(arr)) return bad(c, MOEQ_ERR_FORMAT, where, "Sequence without 'pretokenizers'%s", NULL);
-        for (size_t i = 0; i < json_array_size(arr); i++) {
-            snprintf(sub, sizeof sub, "%s.pretokenizers[%zu]", where, i);
-            if ((st = load_pretok(c, json_array_get(arr, i), sub))) return st;
-        }
-        return MOEQ_OK;
-    }
+    const char *k;
+    moeq_status st = step_type(c, v, where, "pretokenizers", load_pretok, &k);
+    if (st || !k) return st;
     op *o;
     if ((st = push_op(c, &t->pre, &t->npre, &o))) return st;
     if (!strcmp(k, "ByteLevel")) {
@@ -537,20 +541,9 @@ static moeq_status load_decoder(lctx *c, json_t *v, const char *where)
     moeq_tokenizer *t = c->t;
     if (!v || json_is_null(v)) return MOEQ_OK;
     t->has_decoder = 1;
-    json_t *ty = json_object_get(v, "type");
-    if (!json_is_string(ty)) return bad(c, MOEQ_ERR_FORMAT, where, "missing 'type'%s", NULL);
-    const char *k = json_string_value(ty);
-    char sub[256];
-    moeq_status st;
-    if (!strcmp(k, "Sequence")) {
-        json_t *arr = json_object_get(v, "decoders");
-        if (!json_is_array(arr)) return bad(c, MOEQ_ERR_FORMAT, where, "Sequence without 'decoders'%s", NULL);
-        for (size_t i = 0; i < json_array_size(arr); i++) {
-            snprintf(sub, sizeof sub, "%s.decoders[%zu]", where, i);
-            if ((st = load_decoder(c, json_array_get(arr, i), sub))) return st;
-        }
-        return MOEQ_OK;
-    }
+    const char *k;
+    moeq_status st = step_type(c, v, where, "decoders", load_decoder, &k);
+    if (st || !k) return st;
     op *o;
     if ((st = push_op(c, &t->dec, &t->ndec, &o))) return st;
     if (!strcmp(k, "ByteLevel")) o->kind = D_BYTELEVEL;
@@ -584,21 +577,11 @@ static moeq_status load_post(lctx *c, json_t *v, const char *where)
 {
     moeq_tokenizer *t = c->t;
     if (!v || json_is_null(v)) return MOEQ_OK;
-    json_t *ty = json_object_get(v, "type");
-    if (!json_is_string(ty)) return bad(c, MOEQ_ERR_FORMAT, where, "missing 'type'%s", NULL);
-    const char *k = json_string_value(ty);
-    char sub[256];
-    moeq_status st;
+    const char *k;
+    moeq_status st = step_type(c, v, where, "processors", load_post, &k);
+    if (st || !k) return st;
     if (!strcmp(k, "ByteLevel")) return MOEQ_OK; /* changes offsets only, never ids */
-    if (!strcmp(k, "Sequence")) {
-        json_t *arr = json_object_get(v, "processors");
-        if (!json_is_array(arr)) return bad(c, MOEQ_ERR_FORMAT, where, "Sequence without 'processors'%s", NULL);
-        for (size_t i = 0; i < json_array_size(arr); i++) {
-            snprintf(sub, sizeof sub, "%s.processors[%zu]", where, i);
-            if ((st = load_post(c, json_array_get(arr, i), sub))) return st;
-        }
-        return MOEQ_OK;
-    }
+    char sub[256];
     if (strcmp(k, "TemplateProcessing")) return bad(c, MOEQ_ERR_UNSUPPORTED, where, "unsupported post-processor type '%s'", k);
     if (t->tmpl_pre || t->tmpl_post) return bad(c, MOEQ_ERR_UNSUPPORTED, where, "two TemplateProcessing steps%s", NULL);
     json_t *single = json_object_get(v, "single"), *sp = json_object_get(v, "special_tokens");

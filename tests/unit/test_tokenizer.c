@@ -245,6 +245,10 @@ static void test_broken_catalogue(void)
         {"{\"model\":{\"type\":\"BPE\",\"vocab\":{}},\"post_processor\":{\"type\":\"TemplateProcessing\",\"single\":[{\"SpecialToken\":{\"id\":\"<s>\"}},{\"Sequence\":{\"id\":\"A\"}}],\"special_tokens\":{}}}", "special token '<s>' missing", MOEQ_ERR_FORMAT},
         {"{\"model\":{\"type\":\"BPE\",\"vocab\":{}},\"decoder\":{\"type\":\"WordPiece\"}}", "decoder: unsupported decoder type 'WordPiece'", MOEQ_ERR_UNSUPPORTED},
         {"{\"model\":{\"type\":\"BPE\",\"vocab\":{}},\"decoder\":{\"type\":\"Strip\",\"content\":\" \",\"start\":-1,\"stop\":0}}", "Strip wants integer", MOEQ_ERR_FORMAT},
+        {"{\"model\":{\"type\":\"BPE\",\"vocab\":{}},\"pre_tokenizer\":{\"type\":\"Sequence\"}}", "pre_tokenizer: Sequence without 'pretokenizers'", MOEQ_ERR_FORMAT},
+        {"{\"model\":{\"type\":\"BPE\",\"vocab\":{}},\"decoder\":{\"type\":\"Sequence\",\"decoders\":[{\"type\":\"Fuse\"},{}]}}", "decoder.decoders[1]: missing 'type'", MOEQ_ERR_FORMAT},
+        {"{\"model\":{\"type\":\"BPE\",\"vocab\":{}},\"post_processor\":{\"type\":\"Sequence\",\"processors\":7}}", "post_processor: Sequence without 'processors'", MOEQ_ERR_FORMAT},
+        {"{\"model\":{\"type\":\"BPE\",\"vocab\":{}},\"normalizer\":{\"type\":7}}", "normalizer: missing 'type'", MOEQ_ERR_FORMAT},
         {"{\"model\":{\"type\":\"BPE\",\"vocab\":{}},\"added_tokens\":[{\"id\":-3,\"content\":\"x\"}]}", "added_tokens[0]: 'id'", MOEQ_ERR_FORMAT},
         {"{\"model\":{\"type\":\"BPE\",\"vocab\":{}},\"added_tokens\":[{\"id\":3,\"content\":\"\"}]}", "added_tokens[0]: 'content'", MOEQ_ERR_FORMAT},
     };
