@@ -10,6 +10,7 @@
 #include "moeq_calib.h"
 #include "moeq_core.h"
 #include "moeq_safetensors.h"
+#include "bench/bench_common.h"
 
 /* One expert's H_in over the first windows: float64 (what moeq stores) against float32 blocks
  * X_wᵀX_w per window (sgemm) summed in float64; returns max |diff| / max |H|. */
@@ -72,41 +73,25 @@ static double f32_accuracy(moeq_model *m, const int32_t *ids, int64_t ctx, int64
 
 int main(int argc, char **argv)
 {
-    int threads = 0;
-    int64_t ctx = 512, windows = 32;
-    const char *outdir = "build/bench";
-    int i = 1;
-    for (; i < argc && argv[i][0] == '-'; i++) {
-        if (!strcmp(argv[i], "--threads") && i + 1 < argc) threads = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--ctx") && i + 1 < argc) ctx = atoll(argv[++i]);
-        else if (!strcmp(argv[i], "--windows") && i + 1 < argc) windows = atoll(argv[++i]);
-        else if (!strcmp(argv[i], "--out") && i + 1 < argc) outdir = argv[++i];
-        else { fprintf(stderr, "unknown option %s\n", argv[i]); return 1; }
-    }
+    bench_opts bo = { .ctx = 512, .windows = 32, .out = "build/bench" };
+    int i = bench_options(argc, argv, &bo);
+    if (i < 0) return 1;
     if ((argc - i) % 2 || argc == i) {
         fprintf(stderr, "usage: bench_calib [--threads N] [--ctx N] [--windows N] [--out DIR] MODEL TOKENS ...\n");
         return 1;
     }
-    threads = moeq_threads_init(threads);
+    const int64_t ctx = bo.ctx;
+    const int threads = bo.threads = moeq_threads_init(bo.threads);
     printf("{\"threads\": %d, \"models\": [", threads);
     for (int k = 0; i < argc; i += 2, k++) {
         moeq_error err = {0};
-        moeq_model *m = NULL;
-        int32_t *ids = NULL;
-        int64_t n = 0;
-        if (moeq_model_open(argv[i], &m, &err) != MOEQ_OK ||
-            moeq_tokens_load(argv[i + 1], moeq_model_config(m)->vocab, &ids, &n, &err) != MOEQ_OK) {
-            fprintf(stderr, "%s: %s\n", argv[i], err.detail);
-            return 2;
-        }
-        const moeq_config *c = moeq_model_config(m);
-        int64_t w = n / ctx < windows ? n / ctx : windows;
-        moeq_runner *r = NULL;
-        float *logits = malloc((size_t)(ctx * c->vocab) * sizeof(float));
-        if (w < 1 || !logits || moeq_runner_create(m, ctx, threads, &r, &err) != MOEQ_OK) {
-            fprintf(stderr, "%s: cannot run %lld-token windows: %s\n", argv[i], (long long)ctx, err.detail);
-            return 2;
-        }
+        bench_model b;
+        if (!bench_model_open(argv[i], argv[i + 1], &bo, &b)) return 2;
+        moeq_model *m = b.m;
+        moeq_runner *r = b.r;
+        const int32_t *ids = b.ids;
+        float *logits = b.logits;
+        const int64_t n = b.n, w = b.windows;
         moeq_forward(r, ids, ctx, logits, NULL, &err);   /* warm-up: page in the weights */
         /* best of 3 for each, interleaved, so none gets a quieter machine: eval, calibrate
          * without a file (accumulation only), with the file (default: Hessians raw), and with
@@ -114,7 +99,7 @@ int main(int argc, char **argv)
         double best[4] = {1e30, 1e30, 1e30, 1e30};
         uint64_t fbytes[4] = {0};
         char out[512];
-        snprintf(out, sizeof out, "%s/bench_calib.h5", outdir);
+        snprintf(out, sizeof out, "%s/bench_calib.h5", bo.out);
         for (int rep = 0; rep < 3; rep++) {
             double t0 = moeq_now();
             for (int64_t j = 0; j < w; j++) moeq_forward(r, ids + j * ctx, ctx, logits, NULL, &err);
@@ -148,10 +133,7 @@ int main(int argc, char **argv)
                k ? ", " : "", argv[i], (long long)ctx, (long long)w, tps[0], tps[2], tps[2] / tps[0],
                tps[1] / tps[0], tps[3] / tps[0], (unsigned long long)fbytes[2], (unsigned long long)fbytes[3], acc);
         remove(out);
-        moeq_runner_free(r);
-        free(logits);
-        free(ids);
-        moeq_model_close(m);
+        bench_model_close(&b);
     }
     printf("]}\n");
     return 0;

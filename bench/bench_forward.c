@@ -7,6 +7,7 @@
 #include <string.h>
 #include "moeq_core.h"
 #include "moeq_model.h"
+#include "bench/bench_common.h"
 
 /* Aggregate sgemm rate: every thread multiplies its own [M,K]·[N,K]ᵀ, as the forward pass
  * does around single-threaded BLAS calls. */
@@ -37,59 +38,39 @@ static double sgemm_gflops(int threads, int64_t M, int64_t N, int64_t K, double 
 
 int main(int argc, char **argv)
 {
-    int threads = 0;
-    int64_t ctx = 512, windows = 4;
-    int i = 1;
-    for (; i < argc && argv[i][0] == '-'; i++) {
-        if (!strcmp(argv[i], "--threads") && i + 1 < argc) threads = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--ctx") && i + 1 < argc) ctx = atoll(argv[++i]);
-        else if (!strcmp(argv[i], "--windows") && i + 1 < argc) windows = atoll(argv[++i]);
-        else { fprintf(stderr, "unknown option %s\n", argv[i]); return 1; }
-    }
+    bench_opts o = { .ctx = 512, .windows = 4 };
+    int i = bench_options(argc, argv, &o);
+    if (i < 0) return 1;
     if ((argc - i) % 2 || argc == i) {
         fprintf(stderr, "usage: bench_forward [--threads N] [--ctx N] [--windows N] MODEL TOKENS ...\n");
         return 1;
     }
-    threads = moeq_threads_init(threads);
+    const int64_t ctx = o.ctx;
+    int threads = o.threads = moeq_threads_init(o.threads);
     double sg_s;
     double peak = sgemm_gflops(threads, 512, 2048, 2048, &sg_s);
     fprintf(stderr, "sgemm (OpenBLAS, %d threads, each 512x2048x2048): %.1f GFLOP/s\n", threads, peak);
     printf("{\"threads\": %d, \"sgemm_gflops\": %.2f, \"models\": [", threads, peak);
     for (int k = 0; i < argc; i += 2, k++) {
         moeq_error err = {0};
-        moeq_model *m = NULL;
-        int32_t *ids = NULL;
-        int64_t n = 0;
-        if (moeq_model_open(argv[i], &m, &err) != MOEQ_OK ||
-            moeq_tokens_load(argv[i + 1], moeq_model_config(m)->vocab, &ids, &n, &err) != MOEQ_OK) {
-            fprintf(stderr, "%s: %s\n", argv[i], err.detail);
-            return 2;
-        }
-        const moeq_config *c = moeq_model_config(m);
-        int64_t w = n / ctx < windows ? n / ctx : windows;
-        moeq_runner *r = NULL;
-        float *logits = malloc((size_t)(ctx * c->vocab) * sizeof(float));
-        if (w < 1 || !logits || moeq_runner_create(m, ctx, threads, &r, &err) != MOEQ_OK) {
-            fprintf(stderr, "%s: cannot run %lld-token windows: %s\n", argv[i], (long long)ctx, err.detail);
-            return 2;
-        }
-        moeq_forward(r, ids, ctx, logits, NULL, &err);   /* warm-up: page in the weights */
+        bench_model b;
+        if (!bench_model_open(argv[i], argv[i + 1], &o, &b)) return 2;
+        const moeq_config *c = moeq_model_config(b.m);
+        const int64_t w = b.windows;
+        moeq_forward(b.r, b.ids, ctx, b.logits, NULL, &err);   /* warm-up: page in the weights */
         double t0 = moeq_now();
-        for (int64_t j = 0; j < w; j++) moeq_forward(r, ids + j * ctx, ctx, logits, NULL, &err);
+        for (int64_t j = 0; j < w; j++) moeq_forward(b.r, b.ids + j * ctx, ctx, b.logits, NULL, &err);
         double el = moeq_now() - t0;
         double flops = moeq_forward_flops(c, ctx) * (double)w;
         double gf = flops / el / 1e9, tps = (double)(w * ctx) / el;
         fprintf(stderr, "%-40s ctx %lld: %8.0f tokens/s, %6.1f GFLOP/s = %.2f of sgemm; workspace %.1f MiB, peak RSS %.1f MiB\n",
-                argv[i], (long long)ctx, tps, gf, gf / peak, (double)moeq_runner_bytes(r) / 1048576.0,
+                argv[i], (long long)ctx, tps, gf, gf / peak, (double)moeq_runner_bytes(b.r) / 1048576.0,
                 (double)moeq_peak_rss() / 1048576.0);
         printf("%s{\"model\": \"%s\", \"ctx\": %lld, \"windows\": %lld, \"tokens_per_s\": %.1f, \"gflops\": %.2f, "
                "\"ratio_to_sgemm\": %.3f, \"workspace_bytes\": %llu}",
                k ? ", " : "", argv[i], (long long)ctx, (long long)w, tps, gf, gf / peak,
-               (unsigned long long)moeq_runner_bytes(r));
-        moeq_runner_free(r);
-        free(logits);
-        free(ids);
-        moeq_model_close(m);
+               (unsigned long long)moeq_runner_bytes(b.r));
+        bench_model_close(&b);
     }
     printf("]}\n");
     return 0;
