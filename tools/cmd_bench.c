@@ -11,7 +11,7 @@ static const char *BENCH_HELP =
     "usage: moeq bench kernel [--quick] [--json] [-q] [--threads N]\n\n"
     "Measures, with the kernel variant in use (MOEQ_KERNEL=ref|avx2|avx512|vnni forces one) and N\n"
     "threads (default: all cores):\n"
-    "  membw    read bandwidth over as many bytes as the 4-bit GEMV rotation\n"
+    "  membw    read bandwidth over as many bytes as the 4-bit GEMV rotation (the better of a\n           plain read and one prefetching 2 KB ahead, as the kernels do)\n"
     "  gemv     y = W x, q4/q3/q2 g64 asymmetric, over >= 1 GiB of 14336 x 4096 matrices rotated\n"
     "           (far larger than the last-level cache), then q4/q3/q2/q8 on one cache-resident\n"
     "           matrix of that shape (Mixtral's expert; compare with llama.cpp in docs/bench.md)\n"
