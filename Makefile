@@ -13,10 +13,17 @@ SAN      ?=
 # LAPACKE (spectral, quant), HDF5 (statistics files), zstd + xxHash (packed format),
 # PCRE2 + utf8proc (tokenizer)
 PKGS     := openblas jansson lapacke hdf5 libzstd libxxhash libpcre2-8 libutf8proc
+# Open MPI when pkg-config finds it (scripts/deps.sh installs it): `mpirun -np N moeq ...`
+# splits the work over ranks (docs/scale.md); MPI=0 builds without it
+MPI      ?= $(shell pkg-config --exists ompi-c 2>/dev/null && echo 1 || echo 0)
+ifeq ($(MPI),1)
+PKGS     += ompi-c
+MPI_DEF  := -DMOEQ_MPI
+endif
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 CFLAGS   := -std=c11 $(OPT) -g -Wall -Wextra -Werror -Wshadow -Wvla -fopenmp \
-            -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE -Iinclude -I. $(PKG_CFLAGS) $(SAN)
+            -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE $(MPI_DEF) -Iinclude -I. $(PKG_CFLAGS) $(SAN)
 LDLIBS   := $(PKG_LIBS) -lm -fopenmp $(SAN)
 
 LIB_DIRS := core formats model kernels kernels/ref kernels/x86 quant prune spectral

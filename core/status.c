@@ -45,6 +45,7 @@ moeq_status moeq_fail(moeq_error *err, moeq_status code, const char *fmt, ...)
         va_list ap;
         va_start(ap, fmt);
         err->code = code;
+        err->agreed = 0;
         vsnprintf(err->detail, sizeof err->detail, fmt, ap);
         va_end(ap);
     }

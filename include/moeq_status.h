@@ -24,6 +24,7 @@ typedef enum moeq_status {
 typedef struct moeq_error {
     moeq_status code;
     char detail[MOEQ_ERROR_DETAIL_MAX];
+    int agreed;           /* set by moeq_dist_agree: every MPI rank holds this same error */
 } moeq_error;
 
 /* Short fixed name of a code, e.g. "format error". */

@@ -3,7 +3,7 @@
 # as root, otherwise stops with the exact command to run. Usage: scripts/deps.sh [build|test|fuzz]
 set -eu
 what=${1:-build}
-pkgs="build-essential pkg-config libopenblas-dev liblapacke-dev libzstd-dev libhdf5-dev libjansson-dev libxxhash-dev libpcre2-dev libutf8proc-dev"
+pkgs="build-essential pkg-config libopenblas-dev liblapacke-dev libzstd-dev libhdf5-dev libjansson-dev libxxhash-dev libpcre2-dev libutf8proc-dev libopenmpi-dev openmpi-bin"
 case "$what" in
   test) pkgs="$pkgs hdf5-tools python3" ;;
   fuzz) pkgs="$pkgs clang libclang-rt-14-dev libomp-14-dev" ;;

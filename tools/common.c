@@ -6,6 +6,11 @@
 #include <string.h>
 #include <unistd.h>
 #include "moeq_core.h"
+#include "moeq_dist.h"
+
+#ifdef MOEQ_MPI
+#include <mpi.h>
+#endif
 
 int tool_common_option(const char *cmd, int argc, char **argv, int *i, tool_common *tc)
 {
@@ -47,12 +52,30 @@ int tool_parse_int(const char *cmd, const char *opt, const char *s, int64_t min,
 
 int tool_report(const char *cmd, const moeq_error *err)
 {
-    fprintf(stderr, "moeq %s: %s: %s\n", cmd, moeq_status_str(err->code), err->detail);
-    return moeq_status_exit_code(err->code);
+    int rc = moeq_status_exit_code(err->code);
+    if (moeq_dist_size() == 1) {
+        fprintf(stderr, "moeq %s: %s: %s\n", cmd, moeq_status_str(err->code), err->detail);
+        return rc;
+    }
+    /* An agreed error is held by every rank, which all return: rank 0 tells it. Any other
+     * failure is this rank's alone and the others may be waiting for it: end the job. */
+    if (err->agreed) {
+        if (moeq_dist_rank() == 0)
+            fprintf(stderr, "moeq %s: %s: %s\n", cmd, moeq_status_str(err->code), err->detail);
+        return rc;
+    }
+    fprintf(stderr, "moeq %s: rank %d (%s): %s: %s\n", cmd, moeq_dist_rank(), moeq_dist_host(),
+            moeq_status_str(err->code), err->detail);
+    fflush(stderr);
+#ifdef MOEQ_MPI
+    MPI_Abort(MPI_COMM_WORLD, rc);
+#endif
+    return rc;
 }
 
 int tool_usage_error(const char *cmd, const char *fmt, ...)
 {
+    if (moeq_dist_rank() != 0) return 1;   /* every rank parsed the same arguments */
     va_list ap;
     va_start(ap, fmt);
     fprintf(stderr, "moeq %s: ", cmd);

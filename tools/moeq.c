@@ -2,6 +2,7 @@
 #include <stdio.h>
 #include <string.h>
 #include "common.h"
+#include "moeq_dist.h"
 
 #ifndef MOEQ_VERSION
 #define MOEQ_VERSION "0.1.0"
@@ -11,19 +12,20 @@ static const struct {
     const char *name;
     int (*fn)(int, char **);
     const char *summary;
+    int dist;   /* splits its work over MPI ranks under mpirun (docs/scale.md) */
 } commands[] = {
-    {"inspect", cmd_inspect, "what is in a checkpoint: family, sizes, parameter counts"},
-    {"eval", cmd_eval, "perplexity over token windows; KLD and top-1 agreement against --ref"},
-    {"verify", cmd_verify, "deep check of a model, safetensors file or token file"},
-    {"spectral", cmd_spectral, "weight spectra and heavy-tail alpha fits per expert matrix (HDF5, SVG)"},
-    {"calibrate", cmd_calibrate, "run the model on calibration tokens: per-expert Hessians, routing, energies (HDF5)"},
-    {"plan", cmd_plan, "bit budget per expert matrix: uniform, AlphaQ spectra or Hessian error, solved exactly"},
-    {"quantize", cmd_quantize, "RTN or GPTQ quantization into a packed .moeq file (per-matrix codecs, zstd)"},
-    {"prune", cmd_prune, "remove expert channels (CAMERA, OBS Hessian, magnitude) or whole experts: ragged widths"},
-    {"unpack", cmd_unpack, "a .moeq file back to a dequantized Hugging Face directory (bf16, sharded)"},
-    {"bench", cmd_bench, "kernel benchmarks: GEMV/GEMM GB/s and ratios to memory bandwidth and sgemm"},
-    {"tokenize", cmd_tokenize, "text to token ids with the model's tokenizer.json (Hugging Face ids)"},
-    {"detokenize", cmd_detokenize, "token ids back to text with the model's tokenizer.json decoder"},
+    {"inspect", cmd_inspect, "what is in a checkpoint: family, sizes, parameter counts", 0},
+    {"eval", cmd_eval, "perplexity over token windows; KLD and top-1 agreement against --ref", 0},
+    {"verify", cmd_verify, "deep check of a model, safetensors file or token file", 0},
+    {"spectral", cmd_spectral, "weight spectra and heavy-tail alpha fits per expert matrix (HDF5, SVG)", 1},
+    {"calibrate", cmd_calibrate, "run the model on calibration tokens: per-expert Hessians, routing, energies (HDF5)", 1},
+    {"plan", cmd_plan, "bit budget per expert matrix: uniform, AlphaQ spectra or Hessian error, solved exactly", 1},
+    {"quantize", cmd_quantize, "RTN or GPTQ quantization into a packed .moeq file (per-matrix codecs, zstd)", 1},
+    {"prune", cmd_prune, "remove expert channels (CAMERA, OBS Hessian, magnitude) or whole experts: ragged widths", 0},
+    {"unpack", cmd_unpack, "a .moeq file back to a dequantized Hugging Face directory (bf16, sharded)", 0},
+    {"bench", cmd_bench, "kernel benchmarks: GEMV/GEMM GB/s and ratios to memory bandwidth and sgemm", 0},
+    {"tokenize", cmd_tokenize, "text to token ids with the model's tokenizer.json (Hugging Face ids)", 0},
+    {"detokenize", cmd_detokenize, "token ids back to text with the model's tokenizer.json decoder", 0},
 };
 
 static void usage(FILE *f)
@@ -50,8 +52,19 @@ int main(int argc, char **argv)
         printf("moeq %s\n", MOEQ_VERSION);
         return 0;
     }
-    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
-        if (!strcmp(argv[1], commands[i].name)) return commands[i].fn(argc - 1, argv + 1);
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++) {
+        if (strcmp(argv[1], commands[i].name)) continue;
+        moeq_error err = {0};
+        if (moeq_dist_init(&argc, &argv, &err) != MOEQ_OK) return tool_report(commands[i].name, &err);
+        int rc;
+        if (moeq_dist_size() > 1 && !commands[i].dist)
+            rc = tool_usage_error(commands[i].name, "this command does not split its work over MPI ranks; "
+                                  "run it without mpirun (mpirun -np N works for spectral, calibrate, plan, quantize)");
+        else
+            rc = commands[i].fn(argc - 1, argv + 1);
+        moeq_dist_finalize();
+        return rc;
+    }
     fprintf(stderr, "moeq: unknown command '%s'\n", argv[1]);
     usage(stderr);
     return 1;
