@@ -17,3 +17,14 @@ expect_exit() {
   fi
   echo "PASS $name"
 }
+
+# mpi N CMD...: runs CMD under `mpirun -np N` on this machine (loopback only, more ranks than
+# cores allowed, root allowed). Leak checking is off for it: Open MPI's own allocations are
+# never freed and LeakSanitizer would report them.
+mpi() {
+  np=$1; shift
+  OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_btl=self,vader \
+    OMPI_MCA_rmaps_base_oversubscribe=1 OMPI_MCA_btl_vader_single_copy_mechanism=none \
+    ASAN_OPTIONS="${ASAN_OPTIONS:-}:detect_leaks=0" \
+    mpirun --oversubscribe -np "$np" "$@"
+}
