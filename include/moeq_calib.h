@@ -34,6 +34,19 @@ typedef struct moeq_layerwise {
      * again, without hooks, on its saved inputs: the weights the model view exposes then are
      * what the next layer sees. May be NULL. */
     moeq_status (*layer_done)(void *user, int64_t layer, int *rerun, moeq_error *err);
+    /* MPI (docs/scale.md): window w runs on rank moeq_dist_owner(w), which alone holds its
+     * residual stream. Rank 0 takes every window in order: its own through window_done, the
+     * others' through window_recv(src = owner) then window_done; an owner other than 0 calls
+     * window_send(dst = 0) instead of window_done. Windows of a layer without hooks are not
+     * sent. layer_done runs on every rank and must set the same *rerun on all. */
+    moeq_status (*window_send)(void *user, int64_t layer, int64_t window, int dst, moeq_error *err);
+    moeq_status (*window_recv)(void *user, int64_t layer, int64_t window, int src, moeq_error *err);
+    /* Resume: with resume_dir, the stream after each layer is saved there (every rank writes
+     * its windows), then layer_saved runs on every rank (rank 0 records the layer as done).
+     * first_layer > 0 starts at that layer from the stream saved after first_layer - 1. */
+    const char *resume_dir;
+    int64_t first_layer;
+    moeq_status (*layer_saved)(void *user, int64_t layer, moeq_error *err);
 } moeq_layerwise;
 
 /* Runs embed, then every layer on all windows, layer after layer. Holds windows*ctx*hidden
@@ -83,6 +96,18 @@ void moeq_calib_collector_free(moeq_calib_collector *c);
 moeq_status moeq_calib_collector_reset(moeq_calib_collector *c, int64_t layer, moeq_error *err);
 /* Hooks that stash the current window's rows of the collector's layer (other layers ignored). */
 const moeq_hooks *moeq_calib_collector_hooks(moeq_calib_collector *c);
+/* MPI: sends the stashed window to rank dst (and clears it), or receives one from rank src
+ * into the stash, ready for moeq_calib_collector_flush. On ranks other than 0 the collector
+ * holds no statistics: it stashes, sends, and its flush is refused. */
+moeq_status moeq_calib_collector_send(moeq_calib_collector *c, int dst, moeq_error *err);
+moeq_status moeq_calib_collector_recv(moeq_calib_collector *c, int src, moeq_error *err);
+/* The same, holding statistics on every rank (sequential GPTQ quantizes a layer's experts on
+ * all ranks from the statistics rank 0 collected and broadcast). */
+moeq_status moeq_calib_collector_create_full(const moeq_model *m, int64_t max_tokens, int diag,
+                                             int scope_all, int threads, moeq_calib_collector **out,
+                                             moeq_error *err);
+/* Collective: root's finished (mirrored) layer statistics copied into every rank's collector. */
+moeq_status moeq_calib_collector_bcast(moeq_calib_collector *c, int root, moeq_error *err);
 /* Accumulates the stashed window into the statistics (parallel over experts; each expert's
  * rows in token order, so results do not depend on the thread count). */
 moeq_status moeq_calib_collector_flush(moeq_calib_collector *c, moeq_error *err);
@@ -105,6 +130,10 @@ typedef struct moeq_calib_opts {
     int compress;         /* deflate level 0..9 of the Hessians (0: stored raw, the default) */
     int threads;          /* <= 0: all cores */
     const char *tokens_source;   /* recorded in the file; may be NULL */
+    /* checkpoint directory (--resume): after each layer its statistics and the residual stream
+     * are saved there; a run started again with the same inputs continues after the last
+     * finished layer and writes the same file. Removed after success. NULL: none. */
+    const char *resume_dir;
     void *user;
     void (*progress)(void *user, int64_t layers_done, int64_t layers, double tokens_per_s);
     /* called with each layer's finished statistics before it is written; may be NULL */
@@ -122,7 +151,8 @@ typedef struct moeq_calib_result {
     int64_t tokens, ctx, windows, min_tokens;
     int64_t n_moe_layers;
     moeq_calib_coverage *moe_layers;     /* [n_moe_layers] in layer order */
-    double seconds, tokens_per_s;        /* token-layers / layers per second over the whole run */
+    double seconds, tokens_per_s;        /* token-layers / layers per second over this run's layers */
+    int64_t resumed_layers;              /* layers read back from --resume's checkpoint */
     uint64_t bytes_formula;              /* moeq_calib_memory_bytes for this run */
     uint64_t file_bytes;                 /* size of the written file (0 without one) */
 } moeq_calib_result;

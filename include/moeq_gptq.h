@@ -150,6 +150,11 @@ typedef struct moeq_gptq_seq_opts {
     int64_t max_tokens;   /* use at most this many tokens (<= 0: all); a last partial window is dropped */
     int64_t min_tokens;   /* experts with fewer tokens are undersampled (--fallback); <= 0: 2 * hidden */
     int threads;          /* <= 0: all cores */
+    /* checkpoint directory (--resume): each finished layer's codes and the residual stream are
+     * saved there; started again with the same inputs the run continues after the last
+     * finished layer and gives the same codes. The caller removes it after the file is written
+     * (moeq_lresume_remove). NULL: none. */
+    const char *resume_dir;
     void *user;
     void (*progress)(void *user, int64_t layers_done, int64_t layers, double seconds);   /* may be NULL */
 } moeq_gptq_seq_opts;
@@ -157,6 +162,7 @@ typedef struct moeq_gptq_seq_opts {
 typedef struct moeq_gptq_seq_result {
     int64_t tokens, windows, ctx;
     int64_t layers_quantized, gptq_pieces;
+    int64_t resumed_layers;   /* layers read back from the --resume checkpoint */
     double seconds;
 } moeq_gptq_seq_result;
 

@@ -6,12 +6,19 @@
 #include "moeq_eval.h"
 #include "moeq_calib.h"
 #include "moeq_core.h"
+#include "moeq_dist.h"
+#include "moeq_lresume.h"
 
 #include <math.h>
 #include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 #include <xxhash.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 /* model/calib_blas.c: C (lower) += Xᵀ X, float64, single-threaded */
 
@@ -21,34 +28,129 @@
 
 /* ---- layer-wise driver ------------------------------------------------------------------ */
 
+/* The residual stream after a layer, saved for --resume: one float32 file of every window
+ * (rank r writes its own windows at their offsets), named by the layer so that the file the
+ * resume record points to is never the one being written. */
+static void stream_name(char *buf, size_t cap, const char *dir, int64_t layer)
+{
+    if (layer < 0) snprintf(buf, cap, "%s/stream.tmp", dir);
+    else snprintf(buf, cap, "%s/stream-%04lld.bin", dir, (long long)layer);
+}
+
+static moeq_status stream_io(const char *path, int writing, float *x, int64_t W, size_t win,
+                             moeq_error *err)
+{
+    int fd = open(path, writing ? O_WRONLY : O_RDONLY);
+    if (fd < 0) return moeq_fail(err, MOEQ_ERR_IO, "%s: %s", path, strerror(errno));
+    moeq_status st = MOEQ_OK;
+    struct stat sb;
+    if (fstat(fd, &sb) != 0 || (uint64_t)sb.st_size != (uint64_t)W * win * 4)
+        st = moeq_fail(err, MOEQ_ERR_FORMAT, "%s: %lld bytes, a stream of %lld windows needs %llu", path,
+                       (long long)sb.st_size, (long long)W, (unsigned long long)((uint64_t)W * win * 4));
+    int R = moeq_dist_rank(), N = moeq_dist_size();
+    for (int64_t w = R, j = 0; st == MOEQ_OK && w < W; w += N, j++) {
+        char *p = (char *)(x + (size_t)j * win);
+        size_t left = win * 4;
+        off_t off = (off_t)((uint64_t)w * win * 4);
+        while (left > 0) {
+            ssize_t k = writing ? pwrite(fd, p, left, off) : pread(fd, p, left, off);
+            if (k <= 0) {
+                st = moeq_fail(err, MOEQ_ERR_IO, "%s: %s at byte %lld", path, k < 0 ? strerror(errno) : "short read",
+                               (long long)off);
+                break;
+            }
+            p += k; left -= (size_t)k; off += k;
+        }
+    }
+    if (st == MOEQ_OK && writing && fsync(fd) != 0)
+        st = moeq_fail(err, MOEQ_ERR_IO, "%s: fsync: %s", path, strerror(errno));
+    close(fd);
+    return st;
+}
+
+/* Saves the stream after `layer`: rank 0 sizes the temporary, every rank writes its windows,
+ * rank 0 renames it to the layer's name and drops the previous layer's. */
+static moeq_status stream_save(const moeq_layerwise *lw, int64_t layer, float *x, size_t win,
+                               moeq_error *err)
+{
+    char tmp[4096], fin[4096], old[4096];
+    stream_name(tmp, sizeof tmp, lw->resume_dir, -1);
+    moeq_status st = MOEQ_OK;
+    if (moeq_dist_rank() == 0) {
+        int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        if (fd < 0 || ftruncate(fd, (off_t)((uint64_t)lw->windows * win * 4)) != 0)
+            st = moeq_fail(err, MOEQ_ERR_IO, "%s: %s", tmp, strerror(errno));
+        if (fd >= 0) close(fd);
+    }
+    st = moeq_dist_agree(st, err);
+    if (st == MOEQ_OK) st = stream_io(tmp, 1, x, lw->windows, win, err);
+    st = moeq_dist_agree(st, err);
+    if (st == MOEQ_OK && moeq_dist_rank() == 0) {
+        stream_name(fin, sizeof fin, lw->resume_dir, layer);
+        if (rename(tmp, fin) != 0) st = moeq_fail(err, MOEQ_ERR_IO, "rename %s: %s", tmp, strerror(errno));
+    }
+    st = moeq_dist_agree(st, err);
+    if (st == MOEQ_OK && lw->layer_saved) st = lw->layer_saved(lw->user, layer, err);
+    if (st == MOEQ_OK && moeq_dist_rank() == 0 && layer > 0) {
+        stream_name(old, sizeof old, lw->resume_dir, layer - 1);
+        unlink(old);
+    }
+    return st;
+}
+
 moeq_status moeq_layerwise_run(const moeq_model *m, const int32_t *tokens,
                                const moeq_layerwise *lw, moeq_error *err)
 {
     const moeq_config *c = moeq_model_config(m);
     int64_t ctx = lw->ctx, W = lw->windows, H = c->hidden;
-    if (ctx <= 0 || W <= 0)
-        return moeq_fail(err, MOEQ_ERR_MISUSE, "layer-wise run of %lld windows of %lld tokens",
-                         (long long)W, (long long)ctx);
+    int R = moeq_dist_rank(), N = moeq_dist_size();
+    if (ctx <= 0 || W <= 0 || lw->first_layer < 0 || lw->first_layer > c->layers ||
+        (lw->first_layer > 0 && !lw->resume_dir))
+        return moeq_fail(err, MOEQ_ERR_MISUSE, "layer-wise run of %lld windows of %lld tokens from layer %lld",
+                         (long long)W, (long long)ctx, (long long)lw->first_layer);
+    if (N > 1 && (!lw->window_send || !lw->window_recv))
+        return moeq_fail(err, MOEQ_ERR_MISUSE, "a layer-wise run over %d MPI ranks needs window_send/recv", N);
+    /* this rank's windows: w = R, R + N, ... (all of them in a one-rank run) */
+    int64_t own = W > R ? (W - R + N - 1) / N : 0;
     size_t win = (size_t)(ctx * H);
-    float *x = malloc((size_t)W * win * sizeof(float));
-    float *x_in = lw->keep_inputs ? malloc((size_t)W * win * sizeof(float)) : NULL;
+    size_t bytes = (size_t)(own ? own : 1) * win * sizeof(float);
+    float *x = malloc(bytes);
+    float *x_in = lw->keep_inputs ? malloc(bytes) : NULL;
     moeq_runner *r = NULL;
     moeq_status st = MOEQ_OK;
     if (!x || (lw->keep_inputs && !x_in)) {
         st = moeq_fail(err, MOEQ_ERR_NOMEM, "out of memory holding the residual stream of %lld "
-                       "tokens (%.1f MiB)", (long long)(W * ctx),
-                       (double)W * (double)win * 4.0 / 1048576.0);
+                       "tokens (%.1f MiB)", (long long)(own * ctx), (double)bytes / 1048576.0);
         goto done;
     }
     st = moeq_runner_create(m, ctx, lw->threads, &r, err);
-    for (int64_t w = 0; st == MOEQ_OK && w < W; w++)
-        st = moeq_forward_embed(r, tokens + w * ctx, ctx, x + (size_t)w * win, err);
-    for (int64_t l = 0; st == MOEQ_OK && l < c->layers; l++) {
+    if (st == MOEQ_OK && lw->first_layer > 0) {
+        char path[4096];
+        stream_name(path, sizeof path, lw->resume_dir, lw->first_layer - 1);
+        st = stream_io(path, 0, x, W, win, err);
+    } else {
+        for (int64_t w = R, j = 0; st == MOEQ_OK && w < W; w += N, j++)
+            st = moeq_forward_embed(r, tokens + w * ctx, ctx, x + (size_t)j * win, err);
+    }
+    st = moeq_dist_agree(st, err);
+    for (int64_t l = lw->first_layer; st == MOEQ_OK && l < c->layers; l++) {
         const moeq_hooks *hk = lw->layer_hooks ? lw->layer_hooks(lw->user, l) : NULL;
-        if (x_in) memcpy(x_in, x, (size_t)W * win * sizeof(float));
+        if (x_in) memcpy(x_in, x, (size_t)own * win * sizeof(float));
+        /* rank 0 takes the windows in order; the others compute theirs and send them */
         for (int64_t w = 0; st == MOEQ_OK && w < W; w++) {
-            st = moeq_forward_layer(r, l, x + (size_t)w * win, ctx, hk, err);
-            if (st == MOEQ_OK && lw->window_done) st = lw->window_done(lw->user, l, w, err);
+            int o = moeq_dist_owner(w);
+            if (o == R) {
+                st = moeq_forward_layer(r, l, x + (size_t)(w / N) * win, ctx, hk, err);
+                if (st != MOEQ_OK || !hk) continue;
+                if (R == 0) {
+                    if (lw->window_done) st = lw->window_done(lw->user, l, w, err);
+                } else {
+                    st = lw->window_send(lw->user, l, w, 0, err);
+                }
+            } else if (R == 0 && hk) {
+                st = lw->window_recv(lw->user, l, w, o, err);
+                if (st == MOEQ_OK && lw->window_done) st = lw->window_done(lw->user, l, w, err);
+            }
         }
         int rerun = 0;
         if (st == MOEQ_OK && lw->layer_done) st = lw->layer_done(lw->user, l, &rerun, err);
@@ -58,10 +160,11 @@ moeq_status moeq_layerwise_run(const moeq_model *m, const int32_t *tokens,
                                "keep_inputs", (long long)l);
                 break;
             }
-            memcpy(x, x_in, (size_t)W * win * sizeof(float));
-            for (int64_t w = 0; st == MOEQ_OK && w < W; w++)
-                st = moeq_forward_layer(r, l, x + (size_t)w * win, ctx, NULL, err);
+            memcpy(x, x_in, (size_t)own * win * sizeof(float));
+            for (int64_t j = 0; st == MOEQ_OK && j < own; j++)
+                st = moeq_forward_layer(r, l, x + (size_t)j * win, ctx, NULL, err);
         }
+        if (st == MOEQ_OK && lw->resume_dir) st = stream_save(lw, l, x, win, err);
     }
 done:
     moeq_runner_free(r);
@@ -99,6 +202,10 @@ struct moeq_calib_collector {
     int64_t fill;
     int64_t *e_off, *e_n;     /* [E] this window's range of each expert, e_n = -1 when none */
     stash s_in, s_down, q_in, o_in, d_in, d_down;
+    int64_t win_n;            /* tokens of the stashed window (the Q hook's row count) */
+    float *logits;            /* [max_n, E] the stashed window's router logits */
+    int has_logits;
+    int stash_only;           /* MPI rank other than 0: stash and forward, no statistics */
     float *w_sg;              /* shared expert's sigmoid gate [H], NULL when none */
     double *scratch;          /* [threads, ROW_BLOCK * maxdim] rows widened to float64 */
     struct task *tasks;       /* [2E + 6] accumulation tasks of one flush */
@@ -117,6 +224,7 @@ static void *col_alloc(moeq_calib_collector *c, size_t n, size_t size)
 static void acc_init(moeq_calib_collector *c, moeq_calib_acc *a, int64_t dim, int phi)
 {
     a->dim = dim;
+    if (c->stash_only) return;
     if (!c->diag) a->hess = col_alloc(c, (size_t)(dim * dim), sizeof(double));
     a->sum2 = col_alloc(c, (size_t)dim, sizeof(double));
     if (phi) {
@@ -127,7 +235,7 @@ static void acc_init(moeq_calib_collector *c, moeq_calib_acc *a, int64_t dim, in
 
 static void acc_zero(moeq_calib_acc *a)
 {
-    if (!a->dim) return;
+    if (!a->dim || !a->sum2) return;
     a->rows = 0;
     a->weight_sum = 0;
     size_t d = (size_t)a->dim;
@@ -189,7 +297,7 @@ static void hook_linear(void *user, int64_t layer, int64_t expert, moeq_proj pro
     }
     switch (proj) {
     case MOEQ_PROJ_Q:
-        c->L.tokens += n;   /* every layer's attention sees every token once per window */
+        c->win_n = n;   /* every layer's attention sees every token once per window */
         if (c->scope_all) stash_put(c, &c->q_in, x, n, dim);
         break;
     case MOEQ_PROJ_O: if (c->scope_all) stash_put(c, &c->o_in, x, n, dim); break;
@@ -201,13 +309,21 @@ static void hook_linear(void *user, int64_t layer, int64_t expert, moeq_proj pro
     }
 }
 
-/* Welford per expert over tokens in order. */
+/* Router logits are stashed with the window and folded into the statistics at the flush,
+ * like every other row, so a window computed on another MPI rank takes the same path. */
 static void hook_router(void *user, int64_t layer, const float *logits, int64_t n, int64_t E)
 {
     moeq_calib_collector *c = user;
     if (layer != c->layer) return;
-    if (E != c->L.n_experts) { c->overflow = 1; return; }
-    int64_t base = c->L.tokens - n;   /* the Q hook of this window already counted n tokens */
+    if (E != c->L.n_experts || n > c->max_n || !c->logits) { c->overflow = 1; return; }
+    memcpy(c->logits, logits, (size_t)(n * E) * sizeof(float));
+    c->has_logits = 1;
+}
+
+/* Welford per expert over the window's tokens in order; base tokens came before. */
+static void router_stats(moeq_calib_collector *c, const float *logits, int64_t n, int64_t base)
+{
+    int64_t E = c->L.n_experts;
     for (int64_t t = 0; t < n; t++) {
         double cnt = (double)(base + t + 1);
         for (int64_t e = 0; e < E; e++) {
@@ -237,15 +353,31 @@ void moeq_calib_collector_free(moeq_calib_collector *c)
     stash *ss[] = {&c->s_in, &c->s_down, &c->q_in, &c->o_in, &c->d_in, &c->d_down};
     for (size_t i = 0; i < sizeof ss / sizeof ss[0]; i++) { free(ss[i]->x); free(ss[i]->w); }
     free(c->ax); free(c->ah); free(c->aw); free(c->e_off); free(c->e_n);
-    free(c->w_sg); free(c->scratch); free(c->tasks);
+    free(c->w_sg); free(c->scratch); free(c->tasks); free(c->logits);
     free(c);
 }
 
 static int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
 
+static moeq_status collector_create(const moeq_model *m, int64_t max_tokens, int diag, int scope_all,
+                                    int threads, int stash_only, moeq_calib_collector **out, moeq_error *err);
+
 moeq_status moeq_calib_collector_create(const moeq_model *m, int64_t max_tokens, int diag,
                                         int scope_all, int threads, moeq_calib_collector **out,
                                         moeq_error *err)
+{
+    return collector_create(m, max_tokens, diag, scope_all, threads, moeq_dist_rank() != 0, out, err);
+}
+
+moeq_status moeq_calib_collector_create_full(const moeq_model *m, int64_t max_tokens, int diag,
+                                             int scope_all, int threads, moeq_calib_collector **out,
+                                             moeq_error *err)
+{
+    return collector_create(m, max_tokens, diag, scope_all, threads, 0, out, err);
+}
+
+static moeq_status collector_create(const moeq_model *m, int64_t max_tokens, int diag, int scope_all,
+                                    int threads, int stash_only, moeq_calib_collector **out, moeq_error *err)
 {
     *out = NULL;
     const moeq_config *cf = moeq_model_config(m);
@@ -277,6 +409,7 @@ moeq_status moeq_calib_collector_create(const moeq_model *m, int64_t max_tokens,
     c->scope_all = scope_all;
     c->nthreads = threads > 0 ? threads : omp_get_max_threads();
     c->layer = -1;
+    c->stash_only = stash_only;
     int64_t H = cf->hidden, I = cf->moe_inter, S = cf->shared_inter, E = cf->n_experts;
     int64_t K = cf->top_k, n = max_tokens, q = cf->heads * cf->head_dim;
     int any_moe = 0, any_dense = 0;
@@ -292,6 +425,7 @@ moeq_status moeq_calib_collector_create(const moeq_model *m, int64_t max_tokens,
         c->L.logit_m2 = col_alloc(c, (size_t)E, sizeof(double));
         c->L.expert_in = col_alloc(c, (size_t)E, sizeof(moeq_calib_acc));
         c->L.expert_down = col_alloc(c, (size_t)E, sizeof(moeq_calib_acc));
+        c->logits = col_alloc(c, (size_t)(n * E), sizeof(float));
         for (int64_t e = 0; !c->alloc_failed && e < E; e++) {
             acc_init(c, &c->L.expert_in[e], H, 0);
             acc_init(c, &c->L.expert_down[e], I, 1);
@@ -323,7 +457,8 @@ moeq_status moeq_calib_collector_create(const moeq_model *m, int64_t max_tokens,
             c->maxdim = max64(c->maxdim, cf->dense_inter);
         }
     }
-    c->scratch = col_alloc(c, (size_t)c->nthreads * (size_t)(ROW_BLOCK * c->maxdim), sizeof(double));
+    if (!c->stash_only)
+        c->scratch = col_alloc(c, (size_t)c->nthreads * (size_t)(ROW_BLOCK * c->maxdim), sizeof(double));
     c->tasks = col_alloc(c, (size_t)(2 * E + 6), sizeof(struct task));
     if (c->alloc_failed) {
         moeq_calib_collector_free(c);
@@ -343,6 +478,8 @@ const moeq_calib_layer *moeq_calib_collector_layer(const moeq_calib_collector *c
 static void window_clear(moeq_calib_collector *c)
 {
     c->fill = 0;
+    c->win_n = 0;
+    c->has_logits = 0;
     for (int64_t e = 0; c->e_n && e < c->L.n_experts; e++) c->e_n[e] = -1;
     stash *ss[] = {&c->s_in, &c->s_down, &c->q_in, &c->o_in, &c->d_in, &c->d_down};
     for (size_t i = 0; i < sizeof ss / sizeof ss[0]; i++) ss[i]->n = 0;
@@ -418,10 +555,15 @@ moeq_status moeq_calib_collector_flush(moeq_calib_collector *c, moeq_error *err)
         return moeq_fail(err, MOEQ_ERR_MISUSE, "layer %lld: hook rows did not match the collector "
                          "(window longer than %lld tokens, or an unexpected shape)",
                          (long long)c->layer, (long long)c->max_n);
+    if (c->stash_only)
+        return moeq_fail(err, MOEQ_ERR_MISUSE, "layer %lld: this MPI rank only forwards its windows to rank 0",
+                         (long long)c->layer);
     const moeq_config *cf = c->c;
     int64_t E = c->L.n_experts, H = cf->hidden, I = cf->moe_inter;
     task *tasks = c->tasks;
     int64_t nt = 0;
+    if (c->has_logits) router_stats(c, c->logits, c->win_n, c->L.tokens);
+    c->L.tokens += c->win_n;
     if (c->L.is_moe && E > 0) {
         for (int64_t e = 0; e < E; e++) {
             int64_t ne = c->e_n[e];
@@ -466,6 +608,108 @@ moeq_status moeq_calib_collector_flush(moeq_calib_collector *c, moeq_error *err)
     return MOEQ_OK;
 }
 
+/* ---- a window's rows between MPI ranks ---------------------------------------------------- */
+
+/* One window's stash as bytes (p NULL: only its size): tokens, router logits, the expert arena
+ * and the six per-input stashes, in a fixed order. */
+static size_t put(uint8_t *p, size_t off, const void *src, size_t n)
+{
+    if (p && n) memcpy(p + off, src, n);
+    return off + n;
+}
+
+static stash *stash_list(moeq_calib_collector *c, int i)
+{
+    stash *ss[] = {&c->s_in, &c->s_down, &c->q_in, &c->o_in, &c->d_in, &c->d_down};
+    return ss[i];
+}
+
+static size_t window_record(moeq_calib_collector *c, uint8_t *p)
+{
+    const moeq_config *cf = c->c;
+    int64_t E = c->e_n ? c->L.n_experts : 0, H = cf->hidden, I = cf->moe_inter;
+    int64_t hl = c->has_logits;
+    size_t o = put(p, 0, &c->win_n, 8);
+    o = put(p, o, &hl, 8);
+    if (hl) o = put(p, o, c->logits, (size_t)(c->win_n * c->L.n_experts) * 4);
+    o = put(p, o, &c->fill, 8);
+    if (E) {
+        o = put(p, o, c->e_off, (size_t)E * 8);
+        o = put(p, o, c->e_n, (size_t)E * 8);
+        o = put(p, o, c->ax, (size_t)(c->fill * H) * 4);
+        o = put(p, o, c->ah, (size_t)(c->fill * I) * 4);
+        o = put(p, o, c->aw, (size_t)c->fill * 4);
+    }
+    for (int i = 0; i < 6; i++) {
+        stash *t = stash_list(c, i);
+        o = put(p, o, &t->n, 8);
+        if (t->n > 0) o = put(p, o, t->x, (size_t)(t->n * t->dim) * 4);
+    }
+    return o;
+}
+
+static int take(const uint8_t *p, size_t len, size_t *o, void *dst, size_t n)
+{
+    if (len - *o < n) return 0;
+    if (n) memcpy(dst, p + *o, n);
+    *o += n;
+    return 1;
+}
+
+static moeq_status window_load(moeq_calib_collector *c, const uint8_t *p, size_t len, int src,
+                               moeq_error *err)
+{
+    const moeq_config *cf = c->c;
+    int64_t E = c->e_n ? c->L.n_experts : 0, H = cf->hidden, I = cf->moe_inter, hl = 0;
+    size_t o = 0;
+    int ok = take(p, len, &o, &c->win_n, 8) && c->win_n >= 0 && c->win_n <= c->max_n &&
+             take(p, len, &o, &hl, 8) && (hl == 0 || (hl == 1 && c->logits)) &&
+             (!hl || take(p, len, &o, c->logits, (size_t)(c->win_n * c->L.n_experts) * 4)) &&
+             take(p, len, &o, &c->fill, 8) && c->fill >= 0 && c->fill <= cf->top_k * c->max_n;
+    c->has_logits = (int)hl;
+    if (ok && E) {
+        ok = take(p, len, &o, c->e_off, (size_t)E * 8) && take(p, len, &o, c->e_n, (size_t)E * 8);
+        for (int64_t e = 0; ok && e < E; e++)
+            ok = c->e_n[e] < 0 || (c->e_off[e] >= 0 && c->e_n[e] <= c->fill - c->e_off[e]);
+        ok = ok && take(p, len, &o, c->ax, (size_t)(c->fill * H) * 4) &&
+             take(p, len, &o, c->ah, (size_t)(c->fill * I) * 4) && take(p, len, &o, c->aw, (size_t)c->fill * 4);
+    }
+    for (int i = 0; ok && i < 6; i++) {
+        stash *t = stash_list(c, i);
+        ok = take(p, len, &o, &t->n, 8) && t->n >= 0 && (t->n == 0 || (t->x && t->n <= t->cap)) &&
+             (t->n == 0 || take(p, len, &o, t->x, (size_t)(t->n * t->dim) * 4));
+    }
+    if (!ok || o != len)
+        return moeq_fail(err, MOEQ_ERR_IO, "layer %lld: malformed window record of %zu bytes from rank %d",
+                         (long long)c->layer, len, src);
+    return MOEQ_OK;
+}
+
+moeq_status moeq_calib_collector_send(moeq_calib_collector *c, int dst, moeq_error *err)
+{
+    if (c->overflow)
+        return moeq_fail(err, MOEQ_ERR_MISUSE, "layer %lld: hook rows did not match the collector",
+                         (long long)c->layer);
+    size_t n = window_record(c, NULL);
+    uint8_t *p = malloc(n ? n : 1);
+    if (!p) return moeq_fail(err, MOEQ_ERR_NOMEM, "out of memory for a %zu-byte window record", n);
+    window_record(c, p);
+    moeq_status st = moeq_dist_send_blob(p, n, dst, MOEQ_TAG_CALIB_WINDOW, err);
+    free(p);
+    window_clear(c);
+    return st;
+}
+
+moeq_status moeq_calib_collector_recv(moeq_calib_collector *c, int src, moeq_error *err)
+{
+    void *p = NULL;
+    size_t n = 0;
+    moeq_status st = moeq_dist_recv_blob(&p, &n, src, MOEQ_TAG_CALIB_WINDOW, err);
+    if (st == MOEQ_OK) st = window_load(c, p, n, src, err);
+    free(p);
+    return st;
+}
+
 static void mirror(moeq_calib_acc *a)
 {
     if (!a->dim || !a->hess) return;
@@ -485,6 +729,109 @@ void moeq_calib_collector_finish(moeq_calib_collector *c)
     for (size_t i = 0; i < sizeof accs / sizeof accs[0]; i++) mirror(accs[i]);
 }
 
+/* ---- a finished layer's statistics as bytes (resume checkpoints) ---------------------------- */
+
+typedef struct buf { uint8_t *p; size_t n, cap; int oom; } buf;
+
+static void bput(buf *b, const void *src, size_t n)
+{
+    if (b->oom || !n) return;
+    if (b->n + n > b->cap) {
+        size_t nc = b->cap ? b->cap : 4096;
+        while (nc < b->n + n) nc *= 2;
+        uint8_t *q = realloc(b->p, nc);
+        if (!q) { b->oom = 1; return; }
+        b->p = q;
+        b->cap = nc;
+    }
+    memcpy(b->p + b->n, src, n);
+    b->n += n;
+}
+
+static void acc_list(moeq_calib_layer *L, moeq_calib_acc **out, int64_t *n)
+{
+    int64_t k = 0;
+    for (int64_t e = 0; e < L->n_experts; e++) { out[k++] = &L->expert_in[e]; out[k++] = &L->expert_down[e]; }
+    moeq_calib_acc *rest[] = {&L->shared_in, &L->shared_down, &L->attn_in, &L->attn_o, &L->dense_in, &L->dense_down};
+    for (int i = 0; i < 6; i++) out[k++] = rest[i];
+    *n = k;
+}
+
+static moeq_status layer_pack(moeq_calib_layer *L, buf *b, moeq_error *err)
+{
+    int64_t hdr[4] = {L->layer, L->is_moe, L->tokens, L->n_experts}, na;
+    bput(b, hdr, sizeof hdr);
+    if (L->n_experts) {
+        bput(b, L->expert_tokens, (size_t)L->n_experts * 8);
+        bput(b, L->logit_sum, (size_t)L->n_experts * 8);
+        bput(b, L->logit_m2, (size_t)L->n_experts * 8);
+    }
+    moeq_calib_acc **accs = malloc((size_t)(2 * L->n_experts + 6) * sizeof *accs);
+    if (!accs) return moeq_fail(err, MOEQ_ERR_NOMEM, "out of memory");
+    acc_list(L, accs, &na);
+    for (int64_t i = 0; i < na; i++) {
+        moeq_calib_acc *a = accs[i];
+        int64_t h[5] = {a->dim, a->rows, a->hess != NULL, a->phi2_sum != NULL, a->sum2 != NULL};
+        bput(b, h, sizeof h);
+        bput(b, &a->weight_sum, 8);
+        size_t d = (size_t)a->dim;
+        if (a->hess) bput(b, a->hess, d * d * 8);
+        if (a->sum2) bput(b, a->sum2, d * 8);
+        if (a->phi2_sum) { bput(b, a->phi2_sum, d * 8); bput(b, a->phi2_max, d * 8); }
+    }
+    free(accs);
+    return b->oom ? moeq_fail(err, MOEQ_ERR_NOMEM, "out of memory packing layer %lld", (long long)L->layer) : MOEQ_OK;
+}
+
+static moeq_status layer_unpack(moeq_calib_layer *L, const uint8_t *p, size_t len, int64_t layer,
+                                const char *dir, moeq_error *err)
+{
+    size_t o = 0;
+    int64_t hdr[4], na;
+    int ok = take(p, len, &o, hdr, sizeof hdr) && hdr[0] == layer && hdr[3] == L->n_experts;
+    if (ok) { L->layer = hdr[0]; L->is_moe = (int)hdr[1]; L->tokens = hdr[2]; }
+    if (ok && L->n_experts)
+        ok = take(p, len, &o, L->expert_tokens, (size_t)L->n_experts * 8) &&
+             take(p, len, &o, L->logit_sum, (size_t)L->n_experts * 8) &&
+             take(p, len, &o, L->logit_m2, (size_t)L->n_experts * 8);
+    moeq_calib_acc **accs = malloc((size_t)(2 * L->n_experts + 6) * sizeof *accs);
+    if (!accs) return moeq_fail(err, MOEQ_ERR_NOMEM, "out of memory");
+    acc_list(L, accs, &na);
+    for (int64_t i = 0; ok && i < na; i++) {
+        moeq_calib_acc *a = accs[i];
+        int64_t h[5];
+        ok = take(p, len, &o, h, sizeof h) && h[0] == a->dim && h[2] == (a->hess != NULL) &&
+             h[3] == (a->phi2_sum != NULL) && h[4] == (a->sum2 != NULL) && take(p, len, &o, &a->weight_sum, 8);
+        if (!ok) break;
+        a->rows = h[1];
+        size_t d = (size_t)a->dim;
+        if (a->hess) ok = take(p, len, &o, a->hess, d * d * 8);
+        if (ok && a->sum2) ok = take(p, len, &o, a->sum2, d * 8);
+        if (ok && a->phi2_sum) ok = take(p, len, &o, a->phi2_sum, d * 8) && take(p, len, &o, a->phi2_max, d * 8);
+    }
+    free(accs);
+    if (!ok || o != len)
+        return moeq_fail(err, MOEQ_ERR_FORMAT, "--resume %s: layer %lld's checkpoint does not fit this run's "
+                         "statistics (written by another version or with other options)", dir, (long long)layer);
+    return MOEQ_OK;
+}
+
+moeq_status moeq_calib_collector_bcast(moeq_calib_collector *c, int root, moeq_error *err)
+{
+    if (moeq_dist_size() == 1) return MOEQ_OK;
+    buf b = {0};
+    moeq_status st = MOEQ_OK;
+    if (moeq_dist_rank() == root) st = layer_pack(&c->L, &b, err);
+    else if (c->stash_only) st = moeq_fail(err, MOEQ_ERR_MISUSE, "a stash-only collector cannot take statistics");
+    if (st != MOEQ_OK) { free(b.p); return st; }
+    void *p = b.p;
+    size_t n = b.n;
+    st = moeq_dist_bcast_blob(&p, &n, root, err);
+    if (st == MOEQ_OK && moeq_dist_rank() != root) st = layer_unpack(&c->L, p, n, c->layer, "(broadcast)", err);
+    free(p);
+    return st;
+}
+
 /* ---- moeq calibrate -------------------------------------------------------------------- */
 
 typedef struct calib_run {
@@ -494,6 +841,8 @@ typedef struct calib_run {
     moeq_calib_result *res;
     int64_t layers, tokens;
     double t0;
+    moeq_lresume_input in[12];
+    size_t n_in;
 } calib_run;
 
 static const moeq_hooks *run_hooks(void *user, int64_t layer)
@@ -512,15 +861,33 @@ static moeq_status run_window(void *user, int64_t layer, int64_t window, moeq_er
     return moeq_calib_collector_flush(cr->col, err);
 }
 
-static moeq_status run_layer_done(void *user, int64_t layer, int *rerun, moeq_error *err)
+static moeq_status run_send(void *user, int64_t layer, int64_t window, int dst, moeq_error *err)
+{
+    (void)layer;
+    (void)window;
+    return moeq_calib_collector_send(((calib_run *)user)->col, dst, err);
+}
+
+static moeq_status run_recv(void *user, int64_t layer, int64_t window, int src, moeq_error *err)
+{
+    (void)layer;
+    (void)window;
+    return moeq_calib_collector_recv(((calib_run *)user)->col, src, err);
+}
+
+static moeq_status run_saved(void *user, int64_t layer, moeq_error *err)
 {
     calib_run *cr = user;
-    *rerun = 0;
-    moeq_calib_collector_finish(cr->col);
-    const moeq_calib_layer *L = moeq_calib_collector_layer(cr->col);
-    if (L->layer != layer || L->tokens != cr->tokens)
-        return moeq_fail(err, MOEQ_ERR_MISUSE, "layer %lld saw %lld tokens, expected %lld",
-                         (long long)layer, (long long)L->tokens, (long long)cr->tokens);
+    moeq_status st = MOEQ_OK;
+    if (moeq_dist_rank() == 0)
+        st = moeq_lresume_commit(cr->o->resume_dir, "calibrate", cr->in, cr->n_in, layer + 1, err);
+    return moeq_dist_agree(st, err);
+}
+
+/* Coverage, the caller's callback and the HDF5 group of one finished layer (rank 0), whether
+ * it was just computed or read back from a resume checkpoint. */
+static moeq_status layer_finished(calib_run *cr, const moeq_calib_layer *L, int64_t layer, moeq_error *err)
+{
     uint8_t *flags = NULL;
     if (L->is_moe && L->n_experts) {
         moeq_calib_coverage *cv = &cr->res->moe_layers[cr->res->n_moe_layers++];
@@ -542,10 +909,47 @@ static moeq_status run_layer_done(void *user, int64_t layer, int *rerun, moeq_er
     moeq_status st = MOEQ_OK;
     if (cr->o->on_layer) st = cr->o->on_layer(cr->o->user, L, err);
     if (st == MOEQ_OK && cr->h5) st = moeq_calib_h5_write_layer(cr->h5, L, flags, err);
+    return st;
+}
+
+static moeq_status run_layer_done(void *user, int64_t layer, int *rerun, moeq_error *err)
+{
+    calib_run *cr = user;
+    *rerun = 0;
+    if (moeq_dist_rank() != 0) return MOEQ_OK;   /* rank 0 holds the statistics */
+    moeq_calib_collector_finish(cr->col);
+    const moeq_calib_layer *L = moeq_calib_collector_layer(cr->col);
+    if (L->layer != layer || L->tokens != cr->tokens)
+        return moeq_fail(err, MOEQ_ERR_MISUSE, "layer %lld saw %lld tokens, expected %lld",
+                         (long long)layer, (long long)L->tokens, (long long)cr->tokens);
+    moeq_status st = layer_finished(cr, L, layer, err);
+    if (st == MOEQ_OK && cr->o->resume_dir) {
+        buf b = {0};
+        st = layer_pack(&cr->col->L, &b, err);
+        if (st == MOEQ_OK) st = moeq_lresume_put(cr->o->resume_dir, layer, b.p, b.n, err);
+        free(b.p);
+    }
     if (st == MOEQ_OK && cr->o->progress) {
         double el = moeq_now() - cr->t0;
         cr->o->progress(cr->o->user, layer + 1, cr->layers,
                         el > 0 ? (double)cr->tokens * (double)(layer + 1) / (double)cr->layers / el : 0);
+    }
+    return st;
+}
+
+/* Resume: the layers a stopped run finished, read back into the HDF5 file and the coverage
+ * in order, exactly as they were written then. */
+static moeq_status replay_layers(calib_run *cr, int64_t done, moeq_error *err)
+{
+    moeq_status st = MOEQ_OK;
+    for (int64_t l = 0; st == MOEQ_OK && l < done; l++) {
+        void *p = NULL;
+        size_t n = 0;
+        st = moeq_calib_collector_reset(cr->col, l, err);
+        if (st == MOEQ_OK) st = moeq_lresume_get(cr->o->resume_dir, l, &p, &n, err);
+        if (st == MOEQ_OK) st = layer_unpack(&cr->col->L, p, n, l, cr->o->resume_dir, err);
+        if (st == MOEQ_OK) st = layer_finished(cr, &cr->col->L, l, err);
+        free(p);
     }
     return st;
 }
@@ -641,31 +1045,57 @@ moeq_status moeq_calibrate(const moeq_model *m, const int32_t *tokens, int64_t n
     if (!res->moe_layers) return moeq_fail(err, MOEQ_ERR_NOMEM, "out of memory");
 
     calib_run cr = {.o = o, .res = res, .layers = cf->layers, .tokens = res->tokens};
+    int root = moeq_dist_rank() == 0;
+    uint64_t tok_hash = XXH64(tokens, (size_t)res->tokens * sizeof(int32_t), 0);
+    char hash_hex[17];
+    snprintf(hash_hex, sizeof hash_hex, "%016llx", (unsigned long long)tok_hash);
+    moeq_lresume_input in[] = {
+        {"model_type", cf->model_type, 0}, {"layers", NULL, cf->layers}, {"hidden", NULL, cf->hidden},
+        {"experts", NULL, cf->n_experts}, {"tokens_xxh64", hash_hex, 0}, {"tokens", NULL, res->tokens},
+        {"ctx", NULL, ctx}, {"min_tokens", NULL, res->min_tokens}, {"diag", NULL, o->diag},
+        {"scope_all", NULL, o->scope_all}, {"compress", NULL, o->compress}};
+    memcpy(cr.in, in, sizeof in);
+    cr.n_in = sizeof in / sizeof in[0];
+    int64_t done = 0;
     moeq_status st = MOEQ_OK;
-    if (out_path) {
+    if (o->resume_dir) st = moeq_lresume_open(o->resume_dir, "calibrate", cr.in, cr.n_in, &done, err);
+    if (st == MOEQ_OK && done > cf->layers)
+        st = moeq_fail(err, MOEQ_ERR_FORMAT, "--resume %s records %lld finished layers of a %lld-layer model",
+                       o->resume_dir, (long long)done, (long long)cf->layers);
+    res->resumed_layers = done;
+    if (st == MOEQ_OK && out_path && root) {
         moeq_calib_h5_meta meta = {
             .tokens_source = o->tokens_source,
-            .tokens_xxh64 = XXH64(tokens, (size_t)res->tokens * sizeof(int32_t), 0),
+            .tokens_xxh64 = tok_hash,
             .tokens = res->tokens, .ctx = ctx, .windows = W, .min_tokens = res->min_tokens,
             .diag = o->diag, .scope_all = o->scope_all, .compress = o->compress};
         st = moeq_calib_h5_create(out_path, m, &meta, &cr.h5, err);
     }
     if (st == MOEQ_OK)
         st = moeq_calib_collector_create(m, ctx, o->diag, o->scope_all, threads, &cr.col, err);
-    if (st == MOEQ_OK) {
+    if (st == MOEQ_OK && root && done > 0) st = replay_layers(&cr, done, err);
+    st = moeq_dist_agree(st, err);
+    if (st == MOEQ_OK && done < cf->layers) {
         moeq_layerwise lw = {.ctx = ctx, .windows = W, .threads = threads, .user = &cr,
                              .layer_hooks = run_hooks, .window_done = run_window,
-                             .layer_done = run_layer_done};
+                             .layer_done = run_layer_done, .window_send = run_send,
+                             .window_recv = run_recv, .resume_dir = o->resume_dir,
+                             .first_layer = done, .layer_saved = o->resume_dir ? run_saved : NULL};
         cr.t0 = moeq_now();
         st = moeq_layerwise_run(m, tokens, &lw, err);
         res->seconds = moeq_now() - cr.t0;
-        res->tokens_per_s = res->seconds > 0 ? (double)res->tokens / res->seconds : 0;
+        res->tokens_per_s = res->seconds > 0 ? (double)res->tokens * (double)(cf->layers - done) /
+                                                   (double)cf->layers / res->seconds : 0;
     }
     moeq_calib_collector_free(cr.col);
     if (cr.h5) {
         if (st == MOEQ_OK) st = moeq_calib_h5_commit(cr.h5, &res->file_bytes, err);
         else moeq_calib_h5_abort(cr.h5);
     }
+    /* a failure inside the run is one rank's (the others may be waiting for it): it is
+     * returned as it is, and the tool ends the job; a clean finish is agreed */
+    if (st == MOEQ_OK) st = moeq_dist_agree(st, err);
+    if (st == MOEQ_OK && o->resume_dir && root) moeq_lresume_remove(o->resume_dir, cf->layers);
     if (st != MOEQ_OK) moeq_calib_result_free(res);
     return st;
 }

@@ -1,5 +1,6 @@
 /* moeq calibrate MODEL --tokens F -o F.h5: per-expert Hessians, routing and micro-expert
  * statistics, layer by layer. */
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -7,13 +8,15 @@
 #include "common.h"
 #include "moeq_calib.h"
 #include "moeq_core.h"
+#include "moeq_dist.h"
 #include "moeq_safetensors.h"
 #include "moeq_tokenizer.h"
 
 static const char *CALIB_HELP =
     "usage: moeq calibrate MODEL (--tokens FILE | --text FILE) -o OUT.h5 [--ctx N]\n"
     "                      [--max-tokens N] [--diag] [--scope experts|all] [--min-tokens N]\n"
-    "                      [--compress L] [--threads N] [--json] [-q]\n\n"
+    "                      [--compress L] [--resume DIR] [--threads N] [--json] [-q]\n"
+    "       mpirun -np N moeq calibrate ...   (windows split over ranks; docs/scale.md)\n\n"
     "Runs MODEL layer by layer over non-overlapping windows of N tokens (a last partial window\n"
     "is dropped) and writes, per MoE layer and routed expert, in float64: tokens routed and\n"
     "their routing-weight sum, router selection frequency and logit mean/variance, the input\n"
@@ -33,15 +36,22 @@ static const char *CALIB_HELP =
     "  --min-tokens N    experts with fewer tokens are reported undersampled (default 2*hidden)\n"
     "  --compress L      deflate level 1..9 (with byte shuffle) for the Hessians; default 0:\n"
     "                    stored raw (they shrink only ~10%, at ~20-30% more run time)\n"
+    "  --resume DIR      checkpoint after each layer into DIR (created if missing); started\n"
+    "                    again with the same inputs, the run continues after the last finished\n"
+    "                    layer and writes the same file; DIR's files are removed at the end\n"
     "  --threads N       worker threads (default: all cores; BLAS runs single-threaded inside)\n"
     "  --json            result as JSON on stdout: tokens, ctx, windows, min_tokens,\n"
     "                    tokens_per_s, bytes, layers [{layer, expert_tokens, dead_experts,\n"
     "                    undersampled}]\n"
     "  -q                no human-readable text or progress\n";
 
+/* MOEQ_TEST_KILL_AFTER_LAYER=L (tests only, docs/scale.md): the process kills itself with
+ * SIGKILL once layer L's statistics are written, as a stop without warning would. */
 static void progress(void *user, int64_t done, int64_t layers, double tps)
 {
-    (void)user;
+    const char *kill_at = getenv("MOEQ_TEST_KILL_AFTER_LAYER");
+    if (kill_at && done - 1 == atoll(kill_at)) raise(SIGKILL);
+    if (!user) return;
     fprintf(stderr, "\r[layer %lld/%lld] %.0f tokens/s   ", (long long)done, (long long)layers, tps);
     if (done == layers) fputc('\n', stderr);
     fflush(stderr);
@@ -68,7 +78,7 @@ static void print_list(FILE *h, const moeq_calib_coverage *cv, int flag)
 int cmd_calibrate(int argc, char **argv)
 {
     tool_common tc = {0};
-    const char *path = NULL, *tokens_path = NULL, *text_path = NULL, *out = NULL;
+    const char *path = NULL, *tokens_path = NULL, *text_path = NULL, *out = NULL, *resume = NULL;
     int64_t ctx = 512, max_tokens = 0, min_tokens = 0;
     int diag = 0, scope_all = 0;
     int64_t compress = 0;
@@ -95,6 +105,8 @@ int cmd_calibrate(int argc, char **argv)
             if (!(v = tool_value("calibrate", argc, argv, &i)) || tool_parse_int("calibrate", a, v, 0, &compress))
                 return 1;
             if (compress > 9) return tool_usage_error("calibrate", "--compress wants a deflate level 0..9");
+        } else if (!strcmp(a, "--resume")) {
+            if (!(resume = tool_value("calibrate", argc, argv, &i))) return 1;
         } else if (!strcmp(a, "--diag")) {
             diag = 1;
         } else if (!strcmp(a, "--scope")) {
@@ -116,7 +128,9 @@ int cmd_calibrate(int argc, char **argv)
     if (tokens_path && text_path) return tool_usage_error("calibrate", "give --tokens or --text, not both");
     if (!out) return tool_usage_error("calibrate", "give -o OUT.h5");
     if (ctx > (1 << 20)) return tool_usage_error("calibrate", "--ctx %lld is above 1048576", (long long)ctx);
-    tc.progress = !tc.quiet && isatty(2);
+    int root = moeq_dist_rank() == 0;
+    tc.progress = !tc.quiet && isatty(2) && root;
+    if (!root) tc.quiet = 1, tc.json = 0;
     moeq_threads_init(tc.threads);
 
     moeq_error err = {0};
@@ -125,16 +139,19 @@ int cmd_calibrate(int argc, char **argv)
     int64_t n = 0;
     int rc = 0;
     moeq_calib_result res = {0};
-    /* check the destination before the (long) run */
-    if (moeq_calib_h5_check_path(out, &err) != MOEQ_OK || moeq_model_open(path, &m, &err) != MOEQ_OK ||
-        (tokens_path && moeq_tokens_load(tokens_path, moeq_model_config(m)->vocab, &ids, &n, &err) != MOEQ_OK) ||
-        (text_path && moeq_model_tokenize_file(m, text_path, &ids, &n, &err) != MOEQ_OK)) {
+    /* check the destination before the (long) run (rank 0 writes it) */
+    moeq_status st = root ? moeq_calib_h5_check_path(out, &err) : MOEQ_OK;
+    if (st == MOEQ_OK) st = moeq_model_open(path, &m, &err);
+    if (st == MOEQ_OK && tokens_path) st = moeq_tokens_load(tokens_path, moeq_model_config(m)->vocab, &ids, &n, &err);
+    if (st == MOEQ_OK && text_path) st = moeq_model_tokenize_file(m, text_path, &ids, &n, &err);
+    if (moeq_dist_agree(st, &err) != MOEQ_OK) {
         rc = tool_report("calibrate", &err);
         goto done;
     }
     moeq_calib_opts opts = {.ctx = ctx, .max_tokens = max_tokens, .min_tokens = min_tokens, .diag = diag,
                             .scope_all = scope_all, .compress = (int)compress, .threads = moeq_threads(), .tokens_source = tokens_path ? tokens_path : text_path,
-                            .progress = tc.progress ? progress : NULL};
+                            .resume_dir = resume, .user = tc.progress ? &tc : NULL,
+                            .progress = tc.progress || getenv("MOEQ_TEST_KILL_AFTER_LAYER") ? progress : NULL};
     if (moeq_calibrate(m, ids, n, out, &opts, &res, &err) != MOEQ_OK) {
         rc = tool_report("calibrate", &err);
         goto done;
@@ -164,6 +181,8 @@ int cmd_calibrate(int argc, char **argv)
             }
             fputc('\n', h);
         }
+        if (res.resumed_layers)
+            fprintf(h, "resumed: %lld layers read back from %s\n", (long long)res.resumed_layers, resume);
         fprintf(h, "wrote %s (%.1f MiB)\n", out, (double)res.file_bytes / 1048576.0);
     }
     if (tc.json) {
@@ -178,6 +197,8 @@ int cmd_calibrate(int argc, char **argv)
         json_object_set_new(o, "scope", json_string(scope_all ? "all" : "experts"));
         json_object_set_new(o, "output", json_string(out));
         json_object_set_new(o, "bytes", json_integer((json_int_t)res.file_bytes));
+        json_object_set_new(o, "ranks", json_integer(moeq_dist_size()));
+        json_object_set_new(o, "resumed_layers", json_integer(res.resumed_layers));
         json_t *layers = json_array();
         for (int64_t i = 0; i < res.n_moe_layers; i++) {
             const moeq_calib_coverage *cv = &res.moe_layers[i];

@@ -1,4 +1,5 @@
 /* moeq quantize MODEL --bits B --method rtn ... -o OUT.moeq: writes a packed .moeq file. */
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -8,6 +9,8 @@
 #include "moeq_model.h"
 #include "moeq_quant.h"
 #include "moeq_gptq.h"
+#include "moeq_dist.h"
+#include "moeq_lresume.h"
 #include "moeq_plan.h"
 #include "moeq_tokenizer.h"
 
@@ -35,6 +38,8 @@ static const char *QUANTIZE_HELP =
     "  --tokens F / --text F  calibration tokens for --sequential (as moeq calibrate reads them)\n"
     "  --ctx N           --sequential window length (default 512); --max-tokens N: first N only\n"
     "  --min-tokens N    --sequential: experts with fewer tokens are undersampled (default 2*hidden)\n"
+    "  --resume DIR      --sequential: checkpoint after each layer into DIR; started again with the\n"
+    "                    same inputs, continues after the last finished layer (same file)\n"
     "  --group G         32, 64 (default), 128, or 0 = one group per row\n"
     "  --sym / --asym    symmetric codes, or scale + zero per group (default)\n"
     "  --scope S         experts: the routed experts only (default); all: every linear matrix\n"
@@ -69,9 +74,13 @@ static void on_tensor(void *user, int64_t i, int64_t n, const char *name, int nd
     fputc('\n', p->h);
 }
 
+/* MOEQ_TEST_KILL_AFTER_LAYER=L (tests only, docs/scale.md): SIGKILL once layer L is quantized,
+ * as a stop without warning would. */
 static void on_layer(void *user, int64_t done, int64_t layers, double secs)
 {
-    (void)user;
+    const char *kill_at = getenv("MOEQ_TEST_KILL_AFTER_LAYER");
+    if (kill_at && done - 1 == atoll(kill_at)) raise(SIGKILL);
+    if (!user || !isatty(2)) return;
     fprintf(stderr, "\r[sequential GPTQ: layer %lld/%lld, %.1f s]   ", (long long)done, (long long)layers, secs);
 }
 
@@ -98,7 +107,7 @@ int cmd_quantize(int argc, char **argv)
     int64_t bits = 0, group = 64, zstd = 0, block = 128;
     double damp = 0.01;
     int sym = 0, scope = MOEQ_SCOPE_EXPERTS, act_order = 0, sequential = 0;
-    const char *tokens_path = NULL, *text_path = NULL;
+    const char *tokens_path = NULL, *text_path = NULL, *seq_resume = NULL;
     int64_t ctx = 512, max_tokens = 0, min_tokens = 0, n_ids = 0;
     int32_t *ids = NULL;
     moeq_gptq_seq_result sres = {0};
@@ -148,6 +157,9 @@ int cmd_quantize(int argc, char **argv)
             }
         } else if (!strcmp(a, "--act-order")) act_order = 1;
         else if (!strcmp(a, "--sequential")) sequential = 1;
+        else if (!strcmp(a, "--resume")) {
+            if (!(seq_resume = tool_value("quantize", argc, argv, &i))) goto out;
+        }
         else if (!strcmp(a, "--tokens")) {
             if (!(tokens_path = tool_value("quantize", argc, argv, &i))) goto out;
         } else if (!strcmp(a, "--text")) {
@@ -272,13 +284,16 @@ int cmd_quantize(int argc, char **argv)
     double t0 = moeq_now();
     moeq_status st = MOEQ_OK;
     if (sequential) {
+        /* MPI: windows and experts of each layer split over ranks; rank 0 writes the file */
         moeq_gptq_seq_opts so = { .ctx = ctx, .max_tokens = max_tokens, .min_tokens = min_tokens,
-                                  .threads = moeq_threads(), .user = &p,
-                                  .progress = !tc.quiet && isatty(2) ? on_layer : NULL };
+                                  .threads = moeq_threads(), .user = tc.quiet ? NULL : &p, .resume_dir = seq_resume,
+                                  .progress = moeq_dist_rank() == 0 ? on_layer : NULL };
         st = moeq_gptq_sequential(&run, m, &o, ids, n_ids, &so, &sres, &err);
-        if (so.progress) fputc('\n', stderr);
+        if (so.user && isatty(2) && moeq_dist_rank() == 0) fputc('\n', stderr);
+        if (st == MOEQ_OK && moeq_dist_rank() != 0) { rc = 0; goto out; }
     }
     if (st == MOEQ_OK) st = moeq_quantize_rtn(m, &o, out, &res, &err);
+    if (st == MOEQ_OK && sequential && seq_resume) moeq_lresume_remove(seq_resume, moeq_model_config(m)->layers);
     double secs = moeq_now() - t0;
     if (st) { rc = tool_report("quantize", &err); goto out; }
     FILE *h = tool_human(&tc);
@@ -327,6 +342,8 @@ int cmd_quantize(int argc, char **argv)
         json_object_set_new(j, "gptq_matrices", json_integer(run.gptq_matrices));
         json_object_set_new(j, "sequential", json_boolean(sequential));
         if (sequential) {
+            json_object_set_new(j, "resumed_layers", json_integer(sres.resumed_layers));
+            json_object_set_new(j, "ranks", json_integer(moeq_dist_size()));
             json_object_set_new(j, "calib_tokens", json_integer(sres.tokens));
             json_object_set_new(j, "calib_windows", json_integer(sres.windows));
         }
