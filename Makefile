@@ -4,6 +4,7 @@
 #   make demo       inspect + eval on the bundled tiny model
 #   make fuzz       libFuzzer targets, FUZZ_SECONDS each (clang)
 #   make bench      benchmarks that print measured ratios
+#   make bench-memory  peak RSS of every command on a 28.6 GB checkpoint (BENCH_MODEL=/work/big/q15)
 CC       ?= cc
 BUILD    ?= build/rel
 BIN      ?= bin
@@ -37,7 +38,7 @@ FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
 LIB      := $(BUILD)/libmoeq.a
 MOEQ     := $(BIN)/moeq
 
-.PHONY: all build lib tests test test-rel test-asan demo fuzz fuzz-replay bench results clean deps deps-test
+.PHONY: all build lib tests test test-rel test-asan demo fuzz fuzz-replay bench bench-memory results clean deps deps-test
 # Dependencies are checked (and installed when root) before a second make reads the compiler
 # flags from pkg-config: on a fresh machine they do not exist when this Makefile is parsed.
 all: deps
@@ -122,6 +123,13 @@ fuzz:
 
 bench: all
 	@scripts/bench.sh
+
+# peak RSS and time of every command on a 28.6 GB Qwen1.5-MoE-shaped checkpoint, generated
+# when absent (docs/bench.md, "Memory"; not part of make bench: ~30 min, 80 GB of disk)
+BENCH_MODEL ?= /work/big/q15
+bench-memory: all
+	@$(MAKE) --no-print-directory $(BUILD)/bench/make_qwen15_shaped
+	@bench/bench_memory.sh $(BENCH_MODEL)
 
 # the headline accuracy table: docs/RESULTS.md and docs/results.svg (a few minutes)
 results: all

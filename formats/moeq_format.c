@@ -2,6 +2,7 @@
  * docs/FORMAT.md; lengths are checked before reads and sums before they can overflow. The
  * index is JSON, parsed by jansson. zstd-compressed tensors are decompressed at open. */
 #include "moeq_pack.h"
+#include "moeq_core.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -115,7 +116,10 @@ void moeq_pack_close(moeq_pack *p)
     free(p->file_by_name);
     free(p->tensor_by_piece);
     if (p->index) json_decref(p->index);
-    if (p->map) munmap(p->map, p->map_len);
+    if (p->map) {
+        moeq_map_unregister(p->map);
+        munmap(p->map, p->map_len);
+    }
     free(p->path);
     free(p);
 }
@@ -312,6 +316,7 @@ static moeq_status decompress(moeq_pack *p, moeq_pack_tensor *t, moeq_error *err
                          p->path, t->name, (unsigned long long)t->blob.offset,
                          ZSTD_isError(r) ? ZSTD_getErrorName(r) : "short content");
     t->data = dst;
+    moeq_pages_release(src, (size_t)t->blob.size);   /* the frame is read once (a no-op in memory) */
     return MOEQ_OK;
 }
 
@@ -563,9 +568,13 @@ moeq_status moeq_pack_open(const char *path, moeq_pack **out, moeq_error *err)
     }
     close(fd);
     static const unsigned char empty[1];
+    moeq_map_register(map, len);   /* its pages may be released (moeq_pages_release) */
     moeq_status st = moeq_pack_parse(map ? map : empty, len, path, out, err);
     if (st != MOEQ_OK) {
-        if (map) munmap(map, len);
+        if (map) {
+            moeq_map_unregister(map);
+            munmap(map, len);
+        }
         return st;
     }
     (*out)->map = map;
@@ -618,6 +627,7 @@ moeq_status moeq_pack_verify(const moeq_pack *p, moeq_error *err)
             memcpy(view.shape, t->shape, sizeof view.shape);
             st = moeq_tensor_check_finite(&view, NULL, err);
         }
+        moeq_pages_release(p->buf + t->blob.offset, (size_t)t->blob.size);   /* read once */
     }
     if (st == MOEQ_OK) {
         /* F-9 zero padding between blobs and before the index */

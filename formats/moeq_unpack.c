@@ -91,6 +91,9 @@ static moeq_status fill(void *user, size_t si, void *dst, moeq_error *err)
         }
         if (failed) return moeq_fail(err, MOEQ_ERR_NOMEM, "%s: tensor '%s': out of memory", moeq_pack_path(u->p), t->name);
     }
+    /* converted: the pieces' mapped pages are done with (docs/unpack.md, "Memory") */
+    for (size_t k = 0; k < u->npieces[si]; k++)
+        moeq_pages_release(u->pieces[si][k]->data, (size_t)u->pieces[si][k]->blob.raw_size);
     return MOEQ_OK;
 }
 

@@ -2,6 +2,7 @@
  * validation rules (ST-n, listed in docs/FORMAT-safetensors.md) before any tensor view is
  * handed out, so every view lies inside the buffer. Files are mapped read-only. */
 #include "moeq_safetensors.h"
+#include "moeq_core.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -100,7 +101,10 @@ const char *moeq_dtype_name(moeq_dtype dt)
 static void st_free(moeq_st_file *f)
 {
     if (!f) return;
-    if (f->map) munmap(f->map, f->map_len);
+    if (f->map) {
+        moeq_map_unregister(f->map);
+        munmap(f->map, f->map_len);
+    }
     free(f->label);
     free(f->tensors);
     free(f->by_name);
@@ -484,11 +488,22 @@ moeq_status moeq_st_open(const char *path, moeq_st_file **out, moeq_error *err)
     }
     f->map = map;
     f->map_len = len;
+    moeq_map_register(map, len);   /* its pages may be released (moeq_pages_release) */
     *out = f;
     return MOEQ_OK;
 }
 
 void moeq_st_close(moeq_st_file *f) { st_free(f); }
+
+void moeq_tensor_release(const moeq_tensor *t)
+{
+    if (t && t->data) moeq_pages_release(t->data, (size_t)t->nbytes);
+}
+
+void moeq_tensor_prefetch(const moeq_tensor *t)
+{
+    if (t && t->data) moeq_pages_prefetch(t->data, (size_t)t->nbytes);
+}
 
 size_t moeq_st_count(const moeq_st_file *f) { return f ? f->n : 0; }
 

@@ -1,6 +1,7 @@
 /* General safetensors writer (include/moeq_st_writer.h): sharding as huggingface_hub, tensor
  * order inside a file as the reference writer, tensors streamed one at a time. */
 #include "moeq_st_writer.h"
+#include "moeq_core.h"
 
 #include <errno.h>
 #include <jansson.h>
@@ -100,6 +101,7 @@ static moeq_status write_shard(const char *path, ent *e, size_t n, moeq_st_fill_
             src = buf;
         }
         bad = nb && fwrite(src, 1, nb, f) != nb;   /* host is little-endian (x86-64, aarch64) */
+        if (src == t->data) moeq_pages_release(src, nb);   /* written: drop the mapped pages */
     }
     if (fclose(f) != 0) bad = 1;
     if (st) return st;

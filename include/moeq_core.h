@@ -48,4 +48,17 @@ int moeq_dir_is_empty(const char *dir);
 /* Peak resident set size of this process in bytes (VmHWM), 0 when unknown. */
 uint64_t moeq_peak_rss(void);
 
+/* Mapped weight pages (docs/eval.md, "Memory"). The readers register their read-only file
+ * mappings; release drops this process's pages of [p, p + n) that lie in a registered mapping
+ * (madvise MADV_DONTNEED, whole pages, those shared with a neighbouring tensor included: they
+ * are clean copies of the file, so the next touch maps the same bytes again from the page cache
+ * or the disk) and ignores any other memory; prefetch asks the kernel for readahead
+ * (MADV_WILLNEED, no RSS until touched). Thread-safe. */
+void moeq_map_register(const void *base, size_t len);
+void moeq_map_unregister(const void *base);
+void moeq_pages_release(const void *p, size_t n);
+void moeq_pages_prefetch(const void *p, size_t n);
+uint64_t moeq_pages_released(void);   /* bytes released so far by this process */
+uint64_t moeq_phys_mem(void);         /* physical memory in bytes, 0 when unknown */
+
 #endif

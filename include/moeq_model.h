@@ -123,6 +123,39 @@ void moeq_model_param_counts(const moeq_model *m, moeq_param_counts *out);
 void moeq_mat_to_f32(const moeq_mat *m, int64_t r0, int64_t r1, float *dst);
 void moeq_vec_to_f32(const moeq_vec *v, float *dst);
 
+/* ---- mapped pages (docs/eval.md, "Memory") ---------------------------------------------
+ * Weights are read through read-only mappings; the pages a stage touched count in its RSS until
+ * released. These drop a finished part's pages (madvise MADV_DONTNEED: clean, re-read from the
+ * page cache or the file on the next touch, so results are unchanged) or ask for readahead
+ * (MADV_WILLNEED). Heap views (overrides, decompressed zstd frames) are left alone. Whole pages
+ * are dropped, those shared with a neighbouring tensor included. Thread-safe. */
+void moeq_mat_release(const moeq_mat *m);
+void moeq_vec_release(const moeq_vec *v);
+void moeq_mat_prefetch(const moeq_mat *m);
+void moeq_mat_release_rows(const moeq_mat *m, int64_t r0, int64_t r1);   /* rows [r0, r1) */
+/* Every matrix and vector of the layer, its routed experts included (the checkpoint's bytes,
+ * also while an override is installed). layer out of range: nothing. */
+void moeq_model_release_layer(const moeq_model *m, int64_t layer);
+void moeq_model_prefetch_layer(const moeq_model *m, int64_t layer);
+/* Embeddings, final norm and LM head (the non-layer weights). */
+void moeq_model_release_head(const moeq_model *m);
+/* Every tensor of the model. */
+void moeq_model_release_all(const moeq_model *m);
+/* Bytes of the model's weights (checkpoint tensor data, or the .moeq file size). */
+uint64_t moeq_model_mapped_bytes(const moeq_model *m);
+
+/* Whether the forward pass releases each part (embedding, layer, head) when it moves on to
+ * another one, and prefetches the next layer. AUTO (the default): on when the model's mapped
+ * bytes exceed an eighth of physical memory, or as the environment variable MOEQ_RELEASE says
+ * (0/off: never, 1/on: always). Eval re-reads every layer per window, so for a model that fits
+ * in RAM releasing only turns page-table hits into minor faults; for a larger one it bounds RSS
+ * to about one layer. Set it before creating a runner. */
+typedef enum moeq_release_mode {
+    MOEQ_RELEASE_AUTO = 0, MOEQ_RELEASE_OFF = 1, MOEQ_RELEASE_ON = 2
+} moeq_release_mode;
+void moeq_model_set_release(moeq_model *m, moeq_release_mode mode);
+int moeq_model_releases(const moeq_model *m);   /* 1 when the forward pass releases */
+
 /* ---- forward pass ---------------------------------------------------------------------- */
 
 /* Observation hooks; a NULL function pointer costs nothing. Pointers passed to a hook are

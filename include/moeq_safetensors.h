@@ -30,6 +30,12 @@ typedef struct moeq_tensor {
     uint64_t file_offset;      /* byte offset of data in that file */
 } moeq_tensor;
 
+/* Drops this process's mapped pages of t's data (moeq_pages_release, docs/eval.md "Memory"):
+ * for a stage that has finished with the tensor; a later read maps the same bytes again. A
+ * no-op for a tensor of an in-memory image. */
+void moeq_tensor_release(const moeq_tensor *t);
+void moeq_tensor_prefetch(const moeq_tensor *t);   /* readahead (MADV_WILLNEED) */
+
 /* Size in bytes of one element, 0 for unknown/other. */
 size_t moeq_dtype_size(moeq_dtype dt);
 const char *moeq_dtype_name(moeq_dtype dt);

@@ -25,6 +25,8 @@ typedef struct thread_scratch {
     float *lm;               /* LM head rows [LM_HEAD_CHUNK, H] */
 } thread_scratch;
 
+enum { PART_NONE = -1, PART_EMBED = -2, PART_HEAD = -3 };   /* runner->resident, besides layers */
+
 struct moeq_runner {
     uint64_t bytes;        /* heap held by the workspace */
     int alloc_failed;
@@ -47,6 +49,8 @@ struct moeq_runner {
     float *wf_g, *wf_u, *wf_d;                     /* dense or shared MLP weights */
     float *vbuf;                                   /* small vectors: norms and biases */
     thread_scratch *ts;
+    int release;           /* moeq_model_releases: drop a part's mapped pages when moving on */
+    int64_t resident;      /* the part whose pages were touched last: a layer, PART_* */
 };
 
 /* Workspace allocation: counts the bytes held and remembers a failure for one check. */
@@ -121,6 +125,8 @@ moeq_status moeq_runner_create(const moeq_model *m, int64_t max_tokens, int thre
     r->m = m;
     r->c = c;
     r->max_n = max_tokens;
+    r->release = moeq_model_releases(m);
+    r->resident = PART_NONE;
     r->nthreads = threads > 0 ? threads : omp_get_max_threads();
     int64_t n = max_tokens, H = c->hidden, E = c->n_experts > 0 ? c->n_experts : 1;
     int64_t K = c->top_k > 0 ? c->top_k : 1;
@@ -547,6 +553,21 @@ static moeq_status moe_block(moeq_runner *r, int64_t layer, int64_t n, const moe
     return MOEQ_OK;
 }
 
+/* Mapped pages (docs/eval.md, "Memory"): with release on, the part of the model that a step
+ * touched (the embedding rows, a layer, the head) is released when a step for another part
+ * starts, and a layer prefetches the next one. moeq_forward moves on every layer; layer-wise
+ * drivers (calibration, sequential GPTQ) run one layer over all windows before the next, so
+ * there a layer is released once, after its last window. */
+static void pages_enter(moeq_runner *r, int64_t part)
+{
+    if (!r->release || r->resident == part) return;
+    if (r->resident == PART_EMBED || r->resident == PART_HEAD) moeq_model_release_head(r->m);
+    else if (r->resident >= 0) moeq_model_release_layer(r->m, r->resident);
+    if (part >= 0 && part + 1 < r->c->layers) moeq_model_prefetch_layer(r->m, part + 1);
+    else if (part >= 0) moeq_mat_prefetch(moeq_model_lm_head(r->m));
+    r->resident = part;
+}
+
 static moeq_status check_window(const moeq_runner *r, int64_t n, moeq_error *err)
 {
     if (n <= 0 || n > r->max_n)
@@ -559,6 +580,7 @@ static moeq_status embed_tokens(moeq_runner *r, const int32_t *tokens, int64_t n
                                 moeq_error *err)
 {
     int64_t H = r->c->hidden, V = r->c->vocab;
+    pages_enter(r, PART_EMBED);
     const moeq_mat *embed = moeq_model_embed(r->m);
     for (int64_t t = 0; t < n; t++) {
         if (tokens[t] < 0 || tokens[t] >= V)
@@ -574,6 +596,7 @@ static moeq_status run_layer(moeq_runner *r, int64_t l, int64_t n, const moeq_ho
                              moeq_error *err)
 {
     int64_t H = r->c->hidden;
+    pages_enter(r, l);
     attention(r, l, n, hooks);
     const moeq_layer_view *L = moeq_model_layer(r->m, l);
     float *norm_w = r->vbuf;
@@ -594,6 +617,7 @@ static moeq_status run_layer(moeq_runner *r, int64_t l, int64_t n, const moeq_ho
 static void lm_head(moeq_runner *r, const float *x, int64_t n, float *logits)
 {
     int64_t H = r->c->hidden, V = r->c->vocab;
+    pages_enter(r, PART_HEAD);
     float *norm_w = r->vbuf;
     moeq_vec_to_f32(moeq_model_final_norm(r->m), norm_w);
     rmsnorm_rows(x, r->h, n, H, H, norm_w, r->c->rms_eps);
@@ -604,6 +628,7 @@ static void lm_head(moeq_runner *r, const float *x, int64_t n, float *logits)
         thread_scratch *s = &r->ts[omp_get_thread_num()];
         int64_t v0 = b * LM_HEAD_CHUNK, v1 = v0 + LM_HEAD_CHUNK < V ? v0 + LM_HEAD_CHUNK : V;
         moeq_mat_to_f32(head, v0, v1, s->lm);
+        if (r->release) moeq_mat_release_rows(head, v0, v1);   /* a head is one part: ~vocab·H */
         moeq_sgemm_nt(n, v1 - v0, H, r->h, H, s->lm, H, 0.0f, logits + v0, V);
     }
 }

@@ -5,6 +5,7 @@
 #include "formats/family.h"
 #include "moeq_pack.h"
 #include "moeq_prune.h"
+#include "moeq_core.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -38,6 +39,7 @@ struct moeq_model {
     moeq_layer_view *lover;      /* [layer] copies with overridden matrices */
     uint8_t *lover_on;           /* [layer] 1 when lover[layer] is the view to return */
     int32_t *widths;             /* pruned: [layer * n_experts + e] from config.json, else NULL */
+    moeq_release_mode release;   /* forward pass page release (moeq_model_set_release) */
 };
 
 /* Resolution state: the tensors claimed so far (to count the rest as "other"). */
@@ -667,27 +669,13 @@ const moeq_layer_view *moeq_model_layer(const moeq_model *m, int64_t layer)
     return &m->layers[layer];
 }
 
-moeq_status moeq_model_expert(const moeq_model *m, int64_t layer, int64_t expert, moeq_proj proj,
-                              moeq_mat *out, moeq_error *err)
+/* The checkpoint's view of a routed expert's matrix (no override); arguments checked. */
+static void expert_raw(const moeq_model *m, int64_t layer, int64_t expert, moeq_proj proj, moeq_mat *out)
 {
-    if (!m || !out) return moeq_fail(err, MOEQ_ERR_MISUSE, "moeq_model_expert: NULL argument");
-    if (layer < 0 || layer >= m->cfg.layers)
-        return moeq_fail(err, MOEQ_ERR_MISUSE, "moeq_model_expert: layer %lld out of range 0..%lld",
-                         (long long)layer, (long long)m->cfg.layers - 1);
-    if (!m->cfg.layer_is_moe[layer])
-        return moeq_fail(err, MOEQ_ERR_MISUSE, "moeq_model_expert: layer %lld is a dense layer",
-                         (long long)layer);
-    if (expert < 0 || expert >= m->cfg.n_experts)
-        return moeq_fail(err, MOEQ_ERR_MISUSE, "moeq_model_expert: expert %lld out of range 0..%lld",
-                         (long long)expert, (long long)m->cfg.n_experts - 1);
-    if (proj != MOEQ_PROJ_GATE && proj != MOEQ_PROJ_UP && proj != MOEQ_PROJ_DOWN)
-        return moeq_fail(err, MOEQ_ERR_MISUSE, "moeq_model_expert: projection %d is not gate, up or down",
-                         (int)proj);
     if (!m->fused) {
         *out = mat_of(m->experts[(layer * m->cfg.n_experts + expert) * 3 + (int)proj]);
         pack_fix(m, out, 0);
-        override_expert(m, layer, expert, proj, out);
-        return MOEQ_OK;
+        return;
     }
     const int64_t H = m->cfg.hidden, I = m->cfg.moe_inter;
     const moeq_tensor *t = proj == MOEQ_PROJ_DOWN ? m->fused_down[layer] : m->fused_gate_up[layer];
@@ -707,8 +695,27 @@ moeq_status moeq_model_expert(const moeq_model *m, int64_t layer, int64_t expert
     }
     v.data = (const unsigned char *)t->data + off * es;
     pack_fix(m, &v, (int64_t)off);
-    override_expert(m, layer, expert, proj, &v);
     *out = v;
+}
+
+moeq_status moeq_model_expert(const moeq_model *m, int64_t layer, int64_t expert, moeq_proj proj,
+                              moeq_mat *out, moeq_error *err)
+{
+    if (!m || !out) return moeq_fail(err, MOEQ_ERR_MISUSE, "moeq_model_expert: NULL argument");
+    if (layer < 0 || layer >= m->cfg.layers)
+        return moeq_fail(err, MOEQ_ERR_MISUSE, "moeq_model_expert: layer %lld out of range 0..%lld",
+                         (long long)layer, (long long)m->cfg.layers - 1);
+    if (!m->cfg.layer_is_moe[layer])
+        return moeq_fail(err, MOEQ_ERR_MISUSE, "moeq_model_expert: layer %lld is a dense layer",
+                         (long long)layer);
+    if (expert < 0 || expert >= m->cfg.n_experts)
+        return moeq_fail(err, MOEQ_ERR_MISUSE, "moeq_model_expert: expert %lld out of range 0..%lld",
+                         (long long)expert, (long long)m->cfg.n_experts - 1);
+    if (proj != MOEQ_PROJ_GATE && proj != MOEQ_PROJ_UP && proj != MOEQ_PROJ_DOWN)
+        return moeq_fail(err, MOEQ_ERR_MISUSE, "moeq_model_expert: projection %d is not gate, up or down",
+                         (int)proj);
+    expert_raw(m, layer, expert, proj, out);
+    override_expert(m, layer, expert, proj, out);
     return MOEQ_OK;
 }
 
@@ -739,4 +746,102 @@ const char *moeq_proj_name(moeq_proj p)
     };
     if ((int)p < 0 || p >= MOEQ_PROJ_COUNT) return "unknown";
     return names[p];
+}
+
+/* ---- mapped pages ----------------------------------------------------------------------- */
+
+static void rows_pages(const moeq_mat *v, int64_t r0, int64_t r1, int prefetch)
+{
+    void (*f)(const void *, size_t) = prefetch ? moeq_pages_prefetch : moeq_pages_release;
+    if (!v || v->cols <= 0 || r0 < 0 || r1 > v->rows || r0 >= r1) return;
+    const size_t n = (size_t)(r1 - r0);
+    if (v->q) {
+        const moeq_qmat *q = v->q;
+        size_t rb = (size_t)moeq_qmat_row_bytes(q), gb = (size_t)moeq_qmat_groups(q) * sizeof(uint16_t);
+        f(q->codes + (size_t)r0 * rb, n * rb);
+        f((const unsigned char *)q->scales + (size_t)r0 * gb, n * gb);
+        if (q->zeros) f((const unsigned char *)q->zeros + (size_t)r0 * gb, n * gb);
+    } else if (v->data) {
+        size_t rb = (size_t)v->cols * moeq_dtype_size(v->dtype);
+        f((const unsigned char *)v->data + (size_t)r0 * rb, n * rb);
+    }
+}
+
+static void mat_pages(const moeq_mat *v, int prefetch) { if (v) rows_pages(v, 0, v->rows, prefetch); }
+
+void moeq_mat_release(const moeq_mat *v) { mat_pages(v, 0); }
+void moeq_mat_prefetch(const moeq_mat *v) { mat_pages(v, 1); }
+void moeq_mat_release_rows(const moeq_mat *v, int64_t r0, int64_t r1) { rows_pages(v, r0, r1, 0); }
+
+void moeq_vec_release(const moeq_vec *v)
+{
+    if (v && v->data && v->n > 0) moeq_pages_release(v->data, (size_t)v->n * moeq_dtype_size(v->dtype));
+}
+
+static void layer_pages(const moeq_model *m, int64_t l, int prefetch)
+{
+    if (!m || l < 0 || l >= m->cfg.layers) return;
+    const moeq_layer_view *L = &m->layers[l];   /* the checkpoint's, not an override */
+    const moeq_mat *mats[] = { &L->q, &L->k, &L->v, &L->o, &L->router, &L->dense_gate, &L->dense_up,
+                               &L->dense_down, &L->shared_gate, &L->shared_up, &L->shared_down,
+                               &L->shared_expert_gate };
+    for (size_t i = 0; i < sizeof mats / sizeof mats[0]; i++) mat_pages(mats[i], prefetch);
+    if (!prefetch) {
+        const moeq_vec *vecs[] = { &L->attn_norm, &L->mlp_norm, &L->q_bias, &L->k_bias, &L->v_bias,
+                                   &L->q_norm, &L->k_norm };
+        for (size_t i = 0; i < sizeof vecs / sizeof vecs[0]; i++) moeq_vec_release(vecs[i]);
+    }
+    if (!m->cfg.layer_is_moe[l]) return;
+    for (int64_t e = 0; e < m->cfg.n_experts; e++)
+        for (int p = MOEQ_PROJ_GATE; p <= MOEQ_PROJ_DOWN; p++) {
+            moeq_mat v;
+            expert_raw(m, l, e, (moeq_proj)p, &v);
+            mat_pages(&v, prefetch);
+        }
+}
+
+void moeq_model_release_layer(const moeq_model *m, int64_t layer) { layer_pages(m, layer, 0); }
+void moeq_model_prefetch_layer(const moeq_model *m, int64_t layer) { layer_pages(m, layer, 1); }
+
+void moeq_model_release_head(const moeq_model *m)
+{
+    if (!m) return;
+    moeq_mat_release(&m->embed);
+    moeq_mat_release(&m->lm_head);
+    moeq_vec_release(&m->final_norm);
+}
+
+void moeq_model_release_all(const moeq_model *m)
+{
+    if (!m) return;
+    if (m->pack) {
+        for (size_t i = 0; i < moeq_pack_ntensors(m->pack); i++) {
+            const moeq_pack_tensor *t = moeq_pack_tensor_at(m->pack, i);
+            moeq_pages_release(t->data, (size_t)t->blob.raw_size);
+        }
+        return;
+    }
+    for (size_t i = 0; i < moeq_ckpt_count(m->ckpt); i++) moeq_tensor_release(moeq_ckpt_tensor(m->ckpt, i));
+}
+
+uint64_t moeq_model_mapped_bytes(const moeq_model *m)
+{
+    if (!m) return 0;
+    return m->pack ? moeq_pack_file_size(m->pack) : moeq_ckpt_bytes(m->ckpt);
+}
+
+void moeq_model_set_release(moeq_model *m, moeq_release_mode mode)
+{
+    if (m) m->release = mode;
+}
+
+int moeq_model_releases(const moeq_model *m)
+{
+    if (!m || m->release == MOEQ_RELEASE_OFF) return 0;
+    if (m->release == MOEQ_RELEASE_ON) return 1;
+    const char *e = getenv("MOEQ_RELEASE");
+    if (e && (!strcmp(e, "1") || !strcmp(e, "on"))) return 1;
+    if (e && (!strcmp(e, "0") || !strcmp(e, "off"))) return 0;
+    uint64_t ram = moeq_phys_mem();
+    return ram > 0 && moeq_model_mapped_bytes(m) > ram / 8;
 }

@@ -79,6 +79,7 @@ static moeq_status expert_f64(const moeq_model *m, int64_t l, int64_t e, moeq_pr
         return moeq_fail(err, MOEQ_ERR_NOMEM, "prune: out of memory");
     }
     if (v.rows) moeq_mat_to_f32(&v, 0, v.rows, f);
+    moeq_mat_release(&v);   /* widened: the mapped pages are done with (docs/prune.md) */
     for (int64_t i = 0; i < v.rows * v.cols; i++) d[i] = f[i];
     free(f);
     *out = d;
@@ -303,6 +304,7 @@ static moeq_status write_expert(pctx *p, int64_t l, int64_t e, moeq_proj pj, int
                 else memcpy((char *)dst + k * es, (const char *)v.data + (size_t)(r * I + i) * es, es);
                 k++;
             }
+        moeq_mat_release(&v);   /* copied: the mapped pages are done with */
         return MOEQ_OK;
     }
     moeq_mat v;
@@ -314,6 +316,7 @@ static moeq_status write_expert(pctx *p, int64_t l, int64_t e, moeq_proj pj, int
         else memset((char *)dst + (size_t)(k * H) * es, 0, (size_t)H * es);
         k++;
     }
+    moeq_mat_release(&v);
     return MOEQ_OK;
 }
 
@@ -326,6 +329,7 @@ static moeq_status fill(void *user, size_t i, void *dst, moeq_error *err)
     int ragged = p->o->layout == MOEQ_PRUNE_RAGGED;
     if (t->l < 0) {
         memcpy(dst, t->src->data, (size_t)t->src->nbytes);
+        moeq_tensor_release(t->src);
         return MOEQ_OK;
     }
     if (t->proj >= 0) return write_expert(p, t->l, t->e, (moeq_proj)t->proj, ragged, t->src->dtype, dst, err);

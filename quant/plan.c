@@ -168,6 +168,7 @@ moeq_status moeq_plan_make(const moeq_model *m, const moeq_plan_opts *o, moeq_pl
                 free(Hm);
             }
             moeq_mat_to_f32(&x->mat, 0, rows, wf);
+            moeq_mat_release(&x->mat);   /* widened: the mapped pages are done with */
             have_h = 1;
         }
         for (int j = 0; j < k; j++) {

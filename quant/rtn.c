@@ -3,6 +3,7 @@
  * all linear matrices with --scope all) under the chosen codec, everything else as it was.
  * Fused v5 expert tensors are split per expert (FORMAT.md F-15). */
 #include "moeq_quant.h"
+#include "moeq_core.h"
 #include "moeq_kernels.h"
 
 #include <math.h>
@@ -316,6 +317,8 @@ moeq_status moeq_quantize_rtn(const moeq_model *m, const moeq_quant_opts *o, con
                 before = fused ? before : t->nbytes;
             }
             if (st) break;
+            /* the piece is written: drop its mapped pages (docs/quantize.md, "Memory") */
+            moeq_pages_release((const unsigned char *)t->data + (size_t)pc->off * es, (size_t)before);
             if (cd.type == MOEQ_CODEC_RAW) res->raw_bytes_out += before;
             res->tensors++;
             res->bytes_in += before;

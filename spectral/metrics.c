@@ -93,6 +93,7 @@ moeq_status moeq_spec_matrix(const moeq_mat *m, const moeq_spec_opts *o, uint64_
                          (long long)m->rows, (long long)m->cols);
     }
     moeq_mat_to_f32(m, 0, m->rows, W);
+    moeq_mat_release(m);   /* widened: the mapped pages are done with (docs/spectral.md) */
 
     /* entries: non-finite count, then the two-pass float64 variance */
     int64_t bad = 0;

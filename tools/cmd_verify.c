@@ -34,6 +34,7 @@ static moeq_status scan_checkpoint(const moeq_checkpoint *ck, int progress, int6
     *bytes = moeq_ckpt_bytes(ck);
     for (size_t i = 0; i < n; i++) {
         moeq_status st = moeq_tensor_check_finite(moeq_ckpt_tensor(ck, i), NULL, err);
+        moeq_tensor_release(moeq_ckpt_tensor(ck, i));   /* read once: keep RSS to one tensor */
         if (st != MOEQ_OK) return st;
         if (progress && (i % 64 == 0 || i + 1 == n)) {
             fprintf(stderr, "\rverify: %zu/%zu tensors", i + 1, n);
