@@ -133,7 +133,11 @@ moeq_status moeq_layerwise_run(const moeq_model *m, const int32_t *tokens,
             st = moeq_forward_embed(r, tokens + w * ctx, ctx, x + (size_t)j * win, err);
     }
     st = moeq_dist_agree(st, err);
+    /* one layer's pages at a time: the embedding is done with, each layer is dropped once its
+     * windows (and a re-run) are through, the next one is read ahead */
+    moeq_model_release_head(m);
     for (int64_t l = lw->first_layer; st == MOEQ_OK && l < c->layers; l++) {
+        if (l + 1 < c->layers) moeq_model_prefetch_layer(m, l + 1);
         const moeq_hooks *hk = lw->layer_hooks ? lw->layer_hooks(lw->user, l) : NULL;
         if (x_in) memcpy(x_in, x, (size_t)own * win * sizeof(float));
         /* rank 0 takes the windows in order; the others compute theirs and send them */
@@ -164,6 +168,7 @@ moeq_status moeq_layerwise_run(const moeq_model *m, const int32_t *tokens,
             for (int64_t j = 0; st == MOEQ_OK && j < own; j++)
                 st = moeq_forward_layer(r, l, x + (size_t)j * win, ctx, NULL, err);
         }
+        moeq_model_release_layer(m, l);
         if (st == MOEQ_OK && lw->resume_dir) st = stream_save(lw, l, x, win, err);
     }
 done:

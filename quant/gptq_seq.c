@@ -113,6 +113,7 @@ static moeq_status quantize_raw(seq *s, const char *name, const moeq_mat *v, con
     if (!w || !raw) st = moeq_fail(err, MOEQ_ERR_NOMEM, "out of memory for '%s'", name);
     if (st == MOEQ_OK) {
         moeq_mat_to_f32(v, 0, rows, w);
+        moeq_mat_release(v);
         st = expert >= 0 ? moeq_gptq_piece(s->r, name, w, rows, cols, cd, raw, err)
                          : moeq_rtn_quantize(w, rows, cols, cd->bits, cd->group, cd->sym, raw, err);
     }
