@@ -194,6 +194,21 @@ moeq_status moeq_dist_bcast_blob(void **buf, size_t *n, int root, moeq_error *er
     return len ? moeq_dist_bcast(*buf, (size_t)len, root, err) : MOEQ_OK;
 }
 
+moeq_status moeq_dist_sum_u64(uint64_t *v, moeq_error *err)
+{
+#ifdef MOEQ_MPI
+    if (g_size > 1) {
+        unsigned long long in = *v, out = 0;
+        int rc = MPI_Allreduce(&in, &out, 1, MPI_UNSIGNED_LONG_LONG, MPI_SUM, MPI_COMM_WORLD);
+        if (rc != MPI_SUCCESS) return mpi_fail(err, rc, "allreduce", -1);
+        *v = out;
+    }
+#endif
+    (void)v;
+    (void)err;
+    return MOEQ_OK;
+}
+
 moeq_status moeq_dist_barrier(moeq_error *err)
 {
 #ifdef MOEQ_MPI

@@ -153,6 +153,7 @@ typedef struct moeq_calib_result {
     moeq_calib_coverage *moe_layers;     /* [n_moe_layers] in layer order */
     double seconds, tokens_per_s;        /* token-layers / layers per second over this run's layers */
     int64_t resumed_layers;              /* layers read back from --resume's checkpoint */
+    uint64_t comm_bytes;                 /* bytes all MPI ranks sent to each other (0: one rank) */
     uint64_t bytes_formula;              /* moeq_calib_memory_bytes for this run */
     uint64_t file_bytes;                 /* size of the written file (0 without one) */
 } moeq_calib_result;

@@ -52,6 +52,8 @@ moeq_status moeq_dist_recv_blob(void **buf, size_t *n, int src, int tag, moeq_er
 moeq_status moeq_dist_bcast(void *buf, size_t n, int root, moeq_error *err);
 /* Broadcast of a blob whose size only root knows: on other ranks *buf is malloc'ed. */
 moeq_status moeq_dist_bcast_blob(void **buf, size_t *n, int root, moeq_error *err);
+/* Collective: *v becomes the sum of every rank's *v. */
+moeq_status moeq_dist_sum_u64(uint64_t *v, moeq_error *err);
 /* Barrier across ranks. */
 moeq_status moeq_dist_barrier(moeq_error *err);
 /* Bytes this rank has sent through the calls above (for the communication benchmarks). */

@@ -1051,6 +1051,7 @@ moeq_status moeq_calibrate(const moeq_model *m, const int32_t *tokens, int64_t n
 
     calib_run cr = {.o = o, .res = res, .layers = cf->layers, .tokens = res->tokens};
     int root = moeq_dist_rank() == 0;
+    uint64_t sent0 = moeq_dist_bytes_sent();
     uint64_t tok_hash = XXH64(tokens, (size_t)res->tokens * sizeof(int32_t), 0);
     char hash_hex[17];
     snprintf(hash_hex, sizeof hash_hex, "%016llx", (unsigned long long)tok_hash);
@@ -1100,6 +1101,8 @@ moeq_status moeq_calibrate(const moeq_model *m, const int32_t *tokens, int64_t n
     /* a failure inside the run is one rank's (the others may be waiting for it): it is
      * returned as it is, and the tool ends the job; a clean finish is agreed */
     if (st == MOEQ_OK) st = moeq_dist_agree(st, err);
+    res->comm_bytes = moeq_dist_bytes_sent() - sent0;
+    if (st == MOEQ_OK) st = moeq_dist_sum_u64(&res->comm_bytes, err);
     if (st == MOEQ_OK && o->resume_dir && root) moeq_lresume_remove(o->resume_dir, cf->layers);
     if (st != MOEQ_OK) moeq_calib_result_free(res);
     return st;

@@ -199,6 +199,7 @@ int cmd_calibrate(int argc, char **argv)
         json_object_set_new(o, "bytes", json_integer((json_int_t)res.file_bytes));
         json_object_set_new(o, "ranks", json_integer(moeq_dist_size()));
         json_object_set_new(o, "resumed_layers", json_integer(res.resumed_layers));
+        json_object_set_new(o, "comm_bytes", json_integer((json_int_t)res.comm_bytes));
         json_t *layers = json_array();
         for (int64_t i = 0; i < res.n_moe_layers; i++) {
             const moeq_calib_coverage *cv = &res.moe_layers[i];
