@@ -3,7 +3,7 @@
 #   make test       unit + CLI tests, then the same under ASan+UBSan; ends "N passed, N failed"
 #   make demo       inspect + eval on the bundled tiny model
 #   make fuzz       libFuzzer targets, FUZZ_SECONDS each (clang)
-#   make bench      benchmarks that print measured ratios
+#   make bench      benchmarks that print measured ratios (make bench-mpi: quantize over MPI ranks)
 CC       ?= cc
 BUILD    ?= build/rel
 BIN      ?= bin
@@ -37,7 +37,7 @@ FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
 LIB      := $(BUILD)/libmoeq.a
 MOEQ     := $(BIN)/moeq
 
-.PHONY: all build lib tests test test-rel test-asan demo fuzz fuzz-replay bench results clean deps deps-test
+.PHONY: all build lib tests test test-rel test-asan demo fuzz fuzz-replay bench bench-mpi results clean deps deps-test
 # Dependencies are checked (and installed when root) before a second make reads the compiler
 # flags from pkg-config: on a fresh machine they do not exist when this Makefile is parsed.
 all: deps
@@ -122,6 +122,11 @@ fuzz:
 
 bench: all
 	@scripts/bench.sh
+
+# GPTQ over 2 MPI ranks x 1 thread vs one process x 2 threads (cmp-identical output; ratio);
+# BENCH_MPI_ARGS="/work/big/q15-l4 CALIB.h5 --layers 1" for a real-shaped model
+bench-mpi: all
+	@bench/bench_mpi_quantize.sh $(BENCH_MPI_ARGS)
 
 # the headline accuracy table: docs/RESULTS.md and docs/results.svg (a few minutes)
 results: all
