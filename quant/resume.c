@@ -154,6 +154,31 @@ static char *manifest_text(const char *stage, int64_t n_units, const moeq_resume
     return t;
 }
 
+/* Length of the key of a manifest line: "stage", "units", or "field NAME". */
+static size_t key_len(const char *w, size_t wl)
+{
+    const char *sp = memchr(w, ' ', wl);
+    size_t kl = sp ? (size_t)(sp - w) : wl;
+    if (sp && kl == 5 && !strncmp(w, "field", 5)) {
+        const char *sp2 = memchr(sp + 1, ' ', wl - kl - 1);
+        kl = sp2 ? (size_t)(sp2 - w) : wl;
+    }
+    return kl;
+}
+
+/* The line of text with the key w[0..kl), or NULL. */
+static const char *find_key(const char *text, const char *w, size_t kl, size_t *fl)
+{
+    const char *t = text;
+    while (*t) {
+        const char *te = strchr(t, '\n');
+        size_t tl = te ? (size_t)(te - t) : strlen(t);
+        if (tl >= kl && !strncmp(t, w, kl) && (tl == kl || t[kl] == ' ')) { *fl = tl; return t; }
+        t = te ? te + 1 : t + tl;
+    }
+    return NULL;
+}
+
 /* Compares a manifest on disk with the one this run would write, naming the first difference. */
 static moeq_status check_manifest(const char *path, const char *text, const char *want, moeq_error *err)
 {
@@ -163,22 +188,8 @@ static moeq_status check_manifest(const char *path, const char *text, const char
     while (*w) {
         const char *we = strchr(w, '\n');
         size_t wl = we ? (size_t)(we - w) : strlen(w);
-        /* key: "stage", "units", or "field NAME" */
-        size_t kl = 0;
-        const char *sp = memchr(w, ' ', wl);
-        kl = sp ? (size_t)(sp - w) : wl;
-        if (sp && kl == 5 && !strncmp(w, "field", 5)) {
-            const char *sp2 = memchr(sp + 1, ' ', wl - kl - 1);
-            kl = sp2 ? (size_t)(sp2 - w) : wl;
-        }
-        const char *t = text, *found = NULL;
-        size_t fl = 0;
-        while (*t) {
-            const char *te = strchr(t, '\n');
-            size_t tl = te ? (size_t)(te - t) : strlen(t);
-            if (tl >= kl && !strncmp(t, w, kl) && (tl == kl || t[kl] == ' ')) { found = t; fl = tl; break; }
-            t = te ? te + 1 : t + tl;
-        }
+        size_t kl = key_len(w, wl), fl = 0;
+        const char *found = find_key(text, w, kl, &fl);
         const char *key = !strncmp(w, "field ", 6) ? w + 6 : w;
         int keyl = (int)(kl - (size_t)(key - w));
         if (!found)
@@ -191,6 +202,19 @@ static moeq_status check_manifest(const char *path, const char *text, const char
                              path, keyl, key, (int)(fl > kl ? fl - kl - 1 : 0), found + (fl > kl ? kl + 1 : fl),
                              (int)(wl > kl ? wl - kl - 1 : 0), w + (wl > kl ? kl + 1 : wl));
         w = we ? we + 1 : w + wl;
+    }
+    /* a line of the file this run does not write (an option of another method) */
+    for (const char *t = text; *t;) {
+        const char *te = strchr(t, '\n');
+        size_t tl = te ? (size_t)(te - t) : strlen(t), kl = key_len(t, tl), fl;
+        if (tl && !find_key(want, t, kl, &fl)) {
+            const char *key = !strncmp(t, "field ", 6) ? t + 6 : t;
+            return moeq_fail(err, MOEQ_ERR_FORMAT, "%s: the checkpoint was made with other options: '%.*s' was "
+                             "'%.*s', now not set; use another --resume directory or remove this one", path,
+                             (int)(kl - (size_t)(key - t)), key, (int)(tl > kl ? tl - kl - 1 : 0),
+                             t + (tl > kl ? kl + 1 : tl));
+        }
+        t = te ? te + 1 : t + tl;
     }
     return moeq_fail(err, MOEQ_ERR_FORMAT, "%s: the checkpoint was made by another run (extra lines); use another "
                      "--resume directory or remove this one", path);

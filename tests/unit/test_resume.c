@@ -76,7 +76,8 @@ static void test_resume_mismatch(void)
     memcpy(g, f, sizeof f);
     moeq_resume_field_text(&g[2], "damp", "0.01");
     CHECK(moeq_resume_open(g_dir, "quantize", g, 3, 5, &r, &err) == MOEQ_ERR_FORMAT && strstr(err.detail, "'damp'"));
-    CHECK(moeq_resume_open(g_dir, "quantize", f, 1, 5, &r, &err) == MOEQ_ERR_FORMAT);
+    CHECK(moeq_resume_open(g_dir, "quantize", f, 1, 5, &r, &err) == MOEQ_ERR_FORMAT &&
+          strstr(err.detail, "'bits' was '3', now not set"));
     /* long or multi-line values are hashed */
     char big[1000];
     memset(big, 'a', sizeof big - 1);
