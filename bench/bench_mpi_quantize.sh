@@ -9,7 +9,8 @@
 #            Mixtral-style model with Qwen1.5-MoE's expert shape (hidden 2048, 1408 wide,
 #            16 experts, 1 layer) made by bench/make_synthetic.py under build/bench/
 #   CALIB    its calibration file; default: made by moeq calibrate on MODEL/tokens.u32
-#            (--max-tokens 2048, --ctx 512) next to the outputs
+#            (--max-tokens 4096, --ctx 512, --min-tokens 64 so the random model's experts all get
+#            GPTQ) next to the outputs
 #   --layers N  quantize layers 0..N-1 only (the others kept, through --tensor-type rules)
 set -eu
 MOEQ=${MOEQ:-bin/moeq}
@@ -32,8 +33,8 @@ fi
 if [ -z "$calib" ]; then
   calib=$W/$(basename "$model").h5
   if [ ! -f "$calib" ]; then
-    echo "bench-mpi: calibrating $model (2048 tokens) into $calib" >&2
-    "$MOEQ" calibrate "$model" --tokens "$model/tokens.u32" --max-tokens 2048 --ctx 512 -q -o "$calib"
+    echo "bench-mpi: calibrating $model (4096 tokens) into $calib" >&2
+    "$MOEQ" calibrate "$model" --tokens "$model/tokens.u32" --max-tokens 4096 --ctx 512 --min-tokens 64 -q -o "$calib"
   fi
 fi
 set -- "$model" --bits "$bits" --method gptq --calib "$calib"
@@ -46,7 +47,7 @@ if [ -n "$layers" ]; then
 fi
 mpi2() {
   OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_btl=self,vader \
-    OMPI_MCA_btl_vader_single_copy_mechanism=none mpirun --bind-to none -np 2 "$@"
+    OMPI_MCA_btl_vader_single_copy_mechanism=none OMPI_MCA_mpi_yield_when_idle=1 mpirun --bind-to none -np 2 "$@"
 }
 now() { python3 -c 'import time; print(time.monotonic())'; }
 best_one= best_mpi= in_one= in_mpi=
@@ -74,5 +75,6 @@ n = j["gptq_matrices"]; q = j["quantized"]
 print("bench-mpi: %s: %d matrices quantized (%d GPTQ), output %d bytes, cmp-identical" % (sys.argv[6], q, n, j["bytes"]))
 print("  one process, --threads 2:          %7.2f s wall, %7.2f s quantizing, %.3f s per matrix" % (t1, i1, i1 / max(q, 1)))
 print("  mpirun -np 2 --bind-to none, 1 each: %5.2f s wall, %7.2f s quantizing, %.3f s per matrix" % (t2, i2, i2 / max(q, 1)))
+print("  load average at the end: %s (other jobs on the host distort both)" % open("/proc/loadavg").read().split()[0])
 print("  ratio one/MPI: %.3f wall, %.3f quantizing (target >= 0.9)" % (t1 / t2, i1 / i2))
 PY
