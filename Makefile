@@ -5,6 +5,7 @@
 #   make fuzz       libFuzzer targets, FUZZ_SECONDS each (clang)
 #   make bench      benchmarks that print measured ratios
 #   make bench-memory  peak RSS of every command on a 28.6 GB checkpoint (BENCH_MODEL=/work/big/q15)
+#   make bench-mpi  spectral, calibrate and GPTQ over 2 MPI ranks against one process
 CC       ?= cc
 BUILD    ?= build/rel
 BIN      ?= bin
@@ -38,7 +39,7 @@ FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
 LIB      := $(BUILD)/libmoeq.a
 MOEQ     := $(BIN)/moeq
 
-.PHONY: all build lib tests test test-rel test-asan demo fuzz fuzz-replay bench bench-memory results clean deps deps-test
+.PHONY: all build lib tests test test-rel test-asan demo fuzz fuzz-replay bench bench-memory bench-mpi results clean deps deps-test
 # Dependencies are checked (and installed when root) before a second make reads the compiler
 # flags from pkg-config: on a fresh machine they do not exist when this Makefile is parsed.
 all: deps
@@ -130,6 +131,11 @@ BENCH_MODEL ?= /work/big/q15
 bench-memory: all
 	@$(MAKE) --no-print-directory $(BUILD)/bench/make_qwen15_shaped
 	@bench/bench_memory.sh $(BENCH_MODEL)
+
+# GPTQ over 2 MPI ranks x 1 thread vs one process x 2 threads (cmp-identical output; ratio);
+# BENCH_MPI_ARGS="/work/big/q15-l4 CALIB.h5 --layers 1" for a real-shaped model
+bench-mpi: all
+	@bench/bench_mpi_quantize.sh $(BENCH_MPI_ARGS)
 
 # the headline accuracy table: docs/RESULTS.md and docs/results.svg (a few minutes)
 results: all

@@ -142,6 +142,43 @@ typedef struct moeq_gptq_stored {
 moeq_status moeq_gptq_piece(void *user, const char *name, const float *w, int64_t rows, int64_t cols,
                             const moeq_codec *codec, uint8_t *raw, moeq_error *err);
 void moeq_gptq_run_free(moeq_gptq_run *r);
+/* Appends a fallback record to r (the MPI and resume driver rebuilds rank 0's list in file order). */
+moeq_status moeq_gptq_add_fallback(moeq_gptq_run *r, const char *tensor, const char *kind, const char *reason,
+                                   moeq_error *err);
+
+/* ---- moeq quantize over MPI ranks and with checkpoints (quant/quant_dist.c) --------------- */
+
+struct moeq_resume_field;
+
+typedef struct moeq_quant_run {
+    moeq_gptq_run *gptq;           /* NULL: RTN (quantize callback of the options, or RTN) */
+    const char *resume_dir;        /* checkpoint directory (--resume), NULL for none */
+    /* the run's identity in the manifest, beside the model's (config, tensor table, a few bytes
+     * of every tensor) and the pieces' codecs the driver adds: option fields, and files hashed
+     * by content (calib, plan) */
+    const struct moeq_resume_field *fields;
+    size_t n_fields;
+    struct { const char *name, *path; } files[4];
+    size_t n_files;
+    /* filled on return */
+    int64_t units;                 /* checkpoint units: the layers, and one for other matrices */
+    int64_t units_resumed;         /* units with codes taken from the checkpoint */
+    int64_t units_written;         /* unit checkpoints this run wrote */
+    uint64_t bytes_sent;           /* MPI bytes this rank sent */
+} moeq_quant_run;
+
+/* Collective under mpirun (every rank calls it with the same arguments): moeq_quantize_rtn with
+ * the int pieces dealt to ranks (moeq_dist_owner over work items: a routed expert's pieces, or
+ * one other matrix) and rank 0 alone writing out_path, byte-identical to one process. With
+ * qr->resume_dir, rank 0 writes a checkpoint per finished layer and takes finished layers from it
+ * (a manifest of other inputs: MOEQ_ERR_FORMAT naming the field). Errors every rank sees (the
+ * pieces, the checkpoint directory, the output's temporary) are agreed; a rank failing mid-run
+ * returns its own error (the tool ends the job). One process without resume_dir: exactly
+ * moeq_quantize_rtn. o->quantize (GPTQ) is called with o->cb_user on the piece's owner; qr->gptq
+ * receives rank 0's fallbacks and counts in file order. MOEQ_TEST_STOP_AFTER_LAYER=N (test hook)
+ * makes the run fail after writing N unit checkpoints. */
+moeq_status moeq_quantize_run(const moeq_model *m, const moeq_quant_opts *o, moeq_quant_run *qr, const char *out_path,
+                              moeq_quant_result *res, moeq_error *err);
 
 /* ---- sequential GPTQ (quant/gptq_seq.c) -------------------------------------------------- */
 

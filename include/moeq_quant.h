@@ -28,6 +28,8 @@ moeq_status moeq_rule_set_compile(const moeq_tensor_rule *rules, int n, moeq_rul
 const moeq_tensor_rule *moeq_rule_set_match(moeq_rule_set *s, const char *name);
 void moeq_rule_set_free(moeq_rule_set *s);
 
+struct moeq_quant_piece;
+
 typedef struct moeq_quant_opts {
     moeq_codec codec;              /* the default for matrices in scope */
     moeq_quant_scope scope;
@@ -46,8 +48,36 @@ typedef struct moeq_quant_opts {
      * May be NULL. */
     moeq_status (*quantize)(void *cb_user, const char *name, const float *w, int64_t rows, int64_t cols,
                             const moeq_codec *codec, uint8_t *raw, moeq_error *err);
+    /* Supplies the raw bytes (raw_size) of int-codec piece k without reading its weights (a piece
+     * another MPI rank quantized, or one from a resume checkpoint): *given = 1 when it did, else
+     * the writer quantizes the piece itself. May be NULL. */
+    moeq_status (*provide)(void *cb_user, size_t k, const struct moeq_quant_piece *piece, uint8_t *raw,
+                           size_t raw_size, int *given, moeq_error *err);
+    /* Called once with the status of opening the output's temporary file; its return value is
+     * the status the writer goes on with (an MPI driver agrees it with the other ranks). May be
+     * NULL. */
+    moeq_status (*opened)(void *cb_user, moeq_status st, moeq_error *err);
     void *cb_user;
 } moeq_quant_opts;
+
+/* One piece of the output in file order: a checkpoint tensor, or one expert's matrix of a fused
+ * v5 tensor (FORMAT.md F-15), with the codec scope, rules and plan give it. */
+typedef struct moeq_quant_piece {
+    char name[600];          /* the packed name */
+    size_t tensor;           /* index in the checkpoint */
+    int64_t rows, cols, off; /* the matrix [rows, cols] at element offset off of the tensor */
+    int fused, matrix;       /* a piece of a fused tensor; a 2-D matrix (may take an int codec) */
+    moeq_codec codec;        /* INT, or RAW with the tensor's dtype */
+    int64_t unit;            /* the layer whose view names the tensor, or layers for the others */
+    int64_t item;            /* INT pieces: work item (one per routed expert of a layer, one per
+                              * other matrix), numbered in file order; -1 for RAW */
+} moeq_quant_piece;
+
+/* Every piece moeq_quantize_rtn writes, in its order (*out malloc'ed), and the number of work
+ * items. A codec that cannot apply (a float conversion, a shape the codec refuses) is
+ * MOEQ_ERR_UNSUPPORTED naming the piece. */
+moeq_status moeq_quant_pieces(const moeq_model *m, const moeq_quant_opts *o, moeq_quant_piece **out, size_t *n,
+                              int64_t *n_items, moeq_error *err);
 
 typedef struct moeq_quant_result {
     int64_t tensors, quantized;
@@ -68,6 +98,10 @@ moeq_status moeq_quant_piece_codec(const moeq_model *m, const moeq_quant_opts *o
 /* RTN over the model's matrices in scope; writes out_path atomically (temporary + rename). */
 moeq_status moeq_quantize_rtn(const moeq_model *m, const moeq_quant_opts *o, const char *out_path,
                               moeq_quant_result *res, moeq_error *err);
+/* The writer of moeq_quantize_rtn over an enumeration from moeq_quant_pieces (same m and o). */
+moeq_status moeq_quantize_pieces_write(const moeq_model *m, const moeq_quant_opts *o, const moeq_quant_piece *pcs,
+                                       size_t n, const char *out_path, moeq_quant_result *res,
+                                       moeq_error *err);
 
 /* Packs one row of integer codes q[0..cols) (cols a multiple of 32) into the block layout of
  * docs/FORMAT.md ("Int codec layout"): 4·bits bytes per 32 codes. */

@@ -100,8 +100,8 @@ void moeq_expert_index_free(moeq_expert_index *ix)
     free(ix);
 }
 
-static moeq_status add_fallback(moeq_gptq_run *r, const char *name, const char *kind, const char *reason,
-                                moeq_error *err)
+moeq_status moeq_gptq_add_fallback(moeq_gptq_run *r, const char *name, const char *kind, const char *reason,
+                                   moeq_error *err)
 {
     if (r->n_fallbacks == r->cap_fallbacks) {
         size_t nc = r->cap_fallbacks ? 2 * r->cap_fallbacks : 16;
@@ -159,7 +159,7 @@ moeq_status moeq_gptq_piece(void *user, const char *name, const float *w, int64_
     const int bits = codec->bits, group = codec->group, sym = codec->sym;
     int64_t i = moeq_expert_index_find(r->index, name);
     if (i < 0) {   /* attention, shared or dense matrices: no per-expert Hessian in the file */
-        moeq_status st = add_fallback(r, name, "rtn", "not a routed expert: no Hessian", err);
+        moeq_status st = moeq_gptq_add_fallback(r, name, "rtn", "not a routed expert: no Hessian", err);
         return st ? st : moeq_rtn_quantize(w, rows, cols, bits, group, sym, raw, err);
     }
     if (r->stored && r->stored[i].raw) {   /* quantized by the sequential pass */
@@ -183,7 +183,7 @@ moeq_status moeq_gptq_piece(void *user, const char *name, const float *w, int64_
                  flag == MOEQ_CALIB_DEAD ? "dead" : "undersampled", (long long)ntok,
                  (long long)(r->stats ? r->min_tokens : moeq_calib_file_min_tokens(r->calib)),
                  r->fallback == MOEQ_FALLBACK_RTN ? "" : ": the layer's mean Hessian");
-        if ((st = add_fallback(r, name, r->fallback == MOEQ_FALLBACK_RTN ? "rtn" : "layer-mean", why, err))) return st;
+        if ((st = moeq_gptq_add_fallback(r, name, r->fallback == MOEQ_FALLBACK_RTN ? "rtn" : "layer-mean", why, err))) return st;
         if (r->fallback == MOEQ_FALLBACK_RTN) return moeq_rtn_quantize(w, rows, cols, bits, group, sym, raw, err);
         hexp = -1;
     }
@@ -208,12 +208,12 @@ moeq_status moeq_gptq_piece(void *user, const char *name, const float *w, int64_
     }
     if (!r->hinv_ok) {
         snprintf(why, sizeof why, "Cholesky failed up to damping %g: RTN", r->hinv_info.damp);
-        if ((st = add_fallback(r, name, "rtn", why, err))) return st;
+        if ((st = moeq_gptq_add_fallback(r, name, "rtn", why, err))) return st;
         return moeq_rtn_quantize(w, rows, cols, bits, group, sym, raw, err);
     }
     if (r->hinv_info.retries) {
         snprintf(why, sizeof why, "Cholesky needed damping %g (%d retries)", r->hinv_info.damp, r->hinv_info.retries);
-        if ((st = add_fallback(r, name, "damping", why, err))) return st;
+        if ((st = moeq_gptq_add_fallback(r, name, "damping", why, err))) return st;
     }
     st = moeq_gptq_apply(r->hinv, w, rows, cols, bits, group, sym, r->opts.block, r->opts.threads, raw, NULL, err);
     r->gptq_matrices += st == MOEQ_OK;

@@ -158,8 +158,6 @@ static int in_scope(const moeq_model *m, const char *name, moeq_quant_scope scop
     return 0;
 }
 
-typedef struct piece_t { char name[600]; int64_t rows, cols, off; } piece_t;
-
 moeq_status moeq_quant_piece_codec(const moeq_model *m, const moeq_quant_opts *o, const char *tensor,
                                    const char *piece, moeq_codec *out, moeq_error *err)
 {
@@ -180,22 +178,196 @@ moeq_status moeq_quant_piece_codec(const moeq_model *m, const moeq_quant_opts *o
     return MOEQ_OK;
 }
 
-moeq_status moeq_quantize_rtn(const moeq_model *m, const moeq_quant_opts *o, const char *out_path,
-                              moeq_quant_result *res, moeq_error *err)
+/* ---- the pieces a quantize run writes, in file order ------------------------------------- */
+
+enum { TF_EXPERT = 1, TF_LINEAR = 2, TF_LAYER = 4 };
+typedef struct tmap { const char *name; int64_t layer, expert; int flags; } tmap;
+
+static int cmp_tmap(const void *a, const void *b)
+{
+    return strcmp(((const tmap *)a)->name, ((const tmap *)b)->name);
+}
+
+static moeq_status tmap_add(tmap **v, size_t *n, size_t *cap, const char *name, int64_t layer, int64_t expert,
+                            int flags, moeq_error *err)
+{
+    if (!name) return MOEQ_OK;
+    if (*n == *cap) {
+        size_t nc = *cap ? 2 * *cap : 256;
+        tmap *p = realloc(*v, nc * sizeof *p);
+        if (!p) return moeq_fail(err, MOEQ_ERR_NOMEM, "out of memory");
+        *v = p;
+        *cap = nc;
+    }
+    (*v)[(*n)++] = (tmap){ name, layer, expert, flags };
+    return MOEQ_OK;
+}
+
+/* Every tensor a layer view names, with its layer, its expert (per-expert tensors) and whether
+ * it is a routed expert or a linear matrix of --scope all: the same sets in_scope walks. Sorted
+ * by name; a name listed twice keeps the union of its flags. */
+static moeq_status tmap_build(const moeq_model *m, tmap **out, size_t *nout, moeq_error *err)
+{
+    const moeq_config *c = moeq_model_config(m);
+    tmap *v = NULL;
+    size_t n = 0, cap = 0;
+    moeq_status st = MOEQ_OK;
+    for (int64_t l = 0; l < c->layers && st == MOEQ_OK; l++) {
+        const moeq_layer_view *L = moeq_model_layer(m, l);
+        if (L->is_moe)
+            for (int64_t e = 0; e < c->n_experts && st == MOEQ_OK; e++)
+                for (int p = 0; p < 3 && st == MOEQ_OK; p++) {
+                    moeq_mat x;
+                    if (moeq_model_expert(m, l, e, (moeq_proj)p, &x, NULL) == MOEQ_OK && x.tensor)
+                        st = tmap_add(&v, &n, &cap, x.tensor, l, x.index < 0 ? e : -1, TF_EXPERT | TF_LAYER, err);
+                }
+        const moeq_mat *lin[] = { &L->q, &L->k, &L->v, &L->o, &L->dense_gate, &L->dense_up, &L->dense_down,
+                                  &L->shared_gate, &L->shared_up, &L->shared_down };
+        for (size_t i = 0; i < sizeof lin / sizeof lin[0] && st == MOEQ_OK; i++)
+            st = tmap_add(&v, &n, &cap, lin[i]->tensor, l, -1, TF_LINEAR | TF_LAYER, err);
+        const moeq_mat *other[] = { &L->router, &L->shared_expert_gate };
+        for (size_t i = 0; i < 2 && st == MOEQ_OK; i++)
+            st = tmap_add(&v, &n, &cap, other[i]->tensor, l, -1, TF_LAYER, err);
+    }
+    if (st) { free(v); return st; }
+    qsort(v, n, sizeof *v, cmp_tmap);
+    size_t k = 0;   /* merge duplicates (fused tensors are named once per expert) */
+    for (size_t i = 0; i < n; i++) {
+        if (k && !strcmp(v[k - 1].name, v[i].name)) {
+            v[k - 1].flags |= v[i].flags;
+            if (v[k - 1].expert != v[i].expert) v[k - 1].expert = -1;
+            continue;
+        }
+        v[k++] = v[i];
+    }
+    *out = v;
+    *nout = k;
+    return MOEQ_OK;
+}
+
+static const tmap *tmap_find(const tmap *v, size_t n, const char *name)
+{
+    tmap key = { name, 0, 0, 0 };
+    return n ? bsearch(&key, v, n, sizeof *v, cmp_tmap) : NULL;
+}
+
+moeq_status moeq_quant_pieces(const moeq_model *m, const moeq_quant_opts *o, moeq_quant_piece **out, size_t *nout,
+                              int64_t *n_items, moeq_error *err)
+{
+    *out = NULL;
+    *nout = 0;
+    if (n_items) *n_items = 0;
+    const moeq_checkpoint *ck = moeq_model_checkpoint(m);
+    if (!ck) return moeq_fail(err, MOEQ_ERR_UNSUPPORTED, "%s: quantize reads a Hugging Face directory, not a "
+                              ".moeq file", moeq_model_path(m));
+    const moeq_config *c = moeq_model_config(m);
+    moeq_rule_set *rs = NULL;
+    tmap *tm = NULL;
+    size_t ntm = 0, n = 0, cap = 0;
+    int64_t *item_of = NULL, items = 0;
+    moeq_quant_piece *v = NULL;
+    moeq_status st = moeq_rule_set_compile(o->rules, o->n_rules, &rs, err);
+    if (st == MOEQ_OK) st = tmap_build(m, &tm, &ntm, err);
+    size_t nie = (size_t)(c->layers > 0 ? c->layers : 1) * (size_t)(c->n_experts > 0 ? c->n_experts : 1);
+    if (st == MOEQ_OK && !(item_of = malloc(nie * sizeof *item_of))) st = moeq_fail(err, MOEQ_ERR_NOMEM, "out of memory");
+    if (st) goto done;
+    for (size_t i = 0; i < nie; i++) item_of[i] = -1;
+    int64_t I = c->moe_inter;
+    size_t nt = moeq_ckpt_count(ck);
+    for (size_t ti = 0; ti < nt && st == MOEQ_OK; ti++) {
+        const moeq_tensor *t = moeq_ckpt_tensor(ck, ti);
+        const tmap *tv = tmap_find(tm, ntm, t->name);
+        int is_expert = tv && (tv->flags & TF_EXPERT);
+        int want = is_expert || (o->scope == MOEQ_SCOPE_ALL && tv && (tv->flags & TF_LINEAR));
+        int fused = is_expert && t->ndim == 3;
+        int gate_up = fused && t->shape[1] == 2 * I;
+        int64_t np = fused ? t->shape[0] * (gate_up ? 2 : 1) : 1;
+        if (n + (size_t)np > cap) {
+            size_t nc = cap ? 2 * cap : 1024;
+            while (nc < n + (size_t)np) nc *= 2;
+            moeq_quant_piece *p = realloc(v, nc * sizeof *p);
+            if (!p) { st = moeq_fail(err, MOEQ_ERR_NOMEM, "out of memory"); break; }
+            v = p;
+            cap = nc;
+        }
+        int64_t per = fused ? t->shape[1] * t->shape[2] : 0;
+        for (int64_t k = 0; k < np && st == MOEQ_OK; k++) {
+            moeq_quant_piece *pc = &v[n++];
+            memset(pc, 0, sizeof *pc);
+            pc->tensor = ti;
+            pc->fused = fused;
+            pc->matrix = fused || t->ndim == 2;
+            pc->unit = tv && (tv->flags & TF_LAYER) ? tv->layer : c->layers;
+            pc->item = -1;
+            int64_t e = -1;
+            if (fused) {
+                e = gate_up ? k / 2 : k;
+                if (gate_up) {
+                    snprintf(pc->name, sizeof pc->name, "%s[%lld].%s", t->name, (long long)e, k % 2 ? "up" : "gate");
+                    pc->rows = I; pc->cols = t->shape[2]; pc->off = e * per + (k % 2 ? I * t->shape[2] : 0);
+                } else {
+                    snprintf(pc->name, sizeof pc->name, "%s[%lld]", t->name, (long long)e);
+                    pc->rows = t->shape[1]; pc->cols = t->shape[2]; pc->off = e * per;
+                }
+            } else {
+                snprintf(pc->name, sizeof pc->name, "%s", t->name);
+                pc->rows = t->shape[0];
+                pc->cols = t->ndim == 2 ? t->shape[1] : 0;
+                pc->off = 0;
+                if (is_expert) e = tv->expert;
+            }
+            /* scope, then the first matching rule, then the plan */
+            moeq_codec cd = { .type = MOEQ_CODEC_RAW, .dtype = t->dtype };
+            if (want && pc->matrix) cd = o->codec;
+            const moeq_tensor_rule *rule = pc->matrix ? moeq_rule_set_match(rs, pc->name) : NULL;
+            if (rule) cd = rule->codec;
+            if (pc->matrix && o->codec_for) o->codec_for(o->cb_user, pc->name, &cd);
+            if (cd.type == MOEQ_CODEC_RAW && cd.dtype == MOEQ_DT_UNKNOWN) cd.dtype = t->dtype;
+            pc->codec = cd;
+            if (cd.type == MOEQ_CODEC_RAW && cd.dtype != t->dtype) {
+                st = moeq_fail(err, MOEQ_ERR_UNSUPPORTED, "tensor '%s': converting %s to another float dtype "
+                               "is not supported; use keep or an int codec", pc->name, moeq_dtype_name(t->dtype));
+            } else if (cd.type == MOEQ_CODEC_INT) {
+                int g = cd.group ? cd.group : (int)pc->cols;
+                moeq_error e2;
+                if (moeq_qmat_check(cd.bits, g, pc->rows, pc->cols, &e2))
+                    st = moeq_fail(err, MOEQ_ERR_UNSUPPORTED, "tensor '%s' [%lld, %lld]: %s", pc->name,
+                                   (long long)pc->rows, (long long)pc->cols, e2.detail);
+                /* a routed expert's pieces are one work item (gate and up share a factorization) */
+                if (is_expert && e >= 0 && e < c->n_experts && pc->unit < c->layers) {
+                    int64_t *slot = &item_of[pc->unit * c->n_experts + e];
+                    if (*slot < 0) *slot = items++;
+                    pc->item = *slot;
+                } else pc->item = items++;
+            }
+        }
+    }
+done:
+    free(item_of);
+    free(tm);
+    moeq_rule_set_free(rs);
+    if (st) { free(v); return st; }
+    *out = v;
+    *nout = n;
+    if (n_items) *n_items = items;
+    return MOEQ_OK;
+}
+
+moeq_status moeq_quantize_pieces_write(const moeq_model *m, const moeq_quant_opts *o, const moeq_quant_piece *pcs,
+                                       size_t npcs, const char *out_path, moeq_quant_result *res, moeq_error *err)
 {
     memset(res, 0, sizeof *res);
     const moeq_checkpoint *ck = moeq_model_checkpoint(m);
     if (!ck) return moeq_fail(err, MOEQ_ERR_UNSUPPORTED, "%s: quantize reads a Hugging Face directory, not a "
                               ".moeq file", moeq_model_path(m));
-    const moeq_config *c = moeq_model_config(m);
     moeq_status st = MOEQ_OK;
-    moeq_rule_set *rs = NULL;
     moeq_pack_writer *w = NULL;
     float *wf = NULL;
     uint8_t *raw = NULL;
     size_t wf_cap = 0, raw_cap = 0;
-    if ((st = moeq_rule_set_compile(o->rules, o->n_rules, &rs, err))) goto done;
-    if ((st = moeq_pack_writer_open(out_path, o->zstd_level, &w, err))) goto done;
+    st = moeq_pack_writer_open(out_path, o->zstd_level, &w, err);
+    if (o->opened) st = o->opened(o->cb_user, st, err);
+    if (st) goto done;
     /* embedded files (F-10) */
     static const char *const files[] = { "config.json", "tokenizer.json", "tokenizer_config.json",
                                          "generation_config.json", "special_tokens_map.json" };
@@ -228,108 +400,65 @@ moeq_status moeq_quantize_rtn(const moeq_model *m, const moeq_quant_opts *o, con
         const moeq_tensor *t = moeq_ckpt_tensor(ck, i);
         if ((st = moeq_pack_write_source(w, t->name, t->dtype, t->ndim, t->shape, err))) goto done;
     }
-    int64_t I = c->moe_inter;
-    for (size_t i = 0; i < n; i++) {
-        const moeq_tensor *t = moeq_ckpt_tensor(ck, i);
-        int is_expert = 0, want = in_scope(m, t->name, o->scope, &is_expert);
-        /* the pieces of this tensor: one, or per expert for fused v5 tensors */
-        piece_t pcs_one;
-        piece_t *pcs = &pcs_one;
-        int64_t np = 1;
-        int fused = is_expert && t->ndim == 3;
-        if (fused) {
-            int gate_up = t->shape[1] == 2 * I;
-            np = t->shape[0] * (gate_up ? 2 : 1);
-            pcs = calloc((size_t)np, sizeof *pcs);
-            if (!pcs) { st = moeq_fail(err, MOEQ_ERR_NOMEM, "out of memory"); goto done; }
-            int64_t per = t->shape[1] * t->shape[2];
-            for (int64_t e = 0, k = 0; e < t->shape[0]; e++) {
-                if (gate_up) {
-                    snprintf(pcs[k].name, sizeof pcs[k].name, "%s[%lld].gate", t->name, (long long)e);
-                    pcs[k].rows = I; pcs[k].cols = t->shape[2]; pcs[k].off = e * per; k++;
-                    snprintf(pcs[k].name, sizeof pcs[k].name, "%s[%lld].up", t->name, (long long)e);
-                    pcs[k].rows = I; pcs[k].cols = t->shape[2]; pcs[k].off = e * per + I * t->shape[2]; k++;
-                } else {
-                    snprintf(pcs[k].name, sizeof pcs[k].name, "%s[%lld]", t->name, (long long)e);
-                    pcs[k].rows = t->shape[1]; pcs[k].cols = t->shape[2]; pcs[k].off = e * per; k++;
-                }
-            }
+    for (size_t k = 0; k < npcs; k++) {
+        const moeq_quant_piece *pc = &pcs[k];
+        const moeq_tensor *t = moeq_ckpt_tensor(ck, pc->tensor);
+        const moeq_codec cd = pc->codec;
+        const int fused = pc->fused;
+        size_t es = moeq_dtype_size(t->dtype);
+        uint64_t before = fused ? (uint64_t)(pc->rows * pc->cols) * es : t->nbytes, stored = 0;
+        int64_t shape2[2] = { pc->rows, pc->cols };
+        double ent = -1;
+        if (cd.type == MOEQ_CODEC_RAW) {
+            const unsigned char *src = (const unsigned char *)t->data + (size_t)pc->off * es;
+            st = moeq_pack_write_tensor(w, pc->name, fused ? 2 : t->ndim, fused ? shape2 : t->shape, &cd,
+                                        t->name, pc->off, src, (size_t)before, &stored, err);
         } else {
-            snprintf(pcs_one.name, sizeof pcs_one.name, "%s", t->name);
-            pcs_one.rows = t->shape[0];
-            pcs_one.cols = t->ndim == 2 ? t->shape[1] : 0;
-            pcs_one.off = 0;
-        }
-        for (int64_t k = 0; k < np && st == MOEQ_OK; k++) {
-            piece_t *pc = &pcs[k];
-            moeq_codec cd = { .type = MOEQ_CODEC_RAW, .dtype = t->dtype };
-            int matrix = fused || t->ndim == 2;
-            if (want && matrix) cd = o->codec;
-            const moeq_tensor_rule *rule = matrix ? moeq_rule_set_match(rs, pc->name) : NULL;
-            if (rule) cd = rule->codec;
-            if (matrix && o->codec_for) o->codec_for(o->cb_user, pc->name, &cd);
-            if (cd.type == MOEQ_CODEC_RAW && cd.dtype == MOEQ_DT_UNKNOWN) cd.dtype = t->dtype;
-            size_t es = moeq_dtype_size(t->dtype);
-            uint64_t before = fused ? (uint64_t)(pc->rows * pc->cols) * es : t->nbytes, stored = 0;
-            int64_t shape2[2] = { pc->rows, pc->cols };
-            double ent = -1;
-            if (cd.type == MOEQ_CODEC_RAW && cd.dtype == t->dtype) {
-                const unsigned char *src = (const unsigned char *)t->data + (size_t)pc->off * es;
-                st = moeq_pack_write_tensor(w, pc->name, fused ? 2 : t->ndim, fused ? shape2 : t->shape, &cd,
-                                            t->name, pc->off, src, (size_t)before, &stored, err);
-            } else if (cd.type == MOEQ_CODEC_RAW) {
-                st = moeq_fail(err, MOEQ_ERR_UNSUPPORTED, "tensor '%s': converting %s to another float dtype "
-                               "is not supported; use keep or an int codec", pc->name, moeq_dtype_name(t->dtype));
-            } else {
-                int g = cd.group ? cd.group : (int)pc->cols;
-                moeq_error e2;
-                if (moeq_qmat_check(cd.bits, g, pc->rows, pc->cols, &e2)) {
-                    st = moeq_fail(err, MOEQ_ERR_UNSUPPORTED, "tensor '%s' [%lld, %lld]: %s", pc->name,
-                                   (long long)pc->rows, (long long)pc->cols, e2.detail);
-                    break;
-                }
-                size_t nel = (size_t)(pc->rows * pc->cols);
-                uint64_t rsz = moeq_qmat_bytes(cd.bits, g, cd.sym, pc->rows, pc->cols, NULL, NULL);
+            int g = cd.group ? cd.group : (int)pc->cols;
+            size_t nel = (size_t)(pc->rows * pc->cols);
+            uint64_t rsz = moeq_qmat_bytes(cd.bits, g, cd.sym, pc->rows, pc->cols, NULL, NULL);
+            if (rsz > raw_cap) { free(raw); raw = malloc((size_t)rsz); raw_cap = raw ? (size_t)rsz : 0; }
+            if (!raw) { st = moeq_fail(err, MOEQ_ERR_NOMEM, "out of memory for '%s'", pc->name); break; }
+            int given = 0;
+            if (o->provide && (st = o->provide(o->cb_user, k, pc, raw, (size_t)rsz, &given, err))) break;
+            if (!given) {
                 if (nel > wf_cap) { free(wf); wf = malloc(nel * sizeof *wf); wf_cap = wf ? nel : 0; }
-                if (rsz > raw_cap) { free(raw); raw = malloc((size_t)rsz); raw_cap = raw ? (size_t)rsz : 0; }
-                if (!wf || !raw) { st = moeq_fail(err, MOEQ_ERR_NOMEM, "out of memory for '%s'", pc->name); break; }
+                if (!wf) { st = moeq_fail(err, MOEQ_ERR_NOMEM, "out of memory for '%s'", pc->name); break; }
                 moeq_mat v = { .tensor = t->name, .index = -1, .dtype = t->dtype, .rows = pc->rows, .cols = pc->cols,
                                .data = (const unsigned char *)t->data + (size_t)pc->off * es };
                 moeq_mat_to_f32(&v, 0, pc->rows, wf);
                 st = o->quantize ? o->quantize(o->cb_user, pc->name, wf, pc->rows, pc->cols, &cd, raw, err)
                                  : moeq_rtn_quantize(wf, pc->rows, pc->cols, cd.bits, cd.group, cd.sym, raw, err);
                 if (st) break;
-                uint64_t so, zo;
-                moeq_qmat_bytes(cd.bits, g, cd.sym, pc->rows, pc->cols, &so, &zo);
-                moeq_qmat q = { .bits = cd.bits, .group = g, .sym = cd.sym, .rows = pc->rows, .cols = pc->cols,
-                                .codes = raw, .scales = (const uint16_t *)(void *)(raw + so),
-                                .zeros = cd.sym ? NULL : (const uint16_t *)(void *)(raw + zo) };
-                ent = code_entropy(&q);
-                st = moeq_pack_write_tensor(w, pc->name, 2, shape2, &cd, t->name, pc->off, raw, (size_t)rsz,
-                                            &stored, err);
-                double nw = (double)nel;
-                res->quant_weights += (int64_t)nel;
-                res->quantized++;
-                code_bits += nw * cd.bits;
-                total_bits += nw * cd.bits + (double)(pc->rows * ((pc->cols + g - 1) / g)) * (cd.sym ? 16 : 32);
-                ent_bits += nw * ent;
-                res->raw_bytes_out += rsz;
-                before = fused ? before : t->nbytes;
             }
-            if (st) break;
-            /* the piece is written: drop its mapped pages (docs/quantize.md, "Memory") */
-            moeq_pages_release((const unsigned char *)t->data + (size_t)pc->off * es, (size_t)before);
-            if (cd.type == MOEQ_CODEC_RAW) res->raw_bytes_out += before;
-            res->tensors++;
-            res->bytes_in += before;
-            res->bytes_out += stored;
-            if (o->progress)
-                o->progress(o->user, res->tensors, -1, pc->name, fused ? 2 : t->ndim, fused ? shape2 : t->shape, &cd,
-                            before, stored, ent);
+            uint64_t so, zo;
+            moeq_qmat_bytes(cd.bits, g, cd.sym, pc->rows, pc->cols, &so, &zo);
+            moeq_qmat q = { .bits = cd.bits, .group = g, .sym = cd.sym, .rows = pc->rows, .cols = pc->cols,
+                            .codes = raw, .scales = (const uint16_t *)(void *)(raw + so),
+                            .zeros = cd.sym ? NULL : (const uint16_t *)(void *)(raw + zo) };
+            ent = code_entropy(&q);
+            st = moeq_pack_write_tensor(w, pc->name, 2, shape2, &cd, t->name, pc->off, raw, (size_t)rsz,
+                                        &stored, err);
+            double nw = (double)nel;
+            res->quant_weights += (int64_t)nel;
+            res->quantized++;
+            code_bits += nw * cd.bits;
+            total_bits += nw * cd.bits + (double)(pc->rows * ((pc->cols + g - 1) / g)) * (cd.sym ? 16 : 32);
+            ent_bits += nw * ent;
+            res->raw_bytes_out += rsz;
         }
-        if (pcs != &pcs_one) free(pcs);
-        if (st) goto done;
+        if (st) break;
+        /* the piece is written: drop its mapped pages (docs/quantize.md, "Memory") */
+        moeq_pages_release((const unsigned char *)t->data + (size_t)pc->off * es, (size_t)before);
+        if (cd.type == MOEQ_CODEC_RAW) res->raw_bytes_out += before;
+        res->tensors++;
+        res->bytes_in += before;
+        res->bytes_out += stored;
+        if (o->progress)
+            o->progress(o->user, res->tensors, -1, pc->name, fused ? 2 : t->ndim, fused ? shape2 : t->shape, &cd,
+                        before, stored, ent);
     }
+    if (st) goto done;
     if (res->quant_weights > 0) {
         res->code_bits = code_bits / (double)res->quant_weights;
         res->total_bits = total_bits / (double)res->quant_weights;
@@ -347,8 +476,19 @@ moeq_status moeq_quantize_rtn(const moeq_model *m, const moeq_quant_opts *o, con
     }
 done:
     if (w) moeq_pack_writer_abort(w);
-    moeq_rule_set_free(rs);
     free(wf);
     free(raw);
+    return st;
+}
+
+moeq_status moeq_quantize_rtn(const moeq_model *m, const moeq_quant_opts *o, const char *out_path,
+                              moeq_quant_result *res, moeq_error *err)
+{
+    memset(res, 0, sizeof *res);
+    moeq_quant_piece *pcs = NULL;
+    size_t n = 0;
+    moeq_status st = moeq_quant_pieces(m, o, &pcs, &n, NULL, err);
+    if (st == MOEQ_OK) st = moeq_quantize_pieces_write(m, o, pcs, n, out_path, res, err);
+    free(pcs);
     return st;
 }

@@ -12,13 +12,15 @@
 #include "moeq_dist.h"
 #include "moeq_lresume.h"
 #include "moeq_plan.h"
+#include "moeq_dist.h"
+#include "moeq_resume.h"
 #include "moeq_tokenizer.h"
 
 static const char *QUANTIZE_HELP =
     "usage: moeq quantize MODEL (--bits B | --plan plan.json) [--method rtn|gptq] [--calib F.h5]\n"
     "                     [--group G] [--sym|--asym] [--scope experts|all] [--damp D] [--act-order]\n"
     "                     [--fallback rtn|layer-mean] [--block N] [--tensor-type REGEX=CODEC ...]\n"
-    "                     [--zstd LEVEL] -o OUT.moeq [--json] [-q] [--threads N]\n\n"
+    "                     [--zstd LEVEL] [--resume DIR] -o OUT.moeq [--json] [-q] [--threads N]\n\n"
     "Quantization of a Hugging Face MoE directory into a packed .moeq file (docs/FORMAT.md,\n"
     "docs/quantize.md):\n"
     "  --bits B          2, 3, 4 or 8 bits per code\n"
@@ -38,8 +40,7 @@ static const char *QUANTIZE_HELP =
     "  --tokens F / --text F  calibration tokens for --sequential (as moeq calibrate reads them)\n"
     "  --ctx N           --sequential window length (default 512); --max-tokens N: first N only\n"
     "  --min-tokens N    --sequential: experts with fewer tokens are undersampled (default 2*hidden)\n"
-    "  --resume DIR      --sequential: checkpoint after each layer into DIR; started again with the\n"
-    "                    same inputs, continues after the last finished layer (same file)\n"
+
     "  --group G         32, 64 (default), 128, or 0 = one group per row\n"
     "  --sym / --asym    symmetric codes, or scale + zero per group (default)\n"
     "  --scope S         experts: the routed experts only (default); all: every linear matrix\n"
@@ -47,7 +48,10 @@ static const char *QUANTIZE_HELP =
     "  --tensor-type R=C a codec for the matrices whose packed name matches the PCRE2 regex R,\n"
     "                    first match wins; C is keep, q4g64a, q3g128s, q8ca (per channel), ...\n"
     "  --zstd LEVEL      per-tensor zstd frames (1..22), decompressed when the file is opened\n"
+    "  --resume DIR      checkpoint each finished layer into DIR; started again with the same\n"
+    "                    inputs and options, skip the finished layers (same output bytes)\n"
     "  -o OUT.moeq       output, written to a temporary name and renamed\n"
+    "Under mpirun -np N the matrices are dealt to the ranks; rank 0 writes the same file.\n"
     "One line per tensor: name, shape, codec, MiB before -> after (stderr with --json).\n"
     "Fallbacks (GPTQ matrices quantized otherwise, with the reason) are listed on stderr.\n"
     "JSON: bytes, bits_per_weight, bits_per_weight_total, fallbacks, bytes_without_zstd,\n"
@@ -107,7 +111,7 @@ int cmd_quantize(int argc, char **argv)
     int64_t bits = 0, group = 64, zstd = 0, block = 128;
     double damp = 0.01;
     int sym = 0, scope = MOEQ_SCOPE_EXPERTS, act_order = 0, sequential = 0;
-    const char *tokens_path = NULL, *text_path = NULL, *seq_resume = NULL;
+    const char *tokens_path = NULL, *text_path = NULL, *resume = NULL;
     int64_t ctx = 512, max_tokens = 0, min_tokens = 0, n_ids = 0;
     int32_t *ids = NULL;
     moeq_gptq_seq_result sres = {0};
@@ -155,11 +159,10 @@ int cmd_quantize(int argc, char **argv)
                 tool_usage_error("quantize", "--fallback wants rtn or layer-mean");
                 goto out;
             }
+        } else if (!strcmp(a, "--resume")) {
+            if (!(resume = tool_value("quantize", argc, argv, &i))) goto out;
         } else if (!strcmp(a, "--act-order")) act_order = 1;
         else if (!strcmp(a, "--sequential")) sequential = 1;
-        else if (!strcmp(a, "--resume")) {
-            if (!(seq_resume = tool_value("quantize", argc, argv, &i))) goto out;
-        }
         else if (!strcmp(a, "--tokens")) {
             if (!(tokens_path = tool_value("quantize", argc, argv, &i))) goto out;
         } else if (!strcmp(a, "--text")) {
@@ -230,30 +233,33 @@ int cmd_quantize(int argc, char **argv)
     if (gptq && !sequential && !calib) { tool_usage_error("quantize", "--method gptq needs --calib F.h5 (or --sequential)"); goto out; }
     moeq_threads_init(tc.threads);
     moeq_error err = {0};
-    if (moeq_model_open(model, &m, &err)) { rc = tool_report("quantize", &err); goto out; }
-    if (calib && moeq_calib_file_open(calib, m, &cf, &err)) { rc = tool_report("quantize", &err); goto out; }
+    /* every rank opens the same inputs: a failure is agreed, so all exit with its code */
+    if (moeq_dist_agree(moeq_model_open(model, &m, &err), &err)) { rc = tool_report("quantize", &err); goto out; }
+    if (calib && moeq_dist_agree(moeq_calib_file_open(calib, m, &cf, &err), &err)) {
+        rc = tool_report("quantize", &err);
+        goto out;
+    }
     if ((tokens_path && moeq_tokens_load(tokens_path, moeq_model_config(m)->vocab, &ids, &n_ids, &err)) ||
         (text_path && moeq_model_tokenize_file(m, text_path, &ids, &n_ids, &err))) {
         rc = tool_report("quantize", &err);
         goto out;
     }
     if (gptq && cf && moeq_calib_file_diag(cf)) {
-        fprintf(stderr, "moeq quantize: %s: written with --diag (no Hessians): GPTQ needs full Hessians\n", calib);
+        if (moeq_dist_rank() == 0)
+            fprintf(stderr, "moeq quantize: %s: written with --diag (no Hessians): GPTQ needs full Hessians\n", calib);
         rc = 2;
         goto out;
     }
     if (plan_path) {
-        if (moeq_plan_read(plan_path, m, &plan, &err) || moeq_plan_index_build(&plan, &pix, &err)) {
-            rc = tool_report("quantize", &err);
-            goto out;
-        }
+        moeq_status pst = moeq_plan_read(plan_path, m, &plan, &err);
+        if (pst == MOEQ_OK) pst = moeq_plan_index_build(&plan, &pix, &err);
+        if (moeq_dist_agree(pst, &err)) { rc = tool_report("quantize", &err); goto out; }
     }
     if (gptq) {
         size_t nm;
-        if (moeq_expert_mats(m, &mats, &nm, &err) || moeq_expert_index_build(mats, nm, &eix, &err)) {
-            rc = tool_report("quantize", &err);
-            goto out;
-        }
+        moeq_status mst = moeq_expert_mats(m, &mats, &nm, &err);
+        if (mst == MOEQ_OK) mst = moeq_expert_index_build(mats, nm, &eix, &err);
+        if (moeq_dist_agree(mst, &err)) { rc = tool_report("quantize", &err); goto out; }
         run.m = m;
         run.calib = cf;
         run.opts = (moeq_gptq_opts){ .damp = damp, .act_order = act_order, .block = (int)block, .threads = 0 };
@@ -286,16 +292,48 @@ int cmd_quantize(int argc, char **argv)
     if (sequential) {
         /* MPI: windows and experts of each layer split over ranks; rank 0 writes the file */
         moeq_gptq_seq_opts so = { .ctx = ctx, .max_tokens = max_tokens, .min_tokens = min_tokens,
-                                  .threads = moeq_threads(), .user = tc.quiet ? NULL : &p, .resume_dir = seq_resume,
+                                  .threads = moeq_threads(), .user = tc.quiet ? NULL : &p, .resume_dir = resume,
                                   .progress = moeq_dist_rank() == 0 ? on_layer : NULL };
         st = moeq_gptq_sequential(&run, m, &o, ids, n_ids, &so, &sres, &err);
         if (so.user && isatty(2) && moeq_dist_rank() == 0) fputc('\n', stderr);
         if (st == MOEQ_OK && moeq_dist_rank() != 0) { rc = 0; goto out; }
     }
-    if (st == MOEQ_OK) st = moeq_quantize_rtn(m, &o, out, &res, &err);
-    if (st == MOEQ_OK && sequential && seq_resume) moeq_lresume_remove(seq_resume, moeq_model_config(m)->layers);
+    /* the identity of a --resume checkpoint: every option that changes the codes (not -o, --zstd,
+     * --threads, the rank count), and the input files by content */
+    moeq_resume_field rf[12];
+    size_t nrf = 0;
+    char fv[64], rules_txt[8192] = "";
+    for (int r = 0; r < n_rules; r++) {
+        char cs[32];
+        moeq_codec_format(&rules[r].codec, cs, sizeof cs);
+        size_t l = strlen(rules_txt);
+        snprintf(rules_txt + l, sizeof rules_txt - l, "%s%s=%s", r ? " " : "", rules[r].regex, cs);
+    }
+    moeq_resume_field_text(&rf[nrf++], "method", method);
+    snprintf(fv, sizeof fv, "%lld", (long long)bits);
+    moeq_resume_field_text(&rf[nrf++], "bits", plan_path ? "plan" : fv);
+    snprintf(fv, sizeof fv, "%lld", (long long)group);
+    moeq_resume_field_text(&rf[nrf++], "group", plan_path ? "plan" : fv);
+    moeq_resume_field_text(&rf[nrf++], "sym", plan_path ? "plan" : sym ? "sym" : "asym");
+    moeq_resume_field_text(&rf[nrf++], "scope", scope ? "all" : "experts");
+    moeq_resume_field_text(&rf[nrf++], "tensor_type", n_rules ? rules_txt : "none");
+    if (gptq) {
+        snprintf(fv, sizeof fv, "%.17g", damp);
+        moeq_resume_field_text(&rf[nrf++], "damp", fv);
+        snprintf(fv, sizeof fv, "%lld", (long long)block);
+        moeq_resume_field_text(&rf[nrf++], "block", fv);
+        moeq_resume_field_text(&rf[nrf++], "act_order", act_order ? "yes" : "no");
+        moeq_resume_field_text(&rf[nrf++], "fallback", fallback);
+    }
+    moeq_quant_run qr = { .gptq = gptq ? &run : NULL, .resume_dir = resume, .fields = rf, .n_fields = nrf };
+    if (calib) { qr.files[qr.n_files].name = "calib"; qr.files[qr.n_files++].path = calib; }
+    if (plan_path) { qr.files[qr.n_files].name = "plan"; qr.files[qr.n_files++].path = plan_path; }
+    if (st == MOEQ_OK) st = sequential ? moeq_quantize_rtn(m, &o, out, &res, &err)
+                                       : moeq_quantize_run(m, &o, &qr, out, &res, &err);
+    if (st == MOEQ_OK && sequential && resume) moeq_lresume_remove(resume, moeq_model_config(m)->layers);
     double secs = moeq_now() - t0;
     if (st) { rc = tool_report("quantize", &err); goto out; }
+    if (moeq_dist_rank() != 0) { rc = 0; goto out; }   /* rank 0 wrote the file and reports */
     FILE *h = tool_human(&tc);
     if (!tc.quiet) {
         FILE *s = h ? h : stderr;
@@ -310,6 +348,11 @@ int cmd_quantize(int argc, char **argv)
             fprintf(s, "sequential: %lld tokens in %lld windows of %lld, %lld layers in %.2f s\n",
                     (long long)sres.tokens, (long long)sres.windows, (long long)sres.ctx,
                     (long long)sres.layers_quantized, sres.seconds);
+        if (resume)
+            fprintf(s, "resume: %s: %lld layers from the checkpoint, %lld written now\n", resume,
+                    (long long)qr.units_resumed, (long long)qr.units_written);
+        if (moeq_dist_size() > 1)
+            fprintf(s, "MPI: %d ranks, rank 0 wrote the file\n", moeq_dist_size());
         if (gptq) {
             fprintf(s, "GPTQ: %lld matrices in %.2f s; %zu fallbacks\n", (long long)run.gptq_matrices,
                     run.seconds_gptq, run.n_fallbacks);
@@ -351,6 +394,11 @@ int cmd_quantize(int argc, char **argv)
         json_object_set_new(j, "quantized", json_integer(res.quantized));
         json_object_set_new(j, "quant_weights", json_integer(res.quant_weights));
         json_object_set_new(j, "seconds", json_real(secs));
+        json_object_set_new(j, "ranks", json_integer(moeq_dist_size()));
+        if (resume) {
+            json_object_set_new(j, "resume_layers_done", json_integer(qr.units_resumed));
+            json_object_set_new(j, "resume_layers_written", json_integer(qr.units_written));
+        }
         rc = tool_print_json(j);
     }
 out:
