@@ -4,6 +4,7 @@
 #   make demo       inspect + eval on the bundled tiny model
 #   make fuzz       libFuzzer targets, FUZZ_SECONDS each (clang)
 #   make bench      benchmarks that print measured ratios
+#   make bench-mpi  spectral over 2 MPI ranks vs one process (BENCH_MODEL=DIR)
 CC       ?= cc
 BUILD    ?= build/rel
 BIN      ?= bin
@@ -37,7 +38,7 @@ FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
 LIB      := $(BUILD)/libmoeq.a
 MOEQ     := $(BIN)/moeq
 
-.PHONY: all build lib tests test test-rel test-asan demo fuzz fuzz-replay bench results clean deps deps-test
+.PHONY: all build lib tests test test-rel test-asan demo fuzz fuzz-replay bench bench-mpi results clean deps deps-test
 # Dependencies are checked (and installed when root) before a second make reads the compiler
 # flags from pkg-config: on a fresh machine they do not exist when this Makefile is parsed.
 all: deps
@@ -122,6 +123,11 @@ fuzz:
 
 bench: all
 	@scripts/bench.sh
+
+# spectral farms split over 2 MPI ranks vs one process with 2 threads (docs/spectral.md);
+# BENCH_MODEL=DIR (default: the synthetic checkpoint), BENCH_REPS=N runs of each
+bench-mpi: all
+	@bench/bench_mpi.sh "$(BENCH_MODEL)" $(or $(BENCH_REPS),2)
 
 # the headline accuracy table: docs/RESULTS.md and docs/results.svg (a few minutes)
 results: all
