@@ -129,7 +129,7 @@ int cmd_plan(int argc, char **argv)
         else if (model) { tool_usage_error("plan", "one MODEL only"); goto out; }
         else model = a;
     }
-    if (tc.help) { fputs(PLAN_HELP, stdout); rc = 0; goto out; }
+    if (tc.help) { if (moeq_dist_rank() == 0) fputs(PLAN_HELP, stdout); rc = 0; goto out; }
     if (!model) { tool_usage_error("plan", "missing MODEL"); goto out; }
     if (o.budget < 0) { tool_usage_error("plan", "missing --budget B"); goto out; }
     if (!out && !tc.json) { tool_usage_error("plan", "missing -o plan.json (or --json)"); goto out; }

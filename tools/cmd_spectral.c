@@ -328,7 +328,7 @@ int cmd_spectral(int argc, char **argv)
         }
         if (bad) { free(names); return 1; }
     }
-    if (tc.help) { fputs(SPECTRAL_HELP, stdout); free(names); return 0; }
+    if (tc.help) { if (moeq_dist_rank() == 0) fputs(SPECTRAL_HELP, stdout); free(names); return 0; }
     if (!path) { free(names); return tool_usage_error("spectral", "missing MODEL"); }
     if (save_eigs && !out) { free(names); return tool_usage_error("spectral", "--save-eigs needs -o FILE.h5"); }
     if (n_names && !plot_dir) { free(names); return tool_usage_error("spectral", "--plot-matrix needs --plot DIR"); }
