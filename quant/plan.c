@@ -129,7 +129,6 @@ static moeq_status hessian_costs_dist(const moeq_expert_mat *mats, const int64_t
     hdr->fail = nf;
     hdr->status = MOEQ_OK;
     moeq_error mine = {0};
-    int64_t done = 0;
     for (int64_t f = rank; f < nf; f += size) {
         moeq_status st = f == fail_at ? moeq_fail(&mine, MOEQ_ERR_IO, "plan: '%s': injected failure (MOEQ_TEST_FAIL_PLAN)",
                                                   mats[fm[f]].name)
@@ -144,7 +143,6 @@ static moeq_status hessian_costs_dist(const moeq_expert_mat *mats, const int64_t
             hdr->detail[sizeof hdr->detail - 1] = 0;
             break;
         }
-        done++;
         if (rank == 0 && o->progress) {
             int64_t shown = (f + 1) + (size - 1) < nf ? (f + 1) + (size - 1) : nf;   /* the round's matrices */
             o->progress(o->user, shown, nf);
@@ -206,7 +204,6 @@ static moeq_status hessian_costs_dist(const moeq_expert_mat *mats, const int64_t
                 if (err) err->agreed = 1;
             }
         }
-        (void)done;
     } else if (hdr->status != MOEQ_OK) {
         st = (moeq_status)hdr->status;
         if (err) *err = mine;
