@@ -132,9 +132,12 @@ bench-memory: all
 	@$(MAKE) --no-print-directory $(BUILD)/bench/make_qwen15_shaped
 	@bench/bench_memory.sh $(BENCH_MODEL)
 
-# GPTQ over 2 MPI ranks x 1 thread vs one process x 2 threads (cmp-identical output; ratio);
-# BENCH_MPI_ARGS="/work/big/q15-l4 CALIB.h5 --layers 1" for a real-shaped model
+# 2 MPI ranks x 1 thread against one process x 2 threads, outputs compared with cmp, ratios
+# printed (docs/scale.md): spectral farms, calibrate, GPTQ. BENCH_MPI_MODEL=DIR (default: the
+# synthetic checkpoint), BENCH_REPS=N runs of each, BENCH_MPI_ARGS for the GPTQ bench
 bench-mpi: all
+	@bench/bench_mpi.sh "$(BENCH_MPI_MODEL)" $(or $(BENCH_REPS),2)
+	@bench/bench_mpi_calibrate.sh "$(BENCH_MPI_MODEL)"
 	@bench/bench_mpi_quantize.sh $(BENCH_MPI_ARGS)
 
 # the headline accuracy table: docs/RESULTS.md and docs/results.svg (a few minutes)

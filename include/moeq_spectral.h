@@ -150,6 +150,28 @@ moeq_status moeq_spec_run(const moeq_spec_item *items, size_t n, const moeq_spec
                           int threads, moeq_spec_result *results, moeq_spec_sink sink,
                           void *user, moeq_error *err);
 
+/* ---- over MPI ranks (spectral/spec_dist.c; docs/spectral.md "Under mpirun") ------------- */
+
+/* moeq_spec_run with the items dealt to the MPI ranks (item i to moeq_dist_owner(i)); every
+ * rank calls it with the same arguments. Each rank computes only its own items, `threads`
+ * threads each; rank 0 receives every result in item order, fills results[0..n) and alone
+ * calls sink, in item order. eigs reach rank 0's sink for another rank's item only with
+ * send_eigs (else NULL, 0). Other ranks fill results only for their own items. The output is
+ * bit-identical whatever the rank count (each matrix is computed by one thread of one rank).
+ * A failure on rank 0 is returned there. A failure on another rank is handed to rank 0, which
+ * returns it (detail "rank R (HOST): ..."); the failing rank then waits until the job is ended
+ * (the tool's tool_report ends it with MPI_Abort once rank 0 has cleaned up), so the caller
+ * must end the job on any failure. One rank: moeq_spec_run. */
+moeq_status moeq_spec_run_dist(const moeq_spec_item *items, size_t n, const moeq_spec_opts *o,
+                               int threads, int send_eigs, moeq_spec_result *results,
+                               moeq_spec_sink sink, void *user, moeq_error *err);
+/* Collective: the ESD of items[idx] (every rank passes the same idx). Its owner computes it;
+ * rank 0 gets its result and all its ascending eigenvalues (*eigs malloc'ed, *n_eigs; of them
+ * the last res->n_eigs are the kept ones); other ranks get *eigs NULL. Failures as above. */
+moeq_status moeq_spec_esd_dist(const moeq_spec_item *items, size_t n, size_t idx,
+                               const moeq_spec_opts *o, moeq_spec_result *res, double **eigs,
+                               int64_t *n_eigs, moeq_error *err);
+
 /* Alpha statistics of the routed-expert matrices of one projection (GATE/UP/DOWN) in one layer
  * (layer -1: all layers). flagged counts matrices with a BAD or bound flag. */
 typedef struct moeq_spec_summary {

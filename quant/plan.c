@@ -8,6 +8,7 @@
 #include "moeq_gptq.h"
 #include "moeq_calib.h"
 #include "moeq_core.h"
+#include "moeq_dist.h"
 #include "moeq_kernels.h"
 
 #include <math.h>
@@ -41,6 +42,177 @@ static int cmp_double(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
+/* Scratch of the hessian costs, one set per rank. */
+typedef struct hess_ws {
+    float *wf, *wq;
+    double *H, *Hm;
+    uint8_t *raw;
+    size_t raw_cap;
+} hess_ws;
+
+/* The hessian cost of one matrix under each candidate: tr((W − Q_b(W)) H (W − Q_b(W))ᵀ). */
+static moeq_status hessian_costs(const moeq_expert_mat *x, const moeq_plan_opts *o, moeq_calib_file *calib,
+                                 int64_t min_tokens, hess_ws *w, double *cs, moeq_error *err)
+{
+    int64_t rows = x->mat.rows, cols = x->mat.cols, ntok;
+    int flag, down = x->proj == MOEQ_PROJ_DOWN;
+    moeq_status st;
+    if ((st = moeq_calib_file_expert(calib, x->layer, x->expert, &ntok, &flag, err))) return st;
+    if ((st = moeq_calib_file_hessian(calib, x->layer, x->expert, down, w->H, cols, NULL, err))) return st;
+    if (flag != MOEQ_CALIB_OK) {
+        /* too few tokens to trust: shrink towards the layer's per-token mean Hessian as if
+         * the expert had min_tokens tokens (dead experts are not free on other text) */
+        int64_t rows_all;
+        if ((st = moeq_calib_file_hessian(calib, x->layer, -1, down, w->Hm, cols, &rows_all, err))) return st;
+        double beta = rows_all > 0 ? (double)(min_tokens - ntok) / (double)rows_all : 0;
+        for (int64_t t = 0; t < cols * cols; t++) w->H[t] += beta * w->Hm[t];
+    }
+    moeq_mat_to_f32(&x->mat, 0, rows, w->wf);
+    moeq_mat_release(&x->mat);   /* widened: the mapped pages are done with */
+    for (int j = 0; j < o->n_bits; j++) {
+        int g = o->group ? o->group : (int)cols;
+        moeq_error e2;
+        if (moeq_qmat_check(o->bits[j], g, rows, cols, &e2))
+            return moeq_fail(err, MOEQ_ERR_UNSUPPORTED, "plan: '%s' [%lld, %lld]: %s", x->name, (long long)rows,
+                             (long long)cols, e2.detail);
+        if (o->hessian_gptq) {
+            moeq_gptq_opts go = { .damp = o->damp, .threads = o->threads };
+            size_t need = (size_t)moeq_qmat_bytes(o->bits[j], g, o->sym, rows, cols, NULL, NULL);
+            if (need > w->raw_cap) {
+                free(w->raw);
+                w->raw_cap = 0;
+                if (!(w->raw = malloc(need))) return moeq_fail(err, MOEQ_ERR_NOMEM, "out of memory");
+                w->raw_cap = need;
+            }
+            if ((st = moeq_gptq_quantize(w->wf, rows, cols, w->H, o->bits[j], o->group, o->sym, &go, w->raw, w->wq, NULL, err)))
+                return st;
+        } else {
+            moeq_rtn_dequant_f32(w->wf, rows, cols, o->bits[j], o->group, o->sym, w->wq);
+        }
+        cs[j] = moeq_hessian_error(w->wf, w->wq, rows, cols, w->H);
+        if (!isfinite(cs[j]))
+            return moeq_fail(err, MOEQ_ERR_NUMERIC, "plan: '%s': non-finite Hessian error at %d bits", x->name, o->bits[j]);
+    }
+    return MOEQ_OK;
+}
+
+/* Test hook: MOEQ_TEST_FAIL_PLAN=RANK:ITEM makes that rank fail (an I/O error) at that
+ * matrix's hessian costs (ITEM counts the matrices that get costs, in plan order). */
+static int64_t test_fail_item(void)
+{
+    const char *s = getenv("MOEQ_TEST_FAIL_PLAN");
+    int r = -1;
+    long long i = -1;
+    if (!s || sscanf(s, "%d:%lld", &r, &i) != 2 || r != moeq_dist_rank()) return -1;
+    return i;
+}
+
+/* The hessian costs of the nf unpinned matrices (mats[fm[f]]) into cost[f * k ...], dealt to
+ * the MPI ranks (matrix f to moeq_dist_owner(f)). Each rank computes its own until its first
+ * failure; rank 0 gathers every rank's rows and its first failing matrix (message to rank 0,
+ * tag MOEQ_TAG_PLAN: a blob of {int64 first failed item or nf, int32 status, detail} and the
+ * rank's rows in item order), keeps the failure of the lowest matrix (the one a single process
+ * meets first) and broadcasts the outcome and then the whole table, so every rank returns
+ * the same: the same plan, or the same error, agreed. */
+typedef struct plan_gather_hdr {
+    int64_t fail;
+    int32_t status, pad;
+    char detail[MOEQ_ERROR_DETAIL_MAX];
+} plan_gather_hdr;
+
+static moeq_status hessian_costs_dist(const moeq_expert_mat *mats, const int64_t *fm, int64_t nf, const moeq_plan_opts *o,
+                                      moeq_calib_file *calib, hess_ws *w, double *cost, moeq_error *err)
+{
+    const int k = o->n_bits, rank = moeq_dist_rank(), size = moeq_dist_size();
+    const int64_t fail_at = test_fail_item(), min_tokens = moeq_calib_file_min_tokens(calib);
+    plan_gather_hdr *hdr = calloc(1, sizeof *hdr);
+    if (!hdr) return moeq_fail(err, MOEQ_ERR_NOMEM, "out of memory");
+    hdr->fail = nf;
+    hdr->status = MOEQ_OK;
+    moeq_error mine = {0};
+    for (int64_t f = rank; f < nf; f += size) {
+        moeq_status st = f == fail_at ? moeq_fail(&mine, MOEQ_ERR_IO, "plan: '%s': injected failure (MOEQ_TEST_FAIL_PLAN)",
+                                                  mats[fm[f]].name)
+                                      : hessian_costs(&mats[fm[f]], o, calib, min_tokens, w, &cost[f * k], &mine);
+        if (st != MOEQ_OK) {
+            hdr->fail = f;
+            hdr->status = (int32_t)st;
+            char d[MOEQ_ERROR_DETAIL_MAX + 512];
+            if (size > 1) snprintf(d, sizeof d, "rank %d (%s): %s", rank, moeq_dist_host(), mine.detail);
+            else snprintf(d, sizeof d, "%s", mine.detail);
+            memcpy(hdr->detail, d, sizeof hdr->detail);
+            hdr->detail[sizeof hdr->detail - 1] = 0;
+            break;
+        }
+        if (rank == 0 && o->progress) {
+            int64_t shown = (f + 1) + (size - 1) < nf ? (f + 1) + (size - 1) : nf;   /* the round's matrices */
+            o->progress(o->user, shown, nf);
+        }
+    }
+    moeq_status st = MOEQ_OK;
+    if (size > 1) {
+        size_t own = 0;
+        double *rows = NULL;
+        if (rank != 0) {
+            for (int64_t f = rank; f < nf; f += size) own++;
+            size_t bytes = sizeof *hdr + own * (size_t)k * sizeof *rows;
+            char *blob = malloc(bytes);
+            if (!blob) st = moeq_fail(err, MOEQ_ERR_NOMEM, "out of memory");
+            else {
+                memcpy(blob, hdr, sizeof *hdr);
+                size_t j = 0;
+                for (int64_t f = rank; f < nf; f += size, j++)
+                    memcpy(blob + sizeof *hdr + j * (size_t)k * sizeof *rows, &cost[f * k], (size_t)k * sizeof *rows);
+                st = moeq_dist_send_blob(blob, bytes, 0, MOEQ_TAG_PLAN, err);
+                free(blob);
+            }
+        } else {
+            for (int q = 1; q < size && st == MOEQ_OK; q++) {
+                void *b = NULL;
+                size_t bytes = 0;
+                own = 0;
+                for (int64_t f = q; f < nf; f += size) own++;
+                if ((st = moeq_dist_recv_blob(&b, &bytes, q, MOEQ_TAG_PLAN, err)) != MOEQ_OK) break;
+                if (bytes != sizeof *hdr + own * (size_t)k * sizeof *rows) {
+                    free(b);
+                    st = moeq_fail(err, MOEQ_ERR_IO, "plan: %zu bytes of costs from rank %d, expected %zu", bytes, q,
+                                   sizeof *hdr + own * (size_t)k * sizeof *rows);
+                    break;
+                }
+                plan_gather_hdr h;
+                memcpy(&h, b, sizeof h);
+                size_t j = 0;
+                for (int64_t f = q; f < nf && f < h.fail; f += size, j++)
+                    memcpy(&cost[f * k], (char *)b + sizeof *hdr + j * (size_t)k * sizeof *rows, (size_t)k * sizeof *rows);
+                if (h.status != MOEQ_OK && h.fail < hdr->fail) memcpy(hdr, &h, sizeof h);
+                free(b);
+            }
+        }
+        /* rank 0's outcome (its own communication failure included) and then the table */
+        if (rank == 0 && st != MOEQ_OK && hdr->status == MOEQ_OK) {
+            hdr->fail = -1;
+            hdr->status = (int32_t)st;
+            snprintf(hdr->detail, sizeof hdr->detail, "%s", err ? err->detail : "");
+        }
+        if (st == MOEQ_OK || rank == 0) {
+            moeq_error e2 = {0};
+            moeq_status sb = moeq_dist_bcast(hdr, sizeof *hdr, 0, &e2);
+            if (sb == MOEQ_OK && hdr->status == MOEQ_OK) sb = moeq_dist_bcast(cost, (size_t)nf * (size_t)k * sizeof *cost, 0, &e2);
+            if (sb != MOEQ_OK) { free(hdr); if (err) *err = e2; return sb; }
+            st = (moeq_status)hdr->status;
+            if (st != MOEQ_OK) {
+                moeq_fail(err, st, "%s", hdr->detail);
+                if (err) err->agreed = 1;
+            }
+        }
+    } else if (hdr->status != MOEQ_OK) {
+        st = (moeq_status)hdr->status;
+        if (err) *err = mine;
+    }
+    free(hdr);
+    return st;
+}
+
 moeq_status moeq_plan_make(const moeq_model *m, const moeq_plan_opts *o, moeq_plan *out, moeq_error *err)
 {
     memset(out, 0, sizeof *out);
@@ -52,12 +224,11 @@ moeq_status moeq_plan_make(const moeq_model *m, const moeq_plan_opts *o, moeq_pl
     moeq_status st = moeq_expert_mats(m, &mats, &n, err);
     if (st) return st;
     if (n == 0) { free(mats); return moeq_fail(err, MOEQ_ERR_UNSUPPORTED, "plan: the model has no routed experts"); }
-    double *cost = NULL, *alpha = NULL, *var = NULL, *H = NULL;
+    double *cost = NULL, *alpha = NULL, *var = NULL;
     int64_t *size = NULL;
     int *choice = NULL;
-    int64_t *freeix = NULL;
-    float *wf = NULL, *wq = NULL;
-    uint8_t *raw = NULL;
+    int64_t *freeix = NULL, *fmat = NULL;
+    hess_ws hw = {0};
     moeq_calib_file *calib = NULL;
     moeq_rule_set *rs = NULL;
     out->entries = calloc(n, sizeof *out->entries);
@@ -65,7 +236,8 @@ moeq_status moeq_plan_make(const moeq_model *m, const moeq_plan_opts *o, moeq_pl
     size = malloc(n * (size_t)k * sizeof *size);
     choice = calloc(n, sizeof *choice);
     freeix = malloc(n * sizeof *freeix);
-    if (!out->entries || !cost || !size || !choice || !freeix) { st = moeq_fail(err, MOEQ_ERR_NOMEM, "out of memory"); goto done; }
+    fmat = calloc(n, sizeof *fmat);
+    if (!out->entries || !cost || !size || !choice || !freeix || !fmat) { st = moeq_fail(err, MOEQ_ERR_NOMEM, "out of memory"); goto done; }
     if ((st = moeq_rule_set_compile(o->rules, o->n_rules, &rs, err))) goto done;
     double t0 = moeq_now();
     /* alphaq: sensitivities */
@@ -101,12 +273,12 @@ moeq_status moeq_plan_make(const moeq_model *m, const moeq_plan_opts *o, moeq_pl
         maxc = mats[i].mat.cols > maxc ? mats[i].mat.cols : maxc;
     }
     if (o->cost == MOEQ_COST_HESSIAN) {
-        wf = malloc((size_t)maxn * sizeof *wf);
-        wq = malloc((size_t)maxn * sizeof *wq);
-        H = malloc((size_t)(maxc * maxc) * sizeof *H);
-        if (!wf || !wq || !H) { st = moeq_fail(err, MOEQ_ERR_NOMEM, "out of memory"); goto done; }
+        hw.wf = malloc((size_t)maxn * sizeof *hw.wf);
+        hw.wq = malloc((size_t)maxn * sizeof *hw.wq);
+        hw.H = malloc((size_t)(maxc * maxc) * sizeof *hw.H);
+        hw.Hm = malloc((size_t)(maxc * maxc) * sizeof *hw.Hm);
+        if (!hw.wf || !hw.wq || !hw.H || !hw.Hm) { st = moeq_fail(err, MOEQ_ERR_NOMEM, "out of memory"); goto done; }
     }
-    int64_t min_tokens = calib ? moeq_calib_file_min_tokens(calib) : 0;
     int64_t nfree = 0, cap_weights = 0, pinned_size = 0;
     for (size_t i = 0; i < n; i++) {
         const moeq_expert_mat *x = &mats[i];
@@ -149,28 +321,6 @@ moeq_status moeq_plan_make(const moeq_model *m, const moeq_plan_opts *o, moeq_pl
             if (!isfinite(v)) v = 0;
             e->sens = s;
         }
-        int have_h = 0;
-        if (o->cost == MOEQ_COST_HESSIAN) {
-            int64_t ntok;
-            int flag;
-            int down = x->proj == MOEQ_PROJ_DOWN;
-            if ((st = moeq_calib_file_expert(calib, x->layer, x->expert, &ntok, &flag, err))) goto done;
-            if ((st = moeq_calib_file_hessian(calib, x->layer, x->expert, down, H, cols, NULL, err))) goto done;
-            if (flag != MOEQ_CALIB_OK) {
-                /* too few tokens to trust: shrink towards the layer's per-token mean Hessian as if
-                 * the expert had min_tokens tokens (dead experts are not free on other text) */
-                double *Hm = malloc((size_t)(cols * cols) * sizeof *Hm);
-                int64_t rows_all;
-                if (!Hm) { st = moeq_fail(err, MOEQ_ERR_NOMEM, "out of memory"); goto done; }
-                if ((st = moeq_calib_file_hessian(calib, x->layer, -1, down, Hm, cols, &rows_all, err))) { free(Hm); goto done; }
-                double beta = rows_all > 0 ? (double)(min_tokens - ntok) / (double)rows_all : 0;
-                for (int64_t t = 0; t < cols * cols; t++) H[t] += beta * Hm[t];
-                free(Hm);
-            }
-            moeq_mat_to_f32(&x->mat, 0, rows, wf);
-            moeq_mat_release(&x->mat);   /* widened: the mapped pages are done with */
-            have_h = 1;
-        }
         for (int j = 0; j < k; j++) {
             moeq_codec c = { .type = MOEQ_CODEC_INT, .bits = o->bits[j], .group = o->group, .sym = o->sym };
             int64_t b = codec_bits(&c, rows, cols, o->budget_total);
@@ -179,35 +329,14 @@ moeq_status moeq_plan_make(const moeq_model *m, const moeq_plan_opts *o, moeq_pl
             double q = pow(4.0, -(double)o->bits[j]);
             if (o->cost == MOEQ_COST_UNIFORM) cs[j] = (double)nw * q;
             else if (o->cost == MOEQ_COST_ALPHAQ) cs[j] = (double)nw * s * v * q;
-            else if (have_h) {
-                int g = o->group ? o->group : (int)cols;
-                moeq_error e2;
-                if (moeq_qmat_check(o->bits[j], g, rows, cols, &e2)) {
-                    st = moeq_fail(err, MOEQ_ERR_UNSUPPORTED, "plan: '%s' [%lld, %lld]: %s", x->name, (long long)rows,
-                                   (long long)cols, e2.detail);
-                    goto done;
-                }
-                if (o->hessian_gptq) {
-                    moeq_gptq_opts go = { .damp = o->damp, .threads = o->threads };
-                    free(raw);
-                    raw = malloc((size_t)moeq_qmat_bytes(o->bits[j], g, o->sym, rows, cols, NULL, NULL));
-                    if (!raw) { st = moeq_fail(err, MOEQ_ERR_NOMEM, "out of memory"); goto done; }
-                    if ((st = moeq_gptq_quantize(wf, rows, cols, H, o->bits[j], o->group, o->sym, &go, raw, wq, NULL, err)))
-                        goto done;
-                } else {
-                    moeq_rtn_dequant_f32(wf, rows, cols, o->bits[j], o->group, o->sym, wq);
-                }
-                cs[j] = moeq_hessian_error(wf, wq, rows, cols, H);
-                if (!isfinite(cs[j])) {
-                    st = moeq_fail(err, MOEQ_ERR_NUMERIC, "plan: '%s': non-finite Hessian error at %d bits", x->name, o->bits[j]);
-                    goto done;
-                }
-            }
+            else cs[j] = NAN;   /* hessian: measured below */
         }
+        fmat[nfree] = (int64_t)i;
         freeix[nfree++] = (int64_t)out->n;
         out->n++;
-        if (o->progress) o->progress(o->user, (int64_t)i + 1, (int64_t)n);
     }
+    /* hessian: the measured costs, the expensive part, dealt to the MPI ranks */
+    if (o->cost == MOEQ_COST_HESSIAN && (st = hessian_costs_dist(mats, fmat, nfree, o, calib, &hw, cost, err))) goto done;
     out->seconds_costs = moeq_now() - t0;
     if (cap_weights == 0) { st = moeq_fail(err, MOEQ_ERR_RANGE, "plan: every matrix is pinned to keep"); goto done; }
     /* capacity: budget × weights, in the sizes' units */
@@ -254,7 +383,7 @@ done:
     if (st) moeq_plan_free(out);
     moeq_rule_set_free(rs);
     moeq_calib_file_close(calib);
-    free(mats); free(cost); free(size); free(choice); free(freeix); free(alpha); free(var); free(H);
-    free(wf); free(wq); free(raw);
+    free(mats); free(cost); free(size); free(choice); free(freeix); free(fmat); free(alpha); free(var);
+    free(hw.wf); free(hw.wq); free(hw.H); free(hw.Hm); free(hw.raw);
     return st;
 }

@@ -5,6 +5,7 @@
 #include <unistd.h>
 #include "common.h"
 #include "moeq_core.h"
+#include "moeq_dist.h"
 #include "moeq_model.h"
 #include "moeq_plan.h"
 
@@ -109,7 +110,7 @@ int cmd_plan(int argc, char **argv)
         } else if (!strcmp(a, "--scope")) {
             if (!(v = tool_value("plan", argc, argv, &i))) goto out;
             if (strcmp(v, "experts")) {
-                fprintf(stderr, "moeq plan: --scope %s is not supported (routed experts only)\n", v);
+                if (moeq_dist_rank() == 0) fprintf(stderr, "moeq plan: --scope %s is not supported (routed experts only)\n", v);
                 rc = 2;
                 goto out;
             }
@@ -128,7 +129,7 @@ int cmd_plan(int argc, char **argv)
         else if (model) { tool_usage_error("plan", "one MODEL only"); goto out; }
         else model = a;
     }
-    if (tc.help) { fputs(PLAN_HELP, stdout); rc = 0; goto out; }
+    if (tc.help) { if (moeq_dist_rank() == 0) fputs(PLAN_HELP, stdout); rc = 0; goto out; }
     if (!model) { tool_usage_error("plan", "missing MODEL"); goto out; }
     if (o.budget < 0) { tool_usage_error("plan", "missing --budget B"); goto out; }
     if (!out && !tc.json) { tool_usage_error("plan", "missing -o plan.json (or --json)"); goto out; }
@@ -141,13 +142,23 @@ int cmd_plan(int argc, char **argv)
     o.n_rules = n_rules;
     o.threads = moeq_threads();
     o.progress = on_progress;
-    o.user = tc.quiet || o.cost != MOEQ_COST_HESSIAN || !isatty(2) ? NULL : stderr;   /* progress on a terminal only */
+    const int rank0 = moeq_dist_rank() == 0;   /* under mpirun only rank 0 prints and writes */
+    o.user = tc.quiet || o.cost != MOEQ_COST_HESSIAN || !isatty(2) || !rank0 ? NULL : stderr;   /* progress on a terminal only */
     moeq_error err = {0};
-    if (moeq_model_open(model, &m, &err)) { rc = tool_report("plan", &err); goto out; }
-    if (moeq_plan_make(m, &o, &p, &err)) { rc = tool_report("plan", &err); goto out; }
-    text = moeq_plan_json(&p, &o, m);
-    if (!text) { fprintf(stderr, "moeq plan: out of memory\n"); rc = 4; goto out; }
-    if (out && moeq_write_atomic(out, text, strlen(text), &err)) { rc = tool_report("plan", &err); goto out; }
+    /* every rank opens the model and makes the same plan (the hessian costs dealt to the ranks
+     * and gathered, docs/plan.md); errors are agreed so every rank returns the same exit code */
+    moeq_status st = moeq_model_open(model, &m, &err);
+    if ((st = moeq_dist_agree(st, &err)) != MOEQ_OK) { rc = tool_report("plan", &err); goto out; }
+    st = moeq_plan_make(m, &o, &p, &err);
+    if (st != MOEQ_OK && !moeq_dist_error_agreed(&err)) st = moeq_dist_agree(st, &err);
+    if (st != MOEQ_OK) { rc = tool_report("plan", &err); goto out; }
+    if (rank0) {
+        text = moeq_plan_json(&p, &o, m);
+        if (!text) st = moeq_fail(&err, MOEQ_ERR_NOMEM, "out of memory for plan.json");
+        else if (out) st = moeq_write_atomic(out, text, strlen(text), &err);
+    }
+    if ((st = moeq_dist_agree(st, &err)) != MOEQ_OK) { rc = tool_report("plan", &err); goto out; }
+    if (!rank0) { rc = 0; goto out; }
     if (!tc.quiet) {
         FILE *s = stderr;
         const moeq_config *c = moeq_model_config(m);

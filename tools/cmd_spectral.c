@@ -8,6 +8,7 @@
 #include <unistd.h>
 #include "common.h"
 #include "moeq_core.h"
+#include "moeq_dist.h"
 #include "moeq_spectral.h"
 
 #ifndef MOEQ_VERSION
@@ -119,16 +120,17 @@ static json_t *record(const moeq_spec_item *it, const moeq_spec_result *r, int r
     return o;
 }
 
-/* ESD figure of item i: its spectrum is recomputed (deterministic, so identical to the run). */
-static int plot_esd(const char *dir, const moeq_spec_item *it, const moeq_spec_opts *o, moeq_error *err)
+/* ESD figure of item i: its owner rank recomputes the spectrum (deterministic, so identical to
+ * the run) and sends it to rank 0, which writes the figure. Collective. */
+static int plot_esd(const char *dir, const moeq_spec_item *items, size_t n, size_t i, const moeq_spec_opts *o,
+                    moeq_error *err)
 {
-    moeq_spec_ws *ws = moeq_spec_ws_new();
-    int64_t cap = moeq_spec_max_eigs(it->mat.rows, it->mat.cols, o), n = 0;
-    double *e = malloc((size_t)cap * sizeof *e);
+    const moeq_spec_item *it = &items[i];
+    double *e = NULL;
+    int64_t ne = 0;
     moeq_spec_result r;
-    moeq_status st = !ws || !e ? moeq_fail(err, MOEQ_ERR_NOMEM, "plot")
-                               : moeq_spec_matrix(&it->mat, o, moeq_spec_key(it->mat.tensor, it->mat.index), ws, &r, e, &n, err);
-    if (st == MOEQ_OK) {
+    moeq_status st = moeq_spec_esd_dist(items, n, i, o, &r, &e, &ne, err);
+    if (st == MOEQ_OK && moeq_dist_rank() == 0) {
         char name[MOEQ_SPEC_NAME_MAX], path[4096], title[512];
         size_t k = 0;
         for (const char *p = it->tensor; *p && k + 1 < sizeof name; p++)
@@ -137,23 +139,28 @@ static int plot_esd(const char *dir, const moeq_spec_item *it, const moeq_spec_o
         snprintf(path, sizeof path, "%s/esd_%s.svg", dir, name);
         snprintf(title, sizeof title, "%s (%s, %lldx%lld)", it->tensor, moeq_spec_mode_name(o->mode),
                  (long long)r.rows, (long long)r.cols);
-        const double *kept = e + (n - r.n_eigs);
+        const double *kept = e + (ne - r.n_eigs);
         st = moeq_spec_svg_esd(path, title, kept, r.n_eigs, &r, err);
     }
     free(e);
-    moeq_spec_ws_free(ws);
     return st;
 }
 
+/* Collective. Rank 0 writes the heat maps (a failure there is agreed), chooses the ESD figures
+ * (the --plot-matrix items, else the extremes) and tells the other ranks; each figure's
+ * spectrum comes from its owner. */
 static int do_plots(const char *dir, const moeq_model *m, const moeq_spec_item *items, const moeq_spec_result *res,
-                    size_t n, const moeq_spec_opts *o, const char **names, int n_names, FILE *h, moeq_error *err)
+                    size_t n, const moeq_spec_opts *o, const size_t *named, int n_names, FILE *h, moeq_error *err)
 {
     const moeq_config *c = moeq_model_config(m);
-    if (mkdir(dir, 0777) != 0 && errno != EEXIST) return moeq_fail(err, MOEQ_ERR_IO, "%s: cannot create: %s", dir, strerror(errno));
+    const int rank0 = moeq_dist_rank() == 0;
+    moeq_status st = MOEQ_OK;
+    if (rank0 && mkdir(dir, 0777) != 0 && errno != EEXIST)
+        st = moeq_fail(err, MOEQ_ERR_IO, "%s: cannot create: %s", dir, strerror(errno));
     int64_t L = c->layers, E = c->n_experts;
-    double *v = malloc((size_t)(L * E) * sizeof *v);
-    if (!v) return moeq_fail(err, MOEQ_ERR_NOMEM, "plot");
-    for (int p = MOEQ_PROJ_GATE; p <= MOEQ_PROJ_DOWN; p++) {
+    double *v = NULL;
+    if (rank0 && st == MOEQ_OK && !(v = malloc((size_t)(L * E) * sizeof *v))) st = moeq_fail(err, MOEQ_ERR_NOMEM, "plot");
+    for (int p = MOEQ_PROJ_GATE; rank0 && st == MOEQ_OK && p <= MOEQ_PROJ_DOWN; p++) {
         for (int64_t i = 0; i < L * E; i++) v[i] = NAN;
         for (size_t i = 0; i < n; i++)
             if (items[i].expert >= 0 && items[i].proj == (moeq_proj)p) v[items[i].layer * E + items[i].expert] = res[i].alpha;
@@ -162,39 +169,48 @@ static int do_plots(const char *dir, const moeq_model *m, const moeq_spec_item *
         snprintf(title, sizeof title, "%s: %s_proj, %s alpha (%s mode)", c->model_type, moeq_proj_name((moeq_proj)p),
                  moeq_spec_estimator_name(o->estimator), moeq_spec_mode_name(o->mode));
         snprintf(label, sizeof label, "\xce\xb1 (%s)", moeq_spec_estimator_name(o->estimator));
-        moeq_status st = moeq_spec_svg_heatmap(path, title, label, v, L, E, c->layer_is_moe, err);
-        if (st != MOEQ_OK) { free(v); return st; }
-        if (h) fprintf(h, "plot       %s\n", path);
+        st = moeq_spec_svg_heatmap(path, title, label, v, L, E, c->layer_is_moe, err);
+        if (st == MOEQ_OK && h) fprintf(h, "plot       %s\n", path);
     }
     free(v);
-    if (n_names) {
-        for (int k = 0; k < n_names; k++) {
-            size_t i = 0;
-            while (i < n && strcmp(items[i].tensor, names[k])) i++;
-            if (i == n) return moeq_fail(err, MOEQ_ERR_NOT_FOUND, "--plot-matrix %s: no such matrix in scope", names[k]);
-            moeq_status st = plot_esd(dir, &items[i], o, err);
-            if (st != MOEQ_OK) return st;
-            if (h) fprintf(h, "plot       ESD of %s\n", items[i].tensor);
-        }
-        return MOEQ_OK;
-    }
-    /* the extremes: lowest and highest alpha per projection */
-    for (int p = MOEQ_PROJ_GATE; p <= MOEQ_PROJ_DOWN; p++) {
-        size_t lo = n, hi = n;
-        for (size_t i = 0; i < n; i++) {
-            if (items[i].expert < 0 || items[i].proj != (moeq_proj)p || !isfinite(res[i].alpha)) continue;
-            if (lo == n || res[i].alpha < res[lo].alpha) lo = i;
-            if (hi == n || res[i].alpha > res[hi].alpha) hi = i;
-        }
-        size_t pick[2] = {lo, hi};
-        for (int k = 0; k < 2; k++) {
-            if (pick[k] == n || (k == 1 && hi == lo)) continue;
-            moeq_status st = plot_esd(dir, &items[pick[k]], o, err);
-            if (st != MOEQ_OK) return st;
-            if (h) fprintf(h, "plot       ESD of %s (%s alpha %.3f)\n", items[pick[k]].tensor, k ? "highest" : "lowest", res[pick[k]].alpha);
+    if ((st = moeq_dist_agree(st, err)) != MOEQ_OK) return st;
+    /* the figures: the named matrices, else the lowest and highest alpha per projection */
+    uint64_t *pick = NULL;
+    int *kind = NULL;   /* rank 0: -1 named, 0 lowest, 1 highest */
+    size_t np = 0;
+    if (rank0) {
+        pick = malloc((size_t)(n_names + 6) * sizeof *pick);
+        kind = malloc((size_t)(n_names + 6) * sizeof *kind);
+        if (!pick || !kind) st = moeq_fail(err, MOEQ_ERR_NOMEM, "plot");
+        for (int k = 0; st == MOEQ_OK && k < n_names; k++) pick[np] = named[k], kind[np++] = -1;
+        for (int p = MOEQ_PROJ_GATE; st == MOEQ_OK && !n_names && p <= MOEQ_PROJ_DOWN; p++) {
+            size_t lo = n, hi = n;
+            for (size_t i = 0; i < n; i++) {
+                if (items[i].expert < 0 || items[i].proj != (moeq_proj)p || !isfinite(res[i].alpha)) continue;
+                if (lo == n || res[i].alpha < res[lo].alpha) lo = i;
+                if (hi == n || res[i].alpha > res[hi].alpha) hi = i;
+            }
+            if (lo != n) pick[np] = lo, kind[np++] = 0;
+            if (hi != n && hi != lo) pick[np] = hi, kind[np++] = 1;
         }
     }
-    return MOEQ_OK;
+    if ((st = moeq_dist_agree(st, err)) == MOEQ_OK) {
+        void *buf = pick;
+        size_t bytes = np * sizeof *pick;
+        st = moeq_dist_bcast_blob(&buf, &bytes, 0, err);
+        if (!rank0) pick = buf, np = bytes / sizeof *pick;
+    }
+    for (size_t k = 0; st == MOEQ_OK && k < np; k++) {
+        if (pick[k] >= n) { st = moeq_fail(err, MOEQ_ERR_MISUSE, "plot: item %llu of %zu", (unsigned long long)pick[k], n); break; }
+        st = plot_esd(dir, items, n, (size_t)pick[k], o, err);
+        if (st != MOEQ_OK || !h) continue;
+        if (kind[k] < 0) fprintf(h, "plot       ESD of %s\n", items[pick[k]].tensor);
+        else fprintf(h, "plot       ESD of %s (%s alpha %.3f)\n", items[pick[k]].tensor, kind[k] ? "highest" : "lowest",
+                     res[pick[k]].alpha);
+    }
+    free(pick);
+    free(kind);
+    return st;
 }
 
 static void summary(FILE *h, const moeq_model *m, const moeq_spec_item *items, const moeq_spec_result *res, size_t n,
@@ -312,11 +328,12 @@ int cmd_spectral(int argc, char **argv)
         }
         if (bad) { free(names); return 1; }
     }
-    if (tc.help) { fputs(SPECTRAL_HELP, stdout); free(names); return 0; }
+    if (tc.help) { if (moeq_dist_rank() == 0) fputs(SPECTRAL_HELP, stdout); free(names); return 0; }
     if (!path) { free(names); return tool_usage_error("spectral", "missing MODEL"); }
     if (save_eigs && !out) { free(names); return tool_usage_error("spectral", "--save-eigs needs -o FILE.h5"); }
     if (n_names && !plot_dir) { free(names); return tool_usage_error("spectral", "--plot-matrix needs --plot DIR"); }
-    tc.progress = !tc.quiet && isatty(2);
+    const int rank0 = moeq_dist_rank() == 0;   /* under mpirun only rank 0 prints and writes */
+    tc.progress = !tc.quiet && isatty(2) && rank0;
     moeq_threads_init(tc.threads);
 
     moeq_error err = {0};
@@ -324,39 +341,53 @@ int cmd_spectral(int argc, char **argv)
     moeq_spec_item *items = NULL;
     moeq_spec_result *res = NULL;
     moeq_spec_h5 *h5 = NULL;
-    size_t n = 0;
-    if (moeq_model_open(path, &m, &err) != MOEQ_OK || moeq_spec_list(m, scope, &items, &n, &err) != MOEQ_OK) {
-        rc = tool_report("spectral", &err);
-        goto done;
+    size_t n = 0, *named = calloc((size_t)n_names + 1, sizeof *named);
+    /* errors that depend only on the input are agreed: every rank returns the same exit code */
+    moeq_status st = named ? moeq_model_open(path, &m, &err) : moeq_fail(&err, MOEQ_ERR_NOMEM, "out of memory");
+    if (st == MOEQ_OK) st = moeq_spec_list(m, scope, &items, &n, &err);
+    for (int k = 0; st == MOEQ_OK && k < n_names; k++) {
+        size_t i = 0;
+        while (i < n && strcmp(items[i].tensor, names[k])) i++;
+        if (i == n) st = moeq_fail(&err, MOEQ_ERR_NOT_FOUND, "--plot-matrix %s: no such matrix in scope", names[k]);
+        named[k] = i;
     }
+    if (st == MOEQ_OK && !(res = calloc(n ? n : 1, sizeof *res))) st = moeq_fail(&err, MOEQ_ERR_NOMEM, "out of memory");
+    if ((st = moeq_dist_agree(st, &err)) != MOEQ_OK) { rc = tool_report("spectral", &err); goto done; }
     const moeq_config *c = moeq_model_config(m);
-    if (!(res = calloc(n ? n : 1, sizeof *res))) { rc = 4; goto done; }
-    if (out) {
+    if (out && rank0) {
         moeq_spec_h5_meta meta = {.model_path = path, .model_type = c->model_type, .scope = scope_s,
                                   .tool_version = MOEQ_VERSION, .layers = c->layers, .experts = c->n_experts,
                                   .layer_is_moe = c->layer_is_moe, .save_eigs = save_eigs};
-        if (moeq_spec_h5_create(out, &o, &meta, &h5, &err) != MOEQ_OK) { rc = tool_report("spectral", &err); goto done; }
+        st = moeq_spec_h5_create(out, &o, &meta, &h5, &err);
     }
+    if ((st = moeq_dist_agree(st, &err)) != MOEQ_OK) { rc = tool_report("spectral", &err); goto done; }
     sink_ctx sc = {.h5 = save_eigs ? h5 : NULL, .progress = tc.progress, .total = n};
     double t0 = moeq_now();
-    if (moeq_spec_run(items, n, &o, moeq_threads(), res, sink, &sc, &err) != MOEQ_OK) {
+    /* matrices dealt to the ranks; rank 0 gets every result in order (and the eigenvalues
+     * with --save-eigs). A failure here is one rank's: its temporary file goes first, then
+     * tool_report ends the job. */
+    if (moeq_spec_run_dist(items, n, &o, moeq_threads(), save_eigs, res, sink, &sc, &err) != MOEQ_OK) {
+        if (h5) moeq_spec_h5_abort(h5);
+        h5 = NULL;
         rc = tool_report("spectral", &err);
         goto done;
     }
     double secs = moeq_now() - t0;
+    st = MOEQ_OK;
     if (h5) {
         moeq_spec_h5 *hh = h5;
         h5 = NULL;
-        if (moeq_spec_h5_finish(hh, items, res, n, &err) != MOEQ_OK) { rc = tool_report("spectral", &err); goto done; }
+        st = moeq_spec_h5_finish(hh, items, res, n, &err);
     }
-    FILE *h = tc.quiet ? NULL : stderr;
+    if ((st = moeq_dist_agree(st, &err)) != MOEQ_OK) { rc = tool_report("spectral", &err); goto done; }
+    FILE *h = tc.quiet || !rank0 ? NULL : stderr;
     if (h) summary(h, m, items, res, n, &o, secs);
     if (h && out) fprintf(h, "wrote      %s\n", out);
-    if (plot_dir && do_plots(plot_dir, m, items, res, n, &o, names, n_names, h, &err) != MOEQ_OK) {
+    if (plot_dir && do_plots(plot_dir, m, items, res, n, &o, named, n_names, h, &err) != MOEQ_OK) {
         rc = tool_report("spectral", &err);
         goto done;
     }
-    if (tc.json) {
+    if (tc.json && rank0) {
         json_t *jo = json_object();
         json_object_set_new(jo, "mode", json_string(moeq_spec_mode_name(o.mode)));
         json_object_set_new(jo, "estimator", json_string(moeq_spec_estimator_name(o.estimator)));
@@ -380,6 +411,7 @@ done:
     free(res);
     free(items);
     free(names);
+    free(named);
     moeq_model_close(m);
     return rc;
 }

@@ -80,7 +80,7 @@ expect_exit "resume: other calib refused" 2 "'calib'" -- "$MOEQ" quantize $M --b
 expect_exit "resume: other model refused" 2 "'model'" -- "$MOEQ" quantize $FX/tiny-olmoe --bits 3 --resume "$TMPD/ck" -o "$TMPD/x.moeq"
 mkdir -p "$TMPD/notck" && : > "$TMPD/notck/file"
 expect_exit "resume: a directory of other files refused" 2 "no checkpoint manifest" -- "$MOEQ" quantize $G --resume "$TMPD/notck" -o "$TMPD/x.moeq"
-expect_exit "resume: --sequential not yet" 1 "not implemented" -- "$MOEQ" quantize $M --bits 3 --method gptq --sequential --tokens $T --resume "$TMPD/ck" -o "$TMPD/x.moeq"
+expect_exit "resume: a calibrated-GPTQ checkpoint refused by --sequential" 2 "resume" -- "$MOEQ" quantize $M --bits 3 --method gptq --sequential --tokens $T --resume "$TMPD/ck" -o "$TMPD/x.moeq"
 # a corrupt layer file is named
 cp -r "$TMPD/ck" "$TMPD/ckbad" && printf 'X' | dd of="$TMPD/ckbad/unit-00000001.bin" bs=1 seek=100 conv=notrunc 2> /dev/null
 expect_exit "resume: corrupt layer checkpoint" 2 "unit-00000001.bin: checksum" -- "$MOEQ" quantize $G --resume "$TMPD/ckbad" -o "$TMPD/x.moeq"
