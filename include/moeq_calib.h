@@ -49,6 +49,13 @@ typedef struct moeq_layerwise {
     moeq_status (*layer_saved)(void *user, int64_t layer, moeq_error *err);
 } moeq_layerwise;
 
+/* Resume helpers for drivers that keep one checkpoint unit per layer (include/moeq_resume.h)
+ * and write it before the driver saves the layer's stream: the layer to start at (finished
+ * units in a row whose stream exists), and the removal of the stream files. */
+struct moeq_resume;
+int64_t moeq_layerwise_resume_start(const struct moeq_resume *rs, const char *dir, int64_t layers);
+void moeq_layerwise_resume_clean(const char *dir, int64_t layers);
+
 /* Runs embed, then every layer on all windows, layer after layer. Holds windows*ctx*hidden
  * floats of residual stream (twice with keep_inputs) plus one runner workspace. */
 moeq_status moeq_layerwise_run(const moeq_model *m, const int32_t *tokens,

@@ -189,8 +189,8 @@ typedef struct moeq_gptq_seq_opts {
     int threads;          /* <= 0: all cores */
     /* checkpoint directory (--resume): each finished layer's codes and the residual stream are
      * saved there; started again with the same inputs the run continues after the last
-     * finished layer and gives the same codes. The caller removes it after the file is written
-     * (moeq_lresume_remove). NULL: none. */
+     * finished layer and gives the same codes. moeq_gptq_seq_done removes it once the caller
+     * has written the file. NULL: none. */
     const char *resume_dir;
     void *user;
     void (*progress)(void *user, int64_t layers_done, int64_t layers, double seconds);   /* may be NULL */
@@ -201,6 +201,7 @@ typedef struct moeq_gptq_seq_result {
     int64_t layers_quantized, gptq_pieces;
     int64_t resumed_layers;   /* layers read back from the --resume checkpoint */
     double seconds;
+    struct moeq_resume *resume;   /* the open checkpoint (rank 0 with resume_dir), for moeq_gptq_seq_done */
 } moeq_gptq_seq_result;
 
 /* Quantizes the model layer by layer on tokens[0..n) (windows of ctx): layer L's expert
@@ -214,5 +215,9 @@ typedef struct moeq_gptq_seq_result {
 moeq_status moeq_gptq_sequential(moeq_gptq_run *r, moeq_model *m, const moeq_quant_opts *qo,
                                  const int32_t *tokens, int64_t n, const moeq_gptq_seq_opts *so,
                                  moeq_gptq_seq_result *res, moeq_error *err);
+
+/* After the file is written (written = 1) the --resume checkpoint's files are removed;
+ * otherwise (a failure) it is kept for the next try. Either way it is closed. */
+void moeq_gptq_seq_done(moeq_gptq_seq_result *res, const char *resume_dir, int64_t layers, int written);
 
 #endif

@@ -44,6 +44,9 @@ typedef struct moeq_resume moeq_resume;
 moeq_status moeq_resume_open(const char *dir, const char *stage, const moeq_resume_field *fields, size_t n_fields,
                              int64_t n_units, moeq_resume **out, moeq_error *err);
 void moeq_resume_close(moeq_resume *r);
+/* Removes the manifest and the unit files, then dir when it is empty, and closes r (a stage
+ * that does not keep its checkpoint after success). */
+void moeq_resume_remove(moeq_resume *r);
 const char *moeq_resume_dir(const moeq_resume *r);
 int moeq_resume_done(const moeq_resume *r, int64_t unit);
 int64_t moeq_resume_n_done(const moeq_resume *r);

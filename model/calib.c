@@ -7,7 +7,7 @@
 #include "moeq_calib.h"
 #include "moeq_core.h"
 #include "moeq_dist.h"
-#include "moeq_lresume.h"
+#include "moeq_resume.h"
 
 #include <math.h>
 #include <omp.h>
@@ -96,6 +96,29 @@ static moeq_status stream_save(const moeq_layerwise *lw, int64_t layer, float *x
         unlink(old);
     }
     return st;
+}
+
+int64_t moeq_layerwise_resume_start(const moeq_resume *rs, const char *dir, int64_t layers)
+{
+    int64_t L = 0;
+    while (L < layers && moeq_resume_done(rs, L)) L++;
+    /* a layer's unit is written before its stream: without that stream, redo the layer */
+    char path[4096];
+    struct stat sb;
+    for (; L > 0; L--) {
+        stream_name(path, sizeof path, dir, L - 1);
+        if (stat(path, &sb) == 0) break;
+    }
+    return L;
+}
+
+void moeq_layerwise_resume_clean(const char *dir, int64_t layers)
+{
+    char path[4096];
+    for (int64_t l = -1; l < layers; l++) {
+        stream_name(path, sizeof path, dir, l);
+        unlink(path);
+    }
 }
 
 moeq_status moeq_layerwise_run(const moeq_model *m, const int32_t *tokens,
@@ -846,8 +869,7 @@ typedef struct calib_run {
     moeq_calib_result *res;
     int64_t layers, tokens;
     double t0;
-    moeq_lresume_input in[12];
-    size_t n_in;
+    moeq_resume *rs;          /* rank 0 with --resume */
 } calib_run;
 
 static const moeq_hooks *run_hooks(void *user, int64_t layer)
@@ -878,15 +900,6 @@ static moeq_status run_recv(void *user, int64_t layer, int64_t window, int src, 
     (void)layer;
     (void)window;
     return moeq_calib_collector_recv(((calib_run *)user)->col, src, err);
-}
-
-static moeq_status run_saved(void *user, int64_t layer, moeq_error *err)
-{
-    calib_run *cr = user;
-    moeq_status st = MOEQ_OK;
-    if (moeq_dist_rank() == 0)
-        st = moeq_lresume_commit(cr->o->resume_dir, "calibrate", cr->in, cr->n_in, layer + 1, err);
-    return moeq_dist_agree(st, err);
 }
 
 /* Coverage, the caller's callback and the HDF5 group of one finished layer (rank 0), whether
@@ -931,7 +944,7 @@ static moeq_status run_layer_done(void *user, int64_t layer, int *rerun, moeq_er
     if (st == MOEQ_OK && cr->o->resume_dir) {
         buf b = {0};
         st = layer_pack(&cr->col->L, &b, err);
-        if (st == MOEQ_OK) st = moeq_lresume_put(cr->o->resume_dir, layer, b.p, b.n, err);
+        if (st == MOEQ_OK) st = moeq_resume_write(cr->rs, layer, b.p, b.n, err);
         free(b.p);
     }
     if (st == MOEQ_OK && cr->o->progress) {
@@ -951,7 +964,7 @@ static moeq_status replay_layers(calib_run *cr, int64_t done, moeq_error *err)
         void *p = NULL;
         size_t n = 0;
         st = moeq_calib_collector_reset(cr->col, l, err);
-        if (st == MOEQ_OK) st = moeq_lresume_get(cr->o->resume_dir, l, &p, &n, err);
+        if (st == MOEQ_OK) st = moeq_resume_read(cr->rs, l, &p, &n, err);
         if (st == MOEQ_OK) st = layer_unpack(&cr->col->L, p, n, l, cr->o->resume_dir, err);
         if (st == MOEQ_OK) st = layer_finished(cr, &cr->col->L, l, err);
         free(p);
@@ -1055,19 +1068,30 @@ moeq_status moeq_calibrate(const moeq_model *m, const int32_t *tokens, int64_t n
     uint64_t tok_hash = XXH64(tokens, (size_t)res->tokens * sizeof(int32_t), 0);
     char hash_hex[17];
     snprintf(hash_hex, sizeof hash_hex, "%016llx", (unsigned long long)tok_hash);
-    moeq_lresume_input in[] = {
-        {"model_type", cf->model_type, 0}, {"layers", NULL, cf->layers}, {"hidden", NULL, cf->hidden},
-        {"experts", NULL, cf->n_experts}, {"tokens_xxh64", hash_hex, 0}, {"tokens", NULL, res->tokens},
-        {"ctx", NULL, ctx}, {"min_tokens", NULL, res->min_tokens}, {"diag", NULL, o->diag},
-        {"scope_all", NULL, o->scope_all}, {"compress", NULL, o->compress}};
-    memcpy(cr.in, in, sizeof in);
-    cr.n_in = sizeof in / sizeof in[0];
+    moeq_resume_field in[12];
+    size_t nin = 0;
+    char v[64];
+#define FIELD_I(name, val) (snprintf(v, sizeof v, "%lld", (long long)(val)), moeq_resume_field_text(&in[nin++], name, v))
+    moeq_resume_field_text(&in[nin++], "model_type", cf->model_type);
+    FIELD_I("layers", cf->layers);
+    FIELD_I("hidden", cf->hidden);
+    FIELD_I("experts", cf->n_experts);
+    moeq_resume_field_text(&in[nin++], "tokens_xxh64", hash_hex);
+    FIELD_I("tokens", res->tokens);
+    FIELD_I("ctx", ctx);
+    FIELD_I("min_tokens", res->min_tokens);
+    FIELD_I("diag", o->diag);
+    FIELD_I("scope_all", o->scope_all);
+    FIELD_I("compress", o->compress);
+#undef FIELD_I
     int64_t done = 0;
     moeq_status st = MOEQ_OK;
-    if (o->resume_dir) st = moeq_lresume_open(o->resume_dir, "calibrate", cr.in, cr.n_in, &done, err);
-    if (st == MOEQ_OK && done > cf->layers)
-        st = moeq_fail(err, MOEQ_ERR_FORMAT, "--resume %s records %lld finished layers of a %lld-layer model",
-                       o->resume_dir, (long long)done, (long long)cf->layers);
+    if (o->resume_dir && root) {
+        st = moeq_resume_open(o->resume_dir, "calibrate", in, nin, cf->layers, &cr.rs, err);
+        if (st == MOEQ_OK) done = moeq_layerwise_resume_start(cr.rs, o->resume_dir, cf->layers);
+    }
+    st = moeq_dist_agree(st, err);
+    if (st == MOEQ_OK) st = moeq_dist_bcast(&done, sizeof done, 0, err);
     res->resumed_layers = done;
     if (st == MOEQ_OK && out_path && root) {
         moeq_calib_h5_meta meta = {
@@ -1086,7 +1110,7 @@ moeq_status moeq_calibrate(const moeq_model *m, const int32_t *tokens, int64_t n
                              .layer_hooks = run_hooks, .window_done = run_window,
                              .layer_done = run_layer_done, .window_send = run_send,
                              .window_recv = run_recv, .resume_dir = o->resume_dir,
-                             .first_layer = done, .layer_saved = o->resume_dir ? run_saved : NULL};
+                             .first_layer = done};
         cr.t0 = moeq_now();
         st = moeq_layerwise_run(m, tokens, &lw, err);
         res->seconds = moeq_now() - cr.t0;
@@ -1103,7 +1127,12 @@ moeq_status moeq_calibrate(const moeq_model *m, const int32_t *tokens, int64_t n
     if (st == MOEQ_OK) st = moeq_dist_agree(st, err);
     res->comm_bytes = moeq_dist_bytes_sent() - sent0;
     if (st == MOEQ_OK) st = moeq_dist_sum_u64(&res->comm_bytes, err);
-    if (st == MOEQ_OK && o->resume_dir && root) moeq_lresume_remove(o->resume_dir, cf->layers);
+    if (st == MOEQ_OK && cr.rs) {   /* the file is in place: the checkpoint has served */
+        moeq_layerwise_resume_clean(o->resume_dir, cf->layers);
+        moeq_resume_remove(cr.rs);
+        cr.rs = NULL;
+    }
+    moeq_resume_close(cr.rs);
     if (st != MOEQ_OK) moeq_calib_result_free(res);
     return st;
 }

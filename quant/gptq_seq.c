@@ -12,7 +12,7 @@
 #include "moeq_kernels.h"
 #include "moeq_quant.h"
 #include "moeq_dist.h"
-#include "moeq_lresume.h"
+#include "moeq_resume.h"
 
 #include <omp.h>
 #include <stdio.h>
@@ -32,8 +32,7 @@ typedef struct seq {
     float **bufs;            /* override buffers of the current layer */
     size_t n_bufs, cap_bufs;
     double t0;
-    moeq_lresume_input in[16];
-    size_t n_in;
+    moeq_resume *rs;         /* rank 0 with --resume */
 } seq;
 
 static void drop_overrides(seq *s)
@@ -274,7 +273,7 @@ static moeq_status save_layer(seq *s, int64_t layer, const piece_out *outs, moeq
         memcpy(p, &ix, 8); memcpy(p + 8, &n, 8); memcpy(p + 16, outs[i].blob, outs[i].n);
         p += 16 + outs[i].n;
     }
-    moeq_status st = moeq_lresume_put(s->so->resume_dir, layer, b, total, err);
+    moeq_status st = moeq_resume_write(s->rs, layer, b, total, err);
     free(b);
     return st;
 }
@@ -332,15 +331,6 @@ static moeq_status seq_layer_done(void *user, int64_t layer, int *rerun, moeq_er
     return st;
 }
 
-static moeq_status seq_saved(void *user, int64_t layer, moeq_error *err)
-{
-    seq *s = user;
-    moeq_status st = MOEQ_OK;
-    if (moeq_dist_rank() == 0)
-        st = moeq_lresume_commit(s->so->resume_dir, "quantize-sequential", s->in, s->n_in, layer + 1, err);
-    return moeq_dist_agree(st, err);
-}
-
 static moeq_status bad_ckpt(const seq *s, int64_t l, moeq_error *err)
 {
     return moeq_fail(err, MOEQ_ERR_FORMAT, "--resume %s: layer %lld's checkpoint does not match this model's pieces",
@@ -355,7 +345,7 @@ static moeq_status replay(seq *s, int64_t done, moeq_error *err)
         if (!layer_wanted(s, l)) continue;
         void *b = NULL;
         size_t n = 0;
-        st = moeq_lresume_get(s->so->resume_dir, l, &b, &n, err);
+        st = moeq_resume_read(s->rs, l, &b, &n, err);
         const uint8_t *p = b;
         uint64_t count = 0;
         if (st == MOEQ_OK && n >= 8) memcpy(&count, p, 8);
@@ -428,19 +418,30 @@ moeq_status moeq_gptq_sequential(moeq_gptq_run *r, moeq_model *m, const moeq_qua
     snprintf(cdc, sizeof cdc, "%016llx/%g/%d/%d/%d", (unsigned long long)XXH64(codes, s.n_mats * 4 * sizeof *codes, 0),
              r->opts.damp, r->opts.act_order, r->opts.block, (int)qo->scope);
     free(codes);
-    moeq_lresume_input in[] = {
-        {"model_type", c->model_type, 0}, {"layers", NULL, c->layers}, {"hidden", NULL, c->hidden},
-        {"experts", NULL, c->n_experts}, {"tokens_xxh64", hx, 0}, {"tokens", NULL, W * ctx}, {"ctx", NULL, ctx},
-        {"min_tokens", NULL, r->min_tokens}, {"fallback", NULL, (int64_t)r->fallback},
-        {"codecs_xxh64/damp/act_order/block/scope", cdc, 0}, {"plan_pieces", NULL, (int64_t)s.n_mats}};
-    memcpy(s.in, in, sizeof in);
-    s.n_in = sizeof in / sizeof in[0];
+    moeq_resume_field in[12];
+    size_t nin = 0;
+    char v[64];
+#define FIELD_I(name, val) (snprintf(v, sizeof v, "%lld", (long long)(val)), moeq_resume_field_text(&in[nin++], name, v))
+    moeq_resume_field_text(&in[nin++], "model_type", c->model_type);
+    FIELD_I("layers", c->layers);
+    FIELD_I("hidden", c->hidden);
+    FIELD_I("experts", c->n_experts);
+    moeq_resume_field_text(&in[nin++], "tokens_xxh64", hx);
+    FIELD_I("tokens", W * ctx);
+    FIELD_I("ctx", ctx);
+    FIELD_I("min_tokens", r->min_tokens);
+    FIELD_I("fallback", (int64_t)r->fallback);
+    moeq_resume_field_text(&in[nin++], "codecs_gptq_scope", cdc);
+    FIELD_I("pieces", (int64_t)s.n_mats);
+#undef FIELD_I
     int64_t done = 0;
     moeq_status st = MOEQ_OK;
-    if (so->resume_dir) st = moeq_lresume_open(so->resume_dir, "quantize-sequential", s.in, s.n_in, &done, err);
-    if (st == MOEQ_OK && done > c->layers)
-        st = moeq_fail(err, MOEQ_ERR_FORMAT, "--resume %s records %lld finished layers of a %lld-layer model",
-                       so->resume_dir, (long long)done, (long long)c->layers);
+    if (so->resume_dir && moeq_dist_rank() == 0) {
+        st = moeq_resume_open(so->resume_dir, "quantize-sequential", in, nin, c->layers, &s.rs, err);
+        if (st == MOEQ_OK) done = moeq_layerwise_resume_start(s.rs, so->resume_dir, c->layers);
+    }
+    st = moeq_dist_agree(st, err);
+    if (st == MOEQ_OK) st = moeq_dist_bcast(&done, sizeof done, 0, err);
     res->resumed_layers = done;
     if (st == MOEQ_OK && done > 0 && moeq_dist_rank() == 0) st = replay(&s, done, err);
     st = moeq_dist_agree(st, err);
@@ -449,11 +450,12 @@ moeq_status moeq_gptq_sequential(moeq_gptq_run *r, moeq_model *m, const moeq_qua
         moeq_layerwise lw = { .ctx = ctx, .windows = W, .threads = threads, .keep_inputs = 1, .user = &s,
                               .layer_hooks = seq_hooks, .window_done = seq_window, .layer_done = seq_layer_done,
                               .window_send = seq_send, .window_recv = seq_recv, .resume_dir = so->resume_dir,
-                              .first_layer = done, .layer_saved = so->resume_dir ? seq_saved : NULL };
+                              .first_layer = done };
         s.t0 = moeq_now();
         st = moeq_layerwise_run(m, tokens, &lw, err);
         res->seconds = moeq_now() - s.t0;
     }
+    res->resume = s.rs;   /* removed by the caller once the file is written (moeq_gptq_seq_done) */
     drop_overrides(&s);
     free(s.bufs);
     moeq_calib_collector_free(s.col);
@@ -463,4 +465,16 @@ moeq_status moeq_gptq_sequential(moeq_gptq_run *r, moeq_model *m, const moeq_qua
     r->hinv = NULL;
     r->hinv_ok = 0;
     return st;
+}
+
+void moeq_gptq_seq_done(moeq_gptq_seq_result *res, const char *resume_dir, int64_t layers, int written)
+{
+    if (!res->resume) return;
+    if (written) {
+        moeq_layerwise_resume_clean(resume_dir, layers);
+        moeq_resume_remove(res->resume);
+    } else {
+        moeq_resume_close(res->resume);
+    }
+    res->resume = NULL;
 }

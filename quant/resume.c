@@ -323,6 +323,20 @@ void moeq_resume_close(moeq_resume *r)
     free(r);
 }
 
+void moeq_resume_remove(moeq_resume *r)
+{
+    if (!r) return;
+    char p[4200];
+    for (int64_t u = 0; u < r->n_units; u++) {
+        unit_path(r, u, p, sizeof p);
+        unlink(p);
+    }
+    snprintf(p, sizeof p, "%s/manifest", r->dir);
+    unlink(p);
+    rmdir(r->dir);   /* only when empty: files of the caller's own stay */
+    moeq_resume_close(r);
+}
+
 const char *moeq_resume_dir(const moeq_resume *r) { return r->dir; }
 int moeq_resume_done(const moeq_resume *r, int64_t unit) { return unit >= 0 && unit < r->n_units && r->done[unit]; }
 int64_t moeq_resume_n_done(const moeq_resume *r) { return r->n_done; }

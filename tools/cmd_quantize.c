@@ -10,7 +10,6 @@
 #include "moeq_quant.h"
 #include "moeq_gptq.h"
 #include "moeq_dist.h"
-#include "moeq_lresume.h"
 #include "moeq_plan.h"
 #include "moeq_dist.h"
 #include "moeq_resume.h"
@@ -330,7 +329,7 @@ int cmd_quantize(int argc, char **argv)
     if (plan_path) { qr.files[qr.n_files].name = "plan"; qr.files[qr.n_files++].path = plan_path; }
     if (st == MOEQ_OK) st = sequential ? moeq_quantize_rtn(m, &o, out, &res, &err)
                                        : moeq_quantize_run(m, &o, &qr, out, &res, &err);
-    if (st == MOEQ_OK && sequential && resume) moeq_lresume_remove(resume, moeq_model_config(m)->layers);
+    if (sequential) moeq_gptq_seq_done(&sres, resume, moeq_model_config(m)->layers, st == MOEQ_OK);
     double secs = moeq_now() - t0;
     if (st) { rc = tool_report("quantize", &err); goto out; }
     if (moeq_dist_rank() != 0) { rc = 0; goto out; }   /* rank 0 wrote the file and reports */
