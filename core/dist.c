@@ -261,3 +261,12 @@ int moeq_dist_error_agreed(const moeq_error *err)
 {
     return err && err->agreed;
 }
+
+int64_t moeq_dist_test_fail_item(const char *var)
+{
+    const char *s = getenv(var);
+    int r = -1;
+    long long i = -1;
+    if (!s || sscanf(s, "%d:%lld", &r, &i) != 2 || r != g_rank) return -1;
+    return i;
+}

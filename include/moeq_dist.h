@@ -59,6 +59,11 @@ moeq_status moeq_dist_barrier(moeq_error *err);
 /* Bytes this rank has sent through the calls above (for the communication benchmarks). */
 uint64_t moeq_dist_bytes_sent(void);
 
+/* Tests only (docs/scale.md): the item at which this rank is to fail, from an environment
+ * variable "RANK:ITEM" (MOEQ_TEST_FAIL_SPECTRAL, MOEQ_TEST_FAIL_PLAN); -1 when unset or for
+ * another rank. */
+int64_t moeq_dist_test_fail_item(const char *var);
+
 /* Tags of the stages (one per kind of message, so a stray message is never taken for
  * another). */
 enum {

@@ -759,23 +759,6 @@ void moeq_calib_collector_finish(moeq_calib_collector *c)
 
 /* ---- a finished layer's statistics as bytes (resume checkpoints) ---------------------------- */
 
-typedef struct buf { uint8_t *p; size_t n, cap; int oom; } buf;
-
-static void bput(buf *b, const void *src, size_t n)
-{
-    if (b->oom || !n) return;
-    if (b->n + n > b->cap) {
-        size_t nc = b->cap ? b->cap : 4096;
-        while (nc < b->n + n) nc *= 2;
-        uint8_t *q = realloc(b->p, nc);
-        if (!q) { b->oom = 1; return; }
-        b->p = q;
-        b->cap = nc;
-    }
-    memcpy(b->p + b->n, src, n);
-    b->n += n;
-}
-
 static void acc_list(moeq_calib_layer *L, moeq_calib_acc **out, int64_t *n)
 {
     int64_t k = 0;
@@ -785,14 +768,14 @@ static void acc_list(moeq_calib_layer *L, moeq_calib_acc **out, int64_t *n)
     *n = k;
 }
 
-static moeq_status layer_pack(moeq_calib_layer *L, buf *b, moeq_error *err)
+static moeq_status layer_pack(moeq_calib_layer *L, moeq_buf *b, moeq_error *err)
 {
     int64_t hdr[4] = {L->layer, L->is_moe, L->tokens, L->n_experts}, na;
-    bput(b, hdr, sizeof hdr);
+    moeq_buf_put(b, hdr, sizeof hdr);
     if (L->n_experts) {
-        bput(b, L->expert_tokens, (size_t)L->n_experts * 8);
-        bput(b, L->logit_sum, (size_t)L->n_experts * 8);
-        bput(b, L->logit_m2, (size_t)L->n_experts * 8);
+        moeq_buf_put(b, L->expert_tokens, (size_t)L->n_experts * 8);
+        moeq_buf_put(b, L->logit_sum, (size_t)L->n_experts * 8);
+        moeq_buf_put(b, L->logit_m2, (size_t)L->n_experts * 8);
     }
     moeq_calib_acc **accs = malloc((size_t)(2 * L->n_experts + 6) * sizeof *accs);
     if (!accs) return moeq_fail(err, MOEQ_ERR_NOMEM, "out of memory");
@@ -800,12 +783,12 @@ static moeq_status layer_pack(moeq_calib_layer *L, buf *b, moeq_error *err)
     for (int64_t i = 0; i < na; i++) {
         moeq_calib_acc *a = accs[i];
         int64_t h[5] = {a->dim, a->rows, a->hess != NULL, a->phi2_sum != NULL, a->sum2 != NULL};
-        bput(b, h, sizeof h);
-        bput(b, &a->weight_sum, 8);
+        moeq_buf_put(b, h, sizeof h);
+        moeq_buf_put(b, &a->weight_sum, 8);
         size_t d = (size_t)a->dim;
-        if (a->hess) bput(b, a->hess, d * d * 8);
-        if (a->sum2) bput(b, a->sum2, d * 8);
-        if (a->phi2_sum) { bput(b, a->phi2_sum, d * 8); bput(b, a->phi2_max, d * 8); }
+        if (a->hess) moeq_buf_put(b, a->hess, d * d * 8);
+        if (a->sum2) moeq_buf_put(b, a->sum2, d * 8);
+        if (a->phi2_sum) { moeq_buf_put(b, a->phi2_sum, d * 8); moeq_buf_put(b, a->phi2_max, d * 8); }
     }
     free(accs);
     return b->oom ? moeq_fail(err, MOEQ_ERR_NOMEM, "out of memory packing layer %lld", (long long)L->layer) : MOEQ_OK;
@@ -847,7 +830,7 @@ static moeq_status layer_unpack(moeq_calib_layer *L, const uint8_t *p, size_t le
 moeq_status moeq_calib_collector_bcast(moeq_calib_collector *c, int root, moeq_error *err)
 {
     if (moeq_dist_size() == 1) return MOEQ_OK;
-    buf b = {0};
+    moeq_buf b = {0};
     moeq_status st = MOEQ_OK;
     if (moeq_dist_rank() == root) st = layer_pack(&c->L, &b, err);
     else if (c->stash_only) st = moeq_fail(err, MOEQ_ERR_MISUSE, "a stash-only collector cannot take statistics");
@@ -942,7 +925,7 @@ static moeq_status run_layer_done(void *user, int64_t layer, int *rerun, moeq_er
                          (long long)layer, (long long)L->tokens, (long long)cr->tokens);
     moeq_status st = layer_finished(cr, L, layer, err);
     if (st == MOEQ_OK && cr->o->resume_dir) {
-        buf b = {0};
+        moeq_buf b = {0};
         st = layer_pack(&cr->col->L, &b, err);
         if (st == MOEQ_OK) st = moeq_resume_write(cr->rs, layer, b.p, b.n, err);
         free(b.p);

@@ -165,7 +165,7 @@ static moeq_status piece_pack(moeq_gptq_run *r, uint8_t *raw, uint64_t size, siz
     memcpy(b + 8, raw, (size_t)size);
     memcpy(b + 8 + size, &dg, 8);
     memcpy(b + 16 + size, &nfb, 8);
-    memcpy(b + 24 + size, r->fallbacks + fb0, (size_t)nfb * sizeof(moeq_gptq_fallback_rec));
+    if (nfb) memcpy(b + 24 + size, r->fallbacks + fb0, (size_t)nfb * sizeof(moeq_gptq_fallback_rec));
     r->n_fallbacks = fb0;   /* re-added in piece order when the piece is taken */
     r->gptq_matrices = gm0;
     o->blob = b;
@@ -192,7 +192,7 @@ static moeq_status piece_take(moeq_gptq_run *r, const piece_out *o, uint64_t wan
         r->fallbacks = p;
         r->cap_fallbacks = nc;
     }
-    memcpy(r->fallbacks + r->n_fallbacks, o->blob + 24 + size, (size_t)nfb * sizeof(moeq_gptq_fallback_rec));
+    if (nfb) memcpy(r->fallbacks + r->n_fallbacks, o->blob + 24 + size, (size_t)nfb * sizeof(moeq_gptq_fallback_rec));
     r->n_fallbacks += nfb;
     r->gptq_matrices += dg;
     *raw = o->blob + 8;

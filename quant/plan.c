@@ -98,14 +98,7 @@ static moeq_status hessian_costs(const moeq_expert_mat *x, const moeq_plan_opts 
 
 /* Test hook: MOEQ_TEST_FAIL_PLAN=RANK:ITEM makes that rank fail (an I/O error) at that
  * matrix's hessian costs (ITEM counts the matrices that get costs, in plan order). */
-static int64_t test_fail_item(void)
-{
-    const char *s = getenv("MOEQ_TEST_FAIL_PLAN");
-    int r = -1;
-    long long i = -1;
-    if (!s || sscanf(s, "%d:%lld", &r, &i) != 2 || r != moeq_dist_rank()) return -1;
-    return i;
-}
+static int64_t test_fail_item(void) { return moeq_dist_test_fail_item("MOEQ_TEST_FAIL_PLAN"); }
 
 /* The hessian costs of the nf unpinned matrices (mats[fm[f]]) into cost[f * k ...], dealt to
  * the MPI ranks (matrix f to moeq_dist_owner(f)). Each rank computes its own until its first

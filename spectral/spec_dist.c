@@ -26,14 +26,7 @@ typedef struct spec_msg {
 
 /* Test hook: MOEQ_TEST_FAIL_SPECTRAL=RANK:ITEM makes that rank fail at that matrix (an I/O
  * error), to test how a failure on one rank ends the run. */
-static int64_t test_fail_item(void)
-{
-    const char *s = getenv("MOEQ_TEST_FAIL_SPECTRAL");
-    int r = -1;
-    long long i = -1;
-    if (!s || sscanf(s, "%d:%lld", &r, &i) != 2 || r != moeq_dist_rank()) return -1;
-    return i;
-}
+static int64_t test_fail_item(void) { return moeq_dist_test_fail_item("MOEQ_TEST_FAIL_SPECTRAL"); }
 
 typedef struct dist_ctx {
     const moeq_spec_item *items;
