@@ -30,7 +30,9 @@ static const char *PLAN_HELP =
     "  --tensor-type R=C pin the matrices whose name matches R to codec C (keep: leave them out)\n"
     "  -o plan.json      the plan, written atomically; read by moeq quantize --plan\n"
     "Table on stderr: bits per layer and projection, histogram of bit widths.\n"
-    "JSON: budget, bits_per_weight, bits_per_weight_total, matrices, predicted_cost, exact, ...\n";
+    "JSON: budget, bits_per_weight, bits_per_weight_total, matrices, predicted_cost, exact, ...\n"
+    "Under mpirun -np N the hessian costs are dealt to the ranks; rank 0 writes the plan\n"
+    "(docs/scale.md).\n";
 
 static void on_progress(void *user, int64_t done, int64_t total)
 {

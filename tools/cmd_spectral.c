@@ -52,7 +52,8 @@ static const char *SPECTRAL_HELP =
     "  -q                 no summary or progress\n\n"
     "The summary (stderr): per layer and projection the median, min and max alpha and the\n"
     "matrices flagged. Exit codes: 0 ok (flagged matrices included), 1 usage, 2 bad input,\n"
-    "4 I/O failure.\n";
+    "4 I/O failure. Under mpirun -np N the matrices are dealt to the ranks and rank 0 writes\n"
+    "the same files (docs/scale.md).\n";
 
 typedef struct sink_ctx {
     moeq_spec_h5 *h5;
