@@ -36,11 +36,11 @@ typedef struct moeq_layerwise {
     moeq_status (*layer_done)(void *user, int64_t layer, int *rerun, moeq_error *err);
     /* MPI (docs/scale.md): window w runs on rank moeq_dist_owner(w), which alone holds its
      * residual stream. Rank 0 takes every window in order: its own through window_done, the
-     * others' through window_recv(src = owner) then window_done; an owner other than 0 calls
-     * window_send(dst = 0) instead of window_done. Windows of a layer without hooks are not
-     * sent. layer_done runs on every rank and must set the same *rerun on all. */
-    moeq_status (*window_send)(void *user, int64_t layer, int64_t window, int dst, moeq_error *err);
-    moeq_status (*window_recv)(void *user, int64_t layer, int64_t window, int src, moeq_error *err);
+     * others' received into collector (moeq_calib_collector_recv) then window_done; an owner
+     * other than 0 sends the collector's stash instead (moeq_calib_collector_send). Windows of a
+     * layer without hooks are not sent. layer_done runs on every rank and must set the same
+     * *rerun on all. collector is needed with more than one rank. */
+    struct moeq_calib_collector *collector;
     /* Resume: with resume_dir, the stream after each layer is saved there (every rank writes
      * its windows), then layer_saved runs on every rank (rank 0 records the layer as done).
      * first_layer > 0 starts at that layer from the stream saved after first_layer - 1. */

@@ -131,8 +131,8 @@ moeq_status moeq_layerwise_run(const moeq_model *m, const int32_t *tokens,
         (lw->first_layer > 0 && !lw->resume_dir))
         return moeq_fail(err, MOEQ_ERR_MISUSE, "layer-wise run of %lld windows of %lld tokens from layer %lld",
                          (long long)W, (long long)ctx, (long long)lw->first_layer);
-    if (N > 1 && (!lw->window_send || !lw->window_recv))
-        return moeq_fail(err, MOEQ_ERR_MISUSE, "a layer-wise run over %d MPI ranks needs window_send/recv", N);
+    if (N > 1 && !lw->collector)
+        return moeq_fail(err, MOEQ_ERR_MISUSE, "a layer-wise run over %d MPI ranks needs its collector", N);
     /* this rank's windows: w = R, R + N, ... (all of them in a one-rank run) */
     int64_t own = W > R ? (W - R + N - 1) / N : 0;
     size_t win = (size_t)(ctx * H);
@@ -172,10 +172,10 @@ moeq_status moeq_layerwise_run(const moeq_model *m, const int32_t *tokens,
                 if (R == 0) {
                     if (lw->window_done) st = lw->window_done(lw->user, l, w, err);
                 } else {
-                    st = lw->window_send(lw->user, l, w, 0, err);
+                    st = moeq_calib_collector_send(lw->collector, 0, err);
                 }
             } else if (R == 0 && hk) {
-                st = lw->window_recv(lw->user, l, w, o, err);
+                st = moeq_calib_collector_recv(lw->collector, o, err);
                 if (st == MOEQ_OK && lw->window_done) st = lw->window_done(lw->user, l, w, err);
             }
         }
@@ -871,20 +871,6 @@ static moeq_status run_window(void *user, int64_t layer, int64_t window, moeq_er
     return moeq_calib_collector_flush(cr->col, err);
 }
 
-static moeq_status run_send(void *user, int64_t layer, int64_t window, int dst, moeq_error *err)
-{
-    (void)layer;
-    (void)window;
-    return moeq_calib_collector_send(((calib_run *)user)->col, dst, err);
-}
-
-static moeq_status run_recv(void *user, int64_t layer, int64_t window, int src, moeq_error *err)
-{
-    (void)layer;
-    (void)window;
-    return moeq_calib_collector_recv(((calib_run *)user)->col, src, err);
-}
-
 /* Coverage, the caller's callback and the HDF5 group of one finished layer (rank 0), whether
  * it was just computed or read back from a resume checkpoint. */
 static moeq_status layer_finished(calib_run *cr, const moeq_calib_layer *L, int64_t layer, moeq_error *err)
@@ -1091,8 +1077,8 @@ moeq_status moeq_calibrate(const moeq_model *m, const int32_t *tokens, int64_t n
     if (st == MOEQ_OK && done < cf->layers) {
         moeq_layerwise lw = {.ctx = ctx, .windows = W, .threads = threads, .user = &cr,
                              .layer_hooks = run_hooks, .window_done = run_window,
-                             .layer_done = run_layer_done, .window_send = run_send,
-                             .window_recv = run_recv, .resume_dir = o->resume_dir,
+                             .layer_done = run_layer_done, .collector = cr.col,
+                             .resume_dir = o->resume_dir,
                              .first_layer = done};
         cr.t0 = moeq_now();
         st = moeq_layerwise_run(m, tokens, &lw, err);

@@ -67,20 +67,6 @@ static moeq_status seq_window(void *user, int64_t layer, int64_t window, moeq_er
     return s->active == layer ? moeq_calib_collector_flush(s->col, err) : MOEQ_OK;
 }
 
-static moeq_status seq_send(void *user, int64_t layer, int64_t window, int dst, moeq_error *err)
-{
-    (void)layer;
-    (void)window;
-    return moeq_calib_collector_send(((seq *)user)->col, dst, err);
-}
-
-static moeq_status seq_recv(void *user, int64_t layer, int64_t window, int src, moeq_error *err)
-{
-    (void)layer;
-    (void)window;
-    return moeq_calib_collector_recv(((seq *)user)->col, src, err);
-}
-
 static moeq_status keep_buf(seq *s, float *b, moeq_error *err)
 {
     if (s->n_bufs == s->cap_bufs) {
@@ -449,7 +435,7 @@ moeq_status moeq_gptq_sequential(moeq_gptq_run *r, moeq_model *m, const moeq_qua
     if (st == MOEQ_OK && done < c->layers) {
         moeq_layerwise lw = { .ctx = ctx, .windows = W, .threads = threads, .keep_inputs = 1, .user = &s,
                               .layer_hooks = seq_hooks, .window_done = seq_window, .layer_done = seq_layer_done,
-                              .window_send = seq_send, .window_recv = seq_recv, .resume_dir = so->resume_dir,
+                              .collector = s.col, .resume_dir = so->resume_dir,
                               .first_layer = done };
         s.t0 = moeq_now();
         st = moeq_layerwise_run(m, tokens, &lw, err);
