@@ -22,7 +22,8 @@ typedef enum moeq_renorm_rule {
 
 typedef enum moeq_sparse_rule {
     MOEQ_SPARSE_ALL = 0,      /* every layer is MoE (mixtral, olmoe) */
-    MOEQ_SPARSE_QWEN = 1      /* decoder_sparse_step + mlp_only_layers decide (qwen2/3_moe) */
+    MOEQ_SPARSE_QWEN = 1,     /* decoder_sparse_step + mlp_only_layers decide (qwen2/3_moe) */
+    MOEQ_SPARSE_FIRST_K = 2   /* layers from first_k_dense_replace on are MoE (deepseek) */
 } moeq_sparse_rule;
 
 typedef struct moeq_family {
@@ -44,6 +45,19 @@ typedef struct moeq_family {
     double rope_theta_default;     /* when neither rope_parameters nor rope_theta is given */
     int has_sliding_window;        /* 1 when a non-null sliding_window changes attention */
 
+    /* ---- forward-pass variants (model/fwd.h) ---- */
+    moeq_attn_kind attn;
+    moeq_router_kind router_kind;
+    const char *experts_key;       /* another name of the routed expert count (n_routed_experts) */
+    const char *shared_count_key;  /* shared width = this count x moe_inter (n_shared_experts) */
+    int shared_count_default;
+    int64_t first_k_dense_default; /* MOEQ_SPARSE_FIRST_K: first_k_dense_replace when absent */
+    double routed_scaling_default; /* routed_scaling_factor when absent; 0: the family has none */
+    int64_t n_group_default, topk_group_default;
+    const char *rope_interleave_key;   /* NULL: rope_interleave_default always */
+    int rope_interleave_default;
+    int yarn_mscale_scale;         /* softmax scale x get_mscale(factor, mscale_all_dim)^2 */
+
     /* ---- tensor names (model/view.c) ---- */
     const char *embed, *lm_head, *final_norm;
     const char *attn_norm, *mlp_norm;                 /* per layer */
@@ -59,6 +73,9 @@ typedef struct moeq_family {
     const char *shared[3];                            /* gate, up, down; NULL when none */
     const char *shared_expert_gate;                   /* [1, H]; NULL when none */
     const char *dense[3];                             /* gate, up, down of dense layers */
+    /* MLA (attn == MOEQ_ATTN_MLA), per layer; q is q_proj when q_lora_rank is null */
+    const char *q_a, *q_a_norm, *q_b, *kv_a, *kv_a_norm, *kv_b;
+    const char *router_bias;                          /* per layer, F32 [E]; NULL when none */
 } moeq_family;
 
 /* The table entry for model_type, NULL when unsupported. */

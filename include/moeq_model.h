@@ -15,6 +15,25 @@ typedef enum moeq_qk_norm {
 
 #define MOEQ_MAX_LAYERS 1024
 
+/* Forward-pass variants (model/fwd.h), chosen by the family table and config.json. */
+typedef enum moeq_attn_kind {
+    MOEQ_ATTN_GQA = 0,      /* grouped-query attention, q/k/v/o projections */
+    MOEQ_ATTN_MLA = 1       /* DeepSeek multi-head latent attention (q/kv LoRA, decoupled rope) */
+} moeq_attn_kind;
+
+typedef enum moeq_router_kind {
+    MOEQ_ROUTER_SOFTMAX = 0,        /* softmax over experts, top-k, optional renorm */
+    MOEQ_ROUTER_SIGMOID_GROUP = 1,  /* DeepSeek-V3: sigmoid, +bias for choice, group-limited */
+    MOEQ_ROUTER_SOFTMAX_GROUP = 2   /* DeepSeek-V2: softmax, greedy or group-limited greedy */
+} moeq_router_kind;
+
+#define MOEQ_GROUP_ROUTER_MAX_EXPERTS 4096   /* sigmoid/softmax group routers (CF-5) */
+
+typedef enum moeq_rope_kind {
+    MOEQ_ROPE_DEFAULT = 0,
+    MOEQ_ROPE_YARN = 1
+} moeq_rope_kind;
+
 typedef struct moeq_config {
     char model_type[32];
     const struct moeq_family *family;
@@ -30,6 +49,23 @@ typedef struct moeq_config {
     double rope_theta, rms_eps;
     int64_t max_positions;
     uint8_t layer_is_moe[MOEQ_MAX_LAYERS];
+
+    /* ---- variants (formats/config.c; docs/FAMILIES.md) ---- */
+    moeq_attn_kind attn;
+    moeq_router_kind router;
+    moeq_rope_kind rope_type;
+    int64_t rope_dim;            /* channels of a head that RoPE rotates (even) */
+    int rope_interleave;         /* 1: pairs (2i, 2i+1); 0: pairs (i, i + rope_dim/2) */
+    double rope_factor, rope_orig_max, rope_beta_fast, rope_beta_slow;   /* YaRN */
+    int rope_truncate;           /* YaRN: round the correction range to integers */
+    double rope_attn_factor;     /* cos/sin multiplier (YaRN attention_factor), 1 otherwise */
+    double attn_scale;           /* softmax scale of q·k */
+    int64_t v_head_dim;          /* value head size (head_dim except MLA) */
+    /* MLA: head_dim = qk_nope_dim + qk_rope_dim; q_lora_rank 0 means a plain q_proj */
+    int64_t q_lora_rank, kv_lora_rank, qk_nope_dim, qk_rope_dim;
+    int64_t n_group, topk_group; /* group-limited routing (1 group: none) */
+    int group_limited;           /* DeepSeek-V2 topk_method "group_limited_greedy" */
+    double routed_scaling;       /* routing weights x this (1 unless the family has it) */
 } moeq_config;
 
 /* Parses config.json text. path names the file in errors. */
@@ -44,6 +80,9 @@ typedef enum moeq_proj {
     MOEQ_PROJ_ROUTER,
     MOEQ_PROJ_SHARED_EXPERT_GATE,  /* qwen2_moe's sigmoid gate [1, hidden] */
     MOEQ_PROJ_DENSE_GATE, MOEQ_PROJ_DENSE_UP, MOEQ_PROJ_DENSE_DOWN,
+    /* MLA: q_a and kv_a read the attention input (hooked as Q); q_b and kv_b read the
+     * normed latents */
+    MOEQ_PROJ_Q_A, MOEQ_PROJ_Q_B, MOEQ_PROJ_KV_A, MOEQ_PROJ_KV_B,
     MOEQ_PROJ_COUNT
 } moeq_proj;
 
@@ -78,6 +117,10 @@ typedef struct moeq_layer_view {
     moeq_mat dense_gate, dense_up, dense_down;
     moeq_mat shared_gate, shared_up, shared_down;   /* data NULL when no shared expert */
     moeq_mat shared_expert_gate;          /* [1, hidden], data NULL when absent */
+    /* MLA (data NULL otherwise): q = q_proj when q_lora_rank is 0, k and v are empty */
+    moeq_mat q_a, q_b, kv_a, kv_b;        /* [q_lora, H], [heads*hd, q_lora], [kv_lora+rope, H], ... */
+    moeq_vec q_a_norm, kv_a_norm;
+    moeq_vec router_bias;                 /* e_score_correction_bias [E], data NULL when none */
 } moeq_layer_view;
 
 typedef struct moeq_model moeq_model;

@@ -6,52 +6,14 @@
  * them directly (kernels/, docs/KERNELS.md), in fixed blocks of rows.
  * Results do not depend on the thread count: every output element is computed by one
  * thread in a fixed order, and expert outputs are summed per token in top-k slot order. */
-#include "moeq_model.h"
-#include "moeq_core.h"
-#include "moeq_kernels.h"
+#include "model/fwd.h"
 
 #include <math.h>
 #include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
-#define LM_HEAD_CHUNK 512   /* vocabulary rows widened at a time for the LM head */
-
-typedef struct thread_scratch {
-    float *wg, *wu, *wd;     /* one expert's weights, widened: [I, H], [I, H], [H, I] */
-    float *xe, *ge, *ue, *ye; /* gathered inputs [n, H], gate/up [n, I], output [n, H] */
-    float *we;               /* routing weight of each gathered row [n] */
-    float *scores;           /* attention scores of one head [n, n] */
-    float *lm;               /* LM head rows [LM_HEAD_CHUNK, H] */
-} thread_scratch;
-
 enum { PART_NONE = -1, PART_EMBED = -2, PART_HEAD = -3 };   /* runner->resident, besides layers */
-
-struct moeq_runner {
-    uint64_t bytes;        /* heap held by the workspace */
-    int alloc_failed;
-    const moeq_model *m;
-    const moeq_config *c;
-    int64_t max_n;
-    int nthreads;
-    int64_t q_dim, kv_dim, expert_inter_max, mlp_inter_max;
-    float *x, *h, *q, *k, *v, *att, *mlp_out;      /* activations */
-    float *ffn_g, *ffn_u;                          /* dense/shared MLP [n, inter] */
-    float *gate_scalar;                            /* shared expert sigmoid gate [n] */
-    float *router_logits;                          /* [n, E] */
-    int32_t *topk_idx;                             /* [n, K] */
-    float *topk_w;                                 /* [n, K] */
-    float *slot_out;                               /* [n, K, H] weighted expert outputs */
-    int64_t *e_count;                              /* [E] */
-    int32_t *e_rows, *e_slot;                      /* [E, n] token and slot of each row */
-    float *rope_cos, *rope_sin;                    /* [n, head_dim / 2] */
-    float *wq, *wk, *wv, *wo, *wr, *w_sg;          /* widened layer weights */
-    float *wf_g, *wf_u, *wf_d;                     /* dense or shared MLP weights */
-    float *vbuf;                                   /* small vectors: norms and biases */
-    thread_scratch *ts;
-    int release;           /* moeq_model_releases: drop a part's mapped pages when moving on */
-    int64_t resident;      /* the part whose pages were touched last: a layer, PART_* */
-};
 
 /* Workspace allocation: counts the bytes held and remembers a failure for one check. */
 static void *ws_alloc(moeq_runner *r, size_t n, size_t size)
@@ -62,6 +24,8 @@ static void *ws_alloc(moeq_runner *r, size_t n, size_t size)
     else r->bytes += (uint64_t)n * size;
     return p;
 }
+
+void *fwd_alloc(moeq_runner *r, size_t n, size_t size) { return ws_alloc(r, n, size); }
 
 uint64_t moeq_runner_bytes(const moeq_runner *r) { return r ? r->bytes : 0; }
 
@@ -89,7 +53,8 @@ void moeq_runner_free(moeq_runner *r)
     float *bufs[] = {r->x, r->h, r->q, r->k, r->v, r->att, r->mlp_out, r->ffn_g, r->ffn_u,
                      r->gate_scalar, r->router_logits, r->topk_w, r->slot_out, r->rope_cos,
                      r->rope_sin, r->wq, r->wk, r->wv, r->wo, r->wr, r->w_sg, r->wf_g, r->wf_u,
-                     r->wf_d, r->vbuf};
+                     r->wf_d, r->vbuf, r->rbias, r->lat_q, r->lat_kv, r->kvb, r->w_qa, r->w_qb,
+                     r->w_kva, r->w_kvb};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
     free(r->topk_idx);
     free(r->e_count);
@@ -116,9 +81,9 @@ moeq_status moeq_runner_create(const moeq_model *m, int64_t max_tokens, int thre
     if (max_tokens <= 0 || max_tokens > (1 << 20))
         return moeq_fail(err, MOEQ_ERR_MISUSE, "window of %lld tokens is outside 1..1048576",
                          (long long)max_tokens);
-    if (c->head_dim % 2)
-        return moeq_fail(err, MOEQ_ERR_UNSUPPORTED, "%s: head_dim %lld is odd; RoPE needs it even",
-                         moeq_model_path(m), (long long)c->head_dim);
+    if (c->rope_dim % 2 || c->rope_dim <= 0 || c->rope_dim > c->head_dim)
+        return moeq_fail(err, MOEQ_ERR_UNSUPPORTED, "%s: RoPE over %lld channels of %lld; it needs an even "
+                         "count", moeq_model_path(m), (long long)c->rope_dim, (long long)c->head_dim);
     moeq_runner *r = calloc(1, sizeof *r);
     if (!r) return moeq_fail(err, MOEQ_ERR_NOMEM, "out of memory creating the forward workspace");
 
@@ -132,6 +97,8 @@ moeq_status moeq_runner_create(const moeq_model *m, int64_t max_tokens, int thre
     int64_t K = c->top_k > 0 ? c->top_k : 1;
     r->q_dim = c->heads * c->head_dim;
     r->kv_dim = c->kv_heads * c->head_dim;
+    r->v_dim = c->kv_heads * c->v_head_dim;
+    r->att_dim = c->heads * c->v_head_dim;
     r->expert_inter_max = c->moe_inter;
     r->mlp_inter_max = max64(c->dense_inter, c->shared_inter);
     int64_t I = r->expert_inter_max, F = r->mlp_inter_max;
@@ -139,9 +106,9 @@ moeq_status moeq_runner_create(const moeq_model *m, int64_t max_tokens, int thre
     r->h = ws_alloc(r, (size_t)(n * H), sizeof(float));
     r->mlp_out = ws_alloc(r, (size_t)(n * H), sizeof(float));
     r->q = ws_alloc(r, (size_t)(n * r->q_dim), sizeof(float));
-    r->att = ws_alloc(r, (size_t)(n * r->q_dim), sizeof(float));
+    r->att = ws_alloc(r, (size_t)(n * max64(r->q_dim, r->att_dim)), sizeof(float));
     r->k = ws_alloc(r, (size_t)(n * r->kv_dim), sizeof(float));
-    r->v = ws_alloc(r, (size_t)(n * r->kv_dim), sizeof(float));
+    r->v = ws_alloc(r, (size_t)(n * r->v_dim), sizeof(float));
     r->ffn_g = ws_alloc(r, (size_t)(n * F), sizeof(float));
     r->ffn_u = ws_alloc(r, (size_t)(n * F), sizeof(float));
     r->gate_scalar = ws_alloc(r, (size_t)n, sizeof(float));
@@ -152,19 +119,32 @@ moeq_status moeq_runner_create(const moeq_model *m, int64_t max_tokens, int thre
     r->e_count = ws_alloc(r, (size_t)E, sizeof(int64_t));
     r->e_rows = ws_alloc(r, (size_t)(E * n), sizeof(int32_t));
     r->e_slot = ws_alloc(r, (size_t)(E * n), sizeof(int32_t));
-    r->rope_cos = ws_alloc(r, (size_t)(n * c->head_dim / 2), sizeof(float));
-    r->rope_sin = ws_alloc(r, (size_t)(n * c->head_dim / 2), sizeof(float));
+    r->rope_cos = ws_alloc(r, (size_t)(n * c->rope_dim / 2), sizeof(float));
+    r->rope_sin = ws_alloc(r, (size_t)(n * c->rope_dim / 2), sizeof(float));
     r->wq = ws_alloc(r, (size_t)(r->q_dim * H), sizeof(float));
     r->wk = ws_alloc(r, (size_t)(r->kv_dim * H), sizeof(float));
     r->wv = ws_alloc(r, (size_t)(r->kv_dim * H), sizeof(float));
-    r->wo = ws_alloc(r, (size_t)(H * r->q_dim), sizeof(float));
+    r->wo = ws_alloc(r, (size_t)(H * max64(r->q_dim, r->att_dim)), sizeof(float));
     r->wr = ws_alloc(r, (size_t)(E * H), sizeof(float));
     r->w_sg = ws_alloc(r, (size_t)H, sizeof(float));
     r->wf_g = ws_alloc(r, (size_t)(F * H), sizeof(float));
     r->wf_u = ws_alloc(r, (size_t)(F * H), sizeof(float));
     r->wf_d = ws_alloc(r, (size_t)(H * F), sizeof(float));
     /* norms (2H), q/k norm (q_dim + kv_dim), biases (q_dim + 2 kv_dim), final norm H */
-    r->vbuf = ws_alloc(r, (size_t)(3 * H + 2 * r->q_dim + 3 * r->kv_dim), sizeof(float));
+    r->vbuf = ws_alloc(r, (size_t)(3 * H + 2 * r->q_dim + 3 * r->kv_dim + c->q_lora_rank + c->kv_lora_rank),
+                       sizeof(float));
+    r->rbias = ws_alloc(r, (size_t)E, sizeof(float));
+    if (c->attn == MOEQ_ATTN_MLA) {
+        int64_t QL = c->q_lora_rank, R = c->kv_lora_rank, dr = c->qk_rope_dim;
+        int64_t kvb = c->heads * (c->qk_nope_dim + c->v_head_dim);
+        r->lat_q = ws_alloc(r, (size_t)(n * max64(QL, R)), sizeof(float));
+        r->lat_kv = ws_alloc(r, (size_t)(n * (R + dr)), sizeof(float));
+        r->kvb = ws_alloc(r, (size_t)(n * kvb), sizeof(float));
+        r->w_qa = ws_alloc(r, (size_t)(QL * H), sizeof(float));
+        r->w_qb = ws_alloc(r, (size_t)(r->q_dim * QL), sizeof(float));
+        r->w_kva = ws_alloc(r, (size_t)((R + dr) * H), sizeof(float));
+        r->w_kvb = ws_alloc(r, (size_t)(kvb * R), sizeof(float));
+    }
     r->ts = ws_alloc(r, (size_t)r->nthreads, sizeof(thread_scratch));
     for (int t = 0; !r->alloc_failed && t < r->nthreads; t++) {
         thread_scratch *s = &r->ts[t];
@@ -184,25 +164,15 @@ moeq_status moeq_runner_create(const moeq_model *m, int64_t max_tokens, int thre
         return moeq_fail(err, MOEQ_ERR_NOMEM, "out of memory creating the forward workspace for "
                          "%lld tokens", (long long)max_tokens);
     }
-    /* RoPE tables, computed as transformers does in float32: inv_freq = theta^(-2i/d),
-     * angle = pos * inv_freq rounded to float, then cos/sin of that float angle. */
-    int64_t half = c->head_dim / 2;
-    for (int64_t i = 0; i < half; i++) {
-        float expo = (float)(2 * i) / (float)c->head_dim;
-        float inv_freq = (float)(1.0 / pow(c->rope_theta, (double)expo));
-        for (int64_t p = 0; p < n; p++) {
-            float ang = (float)p * inv_freq;
-            r->rope_cos[p * half + i] = (float)cos((double)ang);
-            r->rope_sin[p * half + i] = (float)sin((double)ang);
-        }
+    moeq_status st = fwd_rope_tables(c, n, r->rope_cos, r->rope_sin, err);
+    if (st != MOEQ_OK) {
+        moeq_runner_free(r);
+        return st;
     }
     *out = r;
     return MOEQ_OK;
 }
 
-/* Element-wise loops smaller than this run on one thread: waking the team costs more than the
- * work, and much more when other processes share the cores. */
-#define PAR_MIN_ELEMS ((int64_t)1 << 17)
 
 /* Widens a whole matrix view in parallel over row blocks. */
 static void widen(const moeq_mat *m, float *dst)
@@ -291,79 +261,34 @@ static void swiglu_inplace(float *g, const float *u, int64_t count)
     for (int64_t i = 0; i < count; i++) g[i] = silu(g[i]) * u[i];
 }
 
-/* Rotates each head of rows [n, heads*hd] by position (rotate_half convention). */
-static void rope_rows(moeq_runner *r, float *x, int64_t n, int64_t heads)
-{
-    int64_t hd = r->c->head_dim, half = hd / 2;
-#pragma omp parallel for schedule(static) if (n * heads * hd >= PAR_MIN_ELEMS)
-    for (int64_t p = 0; p < n; p++) {
-        const float *cs = r->rope_cos + p * half, *sn = r->rope_sin + p * half;
-        for (int64_t h = 0; h < heads; h++) {
-            float *v = x + p * heads * hd + h * hd;
-            for (int64_t i = 0; i < half; i++) {
-                float a = v[i], b = v[i + half];
-                v[i] = a * cs[i] - b * sn[i];
-                v[i + half] = b * cs[i] + a * sn[i];
-            }
-        }
-    }
-}
-
 static void add_bias(float *x, int64_t n, int64_t dim, const float *b)
 {
     for (int64_t i = 0; i < n; i++)
         for (int64_t j = 0; j < dim; j++) x[i * dim + j] += b[j];
 }
 
-static void attention(moeq_runner *r, int64_t layer, int64_t n, const moeq_hooks *hooks)
+void fwd_linear(moeq_runner *r, const moeq_mat *W, float *wbuf, const float *X, int64_t n, float *Y)
 {
-    const moeq_config *c = r->c;
-    const moeq_layer_view *L = moeq_model_layer(r->m, layer);
-    int64_t H = c->hidden, hd = c->head_dim, qd = r->q_dim, kvd = r->kv_dim;
-    float *vb = r->vbuf;
-    float *norm_w = vb;
-    vb += H;
-    moeq_vec_to_f32(&L->attn_norm, norm_w);
-    rmsnorm_rows(r->x, r->h, n, H, H, norm_w, c->rms_eps);
-    if (hooks && hooks->linear_input)
-        hooks->linear_input(hooks->user, layer, -1, MOEQ_PROJ_Q, r->h, n, H, NULL, NULL);
+    linear(r, W, wbuf, X, n, Y);
+}
+void fwd_rmsnorm_rows(const float *x, float *y, int64_t n, int64_t dim, int64_t stride, const float *w,
+                      double eps)
+{
+    rmsnorm_rows(x, y, n, dim, stride, w, eps);
+}
+void fwd_add_bias(float *x, int64_t n, int64_t dim, const float *b) { add_bias(x, n, dim, b); }
 
-    linear(r, &L->q, r->wq, r->h, n, r->q);
-    linear(r, &L->k, r->wk, r->h, n, r->k);
-    linear(r, &L->v, r->wv, r->h, n, r->v);
-    if (L->q_bias.data) {
-        float *bq = vb, *bk = vb + qd, *bv = vb + qd + kvd;
-        moeq_vec_to_f32(&L->q_bias, bq);
-        moeq_vec_to_f32(&L->k_bias, bk);
-        moeq_vec_to_f32(&L->v_bias, bv);
-        add_bias(r->q, n, qd, bq);
-        add_bias(r->k, n, kvd, bk);
-        add_bias(r->v, n, kvd, bv);
-    }
-    if (c->qk_norm != MOEQ_QK_NORM_NONE) {
-        float *qn = vb, *kn = vb + qd;
-        moeq_vec_to_f32(&L->q_norm, qn);
-        moeq_vec_to_f32(&L->k_norm, kn);
-        if (c->qk_norm == MOEQ_QK_NORM_HEAD) {
-            /* each head is a row of head_dim values sharing one weight vector */
-            rmsnorm_rows(r->q, r->q, n * c->heads, hd, hd, qn, c->rms_eps);
-            rmsnorm_rows(r->k, r->k, n * c->kv_heads, hd, hd, kn, c->rms_eps);
-        } else {
-            rmsnorm_rows(r->q, r->q, n, qd, qd, qn, c->rms_eps);
-            rmsnorm_rows(r->k, r->k, n, kvd, kvd, kn, c->rms_eps);
-        }
-    }
-    rope_rows(r, r->q, n, c->heads);
-    rope_rows(r, r->k, n, c->kv_heads);
-
+void fwd_attend(moeq_runner *r, int64_t n, int64_t heads, int64_t kv_heads, int64_t dqk, int64_t dv,
+                const float *q, int64_t qs, int64_t qh, const float *k, int64_t ks, int64_t kh,
+                const float *v, int64_t vs, int64_t vh, float scale, float *out, int64_t os)
+{
     /* Causal softmax attention per head: S = Q_h K_gᵀ · scale, masked, softmax, O_h = P V_g. */
-    float scale = (float)(1.0 / sqrt((double)hd));
-    int64_t group = c->heads / c->kv_heads;
+    int64_t group = heads / kv_heads;
 #pragma omp parallel for schedule(dynamic, 1) num_threads(r->nthreads)
-    for (int64_t h = 0; h < c->heads; h++) {
+    for (int64_t h = 0; h < heads; h++) {
         float *S = r->ts[omp_get_thread_num()].scores;
         int64_t g = h / group;
-        moeq_sgemm_nt(n, n, hd, r->q + h * hd, qd, r->k + g * hd, kvd, 0.0f, S, n);
+        moeq_sgemm_nt(n, n, dqk, q + h * qh, qs, k + g * kh, ks, 0.0f, S, n);
         for (int64_t i = 0; i < n; i++) {
             float *row = S + i * n;
             float mx = -INFINITY;
@@ -380,12 +305,8 @@ static void attention(moeq_runner *r, int64_t layer, int64_t n, const moeq_hooks
             for (int64_t j = 0; j <= i; j++) row[j] *= inv;
             for (int64_t j = i + 1; j < n; j++) row[j] = 0.0f;
         }
-        moeq_sgemm_nn(n, hd, n, S, n, r->v + g * hd, kvd, 0.0f, r->att + h * hd, qd);
+        moeq_sgemm_nn(n, dv, n, S, n, v + g * vh, vs, 0.0f, out + h * dv, os);
     }
-    if (hooks && hooks->linear_input)
-        hooks->linear_input(hooks->user, layer, -1, MOEQ_PROJ_O, r->att, n, qd, NULL, NULL);
-    linear(r, &L->o, r->wo, r->att, n, r->mlp_out);
-    for (int64_t i = 0; i < n * H; i++) r->x[i] += r->mlp_out[i];
 }
 
 /* out[n, H] = down(silu(gate·x) ⊙ up·x) for all tokens, with the matrices of a dense MLP or
@@ -405,38 +326,14 @@ static void mlp_all_tokens(moeq_runner *r, int64_t layer, const moeq_mat *g, con
     linear(r, d, r->wf_d, r->ffn_g, n, out);
 }
 
-/* Top-k routing of one token: indices by descending logit (ties: lower index first), then
- * softmax probabilities over all experts, optionally renormalized over the k chosen. A pruned
- * model's removed experts (live[e] == 0; live NULL: all live) are left out of the softmax and
- * the top-k, as if their router rows were deleted. */
-static void route_token(const float *logits, int64_t E, int64_t K, int renorm, const int32_t *live,
-                        int32_t *idx, float *w)
+/* The router variant of the family (model/router_*.c), by config. */
+static fwd_router_fn router_of(const moeq_config *c)
 {
-    double mx = -INFINITY, sum = 0;
-    for (int64_t e = 0; e < E; e++)
-        if ((!live || live[e]) && logits[e] > mx) mx = logits[e];
-    for (int64_t e = 0; e < E; e++)
-        if (!live || live[e]) sum += exp((double)logits[e] - mx);
-    for (int64_t s = 0; s < K; s++) {
-        int64_t best = -1;
-        for (int64_t e = 0; e < E; e++) {
-            int taken = live && !live[e];
-            for (int64_t t = 0; t < s; t++) taken |= idx[t] == e;
-            if (taken) continue;
-            if (best < 0 || logits[e] > logits[best]) best = e;
-        }
-        idx[s] = (int32_t)best;
+    switch (c->router) {
+    case MOEQ_ROUTER_SIGMOID_GROUP: return fwd_route_sigmoid_group;
+    case MOEQ_ROUTER_SOFTMAX_GROUP: return fwd_route_softmax_group;
+    default: return fwd_route_softmax;
     }
-    double wsum = 0, p[64];
-    double *pk = K <= 64 ? p : NULL;
-    for (int64_t s = 0; s < K; s++) {
-        double ps = exp((double)logits[idx[s]] - mx) / sum;
-        if (pk) pk[s] = ps;
-        w[s] = (float)ps;
-        wsum += ps;
-    }
-    if (renorm)
-        for (int64_t s = 0; s < K; s++) w[s] = (float)((pk ? pk[s] : (double)w[s]) / wsum);
 }
 
 static moeq_status moe_block(moeq_runner *r, int64_t layer, int64_t n, const moeq_hooks *hooks,
@@ -450,10 +347,15 @@ static moeq_status moe_block(moeq_runner *r, int64_t layer, int64_t n, const moe
     if (hooks && hooks->router_logits) hooks->router_logits(hooks->user, layer, r->router_logits, n, E);
     const int32_t *widths = moeq_model_expert_widths(r->m);
     const int32_t *live = widths ? widths + layer * E : NULL;
+    const float *bias = NULL;
+    if (L->router_bias.data) {
+        moeq_vec_to_f32(&L->router_bias, r->rbias);
+        bias = r->rbias;
+    }
+    const fwd_router_fn route = router_of(c);
 #pragma omp parallel for schedule(static) if (n * E * K >= PAR_MIN_ELEMS)
     for (int64_t t = 0; t < n; t++)
-        route_token(r->router_logits + t * E, E, K, c->norm_topk_prob, live, r->topk_idx + t * K,
-                    r->topk_w + t * K);
+        route(c, r->router_logits + t * E, bias, live, r->topk_idx + t * K, r->topk_w + t * K);
     memset(r->e_count, 0, (size_t)E * sizeof(int64_t));
     for (int64_t t = 0; t < n; t++)
         for (int64_t s = 0; s < K; s++) {
@@ -597,9 +499,16 @@ static moeq_status run_layer(moeq_runner *r, int64_t l, int64_t n, const moeq_ho
 {
     int64_t H = r->c->hidden;
     pages_enter(r, l);
-    attention(r, l, n, hooks);
     const moeq_layer_view *L = moeq_model_layer(r->m, l);
     float *norm_w = r->vbuf;
+    moeq_vec_to_f32(&L->attn_norm, norm_w);
+    rmsnorm_rows(r->x, r->h, n, H, H, norm_w, r->c->rms_eps);
+    if (hooks && hooks->linear_input)
+        hooks->linear_input(hooks->user, l, -1, MOEQ_PROJ_Q, r->h, n, H, NULL, NULL);
+    /* the family's attention variant: normed input r->h -> o projection in r->mlp_out */
+    if (r->c->attn == MOEQ_ATTN_MLA) fwd_attn_mla(r, l, n, hooks);
+    else fwd_attn_gqa(r, l, n, hooks);
+    for (int64_t i = 0; i < n * H; i++) r->x[i] += r->mlp_out[i];
     moeq_vec_to_f32(&L->mlp_norm, norm_w);
     rmsnorm_rows(r->x, r->h, n, H, H, norm_w, r->c->rms_eps);
     if (L->is_moe) {

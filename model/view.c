@@ -204,6 +204,36 @@ static moeq_vec vec_of(const moeq_tensor *t)
 #define FIND(pat, layer, req, cat, outp, ...)                                                  \
     find1(r, (pat), (layer), (req), NDIM(__VA_ARGS__), SHAPE(__VA_ARGS__), (cat), (outp))
 
+/* MLA (attn_mla.c): q LoRA or q_proj, kv LoRA with the decoupled rope part, o_proj. */
+static moeq_status resolve_mla(rctx *r, int64_t l, moeq_layer_view *lv)
+{
+    const moeq_config *c = &r->m->cfg;
+    const moeq_family *f = c->family;
+    const int64_t H = c->hidden, qd = c->heads * c->head_dim, QL = c->q_lora_rank, R = c->kv_lora_rank;
+    const moeq_tensor *t;
+    moeq_status st;
+    if (QL > 0) {
+        if ((st = FIND(f->q_a, l, 1, CAT_ATTN, &t, QL, H))) return st;
+        lv->q_a = mat_of(t);
+        if ((st = FIND(f->q_a_norm, l, 1, CAT_ATTN, &t, QL))) return st;
+        lv->q_a_norm = vec_of(t);
+        if ((st = FIND(f->q_b, l, 1, CAT_ATTN, &t, qd, QL))) return st;
+        lv->q_b = mat_of(t);
+    } else {
+        if ((st = FIND(f->q, l, 1, CAT_ATTN, &t, qd, H))) return st;
+        lv->q = mat_of(t);
+    }
+    if ((st = FIND(f->kv_a, l, 1, CAT_ATTN, &t, R + c->qk_rope_dim, H))) return st;
+    lv->kv_a = mat_of(t);
+    if ((st = FIND(f->kv_a_norm, l, 1, CAT_ATTN, &t, R))) return st;
+    lv->kv_a_norm = vec_of(t);
+    if ((st = FIND(f->kv_b, l, 1, CAT_ATTN, &t, c->heads * (c->qk_nope_dim + c->v_head_dim), R))) return st;
+    lv->kv_b = mat_of(t);
+    if ((st = FIND(f->o, l, 1, CAT_ATTN, &t, H, c->heads * c->v_head_dim))) return st;
+    lv->o = mat_of(t);
+    return MOEQ_OK;
+}
+
 static moeq_status resolve_attention(rctx *r, int64_t l, moeq_layer_view *lv)
 {
     const moeq_config *c = &r->m->cfg;
@@ -215,6 +245,7 @@ static moeq_status resolve_attention(rctx *r, int64_t l, moeq_layer_view *lv)
     lv->attn_norm = vec_of(t);
     if ((st = FIND(f->mlp_norm, l, 1, CAT_OTHER, &t, H))) return st;
     lv->mlp_norm = vec_of(t);
+    if (c->attn == MOEQ_ATTN_MLA) return resolve_mla(r, l, lv);
     if ((st = FIND(f->q, l, 1, CAT_ATTN, &t, qd, H))) return st;
     lv->q = mat_of(t);
     if ((st = FIND(f->k, l, 1, CAT_ATTN, &t, kd, H))) return st;
@@ -308,6 +339,10 @@ static moeq_status resolve_mlp(rctx *r, int64_t l, moeq_layer_view *lv)
     }
     if ((st = find_alt(r, f->router, MOEQ_FAMILY_ALT, l, -1, 1, 2, SHAPE(E, H), CAT_ROUTER, &t))) return st;
     lv->router = mat_of(t);
+    if (f->router_bias) {
+        if ((st = FIND(f->router_bias, l, 1, CAT_ROUTER, &t, E))) return st;
+        lv->router_bias = vec_of(t);
+    }
     if (m->fused) {
         const int64_t I2 = 2 * I;   /* I <= 2^24 (CF-3) */
         if ((st = find_alt(r, f->fused_gate_up, MOEQ_FAMILY_ALT, l, -1, 1, 3, SHAPE(E, I2, H), CAT_ROUTED,
@@ -434,7 +469,7 @@ static moeq_status resolve(moeq_model *m, moeq_error *err)
             moeq_layer_view *lv = &m->layers[l];
             moeq_mat *mats[] = { &lv->q, &lv->k, &lv->v, &lv->o, &lv->router, &lv->dense_gate, &lv->dense_up,
                                  &lv->dense_down, &lv->shared_gate, &lv->shared_up, &lv->shared_down,
-                                 &lv->shared_expert_gate };
+                                 &lv->shared_expert_gate, &lv->q_a, &lv->q_b, &lv->kv_a, &lv->kv_b };
             for (size_t i = 0; i < sizeof mats / sizeof mats[0]; i++) pack_fix(m, mats[i], 0);
         }
     }
@@ -610,6 +645,10 @@ static moeq_mat *layer_mat(moeq_layer_view *lv, moeq_proj proj)
     case MOEQ_PROJ_DENSE_GATE: return &lv->dense_gate;
     case MOEQ_PROJ_DENSE_UP: return &lv->dense_up;
     case MOEQ_PROJ_DENSE_DOWN: return &lv->dense_down;
+    case MOEQ_PROJ_Q_A: return &lv->q_a;
+    case MOEQ_PROJ_Q_B: return &lv->q_b;
+    case MOEQ_PROJ_KV_A: return &lv->kv_a;
+    case MOEQ_PROJ_KV_B: return &lv->kv_b;
     default: return NULL;
     }
 }
@@ -743,6 +782,7 @@ const char *moeq_proj_name(moeq_proj p)
         [MOEQ_PROJ_SHARED_EXPERT_GATE] = "shared_expert_gate",
         [MOEQ_PROJ_DENSE_GATE] = "dense_gate", [MOEQ_PROJ_DENSE_UP] = "dense_up",
         [MOEQ_PROJ_DENSE_DOWN] = "dense_down",
+        [MOEQ_PROJ_Q_A] = "q_a", [MOEQ_PROJ_Q_B] = "q_b", [MOEQ_PROJ_KV_A] = "kv_a", [MOEQ_PROJ_KV_B] = "kv_b",
     };
     if ((int)p < 0 || p >= MOEQ_PROJ_COUNT) return "unknown";
     return names[p];
@@ -784,11 +824,11 @@ static void layer_pages(const moeq_model *m, int64_t l, int prefetch)
     const moeq_layer_view *L = &m->layers[l];   /* the checkpoint's, not an override */
     const moeq_mat *mats[] = { &L->q, &L->k, &L->v, &L->o, &L->router, &L->dense_gate, &L->dense_up,
                                &L->dense_down, &L->shared_gate, &L->shared_up, &L->shared_down,
-                               &L->shared_expert_gate };
+                               &L->shared_expert_gate, &L->q_a, &L->q_b, &L->kv_a, &L->kv_b };
     for (size_t i = 0; i < sizeof mats / sizeof mats[0]; i++) mat_pages(mats[i], prefetch);
     if (!prefetch) {
         const moeq_vec *vecs[] = { &L->attn_norm, &L->mlp_norm, &L->q_bias, &L->k_bias, &L->v_bias,
-                                   &L->q_norm, &L->k_norm };
+                                   &L->q_norm, &L->k_norm, &L->q_a_norm, &L->kv_a_norm, &L->router_bias };
         for (size_t i = 0; i < sizeof vecs / sizeof vecs[0]; i++) moeq_vec_release(vecs[i]);
     }
     if (!m->cfg.layer_is_moe[l]) return;
