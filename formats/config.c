@@ -213,6 +213,19 @@ static moeq_status parse_rope(const cfg_ctx *c, const moeq_family *fam, moeq_con
         cfg->rope_type = MOEQ_ROPE_YARN;
         if ((st = parse_yarn(c, yarn, yarn_obj, cfg))) return st;
     }
+    if (fam->partial_rotary) {
+        /* rope_parameters.partial_rotary_factor (v5), else the top-level key (v4) */
+        double prf = 1.0;
+        const char *where = rp && get(rp, "partial_rotary_factor") ? "rope_parameters.partial_rotary_factor"
+                                                                   : "partial_rotary_factor";
+        if ((st = get_real(c, rp && get(rp, "partial_rotary_factor") ? rp : c->root, "partial_rotary_factor",
+                           "CF-6", 0, 1.0, &prf, NULL)))
+            return st;
+        int64_t d = (int64_t)((double)cfg->head_dim * prf);   /* int(head_dim * factor) */
+        if (!(prf > 0 && prf <= 1) || d < 2 || d % 2) return bad(c, "CF-6", where, "out of range (expected "
+                                                                 "0 < factor <= 1 giving an even channel count)");
+        cfg->rope_dim = d;
+    }
     cfg->rope_interleave = fam->rope_interleave_default;
     if (fam->rope_interleave_key &&
         (st = get_bool(c, c->root, fam->rope_interleave_key, "CF-6", fam->rope_interleave_default,
@@ -348,6 +361,14 @@ static moeq_status check_features(const cfg_ctx *c, const moeq_family *fam)
         return moeq_fail(c->err, MOEQ_ERR_UNSUPPORTED,
                          "%s: CF-9: key 'clip_qkv': clipping q/k/v is not supported (expected null)",
                          c->path);
+    const json_t *lt = get(c->root, "layer_types");
+    if (lt && json_is_array(lt))
+        for (size_t i = 0; i < json_array_size(lt); i++) {
+            const json_t *e = json_array_get(lt, i);
+            if (!json_is_string(e) || strcmp(json_string_value(e), "full_attention") != 0)
+                return moeq_fail(c->err, MOEQ_ERR_UNSUPPORTED, "%s: CF-9: key 'layer_types': element %zu is "
+                                 "not \"full_attention\" (only full causal attention is supported)", c->path, i);
+        }
     if (fam->sparse == MOEQ_SPARSE_QWEN) {
         int sw = 0;
         moeq_status st = get_bool(c, c->root, "use_sliding_window", "CF-9", 0, &sw, NULL);
@@ -501,7 +522,7 @@ moeq_status moeq_config_parse(const char *json, size_t len, const char *path, mo
     if (fam->qkv_bias_key) {
         if ((st = get_bool(c, root, fam->qkv_bias_key, "CF-8", fam->qkv_bias_default, &cfg->qkv_bias, NULL)))
             goto done;
-        if (cfg->qkv_bias && strcmp(fam->qkv_bias_key, "attention_bias") == 0) {
+        if (cfg->qkv_bias && strcmp(fam->qkv_bias_key, "attention_bias") == 0 && !fam->attention_bias_qkv_only) {
             /* attention_bias also gives o_proj a bias, which the layer view cannot hold */
             st = moeq_fail(err, MOEQ_ERR_UNSUPPORTED,
                            "%s: CF-8: key 'attention_bias': true (q/k/v/o biases) is not supported", path);
@@ -509,6 +530,11 @@ moeq_status moeq_config_parse(const char *json, size_t len, const char *path, mo
         }
     }
     cfg->qk_norm = fam->qk_norm;
+    if (fam->qk_norm_key) {
+        int on = 0;
+        if ((st = get_bool(c, root, fam->qk_norm_key, "CF-8", 0, &on, NULL))) goto done;
+        if (!on) cfg->qk_norm = MOEQ_QK_NORM_NONE;
+    }
 
     if ((st = check_features(c, fam))) goto done;
     if (fam->has_sliding_window) {

@@ -138,6 +138,53 @@ static const moeq_family families[] = {
     DEEPSEEK_V3_ROW("deepseek_v3"),
     DEEPSEEK_V3_ROW("kimi_k2"),
     {
+        /* GLM-4.5 / 4.6 / Air (Glm4MoeConfig): grouped-query attention with q/k/v biases
+         * (attention_bias; o_proj has none), per-head q/k RMSNorm when use_qk_norm, partial
+         * rotary (rotate-half over the first partial_rotary_factor of each head), the
+         * DeepSeek-V3 router. */
+        .model_type = "glm4_moe",
+        .moe_inter_key = "moe_intermediate_size",
+        .dense_inter_key = "intermediate_size",
+        .renorm = MOEQ_RENORM_KEY, .norm_topk_default = 1,
+        .sparse = MOEQ_SPARSE_FIRST_K, .first_k_dense_default = 1,
+        .qk_norm = MOEQ_QK_NORM_HEAD, .qk_norm_key = "use_qk_norm",
+        .qkv_bias_key = "attention_bias", .qkv_bias_default = 0, .attention_bias_qkv_only = 1,
+        .tie_default = 0, .rope_theta_default = 10000.0,
+        .attn = MOEQ_ATTN_GQA, .router_kind = MOEQ_ROUTER_SIGMOID_GROUP,
+        .experts_key = "n_routed_experts",
+        .shared_count_key = "n_shared_experts", .shared_count_default = 1,
+        .routed_scaling_default = 1.0, .n_group_default = 1, .topk_group_default = 1,
+        .partial_rotary = 1,
+        COMMON_NAMES,
+        MLP_NAMES,
+        .shared = { "model.layers.%lld.mlp.shared_experts.gate_proj.weight",
+                    "model.layers.%lld.mlp.shared_experts.up_proj.weight",
+                    "model.layers.%lld.mlp.shared_experts.down_proj.weight" },
+        .router_bias = "model.layers.%lld.mlp.gate.e_score_correction_bias",
+    },
+    {
+        /* dots.llm1 (Dots1Config): Qwen3 attention (per-head q/k RMSNorm before RoPE) with the
+         * DeepSeek-V3 router and shared experts; every layer full attention. */
+        .model_type = "dots1",
+        .moe_inter_key = "moe_intermediate_size",
+        .dense_inter_key = "intermediate_size",
+        .renorm = MOEQ_RENORM_KEY, .norm_topk_default = 0,
+        .sparse = MOEQ_SPARSE_FIRST_K, .first_k_dense_default = 0,
+        .qk_norm = MOEQ_QK_NORM_HEAD,
+        .qkv_bias_key = "attention_bias", .qkv_bias_default = 0,
+        .tie_default = 0, .rope_theta_default = 10000.0,
+        .attn = MOEQ_ATTN_GQA, .router_kind = MOEQ_ROUTER_SIGMOID_GROUP,
+        .experts_key = "n_routed_experts",
+        .shared_count_key = "n_shared_experts", .shared_count_default = 0,
+        .routed_scaling_default = 1.0, .n_group_default = 1, .topk_group_default = 1,
+        COMMON_NAMES,
+        MLP_NAMES,
+        .shared = { "model.layers.%lld.mlp.shared_experts.gate_proj.weight",
+                    "model.layers.%lld.mlp.shared_experts.up_proj.weight",
+                    "model.layers.%lld.mlp.shared_experts.down_proj.weight" },
+        .router_bias = "model.layers.%lld.mlp.gate.e_score_correction_bias",
+    },
+    {
         /* DeepSeek-V2 (V2-Lite, V2.5): softmax routing, greedy or group_limited_greedy (group
          * max), no renormalization; RoPE always on interleaved pairs (complex multiply). */
         .model_type = "deepseek_v2",

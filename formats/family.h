@@ -57,6 +57,9 @@ typedef struct moeq_family {
     const char *rope_interleave_key;   /* NULL: rope_interleave_default always */
     int rope_interleave_default;
     int yarn_mscale_scale;         /* softmax scale x get_mscale(factor, mscale_all_dim)^2 */
+    const char *qk_norm_key;       /* bool key turning qk_norm on (use_qk_norm); NULL: always */
+    int attention_bias_qkv_only;   /* attention_bias gives q/k/v biases only (o_proj has none) */
+    int partial_rotary;            /* partial_rotary_factor rotates only the first channels */
 
     /* ---- tensor names (model/view.c) ---- */
     const char *embed, *lm_head, *final_norm;

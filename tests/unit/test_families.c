@@ -11,7 +11,7 @@
 #include "moeq_model.h"
 
 static const char *FAMILY_FIXTURES[] = {
-    "tiny-deepseekv3", "tiny-kimik2", "tiny-deepseekv2",
+    "tiny-deepseekv3", "tiny-kimik2", "tiny-deepseekv2", "tiny-glm4moe", "tiny-dots1",
 };
 #define N_FAM (sizeof FAMILY_FIXTURES / sizeof FAMILY_FIXTURES[0])
 
