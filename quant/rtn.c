@@ -180,7 +180,7 @@ moeq_status moeq_quant_piece_codec(const moeq_model *m, const moeq_quant_opts *o
 
 /* ---- the pieces a quantize run writes, in file order ------------------------------------- */
 
-enum { TF_EXPERT = 1, TF_LINEAR = 2, TF_LAYER = 4 };
+enum { TF_EXPERT = 1, TF_LINEAR = 2, TF_LAYER = 4, TF_GATE_UP = 8 };
 typedef struct tmap { const char *name; int64_t layer, expert; int flags; } tmap;
 
 static int cmp_tmap(const void *a, const void *b)
@@ -219,7 +219,8 @@ static moeq_status tmap_build(const moeq_model *m, tmap **out, size_t *nout, moe
                 for (int p = 0; p < 3 && st == MOEQ_OK; p++) {
                     moeq_mat x;
                     if (moeq_model_expert(m, l, e, (moeq_proj)p, &x, NULL) == MOEQ_OK && x.tensor)
-                        st = tmap_add(&v, &n, &cap, x.tensor, l, x.index < 0 ? e : -1, TF_EXPERT | TF_LAYER, err);
+                        st = tmap_add(&v, &n, &cap, x.tensor, l, x.index < 0 ? e : -1,
+                                      TF_EXPERT | TF_LAYER | (p != MOEQ_PROJ_DOWN ? TF_GATE_UP : 0), err);
                 }
         const moeq_mat *lin[] = { &L->q, &L->k, &L->v, &L->o, &L->dense_gate, &L->dense_up, &L->dense_down,
                                   &L->shared_gate, &L->shared_up, &L->shared_down };
@@ -280,7 +281,8 @@ moeq_status moeq_quant_pieces(const moeq_model *m, const moeq_quant_opts *o, moe
         int is_expert = tv && (tv->flags & TF_EXPERT);
         int want = is_expert || (o->scope == MOEQ_SCOPE_ALL && tv && (tv->flags & TF_LINEAR));
         int fused = is_expert && t->ndim == 3;
-        int gate_up = fused && t->shape[1] == 2 * I;
+        /* by role, not shape: down [E, H, I] has 2I rows too when H == 2I (glm4_moe fixture) */
+        int gate_up = fused && (tv->flags & TF_GATE_UP);
         int64_t np = fused ? t->shape[0] * (gate_up ? 2 : 1) : 1;
         if (n + (size_t)np > cap) {
             size_t nc = cap ? 2 * cap : 1024;
