@@ -125,9 +125,9 @@ static int run_tasks(const tool_common *tc, const char *path, const char *ref_pa
     moeq_task_set *ts = NULL;
     moeq_task_result res = {0};
     int rc = 0;
-    if (moeq_model_open(path, &m, &err) != MOEQ_OK ||
+    if (moeq_tasks_load(task_path, (moeq_task_format)fmt, &ts, &err) != MOEQ_OK ||
+        moeq_model_open(path, &m, &err) != MOEQ_OK ||
         (ref_path && moeq_model_open(ref_path, &ref, &err) != MOEQ_OK) ||
-        moeq_tasks_load(task_path, (moeq_task_format)fmt, &ts, &err) != MOEQ_OK ||
         moeq_task_eval(m, ref, ts, task_path, opts, &res, &err) != MOEQ_OK) {
         rc = tool_report("eval", &err);
         goto done;
