@@ -194,6 +194,10 @@ typedef struct moeq_packing {
     const int32_t *pos, *seg, *see;
     const int32_t *rows;
     int64_t nrows;
+    /* optional (NULL: one block): starts of independent blocks (units[0] == 0, ascending);
+     * segment ids grow from block to block (checked), and attention runs per block */
+    const int32_t *units;
+    int64_t nunits;
 } moeq_packing;
 moeq_status moeq_forward_packed(moeq_runner *r, const int32_t *tokens, int64_t n,
                                 const moeq_packing *pk, float *logits, moeq_error *err);

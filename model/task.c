@@ -153,14 +153,14 @@ static int64_t unit_tokens(const moeq_task_score *s, int32_t n_req)
 
 /* One forward pass: several units. row_of[i]: the logits row of packed token i, or -1. */
 typedef struct pass {
-    int64_t cap, n, nrows;
-    int32_t *tok, *pos, *seg, *see, *rows, *row_of;
+    int64_t cap, n, nrows, nunits;
+    int32_t *tok, *pos, *seg, *see, *rows, *row_of, *units;
     int32_t nseg;
 } pass;
 
 static void pass_reset(pass *p)
 {
-    p->n = p->nrows = 0;
+    p->n = p->nrows = p->nunits = 0;
     p->nseg = 0;
 }
 
@@ -180,6 +180,7 @@ static void pass_add(pass *p, moeq_task_score *s, int32_t n_req, int64_t *prefix
     int64_t P = common_prefix(s, n_req);
     int32_t shared = p->nseg++;
     *prefix = p->n;
+    p->units[p->nunits++] = (int32_t)p->n;   /* a task is an independent block */
     for (int64_t j = 0; j < P; j++) {
         int64_t i = p->n++;
         p->tok[i] = input_token(&s->req[0], j);
@@ -296,7 +297,8 @@ static moeq_status score_pass(scorer *sc, pass *p, moeq_task_score *scores, cons
             }
         }
     }
-    moeq_packing pk = {.pos = p->pos, .seg = p->seg, .see = p->see, .rows = p->rows, .nrows = p->nrows};
+    moeq_packing pk = {.pos = p->pos, .seg = p->seg, .see = p->see, .rows = p->rows, .nrows = p->nrows,
+                       .units = p->units, .nunits = p->nunits};
     double t0 = moeq_now();
     moeq_status st = moeq_forward_packed(sc->run, p->tok, p->n, &pk, sc->logits, err);
     sc->seconds += moeq_now() - t0;
@@ -373,10 +375,11 @@ moeq_status moeq_task_eval(const moeq_model *model, const moeq_model *ref, const
     if (st == MOEQ_OK) {
         sc.logits = malloc((size_t)cap * (size_t)V * sizeof(float));
         sc.logits_ref = ref ? malloc((size_t)cap * (size_t)V * sizeof(float)) : NULL;
-        int32_t *b = malloc((size_t)cap * 6 * sizeof(int32_t));
+        int32_t *b = malloc((size_t)cap * 7 * sizeof(int32_t));
         p.tok = b;
         if (b) {
             p.pos = b + cap; p.seg = b + 2 * cap; p.see = b + 3 * cap; p.rows = b + 4 * cap; p.row_of = b + 5 * cap;
+            p.units = b + 6 * cap;
         }
         /* a pass holds at most cap units (each has at least one token or one row) */
         prefix = malloc((size_t)cap * sizeof *prefix);

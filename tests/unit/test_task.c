@@ -115,7 +115,7 @@ static void test_packed_forward(void)
     int32_t seq[3][P + C], len[3] = {P + A, P + B, P + C};
     for (int s = 0; s < 3; s++)
         for (int j = 0; j < P + C; j++) seq[s][j] = j < P ? 100 + 37 * j : (s * 211 + j * 53) % 1000;
-    int32_t tok[N], pos[N], seg[N], see[N], rows[N];
+    int32_t tok[2 * N], pos[2 * N], seg[2 * N], see[2 * N], rows[2 * N];
     int64_t i = 0;
     for (int j = 0; j < P; j++, i++) { tok[i] = seq[0][j]; pos[i] = j; seg[i] = 0; see[i] = -1; }
     int64_t at[3];
@@ -125,7 +125,7 @@ static void test_packed_forward(void)
     }
     for (int k = 0; k < N; k++) rows[k] = N - 1 - k;   /* any order */
     moeq_packing pk = {.pos = pos, .seg = seg, .see = see, .rows = rows, .nrows = N};
-    float *lp = malloc((size_t)(N * V) * sizeof(float)), *ls = malloc((size_t)((P + C) * V) * sizeof(float));
+    float *lp = malloc((size_t)(2 * N * V) * sizeof(float)), *ls = malloc((size_t)((P + C) * V) * sizeof(float));
     moeq_runner *r = NULL;
     CHECK_MSG(moeq_runner_create(m, 64, 2, &r, &err) == MOEQ_OK, "%s", err.detail);
     CHECK_MSG(r && moeq_forward_packed(r, tok, N, &pk, lp, &err) == MOEQ_OK, "%s", err.detail);
@@ -144,6 +144,33 @@ static void test_packed_forward(void)
         }
     }
     CHECK_MSG(worst < 1e-5, "packed vs alone: %.3g of max|logit|", worst);
+    /* two independent blocks (sequences 0 and 2, positions from 0), attention per block */
+    int64_t na = len[0], nb = len[2];
+    for (int64_t j = 0; j < na + nb; j++) {
+        int s = j < na ? 0 : 2;
+        int64_t q = j < na ? j : j - na;
+        tok[j] = seq[s][q]; pos[j] = (int32_t)q; seg[j] = j < na ? 0 : 1; see[j] = -1; rows[j] = (int32_t)j;
+    }
+    int32_t units[2] = {0, (int32_t)na};
+    moeq_packing pb = {.pos = pos, .seg = seg, .see = see, .rows = rows, .nrows = na + nb, .units = units, .nunits = 2};
+    CHECK_MSG(r && moeq_forward_packed(r, tok, na + nb, &pb, lp, &err) == MOEQ_OK, "%s", err.detail);
+    worst = 0;
+    for (int s = 0; r && s < 2; s++) {
+        int64_t L = s ? nb : na, off = s ? na : 0;
+        CHECK(moeq_forward(r, seq[s ? 2 : 0], L, ls, NULL, &err) == MOEQ_OK);
+        double mx = 0, d = 0;
+        for (int64_t v = 0; v < L * V; v++) {
+            if (fabs(ls[v]) > mx) mx = fabs(ls[v]);
+            double e = fabs((double)ls[v] - lp[off * V + v]);
+            if (!(e <= d)) d = e;
+        }
+        if (!(d / mx <= worst)) worst = d / mx;
+    }
+    CHECK_MSG(worst < 1e-5, "blocks vs alone: %.3g of max|logit|", worst);
+    /* a block whose token sees a segment of an earlier block is refused */
+    see[na] = 0;
+    CHECK(r && moeq_forward_packed(r, tok, na + nb, &pb, lp, &err) == MOEQ_ERR_MISUSE);
+    see[na] = -1;
     /* positions beyond a token's index are refused */
     pos[3] = 7;
     CHECK(r && moeq_forward_packed(r, tok, N, &pk, lp, &err) == MOEQ_ERR_MISUSE);
