@@ -267,6 +267,47 @@ static void add_bias(float *x, int64_t n, int64_t dim, const float *b)
         for (int64_t j = 0; j < dim; j++) x[i * dim + j] += b[j];
 }
 
+/* Softmax of the score rows S [n, n] of a block of a packed sequence (moeq_forward_packed):
+ * token i attends to j <= i of its own segment or of the segment it sees; every other entry is 0. */
+static void softmax_packed(const int32_t *seg, const int32_t *see, float *S, int64_t n, float scale)
+{
+    for (int64_t i = 0; i < n; i++) {
+        float *row = S + i * n;
+        int32_t own = seg[i], other = see[i];
+        float mx = -INFINITY;   /* token i always sees itself, so mx and sum are set */
+        for (int64_t j = 0; j <= i; j++) {
+            if (seg[j] != own && seg[j] != other) continue;
+            row[j] *= scale;
+            if (row[j] > mx) mx = row[j];
+        }
+        float sum = 0.0f;
+        for (int64_t j = 0; j <= i; j++) {
+            row[j] = seg[j] == own || seg[j] == other ? expf(row[j] - mx) : 0.0f;
+            sum += row[j];
+        }
+        float inv = 1.0f / sum;
+        for (int64_t j = 0; j <= i; j++) row[j] *= inv;
+        for (int64_t j = i + 1; j < n; j++) row[j] = 0.0f;
+    }
+}
+
+/* Head h (kv group g) of a packed sequence: each independent block (a task) on its own, so the
+ * scores cost the sum of the blocks' squares, not the square of the pass. */
+static void attention_packed_head(const moeq_runner *r, int64_t dqk, int64_t dv, const float *q, int64_t qs,
+                                  const float *k, int64_t ks, const float *v, int64_t vs, float *S, float scale,
+                                  float *out, int64_t os)
+{
+    const moeq_packing *pk = r->pk;
+    int64_t n = r->pk_n;
+    int64_t nb = pk->units && pk->nunits > 0 ? pk->nunits : 1;
+    for (int64_t b = 0; b < nb; b++) {
+        int64_t b0 = nb > 1 ? pk->units[b] : 0, b1 = b + 1 < nb ? pk->units[b + 1] : n, m = b1 - b0;
+        moeq_sgemm_nt(m, m, dqk, q + b0 * qs, qs, k + b0 * ks, ks, 0.0f, S, m);
+        softmax_packed(pk->seg + b0, pk->see + b0, S, m, scale);
+        moeq_sgemm_nn(m, dv, m, S, m, v + b0 * vs, vs, 0.0f, out + b0 * os, os);
+    }
+}
+
 void fwd_linear(moeq_runner *r, const moeq_mat *W, float *wbuf, const float *X, int64_t n, float *Y)
 {
     linear(r, W, wbuf, X, n, Y);
@@ -288,6 +329,11 @@ void fwd_attend(moeq_runner *r, int64_t n, int64_t heads, int64_t kv_heads, int6
     for (int64_t h = 0; h < heads; h++) {
         float *S = r->ts[omp_get_thread_num()].scores;
         int64_t g = h / group;
+        if (r->pk) {
+            attention_packed_head(r, dqk, dv, q + h * qh, qs, k + g * kh, ks, v + g * vh, vs, S, scale,
+                                  out + h * dv, os);
+            continue;
+        }
         moeq_sgemm_nt(n, n, dqk, q + h * qh, qs, k + g * kh, ks, 0.0f, S, n);
         for (int64_t i = 0; i < n; i++) {
             float *row = S + i * n;
@@ -580,4 +626,57 @@ moeq_status moeq_forward_head(moeq_runner *r, const float *x, int64_t n, float *
     moeq_status st = check_window(r, n, err);
     if (st == MOEQ_OK) lm_head(r, x, n, logits);
     return st;
+}
+
+/* Packed sequences (docs/eval.md, "Tasks"): only RoPE (positions) and the attention mask
+ * (segments) differ from moeq_forward; the linears, norms and MoE are per token anyway. */
+moeq_status moeq_forward_packed(moeq_runner *r, const int32_t *tokens, int64_t n,
+                                const moeq_packing *pk, float *logits, moeq_error *err)
+{
+    moeq_status st = check_window(r, n, err);
+    if (st != MOEQ_OK) return st;
+    for (int64_t i = 0; i < n; i++)
+        if (pk->pos[i] < 0 || pk->pos[i] > i)
+            return moeq_fail(err, MOEQ_ERR_MISUSE, "packed token %lld has position %d outside 0..%lld",
+                             (long long)i, pk->pos[i], (long long)i);
+    /* blocks: ascending starts from 0; segment ids grow from block to block, so no token can
+     * see one of an earlier block and attention per block equals attention over the pass */
+    if (pk->units && pk->nunits > 0) {
+        if (pk->units[0] != 0)
+            return moeq_fail(err, MOEQ_ERR_MISUSE, "the first block of a packed sequence starts at %d, not 0",
+                             pk->units[0]);
+        int64_t prev_max = -1, cur_max = -1;
+        for (int64_t b = 0, i = 0; b < pk->nunits; b++) {
+            int64_t b1 = b + 1 < pk->nunits ? pk->units[b + 1] : n;
+            if (b1 <= pk->units[b] || b1 > n)
+                return moeq_fail(err, MOEQ_ERR_MISUSE, "block %lld of a packed sequence of %lld tokens ends at %lld",
+                                 (long long)b, (long long)n, (long long)b1);
+            prev_max = cur_max > prev_max ? cur_max : prev_max;
+            for (; i < b1; i++) {
+                if (pk->seg[i] <= prev_max || (pk->see[i] >= 0 && pk->see[i] <= prev_max))
+                    return moeq_fail(err, MOEQ_ERR_MISUSE, "packed token %lld (block %lld) has segment %d seeing %d, "
+                                     "of an earlier block", (long long)i, (long long)b, pk->seg[i], pk->see[i]);
+                if (pk->seg[i] > cur_max) cur_max = pk->seg[i];
+            }
+        }
+    }
+    if (pk->nrows < 0 || pk->nrows > n)
+        return moeq_fail(err, MOEQ_ERR_MISUSE, "%lld logit rows of a packed sequence of %lld tokens",
+                         (long long)pk->nrows, (long long)n);
+    for (int64_t k = 0; k < pk->nrows; k++)
+        if (pk->rows[k] < 0 || pk->rows[k] >= n)
+            return moeq_fail(err, MOEQ_ERR_MISUSE, "logit row %d of a packed sequence of %lld tokens",
+                             pk->rows[k], (long long)n);
+    r->pk = pk;
+    r->pk_n = n;
+    st = embed_tokens(r, tokens, n, r->x, err);
+    for (int64_t l = 0; st == MOEQ_OK && l < r->c->layers; l++) st = run_layer(r, l, n, NULL, err);
+    r->pk = NULL;
+    if (st != MOEQ_OK) return st;
+    /* the head runs only on the rows asked for (mlp_out is free scratch after the last layer) */
+    int64_t H = r->c->hidden;
+    for (int64_t k = 0; k < pk->nrows; k++)
+        memcpy(r->mlp_out + k * H, r->x + (int64_t)pk->rows[k] * H, (size_t)H * sizeof(float));
+    if (pk->nrows > 0) lm_head(r, r->mlp_out, pk->nrows, logits);
+    return MOEQ_OK;
 }

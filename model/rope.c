@@ -67,7 +67,8 @@ void fwd_rope_apply(const moeq_runner *r, float *x, int64_t n, int64_t heads, in
     const int inter = r->c->rope_interleave;
 #pragma omp parallel for schedule(static) if (n * heads * half >= PAR_MIN_ELEMS)
     for (int64_t p = 0; p < n; p++) {
-        const float *cs = r->rope_cos + p * half, *sn = r->rope_sin + p * half;
+        int64_t pp = r->pk ? r->pk->pos[p] : p;   /* packed sequences restart positions */
+        const float *cs = r->rope_cos + pp * half, *sn = r->rope_sin + pp * half;
         for (int64_t h = 0; h < heads; h++) {
             float *v = x + p * row_stride + h * head_stride;
             if (inter) {
