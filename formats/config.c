@@ -9,7 +9,8 @@
  *   CF-7  decoder_sparse_step >= 1, mlp_only_layers indexes of existing layers
  *   CF-8  booleans (tie_word_embeddings, norm_topk_prob, qkv_bias / attention_bias)
  *   CF-9  features the forward pass does not implement (hidden_act, sliding window, clip_qkv)
- *   CF-10 rms_norm_eps a finite number in (0, 1) */
+ *   CF-10 rms_norm_eps a finite number in (0, 1)
+ *   CF-11 quantization_config: quant_method "fp8" (e4m3, weight_block_size [r, c]); others refused */
 #include "moeq_model.h"
 #include "formats/family.h"
 
@@ -303,6 +304,43 @@ static moeq_status parse_groups(const cfg_ctx *c, const moeq_family *fam, moeq_c
     return MOEQ_OK;
 }
 
+/* CF-11: the source's own quantization (docs/FAMILIES.md, "Source formats"). */
+static moeq_status parse_quant(const cfg_ctx *c, moeq_config *cfg)
+{
+    const json_t *q = get(c->root, "quantization_config");
+    if (!q) return MOEQ_OK;
+    if (!json_is_object(q)) return bad(c, "CF-11", "quantization_config", "wrong type (expected an object)");
+    const json_t *m = get(q, "quant_method");
+    if (!m) return bad(c, "CF-11", "quantization_config.quant_method", "missing");
+    if (!json_is_string(m)) return bad(c, "CF-11", "quantization_config.quant_method", "wrong type (expected a string)");
+    if (strcmp(json_string_value(m), "fp8") != 0)
+        return moeq_fail(c->err, MOEQ_ERR_UNSUPPORTED, "%s: CF-11: key 'quantization_config.quant_method': "
+                         "\"%.64s\" is not supported (\"fp8\" block-scaled e4m3)", c->path, json_string_value(m));
+    const json_t *fmt = get(q, "fmt");
+    if (fmt && (!json_is_string(fmt) || strcmp(json_string_value(fmt), "e4m3") != 0))
+        return moeq_fail(c->err, MOEQ_ERR_UNSUPPORTED, "%s: CF-11: key 'quantization_config.fmt': only \"e4m3\" "
+                         "is supported", c->path);
+    cfg->fp8 = 1;
+    cfg->fp8_block_rows = cfg->fp8_block_cols = 128;
+    const json_t *bs = get(q, "weight_block_size");
+    if (bs) {
+        if (!json_is_array(bs) || json_array_size(bs) != 2)
+            return bad(c, "CF-11", "quantization_config.weight_block_size", "expected [rows, cols]");
+        int64_t v[2];
+        for (int i = 0; i < 2; i++) {
+            const json_t *e = json_array_get(bs, (size_t)i);
+            if (!json_is_integer(e) || json_integer_value(e) < 1 || json_integer_value(e) > 65536)
+                return bad(c, "CF-11", "quantization_config.weight_block_size", "elements must be integers in 1..65536");
+            v[i] = (int64_t)json_integer_value(e);
+        }
+        cfg->fp8_block_rows = v[0];
+        cfg->fp8_block_cols = v[1];
+    }
+    if ((cfg->hidden + cfg->fp8_block_cols - 1) / cfg->fp8_block_cols > 4096)
+        return bad(c, "CF-11", "quantization_config.weight_block_size", "more than 4096 blocks per row");
+    return MOEQ_OK;
+}
+
 /* CF-7: layer_is_moe */
 static moeq_status parse_sparse(const cfg_ctx *c, const moeq_family *fam, moeq_config *cfg)
 {
@@ -537,6 +575,7 @@ moeq_status moeq_config_parse(const char *json, size_t len, const char *path, mo
     }
 
     if ((st = check_features(c, fam))) goto done;
+    if ((st = parse_quant(c, cfg))) goto done;
     if (fam->has_sliding_window) {
         /* a window at least as long as any position is plain causal attention */
         int64_t sw = 0;

@@ -65,6 +65,9 @@ typedef struct moeq_config {
     int64_t q_lora_rank, kv_lora_rank, qk_nope_dim, qk_rope_dim;
     int64_t n_group, topk_group; /* group-limited routing (1 group: none) */
     int group_limited;           /* DeepSeek-V2 topk_method "group_limited_greedy" */
+    /* quantization_config (CF-11): fp8 block scales of F8_E4M3 weights, 0 when none */
+    int fp8;
+    int64_t fp8_block_rows, fp8_block_cols;
     double routed_scaling;       /* routing weights x this (1 unless the family has it) */
 } moeq_config;
 
@@ -98,6 +101,13 @@ typedef struct moeq_mat {
     /* packed int codec (docs/FORMAT.md): the kernels' view, dtype is MOEQ_DT_OTHER; NULL for
      * plain F32/F16/BF16 views. moeq_mat_to_f32 dequantizes these through the kernels. */
     const struct moeq_qmat *q;
+    /* F8_E4M3 views (block-scaled sources): value = fp8 x scale[r / block_rows][c / block_cols],
+     * the scale grid [ceil(rows / block_rows), scale_cols] in scale_dtype (F32 or BF16), from
+     * the weight's `weight_scale_inv` tensor. NULL otherwise. */
+    const void *scale;
+    moeq_dtype scale_dtype;
+    int64_t scale_cols, block_rows, block_cols;
+    const char *scale_tensor;
 } moeq_mat;
 
 typedef struct moeq_vec {    /* a 1-D weight: norms, biases */
@@ -153,6 +163,12 @@ moeq_status moeq_model_expert(const moeq_model *m, int64_t layer, int64_t expert
 moeq_status moeq_model_set_override(moeq_model *m, int64_t layer, int64_t expert, moeq_proj proj,
                                     const float *data, moeq_error *err);
 void moeq_model_clear_overrides(moeq_model *m);   /* every override, back to the checkpoint */
+/* The view of a whole 2-D checkpoint tensor with its FP8 block scales attached when it is an
+ * F8_E4M3 weight (moeq_mat_to_f32 then dequantizes it), for stages that walk the tensors. */
+moeq_mat moeq_model_tensor_view(const moeq_model *m, const moeq_tensor *t);
+/* 1 when t is the weight_scale_inv of an F8_E4M3 weight of an fp8 source (consumed by the
+ * weight's view, never written on its own). */
+int moeq_model_is_fp8_scale(const moeq_model *m, const moeq_tensor *t);
 const moeq_mat *moeq_model_embed(const moeq_model *m);     /* [vocab, hidden] */
 const moeq_mat *moeq_model_lm_head(const moeq_model *m);   /* == embed when tied */
 const moeq_vec *moeq_model_final_norm(const moeq_model *m);

@@ -107,10 +107,56 @@ static moeq_status claim(rctx *r, const moeq_tensor *t, int cat)
     return MOEQ_OK;
 }
 
+/* The block-scale tensor of an FP8 weight: NAME_scale_inv (DeepSeek's "weight_scale_inv"). */
+static const moeq_tensor *fp8_scale_of(const moeq_model *m, const moeq_tensor *t)
+{
+    char name[NAME_MAX_LEN + 16];
+    int w = snprintf(name, sizeof name, "%s_scale_inv", t->name);
+    return w > 0 && (size_t)w < sizeof name ? mfind(m, name) : NULL;
+}
+
+/* An F8_E4M3 matrix of a source with quantization_config fp8 (CF-11): its scale tensor must
+ * exist, be F32 or BF16 and have the ceil-sized grid of the configured blocks. The scale is
+ * claimed with the "other" parameters. */
+static moeq_status check_fp8(rctx *r, const moeq_tensor *t, int ndim, const int64_t *shape)
+{
+    const moeq_config *c = &r->m->cfg;
+    if (!c->fp8)
+        return moeq_fail(r->err, MOEQ_ERR_UNSUPPORTED, "%s: tensor '%s': dtype F8_E4M3 without "
+                         "quantization_config.quant_method \"fp8\" in config.json (block scales unknown)",
+                         t->file, t->name);
+    if (ndim != 2)
+        return moeq_fail(r->err, MOEQ_ERR_UNSUPPORTED, "%s: tensor '%s': F8_E4M3 is supported for 2-D weights "
+                         "only", t->file, t->name);
+    const moeq_tensor *sc = fp8_scale_of(r->m, t);
+    if (!sc)
+        return moeq_fail(r->err, MOEQ_ERR_FORMAT, "%s: tensor '%s_scale_inv' not found: F8_E4M3 weight '%s' "
+                         "needs its block scales", t->file, t->name, t->name);
+    int64_t gr = (shape[0] + c->fp8_block_rows - 1) / c->fp8_block_rows;
+    int64_t gc = (shape[1] + c->fp8_block_cols - 1) / c->fp8_block_cols;
+    if ((sc->dtype != MOEQ_DT_F32 && sc->dtype != MOEQ_DT_BF16) || sc->ndim != 2 || sc->shape[0] != gr ||
+        sc->shape[1] != gc || sc->nbytes != (uint64_t)sc->numel * moeq_dtype_size(sc->dtype) || !sc->data) {
+        char got[160];
+        fmt_shape(got, sizeof got, sc->ndim, sc->shape);
+        return moeq_fail(r->err, MOEQ_ERR_FORMAT, "%s: tensor '%s': %s %s, expected F32 or BF16 [%lld, %lld] "
+                         "(%lld x %lld blocks of [%lld, %lld])", sc->file, sc->name,
+                         sc->dtype_name[0] ? sc->dtype_name : moeq_dtype_name(sc->dtype), got, (long long)gr,
+                         (long long)gc, (long long)c->fp8_block_rows, (long long)c->fp8_block_cols,
+                         (long long)shape[0], (long long)shape[1]);
+    }
+    if (gc > 4096)
+        return moeq_fail(r->err, MOEQ_ERR_UNSUPPORTED, "%s: tensor '%s': %lld scale blocks per row (at most "
+                         "4096)", sc->file, sc->name, (long long)gc);
+    return claim(r, sc, CAT_OTHER);   /* params.total stays the element count of every tensor */
+}
+
 /* Checks dtype and exact shape of a tensor the model needs. */
 static moeq_status check_tensor(rctx *r, const moeq_tensor *t, int ndim, const int64_t *shape)
 {
-    if (t->dtype != MOEQ_DT_BF16 && t->dtype != MOEQ_DT_F16 && t->dtype != MOEQ_DT_F32)
+    if (t->dtype == MOEQ_DT_F8_E4M3) {
+        moeq_status st = check_fp8(r, t, ndim, shape);
+        if (st) return st;
+    } else if (t->dtype != MOEQ_DT_BF16 && t->dtype != MOEQ_DT_F16 && t->dtype != MOEQ_DT_F32)
         return moeq_fail(r->err, MOEQ_ERR_UNSUPPORTED,
                          "%s: tensor '%s': dtype %s is not supported (BF16, F16 or F32)", t->file,
                          t->name, t->dtype_name[0] ? t->dtype_name : moeq_dtype_name(t->dtype));
@@ -175,7 +221,7 @@ static moeq_status find1(rctx *r, const char *pat, int64_t layer, int required, 
     return find_alt(r, pats, 1, layer, -1, required, ndim, shape, cat, out);
 }
 
-static moeq_mat mat_of(const moeq_tensor *t)
+static moeq_mat mat_of_m(const moeq_model *mod, const moeq_tensor *t)
 {
     moeq_mat m = { 0 };
     m.index = -1;
@@ -185,8 +231,20 @@ static moeq_mat mat_of(const moeq_tensor *t)
     m.rows = t->shape[0];
     m.cols = t->ndim > 1 ? t->shape[1] : 1;
     m.data = t->data;
+    if (t->dtype == MOEQ_DT_F8_E4M3) {   /* check_fp8 validated the scale at open */
+        const moeq_tensor *sc = fp8_scale_of(mod, t);
+        if (sc) {
+            m.scale = sc->data;
+            m.scale_dtype = sc->dtype;
+            m.scale_cols = sc->shape[1];
+            m.scale_tensor = sc->name;
+            m.block_rows = mod->cfg.fp8_block_rows;
+            m.block_cols = mod->cfg.fp8_block_cols;
+        }
+    }
     return m;
 }
+#define mat_of(t) mat_of_m(r->m, (t))
 
 static moeq_vec vec_of(const moeq_tensor *t)
 {
@@ -439,7 +497,7 @@ static moeq_status resolve(moeq_model *m, moeq_error *err)
     }
 
     if ((st = FIND(f->embed, -1, 1, CAT_EMBED, &t, c->vocab, c->hidden))) goto out;
-    m->embed = mat_of(t);
+    m->embed = mat_of_m(m, t);
     if (c->tie_embeddings) {
         m->lm_head = m->embed;
         /* some writers store the tied copy anyway: count it with the embeddings */
@@ -452,7 +510,7 @@ static moeq_status resolve(moeq_model *m, moeq_error *err)
             moeq_error_prefix(err, "tie_word_embeddings is false");
             goto out;
         }
-        m->lm_head = mat_of(t);
+        m->lm_head = mat_of_m(m, t);
     }
     if ((st = FIND(f->final_norm, -1, 1, CAT_OTHER, &t, c->hidden))) goto out;
     m->final_norm = vec_of(t);
@@ -712,7 +770,7 @@ const moeq_layer_view *moeq_model_layer(const moeq_model *m, int64_t layer)
 static void expert_raw(const moeq_model *m, int64_t layer, int64_t expert, moeq_proj proj, moeq_mat *out)
 {
     if (!m->fused) {
-        *out = mat_of(m->experts[(layer * m->cfg.n_experts + expert) * 3 + (int)proj]);
+        *out = mat_of_m(m, m->experts[(layer * m->cfg.n_experts + expert) * 3 + (int)proj]);
         pack_fix(m, out, 0);
         return;
     }
@@ -756,6 +814,20 @@ moeq_status moeq_model_expert(const moeq_model *m, int64_t layer, int64_t expert
     expert_raw(m, layer, expert, proj, out);
     override_expert(m, layer, expert, proj, out);
     return MOEQ_OK;
+}
+
+moeq_mat moeq_model_tensor_view(const moeq_model *m, const moeq_tensor *t) { return mat_of_m(m, t); }
+
+int moeq_model_is_fp8_scale(const moeq_model *m, const moeq_tensor *t)
+{
+    if (!m || !t || !m->cfg.fp8) return 0;
+    size_t len = strlen(t->name);
+    if (len <= 10 || strcmp(t->name + len - 10, "_scale_inv") != 0 || len - 10 >= NAME_MAX_LEN) return 0;
+    char name[NAME_MAX_LEN];
+    memcpy(name, t->name, len - 10);
+    name[len - 10] = '\0';
+    const moeq_tensor *w = mfind(m, name);
+    return w && w->dtype == MOEQ_DT_F8_E4M3;
 }
 
 const moeq_mat *moeq_model_embed(const moeq_model *m) { return m ? &m->embed : NULL; }

@@ -79,3 +79,22 @@ printf '{"model_type": "mixtral", ' > "$TMPD/m/config.json"
 both "truncated config.json" "config.json"
 
 expect_exit "inspect: nonexistent directory" 2 "no-such-dir" -- "$MOEQ" inspect "$TMPD/no-such-dir"
+
+# FP8 block-scaled sources (issue 14, CF-11): a missing or mis-shaped scale tensor, a scale of
+# the wrong dtype, F8 weights without quantization_config, an unknown quant_method
+S=model.layers.1.self_attn.kv_b_proj.weight_scale_inv
+mk tiny-deepseekv3-fp8
+rewrite_header "$TMPD/m/model.safetensors" "h['${S%_inv}_xxx'] = h.pop('$S')"
+both "fp8: scale tensor missing" "$S' not found"
+mk tiny-deepseekv3-fp8
+rewrite_header "$TMPD/m/model.safetensors" "h['$S']['shape'] = [1, 2]"
+both "fp8: scale grid mis-shaped" "$S.*\\[1, 2\\].*\\[2, 1\\]"
+mk tiny-deepseekv3-fp8
+rewrite_header "$TMPD/m/model.safetensors" "h['$S']['dtype'] = 'I32'"
+both "fp8: scale of dtype I32" "$S.*I32"
+mk tiny-deepseekv3-fp8
+python3 -c "import json,sys; p=sys.argv[1]; c=json.load(open(p)); del c['quantization_config']; json.dump(c, open(p,'w'))" "$TMPD/m/config.json"
+both "fp8: F8_E4M3 weights without quantization_config" "F8_E4M3 without quantization_config"
+mk tiny-deepseekv3-fp8
+python3 -c "import json,sys; p=sys.argv[1]; c=json.load(open(p)); c['quantization_config']['quant_method']='awq'; json.dump(c, open(p,'w'))" "$TMPD/m/config.json"
+both "fp8: unknown quant_method" "quantization_config.quant_method.*awq"

@@ -38,3 +38,24 @@ expect_exit "gptq q4 deepseek_v3" 0 "" -- \
 "$MOEQ" eval "$M" $EV > "$TMPD/src.json"
 "$MOEQ" eval "$TMPD/g.moeq" $EV > "$TMPD/g.json" || echo "FAIL eval gptq deepseek_v3"
 close "gptq q4 deepseek_v3 within 2% of the source" "$(ppl "$TMPD/g.json")" "$(ppl "$TMPD/src.json")" 0.02
+
+# FP8 block-scaled source: inspect shows it, every weight is dequantized per block when used
+M=$FX/tiny-deepseekv3-fp8
+"$MOEQ" inspect "$M" --json -q > "$TMPD/i.json"
+python3 -c "
+import json, sys; q = json.load(open(sys.argv[1]))['source_quant']
+assert q == {'method': 'fp8', 'fmt': 'e4m3', 'weights': 117, 'block': [128, 128], 'scale_dtype': 'F32'}, q" "$TMPD/i.json" \
+  && echo "PASS inspect shows the fp8 source" || echo "FAIL inspect shows the fp8 source"
+"$MOEQ" eval "$M" $EV > "$TMPD/src.json" || echo "FAIL eval fp8"
+"$MOEQ" quantize "$M" --bits 8 --group 64 -q -o "$TMPD/f8.moeq" || echo "FAIL quantize fp8"
+"$MOEQ" eval "$TMPD/f8.moeq" $EV > "$TMPD/q8.json" || echo "FAIL eval packed fp8"
+close "q8 of the fp8 source within 1%" "$(ppl "$TMPD/q8.json")" "$(ppl "$TMPD/src.json")" 0.01
+rm -rf "$TMPD/u"
+"$MOEQ" unpack "$TMPD/f8.moeq" -o "$TMPD/u" -q || echo "FAIL unpack fp8"
+python3 -c "
+import json, sys; c = json.load(open(sys.argv[1] + '/config.json')); assert 'quantization_config' not in c
+h = open(sys.argv[1] + '/model.safetensors', 'rb').read(); assert b'F8_E4M3' not in h[:200000] and b'scale_inv' not in h[:200000]" "$TMPD/u" \
+  && echo "PASS unpacked fp8 source is bf16 without quantization_config" || echo "FAIL unpacked fp8 source is bf16 without quantization_config"
+"$MOEQ" eval "$TMPD/u" $EV > "$TMPD/u.json" || echo "FAIL eval unpacked fp8"
+close "unpacked fp8 source within 0.2% of its q8 file" "$(ppl "$TMPD/u.json")" "$(ppl "$TMPD/q8.json")" 0.002
+expect_exit "spectral fp8" 0 "" -- "$MOEQ" spectral "$M" -o "$TMPD/s8.h5" -q

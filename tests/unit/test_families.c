@@ -12,6 +12,7 @@
 
 static const char *FAMILY_FIXTURES[] = {
     "tiny-deepseekv3", "tiny-kimik2", "tiny-deepseekv2", "tiny-glm4moe", "tiny-dots1",
+    "tiny-deepseekv3-fp8",
 };
 #define N_FAM (sizeof FAMILY_FIXTURES / sizeof FAMILY_FIXTURES[0])
 
@@ -125,8 +126,40 @@ static void test_perplexity_matches_transformers(void)
     free(ids);
 }
 
+/* Every e4m3fn byte against torch's decoding (tests/fixtures/sources/e4m3.json, null = NaN),
+ * through a 2 x 256 FP8 view whose second row carries a block scale of 0.375 in BF16 scales. */
+static void test_e4m3_decoding_matches_torch(void)
+{
+    json_error_t jerr;
+    json_t *j = json_load_file(FIXTURES "/sources/e4m3.json", 0, &jerr);
+    CHECK_MSG(j && json_array_size(j) == 256, "%s", jerr.text);
+    if (!j) return;
+    uint8_t codes[512];
+    for (int i = 0; i < 512; i++) codes[i] = (uint8_t)(i & 255);
+    uint16_t scales[2] = { 0x3f80, 0x3ec0 };   /* bf16 1.0 and 0.375 */
+    moeq_mat v = { .tensor = "t", .index = -1, .dtype = MOEQ_DT_F8_E4M3, .rows = 2, .cols = 256, .data = codes,
+                   .scale = scales, .scale_dtype = MOEQ_DT_BF16, .scale_cols = 1, .block_rows = 1,
+                   .block_cols = 256 };
+    float out[512];
+    moeq_mat_to_f32(&v, 0, 2, out);
+    int bad = 0;
+    for (int b = 0; b < 256; b++) {
+        const json_t *e = json_array_get(j, (size_t)b);
+        if (json_is_null(e)) {
+            bad += !isnan(out[b]) || !isnan(out[256 + b]);
+            continue;
+        }
+        double want = json_number_value(e);
+        bad += out[b] != (float)want || out[256 + b] != (float)(want * 0.375);
+        if (b == 0x80) bad += !signbit(out[b]);   /* -0 stays negative */
+    }
+    CHECK_MSG(bad == 0, "%d of 256 e4m3 codes decode differently from torch", bad);
+    json_decref(j);
+}
+
 int main(void)
 {
+    RUN_TEST(test_e4m3_decoding_matches_torch);
     RUN_TEST(test_logits_match_transformers);
     RUN_TEST(test_perplexity_matches_transformers);
     HARNESS_EXIT();
