@@ -349,6 +349,17 @@ static moeq_status parse_sparse(const cfg_ctx *c, const moeq_family *fam, moeq_c
         for (int64_t l = 0; l < cfg->layers; l++) cfg->layer_is_moe[l] = 1;
         return MOEQ_OK;
     }
+    if (fam->sparse == MOEQ_SPARSE_ERNIE) {
+        /* Ernie4_5_MoeDecoderLayer; an end index of -1 means the last layer */
+        int64_t start, end, step;
+        moeq_status st = get_int(c, c->root, "moe_layer_start_index", "CF-7", 0, 1, 0, MOEQ_MAX_LAYERS, &start);
+        if (!st) st = get_int(c, c->root, "moe_layer_end_index", "CF-7", 0, -1, -1, MOEQ_MAX_LAYERS, &end);
+        if (!st) st = get_int(c, c->root, "moe_layer_interval", "CF-7", 0, 1, 1, MOEQ_MAX_LAYERS, &step);
+        if (st) return st;
+        if (end == -1) end = cfg->layers - 1;
+        for (int64_t l = 0; l < cfg->layers; l++) cfg->layer_is_moe[l] = (l + 1) % step == 0 && l >= start && l <= end;
+        return MOEQ_OK;
+    }
     if (fam->sparse == MOEQ_SPARSE_FIRST_K) {
         /* transformers ignores moe_layer_freq: every layer from first_k_dense_replace on */
         int64_t k;
@@ -527,7 +538,8 @@ moeq_status moeq_config_parse(const char *json, size_t len, const char *path, mo
             goto done;
         }
         cfg->n_experts = a >= 0 ? a : b;
-        if ((st = get_int(c, root, "num_experts_per_tok", "CF-5", 1, 0, 1, 65536, &cfg->top_k))) goto done;
+        if ((st = get_int(c, root, fam->topk_key ? fam->topk_key : "num_experts_per_tok", "CF-5", 1, 0, 1, 65536,
+                          &cfg->top_k))) goto done;
         if (cfg->top_k > cfg->n_experts) {
             char msg[160];
             snprintf(msg, sizeof msg, "out of range (%lld > %lld experts)", (long long)cfg->top_k,
@@ -546,7 +558,16 @@ moeq_status moeq_config_parse(const char *json, size_t len, const char *path, mo
 
     cfg->attn_scale = 1.0 / sqrt((double)cfg->head_dim);   /* YaRN may correct it (parse_yarn) */
     if ((st = parse_rope(c, fam, cfg))) goto done;
-    if (cfg->router != MOEQ_ROUTER_SOFTMAX && (st = parse_groups(c, fam, cfg))) goto done;
+    if ((cfg->router == MOEQ_ROUTER_SIGMOID_GROUP || cfg->router == MOEQ_ROUTER_SOFTMAX_GROUP) &&
+        (st = parse_groups(c, fam, cfg))) goto done;
+    if (cfg->router == MOEQ_ROUTER_SOFTMAX_BIAS) {
+        if ((st = get_real(c, root, "moe_norm_min", "CF-5", 0, 1e-12, &cfg->renorm_min, NULL))) goto done;
+        if (!(cfg->renorm_min >= 0)) { st = bad(c, "CF-5", "moe_norm_min", "out of range (expected >= 0)"); goto done; }
+        if (cfg->n_experts > MOEQ_GROUP_ROUTER_MAX_EXPERTS) {
+            st = bad(c, "CF-5", fam->experts_key, "more experts than this router handles (4096)");
+            goto done;
+        }
+    }
 
     /* CF-8 */
     if ((st = get_bool(c, root, "tie_word_embeddings", "CF-8", fam->tie_default, &cfg->tie_embeddings, NULL)))
@@ -568,6 +589,15 @@ moeq_status moeq_config_parse(const char *json, size_t len, const char *path, mo
         }
     }
     cfg->qk_norm = fam->qk_norm;
+    if (fam->refuse_true_key) {
+        int on = 0;
+        if ((st = get_bool(c, root, fam->refuse_true_key, "CF-8", 0, &on, NULL))) goto done;
+        if (on) {
+            st = moeq_fail(err, MOEQ_ERR_UNSUPPORTED, "%s: CF-8: key '%s': true (biases on every linear) is not "
+                           "supported", path, fam->refuse_true_key);
+            goto done;
+        }
+    }
     if (fam->qk_norm_key) {
         int on = 0;
         if ((st = get_bool(c, root, fam->qk_norm_key, "CF-8", 0, &on, NULL))) goto done;

@@ -65,7 +65,7 @@
         .rope_interleave_key = "rope_interleave", .rope_interleave_default = 1,               \
         .yarn_mscale_scale = 1,                                                               \
         DEEPSEEK_NAMES,                                                                       \
-        .router_bias = "model.layers.%lld.mlp.gate.e_score_correction_bias",                  \
+        .router_bias = { "model.layers.%lld.mlp.gate.e_score_correction_bias", NULL },        \
     }
 
 static const moeq_family families[] = {
@@ -160,7 +160,7 @@ static const moeq_family families[] = {
         .shared = { "model.layers.%lld.mlp.shared_experts.gate_proj.weight",
                     "model.layers.%lld.mlp.shared_experts.up_proj.weight",
                     "model.layers.%lld.mlp.shared_experts.down_proj.weight" },
-        .router_bias = "model.layers.%lld.mlp.gate.e_score_correction_bias",
+        .router_bias = { "model.layers.%lld.mlp.gate.e_score_correction_bias", NULL },
     },
     {
         /* dots.llm1 (Dots1Config): Qwen3 attention (per-head q/k RMSNorm before RoPE) with the
@@ -182,7 +182,32 @@ static const moeq_family families[] = {
         .shared = { "model.layers.%lld.mlp.shared_experts.gate_proj.weight",
                     "model.layers.%lld.mlp.shared_experts.up_proj.weight",
                     "model.layers.%lld.mlp.shared_experts.down_proj.weight" },
-        .router_bias = "model.layers.%lld.mlp.gate.e_score_correction_bias",
+        .router_bias = { "model.layers.%lld.mlp.gate.e_score_correction_bias", NULL },
+    },
+    {
+        /* ERNIE-4.5-MoE (Ernie4_5_MoeConfig): softmax router whose moe_statics correction bias
+         * steers the choice only, renormalized by max(sum, moe_norm_min); shared experts; MoE
+         * layers by interval and start/end index; RoPE on interleaved pairs; tied embeddings. */
+        .model_type = "ernie4_5_moe",
+        .moe_inter_key = "moe_intermediate_size",
+        .dense_inter_key = "intermediate_size",
+        .renorm = MOEQ_RENORM_ALWAYS, .norm_topk_default = 1,
+        .sparse = MOEQ_SPARSE_ERNIE,
+        .qk_norm = MOEQ_QK_NORM_NONE,
+        .qkv_bias_key = NULL, .refuse_true_key = "use_bias",
+        .tie_default = 1, .rope_theta_default = 500000.0,
+        .attn = MOEQ_ATTN_GQA, .router_kind = MOEQ_ROUTER_SOFTMAX_BIAS,
+        .experts_key = "moe_num_experts", .topk_key = "moe_k",
+        .shared_count_key = "moe_num_shared_experts", .shared_count_default = 2,
+        .rope_interleave_default = 1,
+        COMMON_NAMES,
+        MLP_NAMES,
+        .shared = { "model.layers.%lld.mlp.shared_experts.gate_proj.weight",
+                    "model.layers.%lld.mlp.shared_experts.up_proj.weight",
+                    "model.layers.%lld.mlp.shared_experts.down_proj.weight" },
+        .router_bias = { "model.layers.%lld.mlp.moe_statics.e_score_correction_bias",
+                         "model.layers.%lld.mlp.gate.moe_statics.e_score_correction_bias", NULL },
+        .router_bias_rows = 1,
     },
     {
         /* DeepSeek-V2 (V2-Lite, V2.5): softmax routing, greedy or group_limited_greedy (group

@@ -23,7 +23,8 @@ typedef enum moeq_renorm_rule {
 typedef enum moeq_sparse_rule {
     MOEQ_SPARSE_ALL = 0,      /* every layer is MoE (mixtral, olmoe) */
     MOEQ_SPARSE_QWEN = 1,     /* decoder_sparse_step + mlp_only_layers decide (qwen2/3_moe) */
-    MOEQ_SPARSE_FIRST_K = 2   /* layers from first_k_dense_replace on are MoE (deepseek) */
+    MOEQ_SPARSE_FIRST_K = 2,  /* layers from first_k_dense_replace on are MoE (deepseek) */
+    MOEQ_SPARSE_ERNIE = 3     /* (l+1) % moe_layer_interval == 0, start <= l <= end index */
 } moeq_sparse_rule;
 
 typedef struct moeq_family {
@@ -60,6 +61,8 @@ typedef struct moeq_family {
     const char *qk_norm_key;       /* bool key turning qk_norm on (use_qk_norm); NULL: always */
     int attention_bias_qkv_only;   /* attention_bias gives q/k/v biases only (o_proj has none) */
     int partial_rotary;            /* partial_rotary_factor rotates only the first channels */
+    const char *topk_key;          /* top-k key when not num_experts_per_tok (moe_k) */
+    const char *refuse_true_key;   /* a bool key whose true value is unsupported (use_bias) */
 
     /* ---- tensor names (model/view.c) ---- */
     const char *embed, *lm_head, *final_norm;
@@ -78,7 +81,8 @@ typedef struct moeq_family {
     const char *dense[3];                             /* gate, up, down of dense layers */
     /* MLA (attn == MOEQ_ATTN_MLA), per layer; q is q_proj when q_lora_rank is null */
     const char *q_a, *q_a_norm, *q_b, *kv_a, *kv_a_norm, *kv_b;
-    const char *router_bias;                          /* per layer, F32 [E]; NULL when none */
+    const char *router_bias[MOEQ_FAMILY_ALT];         /* per layer, [E] (or [1, E]); none: NULL */
+    int router_bias_rows;                             /* 1: stored as [1, E] (ERNIE) */
 } moeq_family;
 
 /* The table entry for model_type, NULL when unsupported. */

@@ -24,7 +24,8 @@ typedef enum moeq_attn_kind {
 typedef enum moeq_router_kind {
     MOEQ_ROUTER_SOFTMAX = 0,        /* softmax over experts, top-k, optional renorm */
     MOEQ_ROUTER_SIGMOID_GROUP = 1,  /* DeepSeek-V3: sigmoid, +bias for choice, group-limited */
-    MOEQ_ROUTER_SOFTMAX_GROUP = 2   /* DeepSeek-V2: softmax, greedy or group-limited greedy */
+    MOEQ_ROUTER_SOFTMAX_GROUP = 2,  /* DeepSeek-V2: softmax, greedy or group-limited greedy */
+    MOEQ_ROUTER_SOFTMAX_BIAS = 3    /* ERNIE-4.5: softmax, +bias for choice, renorm with a floor */
 } moeq_router_kind;
 
 #define MOEQ_GROUP_ROUTER_MAX_EXPERTS 4096   /* sigmoid/softmax group routers (CF-5) */
@@ -69,6 +70,7 @@ typedef struct moeq_config {
     int fp8;
     int64_t fp8_block_rows, fp8_block_cols;
     double routed_scaling;       /* routing weights x this (1 unless the family has it) */
+    double renorm_min;           /* ERNIE: renormalization divides by max(sum, this) */
 } moeq_config;
 
 /* Parses config.json text. path names the file in errors. */

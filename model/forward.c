@@ -378,6 +378,7 @@ static fwd_router_fn router_of(const moeq_config *c)
     switch (c->router) {
     case MOEQ_ROUTER_SIGMOID_GROUP: return fwd_route_sigmoid_group;
     case MOEQ_ROUTER_SOFTMAX_GROUP: return fwd_route_softmax_group;
+    case MOEQ_ROUTER_SOFTMAX_BIAS: return fwd_route_softmax_bias;
     default: return fwd_route_softmax;
     }
 }

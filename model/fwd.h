@@ -3,7 +3,8 @@
  *   attention  attn_gqa.c (grouped-query, RoPE on whole heads), attn_mla.c (DeepSeek MLA)
  *   positions  rope.c (default, YaRN; rotate-half or interleaved pairs, partial rotary)
  *   routers    router_softmax.c (softmax top-k), router_sigmoid_group.c (DeepSeek-V3 sigmoid,
- *              group-limited, bias for choice), router_softmax_group.c (DeepSeek-V2 greedy)
+ *              group-limited, bias for choice), router_softmax_group.c (DeepSeek-V2 greedy),
+ *              router_softmax_bias.c (ERNIE-4.5: softmax, bias for choice, floored renorm)
  * The family table (formats/family.c) picks them through moeq_config's attn / router fields;
  * docs/FAMILIES.md lists which family uses what. Not installed: include only from model/. */
 #ifndef MOEQ_MODEL_FWD_H
@@ -124,5 +125,7 @@ void fwd_route_sigmoid_group(const moeq_config *c, const float *logits, const fl
                              const int32_t *live, int32_t *idx, float *w);
 void fwd_route_softmax_group(const moeq_config *c, const float *logits, const float *bias,
                              const int32_t *live, int32_t *idx, float *w);
+void fwd_route_softmax_bias(const moeq_config *c, const float *logits, const float *bias,
+                            const int32_t *live, int32_t *idx, float *w);
 
 #endif

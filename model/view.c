@@ -397,8 +397,12 @@ static moeq_status resolve_mlp(rctx *r, int64_t l, moeq_layer_view *lv)
     }
     if ((st = find_alt(r, f->router, MOEQ_FAMILY_ALT, l, -1, 1, 2, SHAPE(E, H), CAT_ROUTER, &t))) return st;
     lv->router = mat_of(t);
-    if (f->router_bias) {
-        if ((st = FIND(f->router_bias, l, 1, CAT_ROUTER, &t, E))) return st;
+    if (f->router_bias[0]) {
+        if (f->router_bias_rows)
+            st = find_alt(r, f->router_bias, MOEQ_FAMILY_ALT, l, -1, 1, 2, SHAPE(1, E), CAT_ROUTER, &t);
+        else
+            st = find_alt(r, f->router_bias, MOEQ_FAMILY_ALT, l, -1, 1, 1, SHAPE(E), CAT_ROUTER, &t);
+        if (st) return st;
         lv->router_bias = vec_of(t);
     }
     if (m->fused) {
