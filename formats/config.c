@@ -149,13 +149,60 @@ static moeq_status parse_yarn(const cfg_ctx *c, const json_t *rp, const char *ob
     return MOEQ_OK;
 }
 
+/* A longrope factor list of rope_dim / 2 positive numbers. */
+static moeq_status longrope_factors(const cfg_ctx *c, const json_t *rp, const char *key, int64_t half, float *out)
+{
+    char k[64], msg[128];
+    snprintf(k, sizeof k, "rope_parameters.%s", key);
+    const json_t *a = get(rp, key);
+    if (!a) return bad(c, "CF-6", k, "missing (needed by longrope)");
+    if (!json_is_array(a) || (int64_t)json_array_size(a) != half) {
+        snprintf(msg, sizeof msg, "expected an array of %lld numbers (rotary dim / 2)", (long long)half);
+        return bad(c, "CF-6", k, msg);
+    }
+    for (int64_t i = 0; i < half; i++) {
+        const json_t *e = json_array_get(a, (size_t)i);
+        if (!json_is_number(e) || !(json_number_value(e) > 0) || !isfinite(json_number_value(e))) {
+            snprintf(msg, sizeof msg, "element %lld is not a positive number", (long long)i);
+            return bad(c, "CF-6", k, msg);
+        }
+        out[i] = (float)json_number_value(e);
+    }
+    return MOEQ_OK;
+}
+
+/* longrope (_compute_longrope_parameters; phimoe's rotary picks the mscale by window length). */
+static moeq_status parse_longrope(const cfg_ctx *c, const json_t *rp, moeq_config *cfg)
+{
+    moeq_status st;
+    int64_t half = cfg->rope_dim / 2;
+    if (half > MOEQ_ROPE_MAX_FACTORS) return bad(c, "CF-6", "rope_parameters", "longrope over too many channels");
+    if ((st = longrope_factors(c, rp, "short_factor", half, cfg->rope_short))) return st;
+    if ((st = longrope_factors(c, rp, "long_factor", half, cfg->rope_long))) return st;
+    const json_t *src = get(rp, "original_max_position_embeddings") ? rp : c->root;
+    if ((st = get_real(c, src, "original_max_position_embeddings", "CF-6", 1, 0, &cfg->rope_orig_max, NULL)))
+        return st;
+    if (!(cfg->rope_orig_max >= 1))
+        return bad(c, "CF-6", "original_max_position_embeddings", "out of range (expected >= 1)");
+    double factor, af = 0;
+    int present = 0;
+    if ((st = get_real(c, rp, "factor", "CF-6", 0, (double)cfg->max_positions / cfg->rope_orig_max, &factor, NULL)))
+        return st;
+    if ((st = get_real(c, rp, "attention_factor", "CF-6", 0, 0, &af, &present))) return st;
+    if (!present) af = factor <= 1.0 ? 1.0 : sqrt(1 + log(factor) / log(cfg->rope_orig_max));
+    cfg->rope_attn_factor = af;
+    if ((st = get_real(c, rp, "short_mscale", "CF-6", 0, af, &cfg->rope_short_mscale, NULL))) return st;
+    if ((st = get_real(c, rp, "long_mscale", "CF-6", 0, af, &cfg->rope_long_mscale, NULL))) return st;
+    return MOEQ_OK;
+}
+
 /* CF-6 */
 static moeq_status parse_rope(const cfg_ctx *c, const moeq_family *fam, moeq_config *cfg)
 {
     moeq_status st;
     const json_t *rp = get(c->root, "rope_parameters");
     int have_theta = 0;
-    const json_t *yarn = NULL;
+    const json_t *yarn = NULL, *longrope = NULL;
     const char *yarn_obj = NULL;
     if (rp) {
         if (!json_is_object(rp)) return bad(c, "CF-6", "rope_parameters", "wrong type (expected an object)");
@@ -166,10 +213,12 @@ static moeq_status parse_rope(const cfg_ctx *c, const moeq_family *fam, moeq_con
             if (strcmp(json_string_value(type), "yarn") == 0) {
                 yarn = rp;
                 yarn_obj = "rope_parameters";
+            } else if (strcmp(json_string_value(type), "longrope") == 0) {
+                longrope = rp;
             } else if (strcmp(json_string_value(type), "default") != 0) {
                 return moeq_fail(c->err, MOEQ_ERR_UNSUPPORTED,
                                  "%s: CF-6: key 'rope_parameters.rope_type': \"%.64s\" is not supported "
-                                 "(\"default\" or \"yarn\")", c->path, json_string_value(type));
+                                 "(\"default\", \"yarn\" or \"longrope\")", c->path, json_string_value(type));
             }
         }
         const json_t *th = get(rp, "rope_theta");
@@ -184,7 +233,7 @@ static moeq_status parse_rope(const cfg_ctx *c, const moeq_family *fam, moeq_con
     }
     /* v4: rope_scaling null or {"type"/"rope_type": "default" | "yarn", ...} */
     const json_t *rs = get(c->root, "rope_scaling");
-    if (rs && !yarn) {
+    if (rs && !yarn && !longrope) {
         if (!json_is_object(rs)) return bad(c, "CF-6", "rope_scaling", "wrong type (expected an object)");
         const char *keys[2] = { "rope_type", "type" };
         for (int i = 0; i < 2; i++) {
@@ -193,6 +242,10 @@ static moeq_status parse_rope(const cfg_ctx *c, const moeq_family *fam, moeq_con
             if (json_is_string(type) && strcmp(json_string_value(type), "yarn") == 0) {
                 yarn = rs;
                 yarn_obj = "rope_scaling";
+                break;
+            }
+            if (json_is_string(type) && strcmp(json_string_value(type), "longrope") == 0) {
+                longrope = rs;
                 break;
             }
             if (!json_is_string(type) || strcmp(json_string_value(type), "default") != 0)
@@ -213,6 +266,10 @@ static moeq_status parse_rope(const cfg_ctx *c, const moeq_family *fam, moeq_con
     if (yarn) {
         cfg->rope_type = MOEQ_ROPE_YARN;
         if ((st = parse_yarn(c, yarn, yarn_obj, cfg))) return st;
+    }
+    if (longrope) {
+        cfg->rope_type = MOEQ_ROPE_LONGROPE;
+        if ((st = parse_longrope(c, longrope, cfg))) return st;
     }
     if (fam->partial_rotary) {
         /* rope_parameters.partial_rotary_factor (v5), else the top-level key (v4) */
@@ -560,6 +617,10 @@ moeq_status moeq_config_parse(const char *json, size_t len, const char *path, mo
     if ((st = parse_rope(c, fam, cfg))) goto done;
     if ((cfg->router == MOEQ_ROUTER_SIGMOID_GROUP || cfg->router == MOEQ_ROUTER_SOFTMAX_GROUP) &&
         (st = parse_groups(c, fam, cfg))) goto done;
+    if (cfg->router == MOEQ_ROUTER_SPARSEMIXER) {
+        if (cfg->top_k != 2) { st = bad(c, "CF-5", "num_experts_per_tok", "sparsemixer routes exactly 2 experts"); goto done; }
+        if ((st = get_real(c, root, "router_jitter_noise", "CF-5", 0, 0.01, &cfg->jitter_eps, NULL))) goto done;
+    }
     if (cfg->router == MOEQ_ROUTER_SOFTMAX_BIAS) {
         if ((st = get_real(c, root, "moe_norm_min", "CF-5", 0, 1e-12, &cfg->renorm_min, NULL))) goto done;
         if (!(cfg->renorm_min >= 0)) { st = bad(c, "CF-5", "moe_norm_min", "out of range (expected >= 0)"); goto done; }
@@ -581,7 +642,9 @@ moeq_status moeq_config_parse(const char *json, size_t len, const char *path, mo
     if (fam->qkv_bias_key) {
         if ((st = get_bool(c, root, fam->qkv_bias_key, "CF-8", fam->qkv_bias_default, &cfg->qkv_bias, NULL)))
             goto done;
-        if (cfg->qkv_bias && strcmp(fam->qkv_bias_key, "attention_bias") == 0 && !fam->attention_bias_qkv_only) {
+        if (cfg->qkv_bias && fam->attention_bias_o) cfg->o_bias = 1;
+        if (cfg->qkv_bias && strcmp(fam->qkv_bias_key, "attention_bias") == 0 && !fam->attention_bias_qkv_only &&
+            !fam->attention_bias_o) {
             /* attention_bias also gives o_proj a bias, which the layer view cannot hold */
             st = moeq_fail(err, MOEQ_ERR_UNSUPPORTED,
                            "%s: CF-8: key 'attention_bias': true (q/k/v/o biases) is not supported", path);
@@ -589,6 +652,9 @@ moeq_status moeq_config_parse(const char *json, size_t len, const char *path, mo
         }
     }
     cfg->qk_norm = fam->qk_norm;
+    cfg->norm = fam->norm;
+    if (fam->lm_head_bias_key &&
+        (st = get_bool(c, root, fam->lm_head_bias_key, "CF-8", 0, &cfg->lm_head_bias, NULL))) goto done;
     if (fam->refuse_true_key) {
         int on = 0;
         if ((st = get_bool(c, root, fam->refuse_true_key, "CF-8", 0, &on, NULL))) goto done;

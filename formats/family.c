@@ -210,6 +210,33 @@ static const moeq_family families[] = {
         .router_bias_rows = 1,
     },
     {
+        /* Phi-3.5-MoE (PhimoeConfig): LayerNorm with bias, q/k/v/o biases (attention_bias),
+         * lm_head bias, sparsemixer top-2 routing, longrope; mixtral's expert names (v5 renames
+         * block_sparse_moe to mlp and gate to router). */
+        .model_type = "phimoe",
+        .moe_inter_key = "intermediate_size",
+        .renorm = MOEQ_RENORM_ALWAYS, .norm_topk_default = 0,
+        .sparse = MOEQ_SPARSE_ALL,
+        .qk_norm = MOEQ_QK_NORM_NONE,
+        .qkv_bias_key = "attention_bias", .qkv_bias_default = 0, .attention_bias_o = 1,
+        .lm_head_bias_key = "lm_head_bias",
+        .tie_default = 0, .rope_theta_default = 1e6,
+        .has_sliding_window = 1,
+        .attn = MOEQ_ATTN_GQA, .router_kind = MOEQ_ROUTER_SPARSEMIXER,
+        .norm = MOEQ_NORM_LAYER,
+        COMMON_NAMES,
+        .router = { "model.layers.%lld.block_sparse_moe.gate.weight",
+                    "model.layers.%lld.mlp.router.weight", NULL },
+        .expert = { { "model.layers.%lld.block_sparse_moe.experts.%lld.w1.weight", NULL },
+                    { "model.layers.%lld.block_sparse_moe.experts.%lld.w3.weight", NULL },
+                    { "model.layers.%lld.block_sparse_moe.experts.%lld.w2.weight", NULL } },
+        .o_bias = "model.layers.%lld.self_attn.o_proj.bias",
+        .attn_norm_bias = "model.layers.%lld.input_layernorm.bias",
+        .mlp_norm_bias = "model.layers.%lld.post_attention_layernorm.bias",
+        .final_norm_bias = "model.norm.bias",
+        .lm_head_bias = "lm_head.bias",
+    },
+    {
         /* DeepSeek-V2 (V2-Lite, V2.5): softmax routing, greedy or group_limited_greedy (group
          * max), no renormalization; RoPE always on interleaved pairs (complex multiply). */
         .model_type = "deepseek_v2",

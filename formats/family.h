@@ -63,6 +63,9 @@ typedef struct moeq_family {
     int partial_rotary;            /* partial_rotary_factor rotates only the first channels */
     const char *topk_key;          /* top-k key when not num_experts_per_tok (moe_k) */
     const char *refuse_true_key;   /* a bool key whose true value is unsupported (use_bias) */
+    moeq_norm_kind norm;
+    int attention_bias_o;          /* attention_bias gives o_proj a bias too, which is supported */
+    const char *lm_head_bias_key;  /* bool key: lm_head has a bias */
 
     /* ---- tensor names (model/view.c) ---- */
     const char *embed, *lm_head, *final_norm;
@@ -83,6 +86,7 @@ typedef struct moeq_family {
     const char *q_a, *q_a_norm, *q_b, *kv_a, *kv_a_norm, *kv_b;
     const char *router_bias[MOEQ_FAMILY_ALT];         /* per layer, [E] (or [1, E]); none: NULL */
     int router_bias_rows;                             /* 1: stored as [1, E] (ERNIE) */
+    const char *o_bias, *attn_norm_bias, *mlp_norm_bias, *final_norm_bias, *lm_head_bias;
 } moeq_family;
 
 /* The table entry for model_type, NULL when unsupported. */

@@ -25,15 +25,24 @@ typedef enum moeq_router_kind {
     MOEQ_ROUTER_SOFTMAX = 0,        /* softmax over experts, top-k, optional renorm */
     MOEQ_ROUTER_SIGMOID_GROUP = 1,  /* DeepSeek-V3: sigmoid, +bias for choice, group-limited */
     MOEQ_ROUTER_SOFTMAX_GROUP = 2,  /* DeepSeek-V2: softmax, greedy or group-limited greedy */
-    MOEQ_ROUTER_SOFTMAX_BIAS = 3    /* ERNIE-4.5: softmax, +bias for choice, renorm with a floor */
+    MOEQ_ROUTER_SOFTMAX_BIAS = 3,   /* ERNIE-4.5: softmax, +bias for choice, renorm with a floor */
+    MOEQ_ROUTER_SPARSEMIXER = 4     /* Phi-3.5-MoE: sparsemixer top-2 (eval mode) */
 } moeq_router_kind;
 
 #define MOEQ_GROUP_ROUTER_MAX_EXPERTS 4096   /* sigmoid/softmax group routers (CF-5) */
 
 typedef enum moeq_rope_kind {
     MOEQ_ROPE_DEFAULT = 0,
-    MOEQ_ROPE_YARN = 1
+    MOEQ_ROPE_YARN = 1,
+    MOEQ_ROPE_LONGROPE = 2       /* Phi-3.5: per-frequency short / long factors and mscales */
 } moeq_rope_kind;
+
+#define MOEQ_ROPE_MAX_FACTORS 512   /* longrope factor lists: rope_dim / 2 entries */
+
+typedef enum moeq_norm_kind {
+    MOEQ_NORM_RMS = 0,
+    MOEQ_NORM_LAYER = 1          /* LayerNorm with weight and bias (phimoe) */
+} moeq_norm_kind;
 
 typedef struct moeq_config {
     char model_type[32];
@@ -71,6 +80,13 @@ typedef struct moeq_config {
     int64_t fp8_block_rows, fp8_block_cols;
     double routed_scaling;       /* routing weights x this (1 unless the family has it) */
     double renorm_min;           /* ERNIE: renormalization divides by max(sum, this) */
+    double jitter_eps;           /* sparsemixer: router_jitter_noise */
+    moeq_norm_kind norm;
+    int o_bias, lm_head_bias;    /* o_proj / lm_head biases (phimoe) */
+    /* longrope: inverse frequencies 1 / (factor_i * theta^(2i/d)) with the short factors while
+     * the window fits rope_orig_max, else long; cos/sin x the matching mscale */
+    float rope_short[MOEQ_ROPE_MAX_FACTORS], rope_long[MOEQ_ROPE_MAX_FACTORS];
+    double rope_short_mscale, rope_long_mscale;
 } moeq_config;
 
 /* Parses config.json text. path names the file in errors. */
@@ -133,6 +149,7 @@ typedef struct moeq_layer_view {
     moeq_mat q_a, q_b, kv_a, kv_b;        /* [q_lora, H], [heads*hd, q_lora], [kv_lora+rope, H], ... */
     moeq_vec q_a_norm, kv_a_norm;
     moeq_vec router_bias;                 /* e_score_correction_bias [E], data NULL when none */
+    moeq_vec o_bias, attn_norm_bias, mlp_norm_bias;   /* data NULL when absent */
 } moeq_layer_view;
 
 typedef struct moeq_model moeq_model;
@@ -174,6 +191,8 @@ int moeq_model_is_fp8_scale(const moeq_model *m, const moeq_tensor *t);
 const moeq_mat *moeq_model_embed(const moeq_model *m);     /* [vocab, hidden] */
 const moeq_mat *moeq_model_lm_head(const moeq_model *m);   /* == embed when tied */
 const moeq_vec *moeq_model_final_norm(const moeq_model *m);
+const moeq_vec *moeq_model_final_norm_bias(const moeq_model *m);   /* data NULL unless LayerNorm */
+const moeq_vec *moeq_model_lm_head_bias(const moeq_model *m);      /* data NULL when none */
 
 typedef struct moeq_param_counts {
     int64_t total, attention, router, shared_experts, routed_experts, embeddings, other;

@@ -45,4 +45,8 @@ void fwd_attn_gqa(moeq_runner *r, int64_t layer, int64_t n, const moeq_hooks *ho
     if (hooks && hooks->linear_input)
         hooks->linear_input(hooks->user, layer, -1, MOEQ_PROJ_O, r->att, n, qd, NULL, NULL);
     fwd_linear(r, &L->o, r->wo, r->att, n, r->mlp_out);
+    if (L->o_bias.data) {
+        moeq_vec_to_f32(&L->o_bias, vb);
+        fwd_add_bias(r->mlp_out, n, c->hidden, vb);
+    }
 }

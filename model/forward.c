@@ -54,7 +54,7 @@ void moeq_runner_free(moeq_runner *r)
                      r->gate_scalar, r->router_logits, r->topk_w, r->slot_out, r->rope_cos,
                      r->rope_sin, r->wq, r->wk, r->wv, r->wo, r->wr, r->w_sg, r->wf_g, r->wf_u,
                      r->wf_d, r->vbuf, r->rbias, r->lat_q, r->lat_kv, r->kvb, r->w_qa, r->w_qb,
-                     r->w_kva, r->w_kvb};
+                     r->w_kva, r->w_kvb, r->lm_bias};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
     free(r->topk_idx);
     free(r->e_count);
@@ -134,6 +134,7 @@ moeq_status moeq_runner_create(const moeq_model *m, int64_t max_tokens, int thre
     r->vbuf = ws_alloc(r, (size_t)(3 * H + 2 * r->q_dim + 3 * r->kv_dim + c->q_lora_rank + c->kv_lora_rank),
                        sizeof(float));
     r->rbias = ws_alloc(r, (size_t)E, sizeof(float));
+    if (c->lm_head_bias) r->lm_bias = ws_alloc(r, (size_t)c->vocab, sizeof(float));
     if (c->attn == MOEQ_ATTN_MLA) {
         int64_t QL = c->q_lora_rank, R = c->kv_lora_rank, dr = c->qk_rope_dim;
         int64_t kvb = c->heads * (c->qk_nope_dim + c->v_head_dim);
@@ -379,6 +380,7 @@ static fwd_router_fn router_of(const moeq_config *c)
     case MOEQ_ROUTER_SIGMOID_GROUP: return fwd_route_sigmoid_group;
     case MOEQ_ROUTER_SOFTMAX_GROUP: return fwd_route_softmax_group;
     case MOEQ_ROUTER_SOFTMAX_BIAS: return fwd_route_softmax_bias;
+    case MOEQ_ROUTER_SPARSEMIXER: return fwd_route_sparsemixer;
     default: return fwd_route_softmax;
     }
 }
@@ -540,6 +542,32 @@ static moeq_status embed_tokens(moeq_runner *r, const int32_t *tokens, int64_t n
     return MOEQ_OK;
 }
 
+/* The family's block norm of rows x [n, H] into y: RMSNorm, or LayerNorm with bias (phimoe:
+ * biased variance over H, eps inside the root, as torch.nn.LayerNorm). */
+static void block_norm(moeq_runner *r, const moeq_vec *w, const moeq_vec *b, const float *x, float *y, int64_t n)
+{
+    const int64_t H = r->c->hidden;
+    float *wv = r->vbuf, *bv = r->vbuf + H;
+    moeq_vec_to_f32(w, wv);
+    if (r->c->norm != MOEQ_NORM_LAYER) {
+        rmsnorm_rows(x, y, n, H, H, wv, r->c->rms_eps);
+        return;
+    }
+    moeq_vec_to_f32(b, bv);
+    const double eps = r->c->rms_eps;
+#pragma omp parallel for schedule(static) if (n * H >= PAR_MIN_ELEMS)
+    for (int64_t i = 0; i < n; i++) {
+        const float *xi = x + i * H;
+        float *yi = y + i * H;
+        double mean = 0, var = 0;
+        for (int64_t j = 0; j < H; j++) mean += xi[j];
+        mean /= (double)H;
+        for (int64_t j = 0; j < H; j++) var += ((double)xi[j] - mean) * ((double)xi[j] - mean);
+        float inv = (float)(1.0 / sqrt(var / (double)H + eps)), mf = (float)mean;
+        for (int64_t j = 0; j < H; j++) yi[j] = (xi[j] - mf) * inv * wv[j] + bv[j];
+    }
+}
+
 /* One decoder layer on the residual stream r->x. */
 static moeq_status run_layer(moeq_runner *r, int64_t l, int64_t n, const moeq_hooks *hooks,
                              moeq_error *err)
@@ -547,17 +575,14 @@ static moeq_status run_layer(moeq_runner *r, int64_t l, int64_t n, const moeq_ho
     int64_t H = r->c->hidden;
     pages_enter(r, l);
     const moeq_layer_view *L = moeq_model_layer(r->m, l);
-    float *norm_w = r->vbuf;
-    moeq_vec_to_f32(&L->attn_norm, norm_w);
-    rmsnorm_rows(r->x, r->h, n, H, H, norm_w, r->c->rms_eps);
+    block_norm(r, &L->attn_norm, &L->attn_norm_bias, r->x, r->h, n);
     if (hooks && hooks->linear_input)
         hooks->linear_input(hooks->user, l, -1, MOEQ_PROJ_Q, r->h, n, H, NULL, NULL);
     /* the family's attention variant: normed input r->h -> o projection in r->mlp_out */
     if (r->c->attn == MOEQ_ATTN_MLA) fwd_attn_mla(r, l, n, hooks);
     else fwd_attn_gqa(r, l, n, hooks);
     for (int64_t i = 0; i < n * H; i++) r->x[i] += r->mlp_out[i];
-    moeq_vec_to_f32(&L->mlp_norm, norm_w);
-    rmsnorm_rows(r->x, r->h, n, H, H, norm_w, r->c->rms_eps);
+    block_norm(r, &L->mlp_norm, &L->mlp_norm_bias, r->x, r->h, n);
     if (L->is_moe) {
         moeq_status st = moe_block(r, l, n, hooks, err);
         if (st != MOEQ_OK) return st;
@@ -574,10 +599,13 @@ static void lm_head(moeq_runner *r, const float *x, int64_t n, float *logits)
 {
     int64_t H = r->c->hidden, V = r->c->vocab;
     pages_enter(r, PART_HEAD);
-    float *norm_w = r->vbuf;
-    moeq_vec_to_f32(moeq_model_final_norm(r->m), norm_w);
-    rmsnorm_rows(x, r->h, n, H, H, norm_w, r->c->rms_eps);
+    block_norm(r, moeq_model_final_norm(r->m), moeq_model_final_norm_bias(r->m), x, r->h, n);
     const moeq_mat *head = moeq_model_lm_head(r->m);
+    const float *hb = NULL;
+    if (r->lm_bias) {
+        moeq_vec_to_f32(moeq_model_lm_head_bias(r->m), r->lm_bias);
+        hb = r->lm_bias;
+    }
     int64_t nchunks = (V + LM_HEAD_CHUNK - 1) / LM_HEAD_CHUNK;
 #pragma omp parallel for schedule(dynamic, 1) num_threads(r->nthreads)
     for (int64_t b = 0; b < nchunks; b++) {
@@ -586,6 +614,9 @@ static void lm_head(moeq_runner *r, const float *x, int64_t n, float *logits)
         moeq_mat_to_f32(head, v0, v1, s->lm);
         if (r->release) moeq_mat_release_rows(head, v0, v1);   /* a head is one part: ~vocab·H */
         moeq_sgemm_nt(n, v1 - v0, H, r->h, H, s->lm, H, 0.0f, logits + v0, V);
+        if (hb)
+            for (int64_t t = 0; t < n; t++)
+                for (int64_t v = v0; v < v1; v++) logits[t * V + v] += hb[v];
     }
 }
 

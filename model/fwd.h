@@ -4,7 +4,8 @@
  *   positions  rope.c (default, YaRN; rotate-half or interleaved pairs, partial rotary)
  *   routers    router_softmax.c (softmax top-k), router_sigmoid_group.c (DeepSeek-V3 sigmoid,
  *              group-limited, bias for choice), router_softmax_group.c (DeepSeek-V2 greedy),
- *              router_softmax_bias.c (ERNIE-4.5: softmax, bias for choice, floored renorm)
+ *              router_softmax_bias.c (ERNIE-4.5: softmax, bias for choice, floored renorm),
+ *              router_sparsemixer.c (Phi-3.5-MoE)
  * The family table (formats/family.c) picks them through moeq_config's attn / router fields;
  * docs/FAMILIES.md lists which family uses what. Not installed: include only from model/. */
 #ifndef MOEQ_MODEL_FWD_H
@@ -52,6 +53,7 @@ struct moeq_runner {
     float *wf_g, *wf_u, *wf_d;                     /* dense or shared MLP weights */
     float *vbuf;                                   /* small vectors: norms and biases */
     float *rbias;                                  /* router correction bias [E] */
+    float *lm_bias;                                /* lm_head bias [vocab], NULL when none */
     /* MLA (attn_mla.c): latents [n, q_lora] and [n, kv_lora + rope], their widened
      * projections, and the expanded k_nope|v rows [n, heads * (nope + v)] */
     float *lat_q, *lat_kv, *kvb, *w_qa, *w_qb, *w_kva, *w_kvb;
@@ -127,5 +129,7 @@ void fwd_route_softmax_group(const moeq_config *c, const float *logits, const fl
                              const int32_t *live, int32_t *idx, float *w);
 void fwd_route_softmax_bias(const moeq_config *c, const float *logits, const float *bias,
                             const int32_t *live, int32_t *idx, float *w);
+void fwd_route_sparsemixer(const moeq_config *c, const float *logits, const float *bias,
+                           const int32_t *live, int32_t *idx, float *w);
 
 #endif

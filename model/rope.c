@@ -39,13 +39,18 @@ moeq_status fwd_rope_tables(const moeq_config *c, int64_t n, float *cos_t, float
                          (long long)c->rope_dim);
     if (c->rope_type == MOEQ_ROPE_YARN) {
         yarn_inv_freq(c, inv, half);
+    } else if (c->rope_type == MOEQ_ROPE_LONGROPE) {
+        /* PhimoeRotaryEmbedding calls the longrope init without seq_len: the short factors at
+         * every length (transformers 5.17); only the mscale follows the window (rope_mscale) */
+        for (int64_t i = 0; i < half; i++)
+            inv[i] = 1.0f / (c->rope_short[i] * powf((float)c->rope_theta, (float)(2 * i) / (float)c->rope_dim));
     } else {
         for (int64_t i = 0; i < half; i++) {
             float expo = (float)(2 * i) / (float)c->rope_dim;
             inv[i] = (float)(1.0 / pow(c->rope_theta, (double)expo));
         }
     }
-    const float af = (float)c->rope_attn_factor;
+    const float af = c->rope_type == MOEQ_ROPE_LONGROPE ? 1.0f : (float)c->rope_attn_factor;
     for (int64_t i = 0; i < half; i++)
         for (int64_t p = 0; p < n; p++) {
             float ang = (float)p * inv[i];
@@ -60,15 +65,42 @@ moeq_status fwd_rope_tables(const moeq_config *c, int64_t n, float *cos_t, float
     return MOEQ_OK;
 }
 
+/* longrope's cos/sin multiplier: long_mscale when the window (its largest position + 1) is
+ * longer than original_max_position_embeddings, else short_mscale; 1 for other types, whose
+ * factor is in the tables. */
+static float rope_mscale(const moeq_runner *r, int64_t n)
+{
+    const moeq_config *c = r->c;
+    if (c->rope_type != MOEQ_ROPE_LONGROPE) return 1.0f;
+    int64_t seq = n;
+    if (r->pk) {
+        seq = 0;
+        for (int64_t p = 0; p < n; p++)
+            if (r->pk->pos[p] + 1 > seq) seq = r->pk->pos[p] + 1;
+    }
+    return (float)((double)seq > c->rope_orig_max ? c->rope_long_mscale : c->rope_short_mscale);
+}
+
 void fwd_rope_apply(const moeq_runner *r, float *x, int64_t n, int64_t heads, int64_t row_stride,
                     int64_t head_stride)
 {
     const int64_t half = r->c->rope_dim / 2;
     const int inter = r->c->rope_interleave;
+    const float ms = rope_mscale(r, n);
+
 #pragma omp parallel for schedule(static) if (n * heads * half >= PAR_MIN_ELEMS)
     for (int64_t p = 0; p < n; p++) {
         int64_t pp = r->pk ? r->pk->pos[p] : p;   /* packed sequences restart positions */
         const float *cs = r->rope_cos + pp * half, *sn = r->rope_sin + pp * half;
+        float cm[MOEQ_ROPE_MAX_FACTORS], sm[MOEQ_ROPE_MAX_FACTORS];
+        if (ms != 1.0f) {   /* cos * mscale rounded to float first, as transformers does */
+            for (int64_t i = 0; i < half; i++) {
+                cm[i] = cs[i] * ms;
+                sm[i] = sn[i] * ms;
+            }
+            cs = cm;
+            sn = sm;
+        }
         for (int64_t h = 0; h < heads; h++) {
             float *v = x + p * row_stride + h * head_stride;
             if (inter) {

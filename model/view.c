@@ -32,7 +32,7 @@ struct moeq_model {
     /* fused layout: per layer, NULL for dense layers */
     const moeq_tensor **fused_gate_up, **fused_down;
     moeq_mat embed, lm_head;
-    moeq_vec final_norm;
+    moeq_vec final_norm, final_norm_bias, lm_head_bias;
     moeq_param_counts counts;
     /* overrides (moeq_model_set_override): float32 replacements the accessors return */
     const float **xover;         /* [layer][expert][GATE/UP/DOWN], NULL until the first one */
@@ -303,6 +303,16 @@ static moeq_status resolve_attention(rctx *r, int64_t l, moeq_layer_view *lv)
     lv->attn_norm = vec_of(t);
     if ((st = FIND(f->mlp_norm, l, 1, CAT_OTHER, &t, H))) return st;
     lv->mlp_norm = vec_of(t);
+    if (c->norm == MOEQ_NORM_LAYER) {
+        if ((st = FIND(f->attn_norm_bias, l, 1, CAT_OTHER, &t, H))) return st;
+        lv->attn_norm_bias = vec_of(t);
+        if ((st = FIND(f->mlp_norm_bias, l, 1, CAT_OTHER, &t, H))) return st;
+        lv->mlp_norm_bias = vec_of(t);
+    }
+    if (c->o_bias) {
+        if ((st = FIND(f->o_bias, l, 1, CAT_ATTN, &t, H))) return st;
+        lv->o_bias = vec_of(t);
+    }
     if (c->attn == MOEQ_ATTN_MLA) return resolve_mla(r, l, lv);
     if ((st = FIND(f->q, l, 1, CAT_ATTN, &t, qd, H))) return st;
     lv->q = mat_of(t);
@@ -518,6 +528,14 @@ static moeq_status resolve(moeq_model *m, moeq_error *err)
     }
     if ((st = FIND(f->final_norm, -1, 1, CAT_OTHER, &t, c->hidden))) goto out;
     m->final_norm = vec_of(t);
+    if (c->norm == MOEQ_NORM_LAYER) {
+        if ((st = FIND(f->final_norm_bias, -1, 1, CAT_OTHER, &t, c->hidden))) goto out;
+        m->final_norm_bias = vec_of(t);
+    }
+    if (c->lm_head_bias) {
+        if ((st = FIND(f->lm_head_bias, -1, 1, CAT_EMBED, &t, c->vocab))) goto out;
+        m->lm_head_bias = vec_of(t);
+    }
 
     for (int64_t l = 0; l < L; l++) {
         if ((st = resolve_attention(r, l, &m->layers[l]))) goto out;
@@ -837,6 +855,8 @@ int moeq_model_is_fp8_scale(const moeq_model *m, const moeq_tensor *t)
 const moeq_mat *moeq_model_embed(const moeq_model *m) { return m ? &m->embed : NULL; }
 const moeq_mat *moeq_model_lm_head(const moeq_model *m) { return m ? &m->lm_head : NULL; }
 const moeq_vec *moeq_model_final_norm(const moeq_model *m) { return m ? &m->final_norm : NULL; }
+const moeq_vec *moeq_model_final_norm_bias(const moeq_model *m) { return m ? &m->final_norm_bias : NULL; }
+const moeq_vec *moeq_model_lm_head_bias(const moeq_model *m) { return m ? &m->lm_head_bias : NULL; }
 
 void moeq_model_param_counts(const moeq_model *m, moeq_param_counts *out)
 {
@@ -904,7 +924,8 @@ static void layer_pages(const moeq_model *m, int64_t l, int prefetch)
     for (size_t i = 0; i < sizeof mats / sizeof mats[0]; i++) mat_pages(mats[i], prefetch);
     if (!prefetch) {
         const moeq_vec *vecs[] = { &L->attn_norm, &L->mlp_norm, &L->q_bias, &L->k_bias, &L->v_bias,
-                                   &L->q_norm, &L->k_norm, &L->q_a_norm, &L->kv_a_norm, &L->router_bias };
+                                   &L->q_norm, &L->k_norm, &L->q_a_norm, &L->kv_a_norm, &L->router_bias,
+                                   &L->o_bias, &L->attn_norm_bias, &L->mlp_norm_bias };
         for (size_t i = 0; i < sizeof vecs / sizeof vecs[0]; i++) moeq_vec_release(vecs[i]);
     }
     if (!m->cfg.layer_is_moe[l]) return;

@@ -1,6 +1,6 @@
 #!/bin/sh
 # The pipeline on each family of issue 14 (tests/fixtures/tiny-{deepseekv3,deepseekv2,glm4moe,
-# dots1,ernie45moe}): inspect, RTN q8 packing and eval of the packed file within 1% of the source's
+# dots1,ernie45moe,phimoe}): inspect, RTN q8 packing and eval of the packed file within 1% of the source's
 # perplexity, unpack back to a hub directory that moeq reads again; on deepseek_v3 also
 # spectral, calibrate (scope all: MLA's o input) and GPTQ q4. Evals use the first 2048 tokens
 # at ctx 512 (past YaRN's original 128 positions) so the run stays short.
@@ -14,7 +14,7 @@ close() {  # close NAME A B REL: |A/B - 1| <= REL
     && echo "PASS $1 ($2 vs $3)" || echo "FAIL $1 ($2 vs $3)"
 }
 
-fixtures="deepseekv3 deepseekv2 glm4moe dots1 ernie45moe"
+fixtures="deepseekv3 deepseekv2 glm4moe dots1 ernie45moe phimoe"
 [ -n "${MOEQ_TEST_QUICK:-}" ] && fixtures="deepseekv3"
 for fx in $fixtures; do
   M=$FX/tiny-$fx

@@ -12,7 +12,7 @@
 
 static const char *FAMILY_FIXTURES[] = {
     "tiny-deepseekv3", "tiny-kimik2", "tiny-deepseekv2", "tiny-glm4moe", "tiny-dots1",
-    "tiny-deepseekv3-fp8", "tiny-ernie45moe",
+    "tiny-deepseekv3-fp8", "tiny-ernie45moe", "tiny-phimoe",
 };
 #define N_FAM (sizeof FAMILY_FIXTURES / sizeof FAMILY_FIXTURES[0])
 
