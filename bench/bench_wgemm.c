@@ -38,7 +38,7 @@ int main(void)
             Wb[i] = bf16(W[i]);
         }
         for (int64_t i = 0; i < n * K; i++) X[i] = (float)((i * 104729) % 1000) / 1000.0f - 0.5f;
-        moeq_wmat wb = {MOEQ_W_BF16, N, K, Wb}, wf = {MOEQ_W_F32, N, K, W};
+        moeq_wmat wb = {MOEQ_W_BF16, N, K, Wb, 0}, wf = {MOEQ_W_F32, N, K, W, 0};
         double t_b = TIME(ks->wgemm(&wb, X, n, K, 0, N, Y, N));
         double t_f = TIME(ks->wgemm(&wf, X, n, K, 0, N, Y, N));
         double t_s = TIME(moeq_sgemm_nt(n, N, K, X, K, W, K, 0.0f, Y, N));

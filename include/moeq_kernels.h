@@ -65,7 +65,9 @@ typedef struct moeq_wmat {
     moeq_wtype type;
     int64_t rows, cols;
     const void *data;         /* rows x cols elements of type */
+    int64_t ld;               /* elements from one row to the next; 0: cols (contiguous) */
 } moeq_wmat;
+static inline int64_t moeq_wmat_ld(const moeq_wmat *w) { return w->ld > 0 ? w->ld : w->cols; }
 
 /* Plain-C truth of the float-weight GEMM: Y[i * ldy + (r - r0)] = sum_c w[r][c] X[i * ldx + c],
  * each product exact (a float32 times a widened weight), summed in float64 and rounded once. */

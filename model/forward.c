@@ -14,12 +14,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define LM_HEAD_CHUNK 512   /* vocabulary rows widened at a time for the LM head */
+#define LM_HEAD_CHUNK 512   /* vocabulary rows per task of the LM head */
+#define ATT_QBLOCK 64       /* queries per attention task: scores are [ATT_QBLOCK, n], never [n, n] */
 
 typedef struct thread_scratch {
     float *xe, *ge, *ue, *ye; /* gathered inputs [n, H], gate/up [n, I], output [n, H] */
     float *we;               /* routing weight of each gathered row [n] */
-    float *scores;           /* attention scores of one head [n, n] */
+    float *scores;           /* attention scores of one query block [ATT_QBLOCK, n] */
     float *lm;               /* LM head rows [LM_HEAD_CHUNK, H] */
 } thread_scratch;
 
@@ -43,6 +44,7 @@ struct moeq_runner {
     int64_t *e_count;                              /* [E] */
     int32_t *e_rows, *e_slot;                      /* [E, n] token and slot of each row */
     float *rope_cos, *rope_sin;                    /* [n, head_dim / 2] */
+    float *kc, *vt;                                /* per kv head: keys [n, hd], values transposed [hd, n] */
     float *w_sg;                                   /* shared expert gate row, widened [H] */
     float *vbuf;                                   /* small vectors: norms and biases */
     thread_scratch *ts;
@@ -85,7 +87,7 @@ void moeq_runner_free(moeq_runner *r)
     if (!r) return;
     float *bufs[] = {r->x, r->h, r->q, r->k, r->v, r->att, r->mlp_out, r->ffn_g, r->ffn_u,
                      r->gate_scalar, r->router_logits, r->topk_w, r->slot_out, r->rope_cos,
-                     r->rope_sin, r->w_sg, r->vbuf};
+                     r->rope_sin, r->kc, r->vt, r->w_sg, r->vbuf};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
     free(r->topk_idx);
     free(r->e_count);
@@ -151,6 +153,8 @@ moeq_status moeq_runner_create(const moeq_model *m, int64_t max_tokens, int thre
     r->rope_cos = ws_alloc(r, (size_t)(n * c->head_dim / 2), sizeof(float));
     r->rope_sin = ws_alloc(r, (size_t)(n * c->head_dim / 2), sizeof(float));
     r->w_sg = ws_alloc(r, (size_t)H, sizeof(float));
+    r->kc = ws_alloc(r, (size_t)(n * r->kv_dim), sizeof(float));
+    r->vt = ws_alloc(r, (size_t)(n * r->kv_dim), sizeof(float));
     /* norms (2H), q/k norm (q_dim + kv_dim), biases (q_dim + 2 kv_dim), final norm H */
     r->vbuf = ws_alloc(r, (size_t)(3 * H + 2 * r->q_dim + 3 * r->kv_dim), sizeof(float));
     r->ts = ws_alloc(r, (size_t)r->nthreads, sizeof(thread_scratch));
@@ -161,7 +165,7 @@ moeq_status moeq_runner_create(const moeq_model *m, int64_t max_tokens, int thre
         s->ue = ws_alloc(r, (size_t)(n * I), sizeof(float));
         s->ye = ws_alloc(r, (size_t)(n * H), sizeof(float));
         s->we = ws_alloc(r, (size_t)n, sizeof(float));
-        s->scores = ws_alloc(r, (size_t)(n * n), sizeof(float));
+        s->scores = ws_alloc(r, (size_t)(ATT_QBLOCK * n), sizeof(float));
         s->lm = ws_alloc(r, (size_t)(LM_HEAD_CHUNK * H), sizeof(float));
     }
     if (r->alloc_failed) {
@@ -218,7 +222,7 @@ static void par_qmatmul(const float *X, int64_t n, int64_t K, const moeq_qmat *q
 static moeq_wmat wmat_of(const moeq_mat *m)
 {
     moeq_wmat w = {m->dtype == MOEQ_DT_BF16 ? MOEQ_W_BF16 : m->dtype == MOEQ_DT_F16 ? MOEQ_W_F16 : MOEQ_W_F32,
-                   m->rows, m->cols, m->data};
+                   m->rows, m->cols, m->data, 0};
     return w;
 }
 
@@ -299,6 +303,57 @@ static void add_bias(float *x, int64_t n, int64_t dim, const float *b)
         for (int64_t j = 0; j < dim; j++) x[i * dim + j] += b[j];
 }
 
+/* Causal softmax attention of every head, fused per block of ATT_QBLOCK queries: S = Q_blk K_gᵀ
+ * over the keys the block can see (wgemm, float32 K as the weight), scaled, masked, softmax per
+ * row in float32 as transformers does, then O_blk = P V_g (wgemm with Vᵀ as the weight). No n x n
+ * matrix is held: a task's scores are [ATT_QBLOCK, keys]. Tasks (head, query block) have fixed
+ * bounds, so results ignore the thread count. The mask is one predicate (visible) so that a
+ * variant's rule (segments, sliding windows) replaces it in one place. */
+static inline int visible(int64_t i, int64_t j) { return j <= i; }
+
+static void attention_core(moeq_runner *r, int64_t n)
+{
+    const moeq_config *c = r->c;
+    const moeq_kernel_set *ks = moeq_kernels();
+    const int64_t hd = c->head_dim, qd = r->q_dim, kvd = r->kv_dim, G = c->kv_heads;
+    const int64_t group = c->heads / c->kv_heads, nqb = (n + ATT_QBLOCK - 1) / ATT_QBLOCK;
+    const float scale = (float)(1.0 / sqrt((double)hd));
+    /* keys of each kv head contiguous [n, hd] and values transposed [hd, n]: the kernels' rows */
+#pragma omp parallel for schedule(static) num_threads(r->nthreads) if (n * kvd >= PAR_MIN_ELEMS)
+    for (int64_t g = 0; g < G; g++) {
+        float *kc = r->kc + g * n * hd, *vt = r->vt + g * hd * n;
+        for (int64_t j = 0; j < n; j++) {
+            memcpy(kc + j * hd, r->k + j * kvd + g * hd, (size_t)hd * sizeof(float));
+            for (int64_t d = 0; d < hd; d++) vt[d * n + j] = r->v[j * kvd + g * hd + d];
+        }
+    }
+#pragma omp parallel for schedule(dynamic, 1) num_threads(r->nthreads)
+    for (int64_t b = 0; b < c->heads * nqb; b++) {
+        const int64_t h = b / nqb, g = h / group, i0 = b % nqb * ATT_QBLOCK;
+        const int64_t i1 = i0 + ATT_QBLOCK < n ? i0 + ATT_QBLOCK : n, nk = i1;   /* keys 0..i1-1 */
+        float *S = r->ts[omp_get_thread_num()].scores;
+        const moeq_wmat K = {MOEQ_W_F32, nk, hd, r->kc + g * n * hd, hd};
+        const moeq_wmat Vt = {MOEQ_W_F32, hd, nk, r->vt + g * hd * n, n};
+        ks->wgemm(&K, r->q + i0 * qd + h * hd, i1 - i0, qd, 0, nk, S, nk);
+        for (int64_t i = i0; i < i1; i++) {
+            float *row = S + (i - i0) * nk;
+            float mx = -INFINITY;
+            for (int64_t j = 0; j < nk; j++) {
+                row[j] = visible(i, j) ? row[j] * scale : -INFINITY;
+                if (row[j] > mx) mx = row[j];
+            }
+            float sum = 0.0f;
+            for (int64_t j = 0; j < nk; j++) {
+                row[j] = row[j] == -INFINITY ? 0.0f : expf(row[j] - mx);
+                sum += row[j];
+            }
+            float inv = 1.0f / sum;
+            for (int64_t j = 0; j < nk; j++) row[j] *= inv;
+        }
+        ks->wgemm(&Vt, S, i1 - i0, nk, 0, hd, r->att + i0 * qd + h * hd, qd);
+    }
+}
+
 static void attention(moeq_runner *r, int64_t layer, int64_t n, const moeq_hooks *hooks)
 {
     const moeq_config *c = r->c;
@@ -340,32 +395,7 @@ static void attention(moeq_runner *r, int64_t layer, int64_t n, const moeq_hooks
     rope_rows(r, r->q, n, c->heads);
     rope_rows(r, r->k, n, c->kv_heads);
 
-    /* Causal softmax attention per head: S = Q_h K_gᵀ · scale, masked, softmax, O_h = P V_g. */
-    float scale = (float)(1.0 / sqrt((double)hd));
-    int64_t group = c->heads / c->kv_heads;
-#pragma omp parallel for schedule(dynamic, 1) num_threads(r->nthreads)
-    for (int64_t h = 0; h < c->heads; h++) {
-        float *S = r->ts[omp_get_thread_num()].scores;
-        int64_t g = h / group;
-        moeq_sgemm_nt(n, n, hd, r->q + h * hd, qd, r->k + g * hd, kvd, 0.0f, S, n);
-        for (int64_t i = 0; i < n; i++) {
-            float *row = S + i * n;
-            float mx = -INFINITY;
-            for (int64_t j = 0; j <= i; j++) {
-                row[j] *= scale;
-                if (row[j] > mx) mx = row[j];
-            }
-            float sum = 0.0f;
-            for (int64_t j = 0; j <= i; j++) {
-                row[j] = expf(row[j] - mx);
-                sum += row[j];
-            }
-            float inv = 1.0f / sum;
-            for (int64_t j = 0; j <= i; j++) row[j] *= inv;
-            for (int64_t j = i + 1; j < n; j++) row[j] = 0.0f;
-        }
-        moeq_sgemm_nn(n, hd, n, S, n, r->v + g * hd, kvd, 0.0f, r->att + h * hd, qd);
-    }
+    attention_core(r, n);
     if (hooks && hooks->linear_input)
         hooks->linear_input(hooks->user, layer, -1, MOEQ_PROJ_O, r->att, n, qd, NULL, NULL);
     linear(r, &L->o, r->att, n, r->mlp_out);

@@ -7,7 +7,7 @@
 
 static double weight(const moeq_wmat *w, int64_t r, int64_t c)
 {
-    size_t i = (size_t)r * (size_t)w->cols + (size_t)c;
+    size_t i = (size_t)r * (size_t)moeq_wmat_ld(w) + (size_t)c;
     switch (w->type) {
     case MOEQ_W_F16: return moeq_f16_to_f32(((const uint16_t *)w->data)[i]);
     case MOEQ_W_BF16: {

@@ -180,7 +180,7 @@ static void avx2_gemm(const moeq_qmat *w, const float *X, int64_t n, int64_t ldx
     for (int64_t t0 = r0; t0 < r1; t0 += tile) {
         int64_t t1 = t0 + tile < r1 ? t0 + tile : r1;
         moeq_avx2_dequant(w, t0, t1, buf);
-        moeq_wmat f = {MOEQ_W_F32, t1 - t0, w->cols, buf};
+        moeq_wmat f = {MOEQ_W_F32, t1 - t0, w->cols, buf, 0};
         moeq_avx2_wgemm(&f, X, n, ldx, 0, t1 - t0, Y + (t0 - r0), ldy);
     }
     free(buf);

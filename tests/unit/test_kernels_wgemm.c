@@ -63,7 +63,7 @@ static void test_reference_exact(void)
             f[i] = (float)W[i];
             h[i] = t == MOEQ_W_F16 ? moeq_f32_to_f16(f[i]) : to_bf16(f[i]);
         }
-        moeq_wmat w = {(moeq_wtype)t, R, C, t == MOEQ_W_F32 ? (const void *)f : (const void *)h};
+        moeq_wmat w = {(moeq_wtype)t, R, C, t == MOEQ_W_F32 ? (const void *)f : (const void *)h, 0};
         moeq_ref_wgemm(&w, X, n, C, 0, R, Y, R);
         for (int64_t i = 0; i < n; i++)
             for (int64_t r = 0; r < R; r++) {
@@ -76,15 +76,19 @@ static void test_reference_exact(void)
 }
 
 /* One case of variant ks: rows [r0, r1) of R x C, n tokens, leading dimensions ldx, ldy. */
-static int one_case(const moeq_kernel_set *ks, moeq_wtype type, int64_t R, int64_t C, int64_t n, int64_t r0,
-                    int64_t r1, int64_t ldx, int64_t ldy)
+static int one_case_ld(const moeq_kernel_set *ks, moeq_wtype type, int64_t R, int64_t C, int64_t ldw, int64_t n,
+                       int64_t r0, int64_t r1, int64_t ldx, int64_t ldy)
 {
     float *wide = malloc((size_t)(R * C) * 4), *X = malloc((size_t)(n * ldx) * 4);
     float *Yr = malloc((size_t)(n * ldy) * 4), *Yf = malloc((size_t)(n * ldy) * 4);
-    void *d = make_w(type, R, C, wide);
+    /* rows ldw apart: the matrix is the first C columns of an R x ldw one */
+    float *wide_ld = malloc((size_t)(R * ldw) * 4);
+    void *d = make_w(type, R, ldw, wide_ld);
+    for (int64_t r = 0; r < R; r++) memcpy(wide + r * C, wide_ld + r * ldw, (size_t)C * 4);
+    free(wide_ld);
     for (int64_t i = 0; i < n * ldx; i++) X[i] = frand() * (i % 29 == 3 ? 40.0f : 1.0f);
     for (int64_t i = 0; i < n * ldy; i++) Yr[i] = Yf[i] = -7.0f;
-    moeq_wmat w = {type, R, C, d};
+    moeq_wmat w = {type, R, C, d, ldw};
     moeq_ref_wgemm(&w, X, n, ldx, r0, r1, Yr, ldy);
     ks->wgemm(&w, X, n, ldx, r0, r1, Yf, ldy);
     int bad = 0;
@@ -107,6 +111,12 @@ static int one_case(const moeq_kernel_set *ks, moeq_wtype type, int64_t R, int64
     }
     free(wide); free(X); free(Yr); free(Yf); free(d);
     return bad;
+}
+
+static int one_case(const moeq_kernel_set *ks, moeq_wtype type, int64_t R, int64_t C, int64_t n, int64_t r0,
+                    int64_t r1, int64_t ldx, int64_t ldy)
+{
+    return one_case_ld(ks, type, R, C, C, n, r0, r1, ldx, ldy);
 }
 
 static const moeq_kernel_set *fast[4];
@@ -134,6 +144,8 @@ static void test_strided_and_row_ranges(void)
         for (int t = 0; t < 3; t++) {
             CHECK(one_case(fast[v], (moeq_wtype)t, 40, 129, 9, 5, 38, 140, 41) == 0);
             CHECK(one_case(fast[v], (moeq_wtype)t, 64, 512, 17, 13, 14, 515, 3) == 0);
+            CHECK(one_case_ld(fast[v], (moeq_wtype)t, 70, 100, 131, 5, 0, 70, 100, 70) == 0);   /* W rows apart */
+            CHECK(one_case_ld(fast[v], (moeq_wtype)t, 70, 100, 131, 33, 3, 69, 100, 70) == 0);
         }
 }
 
@@ -148,7 +160,7 @@ static void split_case(const moeq_kernel_set *ks, moeq_wtype type, int64_t n, in
     float *A = malloc((size_t)(n * R) * 4), *B = malloc((size_t)(n * R) * 4);
     for (int64_t i = 0; i < n * C; i++) X[i] = frand();
     void *d = make_w(type, R, C, wide);
-    moeq_wmat w = {type, R, C, d};
+    moeq_wmat w = {type, R, C, d, 0};
     ks->wgemm(&w, X, n, C, 0, R, A, R);
     for (int64_t i = 0; i < n; i += tb)
         for (int64_t r0 = 0; r0 < R; r0 += 7)
@@ -177,7 +189,7 @@ static void test_nan_inf_carried(void)
     for (int v = 0; v < nfast; v++)
         for (int t = 0; t < 3; t++) {
             void *d = make_w((moeq_wtype)t, R, C, wide);
-            moeq_wmat w = {(moeq_wtype)t, R, C, d};
+            moeq_wmat w = {(moeq_wtype)t, R, C, d, 0};
             fast[v]->wgemm(&w, X, n, C, 0, R, Y, R);
             for (int64_t r = 0; r < R; r++) {
                 CHECK(isnan(Y[1 * R + r]));
