@@ -88,10 +88,12 @@ int main(int argc, char **argv)
             moeq_ggml_gemm(t, W, r2, cols, x, 16, y);
             t0 = now() - t0;
             tb = t0 < tb ? t0 : tb;
-            t0 = now();
-            if (rep == 0 || !quick) moeq_ggml_gemm_with("ref", t, W, r2, cols, x, 16, y);
-            t0 = now() - t0;
-            tr = t0 < tr ? t0 : tr;
+            if (rep == 0 || !quick) {   /* the reference is slow: once in --quick */
+                t0 = now();
+                moeq_ggml_gemm_with("ref", t, W, r2, cols, x, 16, y);
+                t0 = now() - t0;
+                tr = t0 < tr ? t0 : tr;
+            }
         }
         double fl = 2.0 * r2 * cols * 16;
         printf("%-7s %9.3f %9.1f %8.2f %12.1f %12.1f %8.1f\n", moeq_ggml_type_get(t)->name, rb * 8.0 / cols, gbs, gbs / bw,
