@@ -8,7 +8,6 @@
 #include <immintrin.h>
 #include <stdlib.h>
 
-static inline __m512 u8x16(const uint8_t *p) { return _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)p))); }
 
 static void dq_q8_0(const uint8_t *b, float *y, int64_t nb)
 {
