@@ -12,9 +12,9 @@ void fwd_attn_gqa(moeq_runner *r, int64_t layer, int64_t n, const moeq_hooks *ho
     int64_t hd = c->head_dim, qd = r->q_dim, kvd = r->kv_dim;
     float *vb = r->vbuf;
 
-    fwd_linear(r, &L->q, r->wq, r->h, n, r->q);
-    fwd_linear(r, &L->k, r->wk, r->h, n, r->k);
-    fwd_linear(r, &L->v, r->wv, r->h, n, r->v);
+    fwd_linear(r, &L->q, r->h, n, r->q);
+    fwd_linear(r, &L->k, r->h, n, r->k);
+    fwd_linear(r, &L->v, r->h, n, r->v);
     if (L->q_bias.data) {
         float *bq = vb, *bk = vb + qd, *bv = vb + qd + kvd;
         moeq_vec_to_f32(&L->q_bias, bq);
@@ -44,7 +44,7 @@ void fwd_attn_gqa(moeq_runner *r, int64_t layer, int64_t n, const moeq_hooks *ho
                (float)c->attn_scale, r->att, qd);
     if (hooks && hooks->linear_input)
         hooks->linear_input(hooks->user, layer, -1, MOEQ_PROJ_O, r->att, n, qd, NULL, NULL);
-    fwd_linear(r, &L->o, r->wo, r->att, n, r->mlp_out);
+    fwd_linear(r, &L->o, r->att, n, r->mlp_out);
     if (L->o_bias.data) {
         moeq_vec_to_f32(&L->o_bias, vb);
         fwd_add_bias(r->mlp_out, n, c->hidden, vb);

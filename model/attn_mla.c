@@ -21,17 +21,17 @@ void fwd_attn_mla(moeq_runner *r, int64_t layer, int64_t n, const moeq_hooks *ho
     float *vb = r->vbuf;
 
     if (QL > 0) {
-        fwd_linear(r, &L->q_a, r->w_qa, r->h, n, r->lat_q);
+        fwd_linear(r, &L->q_a, r->h, n, r->lat_q);
         moeq_vec_to_f32(&L->q_a_norm, vb);
         fwd_rmsnorm_rows(r->lat_q, r->lat_q, n, QL, QL, vb, LATENT_EPS);
         if (hooks && hooks->linear_input)
             hooks->linear_input(hooks->user, layer, -1, MOEQ_PROJ_Q_B, r->lat_q, n, QL, NULL, NULL);
-        fwd_linear(r, &L->q_b, r->w_qb, r->lat_q, n, r->q);
+        fwd_linear(r, &L->q_b, r->lat_q, n, r->q);
     } else {
-        fwd_linear(r, &L->q, r->wq, r->h, n, r->q);
+        fwd_linear(r, &L->q, r->h, n, r->q);
     }
 
-    fwd_linear(r, &L->kv_a, r->w_kva, r->h, n, r->lat_kv);
+    fwd_linear(r, &L->kv_a, r->h, n, r->lat_kv);
     /* the normed c_kv, contiguous for kv_b (lat_q is free once q is computed) */
     float *ckv = r->lat_q;
     for (int64_t p = 0; p < n; p++) memcpy(ckv + p * R, r->lat_kv + p * (R + dr), (size_t)R * sizeof(float));
@@ -39,7 +39,7 @@ void fwd_attn_mla(moeq_runner *r, int64_t layer, int64_t n, const moeq_hooks *ho
     fwd_rmsnorm_rows(ckv, ckv, n, R, R, vb, LATENT_EPS);
     if (hooks && hooks->linear_input)
         hooks->linear_input(hooks->user, layer, -1, MOEQ_PROJ_KV_B, ckv, n, R, NULL, NULL);
-    fwd_linear(r, &L->kv_b, r->w_kvb, ckv, n, r->kvb);
+    fwd_linear(r, &L->kv_b, ckv, n, r->kvb);
 
     fwd_rope_apply(r, r->q + dn, n, nh, qd, dqk);
     fwd_rope_apply(r, r->lat_kv + R, n, 1, R + dr, 0);
@@ -55,5 +55,5 @@ void fwd_attn_mla(moeq_runner *r, int64_t layer, int64_t n, const moeq_hooks *ho
                (float)c->attn_scale, r->att, ad);
     if (hooks && hooks->linear_input)
         hooks->linear_input(hooks->user, layer, -1, MOEQ_PROJ_O, r->att, n, ad, NULL, NULL);
-    fwd_linear(r, &L->o, r->wo, r->att, n, r->mlp_out);
+    fwd_linear(r, &L->o, r->att, n, r->mlp_out);
 }

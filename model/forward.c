@@ -1,9 +1,8 @@
 /* The float32 forward pass of a MoE decoder over one causal window.
- * Weights stay in the mapping (bf16/f16/f32) and are widened to float32 per layer (attention,
- * router, shared and dense MLPs) or per expert (routed experts, one scratch per thread).
- * Work is split over OpenMP threads around single-threaded BLAS calls (see core/la.c).
- * Packed matrices (int codecs of a .moeq file) never widen: the dequantizing kernels multiply
- * them directly (kernels/, docs/KERNELS.md), in fixed blocks of rows.
+ * Weights stay in the mapping (bf16/f16/f32) and are multiplied as stored by the float-weight
+ * kernels (moeq_kernel_set.wgemm: widened in registers, never a whole matrix; docs/KERNELS.md).
+ * Packed matrices (int codecs of a .moeq file) never widen either: the dequantizing kernels
+ * multiply them directly, in fixed blocks of rows. Work is split over OpenMP threads.
  * Results do not depend on the thread count: every output element is computed by one
  * thread in a fixed order, and expert outputs are summed per token in top-k slot order. */
 #include "model/fwd.h"
@@ -12,6 +11,8 @@
 #include <omp.h>
 #include <stdlib.h>
 #include <string.h>
+
+#define ATT_QBLOCK 64       /* queries per attention task: scores are [ATT_QBLOCK, n], never [n, n] */
 
 enum { PART_NONE = -1, PART_EMBED = -2, PART_HEAD = -3 };   /* runner->resident, besides layers */
 
@@ -52,9 +53,8 @@ void moeq_runner_free(moeq_runner *r)
     if (!r) return;
     float *bufs[] = {r->x, r->h, r->q, r->k, r->v, r->att, r->mlp_out, r->ffn_g, r->ffn_u,
                      r->gate_scalar, r->router_logits, r->topk_w, r->slot_out, r->rope_cos,
-                     r->rope_sin, r->wq, r->wk, r->wv, r->wo, r->wr, r->w_sg, r->wf_g, r->wf_u,
-                     r->wf_d, r->vbuf, r->rbias, r->lat_q, r->lat_kv, r->kvb, r->w_qa, r->w_qb,
-                     r->w_kva, r->w_kvb, r->lm_bias};
+                     r->rope_sin, r->kc, r->vt, r->w_sg, r->vbuf, r->rbias, r->lat_q, r->lat_kv, r->kvb,
+                     r->lm_bias, r->f8buf};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
     free(r->topk_idx);
     free(r->e_count);
@@ -63,8 +63,8 @@ void moeq_runner_free(moeq_runner *r)
     if (r->ts) {
         for (int t = 0; t < r->nthreads; t++) {
             thread_scratch *s = &r->ts[t];
-            free(s->wg); free(s->wu); free(s->wd); free(s->xe); free(s->ge); free(s->ue);
-            free(s->ye); free(s->we); free(s->scores); free(s->lm);
+            free(s->xe); free(s->ge); free(s->ue);
+            free(s->ye); free(s->we); free(s->scores); free(s->lm); free(s->f8);
         }
         free(r->ts);
     }
@@ -121,44 +121,43 @@ moeq_status moeq_runner_create(const moeq_model *m, int64_t max_tokens, int thre
     r->e_slot = ws_alloc(r, (size_t)(E * n), sizeof(int32_t));
     r->rope_cos = ws_alloc(r, (size_t)(n * c->rope_dim / 2), sizeof(float));
     r->rope_sin = ws_alloc(r, (size_t)(n * c->rope_dim / 2), sizeof(float));
-    r->wq = ws_alloc(r, (size_t)(r->q_dim * H), sizeof(float));
-    r->wk = ws_alloc(r, (size_t)(r->kv_dim * H), sizeof(float));
-    r->wv = ws_alloc(r, (size_t)(r->kv_dim * H), sizeof(float));
-    r->wo = ws_alloc(r, (size_t)(H * max64(r->q_dim, r->att_dim)), sizeof(float));
-    r->wr = ws_alloc(r, (size_t)(E * H), sizeof(float));
     r->w_sg = ws_alloc(r, (size_t)H, sizeof(float));
-    r->wf_g = ws_alloc(r, (size_t)(F * H), sizeof(float));
-    r->wf_u = ws_alloc(r, (size_t)(F * H), sizeof(float));
-    r->wf_d = ws_alloc(r, (size_t)(H * F), sizeof(float));
-    /* norms (2H), q/k norm (q_dim + kv_dim), biases (q_dim + 2 kv_dim), final norm H */
+    r->kc = ws_alloc(r, (size_t)(n * r->kv_dim), sizeof(float));
+    r->vt = ws_alloc(r, (size_t)(n * r->v_dim), sizeof(float));
+    /* norms and their biases (2H), q/k norm (q_dim + kv_dim), biases (q_dim + 2 kv_dim), final
+     * norm H, MLA latent norms */
     r->vbuf = ws_alloc(r, (size_t)(3 * H + 2 * r->q_dim + 3 * r->kv_dim + c->q_lora_rank + c->kv_lora_rank),
                        sizeof(float));
     r->rbias = ws_alloc(r, (size_t)E, sizeof(float));
     if (c->lm_head_bias) r->lm_bias = ws_alloc(r, (size_t)c->vocab, sizeof(float));
     if (c->attn == MOEQ_ATTN_MLA) {
         int64_t QL = c->q_lora_rank, R = c->kv_lora_rank, dr = c->qk_rope_dim;
-        int64_t kvb = c->heads * (c->qk_nope_dim + c->v_head_dim);
         r->lat_q = ws_alloc(r, (size_t)(n * max64(QL, R)), sizeof(float));
         r->lat_kv = ws_alloc(r, (size_t)(n * (R + dr)), sizeof(float));
-        r->kvb = ws_alloc(r, (size_t)(n * kvb), sizeof(float));
-        r->w_qa = ws_alloc(r, (size_t)(QL * H), sizeof(float));
-        r->w_qb = ws_alloc(r, (size_t)(r->q_dim * QL), sizeof(float));
-        r->w_kva = ws_alloc(r, (size_t)((R + dr) * H), sizeof(float));
-        r->w_kvb = ws_alloc(r, (size_t)(kvb * R), sizeof(float));
+        r->kvb = ws_alloc(r, (size_t)(n * c->heads * (c->qk_nope_dim + c->v_head_dim)), sizeof(float));
+    }
+    /* FP8 sources: the kernels take F32/F16/BF16 weights, so an F8 matrix is widened per use
+     * into a buffer of the largest layer matrix (and per thread, of the largest expert matrix) */
+    if (c->fp8) {
+        int64_t f8_layer = 0;
+        int64_t dims[] = { r->q_dim * H, max64(c->q_lora_rank, 1) * max64(H, r->q_dim),
+                           (c->kv_lora_rank + c->qk_rope_dim) * H,
+                           c->heads * (c->qk_nope_dim + c->v_head_dim) * max64(c->kv_lora_rank, 1),
+                           H * max64(r->q_dim, r->att_dim), F * H, E * H };
+        for (size_t i = 0; i < sizeof dims / sizeof dims[0]; i++) f8_layer = max64(f8_layer, dims[i]);
+        r->f8buf = ws_alloc(r, (size_t)f8_layer, sizeof(float));
     }
     r->ts = ws_alloc(r, (size_t)r->nthreads, sizeof(thread_scratch));
     for (int t = 0; !r->alloc_failed && t < r->nthreads; t++) {
         thread_scratch *s = &r->ts[t];
-        s->wg = ws_alloc(r, (size_t)(I * H), sizeof(float));
-        s->wu = ws_alloc(r, (size_t)(I * H), sizeof(float));
-        s->wd = ws_alloc(r, (size_t)(H * I), sizeof(float));
         s->xe = ws_alloc(r, (size_t)(n * H), sizeof(float));
         s->ge = ws_alloc(r, (size_t)(n * I), sizeof(float));
         s->ue = ws_alloc(r, (size_t)(n * I), sizeof(float));
         s->ye = ws_alloc(r, (size_t)(n * H), sizeof(float));
         s->we = ws_alloc(r, (size_t)n, sizeof(float));
-        s->scores = ws_alloc(r, (size_t)(n * n), sizeof(float));
+        s->scores = ws_alloc(r, (size_t)(ATT_QBLOCK * n), sizeof(float));
         s->lm = ws_alloc(r, (size_t)(LM_HEAD_CHUNK * H), sizeof(float));
+        if (c->fp8) s->f8 = ws_alloc(r, (size_t)(I * H), sizeof(float));
     }
     if (r->alloc_failed) {
         moeq_runner_free(r);
@@ -174,36 +173,6 @@ moeq_status moeq_runner_create(const moeq_model *m, int64_t max_tokens, int thre
     return MOEQ_OK;
 }
 
-
-/* Widens a whole matrix view in parallel over row blocks. */
-static void widen(const moeq_mat *m, float *dst)
-{
-    int64_t rows = m->rows, cols = m->cols;
-    int64_t block = 64;
-    int64_t nb = (rows + block - 1) / block;
-#pragma omp parallel for schedule(static) if (rows * cols >= PAR_MIN_ELEMS)
-    for (int64_t b = 0; b < nb; b++) {
-        int64_t r0 = b * block, r1 = r0 + block < rows ? r0 + block : rows;
-        moeq_mat_to_f32(m, r0, r1, dst + r0 * cols);
-    }
-}
-
-/* Y[n, N] = X[n, K] · W[N, K]ᵀ, split over threads by token rows. */
-#define MATMUL_ROW_BLOCK 64   /* token rows per sgemm call: fixed, so results ignore threads */
-
-static void par_matmul(int nthreads, const float *X, int64_t n, int64_t K, const float *W,
-                       int64_t N, float *Y)
-{
-    /* OpenBLAS may round a row differently depending on how many rows one call holds, so the
-     * split must not depend on the thread count. */
-    int64_t chunk = MATMUL_ROW_BLOCK;
-    int64_t nchunks = (n + chunk - 1) / chunk;
-#pragma omp parallel for schedule(dynamic, 1) num_threads(nthreads)
-    for (int64_t b = 0; b < nchunks; b++) {
-        int64_t r0 = b * chunk, r1 = r0 + chunk < n ? r0 + chunk : n;
-        moeq_sgemm_nt(r1 - r0, N, K, X + r0 * K, K, W, K, 0.0f, Y + r0 * N, N);
-    }
-}
 
 /* Tasks of a packed matmul: blocks of QTOK_BLOCK tokens x QROW_BLOCK rows, fixed sizes, so
  * results ignore the thread count. A task prepares (quantizes) its tokens' activations once
@@ -230,15 +199,66 @@ static void par_qmatmul(const float *X, int64_t n, int64_t K, const moeq_qmat *q
     }
 }
 
-/* A linear layer: packed through the kernels, else widened once and multiplied by BLAS. */
-static void linear(moeq_runner *r, const moeq_mat *W, float *wbuf, const float *X, int64_t n, float *Y)
+/* The kernels' view of an unpacked weight as stored (the view admits F32, F16, BF16). */
+static moeq_wmat wmat_of(const moeq_mat *m)
+{
+    moeq_wmat w = {m->dtype == MOEQ_DT_BF16 ? MOEQ_W_BF16 : m->dtype == MOEQ_DT_F16 ? MOEQ_W_F16 : MOEQ_W_F32,
+                   m->rows, m->cols, m->data, 0};
+    return w;
+}
+
+/* Tasks of a float-weight matmul: blocks of WTOK_BLOCK tokens x WROW_BLOCK rows. wgemm gives
+ * a (row, token) the same bits wherever its row falls and for any token block of 16 or more,
+ * so the fixed token blocks keep results independent of the thread count, and the rows only
+ * balance the threads. A task packs its rows' panels once for all its tokens: large token
+ * blocks (a window of 512 is one) pack each weight once. */
+#define WROW_BLOCK 64
+#define WTOK_BLOCK 512
+
+/* Y[n, N] = X[n, K] · Wᵀ for a float W [N, K] as stored (no widened copy), split over threads. */
+static void par_wmatmul(int nthreads, const moeq_mat *W, const float *X, int64_t n, float *Y)
+{
+    const moeq_kernel_set *ks = moeq_kernels();
+    const moeq_wmat w = wmat_of(W);
+    int64_t N = w.rows, K = w.cols, nrb = (N + WROW_BLOCK - 1) / WROW_BLOCK, ntb = (n + WTOK_BLOCK - 1) / WTOK_BLOCK;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nthreads) if (nrb * ntb > 1)
+    for (int64_t b = 0; b < nrb * ntb; b++) {
+        int64_t r0 = b % nrb * WROW_BLOCK, r1 = r0 + WROW_BLOCK < N ? r0 + WROW_BLOCK : N;
+        int64_t t0 = b / nrb * WTOK_BLOCK, t1 = t0 + WTOK_BLOCK < n ? t0 + WTOK_BLOCK : n;
+        ks->wgemm(&w, X + t0 * K, t1 - t0, K, r0, r1, Y + t0 * N + r0, N);
+    }
+}
+
+/* An FP8 block-scaled matrix widened to float32 into buf (rows in parallel when par): the
+ * kernels' float view of it. */
+static moeq_mat widen_f8(const moeq_mat *W, float *buf, int par)
+{
+    const int64_t rows = W->rows, nb = (rows + 63) / 64;
+#pragma omp parallel for schedule(static) if (par && rows * W->cols >= PAR_MIN_ELEMS)
+    for (int64_t b = 0; b < nb; b++) {
+        int64_t r0 = b * 64, r1 = r0 + 64 < rows ? r0 + 64 : rows;
+        moeq_mat_to_f32(W, r0, r1, buf + r0 * W->cols);
+    }
+    moeq_mat v = *W;
+    v.dtype = MOEQ_DT_F32;
+    v.data = buf;
+    v.scale = NULL;
+    return v;
+}
+
+/* A linear layer: packed or float weights, both through the kernels as stored. */
+static void linear(moeq_runner *r, const moeq_mat *W, const float *X, int64_t n, float *Y)
 {
     if (W->q) {
         par_qmatmul(X, n, W->cols, W->q, Y);
         return;
     }
-    widen(W, wbuf);
-    par_matmul(r->nthreads, X, n, W->cols, wbuf, W->rows, Y);
+    if (W->dtype == MOEQ_DT_F8_E4M3) {
+        moeq_mat v = widen_f8(W, r->f8buf, 1);
+        par_wmatmul(r->nthreads, &v, X, n, Y);
+        return;
+    }
+    par_wmatmul(r->nthreads, W, X, n, Y);
 }
 
 static void rmsnorm_rows(const float *x, float *y, int64_t n, int64_t dim, int64_t stride,
@@ -268,93 +288,82 @@ static void add_bias(float *x, int64_t n, int64_t dim, const float *b)
         for (int64_t j = 0; j < dim; j++) x[i * dim + j] += b[j];
 }
 
-/* Softmax of the score rows S [n, n] of a block of a packed sequence (moeq_forward_packed):
- * token i attends to j <= i of its own segment or of the segment it sees; every other entry is 0. */
-static void softmax_packed(const int32_t *seg, const int32_t *see, float *S, int64_t n, float scale)
+/* Causal softmax attention of every head, fused per block of ATT_QBLOCK queries: S = Q_blk K_gᵀ
+ * over the keys the block can see (wgemm, float32 K as the weight), scaled, masked, softmax per
+ * row in float32 as transformers does, then O_blk = P V_g (wgemm with Vᵀ as the weight). No n x n
+ * matrix is held: a task's scores are [ATT_QBLOCK, keys]. Tasks (head, query block) have fixed
+ * bounds, so results ignore the thread count. The mask is one predicate (visible) so that a
+ * variant's rule (segments, sliding windows) replaces it in one place. */
+static inline int visible(const moeq_packing *pk, int64_t i, int64_t j)
 {
-    for (int64_t i = 0; i < n; i++) {
-        float *row = S + i * n;
-        int32_t own = seg[i], other = see[i];
-        float mx = -INFINITY;   /* token i always sees itself, so mx and sum are set */
-        for (int64_t j = 0; j <= i; j++) {
-            if (seg[j] != own && seg[j] != other) continue;
-            row[j] *= scale;
-            if (row[j] > mx) mx = row[j];
+    /* a packed sequence (moeq_forward_packed): j <= i of i's own segment or of the one it sees */
+    return j <= i && (!pk || pk->seg[j] == pk->seg[i] || pk->seg[j] == pk->see[i]);
+}
+
+/* First token of the independent block (a task of a packed pass) holding token i: keys before it
+ * are never visible, so a query block's scores start there (a pass costs the sum of its blocks'
+ * squares, not the square of the pass). */
+static int64_t block_start(const moeq_packing *pk, int64_t i)
+{
+    if (!pk || !pk->units || pk->nunits <= 1) return 0;
+    int64_t lo = 0, hi = pk->nunits - 1;   /* largest u with units[u] <= i; units[0] == 0 */
+    while (lo < hi) {
+        int64_t mid = (lo + hi + 1) / 2;
+        if (pk->units[mid] <= i) lo = mid; else hi = mid - 1;
+    }
+    return pk->units[lo];
+}
+
+void fwd_attend(moeq_runner *r, int64_t n, int64_t heads, int64_t kv_heads, int64_t dqk, int64_t dv,
+                const float *q, int64_t qs, int64_t qh, const float *k, int64_t ks_, int64_t kh,
+                const float *v, int64_t vs, int64_t vh, float scale, float *out, int64_t os)
+{
+    const moeq_kernel_set *ks = moeq_kernels();
+    const int64_t G = kv_heads, group = heads / kv_heads, nqb = (n + ATT_QBLOCK - 1) / ATT_QBLOCK;
+    /* keys of each kv head contiguous [n, dqk] and values transposed [dv, n]: the kernels' rows */
+#pragma omp parallel for schedule(static) num_threads(r->nthreads) if (n * G * dqk >= PAR_MIN_ELEMS)
+    for (int64_t g = 0; g < G; g++) {
+        float *kc = r->kc + g * n * dqk, *vt = r->vt + g * dv * n;
+        for (int64_t j = 0; j < n; j++) {
+            memcpy(kc + j * dqk, k + j * ks_ + g * kh, (size_t)dqk * sizeof(float));
+            for (int64_t d = 0; d < dv; d++) vt[d * n + j] = v[j * vs + g * vh + d];
         }
-        float sum = 0.0f;
-        for (int64_t j = 0; j <= i; j++) {
-            row[j] = seg[j] == own || seg[j] == other ? expf(row[j] - mx) : 0.0f;
-            sum += row[j];
+    }
+#pragma omp parallel for schedule(dynamic, 1) num_threads(r->nthreads)
+    for (int64_t b = 0; b < heads * nqb; b++) {
+        const int64_t h = b / nqb, g = h / group, i0 = b % nqb * ATT_QBLOCK;
+        const int64_t i1 = i0 + ATT_QBLOCK < n ? i0 + ATT_QBLOCK : n;
+        const int64_t k0 = block_start(r->pk, i0), nk = i1 - k0;   /* keys k0..i1-1 */
+        float *S = r->ts[omp_get_thread_num()].scores;
+        const moeq_wmat K = {MOEQ_W_F32, nk, dqk, r->kc + g * n * dqk + k0 * dqk, dqk};
+        const moeq_wmat Vt = {MOEQ_W_F32, dv, nk, r->vt + g * dv * n + k0, n};
+        ks->wgemm(&K, q + i0 * qs + h * qh, i1 - i0, qs, 0, nk, S, nk);
+        for (int64_t i = i0; i < i1; i++) {
+            float *row = S + (i - i0) * nk;
+            float mx = -INFINITY;
+            for (int64_t j = 0; j < nk; j++) {
+                row[j] = visible(r->pk, i, k0 + j) ? row[j] * scale : -INFINITY;
+                if (row[j] > mx) mx = row[j];
+            }
+            float sum = 0.0f;
+            for (int64_t j = 0; j < nk; j++) {
+                row[j] = row[j] == -INFINITY ? 0.0f : expf(row[j] - mx);
+                sum += row[j];
+            }
+            float inv = 1.0f / sum;
+            for (int64_t j = 0; j < nk; j++) row[j] *= inv;
         }
-        float inv = 1.0f / sum;
-        for (int64_t j = 0; j <= i; j++) row[j] *= inv;
-        for (int64_t j = i + 1; j < n; j++) row[j] = 0.0f;
+        ks->wgemm(&Vt, S, i1 - i0, nk, 0, dv, out + i0 * os + h * dv, os);
     }
 }
 
-/* Head h (kv group g) of a packed sequence: each independent block (a task) on its own, so the
- * scores cost the sum of the blocks' squares, not the square of the pass. */
-static void attention_packed_head(const moeq_runner *r, int64_t dqk, int64_t dv, const float *q, int64_t qs,
-                                  const float *k, int64_t ks, const float *v, int64_t vs, float *S, float scale,
-                                  float *out, int64_t os)
-{
-    const moeq_packing *pk = r->pk;
-    int64_t n = r->pk_n;
-    int64_t nb = pk->units && pk->nunits > 0 ? pk->nunits : 1;
-    for (int64_t b = 0; b < nb; b++) {
-        int64_t b0 = nb > 1 ? pk->units[b] : 0, b1 = b + 1 < nb ? pk->units[b + 1] : n, m = b1 - b0;
-        moeq_sgemm_nt(m, m, dqk, q + b0 * qs, qs, k + b0 * ks, ks, 0.0f, S, m);
-        softmax_packed(pk->seg + b0, pk->see + b0, S, m, scale);
-        moeq_sgemm_nn(m, dv, m, S, m, v + b0 * vs, vs, 0.0f, out + b0 * os, os);
-    }
-}
-
-void fwd_linear(moeq_runner *r, const moeq_mat *W, float *wbuf, const float *X, int64_t n, float *Y)
-{
-    linear(r, W, wbuf, X, n, Y);
-}
+void fwd_linear(moeq_runner *r, const moeq_mat *W, const float *X, int64_t n, float *Y) { linear(r, W, X, n, Y); }
 void fwd_rmsnorm_rows(const float *x, float *y, int64_t n, int64_t dim, int64_t stride, const float *w,
                       double eps)
 {
     rmsnorm_rows(x, y, n, dim, stride, w, eps);
 }
 void fwd_add_bias(float *x, int64_t n, int64_t dim, const float *b) { add_bias(x, n, dim, b); }
-
-void fwd_attend(moeq_runner *r, int64_t n, int64_t heads, int64_t kv_heads, int64_t dqk, int64_t dv,
-                const float *q, int64_t qs, int64_t qh, const float *k, int64_t ks, int64_t kh,
-                const float *v, int64_t vs, int64_t vh, float scale, float *out, int64_t os)
-{
-    /* Causal softmax attention per head: S = Q_h K_gᵀ · scale, masked, softmax, O_h = P V_g. */
-    int64_t group = heads / kv_heads;
-#pragma omp parallel for schedule(dynamic, 1) num_threads(r->nthreads)
-    for (int64_t h = 0; h < heads; h++) {
-        float *S = r->ts[omp_get_thread_num()].scores;
-        int64_t g = h / group;
-        if (r->pk) {
-            attention_packed_head(r, dqk, dv, q + h * qh, qs, k + g * kh, ks, v + g * vh, vs, S, scale,
-                                  out + h * dv, os);
-            continue;
-        }
-        moeq_sgemm_nt(n, n, dqk, q + h * qh, qs, k + g * kh, ks, 0.0f, S, n);
-        for (int64_t i = 0; i < n; i++) {
-            float *row = S + i * n;
-            float mx = -INFINITY;
-            for (int64_t j = 0; j <= i; j++) {
-                row[j] *= scale;
-                if (row[j] > mx) mx = row[j];
-            }
-            float sum = 0.0f;
-            for (int64_t j = 0; j <= i; j++) {
-                row[j] = expf(row[j] - mx);
-                sum += row[j];
-            }
-            float inv = 1.0f / sum;
-            for (int64_t j = 0; j <= i; j++) row[j] *= inv;
-            for (int64_t j = i + 1; j < n; j++) row[j] = 0.0f;
-        }
-        moeq_sgemm_nn(n, dv, n, S, n, v + g * vh, vs, 0.0f, out + h * dv, os);
-    }
-}
 
 /* out[n, H] = down(silu(gate·x) ⊙ up·x) for all tokens, with the matrices of a dense MLP or
  * the shared expert; inter is their intermediate size. */
@@ -365,12 +374,12 @@ static void mlp_all_tokens(moeq_runner *r, int64_t layer, const moeq_mat *g, con
     int64_t H = r->c->hidden, F = g->rows;
     if (hooks && hooks->linear_input)
         hooks->linear_input(hooks->user, layer, -1, in_proj, r->h, n, H, NULL, NULL);
-    linear(r, g, r->wf_g, r->h, n, r->ffn_g);
-    linear(r, u, r->wf_u, r->h, n, r->ffn_u);
+    linear(r, g, r->h, n, r->ffn_g);
+    linear(r, u, r->h, n, r->ffn_u);
     swiglu_inplace(r->ffn_g, r->ffn_u, n * F);
     if (hooks && hooks->linear_input)
         hooks->linear_input(hooks->user, layer, -1, down_proj, r->ffn_g, n, F, NULL, NULL);
-    linear(r, d, r->wf_d, r->ffn_g, n, out);
+    linear(r, d, r->ffn_g, n, out);
 }
 
 /* The router variant of the family (model/router_*.c), by config. */
@@ -392,7 +401,7 @@ static moeq_status moe_block(moeq_runner *r, int64_t layer, int64_t n, const moe
     const moeq_layer_view *L = moeq_model_layer(r->m, layer);
     int64_t H = c->hidden, E = c->n_experts, K = c->top_k;
 
-    linear(r, &L->router, r->wr, r->h, n, r->router_logits);
+    linear(r, &L->router, r->h, n, r->router_logits);
     if (hooks && hooks->router_logits) hooks->router_logits(hooks->user, layer, r->router_logits, n, E);
     const int32_t *widths = moeq_model_expert_widths(r->m);
     const int32_t *live = widths ? widths + layer * E : NULL;
@@ -434,26 +443,27 @@ static moeq_status moe_block(moeq_runner *r, int64_t layer, int64_t n, const moe
             }
             continue;
         }
+        if (mg.dtype == MOEQ_DT_F8_E4M3) mg = widen_f8(&mg, s->f8, 0);   /* one at a time: s->f8 */
         const int packed = mg.q && mu.q && md.q;
         const int64_t I = mg.rows;   /* a pruned model's experts have ragged widths */
-        if (!packed) {
-            moeq_mat_to_f32(&mg, 0, I, s->wg);
-            moeq_mat_to_f32(&mu, 0, I, s->wu);
-            moeq_mat_to_f32(&md, 0, H, s->wd);
-        }
+        moeq_wmat wg = wmat_of(&mg), wu = wmat_of(&mu), wd = wmat_of(&md);
         const int32_t *rows = r->e_rows + e * r->max_n;
         const int32_t *slots = r->e_slot + e * r->max_n;
         for (int64_t j = 0; j < ne; j++) {
             memcpy(s->xe + j * H, r->h + (int64_t)rows[j] * H, (size_t)H * sizeof(float));
             s->we[j] = r->topk_w[(int64_t)rows[j] * K + slots[j]];
         }
-        const moeq_kernel_set *ks = packed ? moeq_kernels() : NULL;
+        const moeq_kernel_set *ks = moeq_kernels();
         if (packed) {
             ks->gemm(mg.q, s->xe, ne, H, 0, I, s->ge, I);
             ks->gemm(mu.q, s->xe, ne, H, 0, I, s->ue, I);
         } else {
-            moeq_sgemm_nt(ne, I, H, s->xe, H, s->wg, H, 0.0f, s->ge, I);
-            moeq_sgemm_nt(ne, I, H, s->xe, H, s->wu, H, 0.0f, s->ue, I);
+            ks->wgemm(&wg, s->xe, ne, H, 0, I, s->ge, I);
+            if (mu.dtype == MOEQ_DT_F8_E4M3) {
+                mu = widen_f8(&mu, s->f8, 0);
+                wu = wmat_of(&mu);
+            }
+            ks->wgemm(&wu, s->xe, ne, H, 0, I, s->ue, I);
         }
         swiglu_inplace(s->ge, s->ue, ne * I);
         if (hooks && hooks->linear_input) {
@@ -464,7 +474,13 @@ static moeq_status moe_block(moeq_runner *r, int64_t layer, int64_t n, const moe
             }
         }
         if (packed) ks->gemm(md.q, s->ge, ne, I, 0, H, s->ye, H);
-        else moeq_sgemm_nt(ne, H, I, s->ge, I, s->wd, I, 0.0f, s->ye, H);
+        else {
+            if (md.dtype == MOEQ_DT_F8_E4M3) {
+                md = widen_f8(&md, s->f8, 0);
+                wd = wmat_of(&md);
+            }
+            ks->wgemm(&wd, s->ge, ne, I, 0, H, s->ye, H);
+        }
         for (int64_t j = 0; j < ne; j++) {
             float *dst = r->slot_out + ((int64_t)rows[j] * K + slots[j]) * H;
             const float *src = s->ye + j * H;
@@ -606,17 +622,23 @@ static void lm_head(moeq_runner *r, const float *x, int64_t n, float *logits)
         moeq_vec_to_f32(moeq_model_lm_head_bias(r->m), r->lm_bias);
         hb = r->lm_bias;
     }
+    const moeq_kernel_set *ks = moeq_kernels();
     int64_t nchunks = (V + LM_HEAD_CHUNK - 1) / LM_HEAD_CHUNK;
 #pragma omp parallel for schedule(dynamic, 1) num_threads(r->nthreads)
     for (int64_t b = 0; b < nchunks; b++) {
-        thread_scratch *s = &r->ts[omp_get_thread_num()];
         int64_t v0 = b * LM_HEAD_CHUNK, v1 = v0 + LM_HEAD_CHUNK < V ? v0 + LM_HEAD_CHUNK : V;
-        moeq_mat_to_f32(head, v0, v1, s->lm);
-        if (r->release) moeq_mat_release_rows(head, v0, v1);   /* a head is one part: ~vocab·H */
-        moeq_sgemm_nt(n, v1 - v0, H, r->h, H, s->lm, H, 0.0f, logits + v0, V);
+        if (head->q || head->dtype == MOEQ_DT_F8_E4M3) {
+            thread_scratch *s = &r->ts[omp_get_thread_num()];
+            moeq_mat_to_f32(head, v0, v1, s->lm);
+            moeq_sgemm_nt(n, v1 - v0, H, r->h, H, s->lm, H, 0.0f, logits + v0, V);
+        } else {
+            moeq_wmat w = wmat_of(head);
+            ks->wgemm(&w, r->h, n, H, v0, v1, logits + v0, V);
+        }
         if (hb)
             for (int64_t t = 0; t < n; t++)
                 for (int64_t v = v0; v < v1; v++) logits[t * V + v] += hb[v];
+        if (r->release) moeq_mat_release_rows(head, v0, v1);   /* a head is one part: ~vocab·H */
     }
 }
 

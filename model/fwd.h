@@ -17,18 +17,18 @@
 
 #include <stdint.h>
 
-#define LM_HEAD_CHUNK 512   /* vocabulary rows widened at a time for the LM head */
+#define LM_HEAD_CHUNK 512   /* vocabulary rows per task of the LM head */
 
 /* Element-wise loops smaller than this run on one thread: waking the team costs more than the
  * work, and much more when other processes share the cores. */
 #define PAR_MIN_ELEMS ((int64_t)1 << 17)
 
 typedef struct thread_scratch {
-    float *wg, *wu, *wd;     /* one expert's weights, widened: [I, H], [I, H], [H, I] */
     float *xe, *ge, *ue, *ye; /* gathered inputs [n, H], gate/up [n, I], output [n, H] */
     float *we;               /* routing weight of each gathered row [n] */
-    float *scores;           /* attention scores of one head [n, n] */
+    float *scores;           /* attention scores of one query block [ATT_QBLOCK, n] */
     float *lm;               /* LM head rows [LM_HEAD_CHUNK, H] */
+    float *f8;               /* one FP8 expert matrix widened [I, H] (fp8 sources), else NULL */
 } thread_scratch;
 
 struct moeq_runner {
@@ -49,14 +49,15 @@ struct moeq_runner {
     int64_t *e_count;                              /* [E] */
     int32_t *e_rows, *e_slot;                      /* [E, n] token and slot of each row */
     float *rope_cos, *rope_sin;                    /* [n, rope_dim / 2] */
-    float *wq, *wk, *wv, *wo, *wr, *w_sg;          /* widened layer weights */
-    float *wf_g, *wf_u, *wf_d;                     /* dense or shared MLP weights */
+    float *kc, *vt;                                /* per kv head: keys [n, dqk], values transposed [dv, n] */
+    float *w_sg;                                   /* shared expert gate row, widened [H] */
     float *vbuf;                                   /* small vectors: norms and biases */
     float *rbias;                                  /* router correction bias [E] */
     float *lm_bias;                                /* lm_head bias [vocab], NULL when none */
-    /* MLA (attn_mla.c): latents [n, q_lora] and [n, kv_lora + rope], their widened
-     * projections, and the expanded k_nope|v rows [n, heads * (nope + v)] */
-    float *lat_q, *lat_kv, *kvb, *w_qa, *w_qb, *w_kva, *w_kvb;
+    /* MLA (attn_mla.c): latents [n, q_lora] and [n, kv_lora + rope], the expanded k_nope|v
+     * rows [n, heads * (nope + v)] */
+    float *lat_q, *lat_kv, *kvb;
+    float *f8buf;                                  /* one FP8 layer matrix widened (fp8 sources) */
     thread_scratch *ts;
     int release;           /* moeq_model_releases: drop a part's mapped pages when moving on */
     int64_t resident;      /* the part whose pages were touched last: a layer, PART_* */
@@ -66,9 +67,9 @@ struct moeq_runner {
 
 void *fwd_alloc(moeq_runner *r, size_t n, size_t size);
 
-/* Y[n, W->rows] = X[n, W->cols] · Wᵀ: packed through the kernels, else widened into wbuf once
- * and multiplied by BLAS in fixed row blocks (results ignore the thread count). */
-void fwd_linear(moeq_runner *r, const moeq_mat *W, float *wbuf, const float *X, int64_t n, float *Y);
+/* Y[n, W->rows] = X[n, W->cols] · Wᵀ through the kernels (packed, or float weights as stored;
+ * FP8 widened first), in fixed blocks (results ignore the thread count). */
+void fwd_linear(moeq_runner *r, const moeq_mat *W, const float *X, int64_t n, float *Y);
 /* y[i] = w ⊙ x[i] / rms(x[i]) over dim values of each of n rows spaced stride apart. */
 void fwd_rmsnorm_rows(const float *x, float *y, int64_t n, int64_t dim, int64_t stride, const float *w,
                       double eps);
