@@ -98,3 +98,23 @@ both "fp8: F8_E4M3 weights without quantization_config" "F8_E4M3 without quantiz
 mk tiny-deepseekv3-fp8
 python3 -c "import json,sys; p=sys.argv[1]; c=json.load(open(p)); c['quantization_config']['quant_method']='awq'; json.dump(c, open(p,'w'))" "$TMPD/m/config.json"
 both "fp8: unknown quant_method" "quantization_config.quant_method.*awq"
+
+# Reading what transformers reads (issue 14): an index whose metadata.total_size disagrees with
+# the shards opens everywhere with the same warning; -o into a missing directory names it
+mk tiny-olmoe
+python3 -c "import json,sys; p=sys.argv[1]; j=json.load(open(p)); j['metadata']['total_size'] += 1000; json.dump(j, open(p,'w'))" \
+  "$TMPD/m/model.safetensors.index.json"
+for cmd in "inspect" "verify" "eval --tokens $T --ctx 64 --max-tokens 64" "spectral -o $TMPD/s.h5" \
+           "quantize --bits 4 -o $TMPD/q.moeq" "calibrate --tokens $T --ctx 64 --max-tokens 128 -o $TMPD/c.h5"; do
+  set -- $cmd
+  expect_exit "total_size off: $1 warns and runs" 0 "warning: .*index.json: metadata.total_size is .*CK-9" -- \
+    "$MOEQ" $1 "$TMPD/m" $(echo "$cmd" | cut -s -d' ' -f2-) -q
+done
+for cmd in "spectral $FX/tiny-olmoe" "quantize $FX/tiny-olmoe --bits 4" "calibrate $FX/tiny-olmoe --tokens $T" \
+           "plan $FX/tiny-olmoe --budget 4" "tokenize $FX/tiny-olmoe --text $FX/heldout.txt"; do
+  set -- $cmd
+  expect_exit "$1 -o into a missing directory" 4 "$TMPD/no-such-dir does not exist" -- \
+    "$MOEQ" $cmd -o "$TMPD/no-such-dir/out" -q
+done
+expect_exit "unpack -o into a missing directory" 4 "$TMPD/no-such-dir does not exist" -- \
+  "$MOEQ" unpack "$TMPD/q.moeq" -o "$TMPD/no-such-dir/u" -q
