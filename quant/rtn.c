@@ -152,7 +152,8 @@ static int in_scope(const moeq_model *m, const char *name, moeq_quant_scope scop
                 }
         if (scope != MOEQ_SCOPE_ALL) continue;
         const moeq_mat *mats[] = { &L->q, &L->k, &L->v, &L->o, &L->dense_gate, &L->dense_up, &L->dense_down,
-                                   &L->shared_gate, &L->shared_up, &L->shared_down };
+                                   &L->shared_gate, &L->shared_up, &L->shared_down,
+                                   &L->q_a, &L->q_b, &L->kv_a, &L->kv_b };   /* MLA */
         for (size_t i = 0; i < sizeof mats / sizeof mats[0]; i++)
             if (mats[i]->tensor && !strcmp(mats[i]->tensor, name)) return 1;
     }
@@ -224,7 +225,8 @@ static moeq_status tmap_build(const moeq_model *m, tmap **out, size_t *nout, moe
                                       TF_EXPERT | TF_LAYER | (p != MOEQ_PROJ_DOWN ? TF_GATE_UP : 0), err);
                 }
         const moeq_mat *lin[] = { &L->q, &L->k, &L->v, &L->o, &L->dense_gate, &L->dense_up, &L->dense_down,
-                                  &L->shared_gate, &L->shared_up, &L->shared_down };
+                                  &L->shared_gate, &L->shared_up, &L->shared_down,
+                                  &L->q_a, &L->q_b, &L->kv_a, &L->kv_b };   /* MLA */
         for (size_t i = 0; i < sizeof lin / sizeof lin[0] && st == MOEQ_OK; i++)
             st = tmap_add(&v, &n, &cap, lin[i]->tensor, l, -1, TF_LINEAR | TF_LAYER, err);
         const moeq_mat *other[] = { &L->router, &L->shared_expert_gate };
