@@ -25,10 +25,13 @@ endif
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 CFLAGS   := -std=c11 $(OPT) -g -Wall -Wextra -Werror -Wshadow -Wvla -fopenmp \
-            -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE $(MPI_DEF) -Iinclude -I. $(PKG_CFLAGS) $(SAN)
+            -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE $(MPI_DEF) $(GGML_DEF) -Iinclude -I. $(PKG_CFLAGS) $(SAN)
 LDLIBS   := $(PKG_LIBS) -lm -fopenmp $(SAN)
 
-LIB_DIRS := core formats model kernels kernels/ref kernels/x86 quant prune spectral
+# ggml block-type codecs (moeq_ggml.h) when present: the GGUF code uses them, else it handles
+# F32/F16/BF16/Q8_0/Q4_0/Q4_1 itself (formats/gguf_rows.c)
+GGML_DEF := $(if $(wildcard kernels/ggml/*.c),-DMOEQ_HAVE_GGML_CODECS)
+LIB_DIRS := core formats model kernels kernels/ref kernels/x86 kernels/ggml quant prune spectral
 LIB_SRC  := $(foreach d,$(LIB_DIRS),$(wildcard $(d)/*.c))
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)
 TOOL_SRC := $(wildcard tools/*.c)
