@@ -241,34 +241,38 @@ static moeq_status tokenizer_meta(moeq_gguf_writer *w, const src_files *sf, cons
                 scores[json_integer_value(id)] = -(float)(r + 1);
         }
     }
-    if ((st = moeq_gguf_w_str(w, "tokenizer.ggml.model", spm ? "llama" : "gpt2", spm ? 5 : 4)) ||
-        (st = moeq_gguf_w_str(w, "tokenizer.ggml.pre", pre_name, strlen(pre_name))) ||
-        (st = moeq_gguf_w_arr_str(w, "tokenizer.ggml.tokens", strs, lens, (uint64_t)V)) ||
-        (spm && (st = moeq_gguf_w_arr_f32(w, "tokenizer.ggml.scores", scores, (uint64_t)V))) ||
-        (st = moeq_gguf_w_arr_i32(w, "tokenizer.ggml.token_type", types, (uint64_t)V)) ||
-        (!spm && (st = moeq_gguf_w_arr_str(w, "tokenizer.ggml.merges", mstr, mlen, nm))))
-        goto nomem;
-    /* special ids: tokenizer_config.json's strings, else config.json's ids */
+    /* keys in sorted order, the order a GGUF source's keys are copied in (formats/gguf.c sorts
+     * them), so that re-exporting a GGUF as its own types gives back the same bytes */
     static const char *const spec[][3] = { { "bos_token", "bos_token_id", "tokenizer.ggml.bos_token_id" },
                                            { "eos_token", "eos_token_id", "tokenizer.ggml.eos_token_id" },
-                                           { "unk_token", NULL, "tokenizer.ggml.unknown_token_id" },
-                                           { "pad_token", "pad_token_id", "tokenizer.ggml.padding_token_id" } };
-    for (int s = 0; s < 4; s++) {
-        int32_t id = tcfg ? token_id_of(tok, json_object_get(tcfg, spec[s][0])) : -1;
-        if (id < 0 && spec[s][1] && json_is_integer(json_object_get(mcfg, spec[s][1])))
-            id = (int32_t)json_integer_value(json_object_get(mcfg, spec[s][1]));
-        if (id >= 0 && id < V && (st = moeq_gguf_w_u32(w, spec[s][2], (uint32_t)id))) goto nomem;
+                                           { "pad_token", "pad_token_id", "tokenizer.ggml.padding_token_id" },
+                                           { "unk_token", NULL, "tokenizer.ggml.unknown_token_id" } };
+    int32_t sid[4];
+    for (int k2 = 0; k2 < 4; k2++) {   /* tokenizer_config.json's strings, else config.json's ids */
+        int32_t id = tcfg ? token_id_of(tok, json_object_get(tcfg, spec[k2][0])) : -1;
+        if (id < 0 && spec[k2][1] && json_is_integer(json_object_get(mcfg, spec[k2][1])))
+            id = (int32_t)json_integer_value(json_object_get(mcfg, spec[k2][1]));
+        sid[k2] = id >= 0 && id < V ? id : -1;
     }
     /* add_bos: tokenizer_config.json, else the SPM default (on) or byte-level default (off) */
     const json_t *ab = tcfg ? json_object_get(tcfg, "add_bos_token") : NULL;
-    if ((st = moeq_gguf_w_bool(w, "tokenizer.ggml.add_bos_token", json_is_boolean(ab) ? json_is_true(ab) : spm)))
-        goto nomem;
     const json_t *tmpl = tcfg ? json_object_get(tcfg, "chat_template") : NULL;
-    if (json_is_string(tmpl) &&
-        (st = moeq_gguf_w_str(w, "tokenizer.chat_template", json_string_value(tmpl), strlen(json_string_value(tmpl)))))
+    if ((json_is_string(tmpl) && (st = moeq_gguf_w_str(w, "tokenizer.chat_template", json_string_value(tmpl),
+                                                       strlen(json_string_value(tmpl))))) ||
+        (st = moeq_gguf_w_bool(w, "tokenizer.ggml.add_bos_token", json_is_boolean(ab) ? json_is_true(ab) : spm)) ||
+        (sid[0] >= 0 && (st = moeq_gguf_w_u32(w, spec[0][2], (uint32_t)sid[0]))) ||
+        (sid[1] >= 0 && (st = moeq_gguf_w_u32(w, spec[1][2], (uint32_t)sid[1]))) ||
+        (!spm && (st = moeq_gguf_w_arr_str(w, "tokenizer.ggml.merges", mstr, mlen, nm))) ||
+        (st = moeq_gguf_w_str(w, "tokenizer.ggml.model", spm ? "llama" : "gpt2", spm ? 5 : 4)) ||
+        (sid[2] >= 0 && (st = moeq_gguf_w_u32(w, spec[2][2], (uint32_t)sid[2]))) ||
+        (st = moeq_gguf_w_str(w, "tokenizer.ggml.pre", pre_name, strlen(pre_name))) ||
+        (spm && (st = moeq_gguf_w_arr_f32(w, "tokenizer.ggml.scores", scores, (uint64_t)V))) ||
+        (st = moeq_gguf_w_arr_i32(w, "tokenizer.ggml.token_type", types, (uint64_t)V)) ||
+        (st = moeq_gguf_w_arr_str(w, "tokenizer.ggml.tokens", strs, lens, (uint64_t)V)) ||
+        (sid[3] >= 0 && (st = moeq_gguf_w_u32(w, spec[3][2], (uint32_t)sid[3]))) ||
+        /* the whole tokenizer.json as well (a key of the GGUF spec): moeq's --text reads it back */
+        (st = moeq_gguf_w_str(w, "tokenizer.huggingface.json", text, len)))
         goto nomem;
-    /* the whole tokenizer.json as well (a key of the GGUF spec): moeq's --text reads it back */
-    if ((st = moeq_gguf_w_str(w, "tokenizer.huggingface.json", text, len))) goto nomem;
     goto out;
 nomem:
     st = moeq_fail(err, MOEQ_ERR_NOMEM, "%s: out of memory for the tokenizer metadata", path);
@@ -707,6 +711,14 @@ moeq_status moeq_gguf_export(const moeq_model *m, const char *out_path, const mo
     snprintf(sf.dir, sizeof sf.dir, "%s", mp);
     const char *base = strrchr(mp, '/');
     base = base && base[1] ? base + 1 : mp;
+    char gname[256];
+    const char *gn;
+    uint64_t gnl;
+    if (moeq_model_gguf(m) && moeq_gguf_get_str(moeq_model_gguf(m), "general.name", 0, &gn, &gnl, err) == MOEQ_OK &&
+        moeq_gguf_find_kv(moeq_model_gguf(m), "general.name")) {   /* a GGUF source keeps its name */
+        snprintf(gname, sizeof gname, "%.*s", (int)(gnl < 255 ? gnl : 255), gn);
+        base = gname;
+    }
     if ((st = arch_meta(w, &x, base, ftype_of(o->type)))) {
         st = moeq_fail(err, MOEQ_ERR_NOMEM, "export: out of memory");
         goto out;

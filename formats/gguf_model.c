@@ -103,6 +103,10 @@ static moeq_status config_from_meta(mctx *c)
     if ((st = get_u(c, "expert_used_count", 1, 1, 65536, &cfg->top_k))) return st;
     if ((st = get_u(c, c->a->expert_ff_key, 0, 1, 1 << 24, &cfg->moe_inter))) return st;
     if (c->a->shared && (st = get_u(c, "expert_shared_feed_forward_length", 0, 1, 1 << 24, &shared))) return st;
+    /* qwen archs: the dense MLP width (no dense layers here, kept so a re-export writes it back) */
+    if (strcmp(c->a->expert_ff_key, "feed_forward_length") &&
+        (st = get_u(c, "feed_forward_length", 0, 1, 1 << 24, &cfg->dense_inter)))
+        return st;
     cfg->max_positions = ctx;
     if (!hd) {
         if (cfg->hidden % cfg->heads)

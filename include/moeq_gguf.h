@@ -134,5 +134,8 @@ uint64_t moeq_gguf_row_bytes(int type, int64_t n);
  * moeq_ggml.h). Only for computable types. */
 void moeq_gguf_row_to_f32(int type, const void *src, float *dst, int64_t n);
 void moeq_gguf_row_from_f32(int type, const float *src, const float *imp, void *dst, int64_t n);
+/* Every value of every float or computable block-type tensor is finite: else MOEQ_ERR_NUMERIC
+ * naming the tensor, the row and its byte offset. */
+moeq_status moeq_gguf_check_finite(const moeq_gguf *g, moeq_error *err);
 
 #endif

@@ -60,10 +60,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     uint8_t *fix = malloc(size);
     if (!fix) return 0;
     memcpy(fix, data, size);
-    moeq_gguf *g = NULL;
-    moeq_error err;
-    (void)g;
-    (void)err;
     size_t pos = 24;
     uint64_t nkv = 0, nt = 0;
     for (int i = 7; i >= 0; i--) nt = nt << 8 | fix[8 + i], nkv = nkv << 8 | fix[16 + i];
