@@ -682,6 +682,11 @@ moeq_status moeq_gguf_export(const moeq_model *m, const char *out_path, const mo
         return moeq_fail(err, MOEQ_ERR_UNSUPPORTED, "%s: norm_topk_prob is %s, but llama.cpp's %s graph %s the top-k "
                          "weights: the GGUF would compute another model", moeq_model_path(m),
                          c->norm_topk_prob ? "true" : "false", a->arch, a->renorm ? "always renormalizes" : "never renormalizes");
+    /* olmoe's attn_k_norm is {n_embd} in llama.cpp (src/models/olmoe.cpp): no grouped KV heads */
+    if (!strcmp(a->arch, "olmoe") && c->kv_heads != c->heads)
+        return moeq_fail(err, MOEQ_ERR_UNSUPPORTED, "%s: %lld KV heads for %lld heads: llama.cpp's olmoe graph norms "
+                         "k over the whole width (attn_k_norm {n_embd}), so head_count_kv must equal head_count",
+                         moeq_model_path(m), (long long)c->kv_heads, (long long)c->heads);
     ex x = { .m = m, .c = c, .a = a, .o = o, .err = err };
     moeq_status st = MOEQ_OK;
     moeq_gguf_writer *w = NULL;
