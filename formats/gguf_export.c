@@ -389,8 +389,15 @@ static moeq_status choose_type(ex *x, out_tensor *t, int src_type)
         return MOEQ_OK;
     }
     int float_target = o->type == 0 || o->type == 1 || o->type == 30;
-    if (float_target || t->is_expert || o->scope_all) want = o->type;
-    else want = src_type < 0 ? 1 : src_type;
+    if (o->type >= 0 && (float_target || t->is_expert || o->scope_all)) want = o->type;
+    else want = src_type;
+    if (want < 0 && o->type < 0) {   /* no --type: a codec with no exact ggml type */
+        if (!o->requantize)
+            return moeq_fail(x->err, MOEQ_ERR_UNSUPPORTED, "%s: tensor '%s': its codec has no exact ggml type (4-bit g32 "
+                             "sym -> Q4_0, 4-bit asym -> Q4_1, 8-bit sym -> Q8_0 map exactly); give --type T with "
+                             "--requantize", moeq_model_path(x->m), t->name);
+        want = 8;
+    }
     for (int r = 0; r < o->n_rules; r++)
         if (regexec(&x->re[r], t->name, 0, NULL, 0) == 0) want = o->rule_types[r];
     if (want < 0) want = 1;
@@ -557,7 +564,7 @@ static int ftype_of(int t)
  * repeat their scale into each 32-block. The 4-bit nibble order is ggml's already. */
 int moeq_gguf_codec_maps(int bits, int group, int sym, int64_t cols)
 {
-    if (group % 32 || cols % group) return -1;
+    if (group % 32 || cols % 32) return -1;   /* a shorter last group is whole 32-blocks too */
     if (bits == 4) return sym ? 2 : 3;
     if (bits == 8 && sym) return 8;
     return -1;
@@ -724,7 +731,10 @@ moeq_status moeq_gguf_export(const moeq_model *m, const char *out_path, const mo
         snprintf(gname, sizeof gname, "%.*s", (int)(gnl < 255 ? gnl : 255), gn);
         base = gname;
     }
-    if ((st = arch_meta(w, &x, base, ftype_of(o->type)))) {
+    int ftype = o->type;
+    for (size_t i = 0; ftype < 0 && i < x.n; i++)
+        if (x.t[i].is_expert) ftype = x.t[i].type;
+    if ((st = arch_meta(w, &x, base, ftype_of(ftype)))) {
         st = moeq_fail(err, MOEQ_ERR_NOMEM, "export: out of memory");
         goto out;
     }

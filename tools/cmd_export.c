@@ -17,8 +17,10 @@ static const char *EXPORT_HELP =
     "(docs/export.md, docs/FORMAT-gguf.md). The file is written under a temporary name and renamed.\n"
     "  -o OUT.gguf          the output file\n"
     "  --type TYPE          ggml type of the routed experts, as llama.cpp spells it (F32, F16, BF16,\n"
-    "                       Q8_0, Q4_0, Q4_1, ... Q4_K, IQ4_XS); default BF16. A float type applies to\n"
-    "                       every matrix (a dequantized copy). Norms, biases and routers are F32.\n"
+    "                       Q8_0, Q4_0, Q4_1, ... Q4_K, IQ4_XS). A float type applies to every matrix\n"
+    "                       (a dequantized copy). Default: every matrix as stored (BF16 stays BF16, a\n"
+    "                       GGUF keeps its blocks, .moeq codecs map exactly: 4-bit g32 sym -> Q4_0,\n"
+    "                       4-bit asym -> Q4_1, 8-bit sym -> Q8_0). Norms, biases and routers are F32.\n"
     "  --scope all          also attention, shared experts, embeddings and head get TYPE (default:\n"
     "                       experts; the other matrices keep their stored type)\n"
     "  --tensor-type RE=T   tensors whose GGUF name matches the extended regex RE get T (repeatable)\n"
@@ -48,7 +50,7 @@ static void on_tensor(void *user, int64_t i, int64_t n, const char *name, int nd
 int cmd_export(int argc, char **argv)
 {
     tool_common tc = {0};
-    const char *fmt = NULL, *in = NULL, *out = NULL, *type_s = "BF16", *scope = "experts", *calib = NULL,
+    const char *fmt = NULL, *in = NULL, *out = NULL, *type_s = NULL, *scope = "experts", *calib = NULL,
                *pre = NULL, *method = "rtn";
     int requantize = 0, n_rules = 0;
     const char **rre = calloc((size_t)argc, sizeof *rre);
@@ -93,14 +95,14 @@ int cmd_export(int argc, char **argv)
         rc = tool_report("export", &e);
         goto done;
     }
-    const moeq_gguf_type *ty = moeq_gguf_type_by_name(type_s);
-    if (!ty) { rc = tool_usage_error("export", "--type '%s' is not a ggml type name (F32, F16, BF16, Q8_0, Q4_0, Q4_K, ...)", type_s); goto done; }
+    const moeq_gguf_type *ty = type_s ? moeq_gguf_type_by_name(type_s) : NULL;
+    if (type_s && !ty) { rc = tool_usage_error("export", "--type '%s' is not a ggml type name (F32, F16, BF16, Q8_0, Q4_0, Q4_K, ...)", type_s); goto done; }
     moeq_threads_init(tc.threads);
     moeq_error err = {0};
     moeq_model *m = NULL;
     if (moeq_model_open(in, &m, &err)) { rc = tool_report("export", &err); goto done; }
     prog p = { tc.quiet ? NULL : stderr };
-    moeq_gguf_export_opts o = { .type = ty->id, .scope_all = !strcmp(scope, "all"), .n_rules = n_rules,
+    moeq_gguf_export_opts o = { .type = ty ? ty->id : -1, .scope_all = !strcmp(scope, "all"), .n_rules = n_rules,
                                 .rule_regex = rre, .rule_types = rty, .pre = pre, .requantize = requantize,
                                 .calib_path = calib, .progress = on_tensor, .user = &p };
     moeq_gguf_export_result res;

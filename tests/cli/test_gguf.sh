@@ -30,7 +30,9 @@ field() { python3 -c "import json,sys; print(json.load(open(sys.argv[1]))[sys.ar
 ev() {   # ev GGUF REF: eval with --ref into $TMPD/out
   "$MOEQ" eval "$1" --tokens $T --ctx 128 --max-tokens 256 --ref "$2" --json -q > "$TMPD/out"
 }
-for f in tiny-mixtral tiny-qwen3moe tiny-olmoe; do
+models="tiny-mixtral tiny-qwen3moe"   # tiny-olmoe has grouped KV heads: refused below
+[ -n "${MOEQ_TEST_QUICK:-}" ] && models="tiny-mixtral"   # the ASan run: the permuted architecture only
+for f in $models; do
   for ty in F32 BF16; do
     "$MOEQ" export gguf $FX/$f -o "$TMPD/$f.$ty.gguf" --type $ty -q
     ev "$TMPD/$f.$ty.gguf" $FX/$f
@@ -56,5 +58,42 @@ cmp -s "$TMPD/q4.gguf" "$TMPD/q4again.gguf" && echo "PASS export gguf Q4_0 -> Q4
 "$MOEQ" verify "$TMPD/q4.gguf" -q && echo "PASS verify of an exported GGUF" || echo "FAIL verify of an exported GGUF"
 expect_exit "export of a model with a dense layer (qwen2moe fixture)" 2 "dense MLP layer" -- \
   "$MOEQ" export gguf $FX/tiny-qwen2moe -o "$TMPD/x.gguf"
+expect_exit "export of an OLMoE with grouped KV heads" 2 "head_count_kv must equal head_count" -- \
+  "$MOEQ" export gguf $FX/tiny-olmoe -o "$TMPD/x.gguf"
 expect_exit "export --type unknown" 1 "not a ggml type" -- "$MOEQ" export gguf $FX/tiny-olmoe -o "$TMPD/x.gguf" --type Q9_9
 [ ! -e "$TMPD/x.gguf" ] && echo "PASS failed exports leave no file" || echo "FAIL failed exports leave no file"
+
+# from a .moeq: codecs that map are copied (4-bit g32 sym -> Q4_0 exactly; 4-bit g64 asym -> Q4_1
+# with m = -s*z, rounded to f16), others refused naming the mapping unless --requantize
+kld_below() { python3 -c "import sys; sys.exit(not float(sys.argv[1]) < float(sys.argv[2]))" "$(field kld_mean)" "$1"; }
+for q in "4 32 --sym Q4_0 1e-10" "4 64 --asym Q4_1 1e-6" "8 32 --sym Q8_0 1e-10"; do
+  set -- $q
+  "$MOEQ" quantize $FX/tiny-qwen3moe --bits $1 --group $2 $3 -o "$TMPD/m.moeq" -q
+  "$MOEQ" export gguf "$TMPD/m.moeq" -o "$TMPD/m.gguf" --json -q > "$TMPD/out"
+  python3 -c "import json,sys; sys.exit(json.load(open(sys.argv[1]))['types'].get(sys.argv[2]) != 12)" "$TMPD/out" $4 \
+    || echo "FAIL export gguf of a $1-bit g$2 .moeq: not 12 $4 tensors: $(cat "$TMPD/out")"
+  ev "$TMPD/m.gguf" "$TMPD/m.moeq"
+  kld_below $5 && echo "PASS export gguf of a $1-bit g$2 ${3#--} .moeq: $4 copied, KLD $(field kld_mean) against the .moeq" \
+    || echo "FAIL export gguf of a $1-bit g$2 .moeq as $4: KLD $(field kld_mean)"
+done
+"$MOEQ" quantize $FX/tiny-qwen3moe --bits 3 --group 32 --sym -o "$TMPD/m3.moeq" -q
+expect_exit "export gguf of a 3-bit .moeq is refused" 2 "no exact ggml type.*--requantize" -- "$MOEQ" export gguf "$TMPD/m3.moeq" -o "$TMPD/x.gguf"
+expect_exit "export gguf of a 3-bit .moeq as Q4_1 is refused, naming the nearest mapping" 2 "nearest codec that maps is 4-bit g32 sym \(Q4_0\)" -- \
+  "$MOEQ" export gguf "$TMPD/m3.moeq" -o "$TMPD/x.gguf" --type Q4_1
+"$MOEQ" export gguf "$TMPD/m3.moeq" -o "$TMPD/m3.gguf" --type Q4_0 --requantize -q && "$MOEQ" verify "$TMPD/m3.gguf" -q \
+  && echo "PASS export gguf --requantize of a 3-bit .moeq" || echo "FAIL export gguf --requantize of a 3-bit .moeq"
+# --text reads the tokenizer.json a moeq export embeds (tokenizer.huggingface.json)
+"$MOEQ" eval "$TMPD/tiny-mixtral.F32.gguf" --text $FX/heldout.txt --ctx 128 --max-tokens 256 --json -q > "$TMPD/out" 2> "$TMPD/err" \
+  && "$MOEQ" eval $FX/tiny-mixtral --text $FX/heldout.txt --ctx 128 --max-tokens 256 --json -q > "$TMPD/out2" \
+  && python3 -c "import json,sys; a, b = (json.load(open(f)) for f in sys.argv[1:]); sys.exit(a['ppl'] != b['ppl'])" "$TMPD/out" "$TMPD/out2" \
+  && echo "PASS eval --text of a GGUF: its embedded tokenizer, the checkpoint's ppl" || echo "FAIL eval --text of a GGUF: $(head -c 300 "$TMPD/err")"
+# --tensor-type by GGUF name; a 256-block type on 128-wide rows falls back as llama-quantize does
+"$MOEQ" export gguf $FX/tiny-qwen3moe -o "$TMPD/tt.gguf" --type Q8_0 --tensor-type 'ffn_down_exps=Q4_0' --tensor-type '^blk\.0\.attn_q\.=Q4_K' --json -q > "$TMPD/out"
+python3 - "$TMPD/out" <<'PY' && echo "PASS export gguf --tensor-type and the Q4_K -> Q5_0 fallback" || echo "FAIL export gguf --tensor-type: $(cat "$TMPD/out")"
+import json, sys
+j = json.load(open(sys.argv[1]))
+fb = j["fallbacks"]
+ok = j["types"].get("Q4_0") == 4 and j["types"].get("Q8_0") == 8 and len(fb) == 1
+ok = ok and fb[0]["tensor"] == "blk.0.attn_q.weight" and fb[0]["fallback"] in ("Q5_0", "F16")
+sys.exit(not ok)
+PY

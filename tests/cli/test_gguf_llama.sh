@@ -59,5 +59,3 @@ for f in $models; do
       || echo "FAIL llama.cpp $f $ty dequantized: ppl $lf, moeq eval of the $ty file $mp; llama.cpp on $ty: $lq"
   done
 done
-expect_exit "export of an OLMoE with grouped KV heads (llama.cpp's olmoe cannot)" 2 "head_count_kv must equal head_count" -- \
-  "$MOEQ" export gguf $FX/tiny-olmoe -o "$TMPD/o.gguf"
