@@ -12,6 +12,7 @@
 #include "moeq_pack.h"
 #include "moeq_gptq.h"
 #include "moeq_calib.h"
+#include "moeq_ggml.h"
 
 #include <jansson.h>
 #include <regex.h>
@@ -672,6 +673,40 @@ static moeq_status write_mat(ex *x, moeq_gguf_writer *w, const out_tensor *t, co
     return MOEQ_OK;
 }
 
+/* GPTQ on the type's grid (moeq_ggml_gptq: block scales fixed first by the weighted search, then
+ * error feedback through the columns) with the Hessian expert_imp left in x->hbuf; without one
+ * (have_h 0) the weighted search with the fallback weight. */
+static moeq_status write_gptq(ex *x, moeq_gguf_writer *w, const out_tensor *t, const moeq_mat *v, int have_h)
+{
+    const int64_t rows = v->rows, cols = v->cols;
+    const uint64_t rb = moeq_gguf_row_bytes(t->type, cols);
+    float *wf = malloc((size_t)(rows * cols) * sizeof *wf);
+    void *dst = malloc((size_t)(rb * (uint64_t)rows));
+    moeq_status st;
+    if (!wf || !dst) {
+        st = moeq_fail(x->err, MOEQ_ERR_NOMEM, "export: out of memory for GPTQ of '%s'", t->name);
+    } else {
+        moeq_mat_to_f32(v, 0, rows, wf);
+        moeq_gptq_opts go = { 0 };
+        moeq_gptq_info info = { 0 };
+        st = moeq_ggml_gptq((moeq_ggml_type)t->type, wf, rows, cols, have_h ? x->hbuf : NULL, &go, dst, NULL, &info,
+                            x->err);
+        if (!st && info.rtn_fallback && have_h) {
+            json_t *fb = json_object();
+            char nm[96];
+            snprintf(nm, sizeof nm, "%s[%lld]", t->name, (long long)v->index);
+            json_object_set_new(fb, "tensor", json_string(nm));
+            json_object_set_new(fb, "fallback", json_string("weighted search"));
+            json_object_set_new(fb, "reason", json_string("the Hessian could not be factorized"));
+            json_array_append_new(x->fallbacks, fb);
+        }
+        if (!st) st = moeq_gguf_w_data(w, dst, (size_t)(rb * (uint64_t)rows), x->err);
+    }
+    free(wf);
+    free(dst);
+    return st;
+}
+
 moeq_status moeq_gguf_export(const moeq_model *m, const char *out_path, const moeq_gguf_export_opts *o,
                              moeq_gguf_export_result *res, moeq_error *err)
 {
@@ -709,6 +744,8 @@ moeq_status moeq_gguf_export(const moeq_model *m, const char *out_path, const mo
                            o->rule_regex[n_re]);
             goto out;
         }
+    if (o->gptq && !o->calib_path)
+        return moeq_fail(err, MOEQ_ERR_MISUSE, "export: --method gptq needs --calib F.h5 (the experts' Hessians)");
     if (o->calib_path) {
         if ((st = moeq_calib_file_open(o->calib_path, m, &x.calib, err))) goto out;
         int64_t dmax = c->hidden > c->moe_inter ? c->hidden : c->moe_inter;
@@ -773,7 +810,7 @@ moeq_status moeq_gguf_export(const moeq_model *m, const char *out_path, const mo
                 moeq_mat v;
                 if ((st = moeq_model_expert(m, t->layer, e, t->proj, &v, err))) break;
                 const float *imp = expert_imp(&x, t->layer, e, t->proj, v.cols, t->name);
-                st = write_mat(&x, w, t, &v, imp, row, obuf);
+                st = o->gptq ? write_gptq(&x, w, t, &v, imp != NULL) : write_mat(&x, w, t, &v, imp, row, obuf);
                 moeq_mat_release(&v);
             }
         }

@@ -18,6 +18,7 @@ typedef struct moeq_gguf_export_opts {
     const char *pre;               /* --gguf-pre NAME: tokenizer.ggml.pre, else from the regex table */
     int requantize;                /* .moeq codecs that do not map exactly are requantized */
     const char *calib_path;        /* --calib F.h5: Hessian diagonals as importance weights */
+    int gptq;                      /* --method gptq: GPTQ on the type's grid (needs calib_path) */
     void (*progress)(void *user, int64_t i, int64_t n, const char *name, int nd, const int64_t *ne,
                      const char *type);
     void *user;

@@ -9,6 +9,7 @@
 #include "moeq_model.h"
 #include "moeq_core.h"
 #include "moeq_kernels.h"
+#include "moeq_ggml.h"
 
 #include <math.h>
 #include <omp.h>
@@ -266,6 +267,10 @@ static void linear(moeq_runner *r, const moeq_mat *W, float *wbuf, const float *
         par_qmatmul(X, n, W->cols, W->q, Y);
         return;
     }
+    if (W->gtype) {   /* a GGUF block type: its kernels (moeq_ggml.h) split the rows over threads */
+        moeq_ggml_gemm((moeq_ggml_type)W->gtype, W->data, W->rows, W->cols, X, n, Y);
+        return;
+    }
     widen(W, wbuf);
     par_matmul(r->nthreads, X, n, W->cols, wbuf, W->rows, Y);
 }
@@ -484,8 +489,9 @@ static moeq_status moe_block(moeq_runner *r, int64_t layer, int64_t n, const moe
             continue;
         }
         const int packed = mg.q && mu.q && md.q;
+        const int gg = mg.gtype && mu.gtype && md.gtype;   /* GGUF block types */
         const int64_t I = mg.rows;   /* a pruned model's experts have ragged widths */
-        if (!packed) {
+        if (!packed && !gg) {
             moeq_mat_to_f32(&mg, 0, I, s->wg);
             moeq_mat_to_f32(&mu, 0, I, s->wu);
             moeq_mat_to_f32(&md, 0, H, s->wd);
@@ -500,6 +506,9 @@ static moeq_status moe_block(moeq_runner *r, int64_t layer, int64_t n, const moe
         if (packed) {
             ks->gemm(mg.q, s->xe, ne, H, 0, I, s->ge, I);
             ks->gemm(mu.q, s->xe, ne, H, 0, I, s->ue, I);
+        } else if (gg) {
+            moeq_ggml_gemm((moeq_ggml_type)mg.gtype, mg.data, I, H, s->xe, ne, s->ge);
+            moeq_ggml_gemm((moeq_ggml_type)mu.gtype, mu.data, I, H, s->xe, ne, s->ue);
         } else {
             moeq_sgemm_nt(ne, I, H, s->xe, H, s->wg, H, 0.0f, s->ge, I);
             moeq_sgemm_nt(ne, I, H, s->xe, H, s->wu, H, 0.0f, s->ue, I);
@@ -513,6 +522,7 @@ static moeq_status moe_block(moeq_runner *r, int64_t layer, int64_t n, const moe
             }
         }
         if (packed) ks->gemm(md.q, s->ge, ne, I, 0, H, s->ye, H);
+        else if (gg) moeq_ggml_gemm((moeq_ggml_type)md.gtype, md.data, H, I, s->ge, ne, s->ye);
         else moeq_sgemm_nt(ne, H, I, s->ge, I, s->wd, I, 0.0f, s->ye, H);
         for (int64_t j = 0; j < ne; j++) {
             float *dst = r->slot_out + ((int64_t)rows[j] * K + slots[j]) * H;

@@ -24,7 +24,8 @@ static const char *EXPORT_HELP =
     "  --scope all          also attention, shared experts, embeddings and head get TYPE (default:\n"
     "                       experts; the other matrices keep their stored type)\n"
     "  --tensor-type RE=T   tensors whose GGUF name matches the extended regex RE get T (repeatable)\n"
-    "  --method rtn         round to nearest in the type's grid (the only method in this build)\n"
+    "  --method rtn|gptq    rtn (default): the type's own quantizer (weighted with --calib); gptq:\n"
+    "                       GPTQ on the type's grid with each expert's Hessian (needs --calib)\n"
     "  --calib F.h5         weight each expert's rows by its Hessian diagonal (moeq calibrate),\n"
     "                       as llama.cpp does with an imatrix; dead/undersampled experts use the layer's\n"
     "  --requantize         requantize .moeq codecs that do not map exactly onto a ggml block\n"
@@ -88,13 +89,8 @@ int cmd_export(int argc, char **argv)
     if (!in) { rc = tool_usage_error("export", "missing MODEL"); goto done; }
     if (!out) { rc = tool_usage_error("export", "missing -o OUT.gguf"); goto done; }
     if (strcmp(scope, "experts") && strcmp(scope, "all")) { rc = tool_usage_error("export", "--scope is experts or all (got '%s')", scope); goto done; }
-    if (strcmp(method, "rtn")) {
-        /* GPTQ on a ggml grid comes with the block-type codecs (moeq_ggml.h) */
-        moeq_error e = {0};
-        moeq_fail(&e, MOEQ_ERR_UNSUPPORTED, "--method %s: this build exports with rtn only", method);
-        rc = tool_report("export", &e);
-        goto done;
-    }
+    if (strcmp(method, "rtn") && strcmp(method, "gptq")) { rc = tool_usage_error("export", "--method is rtn or gptq (got '%s')", method); goto done; }
+    if (!strcmp(method, "gptq") && !calib) { rc = tool_usage_error("export", "--method gptq needs --calib F.h5"); goto done; }
     const moeq_gguf_type *ty = type_s ? moeq_gguf_type_by_name(type_s) : NULL;
     if (type_s && !ty) { rc = tool_usage_error("export", "--type '%s' is not a ggml type name (F32, F16, BF16, Q8_0, Q4_0, Q4_K, ...)", type_s); goto done; }
     moeq_threads_init(tc.threads);
@@ -104,7 +100,7 @@ int cmd_export(int argc, char **argv)
     prog p = { tc.quiet ? NULL : stderr };
     moeq_gguf_export_opts o = { .type = ty ? ty->id : -1, .scope_all = !strcmp(scope, "all"), .n_rules = n_rules,
                                 .rule_regex = rre, .rule_types = rty, .pre = pre, .requantize = requantize,
-                                .calib_path = calib, .progress = on_tensor, .user = &p };
+                                .calib_path = calib, .gptq = !strcmp(method, "gptq"), .progress = on_tensor, .user = &p };
     moeq_gguf_export_result res;
     double t0 = moeq_now();
     moeq_status st = moeq_gguf_export(m, out, &o, &res, &err);

@@ -4,7 +4,7 @@
 # held-out ids through controlledEvaluate (tests/node/ppl.mjs, moeq eval's windows);
 # @huggingface/gguf 0.4.6 parses every header as an independent reader.
 # - F32, BF16, F16, Q8_0 exports: llama.cpp's perplexity equals moeq eval of the same GGUF within 0.3%.
-# - Q4_0, Q4_1: X.gguf exported, then `moeq export gguf X.gguf --type F32` (the dequantized weights):
+# - Q4_0, Q4_1 (and Q4_K, IQ4_XS by GPTQ on tiny-qwen3moe-256): X.gguf exported, then `moeq export gguf X.gguf --type F32` (the dequantized weights):
 #   llama.cpp's perplexity of that equals moeq eval X.gguf within 0.3%; llama.cpp's own perplexity
 #   of X.gguf (activations quantized to 8 bits in its matmuls) is reported beside it.
 # Fails (never skips) when npm cannot install the consumer. MOEQ_TEST_QUICK (the ASan run): one model.
@@ -19,7 +19,10 @@ fi
 models="tiny-qwen3moe tiny-mixtral"
 exact="F32 BF16 F16 Q8_0"
 lower="Q4_0 Q4_1"
-if [ -n "${MOEQ_TEST_QUICK:-}" ]; then models="tiny-qwen3moe"; exact="F32 Q8_0"; lower="Q4_0"; fi
+kq="Q4_K IQ4_XS"   # 256-block types on tiny-qwen3moe-256 (rows multiples of 256), GPTQ on their grids
+if [ -n "${MOEQ_TEST_QUICK:-}" ]; then models="tiny-qwen3moe"; exact="F32 Q8_0"; lower="Q4_0"; kq="Q4_K"; fi
+K=tiny-qwen3moe-256
+"$MOEQ" calibrate $FX/$K --tokens $T --ctx 128 --max-tokens 512 -o "$TMPD/k.h5" -q || echo "FAIL calibrate $K"
 files=""
 for f in $models; do
   for ty in $exact $lower; do
@@ -30,6 +33,11 @@ for f in $models; do
     "$MOEQ" export gguf "$TMPD/$f.$ty.gguf" -o "$TMPD/$f.$ty.F32.gguf" --type F32 -q || echo "FAIL export gguf $f.$ty.gguf --type F32"
     files="$files $TMPD/$f.$ty.F32.gguf"
   done
+done
+for ty in $kq; do
+  "$MOEQ" export gguf $FX/$K -o "$TMPD/$K.$ty.gguf" --type $ty --method gptq --calib "$TMPD/k.h5" -q || echo "FAIL export gguf $K --type $ty --method gptq"
+  "$MOEQ" export gguf "$TMPD/$K.$ty.gguf" -o "$TMPD/$K.$ty.F32.gguf" --type F32 -q || echo "FAIL export gguf $K.$ty.gguf --type F32"
+  files="$files $TMPD/$K.$ty.gguf $TMPD/$K.$ty.F32.gguf"
 done
 # shellcheck disable=SC2086
 if ! (cd build/node && node ppl.mjs "$OLDPWD/$T" $CTX $N $files) > "$TMPD/llama.jsonl" 2> "$TMPD/llama.err"; then
@@ -43,6 +51,12 @@ for l in open(sys.argv[1]):
     j = json.loads(l)
     if j['path'] == sys.argv[2]: print(eval(sys.argv[3], {}, {'j': j}))" "$TMPD/llama.jsonl" "$1" "$2"; }
 close() { python3 -c "import sys; a, b = float(sys.argv[1]), float(sys.argv[2]); sys.exit(not abs(a / b - 1) < 0.003)" "$1" "$2"; }
+check_lower() {   # check_lower MODEL TYPE
+  lf=$(llama_field "$TMPD/$1.$2.F32.gguf" "j['ppl']"); lq=$(llama_field "$TMPD/$1.$2.gguf" "j['ppl']"); mp=$(moeq_ppl "$TMPD/$1.$2.gguf")
+  close "$lf" "$mp" && echo "PASS llama.cpp $1 $2 dequantized to F32: ppl $lf, moeq eval of the $2 file $mp (within 0.3%); llama.cpp on the $2 file itself: $lq" \
+    || echo "FAIL llama.cpp $1 $2 dequantized: ppl $lf, moeq eval of the $2 file $mp; llama.cpp on $2: $lq"
+}
+for ty in $kq; do check_lower $K $ty; done
 for f in $models; do
   H=$(python3 -c "import json; print(json.load(open('$FX/$f/config.json'))['hidden_size'])")
   for ty in $exact; do
@@ -53,9 +67,5 @@ for f in $models; do
     [ "$hdr" = "(3, 4, 6, 5, 1024, True)" ] && echo "PASS @huggingface/gguf reads $f $ty: v3, UINT32 counts, FLOAT32 eps, INT32 token types, expert ne[0] = hidden" \
       || echo "FAIL @huggingface/gguf header of $f $ty: $hdr"
   done
-  for ty in $lower; do
-    lf=$(llama_field "$TMPD/$f.$ty.F32.gguf" "j['ppl']"); lq=$(llama_field "$TMPD/$f.$ty.gguf" "j['ppl']"); mp=$(moeq_ppl "$TMPD/$f.$ty.gguf")
-    close "$lf" "$mp" && echo "PASS llama.cpp $f $ty dequantized to F32: ppl $lf, moeq eval of the $ty file $mp (within 0.3%); llama.cpp on the $ty file itself: $lq" \
-      || echo "FAIL llama.cpp $f $ty dequantized: ppl $lf, moeq eval of the $ty file $mp; llama.cpp on $ty: $lq"
-  done
+  for ty in $lower; do check_lower $f $ty; done
 done
