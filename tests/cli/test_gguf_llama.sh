@@ -16,15 +16,16 @@ if ! sh scripts/node_deps.sh build/node 2> "$TMPD/npm.err"; then
   echo "FAIL llama.cpp consumer: node-llama-cpp could not be installed with npm: $(tr '\n' ' ' < "$TMPD/npm.err" | head -c 400)"
   exit 0
 fi
-models="tiny-qwen3moe tiny-mixtral"
-exact="F32 BF16 F16 Q8_0"
-lower="Q4_0 Q4_1"
+# model:exact types:lower types (the 4-bit ones also through the dequantized F32 copy); a few
+# seconds of llama.cpp per file, so each type is covered once: Mixtral for the q/k permutation
+plan="tiny-qwen3moe:F32,BF16,F16,Q8_0:Q4_0 tiny-mixtral:F32,Q8_0:Q4_1"
 kq="Q4_K IQ4_XS"   # 256-block types on tiny-qwen3moe-256 (rows multiples of 256), GPTQ on their grids
-if [ -n "${MOEQ_TEST_QUICK:-}" ]; then models="tiny-qwen3moe"; exact="F32 Q8_0"; lower="Q4_0"; kq="Q4_K"; fi
+if [ -n "${MOEQ_TEST_QUICK:-}" ]; then plan="tiny-qwen3moe:F32,Q8_0:Q4_0"; kq="Q4_K"; fi
 K=tiny-qwen3moe-256
 "$MOEQ" calibrate $FX/$K --tokens $T --ctx 128 --max-tokens 512 -o "$TMPD/k.h5" -q || echo "FAIL calibrate $K"
 files=""
-for f in $models; do
+for p in $plan; do
+  f=${p%%:*}; r=${p#*:}; exact=$(echo "${r%%:*}" | tr , ' '); lower=$(echo "${r#*:}" | tr , ' ')
   for ty in $exact $lower; do
     "$MOEQ" export gguf $FX/$f -o "$TMPD/$f.$ty.gguf" --type $ty -q || echo "FAIL export gguf $f --type $ty"
     files="$files $TMPD/$f.$ty.gguf"
@@ -57,7 +58,8 @@ check_lower() {   # check_lower MODEL TYPE
     || echo "FAIL llama.cpp $1 $2 dequantized: ppl $lf, moeq eval of the $2 file $mp; llama.cpp on $2: $lq"
 }
 for ty in $kq; do check_lower $K $ty; done
-for f in $models; do
+for p in $plan; do
+  f=${p%%:*}; r=${p#*:}; exact=$(echo "${r%%:*}" | tr , ' '); lower=$(echo "${r#*:}" | tr , ' ')
   H=$(python3 -c "import json; print(json.load(open('$FX/$f/config.json'))['hidden_size'])")
   for ty in $exact; do
     g="$TMPD/$f.$ty.gguf"; lp=$(llama_field "$g" "j['ppl']"); mp=$(moeq_ppl "$g")
