@@ -52,6 +52,8 @@ struct moeq_runner {
     thread_scratch *ts;
     int release;           /* moeq_model_releases: drop a part's mapped pages when moving on */
     int64_t resident;      /* the part whose pages were touched last: a layer, PART_* */
+    const moeq_packing *pk; /* moeq_forward_packed's positions and segments; NULL: one window */
+    int64_t pk_n;           /* its length */
 };
 
 /* Workspace allocation: counts the bytes held and remembers a failure for one check. */
@@ -302,7 +304,8 @@ static void rope_rows(moeq_runner *r, float *x, int64_t n, int64_t heads)
     int64_t hd = r->c->head_dim, half = hd / 2;
 #pragma omp parallel for schedule(static) if (n * heads * hd >= PAR_MIN_ELEMS)
     for (int64_t p = 0; p < n; p++) {
-        const float *cs = r->rope_cos + p * half, *sn = r->rope_sin + p * half;
+        int64_t pp = r->pk ? r->pk->pos[p] : p;   /* packed sequences restart positions */
+        const float *cs = r->rope_cos + pp * half, *sn = r->rope_sin + pp * half;
         for (int64_t h = 0; h < heads; h++) {
             float *v = x + p * heads * hd + h * hd;
             for (int64_t i = 0; i < half; i++) {
@@ -318,6 +321,45 @@ static void add_bias(float *x, int64_t n, int64_t dim, const float *b)
 {
     for (int64_t i = 0; i < n; i++)
         for (int64_t j = 0; j < dim; j++) x[i * dim + j] += b[j];
+}
+
+/* Softmax of the score rows S [n, n] of a block of a packed sequence (moeq_forward_packed):
+ * token i attends to j <= i of its own segment or of the segment it sees; every other entry is 0. */
+static void softmax_packed(const int32_t *seg, const int32_t *see, float *S, int64_t n, float scale)
+{
+    for (int64_t i = 0; i < n; i++) {
+        float *row = S + i * n;
+        int32_t own = seg[i], other = see[i];
+        float mx = -INFINITY;   /* token i always sees itself, so mx and sum are set */
+        for (int64_t j = 0; j <= i; j++) {
+            if (seg[j] != own && seg[j] != other) continue;
+            row[j] *= scale;
+            if (row[j] > mx) mx = row[j];
+        }
+        float sum = 0.0f;
+        for (int64_t j = 0; j <= i; j++) {
+            row[j] = seg[j] == own || seg[j] == other ? expf(row[j] - mx) : 0.0f;
+            sum += row[j];
+        }
+        float inv = 1.0f / sum;
+        for (int64_t j = 0; j <= i; j++) row[j] *= inv;
+        for (int64_t j = i + 1; j < n; j++) row[j] = 0.0f;
+    }
+}
+
+/* Head h (kv group g) of a packed sequence: each independent block (a task) on its own, so the
+ * scores cost the sum of the blocks' squares, not the square of the pass. */
+static void attention_packed_head(moeq_runner *r, int64_t h, int64_t g, float *S, float scale)
+{
+    const moeq_packing *pk = r->pk;
+    int64_t hd = r->c->head_dim, qd = r->q_dim, kvd = r->kv_dim, n = r->pk_n;
+    int64_t nb = pk->units && pk->nunits > 0 ? pk->nunits : 1;
+    for (int64_t b = 0; b < nb; b++) {
+        int64_t b0 = nb > 1 ? pk->units[b] : 0, b1 = b + 1 < nb ? pk->units[b + 1] : n, m = b1 - b0;
+        moeq_sgemm_nt(m, m, hd, r->q + b0 * qd + h * hd, qd, r->k + b0 * kvd + g * hd, kvd, 0.0f, S, m);
+        softmax_packed(pk->seg + b0, pk->see + b0, S, m, scale);
+        moeq_sgemm_nn(m, hd, m, S, m, r->v + b0 * kvd + g * hd, kvd, 0.0f, r->att + b0 * qd + h * hd, qd);
+    }
 }
 
 static void attention(moeq_runner *r, int64_t layer, int64_t n, const moeq_hooks *hooks)
@@ -368,6 +410,10 @@ static void attention(moeq_runner *r, int64_t layer, int64_t n, const moeq_hooks
     for (int64_t h = 0; h < c->heads; h++) {
         float *S = r->ts[omp_get_thread_num()].scores;
         int64_t g = h / group;
+        if (r->pk) {
+            attention_packed_head(r, h, g, S, scale);
+            continue;
+        }
         moeq_sgemm_nt(n, n, hd, r->q + h * hd, qd, r->k + g * hd, kvd, 0.0f, S, n);
         for (int64_t i = 0; i < n; i++) {
             float *row = S + i * n;
@@ -681,4 +727,57 @@ moeq_status moeq_forward_head(moeq_runner *r, const float *x, int64_t n, float *
     moeq_status st = check_window(r, n, err);
     if (st == MOEQ_OK) lm_head(r, x, n, logits);
     return st;
+}
+
+/* Packed sequences (docs/eval.md, "Tasks"): only RoPE (positions) and the attention mask
+ * (segments) differ from moeq_forward; the linears, norms and MoE are per token anyway. */
+moeq_status moeq_forward_packed(moeq_runner *r, const int32_t *tokens, int64_t n,
+                                const moeq_packing *pk, float *logits, moeq_error *err)
+{
+    moeq_status st = check_window(r, n, err);
+    if (st != MOEQ_OK) return st;
+    for (int64_t i = 0; i < n; i++)
+        if (pk->pos[i] < 0 || pk->pos[i] > i)
+            return moeq_fail(err, MOEQ_ERR_MISUSE, "packed token %lld has position %d outside 0..%lld",
+                             (long long)i, pk->pos[i], (long long)i);
+    /* blocks: ascending starts from 0; segment ids grow from block to block, so no token can
+     * see one of an earlier block and attention per block equals attention over the pass */
+    if (pk->units && pk->nunits > 0) {
+        if (pk->units[0] != 0)
+            return moeq_fail(err, MOEQ_ERR_MISUSE, "the first block of a packed sequence starts at %d, not 0",
+                             pk->units[0]);
+        int64_t prev_max = -1, cur_max = -1;
+        for (int64_t b = 0, i = 0; b < pk->nunits; b++) {
+            int64_t b1 = b + 1 < pk->nunits ? pk->units[b + 1] : n;
+            if (b1 <= pk->units[b] || b1 > n)
+                return moeq_fail(err, MOEQ_ERR_MISUSE, "block %lld of a packed sequence of %lld tokens ends at %lld",
+                                 (long long)b, (long long)n, (long long)b1);
+            prev_max = cur_max > prev_max ? cur_max : prev_max;
+            for (; i < b1; i++) {
+                if (pk->seg[i] <= prev_max || (pk->see[i] >= 0 && pk->see[i] <= prev_max))
+                    return moeq_fail(err, MOEQ_ERR_MISUSE, "packed token %lld (block %lld) has segment %d seeing %d, "
+                                     "of an earlier block", (long long)i, (long long)b, pk->seg[i], pk->see[i]);
+                if (pk->seg[i] > cur_max) cur_max = pk->seg[i];
+            }
+        }
+    }
+    if (pk->nrows < 0 || pk->nrows > n)
+        return moeq_fail(err, MOEQ_ERR_MISUSE, "%lld logit rows of a packed sequence of %lld tokens",
+                         (long long)pk->nrows, (long long)n);
+    for (int64_t k = 0; k < pk->nrows; k++)
+        if (pk->rows[k] < 0 || pk->rows[k] >= n)
+            return moeq_fail(err, MOEQ_ERR_MISUSE, "logit row %d of a packed sequence of %lld tokens",
+                             pk->rows[k], (long long)n);
+    r->pk = pk;
+    r->pk_n = n;
+    st = embed_tokens(r, tokens, n, r->x, err);
+    for (int64_t l = 0; st == MOEQ_OK && l < r->c->layers; l++) st = run_layer(r, l, n, NULL, err);
+    r->pk = NULL;
+    if (st != MOEQ_OK) return st;
+    /* the head runs only on the rows asked for (mlp_out is free scratch after the last layer) */
+    int64_t H = r->c->hidden;
+    for (int64_t k = 0; k < pk->nrows; k++)
+        memcpy(r->mlp_out + k * H, r->x + (int64_t)pk->rows[k] * H, (size_t)H * sizeof(float));
+    if (pk->nrows > 0) lm_head(r, r->mlp_out, pk->nrows, logits);
+    return MOEQ_OK;
 }

@@ -29,3 +29,6 @@ make -s build/rel/bench/bench_packed_eval && build/rel/bench/bench_packed_eval -
   $FX/tiny-qwen3moe $P/tiny-qwen3moe-q4.moeq $FX/heldout.safetensors \
   $S $P/synth-q4.moeq $S/tokens.u32
 make -s build/rel/bench/bench_gptq && build/rel/bench/bench_gptq   # GPTQ vs RTN s/matrix (2048 x 1408), Qwen1.5-MoE extrapolation, plan solve for 10000 matrices
+# moeq eval --task: tasks/s and scored tokens/s against eval's tokens/s for as many tokens (target 0.8)
+make -s build/rel/bench/bench_task && build/rel/bench/bench_task --threads 2 --reps 3 $FX/tasks/cloze.jsonl $FX/heldout.safetensors \
+  $FX/tiny-mixtral $FX/tiny-qwen2moe $FX/tiny-qwen3moe $FX/tiny-olmoe > build/bench/task.json
