@@ -65,12 +65,16 @@ int main(int argc, char **argv)
         size_t rb = moeq_ggml_row_bytes(t, cols), mb = rb * rows;
         int nm = (int)(pool / (double)mb) + 1;
         uint8_t *W = malloc(mb * nm);
-        for (int m = 0; m < nm; m++)
-            for (int64_t r = 0; r < rows; r++) {
-                if (r < 64)
-                    for (int64_t c = 0; c < cols; c++) w[c] = frand();
-                moeq_ggml_quant_row(t, w, NULL, W + mb * m + rb * r, cols);
+        /* one matrix quantized (64 distinct rows), copied over the rotation */
+        for (int64_t r = 0; r < rows; r++) {
+            if (r < 64) {
+                for (int64_t c = 0; c < cols; c++) w[c] = frand();
+                moeq_ggml_quant_row(t, w, NULL, W + rb * r, cols);
+            } else {
+                memcpy(W + rb * r, W + rb * (r % 64), rb);
             }
+        }
+        for (int m = 1; m < nm; m++) memcpy(W + mb * m, W, mb);
         /* gemv, streaming */
         double best = 1e30;
         for (int rep = 0; rep < 3; rep++) {

@@ -19,6 +19,7 @@ make -s build/rel/bench/bench_tokenizer && build/rel/bench/bench_tokenizer build
 make -s build/rel/bench/bench_calib && build/rel/bench/bench_calib --ctx 512 --windows 32 $FX/tiny-mixtral $FX/heldout.safetensors $FX/tiny-qwen2moe $FX/heldout.safetensors $FX/tiny-qwen3moe $FX/heldout.safetensors $FX/tiny-olmoe $FX/heldout.safetensors
 bin/moeq bench kernel   # GEMV/GEMM of the packed codecs vs memory bandwidth and sgemm (docs/bench.md)
 make -s build/rel/bench/bench_gemm_vnni && build/rel/bench/bench_gemm_vnni   # int8 GEMM vs float tiles vs sgemm, 1 and 2 threads
+make -s build/rel/bench/bench_ggml && build/rel/bench/bench_ggml   # GGUF block types: GB/s vs read bandwidth, batch 16 vs the reference (docs/GGML-TYPES.md)
 # eval of a 4-bit packed file (q4 g64 asymmetric, routed experts) against its bf16 original,
 # windows timed alternately: the tiny fixtures and the synthetic model of realistic widths
 P=build/bench/packed && mkdir -p $P

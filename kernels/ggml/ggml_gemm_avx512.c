@@ -8,7 +8,6 @@
 #include <immintrin.h>
 #include <stdlib.h>
 
-static inline __m512 u8x16(const uint8_t *p) { return _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)p))); }
 
 static void dq_q8_0(const uint8_t *b, float *y, int64_t nb)
 {
@@ -123,6 +122,12 @@ static inline void dot4(const float *w, int64_t len, const float *x0, const floa
     }
 }
 
+/* one token: dot4's first accumulator alone (the same sums, a quarter of the work) */
+static inline void dot1(const float *w, int64_t len, const float *x0, __m512 *acc)
+{
+    for (int64_t k = 0; k < len; k += 16) *acc = _mm512_fmadd_ps(_mm512_loadu_ps(w + k), _mm512_loadu_ps(x0 + k), *acc);
+}
+
 static void rows512(const gg_codec *c, const uint8_t *W, int64_t r0, int64_t r1, int64_t cols, const float *X, int64_t n,
                     float *Y, int64_t ldy)
 {
@@ -143,7 +148,8 @@ static void rows512(const gg_codec *c, const uint8_t *W, int64_t r0, int64_t r1,
                 const int64_t len = cols - c0 < GG_CHUNK ? cols - c0 : GG_CHUNK;
                 const float *w = full ? full + c0 : chunk;
                 if (!full) deq(row + (size_t)(c0 / c->block) * (size_t)c->bytes, chunk, len / c->block);
-                dot4(w, len, x[0] + c0, x[1] + c0, x[2] + c0, x[3] + c0, acc);
+                if (n - i0 == 1) dot1(w, len, x[0] + c0, &acc[0]);
+                else dot4(w, len, x[0] + c0, x[1] + c0, x[2] + c0, x[3] + c0, acc);
             }
             for (int t = 0; t < 4 && i0 + t < n; t++) Y[(i0 + t) * ldy + r] = _mm512_reduce_add_ps(acc[t]);
         }

@@ -128,7 +128,7 @@ static void q_q2_k(const float *x, const float *qw, uint8_t *b, int64_t n)
             }
             if (max_min > 0) {
                 float iscale = 15.f / max_min;
-                for (int j = 0; j < 16; j++) b[j] |= (uint8_t)(gg_nearest_int(iscale * mins[j]) << 4);
+                for (int j = 0; j < 16; j++) b[j] |= (uint8_t)((unsigned)gg_nearest_int(iscale * mins[j]) << 4);
                 gg_put_h(b + 82, max_min / 15.f);
             } else {
                 gg_put_h(b + 82, 0.f);
