@@ -5,10 +5,8 @@
 #include "moeq_gguf.h"
 #include "moeq_ggml.h"
 
-#include <float.h>
 #include <math.h>
 #include <stdlib.h>
-#include <string.h>
 #include "moeq_core.h"
 
 uint64_t moeq_gguf_row_bytes(int type, int64_t n)

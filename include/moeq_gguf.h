@@ -129,9 +129,8 @@ moeq_status moeq_gguf_writer_finish(moeq_gguf_writer *w, uint64_t *bytes, moeq_e
 int moeq_gguf_type_computable(int type);
 /* Bytes of a row of n values of type; 0 when n is not a multiple of the block or type unknown. */
 uint64_t moeq_gguf_row_bytes(int type, int64_t n);
-/* One row to float32 / from float32 (imp: importance per column, NULL for none), exactly as
- * llama.cpp's dequantize_row_* / quantize_row_*_ref (F32, F16, BF16 here; block types through
- * moeq_ggml.h). Only for computable types. */
+/* One row to float32 / from float32 (imp: importance per column, NULL for none) through the
+ * codecs of moeq_ggml.h (llama.cpp's formulas). Only for computable types. */
 void moeq_gguf_row_to_f32(int type, const void *src, float *dst, int64_t n);
 void moeq_gguf_row_from_f32(int type, const float *src, const float *imp, void *dst, int64_t n);
 /* Every value of every float or computable block-type tensor is finite: else MOEQ_ERR_NUMERIC
