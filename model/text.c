@@ -9,16 +9,7 @@
 moeq_status moeq_model_tokenizer(const moeq_model *m, moeq_tokenizer **out, moeq_error *err)
 {
     const moeq_gguf *g = moeq_model_gguf(m);
-    if (g) {   /* the whole tokenizer.json, a key of the GGUF spec that moeq's export writes */
-        const char *s;
-        uint64_t n;
-        moeq_status st = moeq_gguf_get_str(g, "tokenizer.huggingface.json", 0, &s, &n, err);
-        if (st) return st;
-        if (!moeq_gguf_find_kv(g, "tokenizer.huggingface.json"))
-            return moeq_fail(err, MOEQ_ERR_UNSUPPORTED, "%s: no 'tokenizer.huggingface.json' key: --text needs it "
-                             "(a tokenizer from tokenizer.ggml.* is not implemented); use --tokens", moeq_model_path(m));
-        return moeq_tokenizer_parse(s, (size_t)n, moeq_model_path(m), out, err);
-    }
+    if (g) return moeq_gguf_tokenizer(g, out, err);
     const moeq_pack *p = moeq_model_pack(m);
     if (!p) return moeq_tokenizer_load(moeq_model_path(m), out, err);
     const moeq_pack_file_entry *f = moeq_pack_find_file(p, "tokenizer.json");

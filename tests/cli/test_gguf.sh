@@ -97,3 +97,13 @@ ok = j["types"].get("Q4_0") == 4 and j["types"].get("Q8_0") == 8 and len(fb) == 
 ok = ok and fb[0]["tensor"] == "blk.0.attn_q.weight" and fb[0]["fallback"] in ("Q5_0", "F16")
 sys.exit(not ok)
 PY
+# without tokenizer.huggingface.json (as in llama.cpp's own files) the tokenizer is rebuilt from
+# tokenizer.ggml.*: the same ids as the checkpoint's tokenizer.json on the held-out and torture texts
+python3 tests/cli/gguf_drop_key.py "$TMPD/tiny-mixtral.F32.gguf" "$TMPD/nohf.gguf" tokenizer.huggingface.json
+for txt in $FX/heldout.txt $FX/tokenizers/torture.txt; do
+  "$MOEQ" tokenize $FX/tiny-mixtral --text $txt -o "$TMPD/ids_ref.safetensors" -q
+  "$MOEQ" tokenize "$TMPD/nohf.gguf" --text $txt -o "$TMPD/ids_gguf.safetensors" -q \
+    && cmp -s "$TMPD/ids_ref.safetensors" "$TMPD/ids_gguf.safetensors" \
+    && echo "PASS tokenizer rebuilt from tokenizer.ggml.*: the checkpoint's ids on $(basename $txt)" \
+    || echo "FAIL tokenizer rebuilt from tokenizer.ggml.* differs on $(basename $txt)"
+done
