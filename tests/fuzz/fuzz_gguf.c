@@ -47,6 +47,11 @@ static int one(const uint8_t *data, size_t size)
         const uint8_t *p = t->data;
         for (uint64_t k = 0; k < t->nbytes; k++) sum += p[k];
     }
+    char *tj = NULL;   /* the tokenizer rebuild walks the string arrays once more */
+    size_t tl = 0;
+    moeq_error e3;
+    if (moeq_gguf_tokenizer_json(g, &tj, &tl, &e3) == MOEQ_OK) sum += tl;
+    free(tj);
     g_sink = sum;
     moeq_gguf_close(g);
     return 1;
