@@ -8,6 +8,7 @@
 #include "moeq_model.h"
 #include "moeq_core.h"
 #include "moeq_kernels.h"
+#include "moeq_ggml.h"
 
 #include <math.h>
 #include <omp.h>
@@ -250,11 +251,24 @@ static void par_wmatmul(int nthreads, const moeq_mat *W, const float *X, int64_t
     }
 }
 
+/* One expert product Y[n, N] = X[n, K] · Wᵀ in the calling thread: a GGUF block type (each of an
+ * expert's matrices may have its own) through its kernels, else the float weights as stored. */
+static void expert_mm(const moeq_kernel_set *ks, const moeq_mat *m, const moeq_wmat *w, const float *X, int64_t n,
+                      int64_t K, int64_t N, float *Y)
+{
+    if (m->gtype) moeq_ggml_gemm((moeq_ggml_type)m->gtype, m->data, N, K, X, n, Y);
+    else ks->wgemm(w, X, n, K, 0, N, Y, N);
+}
+
 /* A linear layer: packed or float weights, both through the kernels as stored. */
 static void linear(moeq_runner *r, const moeq_mat *W, const float *X, int64_t n, float *Y)
 {
     if (W->q) {
         par_qmatmul(X, n, W->cols, W->q, Y);
+        return;
+    }
+    if (W->gtype) {   /* a GGUF block type: its kernels (moeq_ggml.h) split the rows over threads */
+        moeq_ggml_gemm((moeq_ggml_type)W->gtype, W->data, W->rows, W->cols, X, n, Y);
         return;
     }
     par_wmatmul(r->nthreads, W, X, n, Y);
@@ -533,8 +547,8 @@ static moeq_status moe_block(moeq_runner *r, int64_t layer, int64_t n, const moe
             ks->gemm(mg.q, s->xe, ne, H, 0, I, s->ge, I);
             ks->gemm(mu.q, s->xe, ne, H, 0, I, s->ue, I);
         } else {
-            ks->wgemm(&wg, s->xe, ne, H, 0, I, s->ge, I);
-            ks->wgemm(&wu, s->xe, ne, H, 0, I, s->ue, I);
+            expert_mm(ks, &mg, &wg, s->xe, ne, H, I, s->ge);
+            expert_mm(ks, &mu, &wu, s->xe, ne, H, I, s->ue);
         }
         swiglu_inplace(s->ge, s->ue, ne * I);
         if (hooks && hooks->linear_input) {
@@ -545,7 +559,7 @@ static moeq_status moe_block(moeq_runner *r, int64_t layer, int64_t n, const moe
             }
         }
         if (packed) ks->gemm(md.q, s->ge, ne, I, 0, H, s->ye, H);
-        else ks->wgemm(&wd, s->ge, ne, I, 0, H, s->ye, H);
+        else expert_mm(ks, &md, &wd, s->ge, ne, I, H, s->ye);
         for (int64_t j = 0; j < ne; j++) {
             float *dst = r->slot_out + ((int64_t)rows[j] * K + slots[j]) * H;
             const float *src = s->ye + j * H;
