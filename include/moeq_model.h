@@ -126,6 +126,10 @@ typedef struct moeq_mat {
     moeq_dtype scale_dtype;
     int64_t scale_cols, block_rows, block_cols;
     const char *scale_tensor;
+    /* a GGUF weight of a ggml block type (moeq_gguf.h): its type id and row stride in bytes,
+     * dtype MOEQ_DT_OTHER; 0 for every other view (F32 is never a block type) */
+    int gtype;
+    uint64_t grow;
 } moeq_mat;
 
 typedef struct moeq_vec {    /* a 1-D weight: norms, biases */
@@ -154,8 +158,8 @@ typedef struct moeq_layer_view {
 
 typedef struct moeq_model moeq_model;
 
-/* Opens a Hugging Face directory (config.json + safetensors), or a packed .moeq file (config
- * embedded, docs/FORMAT.md): checks every tensor the family needs for presence, shape and
+/* Opens a Hugging Face directory (config.json + safetensors), a packed .moeq file (config
+ * embedded, docs/FORMAT.md), or a GGUF file (docs/FORMAT-gguf.md: config from its metadata): checks every tensor the family needs for presence, shape and
  * dtype (BF16/F16/F32, or an int codec in a .moeq). */
 moeq_status moeq_model_open(const char *path, moeq_model **out, moeq_error *err);
 void moeq_model_close(moeq_model *m);
@@ -163,6 +167,8 @@ const moeq_config *moeq_model_config(const moeq_model *m);
 const moeq_checkpoint *moeq_model_checkpoint(const moeq_model *m);   /* NULL for a .moeq file */
 struct moeq_pack;
 const struct moeq_pack *moeq_model_pack(const moeq_model *m);         /* NULL unless a .moeq file */
+struct moeq_gguf;
+const struct moeq_gguf *moeq_model_gguf(const moeq_model *m);         /* NULL unless a GGUF file */
 const char *moeq_model_path(const moeq_model *m);
 int moeq_model_fused_experts(const moeq_model *m);   /* 1 when stored as v5 fused tensors */
 /* A pruned model's expert widths from config.json "moeq_expert_widths" ([layer * n_experts + e];

@@ -3,6 +3,7 @@
  * NaN payloads), checked against an ldexp formula over all 65536 patterns in test_config. */
 #include "moeq_model.h"
 #include "moeq_kernels.h"
+#include "moeq_gguf.h"
 
 #include <math.h>
 #include <stdint.h>
@@ -110,6 +111,12 @@ void moeq_mat_to_f32(const moeq_mat *m, int64_t r0, int64_t r1, float *dst)
     if (m->dtype == MOEQ_DT_F8_E4M3) {
         if (m->scale) fp8_rows_to_f32(m, r0, r1, dst);
         else memset(dst, 0, (size_t)((r1 - r0) * m->cols) * sizeof(float));   /* not a view moeq builds */
+        return;
+    }
+    if (m->gtype) {   /* a GGUF block type, row by row */
+        for (int64_t r = r0; r < r1; r++)
+            moeq_gguf_row_to_f32(m->gtype, (const unsigned char *)m->data + (size_t)r * m->grow,
+                                 dst + (size_t)(r - r0) * (size_t)m->cols, m->cols);
         return;
     }
     size_t es = m->dtype == MOEQ_DT_F32 ? 4 : 2;   /* the view admits F32, F16, BF16 */

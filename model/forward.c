@@ -6,6 +6,7 @@
  * Results do not depend on the thread count: every output element is computed by one
  * thread in a fixed order, and expert outputs are summed per token in top-k slot order. */
 #include "model/fwd.h"
+#include "moeq_ggml.h"
 
 #include <math.h>
 #include <omp.h>
@@ -246,6 +247,15 @@ static moeq_mat widen_f8(const moeq_mat *W, float *buf, int par)
     return v;
 }
 
+/* One expert product Y[n, N] = X[n, K] · Wᵀ in the calling thread: a GGUF block type (each of an
+ * expert's matrices may have its own) through its kernels, else the float weights as stored. */
+static void expert_mm(const moeq_kernel_set *ks, const moeq_mat *m, const moeq_wmat *w, const float *X, int64_t n,
+                      int64_t K, int64_t N, float *Y)
+{
+    if (m->gtype) moeq_ggml_gemm((moeq_ggml_type)m->gtype, m->data, N, K, X, n, Y);
+    else ks->wgemm(w, X, n, K, 0, N, Y, N);
+}
+
 /* A linear layer: packed or float weights, both through the kernels as stored. */
 static void linear(moeq_runner *r, const moeq_mat *W, const float *X, int64_t n, float *Y)
 {
@@ -256,6 +266,10 @@ static void linear(moeq_runner *r, const moeq_mat *W, const float *X, int64_t n,
     if (W->dtype == MOEQ_DT_F8_E4M3) {
         moeq_mat v = widen_f8(W, r->f8buf, 1);
         par_wmatmul(r->nthreads, &v, X, n, Y);
+        return;
+    }
+    if (W->gtype) {   /* a GGUF block type: its kernels (moeq_ggml.h) split the rows over threads */
+        moeq_ggml_gemm((moeq_ggml_type)W->gtype, W->data, W->rows, W->cols, X, n, Y);
         return;
     }
     par_wmatmul(r->nthreads, W, X, n, Y);
@@ -458,12 +472,12 @@ static moeq_status moe_block(moeq_runner *r, int64_t layer, int64_t n, const moe
             ks->gemm(mg.q, s->xe, ne, H, 0, I, s->ge, I);
             ks->gemm(mu.q, s->xe, ne, H, 0, I, s->ue, I);
         } else {
-            ks->wgemm(&wg, s->xe, ne, H, 0, I, s->ge, I);
+            expert_mm(ks, &mg, &wg, s->xe, ne, H, I, s->ge);
             if (mu.dtype == MOEQ_DT_F8_E4M3) {
                 mu = widen_f8(&mu, s->f8, 0);
                 wu = wmat_of(&mu);
             }
-            ks->wgemm(&wu, s->xe, ne, H, 0, I, s->ue, I);
+            expert_mm(ks, &mu, &wu, s->xe, ne, H, I, s->ue);
         }
         swiglu_inplace(s->ge, s->ue, ne * I);
         if (hooks && hooks->linear_input) {
@@ -479,7 +493,7 @@ static moeq_status moe_block(moeq_runner *r, int64_t layer, int64_t n, const moe
                 md = widen_f8(&md, s->f8, 0);
                 wd = wmat_of(&md);
             }
-            ks->wgemm(&wd, s->ge, ne, I, 0, H, s->ye, H);
+            expert_mm(ks, &md, &wd, s->ge, ne, I, H, s->ye);
         }
         for (int64_t j = 0; j < ne; j++) {
             float *dst = r->slot_out + ((int64_t)rows[j] * K + slots[j]) * H;

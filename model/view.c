@@ -6,6 +6,8 @@
 #include "moeq_pack.h"
 #include "moeq_prune.h"
 #include "moeq_core.h"
+#include "moeq_gguf.h"
+#include "formats/gguf_model.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -25,6 +27,9 @@ struct moeq_model {
     moeq_pack *pack;             /* a .moeq file, else NULL */
     moeq_tensor *psrc;           /* packed: one tensor per source (docs/FORMAT.md F-15) */
     size_t npsrc;
+    moeq_gguf *gguf;             /* a GGUF file, else NULL */
+    moeq_gguf_src *gsrc;         /* its weights under the family's names, sorted */
+    size_t ngsrc;
     int fused;
     moeq_layer_view *layers;
     /* per-expert layout: [layer][expert][GATE/UP/DOWN]; NULL entries for dense layers */
@@ -54,20 +59,37 @@ typedef struct rctx {
 /* Tensor lookup over a checkpoint or, for a packed model, over its sources. */
 static const moeq_tensor *mfind(const moeq_model *m, const char *name)
 {
+    if (m->gguf) {
+        const moeq_gguf_src *s = moeq_gguf_src_find(m->gsrc, m->ngsrc, name);
+        return s ? &s->t : NULL;
+    }
     if (!m->pack) return moeq_ckpt_find(m->ckpt, name);
     /* psrc[i] is source i of the pack; the pack's lookup is a binary search */
     const moeq_pack_source *s = moeq_pack_find_source(m->pack, name);
     return s ? &m->psrc[s - moeq_pack_source_at(m->pack, 0)] : NULL;
 }
-static size_t mcount(const moeq_model *m) { return m->pack ? m->npsrc : moeq_ckpt_count(m->ckpt); }
+static size_t mcount(const moeq_model *m)
+{
+    return m->gguf ? m->ngsrc : m->pack ? m->npsrc : moeq_ckpt_count(m->ckpt);
+}
 static const moeq_tensor *mtensor(const moeq_model *m, size_t i)
 {
+    if (m->gguf) return i < m->ngsrc ? &m->gsrc[i].t : NULL;
     return m->pack ? (i < m->npsrc ? &m->psrc[i] : NULL) : moeq_ckpt_tensor(m->ckpt, i);
 }
 
 /* A packed piece with an int codec turns the view into a kernel view (mat->q). */
 static void pack_fix(const moeq_model *m, moeq_mat *v, int64_t elem_off)
 {
+    if (m->gguf && v->tensor && v->dtype == MOEQ_DT_OTHER) {
+        /* a GGUF block type: the view's tensor is one of m->gsrc (moeq_gguf_src starts with it) */
+        const moeq_gguf_src *s = moeq_gguf_src_find(m->gsrc, m->ngsrc, v->tensor);
+        if (s) {
+            v->gtype = s->gtype;
+            v->grow = s->row_bytes;
+        }
+        return;
+    }
     if (!m->pack || !v->tensor) return;
     const moeq_pack_tensor *t = moeq_pack_find_piece(m->pack, v->tensor, elem_off);
     if (!t) return;
@@ -153,10 +175,12 @@ static moeq_status check_fp8(rctx *r, const moeq_tensor *t, int ndim, const int6
 /* Checks dtype and exact shape of a tensor the model needs. */
 static moeq_status check_tensor(rctx *r, const moeq_tensor *t, int ndim, const int64_t *shape)
 {
+    /* GGUF weights of a block type were checked by formats/gguf_model.c (type, ne, bytes) */
+    const int gblock = r->m->gguf && t->dtype == MOEQ_DT_OTHER && ndim == 2;
     if (t->dtype == MOEQ_DT_F8_E4M3) {
         moeq_status st = check_fp8(r, t, ndim, shape);
         if (st) return st;
-    } else if (t->dtype != MOEQ_DT_BF16 && t->dtype != MOEQ_DT_F16 && t->dtype != MOEQ_DT_F32)
+    } else if (!gblock && t->dtype != MOEQ_DT_BF16 && t->dtype != MOEQ_DT_F16 && t->dtype != MOEQ_DT_F32)
         return moeq_fail(r->err, MOEQ_ERR_UNSUPPORTED,
                          "%s: tensor '%s': dtype %s is not supported (BF16, F16 or F32)", t->file,
                          t->name, t->dtype_name[0] ? t->dtype_name : moeq_dtype_name(t->dtype));
@@ -171,7 +195,7 @@ static moeq_status check_tensor(rctx *r, const moeq_tensor *t, int ndim, const i
                          t->file, t->name, got, want);
     }
     /* the safetensors reader checks this too; the views below rely on it */
-    if (t->nbytes != (uint64_t)t->numel * moeq_dtype_size(t->dtype) || !t->data)
+    if ((!gblock && t->nbytes != (uint64_t)t->numel * moeq_dtype_size(t->dtype)) || !t->data)
         return moeq_fail(r->err, MOEQ_ERR_FORMAT, "%s: tensor '%s': %llu data bytes for %lld elements",
                          t->file, t->name, (unsigned long long)t->nbytes, (long long)t->numel);
     return MOEQ_OK;
@@ -542,7 +566,7 @@ static moeq_status resolve(moeq_model *m, moeq_error *err)
         if ((st = resolve_mlp(r, l, &m->layers[l]))) goto out;
     }
     st = count_params(r);
-    if (st == MOEQ_OK && m->pack) {
+    if (st == MOEQ_OK && (m->pack || m->gguf)) {
         pack_fix(m, &m->embed, 0);
         pack_fix(m, &m->lm_head, 0);
         for (int64_t l = 0; l < L; l++) {
@@ -632,6 +656,14 @@ static moeq_status open_packed(moeq_model *m, const char *path, moeq_error *err)
     return MOEQ_OK;
 }
 
+/* A GGUF file: config from its metadata, weights under the family's names (formats/gguf_model.c). */
+static moeq_status open_gguf(moeq_model *m, const char *path, moeq_error *err)
+{
+    moeq_status st = moeq_gguf_open(path, &m->gguf, err);
+    if (st) return st;
+    return moeq_gguf_model_map(m->gguf, &m->cfg, &m->gsrc, &m->ngsrc, err);
+}
+
 moeq_status moeq_model_open(const char *path, moeq_model **out, moeq_error *err)
 {
     if (!path || !out) return moeq_fail(err, MOEQ_ERR_MISUSE, "moeq_model_open: NULL argument");
@@ -659,7 +691,9 @@ moeq_status moeq_model_open(const char *path, moeq_model **out, moeq_error *err)
         else memcpy(dir, ".", 2);
     }
     /* by magic, or by name so that a .moeq with a broken magic gets the format's error (F-1) */
-    if (!S_ISDIR(sb.st_mode) && (moeq_pack_is_packed(path) || (plen > 5 && !strcmp(path + plen - 5, ".moeq")))) {
+    if (!S_ISDIR(sb.st_mode) && moeq_gguf_is_path(path)) {
+        if ((st = open_gguf(m, path, err))) goto fail;
+    } else if (!S_ISDIR(sb.st_mode) && (moeq_pack_is_packed(path) || (plen > 5 && !strcmp(path + plen - 5, ".moeq")))) {
         if ((st = open_packed(m, path, err))) goto fail;
     } else {
         if ((st = read_config(dir, &m->cfg, &m->widths, err))) goto fail;
@@ -681,6 +715,8 @@ void moeq_model_close(moeq_model *m)
     if (m->ckpt) moeq_ckpt_close(m->ckpt);
     moeq_pack_close(m->pack);
     free(m->psrc);
+    moeq_gguf_srcs_free(m->gsrc, m->ngsrc);
+    moeq_gguf_close(m->gguf);
     free(m->layers);
     free(m->experts);
     free(m->fused_gate_up);
@@ -696,6 +732,7 @@ void moeq_model_close(moeq_model *m)
 const moeq_config *moeq_model_config(const moeq_model *m) { return m ? &m->cfg : NULL; }
 const moeq_checkpoint *moeq_model_checkpoint(const moeq_model *m) { return m ? m->ckpt : NULL; }
 const moeq_pack *moeq_model_pack(const moeq_model *m) { return m ? m->pack : NULL; }
+const moeq_gguf *moeq_model_gguf(const moeq_model *m) { return m ? m->gguf : NULL; }
 const char *moeq_model_path(const moeq_model *m) { return m ? m->path : NULL; }
 int moeq_model_fused_experts(const moeq_model *m) { return m ? m->fused : 0; }
 const int32_t *moeq_model_expert_widths(const moeq_model *m) { return m ? m->widths : NULL; }
@@ -898,7 +935,7 @@ static void rows_pages(const moeq_mat *v, int64_t r0, int64_t r1, int prefetch)
         f((const unsigned char *)q->scales + (size_t)r0 * gb, n * gb);
         if (q->zeros) f((const unsigned char *)q->zeros + (size_t)r0 * gb, n * gb);
     } else if (v->data) {
-        size_t rb = (size_t)v->cols * moeq_dtype_size(v->dtype);
+        size_t rb = v->gtype ? (size_t)v->grow : (size_t)v->cols * moeq_dtype_size(v->dtype);
         f((const unsigned char *)v->data + (size_t)r0 * rb, n * rb);
     }
 }
@@ -951,6 +988,13 @@ void moeq_model_release_head(const moeq_model *m)
 void moeq_model_release_all(const moeq_model *m)
 {
     if (!m) return;
+    if (m->gguf) {
+        for (size_t i = 0; i < moeq_gguf_ntensors(m->gguf); i++) {
+            const moeq_gguf_tensor *t = moeq_gguf_tensor_at(m->gguf, i);
+            moeq_pages_release(t->data, (size_t)t->nbytes);
+        }
+        return;
+    }
     if (m->pack) {
         for (size_t i = 0; i < moeq_pack_ntensors(m->pack); i++) {
             const moeq_pack_tensor *t = moeq_pack_tensor_at(m->pack, i);
@@ -964,6 +1008,7 @@ void moeq_model_release_all(const moeq_model *m)
 uint64_t moeq_model_mapped_bytes(const moeq_model *m)
 {
     if (!m) return 0;
+    if (m->gguf) return moeq_gguf_size(m->gguf);
     return m->pack ? moeq_pack_file_size(m->pack) : moeq_ckpt_bytes(m->ckpt);
 }
 

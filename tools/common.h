@@ -53,5 +53,6 @@ int cmd_prune(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_tokenize(int argc, char **argv);
 int cmd_detokenize(int argc, char **argv);
+int cmd_export(int argc, char **argv);
 
 #endif
