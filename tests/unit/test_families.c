@@ -157,8 +157,41 @@ static void test_e4m3_decoding_matches_torch(void)
     json_decref(j);
 }
 
+/* Parameter classes against the shapes the config implies, and the total against the
+ * element count of every tensor in the checkpoint (FP8 scales and biases included). */
+static void test_param_counts(void)
+{
+    for (size_t i = 0; i < N_FAM; i++) {
+        char dir[512];
+        snprintf(dir, sizeof dir, FIXTURES "/%s", FAMILY_FIXTURES[i]);
+        moeq_model *m = NULL;
+        moeq_error err = {0};
+        CHECK_MSG(moeq_model_open(dir, &m, &err) == MOEQ_OK, "%s", err.detail);
+        if (!m) continue;
+        const moeq_config *c = moeq_model_config(m);
+        const moeq_checkpoint *ck = moeq_model_checkpoint(m);
+        int64_t sum = 0, moe_layers = 0;
+        for (size_t t = 0; t < moeq_ckpt_count(ck); t++) sum += moeq_ckpt_tensor(ck, t)->numel;
+        for (int64_t l = 0; l < c->layers; l++) moe_layers += c->layer_is_moe[l];
+        moeq_param_counts p;
+        moeq_model_param_counts(m, &p);
+        const int64_t H = c->hidden, I = c->moe_inter, E = c->n_experts;
+        int has_bias = c->router == MOEQ_ROUTER_SIGMOID_GROUP || c->router == MOEQ_ROUTER_SOFTMAX_BIAS;
+        CHECK_MSG(p.total == sum, "%s: total %lld, checkpoint %lld", FAMILY_FIXTURES[i], (long long)p.total,
+                  (long long)sum);
+        CHECK(p.total == p.attention + p.router + p.shared_experts + p.routed_experts + p.embeddings + p.other);
+        CHECK_MSG(p.router == moe_layers * E * (H + has_bias), "%s: router %lld", FAMILY_FIXTURES[i],
+                  (long long)p.router);
+        CHECK(p.routed_experts == moe_layers * E * 3 * I * H);
+        CHECK(p.shared_experts == moe_layers * 3 * c->shared_inter * H);
+        CHECK(p.embeddings == (c->tie_embeddings ? 1 : 2) * c->vocab * H + (c->lm_head_bias ? c->vocab : 0));
+        moeq_model_close(m);
+    }
+}
+
 int main(void)
 {
+    RUN_TEST(test_param_counts);
     RUN_TEST(test_e4m3_decoding_matches_torch);
     RUN_TEST(test_logits_match_transformers);
     RUN_TEST(test_perplexity_matches_transformers);
