@@ -35,6 +35,8 @@ typedef struct moeq_gptq_opts {
     int act_order;     /* columns by descending diag H, with static groups (from the original W) */
     int block;         /* lazy-update block width; 128 when <= 0 */
     int threads;       /* <= 0: moeq_threads() */
+    int grid_steps;    /* > 1: each group's starting grid by the clipping search of moeq_grid_search
+                        * weighted by diag H over that many ratios; <= 1: min/max */
 } moeq_gptq_opts;
 
 typedef struct moeq_gptq_info {
