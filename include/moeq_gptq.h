@@ -28,6 +28,18 @@ moeq_status moeq_calib_file_expert(moeq_calib_file *f, int64_t layer, int64_t ex
 moeq_status moeq_calib_file_hessian(moeq_calib_file *f, int64_t layer, int64_t expert, int down,
                                     double *H, int64_t dim, int64_t *rows, moeq_error *err);
 
+/* The validation split (docs/calibrate.md): every val_every-th window's expert rows also summed
+ * on their own. SPLIT_ALL: every window (the statistics above); SPLIT_VAL: the validation
+ * windows; SPLIT_CAL: the others (H − H_val). Files without a split have 0 validation windows,
+ * and asking them for CAL or VAL is MOEQ_ERR_MISUSE. */
+enum { MOEQ_SPLIT_ALL = 0, MOEQ_SPLIT_CAL = 1, MOEQ_SPLIT_VAL = 2 };
+int64_t moeq_calib_file_val_windows(const moeq_calib_file *f);
+int64_t moeq_calib_file_split_tokens(const moeq_calib_file *f, int split);   /* tokens of the layer in the split */
+moeq_status moeq_calib_file_expert_split(moeq_calib_file *f, int64_t layer, int64_t expert, int split,
+                                         int64_t *tokens, moeq_error *err);
+moeq_status moeq_calib_file_hessian_split(moeq_calib_file *f, int64_t layer, int64_t expert, int down, int split,
+                                          double *H, int64_t dim, int64_t *rows, moeq_error *err);
+
 /* ---- GPTQ on one matrix (quant/gptq.c) --------------------------------------------------- */
 
 typedef struct moeq_gptq_opts {
