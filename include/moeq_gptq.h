@@ -189,11 +189,11 @@ typedef struct moeq_gptq_run {
     size_t n_choices, cap_choices;
     /* the note of the last piece quantized here (the MPI/resume records carry it to rank 0) */
     struct { int valid, kind; int64_t layer; double damp, err_cal, err_val; } note;
-    /* caches: the expert's own split Hessians for the report, the layer's pooled one */
-    double *Hc, *Hv, *Hpool;
-    int64_t Hc_layer, Hc_expert, Hpool_layer;
-    int Hc_kind, Hpool_kind;
-    int64_t Hc_rows, Hpool_rows;
+    /* caches: the expert's own split Hessians, the layer's pooled one per input kind */
+    double *Hc, *Hv, *Hpool[2];
+    int64_t Hc_layer, Hc_expert, Hpool_layer[2];
+    int Hc_kind;
+    int64_t Hc_rows, Hpool_rows[2];
     double H_damp;            /* the damping the cached factorization was asked for */
 } moeq_gptq_run;
 

@@ -186,10 +186,16 @@ static moeq_status load_own(moeq_gptq_run *r, int64_t layer, int64_t expert, int
     if (!r->Hc || (val && !r->Hv))
         return moeq_fail(err, MOEQ_ERR_NOMEM, "out of memory for the Hessians of layer %lld expert %lld",
                          (long long)layer, (long long)expert);
-    moeq_status st = expert_hessian(r, layer, expert, kind, r->split, r->Hc, dim, &r->Hc_rows, err);
+    /* H_cal = H − H_val from the two stored sums (two reads, not three) */
+    int cal = r->split == MOEQ_SPLIT_CAL && r->Hv;
+    moeq_status st = expert_hessian(r, layer, expert, kind, cal ? MOEQ_SPLIT_ALL : r->split, r->Hc, dim, &r->Hc_rows, err);
     int64_t rv;
     if (st == MOEQ_OK && r->Hv) st = expert_hessian(r, layer, expert, kind, MOEQ_SPLIT_VAL, r->Hv, dim, &rv, err);
     if (st) return st;
+    if (cal) {
+        for (int64_t i = 0; i < dim * dim; i++) r->Hc[i] -= r->Hv[i];
+        r->Hc_rows -= rv;
+    }
     r->Hc_layer = layer;
     r->Hc_expert = expert;
     r->Hc_kind = kind;
@@ -198,15 +204,14 @@ static moeq_status load_own(moeq_gptq_run *r, int64_t layer, int64_t expert, int
 
 static moeq_status load_pool(moeq_gptq_run *r, int64_t layer, int kind, int64_t dim, moeq_error *err)
 {
-    if (r->Hpool && r->Hpool_layer == layer && r->Hpool_kind == kind) return MOEQ_OK;
-    free(r->Hpool);
-    r->Hpool_layer = -1;
-    if (!(r->Hpool = malloc((size_t)(dim * dim) * sizeof *r->Hpool)))
+    if (r->Hpool[kind] && r->Hpool_layer[kind] == layer) return MOEQ_OK;
+    free(r->Hpool[kind]);
+    r->Hpool_layer[kind] = -1;
+    if (!(r->Hpool[kind] = malloc((size_t)(dim * dim) * sizeof *r->Hpool[kind])))
         return moeq_fail(err, MOEQ_ERR_NOMEM, "out of memory for the pooled Hessian of layer %lld", (long long)layer);
-    moeq_status st = expert_hessian(r, layer, -1, kind, r->split, r->Hpool, dim, &r->Hpool_rows, err);
+    moeq_status st = expert_hessian(r, layer, -1, kind, r->split, r->Hpool[kind], dim, &r->Hpool_rows[kind], err);
     if (st) return st;
-    r->Hpool_layer = layer;
-    r->Hpool_kind = kind;
+    r->Hpool_layer[kind] = layer;
     return MOEQ_OK;
 }
 
@@ -267,8 +272,9 @@ static moeq_status damp_choose(moeq_gptq_run *r, int64_t layer, int kind, const 
     if (!Hc || !Hv) { st = moeq_fail(err, MOEQ_ERR_NOMEM, "out of memory"); goto done; }
     for (int k = 0; st == MOEQ_OK && k < PROBE_EXPERTS && ch.experts[k] >= 0; k++) {
         int64_t e = ch.experts[k], rows_c, rows_v;
-        if ((st = expert_hessian(r, layer, e, kind, MOEQ_SPLIT_CAL, Hc, dim, &rows_c, err))) break;
+        if ((st = expert_hessian(r, layer, e, kind, MOEQ_SPLIT_ALL, Hc, dim, &rows_c, err))) break;
         if ((st = expert_hessian(r, layer, e, kind, MOEQ_SPLIT_VAL, Hv, dim, &rows_v, err))) break;
+        for (int64_t j = 0; j < dim * dim; j++) Hc[j] -= Hv[j];   /* H_cal, as the reader computes it */
         const moeq_expert_mat *mx[2] = { find_mat(r, layer, e, kind ? MOEQ_PROJ_DOWN : MOEQ_PROJ_GATE),
                                          kind ? NULL : find_mat(r, layer, e, MOEQ_PROJ_UP) };
         for (int ci = 0; st == MOEQ_OK && ci < MOEQ_DAMP_CANDIDATES; ci++) {
@@ -413,9 +419,9 @@ moeq_status moeq_gptq_piece(void *user, const char *name, const float *w, int64_
             if (!(d = malloc((size_t)cols * sizeof *d))) return moeq_fail(err, MOEQ_ERR_NOMEM, "out of memory");
             double n0 = r->shrink_n0 > 0 ? r->shrink_n0 : (double)cols;
             for (int64_t j = 0; j < cols; j++) {
-                double he = r->Hc[j * cols + j], hp = src == OWN ? 0 : r->Hpool[j * cols + j];
+                double he = r->Hc[j * cols + j], hp = src == OWN ? 0 : r->Hpool[kind][j * cols + j];
                 d[j] = src == OWN ? he : src == POOL ? hp
-                     : r->Hpool_rows > 0 ? (he + n0 / (double)r->Hpool_rows * hp) / ((double)r->Hc_rows + n0) : he;
+                     : r->Hpool_rows[kind] > 0 ? (he + n0 / (double)r->Hpool_rows[kind] * hp) / ((double)r->Hc_rows + n0) : he;
             }
         }
         st = d ? moeq_rtn_quantize_weighted(w, rows, cols, bits, group, sym, d, r->opts.grid_steps, raw, err)
@@ -440,7 +446,7 @@ moeq_status moeq_gptq_piece(void *user, const char *name, const float *w, int64_
         double *Hs = NULL;
         if (src == POOL) {
             if ((st = load_pool(r, x->layer, kind, cols, err))) return st;
-            H = r->Hpool;
+            H = r->Hpool[kind];
         } else {
             if ((st = load_own(r, x->layer, x->expert, kind, cols, err))) return st;
             H = r->Hc;
@@ -448,7 +454,7 @@ moeq_status moeq_gptq_piece(void *user, const char *name, const float *w, int64_
                 if ((st = load_pool(r, x->layer, kind, cols, err))) return st;
                 if (!(Hs = malloc((size_t)(cols * cols) * sizeof *Hs)))
                     return moeq_fail(err, MOEQ_ERR_NOMEM, "out of memory for the Hessian of '%s'", name);
-                moeq_hessian_shrink(r->Hc, r->Hc_rows, r->Hpool, r->Hpool_rows,
+                moeq_hessian_shrink(r->Hc, r->Hc_rows, r->Hpool[kind], r->Hpool_rows[kind],
                                     r->shrink_n0 > 0 ? r->shrink_n0 : (double)cols, cols, Hs);
                 H = Hs;
             }
@@ -486,8 +492,8 @@ void moeq_gptq_run_free(moeq_gptq_run *r)
 {
     moeq_gptq_hinv_free(r->hinv);
     r->hinv = NULL;
-    free(r->Hc); free(r->Hv); free(r->Hpool);
-    r->Hc = r->Hv = r->Hpool = NULL;
+    free(r->Hc); free(r->Hv); free(r->Hpool[0]); free(r->Hpool[1]);
+    r->Hc = r->Hv = r->Hpool[0] = r->Hpool[1] = NULL;
     free(r->layers);
     r->layers = NULL;
     free(r->choices);

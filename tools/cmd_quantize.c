@@ -36,7 +36,7 @@ static const char *QUANTIZE_HELP =
     "                    0.01 0.03 0.1 0.3 1 with the least validation-split Hessian error; a failed\n"
     "                    Cholesky retries with D x 10 up to 3 times, then falls back to RTN\n"
     "  --grid-steps N    group grids by a clipping search over N ratios weighted by diag H\n"
-    "                    (default 16; 1: min/max), for RTN with --calib and as GPTQ's starting grid\n"
+    "                    (default 8; 1: min/max), for RTN with --calib and as GPTQ's starting grid\n"
     "  --fit cal|all     GPTQ fits the calibration windows and holds the validation split out (cal,\n"
     "                    default), or fits every window (all)\n"
     "  --shrink-prior N  --fallback shrink: prior strength in tokens (default: the matrix's columns)\n"
@@ -121,7 +121,7 @@ int cmd_quantize(int argc, char **argv)
     tool_common tc = {0};
     const char *model = NULL, *out = NULL, *method = "rtn", *calib = NULL, *plan_path = NULL, *fallback = "shrink";
     const char *fit = "cal";
-    int64_t bits = 0, group = 64, zstd = 0, block = 128, grid_steps = 16, shrink_prior = 0;
+    int64_t bits = 0, group = 64, zstd = 0, block = 128, grid_steps = 8, shrink_prior = 0;
     double damp = 0.01;
     int damp_auto = 1;
     int sym = 0, scope = MOEQ_SCOPE_EXPERTS, act_order = 0, sequential = 0;
