@@ -123,7 +123,7 @@ void moeq_hessian_shrink(const double *H_e, int64_t n_e, const double *H_pool, i
                          int64_t dim, double *out);
 
 /* --damp auto: the candidates tried per layer and input (docs/quantize.md, "Generalization"). */
-#define MOEQ_DAMP_CANDIDATES 5
+#define MOEQ_DAMP_CANDIDATES 4
 extern const double moeq_damp_candidates[MOEQ_DAMP_CANDIDATES];
 
 /* One --damp auto decision: layer, input kind (0: gate/up, 1: down) and codec. */

@@ -157,7 +157,7 @@ static moeq_status expert_hessian(moeq_gptq_run *r, int64_t layer, int64_t exper
     return MOEQ_OK;
 }
 
-const double moeq_damp_candidates[MOEQ_DAMP_CANDIDATES] = {0.01, 0.03, 0.1, 0.3, 1.0};
+const double moeq_damp_candidates[MOEQ_DAMP_CANDIDATES] = {0.01, 0.03, 0.1, 0.3};
 
 void moeq_hessian_shrink(const double *H_e, int64_t n_e, const double *H_pool, int64_t n_pool, double n0,
                          int64_t dim, double *out)
@@ -223,9 +223,9 @@ static const moeq_expert_mat *find_mat(const moeq_gptq_run *r, int64_t layer, in
 }
 
 #define PROBE_EXPERTS 2
-#define PROBE_ROWS 128
+#define PROBE_ROWS 64
 
-/* --damp auto for (layer, kind, codec): GPTQ of the first PROBE_ROWS rows of the busiest
+/* --damp auto for (layer, kind, codec): GPTQ of the first PROBE_ROWS (64) rows of the busiest
  * well-sampled experts' matrices of that input (rows are independent given the factor, so these
  * are the rows the full run gives) with each candidate damping on the calibration split, scored
  * by Σ tr(ΔW H_val ΔWᵀ) on the validation split; the least wins, ties to the smaller damping.

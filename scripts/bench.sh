@@ -29,3 +29,4 @@ make -s build/rel/bench/bench_packed_eval && build/rel/bench/bench_packed_eval -
   $FX/tiny-qwen3moe $P/tiny-qwen3moe-q4.moeq $FX/heldout.safetensors \
   $S $P/synth-q4.moeq $S/tokens.u32
 make -s build/rel/bench/bench_gptq && build/rel/bench/bench_gptq   # GPTQ vs RTN s/matrix (2048 x 1408), Qwen1.5-MoE extrapolation, plan solve for 10000 matrices
+bench/bench_gptq_generalize.sh   # GPTQ with the generalization defaults vs as before, ms per matrix (issue 13: <= 1.5x)

@@ -33,7 +33,7 @@ static const char *QUANTIZE_HELP =
     "  --calib F.h5      with --method rtn: grids weighted by diag H, and the Hessian error report\n"
     "  --damp D|auto     GPTQ damping, relative to mean(diag H); auto (default when the calib file\n"
     "                    has a validation split, else 0.01): per layer and input, the candidate of\n"
-    "                    0.01 0.03 0.1 0.3 1 with the least validation-split Hessian error; a failed\n"
+    "                    0.01 0.03 0.1 0.3 with the least validation-split Hessian error; a failed\n"
     "                    Cholesky retries with D x 10 up to 3 times, then falls back to RTN\n"
     "  --grid-steps N    group grids by a clipping search over N ratios weighted by diag H\n"
     "                    (default 8; 1: min/max), for RTN with --calib and as GPTQ's starting grid\n"

@@ -68,7 +68,7 @@ assert g["hessian_error"]["fit"] == "cal" and old["hessian_error"]["fit"] == "al
 assert g["hessian_error"]["val"] < r["hessian_error"]["val"], (g["hessian_error"]["val"], r["hessian_error"]["val"])
 assert all(l["damp_in"] is None for l in r["hessian_error"]["layers"]) and r["fallbacks"] == []
 # one choice per layer and input, each the argmin of its validation errors
-assert len(g["damp_auto"]) == 8 and g["damp_candidates"] == [0.01, 0.03, 0.1, 0.3, 1.0]
+assert len(g["damp_auto"]) == 8 and g["damp_candidates"] == [0.01, 0.03, 0.1, 0.3]
 for c in g["damp_auto"]:
     ve = c["val_err"]; best = min(v for v in ve if v is not None)
     assert c["damp"] == g["damp_candidates"][ve.index(best)] and len(c["experts"]) >= 1, c

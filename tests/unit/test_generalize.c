@@ -196,7 +196,7 @@ static double herr(const float *w, const float *q, int64_t R, int64_t n, const d
 }
 
 /* --damp auto on one layer's gate/up input: the choice is the argmin of the validation error
- * recomputed here (GPTQ of the busiest experts' first 128 rows on H_cal for every candidate,
+ * recomputed here (GPTQ of the busiest experts' first 64 rows on H_cal for every candidate,
  * error on H_val by plain loops), and the piece's bytes are GPTQ on H_cal with that damping. */
 static void test_damp_auto_is_validation_argmin(void)
 {
@@ -238,7 +238,7 @@ static void test_damp_auto_is_validation_argmin(void)
             const moeq_expert_mat *x = NULL;
             for (size_t i = 0; i < nm; i++)
                 if (mats[i].layer == layer && mats[i].expert == ex[k] && mats[i].proj == (moeq_proj)p) x = &mats[i];
-            int64_t R = x->mat.rows < 128 ? x->mat.rows : 128, n = x->mat.cols;
+            int64_t R = x->mat.rows < 64 ? x->mat.rows : 64, n = x->mat.cols;
             float *w = malloc(sizeof(float) * R * n), *wq = malloc(sizeof(float) * R * n);
             uint8_t *raw = malloc(moeq_qmat_bytes(3, 32, 0, R, n, NULL, NULL));
             moeq_mat_to_f32(&x->mat, 0, R, w);
