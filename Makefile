@@ -28,7 +28,7 @@ CFLAGS   := -std=c11 $(OPT) -g -Wall -Wextra -Werror -Wshadow -Wvla -fopenmp \
             -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE $(MPI_DEF) -Iinclude -I. $(PKG_CFLAGS) $(SAN)
 LDLIBS   := $(PKG_LIBS) -lm -fopenmp $(SAN)
 
-LIB_DIRS := core formats model kernels kernels/ref kernels/x86 quant prune spectral
+LIB_DIRS := core formats model kernels kernels/ref kernels/x86 kernels/ggml quant prune spectral
 LIB_SRC  := $(foreach d,$(LIB_DIRS),$(wildcard $(d)/*.c))
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)
 TOOL_SRC := $(wildcard tools/*.c)
@@ -58,8 +58,8 @@ $(BUILD)/%.o: %.c $(wildcard include/*.h) $(wildcard */*.h) $(wildcard kernels/*
 
 # per-file ISA flags: only the x86 kernel files get AVX2 / AVX-512 code; dispatch.c picks
 # one at run time by cpuid (MOEQ_KERNEL=ref|avx2|avx512|vnni forces it)
-$(BUILD)/kernels/x86/%avx2.o: CFLAGS += -mavx2 -mfma -mf16c
-$(BUILD)/kernels/x86/%avx512.o: CFLAGS += -mavx2 -mfma -mf16c -mavx512f -mavx512bw -mavx512vl -mavx512dq
+$(BUILD)/kernels/x86/%avx2.o $(BUILD)/kernels/ggml/%avx2.o: CFLAGS += -mavx2 -mfma -mf16c
+$(BUILD)/kernels/x86/%avx512.o $(BUILD)/kernels/ggml/%avx512.o: CFLAGS += -mavx2 -mfma -mf16c -mavx512f -mavx512bw -mavx512vl -mavx512dq
 $(BUILD)/kernels/x86/%vnni.o: CFLAGS += -mavx2 -mfma -mf16c -mavx512f -mavx512bw -mavx512vl -mavx512dq \
   -mavx512vnni -mavx512vbmi -mavx512bitalg -mgfni
 

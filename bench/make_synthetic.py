@@ -1,7 +1,10 @@
 #!/usr/bin/env python3
 """Writes a synthetic Mixtral-style checkpoint with random bf16 weights (python3 stdlib only),
 larger than the fixtures, so `make bench` measures the forward pass at realistic matrix sizes.
-Usage: make_synthetic.py OUTDIR [--hidden 1024] [--inter 2048] [--layers 2] [--experts 8]"""
+Usage: make_synthetic.py OUTDIR [--hidden 1024] [--inter 2048] [--layers 2] [--experts 8]
+       [--family mixtral|qwen3_moe] [--head-dim D] [--vocab V]
+--family qwen3_moe writes Qwen3-MoE names and config (q/k norms, head_dim, moe_intermediate_size):
+issue 15's shape is --family qwen3_moe --hidden 512 --inter 256 --experts 16 --layers 4."""
 import argparse, json, os, random, struct
 
 
@@ -40,9 +43,12 @@ def main():
     ap.add_argument("--heads", type=int, default=8)
     ap.add_argument("--kv-heads", type=int, default=2)
     ap.add_argument("--vocab", type=int, default=4096)
+    ap.add_argument("--family", choices=["mixtral", "qwen3_moe"], default="mixtral")
+    ap.add_argument("--head-dim", type=int, default=0)
     a = ap.parse_args()
     H, I, L, E = a.hidden, a.inter, a.layers, a.experts
-    hd = H // a.heads
+    hd = a.head_dim or H // a.heads
+    q3 = a.family == "qwen3_moe"
     tensors = [("model.embed_tokens.weight", [a.vocab, H], -4), ("lm_head.weight", [a.vocab, H], -6),
                ("model.norm.weight", [H], None)]
     for l in range(L):
@@ -52,10 +58,17 @@ def main():
                     (p + "self_attn.k_proj.weight", [a.kv_heads * hd, H], -6),
                     (p + "self_attn.v_proj.weight", [a.kv_heads * hd, H], -6),
                     (p + "self_attn.o_proj.weight", [H, a.heads * hd], -6),
-                    (p + "block_sparse_moe.gate.weight", [E, H], -4)]
+                    (p + ("mlp" if q3 else "block_sparse_moe") + ".gate.weight", [E, H], -4)]
+        if q3:
+            tensors += [(p + "self_attn.q_norm.weight", [hd], None), (p + "self_attn.k_norm.weight", [hd], None)]
         for e in range(E):
-            q = p + f"block_sparse_moe.experts.{e}."
-            tensors += [(q + "w1.weight", [I, H], -6), (q + "w3.weight", [I, H], -6), (q + "w2.weight", [H, I], -6)]
+            if q3:
+                q = p + f"mlp.experts.{e}."
+                tensors += [(q + "gate_proj.weight", [I, H], -6), (q + "up_proj.weight", [I, H], -6),
+                            (q + "down_proj.weight", [H, I], -6)]
+            else:
+                q = p + f"block_sparse_moe.experts.{e}."
+                tensors += [(q + "w1.weight", [I, H], -6), (q + "w3.weight", [I, H], -6), (q + "w2.weight", [H, I], -6)]
     header, off = {"__metadata__": {"format": "pt"}}, 0
     for name, shape, _ in tensors:
         n = 1
@@ -80,6 +93,11 @@ def main():
            "num_key_value_heads": a.kv_heads, "num_local_experts": E, "num_experts_per_tok": a.top_k,
            "vocab_size": a.vocab, "rms_norm_eps": 1e-5, "rope_parameters": {"rope_type": "default", "rope_theta": 1e6},
            "max_position_embeddings": 4096, "tie_word_embeddings": False, "dtype": "bfloat16"}
+    if q3:
+        cfg.update({"architectures": ["Qwen3MoeForCausalLM"], "model_type": "qwen3_moe", "head_dim": hd,
+                    "moe_intermediate_size": I, "num_experts": E, "decoder_sparse_step": 1, "mlp_only_layers": [],
+                    "norm_topk_prob": True, "attention_bias": False, "rms_norm_eps": 1e-6})
+        del cfg["num_local_experts"]
     with open(os.path.join(a.out, "config.json"), "w") as f:
         json.dump(cfg, f, indent=1)
     random.seed(0)

@@ -10,6 +10,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include "moeq_status.h"
 
 typedef enum moeq_ggml_type {
     MOEQ_GGML_F32 = 0,
@@ -57,5 +58,35 @@ void moeq_ggml_quant_row(moeq_ggml_type t, const float *src, const float *imp, v
  * kernels (cpuid, MOEQ_KERNEL); every variant is tested against the reference. */
 void moeq_ggml_gemm(moeq_ggml_type t, const void *W, int64_t rows, int64_t cols,
                     const float *X, int64_t n, float *Y);
+
+/* moeq_ggml_gemm through a named variant ("ref", "avx2", "avx512"; NULL: the one
+ * moeq_ggml_gemm picks). 0 when that variant is not available here or the arguments are bad
+ * (nothing written), else 1. For tests and benchmarks. */
+int moeq_ggml_gemm_with(const char *variant, moeq_ggml_type t, const void *W, int64_t rows, int64_t cols,
+                        const float *X, int64_t n, float *Y);
+/* The variant moeq_ggml_gemm runs here ("ref", "avx2", "avx512"). */
+const char *moeq_ggml_gemm_name(void);
+
+/* ---- GPTQ on a ggml grid (quant/ggml_gptq.c) ----------------------------------------------- */
+
+struct moeq_gptq_opts;
+struct moeq_gptq_info;
+
+/* Quantizes w [rows, cols] (float32, row-major, rows = output features) into type t, row after
+ * row at dst (rows * moeq_ggml_row_bytes(t, cols) bytes), with GPTQ error feedback through H
+ * [cols, cols] (float64, symmetric, any positive scale: Σ x xᵀ of the expert's inputs, as
+ * quant/gptq.c takes it). Each block's scales and mins are fixed first by the weighted search of
+ * moeq_ggml_quant_row with importances diag(H); then the columns are swept (o->act_order: by
+ * descending diag(H)) and each value is rounded to the nearest point of its fixed block grid,
+ * its error fed forward through the Cholesky factor of (H + λI)⁻¹ (moeq_gptq_hinv_create: the
+ * damping and retries of o). Never fails on the data: H == NULL or a zero diagonal (dead or
+ * undersampled expert) gives the weighted search with the fallback weight 1 and no feedback, a
+ * failed factorization the weighted search with diag(H) (info->rtn_fallback = 1 in both). wq
+ * (may be NULL): the dequantized result, exactly what moeq_ggml_dequant_row gives. Float types
+ * (F32/F16/BF16) are converted. Deterministic, independent of o->threads. Errors: MISUSE (cols
+ * not a multiple of the block, unknown type), NOMEM. */
+moeq_status moeq_ggml_gptq(moeq_ggml_type t, const float *w, int64_t rows, int64_t cols, const double *H,
+                           const struct moeq_gptq_opts *o, void *dst, float *wq, struct moeq_gptq_info *info,
+                           moeq_error *err);
 
 #endif

@@ -65,6 +65,10 @@ typedef struct moeq_gptq_hinv moeq_gptq_hinv;
 moeq_status moeq_gptq_hinv_create(const double *H, int64_t cols, const moeq_gptq_opts *o,
                                   moeq_gptq_hinv **out, moeq_gptq_info *info, moeq_error *err);
 void moeq_gptq_hinv_free(moeq_gptq_hinv *h);
+/* The factor's storage: U [n, n] row-major upper triangle, (H + λI)⁻¹ = UᵀU in the column order
+ * *perm gives (position -> original column; NULL without act_order). For other grids' GPTQ
+ * (quant/ggml_gptq.c). */
+const double *moeq_gptq_hinv_factor(const moeq_gptq_hinv *h, int64_t *n, const int64_t **perm);
 /* GPTQ of w [rows, cols] with a prepared factorization (same outputs as moeq_gptq_quantize). */
 moeq_status moeq_gptq_apply(const moeq_gptq_hinv *h, const float *w, int64_t rows, int64_t cols,
                             int bits, int group, int sym, int block, int threads, uint8_t *raw,

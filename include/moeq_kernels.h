@@ -57,6 +57,23 @@ int moeq_x8_quantize(const float *x, int64_t cols, int8_t *xq, float *dx, int32_
 void moeq_ref_gemm_x8(const moeq_qmat *w, const float *X, int64_t n, int64_t ldx, int64_t r0, int64_t r1,
                       float *Y, int64_t ldy);
 
+/* A plain float matrix [rows, cols] as stored in a checkpoint (row-major, rows contiguous):
+ * the weights of the forward pass that are not packed. The kernels multiply it as stored, with
+ * no widened copy of the whole matrix (docs/KERNELS.md, "Float weights"). */
+typedef enum { MOEQ_W_F32 = 0, MOEQ_W_F16 = 1, MOEQ_W_BF16 = 2 } moeq_wtype;
+typedef struct moeq_wmat {
+    moeq_wtype type;
+    int64_t rows, cols;
+    const void *data;         /* rows x cols elements of type */
+    int64_t ld;               /* elements from one row to the next; 0: cols (contiguous) */
+} moeq_wmat;
+static inline int64_t moeq_wmat_ld(const moeq_wmat *w) { return w->ld > 0 ? w->ld : w->cols; }
+
+/* Plain-C truth of the float-weight GEMM: Y[i * ldy + (r - r0)] = sum_c w[r][c] X[i * ldx + c],
+ * each product exact (a float32 times a widened weight), summed in float64 and rounded once. */
+void moeq_ref_wgemm(const moeq_wmat *w, const float *X, int64_t n, int64_t ldx, int64_t r0, int64_t r1,
+                    float *Y, int64_t ldy);
+
 typedef struct moeq_kernel_set {
     const char *name;   /* "ref", "avx2", "avx512", "vnni" */
     /* dst[(r - r0) * cols + c] = w[r][c] for r in [r0, r1) */
@@ -67,6 +84,12 @@ typedef struct moeq_kernel_set {
      * Single-threaded; scratch is caller-free (the kernel allocates what it needs). */
     void (*gemm)(const moeq_qmat *w, const float *X, int64_t n, int64_t ldx, int64_t r0,
                  int64_t r1, float *Y, int64_t ldy);
+    /* The same product for float weights (F32/F16/BF16 as stored). Single-threaded. A (row,
+     * token) gets the same bits wherever it falls in the call and whatever r0, r1 are; n
+     * matters only as n < 16 or not (two kernels), so callers that fix their token blocks may
+     * split rows and blocks over threads any way (tested). */
+    void (*wgemm)(const moeq_wmat *w, const float *X, int64_t n, int64_t ldx, int64_t r0,
+                  int64_t r1, float *Y, int64_t ldy);
 } moeq_kernel_set;
 
 /* Reference kernels: plain C; dequant is w = scale * (q - zero) in float32, gemv/gemm dot the

@@ -184,6 +184,24 @@ void moeq_runner_free(moeq_runner *r);
 moeq_status moeq_forward(moeq_runner *r, const int32_t *tokens, int64_t n, float *logits,
                          const moeq_hooks *hooks, moeq_error *err);
 
+/* Several short sequences in one pass (task scoring: one context, several continuations, and
+ * several tasks per pass). Token i has RoPE position pos[i] (0 <= pos[i] <= i) and segment
+ * seg[i]; it attends to the tokens j <= i with seg[j] == seg[i] or seg[j] == see[i] (the
+ * segment of its shared context; -1: none). Logits are computed for rows[0..nrows) only:
+ * logits is [nrows, vocab]. One segment with pos[i] == i is moeq_forward (up to the rounding
+ * of the LM head's row blocks). */
+typedef struct moeq_packing {
+    const int32_t *pos, *seg, *see;
+    const int32_t *rows;
+    int64_t nrows;
+    /* optional (NULL: one block): starts of independent blocks (units[0] == 0, ascending);
+     * segment ids grow from block to block (checked), and attention runs per block */
+    const int32_t *units;
+    int64_t nunits;
+} moeq_packing;
+moeq_status moeq_forward_packed(moeq_runner *r, const int32_t *tokens, int64_t n,
+                                const moeq_packing *pk, float *logits, moeq_error *err);
+
 /* The same pass in steps, for layer-wise drivers (calibration keeps the hidden states of all
  * windows for one layer at a time; sequential GPTQ feeds a quantized layer's output to the
  * next). x is the residual stream [n, hidden] of one window (positions 0..n-1).

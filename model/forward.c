@@ -1,9 +1,8 @@
 /* The float32 forward pass of a MoE decoder over one causal window.
- * Weights stay in the mapping (bf16/f16/f32) and are widened to float32 per layer (attention,
- * router, shared and dense MLPs) or per expert (routed experts, one scratch per thread).
- * Work is split over OpenMP threads around single-threaded BLAS calls (see core/la.c).
- * Packed matrices (int codecs of a .moeq file) never widen: the dequantizing kernels multiply
- * them directly (kernels/, docs/KERNELS.md), in fixed blocks of rows.
+ * Weights stay in the mapping (bf16/f16/f32) and are multiplied as stored by the float-weight
+ * kernels (moeq_kernel_set.wgemm: widened in registers, never a whole matrix; docs/KERNELS.md).
+ * Packed matrices (int codecs of a .moeq file) never widen either: the dequantizing kernels
+ * multiply them directly, in fixed blocks of rows. Work is split over OpenMP threads.
  * Results do not depend on the thread count: every output element is computed by one
  * thread in a fixed order, and expert outputs are summed per token in top-k slot order. */
 #include "moeq_model.h"
@@ -15,13 +14,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define LM_HEAD_CHUNK 512   /* vocabulary rows widened at a time for the LM head */
+#define LM_HEAD_CHUNK 512   /* vocabulary rows per task of the LM head */
+#define ATT_QBLOCK 64       /* queries per attention task: scores are [ATT_QBLOCK, n], never [n, n] */
 
 typedef struct thread_scratch {
-    float *wg, *wu, *wd;     /* one expert's weights, widened: [I, H], [I, H], [H, I] */
     float *xe, *ge, *ue, *ye; /* gathered inputs [n, H], gate/up [n, I], output [n, H] */
     float *we;               /* routing weight of each gathered row [n] */
-    float *scores;           /* attention scores of one head [n, n] */
+    float *scores;           /* attention scores of one query block [ATT_QBLOCK, n] */
     float *lm;               /* LM head rows [LM_HEAD_CHUNK, H] */
 } thread_scratch;
 
@@ -45,12 +44,14 @@ struct moeq_runner {
     int64_t *e_count;                              /* [E] */
     int32_t *e_rows, *e_slot;                      /* [E, n] token and slot of each row */
     float *rope_cos, *rope_sin;                    /* [n, head_dim / 2] */
-    float *wq, *wk, *wv, *wo, *wr, *w_sg;          /* widened layer weights */
-    float *wf_g, *wf_u, *wf_d;                     /* dense or shared MLP weights */
+    float *kc, *vt;                                /* per kv head: keys [n, hd], values transposed [hd, n] */
+    float *w_sg;                                   /* shared expert gate row, widened [H] */
     float *vbuf;                                   /* small vectors: norms and biases */
     thread_scratch *ts;
     int release;           /* moeq_model_releases: drop a part's mapped pages when moving on */
     int64_t resident;      /* the part whose pages were touched last: a layer, PART_* */
+    const moeq_packing *pk; /* moeq_forward_packed's positions and segments; NULL: one window */
+    int64_t pk_n;           /* its length */
 };
 
 /* Workspace allocation: counts the bytes held and remembers a failure for one check. */
@@ -88,8 +89,7 @@ void moeq_runner_free(moeq_runner *r)
     if (!r) return;
     float *bufs[] = {r->x, r->h, r->q, r->k, r->v, r->att, r->mlp_out, r->ffn_g, r->ffn_u,
                      r->gate_scalar, r->router_logits, r->topk_w, r->slot_out, r->rope_cos,
-                     r->rope_sin, r->wq, r->wk, r->wv, r->wo, r->wr, r->w_sg, r->wf_g, r->wf_u,
-                     r->wf_d, r->vbuf};
+                     r->rope_sin, r->kc, r->vt, r->w_sg, r->vbuf};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
     free(r->topk_idx);
     free(r->e_count);
@@ -98,7 +98,7 @@ void moeq_runner_free(moeq_runner *r)
     if (r->ts) {
         for (int t = 0; t < r->nthreads; t++) {
             thread_scratch *s = &r->ts[t];
-            free(s->wg); free(s->wu); free(s->wd); free(s->xe); free(s->ge); free(s->ue);
+            free(s->xe); free(s->ge); free(s->ue);
             free(s->ye); free(s->we); free(s->scores); free(s->lm);
         }
         free(r->ts);
@@ -154,29 +154,20 @@ moeq_status moeq_runner_create(const moeq_model *m, int64_t max_tokens, int thre
     r->e_slot = ws_alloc(r, (size_t)(E * n), sizeof(int32_t));
     r->rope_cos = ws_alloc(r, (size_t)(n * c->head_dim / 2), sizeof(float));
     r->rope_sin = ws_alloc(r, (size_t)(n * c->head_dim / 2), sizeof(float));
-    r->wq = ws_alloc(r, (size_t)(r->q_dim * H), sizeof(float));
-    r->wk = ws_alloc(r, (size_t)(r->kv_dim * H), sizeof(float));
-    r->wv = ws_alloc(r, (size_t)(r->kv_dim * H), sizeof(float));
-    r->wo = ws_alloc(r, (size_t)(H * r->q_dim), sizeof(float));
-    r->wr = ws_alloc(r, (size_t)(E * H), sizeof(float));
     r->w_sg = ws_alloc(r, (size_t)H, sizeof(float));
-    r->wf_g = ws_alloc(r, (size_t)(F * H), sizeof(float));
-    r->wf_u = ws_alloc(r, (size_t)(F * H), sizeof(float));
-    r->wf_d = ws_alloc(r, (size_t)(H * F), sizeof(float));
+    r->kc = ws_alloc(r, (size_t)(n * r->kv_dim), sizeof(float));
+    r->vt = ws_alloc(r, (size_t)(n * r->kv_dim), sizeof(float));
     /* norms (2H), q/k norm (q_dim + kv_dim), biases (q_dim + 2 kv_dim), final norm H */
     r->vbuf = ws_alloc(r, (size_t)(3 * H + 2 * r->q_dim + 3 * r->kv_dim), sizeof(float));
     r->ts = ws_alloc(r, (size_t)r->nthreads, sizeof(thread_scratch));
     for (int t = 0; !r->alloc_failed && t < r->nthreads; t++) {
         thread_scratch *s = &r->ts[t];
-        s->wg = ws_alloc(r, (size_t)(I * H), sizeof(float));
-        s->wu = ws_alloc(r, (size_t)(I * H), sizeof(float));
-        s->wd = ws_alloc(r, (size_t)(H * I), sizeof(float));
         s->xe = ws_alloc(r, (size_t)(n * H), sizeof(float));
         s->ge = ws_alloc(r, (size_t)(n * I), sizeof(float));
         s->ue = ws_alloc(r, (size_t)(n * I), sizeof(float));
         s->ye = ws_alloc(r, (size_t)(n * H), sizeof(float));
         s->we = ws_alloc(r, (size_t)n, sizeof(float));
-        s->scores = ws_alloc(r, (size_t)(n * n), sizeof(float));
+        s->scores = ws_alloc(r, (size_t)(ATT_QBLOCK * n), sizeof(float));
         s->lm = ws_alloc(r, (size_t)(LM_HEAD_CHUNK * H), sizeof(float));
     }
     if (r->alloc_failed) {
@@ -204,36 +195,6 @@ moeq_status moeq_runner_create(const moeq_model *m, int64_t max_tokens, int thre
  * work, and much more when other processes share the cores. */
 #define PAR_MIN_ELEMS ((int64_t)1 << 17)
 
-/* Widens a whole matrix view in parallel over row blocks. */
-static void widen(const moeq_mat *m, float *dst)
-{
-    int64_t rows = m->rows, cols = m->cols;
-    int64_t block = 64;
-    int64_t nb = (rows + block - 1) / block;
-#pragma omp parallel for schedule(static) if (rows * cols >= PAR_MIN_ELEMS)
-    for (int64_t b = 0; b < nb; b++) {
-        int64_t r0 = b * block, r1 = r0 + block < rows ? r0 + block : rows;
-        moeq_mat_to_f32(m, r0, r1, dst + r0 * cols);
-    }
-}
-
-/* Y[n, N] = X[n, K] · W[N, K]ᵀ, split over threads by token rows. */
-#define MATMUL_ROW_BLOCK 64   /* token rows per sgemm call: fixed, so results ignore threads */
-
-static void par_matmul(int nthreads, const float *X, int64_t n, int64_t K, const float *W,
-                       int64_t N, float *Y)
-{
-    /* OpenBLAS may round a row differently depending on how many rows one call holds, so the
-     * split must not depend on the thread count. */
-    int64_t chunk = MATMUL_ROW_BLOCK;
-    int64_t nchunks = (n + chunk - 1) / chunk;
-#pragma omp parallel for schedule(dynamic, 1) num_threads(nthreads)
-    for (int64_t b = 0; b < nchunks; b++) {
-        int64_t r0 = b * chunk, r1 = r0 + chunk < n ? r0 + chunk : n;
-        moeq_sgemm_nt(r1 - r0, N, K, X + r0 * K, K, W, K, 0.0f, Y + r0 * N, N);
-    }
-}
-
 /* Tasks of a packed matmul: blocks of QTOK_BLOCK tokens x QROW_BLOCK rows, fixed sizes, so
  * results ignore the thread count. A task prepares (quantizes) its tokens' activations once
  * and reads its rows' codes once: 256 rows amortize the activations (64 left the int8 GEMM
@@ -259,15 +220,44 @@ static void par_qmatmul(const float *X, int64_t n, int64_t K, const moeq_qmat *q
     }
 }
 
-/* A linear layer: packed through the kernels, else widened once and multiplied by BLAS. */
-static void linear(moeq_runner *r, const moeq_mat *W, float *wbuf, const float *X, int64_t n, float *Y)
+/* The kernels' view of an unpacked weight as stored (the view admits F32, F16, BF16). */
+static moeq_wmat wmat_of(const moeq_mat *m)
+{
+    moeq_wmat w = {m->dtype == MOEQ_DT_BF16 ? MOEQ_W_BF16 : m->dtype == MOEQ_DT_F16 ? MOEQ_W_F16 : MOEQ_W_F32,
+                   m->rows, m->cols, m->data, 0};
+    return w;
+}
+
+/* Tasks of a float-weight matmul: blocks of WTOK_BLOCK tokens x WROW_BLOCK rows. wgemm gives
+ * a (row, token) the same bits wherever its row falls and for any token block of 16 or more,
+ * so the fixed token blocks keep results independent of the thread count, and the rows only
+ * balance the threads. A task packs its rows' panels once for all its tokens: large token
+ * blocks (a window of 512 is one) pack each weight once. */
+#define WROW_BLOCK 64
+#define WTOK_BLOCK 512
+
+/* Y[n, N] = X[n, K] · Wᵀ for a float W [N, K] as stored (no widened copy), split over threads. */
+static void par_wmatmul(int nthreads, const moeq_mat *W, const float *X, int64_t n, float *Y)
+{
+    const moeq_kernel_set *ks = moeq_kernels();
+    const moeq_wmat w = wmat_of(W);
+    int64_t N = w.rows, K = w.cols, nrb = (N + WROW_BLOCK - 1) / WROW_BLOCK, ntb = (n + WTOK_BLOCK - 1) / WTOK_BLOCK;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nthreads) if (nrb * ntb > 1)
+    for (int64_t b = 0; b < nrb * ntb; b++) {
+        int64_t r0 = b % nrb * WROW_BLOCK, r1 = r0 + WROW_BLOCK < N ? r0 + WROW_BLOCK : N;
+        int64_t t0 = b / nrb * WTOK_BLOCK, t1 = t0 + WTOK_BLOCK < n ? t0 + WTOK_BLOCK : n;
+        ks->wgemm(&w, X + t0 * K, t1 - t0, K, r0, r1, Y + t0 * N + r0, N);
+    }
+}
+
+/* A linear layer: packed or float weights, both through the kernels as stored. */
+static void linear(moeq_runner *r, const moeq_mat *W, const float *X, int64_t n, float *Y)
 {
     if (W->q) {
         par_qmatmul(X, n, W->cols, W->q, Y);
         return;
     }
-    widen(W, wbuf);
-    par_matmul(r->nthreads, X, n, W->cols, wbuf, W->rows, Y);
+    par_wmatmul(r->nthreads, W, X, n, Y);
 }
 
 static void rmsnorm_rows(const float *x, float *y, int64_t n, int64_t dim, int64_t stride,
@@ -297,7 +287,8 @@ static void rope_rows(moeq_runner *r, float *x, int64_t n, int64_t heads)
     int64_t hd = r->c->head_dim, half = hd / 2;
 #pragma omp parallel for schedule(static) if (n * heads * hd >= PAR_MIN_ELEMS)
     for (int64_t p = 0; p < n; p++) {
-        const float *cs = r->rope_cos + p * half, *sn = r->rope_sin + p * half;
+        int64_t pp = r->pk ? r->pk->pos[p] : p;   /* packed sequences restart positions */
+        const float *cs = r->rope_cos + pp * half, *sn = r->rope_sin + pp * half;
         for (int64_t h = 0; h < heads; h++) {
             float *v = x + p * heads * hd + h * hd;
             for (int64_t i = 0; i < half; i++) {
@@ -315,6 +306,76 @@ static void add_bias(float *x, int64_t n, int64_t dim, const float *b)
         for (int64_t j = 0; j < dim; j++) x[i * dim + j] += b[j];
 }
 
+/* Causal softmax attention of every head, fused per block of ATT_QBLOCK queries: S = Q_blk K_gᵀ
+ * over the keys the block can see (wgemm, float32 K as the weight), scaled, masked, softmax per
+ * row in float32 as transformers does, then O_blk = P V_g (wgemm with Vᵀ as the weight). No n x n
+ * matrix is held: a task's scores are [ATT_QBLOCK, keys]. Tasks (head, query block) have fixed
+ * bounds, so results ignore the thread count. The mask is one predicate (visible) so that a
+ * variant's rule (segments, sliding windows) replaces it in one place. */
+static inline int visible(const moeq_packing *pk, int64_t i, int64_t j)
+{
+    /* a packed sequence (moeq_forward_packed): j <= i of i's own segment or of the one it sees */
+    return j <= i && (!pk || pk->seg[j] == pk->seg[i] || pk->seg[j] == pk->see[i]);
+}
+
+/* First token of the independent block (a task of a packed pass) holding token i: keys before it
+ * are never visible, so a query block's scores start there (a pass costs the sum of its blocks'
+ * squares, not the square of the pass). */
+static int64_t block_start(const moeq_packing *pk, int64_t i)
+{
+    if (!pk || !pk->units || pk->nunits <= 1) return 0;
+    int64_t lo = 0, hi = pk->nunits - 1;   /* largest u with units[u] <= i; units[0] == 0 */
+    while (lo < hi) {
+        int64_t mid = (lo + hi + 1) / 2;
+        if (pk->units[mid] <= i) lo = mid; else hi = mid - 1;
+    }
+    return pk->units[lo];
+}
+
+static void attention_core(moeq_runner *r, int64_t n)
+{
+    const moeq_config *c = r->c;
+    const moeq_kernel_set *ks = moeq_kernels();
+    const int64_t hd = c->head_dim, qd = r->q_dim, kvd = r->kv_dim, G = c->kv_heads;
+    const int64_t group = c->heads / c->kv_heads, nqb = (n + ATT_QBLOCK - 1) / ATT_QBLOCK;
+    const float scale = (float)(1.0 / sqrt((double)hd));
+    /* keys of each kv head contiguous [n, hd] and values transposed [hd, n]: the kernels' rows */
+#pragma omp parallel for schedule(static) num_threads(r->nthreads) if (n * kvd >= PAR_MIN_ELEMS)
+    for (int64_t g = 0; g < G; g++) {
+        float *kc = r->kc + g * n * hd, *vt = r->vt + g * hd * n;
+        for (int64_t j = 0; j < n; j++) {
+            memcpy(kc + j * hd, r->k + j * kvd + g * hd, (size_t)hd * sizeof(float));
+            for (int64_t d = 0; d < hd; d++) vt[d * n + j] = r->v[j * kvd + g * hd + d];
+        }
+    }
+#pragma omp parallel for schedule(dynamic, 1) num_threads(r->nthreads)
+    for (int64_t b = 0; b < c->heads * nqb; b++) {
+        const int64_t h = b / nqb, g = h / group, i0 = b % nqb * ATT_QBLOCK;
+        const int64_t i1 = i0 + ATT_QBLOCK < n ? i0 + ATT_QBLOCK : n;
+        const int64_t k0 = block_start(r->pk, i0), nk = i1 - k0;   /* keys k0..i1-1 */
+        float *S = r->ts[omp_get_thread_num()].scores;
+        const moeq_wmat K = {MOEQ_W_F32, nk, hd, r->kc + g * n * hd + k0 * hd, hd};
+        const moeq_wmat Vt = {MOEQ_W_F32, hd, nk, r->vt + g * hd * n + k0, n};
+        ks->wgemm(&K, r->q + i0 * qd + h * hd, i1 - i0, qd, 0, nk, S, nk);
+        for (int64_t i = i0; i < i1; i++) {
+            float *row = S + (i - i0) * nk;
+            float mx = -INFINITY;
+            for (int64_t j = 0; j < nk; j++) {
+                row[j] = visible(r->pk, i, k0 + j) ? row[j] * scale : -INFINITY;
+                if (row[j] > mx) mx = row[j];
+            }
+            float sum = 0.0f;
+            for (int64_t j = 0; j < nk; j++) {
+                row[j] = row[j] == -INFINITY ? 0.0f : expf(row[j] - mx);
+                sum += row[j];
+            }
+            float inv = 1.0f / sum;
+            for (int64_t j = 0; j < nk; j++) row[j] *= inv;
+        }
+        ks->wgemm(&Vt, S, i1 - i0, nk, 0, hd, r->att + i0 * qd + h * hd, qd);
+    }
+}
+
 static void attention(moeq_runner *r, int64_t layer, int64_t n, const moeq_hooks *hooks)
 {
     const moeq_config *c = r->c;
@@ -328,9 +389,9 @@ static void attention(moeq_runner *r, int64_t layer, int64_t n, const moeq_hooks
     if (hooks && hooks->linear_input)
         hooks->linear_input(hooks->user, layer, -1, MOEQ_PROJ_Q, r->h, n, H, NULL, NULL);
 
-    linear(r, &L->q, r->wq, r->h, n, r->q);
-    linear(r, &L->k, r->wk, r->h, n, r->k);
-    linear(r, &L->v, r->wv, r->h, n, r->v);
+    linear(r, &L->q, r->h, n, r->q);
+    linear(r, &L->k, r->h, n, r->k);
+    linear(r, &L->v, r->h, n, r->v);
     if (L->q_bias.data) {
         float *bq = vb, *bk = vb + qd, *bv = vb + qd + kvd;
         moeq_vec_to_f32(&L->q_bias, bq);
@@ -356,35 +417,10 @@ static void attention(moeq_runner *r, int64_t layer, int64_t n, const moeq_hooks
     rope_rows(r, r->q, n, c->heads);
     rope_rows(r, r->k, n, c->kv_heads);
 
-    /* Causal softmax attention per head: S = Q_h K_gᵀ · scale, masked, softmax, O_h = P V_g. */
-    float scale = (float)(1.0 / sqrt((double)hd));
-    int64_t group = c->heads / c->kv_heads;
-#pragma omp parallel for schedule(dynamic, 1) num_threads(r->nthreads)
-    for (int64_t h = 0; h < c->heads; h++) {
-        float *S = r->ts[omp_get_thread_num()].scores;
-        int64_t g = h / group;
-        moeq_sgemm_nt(n, n, hd, r->q + h * hd, qd, r->k + g * hd, kvd, 0.0f, S, n);
-        for (int64_t i = 0; i < n; i++) {
-            float *row = S + i * n;
-            float mx = -INFINITY;
-            for (int64_t j = 0; j <= i; j++) {
-                row[j] *= scale;
-                if (row[j] > mx) mx = row[j];
-            }
-            float sum = 0.0f;
-            for (int64_t j = 0; j <= i; j++) {
-                row[j] = expf(row[j] - mx);
-                sum += row[j];
-            }
-            float inv = 1.0f / sum;
-            for (int64_t j = 0; j <= i; j++) row[j] *= inv;
-            for (int64_t j = i + 1; j < n; j++) row[j] = 0.0f;
-        }
-        moeq_sgemm_nn(n, hd, n, S, n, r->v + g * hd, kvd, 0.0f, r->att + h * hd, qd);
-    }
+    attention_core(r, n);
     if (hooks && hooks->linear_input)
         hooks->linear_input(hooks->user, layer, -1, MOEQ_PROJ_O, r->att, n, qd, NULL, NULL);
-    linear(r, &L->o, r->wo, r->att, n, r->mlp_out);
+    linear(r, &L->o, r->att, n, r->mlp_out);
     for (int64_t i = 0; i < n * H; i++) r->x[i] += r->mlp_out[i];
 }
 
@@ -397,12 +433,12 @@ static void mlp_all_tokens(moeq_runner *r, int64_t layer, const moeq_mat *g, con
     int64_t H = r->c->hidden, F = g->rows;
     if (hooks && hooks->linear_input)
         hooks->linear_input(hooks->user, layer, -1, in_proj, r->h, n, H, NULL, NULL);
-    linear(r, g, r->wf_g, r->h, n, r->ffn_g);
-    linear(r, u, r->wf_u, r->h, n, r->ffn_u);
+    linear(r, g, r->h, n, r->ffn_g);
+    linear(r, u, r->h, n, r->ffn_u);
     swiglu_inplace(r->ffn_g, r->ffn_u, n * F);
     if (hooks && hooks->linear_input)
         hooks->linear_input(hooks->user, layer, -1, down_proj, r->ffn_g, n, F, NULL, NULL);
-    linear(r, d, r->wf_d, r->ffn_g, n, out);
+    linear(r, d, r->ffn_g, n, out);
 }
 
 /* Top-k routing of one token: indices by descending logit (ties: lower index first), then
@@ -446,7 +482,7 @@ static moeq_status moe_block(moeq_runner *r, int64_t layer, int64_t n, const moe
     const moeq_layer_view *L = moeq_model_layer(r->m, layer);
     int64_t H = c->hidden, E = c->n_experts, K = c->top_k;
 
-    linear(r, &L->router, r->wr, r->h, n, r->router_logits);
+    linear(r, &L->router, r->h, n, r->router_logits);
     if (hooks && hooks->router_logits) hooks->router_logits(hooks->user, layer, r->router_logits, n, E);
     const int32_t *widths = moeq_model_expert_widths(r->m);
     const int32_t *live = widths ? widths + layer * E : NULL;
@@ -485,24 +521,20 @@ static moeq_status moe_block(moeq_runner *r, int64_t layer, int64_t n, const moe
         }
         const int packed = mg.q && mu.q && md.q;
         const int64_t I = mg.rows;   /* a pruned model's experts have ragged widths */
-        if (!packed) {
-            moeq_mat_to_f32(&mg, 0, I, s->wg);
-            moeq_mat_to_f32(&mu, 0, I, s->wu);
-            moeq_mat_to_f32(&md, 0, H, s->wd);
-        }
+        const moeq_wmat wg = wmat_of(&mg), wu = wmat_of(&mu), wd = wmat_of(&md);
         const int32_t *rows = r->e_rows + e * r->max_n;
         const int32_t *slots = r->e_slot + e * r->max_n;
         for (int64_t j = 0; j < ne; j++) {
             memcpy(s->xe + j * H, r->h + (int64_t)rows[j] * H, (size_t)H * sizeof(float));
             s->we[j] = r->topk_w[(int64_t)rows[j] * K + slots[j]];
         }
-        const moeq_kernel_set *ks = packed ? moeq_kernels() : NULL;
+        const moeq_kernel_set *ks = moeq_kernels();
         if (packed) {
             ks->gemm(mg.q, s->xe, ne, H, 0, I, s->ge, I);
             ks->gemm(mu.q, s->xe, ne, H, 0, I, s->ue, I);
         } else {
-            moeq_sgemm_nt(ne, I, H, s->xe, H, s->wg, H, 0.0f, s->ge, I);
-            moeq_sgemm_nt(ne, I, H, s->xe, H, s->wu, H, 0.0f, s->ue, I);
+            ks->wgemm(&wg, s->xe, ne, H, 0, I, s->ge, I);
+            ks->wgemm(&wu, s->xe, ne, H, 0, I, s->ue, I);
         }
         swiglu_inplace(s->ge, s->ue, ne * I);
         if (hooks && hooks->linear_input) {
@@ -513,7 +545,7 @@ static moeq_status moe_block(moeq_runner *r, int64_t layer, int64_t n, const moe
             }
         }
         if (packed) ks->gemm(md.q, s->ge, ne, I, 0, H, s->ye, H);
-        else moeq_sgemm_nt(ne, H, I, s->ge, I, s->wd, I, 0.0f, s->ye, H);
+        else ks->wgemm(&wd, s->ge, ne, I, 0, H, s->ye, H);
         for (int64_t j = 0; j < ne; j++) {
             float *dst = r->slot_out + ((int64_t)rows[j] * K + slots[j]) * H;
             const float *src = s->ye + j * H;
@@ -622,14 +654,20 @@ static void lm_head(moeq_runner *r, const float *x, int64_t n, float *logits)
     moeq_vec_to_f32(moeq_model_final_norm(r->m), norm_w);
     rmsnorm_rows(x, r->h, n, H, H, norm_w, r->c->rms_eps);
     const moeq_mat *head = moeq_model_lm_head(r->m);
+    const moeq_kernel_set *ks = moeq_kernels();
     int64_t nchunks = (V + LM_HEAD_CHUNK - 1) / LM_HEAD_CHUNK;
 #pragma omp parallel for schedule(dynamic, 1) num_threads(r->nthreads)
     for (int64_t b = 0; b < nchunks; b++) {
-        thread_scratch *s = &r->ts[omp_get_thread_num()];
         int64_t v0 = b * LM_HEAD_CHUNK, v1 = v0 + LM_HEAD_CHUNK < V ? v0 + LM_HEAD_CHUNK : V;
-        moeq_mat_to_f32(head, v0, v1, s->lm);
+        if (head->q) {
+            thread_scratch *s = &r->ts[omp_get_thread_num()];
+            moeq_mat_to_f32(head, v0, v1, s->lm);
+            moeq_sgemm_nt(n, v1 - v0, H, r->h, H, s->lm, H, 0.0f, logits + v0, V);
+        } else {
+            moeq_wmat w = wmat_of(head);
+            ks->wgemm(&w, r->h, n, H, v0, v1, logits + v0, V);
+        }
         if (r->release) moeq_mat_release_rows(head, v0, v1);   /* a head is one part: ~vocab·H */
-        moeq_sgemm_nt(n, v1 - v0, H, r->h, H, s->lm, H, 0.0f, logits + v0, V);
     }
 }
 
@@ -671,4 +709,57 @@ moeq_status moeq_forward_head(moeq_runner *r, const float *x, int64_t n, float *
     moeq_status st = check_window(r, n, err);
     if (st == MOEQ_OK) lm_head(r, x, n, logits);
     return st;
+}
+
+/* Packed sequences (docs/eval.md, "Tasks"): only RoPE (positions) and the attention mask
+ * (segments) differ from moeq_forward; the linears, norms and MoE are per token anyway. */
+moeq_status moeq_forward_packed(moeq_runner *r, const int32_t *tokens, int64_t n,
+                                const moeq_packing *pk, float *logits, moeq_error *err)
+{
+    moeq_status st = check_window(r, n, err);
+    if (st != MOEQ_OK) return st;
+    for (int64_t i = 0; i < n; i++)
+        if (pk->pos[i] < 0 || pk->pos[i] > i)
+            return moeq_fail(err, MOEQ_ERR_MISUSE, "packed token %lld has position %d outside 0..%lld",
+                             (long long)i, pk->pos[i], (long long)i);
+    /* blocks: ascending starts from 0; segment ids grow from block to block, so no token can
+     * see one of an earlier block and attention per block equals attention over the pass */
+    if (pk->units && pk->nunits > 0) {
+        if (pk->units[0] != 0)
+            return moeq_fail(err, MOEQ_ERR_MISUSE, "the first block of a packed sequence starts at %d, not 0",
+                             pk->units[0]);
+        int64_t prev_max = -1, cur_max = -1;
+        for (int64_t b = 0, i = 0; b < pk->nunits; b++) {
+            int64_t b1 = b + 1 < pk->nunits ? pk->units[b + 1] : n;
+            if (b1 <= pk->units[b] || b1 > n)
+                return moeq_fail(err, MOEQ_ERR_MISUSE, "block %lld of a packed sequence of %lld tokens ends at %lld",
+                                 (long long)b, (long long)n, (long long)b1);
+            prev_max = cur_max > prev_max ? cur_max : prev_max;
+            for (; i < b1; i++) {
+                if (pk->seg[i] <= prev_max || (pk->see[i] >= 0 && pk->see[i] <= prev_max))
+                    return moeq_fail(err, MOEQ_ERR_MISUSE, "packed token %lld (block %lld) has segment %d seeing %d, "
+                                     "of an earlier block", (long long)i, (long long)b, pk->seg[i], pk->see[i]);
+                if (pk->seg[i] > cur_max) cur_max = pk->seg[i];
+            }
+        }
+    }
+    if (pk->nrows < 0 || pk->nrows > n)
+        return moeq_fail(err, MOEQ_ERR_MISUSE, "%lld logit rows of a packed sequence of %lld tokens",
+                         (long long)pk->nrows, (long long)n);
+    for (int64_t k = 0; k < pk->nrows; k++)
+        if (pk->rows[k] < 0 || pk->rows[k] >= n)
+            return moeq_fail(err, MOEQ_ERR_MISUSE, "logit row %d of a packed sequence of %lld tokens",
+                             pk->rows[k], (long long)n);
+    r->pk = pk;
+    r->pk_n = n;
+    st = embed_tokens(r, tokens, n, r->x, err);
+    for (int64_t l = 0; st == MOEQ_OK && l < r->c->layers; l++) st = run_layer(r, l, n, NULL, err);
+    r->pk = NULL;
+    if (st != MOEQ_OK) return st;
+    /* the head runs only on the rows asked for (mlp_out is free scratch after the last layer) */
+    int64_t H = r->c->hidden;
+    for (int64_t k = 0; k < pk->nrows; k++)
+        memcpy(r->mlp_out + k * H, r->x + (int64_t)pk->rows[k] * H, (size_t)H * sizeof(float));
+    if (pk->nrows > 0) lm_head(r, r->mlp_out, pk->nrows, logits);
+    return MOEQ_OK;
 }

@@ -32,6 +32,13 @@ void moeq_gptq_hinv_free(moeq_gptq_hinv *h)
     free(h);
 }
 
+const double *moeq_gptq_hinv_factor(const moeq_gptq_hinv *h, int64_t *n, const int64_t **perm)
+{
+    *n = h->n;
+    *perm = h->perm;
+    return h->U;
+}
+
 static const double *g_diag;   /* qsort context (single-threaded use) */
 static int cmp_diag_desc(const void *a, const void *b)
 {

@@ -2,7 +2,9 @@
 # make results: the headline accuracy table (docs/RESULTS.md + docs/results.svg).
 # Calibrate on the first half of tests/fixtures/heldout.safetensors, evaluate on the second half
 # (disjoint spans), for budgets 2.5 / 3.0 / 3.5 over {2,3,4,8} (g64 asym): uniform, alphaq
-# (gamma 1 and 10) and hessian plans, each executed with RTN and with GPTQ, plus the bf16 model.
+# (gamma 1 and 10) and hessian plans, each executed with RTN and with GPTQ, plus the bf16 model;
+# perplexity, KLD and multiple-choice accuracy (TASKS, default tests/fixtures/tasks/cloze.jsonl).
+# BUDGETS="3.0" PLANS="uniform" OUT=... DOC=... runs a reduced table.
 set -e
 MOEQ=${MOEQ:-bin/moeq}
 MODEL=${MODEL:-tests/fixtures/tiny-mixtral}
@@ -21,9 +23,12 @@ echo "calibrate + spectral on $MODEL" >&2
 "$MOEQ" calibrate "$MODEL" --tokens "$OUT/calib.u32" --ctx 512 -q -o "$OUT/calib.h5"
 "$MOEQ" spectral "$MODEL" -q -o "$OUT/spec.h5" > /dev/null
 "$MOEQ" eval "$MODEL" --tokens "$OUT/eval.u32" --ctx 512 --json -q > "$OUT/e_bf16.json"
+# multiple-choice accuracy on the cloze tasks (held-out Python docs, docs/eval.md "Tasks")
+TASKS=${TASKS:-tests/fixtures/tasks/cloze.jsonl}
+"$MOEQ" eval "$MODEL" --task "$TASKS" --json -q > "$OUT/t_bf16.json"
 : > "$OUT/rows.txt"
-for b in 2.5 3.0 3.5; do
-  for c in uniform alphaq alphaq10 hessian; do
+for b in ${BUDGETS:-2.5 3.0 3.5}; do
+  for c in ${PLANS:-uniform alphaq alphaq10 hessian}; do
     case $c in
       alphaq10) extra="--cost alphaq --gamma 10 --spectral $OUT/spec.h5" ;;
       alphaq) extra="--cost alphaq --spectral $OUT/spec.h5" ;;
@@ -36,17 +41,18 @@ for b in 2.5 3.0 3.5; do
       cal=""; [ $q = gptq ] && cal="--calib $OUT/calib.h5"
       "$MOEQ" quantize "$MODEL" --plan "$OUT/p_${c}_$b.json" --method $q $cal --json -q -o "$OUT/$tag.moeq" > "$OUT/q_$tag.json"
       "$MOEQ" eval "$OUT/$tag.moeq" --tokens "$OUT/eval.u32" --ctx 512 --ref "$MODEL" --json -q > "$OUT/e_$tag.json"
+      "$MOEQ" eval "$OUT/$tag.moeq" --task "$TASKS" --ref "$MODEL" --json -q > "$OUT/t_$tag.json"
       rm -f "$OUT/$tag.moeq"
       echo "$b $c $q $tag" >> "$OUT/rows.txt"
       echo "  $tag done" >&2
     done
   done
 done
-python3 - "$OUT" "$DOC" "$MODEL" <<'PY'
+python3 - "$OUT" "$DOC" "$MODEL" "$TASKS" <<'PY'
 import json, sys, os
-out, doc, model = sys.argv[1:4]
+out, doc, model, tasks = sys.argv[1:5]
 L = lambda p: json.load(open(os.path.join(out, p)))
-bf = L("e_bf16.json")
+bf = L("e_bf16.json"); tb = L("t_bf16.json")
 rows = [l.split() for l in open(os.path.join(out, "rows.txt"))]
 names = {"uniform": "uniform", "alphaq": "alphaq (γ=1)", "alphaq10": "alphaq (γ=10)", "hessian": "hessian"}
 t = ["# Results: perplexity and KLD of planned quantizations", "",
@@ -55,15 +61,18 @@ t = ["# Results: perplexity and KLD of planned quantizations", "",
      "evaluation: tokens [8192, 16384) of the same file (disjoint), ctx 512, KLD against the bf16 model. "
      "Candidates {2,3,4,8} bits, group 64, asymmetric; budget in code bits per weight over the routed experts "
      "(`--weight params`); plans by `moeq plan`, executed by `moeq quantize --plan` with RTN or GPTQ "
-     "(damp 0.01, block 128, dead/undersampled experts fall back to RTN)." % model, "",
-     "| budget | plan | quantizer | bits/w (codes) | bits/w (total) | ppl | ppl ratio | KLD mean | top-1 same | fallbacks |",
-     "|---|---|---|---|---|---|---|---|---|---|",
-     "| 16 | bf16 | — | 16 | 16 | %.4f | 1 | 0 | 1 | — |" % bf["ppl"]]
+     "(damp 0.01, block 128, dead/undersampled experts fall back to RTN). "
+     "Task accuracy: `moeq eval --task %s` (%d multiple-choice tasks, 4 choices, chance 0.25; acc ± its standard "
+     "error; agreement: fraction of tasks where the quantized model picks the bf16 model's choice)." % (model, tasks, tb["tasks"]), "",
+     "| budget | plan | quantizer | bits/w (codes) | bits/w (total) | ppl | ppl ratio | KLD mean | top-1 same | acc | acc_norm | agreement | fallbacks |",
+     "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+     "| 16 | bf16 | — | 16 | 16 | %.4f | 1 | 0 | 1 | %.3f ± %.3f | %.3f | 1 | — |" % (bf["ppl"], tb["acc"], tb["acc_stderr"], tb["acc_norm"])]
 pts = {}
 for b, c, q, tag in rows:
-    e = L("e_%s.json" % tag); qq = L("q_%s.json" % tag)
-    t.append("| %s | %s | %s | %.3f | %.3f | %.4f | %.4f | %.4f | %.4f | %d |" % (b, names[c], q.upper(), qq["bits_per_weight"],
-             qq["bits_per_weight_total"], e["ppl"], e["ppl_ratio"], e["kld_mean"], e["same_top1"], len(qq["fallbacks"])))
+    e = L("e_%s.json" % tag); qq = L("q_%s.json" % tag); tk = L("t_%s.json" % tag)
+    t.append("| %s | %s | %s | %.3f | %.3f | %.4f | %.4f | %.4f | %.4f | %.3f ± %.3f | %.3f | %.3f | %d |" % (b, names[c], q.upper(),
+             qq["bits_per_weight"], qq["bits_per_weight_total"], e["ppl"], e["ppl_ratio"], e["kld_mean"], e["same_top1"],
+             tk["acc"], tk["acc_stderr"], tk["acc_norm"], tk["agreement"], len(qq["fallbacks"])))
     pts.setdefault((c, q), []).append((float(qq["bits_per_weight"]), e["ppl"]))
 open(os.path.join(out, "summary.json"), "w").write(json.dumps({"bf16": bf["ppl"], "points": {"%s_%s" % k: v for k, v in pts.items()}}))
 t.append("")

@@ -8,7 +8,8 @@
 #include "moeq_kernels.h"
 
 static const char *BENCH_HELP =
-    "usage: moeq bench kernel [--quick] [--json] [-q] [--threads N]\n\n"
+    "usage: moeq bench kernel [--quick] [--json] [-q] [--threads N]\n"
+    "       moeq bench eval MODEL ... (moeq bench eval --help)\n\n"
     "Measures, with the kernel variant in use (MOEQ_KERNEL=ref|avx2|avx512|vnni forces one) and N\n"
     "threads (default: all cores):\n"
     "  membw    read bandwidth over as many bytes as the 4-bit GEMV rotation (the better of a\n           plain read and one prefetching 2 KB ahead, as the kernels do)\n"
@@ -24,6 +25,7 @@ static const char *BENCH_HELP =
 
 int cmd_bench(int argc, char **argv)
 {
+    if (argc > 1 && !strcmp(argv[1], "eval")) return cmd_bench_eval(argc - 1, argv + 1);
     tool_common tc = {0};
     const char *what = NULL;
     int quick = 0;
@@ -37,8 +39,8 @@ int cmd_bench(int argc, char **argv)
         else what = argv[i];
     }
     if (tc.help) { fputs(BENCH_HELP, stdout); return 0; }
-    if (!what) return tool_usage_error("bench", "missing the benchmark name (kernel)");
-    if (strcmp(what, "kernel")) return tool_usage_error("bench", "unknown benchmark '%s' (kernel)", what);
+    if (!what) return tool_usage_error("bench", "missing the benchmark name (kernel, eval)");
+    if (strcmp(what, "kernel")) return tool_usage_error("bench", "unknown benchmark '%s' (kernel, eval)", what);
     moeq_threads_init(tc.threads);
     moeq_error err = {0};
     moeq_bench_result r;

@@ -38,6 +38,7 @@ FILE *tool_human(const tool_common *tc);
 
 int cmd_inspect(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
+int cmd_bench_eval(int argc, char **argv);
 int cmd_verify(int argc, char **argv);
 int cmd_spectral(int argc, char **argv);
 int cmd_calibrate(int argc, char **argv);

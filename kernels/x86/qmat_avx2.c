@@ -2,7 +2,7 @@
  * cpuid). gemv: per group, the float products sum(q * x) are accumulated in 8 lanes, scaled
  * once per group, and the zero term scale * zero * sum(x of the group) is subtracted per row
  * (sum(x) computed once per call). dequant matches the reference bit for bit. gemm: tiles of
- * rows dequantized into an L2-resident buffer, then OpenBLAS sgemm on the tile. */
+ * rows dequantized into an L2-resident buffer, then the float-weight kernel on the tile. */
 #include "kernels/x86/x86.h"
 #include "kernels/x86/qmat_x86.h"
 #include "moeq_core.h"
@@ -160,10 +160,30 @@ void moeq_x86_gemm(const moeq_qmat *w, const float *X, int64_t n, int64_t ldx, i
     free(buf);
 }
 
+/* Batches of 4 or more: tiles of rows dequantized into an L2-resident buffer (~128 KB) and
+ * multiplied by the float-weight kernel (wmat_avx2.c), not OpenBLAS, whose speed on a CPU it
+ * does not know depends on OPENBLAS_CORETYPE. Smaller batches: gemv per token. */
+#define AVX2_TILE_BYTES (128 * 1024)
+
 static void avx2_gemm(const moeq_qmat *w, const float *X, int64_t n, int64_t ldx, int64_t r0, int64_t r1,
                       float *Y, int64_t ldy)
 {
-    moeq_x86_gemm(w, X, n, ldx, r0, r1, Y, ldy, moeq_avx2_dequant, avx2_gemv);
+    if (n < 4) {
+        moeq_x86_gemm(w, X, n, ldx, r0, r1, Y, ldy, moeq_avx2_dequant, avx2_gemv);
+        return;
+    }
+    int64_t tile = AVX2_TILE_BYTES / (w->cols * 4);
+    if (tile < 8) tile = 8;
+    if (tile > r1 - r0) tile = r1 - r0;
+    float *buf = aligned_alloc(64, ((size_t)(tile * w->cols) * sizeof(float) + 63) / 64 * 64);
+    if (!buf) return;
+    for (int64_t t0 = r0; t0 < r1; t0 += tile) {
+        int64_t t1 = t0 + tile < r1 ? t0 + tile : r1;
+        moeq_avx2_dequant(w, t0, t1, buf);
+        moeq_wmat f = {MOEQ_W_F32, t1 - t0, w->cols, buf, 0};
+        moeq_avx2_wgemm(&f, X, n, ldx, 0, t1 - t0, Y + (t0 - r0), ldy);
+    }
+    free(buf);
 }
 
-const moeq_kernel_set moeq_kernels_avx2 = { "avx2", moeq_avx2_dequant, avx2_gemv, avx2_gemm };
+const moeq_kernel_set moeq_kernels_avx2 = { "avx2", moeq_avx2_dequant, avx2_gemv, avx2_gemm, moeq_avx2_wgemm };

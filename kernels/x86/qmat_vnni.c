@@ -278,4 +278,4 @@ static void vnni_gemm(const moeq_qmat *w, const float *X, int64_t n, int64_t ldx
     moeq_x86_gemm(w, X, n, ldx, r0, r1, Y, ldy, moeq_avx2_dequant, vnni_gemv);
 }
 
-const moeq_kernel_set moeq_kernels_vnni = { "vnni", moeq_avx2_dequant, vnni_gemv, vnni_gemm };
+const moeq_kernel_set moeq_kernels_vnni = { "vnni", moeq_avx2_dequant, vnni_gemv, vnni_gemm, moeq_avx2_wgemm };

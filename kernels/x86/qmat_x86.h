@@ -18,4 +18,7 @@ void moeq_x86_gemm(const moeq_qmat *w, const float *X, int64_t n, int64_t ldx, i
  * dequantizes tiles and calls sgemm). Single-threaded. */
 int moeq_vnni_gemm_x8(const moeq_qmat *w, const float *X, int64_t n, int64_t ldx, int64_t r0, int64_t r1,
                       float *Y, int64_t ldy);
+/* Float-weight GEMM (wmat_avx2.c), moeq_kernel_set.wgemm of every x86 variant. */
+void moeq_avx2_wgemm(const moeq_wmat *w, const float *X, int64_t n, int64_t ldx, int64_t r0, int64_t r1,
+                     float *Y, int64_t ldy);
 #endif

@@ -19,3 +19,29 @@ for g in b["gemm"]:
     assert {"bits", "group", "rows", "cols", "batch", "gflops", "ratio_to_sgemm"} <= set(g)
     assert g["gflops"] > 0 and abs(g["ratio_to_sgemm"] - g["gflops"] / g["sgemm_gflops"]) < 1e-6 * g["ratio_to_sgemm"]
 PY
+
+# moeq bench eval on the tiny fixture, small sizes: the runs of DESIGN.md's JSON (weights x ctx),
+# positive finite rates, the coretype ratios consistent, the avx2 KLD within 5% of the reference
+# kernels', a bad MODEL exits 2 and --peer without --peer-model is a usage error.
+FX=tests/fixtures
+expect_exit "bench eval --help" 0 "" -- "$MOEQ" bench eval --help
+expect_exit "bench eval no tokens" 1 "tokens" -- "$MOEQ" bench eval $FX/tiny-qwen3moe
+expect_exit "bench eval peer alone" 1 "peer-model" -- "$MOEQ" bench eval $FX/tiny-qwen3moe --tokens $FX/heldout.safetensors --peer /bin/true
+expect_exit "bench eval bad model" 2 "" -- "$MOEQ" bench eval "$TMPD/nope" --tokens $FX/heldout.safetensors -q
+"$MOEQ" bench eval $FX/tiny-qwen3moe --tokens $FX/heldout.safetensors --ctx-list 64,128 --max-tokens 256 --reps 1 \
+  --kld-tokens 64 --threads 2 --json -q > "$TMPD/be.json" || echo "FAIL bench eval exit $?"
+python3 - "$TMPD/be.json" <<'PY' && echo "PASS bench eval: runs, ratios, KLD" || echo "FAIL bench eval: runs, ratios, KLD"
+import json, math, sys
+b = json.load(open(sys.argv[1]))
+assert b["threads"] == 2
+assert sorted((r["weights"], r["ctx"]) for r in b["runs"]) == [("bf16", 64), ("bf16", 128), ("packed", 64), ("packed", 128)]
+for r in b["runs"]:
+    assert r["tokens_per_s"] > 0 and r["tokens_per_s_no_coretype"] > 0
+    assert abs(r["coretype_ratio"] - r["tokens_per_s_no_coretype"] / r["tokens_per_s"]) < 1e-9
+    assert r["peer_tokens_per_s"] is None and r["ratio"] is None
+assert b["kld"], "no fast variant measured"
+for k in b["kld"]:
+    assert k["kld_mean_ref"] > 0 and abs(k["ratio"] - k["kld_mean"] / k["kld_mean_ref"]) < 1e-9
+    assert k["ratio"] < 1.05, k
+assert b["calibrate_tokens_per_s"] > 0
+PY

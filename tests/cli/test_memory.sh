@@ -48,8 +48,8 @@ if quick:
     sys.exit(0)
 
 # docs/eval.md workspace, float32 elements (F = 0: no dense or shared MLP in this model)
-ws = 4 * (n * (3 * H + 2 * q + 2 * kv + 1 + E + K + K * H + hd) + 2 * q * H + 2 * kv * H + E * H + H + 3 * H + 2 * q + 3 * kv
-          + T * (3 * I * H + n * (2 * H + 2 * I + 1) + n * n + 512 * H)) + 4 * (n * K + 2 * E * n) + 8 * E
+ws = 4 * (n * (3 * H + 2 * q + 4 * kv + 1 + E + K + K * H + hd) + H + 3 * H + 2 * q + 3 * kv
+          + T * (n * (2 * H + 2 * I + 1) + 64 * n + 512 * H)) + 4 * (n * K + 2 * E * n) + 8 * E
 logits = 4 * n * V
 bound = ws + logits + 2 * layer + head + 16 * MiB
 print("  model %.1f MiB, layer %.1f MiB; eval peak above the process: release %.1f MiB (bound %.1f), none %.1f MiB"

@@ -1,0 +1,313 @@
+/* AVX2 + FMA GEMM of float weights as stored (F32, F16, BF16): Y = X Wᵀ with no widened copy of
+ * W (built with -mavx2 -mfma -mf16c; called only after cpuid). A register tile of 2 rows x 6
+ * tokens keeps 12 accumulators of 8 lanes over k (16 columns a step, in two halves of 8); the
+ * weights are widened in registers, which is exact: bf16 by a shift (even columns) or a mask
+ * (odd columns) of 32-bit lanes, f16 by vcvtph2ps. For bf16 the activations are permuted once
+ * per call into the same even/odd order, so one load serves 16 weights. Each (row, token) is
+ * one chain of FMAs in k order per lane, a fixed horizontal sum and a scalar tail: the same
+ * operations wherever it falls, so results ignore the row and token split (and threads).
+ * Rows are taken in chunks of ~128 KB of weights (L2) and swept by every token tile; a token
+ * tile's activations (4 x cols floats) stay in L1. Error: float32 sums of cols / 8 products
+ * per lane, 3 adds across lanes and an FMA per tail column (cols % 16):
+ * |y - y_exact| <= (cols / 8 + cols % 16 + 3) * 2^-24 * sum |w x| (docs/KERNELS.md). */
+#include "kernels/x86/x86.h"
+#include "kernels/x86/qmat_x86.h"
+
+#include <immintrin.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define TR 2                       /* weight rows per register tile */
+#define TT 6                       /* tokens per register tile */
+#define CHUNK_BYTES (128 * 1024)   /* weights swept by one token tile before the next chunk */
+
+static inline float hsum8(__m256 v)
+{
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+/* Half h (0, 1) of the 16 weights at column k of a row, widened: bf16 h = 0 the even columns
+ * (low halves of 32-bit lanes, shifted up), h = 1 the odd ones (high halves, masked). */
+static inline __m256 wload(moeq_wtype type, const void *row, int64_t k, int h)
+{
+    if (type == MOEQ_W_BF16) {
+        const __m256i raw = _mm256_loadu_si256((const __m256i *)((const uint16_t *)row + k));
+        return _mm256_castsi256_ps(h ? _mm256_and_si256(raw, _mm256_set1_epi32((int)0xffff0000u))
+                                     : _mm256_slli_epi32(raw, 16));
+    }
+    if (type == MOEQ_W_F16)
+        return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const uint16_t *)row + k + 8 * h)));
+    return _mm256_loadu_ps((const float *)row + k + 8 * h);
+}
+
+static inline float wscalar(moeq_wtype type, const void *row, int64_t k)
+{
+    if (type == MOEQ_W_BF16) {
+        uint32_t b = (uint32_t)((const uint16_t *)row)[k] << 16;
+        float f;
+        memcpy(&f, &b, 4);
+        return f;
+    }
+    if (type == MOEQ_W_F16) return _cvtsh_ss(((const uint16_t *)row)[k]);
+    return ((const float *)row)[k];
+}
+
+/* R x T outputs (R <= TR, T <= TT; constants after inlining): rows w[0..R), tokens x[0..T). */
+static inline __attribute__((always_inline)) void tile(moeq_wtype type, int R, int T, const void *const *w,
+                                                       const float *const *x, int64_t K, float *y, int64_t ldy)
+{
+    __m256 acc[TR][TT];
+#pragma GCC unroll 6
+    for (int r = 0; r < R; r++)
+#pragma GCC unroll 6
+        for (int t = 0; t < T; t++) acc[r][t] = _mm256_setzero_ps();
+    const int64_t K16 = K & ~(int64_t)15;
+    for (int64_t k = 0; k < K16; k += 16)
+#pragma GCC unroll 2
+        for (int h = 0; h < 2; h++) {
+            __m256 wv[TR];
+#pragma GCC unroll 6
+            for (int r = 0; r < R; r++) wv[r] = wload(type, w[r], k, h);
+#pragma GCC unroll 6
+            for (int t = 0; t < T; t++) {
+                const __m256 xv = _mm256_loadu_ps(x[t] + k + 8 * h);
+#pragma GCC unroll 6
+                for (int r = 0; r < R; r++) acc[r][t] = _mm256_fmadd_ps(wv[r], xv, acc[r][t]);
+            }
+        }
+#pragma GCC unroll 6
+    for (int r = 0; r < R; r++)
+#pragma GCC unroll 6
+        for (int t = 0; t < T; t++) {
+            float s = hsum8(acc[r][t]);
+            for (int64_t k = K16; k < K; k++) s = fmaf(wscalar(type, w[r], k), x[t][k], s);
+            y[t * ldy + r] = s;
+        }
+}
+
+typedef void (*tile_fn)(const void *const *, const float *const *, int64_t, float *, int64_t);
+#define TILE(TY, R, T) \
+    static void tile_##TY##_##R##_##T(const void *const *w, const float *const *x, int64_t K, float *y, int64_t ldy) \
+    { tile(MOEQ_W_##TY, R, T, w, x, K, y, ldy); }
+#define TILES(TY) TILE(TY, 1, 1) TILE(TY, 1, 2) TILE(TY, 1, 3) TILE(TY, 1, 4) TILE(TY, 1, 5) TILE(TY, 1, 6) \
+    TILE(TY, 2, 1) TILE(TY, 2, 2) TILE(TY, 2, 3) TILE(TY, 2, 4) TILE(TY, 2, 5) TILE(TY, 2, 6)
+TILES(F32)
+TILES(F16)
+TILES(BF16)
+#define ROW(TY) { tile_##TY##_1_1, tile_##TY##_1_2, tile_##TY##_1_3, tile_##TY##_1_4, tile_##TY##_1_5, tile_##TY##_1_6 }, \
+                { tile_##TY##_2_1, tile_##TY##_2_2, tile_##TY##_2_3, tile_##TY##_2_4, tile_##TY##_2_5, tile_##TY##_2_6 }
+static const tile_fn tiles[3][TR][TT] = { { ROW(F32) }, { ROW(F16) }, { ROW(BF16) } };
+
+/* bf16: the activations of each 16-column block reordered as the weights widen (even columns,
+ * then odd); the tail past the last full block stays in place. */
+static void permute_x(const float *X, int64_t n, int64_t ldx, int64_t K, float *P)
+{
+    const int64_t K16 = K & ~(int64_t)15;
+    for (int64_t i = 0; i < n; i++) {
+        const float *x = X + i * ldx;
+        float *p = P + i * K;
+        for (int64_t k = 0; k < K16; k += 16) {
+            __m256 a = _mm256_loadu_ps(x + k), b = _mm256_loadu_ps(x + k + 8);
+            /* even: a0 a2 a4 a6 b0 b2 b4 b6 in 128-bit halves (a0 a2 b0 b2 | a4 a6 b4 b6), then fix lanes */
+            __m256 ev = _mm256_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0));
+            __m256 od = _mm256_shuffle_ps(a, b, _MM_SHUFFLE(3, 1, 3, 1));
+            ev = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(ev), _MM_SHUFFLE(3, 1, 2, 0)));
+            od = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(od), _MM_SHUFFLE(3, 1, 2, 0)));
+            _mm256_storeu_ps(p + k, ev);
+            _mm256_storeu_ps(p + k + 8, od);
+        }
+        for (int64_t k = K16; k < K; k++) p[k] = x[k];
+    }
+}
+
+/* ---- batches: outer products over a packed panel (the 6 x 16 kernel of BLIS / OpenBLAS) ----
+ * A panel is 16 rows of W over KC columns, widened and transposed into [KC][16] floats (16 KB,
+ * L1), packed once per call and swept by every tile of 6 tokens: per column k, two panel loads,
+ * six broadcasts of x[t][k] and 12 FMAs into 6 x 2 vector accumulators. Each output is one
+ * chain of FMAs in k order (column blocks continue the chain through Y, exactly), so a (row,
+ * token) gets the same bits wherever it falls. Rows past the matrix are packed as zeros and
+ * their outputs dropped. */
+#define PR 16    /* rows per panel */
+#define PT 6     /* tokens per register tile */
+#define KC 256   /* columns per panel */
+
+/* 8 consecutive weights of a row from column k, widened (natural order). */
+static inline __m256 wload8(moeq_wtype type, const void *row, int64_t k)
+{
+    if (type == MOEQ_W_BF16)
+        return _mm256_castsi256_ps(_mm256_slli_epi32(
+            _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)((const uint16_t *)row + k))), 16));
+    if (type == MOEQ_W_F16) return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const uint16_t *)row + k)));
+    return _mm256_loadu_ps((const float *)row + k);
+}
+
+static inline void transpose8(__m256 r[8])
+{
+    __m256 t[8], u[8];
+    for (int i = 0; i < 4; i++) {
+        t[2 * i] = _mm256_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm256_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+    for (int i = 0; i < 2; i++) {
+        u[4 * i + 0] = _mm256_shuffle_ps(t[4 * i], t[4 * i + 2], 0x44);
+        u[4 * i + 1] = _mm256_shuffle_ps(t[4 * i], t[4 * i + 2], 0xee);
+        u[4 * i + 2] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0x44);
+        u[4 * i + 3] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0xee);
+    }
+    for (int i = 0; i < 4; i++) {
+        r[i] = _mm256_permute2f128_ps(u[i], u[i + 4], 0x20);
+        r[i + 4] = _mm256_permute2f128_ps(u[i], u[i + 4], 0x31);
+    }
+}
+
+/* Panel [kc][16] of rows r..r+nr, columns k0..k0+kc: 8 x 8 blocks widened and transposed in
+ * registers; missing rows are zeros. */
+static void pack_panel(moeq_wtype type, const unsigned char *base, int64_t ld, int64_t r, int64_t nr, int64_t k0,
+                       int64_t kc, float *P)
+{
+    const size_t es = type == MOEQ_W_F32 ? 4 : 2;
+    const void *rows[PR];
+    for (int64_t j = 0; j < PR; j++) rows[j] = j < nr ? base + (size_t)(r + j) * (size_t)ld * es : NULL;
+    const int64_t kc8 = kc & ~(int64_t)7;
+    for (int jb = 0; jb < PR; jb += 8) {
+        if (jb >= nr) {
+            for (int64_t k = 0; k < kc; k++) _mm256_storeu_ps(P + k * PR + jb, _mm256_setzero_ps());
+            continue;
+        }
+        for (int64_t k = 0; k < kc8; k += 8) {
+            __m256 v[8];
+            for (int j = 0; j < 8; j++) {
+                if (jb + j < nr) {
+                    /* weights come from memory once per window: fetch 4 lines ahead of the panel */
+                    _mm_prefetch((const char *)rows[jb + j] + (size_t)(k0 + k) * es + 256, _MM_HINT_T0);
+                    v[j] = wload8(type, rows[jb + j], k0 + k);
+                } else {
+                    v[j] = _mm256_setzero_ps();
+                }
+            }
+            transpose8(v);
+            for (int j = 0; j < 8; j++) _mm256_storeu_ps(P + (k + j) * PR + jb, v[j]);
+        }
+        for (int64_t k = kc8; k < kc; k++)
+            for (int j = 0; j < 8; j++) P[k * PR + jb + j] = jb + j < nr ? wscalar(type, rows[jb + j], k0 + k) : 0.0f;
+    }
+}
+
+/* T tokens (<= PT, constant after inlining) x 16 rows over kc columns; first: start the chains
+ * at zero, else continue them from Y. nr: rows of the panel kept (<= 16). */
+static inline __attribute__((always_inline)) void otile(int T, const float *P, const float *const *x, int64_t kc,
+                                                        int first, float *y, int64_t ldy, int nr)
+{
+    __m256 acc[PT][2];
+    float tmp[PR];
+#pragma GCC unroll 6
+    for (int t = 0; t < T; t++) {
+        if (first) {
+            acc[t][0] = acc[t][1] = _mm256_setzero_ps();
+        } else if (nr == PR) {
+            acc[t][0] = _mm256_loadu_ps(y + t * ldy);
+            acc[t][1] = _mm256_loadu_ps(y + t * ldy + 8);
+        } else {
+            memset(tmp, 0, sizeof tmp);
+            memcpy(tmp, y + t * ldy, (size_t)nr * sizeof(float));
+            acc[t][0] = _mm256_loadu_ps(tmp);
+            acc[t][1] = _mm256_loadu_ps(tmp + 8);
+        }
+    }
+    for (int64_t k = 0; k < kc; k++) {
+        const __m256 w0 = _mm256_loadu_ps(P + k * PR), w1 = _mm256_loadu_ps(P + k * PR + 8);
+#pragma GCC unroll 6
+        for (int t = 0; t < T; t++) {
+            const __m256 xb = _mm256_broadcast_ss(x[t] + k);
+            acc[t][0] = _mm256_fmadd_ps(w0, xb, acc[t][0]);
+            acc[t][1] = _mm256_fmadd_ps(w1, xb, acc[t][1]);
+        }
+    }
+#pragma GCC unroll 6
+    for (int t = 0; t < T; t++) {
+        if (nr == PR) {
+            _mm256_storeu_ps(y + t * ldy, acc[t][0]);
+            _mm256_storeu_ps(y + t * ldy + 8, acc[t][1]);
+        } else {
+            _mm256_storeu_ps(tmp, acc[t][0]);
+            _mm256_storeu_ps(tmp + 8, acc[t][1]);
+            memcpy(y + t * ldy, tmp, (size_t)nr * sizeof(float));
+        }
+    }
+}
+
+typedef void (*otile_fn)(const float *, const float *const *, int64_t, int, float *, int64_t, int);
+#define OTILE(T) \
+    static void otile_##T(const float *P, const float *const *x, int64_t kc, int first, float *y, int64_t ldy, int nr) \
+    { otile(T, P, x, kc, first, y, ldy, nr); }
+OTILE(1) OTILE(2) OTILE(3) OTILE(4) OTILE(5) OTILE(6)
+static const otile_fn otiles[PT] = { otile_1, otile_2, otile_3, otile_4, otile_5, otile_6 };
+
+static void wgemm_outer(const moeq_wmat *w, const float *X, int64_t n, int64_t ldx, int64_t r0, int64_t r1,
+                        float *Y, int64_t ldy)
+{
+    const int64_t K = w->cols;
+    float *P = aligned_alloc(64, (size_t)(KC * PR) * sizeof(float));
+    if (!P) return;
+    for (int64_t k0 = 0; k0 < K; k0 += KC) {
+        const int64_t kc = K - k0 < KC ? K - k0 : KC;
+        for (int64_t r = r0; r < r1; r += PR) {
+            const int nr = r1 - r < PR ? (int)(r1 - r) : PR;
+            pack_panel(w->type, w->data, moeq_wmat_ld(w), r, nr, k0, kc, P);
+            for (int64_t i = 0; i < n; i += PT) {
+                const int T = n - i < PT ? (int)(n - i) : PT;
+                const float *xr[PT];
+                for (int t = 0; t < T; t++) xr[t] = X + (i + t) * ldx + k0;
+                otiles[T - 1](P, xr, kc, k0 == 0, Y + i * ldy + (r - r0), ldy, nr);
+            }
+        }
+    }
+    free(P);
+}
+
+/* Calls of fewer tokens than this take the dot-product tiles (no packing to amortize); the
+ * choice depends on n alone, so callers that fix their token blocks get results that ignore
+ * the thread count. */
+#define OUTER_MIN_TOKENS 16
+
+void moeq_avx2_wgemm(const moeq_wmat *w, const float *X, int64_t n, int64_t ldx, int64_t r0, int64_t r1,
+                     float *Y, int64_t ldy)
+{
+    if (n <= 0 || r1 <= r0) return;
+    if (n >= OUTER_MIN_TOKENS) {
+        wgemm_outer(w, X, n, ldx, r0, r1, Y, ldy);
+        return;
+    }
+    const int64_t K = w->cols;
+    const size_t es = w->type == MOEQ_W_F32 ? 4 : 2;
+    float *P = NULL;
+    if (w->type == MOEQ_W_BF16) {
+        P = malloc((size_t)(n * K) * sizeof(float));
+        if (!P) return;
+        permute_x(X, n, ldx, K, P);
+        X = P;
+        ldx = K;
+    }
+    int64_t chunk = CHUNK_BYTES / ((int64_t)es * K) / TR * TR;
+    if (chunk < TR) chunk = TR;
+    const unsigned char *base = w->data;
+    for (int64_t c0 = r0; c0 < r1; c0 += chunk) {
+        const int64_t c1 = c0 + chunk < r1 ? c0 + chunk : r1;
+        for (int64_t i = 0; i < n; i += TT) {
+            const int T = n - i < TT ? (int)(n - i) : TT;
+            const float *xr[TT];
+            for (int t = 0; t < T; t++) xr[t] = X + (i + t) * ldx;
+            for (int64_t r = c0; r < c1; r += TR) {
+                const int R = c1 - r < TR ? (int)(c1 - r) : TR;
+                const void *wr[TR];
+                for (int j = 0; j < R; j++) wr[j] = base + (size_t)(r + j) * (size_t)moeq_wmat_ld(w) * es;
+                tiles[w->type][R - 1][T - 1](wr, xr, K, Y + i * ldy + (r - r0), ldy);
+            }
+        }
+    }
+    free(P);
+}

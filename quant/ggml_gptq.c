@@ -1,0 +1,161 @@
+/* GPTQ on ggml's block grids (issue 12): the grid of every block is fixed first (scales and
+ * mins from the weighted search with diag(H) as importances: K-quant super-block scales are
+ * quantized integers times one f16 per 256 columns, so they cannot follow the sweep), then
+ * quant/gptq.c's column sweep with those grids: each value goes to the nearest point of its
+ * block's grid, the error is fed forward through the Cholesky factor of (H + λI)⁻¹ with lazy
+ * block updates (one dgemm per 128 columns). Rows go in fixed blocks of 64 over the threads. */
+#include "moeq_ggml.h"
+#include "moeq_gptq.h"
+#include "moeq_core.h"
+#include "kernels/ggml/ggml_impl.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define ROW_BLOCK 64
+#define COL_BLOCK 128
+
+/* value of level L on the grid (A, B) of one column, as dequantization computes it */
+static inline float grid_value(const gg_codec *c, float A, float B, int L)
+{
+    const float t = c->table ? (float)c->table[L] : (float)(L - c->offset);
+    return A * t - B;
+}
+
+/* nearest level to x (ties: the lower level) */
+static int nearest_level(const gg_codec *c, float A, float B, double x)
+{
+    int best = 0;
+    double bd = -1;
+    if (c->table || A == 0) {
+        for (int L = 0; L < c->levels; L++) {
+            double d = fabs(x - (double)grid_value(c, A, B, L));
+            if (bd < 0 || d < bd) { bd = d; best = L; }
+        }
+        return best;
+    }
+    double t = (x + (double)B) / (double)A + c->offset;
+    int L0 = !(t > 0) ? 0 : t > c->levels - 1 ? c->levels - 1 : (int)floor(t + 0.5);
+    for (int L = L0 - 1; L <= L0 + 1; L++) {
+        if (L < 0 || L >= c->levels) continue;
+        double d = fabs(x - (double)grid_value(c, A, B, L));
+        if (bd < 0 || d < bd) { bd = d; best = L; }
+    }
+    return best;
+}
+
+/* importances from diag(H), scaled to mean 1 (the searches are scale-free; float range) */
+static int importances(const double *H, int64_t n, float *imp)
+{
+    double mean = 0;
+    for (int64_t j = 0; j < n; j++) mean += H[j * n + j] > 0 ? H[j * n + j] : 0;
+    mean /= (double)n;
+    if (!(mean > 0) || !(mean < 1e300)) return 0;
+    for (int64_t j = 0; j < n; j++) imp[j] = H[j * n + j] > 0 ? (float)(H[j * n + j] / mean) : 0;
+    return 1;
+}
+
+static void search_rows(const gg_codec *c, const float *w, int64_t rows, int64_t cols, const float *imp, uint8_t *dst,
+                        size_t rb)
+{
+#pragma omp parallel for schedule(static)
+    for (int64_t r = 0; r < rows; r++) moeq_ggml_quant_row(c->type, w + r * cols, imp, dst + (size_t)r * rb, cols);
+}
+
+moeq_status moeq_ggml_gptq(moeq_ggml_type t, const float *w, int64_t rows, int64_t cols, const double *H,
+                           const struct moeq_gptq_opts *o, void *dst_, float *wq, struct moeq_gptq_info *info_,
+                           moeq_error *err)
+{
+    uint8_t *dst = dst_;
+    moeq_gptq_info tmp_info;
+    moeq_gptq_info *info = info_ ? info_ : &tmp_info;
+    memset(info, 0, sizeof *info);
+    const gg_codec *c = gg_codec_get(t);
+    if (!c) return moeq_fail(err, MOEQ_ERR_MISUSE, "GPTQ: ggml type %d is not supported", (int)t);
+    if (rows <= 0 || cols <= 0 || cols % c->block)
+        return moeq_fail(err, MOEQ_ERR_MISUSE, "GPTQ: a %lld x %lld matrix does not fit %s (rows of a multiple of %d)",
+                         (long long)rows, (long long)cols, c->name, c->block);
+    const size_t rb = moeq_ggml_row_bytes(t, cols);
+    float *imp = malloc((size_t)cols * sizeof *imp);
+    if (!imp) return moeq_fail(err, MOEQ_ERR_NOMEM, "GPTQ: out of memory");
+    int live = H && importances(H, cols, imp);
+    moeq_gptq_hinv *h = NULL;
+    if (live && c->levels) {
+        moeq_error e2;
+        if (moeq_gptq_hinv_create(H, cols, o, &h, info, &e2) == MOEQ_ERR_NOMEM) {
+            free(imp);
+            *err = e2;
+            return MOEQ_ERR_NOMEM;
+        }
+    }
+    if (!h) {
+        /* no feedback: float types, a dead expert (fallback weight 1), a failed factorization */
+        if (c->levels) info->rtn_fallback = 1;
+        if (!live) for (int64_t j = 0; j < cols; j++) imp[j] = 1;
+        search_rows(c, w, rows, cols, imp, dst, rb);
+        free(imp);
+        if (wq)
+            for (int64_t r = 0; r < rows; r++) moeq_ggml_dequant_row(t, dst + (size_t)r * rb, wq + r * cols, cols);
+        return MOEQ_OK;
+    }
+    /* 1. the grids: the weighted search on the original rows */
+    search_rows(c, w, rows, cols, imp, dst, rb);
+    free(imp);
+    int64_t n;
+    const int64_t *perm;
+    const double *U = moeq_gptq_hinv_factor(h, &n, &perm);
+    const int64_t nblk = (rows + ROW_BLOCK - 1) / ROW_BLOCK, nb = cols / c->block;
+    int nt = o && o->threads > 0 ? o->threads : moeq_threads(), fail = 0;
+#pragma omp parallel num_threads(nt)
+    {
+        double *W = malloc((size_t)(ROW_BLOCK * cols) * sizeof *W), *Err = malloc((size_t)ROW_BLOCK * COL_BLOCK * sizeof *Err);
+        float *A = malloc((size_t)(ROW_BLOCK * cols) * sizeof *A), *B = malloc((size_t)(ROW_BLOCK * cols) * sizeof *B);
+        uint8_t *L = malloc((size_t)(ROW_BLOCK * cols));
+        int ok = W && Err && A && B && L;
+        if (!ok) {
+#pragma omp atomic write
+            fail = 1;
+        }
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t b = 0; b < nblk; b++) {
+            if (!ok) continue;
+            const int64_t r0 = b * ROW_BLOCK, R = rows - r0 < ROW_BLOCK ? rows - r0 : ROW_BLOCK;
+            for (int64_t r = 0; r < R; r++) {
+                const uint8_t *row = dst + (size_t)(r0 + r) * rb;
+                for (int64_t k = 0; k < nb; k++)
+                    c->grid(row + k * c->bytes, A + r * cols + k * c->block, B + r * cols + k * c->block);
+                for (int64_t i = 0; i < cols; i++) W[r * cols + i] = w[(r0 + r) * cols + (perm ? perm[i] : i)];
+            }
+            /* 2. the sweep (quant/gptq.c gptq_rows with fixed grids) */
+            for (int64_t i1 = 0; i1 < cols; i1 += COL_BLOCK) {
+                const int64_t i2 = i1 + COL_BLOCK < cols ? i1 + COL_BLOCK : cols;
+                for (int64_t i = i1; i < i2; i++) {
+                    const int64_t col = perm ? perm[i] : i;
+                    const double d = U[i * cols + i];
+                    for (int64_t r = 0; r < R; r++) {
+                        double *wr = W + r * cols;
+                        const float a = A[r * cols + col], bb = B[r * cols + col];
+                        const int lv = nearest_level(c, a, bb, wr[i]);
+                        L[r * cols + col] = (uint8_t)lv;
+                        const double e = (wr[i] - (double)grid_value(c, a, bb, lv)) / d;
+                        Err[r * COL_BLOCK + (i - i1)] = e;
+                        const double *u = U + i * cols;
+                        for (int64_t j = i + 1; j < i2; j++) wr[j] -= e * u[j];
+                    }
+                }
+                if (i2 < cols)
+                    moeq_dgemm_nn(R, cols - i2, i2 - i1, -1.0, Err, COL_BLOCK, U + i1 * cols + i2, cols, 1.0, W + i2, cols);
+            }
+            /* 3. the codes into the blocks, whose scale fields stay as the search set them */
+            for (int64_t r = 0; r < R; r++) {
+                uint8_t *row = dst + (size_t)(r0 + r) * rb;
+                for (int64_t k = 0; k < nb; k++) c->pack(row + k * c->bytes, L + r * cols + k * c->block);
+                if (wq) moeq_ggml_dequant_row(t, row, wq + (r0 + r) * cols, cols);
+            }
+        }
+        free(W); free(Err); free(A); free(B); free(L);
+    }
+    moeq_gptq_hinv_free(h);
+    if (fail) return moeq_fail(err, MOEQ_ERR_NOMEM, "GPTQ: out of memory for %lld x %lld", (long long)rows, (long long)cols);
+    return MOEQ_OK;
+}
