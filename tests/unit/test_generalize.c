@@ -8,6 +8,7 @@
 #include "moeq_gptq.h"
 #include "moeq_kernels.h"
 
+#include <hdf5.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -110,6 +111,56 @@ done:
     unlink(b);
     unlink(v);
     free(val_ids);
+    free(ids);
+    moeq_model_close(m);
+}
+
+/* Broken validation splits: each gives its exact error, naming the attribute or dataset. */
+static void test_val_split_broken_files(void)
+{
+    moeq_model *m = open_model("tiny-mixtral");
+    if (!m) { CHECK(0); return; }
+    int64_t n = 0;
+    int32_t *ids = load_tokens(m, &n);
+    char a[300];
+    snprintf(a, sizeof a, "%s/broken.h5", g_dir);
+    moeq_calib_opts o = {.ctx = 64, .max_tokens = 8 * 64, .threads = 2, .val_every = 4};
+    moeq_calib_result res;
+    moeq_error err = {0};
+    CHECK(moeq_calibrate(m, ids, n, a, &o, &res, &err) == MOEQ_OK);
+    moeq_calib_result_free(&res);
+    /* more validation windows than the file has windows */
+    hid_t f = H5Fopen(a, H5F_ACC_RDWR, H5P_DEFAULT);
+    int64_t v = 9;
+    hid_t at = H5Aopen(f, "val_windows", H5P_DEFAULT);
+    H5Awrite(at, H5T_NATIVE_INT64, &v);
+    H5Aclose(at);
+    H5Fclose(f);
+    moeq_calib_file *cf = NULL;
+    CHECK(moeq_calib_file_open(a, m, &cf, &err) == MOEQ_ERR_FORMAT);
+    CHECK_MSG(strstr(err.detail, "'val_every'/'val_windows' missing or out of range (9 windows of 64 tokens)") != NULL,
+              "%s", err.detail);
+    moeq_calib_file_close(cf);
+    cf = NULL;
+    /* back in range, but layer 1's validation Hessians removed */
+    f = H5Fopen(a, H5F_ACC_RDWR, H5P_DEFAULT);
+    v = 2;
+    at = H5Aopen(f, "val_windows", H5P_DEFAULT);
+    H5Awrite(at, H5T_NATIVE_INT64, &v);
+    H5Aclose(at);
+    H5Ldelete(f, "/layers/L001/val_hessian_in", H5P_DEFAULT);
+    H5Fclose(f);
+    CHECK(moeq_calib_file_open(a, m, &cf, &err) == MOEQ_OK);
+    if (cf) {
+        const moeq_config *c = moeq_model_config(m);
+        double *H = malloc(sizeof(double) * c->hidden * c->hidden);
+        CHECK(moeq_calib_file_hessian_split(cf, 1, 0, 0, MOEQ_SPLIT_CAL, H, c->hidden, NULL, &err) == MOEQ_ERR_FORMAT);
+        CHECK_MSG(strstr(err.detail, "dataset /layers/L001/val_hessian_in is missing") != NULL, "%s", err.detail);
+        CHECK(moeq_calib_file_hessian_split(cf, 0, 0, 0, MOEQ_SPLIT_CAL, H, c->hidden, NULL, &err) == MOEQ_OK);
+        free(H);
+    }
+    moeq_calib_file_close(cf);
+    unlink(a);
     free(ids);
     moeq_model_close(m);
 }
@@ -316,6 +367,7 @@ int main(void)
     moeq_threads_init(2);
     if (!mkdtemp(g_dir)) return 1;
     RUN_TEST(test_val_split_is_the_validation_windows);
+    RUN_TEST(test_val_split_broken_files);
     RUN_TEST(test_shrink_formula_brute_force);
     RUN_TEST(test_damp_auto_is_validation_argmin);
     rmdir(g_dir);
