@@ -282,6 +282,7 @@ int cmd_quantize(int argc, char **argv)
     /* RTN with a full-Hessian calibration file: weighted grids and the Hessian error report */
     int rtn_calib = !gptq && cf && !moeq_calib_file_diag(cf);
     int has_val = cf && moeq_calib_file_val_windows(cf) > 0;
+    int damp_asked_auto = damp_auto;   /* the option as given (a --resume identity; the file is hashed apart) */
     if (gptq && damp_auto && !has_val) {
         damp_auto = 0;
         damp = 0.01;
@@ -360,7 +361,7 @@ int cmd_quantize(int argc, char **argv)
     moeq_resume_field_text(&rf[nrf++], "tensor_type", n_rules ? rules_txt : "none");
     if (gptq || rtn_calib) {
         snprintf(fv, sizeof fv, "%.17g", damp);
-        moeq_resume_field_text(&rf[nrf++], "damp", run.damp_auto ? "auto" : fv);
+        moeq_resume_field_text(&rf[nrf++], "damp", damp_asked_auto ? "auto" : fv);
         snprintf(fv, sizeof fv, "%lld/%s/%lld", (long long)grid_steps, fit, (long long)shrink_prior);
         moeq_resume_field_text(&rf[nrf++], "grid_fit_prior", fv);
         snprintf(fv, sizeof fv, "%lld", (long long)block);
