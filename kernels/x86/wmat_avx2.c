@@ -245,6 +245,7 @@ static void wgemm_outer(const moeq_wmat *w, const float *X, int64_t n, int64_t l
             }
         }
     }
+    free(P);
 }
 
 /* Calls of fewer tokens than this take the dot-product tiles (no packing to amortize); the
