@@ -78,6 +78,24 @@ static const char *pack_dtype(const moeq_pack *p, json_t *codecs, char *buf, siz
     return buf;
 }
 
+/* A block-scaled FP8 source (quantization_config fp8): how many weights are F8_E4M3 and the
+ * dtype of their scale tensors ("F32", "BF16" or "mixed"); 0 weights when none. */
+static int64_t fp8_weights(const moeq_checkpoint *ck, char *scale_dt, size_t cap)
+{
+    int64_t n = 0;
+    snprintf(scale_dt, cap, "none");
+    for (size_t i = 0; ck && i < moeq_ckpt_count(ck); i++) {
+        const moeq_tensor *t = moeq_ckpt_tensor(ck, i);
+        size_t len = strlen(t->name);
+        if (t->dtype == MOEQ_DT_F8_E4M3) n++;
+        if (len > 10 && !strcmp(t->name + len - 10, "_scale_inv")) {
+            if (!strcmp(scale_dt, "none")) snprintf(scale_dt, cap, "%s", t->dtype_name);
+            else if (strcmp(scale_dt, t->dtype_name)) snprintf(scale_dt, cap, "mixed");
+        }
+    }
+    return n;
+}
+
 int cmd_inspect(int argc, char **argv)
 {
     tool_common tc = {0};
@@ -111,6 +129,8 @@ int cmd_inspect(int argc, char **argv)
     uint64_t bytes = gg ? moeq_gguf_size(gg) : pk ? moeq_pack_file_size(pk) : moeq_ckpt_bytes(ck);
     size_t shards = gg || pk ? 1 : moeq_ckpt_shards(ck);
     const char *layout = moeq_model_fused_experts(m) ? "fused" : "per-expert";
+    char scale_dt[16];
+    int64_t n_fp8 = fp8_weights(ck, scale_dt, sizeof scale_dt);
 
     FILE *h = tool_human(&tc);
     if (h) {
@@ -130,6 +150,9 @@ int cmd_inspect(int argc, char **argv)
         fprintf(h, "  embeddings %lld\n", (long long)pc.embeddings);
         fprintf(h, "  other      %lld\n", (long long)pc.other);
         fprintf(h, "dtype        %s\n", dtype);
+        if (c->fp8)
+            fprintf(h, "source       fp8: %lld F8_E4M3 weights, %lldx%lld block scales (%s weight_scale_inv)\n",
+                    (long long)n_fp8, (long long)c->fp8_block_rows, (long long)c->fp8_block_cols, scale_dt);
         if (gg) {
             fprintf(h, "gguf         %s, version %u, %zu tensors:", moeq_gguf_label(gg), moeq_gguf_version(gg),
                     moeq_gguf_ntensors(gg));
@@ -177,6 +200,16 @@ int cmd_inspect(int argc, char **argv)
         json_object_set_new(o, "bytes", json_integer((json_int_t)bytes));
         json_object_set_new(o, "shards", json_integer((json_int_t)shards));
         if (pk) json_object_set(o, "codecs", codecs);
+        if (c->fp8) {
+            json_t *q = json_object();
+            json_object_set_new(q, "method", json_string("fp8"));
+            json_object_set_new(q, "fmt", json_string("e4m3"));
+            json_object_set_new(q, "weights", json_integer(n_fp8));
+            json_object_set_new(q, "block", json_pack("[II]", (json_int_t)c->fp8_block_rows,
+                                                      (json_int_t)c->fp8_block_cols));
+            json_object_set_new(q, "scale_dtype", json_string(scale_dt));
+            json_object_set_new(o, "source_quant", q);
+        }
         if (gg) json_object_set(o, "gguf_types", gtypes);
         rc = tool_print_json(o);
     }

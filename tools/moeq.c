@@ -39,8 +39,12 @@ static void usage(FILE *f)
     fprintf(f, "\nexit codes: 0 ok, 1 usage, 2 bad or unsupported input, 3 numerical failure, 4 I/O failure\n");
 }
 
+/* Library warnings go to stderr, one line each, whatever the command (-q included). */
+static void print_warning(const char *msg) { fprintf(stderr, "moeq: warning: %s\n", msg); }
+
 int main(int argc, char **argv)
 {
+    moeq_set_warn_handler(print_warning);
     if (argc < 2) {
         usage(stderr);
         return 1;
