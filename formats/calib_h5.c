@@ -23,6 +23,7 @@ struct moeq_calib_h5 {
     char *path, *tmp;
     hid_t file, layers;
     int compress;   /* deflate level of the Hessians, 0: none */
+    int64_t val_every;   /* the validation split: its datasets are written when > 0 */
 };
 
 /* The innermost (first) message of the HDF5 error stack. */
@@ -199,6 +200,7 @@ static uint64_t calib_file_bound(const moeq_config *c, const moeq_calib_h5_meta 
         uint64_t b = 65536;
         if (c->layer_is_moe[l]) {
             b += E * (full * (H * H + I * I) + H + 3 * I + 6) * 8 + E * 1024;
+            if (meta->val_every > 0) b += E * (full * (H * H + I * I) + 1) * 8 + 4096;
             if (S) b += (full * (H * H + S * S) + H + 3 * S) * 8 + 4096;
         } else if (meta->scope_all) {
             b += (full * (H * H + F * F) + H + F) * 8 + 4096;
@@ -236,6 +238,7 @@ moeq_status moeq_calib_h5_create(const char *path, const moeq_model *m,
     if (!w) return moeq_fail(err, MOEQ_ERR_NOMEM, "out of memory");
     w->file = w->layers = -1;
     w->compress = meta->compress;
+    w->val_every = meta->val_every;
     w->path = strdup(path);
     char *copy = strdup(path);
     size_t tl = strlen(path) + 32;
@@ -319,6 +322,8 @@ moeq_status moeq_calib_h5_create(const char *path, const moeq_model *m,
     if (r >= 0) r = attr_str(f, "scope", meta->scope_all ? "all" : "experts");
     if (r >= 0) r = attr_str(f, "dtype", "f64");
     if (r >= 0) r = attr_i64(f, "compress", meta->compress);
+    if (r >= 0) r = attr_i64(f, "val_every", meta->val_every);
+    if (r >= 0) r = attr_i64(f, "val_windows", meta->val_windows);
     if (r >= 0) w->layers = group_create(f, "layers");
     if (r < 0 || w->layers < 0) {
         st = h5_fail(err, path, "the root attributes");
@@ -368,6 +373,16 @@ moeq_status moeq_calib_h5_write_layer(moeq_calib_h5 *w, const moeq_calib_layer *
         if (r >= 0) r = write_vec_stack(g, "down_sum2", L->expert_down, E, offsetof(moeq_calib_acc, sum2));
         if (r >= 0) r = write_vec_stack(g, "phi2_sum", L->expert_down, E, offsetof(moeq_calib_acc, phi2_sum));
         if (r >= 0) r = write_vec_stack(g, "phi2_max", L->expert_down, E, offsetof(moeq_calib_acc, phi2_max));
+        if (r >= 0 && L->val_in && w->val_every > 0) {   /* the validation split (docs/calibrate.md) */
+            int64_t *vt = malloc((size_t)E * sizeof *vt);
+            if (!vt) r = -1;
+            for (int64_t e = 0; r >= 0 && e < E; e++) vt[e] = L->val_in[e].rows;
+            if (r >= 0) r = attr_i64(g, "val_tokens", L->val_tokens);
+            if (r >= 0) r = write_ds(g, "val_expert_tokens", H5T_STD_I64LE, 1, &e1, vt);
+            free(vt);
+            if (r >= 0) r = write_hess_stack(g, "val_hessian_in", L->val_in, E, w->compress);
+            if (r >= 0) r = write_hess_stack(g, "val_hessian_down", L->val_down, E, w->compress);
+        }
     }
     if (r >= 0 && L->is_moe) r = write_acc(g, "shared_in", &L->shared_in, w->compress);
     if (r >= 0 && L->is_moe) r = write_acc(g, "shared_down", &L->shared_down, w->compress);

@@ -14,6 +14,7 @@ struct moeq_calib_file {
     char *path;
     hid_t file;
     int64_t layers, experts, hidden, inter, min_tokens, diag;
+    int64_t tokens, ctx, val_every, val_windows;   /* the validation split: 0 in files without one */
 };
 
 static herr_t first_msg(unsigned n, const H5E_error2_t *e, void *data)
@@ -93,6 +94,20 @@ moeq_status moeq_calib_file_open(const char *path, const moeq_model *m, moeq_cal
         st = moeq_fail(err, MOEQ_ERR_FORMAT, "%s: root attributes 'min_tokens'/'diag' missing", path);
         goto fail;
     }
+    if (moeq_h5_attr_i64(f, "tokens", &c->tokens) || moeq_h5_attr_i64(f, "ctx", &c->ctx)) {
+        st = moeq_fail(err, MOEQ_ERR_FORMAT, "%s: root attributes 'tokens'/'ctx' missing", path);
+        goto fail;
+    }
+    /* written since the validation split; older files have none */
+    if (H5Aexists(f, "val_every") > 0 &&
+        (moeq_h5_attr_i64(f, "val_every", &c->val_every) || moeq_h5_attr_i64(f, "val_windows", &c->val_windows) ||
+         c->val_every < 0 || c->val_windows < 0 || c->ctx <= 0 || c->val_windows > c->tokens / c->ctx)) {
+        st = moeq_fail(err, MOEQ_ERR_FORMAT, "%s: root attributes 'val_every'/'val_windows' missing or out of range "
+                       "(%lld windows of %lld tokens)", path, (long long)c->val_windows, (long long)c->ctx);
+        goto fail;
+    }
+    H5Eclear2(H5E_DEFAULT);
+    if (c->val_every == 0) c->val_windows = 0;
     c->layers = cf->layers;
     c->experts = cf->n_experts;
     c->hidden = cf->hidden;
@@ -182,8 +197,9 @@ static moeq_status read_one(moeq_calib_file *f, hid_t d, int64_t e, int64_t dim,
 {
     hid_t fs = H5Dget_space(d);
     hsize_t start[3] = { (hsize_t)e, 0, 0 }, count[3] = { 1, (hsize_t)dim, (hsize_t)dim };
-    hsize_t md[1] = { (hsize_t)(dim * dim) };
-    hid_t ms = H5Screate_simple(1, md, NULL);
+    /* a memory space of the selection's own shape: HDF5 copies the chunk in one piece (a flat
+     * [dim²] one made it walk the selection element by element, 20% of a GPTQ run) */
+    hid_t ms = H5Screate_simple(3, count, NULL);
     herr_t r = fs < 0 || ms < 0 ? -1 : H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, NULL, count, NULL);
     if (r >= 0) r = H5Dread(d, H5T_NATIVE_DOUBLE, ms, fs, H5P_DEFAULT, H);
     if (fs >= 0) H5Sclose(fs);
@@ -191,16 +207,13 @@ static moeq_status read_one(moeq_calib_file *f, hid_t d, int64_t e, int64_t dim,
     return r < 0 ? rd_fail(err, f->path, "reading a Hessian") : MOEQ_OK;
 }
 
-moeq_status moeq_calib_file_hessian(moeq_calib_file *f, int64_t layer, int64_t expert, int down,
-                                    double *H, int64_t dim, int64_t *rows, moeq_error *err)
+/* Σ over a [E, dim, dim] dataset's expert chunk (expert -1: all of them, in order) into H. */
+static moeq_status read_stack(moeq_calib_file *f, int64_t layer, int64_t expert, const char *name, double *H,
+                              int64_t dim, moeq_error *err)
 {
-    int64_t want = down ? f->inter : f->hidden;
-    if (layer < 0 || layer >= f->layers || expert < -1 || expert >= f->experts || dim != want)
-        return moeq_fail(err, MOEQ_ERR_MISUSE, "calib: layer %lld expert %lld dim %lld out of range",
-                         (long long)layer, (long long)expert, (long long)dim);
     hsize_t dims[3] = { (hsize_t)f->experts, (hsize_t)dim, (hsize_t)dim };
     hid_t d;
-    moeq_status st = open_ds(f, layer, down ? "hessian_down" : "hessian_in", 3, dims, &d, err);
+    moeq_status st = open_ds(f, layer, name, 3, dims, &d, err);
     if (st) return st;
     if (expert >= 0) {
         st = read_one(f, d, expert, dim, H, err);
@@ -219,16 +232,75 @@ moeq_status moeq_calib_file_hessian(moeq_calib_file *f, int64_t layer, int64_t e
     for (int64_t i = 0; i < dim * dim; i++)
         if (!(H[i] - H[i] == 0))
             return moeq_fail(err, MOEQ_ERR_FORMAT, "%s: layer %lld expert %lld: %s has a non-finite value at [%lld, %lld]",
-                             f->path, (long long)layer, (long long)expert, down ? "hessian_down" : "hessian_in",
-                             (long long)(i / dim), (long long)(i % dim));
+                             f->path, (long long)layer, (long long)expert, name, (long long)(i / dim),
+                             (long long)(i % dim));
+    return MOEQ_OK;
+}
+
+int64_t moeq_calib_file_val_windows(const moeq_calib_file *f) { return f->val_windows; }
+int64_t moeq_calib_file_split_tokens(const moeq_calib_file *f, int split)
+{
+    int64_t v = f->val_windows * f->ctx;
+    return split == MOEQ_SPLIT_VAL ? v : split == MOEQ_SPLIT_CAL ? f->tokens - v : f->tokens;
+}
+
+moeq_status moeq_calib_file_expert_split(moeq_calib_file *f, int64_t layer, int64_t expert, int split,
+                                         int64_t *tokens, moeq_error *err)
+{
+    int fl;
+    moeq_status st = moeq_calib_file_expert(f, layer, expert, tokens, &fl, err);
+    if (st || split == MOEQ_SPLIT_ALL) return st;
+    if (!f->val_windows)
+        return moeq_fail(err, MOEQ_ERR_MISUSE, "%s: no validation split (calibrate --val-every)", f->path);
+    hsize_t dims[1] = { (hsize_t)f->experts };
+    int64_t *nb = malloc((size_t)f->experts * 8);
+    hid_t d = -1;
+    if (!nb) return moeq_fail(err, MOEQ_ERR_NOMEM, "out of memory");
+    st = open_ds(f, layer, "val_expert_tokens", 1, dims, &d, err);
+    if (st == MOEQ_OK && H5Dread(d, H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, nb) < 0)
+        st = rd_fail(err, f->path, "val_expert_tokens");
+    if (d >= 0) H5Dclose(d);
+    if (st == MOEQ_OK && (nb[expert] < 0 || nb[expert] > *tokens))
+        st = moeq_fail(err, MOEQ_ERR_FORMAT, "%s: layer %lld expert %lld: val_expert_tokens %lld outside 0..%lld",
+                       f->path, (long long)layer, (long long)expert, (long long)nb[expert], (long long)*tokens);
+    if (st == MOEQ_OK) *tokens = split == MOEQ_SPLIT_VAL ? nb[expert] : *tokens - nb[expert];
+    free(nb);
+    return st;
+}
+
+moeq_status moeq_calib_file_hessian_split(moeq_calib_file *f, int64_t layer, int64_t expert, int down, int split,
+                                          double *H, int64_t dim, int64_t *rows, moeq_error *err)
+{
+    int64_t want = down ? f->inter : f->hidden;
+    if (layer < 0 || layer >= f->layers || expert < -1 || expert >= f->experts || dim != want ||
+        split < MOEQ_SPLIT_ALL || split > MOEQ_SPLIT_VAL)
+        return moeq_fail(err, MOEQ_ERR_MISUSE, "calib: layer %lld expert %lld dim %lld out of range",
+                         (long long)layer, (long long)expert, (long long)dim);
+    if (split != MOEQ_SPLIT_ALL && !f->val_windows)
+        return moeq_fail(err, MOEQ_ERR_MISUSE, "%s: no validation split (calibrate --val-every)", f->path);
+    const char *all = down ? "hessian_down" : "hessian_in", *val = down ? "val_hessian_down" : "val_hessian_in";
+    moeq_status st = read_stack(f, layer, expert, split == MOEQ_SPLIT_VAL ? val : all, H, dim, err);
+    if (st == MOEQ_OK && split == MOEQ_SPLIT_CAL) {   /* H_cal = H − H_val: the windows outside the split */
+        double *tmp = malloc((size_t)(dim * dim) * sizeof *tmp);
+        if (!tmp) return moeq_fail(err, MOEQ_ERR_NOMEM, "out of memory");
+        st = read_stack(f, layer, expert, val, tmp, dim, err);
+        for (int64_t i = 0; st == MOEQ_OK && i < dim * dim; i++) H[i] -= tmp[i];
+        free(tmp);
+    }
+    if (st) return st;
     if (rows) {
         *rows = 0;
         for (int64_t e = expert < 0 ? 0 : expert; e < (expert < 0 ? f->experts : expert + 1); e++) {
             int64_t n;
-            int fl;
-            if ((st = moeq_calib_file_expert(f, layer, e, &n, &fl, err))) return st;
+            if ((st = moeq_calib_file_expert_split(f, layer, e, split, &n, err))) return st;
             *rows += n;
         }
     }
     return MOEQ_OK;
+}
+
+moeq_status moeq_calib_file_hessian(moeq_calib_file *f, int64_t layer, int64_t expert, int down,
+                                    double *H, int64_t dim, int64_t *rows, moeq_error *err)
+{
+    return moeq_calib_file_hessian_split(f, layer, expert, down, MOEQ_SPLIT_ALL, H, dim, rows, err);
 }

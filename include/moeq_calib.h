@@ -89,6 +89,11 @@ typedef struct moeq_calib_layer {
     moeq_calib_acc shared_in, shared_down;   /* shared expert (all tokens); dim 0 when none */
     moeq_calib_acc attn_in, attn_o;          /* scope all: input of q/k/v, input of o */
     moeq_calib_acc dense_in, dense_down;     /* scope all, dense layers: MLP inputs */
+    /* the validation split (moeq_calib_collector_enable_val): the same Σ x xᵀ (and Σ x²) of the
+     * routed experts over the validation windows only, which the statistics above include too;
+     * NULL without a split */
+    moeq_calib_acc *val_in, *val_down;       /* [E] */
+    int64_t val_tokens;                      /* tokens of the validation windows */
 } moeq_calib_layer;
 
 typedef struct moeq_calib_collector moeq_calib_collector;
@@ -118,6 +123,12 @@ moeq_status moeq_calib_collector_bcast(moeq_calib_collector *c, int root, moeq_e
 /* Accumulates the stashed window into the statistics (parallel over experts; each expert's
  * rows in token order, so results do not depend on the thread count). */
 moeq_status moeq_calib_collector_flush(moeq_calib_collector *c, moeq_error *err);
+/* Adds routed-expert validation accumulators (L.val_in, L.val_down) to a collector (not
+ * diagonal-only); call before the first reset. */
+moeq_status moeq_calib_collector_enable_val(moeq_calib_collector *c, moeq_error *err);
+/* moeq_calib_collector_flush; val = 1 also adds the window's expert rows to the validation
+ * accumulators (needs enable_val). */
+moeq_status moeq_calib_collector_flush_split(moeq_calib_collector *c, int val, moeq_error *err);
 /* Mirrors the Hessians' lower triangles into the upper ones; call once after the last flush. */
 void moeq_calib_collector_finish(moeq_calib_collector *c);
 const moeq_calib_layer *moeq_calib_collector_layer(const moeq_calib_collector *c);
@@ -136,6 +147,9 @@ typedef struct moeq_calib_opts {
     int scope_all;        /* also attention and dense MLP inputs */
     int compress;         /* deflate level 0..9 of the Hessians (0: stored raw, the default) */
     int threads;          /* <= 0: all cores */
+    /* validation split: window w with w % val_every == val_every − 1 also goes into per-expert
+     * validation Hessians (docs/calibrate.md); 0: none. Ignored with diag. */
+    int64_t val_every;
     const char *tokens_source;   /* recorded in the file; may be NULL */
     /* checkpoint directory (--resume): after each layer its statistics and the residual stream
      * are saved there; a run started again with the same inputs continues after the last
@@ -156,6 +170,7 @@ typedef struct moeq_calib_coverage {     /* one MoE layer */
 
 typedef struct moeq_calib_result {
     int64_t tokens, ctx, windows, min_tokens;
+    int64_t val_every, val_windows;      /* the validation split (0: none) */
     int64_t n_moe_layers;
     moeq_calib_coverage *moe_layers;     /* [n_moe_layers] in layer order */
     double seconds, tokens_per_s;        /* token-layers / layers per second over this run's layers */
@@ -190,6 +205,7 @@ typedef struct moeq_calib_h5_meta {
     int64_t tokens, ctx, windows, min_tokens;
     int diag, scope_all;
     int compress;                 /* deflate level (with byte shuffle) of the Hessians; 0: none */
+    int64_t val_every, val_windows;   /* the validation split; 0: none */
 } moeq_calib_h5_meta;
 
 /* Creates a temporary file next to path with the root attributes. */

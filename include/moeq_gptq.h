@@ -28,6 +28,18 @@ moeq_status moeq_calib_file_expert(moeq_calib_file *f, int64_t layer, int64_t ex
 moeq_status moeq_calib_file_hessian(moeq_calib_file *f, int64_t layer, int64_t expert, int down,
                                     double *H, int64_t dim, int64_t *rows, moeq_error *err);
 
+/* The validation split (docs/calibrate.md): every val_every-th window's expert rows also summed
+ * on their own. SPLIT_ALL: every window (the statistics above); SPLIT_VAL: the validation
+ * windows; SPLIT_CAL: the others (H − H_val). Files without a split have 0 validation windows,
+ * and asking them for CAL or VAL is MOEQ_ERR_MISUSE. */
+enum { MOEQ_SPLIT_ALL = 0, MOEQ_SPLIT_CAL = 1, MOEQ_SPLIT_VAL = 2 };
+int64_t moeq_calib_file_val_windows(const moeq_calib_file *f);
+int64_t moeq_calib_file_split_tokens(const moeq_calib_file *f, int split);   /* tokens of the layer in the split */
+moeq_status moeq_calib_file_expert_split(moeq_calib_file *f, int64_t layer, int64_t expert, int split,
+                                         int64_t *tokens, moeq_error *err);
+moeq_status moeq_calib_file_hessian_split(moeq_calib_file *f, int64_t layer, int64_t expert, int down, int split,
+                                          double *H, int64_t dim, int64_t *rows, moeq_error *err);
+
 /* ---- GPTQ on one matrix (quant/gptq.c) --------------------------------------------------- */
 
 typedef struct moeq_gptq_opts {
@@ -35,6 +47,8 @@ typedef struct moeq_gptq_opts {
     int act_order;     /* columns by descending diag H, with static groups (from the original W) */
     int block;         /* lazy-update block width; 128 when <= 0 */
     int threads;       /* <= 0: moeq_threads() */
+    int grid_steps;    /* > 1: each group's starting grid by the clipping search of moeq_grid_search
+                        * weighted by diag H over that many ratios; <= 1: min/max */
 } moeq_gptq_opts;
 
 typedef struct moeq_gptq_info {
@@ -100,11 +114,45 @@ void moeq_expert_index_free(moeq_expert_index *ix);
 
 /* ---- moeq quantize --method gptq --------------------------------------------------------- */
 
-typedef enum moeq_gptq_fallback { MOEQ_FALLBACK_RTN = 0, MOEQ_FALLBACK_LAYER_MEAN = 1 } moeq_gptq_fallback;
+typedef enum moeq_gptq_fallback {
+    MOEQ_FALLBACK_RTN = 0, MOEQ_FALLBACK_LAYER_MEAN = 1,
+    MOEQ_FALLBACK_SHRINK = 2   /* the expert's Hessian shrunk toward the layer's pooled one (moeq_hessian_shrink) */
+} moeq_gptq_fallback;
+
+/* H' = (n_e·Ĥ_e + n0·Ĥ_pool) / (n_e + n0) with Ĥ the per-token means (H_e / n_e, H_pool /
+ * n_pool), i.e. (H_e + (n0 / n_pool)·H_pool) / (n_e + n0): an undersampled expert's Hessian
+ * shrunk toward its layer's pooled Hessian by how many tokens it saw (n_e = 0: Ĥ_pool). n0 > 0.
+ * n_pool <= 0 copies H_e. out may be H_e; dim² entries. */
+void moeq_hessian_shrink(const double *H_e, int64_t n_e, const double *H_pool, int64_t n_pool, double n0,
+                         int64_t dim, double *out);
+
+/* --damp auto: the candidates tried per layer and input (docs/quantize.md, "Generalization"). */
+#define MOEQ_DAMP_CANDIDATES 4
+extern const double moeq_damp_candidates[MOEQ_DAMP_CANDIDATES];
+
+/* One --damp auto decision: layer, input kind (0: gate/up, 1: down) and codec. */
+typedef struct moeq_gptq_damp_choice {
+    int64_t layer;
+    int kind, bits, group, sym;
+    double damp;                                 /* the candidate chosen */
+    double val_err[MOEQ_DAMP_CANDIDATES];        /* Σ tr(ΔW H_val ΔWᵀ) on the probe rows per candidate */
+    int64_t experts[2];                          /* the busiest experts probed (-1: none) */
+} moeq_gptq_damp_choice;
+
+/* Per-layer report of a calibrated run: Σ tr(ΔW H ΔWᵀ) over the layer's routed-expert
+ * matrices, with each expert's own Hessian of the calibration split (cal) and of the
+ * validation split (val), divided by the split's tokens (the mean squared output change per
+ * token of the layer's experts). */
+typedef struct moeq_gptq_layer_rep {
+    double err_cal, err_val;
+    int64_t pieces;
+    double damp_sum[2];       /* Σ damping used per input kind (gate/up, down), for the mean */
+    int64_t damp_n[2];
+} moeq_gptq_layer_rep;
 
 typedef struct moeq_gptq_fallback_rec {
     char tensor[600];
-    char kind[16];       /* "rtn", "layer-mean" or "damping" */
+    char kind[16];       /* "rtn", "layer-mean", "shrunk" or "damping" */
     char reason[200];
 } moeq_gptq_fallback_rec;
 
@@ -134,7 +182,28 @@ typedef struct moeq_gptq_run {
     int hinv_ok;
     int64_t H_layer, H_expert;
     int H_kind;
+    /* ---- generalization (docs/quantize.md, "Generalization"); all zero: the behaviour before */
+    int rtn;                  /* RTN with the calibration file: weighted grids (opts.grid_steps) and the report */
+    int damp_auto;            /* choose opts.damp per layer, input kind and codec on the validation split */
+    int split;                /* MOEQ_SPLIT_CAL: fit the calibration windows, hold the validation ones out */
+    double shrink_n0;         /* prior strength of MOEQ_FALLBACK_SHRINK in tokens; <= 0: the matrix's columns */
+    int report;               /* compute the per-layer Hessian errors (needs calib) */
+    moeq_gptq_layer_rep *layers;   /* [model layers] filled when report */
+    moeq_gptq_damp_choice *choices;
+    size_t n_choices, cap_choices;
+    /* the note of the last piece quantized here (the MPI/resume records carry it to rank 0) */
+    struct { int valid, kind; int64_t layer; double damp, err_cal, err_val; } note;
+    /* caches: the expert's own split Hessians, the layer's pooled one per input kind */
+    double *Hc, *Hv, *Hpool[2];
+    int64_t Hc_layer, Hc_expert, Hpool_layer[2];
+    int Hc_kind;
+    int64_t Hc_rows, Hpool_rows[2];
+    double H_damp;            /* the damping the cached factorization was asked for */
 } moeq_gptq_run;
+
+/* Adds a piece's note (from its owner or a checkpoint) to r's per-layer report. */
+moeq_status moeq_gptq_note_piece(moeq_gptq_run *r, int64_t layer, int kind, double damp, double err_cal,
+                                 double err_val, moeq_error *err);
 
 typedef struct moeq_gptq_stored {
     uint8_t *raw;          /* moeq_qmat_bytes bytes of the piece's codes, or NULL */

@@ -14,6 +14,18 @@
 moeq_status moeq_rtn_quantize(const float *w, int64_t rows, int64_t cols, int bits, int group, int sym,
                               uint8_t *raw, moeq_error *err);
 
+/* Weighted grid search (quant/grid.c, docs/quantize.md "Weighted grids"): the f16 scale and zero
+ * of one group x[0], x[stride], ... (len values) minimising Σ_j d_j (x_j − Q(x_j))² over the
+ * clipping ratios r_k = 1 − k / (2·steps), k < steps, of the min/max grid (k = 0: min/max
+ * itself, kept on ties). d NULL (or all zero): unweighted. steps <= 1: the min/max grid. Returns
+ * the weighted error of the grid chosen. */
+double moeq_grid_search(const double *x, int64_t stride, const double *d, int64_t len, int bits, int sym,
+                        int steps, uint16_t *s16, uint16_t *z16);
+/* RTN with each group's grid from moeq_grid_search (d [cols]: the weights of the columns, e.g.
+ * diag H; NULL: unweighted); codes chosen with the f16 scale. Same layout as moeq_rtn_quantize. */
+moeq_status moeq_rtn_quantize_weighted(const float *w, int64_t rows, int64_t cols, int bits, int group, int sym,
+                                       const double *d, int steps, uint8_t *raw, moeq_error *err);
+
 typedef enum moeq_quant_scope { MOEQ_SCOPE_EXPERTS = 0, MOEQ_SCOPE_ALL = 1 } moeq_quant_scope;
 
 typedef struct moeq_tensor_rule {

@@ -236,7 +236,8 @@ struct moeq_calib_collector {
     int stash_only;           /* MPI rank other than 0: stash and forward, no statistics */
     float *w_sg;              /* shared expert's sigmoid gate [H], NULL when none */
     double *scratch;          /* [threads, ROW_BLOCK * maxdim] rows widened to float64 */
-    struct task *tasks;       /* [2E + 6] accumulation tasks of one flush */
+    struct task *tasks;       /* [2E + 6] accumulation tasks of one flush ([4E + 6] with val) */
+    int has_val;              /* L.val_in / L.val_down exist */
     int64_t maxdim;
 };
 
@@ -372,6 +373,13 @@ void moeq_calib_collector_free(moeq_calib_collector *c)
         }
     free(c->L.expert_in);
     free(c->L.expert_down);
+    if (c->L.val_in)
+        for (int64_t e = 0; e < c->L.n_experts; e++) {
+            acc_free(&c->L.val_in[e]);
+            acc_free(&c->L.val_down[e]);
+        }
+    free(c->L.val_in);
+    free(c->L.val_down);
     free(c->L.expert_tokens);
     free(c->L.logit_sum);
     free(c->L.logit_m2);
@@ -532,8 +540,13 @@ moeq_status moeq_calib_collector_reset(moeq_calib_collector *c, int64_t layer, m
         for (int64_t e = 0; e < E; e++) {
             acc_zero(&c->L.expert_in[e]);
             acc_zero(&c->L.expert_down[e]);
+            if (c->has_val) {
+                acc_zero(&c->L.val_in[e]);
+                acc_zero(&c->L.val_down[e]);
+            }
         }
     }
+    c->L.val_tokens = 0;
     moeq_calib_acc *accs[] = {&c->L.shared_in, &c->L.shared_down, &c->L.attn_in, &c->L.attn_o,
                               &c->L.dense_in, &c->L.dense_down};
     for (size_t i = 0; i < sizeof accs / sizeof accs[0]; i++) acc_zero(accs[i]);
@@ -576,8 +589,38 @@ static void accumulate(moeq_calib_acc *a, const float *x, const float *w, int64_
     a->rows += n;
 }
 
+moeq_status moeq_calib_collector_enable_val(moeq_calib_collector *c, moeq_error *err)
+{
+    int64_t E = c->L.n_experts;
+    if (c->has_val || E == 0 || c->stash_only) return MOEQ_OK;
+    if (c->diag)
+        return moeq_fail(err, MOEQ_ERR_MISUSE, "a validation split needs full Hessians (not --diag)");
+    struct task *t = col_alloc(c, (size_t)(4 * E + 6), sizeof *t);
+    c->L.val_in = col_alloc(c, (size_t)E, sizeof(moeq_calib_acc));
+    c->L.val_down = col_alloc(c, (size_t)E, sizeof(moeq_calib_acc));
+    for (int64_t e = 0; !c->alloc_failed && e < E; e++) {
+        acc_init(c, &c->L.val_in[e], c->c->hidden, 0);
+        acc_init(c, &c->L.val_down[e], c->c->moe_inter, 0);
+    }
+    if (t) {
+        free(c->tasks);
+        c->tasks = t;
+    }
+    c->has_val = 1;   /* the free path needs it even after a failed allocation */
+    if (c->alloc_failed) return moeq_fail(err, MOEQ_ERR_NOMEM, "out of memory for the validation Hessians");
+    return MOEQ_OK;
+}
+
 moeq_status moeq_calib_collector_flush(moeq_calib_collector *c, moeq_error *err)
 {
+    return moeq_calib_collector_flush_split(c, 0, err);
+}
+
+moeq_status moeq_calib_collector_flush_split(moeq_calib_collector *c, int val, moeq_error *err)
+{
+    if (val && !c->has_val)
+        return moeq_fail(err, MOEQ_ERR_MISUSE, "layer %lld: validation window without a validation split",
+                         (long long)c->layer);
     if (c->layer < 0) return moeq_fail(err, MOEQ_ERR_MISUSE, "collector flushed before a reset");
     if (c->overflow)
         return moeq_fail(err, MOEQ_ERR_MISUSE, "layer %lld: hook rows did not match the collector "
@@ -600,7 +643,12 @@ moeq_status moeq_calib_collector_flush(moeq_calib_collector *c, moeq_error *err)
             const float *w = c->aw + c->e_off[e];
             tasks[nt++] = (task){&c->L.expert_in[e], c->ax + c->e_off[e] * H, w, ne};
             tasks[nt++] = (task){&c->L.expert_down[e], c->ah + c->e_off[e] * I, w, ne};
+            if (val) {   /* the same rows again into their own sums: H_cal = H − H_val */
+                tasks[nt++] = (task){&c->L.val_in[e], c->ax + c->e_off[e] * H, NULL, ne};
+                tasks[nt++] = (task){&c->L.val_down[e], c->ah + c->e_off[e] * I, NULL, ne};
+            }
         }
+        if (val) c->L.val_tokens += c->win_n;
         if (c->L.shared_in.dim && c->s_in.n) {
             /* the shared expert's output is scaled by sigmoid(w_sg · x) when it has that gate
              * (Qwen2-MoE), computed exactly as the forward pass does; 1 otherwise */
@@ -751,6 +799,10 @@ void moeq_calib_collector_finish(moeq_calib_collector *c)
     for (int64_t e = 0; e < c->L.n_experts; e++) {
         mirror(&c->L.expert_in[e]);
         mirror(&c->L.expert_down[e]);
+        if (c->has_val) {
+            mirror(&c->L.val_in[e]);
+            mirror(&c->L.val_down[e]);
+        }
     }
     moeq_calib_acc *accs[] = {&c->L.shared_in, &c->L.shared_down, &c->L.attn_in, &c->L.attn_o,
                               &c->L.dense_in, &c->L.dense_down};
@@ -763,6 +815,7 @@ static void acc_list(moeq_calib_layer *L, moeq_calib_acc **out, int64_t *n)
 {
     int64_t k = 0;
     for (int64_t e = 0; e < L->n_experts; e++) { out[k++] = &L->expert_in[e]; out[k++] = &L->expert_down[e]; }
+    for (int64_t e = 0; L->val_in && e < L->n_experts; e++) { out[k++] = &L->val_in[e]; out[k++] = &L->val_down[e]; }
     moeq_calib_acc *rest[] = {&L->shared_in, &L->shared_down, &L->attn_in, &L->attn_o, &L->dense_in, &L->dense_down};
     for (int i = 0; i < 6; i++) out[k++] = rest[i];
     *n = k;
@@ -770,14 +823,14 @@ static void acc_list(moeq_calib_layer *L, moeq_calib_acc **out, int64_t *n)
 
 static moeq_status layer_pack(moeq_calib_layer *L, moeq_buf *b, moeq_error *err)
 {
-    int64_t hdr[4] = {L->layer, L->is_moe, L->tokens, L->n_experts}, na;
+    int64_t hdr[5] = {L->layer, L->is_moe, L->tokens, L->n_experts, L->val_tokens}, na;
     moeq_buf_put(b, hdr, sizeof hdr);
     if (L->n_experts) {
         moeq_buf_put(b, L->expert_tokens, (size_t)L->n_experts * 8);
         moeq_buf_put(b, L->logit_sum, (size_t)L->n_experts * 8);
         moeq_buf_put(b, L->logit_m2, (size_t)L->n_experts * 8);
     }
-    moeq_calib_acc **accs = malloc((size_t)(2 * L->n_experts + 6) * sizeof *accs);
+    moeq_calib_acc **accs = malloc((size_t)(4 * L->n_experts + 6) * sizeof *accs);
     if (!accs) return moeq_fail(err, MOEQ_ERR_NOMEM, "out of memory");
     acc_list(L, accs, &na);
     for (int64_t i = 0; i < na; i++) {
@@ -798,14 +851,14 @@ static moeq_status layer_unpack(moeq_calib_layer *L, const uint8_t *p, size_t le
                                 const char *dir, moeq_error *err)
 {
     size_t o = 0;
-    int64_t hdr[4], na;
+    int64_t hdr[5], na;
     int ok = take(p, len, &o, hdr, sizeof hdr) && hdr[0] == layer && hdr[3] == L->n_experts;
-    if (ok) { L->layer = hdr[0]; L->is_moe = (int)hdr[1]; L->tokens = hdr[2]; }
+    if (ok) { L->layer = hdr[0]; L->is_moe = (int)hdr[1]; L->tokens = hdr[2]; L->val_tokens = hdr[4]; }
     if (ok && L->n_experts)
         ok = take(p, len, &o, L->expert_tokens, (size_t)L->n_experts * 8) &&
              take(p, len, &o, L->logit_sum, (size_t)L->n_experts * 8) &&
              take(p, len, &o, L->logit_m2, (size_t)L->n_experts * 8);
-    moeq_calib_acc **accs = malloc((size_t)(2 * L->n_experts + 6) * sizeof *accs);
+    moeq_calib_acc **accs = malloc((size_t)(4 * L->n_experts + 6) * sizeof *accs);
     if (!accs) return moeq_fail(err, MOEQ_ERR_NOMEM, "out of memory");
     acc_list(L, accs, &na);
     for (int64_t i = 0; ok && i < na; i++) {
@@ -853,6 +906,7 @@ typedef struct calib_run {
     int64_t layers, tokens;
     double t0;
     moeq_resume *rs;          /* rank 0 with --resume */
+    int64_t val_every;        /* the validation split, 0: none */
 } calib_run;
 
 static const moeq_hooks *run_hooks(void *user, int64_t layer)
@@ -866,9 +920,9 @@ static const moeq_hooks *run_hooks(void *user, int64_t layer)
 static moeq_status run_window(void *user, int64_t layer, int64_t window, moeq_error *err)
 {
     (void)layer;
-    (void)window;
     calib_run *cr = user;
-    return moeq_calib_collector_flush(cr->col, err);
+    int64_t k = cr->val_every;
+    return moeq_calib_collector_flush_split(cr->col, k > 0 && window % k == k - 1, err);
 }
 
 /* Coverage, the caller's callback and the HDF5 group of one finished layer (rank 0), whether
@@ -1026,12 +1080,22 @@ moeq_status moeq_calibrate(const moeq_model *m, const int32_t *tokens, int64_t n
     res->tokens = W * ctx;
     res->min_tokens = o->min_tokens > 0 ? o->min_tokens : 2 * cf->hidden;
     res->bytes_formula = moeq_calib_memory_bytes(m, res->tokens, ctx, threads, o->diag, o->scope_all);
+    /* the validation split: windows w % K == K − 1; none when the run has fewer than K windows */
+    int64_t K = o->val_every > 0 && !o->diag && cf->n_experts > 0 ? o->val_every : 0;
+    if (K && W / K == 0) K = 0;
+    res->val_every = K;
+    res->val_windows = K ? W / K : 0;
+    if (K) {
+        int64_t E = cf->n_experts, H = cf->hidden, I = cf->moe_inter;
+        res->bytes_formula += (uint64_t)E * (8 * (uint64_t)(H * H + H + I * I + I) + 2 * sizeof(moeq_calib_acc)) +
+                              (uint64_t)(4 * E + 6) * sizeof(task);
+    }
     int64_t n_moe = 0;
     for (int64_t l = 0; l < cf->layers; l++) n_moe += cf->layer_is_moe[l] != 0;
     res->moe_layers = calloc((size_t)(n_moe ? n_moe : 1), sizeof *res->moe_layers);
     if (!res->moe_layers) return moeq_fail(err, MOEQ_ERR_NOMEM, "out of memory");
 
-    calib_run cr = {.o = o, .res = res, .layers = cf->layers, .tokens = res->tokens};
+    calib_run cr = {.o = o, .res = res, .layers = cf->layers, .tokens = res->tokens, .val_every = K};
     int root = moeq_dist_rank() == 0;
     uint64_t sent0 = moeq_dist_bytes_sent();
     uint64_t tok_hash = XXH64(tokens, (size_t)res->tokens * sizeof(int32_t), 0);
@@ -1052,6 +1116,7 @@ moeq_status moeq_calibrate(const moeq_model *m, const int32_t *tokens, int64_t n
     FIELD_I("diag", o->diag);
     FIELD_I("scope_all", o->scope_all);
     FIELD_I("compress", o->compress);
+    FIELD_I("val_every", K);
 #undef FIELD_I
     int64_t done = 0;
     moeq_status st = MOEQ_OK;
@@ -1067,11 +1132,13 @@ moeq_status moeq_calibrate(const moeq_model *m, const int32_t *tokens, int64_t n
             .tokens_source = o->tokens_source,
             .tokens_xxh64 = tok_hash,
             .tokens = res->tokens, .ctx = ctx, .windows = W, .min_tokens = res->min_tokens,
-            .diag = o->diag, .scope_all = o->scope_all, .compress = o->compress};
+            .diag = o->diag, .scope_all = o->scope_all, .compress = o->compress,
+            .val_every = K, .val_windows = res->val_windows};
         st = moeq_calib_h5_create(out_path, m, &meta, &cr.h5, err);
     }
     if (st == MOEQ_OK)
         st = moeq_calib_collector_create(m, ctx, o->diag, o->scope_all, threads, &cr.col, err);
+    if (st == MOEQ_OK && K) st = moeq_calib_collector_enable_val(cr.col, err);
     if (st == MOEQ_OK && root && done > 0) st = replay_layers(&cr, done, err);
     st = moeq_dist_agree(st, err);
     if (st == MOEQ_OK && done < cf->layers) {

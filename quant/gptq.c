@@ -19,6 +19,8 @@ struct moeq_gptq_hinv {
     int64_t n;
     double *U;        /* [n, n] row-major, upper triangle: (H + λI)⁻¹ = UᵀU, in perm order */
     int64_t *perm;    /* [n] position -> original column; NULL without act_order */
+    double *d;        /* [n] diag H in original column order (dead columns 0): grid weights */
+    int grid_steps;   /* moeq_gptq_opts.grid_steps */
 };
 
 void moeq_gptq_hinv_free(moeq_gptq_hinv *h)
@@ -26,6 +28,7 @@ void moeq_gptq_hinv_free(moeq_gptq_hinv *h)
     if (!h) return;
     free(h->U);
     free(h->perm);
+    free(h->d);
     free(h);
 }
 
@@ -52,15 +55,18 @@ moeq_status moeq_gptq_hinv_create(const double *H, int64_t n, const moeq_gptq_op
     double damp = o && o->damp > 0 ? o->damp : 0.01;
     moeq_gptq_hinv *h = calloc(1, sizeof *h);
     double *A = malloc((size_t)(n * n) * sizeof *A), *diag = malloc((size_t)n * sizeof *diag);
-    if (!h || !A || !diag || !(h->U = malloc((size_t)(n * n) * sizeof *h->U))) {
+    if (!h || !A || !diag || !(h->U = malloc((size_t)(n * n) * sizeof *h->U)) ||
+        !(h->d = malloc((size_t)n * sizeof *h->d))) {
         free(A); free(diag); moeq_gptq_hinv_free(h);
         return moeq_fail(err, MOEQ_ERR_NOMEM, "GPTQ: out of memory for a %lld x %lld Hessian", (long long)n,
                          (long long)n);
     }
     h->n = n;
+    h->grid_steps = o ? o->grid_steps : 0;
     double mean = 0;
     for (int64_t j = 0; j < n; j++) {
         diag[j] = H[j * n + j];
+        h->d[j] = diag[j] > 0 ? diag[j] : 0;
         if (!(diag[j] > 0)) {   /* a dead input: no information, so no coupling either */
             diag[j] = 1;
             info->dead_cols++;
@@ -148,6 +154,20 @@ static inline int quant1(double x, int maxq, float s, float z)
     return v < 0 ? 0 : v > maxq ? maxq : (int)v;
 }
 
+/* The grid of the group of original columns [c0, c0 + len) with values x: min/max, or the
+ * clipping search weighted by diag H (quant/grid.c). */
+static void group_grid(const moeq_gptq_hinv *h, const double *x, int64_t c0, int64_t len, int bits, int sym,
+                       float *s, float *z, uint16_t *s16, uint16_t *z16)
+{
+    if (h->grid_steps <= 1) {
+        grid(x, len, 1, bits, sym, s, z, s16, z16);
+        return;
+    }
+    moeq_grid_search(x, 1, h->d + c0, len, bits, sym, h->grid_steps, s16, z16);
+    *s = moeq_f16_to_f32(*s16);
+    *z = sym ? (float)(1 << (bits - 1)) : moeq_f16_to_f32(*z16);
+}
+
 /* GPTQ of rows [r0, r0 + R): W is [R, n] in permuted column order (modified). */
 static void gptq_rows(const moeq_gptq_hinv *h, double *W, int64_t R, int64_t n, int bits, int g, int sym,
                       int B, int64_t ng, double *Err, uint8_t *q, float *gs, float *gz, uint16_t *s16,
@@ -164,7 +184,8 @@ static void gptq_rows(const moeq_gptq_hinv *h, double *W, int64_t R, int64_t n, 
                 double *t = len <= 256 ? tmp : NULL;
                 if (!t) { t = malloc((size_t)len * sizeof *t); if (!t) continue; }
                 for (int64_t j = 0; j < len; j++) t[j] = w_orig[r * n + c0 + j];
-                grid(t, len, 1, bits, sym, &gs[r * ng + gi], &gz[r * ng + gi], &s16[r * ng + gi], &z16[r * ng + gi]);
+                group_grid(h, t, c0, len, bits, sym, &gs[r * ng + gi], &gz[r * ng + gi], &s16[r * ng + gi],
+                           &z16[r * ng + gi]);
                 if (t != tmp) free(t);
             }
     }
@@ -175,8 +196,8 @@ static void gptq_rows(const moeq_gptq_hinv *h, double *W, int64_t R, int64_t n, 
             if (!perm && col % g == 0) {   /* a group's grid from the current (updated) weights */
                 int64_t len = n - col < g ? n - col : g;
                 for (int64_t r = 0; r < R; r++)
-                    grid(W + r * n + i, len, 1, bits, sym, &gs[r * ng + gi], &gz[r * ng + gi], &s16[r * ng + gi],
-                         &z16[r * ng + gi]);
+                    group_grid(h, W + r * n + i, col, len, bits, sym, &gs[r * ng + gi], &gz[r * ng + gi],
+                               &s16[r * ng + gi], &z16[r * ng + gi]);
             }
             double d = U[i * n + i];
             for (int64_t r = 0; r < R; r++) {

@@ -7,6 +7,7 @@
 #include "moeq_core.h"
 #include "moeq_kernels.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -130,26 +131,241 @@ static moeq_status expert_info(moeq_gptq_run *r, int64_t layer, int64_t expert, 
     return MOEQ_OK;
 }
 
-/* Σ x xᵀ of one expert's input (expert -1: summed over the layer's experts in order, as the
- * file reader sums them). */
-static moeq_status expert_hessian(moeq_gptq_run *r, int64_t layer, int64_t expert, int down, double *H,
-                                  int64_t dim, moeq_error *err)
+/* Σ x xᵀ of one expert's input over the split (expert -1: summed over the layer's experts in
+ * order, as the file reader sums them); *rows its token count. The sequential run has no split. */
+static moeq_status expert_hessian(moeq_gptq_run *r, int64_t layer, int64_t expert, int down, int split, double *H,
+                                  int64_t dim, int64_t *rows, moeq_error *err)
 {
-    if (!r->stats) return moeq_calib_file_hessian(r->calib, layer, expert, down, H, dim, NULL, err);
+    if (!r->stats) return moeq_calib_file_hessian_split(r->calib, layer, expert, down, split, H, dim, rows, err);
     const moeq_calib_acc *a = down ? r->stats->expert_down : r->stats->expert_in;
     int64_t E = r->stats->n_experts;
-    if (r->stats->layer != layer || expert < -1 || expert >= E || a[0].dim != dim || !a[0].hess)
+    if (r->stats->layer != layer || expert < -1 || expert >= E || a[0].dim != dim || !a[0].hess || split)
         return moeq_fail(err, MOEQ_ERR_MISUSE, "sequential GPTQ: no Hessian for layer %lld expert %lld",
                          (long long)layer, (long long)expert);
     size_t nn = (size_t)(dim * dim);
     if (expert >= 0) {
         memcpy(H, a[expert].hess, nn * sizeof *H);
+        *rows = r->stats->expert_tokens[expert];
         return MOEQ_OK;
     }
     memset(H, 0, nn * sizeof *H);
-    for (int64_t e = 0; e < E; e++)
+    *rows = 0;
+    for (int64_t e = 0; e < E; e++) {
         for (size_t i = 0; i < nn; i++) H[i] += a[e].hess[i];
+        *rows += r->stats->expert_tokens[e];
+    }
     return MOEQ_OK;
+}
+
+const double moeq_damp_candidates[MOEQ_DAMP_CANDIDATES] = {0.01, 0.03, 0.1, 0.3};
+
+void moeq_hessian_shrink(const double *H_e, int64_t n_e, const double *H_pool, int64_t n_pool, double n0,
+                         int64_t dim, double *out)
+{
+    size_t nn = (size_t)(dim * dim);
+    if (n_pool <= 0 || !(n0 > 0)) {
+        if (out != H_e) memcpy(out, H_e, nn * sizeof *out);
+        return;
+    }
+    double a = 1.0 / ((double)n_e + n0), b = n0 / (double)n_pool * a;
+    for (size_t i = 0; i < nn; i++) out[i] = a * H_e[i] + b * H_pool[i];
+}
+
+/* The expert's own Hessians of the fitted split (Hc) and, with a validation split, of the
+ * validation windows (Hv), cached for the expert's pieces. */
+static moeq_status load_own(moeq_gptq_run *r, int64_t layer, int64_t expert, int kind, int64_t dim, moeq_error *err)
+{
+    if (r->Hc && r->Hc_layer == layer && r->Hc_expert == expert && r->Hc_kind == kind) return MOEQ_OK;
+    free(r->Hc);
+    free(r->Hv);
+    r->Hc = malloc((size_t)(dim * dim) * sizeof *r->Hc);
+    /* the validation Hessian whenever the file has the split (held out only with split CAL) */
+    int val = !r->stats && r->calib && moeq_calib_file_val_windows(r->calib) > 0;
+    r->Hv = val ? malloc((size_t)(dim * dim) * sizeof *r->Hv) : NULL;
+    r->Hc_layer = -1;
+    if (!r->Hc || (val && !r->Hv))
+        return moeq_fail(err, MOEQ_ERR_NOMEM, "out of memory for the Hessians of layer %lld expert %lld",
+                         (long long)layer, (long long)expert);
+    /* H_cal = H − H_val from the two stored sums (two reads, not three) */
+    int cal = r->split == MOEQ_SPLIT_CAL && r->Hv;
+    moeq_status st = expert_hessian(r, layer, expert, kind, cal ? MOEQ_SPLIT_ALL : r->split, r->Hc, dim, &r->Hc_rows, err);
+    int64_t rv;
+    if (st == MOEQ_OK && r->Hv) st = expert_hessian(r, layer, expert, kind, MOEQ_SPLIT_VAL, r->Hv, dim, &rv, err);
+    if (st) return st;
+    if (cal) {
+        for (int64_t i = 0; i < dim * dim; i++) r->Hc[i] -= r->Hv[i];
+        r->Hc_rows -= rv;
+    }
+    r->Hc_layer = layer;
+    r->Hc_expert = expert;
+    r->Hc_kind = kind;
+    return MOEQ_OK;
+}
+
+static moeq_status load_pool(moeq_gptq_run *r, int64_t layer, int kind, int64_t dim, moeq_error *err)
+{
+    if (r->Hpool[kind] && r->Hpool_layer[kind] == layer) return MOEQ_OK;
+    free(r->Hpool[kind]);
+    r->Hpool_layer[kind] = -1;
+    if (!(r->Hpool[kind] = malloc((size_t)(dim * dim) * sizeof *r->Hpool[kind])))
+        return moeq_fail(err, MOEQ_ERR_NOMEM, "out of memory for the pooled Hessian of layer %lld", (long long)layer);
+    moeq_status st = expert_hessian(r, layer, -1, kind, r->split, r->Hpool[kind], dim, &r->Hpool_rows[kind], err);
+    if (st) return st;
+    r->Hpool_layer[kind] = layer;
+    return MOEQ_OK;
+}
+
+static const moeq_expert_mat *find_mat(const moeq_gptq_run *r, int64_t layer, int64_t expert, moeq_proj proj)
+{
+    for (size_t i = 0; i < r->n_mats; i++)
+        if (r->mats[i].layer == layer && r->mats[i].expert == expert && r->mats[i].proj == proj) return &r->mats[i];
+    return NULL;
+}
+
+#define PROBE_EXPERTS 2
+#define PROBE_ROWS 64
+
+/* --damp auto for (layer, kind, codec): GPTQ of the first PROBE_ROWS (64) rows of the busiest
+ * well-sampled experts' matrices of that input (rows are independent given the factor, so these
+ * are the rows the full run gives) with each candidate damping on the calibration split, scored
+ * by Σ tr(ΔW H_val ΔWᵀ) on the validation split; the least wins, ties to the smaller damping.
+ * Deterministic: every MPI rank that needs it computes the same choice. */
+static moeq_status damp_choose(moeq_gptq_run *r, int64_t layer, int kind, const moeq_codec *cd, int64_t dim,
+                               double *damp, moeq_error *err)
+{
+    for (size_t i = 0; i < r->n_choices; i++) {
+        const moeq_gptq_damp_choice *c = &r->choices[i];
+        if (c->layer == layer && c->kind == kind && c->bits == cd->bits && c->group == cd->group && c->sym == cd->sym) {
+            *damp = c->damp;
+            return MOEQ_OK;
+        }
+    }
+    if (r->n_choices == r->cap_choices) {
+        size_t nc = r->cap_choices ? 2 * r->cap_choices : 16;
+        moeq_gptq_damp_choice *p = realloc(r->choices, nc * sizeof *p);
+        if (!p) return moeq_fail(err, MOEQ_ERR_NOMEM, "out of memory");
+        r->choices = p;
+        r->cap_choices = nc;
+    }
+    moeq_gptq_damp_choice ch = { .layer = layer, .kind = kind, .bits = cd->bits, .group = cd->group, .sym = cd->sym,
+                                 .damp = r->opts.damp > 0 ? r->opts.damp : 0.01, .experts = {-1, -1} };
+    const moeq_config *c = moeq_model_config(r->m);
+    int64_t best_n[PROBE_EXPERTS];
+    for (int k = 0; k < PROBE_EXPERTS; k++) best_n[k] = -1;
+    moeq_status st = MOEQ_OK;
+    for (int64_t e = 0; e < c->n_experts; e++) {   /* the busiest well-sampled experts, ties by index */
+        int64_t n;
+        int flag;
+        if ((st = expert_info(r, layer, e, &n, &flag, err))) return st;
+        if (flag != MOEQ_CALIB_OK) continue;
+        for (int k = 0; k < PROBE_EXPERTS; k++)
+            if (n > best_n[k]) {
+                for (int j = PROBE_EXPERTS - 1; j > k; j--) { best_n[j] = best_n[j - 1]; ch.experts[j] = ch.experts[j - 1]; }
+                best_n[k] = n;
+                ch.experts[k] = e;
+                break;
+            }
+    }
+    double *Hc = malloc((size_t)(dim * dim) * sizeof *Hc), *Hv = malloc((size_t)(dim * dim) * sizeof *Hv);
+    float *w = NULL, *wq = NULL;
+    uint8_t *raw = NULL;
+    if (!Hc || !Hv) { st = moeq_fail(err, MOEQ_ERR_NOMEM, "out of memory"); goto done; }
+    for (int k = 0; st == MOEQ_OK && k < PROBE_EXPERTS && ch.experts[k] >= 0; k++) {
+        int64_t e = ch.experts[k], rows_c, rows_v;
+        if ((st = expert_hessian(r, layer, e, kind, MOEQ_SPLIT_ALL, Hc, dim, &rows_c, err))) break;
+        if ((st = expert_hessian(r, layer, e, kind, MOEQ_SPLIT_VAL, Hv, dim, &rows_v, err))) break;
+        for (int64_t j = 0; j < dim * dim; j++) Hc[j] -= Hv[j];   /* H_cal, as the reader computes it */
+        const moeq_expert_mat *mx[2] = { find_mat(r, layer, e, kind ? MOEQ_PROJ_DOWN : MOEQ_PROJ_GATE),
+                                         kind ? NULL : find_mat(r, layer, e, MOEQ_PROJ_UP) };
+        for (int ci = 0; st == MOEQ_OK && ci < MOEQ_DAMP_CANDIDATES; ci++) {
+            moeq_gptq_opts o = r->opts;
+            o.damp = moeq_damp_candidates[ci];
+            moeq_gptq_hinv *h = NULL;
+            moeq_gptq_info info;
+            moeq_error e2;
+            moeq_status hs = moeq_gptq_hinv_create(Hc, dim, &o, &h, &info, &e2);
+            if (hs == MOEQ_ERR_NUMERIC || (hs == MOEQ_OK && info.retries)) {   /* not this damping */
+                moeq_gptq_hinv_free(h);
+                ch.val_err[ci] = INFINITY;
+                continue;
+            }
+            if (hs) { *err = e2; st = hs; break; }
+            for (int p = 0; st == MOEQ_OK && p < 2 && mx[p]; p++) {
+                const moeq_mat *mm = &mx[p]->mat;
+                int64_t R = mm->rows < PROBE_ROWS ? mm->rows : PROBE_ROWS;
+                int g = cd->group ? cd->group : (int)mm->cols;
+                uint64_t total = moeq_qmat_bytes(cd->bits, g, cd->sym, R, mm->cols, NULL, NULL);
+                free(w); free(wq); free(raw);
+                w = malloc((size_t)(R * mm->cols) * sizeof *w);
+                wq = malloc((size_t)(R * mm->cols) * sizeof *wq);
+                raw = malloc((size_t)total);
+                if (!w || !wq || !raw) { st = moeq_fail(err, MOEQ_ERR_NOMEM, "out of memory"); break; }
+                moeq_mat_to_f32(mm, 0, R, w);
+                st = moeq_gptq_apply(h, w, R, mm->cols, cd->bits, cd->group, cd->sym, o.block, o.threads, raw, wq, err);
+                if (st == MOEQ_OK) ch.val_err[ci] += moeq_hessian_error(w, wq, R, mm->cols, Hv);
+            }
+            moeq_gptq_hinv_free(h);
+        }
+    }
+    if (st == MOEQ_OK && ch.experts[0] >= 0) {
+        int bi = -1;
+        for (int ci = 0; ci < MOEQ_DAMP_CANDIDATES; ci++)
+            if (ch.val_err[ci] == ch.val_err[ci] && (bi < 0 || ch.val_err[ci] < ch.val_err[bi])) bi = ci;
+        if (bi >= 0) ch.damp = moeq_damp_candidates[bi];
+    }
+done:
+    free(Hc); free(Hv); free(w); free(wq); free(raw);
+    if (st) return st;
+    r->choices[r->n_choices++] = ch;
+    *damp = ch.damp;
+    return MOEQ_OK;
+}
+
+moeq_status moeq_gptq_note_piece(moeq_gptq_run *r, int64_t layer, int kind, double damp, double err_cal,
+                                 double err_val, moeq_error *err)
+{
+    const moeq_config *c = moeq_model_config(r->m);
+    if (layer < 0 || layer >= c->layers || kind < 0 || kind > 1)
+        return moeq_fail(err, MOEQ_ERR_FORMAT, "a piece's note names layer %lld kind %d", (long long)layer, kind);
+    if (!r->layers && !(r->layers = calloc((size_t)c->layers, sizeof *r->layers)))
+        return moeq_fail(err, MOEQ_ERR_NOMEM, "out of memory");
+    moeq_gptq_layer_rep *L = &r->layers[layer];
+    L->err_cal += err_cal;
+    L->err_val += err_val;
+    L->pieces++;
+    if (damp > 0) {
+        L->damp_sum[kind] += damp;
+        L->damp_n[kind]++;
+    }
+    return MOEQ_OK;
+}
+
+/* The report of one finished piece: its error with the expert's own Hessians of both splits. */
+static moeq_status piece_report(moeq_gptq_run *r, const moeq_expert_mat *x, int kind, const float *w, int64_t rows,
+                                int64_t cols, const moeq_codec *cd, const uint8_t *raw, double damp, moeq_error *err)
+{
+    if (!r->report) return MOEQ_OK;
+    moeq_status st = load_own(r, x->layer, x->expert, kind, cols, err);
+    if (st) return st;
+    float *wq = malloc((size_t)(rows * cols) * sizeof *wq);
+    if (!wq) return moeq_fail(err, MOEQ_ERR_NOMEM, "out of memory");
+    int g = cd->group ? cd->group : (int)cols;
+    uint64_t so, zo;
+    moeq_qmat_bytes(cd->bits, g, cd->sym, rows, cols, &so, &zo);
+    moeq_qmat q = { .bits = cd->bits, .group = g, .sym = cd->sym, .rows = rows, .cols = cols, .codes = raw,
+                    .scales = (const uint16_t *)(const void *)(raw + so),
+                    .zeros = cd->sym ? NULL : (const uint16_t *)(const void *)(raw + zo) };
+    moeq_kernels_ref.dequant(&q, 0, rows, wq);
+    double ec = moeq_hessian_error(w, wq, rows, cols, r->Hc);
+    double ev = r->Hv ? moeq_hessian_error(w, wq, rows, cols, r->Hv) : 0;
+    free(wq);
+    r->note.valid = 1;
+    r->note.layer = x->layer;
+    r->note.kind = kind;
+    r->note.damp = damp;
+    r->note.err_cal = ec;
+    r->note.err_val = ev;
+    return moeq_gptq_note_piece(r, x->layer, kind, damp, ec, ev, err);
 }
 
 moeq_status moeq_gptq_piece(void *user, const char *name, const float *w, int64_t rows, int64_t cols,
@@ -157,9 +373,10 @@ moeq_status moeq_gptq_piece(void *user, const char *name, const float *w, int64_
 {
     moeq_gptq_run *r = user;
     const int bits = codec->bits, group = codec->group, sym = codec->sym;
+    r->note.valid = 0;
     int64_t i = moeq_expert_index_find(r->index, name);
     if (i < 0) {   /* attention, shared or dense matrices: no per-expert Hessian in the file */
-        moeq_status st = moeq_gptq_add_fallback(r, name, "rtn", "not a routed expert: no Hessian", err);
+        moeq_status st = r->rtn ? MOEQ_OK : moeq_gptq_add_fallback(r, name, "rtn", "not a routed expert: no Hessian", err);
         return st ? st : moeq_rtn_quantize(w, rows, cols, bits, group, sym, raw, err);
     }
     if (r->stored && r->stored[i].raw) {   /* quantized by the sequential pass */
@@ -177,31 +394,80 @@ moeq_status moeq_gptq_piece(void *user, const char *name, const float *w, int64_
     char why[200];
     moeq_status st = expert_info(r, x->layer, x->expert, &ntok, &flag, err);
     if (st) return st;
-    int64_t hexp = x->expert;
+    /* which Hessian: the expert's own, the layer's pool (layer-mean), the shrunk one, or none (RTN) */
+    enum { OWN, POOL, SHRUNK, NONE } src = OWN;
     if (flag != MOEQ_CALIB_OK) {
-        snprintf(why, sizeof why, "%s expert (%lld tokens, min_tokens %lld)%s",
-                 flag == MOEQ_CALIB_DEAD ? "dead" : "undersampled", (long long)ntok,
-                 (long long)(r->stats ? r->min_tokens : moeq_calib_file_min_tokens(r->calib)),
-                 r->fallback == MOEQ_FALLBACK_RTN ? "" : ": the layer's mean Hessian");
-        if ((st = moeq_gptq_add_fallback(r, name, r->fallback == MOEQ_FALLBACK_RTN ? "rtn" : "layer-mean", why, err))) return st;
-        if (r->fallback == MOEQ_FALLBACK_RTN) return moeq_rtn_quantize(w, rows, cols, bits, group, sym, raw, err);
-        hexp = -1;
+        const char *fk = r->fallback == MOEQ_FALLBACK_RTN ? "rtn" : r->fallback == MOEQ_FALLBACK_LAYER_MEAN ? "layer-mean"
+                                                                                                             : "shrunk";
+        src = r->fallback == MOEQ_FALLBACK_RTN ? NONE : r->fallback == MOEQ_FALLBACK_LAYER_MEAN ? POOL : SHRUNK;
+        double n0 = r->shrink_n0 > 0 ? r->shrink_n0 : (double)cols;
+        snprintf(why, sizeof why, "%s expert (%lld tokens, min_tokens %lld)%s", flag == MOEQ_CALIB_DEAD ? "dead" : "undersampled",
+                 (long long)ntok, (long long)(r->stats ? r->min_tokens : moeq_calib_file_min_tokens(r->calib)),
+                 src == POOL ? ": the layer's mean Hessian" : src == SHRUNK ? ": shrunk toward the layer's pooled Hessian" : "");
+        if (src == SHRUNK) {
+            size_t l = strlen(why);
+            snprintf(why + l, sizeof why - l, " (prior %g tokens)", n0);
+        }
+        if (!r->rtn && (st = moeq_gptq_add_fallback(r, name, fk, why, err))) return st;
     }
     double t0 = moeq_now();
-    if (!r->hinv || r->H_layer != x->layer || r->H_expert != hexp || r->H_kind != kind || !r->hinv_ok) {
+    if (r->rtn) {   /* RTN with the calibration file: grids weighted by the diagonal of the Hessian GPTQ would use */
+        double *d = NULL;
+        if (r->opts.grid_steps > 1 && src != NONE) {
+            if ((st = load_own(r, x->layer, x->expert, kind, cols, err))) return st;
+            if (src != OWN && (st = load_pool(r, x->layer, kind, cols, err))) return st;
+            if (!(d = malloc((size_t)cols * sizeof *d))) return moeq_fail(err, MOEQ_ERR_NOMEM, "out of memory");
+            double n0 = r->shrink_n0 > 0 ? r->shrink_n0 : (double)cols;
+            for (int64_t j = 0; j < cols; j++) {
+                double he = r->Hc[j * cols + j], hp = src == OWN ? 0 : r->Hpool[kind][j * cols + j];
+                d[j] = src == OWN ? he : src == POOL ? hp
+                     : r->Hpool_rows[kind] > 0 ? (he + n0 / (double)r->Hpool_rows[kind] * hp) / ((double)r->Hc_rows + n0) : he;
+            }
+        }
+        st = d ? moeq_rtn_quantize_weighted(w, rows, cols, bits, group, sym, d, r->opts.grid_steps, raw, err)
+               : moeq_rtn_quantize(w, rows, cols, bits, group, sym, raw, err);
+        free(d);
+        r->seconds_gptq += moeq_now() - t0;
+        return st ? st : piece_report(r, x, kind, w, rows, cols, codec, raw, 0, err);
+    }
+    if (src == NONE) {
+        st = moeq_rtn_quantize(w, rows, cols, bits, group, sym, raw, err);
+        return st ? st : piece_report(r, x, kind, w, rows, cols, codec, raw, 0, err);
+    }
+    double damp = r->opts.damp > 0 ? r->opts.damp : 0.01;
+    if (r->damp_auto && (st = damp_choose(r, x->layer, kind, codec, cols, &damp, err))) return st;
+    int64_t hexp = src == POOL ? -1 : x->expert;
+    if (!r->hinv || r->H_layer != x->layer || r->H_expert != hexp || r->H_kind != kind || r->H_damp != damp ||
+        !r->hinv_ok) {
         moeq_gptq_hinv_free(r->hinv);
         r->hinv = NULL;
         r->hinv_ok = 0;
-        double *H = malloc((size_t)(cols * cols) * sizeof *H);
-        if (!H) return moeq_fail(err, MOEQ_ERR_NOMEM, "out of memory for the Hessian of '%s'", name);
-        st = expert_hessian(r, x->layer, hexp, kind, H, cols, err);
-        if (st) { free(H); return st; }
+        const double *H = NULL;
+        double *Hs = NULL;
+        if (src == POOL) {
+            if ((st = load_pool(r, x->layer, kind, cols, err))) return st;
+            H = r->Hpool[kind];
+        } else {
+            if ((st = load_own(r, x->layer, x->expert, kind, cols, err))) return st;
+            H = r->Hc;
+            if (src == SHRUNK) {
+                if ((st = load_pool(r, x->layer, kind, cols, err))) return st;
+                if (!(Hs = malloc((size_t)(cols * cols) * sizeof *Hs)))
+                    return moeq_fail(err, MOEQ_ERR_NOMEM, "out of memory for the Hessian of '%s'", name);
+                moeq_hessian_shrink(r->Hc, r->Hc_rows, r->Hpool[kind], r->Hpool_rows[kind],
+                                    r->shrink_n0 > 0 ? r->shrink_n0 : (double)cols, cols, Hs);
+                H = Hs;
+            }
+        }
+        moeq_gptq_opts o = r->opts;
+        o.damp = damp;
         moeq_error e2;
-        st = moeq_gptq_hinv_create(H, cols, &r->opts, &r->hinv, &r->hinv_info, &e2);
-        free(H);
+        st = moeq_gptq_hinv_create(H, cols, &o, &r->hinv, &r->hinv_info, &e2);
+        free(Hs);
         r->H_layer = x->layer;
         r->H_expert = hexp;
         r->H_kind = kind;
+        r->H_damp = damp;
         if (st && st != MOEQ_ERR_NUMERIC) { *err = e2; return st; }
         r->hinv_ok = st == MOEQ_OK;
         if (!r->hinv_ok) r->hinv = NULL;
@@ -209,7 +475,8 @@ moeq_status moeq_gptq_piece(void *user, const char *name, const float *w, int64_
     if (!r->hinv_ok) {
         snprintf(why, sizeof why, "Cholesky failed up to damping %g: RTN", r->hinv_info.damp);
         if ((st = moeq_gptq_add_fallback(r, name, "rtn", why, err))) return st;
-        return moeq_rtn_quantize(w, rows, cols, bits, group, sym, raw, err);
+        st = moeq_rtn_quantize(w, rows, cols, bits, group, sym, raw, err);
+        return st ? st : piece_report(r, x, kind, w, rows, cols, codec, raw, 0, err);
     }
     if (r->hinv_info.retries) {
         snprintf(why, sizeof why, "Cholesky needed damping %g (%d retries)", r->hinv_info.damp, r->hinv_info.retries);
@@ -218,13 +485,20 @@ moeq_status moeq_gptq_piece(void *user, const char *name, const float *w, int64_
     st = moeq_gptq_apply(r->hinv, w, rows, cols, bits, group, sym, r->opts.block, r->opts.threads, raw, NULL, err);
     r->gptq_matrices += st == MOEQ_OK;
     r->seconds_gptq += moeq_now() - t0;
-    return st;
+    return st ? st : piece_report(r, x, kind, w, rows, cols, codec, raw, r->hinv_info.damp, err);
 }
 
 void moeq_gptq_run_free(moeq_gptq_run *r)
 {
     moeq_gptq_hinv_free(r->hinv);
     r->hinv = NULL;
+    free(r->Hc); free(r->Hv); free(r->Hpool[0]); free(r->Hpool[1]);
+    r->Hc = r->Hv = r->Hpool[0] = r->Hpool[1] = NULL;
+    free(r->layers);
+    r->layers = NULL;
+    free(r->choices);
+    r->choices = NULL;
+    r->n_choices = r->cap_choices = 0;
     if (r->stored)
         for (size_t i = 0; i < r->n_mats; i++) free(r->stored[i].raw);
     free(r->stored);

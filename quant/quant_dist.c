@@ -9,8 +9,10 @@
  *
  * A piece record (the MPI message and the checkpoint blob's entries alike), little-endian:
  *   u64 piece index, u32 bits, u32 group, u32 sym, u32 gptq (1: counted in gptq_matrices),
- *   f64 GPTQ seconds, u32 fallbacks, per fallback 3 strings (tensor, kind, reason: u32 length,
- *   bytes), u64 raw size, raw bytes (moeq_qmat_bytes of the codec). */
+ *   f64 GPTQ seconds, the piece's report note (u32 valid, u32 kind, u64 layer, f64 damping,
+ *   f64 calibration and f64 validation Hessian error), u32 fallbacks, per fallback 3 strings
+ *   (tensor, kind, reason: u32 length, bytes), u64 raw size, raw bytes (moeq_qmat_bytes of the
+ *   codec). */
 #include "moeq_gptq.h"
 #include "moeq_core.h"
 #include "moeq_dist.h"
@@ -41,7 +43,7 @@ typedef struct drv {
 
 /* ---- records ------------------------------------------------------------------------------- */
 
-static void record_put(moeq_buf *b, size_t k, const moeq_codec *cd, int gptq, double secs,
+static void record_put(moeq_buf *b, size_t k, const moeq_codec *cd, int gptq, double secs, const moeq_gptq_run *g,
                        const moeq_gptq_fallback_rec *fb, size_t nfb, const uint8_t *raw, size_t rsz)
 {
     moeq_buf_u64(b, (uint64_t)k);
@@ -50,6 +52,13 @@ static void record_put(moeq_buf *b, size_t k, const moeq_codec *cd, int gptq, do
     moeq_buf_u32(b, (uint32_t)cd->sym);
     moeq_buf_u32(b, (uint32_t)gptq);
     moeq_buf_f64(b, secs);
+    int nv = g && g->note.valid;
+    moeq_buf_u32(b, (uint32_t)nv);
+    moeq_buf_u32(b, nv ? (uint32_t)g->note.kind : 0);
+    moeq_buf_u64(b, nv ? (uint64_t)g->note.layer : 0);
+    moeq_buf_f64(b, nv ? g->note.damp : 0);
+    moeq_buf_f64(b, nv ? g->note.err_cal : 0);
+    moeq_buf_f64(b, nv ? g->note.err_val : 0);
     moeq_buf_u32(b, (uint32_t)nfb);
     for (size_t i = 0; i < nfb; i++) {
         moeq_buf_str(b, fb[i].tensor);
@@ -69,11 +78,18 @@ static moeq_status record_apply(drv *d, moeq_rd *r, size_t k, const moeq_codec *
     uint64_t idx = moeq_rd_u64(r);
     uint32_t bits = moeq_rd_u32(r), group = moeq_rd_u32(r), sym = moeq_rd_u32(r), gptq = moeq_rd_u32(r);
     double secs = moeq_rd_f64(r);
+    uint32_t nv = moeq_rd_u32(r), nkind = moeq_rd_u32(r);
+    uint64_t nlayer = moeq_rd_u64(r);
+    double ndamp = moeq_rd_f64(r), ncal = moeq_rd_f64(r), nval = moeq_rd_f64(r);
     uint32_t nfb = moeq_rd_u32(r);
     if (r->bad || idx != k || bits != (uint32_t)cd->bits || group != (uint32_t)cd->group || sym != (uint32_t)cd->sym)
         return moeq_fail(err, MOEQ_ERR_FORMAT, "%s: the record of '%s' (piece %zu) does not match it (piece %llu, "
                          "%u bits, group %u)", from, pc->name, k, (unsigned long long)idx, bits, group);
     moeq_gptq_run *g = d->qr->gptq;
+    if (nv && g && g->report && !r->bad) {
+        moeq_status st = moeq_gptq_note_piece(g, (int64_t)nlayer, (int)nkind, ndamp, ncal, nval, err);
+        if (st) return st;
+    }
     for (uint32_t i = 0; i < nfb && !r->bad; i++) {
         moeq_gptq_fallback_rec f;
         moeq_rd_str(r, f.tensor, sizeof f.tensor);
@@ -211,6 +227,7 @@ static moeq_status quantize_here(drv *d, const char *name, const float *w, int64
     *n0 = g ? g->n_fallbacks : 0;
     *g0 = g ? g->gptq_matrices : 0;
     *t0 = g ? g->seconds_gptq : 0;
+    if (g) g->note.valid = 0;
     return d->o->quantize ? d->o->quantize(d->o->cb_user, name, w, rows, cols, cd, raw, err)
                           : moeq_rtn_quantize(w, rows, cols, cd->bits, cd->group, cd->sym, raw, err);
 }
@@ -219,7 +236,7 @@ static void record_of_here(drv *d, moeq_buf *b, size_t k, const moeq_codec *cd, 
                            size_t n0, int64_t g0, double t0)
 {
     moeq_gptq_run *g = d->qr->gptq;
-    record_put(b, k, cd, g ? (int)(g->gptq_matrices - g0) : 0, g ? g->seconds_gptq - t0 : 0,
+    record_put(b, k, cd, g ? (int)(g->gptq_matrices - g0) : 0, g ? g->seconds_gptq - t0 : 0, g,
                g ? g->fallbacks + n0 : NULL, g ? g->n_fallbacks - n0 : 0, raw, rsz);
 }
 

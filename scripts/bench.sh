@@ -40,3 +40,4 @@ make -s build/rel/bench/bench_gptq && build/rel/bench/bench_gptq   # GPTQ vs RTN
 # moeq eval --task: tasks/s and scored tokens/s against eval's tokens/s for as many tokens (target 0.8)
 make -s build/rel/bench/bench_task && build/rel/bench/bench_task --threads 2 --reps 3 $FX/tasks/cloze.jsonl $FX/heldout.safetensors \
   $FX/tiny-mixtral $FX/tiny-qwen2moe $FX/tiny-qwen3moe $FX/tiny-olmoe > build/bench/task.json
+bench/bench_gptq_generalize.sh   # GPTQ with the generalization defaults vs as before, ms per matrix (issue 13: <= 1.5x)

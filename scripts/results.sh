@@ -61,7 +61,9 @@ t = ["# Results: perplexity and KLD of planned quantizations", "",
      "evaluation: tokens [8192, 16384) of the same file (disjoint), ctx 512, KLD against the bf16 model. "
      "Candidates {2,3,4,8} bits, group 64, asymmetric; budget in code bits per weight over the routed experts "
      "(`--weight params`); plans by `moeq plan`, executed by `moeq quantize --plan` with RTN or GPTQ "
-     "(damp 0.01, block 128, dead/undersampled experts fall back to RTN). "
+     "(its defaults: `--damp auto` on the calibration file's validation split of 1 window in 8, grids by the "
+     "diag(H)-weighted clipping search, undersampled experts with shrunk Hessians; docs/quantize.md, Generalization; "
+     "[RESULTS-generalize.md](RESULTS-generalize.md) compares it with GPTQ as it was). "
      "Task accuracy: `moeq eval --task %s` (%d multiple-choice tasks, 4 choices, chance 0.25; acc ± its standard "
      "error; agreement: fraction of tasks where the quantized model picks the bf16 model's choice)." % (model, tasks, tb["tasks"]), "",
      "| budget | plan | quantizer | bits/w (codes) | bits/w (total) | ppl | ppl ratio | KLD mean | top-1 same | acc | acc_norm | agreement | fallbacks |",

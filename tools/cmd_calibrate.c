@@ -15,7 +15,7 @@
 static const char *CALIB_HELP =
     "usage: moeq calibrate MODEL (--tokens FILE | --text FILE) -o OUT.h5 [--ctx N]\n"
     "                      [--max-tokens N] [--diag] [--scope experts|all] [--min-tokens N]\n"
-    "                      [--compress L] [--resume DIR] [--threads N] [--json] [-q]\n"
+    "                      [--compress L] [--val-every K] [--resume DIR] [--threads N] [--json] [-q]\n"
     "       mpirun -np N moeq calibrate ...   (windows split over ranks; docs/scale.md)\n\n"
     "Runs MODEL layer by layer over non-overlapping windows of N tokens (a last partial window\n"
     "is dropped) and writes, per MoE layer and routed expert, in float64: tokens routed and\n"
@@ -34,13 +34,17 @@ static const char *CALIB_HELP =
     "  --scope S         experts (default): routed and shared experts; all: also the inputs of\n"
     "                    q/k/v and o, and of dense MLP layers\n"
     "  --min-tokens N    experts with fewer tokens are reported undersampled (default 2*hidden)\n"
+    "  --val-every K     validation split: every K-th window's expert rows are also summed into\n"
+    "                    val_hessian_in/down (quantize chooses GPTQ damping on them and reports\n"
+    "                    held-out Hessian error); default 8, 0: none (and none with --diag)\n"
     "  --compress L      deflate level 1..9 (with byte shuffle) for the Hessians; default 0:\n"
     "                    stored raw (they shrink only ~10%, at ~20-30% more run time)\n"
     "  --resume DIR      checkpoint after each layer into DIR (created if missing); started\n"
     "                    again with the same inputs, the run continues after the last finished\n"
     "                    layer and writes the same file; DIR's files are removed at the end\n"
     "  --threads N       worker threads (default: all cores; BLAS runs single-threaded inside)\n"
-    "  --json            result as JSON on stdout: tokens, ctx, windows, min_tokens,\n"
+    "  --json            result as JSON on stdout: tokens, ctx, windows, min_tokens, val_every,\n"
+    "                    val_windows,\n"
     "                    tokens_per_s, bytes, layers [{layer, expert_tokens, dead_experts,\n"
     "                    undersampled}]\n"
     "  -q                no human-readable text or progress\n";
@@ -79,7 +83,7 @@ int cmd_calibrate(int argc, char **argv)
 {
     tool_common tc = {0};
     const char *path = NULL, *tokens_path = NULL, *text_path = NULL, *out = NULL, *resume = NULL;
-    int64_t ctx = 512, max_tokens = 0, min_tokens = 0;
+    int64_t ctx = 512, max_tokens = 0, min_tokens = 0, val_every = 8;
     int diag = 0, scope_all = 0;
     int64_t compress = 0;
     for (int i = 1; i < argc; i++) {
@@ -105,6 +109,10 @@ int cmd_calibrate(int argc, char **argv)
             if (!(v = tool_value("calibrate", argc, argv, &i)) || tool_parse_int("calibrate", a, v, 0, &compress))
                 return 1;
             if (compress > 9) return tool_usage_error("calibrate", "--compress wants a deflate level 0..9");
+        } else if (!strcmp(a, "--val-every")) {
+            if (!(v = tool_value("calibrate", argc, argv, &i)) || tool_parse_int("calibrate", a, v, 0, &val_every))
+                return 1;
+            if (val_every == 1) return tool_usage_error("calibrate", "--val-every 1 leaves no calibration windows");
         } else if (!strcmp(a, "--resume")) {
             if (!(resume = tool_value("calibrate", argc, argv, &i))) return 1;
         } else if (!strcmp(a, "--diag")) {
@@ -149,7 +157,7 @@ int cmd_calibrate(int argc, char **argv)
         goto done;
     }
     moeq_calib_opts opts = {.ctx = ctx, .max_tokens = max_tokens, .min_tokens = min_tokens, .diag = diag,
-                            .scope_all = scope_all, .compress = (int)compress, .threads = moeq_threads(), .tokens_source = tokens_path ? tokens_path : text_path,
+                            .scope_all = scope_all, .compress = (int)compress, .val_every = val_every, .threads = moeq_threads(), .tokens_source = tokens_path ? tokens_path : text_path,
                             .resume_dir = resume, .user = tc.progress ? &tc : NULL,
                             .progress = tc.progress || getenv("MOEQ_TEST_KILL_AFTER_LAYER") ? progress : NULL};
     if (moeq_calibrate(m, ids, n, out, &opts, &res, &err) != MOEQ_OK) {
@@ -181,6 +189,9 @@ int cmd_calibrate(int argc, char **argv)
             }
             fputc('\n', h);
         }
+        if (res.val_windows)
+            fprintf(h, "validation split: %lld of %lld windows (every %lld-th), summed apart as well\n",
+                    (long long)res.val_windows, (long long)res.windows, (long long)res.val_every);
         if (res.resumed_layers)
             fprintf(h, "resumed: %lld layers read back from %s\n", (long long)res.resumed_layers, resume);
         fprintf(h, "wrote %s (%.1f MiB)\n", out, (double)res.file_bytes / 1048576.0);
@@ -191,6 +202,8 @@ int cmd_calibrate(int argc, char **argv)
         json_object_set_new(o, "ctx", json_integer(res.ctx));
         json_object_set_new(o, "windows", json_integer(res.windows));
         json_object_set_new(o, "min_tokens", json_integer(res.min_tokens));
+        json_object_set_new(o, "val_every", json_integer(res.val_every));
+        json_object_set_new(o, "val_windows", json_integer(res.val_windows));
         json_object_set_new(o, "tokens_per_s", json_real(res.tokens_per_s));
         json_object_set_new(o, "threads", json_integer(moeq_threads()));
         json_object_set_new(o, "diag", json_boolean(diag));

@@ -1,4 +1,5 @@
 /* moeq quantize MODEL --bits B --method rtn ... -o OUT.moeq: writes a packed .moeq file. */
+#include <math.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,8 +18,9 @@
 
 static const char *QUANTIZE_HELP =
     "usage: moeq quantize MODEL (--bits B | --plan plan.json) [--method rtn|gptq] [--calib F.h5]\n"
-    "                     [--group G] [--sym|--asym] [--scope experts|all] [--damp D] [--act-order]\n"
-    "                     [--fallback rtn|layer-mean] [--block N] [--tensor-type REGEX=CODEC ...]\n"
+    "                     [--group G] [--sym|--asym] [--scope experts|all] [--damp D|auto] [--act-order]\n"
+    "                     [--fallback shrink|rtn|layer-mean] [--shrink-prior N] [--grid-steps N]\n"
+    "                     [--fit cal|all] [--block N] [--tensor-type REGEX=CODEC ...]\n"
     "                     [--zstd LEVEL] [--resume DIR] -o OUT.moeq [--json] [-q] [--threads N]\n\n"
     "Quantization of a Hugging Face MoE directory into a packed .moeq file (docs/FORMAT.md,\n"
     "docs/quantize.md):\n"
@@ -28,11 +30,20 @@ static const char *QUANTIZE_HELP =
     "  --method M        rtn (round to nearest, default) or gptq (needs --calib): second-order\n"
     "                    error feedback with each routed expert's Hessian\n"
     "  --calib F.h5      calibration file from moeq calibrate on this model\n"
-    "  --damp D          GPTQ damping, relative to mean(diag H) (default 0.01); a failed Cholesky\n"
-    "                    retries with D x 10 up to 3 times, then falls back to RTN\n"
+    "  --calib F.h5      with --method rtn: grids weighted by diag H, and the Hessian error report\n"
+    "  --damp D|auto     GPTQ damping, relative to mean(diag H); auto (default when the calib file\n"
+    "                    has a validation split, else 0.01): per layer and input, the candidate of\n"
+    "                    0.01 0.03 0.1 0.3 with the least validation-split Hessian error; a failed\n"
+    "                    Cholesky retries with D x 10 up to 3 times, then falls back to RTN\n"
+    "  --grid-steps N    group grids by a clipping search over N ratios weighted by diag H\n"
+    "                    (default 8; 1: min/max), for RTN with --calib and as GPTQ's starting grid\n"
+    "  --fit cal|all     GPTQ fits the calibration windows and holds the validation split out (cal,\n"
+    "                    default), or fits every window (all)\n"
+    "  --shrink-prior N  --fallback shrink: prior strength in tokens (default: the matrix's columns)\n"
     "  --act-order       GPTQ columns by decreasing Hessian diagonal, static groups\n"
-    "  --fallback F      dead or undersampled experts: rtn (default) or layer-mean (GPTQ with the\n"
-    "                    layer's summed Hessian)\n"
+    "  --fallback F      dead or undersampled experts: shrink (default: GPTQ with the expert's\n"
+    "                    Hessian shrunk toward the layer's pooled one by its token count), rtn, or\n"
+    "                    layer-mean (GPTQ with the layer's summed Hessian)\n"
     "  --block N         GPTQ lazy-update block (default 128)\n"
     "  --sequential      GPTQ layer by layer on calibration tokens (instead of --calib): layer\n"
     "                    L's Hessians come from the output of the already-quantized layers below\n"
@@ -54,7 +65,9 @@ static const char *QUANTIZE_HELP =
     "One line per tensor: name, shape, codec, MiB before -> after (stderr with --json).\n"
     "Fallbacks (GPTQ matrices quantized otherwise, with the reason) are listed on stderr.\n"
     "JSON: bytes, bits_per_weight, bits_per_weight_total, fallbacks, bytes_without_zstd,\n"
-    "entropy_bits, tensors, quantized, quant_weights, seconds.\n";
+    "entropy_bits, tensors, quantized, quant_weights, seconds; with --calib: hessian_error\n"
+    "{cal, val, layers [{layer, cal, val, damp_in, damp_down}]}, damp_auto [{layer, input, bits,\n"
+    "group, sym, damp, experts, val_err}], damp_candidates.\n";
 
 typedef struct prog { FILE *h; } prog;
 
@@ -106,9 +119,11 @@ static moeq_status q_quantize(void *u, const char *name, const float *w, int64_t
 int cmd_quantize(int argc, char **argv)
 {
     tool_common tc = {0};
-    const char *model = NULL, *out = NULL, *method = "rtn", *calib = NULL, *plan_path = NULL, *fallback = "rtn";
-    int64_t bits = 0, group = 64, zstd = 0, block = 128;
+    const char *model = NULL, *out = NULL, *method = "rtn", *calib = NULL, *plan_path = NULL, *fallback = "shrink";
+    const char *fit = "cal";
+    int64_t bits = 0, group = 64, zstd = 0, block = 128, grid_steps = 8, shrink_prior = 0;
     double damp = 0.01;
+    int damp_auto = 1;
     int sym = 0, scope = MOEQ_SCOPE_EXPERTS, act_order = 0, sequential = 0;
     const char *tokens_path = NULL, *text_path = NULL, *resume = NULL;
     int64_t ctx = 512, max_tokens = 0, min_tokens = 0, n_ids = 0;
@@ -141,9 +156,19 @@ int cmd_quantize(int argc, char **argv)
         } else if (!strcmp(a, "--block")) {
             if (!(v = tool_value("quantize", argc, argv, &i)) || tool_parse_int("quantize", a, v, 1, &block)) goto out;
             if (block > 4096) { tool_usage_error("quantize", "--block wants 1..4096"); goto out; }
+        } else if (!strcmp(a, "--grid-steps")) {
+            if (!(v = tool_value("quantize", argc, argv, &i)) || tool_parse_int("quantize", a, v, 1, &grid_steps)) goto out;
+            if (grid_steps > 256) { tool_usage_error("quantize", "--grid-steps wants 1..256"); goto out; }
+        } else if (!strcmp(a, "--shrink-prior")) {
+            if (!(v = tool_value("quantize", argc, argv, &i)) || tool_parse_int("quantize", a, v, 1, &shrink_prior)) goto out;
+        } else if (!strcmp(a, "--fit")) {
+            if (!(fit = tool_value("quantize", argc, argv, &i))) goto out;
+            if (strcmp(fit, "cal") && strcmp(fit, "all")) { tool_usage_error("quantize", "--fit wants cal or all"); goto out; }
         } else if (!strcmp(a, "--damp")) {
             if (!(v = tool_value("quantize", argc, argv, &i))) goto out;
             char *end;
+            damp_auto = !strcmp(v, "auto");
+            if (damp_auto) continue;
             damp = strtod(v, &end);
             if (*end || !(damp > 0 && damp < 1e6)) { tool_usage_error("quantize", "--damp wants a positive number"); goto out; }
         } else if (!strcmp(a, "--method")) {
@@ -154,8 +179,8 @@ int cmd_quantize(int argc, char **argv)
             if (!(plan_path = tool_value("quantize", argc, argv, &i))) goto out;
         } else if (!strcmp(a, "--fallback")) {
             if (!(fallback = tool_value("quantize", argc, argv, &i))) goto out;
-            if (strcmp(fallback, "rtn") && strcmp(fallback, "layer-mean")) {
-                tool_usage_error("quantize", "--fallback wants rtn or layer-mean");
+            if (strcmp(fallback, "rtn") && strcmp(fallback, "layer-mean") && strcmp(fallback, "shrink")) {
+                tool_usage_error("quantize", "--fallback wants shrink, rtn or layer-mean");
                 goto out;
             }
         } else if (!strcmp(a, "--resume")) {
@@ -256,15 +281,33 @@ int cmd_quantize(int argc, char **argv)
         if (pst == MOEQ_OK) pst = moeq_plan_index_build(&plan, &pix, &err);
         if (moeq_dist_agree(pst, &err)) { rc = tool_report("quantize", &err); goto out; }
     }
-    if (gptq) {
+    /* RTN with a full-Hessian calibration file: weighted grids and the Hessian error report */
+    int rtn_calib = !gptq && cf && !moeq_calib_file_diag(cf);
+    int has_val = cf && moeq_calib_file_val_windows(cf) > 0;
+    int damp_asked_auto = damp_auto;   /* the option as given (a --resume identity; the file is hashed apart) */
+    if (gptq && damp_auto && !has_val) {
+        damp_auto = 0;
+        damp = 0.01;
+        if (!tc.quiet && moeq_dist_rank() == 0)
+            fprintf(stderr, "moeq quantize: note: %s has no validation split (calibrate --val-every): --damp 0.01\n",
+                    cf ? calib : "--sequential");
+    }
+    if (gptq || rtn_calib) {
         size_t nm;
         moeq_status mst = moeq_expert_mats(m, &mats, &nm, &err);
         if (mst == MOEQ_OK) mst = moeq_expert_index_build(mats, nm, &eix, &err);
         if (moeq_dist_agree(mst, &err)) { rc = tool_report("quantize", &err); goto out; }
         run.m = m;
         run.calib = cf;
-        run.opts = (moeq_gptq_opts){ .damp = damp, .act_order = act_order, .block = (int)block, .threads = 0 };
-        run.fallback = strcmp(fallback, "rtn") ? MOEQ_FALLBACK_LAYER_MEAN : MOEQ_FALLBACK_RTN;
+        run.opts = (moeq_gptq_opts){ .damp = damp, .act_order = act_order, .block = (int)block, .threads = 0,
+                                     .grid_steps = (int)grid_steps };
+        run.fallback = !strcmp(fallback, "rtn") ? MOEQ_FALLBACK_RTN
+                     : !strcmp(fallback, "layer-mean") ? MOEQ_FALLBACK_LAYER_MEAN : MOEQ_FALLBACK_SHRINK;
+        run.rtn = rtn_calib;
+        run.damp_auto = gptq && damp_auto;
+        run.split = has_val && !strcmp(fit, "cal") ? MOEQ_SPLIT_CAL : MOEQ_SPLIT_ALL;
+        run.shrink_n0 = (double)shrink_prior;
+        run.report = cf != NULL;
         run.mats = mats;
         run.n_mats = nm;
         run.index = eix;
@@ -280,11 +323,11 @@ int cmd_quantize(int argc, char **argv)
                  "\"zstd\":%lld%s%s}", method, (long long)bits, (long long)group, sym ? "true" : "false",
                  scope ? "all" : "experts", (long long)zstd, act_order ? ",\"act_order\":true" : "",
                  sequential ? ",\"sequential\":true" : "");
-    qctx q = { pix, gptq ? &run : NULL };
+    qctx q = { pix, gptq || rtn_calib ? &run : NULL };
     moeq_quant_opts o = { .codec = { .type = MOEQ_CODEC_INT, .bits = (int)bits, .group = (int)group, .sym = sym },
                           .scope = scope, .rules = rules, .n_rules = n_rules, .zstd_level = (int)zstd,
                           .metadata_json = meta, .progress = on_tensor, .user = &p,
-                          .codec_for = plan_path ? q_codec_for : NULL, .quantize = gptq ? q_quantize : NULL,
+                          .codec_for = plan_path ? q_codec_for : NULL, .quantize = gptq || rtn_calib ? q_quantize : NULL,
                           .cb_user = &q };
     if (plan_path) o.codec = (moeq_codec){ .type = MOEQ_CODEC_RAW, .dtype = MOEQ_DT_UNKNOWN };
     moeq_quant_result res;
@@ -318,15 +361,17 @@ int cmd_quantize(int argc, char **argv)
     moeq_resume_field_text(&rf[nrf++], "sym", plan_path ? "plan" : sym ? "sym" : "asym");
     moeq_resume_field_text(&rf[nrf++], "scope", scope ? "all" : "experts");
     moeq_resume_field_text(&rf[nrf++], "tensor_type", n_rules ? rules_txt : "none");
-    if (gptq) {
+    if (gptq || rtn_calib) {
         snprintf(fv, sizeof fv, "%.17g", damp);
-        moeq_resume_field_text(&rf[nrf++], "damp", fv);
+        moeq_resume_field_text(&rf[nrf++], "damp", damp_asked_auto ? "auto" : fv);
+        snprintf(fv, sizeof fv, "%lld/%s/%lld", (long long)grid_steps, fit, (long long)shrink_prior);
+        moeq_resume_field_text(&rf[nrf++], "grid_fit_prior", fv);
         snprintf(fv, sizeof fv, "%lld", (long long)block);
         moeq_resume_field_text(&rf[nrf++], "block", fv);
         moeq_resume_field_text(&rf[nrf++], "act_order", act_order ? "yes" : "no");
         moeq_resume_field_text(&rf[nrf++], "fallback", fallback);
     }
-    moeq_quant_run qr = { .gptq = gptq ? &run : NULL, .resume_dir = resume, .fields = rf, .n_fields = nrf };
+    moeq_quant_run qr = { .gptq = gptq || rtn_calib ? &run : NULL, .resume_dir = resume, .fields = rf, .n_fields = nrf };
     if (calib) { qr.files[qr.n_files].name = "calib"; qr.files[qr.n_files++].path = calib; }
     if (plan_path) { qr.files[qr.n_files].name = "plan"; qr.files[qr.n_files++].path = plan_path; }
     if (st == MOEQ_OK) st = sequential ? moeq_quantize_rtn(m, &o, out, &res, &err)
@@ -336,6 +381,15 @@ int cmd_quantize(int argc, char **argv)
     if (st) { rc = tool_report("quantize", &err); goto out; }
     if (moeq_dist_rank() != 0) { rc = 0; goto out; }   /* rank 0 wrote the file and reports */
     FILE *h = tool_human(&tc);
+    int64_t tok_cal = cf ? moeq_calib_file_split_tokens(cf, run.split) : 1, tok_val = has_val ? moeq_calib_file_split_tokens(cf, MOEQ_SPLIT_VAL) : 1;
+    if (tok_cal <= 0) tok_cal = 1;
+    if (tok_val <= 0) tok_val = 1;
+    double tot_cal = 0, tot_val = 0;
+    for (int64_t l = 0; run.layers && l < moeq_model_config(m)->layers; l++) {
+        tot_cal += run.layers[l].err_cal;
+        tot_val += run.layers[l].err_val;
+    }
+    json_t *j0 = tc.json ? json_object() : NULL;
     if (!tc.quiet) {
         FILE *s = h ? h : stderr;
         fprintf(s, "%s: %lld tensors, %lld quantized (%lld weights)%s\n", out, (long long)res.tensors,
@@ -361,10 +415,69 @@ int cmd_quantize(int argc, char **argv)
                 fprintf(s, "  fallback %-10s %s: %s\n", run.fallbacks[i].kind, run.fallbacks[i].tensor,
                         run.fallbacks[i].reason);
         }
+        if (run.layers) {
+            fprintf(s, "Hessian error per token, sum over the routed experts (calibration split%s):\n",
+                    run.split == MOEQ_SPLIT_CAL ? " fitted, validation split held out" : "; no held-out split");
+            for (int64_t l = 0; l < moeq_model_config(m)->layers; l++) {
+                const moeq_gptq_layer_rep *L = &run.layers[l];
+                if (!L->pieces) continue;
+                fprintf(s, "  layer %3lld: cal %.6g", (long long)l, L->err_cal / tok_cal);
+                if (has_val) fprintf(s, "  val %.6g", L->err_val / tok_val);
+                if (L->damp_n[0] || L->damp_n[1])
+                    fprintf(s, "  damping gate/up %g down %g", L->damp_n[0] ? L->damp_sum[0] / L->damp_n[0] : 0,
+                            L->damp_n[1] ? L->damp_sum[1] / L->damp_n[1] : 0);
+                fputc('\n', s);
+            }
+            fprintf(s, "  total:     cal %.6g", tot_cal / tok_cal);
+            if (has_val) fprintf(s, "  val %.6g", tot_val / tok_val);
+            fputc('\n', s);
+        }
     }
     rc = 0;
     if (tc.json) {
-        json_t *j = json_object();
+        if (run.layers) {   /* the Hessian error report (docs/quantize.md, "Generalization") */
+            json_t *he = json_object(), *hl = json_array();
+            for (int64_t l = 0; l < moeq_model_config(m)->layers; l++) {
+                const moeq_gptq_layer_rep *L = &run.layers[l];
+                if (!L->pieces) continue;
+                json_t *o1 = json_object();
+                json_object_set_new(o1, "layer", json_integer(l));
+                json_object_set_new(o1, "cal", json_real(L->err_cal / tok_cal));
+                json_object_set_new(o1, "val", has_val ? json_real(L->err_val / tok_val) : json_null());
+                json_object_set_new(o1, "damp_in", L->damp_n[0] ? json_real(L->damp_sum[0] / L->damp_n[0]) : json_null());
+                json_object_set_new(o1, "damp_down", L->damp_n[1] ? json_real(L->damp_sum[1] / L->damp_n[1]) : json_null());
+                json_array_append_new(hl, o1);
+            }
+            json_object_set_new(he, "cal", json_real(tot_cal / tok_cal));
+            json_object_set_new(he, "val", has_val ? json_real(tot_val / tok_val) : json_null());
+            json_object_set_new(he, "cal_tokens", json_integer(tok_cal));
+            json_object_set_new(he, "val_tokens", json_integer(has_val ? tok_val : 0));
+            json_object_set_new(he, "fit", json_string(run.split == MOEQ_SPLIT_CAL ? "cal" : "all"));
+            json_object_set_new(he, "layers", hl);
+            json_object_set_new(j0, "hessian_error", he);
+        }
+        json_t *da = json_array(), *dc = json_array();
+        for (size_t i = 0; i < run.n_choices; i++) {
+            const moeq_gptq_damp_choice *c = &run.choices[i];
+            json_t *o1 = json_object(), *ve = json_array(), *ex = json_array();
+            for (int k = 0; k < MOEQ_DAMP_CANDIDATES; k++)
+                json_array_append_new(ve, isfinite(c->val_err[k]) ? json_real(c->val_err[k] / tok_val) : json_null());
+            for (int k = 0; k < 2; k++)
+                if (c->experts[k] >= 0) json_array_append_new(ex, json_integer(c->experts[k]));
+            json_object_set_new(o1, "layer", json_integer(c->layer));
+            json_object_set_new(o1, "input", json_string(c->kind ? "down" : "gate_up"));
+            json_object_set_new(o1, "bits", json_integer(c->bits));
+            json_object_set_new(o1, "group", json_integer(c->group));
+            json_object_set_new(o1, "sym", json_boolean(c->sym));
+            json_object_set_new(o1, "damp", json_real(c->damp));
+            json_object_set_new(o1, "experts", ex);
+            json_object_set_new(o1, "val_err", ve);
+            json_array_append_new(da, o1);
+        }
+        for (int k = 0; k < MOEQ_DAMP_CANDIDATES; k++) json_array_append_new(dc, json_real(moeq_damp_candidates[k]));
+        json_object_set_new(j0, "damp_auto", da);
+        json_object_set_new(j0, "damp_candidates", dc);
+        json_t *j = j0;
         json_object_set_new(j, "output", json_string(out));
         json_object_set_new(j, "method", json_string(method));
         json_object_set_new(j, "bytes", json_integer((json_int_t)res.file_bytes));
