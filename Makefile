@@ -51,6 +51,7 @@ deps:
 	@scripts/deps.sh build
 deps-test:
 	@scripts/deps.sh test
+	@scripts/node_deps.sh build/node || echo "moeq: the llama.cpp tests (tests/cli/test_gguf_llama.sh) will fail: see above" >&2
 
 $(BUILD)/%.o: %.c $(wildcard include/*.h) $(wildcard */*.h) $(wildcard kernels/*/*.h)
 	@mkdir -p $(dir $@)

@@ -72,3 +72,22 @@ int moeq_dir_is_empty(const char *dir)
     closedir(d);
     return empty;
 }
+
+moeq_status moeq_output_dir_check(const char *path, moeq_error *err)
+{
+    size_t len = strlen(path);
+    char *dir = malloc(len + 2);
+    if (!dir) return moeq_fail(err, MOEQ_ERR_NOMEM, "out of memory");
+    memcpy(dir, path, len + 1);
+    while (len > 1 && dir[len - 1] == '/') dir[--len] = '\0';   /* "out/" names out itself */
+    char *slash = strrchr(dir, '/');
+    if (!slash) memcpy(dir, ".", 2);
+    else if (slash == dir) dir[1] = '\0';
+    else *slash = '\0';
+    struct stat sb;
+    moeq_status st = MOEQ_OK;
+    if (stat(dir, &sb) != 0 || !S_ISDIR(sb.st_mode))
+        st = moeq_fail(err, MOEQ_ERR_IO, "%s: output directory %s does not exist", path, dir);
+    free(dir);
+    return st;
+}

@@ -83,3 +83,18 @@ void moeq_error_clear(moeq_error *err)
         err->detail[0] = '\0';
     }
 }
+
+static moeq_warn_fn warn_handler;
+
+void moeq_set_warn_handler(moeq_warn_fn fn) { warn_handler = fn; }
+
+void moeq_warn(const char *fmt, ...)
+{
+    if (!warn_handler) return;
+    char msg[MOEQ_ERROR_DETAIL_MAX];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    warn_handler(msg);
+}

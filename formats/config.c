@@ -9,7 +9,8 @@
  *   CF-7  decoder_sparse_step >= 1, mlp_only_layers indexes of existing layers
  *   CF-8  booleans (tie_word_embeddings, norm_topk_prob, qkv_bias / attention_bias)
  *   CF-9  features the forward pass does not implement (hidden_act, sliding window, clip_qkv)
- *   CF-10 rms_norm_eps a finite number in (0, 1) */
+ *   CF-10 rms_norm_eps a finite number in (0, 1)
+ *   CF-11 quantization_config: quant_method "fp8" (e4m3, weight_block_size [r, c]); others refused */
 #include "moeq_model.h"
 #include "formats/family.h"
 
@@ -104,22 +105,121 @@ static moeq_status get_bool(const cfg_ctx *c, const json_t *obj, const char *key
     return MOEQ_OK;
 }
 
+/* YaRN keys of a rope_parameters / rope_scaling object (_compute_yarn_parameters). */
+static moeq_status parse_yarn(const cfg_ctx *c, const json_t *rp, const char *obj, moeq_config *cfg)
+{
+    char key[96];
+    moeq_status st;
+    int present = 0;
+    snprintf(key, sizeof key, "%s.original_max_position_embeddings", obj);
+    if (!get(rp, "original_max_position_embeddings")) return bad(c, "CF-6", key, "missing (needed by YaRN)");
+    if ((st = get_real(c, rp, "original_max_position_embeddings", "CF-6", 1, 0, &cfg->rope_orig_max, NULL)))
+        return st;
+    if (!(cfg->rope_orig_max >= 1)) return bad(c, "CF-6", key, "out of range (expected >= 1)");
+    /* factor absent: max_position_embeddings / original (DeepSeek's convention) */
+    if ((st = get_real(c, rp, "factor", "CF-6", 0, (double)cfg->max_positions / cfg->rope_orig_max,
+                       &cfg->rope_factor, NULL)))
+        return st;
+    snprintf(key, sizeof key, "%s.factor", obj);
+    if (!(cfg->rope_factor > 0)) return bad(c, "CF-6", key, "out of range (expected > 0)");
+    double bf = 0, bs = 0, ms = 0, msa = 0, af = 0;
+    if ((st = get_real(c, rp, "beta_fast", "CF-6", 0, 0, &bf, NULL))) return st;
+    if ((st = get_real(c, rp, "beta_slow", "CF-6", 0, 0, &bs, NULL))) return st;
+    cfg->rope_beta_fast = bf != 0 ? bf : 32;   /* `or 32`: 0 and absent alike */
+    cfg->rope_beta_slow = bs != 0 ? bs : 1;
+    if (!(cfg->rope_beta_fast > 0 && cfg->rope_beta_slow > 0)) {
+        snprintf(key, sizeof key, "%s.beta_fast", obj);
+        return bad(c, "CF-6", key, "beta_fast and beta_slow must be > 0");
+    }
+    if ((st = get_real(c, rp, "mscale", "CF-6", 0, 0, &ms, NULL))) return st;
+    if ((st = get_real(c, rp, "mscale_all_dim", "CF-6", 0, 0, &msa, NULL))) return st;
+    if ((st = get_real(c, rp, "attention_factor", "CF-6", 0, 0, &af, &present))) return st;
+    const double f = cfg->rope_factor;
+#define GET_MSCALE(s, m) ((s) <= 1 ? 1.0 : 0.1 * (m) * log(s) + 1.0)
+    if (present) cfg->rope_attn_factor = af;
+    else if (ms != 0 && msa != 0) cfg->rope_attn_factor = GET_MSCALE(f, ms) / GET_MSCALE(f, msa);
+    else cfg->rope_attn_factor = GET_MSCALE(f, 1.0);
+    cfg->rope_truncate = 1;
+    if ((st = get_bool(c, rp, "truncate", "CF-6", 1, &cfg->rope_truncate, NULL))) return st;
+    if (cfg->family->yarn_mscale_scale && msa != 0) {
+        double m = GET_MSCALE(f, msa);
+        cfg->attn_scale *= m * m;   /* yarn_apply_mscale */
+    }
+#undef GET_MSCALE
+    return MOEQ_OK;
+}
+
+/* A longrope factor list of rope_dim / 2 positive numbers. */
+static moeq_status longrope_factors(const cfg_ctx *c, const json_t *rp, const char *key, int64_t half, float *out)
+{
+    char k[64], msg[128];
+    snprintf(k, sizeof k, "rope_parameters.%s", key);
+    const json_t *a = get(rp, key);
+    if (!a) return bad(c, "CF-6", k, "missing (needed by longrope)");
+    if (!json_is_array(a) || (int64_t)json_array_size(a) != half) {
+        snprintf(msg, sizeof msg, "expected an array of %lld numbers (rotary dim / 2)", (long long)half);
+        return bad(c, "CF-6", k, msg);
+    }
+    for (int64_t i = 0; i < half; i++) {
+        const json_t *e = json_array_get(a, (size_t)i);
+        if (!json_is_number(e) || !(json_number_value(e) > 0) || !isfinite(json_number_value(e))) {
+            snprintf(msg, sizeof msg, "element %lld is not a positive number", (long long)i);
+            return bad(c, "CF-6", k, msg);
+        }
+        out[i] = (float)json_number_value(e);
+    }
+    return MOEQ_OK;
+}
+
+/* longrope (_compute_longrope_parameters; phimoe's rotary picks the mscale by window length). */
+static moeq_status parse_longrope(const cfg_ctx *c, const json_t *rp, moeq_config *cfg)
+{
+    moeq_status st;
+    int64_t half = cfg->rope_dim / 2;
+    if (half > MOEQ_ROPE_MAX_FACTORS) return bad(c, "CF-6", "rope_parameters", "longrope over too many channels");
+    if ((st = longrope_factors(c, rp, "short_factor", half, cfg->rope_short))) return st;
+    if ((st = longrope_factors(c, rp, "long_factor", half, cfg->rope_long))) return st;
+    const json_t *src = get(rp, "original_max_position_embeddings") ? rp : c->root;
+    if ((st = get_real(c, src, "original_max_position_embeddings", "CF-6", 1, 0, &cfg->rope_orig_max, NULL)))
+        return st;
+    if (!(cfg->rope_orig_max >= 1))
+        return bad(c, "CF-6", "original_max_position_embeddings", "out of range (expected >= 1)");
+    double factor, af = 0;
+    int present = 0;
+    if ((st = get_real(c, rp, "factor", "CF-6", 0, (double)cfg->max_positions / cfg->rope_orig_max, &factor, NULL)))
+        return st;
+    if ((st = get_real(c, rp, "attention_factor", "CF-6", 0, 0, &af, &present))) return st;
+    if (!present) af = factor <= 1.0 ? 1.0 : sqrt(1 + log(factor) / log(cfg->rope_orig_max));
+    cfg->rope_attn_factor = af;
+    if ((st = get_real(c, rp, "short_mscale", "CF-6", 0, af, &cfg->rope_short_mscale, NULL))) return st;
+    if ((st = get_real(c, rp, "long_mscale", "CF-6", 0, af, &cfg->rope_long_mscale, NULL))) return st;
+    return MOEQ_OK;
+}
+
 /* CF-6 */
 static moeq_status parse_rope(const cfg_ctx *c, const moeq_family *fam, moeq_config *cfg)
 {
     moeq_status st;
     const json_t *rp = get(c->root, "rope_parameters");
     int have_theta = 0;
+    const json_t *yarn = NULL, *longrope = NULL;
+    const char *yarn_obj = NULL;
     if (rp) {
         if (!json_is_object(rp)) return bad(c, "CF-6", "rope_parameters", "wrong type (expected an object)");
         const json_t *type = get(rp, "rope_type");
         if (type) {
             if (!json_is_string(type))
                 return bad(c, "CF-6", "rope_parameters.rope_type", "wrong type (expected a string)");
-            if (strcmp(json_string_value(type), "default") != 0)
+            if (strcmp(json_string_value(type), "yarn") == 0) {
+                yarn = rp;
+                yarn_obj = "rope_parameters";
+            } else if (strcmp(json_string_value(type), "longrope") == 0) {
+                longrope = rp;
+            } else if (strcmp(json_string_value(type), "default") != 0) {
                 return moeq_fail(c->err, MOEQ_ERR_UNSUPPORTED,
                                  "%s: CF-6: key 'rope_parameters.rope_type': \"%.64s\" is not supported "
-                                 "(only \"default\" RoPE)", c->path, json_string_value(type));
+                                 "(\"default\", \"yarn\" or \"longrope\")", c->path, json_string_value(type));
+            }
         }
         const json_t *th = get(rp, "rope_theta");
         if (th) {
@@ -131,18 +231,27 @@ static moeq_status parse_rope(const cfg_ctx *c, const moeq_family *fam, moeq_con
             have_theta = 1;
         }
     }
-    /* v4: rope_scaling null or {"type"/"rope_type": "default"} */
+    /* v4: rope_scaling null or {"type"/"rope_type": "default" | "yarn", ...} */
     const json_t *rs = get(c->root, "rope_scaling");
-    if (rs) {
+    if (rs && !yarn && !longrope) {
         if (!json_is_object(rs)) return bad(c, "CF-6", "rope_scaling", "wrong type (expected an object)");
         const char *keys[2] = { "rope_type", "type" };
         for (int i = 0; i < 2; i++) {
             const json_t *type = get(rs, keys[i]);
             if (!type) continue;
+            if (json_is_string(type) && strcmp(json_string_value(type), "yarn") == 0) {
+                yarn = rs;
+                yarn_obj = "rope_scaling";
+                break;
+            }
+            if (json_is_string(type) && strcmp(json_string_value(type), "longrope") == 0) {
+                longrope = rs;
+                break;
+            }
             if (!json_is_string(type) || strcmp(json_string_value(type), "default") != 0)
                 return moeq_fail(c->err, MOEQ_ERR_UNSUPPORTED,
-                                 "%s: CF-6: key 'rope_scaling.%s': only \"default\" RoPE is supported",
-                                 c->path, keys[i]);
+                                 "%s: CF-6: key 'rope_scaling.%s': only \"default\" and \"yarn\" RoPE are "
+                                 "supported", c->path, keys[i]);
         }
     }
     if (!have_theta) {
@@ -152,6 +261,140 @@ static moeq_status parse_rope(const cfg_ctx *c, const moeq_family *fam, moeq_con
         if (st) return st;
         if (!(cfg->rope_theta > 0)) return bad(c, "CF-6", "rope_theta", "out of range (expected > 0)");
     }
+    cfg->rope_type = MOEQ_ROPE_DEFAULT;
+    cfg->rope_attn_factor = 1.0;
+    if (yarn) {
+        cfg->rope_type = MOEQ_ROPE_YARN;
+        if ((st = parse_yarn(c, yarn, yarn_obj, cfg))) return st;
+    }
+    if (longrope) {
+        cfg->rope_type = MOEQ_ROPE_LONGROPE;
+        if ((st = parse_longrope(c, longrope, cfg))) return st;
+    }
+    if (fam->partial_rotary) {
+        /* rope_parameters.partial_rotary_factor (v5), else the top-level key (v4) */
+        double prf = 1.0;
+        const char *where = rp && get(rp, "partial_rotary_factor") ? "rope_parameters.partial_rotary_factor"
+                                                                   : "partial_rotary_factor";
+        if ((st = get_real(c, rp && get(rp, "partial_rotary_factor") ? rp : c->root, "partial_rotary_factor",
+                           "CF-6", 0, 1.0, &prf, NULL)))
+            return st;
+        int64_t d = (int64_t)((double)cfg->head_dim * prf);   /* int(head_dim * factor) */
+        if (!(prf > 0 && prf <= 1) || d < 2 || d % 2) return bad(c, "CF-6", where, "out of range (expected "
+                                                                 "0 < factor <= 1 giving an even channel count)");
+        cfg->rope_dim = d;
+    }
+    cfg->rope_interleave = fam->rope_interleave_default;
+    if (fam->rope_interleave_key &&
+        (st = get_bool(c, c->root, fam->rope_interleave_key, "CF-6", fam->rope_interleave_default,
+                       &cfg->rope_interleave, NULL)))
+        return st;
+    return MOEQ_OK;
+}
+
+/* MLA sizes (DeepseekV3Config / DeepseekV2Config; their defaults when absent). head_dim
+ * becomes the query/key head size nope + rope, RoPE covers the rope part. */
+static moeq_status parse_mla(const cfg_ctx *c, moeq_config *cfg)
+{
+    moeq_status st;
+    const int64_t BIG = (int64_t)1 << 16;
+    const json_t *ql = json_object_get(c->root, "q_lora_rank");
+    if (ql && json_is_null(ql)) cfg->q_lora_rank = 0;   /* null: a plain q_proj */
+    else if ((st = get_int(c, c->root, "q_lora_rank", "CF-4", 0, 1536, 1, BIG, &cfg->q_lora_rank))) return st;
+    if ((st = get_int(c, c->root, "kv_lora_rank", "CF-4", 0, 512, 1, BIG, &cfg->kv_lora_rank))) return st;
+    if ((st = get_int(c, c->root, "qk_nope_head_dim", "CF-4", 0, 128, 0, BIG, &cfg->qk_nope_dim))) return st;
+    if ((st = get_int(c, c->root, "qk_rope_head_dim", "CF-4", 0, 64, 2, BIG, &cfg->qk_rope_dim))) return st;
+    if ((st = get_int(c, c->root, "v_head_dim", "CF-4", 0, 128, 1, BIG, &cfg->v_head_dim))) return st;
+    if (cfg->qk_rope_dim % 2) return bad(c, "CF-4", "qk_rope_head_dim", "odd (RoPE rotates pairs)");
+    if (cfg->kv_heads != cfg->heads)
+        return bad(c, "CF-4", "num_key_value_heads", "differs from num_attention_heads (MLA expands "
+                   "keys and values per head)");
+    cfg->head_dim = cfg->qk_nope_dim + cfg->qk_rope_dim;
+    cfg->rope_dim = cfg->qk_rope_dim;
+    return MOEQ_OK;
+}
+
+/* Routing options of the group-limited routers (CF-5). */
+static moeq_status parse_groups(const cfg_ctx *c, const moeq_family *fam, moeq_config *cfg)
+{
+    moeq_status st;
+    char msg[192];
+    if ((st = get_real(c, c->root, "routed_scaling_factor", "CF-5", 0, fam->routed_scaling_default,
+                       &cfg->routed_scaling, NULL)))
+        return st;
+    if (!(cfg->routed_scaling > 0)) return bad(c, "CF-5", "routed_scaling_factor", "out of range (expected > 0)");
+    if ((st = get_int(c, c->root, "n_group", "CF-5", 0, fam->n_group_default, 1, 65536, &cfg->n_group))) return st;
+    if ((st = get_int(c, c->root, "topk_group", "CF-5", 0, fam->topk_group_default, 1, 65536, &cfg->topk_group)))
+        return st;
+    if (cfg->n_experts > MOEQ_GROUP_ROUTER_MAX_EXPERTS) {
+        snprintf(msg, sizeof msg, "%lld experts; this router handles at most %d", (long long)cfg->n_experts,
+                 MOEQ_GROUP_ROUTER_MAX_EXPERTS);
+        return bad(c, "CF-5", fam->experts_key ? fam->experts_key : "num_local_experts", msg);
+    }
+    if (fam->router_kind == MOEQ_ROUTER_SOFTMAX_GROUP) {
+        const json_t *tm = get(c->root, "topk_method");
+        const char *m = tm && json_is_string(tm) ? json_string_value(tm) : tm ? "" : "greedy";
+        if (strcmp(m, "greedy") == 0) cfg->group_limited = 0;
+        else if (strcmp(m, "group_limited_greedy") == 0) cfg->group_limited = 1;
+        else
+            return moeq_fail(c->err, MOEQ_ERR_UNSUPPORTED, "%s: CF-5: key 'topk_method': \"%.64s\" is not "
+                             "supported (\"greedy\" or \"group_limited_greedy\")", c->path, m);
+        if (!cfg->group_limited) return MOEQ_OK;   /* groups unused */
+    }
+    int grouped = cfg->n_group > 1 && cfg->topk_group < cfg->n_group;
+    if (cfg->n_experts % cfg->n_group) {
+        snprintf(msg, sizeof msg, "%lld does not divide the %lld experts", (long long)cfg->n_group,
+                 (long long)cfg->n_experts);
+        return bad(c, "CF-5", "n_group", msg);
+    }
+    if (cfg->topk_group > cfg->n_group) {
+        snprintf(msg, sizeof msg, "%lld > n_group %lld", (long long)cfg->topk_group, (long long)cfg->n_group);
+        return bad(c, "CF-5", "topk_group", msg);
+    }
+    if (grouped && fam->router_kind == MOEQ_ROUTER_SIGMOID_GROUP && cfg->n_experts / cfg->n_group < 2)
+        return bad(c, "CF-5", "n_group", "groups of one expert (the group score sums the best two)");
+    if (grouped && cfg->topk_group * (cfg->n_experts / cfg->n_group) < cfg->top_k) {
+        snprintf(msg, sizeof msg, "%lld groups of %lld experts hold fewer than num_experts_per_tok %lld",
+                 (long long)cfg->topk_group, (long long)(cfg->n_experts / cfg->n_group), (long long)cfg->top_k);
+        return bad(c, "CF-5", "topk_group", msg);
+    }
+    return MOEQ_OK;
+}
+
+/* CF-11: the source's own quantization (docs/FAMILIES.md, "Source formats"). */
+static moeq_status parse_quant(const cfg_ctx *c, moeq_config *cfg)
+{
+    const json_t *q = get(c->root, "quantization_config");
+    if (!q) return MOEQ_OK;
+    if (!json_is_object(q)) return bad(c, "CF-11", "quantization_config", "wrong type (expected an object)");
+    const json_t *m = get(q, "quant_method");
+    if (!m) return bad(c, "CF-11", "quantization_config.quant_method", "missing");
+    if (!json_is_string(m)) return bad(c, "CF-11", "quantization_config.quant_method", "wrong type (expected a string)");
+    if (strcmp(json_string_value(m), "fp8") != 0)
+        return moeq_fail(c->err, MOEQ_ERR_UNSUPPORTED, "%s: CF-11: key 'quantization_config.quant_method': "
+                         "\"%.64s\" is not supported (\"fp8\" block-scaled e4m3)", c->path, json_string_value(m));
+    const json_t *fmt = get(q, "fmt");
+    if (fmt && (!json_is_string(fmt) || strcmp(json_string_value(fmt), "e4m3") != 0))
+        return moeq_fail(c->err, MOEQ_ERR_UNSUPPORTED, "%s: CF-11: key 'quantization_config.fmt': only \"e4m3\" "
+                         "is supported", c->path);
+    cfg->fp8 = 1;
+    cfg->fp8_block_rows = cfg->fp8_block_cols = 128;
+    const json_t *bs = get(q, "weight_block_size");
+    if (bs) {
+        if (!json_is_array(bs) || json_array_size(bs) != 2)
+            return bad(c, "CF-11", "quantization_config.weight_block_size", "expected [rows, cols]");
+        int64_t v[2];
+        for (int i = 0; i < 2; i++) {
+            const json_t *e = json_array_get(bs, (size_t)i);
+            if (!json_is_integer(e) || json_integer_value(e) < 1 || json_integer_value(e) > 65536)
+                return bad(c, "CF-11", "quantization_config.weight_block_size", "elements must be integers in 1..65536");
+            v[i] = (int64_t)json_integer_value(e);
+        }
+        cfg->fp8_block_rows = v[0];
+        cfg->fp8_block_cols = v[1];
+    }
+    if ((cfg->hidden + cfg->fp8_block_cols - 1) / cfg->fp8_block_cols > 4096)
+        return bad(c, "CF-11", "quantization_config.weight_block_size", "more than 4096 blocks per row");
     return MOEQ_OK;
 }
 
@@ -161,6 +404,26 @@ static moeq_status parse_sparse(const cfg_ctx *c, const moeq_family *fam, moeq_c
     memset(cfg->layer_is_moe, 0, sizeof cfg->layer_is_moe);
     if (fam->sparse == MOEQ_SPARSE_ALL) {
         for (int64_t l = 0; l < cfg->layers; l++) cfg->layer_is_moe[l] = 1;
+        return MOEQ_OK;
+    }
+    if (fam->sparse == MOEQ_SPARSE_ERNIE) {
+        /* Ernie4_5_MoeDecoderLayer; an end index of -1 means the last layer */
+        int64_t start, end, step;
+        moeq_status st = get_int(c, c->root, "moe_layer_start_index", "CF-7", 0, 1, 0, MOEQ_MAX_LAYERS, &start);
+        if (!st) st = get_int(c, c->root, "moe_layer_end_index", "CF-7", 0, -1, -1, MOEQ_MAX_LAYERS, &end);
+        if (!st) st = get_int(c, c->root, "moe_layer_interval", "CF-7", 0, 1, 1, MOEQ_MAX_LAYERS, &step);
+        if (st) return st;
+        if (end == -1) end = cfg->layers - 1;
+        for (int64_t l = 0; l < cfg->layers; l++) cfg->layer_is_moe[l] = (l + 1) % step == 0 && l >= start && l <= end;
+        return MOEQ_OK;
+    }
+    if (fam->sparse == MOEQ_SPARSE_FIRST_K) {
+        /* transformers ignores moe_layer_freq: every layer from first_k_dense_replace on */
+        int64_t k;
+        moeq_status st = get_int(c, c->root, "first_k_dense_replace", "CF-7", 0, fam->first_k_dense_default, 0,
+                                 MOEQ_MAX_LAYERS, &k);
+        if (st) return st;
+        for (int64_t l = 0; l < cfg->layers; l++) cfg->layer_is_moe[l] = l >= k;
         return MOEQ_OK;
     }
     int64_t step;
@@ -204,6 +467,14 @@ static moeq_status check_features(const cfg_ctx *c, const moeq_family *fam)
         return moeq_fail(c->err, MOEQ_ERR_UNSUPPORTED,
                          "%s: CF-9: key 'clip_qkv': clipping q/k/v is not supported (expected null)",
                          c->path);
+    const json_t *lt = get(c->root, "layer_types");
+    if (lt && json_is_array(lt))
+        for (size_t i = 0; i < json_array_size(lt); i++) {
+            const json_t *e = json_array_get(lt, i);
+            if (!json_is_string(e) || strcmp(json_string_value(e), "full_attention") != 0)
+                return moeq_fail(c->err, MOEQ_ERR_UNSUPPORTED, "%s: CF-9: key 'layer_types': element %zu is "
+                                 "not \"full_attention\" (only full causal attention is supported)", c->path, i);
+        }
     if (fam->sparse == MOEQ_SPARSE_QWEN) {
         int sw = 0;
         moeq_status st = get_bool(c, c->root, "use_sliding_window", "CF-9", 0, &sw, NULL);
@@ -267,6 +538,12 @@ moeq_status moeq_config_parse(const char *json, size_t len, const char *path, mo
         (st = get_int(c, root, fam->dense_inter_key, "CF-3", 1, 0, 1, BIG, &cfg->dense_inter))) goto done;
     if (fam->shared_inter_key &&
         (st = get_int(c, root, fam->shared_inter_key, "CF-3", 1, 0, 1, BIG, &cfg->shared_inter))) goto done;
+    if (fam->shared_count_key) {
+        int64_t ns;
+        if ((st = get_int(c, root, fam->shared_count_key, "CF-3", 0, fam->shared_count_default, 0, 4096, &ns)))
+            goto done;
+        cfg->shared_inter = ns * cfg->moe_inter;
+    }
 
     /* CF-4 */
     if (cfg->heads % cfg->kv_heads != 0) {
@@ -288,7 +565,16 @@ moeq_status moeq_config_parse(const char *json, size_t len, const char *path, mo
         }
         cfg->head_dim = cfg->hidden / cfg->heads;
     }
-    if (cfg->heads * cfg->head_dim > BIG) {
+    cfg->attn = fam->attn;
+    cfg->router = fam->router_kind;
+    cfg->routed_scaling = 1.0;
+    cfg->n_group = cfg->topk_group = 1;
+    if (cfg->attn == MOEQ_ATTN_MLA && (st = parse_mla(c, cfg))) goto done;
+    if (cfg->attn != MOEQ_ATTN_MLA) {
+        cfg->v_head_dim = cfg->head_dim;
+        cfg->rope_dim = cfg->head_dim;
+    }
+    if (cfg->heads * cfg->head_dim > BIG || cfg->heads * cfg->v_head_dim > BIG) {
         st = bad(c, "CF-4", "head_dim", "num_attention_heads * head_dim out of range");
         goto done;
     }
@@ -299,6 +585,8 @@ moeq_status moeq_config_parse(const char *json, size_t len, const char *path, mo
         int64_t a = -1, b = -1;
         if ((st = get_int(c, root, "num_local_experts", "CF-5", 0, -1, 1, 65536, &a))) goto done;
         if ((st = get_int(c, root, "num_experts", "CF-5", 0, -1, 1, 65536, &b))) goto done;
+        if (fam->experts_key && a < 0 &&
+            (st = get_int(c, root, fam->experts_key, "CF-5", 0, -1, 1, 65536, &a))) goto done;
         if (a < 0 && b < 0) { st = bad(c, "CF-5", "num_local_experts", "missing (nor num_experts)"); goto done; }
         if (a >= 0 && b >= 0 && a != b) {
             char msg[160];
@@ -307,7 +595,8 @@ moeq_status moeq_config_parse(const char *json, size_t len, const char *path, mo
             goto done;
         }
         cfg->n_experts = a >= 0 ? a : b;
-        if ((st = get_int(c, root, "num_experts_per_tok", "CF-5", 1, 0, 1, 65536, &cfg->top_k))) goto done;
+        if ((st = get_int(c, root, fam->topk_key ? fam->topk_key : "num_experts_per_tok", "CF-5", 1, 0, 1, 65536,
+                          &cfg->top_k))) goto done;
         if (cfg->top_k > cfg->n_experts) {
             char msg[160];
             snprintf(msg, sizeof msg, "out of range (%lld > %lld experts)", (long long)cfg->top_k,
@@ -324,7 +613,22 @@ moeq_status moeq_config_parse(const char *json, size_t len, const char *path, mo
         goto done;
     }
 
+    cfg->attn_scale = 1.0 / sqrt((double)cfg->head_dim);   /* YaRN may correct it (parse_yarn) */
     if ((st = parse_rope(c, fam, cfg))) goto done;
+    if ((cfg->router == MOEQ_ROUTER_SIGMOID_GROUP || cfg->router == MOEQ_ROUTER_SOFTMAX_GROUP) &&
+        (st = parse_groups(c, fam, cfg))) goto done;
+    if (cfg->router == MOEQ_ROUTER_SPARSEMIXER) {
+        if (cfg->top_k != 2) { st = bad(c, "CF-5", "num_experts_per_tok", "sparsemixer routes exactly 2 experts"); goto done; }
+        if ((st = get_real(c, root, "router_jitter_noise", "CF-5", 0, 0.01, &cfg->jitter_eps, NULL))) goto done;
+    }
+    if (cfg->router == MOEQ_ROUTER_SOFTMAX_BIAS) {
+        if ((st = get_real(c, root, "moe_norm_min", "CF-5", 0, 1e-12, &cfg->renorm_min, NULL))) goto done;
+        if (!(cfg->renorm_min >= 0)) { st = bad(c, "CF-5", "moe_norm_min", "out of range (expected >= 0)"); goto done; }
+        if (cfg->n_experts > MOEQ_GROUP_ROUTER_MAX_EXPERTS) {
+            st = bad(c, "CF-5", fam->experts_key, "more experts than this router handles (4096)");
+            goto done;
+        }
+    }
 
     /* CF-8 */
     if ((st = get_bool(c, root, "tie_word_embeddings", "CF-8", fam->tie_default, &cfg->tie_embeddings, NULL)))
@@ -338,7 +642,9 @@ moeq_status moeq_config_parse(const char *json, size_t len, const char *path, mo
     if (fam->qkv_bias_key) {
         if ((st = get_bool(c, root, fam->qkv_bias_key, "CF-8", fam->qkv_bias_default, &cfg->qkv_bias, NULL)))
             goto done;
-        if (cfg->qkv_bias && strcmp(fam->qkv_bias_key, "attention_bias") == 0) {
+        if (cfg->qkv_bias && fam->attention_bias_o) cfg->o_bias = 1;
+        if (cfg->qkv_bias && strcmp(fam->qkv_bias_key, "attention_bias") == 0 && !fam->attention_bias_qkv_only &&
+            !fam->attention_bias_o) {
             /* attention_bias also gives o_proj a bias, which the layer view cannot hold */
             st = moeq_fail(err, MOEQ_ERR_UNSUPPORTED,
                            "%s: CF-8: key 'attention_bias': true (q/k/v/o biases) is not supported", path);
@@ -346,8 +652,26 @@ moeq_status moeq_config_parse(const char *json, size_t len, const char *path, mo
         }
     }
     cfg->qk_norm = fam->qk_norm;
+    cfg->norm = fam->norm;
+    if (fam->lm_head_bias_key &&
+        (st = get_bool(c, root, fam->lm_head_bias_key, "CF-8", 0, &cfg->lm_head_bias, NULL))) goto done;
+    if (fam->refuse_true_key) {
+        int on = 0;
+        if ((st = get_bool(c, root, fam->refuse_true_key, "CF-8", 0, &on, NULL))) goto done;
+        if (on) {
+            st = moeq_fail(err, MOEQ_ERR_UNSUPPORTED, "%s: CF-8: key '%s': true (biases on every linear) is not "
+                           "supported", path, fam->refuse_true_key);
+            goto done;
+        }
+    }
+    if (fam->qk_norm_key) {
+        int on = 0;
+        if ((st = get_bool(c, root, fam->qk_norm_key, "CF-8", 0, &on, NULL))) goto done;
+        if (!on) cfg->qk_norm = MOEQ_QK_NORM_NONE;
+    }
 
     if ((st = check_features(c, fam))) goto done;
+    if ((st = parse_quant(c, cfg))) goto done;
     if (fam->has_sliding_window) {
         /* a window at least as long as any position is plain causal attention */
         int64_t sw = 0;

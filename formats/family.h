@@ -22,7 +22,9 @@ typedef enum moeq_renorm_rule {
 
 typedef enum moeq_sparse_rule {
     MOEQ_SPARSE_ALL = 0,      /* every layer is MoE (mixtral, olmoe) */
-    MOEQ_SPARSE_QWEN = 1      /* decoder_sparse_step + mlp_only_layers decide (qwen2/3_moe) */
+    MOEQ_SPARSE_QWEN = 1,     /* decoder_sparse_step + mlp_only_layers decide (qwen2/3_moe) */
+    MOEQ_SPARSE_FIRST_K = 2,  /* layers from first_k_dense_replace on are MoE (deepseek) */
+    MOEQ_SPARSE_ERNIE = 3     /* (l+1) % moe_layer_interval == 0, start <= l <= end index */
 } moeq_sparse_rule;
 
 typedef struct moeq_family {
@@ -44,6 +46,27 @@ typedef struct moeq_family {
     double rope_theta_default;     /* when neither rope_parameters nor rope_theta is given */
     int has_sliding_window;        /* 1 when a non-null sliding_window changes attention */
 
+    /* ---- forward-pass variants (model/fwd.h) ---- */
+    moeq_attn_kind attn;
+    moeq_router_kind router_kind;
+    const char *experts_key;       /* another name of the routed expert count (n_routed_experts) */
+    const char *shared_count_key;  /* shared width = this count x moe_inter (n_shared_experts) */
+    int shared_count_default;
+    int64_t first_k_dense_default; /* MOEQ_SPARSE_FIRST_K: first_k_dense_replace when absent */
+    double routed_scaling_default; /* routed_scaling_factor when absent; 0: the family has none */
+    int64_t n_group_default, topk_group_default;
+    const char *rope_interleave_key;   /* NULL: rope_interleave_default always */
+    int rope_interleave_default;
+    int yarn_mscale_scale;         /* softmax scale x get_mscale(factor, mscale_all_dim)^2 */
+    const char *qk_norm_key;       /* bool key turning qk_norm on (use_qk_norm); NULL: always */
+    int attention_bias_qkv_only;   /* attention_bias gives q/k/v biases only (o_proj has none) */
+    int partial_rotary;            /* partial_rotary_factor rotates only the first channels */
+    const char *topk_key;          /* top-k key when not num_experts_per_tok (moe_k) */
+    const char *refuse_true_key;   /* a bool key whose true value is unsupported (use_bias) */
+    moeq_norm_kind norm;
+    int attention_bias_o;          /* attention_bias gives o_proj a bias too, which is supported */
+    const char *lm_head_bias_key;  /* bool key: lm_head has a bias */
+
     /* ---- tensor names (model/view.c) ---- */
     const char *embed, *lm_head, *final_norm;
     const char *attn_norm, *mlp_norm;                 /* per layer */
@@ -59,6 +82,11 @@ typedef struct moeq_family {
     const char *shared[3];                            /* gate, up, down; NULL when none */
     const char *shared_expert_gate;                   /* [1, H]; NULL when none */
     const char *dense[3];                             /* gate, up, down of dense layers */
+    /* MLA (attn == MOEQ_ATTN_MLA), per layer; q is q_proj when q_lora_rank is null */
+    const char *q_a, *q_a_norm, *q_b, *kv_a, *kv_a_norm, *kv_b;
+    const char *router_bias[MOEQ_FAMILY_ALT];         /* per layer, [E] (or [1, E]); none: NULL */
+    int router_bias_rows;                             /* 1: stored as [1, E] (ERNIE) */
+    const char *o_bias, *attn_norm_bias, *mlp_norm_bias, *final_norm_bias, *lm_head_bias;
 } moeq_family;
 
 /* The table entry for model_type, NULL when unsupported. */

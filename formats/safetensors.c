@@ -45,7 +45,7 @@ static const st_dtype_info st_dtypes[] = {
     {"BOOL", 8, MOEQ_DT_BOOL},       {"F4", 4, MOEQ_DT_OTHER},
     {"F6_E2M3", 6, MOEQ_DT_OTHER},   {"F6_E3M2", 6, MOEQ_DT_OTHER},
     {"U8", 8, MOEQ_DT_U8},           {"I8", 8, MOEQ_DT_I8},
-    {"F8_E5M2", 8, MOEQ_DT_OTHER},   {"F8_E4M3", 8, MOEQ_DT_OTHER},
+    {"F8_E5M2", 8, MOEQ_DT_OTHER},   {"F8_E4M3", 8, MOEQ_DT_F8_E4M3},
     {"F8_E8M0", 8, MOEQ_DT_OTHER},   {"F8_E4M3FNUZ", 8, MOEQ_DT_OTHER},
     {"F8_E5M2FNUZ", 8, MOEQ_DT_OTHER}, {"I16", 16, MOEQ_DT_I16},
     {"U16", 16, MOEQ_DT_U16},        {"F16", 16, MOEQ_DT_F16},
@@ -65,7 +65,7 @@ static const st_dtype_info *st_dtype_lookup(const char *s)
 size_t moeq_dtype_size(moeq_dtype dt)
 {
     switch (dt) {
-    case MOEQ_DT_BOOL: case MOEQ_DT_I8: case MOEQ_DT_U8: return 1;
+    case MOEQ_DT_BOOL: case MOEQ_DT_I8: case MOEQ_DT_U8: case MOEQ_DT_F8_E4M3: return 1;
     case MOEQ_DT_F16: case MOEQ_DT_BF16: case MOEQ_DT_I16: case MOEQ_DT_U16: return 2;
     case MOEQ_DT_F32: case MOEQ_DT_I32: case MOEQ_DT_U32: return 4;
     case MOEQ_DT_F64: case MOEQ_DT_I64: case MOEQ_DT_U64: return 8;
@@ -91,6 +91,7 @@ const char *moeq_dtype_name(moeq_dtype dt)
     case MOEQ_DT_U64: return "U64";
     case MOEQ_DT_BOOL: return "BOOL";
     case MOEQ_DT_OTHER: return "OTHER";
+    case MOEQ_DT_F8_E4M3: return "F8_E4M3";
     case MOEQ_DT_UNKNOWN: return "UNKNOWN";
     }
     return "UNKNOWN";

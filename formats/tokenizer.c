@@ -5,6 +5,7 @@
  * (UTF + UCP, JIT), Unicode normalization through utf8proc. */
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include "moeq_tokenizer.h"
+#include "moeq_gguf.h"
 
 #include <errno.h>
 #include <jansson.h>
@@ -910,6 +911,12 @@ moeq_status moeq_tokenizer_load(const char *path, moeq_tokenizer **out, moeq_err
         snprintf(file, sizeof file, "%s/tokenizer.json", path);
         if (stat(file, &sb) != 0)
             return moeq_fail(err, MOEQ_ERR_NOT_FOUND, "%s: no tokenizer.json in the model directory", path);
+    } else if (moeq_gguf_is_path(path)) {   /* a GGUF's tokenizer (formats/gguf_tokenizer.c) */
+        moeq_gguf *g = NULL;
+        moeq_status st = moeq_gguf_open(path, &g, err);
+        if (st == MOEQ_OK) st = moeq_gguf_tokenizer(g, out, err);
+        moeq_gguf_close(g);
+        return st;
     } else
         snprintf(file, sizeof file, "%s", path);
     FILE *f = fopen(file, "rb");

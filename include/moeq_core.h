@@ -43,6 +43,10 @@ moeq_status moeq_read_file(const char *path, uint64_t max_bytes, const char *wha
  * temporary (files only, one level) and tell whether a target directory is empty (1) or
  * holds anything or cannot be read (0). */
 void moeq_remove_flat_dir(const char *dir);
+/* An output path's parent directory must exist (outputs never create directories above
+ * themselves): MOEQ_ERR_IO (exit 4, as a failed write) "PATH: output directory DIR does not
+ * exist" otherwise. */
+moeq_status moeq_output_dir_check(const char *path, moeq_error *err);
 int moeq_dir_is_empty(const char *dir);
 
 /* Peak resident set size of this process in bytes (VmHWM), 0 when unknown. */

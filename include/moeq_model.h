@@ -15,6 +15,35 @@ typedef enum moeq_qk_norm {
 
 #define MOEQ_MAX_LAYERS 1024
 
+/* Forward-pass variants (model/fwd.h), chosen by the family table and config.json. */
+typedef enum moeq_attn_kind {
+    MOEQ_ATTN_GQA = 0,      /* grouped-query attention, q/k/v/o projections */
+    MOEQ_ATTN_MLA = 1       /* DeepSeek multi-head latent attention (q/kv LoRA, decoupled rope) */
+} moeq_attn_kind;
+
+typedef enum moeq_router_kind {
+    MOEQ_ROUTER_SOFTMAX = 0,        /* softmax over experts, top-k, optional renorm */
+    MOEQ_ROUTER_SIGMOID_GROUP = 1,  /* DeepSeek-V3: sigmoid, +bias for choice, group-limited */
+    MOEQ_ROUTER_SOFTMAX_GROUP = 2,  /* DeepSeek-V2: softmax, greedy or group-limited greedy */
+    MOEQ_ROUTER_SOFTMAX_BIAS = 3,   /* ERNIE-4.5: softmax, +bias for choice, renorm with a floor */
+    MOEQ_ROUTER_SPARSEMIXER = 4     /* Phi-3.5-MoE: sparsemixer top-2 (eval mode) */
+} moeq_router_kind;
+
+#define MOEQ_GROUP_ROUTER_MAX_EXPERTS 4096   /* sigmoid/softmax group routers (CF-5) */
+
+typedef enum moeq_rope_kind {
+    MOEQ_ROPE_DEFAULT = 0,
+    MOEQ_ROPE_YARN = 1,
+    MOEQ_ROPE_LONGROPE = 2       /* Phi-3.5: per-frequency short / long factors and mscales */
+} moeq_rope_kind;
+
+#define MOEQ_ROPE_MAX_FACTORS 512   /* longrope factor lists: rope_dim / 2 entries */
+
+typedef enum moeq_norm_kind {
+    MOEQ_NORM_RMS = 0,
+    MOEQ_NORM_LAYER = 1          /* LayerNorm with weight and bias (phimoe) */
+} moeq_norm_kind;
+
 typedef struct moeq_config {
     char model_type[32];
     const struct moeq_family *family;
@@ -30,6 +59,34 @@ typedef struct moeq_config {
     double rope_theta, rms_eps;
     int64_t max_positions;
     uint8_t layer_is_moe[MOEQ_MAX_LAYERS];
+
+    /* ---- variants (formats/config.c; docs/FAMILIES.md) ---- */
+    moeq_attn_kind attn;
+    moeq_router_kind router;
+    moeq_rope_kind rope_type;
+    int64_t rope_dim;            /* channels of a head that RoPE rotates (even) */
+    int rope_interleave;         /* 1: pairs (2i, 2i+1); 0: pairs (i, i + rope_dim/2) */
+    double rope_factor, rope_orig_max, rope_beta_fast, rope_beta_slow;   /* YaRN */
+    int rope_truncate;           /* YaRN: round the correction range to integers */
+    double rope_attn_factor;     /* cos/sin multiplier (YaRN attention_factor), 1 otherwise */
+    double attn_scale;           /* softmax scale of q·k */
+    int64_t v_head_dim;          /* value head size (head_dim except MLA) */
+    /* MLA: head_dim = qk_nope_dim + qk_rope_dim; q_lora_rank 0 means a plain q_proj */
+    int64_t q_lora_rank, kv_lora_rank, qk_nope_dim, qk_rope_dim;
+    int64_t n_group, topk_group; /* group-limited routing (1 group: none) */
+    int group_limited;           /* DeepSeek-V2 topk_method "group_limited_greedy" */
+    /* quantization_config (CF-11): fp8 block scales of F8_E4M3 weights, 0 when none */
+    int fp8;
+    int64_t fp8_block_rows, fp8_block_cols;
+    double routed_scaling;       /* routing weights x this (1 unless the family has it) */
+    double renorm_min;           /* ERNIE: renormalization divides by max(sum, this) */
+    double jitter_eps;           /* sparsemixer: router_jitter_noise */
+    moeq_norm_kind norm;
+    int o_bias, lm_head_bias;    /* o_proj / lm_head biases (phimoe) */
+    /* longrope: inverse frequencies 1 / (factor_i * theta^(2i/d)) with the short factors while
+     * the window fits rope_orig_max, else long; cos/sin x the matching mscale */
+    float rope_short[MOEQ_ROPE_MAX_FACTORS], rope_long[MOEQ_ROPE_MAX_FACTORS];
+    double rope_short_mscale, rope_long_mscale;
 } moeq_config;
 
 /* Parses config.json text. path names the file in errors. */
@@ -44,6 +101,9 @@ typedef enum moeq_proj {
     MOEQ_PROJ_ROUTER,
     MOEQ_PROJ_SHARED_EXPERT_GATE,  /* qwen2_moe's sigmoid gate [1, hidden] */
     MOEQ_PROJ_DENSE_GATE, MOEQ_PROJ_DENSE_UP, MOEQ_PROJ_DENSE_DOWN,
+    /* MLA: q_a and kv_a read the attention input (hooked as Q); q_b and kv_b read the
+     * normed latents */
+    MOEQ_PROJ_Q_A, MOEQ_PROJ_Q_B, MOEQ_PROJ_KV_A, MOEQ_PROJ_KV_B,
     MOEQ_PROJ_COUNT
 } moeq_proj;
 
@@ -59,6 +119,17 @@ typedef struct moeq_mat {
     /* packed int codec (docs/FORMAT.md): the kernels' view, dtype is MOEQ_DT_OTHER; NULL for
      * plain F32/F16/BF16 views. moeq_mat_to_f32 dequantizes these through the kernels. */
     const struct moeq_qmat *q;
+    /* F8_E4M3 views (block-scaled sources): value = fp8 x scale[r / block_rows][c / block_cols],
+     * the scale grid [ceil(rows / block_rows), scale_cols] in scale_dtype (F32 or BF16), from
+     * the weight's `weight_scale_inv` tensor. NULL otherwise. */
+    const void *scale;
+    moeq_dtype scale_dtype;
+    int64_t scale_cols, block_rows, block_cols;
+    const char *scale_tensor;
+    /* a GGUF weight of a ggml block type (moeq_gguf.h): its type id and row stride in bytes,
+     * dtype MOEQ_DT_OTHER; 0 for every other view (F32 is never a block type) */
+    int gtype;
+    uint64_t grow;
 } moeq_mat;
 
 typedef struct moeq_vec {    /* a 1-D weight: norms, biases */
@@ -78,12 +149,17 @@ typedef struct moeq_layer_view {
     moeq_mat dense_gate, dense_up, dense_down;
     moeq_mat shared_gate, shared_up, shared_down;   /* data NULL when no shared expert */
     moeq_mat shared_expert_gate;          /* [1, hidden], data NULL when absent */
+    /* MLA (data NULL otherwise): q = q_proj when q_lora_rank is 0, k and v are empty */
+    moeq_mat q_a, q_b, kv_a, kv_b;        /* [q_lora, H], [heads*hd, q_lora], [kv_lora+rope, H], ... */
+    moeq_vec q_a_norm, kv_a_norm;
+    moeq_vec router_bias;                 /* e_score_correction_bias [E], data NULL when none */
+    moeq_vec o_bias, attn_norm_bias, mlp_norm_bias;   /* data NULL when absent */
 } moeq_layer_view;
 
 typedef struct moeq_model moeq_model;
 
-/* Opens a Hugging Face directory (config.json + safetensors), or a packed .moeq file (config
- * embedded, docs/FORMAT.md): checks every tensor the family needs for presence, shape and
+/* Opens a Hugging Face directory (config.json + safetensors), a packed .moeq file (config
+ * embedded, docs/FORMAT.md), or a GGUF file (docs/FORMAT-gguf.md: config from its metadata): checks every tensor the family needs for presence, shape and
  * dtype (BF16/F16/F32, or an int codec in a .moeq). */
 moeq_status moeq_model_open(const char *path, moeq_model **out, moeq_error *err);
 void moeq_model_close(moeq_model *m);
@@ -91,6 +167,8 @@ const moeq_config *moeq_model_config(const moeq_model *m);
 const moeq_checkpoint *moeq_model_checkpoint(const moeq_model *m);   /* NULL for a .moeq file */
 struct moeq_pack;
 const struct moeq_pack *moeq_model_pack(const moeq_model *m);         /* NULL unless a .moeq file */
+struct moeq_gguf;
+const struct moeq_gguf *moeq_model_gguf(const moeq_model *m);         /* NULL unless a GGUF file */
 const char *moeq_model_path(const moeq_model *m);
 int moeq_model_fused_experts(const moeq_model *m);   /* 1 when stored as v5 fused tensors */
 /* A pruned model's expert widths from config.json "moeq_expert_widths" ([layer * n_experts + e];
@@ -110,9 +188,17 @@ moeq_status moeq_model_expert(const moeq_model *m, int64_t layer, int64_t expert
 moeq_status moeq_model_set_override(moeq_model *m, int64_t layer, int64_t expert, moeq_proj proj,
                                     const float *data, moeq_error *err);
 void moeq_model_clear_overrides(moeq_model *m);   /* every override, back to the checkpoint */
+/* The view of a whole 2-D checkpoint tensor with its FP8 block scales attached when it is an
+ * F8_E4M3 weight (moeq_mat_to_f32 then dequantizes it), for stages that walk the tensors. */
+moeq_mat moeq_model_tensor_view(const moeq_model *m, const moeq_tensor *t);
+/* 1 when t is the weight_scale_inv of an F8_E4M3 weight of an fp8 source (consumed by the
+ * weight's view, never written on its own). */
+int moeq_model_is_fp8_scale(const moeq_model *m, const moeq_tensor *t);
 const moeq_mat *moeq_model_embed(const moeq_model *m);     /* [vocab, hidden] */
 const moeq_mat *moeq_model_lm_head(const moeq_model *m);   /* == embed when tied */
 const moeq_vec *moeq_model_final_norm(const moeq_model *m);
+const moeq_vec *moeq_model_final_norm_bias(const moeq_model *m);   /* data NULL unless LayerNorm */
+const moeq_vec *moeq_model_lm_head_bias(const moeq_model *m);      /* data NULL when none */
 
 typedef struct moeq_param_counts {
     int64_t total, attention, router, shared_experts, routed_experts, embeddings, other;

@@ -12,7 +12,10 @@ typedef enum moeq_dtype {
     MOEQ_DT_I8, MOEQ_DT_U8, MOEQ_DT_I16, MOEQ_DT_U16,
     MOEQ_DT_I32, MOEQ_DT_U32, MOEQ_DT_I64, MOEQ_DT_U64,
     MOEQ_DT_BOOL,
-    MOEQ_DT_OTHER /* a dtype name the reference knows (F8_*, F4, C64 ...) that moeq does not compute with */
+    MOEQ_DT_OTHER, /* a dtype name the reference knows (F8_*, F4, C64 ...) that moeq does not compute with */
+    /* FP8 e4m3 (fn: no infinities, 0x7f/0xff NaN) of block-scaled sources (docs/FAMILIES.md);
+     * after OTHER so that earlier codes keep their values */
+    MOEQ_DT_F8_E4M3
 } moeq_dtype;
 
 #define MOEQ_MAX_DIMS 8

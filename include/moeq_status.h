@@ -45,4 +45,16 @@ moeq_status moeq_error_prefix(moeq_error *err, const char *fmt, ...)
     ;
 void moeq_error_clear(moeq_error *err);
 
+/* Warnings: input that transformers reads without complaint but that is off (an index's
+ * metadata.total_size disagreeing with its shards). The library never prints; it hands the
+ * text to the handler the program installed (tools/moeq.c prints "moeq: warning: ..."), or
+ * drops it when none is. Not thread-safe to change while a command runs. */
+typedef void (*moeq_warn_fn)(const char *msg);
+void moeq_set_warn_handler(moeq_warn_fn fn);
+void moeq_warn(const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 1, 2)))
+#endif
+    ;
+
 #endif

@@ -447,7 +447,7 @@ static moeq_status collector_create(const moeq_model *m, int64_t max_tokens, int
     c->layer = -1;
     c->stash_only = stash_only;
     int64_t H = cf->hidden, I = cf->moe_inter, S = cf->shared_inter, E = cf->n_experts;
-    int64_t K = cf->top_k, n = max_tokens, q = cf->heads * cf->head_dim;
+    int64_t K = cf->top_k, n = max_tokens, q = cf->heads * cf->v_head_dim;
     int any_moe = 0, any_dense = 0;
     for (int64_t l = 0; l < cf->layers; l++) {
         if (cf->layer_is_moe[l]) any_moe = 1;
@@ -1011,7 +1011,7 @@ static uint64_t collector_formula(const moeq_config *cf, int64_t n, int threads,
                                   int scope_all)
 {
     int64_t H = cf->hidden, I = cf->moe_inter, S = cf->shared_inter, E = cf->n_experts;
-    int64_t K = cf->top_k, q = cf->heads * cf->head_dim, F = cf->dense_inter;
+    int64_t K = cf->top_k, q = cf->heads * cf->v_head_dim, F = cf->dense_inter;
     int any_moe = 0, any_dense = 0;
     for (int64_t l = 0; l < cf->layers; l++) {
         if (cf->layer_is_moe[l]) any_moe = 1;
@@ -1054,7 +1054,7 @@ uint64_t moeq_calib_memory_bytes(const moeq_model *m, int64_t tokens, int64_t ct
     uint64_t runner = 0;
     if (moeq_runner_create(m, ctx, T, &r, NULL) == MOEQ_OK) runner = moeq_runner_bytes(r);
     moeq_runner_free(r);
-    int64_t H = cf->hidden, I = cf->moe_inter, S = cf->shared_inter, q = cf->heads * cf->head_dim;
+    int64_t H = cf->hidden, I = cf->moe_inter, S = cf->shared_inter, q = cf->heads * cf->v_head_dim;
     int64_t big = diag ? max64(H, I) : max64(max64(H * H, I * I), max64(S * S, scope_all ? q * q : 0));
     /* HDF5 keeps one chunk and its deflated copy (at most the same size plus a margin) */
     uint64_t h5 = 2 * 8 * (uint64_t)big + 8 * (uint64_t)big / 1000 + 1024;

@@ -3,7 +3,9 @@
  * NaN payloads), checked against an ldexp formula over all 65536 patterns in test_config. */
 #include "moeq_model.h"
 #include "moeq_kernels.h"
+#include "moeq_gguf.h"
 
+#include <math.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -64,11 +66,57 @@ static void row_to_f32(moeq_dtype dt, const void *src, int64_t n, float *dst)
     }
 }
 
+/* e4m3fn: sign, 4 exponent bits (bias 7), 3 mantissa bits; exponent 0 is subnormal, 0x7f and
+ * 0xff are NaN, there is no infinity. Exact in float. */
+static float e4m3_value(unsigned b)
+{
+    unsigned e = (b >> 3) & 15, mant = b & 7;
+    float v;
+    if (e == 15 && mant == 7) v = NAN;
+    else if (e == 0) v = ldexpf((float)mant, -9);            /* mant/8 * 2^-6 */
+    else v = ldexpf((float)(8 + mant), (int)e - 10);          /* (1 + mant/8) * 2^(e-7) */
+    return (b & 0x80) ? -v : v;
+}
+
+/* Rows [r0, r1) of a block-scaled FP8 matrix: each value times its block's scale, in float
+ * (the float32 product transformers' dequantization computes). */
+static void fp8_rows_to_f32(const moeq_mat *m, int64_t r0, int64_t r1, float *dst)
+{
+    static float lut[256];
+    static int lut_ready;   /* benign race: every thread writes the same values */
+    if (!lut_ready) {
+        for (unsigned b = 0; b < 256; b++) lut[b] = e4m3_value(b);
+        lut_ready = 1;
+    }
+    const int64_t C = m->cols, bc = m->block_cols, nsc = m->scale_cols;
+    float srow[4096];
+    for (int64_t r = r0; r < r1; r++) {
+        const uint8_t *src = (const uint8_t *)m->data + (size_t)r * (size_t)C;
+        int64_t sr = r / m->block_rows;
+        /* the view checked nsc = ceil(C / bc) <= 4096 (CF-11) */
+        if (m->scale_dtype == MOEQ_DT_F32) memcpy(srow, (const float *)m->scale + sr * nsc, (size_t)nsc * sizeof(float));
+        else row_to_f32(m->scale_dtype, (const uint16_t *)m->scale + sr * nsc, nsc, srow);
+        float *d = dst + (r - r0) * C;
+        for (int64_t c = 0; c < C; c++) d[c] = lut[src[c]] * srow[c / bc];
+    }
+}
+
 void moeq_mat_to_f32(const moeq_mat *m, int64_t r0, int64_t r1, float *dst)
 {
     if (!m || !dst || !m->data || r0 < 0 || r1 > m->rows || r0 >= r1) return;
     if (m->q) {
         moeq_kernels()->dequant(m->q, r0, r1, dst);
+        return;
+    }
+    if (m->dtype == MOEQ_DT_F8_E4M3) {
+        if (m->scale) fp8_rows_to_f32(m, r0, r1, dst);
+        else memset(dst, 0, (size_t)((r1 - r0) * m->cols) * sizeof(float));   /* not a view moeq builds */
+        return;
+    }
+    if (m->gtype) {   /* a GGUF block type, row by row */
+        for (int64_t r = r0; r < r1; r++)
+            moeq_gguf_row_to_f32(m->gtype, (const unsigned char *)m->data + (size_t)r * m->grow,
+                                 dst + (size_t)(r - r0) * (size_t)m->cols, m->cols);
         return;
     }
     size_t es = m->dtype == MOEQ_DT_F32 ? 4 : 2;   /* the view admits F32, F16, BF16 */

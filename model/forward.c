@@ -5,54 +5,17 @@
  * multiply them directly, in fixed blocks of rows. Work is split over OpenMP threads.
  * Results do not depend on the thread count: every output element is computed by one
  * thread in a fixed order, and expert outputs are summed per token in top-k slot order. */
-#include "moeq_model.h"
-#include "moeq_core.h"
-#include "moeq_kernels.h"
+#include "model/fwd.h"
+#include "moeq_ggml.h"
 
 #include <math.h>
 #include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
-#define LM_HEAD_CHUNK 512   /* vocabulary rows per task of the LM head */
 #define ATT_QBLOCK 64       /* queries per attention task: scores are [ATT_QBLOCK, n], never [n, n] */
 
-typedef struct thread_scratch {
-    float *xe, *ge, *ue, *ye; /* gathered inputs [n, H], gate/up [n, I], output [n, H] */
-    float *we;               /* routing weight of each gathered row [n] */
-    float *scores;           /* attention scores of one query block [ATT_QBLOCK, n] */
-    float *lm;               /* LM head rows [LM_HEAD_CHUNK, H] */
-} thread_scratch;
-
 enum { PART_NONE = -1, PART_EMBED = -2, PART_HEAD = -3 };   /* runner->resident, besides layers */
-
-struct moeq_runner {
-    uint64_t bytes;        /* heap held by the workspace */
-    int alloc_failed;
-    const moeq_model *m;
-    const moeq_config *c;
-    int64_t max_n;
-    int nthreads;
-    int64_t q_dim, kv_dim, expert_inter_max, mlp_inter_max;
-    float *x, *h, *q, *k, *v, *att, *mlp_out;      /* activations */
-    float *ffn_g, *ffn_u;                          /* dense/shared MLP [n, inter] */
-    float *gate_scalar;                            /* shared expert sigmoid gate [n] */
-    float *router_logits;                          /* [n, E] */
-    int32_t *topk_idx;                             /* [n, K] */
-    float *topk_w;                                 /* [n, K] */
-    float *slot_out;                               /* [n, K, H] weighted expert outputs */
-    int64_t *e_count;                              /* [E] */
-    int32_t *e_rows, *e_slot;                      /* [E, n] token and slot of each row */
-    float *rope_cos, *rope_sin;                    /* [n, head_dim / 2] */
-    float *kc, *vt;                                /* per kv head: keys [n, hd], values transposed [hd, n] */
-    float *w_sg;                                   /* shared expert gate row, widened [H] */
-    float *vbuf;                                   /* small vectors: norms and biases */
-    thread_scratch *ts;
-    int release;           /* moeq_model_releases: drop a part's mapped pages when moving on */
-    int64_t resident;      /* the part whose pages were touched last: a layer, PART_* */
-    const moeq_packing *pk; /* moeq_forward_packed's positions and segments; NULL: one window */
-    int64_t pk_n;           /* its length */
-};
 
 /* Workspace allocation: counts the bytes held and remembers a failure for one check. */
 static void *ws_alloc(moeq_runner *r, size_t n, size_t size)
@@ -63,6 +26,8 @@ static void *ws_alloc(moeq_runner *r, size_t n, size_t size)
     else r->bytes += (uint64_t)n * size;
     return p;
 }
+
+void *fwd_alloc(moeq_runner *r, size_t n, size_t size) { return ws_alloc(r, n, size); }
 
 uint64_t moeq_runner_bytes(const moeq_runner *r) { return r ? r->bytes : 0; }
 
@@ -89,7 +54,8 @@ void moeq_runner_free(moeq_runner *r)
     if (!r) return;
     float *bufs[] = {r->x, r->h, r->q, r->k, r->v, r->att, r->mlp_out, r->ffn_g, r->ffn_u,
                      r->gate_scalar, r->router_logits, r->topk_w, r->slot_out, r->rope_cos,
-                     r->rope_sin, r->kc, r->vt, r->w_sg, r->vbuf};
+                     r->rope_sin, r->kc, r->vt, r->w_sg, r->vbuf, r->rbias, r->lat_q, r->lat_kv, r->kvb,
+                     r->lm_bias, r->f8buf};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
     free(r->topk_idx);
     free(r->e_count);
@@ -99,7 +65,7 @@ void moeq_runner_free(moeq_runner *r)
         for (int t = 0; t < r->nthreads; t++) {
             thread_scratch *s = &r->ts[t];
             free(s->xe); free(s->ge); free(s->ue);
-            free(s->ye); free(s->we); free(s->scores); free(s->lm);
+            free(s->ye); free(s->we); free(s->scores); free(s->lm); free(s->f8);
         }
         free(r->ts);
     }
@@ -116,9 +82,9 @@ moeq_status moeq_runner_create(const moeq_model *m, int64_t max_tokens, int thre
     if (max_tokens <= 0 || max_tokens > (1 << 20))
         return moeq_fail(err, MOEQ_ERR_MISUSE, "window of %lld tokens is outside 1..1048576",
                          (long long)max_tokens);
-    if (c->head_dim % 2)
-        return moeq_fail(err, MOEQ_ERR_UNSUPPORTED, "%s: head_dim %lld is odd; RoPE needs it even",
-                         moeq_model_path(m), (long long)c->head_dim);
+    if (c->rope_dim % 2 || c->rope_dim <= 0 || c->rope_dim > c->head_dim)
+        return moeq_fail(err, MOEQ_ERR_UNSUPPORTED, "%s: RoPE over %lld channels of %lld; it needs an even "
+                         "count", moeq_model_path(m), (long long)c->rope_dim, (long long)c->head_dim);
     moeq_runner *r = calloc(1, sizeof *r);
     if (!r) return moeq_fail(err, MOEQ_ERR_NOMEM, "out of memory creating the forward workspace");
 
@@ -132,6 +98,8 @@ moeq_status moeq_runner_create(const moeq_model *m, int64_t max_tokens, int thre
     int64_t K = c->top_k > 0 ? c->top_k : 1;
     r->q_dim = c->heads * c->head_dim;
     r->kv_dim = c->kv_heads * c->head_dim;
+    r->v_dim = c->kv_heads * c->v_head_dim;
+    r->att_dim = c->heads * c->v_head_dim;
     r->expert_inter_max = c->moe_inter;
     r->mlp_inter_max = max64(c->dense_inter, c->shared_inter);
     int64_t I = r->expert_inter_max, F = r->mlp_inter_max;
@@ -139,9 +107,9 @@ moeq_status moeq_runner_create(const moeq_model *m, int64_t max_tokens, int thre
     r->h = ws_alloc(r, (size_t)(n * H), sizeof(float));
     r->mlp_out = ws_alloc(r, (size_t)(n * H), sizeof(float));
     r->q = ws_alloc(r, (size_t)(n * r->q_dim), sizeof(float));
-    r->att = ws_alloc(r, (size_t)(n * r->q_dim), sizeof(float));
+    r->att = ws_alloc(r, (size_t)(n * max64(r->q_dim, r->att_dim)), sizeof(float));
     r->k = ws_alloc(r, (size_t)(n * r->kv_dim), sizeof(float));
-    r->v = ws_alloc(r, (size_t)(n * r->kv_dim), sizeof(float));
+    r->v = ws_alloc(r, (size_t)(n * r->v_dim), sizeof(float));
     r->ffn_g = ws_alloc(r, (size_t)(n * F), sizeof(float));
     r->ffn_u = ws_alloc(r, (size_t)(n * F), sizeof(float));
     r->gate_scalar = ws_alloc(r, (size_t)n, sizeof(float));
@@ -152,13 +120,34 @@ moeq_status moeq_runner_create(const moeq_model *m, int64_t max_tokens, int thre
     r->e_count = ws_alloc(r, (size_t)E, sizeof(int64_t));
     r->e_rows = ws_alloc(r, (size_t)(E * n), sizeof(int32_t));
     r->e_slot = ws_alloc(r, (size_t)(E * n), sizeof(int32_t));
-    r->rope_cos = ws_alloc(r, (size_t)(n * c->head_dim / 2), sizeof(float));
-    r->rope_sin = ws_alloc(r, (size_t)(n * c->head_dim / 2), sizeof(float));
+    r->rope_cos = ws_alloc(r, (size_t)(n * c->rope_dim / 2), sizeof(float));
+    r->rope_sin = ws_alloc(r, (size_t)(n * c->rope_dim / 2), sizeof(float));
     r->w_sg = ws_alloc(r, (size_t)H, sizeof(float));
     r->kc = ws_alloc(r, (size_t)(n * r->kv_dim), sizeof(float));
-    r->vt = ws_alloc(r, (size_t)(n * r->kv_dim), sizeof(float));
-    /* norms (2H), q/k norm (q_dim + kv_dim), biases (q_dim + 2 kv_dim), final norm H */
-    r->vbuf = ws_alloc(r, (size_t)(3 * H + 2 * r->q_dim + 3 * r->kv_dim), sizeof(float));
+    r->vt = ws_alloc(r, (size_t)(n * r->v_dim), sizeof(float));
+    /* norms and their biases (2H), q/k norm (q_dim + kv_dim), biases (q_dim + 2 kv_dim), final
+     * norm H, MLA latent norms */
+    r->vbuf = ws_alloc(r, (size_t)(3 * H + 2 * r->q_dim + 3 * r->kv_dim + c->q_lora_rank + c->kv_lora_rank),
+                       sizeof(float));
+    r->rbias = ws_alloc(r, (size_t)E, sizeof(float));
+    if (c->lm_head_bias) r->lm_bias = ws_alloc(r, (size_t)c->vocab, sizeof(float));
+    if (c->attn == MOEQ_ATTN_MLA) {
+        int64_t QL = c->q_lora_rank, R = c->kv_lora_rank, dr = c->qk_rope_dim;
+        r->lat_q = ws_alloc(r, (size_t)(n * max64(QL, R)), sizeof(float));
+        r->lat_kv = ws_alloc(r, (size_t)(n * (R + dr)), sizeof(float));
+        r->kvb = ws_alloc(r, (size_t)(n * c->heads * (c->qk_nope_dim + c->v_head_dim)), sizeof(float));
+    }
+    /* FP8 sources: the kernels take F32/F16/BF16 weights, so an F8 matrix is widened per use
+     * into a buffer of the largest layer matrix (and per thread, of the largest expert matrix) */
+    if (c->fp8) {
+        int64_t f8_layer = 0;
+        int64_t dims[] = { r->q_dim * H, max64(c->q_lora_rank, 1) * max64(H, r->q_dim),
+                           (c->kv_lora_rank + c->qk_rope_dim) * H,
+                           c->heads * (c->qk_nope_dim + c->v_head_dim) * max64(c->kv_lora_rank, 1),
+                           H * max64(r->q_dim, r->att_dim), F * H, E * H };
+        for (size_t i = 0; i < sizeof dims / sizeof dims[0]; i++) f8_layer = max64(f8_layer, dims[i]);
+        r->f8buf = ws_alloc(r, (size_t)f8_layer, sizeof(float));
+    }
     r->ts = ws_alloc(r, (size_t)r->nthreads, sizeof(thread_scratch));
     for (int t = 0; !r->alloc_failed && t < r->nthreads; t++) {
         thread_scratch *s = &r->ts[t];
@@ -169,31 +158,22 @@ moeq_status moeq_runner_create(const moeq_model *m, int64_t max_tokens, int thre
         s->we = ws_alloc(r, (size_t)n, sizeof(float));
         s->scores = ws_alloc(r, (size_t)(ATT_QBLOCK * n), sizeof(float));
         s->lm = ws_alloc(r, (size_t)(LM_HEAD_CHUNK * H), sizeof(float));
+        if (c->fp8) s->f8 = ws_alloc(r, (size_t)(I * H), sizeof(float));
     }
     if (r->alloc_failed) {
         moeq_runner_free(r);
         return moeq_fail(err, MOEQ_ERR_NOMEM, "out of memory creating the forward workspace for "
                          "%lld tokens", (long long)max_tokens);
     }
-    /* RoPE tables, computed as transformers does in float32: inv_freq = theta^(-2i/d),
-     * angle = pos * inv_freq rounded to float, then cos/sin of that float angle. */
-    int64_t half = c->head_dim / 2;
-    for (int64_t i = 0; i < half; i++) {
-        float expo = (float)(2 * i) / (float)c->head_dim;
-        float inv_freq = (float)(1.0 / pow(c->rope_theta, (double)expo));
-        for (int64_t p = 0; p < n; p++) {
-            float ang = (float)p * inv_freq;
-            r->rope_cos[p * half + i] = (float)cos((double)ang);
-            r->rope_sin[p * half + i] = (float)sin((double)ang);
-        }
+    moeq_status st = fwd_rope_tables(c, n, r->rope_cos, r->rope_sin, err);
+    if (st != MOEQ_OK) {
+        moeq_runner_free(r);
+        return st;
     }
     *out = r;
     return MOEQ_OK;
 }
 
-/* Element-wise loops smaller than this run on one thread: waking the team costs more than the
- * work, and much more when other processes share the cores. */
-#define PAR_MIN_ELEMS ((int64_t)1 << 17)
 
 /* Tasks of a packed matmul: blocks of QTOK_BLOCK tokens x QROW_BLOCK rows, fixed sizes, so
  * results ignore the thread count. A task prepares (quantizes) its tokens' activations once
@@ -250,11 +230,46 @@ static void par_wmatmul(int nthreads, const moeq_mat *W, const float *X, int64_t
     }
 }
 
+/* An FP8 block-scaled matrix widened to float32 into buf (rows in parallel when par): the
+ * kernels' float view of it. */
+static moeq_mat widen_f8(const moeq_mat *W, float *buf, int par)
+{
+    const int64_t rows = W->rows, nb = (rows + 63) / 64;
+#pragma omp parallel for schedule(static) if (par && rows * W->cols >= PAR_MIN_ELEMS)
+    for (int64_t b = 0; b < nb; b++) {
+        int64_t r0 = b * 64, r1 = r0 + 64 < rows ? r0 + 64 : rows;
+        moeq_mat_to_f32(W, r0, r1, buf + r0 * W->cols);
+    }
+    moeq_mat v = *W;
+    v.dtype = MOEQ_DT_F32;
+    v.data = buf;
+    v.scale = NULL;
+    return v;
+}
+
+/* One expert product Y[n, N] = X[n, K] · Wᵀ in the calling thread: a GGUF block type (each of an
+ * expert's matrices may have its own) through its kernels, else the float weights as stored. */
+static void expert_mm(const moeq_kernel_set *ks, const moeq_mat *m, const moeq_wmat *w, const float *X, int64_t n,
+                      int64_t K, int64_t N, float *Y)
+{
+    if (m->gtype) moeq_ggml_gemm((moeq_ggml_type)m->gtype, m->data, N, K, X, n, Y);
+    else ks->wgemm(w, X, n, K, 0, N, Y, N);
+}
+
 /* A linear layer: packed or float weights, both through the kernels as stored. */
 static void linear(moeq_runner *r, const moeq_mat *W, const float *X, int64_t n, float *Y)
 {
     if (W->q) {
         par_qmatmul(X, n, W->cols, W->q, Y);
+        return;
+    }
+    if (W->dtype == MOEQ_DT_F8_E4M3) {
+        moeq_mat v = widen_f8(W, r->f8buf, 1);
+        par_wmatmul(r->nthreads, &v, X, n, Y);
+        return;
+    }
+    if (W->gtype) {   /* a GGUF block type: its kernels (moeq_ggml.h) split the rows over threads */
+        moeq_ggml_gemm((moeq_ggml_type)W->gtype, W->data, W->rows, W->cols, X, n, Y);
         return;
     }
     par_wmatmul(r->nthreads, W, X, n, Y);
@@ -279,25 +294,6 @@ static inline float silu(float g) { return g / (1.0f + expf(-g)); }
 static void swiglu_inplace(float *g, const float *u, int64_t count)
 {
     for (int64_t i = 0; i < count; i++) g[i] = silu(g[i]) * u[i];
-}
-
-/* Rotates each head of rows [n, heads*hd] by position (rotate_half convention). */
-static void rope_rows(moeq_runner *r, float *x, int64_t n, int64_t heads)
-{
-    int64_t hd = r->c->head_dim, half = hd / 2;
-#pragma omp parallel for schedule(static) if (n * heads * hd >= PAR_MIN_ELEMS)
-    for (int64_t p = 0; p < n; p++) {
-        int64_t pp = r->pk ? r->pk->pos[p] : p;   /* packed sequences restart positions */
-        const float *cs = r->rope_cos + pp * half, *sn = r->rope_sin + pp * half;
-        for (int64_t h = 0; h < heads; h++) {
-            float *v = x + p * heads * hd + h * hd;
-            for (int64_t i = 0; i < half; i++) {
-                float a = v[i], b = v[i + half];
-                v[i] = a * cs[i] - b * sn[i];
-                v[i + half] = b * cs[i] + a * sn[i];
-            }
-        }
-    }
 }
 
 static void add_bias(float *x, int64_t n, int64_t dim, const float *b)
@@ -332,31 +328,30 @@ static int64_t block_start(const moeq_packing *pk, int64_t i)
     return pk->units[lo];
 }
 
-static void attention_core(moeq_runner *r, int64_t n)
+void fwd_attend(moeq_runner *r, int64_t n, int64_t heads, int64_t kv_heads, int64_t dqk, int64_t dv,
+                const float *q, int64_t qs, int64_t qh, const float *k, int64_t ks_, int64_t kh,
+                const float *v, int64_t vs, int64_t vh, float scale, float *out, int64_t os)
 {
-    const moeq_config *c = r->c;
     const moeq_kernel_set *ks = moeq_kernels();
-    const int64_t hd = c->head_dim, qd = r->q_dim, kvd = r->kv_dim, G = c->kv_heads;
-    const int64_t group = c->heads / c->kv_heads, nqb = (n + ATT_QBLOCK - 1) / ATT_QBLOCK;
-    const float scale = (float)(1.0 / sqrt((double)hd));
-    /* keys of each kv head contiguous [n, hd] and values transposed [hd, n]: the kernels' rows */
-#pragma omp parallel for schedule(static) num_threads(r->nthreads) if (n * kvd >= PAR_MIN_ELEMS)
+    const int64_t G = kv_heads, group = heads / kv_heads, nqb = (n + ATT_QBLOCK - 1) / ATT_QBLOCK;
+    /* keys of each kv head contiguous [n, dqk] and values transposed [dv, n]: the kernels' rows */
+#pragma omp parallel for schedule(static) num_threads(r->nthreads) if (n * G * dqk >= PAR_MIN_ELEMS)
     for (int64_t g = 0; g < G; g++) {
-        float *kc = r->kc + g * n * hd, *vt = r->vt + g * hd * n;
+        float *kc = r->kc + g * n * dqk, *vt = r->vt + g * dv * n;
         for (int64_t j = 0; j < n; j++) {
-            memcpy(kc + j * hd, r->k + j * kvd + g * hd, (size_t)hd * sizeof(float));
-            for (int64_t d = 0; d < hd; d++) vt[d * n + j] = r->v[j * kvd + g * hd + d];
+            memcpy(kc + j * dqk, k + j * ks_ + g * kh, (size_t)dqk * sizeof(float));
+            for (int64_t d = 0; d < dv; d++) vt[d * n + j] = v[j * vs + g * vh + d];
         }
     }
 #pragma omp parallel for schedule(dynamic, 1) num_threads(r->nthreads)
-    for (int64_t b = 0; b < c->heads * nqb; b++) {
+    for (int64_t b = 0; b < heads * nqb; b++) {
         const int64_t h = b / nqb, g = h / group, i0 = b % nqb * ATT_QBLOCK;
         const int64_t i1 = i0 + ATT_QBLOCK < n ? i0 + ATT_QBLOCK : n;
         const int64_t k0 = block_start(r->pk, i0), nk = i1 - k0;   /* keys k0..i1-1 */
         float *S = r->ts[omp_get_thread_num()].scores;
-        const moeq_wmat K = {MOEQ_W_F32, nk, hd, r->kc + g * n * hd + k0 * hd, hd};
-        const moeq_wmat Vt = {MOEQ_W_F32, hd, nk, r->vt + g * hd * n + k0, n};
-        ks->wgemm(&K, r->q + i0 * qd + h * hd, i1 - i0, qd, 0, nk, S, nk);
+        const moeq_wmat K = {MOEQ_W_F32, nk, dqk, r->kc + g * n * dqk + k0 * dqk, dqk};
+        const moeq_wmat Vt = {MOEQ_W_F32, dv, nk, r->vt + g * dv * n + k0, n};
+        ks->wgemm(&K, q + i0 * qs + h * qh, i1 - i0, qs, 0, nk, S, nk);
         for (int64_t i = i0; i < i1; i++) {
             float *row = S + (i - i0) * nk;
             float mx = -INFINITY;
@@ -372,57 +367,17 @@ static void attention_core(moeq_runner *r, int64_t n)
             float inv = 1.0f / sum;
             for (int64_t j = 0; j < nk; j++) row[j] *= inv;
         }
-        ks->wgemm(&Vt, S, i1 - i0, nk, 0, hd, r->att + i0 * qd + h * hd, qd);
+        ks->wgemm(&Vt, S, i1 - i0, nk, 0, dv, out + i0 * os + h * dv, os);
     }
 }
 
-static void attention(moeq_runner *r, int64_t layer, int64_t n, const moeq_hooks *hooks)
+void fwd_linear(moeq_runner *r, const moeq_mat *W, const float *X, int64_t n, float *Y) { linear(r, W, X, n, Y); }
+void fwd_rmsnorm_rows(const float *x, float *y, int64_t n, int64_t dim, int64_t stride, const float *w,
+                      double eps)
 {
-    const moeq_config *c = r->c;
-    const moeq_layer_view *L = moeq_model_layer(r->m, layer);
-    int64_t H = c->hidden, hd = c->head_dim, qd = r->q_dim, kvd = r->kv_dim;
-    float *vb = r->vbuf;
-    float *norm_w = vb;
-    vb += H;
-    moeq_vec_to_f32(&L->attn_norm, norm_w);
-    rmsnorm_rows(r->x, r->h, n, H, H, norm_w, c->rms_eps);
-    if (hooks && hooks->linear_input)
-        hooks->linear_input(hooks->user, layer, -1, MOEQ_PROJ_Q, r->h, n, H, NULL, NULL);
-
-    linear(r, &L->q, r->h, n, r->q);
-    linear(r, &L->k, r->h, n, r->k);
-    linear(r, &L->v, r->h, n, r->v);
-    if (L->q_bias.data) {
-        float *bq = vb, *bk = vb + qd, *bv = vb + qd + kvd;
-        moeq_vec_to_f32(&L->q_bias, bq);
-        moeq_vec_to_f32(&L->k_bias, bk);
-        moeq_vec_to_f32(&L->v_bias, bv);
-        add_bias(r->q, n, qd, bq);
-        add_bias(r->k, n, kvd, bk);
-        add_bias(r->v, n, kvd, bv);
-    }
-    if (c->qk_norm != MOEQ_QK_NORM_NONE) {
-        float *qn = vb, *kn = vb + qd;
-        moeq_vec_to_f32(&L->q_norm, qn);
-        moeq_vec_to_f32(&L->k_norm, kn);
-        if (c->qk_norm == MOEQ_QK_NORM_HEAD) {
-            /* each head is a row of head_dim values sharing one weight vector */
-            rmsnorm_rows(r->q, r->q, n * c->heads, hd, hd, qn, c->rms_eps);
-            rmsnorm_rows(r->k, r->k, n * c->kv_heads, hd, hd, kn, c->rms_eps);
-        } else {
-            rmsnorm_rows(r->q, r->q, n, qd, qd, qn, c->rms_eps);
-            rmsnorm_rows(r->k, r->k, n, kvd, kvd, kn, c->rms_eps);
-        }
-    }
-    rope_rows(r, r->q, n, c->heads);
-    rope_rows(r, r->k, n, c->kv_heads);
-
-    attention_core(r, n);
-    if (hooks && hooks->linear_input)
-        hooks->linear_input(hooks->user, layer, -1, MOEQ_PROJ_O, r->att, n, qd, NULL, NULL);
-    linear(r, &L->o, r->att, n, r->mlp_out);
-    for (int64_t i = 0; i < n * H; i++) r->x[i] += r->mlp_out[i];
+    rmsnorm_rows(x, y, n, dim, stride, w, eps);
 }
+void fwd_add_bias(float *x, int64_t n, int64_t dim, const float *b) { add_bias(x, n, dim, b); }
 
 /* out[n, H] = down(silu(gate·x) ⊙ up·x) for all tokens, with the matrices of a dense MLP or
  * the shared expert; inter is their intermediate size. */
@@ -441,38 +396,16 @@ static void mlp_all_tokens(moeq_runner *r, int64_t layer, const moeq_mat *g, con
     linear(r, d, r->ffn_g, n, out);
 }
 
-/* Top-k routing of one token: indices by descending logit (ties: lower index first), then
- * softmax probabilities over all experts, optionally renormalized over the k chosen. A pruned
- * model's removed experts (live[e] == 0; live NULL: all live) are left out of the softmax and
- * the top-k, as if their router rows were deleted. */
-static void route_token(const float *logits, int64_t E, int64_t K, int renorm, const int32_t *live,
-                        int32_t *idx, float *w)
+/* The router variant of the family (model/router_*.c), by config. */
+static fwd_router_fn router_of(const moeq_config *c)
 {
-    double mx = -INFINITY, sum = 0;
-    for (int64_t e = 0; e < E; e++)
-        if ((!live || live[e]) && logits[e] > mx) mx = logits[e];
-    for (int64_t e = 0; e < E; e++)
-        if (!live || live[e]) sum += exp((double)logits[e] - mx);
-    for (int64_t s = 0; s < K; s++) {
-        int64_t best = -1;
-        for (int64_t e = 0; e < E; e++) {
-            int taken = live && !live[e];
-            for (int64_t t = 0; t < s; t++) taken |= idx[t] == e;
-            if (taken) continue;
-            if (best < 0 || logits[e] > logits[best]) best = e;
-        }
-        idx[s] = (int32_t)best;
+    switch (c->router) {
+    case MOEQ_ROUTER_SIGMOID_GROUP: return fwd_route_sigmoid_group;
+    case MOEQ_ROUTER_SOFTMAX_GROUP: return fwd_route_softmax_group;
+    case MOEQ_ROUTER_SOFTMAX_BIAS: return fwd_route_softmax_bias;
+    case MOEQ_ROUTER_SPARSEMIXER: return fwd_route_sparsemixer;
+    default: return fwd_route_softmax;
     }
-    double wsum = 0, p[64];
-    double *pk = K <= 64 ? p : NULL;
-    for (int64_t s = 0; s < K; s++) {
-        double ps = exp((double)logits[idx[s]] - mx) / sum;
-        if (pk) pk[s] = ps;
-        w[s] = (float)ps;
-        wsum += ps;
-    }
-    if (renorm)
-        for (int64_t s = 0; s < K; s++) w[s] = (float)((pk ? pk[s] : (double)w[s]) / wsum);
 }
 
 static moeq_status moe_block(moeq_runner *r, int64_t layer, int64_t n, const moeq_hooks *hooks,
@@ -486,10 +419,15 @@ static moeq_status moe_block(moeq_runner *r, int64_t layer, int64_t n, const moe
     if (hooks && hooks->router_logits) hooks->router_logits(hooks->user, layer, r->router_logits, n, E);
     const int32_t *widths = moeq_model_expert_widths(r->m);
     const int32_t *live = widths ? widths + layer * E : NULL;
+    const float *bias = NULL;
+    if (L->router_bias.data) {
+        moeq_vec_to_f32(&L->router_bias, r->rbias);
+        bias = r->rbias;
+    }
+    const fwd_router_fn route = router_of(c);
 #pragma omp parallel for schedule(static) if (n * E * K >= PAR_MIN_ELEMS)
     for (int64_t t = 0; t < n; t++)
-        route_token(r->router_logits + t * E, E, K, c->norm_topk_prob, live, r->topk_idx + t * K,
-                    r->topk_w + t * K);
+        route(c, r->router_logits + t * E, bias, live, r->topk_idx + t * K, r->topk_w + t * K);
     memset(r->e_count, 0, (size_t)E * sizeof(int64_t));
     for (int64_t t = 0; t < n; t++)
         for (int64_t s = 0; s < K; s++) {
@@ -519,9 +457,10 @@ static moeq_status moe_block(moeq_runner *r, int64_t layer, int64_t n, const moe
             }
             continue;
         }
+        if (mg.dtype == MOEQ_DT_F8_E4M3) mg = widen_f8(&mg, s->f8, 0);   /* one at a time: s->f8 */
         const int packed = mg.q && mu.q && md.q;
         const int64_t I = mg.rows;   /* a pruned model's experts have ragged widths */
-        const moeq_wmat wg = wmat_of(&mg), wu = wmat_of(&mu), wd = wmat_of(&md);
+        moeq_wmat wg = wmat_of(&mg), wu = wmat_of(&mu), wd = wmat_of(&md);
         const int32_t *rows = r->e_rows + e * r->max_n;
         const int32_t *slots = r->e_slot + e * r->max_n;
         for (int64_t j = 0; j < ne; j++) {
@@ -533,8 +472,12 @@ static moeq_status moe_block(moeq_runner *r, int64_t layer, int64_t n, const moe
             ks->gemm(mg.q, s->xe, ne, H, 0, I, s->ge, I);
             ks->gemm(mu.q, s->xe, ne, H, 0, I, s->ue, I);
         } else {
-            ks->wgemm(&wg, s->xe, ne, H, 0, I, s->ge, I);
-            ks->wgemm(&wu, s->xe, ne, H, 0, I, s->ue, I);
+            expert_mm(ks, &mg, &wg, s->xe, ne, H, I, s->ge);
+            if (mu.dtype == MOEQ_DT_F8_E4M3) {
+                mu = widen_f8(&mu, s->f8, 0);
+                wu = wmat_of(&mu);
+            }
+            expert_mm(ks, &mu, &wu, s->xe, ne, H, I, s->ue);
         }
         swiglu_inplace(s->ge, s->ue, ne * I);
         if (hooks && hooks->linear_input) {
@@ -545,7 +488,13 @@ static moeq_status moe_block(moeq_runner *r, int64_t layer, int64_t n, const moe
             }
         }
         if (packed) ks->gemm(md.q, s->ge, ne, I, 0, H, s->ye, H);
-        else ks->wgemm(&wd, s->ge, ne, I, 0, H, s->ye, H);
+        else {
+            if (md.dtype == MOEQ_DT_F8_E4M3) {
+                md = widen_f8(&md, s->f8, 0);
+                wd = wmat_of(&md);
+            }
+            expert_mm(ks, &md, &wd, s->ge, ne, I, H, s->ye);
+        }
         for (int64_t j = 0; j < ne; j++) {
             float *dst = r->slot_out + ((int64_t)rows[j] * K + slots[j]) * H;
             const float *src = s->ye + j * H;
@@ -623,17 +572,47 @@ static moeq_status embed_tokens(moeq_runner *r, const int32_t *tokens, int64_t n
     return MOEQ_OK;
 }
 
+/* The family's block norm of rows x [n, H] into y: RMSNorm, or LayerNorm with bias (phimoe:
+ * biased variance over H, eps inside the root, as torch.nn.LayerNorm). */
+static void block_norm(moeq_runner *r, const moeq_vec *w, const moeq_vec *b, const float *x, float *y, int64_t n)
+{
+    const int64_t H = r->c->hidden;
+    float *wv = r->vbuf, *bv = r->vbuf + H;
+    moeq_vec_to_f32(w, wv);
+    if (r->c->norm != MOEQ_NORM_LAYER) {
+        rmsnorm_rows(x, y, n, H, H, wv, r->c->rms_eps);
+        return;
+    }
+    moeq_vec_to_f32(b, bv);
+    const double eps = r->c->rms_eps;
+#pragma omp parallel for schedule(static) if (n * H >= PAR_MIN_ELEMS)
+    for (int64_t i = 0; i < n; i++) {
+        const float *xi = x + i * H;
+        float *yi = y + i * H;
+        double mean = 0, var = 0;
+        for (int64_t j = 0; j < H; j++) mean += xi[j];
+        mean /= (double)H;
+        for (int64_t j = 0; j < H; j++) var += ((double)xi[j] - mean) * ((double)xi[j] - mean);
+        float inv = (float)(1.0 / sqrt(var / (double)H + eps)), mf = (float)mean;
+        for (int64_t j = 0; j < H; j++) yi[j] = (xi[j] - mf) * inv * wv[j] + bv[j];
+    }
+}
+
 /* One decoder layer on the residual stream r->x. */
 static moeq_status run_layer(moeq_runner *r, int64_t l, int64_t n, const moeq_hooks *hooks,
                              moeq_error *err)
 {
     int64_t H = r->c->hidden;
     pages_enter(r, l);
-    attention(r, l, n, hooks);
     const moeq_layer_view *L = moeq_model_layer(r->m, l);
-    float *norm_w = r->vbuf;
-    moeq_vec_to_f32(&L->mlp_norm, norm_w);
-    rmsnorm_rows(r->x, r->h, n, H, H, norm_w, r->c->rms_eps);
+    block_norm(r, &L->attn_norm, &L->attn_norm_bias, r->x, r->h, n);
+    if (hooks && hooks->linear_input)
+        hooks->linear_input(hooks->user, l, -1, MOEQ_PROJ_Q, r->h, n, H, NULL, NULL);
+    /* the family's attention variant: normed input r->h -> o projection in r->mlp_out */
+    if (r->c->attn == MOEQ_ATTN_MLA) fwd_attn_mla(r, l, n, hooks);
+    else fwd_attn_gqa(r, l, n, hooks);
+    for (int64_t i = 0; i < n * H; i++) r->x[i] += r->mlp_out[i];
+    block_norm(r, &L->mlp_norm, &L->mlp_norm_bias, r->x, r->h, n);
     if (L->is_moe) {
         moeq_status st = moe_block(r, l, n, hooks, err);
         if (st != MOEQ_OK) return st;
@@ -650,16 +629,19 @@ static void lm_head(moeq_runner *r, const float *x, int64_t n, float *logits)
 {
     int64_t H = r->c->hidden, V = r->c->vocab;
     pages_enter(r, PART_HEAD);
-    float *norm_w = r->vbuf;
-    moeq_vec_to_f32(moeq_model_final_norm(r->m), norm_w);
-    rmsnorm_rows(x, r->h, n, H, H, norm_w, r->c->rms_eps);
+    block_norm(r, moeq_model_final_norm(r->m), moeq_model_final_norm_bias(r->m), x, r->h, n);
     const moeq_mat *head = moeq_model_lm_head(r->m);
+    const float *hb = NULL;
+    if (r->lm_bias) {
+        moeq_vec_to_f32(moeq_model_lm_head_bias(r->m), r->lm_bias);
+        hb = r->lm_bias;
+    }
     const moeq_kernel_set *ks = moeq_kernels();
     int64_t nchunks = (V + LM_HEAD_CHUNK - 1) / LM_HEAD_CHUNK;
 #pragma omp parallel for schedule(dynamic, 1) num_threads(r->nthreads)
     for (int64_t b = 0; b < nchunks; b++) {
         int64_t v0 = b * LM_HEAD_CHUNK, v1 = v0 + LM_HEAD_CHUNK < V ? v0 + LM_HEAD_CHUNK : V;
-        if (head->q) {
+        if (head->q || head->dtype == MOEQ_DT_F8_E4M3) {
             thread_scratch *s = &r->ts[omp_get_thread_num()];
             moeq_mat_to_f32(head, v0, v1, s->lm);
             moeq_sgemm_nt(n, v1 - v0, H, r->h, H, s->lm, H, 0.0f, logits + v0, V);
@@ -667,6 +649,9 @@ static void lm_head(moeq_runner *r, const float *x, int64_t n, float *logits)
             moeq_wmat w = wmat_of(head);
             ks->wgemm(&w, r->h, n, H, v0, v1, logits + v0, V);
         }
+        if (hb)
+            for (int64_t t = 0; t < n; t++)
+                for (int64_t v = v0; v < v1; v++) logits[t * V + v] += hb[v];
         if (r->release) moeq_mat_release_rows(head, v0, v1);   /* a head is one part: ~vocab·H */
     }
 }

@@ -2,11 +2,14 @@
 #include "moeq_tokenizer.h"
 #include "moeq_model.h"
 #include "moeq_pack.h"
+#include "moeq_gguf.h"
 
 #include <stdlib.h>
 
 moeq_status moeq_model_tokenizer(const moeq_model *m, moeq_tokenizer **out, moeq_error *err)
 {
+    const moeq_gguf *g = moeq_model_gguf(m);
+    if (g) return moeq_gguf_tokenizer(g, out, err);
     const moeq_pack *p = moeq_model_pack(m);
     if (!p) return moeq_tokenizer_load(moeq_model_path(m), out, err);
     const moeq_pack_file_entry *f = moeq_pack_find_file(p, "tokenizer.json");

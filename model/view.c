@@ -6,6 +6,8 @@
 #include "moeq_pack.h"
 #include "moeq_prune.h"
 #include "moeq_core.h"
+#include "moeq_gguf.h"
+#include "formats/gguf_model.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -25,6 +27,9 @@ struct moeq_model {
     moeq_pack *pack;             /* a .moeq file, else NULL */
     moeq_tensor *psrc;           /* packed: one tensor per source (docs/FORMAT.md F-15) */
     size_t npsrc;
+    moeq_gguf *gguf;             /* a GGUF file, else NULL */
+    moeq_gguf_src *gsrc;         /* its weights under the family's names, sorted */
+    size_t ngsrc;
     int fused;
     moeq_layer_view *layers;
     /* per-expert layout: [layer][expert][GATE/UP/DOWN]; NULL entries for dense layers */
@@ -32,7 +37,7 @@ struct moeq_model {
     /* fused layout: per layer, NULL for dense layers */
     const moeq_tensor **fused_gate_up, **fused_down;
     moeq_mat embed, lm_head;
-    moeq_vec final_norm;
+    moeq_vec final_norm, final_norm_bias, lm_head_bias;
     moeq_param_counts counts;
     /* overrides (moeq_model_set_override): float32 replacements the accessors return */
     const float **xover;         /* [layer][expert][GATE/UP/DOWN], NULL until the first one */
@@ -54,20 +59,37 @@ typedef struct rctx {
 /* Tensor lookup over a checkpoint or, for a packed model, over its sources. */
 static const moeq_tensor *mfind(const moeq_model *m, const char *name)
 {
+    if (m->gguf) {
+        const moeq_gguf_src *s = moeq_gguf_src_find(m->gsrc, m->ngsrc, name);
+        return s ? &s->t : NULL;
+    }
     if (!m->pack) return moeq_ckpt_find(m->ckpt, name);
     /* psrc[i] is source i of the pack; the pack's lookup is a binary search */
     const moeq_pack_source *s = moeq_pack_find_source(m->pack, name);
     return s ? &m->psrc[s - moeq_pack_source_at(m->pack, 0)] : NULL;
 }
-static size_t mcount(const moeq_model *m) { return m->pack ? m->npsrc : moeq_ckpt_count(m->ckpt); }
+static size_t mcount(const moeq_model *m)
+{
+    return m->gguf ? m->ngsrc : m->pack ? m->npsrc : moeq_ckpt_count(m->ckpt);
+}
 static const moeq_tensor *mtensor(const moeq_model *m, size_t i)
 {
+    if (m->gguf) return i < m->ngsrc ? &m->gsrc[i].t : NULL;
     return m->pack ? (i < m->npsrc ? &m->psrc[i] : NULL) : moeq_ckpt_tensor(m->ckpt, i);
 }
 
 /* A packed piece with an int codec turns the view into a kernel view (mat->q). */
 static void pack_fix(const moeq_model *m, moeq_mat *v, int64_t elem_off)
 {
+    if (m->gguf && v->tensor && v->dtype == MOEQ_DT_OTHER) {
+        /* a GGUF block type: the view's tensor is one of m->gsrc (moeq_gguf_src starts with it) */
+        const moeq_gguf_src *s = moeq_gguf_src_find(m->gsrc, m->ngsrc, v->tensor);
+        if (s) {
+            v->gtype = s->gtype;
+            v->grow = s->row_bytes;
+        }
+        return;
+    }
     if (!m->pack || !v->tensor) return;
     const moeq_pack_tensor *t = moeq_pack_find_piece(m->pack, v->tensor, elem_off);
     if (!t) return;
@@ -107,10 +129,58 @@ static moeq_status claim(rctx *r, const moeq_tensor *t, int cat)
     return MOEQ_OK;
 }
 
+/* The block-scale tensor of an FP8 weight: NAME_scale_inv (DeepSeek's "weight_scale_inv"). */
+static const moeq_tensor *fp8_scale_of(const moeq_model *m, const moeq_tensor *t)
+{
+    char name[NAME_MAX_LEN + 16];
+    int w = snprintf(name, sizeof name, "%s_scale_inv", t->name);
+    return w > 0 && (size_t)w < sizeof name ? mfind(m, name) : NULL;
+}
+
+/* An F8_E4M3 matrix of a source with quantization_config fp8 (CF-11): its scale tensor must
+ * exist, be F32 or BF16 and have the ceil-sized grid of the configured blocks. The scale is
+ * claimed with the "other" parameters. */
+static moeq_status check_fp8(rctx *r, const moeq_tensor *t, int ndim, const int64_t *shape)
+{
+    const moeq_config *c = &r->m->cfg;
+    if (!c->fp8)
+        return moeq_fail(r->err, MOEQ_ERR_UNSUPPORTED, "%s: tensor '%s': dtype F8_E4M3 without "
+                         "quantization_config.quant_method \"fp8\" in config.json (block scales unknown)",
+                         t->file, t->name);
+    if (ndim != 2)
+        return moeq_fail(r->err, MOEQ_ERR_UNSUPPORTED, "%s: tensor '%s': F8_E4M3 is supported for 2-D weights "
+                         "only", t->file, t->name);
+    const moeq_tensor *sc = fp8_scale_of(r->m, t);
+    if (!sc)
+        return moeq_fail(r->err, MOEQ_ERR_FORMAT, "%s: tensor '%s_scale_inv' not found: F8_E4M3 weight '%s' "
+                         "needs its block scales", t->file, t->name, t->name);
+    int64_t gr = (shape[0] + c->fp8_block_rows - 1) / c->fp8_block_rows;
+    int64_t gc = (shape[1] + c->fp8_block_cols - 1) / c->fp8_block_cols;
+    if ((sc->dtype != MOEQ_DT_F32 && sc->dtype != MOEQ_DT_BF16) || sc->ndim != 2 || sc->shape[0] != gr ||
+        sc->shape[1] != gc || sc->nbytes != (uint64_t)sc->numel * moeq_dtype_size(sc->dtype) || !sc->data) {
+        char got[160];
+        fmt_shape(got, sizeof got, sc->ndim, sc->shape);
+        return moeq_fail(r->err, MOEQ_ERR_FORMAT, "%s: tensor '%s': %s %s, expected F32 or BF16 [%lld, %lld] "
+                         "(%lld x %lld blocks of [%lld, %lld])", sc->file, sc->name,
+                         sc->dtype_name[0] ? sc->dtype_name : moeq_dtype_name(sc->dtype), got, (long long)gr,
+                         (long long)gc, (long long)c->fp8_block_rows, (long long)c->fp8_block_cols,
+                         (long long)shape[0], (long long)shape[1]);
+    }
+    if (gc > 4096)
+        return moeq_fail(r->err, MOEQ_ERR_UNSUPPORTED, "%s: tensor '%s': %lld scale blocks per row (at most "
+                         "4096)", sc->file, sc->name, (long long)gc);
+    return claim(r, sc, CAT_OTHER);   /* params.total stays the element count of every tensor */
+}
+
 /* Checks dtype and exact shape of a tensor the model needs. */
 static moeq_status check_tensor(rctx *r, const moeq_tensor *t, int ndim, const int64_t *shape)
 {
-    if (t->dtype != MOEQ_DT_BF16 && t->dtype != MOEQ_DT_F16 && t->dtype != MOEQ_DT_F32)
+    /* GGUF weights of a block type were checked by formats/gguf_model.c (type, ne, bytes) */
+    const int gblock = r->m->gguf && t->dtype == MOEQ_DT_OTHER && ndim == 2;
+    if (t->dtype == MOEQ_DT_F8_E4M3) {
+        moeq_status st = check_fp8(r, t, ndim, shape);
+        if (st) return st;
+    } else if (!gblock && t->dtype != MOEQ_DT_BF16 && t->dtype != MOEQ_DT_F16 && t->dtype != MOEQ_DT_F32)
         return moeq_fail(r->err, MOEQ_ERR_UNSUPPORTED,
                          "%s: tensor '%s': dtype %s is not supported (BF16, F16 or F32)", t->file,
                          t->name, t->dtype_name[0] ? t->dtype_name : moeq_dtype_name(t->dtype));
@@ -125,7 +195,7 @@ static moeq_status check_tensor(rctx *r, const moeq_tensor *t, int ndim, const i
                          t->file, t->name, got, want);
     }
     /* the safetensors reader checks this too; the views below rely on it */
-    if (t->nbytes != (uint64_t)t->numel * moeq_dtype_size(t->dtype) || !t->data)
+    if ((!gblock && t->nbytes != (uint64_t)t->numel * moeq_dtype_size(t->dtype)) || !t->data)
         return moeq_fail(r->err, MOEQ_ERR_FORMAT, "%s: tensor '%s': %llu data bytes for %lld elements",
                          t->file, t->name, (unsigned long long)t->nbytes, (long long)t->numel);
     return MOEQ_OK;
@@ -175,7 +245,7 @@ static moeq_status find1(rctx *r, const char *pat, int64_t layer, int required, 
     return find_alt(r, pats, 1, layer, -1, required, ndim, shape, cat, out);
 }
 
-static moeq_mat mat_of(const moeq_tensor *t)
+static moeq_mat mat_of_m(const moeq_model *mod, const moeq_tensor *t)
 {
     moeq_mat m = { 0 };
     m.index = -1;
@@ -185,8 +255,20 @@ static moeq_mat mat_of(const moeq_tensor *t)
     m.rows = t->shape[0];
     m.cols = t->ndim > 1 ? t->shape[1] : 1;
     m.data = t->data;
+    if (t->dtype == MOEQ_DT_F8_E4M3) {   /* check_fp8 validated the scale at open */
+        const moeq_tensor *sc = fp8_scale_of(mod, t);
+        if (sc) {
+            m.scale = sc->data;
+            m.scale_dtype = sc->dtype;
+            m.scale_cols = sc->shape[1];
+            m.scale_tensor = sc->name;
+            m.block_rows = mod->cfg.fp8_block_rows;
+            m.block_cols = mod->cfg.fp8_block_cols;
+        }
+    }
     return m;
 }
+#define mat_of(t) mat_of_m(r->m, (t))
 
 static moeq_vec vec_of(const moeq_tensor *t)
 {
@@ -204,6 +286,36 @@ static moeq_vec vec_of(const moeq_tensor *t)
 #define FIND(pat, layer, req, cat, outp, ...)                                                  \
     find1(r, (pat), (layer), (req), NDIM(__VA_ARGS__), SHAPE(__VA_ARGS__), (cat), (outp))
 
+/* MLA (attn_mla.c): q LoRA or q_proj, kv LoRA with the decoupled rope part, o_proj. */
+static moeq_status resolve_mla(rctx *r, int64_t l, moeq_layer_view *lv)
+{
+    const moeq_config *c = &r->m->cfg;
+    const moeq_family *f = c->family;
+    const int64_t H = c->hidden, qd = c->heads * c->head_dim, QL = c->q_lora_rank, R = c->kv_lora_rank;
+    const moeq_tensor *t;
+    moeq_status st;
+    if (QL > 0) {
+        if ((st = FIND(f->q_a, l, 1, CAT_ATTN, &t, QL, H))) return st;
+        lv->q_a = mat_of(t);
+        if ((st = FIND(f->q_a_norm, l, 1, CAT_ATTN, &t, QL))) return st;
+        lv->q_a_norm = vec_of(t);
+        if ((st = FIND(f->q_b, l, 1, CAT_ATTN, &t, qd, QL))) return st;
+        lv->q_b = mat_of(t);
+    } else {
+        if ((st = FIND(f->q, l, 1, CAT_ATTN, &t, qd, H))) return st;
+        lv->q = mat_of(t);
+    }
+    if ((st = FIND(f->kv_a, l, 1, CAT_ATTN, &t, R + c->qk_rope_dim, H))) return st;
+    lv->kv_a = mat_of(t);
+    if ((st = FIND(f->kv_a_norm, l, 1, CAT_ATTN, &t, R))) return st;
+    lv->kv_a_norm = vec_of(t);
+    if ((st = FIND(f->kv_b, l, 1, CAT_ATTN, &t, c->heads * (c->qk_nope_dim + c->v_head_dim), R))) return st;
+    lv->kv_b = mat_of(t);
+    if ((st = FIND(f->o, l, 1, CAT_ATTN, &t, H, c->heads * c->v_head_dim))) return st;
+    lv->o = mat_of(t);
+    return MOEQ_OK;
+}
+
 static moeq_status resolve_attention(rctx *r, int64_t l, moeq_layer_view *lv)
 {
     const moeq_config *c = &r->m->cfg;
@@ -215,6 +327,17 @@ static moeq_status resolve_attention(rctx *r, int64_t l, moeq_layer_view *lv)
     lv->attn_norm = vec_of(t);
     if ((st = FIND(f->mlp_norm, l, 1, CAT_OTHER, &t, H))) return st;
     lv->mlp_norm = vec_of(t);
+    if (c->norm == MOEQ_NORM_LAYER) {
+        if ((st = FIND(f->attn_norm_bias, l, 1, CAT_OTHER, &t, H))) return st;
+        lv->attn_norm_bias = vec_of(t);
+        if ((st = FIND(f->mlp_norm_bias, l, 1, CAT_OTHER, &t, H))) return st;
+        lv->mlp_norm_bias = vec_of(t);
+    }
+    if (c->o_bias) {
+        if ((st = FIND(f->o_bias, l, 1, CAT_ATTN, &t, H))) return st;
+        lv->o_bias = vec_of(t);
+    }
+    if (c->attn == MOEQ_ATTN_MLA) return resolve_mla(r, l, lv);
     if ((st = FIND(f->q, l, 1, CAT_ATTN, &t, qd, H))) return st;
     lv->q = mat_of(t);
     if ((st = FIND(f->k, l, 1, CAT_ATTN, &t, kd, H))) return st;
@@ -308,6 +431,14 @@ static moeq_status resolve_mlp(rctx *r, int64_t l, moeq_layer_view *lv)
     }
     if ((st = find_alt(r, f->router, MOEQ_FAMILY_ALT, l, -1, 1, 2, SHAPE(E, H), CAT_ROUTER, &t))) return st;
     lv->router = mat_of(t);
+    if (f->router_bias[0]) {
+        if (f->router_bias_rows)
+            st = find_alt(r, f->router_bias, MOEQ_FAMILY_ALT, l, -1, 1, 2, SHAPE(1, E), CAT_ROUTER, &t);
+        else
+            st = find_alt(r, f->router_bias, MOEQ_FAMILY_ALT, l, -1, 1, 1, SHAPE(E), CAT_ROUTER, &t);
+        if (st) return st;
+        lv->router_bias = vec_of(t);
+    }
     if (m->fused) {
         const int64_t I2 = 2 * I;   /* I <= 2^24 (CF-3) */
         if ((st = find_alt(r, f->fused_gate_up, MOEQ_FAMILY_ALT, l, -1, 1, 3, SHAPE(E, I2, H), CAT_ROUTED,
@@ -404,7 +535,7 @@ static moeq_status resolve(moeq_model *m, moeq_error *err)
     }
 
     if ((st = FIND(f->embed, -1, 1, CAT_EMBED, &t, c->vocab, c->hidden))) goto out;
-    m->embed = mat_of(t);
+    m->embed = mat_of_m(m, t);
     if (c->tie_embeddings) {
         m->lm_head = m->embed;
         /* some writers store the tied copy anyway: count it with the embeddings */
@@ -417,24 +548,32 @@ static moeq_status resolve(moeq_model *m, moeq_error *err)
             moeq_error_prefix(err, "tie_word_embeddings is false");
             goto out;
         }
-        m->lm_head = mat_of(t);
+        m->lm_head = mat_of_m(m, t);
     }
     if ((st = FIND(f->final_norm, -1, 1, CAT_OTHER, &t, c->hidden))) goto out;
     m->final_norm = vec_of(t);
+    if (c->norm == MOEQ_NORM_LAYER) {
+        if ((st = FIND(f->final_norm_bias, -1, 1, CAT_OTHER, &t, c->hidden))) goto out;
+        m->final_norm_bias = vec_of(t);
+    }
+    if (c->lm_head_bias) {
+        if ((st = FIND(f->lm_head_bias, -1, 1, CAT_EMBED, &t, c->vocab))) goto out;
+        m->lm_head_bias = vec_of(t);
+    }
 
     for (int64_t l = 0; l < L; l++) {
         if ((st = resolve_attention(r, l, &m->layers[l]))) goto out;
         if ((st = resolve_mlp(r, l, &m->layers[l]))) goto out;
     }
     st = count_params(r);
-    if (st == MOEQ_OK && m->pack) {
+    if (st == MOEQ_OK && (m->pack || m->gguf)) {
         pack_fix(m, &m->embed, 0);
         pack_fix(m, &m->lm_head, 0);
         for (int64_t l = 0; l < L; l++) {
             moeq_layer_view *lv = &m->layers[l];
             moeq_mat *mats[] = { &lv->q, &lv->k, &lv->v, &lv->o, &lv->router, &lv->dense_gate, &lv->dense_up,
                                  &lv->dense_down, &lv->shared_gate, &lv->shared_up, &lv->shared_down,
-                                 &lv->shared_expert_gate };
+                                 &lv->shared_expert_gate, &lv->q_a, &lv->q_b, &lv->kv_a, &lv->kv_b };
             for (size_t i = 0; i < sizeof mats / sizeof mats[0]; i++) pack_fix(m, mats[i], 0);
         }
     }
@@ -517,6 +656,14 @@ static moeq_status open_packed(moeq_model *m, const char *path, moeq_error *err)
     return MOEQ_OK;
 }
 
+/* A GGUF file: config from its metadata, weights under the family's names (formats/gguf_model.c). */
+static moeq_status open_gguf(moeq_model *m, const char *path, moeq_error *err)
+{
+    moeq_status st = moeq_gguf_open(path, &m->gguf, err);
+    if (st) return st;
+    return moeq_gguf_model_map(m->gguf, &m->cfg, &m->gsrc, &m->ngsrc, err);
+}
+
 moeq_status moeq_model_open(const char *path, moeq_model **out, moeq_error *err)
 {
     if (!path || !out) return moeq_fail(err, MOEQ_ERR_MISUSE, "moeq_model_open: NULL argument");
@@ -544,7 +691,9 @@ moeq_status moeq_model_open(const char *path, moeq_model **out, moeq_error *err)
         else memcpy(dir, ".", 2);
     }
     /* by magic, or by name so that a .moeq with a broken magic gets the format's error (F-1) */
-    if (!S_ISDIR(sb.st_mode) && (moeq_pack_is_packed(path) || (plen > 5 && !strcmp(path + plen - 5, ".moeq")))) {
+    if (!S_ISDIR(sb.st_mode) && moeq_gguf_is_path(path)) {
+        if ((st = open_gguf(m, path, err))) goto fail;
+    } else if (!S_ISDIR(sb.st_mode) && (moeq_pack_is_packed(path) || (plen > 5 && !strcmp(path + plen - 5, ".moeq")))) {
         if ((st = open_packed(m, path, err))) goto fail;
     } else {
         if ((st = read_config(dir, &m->cfg, &m->widths, err))) goto fail;
@@ -566,6 +715,8 @@ void moeq_model_close(moeq_model *m)
     if (m->ckpt) moeq_ckpt_close(m->ckpt);
     moeq_pack_close(m->pack);
     free(m->psrc);
+    moeq_gguf_srcs_free(m->gsrc, m->ngsrc);
+    moeq_gguf_close(m->gguf);
     free(m->layers);
     free(m->experts);
     free(m->fused_gate_up);
@@ -581,6 +732,7 @@ void moeq_model_close(moeq_model *m)
 const moeq_config *moeq_model_config(const moeq_model *m) { return m ? &m->cfg : NULL; }
 const moeq_checkpoint *moeq_model_checkpoint(const moeq_model *m) { return m ? m->ckpt : NULL; }
 const moeq_pack *moeq_model_pack(const moeq_model *m) { return m ? m->pack : NULL; }
+const moeq_gguf *moeq_model_gguf(const moeq_model *m) { return m ? m->gguf : NULL; }
 const char *moeq_model_path(const moeq_model *m) { return m ? m->path : NULL; }
 int moeq_model_fused_experts(const moeq_model *m) { return m ? m->fused : 0; }
 const int32_t *moeq_model_expert_widths(const moeq_model *m) { return m ? m->widths : NULL; }
@@ -610,6 +762,10 @@ static moeq_mat *layer_mat(moeq_layer_view *lv, moeq_proj proj)
     case MOEQ_PROJ_DENSE_GATE: return &lv->dense_gate;
     case MOEQ_PROJ_DENSE_UP: return &lv->dense_up;
     case MOEQ_PROJ_DENSE_DOWN: return &lv->dense_down;
+    case MOEQ_PROJ_Q_A: return &lv->q_a;
+    case MOEQ_PROJ_Q_B: return &lv->q_b;
+    case MOEQ_PROJ_KV_A: return &lv->kv_a;
+    case MOEQ_PROJ_KV_B: return &lv->kv_b;
     default: return NULL;
     }
 }
@@ -673,7 +829,7 @@ const moeq_layer_view *moeq_model_layer(const moeq_model *m, int64_t layer)
 static void expert_raw(const moeq_model *m, int64_t layer, int64_t expert, moeq_proj proj, moeq_mat *out)
 {
     if (!m->fused) {
-        *out = mat_of(m->experts[(layer * m->cfg.n_experts + expert) * 3 + (int)proj]);
+        *out = mat_of_m(m, m->experts[(layer * m->cfg.n_experts + expert) * 3 + (int)proj]);
         pack_fix(m, out, 0);
         return;
     }
@@ -719,9 +875,25 @@ moeq_status moeq_model_expert(const moeq_model *m, int64_t layer, int64_t expert
     return MOEQ_OK;
 }
 
+moeq_mat moeq_model_tensor_view(const moeq_model *m, const moeq_tensor *t) { return mat_of_m(m, t); }
+
+int moeq_model_is_fp8_scale(const moeq_model *m, const moeq_tensor *t)
+{
+    if (!m || !t || !m->cfg.fp8) return 0;
+    size_t len = strlen(t->name);
+    if (len <= 10 || strcmp(t->name + len - 10, "_scale_inv") != 0 || len - 10 >= NAME_MAX_LEN) return 0;
+    char name[NAME_MAX_LEN];
+    memcpy(name, t->name, len - 10);
+    name[len - 10] = '\0';
+    const moeq_tensor *w = mfind(m, name);
+    return w && w->dtype == MOEQ_DT_F8_E4M3;
+}
+
 const moeq_mat *moeq_model_embed(const moeq_model *m) { return m ? &m->embed : NULL; }
 const moeq_mat *moeq_model_lm_head(const moeq_model *m) { return m ? &m->lm_head : NULL; }
 const moeq_vec *moeq_model_final_norm(const moeq_model *m) { return m ? &m->final_norm : NULL; }
+const moeq_vec *moeq_model_final_norm_bias(const moeq_model *m) { return m ? &m->final_norm_bias : NULL; }
+const moeq_vec *moeq_model_lm_head_bias(const moeq_model *m) { return m ? &m->lm_head_bias : NULL; }
 
 void moeq_model_param_counts(const moeq_model *m, moeq_param_counts *out)
 {
@@ -743,6 +915,7 @@ const char *moeq_proj_name(moeq_proj p)
         [MOEQ_PROJ_SHARED_EXPERT_GATE] = "shared_expert_gate",
         [MOEQ_PROJ_DENSE_GATE] = "dense_gate", [MOEQ_PROJ_DENSE_UP] = "dense_up",
         [MOEQ_PROJ_DENSE_DOWN] = "dense_down",
+        [MOEQ_PROJ_Q_A] = "q_a", [MOEQ_PROJ_Q_B] = "q_b", [MOEQ_PROJ_KV_A] = "kv_a", [MOEQ_PROJ_KV_B] = "kv_b",
     };
     if ((int)p < 0 || p >= MOEQ_PROJ_COUNT) return "unknown";
     return names[p];
@@ -762,7 +935,7 @@ static void rows_pages(const moeq_mat *v, int64_t r0, int64_t r1, int prefetch)
         f((const unsigned char *)q->scales + (size_t)r0 * gb, n * gb);
         if (q->zeros) f((const unsigned char *)q->zeros + (size_t)r0 * gb, n * gb);
     } else if (v->data) {
-        size_t rb = (size_t)v->cols * moeq_dtype_size(v->dtype);
+        size_t rb = v->gtype ? (size_t)v->grow : (size_t)v->cols * moeq_dtype_size(v->dtype);
         f((const unsigned char *)v->data + (size_t)r0 * rb, n * rb);
     }
 }
@@ -784,11 +957,12 @@ static void layer_pages(const moeq_model *m, int64_t l, int prefetch)
     const moeq_layer_view *L = &m->layers[l];   /* the checkpoint's, not an override */
     const moeq_mat *mats[] = { &L->q, &L->k, &L->v, &L->o, &L->router, &L->dense_gate, &L->dense_up,
                                &L->dense_down, &L->shared_gate, &L->shared_up, &L->shared_down,
-                               &L->shared_expert_gate };
+                               &L->shared_expert_gate, &L->q_a, &L->q_b, &L->kv_a, &L->kv_b };
     for (size_t i = 0; i < sizeof mats / sizeof mats[0]; i++) mat_pages(mats[i], prefetch);
     if (!prefetch) {
         const moeq_vec *vecs[] = { &L->attn_norm, &L->mlp_norm, &L->q_bias, &L->k_bias, &L->v_bias,
-                                   &L->q_norm, &L->k_norm };
+                                   &L->q_norm, &L->k_norm, &L->q_a_norm, &L->kv_a_norm, &L->router_bias,
+                                   &L->o_bias, &L->attn_norm_bias, &L->mlp_norm_bias };
         for (size_t i = 0; i < sizeof vecs / sizeof vecs[0]; i++) moeq_vec_release(vecs[i]);
     }
     if (!m->cfg.layer_is_moe[l]) return;
@@ -814,6 +988,13 @@ void moeq_model_release_head(const moeq_model *m)
 void moeq_model_release_all(const moeq_model *m)
 {
     if (!m) return;
+    if (m->gguf) {
+        for (size_t i = 0; i < moeq_gguf_ntensors(m->gguf); i++) {
+            const moeq_gguf_tensor *t = moeq_gguf_tensor_at(m->gguf, i);
+            moeq_pages_release(t->data, (size_t)t->nbytes);
+        }
+        return;
+    }
     if (m->pack) {
         for (size_t i = 0; i < moeq_pack_ntensors(m->pack); i++) {
             const moeq_pack_tensor *t = moeq_pack_tensor_at(m->pack, i);
@@ -827,6 +1008,7 @@ void moeq_model_release_all(const moeq_model *m)
 uint64_t moeq_model_mapped_bytes(const moeq_model *m)
 {
     if (!m) return 0;
+    if (m->gguf) return moeq_gguf_size(m->gguf);
     return m->pack ? moeq_pack_file_size(m->pack) : moeq_ckpt_bytes(m->ckpt);
 }
 

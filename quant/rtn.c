@@ -6,6 +6,7 @@
 #include "moeq_core.h"
 #include "moeq_kernels.h"
 
+#include <jansson.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -151,7 +152,8 @@ static int in_scope(const moeq_model *m, const char *name, moeq_quant_scope scop
                 }
         if (scope != MOEQ_SCOPE_ALL) continue;
         const moeq_mat *mats[] = { &L->q, &L->k, &L->v, &L->o, &L->dense_gate, &L->dense_up, &L->dense_down,
-                                   &L->shared_gate, &L->shared_up, &L->shared_down };
+                                   &L->shared_gate, &L->shared_up, &L->shared_down,
+                                   &L->q_a, &L->q_b, &L->kv_a, &L->kv_b };   /* MLA */
         for (size_t i = 0; i < sizeof mats / sizeof mats[0]; i++)
             if (mats[i]->tensor && !strcmp(mats[i]->tensor, name)) return 1;
     }
@@ -180,7 +182,7 @@ moeq_status moeq_quant_piece_codec(const moeq_model *m, const moeq_quant_opts *o
 
 /* ---- the pieces a quantize run writes, in file order ------------------------------------- */
 
-enum { TF_EXPERT = 1, TF_LINEAR = 2, TF_LAYER = 4 };
+enum { TF_EXPERT = 1, TF_LINEAR = 2, TF_LAYER = 4, TF_GATE_UP = 8 };
 typedef struct tmap { const char *name; int64_t layer, expert; int flags; } tmap;
 
 static int cmp_tmap(const void *a, const void *b)
@@ -219,10 +221,12 @@ static moeq_status tmap_build(const moeq_model *m, tmap **out, size_t *nout, moe
                 for (int p = 0; p < 3 && st == MOEQ_OK; p++) {
                     moeq_mat x;
                     if (moeq_model_expert(m, l, e, (moeq_proj)p, &x, NULL) == MOEQ_OK && x.tensor)
-                        st = tmap_add(&v, &n, &cap, x.tensor, l, x.index < 0 ? e : -1, TF_EXPERT | TF_LAYER, err);
+                        st = tmap_add(&v, &n, &cap, x.tensor, l, x.index < 0 ? e : -1,
+                                      TF_EXPERT | TF_LAYER | (p != MOEQ_PROJ_DOWN ? TF_GATE_UP : 0), err);
                 }
         const moeq_mat *lin[] = { &L->q, &L->k, &L->v, &L->o, &L->dense_gate, &L->dense_up, &L->dense_down,
-                                  &L->shared_gate, &L->shared_up, &L->shared_down };
+                                  &L->shared_gate, &L->shared_up, &L->shared_down,
+                                  &L->q_a, &L->q_b, &L->kv_a, &L->kv_b };   /* MLA */
         for (size_t i = 0; i < sizeof lin / sizeof lin[0] && st == MOEQ_OK; i++)
             st = tmap_add(&v, &n, &cap, lin[i]->tensor, l, -1, TF_LINEAR | TF_LAYER, err);
         const moeq_mat *other[] = { &L->router, &L->shared_expert_gate };
@@ -276,11 +280,13 @@ moeq_status moeq_quant_pieces(const moeq_model *m, const moeq_quant_opts *o, moe
     size_t nt = moeq_ckpt_count(ck);
     for (size_t ti = 0; ti < nt && st == MOEQ_OK; ti++) {
         const moeq_tensor *t = moeq_ckpt_tensor(ck, ti);
+        if (moeq_model_is_fp8_scale(m, t)) continue;   /* folded into its F8 weight */
         const tmap *tv = tmap_find(tm, ntm, t->name);
         int is_expert = tv && (tv->flags & TF_EXPERT);
         int want = is_expert || (o->scope == MOEQ_SCOPE_ALL && tv && (tv->flags & TF_LINEAR));
         int fused = is_expert && t->ndim == 3;
-        int gate_up = fused && t->shape[1] == 2 * I;
+        /* by role, not shape: down [E, H, I] has 2I rows too when H == 2I (glm4_moe fixture) */
+        int gate_up = fused && (tv->flags & TF_GATE_UP);
         int64_t np = fused ? t->shape[0] * (gate_up ? 2 : 1) : 1;
         if (n + (size_t)np > cap) {
             size_t nc = cap ? 2 * cap : 1024;
@@ -317,14 +323,16 @@ moeq_status moeq_quant_pieces(const moeq_model *m, const moeq_quant_opts *o, moe
                 if (is_expert) e = tv->expert;
             }
             /* scope, then the first matching rule, then the plan */
-            moeq_codec cd = { .type = MOEQ_CODEC_RAW, .dtype = t->dtype };
+            /* an FP8 source matrix kept raw is written dequantized to bf16 (F-15 has no FP8) */
+            const moeq_dtype keep = t->dtype == MOEQ_DT_F8_E4M3 ? MOEQ_DT_BF16 : t->dtype;
+            moeq_codec cd = { .type = MOEQ_CODEC_RAW, .dtype = keep };
             if (want && pc->matrix) cd = o->codec;
             const moeq_tensor_rule *rule = pc->matrix ? moeq_rule_set_match(rs, pc->name) : NULL;
             if (rule) cd = rule->codec;
             if (pc->matrix && o->codec_for) o->codec_for(o->cb_user, pc->name, &cd);
-            if (cd.type == MOEQ_CODEC_RAW && cd.dtype == MOEQ_DT_UNKNOWN) cd.dtype = t->dtype;
+            if (cd.type == MOEQ_CODEC_RAW && cd.dtype == MOEQ_DT_UNKNOWN) cd.dtype = keep;
             pc->codec = cd;
-            if (cd.type == MOEQ_CODEC_RAW && cd.dtype != t->dtype) {
+            if (cd.type == MOEQ_CODEC_RAW && cd.dtype != keep) {
                 st = moeq_fail(err, MOEQ_ERR_UNSUPPORTED, "tensor '%s': converting %s to another float dtype "
                                "is not supported; use keep or an int codec", pc->name, moeq_dtype_name(t->dtype));
             } else if (cd.type == MOEQ_CODEC_INT) {
@@ -351,6 +359,17 @@ done:
     *nout = n;
     if (n_items) *n_items = items;
     return MOEQ_OK;
+}
+
+/* float -> bf16, round to nearest even, NaN kept quiet (as unpack rounds). */
+static void moeq_f32_to_bf16_rows(const float *src, uint16_t *dst, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++) {
+        uint32_t x;
+        memcpy(&x, &src[i], 4);
+        if ((x & 0x7fffffffu) > 0x7f800000u) dst[i] = (uint16_t)((x >> 16) | 0x40u);
+        else dst[i] = (uint16_t)((x + 0x7fffu + ((x >> 16) & 1u)) >> 16);
+    }
 }
 
 moeq_status moeq_quantize_pieces_write(const moeq_model *m, const moeq_quant_opts *o, const moeq_quant_piece *pcs,
@@ -390,6 +409,20 @@ moeq_status moeq_quantize_pieces_write(const moeq_model *m, const moeq_quant_opt
             st = moeq_fail(err, MOEQ_ERR_IO, "%s: cannot read", p);
             goto done;
         }
+        if (i == 0 && moeq_model_config(m)->fp8) {
+            /* the packed file holds no FP8 weights (kept matrices are bf16): its config.json, and
+             * so an unpacked directory's, must not claim quantization_config fp8 */
+            json_t *cj = json_loadb(buf, got, 0, NULL);
+            char *txt = NULL;
+            if (cj && json_object_del(cj, "quantization_config") == 0)
+                txt = json_dumps(cj, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+            json_decref(cj);
+            if (txt) {
+                free(buf);
+                buf = txt;
+                got = strlen(txt);
+            }
+        }
         st = moeq_pack_write_file(w, files[i], buf, got, err);
         free(buf);
         if (st) goto done;
@@ -398,7 +431,9 @@ moeq_status moeq_quantize_pieces_write(const moeq_model *m, const moeq_quant_opt
     double code_bits = 0, total_bits = 0, ent_bits = 0;
     for (size_t i = 0; i < n; i++) {
         const moeq_tensor *t = moeq_ckpt_tensor(ck, i);
-        if ((st = moeq_pack_write_source(w, t->name, t->dtype, t->ndim, t->shape, err))) goto done;
+        if (moeq_model_is_fp8_scale(m, t)) continue;
+        moeq_dtype sdt = t->dtype == MOEQ_DT_F8_E4M3 ? MOEQ_DT_BF16 : t->dtype;   /* as unpack writes it */
+        if ((st = moeq_pack_write_source(w, t->name, sdt, t->ndim, t->shape, err))) goto done;
     }
     for (size_t k = 0; k < npcs; k++) {
         const moeq_quant_piece *pc = &pcs[k];
@@ -409,7 +444,17 @@ moeq_status moeq_quantize_pieces_write(const moeq_model *m, const moeq_quant_opt
         uint64_t before = fused ? (uint64_t)(pc->rows * pc->cols) * es : t->nbytes, stored = 0;
         int64_t shape2[2] = { pc->rows, pc->cols };
         double ent = -1;
-        if (cd.type == MOEQ_CODEC_RAW) {
+        if (cd.type == MOEQ_CODEC_RAW && t->dtype == MOEQ_DT_F8_E4M3) {
+            /* dequantized per block, rounded to bf16 */
+            moeq_mat v = moeq_model_tensor_view(m, t);
+            size_t nel = (size_t)(v.rows * v.cols);
+            if (nel > wf_cap) { free(wf); wf = malloc(nel * sizeof *wf); wf_cap = wf ? nel : 0; }
+            if (nel * 2 > raw_cap) { free(raw); raw = malloc(nel * 2); raw_cap = raw ? nel * 2 : 0; }
+            if (!wf || !raw) { st = moeq_fail(err, MOEQ_ERR_NOMEM, "out of memory for '%s'", pc->name); break; }
+            moeq_mat_to_f32(&v, 0, v.rows, wf);
+            moeq_f32_to_bf16_rows(wf, (uint16_t *)(void *)raw, (int64_t)nel);
+            st = moeq_pack_write_tensor(w, pc->name, t->ndim, t->shape, &cd, t->name, 0, raw, nel * 2, &stored, err);
+        } else if (cd.type == MOEQ_CODEC_RAW) {
             const unsigned char *src = (const unsigned char *)t->data + (size_t)pc->off * es;
             st = moeq_pack_write_tensor(w, pc->name, fused ? 2 : t->ndim, fused ? shape2 : t->shape, &cd,
                                         t->name, pc->off, src, (size_t)before, &stored, err);
@@ -426,6 +471,7 @@ moeq_status moeq_quantize_pieces_write(const moeq_model *m, const moeq_quant_opt
                 if (!wf) { st = moeq_fail(err, MOEQ_ERR_NOMEM, "out of memory for '%s'", pc->name); break; }
                 moeq_mat v = { .tensor = t->name, .index = -1, .dtype = t->dtype, .rows = pc->rows, .cols = pc->cols,
                                .data = (const unsigned char *)t->data + (size_t)pc->off * es };
+                if (t->dtype == MOEQ_DT_F8_E4M3) v = moeq_model_tensor_view(m, t);   /* with its scales */
                 moeq_mat_to_f32(&v, 0, pc->rows, wf);
                 st = o->quantize ? o->quantize(o->cb_user, pc->name, wf, pc->rows, pc->cols, &cd, raw, err)
                                  : moeq_rtn_quantize(wf, pc->rows, pc->cols, cd.bits, cd.group, cd.sym, raw, err);

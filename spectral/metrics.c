@@ -226,7 +226,7 @@ moeq_status moeq_spec_list(const moeq_model *m, moeq_spec_scope scope, moeq_spec
 {
     if (!m || !items || !n) return moeq_fail(err, MOEQ_ERR_MISUSE, "moeq_spec_list: NULL argument");
     const moeq_config *c = moeq_model_config(m);
-    size_t cap = (size_t)c->layers * ((size_t)c->n_experts * 3 + 16), k = 0;
+    size_t cap = (size_t)c->layers * ((size_t)c->n_experts * 3 + 20), k = 0;
     moeq_spec_item *v = calloc(cap ? cap : 1, sizeof *v);
     if (!v) return moeq_fail(err, MOEQ_ERR_NOMEM, "moeq_spec_list: %zu items", cap);
     for (int64_t l = 0; l < c->layers; l++) {
@@ -247,6 +247,8 @@ moeq_status moeq_spec_list(const moeq_model *m, moeq_spec_scope scope, moeq_spec
             {&lv->shared_down, MOEQ_PROJ_SHARED_DOWN}, {&lv->shared_expert_gate, MOEQ_PROJ_SHARED_EXPERT_GATE},
             {&lv->dense_gate, MOEQ_PROJ_DENSE_GATE}, {&lv->dense_up, MOEQ_PROJ_DENSE_UP},
             {&lv->dense_down, MOEQ_PROJ_DENSE_DOWN},
+            {&lv->q_a, MOEQ_PROJ_Q_A}, {&lv->q_b, MOEQ_PROJ_Q_B}, {&lv->kv_a, MOEQ_PROJ_KV_A},
+            {&lv->kv_b, MOEQ_PROJ_KV_B},   /* MLA */
         };
         for (size_t x = 0; x < sizeof extra / sizeof extra[0]; x++) {
             if (!extra[x].m->data || extra[x].m->rows <= 0 || extra[x].m->cols <= 0) continue;

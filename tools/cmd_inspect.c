@@ -5,6 +5,7 @@
 #include "moeq_core.h"
 #include "moeq_model.h"
 #include "moeq_pack.h"
+#include "moeq_gguf.h"
 
 static const char *INSPECT_HELP =
     "usage: moeq inspect MODEL [--json] [-q] [--threads N]\n\n"
@@ -18,6 +19,24 @@ static const char *INSPECT_HELP =
     "               dtype, bytes, shards, codecs (.moeq), and more)\n"
     "  -q           no human-readable text\n"
     "  --threads N  accepted for uniformity; inspect is single-threaded\n";
+
+/* A GGUF's dtype: the ggml type of its 2-D and 3-D tensors when they share one, else "mixed"
+ * (norms, biases and routers are F32 in every GGUF); counts per type go to *types. */
+static const char *gguf_dtype(const moeq_gguf *g, json_t *types)
+{
+    const char *d = NULL;
+    int mixed = 0;
+    for (size_t i = 0; i < moeq_gguf_ntensors(g); i++) {
+        const moeq_gguf_tensor *t = moeq_gguf_tensor_at(g, i);
+        const char *n = moeq_gguf_type_get(t->type)->name;
+        json_t *c = json_object_get(types, n);
+        json_object_set_new(types, n, json_integer(c ? json_integer_value(c) + 1 : 1));
+        if (t->n_dims < 2 || strstr(t->name, "ffn_gate_inp")) continue;
+        if (!d) d = n;
+        else if (strcmp(d, n)) mixed = 1;
+    }
+    return mixed ? "mixed" : d ? d : "none";
+}
 
 /* The dtype of the checkpoint: the one every tensor shares, else "mixed". */
 static const char *checkpoint_dtype(const moeq_checkpoint *ck)
@@ -59,6 +78,24 @@ static const char *pack_dtype(const moeq_pack *p, json_t *codecs, char *buf, siz
     return buf;
 }
 
+/* A block-scaled FP8 source (quantization_config fp8): how many weights are F8_E4M3 and the
+ * dtype of their scale tensors ("F32", "BF16" or "mixed"); 0 weights when none. */
+static int64_t fp8_weights(const moeq_checkpoint *ck, char *scale_dt, size_t cap)
+{
+    int64_t n = 0;
+    snprintf(scale_dt, cap, "none");
+    for (size_t i = 0; ck && i < moeq_ckpt_count(ck); i++) {
+        const moeq_tensor *t = moeq_ckpt_tensor(ck, i);
+        size_t len = strlen(t->name);
+        if (t->dtype == MOEQ_DT_F8_E4M3) n++;
+        if (len > 10 && !strcmp(t->name + len - 10, "_scale_inv")) {
+            if (!strcmp(scale_dt, "none")) snprintf(scale_dt, cap, "%s", t->dtype_name);
+            else if (strcmp(scale_dt, t->dtype_name)) snprintf(scale_dt, cap, "mixed");
+        }
+    }
+    return n;
+}
+
 int cmd_inspect(int argc, char **argv)
 {
     tool_common tc = {0};
@@ -86,10 +123,14 @@ int cmd_inspect(int argc, char **argv)
     const moeq_pack *pk = moeq_model_pack(m);
     json_t *codecs = json_object();
     char dtbuf[32];
-    const char *dtype = pk ? pack_dtype(pk, codecs, dtbuf, sizeof dtbuf) : checkpoint_dtype(ck);
-    uint64_t bytes = pk ? moeq_pack_file_size(pk) : moeq_ckpt_bytes(ck);
-    size_t shards = pk ? 1 : moeq_ckpt_shards(ck);
+    const moeq_gguf *gg = moeq_model_gguf(m);
+    json_t *gtypes = gg ? json_object() : NULL;
+    const char *dtype = gg ? gguf_dtype(gg, gtypes) : pk ? pack_dtype(pk, codecs, dtbuf, sizeof dtbuf) : checkpoint_dtype(ck);
+    uint64_t bytes = gg ? moeq_gguf_size(gg) : pk ? moeq_pack_file_size(pk) : moeq_ckpt_bytes(ck);
+    size_t shards = gg || pk ? 1 : moeq_ckpt_shards(ck);
     const char *layout = moeq_model_fused_experts(m) ? "fused" : "per-expert";
+    char scale_dt[16];
+    int64_t n_fp8 = fp8_weights(ck, scale_dt, sizeof scale_dt);
 
     FILE *h = tool_human(&tc);
     if (h) {
@@ -109,7 +150,17 @@ int cmd_inspect(int argc, char **argv)
         fprintf(h, "  embeddings %lld\n", (long long)pc.embeddings);
         fprintf(h, "  other      %lld\n", (long long)pc.other);
         fprintf(h, "dtype        %s\n", dtype);
-        if (pk) {
+        if (c->fp8)
+            fprintf(h, "source       fp8: %lld F8_E4M3 weights, %lldx%lld block scales (%s weight_scale_inv)\n",
+                    (long long)n_fp8, (long long)c->fp8_block_rows, (long long)c->fp8_block_cols, scale_dt);
+        if (gg) {
+            fprintf(h, "gguf         %s, version %u, %zu tensors:", moeq_gguf_label(gg), moeq_gguf_version(gg),
+                    moeq_gguf_ntensors(gg));
+            const char *k;
+            json_t *v;
+            json_object_foreach(gtypes, k, v) fprintf(h, " %s x%lld", k, (long long)json_integer_value(v));
+            fprintf(h, "\nbytes        %llu in one GGUF file\n", (unsigned long long)bytes);
+        } else if (pk) {
             fprintf(h, "codecs      ");
             const char *k;
             json_t *v;
@@ -149,9 +200,21 @@ int cmd_inspect(int argc, char **argv)
         json_object_set_new(o, "bytes", json_integer((json_int_t)bytes));
         json_object_set_new(o, "shards", json_integer((json_int_t)shards));
         if (pk) json_object_set(o, "codecs", codecs);
+        if (c->fp8) {
+            json_t *q = json_object();
+            json_object_set_new(q, "method", json_string("fp8"));
+            json_object_set_new(q, "fmt", json_string("e4m3"));
+            json_object_set_new(q, "weights", json_integer(n_fp8));
+            json_object_set_new(q, "block", json_pack("[II]", (json_int_t)c->fp8_block_rows,
+                                                      (json_int_t)c->fp8_block_cols));
+            json_object_set_new(q, "scale_dtype", json_string(scale_dt));
+            json_object_set_new(o, "source_quant", q);
+        }
+        if (gg) json_object_set(o, "gguf_types", gtypes);
         rc = tool_print_json(o);
     }
     json_decref(codecs);
+    json_decref(gtypes);
     moeq_model_close(m);
     return rc;
 }

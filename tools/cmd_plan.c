@@ -135,6 +135,8 @@ int cmd_plan(int argc, char **argv)
     if (!model) { tool_usage_error("plan", "missing MODEL"); goto out; }
     if (o.budget < 0) { tool_usage_error("plan", "missing --budget B"); goto out; }
     if (!out && !tc.json) { tool_usage_error("plan", "missing -o plan.json (or --json)"); goto out; }
+    if ((rc = tool_check_output("plan", out))) goto out;
+    rc = 1;
     if (o.cost == MOEQ_COST_ALPHAQ && !spectral) { tool_usage_error("plan", "--cost alphaq needs --spectral F.h5"); goto out; }
     if (o.cost == MOEQ_COST_HESSIAN && !calib) { tool_usage_error("plan", "--cost hessian needs --calib F.h5"); goto out; }
     moeq_threads_init(tc.threads);

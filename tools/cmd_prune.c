@@ -88,6 +88,8 @@ int cmd_prune(int argc, char **argv)
     if (!model) return tool_usage_error("prune", "missing MODEL");
     if (!have_ratio) return tool_usage_error("prune", "missing --ratio R");
     if (!out) return tool_usage_error("prune", "missing -o OUT");
+    int orc = tool_check_output("prune", out);
+    if (orc) return orc;
     if (!strcmp(score, "magnitude")) o.score = MOEQ_PRUNE_MAGNITUDE;
     else if (!strcmp(score, "camera")) o.score = MOEQ_PRUNE_CAMERA;
     else if (!strcmp(score, "hessian")) o.score = MOEQ_PRUNE_HESSIAN;

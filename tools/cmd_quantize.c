@@ -229,6 +229,8 @@ int cmd_quantize(int argc, char **argv)
     if (tc.help) { fputs(QUANTIZE_HELP, stdout); rc = 0; goto out; }
     if (!model) { tool_usage_error("quantize", "missing MODEL"); goto out; }
     if (!out) { tool_usage_error("quantize", "missing -o OUT.moeq"); goto out; }
+    if ((rc = tool_check_output("quantize", out))) goto out;
+    rc = 1;
     if (!plan_path && bits != 2 && bits != 3 && bits != 4 && bits != 8) {
         tool_usage_error("quantize", "--bits wants 2, 3, 4 or 8 (or --plan)");
         goto out;

@@ -331,6 +331,8 @@ int cmd_spectral(int argc, char **argv)
     }
     if (tc.help) { if (moeq_dist_rank() == 0) fputs(SPECTRAL_HELP, stdout); free(names); return 0; }
     if (!path) { free(names); return tool_usage_error("spectral", "missing MODEL"); }
+    int orc = tool_check_output("spectral", out);
+    if (orc) { free(names); return orc; }
     if (save_eigs && !out) { free(names); return tool_usage_error("spectral", "--save-eigs needs -o FILE.h5"); }
     if (n_names && !plot_dir) { free(names); return tool_usage_error("spectral", "--plot-matrix needs --plot DIR"); }
     const int rank0 = moeq_dist_rank() == 0;   /* under mpirun only rank 0 prints and writes */

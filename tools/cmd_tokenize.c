@@ -68,6 +68,8 @@ int cmd_tokenize(int argc, char **argv)
     if (tc.help) { fputs(TOKENIZE_HELP, stdout); return 0; }
     if (!model) return tool_usage_error("tokenize", "missing MODEL");
     if (!text) return tool_usage_error("tokenize", "give --text FILE");
+    int orc = tool_check_output("tokenize", out);
+    if (orc) return orc;
     if (out && (same_file(out, text) || same_file(out, model)))
         return tool_usage_error("tokenize", "-o %s would overwrite an input", out);
 

@@ -59,6 +59,8 @@ int cmd_unpack(int argc, char **argv)
     if (tc.help) { fputs(UNPACK_HELP, stdout); return 0; }
     if (!in) return tool_usage_error("unpack", "missing F.moeq");
     if (!out) return tool_usage_error("unpack", "missing -o DIR");
+    int orc = tool_check_output("unpack", out);
+    if (orc) return orc;
     moeq_threads_init(tc.threads);
     moeq_error err = {0};
     if (!moeq_pack_is_packed(in)) {

@@ -8,6 +8,7 @@
 #include "moeq_model.h"
 #include "moeq_safetensors.h"
 #include "moeq_pack.h"
+#include "moeq_gguf.h"
 
 static const char *VERIFY_HELP =
     "usage: moeq verify PATH [--tokens [--vocab N]] [--json] [-q] [--threads N]\n\n"
@@ -17,6 +18,8 @@ static const char *VERIFY_HELP =
     "  FILE.moeq         a packed file: every rule of docs/FORMAT.md (F-1..F-17), every blob's\n"
     "                    checksum, zero padding, NaN/Inf in scales, zeros and raw floats, then\n"
     "                    the model view (config, every tensor the family needs)\n"
+    "  FILE.gguf         a GGUF file: every rule of docs/FORMAT-gguf.md (G-1..G-12), the model its\n"
+    "                    metadata describes (architecture, every tensor's type and ne), NaN/Inf\n"
     "  FILE.safetensors  one safetensors file (header rules, then NaN/Inf in float tensors)\n"
     "  FILE.json         a model.safetensors.index.json and the shards it names\n"
     "  --tokens          PATH is a token file (safetensors with one 1-D I32/I64/U32 tensor,\n"
@@ -100,6 +103,22 @@ int cmd_verify(int argc, char **argv)
             if (st == MOEQ_OK) st = scan_checkpoint(ck, tc.progress, &count, &bytes, &err);
             moeq_ckpt_close(ck);
         }
+    } else if (moeq_gguf_is_path(path)) {
+        /* every container rule (G-1..G-12), the model the metadata describes, then the values */
+        kind = "gguf";
+        moeq_gguf *g = NULL;
+        st = moeq_gguf_open(path, &g, &err);
+        if (st == MOEQ_OK) {
+            moeq_model *m = NULL;
+            st = moeq_model_open(path, &m, &err);
+            moeq_model_close(m);
+        }
+        if (st == MOEQ_OK) st = moeq_gguf_check_finite(g, &err);
+        if (st == MOEQ_OK) {
+            count = (int64_t)moeq_gguf_ntensors(g);
+            bytes = moeq_gguf_size(g);
+        }
+        moeq_gguf_close(g);
     } else if (moeq_pack_is_packed(path) || (strlen(path) > 5 && !strcmp(path + strlen(path) - 5, ".moeq"))) {
         /* by magic, or by name so that a .moeq with a broken magic is reported as such (F-1) */
         kind = "moeq";

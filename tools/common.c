@@ -50,6 +50,13 @@ int tool_parse_int(const char *cmd, const char *opt, const char *s, int64_t min,
     return 0;
 }
 
+int tool_check_output(const char *cmd, const char *out)
+{
+    moeq_error err = {0};
+    if (!out || moeq_dist_size() > 1) return 0;
+    return moeq_output_dir_check(out, &err) != MOEQ_OK ? tool_report(cmd, &err) : 0;
+}
+
 int tool_report(const char *cmd, const moeq_error *err)
 {
     int rc = moeq_status_exit_code(err->code);

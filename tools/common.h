@@ -24,6 +24,10 @@ const char *tool_value(const char *cmd, int argc, char **argv, int *i);
 int tool_parse_int(const char *cmd, const char *opt, const char *s, int64_t min, int64_t *out);
 /* Prints "moeq CMD: <status>: <detail>" on stderr; returns the exit code for the status. */
 int tool_report(const char *cmd, const moeq_error *err);
+/* 0 when OUT's directory exists, else reports it (exit 4, naming the directory) and returns
+ * the exit code: every command with -o checks this before any work. Under mpirun the
+ * writers' own agreed errors report it instead. */
+int tool_check_output(const char *cmd, const char *out);
 /* Usage error: prints the message and a pointer to --help; returns 1. */
 int tool_usage_error(const char *cmd, const char *fmt, ...)
 #if defined(__GNUC__)
@@ -49,5 +53,6 @@ int cmd_prune(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_tokenize(int argc, char **argv);
 int cmd_detokenize(int argc, char **argv);
+int cmd_export(int argc, char **argv);
 
 #endif

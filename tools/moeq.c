@@ -22,6 +22,7 @@ static const struct {
     {"plan", cmd_plan, "bit budget per expert matrix: uniform, AlphaQ spectra or Hessian error, solved exactly", 1},
     {"quantize", cmd_quantize, "RTN or GPTQ quantization into a packed .moeq file (per-matrix codecs, zstd)", 1},
     {"prune", cmd_prune, "remove expert channels (CAMERA, OBS Hessian, magnitude) or whole experts: ragged widths", 0},
+    {"export", cmd_export, "write a GGUF that llama.cpp runs (export gguf MODEL -o OUT.gguf --type Q4_K)", 0},
     {"unpack", cmd_unpack, "a .moeq file back to a dequantized Hugging Face directory (bf16, sharded)", 0},
     {"bench", cmd_bench, "kernel benchmarks: GEMV/GEMM GB/s and ratios to memory bandwidth and sgemm", 0},
     {"tokenize", cmd_tokenize, "text to token ids with the model's tokenizer.json (Hugging Face ids)", 0},
@@ -38,8 +39,12 @@ static void usage(FILE *f)
     fprintf(f, "\nexit codes: 0 ok, 1 usage, 2 bad or unsupported input, 3 numerical failure, 4 I/O failure\n");
 }
 
+/* Library warnings go to stderr, one line each, whatever the command (-q included). */
+static void print_warning(const char *msg) { fprintf(stderr, "moeq: warning: %s\n", msg); }
+
 int main(int argc, char **argv)
 {
+    moeq_set_warn_handler(print_warning);
     if (argc < 2) {
         usage(stderr);
         return 1;

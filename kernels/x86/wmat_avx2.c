@@ -1,9 +1,9 @@
 /* AVX2 + FMA GEMM of float weights as stored (F32, F16, BF16): Y = X Wᵀ with no widened copy of
  * W (built with -mavx2 -mfma -mf16c; called only after cpuid). A register tile of 2 rows x 6
  * tokens keeps 12 accumulators of 8 lanes over k (16 columns a step, in two halves of 8); the
- * weights are widened in registers, which is exact: bf16 by a shift (even columns) or a mask
- * (odd columns) of 32-bit lanes, f16 by vcvtph2ps. For bf16 the activations are permuted once
- * per call into the same even/odd order, so one load serves 16 weights. Each (row, token) is
+ * weights are widened in registers, which is exact: bf16 by zero-extension and a shift, f16 by
+ * vcvtph2ps, both in natural column order as f32 loads are, so bf16 weights and their float32
+ * values give the same bits. Each (row, token) is
  * one chain of FMAs in k order per lane, a fixed horizontal sum and a scalar tail: the same
  * operations wherever it falls, so results ignore the row and token split (and threads).
  * Rows are taken in chunks of ~128 KB of weights (L2) and swept by every token tile; a token
@@ -30,14 +30,15 @@ static inline float hsum8(__m256 v)
     return _mm_cvtss_f32(s);
 }
 
-/* Half h (0, 1) of the 16 weights at column k of a row, widened: bf16 h = 0 the even columns
- * (low halves of 32-bit lanes, shifted up), h = 1 the odd ones (high halves, masked). */
+/* Half h (0, 1) of the 16 weights at column k of a row, widened in natural order (columns
+ * k + 8h .. k + 8h + 7): bf16 by zero-extension to 32-bit lanes and a shift. Every storage type
+ * gives the same lanes, so a matrix gives the same bits whether it is stored as bf16 or as its
+ * widened float32 values (the forward pass relies on that for overrides). */
 static inline __m256 wload(moeq_wtype type, const void *row, int64_t k, int h)
 {
     if (type == MOEQ_W_BF16) {
-        const __m256i raw = _mm256_loadu_si256((const __m256i *)((const uint16_t *)row + k));
-        return _mm256_castsi256_ps(h ? _mm256_and_si256(raw, _mm256_set1_epi32((int)0xffff0000u))
-                                     : _mm256_slli_epi32(raw, 16));
+        const __m128i raw = _mm_loadu_si128((const __m128i *)((const uint16_t *)row + k + 8 * h));
+        return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(raw), 16));
     }
     if (type == MOEQ_W_F16)
         return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const uint16_t *)row + k + 8 * h)));
@@ -101,28 +102,6 @@ TILES(BF16)
 #define ROW(TY) { tile_##TY##_1_1, tile_##TY##_1_2, tile_##TY##_1_3, tile_##TY##_1_4, tile_##TY##_1_5, tile_##TY##_1_6 }, \
                 { tile_##TY##_2_1, tile_##TY##_2_2, tile_##TY##_2_3, tile_##TY##_2_4, tile_##TY##_2_5, tile_##TY##_2_6 }
 static const tile_fn tiles[3][TR][TT] = { { ROW(F32) }, { ROW(F16) }, { ROW(BF16) } };
-
-/* bf16: the activations of each 16-column block reordered as the weights widen (even columns,
- * then odd); the tail past the last full block stays in place. */
-static void permute_x(const float *X, int64_t n, int64_t ldx, int64_t K, float *P)
-{
-    const int64_t K16 = K & ~(int64_t)15;
-    for (int64_t i = 0; i < n; i++) {
-        const float *x = X + i * ldx;
-        float *p = P + i * K;
-        for (int64_t k = 0; k < K16; k += 16) {
-            __m256 a = _mm256_loadu_ps(x + k), b = _mm256_loadu_ps(x + k + 8);
-            /* even: a0 a2 a4 a6 b0 b2 b4 b6 in 128-bit halves (a0 a2 b0 b2 | a4 a6 b4 b6), then fix lanes */
-            __m256 ev = _mm256_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0));
-            __m256 od = _mm256_shuffle_ps(a, b, _MM_SHUFFLE(3, 1, 3, 1));
-            ev = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(ev), _MM_SHUFFLE(3, 1, 2, 0)));
-            od = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(od), _MM_SHUFFLE(3, 1, 2, 0)));
-            _mm256_storeu_ps(p + k, ev);
-            _mm256_storeu_ps(p + k + 8, od);
-        }
-        for (int64_t k = K16; k < K; k++) p[k] = x[k];
-    }
-}
 
 /* ---- batches: outer products over a packed panel (the 6 x 16 kernel of BLIS / OpenBLAS) ----
  * A panel is 16 rows of W over KC columns, widened and transposed into [KC][16] floats (16 KB,
@@ -284,14 +263,6 @@ void moeq_avx2_wgemm(const moeq_wmat *w, const float *X, int64_t n, int64_t ldx,
     }
     const int64_t K = w->cols;
     const size_t es = w->type == MOEQ_W_F32 ? 4 : 2;
-    float *P = NULL;
-    if (w->type == MOEQ_W_BF16) {
-        P = malloc((size_t)(n * K) * sizeof(float));
-        if (!P) return;
-        permute_x(X, n, ldx, K, P);
-        X = P;
-        ldx = K;
-    }
     int64_t chunk = CHUNK_BYTES / ((int64_t)es * K) / TR * TR;
     if (chunk < TR) chunk = TR;
     const unsigned char *base = w->data;
@@ -309,5 +280,4 @@ void moeq_avx2_wgemm(const moeq_wmat *w, const float *X, int64_t n, int64_t ldx,
             }
         }
     }
-    free(P);
 }

@@ -79,3 +79,42 @@ printf '{"model_type": "mixtral", ' > "$TMPD/m/config.json"
 both "truncated config.json" "config.json"
 
 expect_exit "inspect: nonexistent directory" 2 "no-such-dir" -- "$MOEQ" inspect "$TMPD/no-such-dir"
+
+# FP8 block-scaled sources (issue 14, CF-11): a missing or mis-shaped scale tensor, a scale of
+# the wrong dtype, F8 weights without quantization_config, an unknown quant_method
+S=model.layers.1.self_attn.kv_b_proj.weight_scale_inv
+mk tiny-deepseekv3-fp8
+rewrite_header "$TMPD/m/model.safetensors" "h['${S%_inv}_xxx'] = h.pop('$S')"
+both "fp8: scale tensor missing" "$S' not found"
+mk tiny-deepseekv3-fp8
+rewrite_header "$TMPD/m/model.safetensors" "h['$S']['shape'] = [1, 2]"
+both "fp8: scale grid mis-shaped" "$S.*\\[1, 2\\].*\\[2, 1\\]"
+mk tiny-deepseekv3-fp8
+rewrite_header "$TMPD/m/model.safetensors" "h['$S']['dtype'] = 'I32'"
+both "fp8: scale of dtype I32" "$S.*I32"
+mk tiny-deepseekv3-fp8
+python3 -c "import json,sys; p=sys.argv[1]; c=json.load(open(p)); del c['quantization_config']; json.dump(c, open(p,'w'))" "$TMPD/m/config.json"
+both "fp8: F8_E4M3 weights without quantization_config" "F8_E4M3 without quantization_config"
+mk tiny-deepseekv3-fp8
+python3 -c "import json,sys; p=sys.argv[1]; c=json.load(open(p)); c['quantization_config']['quant_method']='awq'; json.dump(c, open(p,'w'))" "$TMPD/m/config.json"
+both "fp8: unknown quant_method" "quantization_config.quant_method.*awq"
+
+# Reading what transformers reads (issue 14): an index whose metadata.total_size disagrees with
+# the shards opens everywhere with the same warning; -o into a missing directory names it
+mk tiny-olmoe
+python3 -c "import json,sys; p=sys.argv[1]; j=json.load(open(p)); j['metadata']['total_size'] += 1000; json.dump(j, open(p,'w'))" \
+  "$TMPD/m/model.safetensors.index.json"
+for cmd in "inspect" "verify" "eval --tokens $T --ctx 64 --max-tokens 64" "spectral -o $TMPD/s.h5" \
+           "quantize --bits 4 -o $TMPD/q.moeq" "calibrate --tokens $T --ctx 64 --max-tokens 128 -o $TMPD/c.h5"; do
+  set -- $cmd
+  expect_exit "total_size off: $1 warns and runs" 0 "warning: .*index.json: metadata.total_size is .*CK-9" -- \
+    "$MOEQ" $1 "$TMPD/m" $(echo "$cmd" | cut -s -d' ' -f2-) -q
+done
+for cmd in "spectral $FX/tiny-olmoe" "quantize $FX/tiny-olmoe --bits 4" "calibrate $FX/tiny-olmoe --tokens $T" \
+           "plan $FX/tiny-olmoe --budget 4" "tokenize $FX/tiny-olmoe --text $FX/heldout.txt"; do
+  set -- $cmd
+  expect_exit "$1 -o into a missing directory" 4 "$TMPD/no-such-dir does not exist" -- \
+    "$MOEQ" $cmd -o "$TMPD/no-such-dir/out" -q
+done
+expect_exit "unpack -o into a missing directory" 4 "$TMPD/no-such-dir does not exist" -- \
+  "$MOEQ" unpack "$TMPD/q.moeq" -o "$TMPD/no-such-dir/u" -q

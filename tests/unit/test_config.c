@@ -122,7 +122,8 @@ static const bad_case catalogue[] = {
     { "model_type missing", "{\"hidden_size\": 64}", MOEQ_ERR_FORMAT, "key 'model_type': missing" },
     { "model_type not a string", "{\"model_type\": 3}", MOEQ_ERR_FORMAT, "key 'model_type': wrong type" },
     { "unknown model_type", "{\"model_type\": \"llama\", \"hidden_size\": 64}", MOEQ_ERR_UNSUPPORTED,
-      "model_type \"llama\" is not supported (supported: mixtral, qwen2_moe, qwen3_moe, olmoe)" },
+      "model_type \"llama\" is not supported (supported: mixtral, qwen2_moe, qwen3_moe, olmoe, deepseek_v3, "
+      "kimi_k2, glm4_moe, dots1, ernie4_5_moe, phimoe, deepseek_v2)" },
     { "hidden_size missing", "{\"model_type\": \"mixtral\", " BASE_KEYS "}", MOEQ_ERR_FORMAT,
       "CF-3: key 'hidden_size': missing" },
     { "hidden_size a string", "{\"model_type\": \"mixtral\", \"hidden_size\": \"64\", " BASE_KEYS "}",
@@ -150,9 +151,25 @@ static const bad_case catalogue[] = {
       " \"num_experts_per_tok\": 2, \"num_local_experts\": 4, \"intermediate_size\": 32}",
       MOEQ_ERR_FORMAT, "CF-3: key 'num_hidden_layers': out of range (expected 1..1024)" },
     { "unsupported rope_type",
-      "{\"model_type\": \"mixtral\", \"hidden_size\": 64, \"rope_parameters\": {\"rope_type\": \"yarn\","
+      "{\"model_type\": \"mixtral\", \"hidden_size\": 64, \"rope_parameters\": {\"rope_type\": \"dynamic\","
       " \"rope_theta\": 10000.0}, " BASE_KEYS "}",
-      MOEQ_ERR_UNSUPPORTED, "key 'rope_parameters.rope_type': \"yarn\" is not supported" },
+      MOEQ_ERR_UNSUPPORTED, "key 'rope_parameters.rope_type': \"dynamic\" is not supported" },
+    { "yarn without original_max_position_embeddings",
+      "{\"model_type\": \"mixtral\", \"hidden_size\": 64, \"rope_parameters\": {\"rope_type\": \"yarn\","
+      " \"rope_theta\": 10000.0, \"factor\": 4}, " BASE_KEYS "}",
+      MOEQ_ERR_FORMAT, "CF-6: key 'rope_parameters.original_max_position_embeddings': missing" },
+    { "deepseek n_group not dividing the experts",
+      "{\"model_type\": \"deepseek_v3\", \"hidden_size\": 64, \"moe_intermediate_size\": 16, \"n_group\": 3, "
+      "\"topk_group\": 1, " BASE_KEYS "}",
+      MOEQ_ERR_FORMAT, "CF-5: key 'n_group': 3 does not divide the 4 experts" },
+    { "deepseek groups of one expert",
+      "{\"model_type\": \"deepseek_v3\", \"hidden_size\": 64, \"moe_intermediate_size\": 16, \"n_group\": 4, "
+      "\"topk_group\": 2, " BASE_KEYS "}",
+      MOEQ_ERR_FORMAT, "CF-5: key 'n_group': groups of one expert" },
+    { "unknown quant_method",
+      "{\"model_type\": \"mixtral\", \"hidden_size\": 64, \"quantization_config\": {\"quant_method\": \"gptq\"}, "
+      BASE_KEYS "}",
+      MOEQ_ERR_UNSUPPORTED, "CF-11: key 'quantization_config.quant_method': \"gptq\" is not supported" },
     { "unsupported v4 rope_scaling",
       "{\"model_type\": \"mixtral\", \"hidden_size\": 64, \"rope_scaling\": {\"type\": \"linear\"}, " BASE_KEYS "}",
       MOEQ_ERR_UNSUPPORTED, "key 'rope_scaling.type'" },
@@ -256,7 +273,7 @@ static void test_accepted_variants(void)
 
 static void test_family_table(void)
 {
-    CHECK(moeq_family_count() == 4);
+    CHECK(moeq_family_count() == 11);
     CHECK(moeq_family_find("olmoe") == moeq_family_at(3));
     CHECK(moeq_family_find("llama") == NULL);
     CHECK(moeq_family_at(99) == NULL);

@@ -144,10 +144,10 @@ static void test_workspace_formula_and_peak_rss(void)
     CHECK(moeq_runner_create(m, n, (int)T, &r, &err) == MOEQ_OK);
     /* docs/eval.md, "Memory" */
     uint64_t floats = (uint64_t)(n * (3 * H + 2 * q + 4 * kv + 2 * F + 1 + E + K + K * H + c->head_dim)) +
-                      (uint64_t)(H + 3 * H + 2 * q + 3 * kv) +
+                      (uint64_t)(H + 3 * H + 2 * q + 3 * kv + E) +
                       (uint64_t)(T * (n * (2 * H + 2 * I + 1) + 64 * n + 512 * H));
     uint64_t ints = (uint64_t)(n * K + 2 * E * n);
-    uint64_t want = 4 * floats + 4 * ints + 8 * (uint64_t)E + (uint64_t)T * 56 /* thread_scratch structs */;
+    uint64_t want = 4 * floats + 4 * ints + 8 * (uint64_t)E + (uint64_t)T * 64 /* thread_scratch structs */;
     CHECK_MSG(moeq_runner_bytes(r) == want, "workspace %llu bytes, formula %llu", (unsigned long long)moeq_runner_bytes(r),
               (unsigned long long)want);
 #if !defined(__SANITIZE_ADDRESS__)

@@ -1,0 +1,843 @@
+/* `moeq export gguf`: a moeq model (Hugging Face directory, .moeq or GGUF) written as the GGUF
+ * llama.cpp's converter would write for its architecture (docs/FORMAT-gguf.md): the same keys
+ * with the same value types, the same tensor names and shapes, q/k rows permuted for llama,
+ * 3-D expert tensors, tokenizer metadata from tokenizer.json. Weights go row by row through
+ * moeq_gguf_row_from_f32 (weighted by the Hessian diagonal with --calib), or are copied exactly:
+ * a GGUF source's blocks of the same type, a .moeq int codec that maps onto a ggml block. */
+#include "moeq_gguf_export.h"
+#include "formats/gguf_model.h"
+#include "formats/family.h"
+#include "moeq_core.h"
+#include "moeq_kernels.h"
+#include "moeq_pack.h"
+#include "moeq_gptq.h"
+#include "moeq_calib.h"
+#include "moeq_ggml.h"
+
+#include <jansson.h>
+#include <regex.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- tokenizer metadata ------------------------------------------------------------------- */
+
+/* Pre-tokenizer regexes of tokenizer.json -> llama.cpp's tokenizer.ggml.pre names (loader:
+ * src/llama-vocab.cpp). The table of docs/FORMAT-gguf.md, "Tokenizer". */
+static const struct { const char *regex, *pre; } pre_table[] = {
+    { "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)", "gpt-2" },
+    { "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+",
+      "llama-bpe" },
+    { "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+",
+      "qwen2" },
+};
+#define GPT2_REGEX (pre_table[0].regex)
+
+typedef struct src_files {
+    const moeq_model *m;
+    char dir[4096];
+} src_files;
+
+/* A file of the source model: from its directory, or embedded in a .moeq. NULL when absent. */
+static char *get_file(const src_files *sf, const char *name, size_t *len)
+{
+    const moeq_pack *p = moeq_model_pack(sf->m);
+    *len = 0;
+    if (p) {
+        const moeq_pack_file_entry *f = moeq_pack_find_file(p, name);
+        if (!f) return NULL;
+        char *b = malloc((size_t)f->blob.size + 1);
+        if (!b) return NULL;
+        memcpy(b, f->data, (size_t)f->blob.size);
+        b[f->blob.size] = '\0';
+        *len = (size_t)f->blob.size;
+        return b;
+    }
+    char path[4200];
+    snprintf(path, sizeof path, "%s/%s", sf->dir, name);
+    void *buf = NULL;
+    moeq_error e;
+    if (moeq_read_file(path, (uint64_t)1 << 30, name, &buf, len, &e)) return NULL;
+    return buf;
+}
+
+/* The pre-tokenizer's regex: a Split with a Regex pattern, or a ByteLevel with use_regex. */
+static const char *pre_regex(const json_t *pre)
+{
+    if (!json_is_object(pre)) return NULL;
+    const char *type = json_string_value(json_object_get(pre, "type"));
+    if (!type) return NULL;
+    if (!strcmp(type, "ByteLevel")) {
+        const json_t *u = json_object_get(pre, "use_regex");
+        return !u || json_is_true(u) ? GPT2_REGEX : NULL;
+    }
+    if (!strcmp(type, "Split")) return json_string_value(json_object_get(json_object_get(pre, "pattern"), "Regex"));
+    if (!strcmp(type, "Sequence")) {
+        const json_t *a = json_object_get(pre, "pretokenizers");
+        size_t i;
+        const json_t *v;
+        json_array_foreach(a, i, v) {
+            const char *r = pre_regex(v);
+            if (r) return r;
+        }
+    }
+    return NULL;
+}
+
+static int has_type(const json_t *pre, const char *want)
+{
+    if (!json_is_object(pre)) return 0;
+    const char *type = json_string_value(json_object_get(pre, "type"));
+    if (type && !strcmp(type, want)) return 1;
+    const json_t *a = json_object_get(pre, "pretokenizers");
+    size_t i;
+    const json_t *v;
+    json_array_foreach(a, i, v) if (has_type(v, want)) return 1;
+    return 0;
+}
+
+static int32_t token_id_of(const json_t *tok, const json_t *spec)
+{
+    const char *s = json_is_string(spec) ? json_string_value(spec) : json_string_value(json_object_get(spec, "content"));
+    if (!s) return -1;
+    const json_t *added = json_object_get(tok, "added_tokens");
+    size_t i;
+    const json_t *a;
+    json_array_foreach(added, i, a) {
+        const char *c = json_string_value(json_object_get(a, "content"));
+        if (c && !strcmp(c, s)) return (int32_t)json_integer_value(json_object_get(a, "id"));
+    }
+    const json_t *id = json_object_get(json_object_get(json_object_get(tok, "model"), "vocab"), s);
+    return json_is_integer(id) ? (int32_t)json_integer_value(id) : -1;
+}
+
+static moeq_status tokenizer_meta(moeq_gguf_writer *w, const src_files *sf, const moeq_gguf_arch *a,
+                                  const moeq_gguf_export_opts *o, moeq_error *err)
+{
+    const moeq_config *cfg = moeq_model_config(sf->m);
+    const char *path = moeq_model_path(sf->m);
+    size_t len = 0, clen = 0, klen = 0;
+    char *text = get_file(sf, "tokenizer.json", &len);
+    if (!text)
+        return moeq_fail(err, MOEQ_ERR_NOT_FOUND, "%s: no tokenizer.json: a GGUF needs the tokenizer metadata", path);
+    char *ctext = get_file(sf, "tokenizer_config.json", &clen), *mtext = get_file(sf, "config.json", &klen);
+    json_error_t je;
+    json_t *tok = json_loadb(text, len, 0, &je);
+    json_t *tcfg = ctext ? json_loadb(ctext, clen, 0, &je) : NULL, *mcfg = mtext ? json_loadb(mtext, klen, 0, &je) : NULL;
+    moeq_status st = MOEQ_OK;
+    const char **strs = NULL;
+    size_t *lens = NULL;
+    int32_t *types = NULL;
+    float *scores = NULL;
+    char **owned = NULL;
+    const char **mstr = NULL;
+    size_t *mlen = NULL;
+    char **mown = NULL;
+    size_t nm = 0;
+    const int64_t V = cfg->vocab;
+    const json_t *model = json_object_get(tok, "model"), *vocab = json_object_get(model, "vocab");
+    const char *mtype = json_string_value(json_object_get(model, "type"));
+    if (!tok || !json_is_object(vocab) || !mtype || strcmp(mtype, "BPE")) {
+        st = moeq_fail(err, MOEQ_ERR_UNSUPPORTED, "%s: tokenizer.json: %s (export handles BPE tokenizers: byte-level "
+                       "'gpt2' or byte-fallback 'llama')", path, !tok ? "not valid JSON" : "model.type is not BPE");
+        goto out;
+    }
+    const json_t *pre = json_object_get(tok, "pre_tokenizer");
+    int spm = json_is_true(json_object_get(model, "byte_fallback")) && !has_type(pre, "ByteLevel");
+    const char *pre_name = o->pre;
+    if (!pre_name && spm) pre_name = "default";
+    if (!pre_name) {
+        const char *re = pre_regex(pre);
+        for (size_t i = 0; re && i < sizeof pre_table / sizeof pre_table[0]; i++)
+            if (!strcmp(re, pre_table[i].regex)) pre_name = pre_table[i].pre;
+        /* the GPT-2 regex is llama.cpp's "olmo" for OLMoE (the converter's hash table) */
+        if (pre_name && !strcmp(pre_name, "gpt-2") && !strcmp(a->arch, "olmoe")) pre_name = "olmo";
+        if (!pre_name) {
+            st = moeq_fail(err, MOEQ_ERR_UNSUPPORTED, "%s: tokenizer.json: pre-tokenizer regex '%.300s' is not in the "
+                           "table of llama.cpp names (docs/FORMAT-gguf.md); give one with --gguf-pre NAME", path,
+                           re ? re : "(none)");
+            goto out;
+        }
+    }
+    strs = calloc((size_t)V, sizeof *strs);
+    lens = calloc((size_t)V, sizeof *lens);
+    types = calloc((size_t)V, sizeof *types);
+    scores = calloc((size_t)V, sizeof *scores);
+    owned = calloc((size_t)V, sizeof *owned);
+    if (!strs || !lens || !types || !scores || !owned) goto nomem;
+    const char *k;
+    const json_t *v;
+    json_object_foreach((json_t *)vocab, k, v) {
+        json_int_t id = json_integer_value(v);
+        if (!json_is_integer(v) || id < 0 || id >= V) continue;   /* ids beyond the embedding cannot be used */
+        strs[id] = k;
+        lens[id] = strlen(k);
+        types[id] = spm && strlen(k) == 6 && !strncmp(k, "<0x", 3) && k[5] == '>' ? 6 : 1;
+    }
+    size_t i;
+    json_array_foreach(json_object_get(tok, "added_tokens"), i, v) {
+        json_int_t id = json_integer_value(json_object_get(v, "id"));
+        const char *c = json_string_value(json_object_get(v, "content"));
+        if (!c || id < 0 || id >= V) continue;
+        strs[id] = c;
+        lens[id] = strlen(c);
+        types[id] = json_is_true(json_object_get(v, "special")) ? 3 : 4;
+    }
+    for (int64_t id = 0; id < V; id++)
+        if (!strs[id]) {   /* the converter's padding entries */
+            if (!(owned[id] = malloc(32))) goto nomem;
+            snprintf(owned[id], 32, "[PAD%lld]", (long long)id);
+            strs[id] = owned[id];
+            lens[id] = strlen(owned[id]);
+            types[id] = 5;
+        }
+    /* merges: "a b" strings, or [a, b] pairs joined with a space (a space inside a part is
+     * written as U+0120, as gguf-py's vocab.py does) */
+    const json_t *merges = json_object_get(model, "merges");
+    nm = json_array_size(merges);
+    mstr = calloc(nm ? nm : 1, sizeof *mstr);
+    mlen = calloc(nm ? nm : 1, sizeof *mlen);
+    mown = calloc(nm ? nm : 1, sizeof *mown);
+    if (!mstr || !mlen || !mown) goto nomem;
+    json_array_foreach(merges, i, v) {
+        if (json_is_string(v)) {
+            mstr[i] = json_string_value(v);
+            mlen[i] = strlen(mstr[i]);
+            continue;
+        }
+        const char *p0 = json_string_value(json_array_get(v, 0)), *p1 = json_string_value(json_array_get(v, 1));
+        if (!p0 || !p1) {
+            st = moeq_fail(err, MOEQ_ERR_FORMAT, "%s: tokenizer.json: merge %zu is neither a string nor a pair", path, i);
+            goto out;
+        }
+        size_t cap = 2 * (strlen(p0) + strlen(p1)) + 2, n = 0;
+        char *s = malloc(cap);
+        if (!s) goto nomem;
+        for (int part = 0; part < 2; part++) {
+            for (const char *q = part ? p1 : p0; *q; q++) {
+                if (*q == ' ') {
+                    s[n++] = (char)0xc4;
+                    s[n++] = (char)0xa0;
+                } else {
+                    s[n++] = *q;
+                }
+            }
+            if (!part) s[n++] = ' ';
+        }
+        s[n] = '\0';
+        mown[i] = s;
+        mstr[i] = s;
+        mlen[i] = n;
+    }
+    if (spm) {   /* SPM ranks bigrams by score: -(rank of the merge that makes the token) */
+        for (size_t r = 0; r < nm; r++) {
+            char joined[512];
+            size_t n = 0;
+            for (size_t c = 0; c < mlen[r] && n + 1 < sizeof joined; c++)
+                if (mstr[r][c] != ' ') joined[n++] = mstr[r][c];
+            joined[n] = '\0';
+            const json_t *id = json_object_get(vocab, joined);
+            if (json_is_integer(id) && json_integer_value(id) >= 0 && json_integer_value(id) < V &&
+                scores[json_integer_value(id)] == 0)
+                scores[json_integer_value(id)] = -(float)(r + 1);
+        }
+    }
+    /* keys in sorted order, the order a GGUF source's keys are copied in (formats/gguf.c sorts
+     * them), so that re-exporting a GGUF as its own types gives back the same bytes */
+    static const char *const spec[][3] = { { "bos_token", "bos_token_id", "tokenizer.ggml.bos_token_id" },
+                                           { "eos_token", "eos_token_id", "tokenizer.ggml.eos_token_id" },
+                                           { "pad_token", "pad_token_id", "tokenizer.ggml.padding_token_id" },
+                                           { "unk_token", NULL, "tokenizer.ggml.unknown_token_id" } };
+    int32_t sid[4];
+    for (int k2 = 0; k2 < 4; k2++) {   /* tokenizer_config.json's strings, else config.json's ids */
+        int32_t id = tcfg ? token_id_of(tok, json_object_get(tcfg, spec[k2][0])) : -1;
+        if (id < 0 && spec[k2][1] && json_is_integer(json_object_get(mcfg, spec[k2][1])))
+            id = (int32_t)json_integer_value(json_object_get(mcfg, spec[k2][1]));
+        sid[k2] = id >= 0 && id < V ? id : -1;
+    }
+    /* add_bos: tokenizer_config.json, else the SPM default (on) or byte-level default (off) */
+    const json_t *ab = tcfg ? json_object_get(tcfg, "add_bos_token") : NULL;
+    const json_t *tmpl = tcfg ? json_object_get(tcfg, "chat_template") : NULL;
+    if ((json_is_string(tmpl) && (st = moeq_gguf_w_str(w, "tokenizer.chat_template", json_string_value(tmpl),
+                                                       strlen(json_string_value(tmpl))))) ||
+        (st = moeq_gguf_w_bool(w, "tokenizer.ggml.add_bos_token", json_is_boolean(ab) ? json_is_true(ab) : spm)) ||
+        (sid[0] >= 0 && (st = moeq_gguf_w_u32(w, spec[0][2], (uint32_t)sid[0]))) ||
+        (sid[1] >= 0 && (st = moeq_gguf_w_u32(w, spec[1][2], (uint32_t)sid[1]))) ||
+        (!spm && (st = moeq_gguf_w_arr_str(w, "tokenizer.ggml.merges", mstr, mlen, nm))) ||
+        (st = moeq_gguf_w_str(w, "tokenizer.ggml.model", spm ? "llama" : "gpt2", spm ? 5 : 4)) ||
+        (sid[2] >= 0 && (st = moeq_gguf_w_u32(w, spec[2][2], (uint32_t)sid[2]))) ||
+        (st = moeq_gguf_w_str(w, "tokenizer.ggml.pre", pre_name, strlen(pre_name))) ||
+        (spm && (st = moeq_gguf_w_arr_f32(w, "tokenizer.ggml.scores", scores, (uint64_t)V))) ||
+        (st = moeq_gguf_w_arr_i32(w, "tokenizer.ggml.token_type", types, (uint64_t)V)) ||
+        (st = moeq_gguf_w_arr_str(w, "tokenizer.ggml.tokens", strs, lens, (uint64_t)V)) ||
+        (sid[3] >= 0 && (st = moeq_gguf_w_u32(w, spec[3][2], (uint32_t)sid[3]))) ||
+        /* the whole tokenizer.json as well (a key of the GGUF spec): moeq's --text reads it back */
+        (st = moeq_gguf_w_str(w, "tokenizer.huggingface.json", text, len)))
+        goto nomem;
+    goto out;
+nomem:
+    st = moeq_fail(err, MOEQ_ERR_NOMEM, "%s: out of memory for the tokenizer metadata", path);
+out:
+    for (int64_t id = 0; owned && id < V; id++) free(owned[id]);
+    for (size_t r = 0; mown && r < nm; r++) free(mown[r]);
+    free(owned);
+    free(mown);
+    free(mstr);
+    free(mlen);
+    free(strs);
+    free(lens);
+    free(types);
+    free(scores);
+    json_decref(tok);
+    json_decref(tcfg);
+    json_decref(mcfg);
+    free(text);
+    free(ctext);
+    free(mtext);
+    return st;
+}
+
+/* ---- tensors ----------------------------------------------------------------------------- */
+
+enum { K_VEC, K_MAT, K_EXPERTS };
+
+typedef struct out_tensor {
+    char name[64];
+    int kind;
+    const moeq_vec *vec;
+    moeq_mat mat;               /* K_MAT */
+    int64_t layer;              /* K_EXPERTS */
+    moeq_proj proj;
+    int64_t permute_heads;      /* llama q/k: heads to interleave, 0 for none */
+    int64_t ne[3];
+    int nd;
+    int type;
+    int is_expert, is_router;
+    const char *fallback_from;  /* the requested type when the row size forced another */
+} out_tensor;
+
+typedef struct ex {
+    const moeq_model *m;
+    const moeq_config *c;
+    const moeq_gguf_arch *a;
+    const moeq_gguf_export_opts *o;
+    moeq_error *err;
+    out_tensor *t;
+    size_t n, cap;
+    regex_t *re;
+    moeq_calib_file *calib;
+    double *hbuf;
+    float *imp;
+    json_t *fallbacks;
+} ex;
+
+static out_tensor *push(ex *x, const char *fmt, int64_t l)
+{
+    if (x->n == x->cap) {
+        size_t cap = x->cap ? x->cap * 2 : 256;
+        out_tensor *nt = realloc(x->t, cap * sizeof *nt);
+        if (!nt) return NULL;
+        x->t = nt;
+        x->cap = cap;
+    }
+    out_tensor *t = &x->t[x->n++];
+    memset(t, 0, sizeof *t);
+    if (l >= 0) {
+        char pat[64];
+        snprintf(pat, sizeof pat, "blk.%%lld.%s", fmt);
+        snprintf(t->name, sizeof t->name, pat, (long long)l);
+    } else {
+        snprintf(t->name, sizeof t->name, "%s", fmt);
+    }
+    return t;
+}
+
+
+
+/* The ggml type a view is stored as, or maps onto exactly (.moeq codecs); -1 for neither. */
+static int source_type(const moeq_mat *v)
+{
+    if (v->gtype) return v->gtype;
+    if (v->q) return moeq_gguf_codec_maps(v->q->bits, v->q->group, v->q->sym, v->cols);
+    return v->dtype == MOEQ_DT_F16 ? 1 : v->dtype == MOEQ_DT_BF16 ? 30 : 0;
+}
+
+/* llama-quantize's fallbacks (src/llama-quant.cpp tensor_type_fallback) for a row size the
+ * 256-blocks do not divide. */
+static int fallback_type(int t, int64_t ne0)
+{
+    int f = t;
+    switch (t) {
+    case 10: case 11: f = 2; break;   /* Q2_K, Q3_K -> Q4_0 */
+    case 12: f = 6; break;            /* Q4_K -> Q5_0 */
+    case 13: f = 7; break;            /* Q5_K -> Q5_1 */
+    case 14: f = 8; break;            /* Q6_K -> Q8_0 */
+    case 23: f = 20; break;           /* IQ4_XS -> IQ4_NL */
+    default: break;
+    }
+    if (!moeq_gguf_row_bytes(f, ne0) || !moeq_gguf_type_computable(f)) f = 1;   /* F16 */
+    return f;
+}
+
+/* The type of a tensor: router and vectors F32; a float --type everything; --tensor-type
+ * rules by GGUF name; --type for routed experts (--scope all: every matrix); else kept. */
+static moeq_status choose_type(ex *x, out_tensor *t, int src_type)
+{
+    const moeq_gguf_export_opts *o = x->o;
+    int want;
+    if (t->kind == K_VEC || t->is_router) {
+        t->type = 0;
+        return MOEQ_OK;
+    }
+    int float_target = o->type == 0 || o->type == 1 || o->type == 30;
+    if (o->type >= 0 && (float_target || t->is_expert || o->scope_all)) want = o->type;
+    else want = src_type;
+    if (want < 0 && o->type < 0) {   /* no --type: a codec with no exact ggml type */
+        if (!o->requantize)
+            return moeq_fail(x->err, MOEQ_ERR_UNSUPPORTED, "%s: tensor '%s': its codec has no exact ggml type (4-bit g32 "
+                             "sym -> Q4_0, 4-bit asym -> Q4_1, 8-bit sym -> Q8_0 map exactly); give --type T with "
+                             "--requantize", moeq_model_path(x->m), t->name);
+        want = 8;
+    }
+    for (int r = 0; r < o->n_rules; r++)
+        if (regexec(&x->re[r], t->name, 0, NULL, 0) == 0) want = o->rule_types[r];
+    if (want < 0) want = 1;
+    const moeq_gguf_type *wt = moeq_gguf_type_get(want);
+    if (!moeq_gguf_row_bytes(want, t->ne[0])) {
+        int f = fallback_type(want, t->ne[0]);
+        t->fallback_from = wt->name;
+        json_t *fb = json_object();
+        json_object_set_new(fb, "tensor", json_string(t->name));
+        json_object_set_new(fb, "type", json_string(wt->name));
+        json_object_set_new(fb, "fallback", json_string(moeq_gguf_type_get(f)->name));
+        char why[96];
+        snprintf(why, sizeof why, "%lld values per row are not a multiple of %d", (long long)t->ne[0], wt->block);
+        json_object_set_new(fb, "reason", json_string(why));
+        json_array_append_new(x->fallbacks, fb);
+        want = f;
+    }
+    if (!moeq_gguf_type_computable(want))
+        return moeq_fail(x->err, MOEQ_ERR_UNSUPPORTED, "export: tensor '%s': type %s cannot be written by this build",
+                         t->name, moeq_gguf_type_get(want)->name);
+    t->type = want;
+    return MOEQ_OK;
+}
+
+static moeq_status add_vec(ex *x, const char *name, int64_t l, const moeq_vec *v)
+{
+    if (!v->data) return MOEQ_OK;
+    out_tensor *t = push(x, name, l);
+    if (!t) return moeq_fail(x->err, MOEQ_ERR_NOMEM, "export: out of memory");
+    t->kind = K_VEC;
+    t->vec = v;
+    t->nd = 1;
+    t->ne[0] = v->n;
+    return choose_type(x, t, 0);
+}
+
+static moeq_status add_mat(ex *x, const char *name, int64_t l, const moeq_mat *v, int64_t perm, int router)
+{
+    if (!v->data) return MOEQ_OK;
+    out_tensor *t = push(x, name, l);
+    if (!t) return moeq_fail(x->err, MOEQ_ERR_NOMEM, "export: out of memory");
+    t->kind = K_MAT;
+    t->mat = *v;
+    t->nd = v->rows == 1 ? 1 : 2;   /* qwen2moe's shared-expert gate is {n_embd} */
+    t->ne[0] = v->cols;
+    t->ne[1] = v->rows;
+    t->permute_heads = perm;
+    t->is_router = router;
+    return choose_type(x, t, source_type(v));
+}
+
+static moeq_status add_experts(ex *x, const char *name, int64_t l, moeq_proj p)
+{
+    moeq_mat v;
+    moeq_status st = moeq_model_expert(x->m, l, 0, p, &v, x->err);
+    if (st) return st;
+    out_tensor *t = push(x, name, l);
+    if (!t) return moeq_fail(x->err, MOEQ_ERR_NOMEM, "export: out of memory");
+    t->kind = K_EXPERTS;
+    t->layer = l;
+    t->proj = p;
+    t->nd = 3;
+    t->ne[0] = v.cols;
+    t->ne[1] = v.rows;
+    t->ne[2] = x->c->n_experts;
+    t->is_expert = 1;
+    return choose_type(x, t, source_type(&v));
+}
+
+static moeq_status list_tensors(ex *x)
+{
+    const moeq_model *m = x->m;
+    const moeq_config *c = x->c;
+    moeq_status st;
+    int perm = x->a->permute_qk;
+    if ((st = add_mat(x, "token_embd.weight", -1, moeq_model_embed(m), 0, 0))) return st;
+    for (int64_t l = 0; l < c->layers; l++) {
+        const moeq_layer_view *L = moeq_model_layer(m, l);
+        if (!L->is_moe)
+            return moeq_fail(x->err, MOEQ_ERR_UNSUPPORTED, "%s: layer %lld is a dense MLP layer: llama.cpp's %s graph "
+                             "has MoE layers only", moeq_model_path(m), (long long)l, x->a->arch);
+        if ((st = add_vec(x, "attn_norm.weight", l, &L->attn_norm)) ||
+            (st = add_mat(x, "attn_q.weight", l, &L->q, perm ? c->heads : 0, 0)) ||
+            (st = add_mat(x, "attn_k.weight", l, &L->k, perm ? c->kv_heads : 0, 0)) ||
+            (st = add_mat(x, "attn_v.weight", l, &L->v, 0, 0)) ||
+            (st = add_mat(x, "attn_output.weight", l, &L->o, 0, 0)) ||
+            (st = add_vec(x, "attn_q.bias", l, &L->q_bias)) || (st = add_vec(x, "attn_k.bias", l, &L->k_bias)) ||
+            (st = add_vec(x, "attn_v.bias", l, &L->v_bias)) ||
+            (st = add_vec(x, "attn_q_norm.weight", l, &L->q_norm)) ||
+            (st = add_vec(x, "attn_k_norm.weight", l, &L->k_norm)) ||
+            (st = add_vec(x, "ffn_norm.weight", l, &L->mlp_norm)) ||
+            (st = add_mat(x, "ffn_gate_inp.weight", l, &L->router, 0, 1)) ||
+            (st = add_experts(x, "ffn_gate_exps.weight", l, MOEQ_PROJ_GATE)) ||
+            (st = add_experts(x, "ffn_up_exps.weight", l, MOEQ_PROJ_UP)) ||
+            (st = add_experts(x, "ffn_down_exps.weight", l, MOEQ_PROJ_DOWN)) ||
+            (st = add_mat(x, "ffn_gate_inp_shexp.weight", l, &L->shared_expert_gate, 0, 1)) ||
+            (st = add_mat(x, "ffn_gate_shexp.weight", l, &L->shared_gate, 0, 0)) ||
+            (st = add_mat(x, "ffn_up_shexp.weight", l, &L->shared_up, 0, 0)) ||
+            (st = add_mat(x, "ffn_down_shexp.weight", l, &L->shared_down, 0, 0)))
+            return st;
+        if (perm && L->q_bias.data)
+            return moeq_fail(x->err, MOEQ_ERR_UNSUPPORTED, "%s: q/k biases with the llama architecture are not "
+                             "supported", moeq_model_path(m));
+    }
+    if ((st = add_vec(x, "output_norm.weight", -1, moeq_model_final_norm(m)))) return st;
+    /* always an output tensor: qwen2moe and olmoe require it; a tied model duplicates the embedding */
+    return add_mat(x, "output.weight", -1, moeq_model_lm_head(m), 0, 0);
+}
+
+static moeq_status arch_meta(moeq_gguf_writer *w, const ex *x, const char *name, int ftype)
+{
+    const moeq_config *c = x->c;
+    const char *A = x->a->arch;
+    char k[128];
+    moeq_status st = MOEQ_OK;
+#define U32(key, v) (snprintf(k, sizeof k, "%s." key, A), st = st ? st : moeq_gguf_w_u32(w, k, (uint32_t)(v)))
+#define F32(key, v) (snprintf(k, sizeof k, "%s." key, A), st = st ? st : moeq_gguf_w_f32(w, k, (float)(v)))
+    st = moeq_gguf_w_str(w, "general.architecture", A, strlen(A));
+    if (!st) st = moeq_gguf_w_str(w, "general.type", "model", 5);
+    if (!st) st = moeq_gguf_w_str(w, "general.name", name, strlen(name));
+    U32("block_count", c->layers);
+    U32("context_length", c->max_positions);
+    U32("embedding_length", c->hidden);
+    U32("feed_forward_length", !strcmp(A, "llama") || !strcmp(A, "olmoe") ? c->moe_inter
+                               : c->dense_inter > 0 ? c->dense_inter : c->moe_inter);
+    U32("attention.head_count", c->heads);
+    U32("attention.head_count_kv", c->kv_heads);
+    F32("rope.freq_base", c->rope_theta);
+    F32("attention.layer_norm_rms_epsilon", c->rms_eps);
+    U32("expert_count", c->n_experts);
+    U32("expert_used_count", c->top_k);
+    if (c->head_dim * c->heads != c->hidden || !strcmp(A, "qwen3moe")) {
+        U32("attention.key_length", c->head_dim);
+        U32("attention.value_length", c->head_dim);
+    }
+    if (!strcmp(A, "llama")) {
+        U32("rope.dimension_count", c->head_dim);
+        U32("vocab_size", c->vocab);
+    }
+    if (!strcmp(x->a->expert_ff_key, "expert_feed_forward_length")) U32("expert_feed_forward_length", c->moe_inter);
+    if (x->a->shared && c->shared_inter > 0) U32("expert_shared_feed_forward_length", c->shared_inter);
+    if (!st) st = moeq_gguf_w_u32(w, "general.quantization_version", 2);
+    if (!st) st = moeq_gguf_w_u32(w, "general.file_type", (uint32_t)ftype);
+#undef U32
+#undef F32
+    return st;
+}
+
+/* llama_ftype of the file (general.file_type): the type of the routed experts. */
+static int ftype_of(int t)
+{
+    switch (t) {
+    case 0: return 0;   case 1: return 1;   case 2: return 2;   case 3: return 3;   case 8: return 7;
+    case 6: return 8;   case 7: return 9;   case 10: return 10; case 11: return 12; case 12: return 15;
+    case 13: return 17; case 14: return 18; case 20: return 25; case 23: return 30; case 30: return 32;
+    default: return 0;
+    }
+}
+
+/* ---- weights ------------------------------------------------------------------------------- */
+
+/* Exact mapping of a .moeq int codec row onto ggml blocks (docs/FORMAT-gguf.md, "From .moeq"):
+ * 4-bit sym -> Q4_0, 4-bit asym -> Q4_1 (m = -s*z), 8-bit sym -> Q8_0; groups of 32, 64 or 128
+ * repeat their scale into each 32-block. The 4-bit nibble order is ggml's already. */
+int moeq_gguf_codec_maps(int bits, int group, int sym, int64_t cols)
+{
+    if (group % 32 || cols % 32) return -1;   /* a shorter last group is whole 32-blocks too */
+    if (bits == 4) return sym ? 2 : 3;
+    if (bits == 8 && sym) return 8;
+    return -1;
+}
+
+static void qrow_copy(const moeq_qmat *q, int64_t r, int type, unsigned char *o)
+{
+    const uint8_t *codes = q->codes + r * moeq_qmat_row_bytes(q);
+    int64_t ng = moeq_qmat_groups(q), bb = 4 * q->bits;
+    for (int64_t b = 0; b < q->cols / 32; b++) {
+        int64_t g = b * 32 / q->group;
+        uint16_t s = q->scales[r * ng + g];
+        const uint8_t *cb = codes + b * bb;
+        o[0] = (unsigned char)s;
+        o[1] = (unsigned char)(s >> 8);
+        if (type == 2) {
+            memcpy(o + 2, cb, 16);
+            o += 18;
+        } else if (type == 3) {
+            float m = -(moeq_f16_to_f32(s) * moeq_f16_to_f32(q->zeros[r * ng + g]));
+            uint16_t mh = moeq_f32_to_f16(m);
+            o[2] = (unsigned char)mh;
+            o[3] = (unsigned char)(mh >> 8);
+            memcpy(o + 4, cb, 16);
+            o += 20;
+        } else {
+            for (int k = 0; k < 32; k++) o[2 + k] = (unsigned char)(int8_t)((int)cb[k] - 128);
+            o += 34;
+        }
+    }
+}
+
+/* Importance weights of a routed expert's matrix: its Hessian diagonal; an undersampled or
+ * dead expert falls back to the layer's sum over experts, then to none (never an error). */
+static const float *expert_imp(ex *x, int64_t l, int64_t e, moeq_proj p, int64_t dim, const char *tname)
+{
+    if (!x->calib) return NULL;
+    int64_t tokens = 0;
+    int flag = 0;
+    moeq_error e2;
+    const int down = p == MOEQ_PROJ_DOWN;
+    int64_t which = e;
+    if (moeq_calib_file_expert(x->calib, l, e, &tokens, &flag, &e2) || flag != MOEQ_CALIB_OK) which = -1;
+    int64_t rows = 0;
+    for (int pass = 0; pass < 2; pass++) {
+        if (moeq_calib_file_hessian(x->calib, l, which, down, x->hbuf, dim, &rows, &e2) == MOEQ_OK && rows > 0) {
+            double s = 0;
+            for (int64_t j = 0; j < dim; j++) s += x->hbuf[j * dim + j];
+            if (s > 0) {
+                for (int64_t j = 0; j < dim; j++) x->imp[j] = (float)x->hbuf[j * dim + j];
+                if (which != e && p == MOEQ_PROJ_GATE) {   /* once per expert, not per projection */
+                    json_t *fb = json_object();
+                    char t[96];
+                    snprintf(t, sizeof t, "%s[%lld]", tname, (long long)e);
+                    json_object_set_new(fb, "tensor", json_string(t));
+                    json_object_set_new(fb, "fallback", json_string("layer Hessian diagonal"));
+                    json_object_set_new(fb, "reason", json_string(flag == MOEQ_CALIB_DEAD ? "dead expert" : "undersampled expert"));
+                    json_array_append_new(x->fallbacks, fb);
+                }
+                return x->imp;
+            }
+        }
+        if (which == -1) break;
+        which = -1;
+    }
+    return NULL;
+}
+
+/* Writes rows [0, rows) of v as type t (q/k rows permuted when heads > 0). */
+static moeq_status write_mat(ex *x, moeq_gguf_writer *w, const out_tensor *t, const moeq_mat *v, const float *imp,
+                             float *row, unsigned char *obuf)
+{
+    const int64_t rows = v->rows, cols = v->cols;
+    const uint64_t ob = moeq_gguf_row_bytes(t->type, cols);
+    const int hd = t->permute_heads ? (int)(rows / t->permute_heads) : 0;
+    const int st_type = source_type(v);
+    int qmap = v->q ? moeq_gguf_codec_maps(v->q->bits, v->q->group, v->q->sym, cols) : -1;
+    if (v->q && qmap != t->type && !x->o->requantize && t->type != 0 && t->type != 1 && t->type != 30) {
+        const char *near = v->q->bits <= 4 ? (v->q->sym ? "4-bit g32 sym (Q4_0)" : "4-bit g32 asym (Q4_1)")
+                                           : "8-bit g32 sym (Q8_0)";
+        char cs[48];
+        snprintf(cs, sizeof cs, "%d-bit g%d %s", v->q->bits, v->q->group, v->q->sym ? "sym" : "asym");
+        return moeq_fail(x->err, MOEQ_ERR_UNSUPPORTED, "%s: tensor '%s': codec %s does not map exactly onto %s; the "
+                         "nearest codec that maps is %s (or pass --requantize)", moeq_model_path(x->m), v->tensor, cs,
+                         moeq_gguf_type_get(t->type)->name, qmap >= 0 ? moeq_gguf_type_get(qmap)->name : near);
+    }
+    for (int64_t r = 0; r < rows; r++) {
+        int64_t sr = r;   /* GGUF row r of a head is HF row j*hd/2 + i for r = 2i + j */
+        if (hd) {
+            int64_t h = r / hd, k = r % hd;
+            sr = h * hd + (k % 2) * (hd / 2) + k / 2;
+        }
+        moeq_status st;
+        if (v->q && qmap == t->type) {
+            qrow_copy(v->q, sr, t->type, obuf);
+        } else if (st_type == t->type && !v->q) {   /* same type: the bytes themselves */
+            uint64_t rb = v->gtype ? v->grow : (uint64_t)cols * moeq_dtype_size(v->dtype);
+            memcpy(obuf, (const unsigned char *)v->data + sr * rb, (size_t)rb);
+        } else {
+            moeq_mat_to_f32(v, sr, sr + 1, row);
+            moeq_gguf_row_from_f32(t->type, row, imp, obuf, cols);
+        }
+        if ((st = moeq_gguf_w_data(w, obuf, (size_t)ob, x->err))) return st;
+    }
+    return MOEQ_OK;
+}
+
+/* GPTQ on the type's grid (moeq_ggml_gptq: block scales fixed first by the weighted search, then
+ * error feedback through the columns) with the Hessian expert_imp left in x->hbuf; without one
+ * (have_h 0) the weighted search with the fallback weight. */
+static moeq_status write_gptq(ex *x, moeq_gguf_writer *w, const out_tensor *t, const moeq_mat *v, int have_h)
+{
+    const int64_t rows = v->rows, cols = v->cols;
+    const uint64_t rb = moeq_gguf_row_bytes(t->type, cols);
+    float *wf = malloc((size_t)(rows * cols) * sizeof *wf);
+    void *dst = malloc((size_t)(rb * (uint64_t)rows));
+    moeq_status st;
+    if (!wf || !dst) {
+        st = moeq_fail(x->err, MOEQ_ERR_NOMEM, "export: out of memory for GPTQ of '%s'", t->name);
+    } else {
+        moeq_mat_to_f32(v, 0, rows, wf);
+        moeq_gptq_opts go = { 0 };
+        moeq_gptq_info info = { 0 };
+        st = moeq_ggml_gptq((moeq_ggml_type)t->type, wf, rows, cols, have_h ? x->hbuf : NULL, &go, dst, NULL, &info,
+                            x->err);
+        if (!st && info.rtn_fallback && have_h) {
+            json_t *fb = json_object();
+            char nm[96];
+            snprintf(nm, sizeof nm, "%s[%lld]", t->name, (long long)v->index);
+            json_object_set_new(fb, "tensor", json_string(nm));
+            json_object_set_new(fb, "fallback", json_string("weighted search"));
+            json_object_set_new(fb, "reason", json_string("the Hessian could not be factorized"));
+            json_array_append_new(x->fallbacks, fb);
+        }
+        if (!st) st = moeq_gguf_w_data(w, dst, (size_t)(rb * (uint64_t)rows), x->err);
+    }
+    free(wf);
+    free(dst);
+    return st;
+}
+
+moeq_status moeq_gguf_export(const moeq_model *m, const char *out_path, const moeq_gguf_export_opts *o,
+                             moeq_gguf_export_result *res, moeq_error *err)
+{
+    memset(res, 0, sizeof *res);
+    const moeq_config *c = moeq_model_config(m);
+    const moeq_gguf_arch *a = moeq_gguf_arch_of_model_type(c->model_type);
+    if (!a) {
+        char list[128];
+        moeq_gguf_arch_list(list, sizeof list);
+        return moeq_fail(err, MOEQ_ERR_UNSUPPORTED, "%s: model_type %s has no GGUF architecture (supported: %s)",
+                         moeq_model_path(m), c->model_type, list);
+    }
+    /* llama.cpp's graphs fix the top-k renormalization per architecture (formats/gguf_model.c) */
+    if (c->norm_topk_prob != a->renorm)
+        return moeq_fail(err, MOEQ_ERR_UNSUPPORTED, "%s: norm_topk_prob is %s, but llama.cpp's %s graph %s the top-k "
+                         "weights: the GGUF would compute another model", moeq_model_path(m),
+                         c->norm_topk_prob ? "true" : "false", a->arch, a->renorm ? "always renormalizes" : "never renormalizes");
+    /* olmoe's attn_k_norm is {n_embd} in llama.cpp (src/models/olmoe.cpp): no grouped KV heads */
+    if (!strcmp(a->arch, "olmoe") && c->kv_heads != c->heads)
+        return moeq_fail(err, MOEQ_ERR_UNSUPPORTED, "%s: %lld KV heads for %lld heads: llama.cpp's olmoe graph norms "
+                         "k over the whole width (attn_k_norm {n_embd}), so head_count_kv must equal head_count",
+                         moeq_model_path(m), (long long)c->kv_heads, (long long)c->heads);
+    ex x = { .m = m, .c = c, .a = a, .o = o, .err = err };
+    moeq_status st = MOEQ_OK;
+    moeq_gguf_writer *w = NULL;
+    float *row = NULL;
+    unsigned char *obuf = NULL;
+    x.fallbacks = json_array();
+    x.re = calloc((size_t)(o->n_rules ? o->n_rules : 1), sizeof *x.re);
+    int n_re = 0;
+    if (!x.re || !x.fallbacks) { st = moeq_fail(err, MOEQ_ERR_NOMEM, "export: out of memory"); goto out; }
+    for (; n_re < o->n_rules; n_re++)
+        if (regcomp(&x.re[n_re], o->rule_regex[n_re], REG_EXTENDED | REG_NOSUB)) {
+            st = moeq_fail(err, MOEQ_ERR_MISUSE, "export: --tensor-type: '%s' is not a valid regular expression",
+                           o->rule_regex[n_re]);
+            goto out;
+        }
+    if (o->gptq && !o->calib_path)
+        return moeq_fail(err, MOEQ_ERR_MISUSE, "export: --method gptq needs --calib F.h5 (the experts' Hessians)");
+    if (o->calib_path) {
+        if ((st = moeq_calib_file_open(o->calib_path, m, &x.calib, err))) goto out;
+        int64_t dmax = c->hidden > c->moe_inter ? c->hidden : c->moe_inter;
+        x.hbuf = malloc((size_t)(dmax * dmax) * sizeof *x.hbuf);
+        x.imp = malloc((size_t)dmax * sizeof *x.imp);
+        if (!x.hbuf || !x.imp) { st = moeq_fail(err, MOEQ_ERR_NOMEM, "export: out of memory"); goto out; }
+    }
+    if ((st = list_tensors(&x))) goto out;
+    if ((st = moeq_gguf_writer_create(out_path, &w, err))) goto out;
+    src_files sf = { .m = m };
+    const char *mp = moeq_model_path(m);
+    snprintf(sf.dir, sizeof sf.dir, "%s", mp);
+    const char *base = strrchr(mp, '/');
+    base = base && base[1] ? base + 1 : mp;
+    char gname[256];
+    const char *gn;
+    uint64_t gnl;
+    if (moeq_model_gguf(m) && moeq_gguf_get_str(moeq_model_gguf(m), "general.name", 0, &gn, &gnl, err) == MOEQ_OK &&
+        moeq_gguf_find_kv(moeq_model_gguf(m), "general.name")) {   /* a GGUF source keeps its name */
+        snprintf(gname, sizeof gname, "%.*s", (int)(gnl < 255 ? gnl : 255), gn);
+        base = gname;
+    }
+    int ftype = o->type;
+    for (size_t i = 0; ftype < 0 && i < x.n; i++)
+        if (x.t[i].is_expert) ftype = x.t[i].type;
+    if ((st = arch_meta(w, &x, base, ftype_of(ftype)))) {
+        st = moeq_fail(err, MOEQ_ERR_NOMEM, "export: out of memory");
+        goto out;
+    }
+    const moeq_gguf *gsrc = moeq_model_gguf(m);
+    if (gsrc) {   /* a GGUF source: its tokenizer metadata as it is */
+        for (size_t i = 0; i < moeq_gguf_nkv(gsrc); i++) {
+            const moeq_gguf_kv *kv = moeq_gguf_kv_at(gsrc, i);
+            if (strncmp(kv->key, "tokenizer.", 10)) continue;
+            if ((st = moeq_gguf_w_raw(w, kv->key, kv->type, kv->raw, kv->raw_len))) {
+                st = moeq_fail(err, MOEQ_ERR_NOMEM, "export: out of memory");
+                goto out;
+            }
+        }
+    } else if ((st = tokenizer_meta(w, &sf, a, o, err))) {
+        goto out;
+    }
+    for (size_t i = 0; i < x.n; i++)
+        if ((st = moeq_gguf_w_tensor(w, x.t[i].name, x.t[i].nd, x.t[i].ne, x.t[i].type, err))) goto out;
+    if ((st = moeq_gguf_w_begin_data(w, err))) goto out;
+    int64_t maxc = 1;
+    for (size_t i = 0; i < x.n; i++) maxc = x.t[i].ne[0] > maxc ? x.t[i].ne[0] : maxc;
+    row = malloc((size_t)maxc * sizeof *row);
+    obuf = malloc((size_t)maxc * 4 + 64);
+    if (!row || !obuf) { st = moeq_fail(err, MOEQ_ERR_NOMEM, "export: out of memory"); goto out; }
+    uint64_t weights = 0, wbytes = 0;
+    for (size_t i = 0; i < x.n; i++) {
+        const out_tensor *t = &x.t[i];
+        if (t->kind == K_VEC) {
+            moeq_vec_to_f32(t->vec, row);
+            st = moeq_gguf_w_data(w, row, (size_t)t->vec->n * 4, err);
+        } else if (t->kind == K_MAT) {
+            st = write_mat(&x, w, t, &t->mat, NULL, row, obuf);
+            moeq_mat_release(&t->mat);
+        } else {
+            for (int64_t e = 0; !st && e < c->n_experts; e++) {
+                moeq_mat v;
+                if ((st = moeq_model_expert(m, t->layer, e, t->proj, &v, err))) break;
+                const float *imp = expert_imp(&x, t->layer, e, t->proj, v.cols, t->name);
+                st = o->gptq ? write_gptq(&x, w, t, &v, imp != NULL) : write_mat(&x, w, t, &v, imp, row, obuf);
+                moeq_mat_release(&v);
+            }
+        }
+        if (st) goto out;
+        int64_t numel = t->ne[0] * (t->nd > 1 ? t->ne[1] : 1) * (t->nd > 2 ? t->ne[2] : 1);
+        uint64_t nb = moeq_gguf_row_bytes(t->type, t->ne[0]) * (uint64_t)(numel / t->ne[0]);
+        weights += (uint64_t)numel;
+        wbytes += nb;
+        res->types[t->type]++;
+        if (o->progress) o->progress(o->user, (int64_t)i, (int64_t)x.n, t->name, t->nd, t->ne, moeq_gguf_type_get(t->type)->name);
+    }
+    if ((st = moeq_gguf_writer_finish(w, &res->bytes, err))) goto out;
+    res->weights = weights;
+    res->bits_per_weight = weights ? 8.0 * (double)wbytes / (double)weights : 0;
+    res->tensors = (int64_t)x.n;
+    res->fallbacks = x.fallbacks;
+    x.fallbacks = NULL;
+out:
+    moeq_gguf_writer_free(w);
+    for (int r = 0; r < n_re; r++) regfree(&x.re[r]);
+    free(x.re);
+    free(x.t);
+    free(row);
+    free(obuf);
+    free(x.hbuf);
+    free(x.imp);
+    moeq_calib_file_close(x.calib);
+    json_decref(x.fallbacks);
+    return st;
+}

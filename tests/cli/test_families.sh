@@ -1,0 +1,61 @@
+#!/bin/sh
+# The pipeline on each family of issue 14 (tests/fixtures/tiny-{deepseekv3,deepseekv2,glm4moe,
+# dots1,ernie45moe,phimoe}): inspect, RTN q8 packing and eval of the packed file within 1% of the source's
+# perplexity, unpack back to a hub directory that moeq reads again; on deepseek_v3 also
+# spectral, calibrate (scope all: MLA's o input) and GPTQ q4. Evals use the first 2048 tokens
+# at ctx 512 (past YaRN's original 128 positions) so the run stays short.
+. tests/cli/lib.sh
+T=$FX/heldout.safetensors
+EV="--tokens $T --ctx 512 --max-tokens 2048 --json -q"
+
+ppl() { python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['ppl'])" "$1"; }
+close() {  # close NAME A B REL: |A/B - 1| <= REL
+  python3 -c "import sys; a, b, r = map(float, sys.argv[1:4]); sys.exit(0 if abs(a / b - 1) <= r else 1)" "$2" "$3" "$4" \
+    && echo "PASS $1 ($2 vs $3)" || echo "FAIL $1 ($2 vs $3)"
+}
+
+fixtures="deepseekv3 deepseekv2 glm4moe dots1 ernie45moe phimoe"
+[ -n "${MOEQ_TEST_QUICK:-}" ] && fixtures="deepseekv3"
+for fx in $fixtures; do
+  M=$FX/tiny-$fx
+  expect_exit "inspect $fx" 0 "" -- "$MOEQ" inspect "$M" -q
+  "$MOEQ" eval "$M" $EV > "$TMPD/src.json" || echo "FAIL eval $fx"
+  "$MOEQ" quantize "$M" --bits 8 --group 64 --scope all -q -o "$TMPD/$fx.moeq" || echo "FAIL quantize $fx"
+  "$MOEQ" eval "$TMPD/$fx.moeq" $EV > "$TMPD/q8.json" || echo "FAIL eval packed $fx"
+  close "q8 packed $fx within 1% of the source" "$(ppl "$TMPD/q8.json")" "$(ppl "$TMPD/src.json")" 0.01
+  rm -rf "$TMPD/u"
+  "$MOEQ" unpack "$TMPD/$fx.moeq" -o "$TMPD/u" -q || echo "FAIL unpack $fx"
+  "$MOEQ" eval "$TMPD/u" $EV > "$TMPD/u.json" || echo "FAIL eval unpacked $fx"
+  close "unpacked $fx (bf16) within 0.2% of the packed file" "$(ppl "$TMPD/u.json")" "$(ppl "$TMPD/q8.json")" 0.002
+done
+
+M=$FX/tiny-deepseekv3
+expect_exit "spectral deepseek_v3" 0 "" -- "$MOEQ" spectral "$M" -o "$TMPD/s.h5" -q
+expect_exit "calibrate deepseek_v3 --scope all" 0 "" -- \
+  "$MOEQ" calibrate "$M" --tokens $T --ctx 128 --max-tokens 1024 --scope all -o "$TMPD/c.h5" -q
+expect_exit "gptq q4 deepseek_v3" 0 "" -- \
+  "$MOEQ" quantize "$M" --bits 4 --group 64 --method gptq --calib "$TMPD/c.h5" -q -o "$TMPD/g.moeq"
+"$MOEQ" eval "$M" $EV > "$TMPD/src.json"
+"$MOEQ" eval "$TMPD/g.moeq" $EV > "$TMPD/g.json" || echo "FAIL eval gptq deepseek_v3"
+close "gptq q4 deepseek_v3 within 2% of the source" "$(ppl "$TMPD/g.json")" "$(ppl "$TMPD/src.json")" 0.02
+
+# FP8 block-scaled source: inspect shows it, every weight is dequantized per block when used
+M=$FX/tiny-deepseekv3-fp8
+"$MOEQ" inspect "$M" --json -q > "$TMPD/i.json"
+python3 -c "
+import json, sys; q = json.load(open(sys.argv[1]))['source_quant']
+assert q == {'method': 'fp8', 'fmt': 'e4m3', 'weights': 117, 'block': [128, 128], 'scale_dtype': 'F32'}, q" "$TMPD/i.json" \
+  && echo "PASS inspect shows the fp8 source" || echo "FAIL inspect shows the fp8 source"
+"$MOEQ" eval "$M" $EV > "$TMPD/src.json" || echo "FAIL eval fp8"
+"$MOEQ" quantize "$M" --bits 8 --group 64 -q -o "$TMPD/f8.moeq" || echo "FAIL quantize fp8"
+"$MOEQ" eval "$TMPD/f8.moeq" $EV > "$TMPD/q8.json" || echo "FAIL eval packed fp8"
+close "q8 of the fp8 source within 1%" "$(ppl "$TMPD/q8.json")" "$(ppl "$TMPD/src.json")" 0.01
+rm -rf "$TMPD/u"
+"$MOEQ" unpack "$TMPD/f8.moeq" -o "$TMPD/u" -q || echo "FAIL unpack fp8"
+python3 -c "
+import json, sys; c = json.load(open(sys.argv[1] + '/config.json')); assert 'quantization_config' not in c
+h = open(sys.argv[1] + '/model.safetensors', 'rb').read(); assert b'F8_E4M3' not in h[:200000] and b'scale_inv' not in h[:200000]" "$TMPD/u" \
+  && echo "PASS unpacked fp8 source is bf16 without quantization_config" || echo "FAIL unpacked fp8 source is bf16 without quantization_config"
+"$MOEQ" eval "$TMPD/u" $EV > "$TMPD/u.json" || echo "FAIL eval unpacked fp8"
+close "unpacked fp8 source within 0.2% of its q8 file" "$(ppl "$TMPD/u.json")" "$(ppl "$TMPD/q8.json")" 0.002
+expect_exit "spectral fp8" 0 "" -- "$MOEQ" spectral "$M" -o "$TMPD/s8.h5" -q

@@ -1,0 +1,113 @@
+#!/bin/sh
+# GGUF in and out without a peer: the broken-file catalogue (tests/broken/gguf, each file's exit
+# code and message through `moeq verify`), and exports of the fixtures read back by moeq itself:
+# F32/BF16 exports give the checkpoint's logits exactly (KLD 0), Q8_0 and Q4_0 stay close, the
+# re-export of a GGUF as F32 evaluates like the GGUF. The llama.cpp consumer: test_gguf_llama.sh.
+. tests/cli/lib.sh
+B=tests/broken/gguf
+T=$FX/heldout.safetensors
+
+MOEQ_BROKEN_OUT="$TMPD/regen" python3 tests/broken/make_broken_gguf.py
+diff -r "$TMPD/regen" $B > /dev/null && echo "PASS broken GGUF catalogue matches its generator" || echo "FAIL broken GGUF catalogue matches its generator"
+
+grep -v '^#' $B/expected.tsv | while IFS="$(printf '\t')" read -r f status code frags; do
+  "$MOEQ" verify "$B/$f" -q > "$TMPD/out" 2> "$TMPD/err"; rc=$?
+  ok=1
+  [ "$rc" -eq "$code" ] || ok=0
+  if [ -n "$frags" ]; then
+    grep -qF -- "$B/$f" "$TMPD/err" || ok=0   # the message names the file
+    echo "$frags" | tr '|' '\n' > "$TMPD/frags"
+    while read -r fr; do grep -qF -- "$fr" "$TMPD/err" || ok=0; done < "$TMPD/frags"
+  fi
+  if [ $ok -eq 1 ]; then echo "PASS verify broken GGUF $f: exit $code $frags"
+  else echo "FAIL verify broken GGUF $f: exit $rc (want $code), stderr: $(head -c 300 "$TMPD/err")"; fi
+done
+expect_exit "eval of a broken GGUF" 2 "G-9" -- "$MOEQ" eval $B/wrong_offset.gguf --tokens $T --ctx 16 --max-tokens 16
+expect_exit "inspect of a GGUF with an unsupported type" 2 "Q8_1" -- "$MOEQ" inspect $B/unsupported_type.gguf
+
+# field: json KEY of $TMPD/out
+field() { python3 -c "import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])" "$TMPD/out" "$1"; }
+kld_below() { python3 -c "import sys; sys.exit(not float(sys.argv[1]) < float(sys.argv[2]))" "$(field kld_mean)" "$1"; }
+ev() {   # ev GGUF REF: eval with --ref into $TMPD/out
+  "$MOEQ" eval "$1" --tokens $T --ctx 128 --max-tokens 256 --ref "$2" --json -q > "$TMPD/out"
+}
+models="tiny-mixtral tiny-qwen3moe"   # tiny-olmoe has grouped KV heads: refused below
+[ -n "${MOEQ_TEST_QUICK:-}" ] && models="tiny-mixtral"   # the ASan run: the permuted architecture only
+for f in $models; do
+  # BF16: the checkpoint's own bits, so the same kernels and logits; F32: the same values through
+  # the F32 kernel (its sums may round differently in the last bit)
+  "$MOEQ" export gguf $FX/$f -o "$TMPD/$f.BF16.gguf" --type BF16 -q
+  ev "$TMPD/$f.BF16.gguf" $FX/$f
+  [ "$(field kld_mean)" = "0.0" ] && echo "PASS export gguf $f BF16: the same logits as the checkpoint" \
+    || echo "FAIL export gguf $f BF16: kld_mean $(field kld_mean)"
+  "$MOEQ" export gguf $FX/$f -o "$TMPD/$f.F32.gguf" --type F32 -q
+  ev "$TMPD/$f.F32.gguf" $FX/$f
+  kld_below 1e-9 && echo "PASS export gguf $f F32: the checkpoint's logits (KLD $(field kld_mean))" \
+    || echo "FAIL export gguf $f F32: kld_mean $(field kld_mean)"
+  "$MOEQ" export gguf $FX/$f -o "$TMPD/$f.Q8_0.gguf" --type Q8_0 -q
+  ev "$TMPD/$f.Q8_0.gguf" $FX/$f
+  python3 -c "import sys; k=float(sys.argv[1]); sys.exit(not (0 < k < 1e-3))" "$(field kld_mean)" \
+    && echo "PASS export gguf $f Q8_0: KLD $(field kld_mean) in (0, 1e-3)" || echo "FAIL export gguf $f Q8_0: KLD $(field kld_mean)"
+done
+# a GGUF re-exported as F32 is the same model (the dequantized weights)
+"$MOEQ" export gguf $FX/tiny-qwen3moe -o "$TMPD/q4.gguf" --type Q4_0 --json -q > "$TMPD/out"
+python3 -c "import json,sys; j=json.load(open(sys.argv[1])); sys.exit(not (j['types'].get('Q4_0') == 12 and 4.5 <= j['bits_per_weight'] < 32))" "$TMPD/out" \
+  && echo "PASS export gguf --type Q4_0: 12 expert tensors Q4_0" || echo "FAIL export gguf --type Q4_0: $(cat "$TMPD/out")"
+"$MOEQ" export gguf "$TMPD/q4.gguf" -o "$TMPD/q4f32.gguf" --type F32 -q
+ev "$TMPD/q4f32.gguf" "$TMPD/q4.gguf"
+kld_below 1e-9 && echo "PASS export gguf of a Q4_0 GGUF as F32: the same logits (up to the order of sums)" \
+  || echo "FAIL export gguf of a Q4_0 GGUF as F32: kld_mean $(field kld_mean)"
+"$MOEQ" export gguf "$TMPD/q4.gguf" -o "$TMPD/q4again.gguf" --type Q4_0 -q
+cmp -s "$TMPD/q4.gguf" "$TMPD/q4again.gguf" && echo "PASS export gguf Q4_0 -> Q4_0: blocks copied, byte-identical file" \
+  || echo "FAIL export gguf Q4_0 -> Q4_0 changed the file"
+"$MOEQ" verify "$TMPD/q4.gguf" -q && echo "PASS verify of an exported GGUF" || echo "FAIL verify of an exported GGUF"
+expect_exit "export of a model with a dense layer (qwen2moe fixture)" 2 "dense MLP layer" -- \
+  "$MOEQ" export gguf $FX/tiny-qwen2moe -o "$TMPD/x.gguf"
+expect_exit "export of an OLMoE with grouped KV heads" 2 "head_count_kv must equal head_count" -- \
+  "$MOEQ" export gguf $FX/tiny-olmoe -o "$TMPD/x.gguf"
+expect_exit "export --type unknown" 1 "not a ggml type" -- "$MOEQ" export gguf $FX/tiny-olmoe -o "$TMPD/x.gguf" --type Q9_9
+[ ! -e "$TMPD/x.gguf" ] && echo "PASS failed exports leave no file" || echo "FAIL failed exports leave no file"
+
+# from a .moeq: codecs that map are copied (4-bit g32 sym -> Q4_0 exactly; 4-bit g64 asym -> Q4_1
+# with m = -s*z, rounded to f16), others refused naming the mapping unless --requantize
+for q in "4 32 --sym Q4_0 1e-10" "4 64 --asym Q4_1 1e-6" "8 32 --sym Q8_0 1e-10"; do
+  set -- $q
+  "$MOEQ" quantize $FX/tiny-qwen3moe --bits $1 --group $2 $3 -o "$TMPD/m.moeq" -q
+  "$MOEQ" export gguf "$TMPD/m.moeq" -o "$TMPD/m.gguf" --json -q > "$TMPD/out"
+  python3 -c "import json,sys; sys.exit(json.load(open(sys.argv[1]))['types'].get(sys.argv[2]) != 12)" "$TMPD/out" $4 \
+    || echo "FAIL export gguf of a $1-bit g$2 .moeq: not 12 $4 tensors: $(cat "$TMPD/out")"
+  ev "$TMPD/m.gguf" "$TMPD/m.moeq"
+  kld_below $5 && echo "PASS export gguf of a $1-bit g$2 ${3#--} .moeq: $4 copied, KLD $(field kld_mean) against the .moeq" \
+    || echo "FAIL export gguf of a $1-bit g$2 .moeq as $4: KLD $(field kld_mean)"
+done
+"$MOEQ" quantize $FX/tiny-qwen3moe --bits 3 --group 32 --sym -o "$TMPD/m3.moeq" -q
+expect_exit "export gguf of a 3-bit .moeq is refused" 2 "no exact ggml type.*--requantize" -- "$MOEQ" export gguf "$TMPD/m3.moeq" -o "$TMPD/x.gguf"
+expect_exit "export gguf of a 3-bit .moeq as Q4_1 is refused, naming the nearest mapping" 2 "nearest codec that maps is 4-bit g32 sym \(Q4_0\)" -- \
+  "$MOEQ" export gguf "$TMPD/m3.moeq" -o "$TMPD/x.gguf" --type Q4_1
+"$MOEQ" export gguf "$TMPD/m3.moeq" -o "$TMPD/m3.gguf" --type Q4_0 --requantize -q && "$MOEQ" verify "$TMPD/m3.gguf" -q \
+  && echo "PASS export gguf --requantize of a 3-bit .moeq" || echo "FAIL export gguf --requantize of a 3-bit .moeq"
+# --text reads the tokenizer.json a moeq export embeds (tokenizer.huggingface.json)
+"$MOEQ" eval "$TMPD/tiny-mixtral.BF16.gguf" --text $FX/heldout.txt --ctx 128 --max-tokens 256 --json -q > "$TMPD/out" 2> "$TMPD/err" \
+  && "$MOEQ" eval $FX/tiny-mixtral --text $FX/heldout.txt --ctx 128 --max-tokens 256 --json -q > "$TMPD/out2" \
+  && python3 -c "import json,sys; a, b = (json.load(open(f)) for f in sys.argv[1:]); sys.exit(a['ppl'] != b['ppl'])" "$TMPD/out" "$TMPD/out2" \
+  && echo "PASS eval --text of a GGUF: its embedded tokenizer, the checkpoint's ppl" || echo "FAIL eval --text of a GGUF: $(head -c 300 "$TMPD/err")"
+# --tensor-type by GGUF name; a 256-block type on 128-wide rows falls back as llama-quantize does
+"$MOEQ" export gguf $FX/tiny-qwen3moe -o "$TMPD/tt.gguf" --type Q8_0 --tensor-type 'ffn_down_exps=Q4_0' --tensor-type '^blk\.0\.attn_q\.=Q4_K' --json -q > "$TMPD/out"
+python3 - "$TMPD/out" <<'PY' && echo "PASS export gguf --tensor-type and the Q4_K -> Q5_0 fallback" || echo "FAIL export gguf --tensor-type: $(cat "$TMPD/out")"
+import json, sys
+j = json.load(open(sys.argv[1]))
+fb = j["fallbacks"]
+ok = j["types"].get("Q4_0") == 4 and j["types"].get("Q8_0") == 8 and len(fb) == 1
+ok = ok and fb[0]["tensor"] == "blk.0.attn_q.weight" and fb[0]["fallback"] in ("Q5_0", "F16")
+sys.exit(not ok)
+PY
+# without tokenizer.huggingface.json (as in llama.cpp's own files) the tokenizer is rebuilt from
+# tokenizer.ggml.*: the same ids as the checkpoint's tokenizer.json on the held-out and torture texts
+python3 tests/cli/gguf_drop_key.py "$TMPD/tiny-mixtral.F32.gguf" "$TMPD/nohf.gguf" tokenizer.huggingface.json
+for txt in $FX/heldout.txt $FX/tokenizers/torture.txt; do
+  "$MOEQ" tokenize $FX/tiny-mixtral --text $txt -o "$TMPD/ids_ref.safetensors" -q
+  "$MOEQ" tokenize "$TMPD/nohf.gguf" --text $txt -o "$TMPD/ids_gguf.safetensors" -q \
+    && cmp -s "$TMPD/ids_ref.safetensors" "$TMPD/ids_gguf.safetensors" \
+    && echo "PASS tokenizer rebuilt from tokenizer.ggml.*: the checkpoint's ids on $(basename $txt)" \
+    || echo "FAIL tokenizer rebuilt from tokenizer.ggml.* differs on $(basename $txt)"
+done

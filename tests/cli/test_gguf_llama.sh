@@ -1,0 +1,73 @@
+#!/bin/sh
+# moeq's GGUF exports in a real consumer: llama.cpp (node-llama-cpp 3.21.1's prebuilt CPU build,
+# tag v0.4.0, installed by scripts/node_deps.sh) loads each file and computes perplexity on the
+# held-out ids through controlledEvaluate (tests/node/ppl.mjs, moeq eval's windows);
+# @huggingface/gguf 0.4.6 parses every header as an independent reader.
+# - F32, BF16, F16, Q8_0 exports: llama.cpp's perplexity equals moeq eval of the same GGUF within 0.3%.
+# - Q4_0, Q4_1 (and Q4_K, IQ4_XS by GPTQ on tiny-qwen3moe-256): X.gguf exported, then `moeq export gguf X.gguf --type F32` (the dequantized weights):
+#   llama.cpp's perplexity of that equals moeq eval X.gguf within 0.3%; llama.cpp's own perplexity
+#   of X.gguf (activations quantized to 8 bits in its matmuls) is reported beside it.
+# Fails (never skips) when npm cannot install the consumer. MOEQ_TEST_QUICK (the ASan run): one model.
+. tests/cli/lib.sh
+T=$FX/heldout.safetensors
+CTX=128
+N=256
+if ! sh scripts/node_deps.sh build/node 2> "$TMPD/npm.err"; then
+  echo "FAIL llama.cpp consumer: node-llama-cpp could not be installed with npm: $(tr '\n' ' ' < "$TMPD/npm.err" | head -c 400)"
+  exit 0
+fi
+# model:exact types:lower types (the 4-bit ones also through the dequantized F32 copy); a few
+# seconds of llama.cpp per file, so each type is covered once: Mixtral for the q/k permutation
+plan="tiny-qwen3moe:F32,BF16,F16,Q8_0:Q4_0 tiny-mixtral:F32,Q8_0:Q4_1"
+kq="Q4_K IQ4_XS"   # 256-block types on tiny-qwen3moe-256 (rows multiples of 256), GPTQ on their grids
+if [ -n "${MOEQ_TEST_QUICK:-}" ]; then plan="tiny-qwen3moe:F32,Q8_0:Q4_0"; kq="Q4_K"; fi
+K=tiny-qwen3moe-256
+"$MOEQ" calibrate $FX/$K --tokens $T --ctx 128 --max-tokens 512 -o "$TMPD/k.h5" -q || echo "FAIL calibrate $K"
+files=""
+for p in $plan; do
+  f=${p%%:*}; r=${p#*:}; exact=$(echo "${r%%:*}" | tr , ' '); lower=$(echo "${r#*:}" | tr , ' ')
+  for ty in $exact $lower; do
+    "$MOEQ" export gguf $FX/$f -o "$TMPD/$f.$ty.gguf" --type $ty -q || echo "FAIL export gguf $f --type $ty"
+    files="$files $TMPD/$f.$ty.gguf"
+  done
+  for ty in $lower; do
+    "$MOEQ" export gguf "$TMPD/$f.$ty.gguf" -o "$TMPD/$f.$ty.F32.gguf" --type F32 -q || echo "FAIL export gguf $f.$ty.gguf --type F32"
+    files="$files $TMPD/$f.$ty.F32.gguf"
+  done
+done
+for ty in $kq; do
+  "$MOEQ" export gguf $FX/$K -o "$TMPD/$K.$ty.gguf" --type $ty --method gptq --calib "$TMPD/k.h5" -q || echo "FAIL export gguf $K --type $ty --method gptq"
+  "$MOEQ" export gguf "$TMPD/$K.$ty.gguf" -o "$TMPD/$K.$ty.F32.gguf" --type F32 -q || echo "FAIL export gguf $K.$ty.gguf --type F32"
+  files="$files $TMPD/$K.$ty.gguf $TMPD/$K.$ty.F32.gguf"
+done
+# shellcheck disable=SC2086
+if ! (cd build/node && node ppl.mjs "$OLDPWD/$T" $CTX $N $files) > "$TMPD/llama.jsonl" 2> "$TMPD/llama.err"; then
+  echo "FAIL llama.cpp perplexity run: $(grep -v '^ *at ' "$TMPD/llama.err" | head -c 600)"
+  exit 0
+fi
+moeq_ppl() { "$MOEQ" eval "$1" --tokens $T --ctx $CTX --max-tokens $N --json -q | python3 -c "import json,sys; print(json.load(sys.stdin)['ppl'])"; }
+llama_field() { python3 -c "
+import json,sys
+for l in open(sys.argv[1]):
+    j = json.loads(l)
+    if j['path'] == sys.argv[2]: print(eval(sys.argv[3], {}, {'j': j}))" "$TMPD/llama.jsonl" "$1" "$2"; }
+close() { python3 -c "import sys; a, b = float(sys.argv[1]), float(sys.argv[2]); sys.exit(not abs(a / b - 1) < 0.003)" "$1" "$2"; }
+check_lower() {   # check_lower MODEL TYPE
+  lf=$(llama_field "$TMPD/$1.$2.F32.gguf" "j['ppl']"); lq=$(llama_field "$TMPD/$1.$2.gguf" "j['ppl']"); mp=$(moeq_ppl "$TMPD/$1.$2.gguf")
+  close "$lf" "$mp" && echo "PASS llama.cpp $1 $2 dequantized to F32: ppl $lf, moeq eval of the $2 file $mp (within 0.3%); llama.cpp on the $2 file itself: $lq" \
+    || echo "FAIL llama.cpp $1 $2 dequantized: ppl $lf, moeq eval of the $2 file $mp; llama.cpp on $2: $lq"
+}
+for ty in $kq; do check_lower $K $ty; done
+for p in $plan; do
+  f=${p%%:*}; r=${p#*:}; exact=$(echo "${r%%:*}" | tr , ' '); lower=$(echo "${r#*:}" | tr , ' ')
+  H=$(python3 -c "import json; print(json.load(open('$FX/$f/config.json'))['hidden_size'])")
+  for ty in $exact; do
+    g="$TMPD/$f.$ty.gguf"; lp=$(llama_field "$g" "j['ppl']"); mp=$(moeq_ppl "$g")
+    close "$lp" "$mp" && echo "PASS llama.cpp loads $f $ty: ppl $lp, moeq eval $mp (within 0.3%)" \
+      || echo "FAIL llama.cpp $f $ty: ppl $lp, moeq eval $mp (more than 0.3% apart)"
+    hdr=$(llama_field "$g" "(j['header']['version'], j['header']['block_count_type'], j['header']['eps_type'], j['header']['token_type_subtype'], j['header']['n_tokens'], j['header']['gate_exps_shape'][0] == $H)")
+    [ "$hdr" = "(3, 4, 6, 5, 1024, True)" ] && echo "PASS @huggingface/gguf reads $f $ty: v3, UINT32 counts, FLOAT32 eps, INT32 token types, expert ne[0] = hidden" \
+      || echo "FAIL @huggingface/gguf header of $f $ty: $hdr"
+  done
+  for ty in $lower; do check_lower $f $ty; done
+done
