@@ -35,41 +35,41 @@ static int32_t *load_tokens(const moeq_model *m, int64_t *n)
 
 static char g_dir[] = "/tmp/moeq_gen_XXXXXX";
 
-/* A file with the validation split (every 3rd of 9 windows of 64: windows 2, 5, 8), one of the
+/* A file with the validation split (every 3rd of 6 windows of 32: windows 2, 5), one of the
  * validation windows alone, one of the whole run without a split. */
 static void test_val_split_is_the_validation_windows(void)
 {
     moeq_model *m = open_model("tiny-mixtral");
     if (!m) { CHECK(0); return; }
     const moeq_config *c = moeq_model_config(m);
-    int64_t n = 0, ctx = 64, W = 9;
+    int64_t n = 0, ctx = 32, W = 6;
     int32_t *ids = load_tokens(m, &n);
     char a[300], b[300], v[300];
     snprintf(a, sizeof a, "%s/split.h5", g_dir);
     snprintf(b, sizeof b, "%s/nosplit.h5", g_dir);
     snprintf(v, sizeof v, "%s/valonly.h5", g_dir);
-    int32_t *val_ids = malloc(sizeof *val_ids * 3 * ctx);
-    for (int k = 0; k < 3; k++) memcpy(val_ids + k * ctx, ids + (3 * k + 2) * ctx, sizeof *ids * ctx);
+    int32_t *val_ids = malloc(sizeof *val_ids * 2 * ctx);
+    for (int k = 0; k < 2; k++) memcpy(val_ids + k * ctx, ids + (3 * k + 2) * ctx, sizeof *ids * ctx);
     moeq_calib_opts o = {.ctx = ctx, .max_tokens = W * ctx, .threads = 2, .val_every = 3};
     moeq_calib_result res;
     moeq_error err = {0};
     CHECK_MSG(moeq_calibrate(m, ids, n, a, &o, &res, &err) == MOEQ_OK, "%s", err.detail);
-    CHECK(res.val_windows == 3 && res.val_every == 3);
+    CHECK(res.val_windows == 2 && res.val_every == 3);
     moeq_calib_result_free(&res);
     o.val_every = 0;
     CHECK(moeq_calibrate(m, ids, n, b, &o, &res, &err) == MOEQ_OK);
     moeq_calib_result_free(&res);
     o.max_tokens = 0;
-    CHECK(moeq_calibrate(m, val_ids, 3 * ctx, v, &o, &res, &err) == MOEQ_OK);
+    CHECK(moeq_calibrate(m, val_ids, 2 * ctx, v, &o, &res, &err) == MOEQ_OK);
     moeq_calib_result_free(&res);
     moeq_calib_file *fa = NULL, *fb = NULL, *fv = NULL;
     CHECK(moeq_calib_file_open(a, m, &fa, &err) == MOEQ_OK);
     CHECK(moeq_calib_file_open(b, m, &fb, &err) == MOEQ_OK);
     CHECK(moeq_calib_file_open(v, m, &fv, &err) == MOEQ_OK);
     if (!fa || !fb || !fv) { CHECK(0); goto done; }
-    CHECK(moeq_calib_file_val_windows(fa) == 3 && moeq_calib_file_val_windows(fb) == 0);
-    CHECK(moeq_calib_file_split_tokens(fa, MOEQ_SPLIT_VAL) == 3 * ctx);
-    CHECK(moeq_calib_file_split_tokens(fa, MOEQ_SPLIT_CAL) == 6 * ctx);
+    CHECK(moeq_calib_file_val_windows(fa) == 2 && moeq_calib_file_val_windows(fb) == 0);
+    CHECK(moeq_calib_file_split_tokens(fa, MOEQ_SPLIT_VAL) == 2 * ctx);
+    CHECK(moeq_calib_file_split_tokens(fa, MOEQ_SPLIT_CAL) == 4 * ctx);
     {
         int64_t H = c->hidden, I = c->moe_inter, dmax = H > I ? H : I;
         double *h1 = malloc(sizeof(double) * dmax * dmax), *h2 = malloc(sizeof(double) * dmax * dmax);
@@ -124,7 +124,7 @@ static void test_val_split_broken_files(void)
     int32_t *ids = load_tokens(m, &n);
     char a[300];
     snprintf(a, sizeof a, "%s/broken.h5", g_dir);
-    moeq_calib_opts o = {.ctx = 64, .max_tokens = 8 * 64, .threads = 2, .val_every = 4};
+    moeq_calib_opts o = {.ctx = 32, .max_tokens = 4 * 32, .threads = 2, .val_every = 2};
     moeq_calib_result res;
     moeq_error err = {0};
     CHECK(moeq_calibrate(m, ids, n, a, &o, &res, &err) == MOEQ_OK);
@@ -138,7 +138,7 @@ static void test_val_split_broken_files(void)
     H5Fclose(f);
     moeq_calib_file *cf = NULL;
     CHECK(moeq_calib_file_open(a, m, &cf, &err) == MOEQ_ERR_FORMAT);
-    CHECK_MSG(strstr(err.detail, "'val_every'/'val_windows' missing or out of range (9 windows of 64 tokens)") != NULL,
+    CHECK_MSG(strstr(err.detail, "'val_every'/'val_windows' missing or out of range (9 windows of 32 tokens)") != NULL,
               "%s", err.detail);
     moeq_calib_file_close(cf);
     cf = NULL;
@@ -253,7 +253,7 @@ static void test_damp_auto_is_validation_argmin(void)
 {
     moeq_model *m = open_model("tiny-qwen3moe");
     if (!m) { CHECK(0); return; }
-    const char *path = split_file(m, "auto.h5", 32, 64);
+    const char *path = split_file(m, "auto.h5", 16, 32);
     moeq_calib_file *cf = NULL;
     moeq_error err = {0};
     if (!path || moeq_calib_file_open(path, m, &cf, &err)) { CHECK(0); moeq_model_close(m); return; }
