@@ -144,6 +144,19 @@ static moeq_status config_from_meta(mctx *c)
     if (!(f > 0 && isfinite(f)))
         return moeq_fail(c->err, MOEQ_ERR_FORMAT, "%s: GGUF key '%s' = %g is not a positive number", L, key, (double)f);
     cfg->rope_theta = f;
+    /* what formats/config.c derives for a hub directory of these (grouped-query, plain RoPE,
+     * softmax top-k) families: the forward pass's variants read these fields */
+    cfg->attn = cfg->family->attn;
+    cfg->router = cfg->family->router_kind;
+    cfg->norm = cfg->family->norm;
+    cfg->routed_scaling = 1.0;
+    cfg->n_group = cfg->topk_group = 1;
+    cfg->v_head_dim = hd;
+    cfg->rope_dim = hd;
+    cfg->rope_type = MOEQ_ROPE_DEFAULT;
+    cfg->rope_interleave = 0;
+    cfg->rope_attn_factor = 1.0;
+    cfg->attn_scale = 1.0 / sqrt((double)hd);
     snprintf(key, sizeof key, "%s.attention.layer_norm_rms_epsilon", c->a->arch);
     if ((st = moeq_gguf_get_f32(g, key, 1, &f, c->err))) return missing_is_format(c->err, st);
     if (!(f > 0 && f < 1))
