@@ -736,7 +736,6 @@ moeq_status moeq_forward_packed(moeq_runner *r, const int32_t *tokens, int64_t n
             return moeq_fail(err, MOEQ_ERR_MISUSE, "logit row %d of a packed sequence of %lld tokens",
                              pk->rows[k], (long long)n);
     r->pk = pk;
-    r->pk_n = n;
     st = embed_tokens(r, tokens, n, r->x, err);
     for (int64_t l = 0; st == MOEQ_OK && l < r->c->layers; l++) st = run_layer(r, l, n, NULL, err);
     r->pk = NULL;

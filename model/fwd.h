@@ -62,7 +62,6 @@ struct moeq_runner {
     int release;           /* moeq_model_releases: drop a part's mapped pages when moving on */
     int64_t resident;      /* the part whose pages were touched last: a layer, PART_* */
     const moeq_packing *pk; /* moeq_forward_packed's positions and segments; NULL: one window */
-    int64_t pk_n;           /* its length */
 };
 
 void *fwd_alloc(moeq_runner *r, size_t n, size_t size);
