@@ -7,6 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <dirent.h>
+#include <fcntl.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -43,6 +45,39 @@ moeq_status moeq_read_file(const char *path, uint64_t max_bytes, const char *wha
     buf[size] = '\0';
     *out = buf;
     *len = (size_t)size;
+    return MOEQ_OK;
+}
+
+moeq_status moeq_map_file(const char *path, void **map, size_t *len, moeq_error *err)
+{
+    *map = NULL;
+    *len = 0;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return moeq_fail(err, errno == ENOENT ? MOEQ_ERR_NOT_FOUND : MOEQ_ERR_IO, "%s: cannot open: %s", path,
+                         strerror(errno));
+    struct stat sb;
+    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
+        close(fd);
+        return moeq_fail(err, MOEQ_ERR_IO, "%s: not a regular file", path);
+    }
+    if ((uint64_t)sb.st_size > (uint64_t)SIZE_MAX) {
+        close(fd);
+        return moeq_fail(err, MOEQ_ERR_IO, "%s: file too large to map", path);
+    }
+    size_t n = (size_t)sb.st_size;
+    void *m = NULL;
+    if (n > 0) {
+        m = mmap(NULL, n, PROT_READ, MAP_PRIVATE, fd, 0);
+        if (m == MAP_FAILED) {
+            int e = errno;
+            close(fd);
+            return moeq_fail(err, MOEQ_ERR_IO, "%s: cannot mmap %zu bytes: %s", path, n, strerror(e));
+        }
+    }
+    close(fd);
+    *map = m;
+    *len = n;
     return MOEQ_OK;
 }
 

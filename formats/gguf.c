@@ -412,33 +412,13 @@ moeq_status moeq_gguf_open(const char *path, moeq_gguf **out, moeq_error *err)
 {
     if (!out || !path) return moeq_fail(err, MOEQ_ERR_MISUSE, "moeq_gguf_open: NULL argument");
     *out = NULL;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return moeq_fail(err, errno == ENOENT ? MOEQ_ERR_NOT_FOUND : MOEQ_ERR_IO, "%s: cannot open: %s", path,
-                         strerror(errno));
-    struct stat sb;
-    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
-        close(fd);
-        return moeq_fail(err, MOEQ_ERR_IO, "%s: not a regular file", path);
-    }
-    if ((uint64_t)sb.st_size > (uint64_t)SIZE_MAX) {
-        close(fd);
-        return moeq_fail(err, MOEQ_ERR_IO, "%s: file too large to map", path);
-    }
-    size_t len = (size_t)sb.st_size;
-    void *map = NULL;
-    if (len > 0) {
-        map = mmap(NULL, len, PROT_READ, MAP_PRIVATE, fd, 0);
-        if (map == MAP_FAILED) {
-            int e = errno;
-            close(fd);
-            return moeq_fail(err, MOEQ_ERR_IO, "%s: cannot mmap %zu bytes: %s", path, len, strerror(e));
-        }
-    }
-    close(fd);
+    void *map;
+    size_t len;
+    moeq_status st = moeq_map_file(path, &map, &len, err);
+    if (st != MOEQ_OK) return st;
     moeq_gguf *g = NULL;
     static const unsigned char empty[1];
-    moeq_status st = moeq_gguf_parse(map ? map : empty, len, path, &g, err);
+    st = moeq_gguf_parse(map ? map : empty, len, path, &g, err);
     if (st) {
         if (map) munmap(map, len);
         return st;

@@ -548,28 +548,13 @@ int moeq_pack_is_packed(const char *path)
 moeq_status moeq_pack_open(const char *path, moeq_pack **out, moeq_error *err)
 {
     *out = NULL;
-    int fd = open(path, O_RDONLY);
-    if (fd < 0)
-        return moeq_fail(err, errno == ENOENT ? MOEQ_ERR_NOT_FOUND : MOEQ_ERR_IO, "%s: cannot open: %s", path,
-                         strerror(errno));
-    struct stat sb;
-    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
-        close(fd);
-        return moeq_fail(err, MOEQ_ERR_IO, "%s: not a regular file", path);
-    }
-    size_t len = (size_t)sb.st_size;
-    void *map = NULL;
-    if (len > 0) {
-        map = mmap(NULL, len, PROT_READ, MAP_PRIVATE, fd, 0);
-        if (map == MAP_FAILED) {
-            close(fd);
-            return moeq_fail(err, MOEQ_ERR_IO, "%s: mmap: %s", path, strerror(errno));
-        }
-    }
-    close(fd);
+    void *map;
+    size_t len;
+    moeq_status st = moeq_map_file(path, &map, &len, err);
+    if (st != MOEQ_OK) return st;
     static const unsigned char empty[1];
     moeq_map_register(map, len);   /* its pages may be released (moeq_pages_release) */
-    moeq_status st = moeq_pack_parse(map ? map : empty, len, path, out, err);
+    st = moeq_pack_parse(map ? map : empty, len, path, out, err);
     if (st != MOEQ_OK) {
         if (map) {
             moeq_map_unregister(map);

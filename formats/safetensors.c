@@ -453,36 +453,12 @@ moeq_status moeq_st_open(const char *path, moeq_st_file **out, moeq_error *err)
 {
     if (!out || !path) return moeq_fail(err, MOEQ_ERR_MISUSE, "moeq_st_open: NULL argument");
     *out = NULL;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return moeq_fail(err, MOEQ_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
-    struct stat sb;
-    if (fstat(fd, &sb) != 0) {
-        int e = errno;
-        close(fd);
-        return moeq_fail(err, MOEQ_ERR_IO, "%s: cannot stat: %s", path, strerror(e));
-    }
-    if (!S_ISREG(sb.st_mode)) {
-        close(fd);
-        return moeq_fail(err, MOEQ_ERR_IO, "%s: not a regular file", path);
-    }
-    if ((uint64_t)sb.st_size > (uint64_t)SIZE_MAX) {
-        close(fd);
-        return moeq_fail(err, MOEQ_ERR_IO, "%s: file too large to map", path);
-    }
-    size_t len = (size_t)sb.st_size;
-    void *map = NULL;
-    if (len > 0) { /* mmap of 0 bytes fails; an empty file is reported by ST-1 below */
-        map = mmap(NULL, len, PROT_READ, MAP_PRIVATE, fd, 0);
-        if (map == MAP_FAILED) {
-            int e = errno;
-            close(fd);
-            return moeq_fail(err, MOEQ_ERR_IO, "%s: cannot mmap %zu bytes: %s", path, len,
-                             strerror(e));
-        }
-    }
-    close(fd); /* the mapping keeps the file alive */
+    void *map;
+    size_t len;
+    moeq_status st = moeq_map_file(path, &map, &len, err);
+    if (st != MOEQ_OK) return st;   /* an empty file is reported by ST-1 below */
     moeq_st_file *f = NULL;
-    moeq_status st = moeq_st_parse(map, len, path, &f, err);
+    st = moeq_st_parse(map, len, path, &f, err);
     if (st != MOEQ_OK) {
         if (map) munmap(map, len);
         return st;

@@ -39,6 +39,11 @@ double moeq_now(void);   /* monotonic seconds */
 moeq_status moeq_read_file(const char *path, uint64_t max_bytes, const char *what, void **out,
                            size_t *len, moeq_error *err);
 
+/* Maps a whole regular file read-only (the mapping outlives the descriptor, closed here). An
+ * empty file gives *map NULL and *len 0: mmap cannot map 0 bytes, and each parser reports an
+ * empty file by its own rule. A missing file is MOEQ_ERR_NOT_FOUND (exit 2). */
+moeq_status moeq_map_file(const char *path, void **map, size_t *len, moeq_error *err);
+
 /* Output directories are written as a temporary sibling and renamed: these remove a failed
  * temporary (files only, one level) and tell whether a target directory is empty (1) or
  * holds anything or cannot be read (0). */

@@ -123,22 +123,42 @@ static inline float hsum(__m256 v)
     return _mm_cvtss_f32(s);
 }
 
+/* lanes 0..n-1 set (0 < n < 8) */
+static inline __m256i tail_mask(int64_t n)
+{
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
 static inline void dot4(const float *w, int64_t len, const float *x0, const float *x1, const float *x2, const float *x3,
                         __m256 acc[4])
 {
-    for (int64_t k = 0; k < len; k += 8) {
+    int64_t k = 0;
+    for (; k + 8 <= len; k += 8) {
         const __m256 v = _mm256_loadu_ps(w + k);
         acc[0] = _mm256_fmadd_ps(v, _mm256_loadu_ps(x0 + k), acc[0]);
         acc[1] = _mm256_fmadd_ps(v, _mm256_loadu_ps(x1 + k), acc[1]);
         acc[2] = _mm256_fmadd_ps(v, _mm256_loadu_ps(x2 + k), acc[2]);
         acc[3] = _mm256_fmadd_ps(v, _mm256_loadu_ps(x3 + k), acc[3]);
     }
+    if (k < len) {   /* a float row of any length: a masked load reads nothing past it */
+        const __m256i m = tail_mask(len - k);
+        const __m256 v = _mm256_maskload_ps(w + k, m);
+        acc[0] = _mm256_fmadd_ps(v, _mm256_maskload_ps(x0 + k, m), acc[0]);
+        acc[1] = _mm256_fmadd_ps(v, _mm256_maskload_ps(x1 + k, m), acc[1]);
+        acc[2] = _mm256_fmadd_ps(v, _mm256_maskload_ps(x2 + k, m), acc[2]);
+        acc[3] = _mm256_fmadd_ps(v, _mm256_maskload_ps(x3 + k, m), acc[3]);
+    }
 }
 
 /* one token: dot4's first accumulator alone (the same sums, a quarter of the work) */
 static inline void dot1(const float *w, int64_t len, const float *x0, __m256 *acc)
 {
-    for (int64_t k = 0; k < len; k += 8) *acc = _mm256_fmadd_ps(_mm256_loadu_ps(w + k), _mm256_loadu_ps(x0 + k), *acc);
+    int64_t k = 0;
+    for (; k + 8 <= len; k += 8) *acc = _mm256_fmadd_ps(_mm256_loadu_ps(w + k), _mm256_loadu_ps(x0 + k), *acc);
+    if (k < len) {
+        const __m256i m = tail_mask(len - k);
+        *acc = _mm256_fmadd_ps(_mm256_maskload_ps(w + k, m), _mm256_maskload_ps(x0 + k, m), *acc);
+    }
 }
 
 static void rows256(const gg_codec *c, const uint8_t *W, int64_t r0, int64_t r1, int64_t cols, const float *X, int64_t n,

@@ -109,23 +109,39 @@ static deq_fn fast_dequant(const gg_codec *c)
     }
 }
 
-/* four tokens (x0..x3) against len decoded values w; acc carried across chunks */
+/* four tokens (x0..x3) against len decoded values w; acc carried across chunks. A row whose
+ * length is not a multiple of 16 (float types: any length) ends in a masked load, so nothing past
+ * the row is read and the missing lanes add zero. */
 static inline void dot4(const float *w, int64_t len, const float *x0, const float *x1, const float *x2, const float *x3,
                         __m512 acc[4])
 {
-    for (int64_t k = 0; k < len; k += 16) {
+    int64_t k = 0;
+    for (; k + 16 <= len; k += 16) {
         const __m512 v = _mm512_loadu_ps(w + k);
         acc[0] = _mm512_fmadd_ps(v, _mm512_loadu_ps(x0 + k), acc[0]);
         acc[1] = _mm512_fmadd_ps(v, _mm512_loadu_ps(x1 + k), acc[1]);
         acc[2] = _mm512_fmadd_ps(v, _mm512_loadu_ps(x2 + k), acc[2]);
         acc[3] = _mm512_fmadd_ps(v, _mm512_loadu_ps(x3 + k), acc[3]);
     }
+    if (k < len) {
+        const __mmask16 m = (__mmask16)((1u << (len - k)) - 1);
+        const __m512 v = _mm512_maskz_loadu_ps(m, w + k);
+        acc[0] = _mm512_fmadd_ps(v, _mm512_maskz_loadu_ps(m, x0 + k), acc[0]);
+        acc[1] = _mm512_fmadd_ps(v, _mm512_maskz_loadu_ps(m, x1 + k), acc[1]);
+        acc[2] = _mm512_fmadd_ps(v, _mm512_maskz_loadu_ps(m, x2 + k), acc[2]);
+        acc[3] = _mm512_fmadd_ps(v, _mm512_maskz_loadu_ps(m, x3 + k), acc[3]);
+    }
 }
 
 /* one token: dot4's first accumulator alone (the same sums, a quarter of the work) */
 static inline void dot1(const float *w, int64_t len, const float *x0, __m512 *acc)
 {
-    for (int64_t k = 0; k < len; k += 16) *acc = _mm512_fmadd_ps(_mm512_loadu_ps(w + k), _mm512_loadu_ps(x0 + k), *acc);
+    int64_t k = 0;
+    for (; k + 16 <= len; k += 16) *acc = _mm512_fmadd_ps(_mm512_loadu_ps(w + k), _mm512_loadu_ps(x0 + k), *acc);
+    if (k < len) {
+        const __mmask16 m = (__mmask16)((1u << (len - k)) - 1);
+        *acc = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, w + k), _mm512_maskz_loadu_ps(m, x0 + k), *acc);
+    }
 }
 
 static void rows512(const gg_codec *c, const uint8_t *W, int64_t r0, int64_t r1, int64_t cols, const float *X, int64_t n,

