@@ -39,7 +39,7 @@ FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
 LIB      := $(BUILD)/libmoeq.a
 MOEQ     := $(BIN)/moeq
 
-.PHONY: all build lib tests test test-rel test-asan demo fuzz fuzz-replay bench bench-memory bench-mpi results clean deps deps-test
+.PHONY: all build lib tests test test-rel test-asan demo fuzz fuzz-replay bench bench-memory bench-scale bench-mpi results clean deps deps-test
 # Dependencies are checked (and installed when root) before a second make reads the compiler
 # flags from pkg-config: on a fresh machine they do not exist when this Makefile is parsed.
 all: deps
@@ -138,8 +138,19 @@ bench: all
 # when absent (docs/bench.md, "Memory"; not part of make bench: ~30 min, 80 GB of disk)
 BENCH_MODEL ?= /work/big/q15
 bench-memory: all
-	@$(MAKE) --no-print-directory $(BUILD)/bench/make_qwen15_shaped
+	@$(MAKE) --no-print-directory $(BUILD)/bench/make_shaped
 	@bench/bench_memory.sh $(BENCH_MODEL)
+
+# issue 14's scale benchmark: a DeepSeek-V2-Lite-shaped checkpoint (MLA, 64 + 2 experts, 27
+# layers, 31.4 GB bf16) and its FP8 copy (16.6 GB), generated when absent: inspect, FARMS spectra
+# and RTN-4 packing, peak RSS and time of each (docs/bench.md, "Scale"; ~1 h, 60 GB of disk)
+BENCH_DS ?= /work/big/dsv2
+bench-scale: all
+	@$(MAKE) --no-print-directory $(BUILD)/bench/make_shaped
+	@BENCH_GEN_ARGS="--shape dsv2lite" BENCH_ONLY="inspect|verify|spectral-farms|quantize-rtn-q4|eval-q4-512" \
+	  bench/bench_memory.sh $(BENCH_DS)
+	@BENCH_GEN_ARGS="--shape dsv2lite --fp8" BENCH_ONLY="inspect|verify|spectral-farms|quantize-rtn-q4|eval-q4-512" \
+	  bench/bench_memory.sh $(BENCH_DS)-fp8
 
 # 2 MPI ranks x 1 thread against one process x 2 threads, outputs compared with cmp, ratios
 # printed (docs/scale.md): spectral farms, calibrate, GPTQ. BENCH_MPI_MODEL=DIR (default: the

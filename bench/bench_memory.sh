@@ -1,8 +1,9 @@
 #!/bin/sh
 # Peak RSS and wall time of every moeq command on a big checkpoint (docs/bench.md, "Memory").
 #   bench/bench_memory.sh [MODEL_DIR] [WORK_DIR] [MOEQ]        (make bench-memory)
-# MODEL_DIR (default /work/big/q15) is generated when absent by build/rel/bench/make_qwen15_shaped
-# (Qwen1.5-MoE-A2.7B-shaped, 28.6 GB). GPTQ, hessian plans and full-Hessian calibration need a
+# MODEL_DIR (default /work/big/q15) is generated when absent by build/rel/bench/make_shaped
+# (Qwen1.5-MoE-A2.7B-shaped, 28.6 GB; BENCH_GEN_ARGS='--shape dsv2lite [--fp8]' for the
+# DeepSeek-V2-Lite shape, make bench-scale). GPTQ, hessian plans and full-Hessian calibration need a
 # calib file with full Hessians (2.9 GB per layer of this shape, 70 GB for 24 layers), so they
 # run on MODEL_DIR-l4, the same shapes with 4 layers (also generated when absent). WORK_DIR
 # (default MODEL_DIR.work) holds the outputs; the big ones are removed after each step, the
@@ -16,10 +17,10 @@ W=${2:-$M.work}
 MOEQ=${3:-bin/moeq}
 TAG=${BENCH_TAG:-run}
 M4=$M-l4
-GEN=build/rel/bench/make_qwen15_shaped
+GEN=build/rel/bench/make_shaped
 [ -x "$GEN" ] || make -s "$GEN" || exit 1
-[ -f "$M/config.json" ] || "$GEN" "$M" || exit 1
-[ -f "$M4/config.json" ] || "$GEN" "$M4" --layers 4 || exit 1
+[ -f "$M/config.json" ] || "$GEN" "$M" ${BENCH_GEN_ARGS:-} || exit 1
+case "${BENCH_ONLY:-l4}" in *l4*) [ -f "$M4/config.json" ] || "$GEN" "$M4" --layers 4 ${BENCH_GEN_ARGS:-} || exit 1 ;; esac
 mkdir -p "$W" || exit 1
 T=$M/tokens.u32
 drop=1
