@@ -12,7 +12,7 @@
 
 static const char *FAMILY_FIXTURES[] = {
     "tiny-deepseekv3", "tiny-kimik2", "tiny-deepseekv2", "tiny-glm4moe", "tiny-dots1",
-    "tiny-deepseekv3-fp8", "tiny-ernie45moe", "tiny-phimoe",
+    "tiny-deepseekv3-fp8", "tiny-ernie45moe", "tiny-phimoe", "tiny-gptoss", "tiny-gptoss-mxfp4",
 };
 #define N_FAM (sizeof FAMILY_FIXTURES / sizeof FAMILY_FIXTURES[0])
 
@@ -102,7 +102,7 @@ static void test_perplexity_matches_transformers(void)
         return;
     }
     int quick = getenv("MOEQ_TEST_SLOW") == NULL;
-    static const char *const long_ctx[] = { "tiny-deepseekv3", "tiny-deepseekv2", "tiny-phimoe" };
+    static const char *const long_ctx[] = { "tiny-deepseekv3", "tiny-deepseekv2", "tiny-phimoe", "tiny-gptoss" };
     for (size_t i = 0; i < N_FAM; i++) {
         int positional = 0;
         for (size_t j = 0; j < sizeof long_ctx / sizeof long_ctx[0]; j++)
@@ -182,13 +182,17 @@ static void test_param_counts(void)
         moeq_param_counts p;
         moeq_model_param_counts(m, &p);
         const int64_t H = c->hidden, I = c->moe_inter, E = c->n_experts;
-        int has_bias = c->router == MOEQ_ROUTER_SIGMOID_GROUP || c->router == MOEQ_ROUTER_SOFTMAX_BIAS;
+        int has_bias = c->router == MOEQ_ROUTER_SIGMOID_GROUP || c->router == MOEQ_ROUTER_SOFTMAX_BIAS ||
+                       c->router == MOEQ_ROUTER_TOPK_SOFTMAX;
+        /* gpt_oss: expert biases [2I] + [H]; MXFP4 blocks hold two weights a byte (scales: other) */
+        int64_t expert_elems = (c->mxfp4 ? 3 * I * H / 2 : 3 * I * H) + (c->expert_bias ? 2 * I + H : 0);
         CHECK_MSG(p.total == sum, "%s: total %lld, checkpoint %lld", FAMILY_FIXTURES[i], (long long)p.total,
                   (long long)sum);
         CHECK(p.total == p.attention + p.router + p.shared_experts + p.routed_experts + p.embeddings + p.other);
         CHECK_MSG(p.router == moe_layers * E * (H + has_bias), "%s: router %lld", FAMILY_FIXTURES[i],
                   (long long)p.router);
-        CHECK(p.routed_experts == moe_layers * E * 3 * I * H);
+        CHECK_MSG(p.routed_experts == moe_layers * E * expert_elems, "%s: routed %lld", FAMILY_FIXTURES[i],
+                  (long long)p.routed_experts);
         CHECK(p.shared_experts == moe_layers * 3 * c->shared_inter * H);
         CHECK(p.embeddings == (c->tie_embeddings ? 1 : 2) * c->vocab * H + (c->lm_head_bias ? c->vocab : 0));
         moeq_model_close(m);
