@@ -163,6 +163,35 @@ static void test_e4m3_decoding_matches_torch(void)
     json_decref(j);
 }
 
+/* Every e2m1 nibble against torch's table (tests/fixtures/sources/e2m1.json) in both halves of a
+ * byte, through a 2 x 64 MXFP4 view of every other block row (rstep 2, as gpt_oss's gate rows)
+ * whose scales are 2^0, 2^-3 and 2^5, 2^-127. */
+static void test_e2m1_decoding_matches_torch(void)
+{
+    json_error_t jerr;
+    json_t *j = json_load_file(FIXTURES "/sources/e2m1.json", 0, &jerr);
+    CHECK_MSG(j && json_array_size(j) == 16, "%s", jerr.text);
+    if (!j) return;
+    uint8_t blocks[4][32], scales[4][2] = { { 127, 124 }, { 0, 0 }, { 132, 0 }, { 9, 9 } };
+    for (int r = 0; r < 4; r++)
+        for (int b = 0; b < 32; b++) blocks[r][b] = (uint8_t)((b % 16) | ((15 - b % 16) << 4));
+    moeq_mat v = { .tensor = "t", .index = 0, .dtype = MOEQ_DT_U8, .rows = 2, .cols = 64, .data = blocks,
+                   .rstep = 2, .mx_scales = &scales[0][0] };
+    float out[128];
+    CHECK(moeq_mat_widens(&v));
+    moeq_mat_to_f32(&v, 0, 2, out);
+    int bad = 0;
+    for (int r = 0; r < 2; r++)
+        for (int c = 0; c < 64; c++) {
+            int byte = c / 2 % 16, code = c % 2 ? 15 - byte : byte;
+            double sc = ldexp(1.0, scales[2 * r][c / 32] - 127);
+            bad += out[r * 64 + c] != (float)(json_number_value(json_array_get(j, (size_t)code)) * sc);
+        }
+    CHECK_MSG(bad == 0, "%d of 128 MXFP4 values decode differently from torch's e2m1 table", bad);
+    CHECK(signbit(out[16]) && out[16] == 0.0f);   /* byte 8's low nibble: code 8 is -0 */
+    json_decref(j);
+}
+
 /* Parameter classes against the shapes the config implies, and the total against the
  * element count of every tensor in the checkpoint (FP8 scales and biases included). */
 static void test_param_counts(void)
@@ -203,6 +232,7 @@ int main(void)
 {
     RUN_TEST(test_param_counts);
     RUN_TEST(test_e4m3_decoding_matches_torch);
+    RUN_TEST(test_e2m1_decoding_matches_torch);
     RUN_TEST(test_logits_match_transformers);
     RUN_TEST(test_perplexity_matches_transformers);
     HARNESS_EXIT();
