@@ -233,6 +233,11 @@ moeq_mat moeq_model_tensor_view(const moeq_model *m, const moeq_tensor *t);
 /* 1 when t is the weight_scale_inv of an F8_E4M3 weight of an fp8 source (consumed by the
  * weight's view, never written on its own). */
 int moeq_model_is_fp8_scale(const moeq_model *m, const moeq_tensor *t);
+/* MXFP4 sources (gpt_oss): 1 when t is a U8 NAME_scales tensor, consumed by its NAME_blocks'
+ * views; moeq_model_mx_blocks: 1 when t is a NAME_blocks tensor, with NAME in base (cap bytes)
+ * and the shape of the bf16 tensor it encodes ([E, in, out], as gpt_oss's bf16 checkpoints). */
+int moeq_model_is_mx_scale(const moeq_model *m, const moeq_tensor *t);
+int moeq_model_mx_blocks(const moeq_model *m, const moeq_tensor *t, char *base, size_t cap, int64_t shape[3]);
 const moeq_mat *moeq_model_embed(const moeq_model *m);     /* [vocab, hidden] */
 const moeq_mat *moeq_model_lm_head(const moeq_model *m);   /* == embed when tied */
 const moeq_vec *moeq_model_final_norm(const moeq_model *m);

@@ -1038,6 +1038,33 @@ int moeq_model_is_fp8_scale(const moeq_model *m, const moeq_tensor *t)
     return w && w->dtype == MOEQ_DT_F8_E4M3;
 }
 
+static int name_ends(const char *name, const char *suffix, size_t *stem)
+{
+    size_t n = strlen(name), k = strlen(suffix);
+    *stem = n > k ? n - k : 0;
+    return n > k && !strcmp(name + n - k, suffix);
+}
+
+int moeq_model_is_mx_scale(const moeq_model *m, const moeq_tensor *t)
+{
+    size_t stem;
+    return m && t && m->cfg.mxfp4 && t->dtype == MOEQ_DT_U8 && t->ndim == 3 && name_ends(t->name, "_scales", &stem);
+}
+
+int moeq_model_mx_blocks(const moeq_model *m, const moeq_tensor *t, char *base, size_t cap, int64_t shape[3])
+{
+    size_t stem;
+    if (!m || !t || !m->cfg.mxfp4 || t->dtype != MOEQ_DT_U8 || t->ndim != 4 || !name_ends(t->name, "_blocks", &stem) ||
+        stem >= cap)
+        return 0;
+    memcpy(base, t->name, stem);
+    base[stem] = '\0';
+    shape[0] = t->shape[0];
+    shape[1] = t->shape[2] * 32;   /* inputs */
+    shape[2] = t->shape[1];        /* outputs */
+    return 1;
+}
+
 const moeq_mat *moeq_model_embed(const moeq_model *m) { return m ? &m->embed : NULL; }
 const moeq_mat *moeq_model_lm_head(const moeq_model *m) { return m ? &m->lm_head : NULL; }
 const moeq_vec *moeq_model_final_norm(const moeq_model *m) { return m ? &m->final_norm : NULL; }
