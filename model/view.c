@@ -415,9 +415,7 @@ static moeq_status resolve_gptoss_experts(rctx *r, int64_t l)
     const moeq_family *f = c->family;
     const int64_t H = c->hidden, E = c->n_experts, I = c->moe_inter, I2 = 2 * I;
     moeq_status st;
-    if (m->widths)
-        return moeq_fail(r->err, MOEQ_ERR_UNSUPPORTED, "%s: config.json 'moeq_expert_widths': pruned %s experts "
-                         "are not supported", m->path, c->model_type);
+    /* pruned (docs/prune.md): zero-filled only, so the views keep their full width */
     if (c->mxfp4) {
         if ((st = find_mx(r, f->fused_gate_up[0], "_blocks", l, 4, SHAPE(E, I2, H / 32, 16), CAT_ROUTED,
                           &m->fused_gate_up[l])) ||
