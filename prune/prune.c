@@ -268,7 +268,9 @@ static moeq_status expert_state(pctx *p, int64_t l, int64_t e, moeq_error *err)
 static void store(void *dst, int64_t i, moeq_dtype dt, double v)
 {
     float f = (float)v;
-    if (dt == MOEQ_DT_F32) {
+    if (dt == MOEQ_DT_F8_E4M3) {   /* only removed channels' zeros: compensation is refused for FP8 */
+        ((unsigned char *)dst)[i] = 0;
+    } else if (dt == MOEQ_DT_F32) {
         memcpy((char *)dst + 4 * i, &f, 4);
     } else if (dt == MOEQ_DT_F16) {
         uint16_t h = moeq_f32_to_f16(f);
@@ -450,6 +452,10 @@ moeq_status moeq_prune(const moeq_model *m, moeq_calib_file *calib, const moeq_p
     if (c->expert_layout == MOEQ_EXPERTS_GPTOSS && o->layout == MOEQ_PRUNE_RAGGED)
         return moeq_fail(err, MOEQ_ERR_UNSUPPORTED, "%s: --layout ragged: %s stores its experts fused only; use "
                          "--layout zero-fill", moeq_model_path(m), c->model_type);
+    if (c->fp8 && (o->layout == MOEQ_PRUNE_RAGGED || (o->score == MOEQ_PRUNE_HESSIAN && o->compensate)))
+        return moeq_fail(err, MOEQ_ERR_UNSUPPORTED, "%s: an FP8 source keeps its block scales, so prune only zeroes "
+                         "channels of it: use --layout zero-fill%s", moeq_model_path(m),
+                         o->score == MOEQ_PRUNE_HESSIAN ? " and --no-compensate" : "");
     if (o->score != MOEQ_PRUNE_MAGNITUDE && !calib)
         return moeq_fail(err, MOEQ_ERR_MISUSE, "prune: this score needs --calib");
     if (o->score == MOEQ_PRUNE_HESSIAN && moeq_calib_file_diag(calib))
