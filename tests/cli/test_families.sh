@@ -57,8 +57,18 @@ for fx in $stages; do
   "$MOEQ" eval "$D/pr" $SEV > "$D/pr.json"; ok $? "eval pruned $fx"
   close "pruned 25% $fx within 20% of the source" "$(ppl "$D/pr.json")" "$(ppl "$D/src.json")" 0.2
 done
-# MXFP4: inspect shows the source format; unpacked and pruned directories are bf16 hub layouts
+# MXFP4: inspect shows the source format; experts kept raw are their exact bf16 values (the
+# packed file and its unpacked directory evaluate bit for bit like the source); unpacked and
+# pruned directories are bf16 hub layouts
 D=$TMPD/st-gptoss-mxfp4
+"$MOEQ" quantize $FX/tiny-gptoss-mxfp4 --bits 8 --tensor-type '.*=keep' -o "$TMPD/mk.moeq" -q || echo "FAIL quantize keep mxfp4"
+"$MOEQ" unpack "$TMPD/mk.moeq" -o "$TMPD/mku" -q || echo "FAIL unpack keep mxfp4"
+k=0
+for x in "$FX/tiny-gptoss-mxfp4" "$TMPD/mk.moeq" "$TMPD/mku"; do k=$((k + 1)); "$MOEQ" eval "$x" $SEV > "$TMPD/mk$k.json"; done
+python3 -c "
+import json, sys; p = [json.load(open(f))['ppl'] for f in sys.argv[1:]]; assert p[0] == p[1] == p[2], p" \
+  "$TMPD/mk1.json" "$TMPD/mk2.json" "$TMPD/mk3.json" && echo "PASS mxfp4 experts kept raw: source, packed and unpacked evaluate alike" \
+  || echo "FAIL mxfp4 experts kept raw: source, packed and unpacked evaluate alike"
 "$MOEQ" inspect $FX/tiny-gptoss-mxfp4 --json -q > "$TMPD/i.json"
 python3 -c "
 import json, sys; q = json.load(open(sys.argv[1]))['source_quant']
