@@ -206,6 +206,10 @@ static uint64_t calib_file_bound(const moeq_config *c, const moeq_calib_h5_meta 
             b += (full * (H * H + F * F) + H + F) * 8 + 4096;
         }
         if (meta->scope_all) b += (full * (H * H + q * q) + H + q) * 8 + 4096;
+        if (meta->scope_all && c->attn == MOEQ_ATTN_MLA) {   /* q_b_in, kv_b_in */
+            uint64_t QL = (uint64_t)c->q_lora_rank, R = (uint64_t)c->kv_lora_rank;
+            b += (full * (QL * QL + R * R) + QL + R) * 8 + 8192;
+        }
         total += b + b / 64;
     }
     return total;
@@ -388,6 +392,8 @@ moeq_status moeq_calib_h5_write_layer(moeq_calib_h5 *w, const moeq_calib_layer *
     if (r >= 0 && L->is_moe) r = write_acc(g, "shared_down", &L->shared_down, w->compress);
     if (r >= 0) r = write_acc(g, "attn_in", &L->attn_in, w->compress);
     if (r >= 0) r = write_acc(g, "attn_o", &L->attn_o, w->compress);
+    if (r >= 0) r = write_acc(g, "q_b_in", &L->q_b_in, w->compress);     /* MLA; dim 0 otherwise */
+    if (r >= 0) r = write_acc(g, "kv_b_in", &L->kv_b_in, w->compress);
     if (r >= 0 && !L->is_moe) r = write_acc(g, "dense_in", &L->dense_in, w->compress);
     if (r >= 0 && !L->is_moe) r = write_acc(g, "dense_down", &L->dense_down, w->compress);
     if (g >= 0 && H5Gclose(g) < 0) r = -1;

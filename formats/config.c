@@ -370,9 +370,18 @@ static moeq_status parse_quant(const cfg_ctx *c, moeq_config *cfg)
     const json_t *m = get(q, "quant_method");
     if (!m) return bad(c, "CF-11", "quantization_config.quant_method", "missing");
     if (!json_is_string(m)) return bad(c, "CF-11", "quantization_config.quant_method", "wrong type (expected a string)");
+    if (strcmp(json_string_value(m), "mxfp4") == 0 && cfg->expert_layout == MOEQ_EXPERTS_GPTOSS) {
+        /* gpt_oss ships its routed experts as *_blocks / *_scales (docs/FAMILIES.md) */
+        if (cfg->hidden % 32 || cfg->moe_inter % 32)
+            return bad(c, "CF-11", "quantization_config.quant_method",
+                       "mxfp4 needs hidden_size and intermediate_size multiples of 32");
+        cfg->mxfp4 = 1;
+        return MOEQ_OK;
+    }
     if (strcmp(json_string_value(m), "fp8") != 0)
         return moeq_fail(c->err, MOEQ_ERR_UNSUPPORTED, "%s: CF-11: key 'quantization_config.quant_method': "
-                         "\"%.64s\" is not supported (\"fp8\" block-scaled e4m3)", c->path, json_string_value(m));
+                         "\"%.64s\" is not supported (\"fp8\" block-scaled e4m3%s)", c->path, json_string_value(m),
+                         cfg->expert_layout == MOEQ_EXPERTS_GPTOSS ? ", \"mxfp4\" experts" : "");
     const json_t *fmt = get(q, "fmt");
     if (fmt && (!json_is_string(fmt) || strcmp(json_string_value(fmt), "e4m3") != 0))
         return moeq_fail(c->err, MOEQ_ERR_UNSUPPORTED, "%s: CF-11: key 'quantization_config.fmt': only \"e4m3\" "
@@ -455,6 +464,35 @@ static moeq_status parse_sparse(const cfg_ctx *c, const moeq_family *fam, moeq_c
     return MOEQ_OK;
 }
 
+/* CF-9: sliding-window layers (gpt_oss): layer_types of "sliding_attention" / "full_attention",
+ * one per layer (GptOssConfig's default: even layers sliding), window sliding_window (128). */
+static moeq_status parse_layer_types(const cfg_ctx *c, moeq_config *cfg)
+{
+    moeq_status st = get_int(c, c->root, "sliding_window", "CF-9", 0, 128, 1, INT64_MAX, &cfg->sliding_window);
+    if (st) return st;
+    const json_t *lt = get(c->root, "layer_types");
+    if (!lt) {
+        for (int64_t l = 0; l < cfg->layers; l++) cfg->layer_sliding[l] = l % 2 == 0;
+        return MOEQ_OK;
+    }
+    if (!json_is_array(lt)) return bad(c, "CF-9", "layer_types", "wrong type (expected an array)");
+    if ((int64_t)json_array_size(lt) != cfg->layers) {
+        char msg[160];
+        snprintf(msg, sizeof msg, "%zu entries for num_hidden_layers %lld", json_array_size(lt),
+                 (long long)cfg->layers);
+        return bad(c, "CF-9", "layer_types", msg);
+    }
+    for (int64_t l = 0; l < cfg->layers; l++) {
+        const json_t *e = json_array_get(lt, (size_t)l);
+        const char *v = json_is_string(e) ? json_string_value(e) : "";
+        if (strcmp(v, "sliding_attention") != 0 && strcmp(v, "full_attention") != 0)
+            return moeq_fail(c->err, MOEQ_ERR_UNSUPPORTED, "%s: CF-9: key 'layer_types': element %lld is not "
+                             "\"sliding_attention\" or \"full_attention\"", c->path, (long long)l);
+        cfg->layer_sliding[l] = v[0] == 's';
+    }
+    return MOEQ_OK;
+}
+
 /* CF-9: features whose forward pass moeq does not implement. */
 static moeq_status check_features(const cfg_ctx *c, const moeq_family *fam)
 {
@@ -468,7 +506,7 @@ static moeq_status check_features(const cfg_ctx *c, const moeq_family *fam)
                          "%s: CF-9: key 'clip_qkv': clipping q/k/v is not supported (expected null)",
                          c->path);
     const json_t *lt = get(c->root, "layer_types");
-    if (lt && json_is_array(lt))
+    if (lt && json_is_array(lt) && !fam->sliding_layers)
         for (size_t i = 0; i < json_array_size(lt); i++) {
             const json_t *e = json_array_get(lt, i);
             if (!json_is_string(e) || strcmp(json_string_value(e), "full_attention") != 0)
@@ -670,6 +708,13 @@ moeq_status moeq_config_parse(const char *json, size_t len, const char *path, mo
         if (!on) cfg->qk_norm = MOEQ_QK_NORM_NONE;
     }
 
+    cfg->act = fam->act;
+    cfg->act_alpha = 1.702;   /* GptOssExperts hard-codes alpha and limit (transformers 5.17) */
+    cfg->act_limit = 7.0;
+    cfg->expert_layout = fam->expert_layout;
+    cfg->expert_bias = fam->expert_layout == MOEQ_EXPERTS_GPTOSS;
+    cfg->attn_sinks = fam->attn_sinks;
+    if (fam->sliding_layers && (st = parse_layer_types(c, cfg))) goto done;
     if ((st = check_features(c, fam))) goto done;
     if ((st = parse_quant(c, cfg))) goto done;
     if (fam->has_sliding_window) {

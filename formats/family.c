@@ -255,6 +255,29 @@ static const moeq_family families[] = {
         .yarn_mscale_scale = 1,
         DEEPSEEK_NAMES,
     },
+    {
+        /* GPT-OSS (GptOssConfig): GQA with q/k/v/o biases and per-head sinks, alternating
+         * sliding-window / full layers, YaRN (truncate false), router linear with bias (top-k of
+         * the logits, softmax over the k), clamped SwiGLU experts with biases stored transposed
+         * and interleaved (MOEQ_EXPERTS_GPTOSS), MXFP4 on the hub. */
+        .model_type = "gpt_oss",
+        .moe_inter_key = "intermediate_size",
+        .renorm = MOEQ_RENORM_ALWAYS, .norm_topk_default = 1,
+        .sparse = MOEQ_SPARSE_ALL,
+        .qk_norm = MOEQ_QK_NORM_NONE,
+        .qkv_bias_key = "attention_bias", .qkv_bias_default = 1, .attention_bias_o = 1,
+        .tie_default = 0, .rope_theta_default = 150000.0,
+        .attn = MOEQ_ATTN_GQA, .router_kind = MOEQ_ROUTER_TOPK_SOFTMAX,
+        .sliding_layers = 1, .attn_sinks = 1, .act = MOEQ_ACT_SWIGLU_CLAMP,
+        .expert_layout = MOEQ_EXPERTS_GPTOSS,
+        COMMON_NAMES,
+        .router = { "model.layers.%lld.mlp.router.weight", NULL },
+        .o_bias = "model.layers.%lld.self_attn.o_proj.bias",
+        .sinks = "model.layers.%lld.self_attn.sinks",
+        .router_lin_bias = "model.layers.%lld.mlp.router.bias",
+        .fused_gate_up_bias = "model.layers.%lld.mlp.experts.gate_up_proj_bias",
+        .fused_down_bias = "model.layers.%lld.mlp.experts.down_proj_bias",
+    },
 };
 
 #define N_FAMILIES (sizeof families / sizeof families[0])

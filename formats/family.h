@@ -66,6 +66,12 @@ typedef struct moeq_family {
     moeq_norm_kind norm;
     int attention_bias_o;          /* attention_bias gives o_proj a bias too, which is supported */
     const char *lm_head_bias_key;  /* bool key: lm_head has a bias */
+    /* gpt_oss: layer_types may name "sliding_attention" layers (window sliding_window; default
+     * layer_types: even layers sliding), attention sinks, the clamped SwiGLU, its expert layout */
+    int sliding_layers;
+    int attn_sinks;
+    moeq_act_kind act;
+    moeq_expert_layout expert_layout;
 
     /* ---- tensor names (model/view.c) ---- */
     const char *embed, *lm_head, *final_norm;
@@ -87,6 +93,11 @@ typedef struct moeq_family {
     const char *router_bias[MOEQ_FAMILY_ALT];         /* per layer, [E] (or [1, E]); none: NULL */
     int router_bias_rows;                             /* 1: stored as [1, E] (ERNIE) */
     const char *o_bias, *attn_norm_bias, *mlp_norm_bias, *final_norm_bias, *lm_head_bias;
+    const char *sinks;                                /* per layer, [heads] */
+    const char *router_lin_bias;                      /* per layer, [E]: added to the logits */
+    /* MOEQ_EXPERTS_GPTOSS, per layer: [E, 2I] (interleaved like the columns) and [E, H]; an
+     * MXFP4 source stores fused_gate_up / fused_down as NAME_blocks and NAME_scales */
+    const char *fused_gate_up_bias, *fused_down_bias;
 } moeq_family;
 
 /* The table entry for model_type, NULL when unsupported. */

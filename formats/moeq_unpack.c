@@ -5,8 +5,10 @@
  * in their dtype are copied unchanged. The directory is built under a temporary name next to
  * DIR and renamed at the end. */
 #include "moeq_core.h"
+#include "moeq_model.h"
 #include "moeq_pack.h"
 #include "moeq_st_writer.h"
+#include "formats/family.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -23,7 +25,49 @@ typedef struct uctx {
     const moeq_pack_tensor ***pieces;   /* per source: its pieces sorted by source_offset */
     size_t *npieces;
     moeq_dtype *out_dtype;
+    uint8_t *relayout;                  /* per source: GPTOSS_* (gpt_oss experts), else 0 */
 } uctx;
+
+/* gpt_oss's experts are packed as [out, in] pieces (F-15, docs/FAMILIES.md): expert e's gate then
+ * up [I, H] at e * 2IH, its down [H, I] at e * HI. The hub tensors are gate_up_proj [E, H, 2I]
+ * (gate = even columns, up = odd) and down_proj [E, I, H]: unpack transposes them back. */
+enum { GPTOSS_NONE = 0, GPTOSS_GATE_UP = 1, GPTOSS_DOWN = 2 };
+
+static int gptoss_kind(const moeq_config *c, const moeq_pack_source *src)
+{
+    if (c->expert_layout != MOEQ_EXPERTS_GPTOSS || src->ndim != 3) return GPTOSS_NONE;
+    char name[512];
+    for (int64_t l = 0; l < c->layers; l++) {
+        if (!c->layer_is_moe[l]) continue;
+        if (moeq_family_name(name, sizeof name, c->family->fused_gate_up[0], l, -1) == 0 && !strcmp(name, src->name))
+            return GPTOSS_GATE_UP;
+        if (moeq_family_name(name, sizeof name, c->family->fused_down[0], l, -1) == 0 && !strcmp(name, src->name))
+            return GPTOSS_DOWN;
+    }
+    return GPTOSS_NONE;
+}
+
+/* dst [E, shape[1], shape[2]] holding the packed order, rewritten in the hub's; tmp holds one expert. */
+static void gptoss_relayout(int kind, const int64_t *shape, size_t es, unsigned char *dst, unsigned char *tmp)
+{
+    const int64_t E = shape[0], K = shape[1], N = shape[2], per = K * N;
+    for (int64_t e = 0; e < E; e++) {
+        unsigned char *x = dst + (size_t)(e * per) * es;
+        memcpy(tmp, x, (size_t)per * es);
+        if (kind == GPTOSS_GATE_UP) {   /* tmp: gate [N/2, K] then up [N/2, K]; x: [K, N] */
+            const int64_t I = N / 2;
+            for (int64_t i = 0; i < I; i++)
+                for (int64_t k = 0; k < K; k++) {
+                    memcpy(x + (size_t)(k * N + 2 * i) * es, tmp + (size_t)(i * K + k) * es, es);
+                    memcpy(x + (size_t)(k * N + 2 * i + 1) * es, tmp + (size_t)((I + i) * K + k) * es, es);
+                }
+        } else {                        /* tmp: [N, K] (out, in); x: [K, N] */
+            for (int64_t o = 0; o < N; o++)
+                for (int64_t k = 0; k < K; k++)
+                    memcpy(x + (size_t)(k * N + o) * es, tmp + (size_t)(o * K + k) * es, es);
+        }
+    }
+}
 
 static uint16_t f32_to_bf16(float f)
 {
@@ -91,6 +135,13 @@ static moeq_status fill(void *user, size_t si, void *dst, moeq_error *err)
         }
         if (failed) return moeq_fail(err, MOEQ_ERR_NOMEM, "%s: tensor '%s': out of memory", moeq_pack_path(u->p), t->name);
     }
+    if (u->relayout[si]) {
+        const moeq_pack_source *src = moeq_pack_source_at(u->p, si);
+        unsigned char *tmp = malloc((size_t)(src->shape[1] * src->shape[2]) * es);
+        if (!tmp) return moeq_fail(err, MOEQ_ERR_NOMEM, "%s: tensor '%s': out of memory", moeq_pack_path(u->p), src->name);
+        gptoss_relayout(u->relayout[si], src->shape, es, dst, tmp);
+        free(tmp);
+    }
     /* converted: the pieces' mapped pages are done with (docs/unpack.md, "Memory") */
     for (size_t k = 0; k < u->npieces[si]; k++)
         moeq_pages_release(u->pieces[si][k]->data, (size_t)u->pieces[si][k]->blob.raw_size);
@@ -131,12 +182,21 @@ moeq_status moeq_pack_unpack(const moeq_pack *p, const char *dir, uint64_t max_s
     u.pieces = calloc(ns ? ns : 1, sizeof *u.pieces);
     u.npieces = calloc(ns ? ns : 1, sizeof *u.npieces);
     u.out_dtype = calloc(ns ? ns : 1, sizeof *u.out_dtype);
+    u.relayout = calloc(ns ? ns : 1, 1);
     const moeq_pack_tensor **all = calloc(nt ? nt : 1, sizeof *all);
     moeq_st_out *outs = calloc(ns ? ns : 1, sizeof *outs);
     moeq_status st = MOEQ_OK;
-    if (!u.pieces || !u.npieces || !u.out_dtype || !all || !outs) {
+    if (!u.pieces || !u.npieces || !u.out_dtype || !u.relayout || !all || !outs) {
         st = moeq_fail(err, MOEQ_ERR_NOMEM, "%s: out of memory", dir);
         goto done;
+    }
+    {   /* the family decides whether experts need their hub layout back (gpt_oss) */
+        const moeq_pack_file_entry *cf = moeq_pack_find_file(p, "config.json");
+        moeq_config *cfg = malloc(sizeof *cfg);
+        if (!cfg) { st = moeq_fail(err, MOEQ_ERR_NOMEM, "%s: out of memory", dir); goto done; }
+        if (cf && moeq_config_parse(cf->data, (size_t)cf->blob.size, "config.json", cfg, NULL) == MOEQ_OK)
+            for (size_t s = 0; s < ns; s++) u.relayout[s] = (uint8_t)gptoss_kind(cfg, moeq_pack_source_at(p, s));
+        free(cfg);
     }
     /* pieces grouped by source (counting pass, then slices of one array) */
     for (size_t i = 0; i < nt; i++) u.npieces[moeq_pack_tensor_at(p, i)->source_index]++;
@@ -162,7 +222,7 @@ moeq_status moeq_pack_unpack(const moeq_pack *p, const char *dir, uint64_t max_s
         outs[s].ndim = src->ndim;
         memcpy(outs[s].shape, src->shape, sizeof outs[s].shape);
         /* one raw piece in the source dtype: straight from the mapping */
-        outs[s].data = same && u.npieces[s] == 1 ? u.pieces[s][0]->data : NULL;
+        outs[s].data = same && u.npieces[s] == 1 && !u.relayout[s] ? u.pieces[s][0]->data : NULL;
         res->bytes += (uint64_t)src->numel * moeq_dtype_size(u.out_dtype[s]);
         res->dequantized += !same;
     }
@@ -188,6 +248,7 @@ done:
     free(outs);
     free(all);
     free(u.out_dtype);
+    free(u.relayout);
     free(u.npieces);
     free(u.pieces);
     return st;

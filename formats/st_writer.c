@@ -17,6 +17,7 @@ int moeq_st_dtype_rank(moeq_dtype dt)
     case MOEQ_DT_BOOL: return 0;
     case MOEQ_DT_U8: return 4;
     case MOEQ_DT_I8: return 5;
+    case MOEQ_DT_F8_E4M3: return 7;   /* FP8 sources copied as they are (prune) */
     case MOEQ_DT_I16: return 9;
     case MOEQ_DT_U16: return 10;
     case MOEQ_DT_F16: return 11;

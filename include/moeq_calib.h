@@ -89,6 +89,9 @@ typedef struct moeq_calib_layer {
     moeq_calib_acc shared_in, shared_down;   /* shared expert (all tokens); dim 0 when none */
     moeq_calib_acc attn_in, attn_o;          /* scope all: input of q/k/v, input of o */
     moeq_calib_acc dense_in, dense_down;     /* scope all, dense layers: MLP inputs */
+    /* scope all, MLA (deepseek): input of q_b (the normed q latent; dim 0 without q LoRA) and of
+     * kv_b (the normed kv latent); q_a, kv_a and q_proj read attn_in */
+    moeq_calib_acc q_b_in, kv_b_in;
     /* the validation split (moeq_calib_collector_enable_val): the same Σ x xᵀ (and Σ x²) of the
      * routed experts over the validation windows only, which the statistics above include too;
      * NULL without a split */

@@ -26,8 +26,22 @@ typedef enum moeq_router_kind {
     MOEQ_ROUTER_SIGMOID_GROUP = 1,  /* DeepSeek-V3: sigmoid, +bias for choice, group-limited */
     MOEQ_ROUTER_SOFTMAX_GROUP = 2,  /* DeepSeek-V2: softmax, greedy or group-limited greedy */
     MOEQ_ROUTER_SOFTMAX_BIAS = 3,   /* ERNIE-4.5: softmax, +bias for choice, renorm with a floor */
-    MOEQ_ROUTER_SPARSEMIXER = 4     /* Phi-3.5-MoE: sparsemixer top-2 (eval mode) */
+    MOEQ_ROUTER_SPARSEMIXER = 4,    /* Phi-3.5-MoE: sparsemixer top-2 (eval mode) */
+    MOEQ_ROUTER_TOPK_SOFTMAX = 5    /* GPT-OSS: top-k logits, softmax over the k chosen */
 } moeq_router_kind;
+
+/* Routed expert activation (model/fwd.h). */
+typedef enum moeq_act_kind {
+    MOEQ_ACT_SWIGLU = 0,          /* down(silu(gate) * up) */
+    MOEQ_ACT_SWIGLU_CLAMP = 1     /* GPT-OSS: gate <= limit, |up| <= limit, (up + 1) * gate * sigmoid(alpha gate) */
+} moeq_act_kind;
+
+/* How routed experts are stored (model/view.c). */
+typedef enum moeq_expert_layout {
+    MOEQ_EXPERTS_HF = 0,          /* per-expert [out, in] tensors, or v5 fused [E, 2I, H] / [E, H, I] */
+    MOEQ_EXPERTS_GPTOSS = 1       /* gate_up_proj [E, H, 2I] (x @ W, gate = even columns, up = odd),
+                                   * down_proj [E, I, H], with biases; or MXFP4 *_blocks / *_scales */
+} moeq_expert_layout;
 
 #define MOEQ_GROUP_ROUTER_MAX_EXPERTS 4096   /* sigmoid/softmax group routers (CF-5) */
 
@@ -87,6 +101,16 @@ typedef struct moeq_config {
      * the window fits rope_orig_max, else long; cos/sin x the matching mscale */
     float rope_short[MOEQ_ROPE_MAX_FACTORS], rope_long[MOEQ_ROPE_MAX_FACTORS];
     double rope_short_mscale, rope_long_mscale;
+    /* sliding-window layers (layer_types, gpt_oss): a query of such a layer sees the keys
+     * j > i - sliding_window (itself included) */
+    int64_t sliding_window;
+    uint8_t layer_sliding[MOEQ_MAX_LAYERS];
+    int attn_sinks;              /* per-head learned sink logit in the softmax denominator */
+    moeq_act_kind act;
+    double act_alpha, act_limit; /* MOEQ_ACT_SWIGLU_CLAMP */
+    moeq_expert_layout expert_layout;
+    int expert_bias;             /* routed experts' linears have biases (gpt_oss) */
+    int mxfp4;                   /* quantization_config mxfp4: experts as *_blocks / *_scales */
 } moeq_config;
 
 /* Parses config.json text. path names the file in errors. */
@@ -130,6 +154,15 @@ typedef struct moeq_mat {
      * dtype MOEQ_DT_OTHER; 0 for every other view (F32 is never a block type) */
     int gtype;
     uint64_t grow;
+    /* Strided views (gpt_oss's transposed, interleaved experts): element (r, c) is element
+     * r * rstep + c * cstep of data; 0, 0 for the row-major views. MXFP4 views (mx_scales set,
+     * dtype U8): row r's blocks start r * rstep block rows (cols / 2 bytes each) after data,
+     * its e8m0 scales r * rstep * (cols / 32) bytes after mx_scales; value of (r, c) =
+     * e2m1(nibble c: low first) x 2^(scale[c / 32] - 127). moeq_mat_to_f32 reads all of them;
+     * moeq_mat_widens says when a view must be widened before the kernels take it. */
+    int64_t rstep, cstep;
+    const uint8_t *mx_scales;
+    const char *mx_scale_tensor;
 } moeq_mat;
 
 typedef struct moeq_vec {    /* a 1-D weight: norms, biases */
@@ -154,6 +187,8 @@ typedef struct moeq_layer_view {
     moeq_vec q_a_norm, kv_a_norm;
     moeq_vec router_bias;                 /* e_score_correction_bias [E], data NULL when none */
     moeq_vec o_bias, attn_norm_bias, mlp_norm_bias;   /* data NULL when absent */
+    moeq_vec sinks;                       /* attention sink logits [heads] (gpt_oss), else NULL */
+    moeq_vec router_lin_bias;             /* the router linear's bias, added to its logits (gpt_oss) */
 } moeq_layer_view;
 
 typedef struct moeq_model moeq_model;
@@ -180,6 +215,10 @@ const moeq_layer_view *moeq_model_layer(const moeq_model *m, int64_t layer);
 /* Routed expert e's gate, up or down of a MoE layer. */
 moeq_status moeq_model_expert(const moeq_model *m, int64_t layer, int64_t expert, moeq_proj proj,
                               moeq_mat *out, moeq_error *err);
+/* Routed expert e's bias of gate, up or down ([rows] of its view) as float32 into dst: 1 when
+ * the family's experts have biases (gpt_oss), 0 (dst untouched) otherwise. Arguments as
+ * moeq_model_expert, unchecked beyond that (-1 when invalid). */
+int moeq_model_expert_bias(const moeq_model *m, int64_t layer, int64_t expert, moeq_proj proj, float *dst);
 /* Overrides (sequential GPTQ): from now on the view of a matrix is float32 `data` (same shape,
  * owned by the caller and kept alive until cleared; NULL restores the original). expert >= 0:
  * routed expert's GATE/UP/DOWN as moeq_model_expert returns it; expert -1: a layer matrix
@@ -194,6 +233,11 @@ moeq_mat moeq_model_tensor_view(const moeq_model *m, const moeq_tensor *t);
 /* 1 when t is the weight_scale_inv of an F8_E4M3 weight of an fp8 source (consumed by the
  * weight's view, never written on its own). */
 int moeq_model_is_fp8_scale(const moeq_model *m, const moeq_tensor *t);
+/* MXFP4 sources (gpt_oss): 1 when t is a U8 NAME_scales tensor, consumed by its NAME_blocks'
+ * views; moeq_model_mx_blocks: 1 when t is a NAME_blocks tensor, with NAME in base (cap bytes)
+ * and the shape of the bf16 tensor it encodes ([E, in, out], as gpt_oss's bf16 checkpoints). */
+int moeq_model_is_mx_scale(const moeq_model *m, const moeq_tensor *t);
+int moeq_model_mx_blocks(const moeq_model *m, const moeq_tensor *t, char *base, size_t cap, int64_t shape[3]);
 const moeq_mat *moeq_model_embed(const moeq_model *m);     /* [vocab, hidden] */
 const moeq_mat *moeq_model_lm_head(const moeq_model *m);   /* == embed when tied */
 const moeq_vec *moeq_model_final_norm(const moeq_model *m);
@@ -208,6 +252,9 @@ void moeq_model_param_counts(const moeq_model *m, moeq_param_counts *out);
 /* Widens a row range of a matrix view to float32: dst[r - r0][c] for r in [r0, r1). */
 void moeq_mat_to_f32(const moeq_mat *m, int64_t r0, int64_t r1, float *dst);
 void moeq_vec_to_f32(const moeq_vec *v, float *dst);
+/* 1 when the kernels cannot take the view as stored (FP8 blocks, MXFP4, strided): widen it
+ * with moeq_mat_to_f32 first. Packed and GGUF views have their own kernels: 0. */
+int moeq_mat_widens(const moeq_mat *m);
 
 /* ---- mapped pages (docs/eval.md, "Memory") ---------------------------------------------
  * Weights are read through read-only mappings; the pages a stage touched count in its RSS until

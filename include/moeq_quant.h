@@ -83,6 +83,12 @@ typedef struct moeq_quant_piece {
     int64_t unit;            /* the layer whose view names the tensor, or layers for the others */
     int64_t item;            /* INT pieces: work item (one per routed expert of a layer, one per
                               * other matrix), numbered in file order; -1 for RAW */
+    /* gpt_oss experts (stored transposed / interleaved, or MXFP4): the values are those of
+     * moeq_model_expert(unit, expert, proj), written [rows, cols] at off of the bf16 [E, 2I, H]
+     * / [E, H, I] order (F-15); 0 for every other piece */
+    int strided;
+    int64_t expert;
+    int proj;
 } moeq_quant_piece;
 
 /* Every piece moeq_quantize_rtn writes, in its order (*out malloc'ed), and the number of work

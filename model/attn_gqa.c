@@ -1,6 +1,7 @@
-/* Grouped-query attention (mixtral, qwen2/3_moe, olmoe, glm4_moe, dots1): q/k/v projections
- * of the normed input, optional q/k/v biases and q/k RMSNorm (per head or over the whole
- * projection), RoPE (rope.c), causal softmax attention (fwd_attend), o projection. */
+/* Grouped-query attention (mixtral, qwen2/3_moe, olmoe, glm4_moe, dots1, phimoe, gpt_oss): q/k/v
+ * projections of the normed input, optional q/k/v biases and q/k RMSNorm (per head or over the
+ * whole projection), RoPE (rope.c), causal softmax attention (fwd_attend) with gpt_oss's
+ * per-head sinks and sliding-window layers when the config has them, o projection (+ bias). */
 #include "model/fwd.h"
 
 #include <math.h>
@@ -40,8 +41,15 @@ void fwd_attn_gqa(moeq_runner *r, int64_t layer, int64_t n, const moeq_hooks *ho
     fwd_rope_apply(r, r->q, n, c->heads, qd, hd);
     fwd_rope_apply(r, r->k, n, c->kv_heads, kvd, hd);
 
+    if (L->sinks.data) {
+        moeq_vec_to_f32(&L->sinks, r->sinkbuf);
+        r->att_sinks = r->sinkbuf;
+    }
+    r->att_window = c->layer_sliding[layer] ? c->sliding_window : 0;
     fwd_attend(r, n, c->heads, c->kv_heads, hd, hd, r->q, qd, hd, r->k, kvd, hd, r->v, kvd, hd,
                (float)c->attn_scale, r->att, qd);
+    r->att_sinks = NULL;
+    r->att_window = 0;
     if (hooks && hooks->linear_input)
         hooks->linear_input(hooks->user, layer, -1, MOEQ_PROJ_O, r->att, n, qd, NULL, NULL);
     fwd_linear(r, &L->o, r->att, n, r->mlp_out);

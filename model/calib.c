@@ -229,14 +229,14 @@ struct moeq_calib_collector {
     float *ax, *ah, *aw;      /* [K*max_n, H], [K*max_n, I], [K*max_n] */
     int64_t fill;
     int64_t *e_off, *e_n;     /* [E] this window's range of each expert, e_n = -1 when none */
-    stash s_in, s_down, q_in, o_in, d_in, d_down;
+    stash s_in, s_down, q_in, o_in, d_in, d_down, qb_in, kvb_in;   /* qb/kvb: MLA's latents */
     int64_t win_n;            /* tokens of the stashed window (the Q hook's row count) */
     float *logits;            /* [max_n, E] the stashed window's router logits */
     int has_logits;
     int stash_only;           /* MPI rank other than 0: stash and forward, no statistics */
     float *w_sg;              /* shared expert's sigmoid gate [H], NULL when none */
     double *scratch;          /* [threads, ROW_BLOCK * maxdim] rows widened to float64 */
-    struct task *tasks;       /* [2E + 6] accumulation tasks of one flush ([4E + 6] with val) */
+    struct task *tasks;       /* [2E + 8] accumulation tasks of one flush ([4E + 8] with val) */
     int has_val;              /* L.val_in / L.val_down exist */
     int64_t maxdim;
 };
@@ -334,6 +334,8 @@ static void hook_linear(void *user, int64_t layer, int64_t expert, moeq_proj pro
     case MOEQ_PROJ_SHARED_DOWN: stash_put(c, &c->s_down, x, n, dim); break;
     case MOEQ_PROJ_DENSE_GATE: if (c->scope_all) stash_put(c, &c->d_in, x, n, dim); break;
     case MOEQ_PROJ_DENSE_DOWN: if (c->scope_all) stash_put(c, &c->d_down, x, n, dim); break;
+    case MOEQ_PROJ_Q_B: if (c->scope_all) stash_put(c, &c->qb_in, x, n, dim); break;
+    case MOEQ_PROJ_KV_B: if (c->scope_all) stash_put(c, &c->kvb_in, x, n, dim); break;
     default: break;
     }
 }
@@ -384,9 +386,9 @@ void moeq_calib_collector_free(moeq_calib_collector *c)
     free(c->L.logit_sum);
     free(c->L.logit_m2);
     moeq_calib_acc *accs[] = {&c->L.shared_in, &c->L.shared_down, &c->L.attn_in, &c->L.attn_o,
-                              &c->L.dense_in, &c->L.dense_down};
+                              &c->L.dense_in, &c->L.dense_down, &c->L.q_b_in, &c->L.kv_b_in};
     for (size_t i = 0; i < sizeof accs / sizeof accs[0]; i++) acc_free(accs[i]);
-    stash *ss[] = {&c->s_in, &c->s_down, &c->q_in, &c->o_in, &c->d_in, &c->d_down};
+    stash *ss[] = {&c->s_in, &c->s_down, &c->q_in, &c->o_in, &c->d_in, &c->d_down, &c->qb_in, &c->kvb_in};
     for (size_t i = 0; i < sizeof ss / sizeof ss[0]; i++) { free(ss[i]->x); free(ss[i]->w); }
     free(c->ax); free(c->ah); free(c->aw); free(c->e_off); free(c->e_n);
     free(c->w_sg); free(c->scratch); free(c->tasks); free(c->logits);
@@ -485,6 +487,15 @@ static moeq_status collector_create(const moeq_model *m, int64_t max_tokens, int
         acc_init(c, &c->L.attn_o, q, 0);
         stash_init(c, &c->q_in, n, H, 0);
         stash_init(c, &c->o_in, n, q, 0);
+        if (cf->attn == MOEQ_ATTN_MLA) {   /* q_b's and kv_b's inputs: the normed latents */
+            if (cf->q_lora_rank > 0) {
+                acc_init(c, &c->L.q_b_in, cf->q_lora_rank, 0);
+                stash_init(c, &c->qb_in, n, cf->q_lora_rank, 0);
+            }
+            acc_init(c, &c->L.kv_b_in, cf->kv_lora_rank, 0);
+            stash_init(c, &c->kvb_in, n, cf->kv_lora_rank, 0);
+            c->maxdim = max64(c->maxdim, max64(cf->q_lora_rank, cf->kv_lora_rank));
+        }
         if (any_dense) {
             acc_init(c, &c->L.dense_in, H, 0);
             acc_init(c, &c->L.dense_down, cf->dense_inter, 0);
@@ -495,7 +506,7 @@ static moeq_status collector_create(const moeq_model *m, int64_t max_tokens, int
     }
     if (!c->stash_only)
         c->scratch = col_alloc(c, (size_t)c->nthreads * (size_t)(ROW_BLOCK * c->maxdim), sizeof(double));
-    c->tasks = col_alloc(c, (size_t)(2 * E + 6), sizeof(struct task));
+    c->tasks = col_alloc(c, (size_t)(2 * E + 8), sizeof(struct task));
     if (c->alloc_failed) {
         moeq_calib_collector_free(c);
         return moeq_fail(err, MOEQ_ERR_NOMEM, "out of memory for one layer's calibration statistics");
@@ -517,7 +528,7 @@ static void window_clear(moeq_calib_collector *c)
     c->win_n = 0;
     c->has_logits = 0;
     for (int64_t e = 0; c->e_n && e < c->L.n_experts; e++) c->e_n[e] = -1;
-    stash *ss[] = {&c->s_in, &c->s_down, &c->q_in, &c->o_in, &c->d_in, &c->d_down};
+    stash *ss[] = {&c->s_in, &c->s_down, &c->q_in, &c->o_in, &c->d_in, &c->d_down, &c->qb_in, &c->kvb_in};
     for (size_t i = 0; i < sizeof ss / sizeof ss[0]; i++) ss[i]->n = 0;
 }
 
@@ -548,7 +559,7 @@ moeq_status moeq_calib_collector_reset(moeq_calib_collector *c, int64_t layer, m
     }
     c->L.val_tokens = 0;
     moeq_calib_acc *accs[] = {&c->L.shared_in, &c->L.shared_down, &c->L.attn_in, &c->L.attn_o,
-                              &c->L.dense_in, &c->L.dense_down};
+                              &c->L.dense_in, &c->L.dense_down, &c->L.q_b_in, &c->L.kv_b_in};
     for (size_t i = 0; i < sizeof accs / sizeof accs[0]; i++) acc_zero(accs[i]);
     free(c->w_sg);
     c->w_sg = NULL;
@@ -595,7 +606,7 @@ moeq_status moeq_calib_collector_enable_val(moeq_calib_collector *c, moeq_error 
     if (c->has_val || E == 0 || c->stash_only) return MOEQ_OK;
     if (c->diag)
         return moeq_fail(err, MOEQ_ERR_MISUSE, "a validation split needs full Hessians (not --diag)");
-    struct task *t = col_alloc(c, (size_t)(4 * E + 6), sizeof *t);
+    struct task *t = col_alloc(c, (size_t)(4 * E + 8), sizeof *t);
     c->L.val_in = col_alloc(c, (size_t)E, sizeof(moeq_calib_acc));
     c->L.val_down = col_alloc(c, (size_t)E, sizeof(moeq_calib_acc));
     for (int64_t e = 0; !c->alloc_failed && e < E; e++) {
@@ -668,6 +679,8 @@ moeq_status moeq_calib_collector_flush_split(moeq_calib_collector *c, int val, m
     if (c->scope_all) {
         tasks[nt++] = (task){&c->L.attn_in, c->q_in.x, NULL, c->q_in.n};
         tasks[nt++] = (task){&c->L.attn_o, c->o_in.x, NULL, c->o_in.n};
+        if (c->L.q_b_in.dim) tasks[nt++] = (task){&c->L.q_b_in, c->qb_in.x, NULL, c->qb_in.n};
+        if (c->L.kv_b_in.dim) tasks[nt++] = (task){&c->L.kv_b_in, c->kvb_in.x, NULL, c->kvb_in.n};
         if (!c->L.is_moe && c->L.dense_in.dim) {
             tasks[nt++] = (task){&c->L.dense_in, c->d_in.x, NULL, c->d_in.n};
             tasks[nt++] = (task){&c->L.dense_down, c->d_down.x, NULL, c->d_down.n};
@@ -696,7 +709,7 @@ static size_t put(uint8_t *p, size_t off, const void *src, size_t n)
 
 static stash *stash_list(moeq_calib_collector *c, int i)
 {
-    stash *ss[] = {&c->s_in, &c->s_down, &c->q_in, &c->o_in, &c->d_in, &c->d_down};
+    stash *ss[] = {&c->s_in, &c->s_down, &c->q_in, &c->o_in, &c->d_in, &c->d_down, &c->qb_in, &c->kvb_in};
     return ss[i];
 }
 
@@ -716,7 +729,7 @@ static size_t window_record(moeq_calib_collector *c, uint8_t *p)
         o = put(p, o, c->ah, (size_t)(c->fill * I) * 4);
         o = put(p, o, c->aw, (size_t)c->fill * 4);
     }
-    for (int i = 0; i < 6; i++) {
+    for (int i = 0; i < 8; i++) {
         stash *t = stash_list(c, i);
         o = put(p, o, &t->n, 8);
         if (t->n > 0) o = put(p, o, t->x, (size_t)(t->n * t->dim) * 4);
@@ -750,7 +763,7 @@ static moeq_status window_load(moeq_calib_collector *c, const uint8_t *p, size_t
         ok = ok && take(p, len, &o, c->ax, (size_t)(c->fill * H) * 4) &&
              take(p, len, &o, c->ah, (size_t)(c->fill * I) * 4) && take(p, len, &o, c->aw, (size_t)c->fill * 4);
     }
-    for (int i = 0; ok && i < 6; i++) {
+    for (int i = 0; ok && i < 8; i++) {
         stash *t = stash_list(c, i);
         ok = take(p, len, &o, &t->n, 8) && t->n >= 0 && (t->n == 0 || (t->x && t->n <= t->cap)) &&
              (t->n == 0 || take(p, len, &o, t->x, (size_t)(t->n * t->dim) * 4));
@@ -805,7 +818,7 @@ void moeq_calib_collector_finish(moeq_calib_collector *c)
         }
     }
     moeq_calib_acc *accs[] = {&c->L.shared_in, &c->L.shared_down, &c->L.attn_in, &c->L.attn_o,
-                              &c->L.dense_in, &c->L.dense_down};
+                              &c->L.dense_in, &c->L.dense_down, &c->L.q_b_in, &c->L.kv_b_in};
     for (size_t i = 0; i < sizeof accs / sizeof accs[0]; i++) mirror(accs[i]);
 }
 
@@ -816,8 +829,9 @@ static void acc_list(moeq_calib_layer *L, moeq_calib_acc **out, int64_t *n)
     int64_t k = 0;
     for (int64_t e = 0; e < L->n_experts; e++) { out[k++] = &L->expert_in[e]; out[k++] = &L->expert_down[e]; }
     for (int64_t e = 0; L->val_in && e < L->n_experts; e++) { out[k++] = &L->val_in[e]; out[k++] = &L->val_down[e]; }
-    moeq_calib_acc *rest[] = {&L->shared_in, &L->shared_down, &L->attn_in, &L->attn_o, &L->dense_in, &L->dense_down};
-    for (int i = 0; i < 6; i++) out[k++] = rest[i];
+    moeq_calib_acc *rest[] = {&L->shared_in, &L->shared_down, &L->attn_in, &L->attn_o, &L->dense_in, &L->dense_down,
+                              &L->q_b_in, &L->kv_b_in};
+    for (int i = 0; i < 8; i++) out[k++] = rest[i];
     *n = k;
 }
 
@@ -830,7 +844,7 @@ static moeq_status layer_pack(moeq_calib_layer *L, moeq_buf *b, moeq_error *err)
         moeq_buf_put(b, L->logit_sum, (size_t)L->n_experts * 8);
         moeq_buf_put(b, L->logit_m2, (size_t)L->n_experts * 8);
     }
-    moeq_calib_acc **accs = malloc((size_t)(4 * L->n_experts + 6) * sizeof *accs);
+    moeq_calib_acc **accs = malloc((size_t)(4 * L->n_experts + 8) * sizeof *accs);
     if (!accs) return moeq_fail(err, MOEQ_ERR_NOMEM, "out of memory");
     acc_list(L, accs, &na);
     for (int64_t i = 0; i < na; i++) {
@@ -858,7 +872,7 @@ static moeq_status layer_unpack(moeq_calib_layer *L, const uint8_t *p, size_t le
         ok = take(p, len, &o, L->expert_tokens, (size_t)L->n_experts * 8) &&
              take(p, len, &o, L->logit_sum, (size_t)L->n_experts * 8) &&
              take(p, len, &o, L->logit_m2, (size_t)L->n_experts * 8);
-    moeq_calib_acc **accs = malloc((size_t)(4 * L->n_experts + 6) * sizeof *accs);
+    moeq_calib_acc **accs = malloc((size_t)(4 * L->n_experts + 8) * sizeof *accs);
     if (!accs) return moeq_fail(err, MOEQ_ERR_NOMEM, "out of memory");
     acc_list(L, accs, &na);
     for (int64_t i = 0; ok && i < na; i++) {
@@ -1034,6 +1048,13 @@ static uint64_t collector_formula(const moeq_config *cf, int64_t n, int threads,
     if (scope_all) {
         ACC(H, 0); ACC(q, 0);
         b += 4 * (uint64_t)(n * H + n * q);
+        if (cf->attn == MOEQ_ATTN_MLA) {
+            const int64_t QL = cf->q_lora_rank, R = cf->kv_lora_rank;
+            if (QL > 0) { ACC(QL, 0); b += 4 * (uint64_t)(n * QL); }
+            ACC(R, 0);
+            b += 4 * (uint64_t)(n * R);
+            maxdim = max64(maxdim, max64(QL, R));
+        }
         if (any_dense) {
             ACC(H, 0); ACC(F, 0);
             b += 4 * (uint64_t)(n * H + n * F);
@@ -1041,7 +1062,7 @@ static uint64_t collector_formula(const moeq_config *cf, int64_t n, int threads,
         }
     }
 #undef ACC
-    b += (uint64_t)(2 * E + 6) * sizeof(task);
+    b += (uint64_t)(2 * E + 8) * sizeof(task);
     return b + 8 * (uint64_t)threads * (uint64_t)(ROW_BLOCK * maxdim);
 }
 
@@ -1088,7 +1109,7 @@ moeq_status moeq_calibrate(const moeq_model *m, const int32_t *tokens, int64_t n
     if (K) {
         int64_t E = cf->n_experts, H = cf->hidden, I = cf->moe_inter;
         res->bytes_formula += (uint64_t)E * (8 * (uint64_t)(H * H + H + I * I + I) + 2 * sizeof(moeq_calib_acc)) +
-                              (uint64_t)(4 * E + 6) * sizeof(task);
+                              (uint64_t)(4 * E + 8) * sizeof(task);
     }
     int64_t n_moe = 0;
     for (int64_t l = 0; l < cf->layers; l++) n_moe += cf->layer_is_moe[l] != 0;

@@ -101,9 +101,74 @@ static void fp8_rows_to_f32(const moeq_mat *m, int64_t r0, int64_t r1, float *ds
     }
 }
 
+/* e2m1 (MXFP4 elements): sign, 2 exponent bits, 1 mantissa bit; mxfp4.py's FP4_VALUES. */
+static const float e2m1_lut[16] = { 0.0f, 0.5f, 1.0f, 1.5f, 2.0f, 3.0f, 4.0f, 6.0f,
+                                    -0.0f, -0.5f, -1.0f, -1.5f, -2.0f, -3.0f, -4.0f, -6.0f };
+
+/* Rows [r0, r1) of an MXFP4 view: per 32 columns one e8m0 scale 2^(s - 127), 16 bytes of two
+ * e2m1 codes each (column 2t in the low nibble, 2t + 1 in the high one), as transformers'
+ * convert_moe_packed_tensors decodes them; the products are exact in float. */
+static void mxfp4_rows_to_f32(const moeq_mat *m, int64_t r0, int64_t r1, float *dst)
+{
+    const int64_t C = m->cols, G = C / 32;
+    for (int64_t r = r0; r < r1; r++) {
+        const uint8_t *b = (const uint8_t *)m->data + (size_t)(r * m->rstep) * (size_t)(C / 2);
+        const uint8_t *sc = m->mx_scales + (size_t)(r * m->rstep) * (size_t)G;
+        float *d = dst + (r - r0) * C;
+        for (int64_t g = 0; g < G; g++) {
+            /* e8m0 255 is NaN in the OCP spec; ldexp gives inf like transformers' ldexp */
+            float s = ldexpf(1.0f, (int)sc[g] - 127);
+            for (int t = 0; t < 16; t++) {
+                uint8_t x = b[g * 16 + t];
+                d[g * 32 + 2 * t] = e2m1_lut[x & 15] * s;
+                d[g * 32 + 2 * t + 1] = e2m1_lut[x >> 4] * s;
+            }
+        }
+    }
+}
+
+/* Rows [r0, r1) of a strided view, column by column so that the inner loop walks rstep (the
+ * short stride of gpt_oss's transposed experts). */
+static void strided_rows_to_f32(const moeq_mat *m, int64_t r0, int64_t r1, float *dst)
+{
+    const int64_t C = m->cols, n = r1 - r0;
+    const size_t es = m->dtype == MOEQ_DT_F32 ? 4 : 2;
+    float col[256];
+    for (int64_t c = 0; c < C; c++)
+        for (int64_t i0 = 0; i0 < n; i0 += 256) {
+            int64_t nb = n - i0 < 256 ? n - i0 : 256;
+            const unsigned char *base = (const unsigned char *)m->data + (size_t)((r0 + i0) * m->rstep + c * m->cstep) * es;
+            if (m->rstep == 1) row_to_f32(m->dtype, base, nb, col);
+            else {
+                uint16_t h[256];
+                uint32_t w[256];
+                for (int64_t i = 0; i < nb; i++) {
+                    if (es == 4) memcpy(&w[i], base + (size_t)(i * m->rstep) * 4, 4);
+                    else memcpy(&h[i], base + (size_t)(i * m->rstep) * 2, 2);
+                }
+                row_to_f32(m->dtype, es == 4 ? (const void *)w : (const void *)h, nb, col);
+            }
+            for (int64_t i = 0; i < nb; i++) dst[(i0 + i) * C + c] = col[i];
+        }
+}
+
+int moeq_mat_widens(const moeq_mat *m)
+{
+    if (!m || m->q || m->gtype) return 0;
+    return m->dtype == MOEQ_DT_F8_E4M3 || m->mx_scales != NULL || m->rstep != 0 || m->cstep != 0;
+}
+
 void moeq_mat_to_f32(const moeq_mat *m, int64_t r0, int64_t r1, float *dst)
 {
     if (!m || !dst || !m->data || r0 < 0 || r1 > m->rows || r0 >= r1) return;
+    if (m->mx_scales) {
+        mxfp4_rows_to_f32(m, r0, r1, dst);
+        return;
+    }
+    if (!m->q && !m->gtype && (m->rstep || m->cstep)) {
+        strided_rows_to_f32(m, r0, r1, dst);
+        return;
+    }
     if (m->q) {
         moeq_kernels()->dequant(m->q, r0, r1, dst);
         return;

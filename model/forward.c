@@ -55,7 +55,7 @@ void moeq_runner_free(moeq_runner *r)
     float *bufs[] = {r->x, r->h, r->q, r->k, r->v, r->att, r->mlp_out, r->ffn_g, r->ffn_u,
                      r->gate_scalar, r->router_logits, r->topk_w, r->slot_out, r->rope_cos,
                      r->rope_sin, r->kc, r->vt, r->w_sg, r->vbuf, r->rbias, r->lat_q, r->lat_kv, r->kvb,
-                     r->lm_bias, r->f8buf};
+                     r->lm_bias, r->f8buf, r->sinkbuf};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
     free(r->topk_idx);
     free(r->e_count);
@@ -65,7 +65,7 @@ void moeq_runner_free(moeq_runner *r)
         for (int t = 0; t < r->nthreads; t++) {
             thread_scratch *s = &r->ts[t];
             free(s->xe); free(s->ge); free(s->ue);
-            free(s->ye); free(s->we); free(s->scores); free(s->lm); free(s->f8);
+            free(s->ye); free(s->we); free(s->scores); free(s->lm); free(s->f8); free(s->eb);
         }
         free(r->ts);
     }
@@ -148,6 +148,10 @@ moeq_status moeq_runner_create(const moeq_model *m, int64_t max_tokens, int thre
         for (size_t i = 0; i < sizeof dims / sizeof dims[0]; i++) f8_layer = max64(f8_layer, dims[i]);
         r->f8buf = ws_alloc(r, (size_t)f8_layer, sizeof(float));
     }
+    if (c->attn_sinks) r->sinkbuf = ws_alloc(r, (size_t)c->heads, sizeof(float));
+    /* experts the kernels cannot take as stored (FP8, MXFP4, gpt_oss's transposed layout) are
+     * widened one at a time per thread */
+    const int widen_experts = c->fp8 || c->mxfp4 || c->expert_layout == MOEQ_EXPERTS_GPTOSS;
     r->ts = ws_alloc(r, (size_t)r->nthreads, sizeof(thread_scratch));
     for (int t = 0; !r->alloc_failed && t < r->nthreads; t++) {
         thread_scratch *s = &r->ts[t];
@@ -158,7 +162,8 @@ moeq_status moeq_runner_create(const moeq_model *m, int64_t max_tokens, int thre
         s->we = ws_alloc(r, (size_t)n, sizeof(float));
         s->scores = ws_alloc(r, (size_t)(ATT_QBLOCK * n), sizeof(float));
         s->lm = ws_alloc(r, (size_t)(LM_HEAD_CHUNK * H), sizeof(float));
-        if (c->fp8) s->f8 = ws_alloc(r, (size_t)(I * H), sizeof(float));
+        if (widen_experts) s->f8 = ws_alloc(r, (size_t)(I * H), sizeof(float));
+        if (c->expert_bias) s->eb = ws_alloc(r, (size_t)(2 * I + H), sizeof(float));
     }
     if (r->alloc_failed) {
         moeq_runner_free(r);
@@ -230,8 +235,8 @@ static void par_wmatmul(int nthreads, const moeq_mat *W, const float *X, int64_t
     }
 }
 
-/* An FP8 block-scaled matrix widened to float32 into buf (rows in parallel when par): the
- * kernels' float view of it. */
+/* A matrix the kernels cannot take as stored (moeq_mat_widens: FP8 blocks, MXFP4, strided)
+ * widened to float32 into buf (rows in parallel when par): the kernels' float view of it. */
 static moeq_mat widen_f8(const moeq_mat *W, float *buf, int par)
 {
     const int64_t rows = W->rows, nb = (rows + 63) / 64;
@@ -244,6 +249,8 @@ static moeq_mat widen_f8(const moeq_mat *W, float *buf, int par)
     v.dtype = MOEQ_DT_F32;
     v.data = buf;
     v.scale = NULL;
+    v.mx_scales = NULL;
+    v.rstep = v.cstep = 0;
     return v;
 }
 
@@ -263,7 +270,7 @@ static void linear(moeq_runner *r, const moeq_mat *W, const float *X, int64_t n,
         par_qmatmul(X, n, W->cols, W->q, Y);
         return;
     }
-    if (W->dtype == MOEQ_DT_F8_E4M3) {
+    if (moeq_mat_widens(W) && r->f8buf) {
         moeq_mat v = widen_f8(W, r->f8buf, 1);
         par_wmatmul(r->nthreads, &v, X, n, Y);
         return;
@@ -308,8 +315,11 @@ static void add_bias(float *x, int64_t n, int64_t dim, const float *b)
  * matrix is held: a task's scores are [ATT_QBLOCK, keys]. Tasks (head, query block) have fixed
  * bounds, so results ignore the thread count. The mask is one predicate (visible) so that a
  * variant's rule (segments, sliding windows) replaces it in one place. */
-static inline int visible(const moeq_packing *pk, int64_t i, int64_t j)
+static inline int visible(const moeq_packing *pk, int64_t window, int64_t i, int64_t j)
 {
+    /* a sliding window (gpt_oss's sliding layers) counts positions: within a packed sequence
+     * those of the tokens, which are consecutive along each segment and its context */
+    if (window > 0 && (pk ? (int64_t)pk->pos[i] - pk->pos[j] : i - j) >= window) return 0;
     /* a packed sequence (moeq_forward_packed): j <= i of i's own segment or of the one it sees */
     return j <= i && (!pk || pk->seg[j] == pk->seg[i] || pk->seg[j] == pk->see[i]);
 }
@@ -334,6 +344,7 @@ void fwd_attend(moeq_runner *r, int64_t n, int64_t heads, int64_t kv_heads, int6
 {
     const moeq_kernel_set *ks = moeq_kernels();
     const int64_t G = kv_heads, group = heads / kv_heads, nqb = (n + ATT_QBLOCK - 1) / ATT_QBLOCK;
+    const int64_t W = r->att_window;
     /* keys of each kv head contiguous [n, dqk] and values transposed [dv, n]: the kernels' rows */
 #pragma omp parallel for schedule(static) num_threads(r->nthreads) if (n * G * dqk >= PAR_MIN_ELEMS)
     for (int64_t g = 0; g < G; g++) {
@@ -347,19 +358,22 @@ void fwd_attend(moeq_runner *r, int64_t n, int64_t heads, int64_t kv_heads, int6
     for (int64_t b = 0; b < heads * nqb; b++) {
         const int64_t h = b / nqb, g = h / group, i0 = b % nqb * ATT_QBLOCK;
         const int64_t i1 = i0 + ATT_QBLOCK < n ? i0 + ATT_QBLOCK : n;
-        const int64_t k0 = block_start(r->pk, i0), nk = i1 - k0;   /* keys k0..i1-1 */
+        int64_t k0 = block_start(r->pk, i0);
+        if (W > 0 && !r->pk && i0 - W + 1 > k0) k0 = i0 - W + 1;   /* keys before the window */
+        const int64_t nk = i1 - k0;   /* keys k0..i1-1 */
+        const float sink = r->att_sinks ? r->att_sinks[h] : -INFINITY;
         float *S = r->ts[omp_get_thread_num()].scores;
         const moeq_wmat K = {MOEQ_W_F32, nk, dqk, r->kc + g * n * dqk + k0 * dqk, dqk};
         const moeq_wmat Vt = {MOEQ_W_F32, dv, nk, r->vt + g * dv * n + k0, n};
         ks->wgemm(&K, q + i0 * qs + h * qh, i1 - i0, qs, 0, nk, S, nk);
         for (int64_t i = i0; i < i1; i++) {
             float *row = S + (i - i0) * nk;
-            float mx = -INFINITY;
+            float mx = sink;   /* a sink (gpt_oss) is one more logit of the row, its value dropped */
             for (int64_t j = 0; j < nk; j++) {
-                row[j] = visible(r->pk, i, k0 + j) ? row[j] * scale : -INFINITY;
+                row[j] = visible(r->pk, W, i, k0 + j) ? row[j] * scale : -INFINITY;
                 if (row[j] > mx) mx = row[j];
             }
-            float sum = 0.0f;
+            float sum = sink == -INFINITY ? 0.0f : expf(sink - mx);
             for (int64_t j = 0; j < nk; j++) {
                 row[j] = row[j] == -INFINITY ? 0.0f : expf(row[j] - mx);
                 sum += row[j];
@@ -404,6 +418,7 @@ static fwd_router_fn router_of(const moeq_config *c)
     case MOEQ_ROUTER_SOFTMAX_GROUP: return fwd_route_softmax_group;
     case MOEQ_ROUTER_SOFTMAX_BIAS: return fwd_route_softmax_bias;
     case MOEQ_ROUTER_SPARSEMIXER: return fwd_route_sparsemixer;
+    case MOEQ_ROUTER_TOPK_SOFTMAX: return fwd_route_topk_softmax;
     default: return fwd_route_softmax;
     }
 }
@@ -416,6 +431,10 @@ static moeq_status moe_block(moeq_runner *r, int64_t layer, int64_t n, const moe
     int64_t H = c->hidden, E = c->n_experts, K = c->top_k;
 
     linear(r, &L->router, r->h, n, r->router_logits);
+    if (L->router_lin_bias.data) {   /* gpt_oss: the router linear's own bias */
+        moeq_vec_to_f32(&L->router_lin_bias, r->rbias);
+        add_bias(r->router_logits, n, E, r->rbias);
+    }
     if (hooks && hooks->router_logits) hooks->router_logits(hooks->user, layer, r->router_logits, n, E);
     const int32_t *widths = moeq_model_expert_widths(r->m);
     const int32_t *live = widths ? widths + layer * E : NULL;
@@ -457,7 +476,7 @@ static moeq_status moe_block(moeq_runner *r, int64_t layer, int64_t n, const moe
             }
             continue;
         }
-        if (mg.dtype == MOEQ_DT_F8_E4M3) mg = widen_f8(&mg, s->f8, 0);   /* one at a time: s->f8 */
+        if (moeq_mat_widens(&mg)) mg = widen_f8(&mg, s->f8, 0);   /* one at a time: s->f8 */
         const int packed = mg.q && mu.q && md.q;
         const int64_t I = mg.rows;   /* a pruned model's experts have ragged widths */
         moeq_wmat wg = wmat_of(&mg), wu = wmat_of(&mu), wd = wmat_of(&md);
@@ -473,13 +492,22 @@ static moeq_status moe_block(moeq_runner *r, int64_t layer, int64_t n, const moe
             ks->gemm(mu.q, s->xe, ne, H, 0, I, s->ue, I);
         } else {
             expert_mm(ks, &mg, &wg, s->xe, ne, H, I, s->ge);
-            if (mu.dtype == MOEQ_DT_F8_E4M3) {
+            if (moeq_mat_widens(&mu)) {
                 mu = widen_f8(&mu, s->f8, 0);
                 wu = wmat_of(&mu);
             }
             expert_mm(ks, &mu, &wu, s->xe, ne, H, I, s->ue);
         }
-        swiglu_inplace(s->ge, s->ue, ne * I);
+        const float *bd = NULL;
+        if (s->eb && moeq_model_expert_bias(r->m, layer, e, MOEQ_PROJ_GATE, s->eb) == 1 &&
+            moeq_model_expert_bias(r->m, layer, e, MOEQ_PROJ_UP, s->eb + I) == 1 &&
+            moeq_model_expert_bias(r->m, layer, e, MOEQ_PROJ_DOWN, s->eb + 2 * I) == 1) {
+            add_bias(s->ge, ne, I, s->eb);
+            add_bias(s->ue, ne, I, s->eb + I);
+            bd = s->eb + 2 * I;
+        }
+        if (c->act == MOEQ_ACT_SWIGLU_CLAMP) fwd_act_swiglu_clamp(c, s->ge, s->ue, ne * I);
+        else swiglu_inplace(s->ge, s->ue, ne * I);
         if (hooks && hooks->linear_input) {
 #pragma omp critical(moeq_forward_hook)
             {
@@ -489,12 +517,13 @@ static moeq_status moe_block(moeq_runner *r, int64_t layer, int64_t n, const moe
         }
         if (packed) ks->gemm(md.q, s->ge, ne, I, 0, H, s->ye, H);
         else {
-            if (md.dtype == MOEQ_DT_F8_E4M3) {
+            if (moeq_mat_widens(&md)) {
                 md = widen_f8(&md, s->f8, 0);
                 wd = wmat_of(&md);
             }
             expert_mm(ks, &md, &wd, s->ge, ne, I, H, s->ye);
         }
+        if (bd) add_bias(s->ye, ne, H, bd);
         for (int64_t j = 0; j < ne; j++) {
             float *dst = r->slot_out + ((int64_t)rows[j] * K + slots[j]) * H;
             const float *src = s->ye + j * H;

@@ -1,11 +1,13 @@
 /* Internal interface of the forward pass: the runner's workspace and the helpers that the
  * per-family variants share. forward.c drives a layer; the variants are one file each:
- *   attention  attn_gqa.c (grouped-query, RoPE on whole heads), attn_mla.c (DeepSeek MLA)
+ *   attention  attn_gqa.c (grouped-query, RoPE on whole heads; sinks and sliding windows),
+ *              attn_mla.c (DeepSeek MLA)
  *   positions  rope.c (default, YaRN; rotate-half or interleaved pairs, partial rotary)
  *   routers    router_softmax.c (softmax top-k), router_sigmoid_group.c (DeepSeek-V3 sigmoid,
  *              group-limited, bias for choice), router_softmax_group.c (DeepSeek-V2 greedy),
  *              router_softmax_bias.c (ERNIE-4.5: softmax, bias for choice, floored renorm),
- *              router_sparsemixer.c (Phi-3.5-MoE)
+ *              router_sparsemixer.c (Phi-3.5-MoE), router_topk_softmax.c (GPT-OSS)
+ *   activations SwiGLU (forward.c), act_swiglu_clamp.c (GPT-OSS, with the experts' biases)
  * The family table (formats/family.c) picks them through moeq_config's attn / router fields;
  * docs/FAMILIES.md lists which family uses what. Not installed: include only from model/. */
 #ifndef MOEQ_MODEL_FWD_H
@@ -28,7 +30,8 @@ typedef struct thread_scratch {
     float *we;               /* routing weight of each gathered row [n] */
     float *scores;           /* attention scores of one query block [ATT_QBLOCK, n] */
     float *lm;               /* LM head rows [LM_HEAD_CHUNK, H] */
-    float *f8;               /* one FP8 expert matrix widened [I, H] (fp8 sources), else NULL */
+    float *f8;               /* one expert matrix widened [I, H] (FP8, MXFP4, strided), else NULL */
+    float *eb;               /* one expert's gate, up, down biases [2I + H] (gpt_oss), else NULL */
 } thread_scratch;
 
 struct moeq_runner {
@@ -62,6 +65,11 @@ struct moeq_runner {
     int release;           /* moeq_model_releases: drop a part's mapped pages when moving on */
     int64_t resident;      /* the part whose pages were touched last: a layer, PART_* */
     const moeq_packing *pk; /* moeq_forward_packed's positions and segments; NULL: one window */
+    /* set by an attention variant around fwd_attend (attn_gqa.c, gpt_oss): per-head sink logits
+     * [heads] (NULL: none) and the sliding window (0: full causal) */
+    const float *att_sinks;
+    int64_t att_window;
+    float *sinkbuf;                                /* [heads] */
 };
 
 void *fwd_alloc(moeq_runner *r, size_t n, size_t size);
@@ -129,7 +137,12 @@ void fwd_route_softmax_group(const moeq_config *c, const float *logits, const fl
                              const int32_t *live, int32_t *idx, float *w);
 void fwd_route_softmax_bias(const moeq_config *c, const float *logits, const float *bias,
                             const int32_t *live, int32_t *idx, float *w);
+void fwd_route_topk_softmax(const moeq_config *c, const float *logits, const float *bias, const int32_t *live,
+                            int32_t *idx, float *w);
 void fwd_route_sparsemixer(const moeq_config *c, const float *logits, const float *bias,
                            const int32_t *live, int32_t *idx, float *w);
+
+/* ---- expert activations: g[i] = act(g[i], u[i]) over count values ---- */
+void fwd_act_swiglu_clamp(const moeq_config *c, float *g, const float *u, int64_t count);
 
 #endif

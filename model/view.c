@@ -34,8 +34,10 @@ struct moeq_model {
     moeq_layer_view *layers;
     /* per-expert layout: [layer][expert][GATE/UP/DOWN]; NULL entries for dense layers */
     const moeq_tensor **experts;
-    /* fused layout: per layer, NULL for dense layers */
+    /* fused layout: per layer, NULL for dense layers (MXFP4: the *_blocks tensors) */
     const moeq_tensor **fused_gate_up, **fused_down;
+    /* MOEQ_EXPERTS_GPTOSS, per layer: biases [E, 2I] / [E, H]; MXFP4 *_scales */
+    const moeq_tensor **gu_bias, **down_bias, **gu_scales, **down_scales;
     moeq_mat embed, lm_head;
     moeq_vec final_norm, final_norm_bias, lm_head_bias;
     moeq_param_counts counts;
@@ -337,6 +339,10 @@ static moeq_status resolve_attention(rctx *r, int64_t l, moeq_layer_view *lv)
         if ((st = FIND(f->o_bias, l, 1, CAT_ATTN, &t, H))) return st;
         lv->o_bias = vec_of(t);
     }
+    if (c->attn_sinks) {
+        if ((st = FIND(f->sinks, l, 1, CAT_ATTN, &t, c->heads))) return st;
+        lv->sinks = vec_of(t);
+    }
     if (c->attn == MOEQ_ATTN_MLA) return resolve_mla(r, l, lv);
     if ((st = FIND(f->q, l, 1, CAT_ATTN, &t, qd, H))) return st;
     lv->q = mat_of(t);
@@ -368,12 +374,83 @@ static moeq_status resolve_attention(rctx *r, int64_t l, moeq_layer_view *lv)
     return MOEQ_OK;
 }
 
+/* An MXFP4 tensor (gpt_oss experts): the weight pattern's name + suffix ("_blocks" [E, R, K/32, 16]
+ * or "_scales" [E, R, K/32]), U8 of exactly that shape. */
+static moeq_status find_mx(rctx *r, const char *pat, const char *suffix, int64_t l, int ndim, const int64_t *shape,
+                           int cat, const moeq_tensor **out)
+{
+    char base[NAME_MAX_LEN], name[NAME_MAX_LEN + 16], want[160], got[160];
+    *out = NULL;
+    if (moeq_family_name(base, sizeof base, pat, l, -1) != 0)
+        return moeq_fail(r->err, MOEQ_ERR_MISUSE, "model view: tensor name pattern too long");
+    snprintf(name, sizeof name, "%s%s", base, suffix);
+    fmt_shape(want, sizeof want, ndim, shape);
+    const moeq_tensor *t = mfind(r->m, name);
+    if (!t)
+        return moeq_fail(r->err, MOEQ_ERR_FORMAT, "%s: tensor '%s' not found (expected U8 %s): quantization_config "
+                         "mxfp4 stores '%s' as blocks and scales%s", r->m->ckpt && moeq_ckpt_dir(r->m->ckpt) ?
+                         moeq_ckpt_dir(r->m->ckpt) : r->m->path, name, want, base,
+                         mfind(r->m, base) ? " (a float tensor of that name is present)" : "");
+    int same = t->ndim == ndim;
+    for (int i = 0; same && i < ndim; i++) same = t->shape[i] == shape[i];
+    if (t->dtype != MOEQ_DT_U8 || !same) {
+        fmt_shape(got, sizeof got, t->ndim, t->shape);
+        return moeq_fail(r->err, MOEQ_ERR_FORMAT, "%s: tensor '%s': %s %s, expected U8 %s (MXFP4: per 32 inputs "
+                         "16 bytes of e2m1 pairs and one e8m0 scale, from config.json's shape)", t->file, t->name,
+                         t->dtype_name[0] ? t->dtype_name : moeq_dtype_name(t->dtype), got, want);
+    }
+    if (t->nbytes != (uint64_t)t->numel || !t->data)
+        return moeq_fail(r->err, MOEQ_ERR_FORMAT, "%s: tensor '%s': %llu data bytes for %lld elements", t->file,
+                         t->name, (unsigned long long)t->nbytes, (long long)t->numel);
+    *out = t;
+    return claim(r, t, cat);
+}
+
+/* gpt_oss experts: gate_up [E, H, 2I] and down [E, I, H] as x @ W (bf16 on re-uploads), or MXFP4
+ * blocks of the transposed [E, 2I, H] / [E, H, I] (the hub's), and their biases. */
+static moeq_status resolve_gptoss_experts(rctx *r, int64_t l)
+{
+    moeq_model *m = r->m;
+    const moeq_config *c = &m->cfg;
+    const moeq_family *f = c->family;
+    const int64_t H = c->hidden, E = c->n_experts, I = c->moe_inter, I2 = 2 * I;
+    moeq_status st;
+    /* pruned (docs/prune.md): zero-filled only, so the views keep their full width */
+    if (c->mxfp4) {
+        if ((st = find_mx(r, f->fused_gate_up[0], "_blocks", l, 4, SHAPE(E, I2, H / 32, 16), CAT_ROUTED,
+                          &m->fused_gate_up[l])) ||
+            (st = find_mx(r, f->fused_gate_up[0], "_scales", l, 3, SHAPE(E, I2, H / 32), CAT_OTHER, &m->gu_scales[l])) ||
+            (st = find_mx(r, f->fused_down[0], "_blocks", l, 4, SHAPE(E, H, I / 32, 16), CAT_ROUTED,
+                          &m->fused_down[l])) ||
+            (st = find_mx(r, f->fused_down[0], "_scales", l, 3, SHAPE(E, H, I / 32), CAT_OTHER, &m->down_scales[l])))
+            return st;
+    } else {
+        char name[NAME_MAX_LEN + 16];
+        if (moeq_family_name(name, sizeof name - 8, f->fused_gate_up[0], l, -1) == 0 && strcat(name, "_blocks") &&
+            mfind(m, name))
+            return moeq_fail(r->err, MOEQ_ERR_UNSUPPORTED, "%s: tensor '%s': MXFP4 blocks without "
+                             "quantization_config.quant_method \"mxfp4\" in config.json", m->path, name);
+        if ((st = find_alt(r, f->fused_gate_up, MOEQ_FAMILY_ALT, l, -1, 1, 3, SHAPE(E, H, I2), CAT_ROUTED,
+                           &m->fused_gate_up[l])))
+            return st;
+        if ((st = find_alt(r, f->fused_down, MOEQ_FAMILY_ALT, l, -1, 1, 3, SHAPE(E, I, H), CAT_ROUTED,
+                           &m->fused_down[l])))
+            return st;
+        if (m->fused_gate_up[l]->dtype == MOEQ_DT_F8_E4M3 || m->fused_down[l]->dtype == MOEQ_DT_F8_E4M3)
+            return moeq_fail(r->err, MOEQ_ERR_UNSUPPORTED, "%s: tensor '%s': F8_E4M3 experts of %s are not "
+                             "supported", m->path, m->fused_gate_up[l]->name, c->model_type);
+    }
+    if ((st = find1(r, f->fused_gate_up_bias, l, 1, 2, SHAPE(E, I2), CAT_ROUTED, &m->gu_bias[l]))) return st;
+    return find1(r, f->fused_down_bias, l, 1, 2, SHAPE(E, H), CAT_ROUTED, &m->down_bias[l]);
+}
+
 /* Per-expert or fused: decided once from the first MoE layer, then required everywhere. */
 static void detect_layout(moeq_model *m)
 {
     const moeq_family *f = m->cfg.family;
     char name[NAME_MAX_LEN];
-    m->fused = 0;
+    m->fused = m->cfg.expert_layout == MOEQ_EXPERTS_GPTOSS;   /* its only layout */
+    if (m->fused) return;
     for (int64_t l = 0; l < m->cfg.layers; l++) {
         if (!m->cfg.layer_is_moe[l]) continue;
         for (int i = 0; i < MOEQ_FAMILY_ALT && f->fused_gate_up[i]; i++)
@@ -439,7 +516,13 @@ static moeq_status resolve_mlp(rctx *r, int64_t l, moeq_layer_view *lv)
         if (st) return st;
         lv->router_bias = vec_of(t);
     }
-    if (m->fused) {
+    if (f->router_lin_bias) {
+        if ((st = FIND(f->router_lin_bias, l, 1, CAT_ROUTER, &t, E))) return st;
+        lv->router_lin_bias = vec_of(t);
+    }
+    if (c->expert_layout == MOEQ_EXPERTS_GPTOSS) {
+        if ((st = resolve_gptoss_experts(r, l))) return st;
+    } else if (m->fused) {
         const int64_t I2 = 2 * I;   /* I <= 2^24 (CF-3) */
         if ((st = find_alt(r, f->fused_gate_up, MOEQ_FAMILY_ALT, l, -1, 1, 3, SHAPE(E, I2, H), CAT_ROUTED,
                            &m->fused_gate_up[l])))
@@ -525,7 +608,12 @@ static moeq_status resolve(moeq_model *m, moeq_error *err)
     m->layers = calloc((size_t)L, sizeof *m->layers);
     m->fused_gate_up = calloc((size_t)L, sizeof *m->fused_gate_up);
     m->fused_down = calloc((size_t)L, sizeof *m->fused_down);
-    if (!m->layers || !m->fused_gate_up || !m->fused_down)
+    m->gu_bias = calloc((size_t)L, sizeof *m->gu_bias);
+    m->down_bias = calloc((size_t)L, sizeof *m->down_bias);
+    m->gu_scales = calloc((size_t)L, sizeof *m->gu_scales);
+    m->down_scales = calloc((size_t)L, sizeof *m->down_scales);
+    if (!m->layers || !m->fused_gate_up || !m->fused_down || !m->gu_bias || !m->down_bias || !m->gu_scales ||
+        !m->down_scales)
         return moeq_fail(err, MOEQ_ERR_NOMEM, "model view: out of memory");
     detect_layout(m);
     if (!m->fused) {
@@ -721,6 +809,10 @@ void moeq_model_close(moeq_model *m)
     free(m->experts);
     free(m->fused_gate_up);
     free(m->fused_down);
+    free(m->gu_bias);
+    free(m->down_bias);
+    free(m->gu_scales);
+    free(m->down_scales);
     free(m->xover);
     free(m->lover);
     free(m->lover_on);
@@ -747,6 +839,8 @@ static void override_expert(const moeq_model *m, int64_t layer, int64_t expert, 
     v->dtype = MOEQ_DT_F32;
     v->data = d;
     v->q = NULL;
+    v->rstep = v->cstep = 0;   /* overrides are row-major [rows, cols] */
+    v->mx_scales = NULL;
 }
 
 static moeq_mat *layer_mat(moeq_layer_view *lv, moeq_proj proj)
@@ -825,6 +919,55 @@ const moeq_layer_view *moeq_model_layer(const moeq_model *m, int64_t layer)
     return &m->layers[layer];
 }
 
+/* gpt_oss's expert e as [out, in] views (docs/FAMILIES.md): bf16 gate (i, h) = gate_up[e][h][2i],
+ * up = [2i + 1], down (o, i) = down[e][i][o]; MXFP4 rows of the [E, 2I, H] / [E, H, I] blocks
+ * (gate = even rows, up = odd). Sizes were checked at open. */
+static void gptoss_expert(const moeq_model *m, int64_t layer, int64_t e, moeq_proj proj, const moeq_tensor *t,
+                          moeq_mat *out)
+{
+    const int64_t H = m->cfg.hidden, I = m->cfg.moe_inter;
+    const int down = proj == MOEQ_PROJ_DOWN, up = proj == MOEQ_PROJ_UP;
+    moeq_mat v = { .tensor = t->name, .index = e, .dtype = t->dtype };
+    v.rows = down ? H : I;
+    v.cols = down ? I : H;
+    if (m->cfg.mxfp4) {
+        const moeq_tensor *sc = down ? m->down_scales[layer] : m->gu_scales[layer];
+        const int64_t R = down ? H : 2 * I, K = v.cols;   /* block rows of one expert, inputs */
+        const int64_t row0 = e * R + (up ? 1 : 0);
+        v.data = (const uint8_t *)t->data + (size_t)row0 * (size_t)(K / 2);
+        v.mx_scales = (const uint8_t *)sc->data + (size_t)row0 * (size_t)(K / 32);
+        v.mx_scale_tensor = sc->name;
+        v.rstep = down ? 1 : 2;
+    } else {
+        const size_t es = moeq_dtype_size(t->dtype);
+        size_t off = down ? (size_t)e * (size_t)(I * H) : (size_t)e * (size_t)(2 * I * H) + (up ? 1 : 0);
+        v.data = (const unsigned char *)t->data + off * es;
+        v.rstep = down ? 1 : 2;
+        v.cstep = down ? H : 2 * I;
+    }
+    *out = v;
+}
+
+int moeq_model_expert_bias(const moeq_model *m, int64_t layer, int64_t expert, moeq_proj proj, float *dst)
+{
+    if (!m || !dst || layer < 0 || layer >= m->cfg.layers || expert < 0 || expert >= m->cfg.n_experts ||
+        proj > MOEQ_PROJ_DOWN || !m->cfg.layer_is_moe[layer])
+        return -1;
+    if (!m->cfg.expert_bias) return 0;
+    const moeq_tensor *t = proj == MOEQ_PROJ_DOWN ? m->down_bias[layer] : m->gu_bias[layer];
+    if (!t) return -1;
+    const int64_t n = t->shape[1];
+    const size_t es = moeq_dtype_size(t->dtype);
+    const unsigned char *row = (const unsigned char *)t->data + (size_t)(expert * n) * es;
+    /* gate_up_proj_bias interleaves like the columns: gate = even entries, up = odd */
+    const int64_t step = proj == MOEQ_PROJ_DOWN ? 1 : 2, first = proj == MOEQ_PROJ_UP ? 1 : 0;
+    for (int64_t i = 0; i < n / step; i++) {
+        moeq_vec one = { .tensor = t->name, .dtype = t->dtype, .n = 1, .data = row + (size_t)(first + i * step) * es };
+        moeq_vec_to_f32(&one, dst + i);
+    }
+    return 1;
+}
+
 /* The checkpoint's view of a routed expert's matrix (no override); arguments checked. */
 static void expert_raw(const moeq_model *m, int64_t layer, int64_t expert, moeq_proj proj, moeq_mat *out)
 {
@@ -835,6 +978,10 @@ static void expert_raw(const moeq_model *m, int64_t layer, int64_t expert, moeq_
     }
     const int64_t H = m->cfg.hidden, I = m->cfg.moe_inter;
     const moeq_tensor *t = proj == MOEQ_PROJ_DOWN ? m->fused_down[layer] : m->fused_gate_up[layer];
+    if (m->cfg.expert_layout == MOEQ_EXPERTS_GPTOSS && !m->pack) {
+        gptoss_expert(m, layer, expert, proj, t, out);
+        return;
+    }
     size_t es = moeq_dtype_size(t->dtype);
     /* gate_up [E, 2I, H]: gate rows 0..I-1, up rows I..2I-1; down [E, H, I]. Sizes were
      * checked against the tensor's byte count at open, so these offsets are inside it. */
@@ -889,6 +1036,33 @@ int moeq_model_is_fp8_scale(const moeq_model *m, const moeq_tensor *t)
     return w && w->dtype == MOEQ_DT_F8_E4M3;
 }
 
+static int name_ends(const char *name, const char *suffix, size_t *stem)
+{
+    size_t n = strlen(name), k = strlen(suffix);
+    *stem = n > k ? n - k : 0;
+    return n > k && !strcmp(name + n - k, suffix);
+}
+
+int moeq_model_is_mx_scale(const moeq_model *m, const moeq_tensor *t)
+{
+    size_t stem;
+    return m && t && m->cfg.mxfp4 && t->dtype == MOEQ_DT_U8 && t->ndim == 3 && name_ends(t->name, "_scales", &stem);
+}
+
+int moeq_model_mx_blocks(const moeq_model *m, const moeq_tensor *t, char *base, size_t cap, int64_t shape[3])
+{
+    size_t stem;
+    if (!m || !t || !m->cfg.mxfp4 || t->dtype != MOEQ_DT_U8 || t->ndim != 4 || !name_ends(t->name, "_blocks", &stem) ||
+        stem >= cap)
+        return 0;
+    memcpy(base, t->name, stem);
+    base[stem] = '\0';
+    shape[0] = t->shape[0];
+    shape[1] = t->shape[2] * 32;   /* inputs */
+    shape[2] = t->shape[1];        /* outputs */
+    return 1;
+}
+
 const moeq_mat *moeq_model_embed(const moeq_model *m) { return m ? &m->embed : NULL; }
 const moeq_mat *moeq_model_lm_head(const moeq_model *m) { return m ? &m->lm_head : NULL; }
 const moeq_vec *moeq_model_final_norm(const moeq_model *m) { return m ? &m->final_norm : NULL; }
@@ -934,6 +1108,13 @@ static void rows_pages(const moeq_mat *v, int64_t r0, int64_t r1, int prefetch)
         f(q->codes + (size_t)r0 * rb, n * rb);
         f((const unsigned char *)q->scales + (size_t)r0 * gb, n * gb);
         if (q->zeros) f((const unsigned char *)q->zeros + (size_t)r0 * gb, n * gb);
+    } else if (v->mx_scales) {   /* MXFP4 rows rstep block rows apart */
+        size_t rb = (size_t)v->cols / 2, sb = (size_t)v->cols / 32, span = (size_t)((r1 - 1 - r0) * v->rstep + 1);
+        f((const unsigned char *)v->data + (size_t)(r0 * v->rstep) * rb, span * rb);
+        f(v->mx_scales + (size_t)(r0 * v->rstep) * sb, span * sb);
+    } else if (v->data && (v->rstep || v->cstep)) {   /* strided: the whole extent of the view */
+        size_t es = moeq_dtype_size(v->dtype);
+        f(v->data, (size_t)((v->rows - 1) * v->rstep + (v->cols - 1) * v->cstep + 1) * es);
     } else if (v->data) {
         size_t rb = v->gtype ? (size_t)v->grow : (size_t)v->cols * moeq_dtype_size(v->dtype);
         f((const unsigned char *)v->data + (size_t)r0 * rb, n * rb);

@@ -268,7 +268,9 @@ static moeq_status expert_state(pctx *p, int64_t l, int64_t e, moeq_error *err)
 static void store(void *dst, int64_t i, moeq_dtype dt, double v)
 {
     float f = (float)v;
-    if (dt == MOEQ_DT_F32) {
+    if (dt == MOEQ_DT_F8_E4M3) {   /* only removed channels' zeros: compensation is refused for FP8 */
+        ((unsigned char *)dst)[i] = 0;
+    } else if (dt == MOEQ_DT_F32) {
         memcpy((char *)dst + 4 * i, &f, 4);
     } else if (dt == MOEQ_DT_F16) {
         uint16_t h = moeq_f32_to_f16(f);
@@ -320,6 +322,44 @@ static moeq_status write_expert(pctx *p, int64_t l, int64_t e, moeq_proj pj, int
     return MOEQ_OK;
 }
 
+/* gpt_oss, zero-fill: layer l's gate_up_proj [E, H, 2I] (gate = even columns, up = odd) or
+ * down_proj [E, I, H] in the hub's layout and dtype dt (bf16 for an MXFP4 source: exact), removed
+ * channels zero, from the experts' [out, in] views. */
+static moeq_status write_gptoss(pctx *p, int64_t l, int down, moeq_dtype dt, void *dst, moeq_error *err)
+{
+    const moeq_config *c = moeq_model_config(p->m);
+    const int64_t I = c->moe_inter, H = c->hidden;
+    const int compensated = down && p->o->score == MOEQ_PRUNE_HESSIAN && p->o->compensate;
+    float *a = malloc((size_t)(I * H) * sizeof *a), *b = malloc((size_t)(I * H) * sizeof *b);
+    moeq_status st = a && b ? MOEQ_OK : moeq_fail(err, MOEQ_ERR_NOMEM, "prune: out of memory");
+    for (int64_t e = 0; e < c->n_experts && !st; e++) {
+        if ((st = expert_state(p, l, e, err))) break;
+        moeq_mat v;
+        if ((st = moeq_model_expert(p->m, l, e, down ? MOEQ_PROJ_DOWN : MOEQ_PROJ_GATE, &v, err))) break;
+        moeq_mat_to_f32(&v, 0, v.rows, a);
+        moeq_mat_release(&v);
+        if (!down) {
+            if ((st = moeq_model_expert(p->m, l, e, MOEQ_PROJ_UP, &v, err))) break;
+            moeq_mat_to_f32(&v, 0, v.rows, b);
+            moeq_mat_release(&v);
+        }
+        const int64_t base = e * I * H * (down ? 1 : 2);
+        for (int64_t i = 0; i < I; i++)
+            for (int64_t h = 0; h < H; h++) {
+                const int keep = p->ckeep[i];
+                if (down)   /* a: [H, I]; out [I, H] */
+                    store(dst, base + i * H + h, dt, !keep ? 0 : compensated ? p->cdown[h * I + i] : a[h * I + i]);
+                else {      /* a, b: [I, H]; out [H, 2I] */
+                    store(dst, base + h * 2 * I + 2 * i, dt, keep ? a[i * H + h] : 0);
+                    store(dst, base + h * 2 * I + 2 * i + 1, dt, keep ? b[i * H + h] : 0);
+                }
+            }
+    }
+    free(a);
+    free(b);
+    return st;
+}
+
 static moeq_status fill(void *user, size_t i, void *dst, moeq_error *err)
 {
     pctx *p = user;
@@ -333,6 +373,8 @@ static moeq_status fill(void *user, size_t i, void *dst, moeq_error *err)
         return MOEQ_OK;
     }
     if (t->proj >= 0) return write_expert(p, t->l, t->e, (moeq_proj)t->proj, ragged, t->src->dtype, dst, err);
+    if (c->expert_layout == MOEQ_EXPERTS_GPTOSS)
+        return write_gptoss(p, t->l, t->proj == -2, t->src->dtype == MOEQ_DT_U8 ? MOEQ_DT_BF16 : t->src->dtype, dst, err);
     const size_t es = moeq_dtype_size(t->src->dtype);
     moeq_status st = MOEQ_OK;
     for (int64_t e = 0; e < c->n_experts && !st; e++) {
@@ -382,6 +424,7 @@ static moeq_status write_config(const moeq_model *m, const char *src_dir, const 
         json_array_append_new(w, a);
     }
     json_object_set_new(root, "moeq_expert_widths", w);
+    if (c->mxfp4) json_object_del(root, "quantization_config");   /* its experts are written as bf16 */
     int rc = json_dump_file(root, to, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_COMPACT * 0);
     json_decref(root);
     return rc ? moeq_fail(err, MOEQ_ERR_IO, "%s: write failed", to) : MOEQ_OK;
@@ -406,6 +449,13 @@ moeq_status moeq_prune(const moeq_model *m, moeq_calib_file *calib, const moeq_p
         return moeq_fail(err, MOEQ_ERR_UNSUPPORTED, "%s: prune reads a Hugging Face directory, not a .moeq file",
                          moeq_model_path(m));
     if (E <= 0) return moeq_fail(err, MOEQ_ERR_UNSUPPORTED, "%s: no routed experts", moeq_model_path(m));
+    if (c->expert_layout == MOEQ_EXPERTS_GPTOSS && o->layout == MOEQ_PRUNE_RAGGED)
+        return moeq_fail(err, MOEQ_ERR_UNSUPPORTED, "%s: --layout ragged: %s stores its experts fused only; use "
+                         "--layout zero-fill", moeq_model_path(m), c->model_type);
+    if (c->fp8 && (o->layout == MOEQ_PRUNE_RAGGED || (o->score == MOEQ_PRUNE_HESSIAN && o->compensate)))
+        return moeq_fail(err, MOEQ_ERR_UNSUPPORTED, "%s: an FP8 source keeps its block scales, so prune only zeroes "
+                         "channels of it: use --layout zero-fill%s", moeq_model_path(m),
+                         o->score == MOEQ_PRUNE_HESSIAN ? " and --no-compensate" : "");
     if (o->score != MOEQ_PRUNE_MAGNITUDE && !calib)
         return moeq_fail(err, MOEQ_ERR_MISUSE, "prune: this score needs --calib");
     if (o->score == MOEQ_PRUNE_HESSIAN && moeq_calib_file_diag(calib))
@@ -584,6 +634,7 @@ moeq_status moeq_prune(const moeq_model *m, moeq_calib_file *calib, const moeq_p
         for (size_t i = 0; i < n && !st; i++) {
             const moeq_tensor *t = moeq_ckpt_tensor(ck, i);
             if (bsearch(&t->name, xn, nx, sizeof *xn, cmp_str)) continue;   /* written below */
+            if (moeq_model_is_mx_scale(m, t)) continue;   /* MXFP4 experts are written as bf16 */
             outs[no] = (moeq_st_out){ .name = t->name, .dtype = t->dtype, .ndim = t->ndim, .data = t->data };
             memcpy(outs[no].shape, t->shape, sizeof outs[no].shape);
             p.ents[no++] = (ent){ .src = t, .l = -1, .e = -1, .proj = 0 };
@@ -599,6 +650,12 @@ moeq_status moeq_prune(const moeq_model *m, moeq_calib_file *calib, const moeq_p
                     const moeq_tensor *t = moeq_ckpt_find(ck, v.tensor);
                     outs[no] = (moeq_st_out){ .name = t->name, .dtype = t->dtype, .ndim = t->ndim };
                     memcpy(outs[no].shape, t->shape, sizeof outs[no].shape);
+                    int64_t bshape[3];
+                    if (moeq_model_mx_blocks(m, t, names[ni], sizeof names[ni], bshape)) {
+                        /* MXFP4 blocks: the bf16 tensor they encode (write_gptoss) */
+                        outs[no] = (moeq_st_out){ .name = names[ni++], .dtype = MOEQ_DT_BF16, .ndim = 3 };
+                        memcpy(outs[no].shape, bshape, sizeof bshape);
+                    }
                     p.ents[no++] = (ent){ .src = t, .l = l, .e = -1, .proj = k ? -2 : -1 };
                 }
                 continue;

@@ -39,11 +39,15 @@ moeq_status moeq_expert_mats(const moeq_model *m, moeq_expert_mat **out, size_t 
                 /* the names moeq_quantize_rtn gives pieces (FORMAT.md F-15) */
                 int fused_gate_up = mm[p].index >= 0 && p < 2 && mm[0].tensor && mm[1].tensor &&
                                     !strcmp(mm[0].tensor, mm[1].tensor);
-                if (mm[p].index < 0) snprintf(x->name, sizeof x->name, "%s", mm[p].tensor);
+                /* an MXFP4 expert (gpt_oss) is packed under the bf16 tensor its _blocks encode */
+                char tn[512];
+                size_t tl = (size_t)snprintf(tn, sizeof tn, "%.511s", mm[p].tensor ? mm[p].tensor : "");
+                if (mm[p].mx_scales && tl > 7 && !strcmp(tn + tl - 7, "_blocks")) tn[tl - 7] = '\0';
+                if (mm[p].index < 0) snprintf(x->name, sizeof x->name, "%s", tn);
                 else if (fused_gate_up)
-                    snprintf(x->name, sizeof x->name, "%s[%lld].%s", mm[p].tensor, (long long)mm[p].index,
+                    snprintf(x->name, sizeof x->name, "%s[%lld].%s", tn, (long long)mm[p].index,
                              p == 0 ? "gate" : "up");
-                else snprintf(x->name, sizeof x->name, "%s[%lld]", mm[p].tensor, (long long)mm[p].index);
+                else snprintf(x->name, sizeof x->name, "%s[%lld]", tn, (long long)mm[p].index);
             }
         }
     }

@@ -280,11 +280,17 @@ moeq_status moeq_quant_pieces(const moeq_model *m, const moeq_quant_opts *o, moe
     size_t nt = moeq_ckpt_count(ck);
     for (size_t ti = 0; ti < nt && st == MOEQ_OK; ti++) {
         const moeq_tensor *t = moeq_ckpt_tensor(ck, ti);
-        if (moeq_model_is_fp8_scale(m, t)) continue;   /* folded into its F8 weight */
+        /* folded into its F8 weight / MXFP4 blocks */
+        if (moeq_model_is_fp8_scale(m, t) || moeq_model_is_mx_scale(m, t)) continue;
         const tmap *tv = tmap_find(tm, ntm, t->name);
         int is_expert = tv && (tv->flags & TF_EXPERT);
         int want = is_expert || (o->scope == MOEQ_SCOPE_ALL && tv && (tv->flags & TF_LINEAR));
-        int fused = is_expert && t->ndim == 3;
+        int fused = is_expert && t->ndim >= 3;
+        /* gpt_oss: pieces are the experts' [out, in] views, named after the bf16 tensor */
+        int strided = fused && c->expert_layout == MOEQ_EXPERTS_GPTOSS;
+        char base[512];   /* names fit in 512 bytes (the view's limit) */
+        int64_t bshape[3];
+        if (!moeq_model_mx_blocks(m, t, base, sizeof base, bshape)) snprintf(base, sizeof base, "%.511s", t->name);
         /* by role, not shape: down [E, H, I] has 2I rows too when H == 2I (glm4_moe fixture) */
         int gate_up = fused && (tv->flags & TF_GATE_UP);
         int64_t np = fused ? t->shape[0] * (gate_up ? 2 : 1) : 1;
@@ -306,7 +312,20 @@ moeq_status moeq_quant_pieces(const moeq_model *m, const moeq_quant_opts *o, moe
             pc->unit = tv && (tv->flags & TF_LAYER) ? tv->layer : c->layers;
             pc->item = -1;
             int64_t e = -1;
-            if (fused) {
+            if (strided) {
+                const int64_t H = c->hidden;
+                e = gate_up ? k / 2 : k;
+                pc->strided = 1;
+                pc->expert = e;
+                pc->proj = gate_up ? (k % 2 ? MOEQ_PROJ_UP : MOEQ_PROJ_GATE) : MOEQ_PROJ_DOWN;
+                if (gate_up) {
+                    snprintf(pc->name, sizeof pc->name, "%s[%lld].%s", base, (long long)e, k % 2 ? "up" : "gate");
+                    pc->rows = I; pc->cols = H; pc->off = e * 2 * I * H + (k % 2 ? I * H : 0);
+                } else {
+                    snprintf(pc->name, sizeof pc->name, "%s[%lld]", base, (long long)e);
+                    pc->rows = H; pc->cols = I; pc->off = e * H * I;
+                }
+            } else if (fused) {
                 e = gate_up ? k / 2 : k;
                 if (gate_up) {
                     snprintf(pc->name, sizeof pc->name, "%s[%lld].%s", t->name, (long long)e, k % 2 ? "up" : "gate");
@@ -324,7 +343,8 @@ moeq_status moeq_quant_pieces(const moeq_model *m, const moeq_quant_opts *o, moe
             }
             /* scope, then the first matching rule, then the plan */
             /* an FP8 source matrix kept raw is written dequantized to bf16 (F-15 has no FP8) */
-            const moeq_dtype keep = t->dtype == MOEQ_DT_F8_E4M3 ? MOEQ_DT_BF16 : t->dtype;
+            /* and MXFP4 blocks as the bf16 tensor they encode */
+            const moeq_dtype keep = t->dtype == MOEQ_DT_F8_E4M3 || t->dtype == MOEQ_DT_U8 ? MOEQ_DT_BF16 : t->dtype;
             moeq_codec cd = { .type = MOEQ_CODEC_RAW, .dtype = keep };
             if (want && pc->matrix) cd = o->codec;
             const moeq_tensor_rule *rule = pc->matrix ? moeq_rule_set_match(rs, pc->name) : NULL;
@@ -409,7 +429,7 @@ moeq_status moeq_quantize_pieces_write(const moeq_model *m, const moeq_quant_opt
             st = moeq_fail(err, MOEQ_ERR_IO, "%s: cannot read", p);
             goto done;
         }
-        if (i == 0 && moeq_model_config(m)->fp8) {
+        if (i == 0 && (moeq_model_config(m)->fp8 || moeq_model_config(m)->mxfp4)) {
             /* the packed file holds no FP8 weights (kept matrices are bf16): its config.json, and
              * so an unpacked directory's, must not claim quantization_config fp8 */
             json_t *cj = json_loadb(buf, got, 0, NULL);
@@ -431,9 +451,15 @@ moeq_status moeq_quantize_pieces_write(const moeq_model *m, const moeq_quant_opt
     double code_bits = 0, total_bits = 0, ent_bits = 0;
     for (size_t i = 0; i < n; i++) {
         const moeq_tensor *t = moeq_ckpt_tensor(ck, i);
-        if (moeq_model_is_fp8_scale(m, t)) continue;
+        if (moeq_model_is_fp8_scale(m, t) || moeq_model_is_mx_scale(m, t)) continue;
         moeq_dtype sdt = t->dtype == MOEQ_DT_F8_E4M3 ? MOEQ_DT_BF16 : t->dtype;   /* as unpack writes it */
-        if ((st = moeq_pack_write_source(w, t->name, sdt, t->ndim, t->shape, err))) goto done;
+        char base[600];
+        int64_t bshape[3];
+        if (moeq_model_mx_blocks(m, t, base, sizeof base, bshape))   /* MXFP4: the bf16 tensor it encodes */
+            st = moeq_pack_write_source(w, base, MOEQ_DT_BF16, 3, bshape, err);
+        else
+            st = moeq_pack_write_source(w, t->name, sdt, t->ndim, t->shape, err);
+        if (st) goto done;
     }
     for (size_t k = 0; k < npcs; k++) {
         const moeq_quant_piece *pc = &pcs[k];
@@ -444,7 +470,26 @@ moeq_status moeq_quantize_pieces_write(const moeq_model *m, const moeq_quant_opt
         uint64_t before = fused ? (uint64_t)(pc->rows * pc->cols) * es : t->nbytes, stored = 0;
         int64_t shape2[2] = { pc->rows, pc->cols };
         double ent = -1;
-        if (cd.type == MOEQ_CODEC_RAW && t->dtype == MOEQ_DT_F8_E4M3) {
+        char src_name[600];
+        int64_t bshape[3];
+        if (!moeq_model_mx_blocks(m, t, src_name, sizeof src_name, bshape)) snprintf(src_name, sizeof src_name, "%s", t->name);
+        moeq_mat xv = { 0 };   /* a strided piece's expert view (gpt_oss) */
+        if (pc->strided && (st = moeq_model_expert(m, pc->unit, pc->expert, (moeq_proj)pc->proj, &xv, err))) break;
+        if (pc->strided) before = t->dtype == MOEQ_DT_U8 ? (uint64_t)(pc->rows * pc->cols) * 17 / 32
+                                                          : (uint64_t)(pc->rows * pc->cols) * es;
+        if (cd.type == MOEQ_CODEC_RAW && pc->strided) {
+            /* the [rows, cols] matrix in the kept dtype (bf16 for MXFP4: exact) */
+            size_t nel = (size_t)(pc->rows * pc->cols), oes = moeq_dtype_size(cd.dtype);
+            if (nel > wf_cap) { free(wf); wf = malloc(nel * sizeof *wf); wf_cap = wf ? nel : 0; }
+            if (nel * oes > raw_cap) { free(raw); raw = malloc(nel * oes); raw_cap = raw ? nel * oes : 0; }
+            if (!wf || !raw) { st = moeq_fail(err, MOEQ_ERR_NOMEM, "out of memory for '%s'", pc->name); break; }
+            moeq_mat_to_f32(&xv, 0, pc->rows, wf);
+            if (cd.dtype == MOEQ_DT_F32) memcpy(raw, wf, nel * 4);
+            else if (cd.dtype == MOEQ_DT_F16)
+                for (size_t i = 0; i < nel; i++) ((uint16_t *)(void *)raw)[i] = moeq_f32_to_f16(wf[i]);
+            else moeq_f32_to_bf16_rows(wf, (uint16_t *)(void *)raw, (int64_t)nel);
+            st = moeq_pack_write_tensor(w, pc->name, 2, shape2, &cd, src_name, pc->off, raw, nel * oes, &stored, err);
+        } else if (cd.type == MOEQ_CODEC_RAW && t->dtype == MOEQ_DT_F8_E4M3) {
             /* dequantized per block, rounded to bf16 */
             moeq_mat v = moeq_model_tensor_view(m, t);
             size_t nel = (size_t)(v.rows * v.cols);
@@ -472,6 +517,7 @@ moeq_status moeq_quantize_pieces_write(const moeq_model *m, const moeq_quant_opt
                 moeq_mat v = { .tensor = t->name, .index = -1, .dtype = t->dtype, .rows = pc->rows, .cols = pc->cols,
                                .data = (const unsigned char *)t->data + (size_t)pc->off * es };
                 if (t->dtype == MOEQ_DT_F8_E4M3) v = moeq_model_tensor_view(m, t);   /* with its scales */
+                if (pc->strided) v = xv;
                 moeq_mat_to_f32(&v, 0, pc->rows, wf);
                 st = o->quantize ? o->quantize(o->cb_user, pc->name, wf, pc->rows, pc->cols, &cd, raw, err)
                                  : moeq_rtn_quantize(wf, pc->rows, pc->cols, cd.bits, cd.group, cd.sym, raw, err);
@@ -483,7 +529,7 @@ moeq_status moeq_quantize_pieces_write(const moeq_model *m, const moeq_quant_opt
                             .codes = raw, .scales = (const uint16_t *)(void *)(raw + so),
                             .zeros = cd.sym ? NULL : (const uint16_t *)(void *)(raw + zo) };
             ent = code_entropy(&q);
-            st = moeq_pack_write_tensor(w, pc->name, 2, shape2, &cd, t->name, pc->off, raw, (size_t)rsz,
+            st = moeq_pack_write_tensor(w, pc->name, 2, shape2, &cd, src_name, pc->off, raw, (size_t)rsz,
                                         &stored, err);
             double nw = (double)nel;
             res->quant_weights += (int64_t)nel;
@@ -495,7 +541,8 @@ moeq_status moeq_quantize_pieces_write(const moeq_model *m, const moeq_quant_opt
         }
         if (st) break;
         /* the piece is written: drop its mapped pages (docs/quantize.md, "Memory") */
-        moeq_pages_release((const unsigned char *)t->data + (size_t)pc->off * es, (size_t)before);
+        if (pc->strided) moeq_mat_release(&xv);
+        else moeq_pages_release((const unsigned char *)t->data + (size_t)pc->off * es, (size_t)before);
         if (cd.type == MOEQ_CODEC_RAW) res->raw_bytes_out += before;
         res->tensors++;
         res->bytes_in += before;

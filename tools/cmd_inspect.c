@@ -96,6 +96,18 @@ static int64_t fp8_weights(const moeq_checkpoint *ck, char *scale_dt, size_t cap
     return n;
 }
 
+/* An MXFP4 source (quantization_config mxfp4, gpt_oss experts): its U8 *_blocks tensors. */
+static int64_t mxfp4_tensors(const moeq_checkpoint *ck)
+{
+    int64_t n = 0;
+    for (size_t i = 0; ck && i < moeq_ckpt_count(ck); i++) {
+        const moeq_tensor *t = moeq_ckpt_tensor(ck, i);
+        size_t len = strlen(t->name);
+        n += t->dtype == MOEQ_DT_U8 && len > 7 && !strcmp(t->name + len - 7, "_blocks");
+    }
+    return n;
+}
+
 int cmd_inspect(int argc, char **argv)
 {
     tool_common tc = {0};
@@ -153,6 +165,9 @@ int cmd_inspect(int argc, char **argv)
         if (c->fp8)
             fprintf(h, "source       fp8: %lld F8_E4M3 weights, %lldx%lld block scales (%s weight_scale_inv)\n",
                     (long long)n_fp8, (long long)c->fp8_block_rows, (long long)c->fp8_block_cols, scale_dt);
+        if (c->mxfp4)
+            fprintf(h, "source       mxfp4: %lld expert weights as U8 *_blocks (two e2m1 a byte, low nibble "
+                    "first), one e8m0 *_scales byte per 32 inputs\n", (long long)mxfp4_tensors(ck));
         if (gg) {
             fprintf(h, "gguf         %s, version %u, %zu tensors:", moeq_gguf_label(gg), moeq_gguf_version(gg),
                     moeq_gguf_ntensors(gg));
@@ -208,6 +223,15 @@ int cmd_inspect(int argc, char **argv)
             json_object_set_new(q, "block", json_pack("[II]", (json_int_t)c->fp8_block_rows,
                                                       (json_int_t)c->fp8_block_cols));
             json_object_set_new(q, "scale_dtype", json_string(scale_dt));
+            json_object_set_new(o, "source_quant", q);
+        }
+        if (c->mxfp4) {
+            json_t *q = json_object();
+            json_object_set_new(q, "method", json_string("mxfp4"));
+            json_object_set_new(q, "fmt", json_string("e2m1"));
+            json_object_set_new(q, "weights", json_integer(mxfp4_tensors(ck)));
+            json_object_set_new(q, "block", json_pack("[II]", (json_int_t)1, (json_int_t)32));
+            json_object_set_new(q, "scale_dtype", json_string("e8m0"));
             json_object_set_new(o, "source_quant", q);
         }
         if (gg) json_object_set(o, "gguf_types", gtypes);

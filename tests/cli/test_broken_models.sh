@@ -99,6 +99,26 @@ mk tiny-deepseekv3-fp8
 python3 -c "import json,sys; p=sys.argv[1]; c=json.load(open(p)); c['quantization_config']['quant_method']='awq'; json.dump(c, open(p,'w'))" "$TMPD/m/config.json"
 both "fp8: unknown quant_method" "quantization_config.quant_method.*awq"
 
+# MXFP4 experts (gpt_oss, CF-11): a block grid that does not match the shape (same bytes), a
+# missing scale tensor, an unknown quant_method, blocks without quantization_config, bf16
+# experts under quantization_config mxfp4
+B=model.layers.2.mlp.experts.down_proj
+mk tiny-gptoss-mxfp4
+rewrite_header "$TMPD/m/model.safetensors" "h['${B}_blocks']['shape'] = [8, 128, 8, 8]"
+both "mxfp4: block grid mismatching the shape" "${B}_blocks.*\\[8, 128, 8, 8\\].*\\[8, 128, 4, 16\\]"
+mk tiny-gptoss-mxfp4
+rewrite_header "$TMPD/m/model.safetensors" "h['${B}_scalez'] = h.pop('${B}_scales')"
+both "mxfp4: scales missing" "${B}_scales' not found"
+mk tiny-gptoss-mxfp4
+python3 -c "import json,sys; p=sys.argv[1]; c=json.load(open(p)); c['quantization_config']['quant_method']='bitsandbytes'; json.dump(c, open(p,'w'))" "$TMPD/m/config.json"
+both "mxfp4: unknown quant_method" "quantization_config.quant_method.*bitsandbytes"
+mk tiny-gptoss-mxfp4
+python3 -c "import json,sys; p=sys.argv[1]; c=json.load(open(p)); del c['quantization_config']; json.dump(c, open(p,'w'))" "$TMPD/m/config.json"
+both "mxfp4: blocks without quantization_config" "gate_up_proj_blocks.*without quantization_config"
+mk tiny-gptoss
+python3 -c "import json,sys; p=sys.argv[1]; c=json.load(open(p)); c['quantization_config']={'quant_method': 'mxfp4'}; json.dump(c, open(p,'w'))" "$TMPD/m/config.json"
+both "mxfp4: config says mxfp4, experts are bf16" "gate_up_proj_blocks' not found"
+
 # Reading what transformers reads (issue 14): an index whose metadata.total_size disagrees with
 # the shards opens everywhere with the same warning; -o into a missing directory names it
 mk tiny-olmoe

@@ -1,6 +1,6 @@
 #!/bin/sh
 # The pipeline on each family of issue 14 (tests/fixtures/tiny-{deepseekv3,deepseekv2,glm4moe,
-# dots1,ernie45moe,phimoe}): inspect, RTN q8 packing and eval of the packed file within 1% of the source's
+# dots1,ernie45moe,phimoe,gptoss}): inspect, RTN q8 packing and eval of the packed file within 1% of the source's
 # perplexity, unpack back to a hub directory that moeq reads again; on deepseek_v3 also
 # spectral, calibrate (scope all: MLA's o input) and GPTQ q4. Evals use the first 2048 tokens
 # at ctx 512 (past YaRN's original 128 positions) so the run stays short.
@@ -32,6 +32,60 @@ for fx in $fixtures; do
   "$MOEQ" eval "$TMPD/u" $EV > "$TMPD/u.json" || echo "FAIL eval unpacked $fx"
   close "unpacked $fx (bf16) within 0.2% of the packed file" "$(ppl "$TMPD/u.json")" "$(ppl "$TMPD/q8.json")" 0.002
 done
+
+# Every stage on every family (issue 14): calibrate (scope all), plan --cost hessian, GPTQ under
+# the plan, eval of the packed file (within 5% of the source at ~4 bits), unpack (within 0.2% of
+# the packed file), prune 25% of the channels by CAMERA scores (within 20%), on tiny token
+# counts. gpt_oss bf16 and MXFP4 by default, every fixture with MOEQ_TEST_SLOW=1, MXFP4 only
+# under MOEQ_TEST_QUICK.
+SEV="--tokens $T --ctx 128 --max-tokens 256 --json -q"
+ok() { [ "$1" -eq 0 ] && echo "PASS $2" || echo "FAIL $2 (exit $1)"; }
+stages="gptoss gptoss-mxfp4"
+[ -n "${MOEQ_TEST_SLOW:-}" ] && stages="mixtral qwen2moe qwen3moe olmoe deepseekv3 kimik2 deepseekv2 glm4moe dots1
+  ernie45moe phimoe deepseekv3-fp8 gptoss gptoss-mxfp4"
+[ -n "${MOEQ_TEST_QUICK:-}" ] && stages="gptoss-mxfp4"
+for fx in $stages; do
+  M=$FX/tiny-$fx; D=$TMPD/st-$fx; mkdir -p "$D"
+  "$MOEQ" eval "$M" $SEV > "$D/src.json"; ok $? "eval $fx"
+  "$MOEQ" calibrate "$M" --tokens $T --ctx 64 --max-tokens 256 --scope all -o "$D/c.h5" -q; ok $? "calibrate $fx"
+  "$MOEQ" plan "$M" --calib "$D/c.h5" --cost hessian --budget 4 -o "$D/p.json" -q; ok $? "plan --cost hessian $fx"
+  "$MOEQ" quantize "$M" --method gptq --calib "$D/c.h5" --plan "$D/p.json" -o "$D/g.moeq" -q; ok $? "quantize --method gptq $fx"
+  "$MOEQ" eval "$D/g.moeq" $SEV > "$D/g.json"; ok $? "eval packed $fx"
+  close "gptq (plan, 4 bits) $fx within 5% of the source" "$(ppl "$D/g.json")" "$(ppl "$D/src.json")" 0.05
+  "$MOEQ" unpack "$D/g.moeq" -o "$D/u" -q; ok $? "unpack $fx"
+  "$MOEQ" eval "$D/u" $SEV > "$D/u.json"; ok $? "eval unpacked $fx"
+  close "unpacked $fx within 0.2% of the packed file" "$(ppl "$D/u.json")" "$(ppl "$D/g.json")" 0.002
+  "$MOEQ" prune "$M" --ratio 0.25 --calib "$D/c.h5" -o "$D/pr" -q; ok $? "prune $fx"
+  "$MOEQ" eval "$D/pr" $SEV > "$D/pr.json"; ok $? "eval pruned $fx"
+  close "pruned 25% $fx within 20% of the source" "$(ppl "$D/pr.json")" "$(ppl "$D/src.json")" 0.2
+done
+# MXFP4: inspect shows the source format; experts kept raw are their exact bf16 values (the
+# packed file and its unpacked directory evaluate bit for bit like the source); unpacked and
+# pruned directories are bf16 hub layouts
+D=$TMPD/st-gptoss-mxfp4
+"$MOEQ" quantize $FX/tiny-gptoss-mxfp4 --bits 8 --tensor-type '.*=keep' -o "$TMPD/mk.moeq" -q || echo "FAIL quantize keep mxfp4"
+"$MOEQ" unpack "$TMPD/mk.moeq" -o "$TMPD/mku" -q || echo "FAIL unpack keep mxfp4"
+k=0
+for x in "$FX/tiny-gptoss-mxfp4" "$TMPD/mk.moeq" "$TMPD/mku"; do k=$((k + 1)); "$MOEQ" eval "$x" $SEV > "$TMPD/mk$k.json"; done
+python3 -c "
+import json, sys; p = [json.load(open(f))['ppl'] for f in sys.argv[1:]]; assert p[0] == p[1] == p[2], p" \
+  "$TMPD/mk1.json" "$TMPD/mk2.json" "$TMPD/mk3.json" && echo "PASS mxfp4 experts kept raw: source, packed and unpacked evaluate alike" \
+  || echo "FAIL mxfp4 experts kept raw: source, packed and unpacked evaluate alike"
+"$MOEQ" inspect $FX/tiny-gptoss-mxfp4 --json -q > "$TMPD/i.json"
+python3 -c "
+import json, sys; q = json.load(open(sys.argv[1]))['source_quant']
+assert q == {'method': 'mxfp4', 'fmt': 'e2m1', 'weights': 8, 'block': [1, 32], 'scale_dtype': 'e8m0'}, q" "$TMPD/i.json" \
+  && echo "PASS inspect shows the mxfp4 source" || echo "FAIL inspect shows the mxfp4 source"
+python3 -c "
+import json, struct, sys
+for d in sys.argv[1:]:
+    assert 'quantization_config' not in json.load(open(d + '/config.json'))
+    b = open(d + '/model.safetensors', 'rb').read(); h = json.loads(b[8:8 + struct.unpack('<Q', b[:8])[0]])
+    assert not [k for k in h if k.endswith(('_blocks', '_scales'))]
+    g = h['model.layers.0.mlp.experts.gate_up_proj']; assert g['dtype'] == 'BF16' and g['shape'] == [8, 128, 256], g
+    g = h['model.layers.0.mlp.experts.down_proj']; assert g['dtype'] == 'BF16' and g['shape'] == [8, 128, 128], g" \
+  "$D/u" "$D/pr" && echo "PASS unpacked and pruned mxfp4 sources are bf16 [E, H, 2I] / [E, I, H]" \
+  || echo "FAIL unpacked and pruned mxfp4 sources are bf16 [E, H, 2I] / [E, I, H]"
 
 M=$FX/tiny-deepseekv3
 expect_exit "spectral deepseek_v3" 0 "" -- "$MOEQ" spectral "$M" -o "$TMPD/s.h5" -q

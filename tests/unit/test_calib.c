@@ -62,8 +62,8 @@ static uint64_t layer_digest(const moeq_calib_layer *L)
             h = acc_digest(&L->expert_down[e], h);
         }
     const moeq_calib_acc *o[] = {&L->shared_in, &L->shared_down, &L->attn_in, &L->attn_o, &L->dense_in,
-                                 &L->dense_down};
-    for (int i = 0; i < 6; i++) h = acc_digest(o[i], h);
+                                 &L->dense_down, &L->q_b_in, &L->kv_b_in};
+    for (int i = 0; i < 8; i++) h = acc_digest(o[i], h);
     return h;
 }
 
@@ -694,6 +694,116 @@ static void test_calib_peak_rss_formula(void)
 #endif
 }
 
+/* ---- MLA's compressed projections (deepseek) ----------------------------------------------
+ * The collector's Hessians of q_b's and kv_b's inputs (scope all) against Σ c cᵀ recomputed in
+ * float64 from the layer input x: h = RMSNorm(x), the latents q_a·h and the first kv_lora_rank
+ * rows of kv_a·h, each RMSNorm'ed with its weight at eps 1e-6 (DeepseekV3RMSNorm). */
+typedef struct mla_ctx {
+    int64_t layer;
+    double *hq, *hkv;     /* copies of the collector's q_b_in / kv_b_in Hessians */
+    int64_t rows_q, rows_kv;
+} mla_ctx;
+
+static moeq_status on_layer_mla(void *user, const moeq_calib_layer *L, moeq_error *err)
+{
+    (void)err;
+    mla_ctx *x = user;
+    if (L->layer != x->layer) return MOEQ_OK;
+    const int64_t QL = L->q_b_in.dim, R = L->kv_b_in.dim;
+    if (QL && L->q_b_in.hess && (x->hq = malloc((size_t)(QL * QL) * sizeof(double))))
+        memcpy(x->hq, L->q_b_in.hess, (size_t)(QL * QL) * sizeof(double));
+    if (R && L->kv_b_in.hess && (x->hkv = malloc((size_t)(R * R) * sizeof(double))))
+        memcpy(x->hkv, L->kv_b_in.hess, (size_t)(R * R) * sizeof(double));
+    x->rows_q = L->q_b_in.rows;
+    x->rows_kv = L->kv_b_in.rows;
+    return MOEQ_OK;
+}
+
+/* rows of y [n, d] = RMSNorm(rows of y) with weight w (float64) */
+static void rms64(double *y, int64_t n, int64_t d, const float *w, double eps)
+{
+    for (int64_t t = 0; t < n; t++) {
+        double ss = 0;
+        for (int64_t j = 0; j < d; j++) ss += y[t * d + j] * y[t * d + j];
+        double inv = 1.0 / sqrt(ss / (double)d + eps);
+        for (int64_t j = 0; j < d; j++) y[t * d + j] *= inv * w[j];
+    }
+}
+
+/* Σ_t lat_t lat_tᵀ, lat = RMSNorm(h · Wᵀ) over W's first `rows` rows, against the collector's H */
+static double latent_err(const double *h, int64_t n, int64_t Hd, const moeq_mat *W, int64_t rows, const moeq_vec *nw,
+                         const double *hc)
+{
+    float *wf = malloc((size_t)(W->rows * W->cols) * sizeof *wf), *nf = malloc((size_t)rows * sizeof *nf);
+    double *lat = calloc((size_t)(n * rows), sizeof *lat);
+    moeq_mat_to_f32(W, 0, W->rows, wf);
+    moeq_vec_to_f32(nw, nf);
+    for (int64_t t = 0; t < n; t++)
+        for (int64_t r = 0; r < rows; r++) {
+            double z = 0;
+            for (int64_t j = 0; j < Hd; j++) z += h[t * Hd + j] * wf[r * Hd + j];
+            lat[t * rows + r] = z;
+        }
+    rms64(lat, n, rows, nf, 1e-6);
+    double worst = 0, diag = 0;
+    for (int64_t i = 0; i < rows; i++)
+        for (int64_t j = 0; j < rows; j++) {
+            double want = 0;
+            for (int64_t t = 0; t < n; t++) want += lat[t * rows + i] * lat[t * rows + j];
+            if (i == j) diag += want / (double)rows;
+            double d = fabs(want - hc[i * rows + j]);
+            if (!(d <= worst)) worst = d;
+        }
+    free(wf);
+    free(nf);
+    free(lat);
+    return worst / diag;
+}
+
+static void test_calib_mla_latent_hessians(void)
+{
+    moeq_model *m = open_model("tiny-deepseekv3");
+    if (!m) { CHECK(0); return; }
+    const moeq_config *c = moeq_model_config(m);
+    int64_t n = 0, ctx = 64;
+    int32_t *ids = load_tokens(m, &n);
+    mla_ctx mx = {.layer = 1};
+    moeq_calib_opts o = {.ctx = ctx, .max_tokens = ctx, .scope_all = 1, .threads = 2, .user = &mx,
+                         .on_layer = on_layer_mla};
+    moeq_calib_result res;
+    moeq_error err = {0};
+    CHECK_MSG(moeq_calibrate(m, ids, n, NULL, &o, &res, &err) == MOEQ_OK, "%s", err.detail);
+    moeq_calib_result_free(&res);
+    CHECK(mx.hq && mx.hkv && mx.rows_q == ctx && mx.rows_kv == ctx);
+    /* the layer input of the same window, then its normed attention input in float64 */
+    const int64_t Hd = c->hidden;
+    float *x = malloc((size_t)(ctx * Hd) * sizeof *x), *wn = malloc((size_t)Hd * sizeof *wn);
+    double *h = malloc((size_t)(ctx * Hd) * sizeof *h);
+    moeq_runner *r = NULL;
+    CHECK(moeq_runner_create(m, ctx, 2, &r, &err) == MOEQ_OK);
+    CHECK(moeq_forward_embed(r, ids, ctx, x, &err) == MOEQ_OK);
+    for (int64_t l = 0; l < mx.layer; l++) CHECK(moeq_forward_layer(r, l, x, ctx, NULL, &err) == MOEQ_OK);
+    moeq_runner_free(r);
+    const moeq_layer_view *L = moeq_model_layer(m, mx.layer);
+    moeq_vec_to_f32(&L->attn_norm, wn);
+    for (int64_t i = 0; i < ctx * Hd; i++) h[i] = x[i];
+    rms64(h, ctx, Hd, wn, c->rms_eps);
+    if (mx.hq && mx.hkv) {
+        double eq = latent_err(h, ctx, Hd, &L->q_a, c->q_lora_rank, &L->q_a_norm, mx.hq);
+        double ekv = latent_err(h, ctx, Hd, &L->kv_a, c->kv_lora_rank, &L->kv_a_norm, mx.hkv);
+        printf("  layer %lld: q_b input |H - H64| / mean diag %.3g, kv_b input %.3g\n", (long long)mx.layer, eq, ekv);
+        /* float32 forward vs float64: ~1e-6 relative */
+        CHECK_MSG(eq < 1e-4 && ekv < 1e-4, "q_b %g kv_b %g", eq, ekv);
+    }
+    free(x);
+    free(wn);
+    free(h);
+    free(mx.hq);
+    free(mx.hkv);
+    free(ids);
+    moeq_model_close(m);
+}
+
 int main(void)
 {
     moeq_threads_init(2);
@@ -706,5 +816,6 @@ int main(void)
     RUN_TEST(test_calib_diag_mode_same_diagonals);
     RUN_TEST(test_calib_layerwise_rerun);
     RUN_TEST(test_calib_files_and_bad_inputs);
+    RUN_TEST(test_calib_mla_latent_hessians);
     HARNESS_EXIT();
 }

@@ -123,7 +123,7 @@ static const bad_case catalogue[] = {
     { "model_type not a string", "{\"model_type\": 3}", MOEQ_ERR_FORMAT, "key 'model_type': wrong type" },
     { "unknown model_type", "{\"model_type\": \"llama\", \"hidden_size\": 64}", MOEQ_ERR_UNSUPPORTED,
       "model_type \"llama\" is not supported (supported: mixtral, qwen2_moe, qwen3_moe, olmoe, deepseek_v3, "
-      "kimi_k2, glm4_moe, dots1, ernie4_5_moe, phimoe, deepseek_v2)" },
+      "kimi_k2, glm4_moe, dots1, ernie4_5_moe, phimoe, deepseek_v2, gpt_oss)" },
     { "hidden_size missing", "{\"model_type\": \"mixtral\", " BASE_KEYS "}", MOEQ_ERR_FORMAT,
       "CF-3: key 'hidden_size': missing" },
     { "hidden_size a string", "{\"model_type\": \"mixtral\", \"hidden_size\": \"64\", " BASE_KEYS "}",
@@ -273,7 +273,7 @@ static void test_accepted_variants(void)
 
 static void test_family_table(void)
 {
-    CHECK(moeq_family_count() == 11);
+    CHECK(moeq_family_count() == 12);
     CHECK(moeq_family_find("olmoe") == moeq_family_at(3));
     CHECK(moeq_family_find("llama") == NULL);
     CHECK(moeq_family_at(99) == NULL);
@@ -293,7 +293,10 @@ static void test_family_table(void)
         const moeq_family *f = moeq_family_at(i);
         CHECK(f->embed && f->lm_head && f->final_norm && f->attn_norm && f->mlp_norm);
         CHECK(f->q && f->k && f->v && f->o && f->router[0] && f->fused_gate_up[0] && f->fused_down[0]);
-        for (int p = 0; p < 3; p++) CHECK(f->expert[p][0] != NULL);
+        /* gpt_oss has only its fused layout (with biases) */
+        if (f->expert_layout == MOEQ_EXPERTS_GPTOSS) CHECK(f->fused_gate_up_bias && f->fused_down_bias);
+        else
+            for (int p = 0; p < 3; p++) CHECK(f->expert[p][0] != NULL);
         CHECK(f->moe_inter_key != NULL);
     }
 }

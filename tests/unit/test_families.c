@@ -12,7 +12,7 @@
 
 static const char *FAMILY_FIXTURES[] = {
     "tiny-deepseekv3", "tiny-kimik2", "tiny-deepseekv2", "tiny-glm4moe", "tiny-dots1",
-    "tiny-deepseekv3-fp8", "tiny-ernie45moe", "tiny-phimoe",
+    "tiny-deepseekv3-fp8", "tiny-ernie45moe", "tiny-phimoe", "tiny-gptoss", "tiny-gptoss-mxfp4",
 };
 #define N_FAM (sizeof FAMILY_FIXTURES / sizeof FAMILY_FIXTURES[0])
 
@@ -102,7 +102,7 @@ static void test_perplexity_matches_transformers(void)
         return;
     }
     int quick = getenv("MOEQ_TEST_SLOW") == NULL;
-    static const char *const long_ctx[] = { "tiny-deepseekv3", "tiny-deepseekv2", "tiny-phimoe" };
+    static const char *const long_ctx[] = { "tiny-deepseekv3", "tiny-deepseekv2", "tiny-phimoe", "tiny-gptoss" };
     for (size_t i = 0; i < N_FAM; i++) {
         int positional = 0;
         for (size_t j = 0; j < sizeof long_ctx / sizeof long_ctx[0]; j++)
@@ -163,6 +163,35 @@ static void test_e4m3_decoding_matches_torch(void)
     json_decref(j);
 }
 
+/* Every e2m1 nibble against torch's table (tests/fixtures/sources/e2m1.json) in both halves of a
+ * byte, through a 2 x 64 MXFP4 view of every other block row (rstep 2, as gpt_oss's gate rows)
+ * whose scales are 2^0, 2^-3 and 2^5, 2^-127. */
+static void test_e2m1_decoding_matches_torch(void)
+{
+    json_error_t jerr;
+    json_t *j = json_load_file(FIXTURES "/sources/e2m1.json", 0, &jerr);
+    CHECK_MSG(j && json_array_size(j) == 16, "%s", jerr.text);
+    if (!j) return;
+    uint8_t blocks[4][32], scales[4][2] = { { 127, 124 }, { 0, 0 }, { 132, 0 }, { 9, 9 } };
+    for (int r = 0; r < 4; r++)
+        for (int b = 0; b < 32; b++) blocks[r][b] = (uint8_t)((b % 16) | ((15 - b % 16) << 4));
+    moeq_mat v = { .tensor = "t", .index = 0, .dtype = MOEQ_DT_U8, .rows = 2, .cols = 64, .data = blocks,
+                   .rstep = 2, .mx_scales = &scales[0][0] };
+    float out[128];
+    CHECK(moeq_mat_widens(&v));
+    moeq_mat_to_f32(&v, 0, 2, out);
+    int bad = 0;
+    for (int r = 0; r < 2; r++)
+        for (int c = 0; c < 64; c++) {
+            int byte = c / 2 % 16, code = c % 2 ? 15 - byte : byte;
+            double sc = ldexp(1.0, scales[2 * r][c / 32] - 127);
+            bad += out[r * 64 + c] != (float)(json_number_value(json_array_get(j, (size_t)code)) * sc);
+        }
+    CHECK_MSG(bad == 0, "%d of 128 MXFP4 values decode differently from torch's e2m1 table", bad);
+    CHECK(signbit(out[16]) && out[16] == 0.0f);   /* byte 8's low nibble: code 8 is -0 */
+    json_decref(j);
+}
+
 /* Parameter classes against the shapes the config implies, and the total against the
  * element count of every tensor in the checkpoint (FP8 scales and biases included). */
 static void test_param_counts(void)
@@ -182,13 +211,17 @@ static void test_param_counts(void)
         moeq_param_counts p;
         moeq_model_param_counts(m, &p);
         const int64_t H = c->hidden, I = c->moe_inter, E = c->n_experts;
-        int has_bias = c->router == MOEQ_ROUTER_SIGMOID_GROUP || c->router == MOEQ_ROUTER_SOFTMAX_BIAS;
+        int has_bias = c->router == MOEQ_ROUTER_SIGMOID_GROUP || c->router == MOEQ_ROUTER_SOFTMAX_BIAS ||
+                       c->router == MOEQ_ROUTER_TOPK_SOFTMAX;
+        /* gpt_oss: expert biases [2I] + [H]; MXFP4 blocks hold two weights a byte (scales: other) */
+        int64_t expert_elems = (c->mxfp4 ? 3 * I * H / 2 : 3 * I * H) + (c->expert_bias ? 2 * I + H : 0);
         CHECK_MSG(p.total == sum, "%s: total %lld, checkpoint %lld", FAMILY_FIXTURES[i], (long long)p.total,
                   (long long)sum);
         CHECK(p.total == p.attention + p.router + p.shared_experts + p.routed_experts + p.embeddings + p.other);
         CHECK_MSG(p.router == moe_layers * E * (H + has_bias), "%s: router %lld", FAMILY_FIXTURES[i],
                   (long long)p.router);
-        CHECK(p.routed_experts == moe_layers * E * 3 * I * H);
+        CHECK_MSG(p.routed_experts == moe_layers * E * expert_elems, "%s: routed %lld", FAMILY_FIXTURES[i],
+                  (long long)p.routed_experts);
         CHECK(p.shared_experts == moe_layers * 3 * c->shared_inter * H);
         CHECK(p.embeddings == (c->tie_embeddings ? 1 : 2) * c->vocab * H + (c->lm_head_bias ? c->vocab : 0));
         moeq_model_close(m);
@@ -199,6 +232,7 @@ int main(void)
 {
     RUN_TEST(test_param_counts);
     RUN_TEST(test_e4m3_decoding_matches_torch);
+    RUN_TEST(test_e2m1_decoding_matches_torch);
     RUN_TEST(test_logits_match_transformers);
     RUN_TEST(test_perplexity_matches_transformers);
     HARNESS_EXIT();

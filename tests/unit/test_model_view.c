@@ -245,7 +245,7 @@ static void remove_variant(const char *dir)
 }
 
 static void edit_hidden(json_t *cfg) { json_object_set_new(cfg, "hidden_size", json_integer(64)); }
-static void edit_type(json_t *cfg) { json_object_set_new(cfg, "model_type", json_string("gpt_oss")); }
+static void edit_type(json_t *cfg) { json_object_set_new(cfg, "model_type", json_string("granitemoe")); }
 static void edit_untie(json_t *cfg) { json_object_set_new(cfg, "tie_word_embeddings", json_false()); }
 static void edit_experts(json_t *cfg)
 {
@@ -287,7 +287,7 @@ static void test_unknown_type_and_missing(void)
 {
     moeq_error err = { 0 };
     CHECK(open_variant("tiny-qwen3moe", edit_type, NULL, NULL, 0, &err) == MOEQ_ERR_UNSUPPORTED);
-    CHECK_MSG(strstr(err.detail, "\"gpt_oss\"") && strstr(err.detail, "config.json"), "%s", err.detail);
+    CHECK_MSG(strstr(err.detail, "\"granitemoe\"") && strstr(err.detail, "config.json"), "%s", err.detail);
     /* qwen2moe stores no lm_head (tied); untied it must be missing */
     CHECK(open_variant("tiny-qwen2moe", edit_untie, NULL, NULL, 0, &err) == MOEQ_ERR_FORMAT);
     CHECK_MSG(strstr(err.detail, "'lm_head.weight' not found"), "%s", err.detail);
