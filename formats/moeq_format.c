@@ -554,7 +554,7 @@ moeq_status moeq_pack_parse(const void *buf, size_t len, const char *label, moeq
             want = (uint64_t)t->numel * es;
         } else {
             if (t->ndim != 2)
-                FAIL(MOEQ_ERR_FORMAT, "%s: tensor '%s': an %s codec needs a 2-D shape, got %d dimensions (F-12)",
+                FAIL(MOEQ_ERR_FORMAT, "%s: tensor '%s': a matrix codec (%s) needs a 2-D shape, got %d dimensions (F-12)",
                      p->path, t->name, t->codec.type == MOEQ_CODEC_GGML ? "ggml" : "int", t->ndim);
             moeq_error e2;
             if (moeq_codec_check(&t->codec, t->shape[0], t->shape[1], &e2))
