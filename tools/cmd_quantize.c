@@ -264,6 +264,12 @@ int cmd_quantize(int argc, char **argv)
         tool_usage_error("quantize", "--sequential needs calibration tokens: --tokens FILE or --text FILE");
         goto out;
     }
+    int seq_ggml = sequential && codec_s && codec_opt.type == MOEQ_CODEC_GGML;
+    for (int r = 0; r < n_rules; r++) seq_ggml |= sequential && rules[r].codec.type == MOEQ_CODEC_GGML;
+    if (seq_ggml) {   /* plans are checked per piece (moeq_gptq_piece) */
+        tool_usage_error("quantize", "--sequential takes int codecs only; for ggml codecs calibrate first and give --calib");
+        goto out;
+    }
     if (tokens_path && text_path) { tool_usage_error("quantize", "give --tokens or --text, not both"); goto out; }
     if (!sequential && (tokens_path || text_path)) {
         tool_usage_error("quantize", "--tokens/--text are for --sequential (else calibrate first: --calib)");
