@@ -6,7 +6,9 @@
 . tests/cli/lib.sh
 F=$FX/tiny-qwen3moe-256
 ppl() { python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['ppl'])" "$1"; }
-ev() { "$MOEQ" eval "$1" --text $FX/heldout.txt --ctx 128 --max-tokens 1024 --threads 1 --json -q > "$2"; }
+# under the sanitizers (MOEQ_TEST_QUICK) fewer eval tokens and no plan
+NTOK=1024; [ -n "${MOEQ_TEST_QUICK:-}" ] && NTOK=256
+ev() { "$MOEQ" eval "$1" --text $FX/heldout.txt --ctx 128 --max-tokens $NTOK --threads 1 --json -q > "$2"; }
 
 "$MOEQ" quantize $F --codec q4_k -o "$TMPD/k4.moeq" --json -q > "$TMPD/q.json" && "$MOEQ" verify "$TMPD/k4.moeq" -q \
   && python3 -c "import json,sys; j=json.load(open(sys.argv[1])); sys.exit(not (j['quantized'] == 48 and j['bits_per_weight_total'] == 4.5))" "$TMPD/q.json" \
@@ -52,6 +54,7 @@ expect_exit "export gguf of mixed ggml codecs without --requantize: exit 2" 2 "o
   "$MOEQ" export gguf "$TMPD/g.moeq" -o "$TMPD/g.gguf"
 
 # a plan over ggml candidates at 3.44 bits per weight
+[ -n "${MOEQ_TEST_QUICK:-}" ] && exit 0
 "$MOEQ" plan $F --budget 3.44 --budget-total --codecs q2_k,q3_k,q4_k,iq4_xs --cost hessian --calib "$TMPD/cal.h5" \
   -o "$TMPD/plan.json" --json -q > "$TMPD/p.json" \
   && "$MOEQ" quantize $F --plan "$TMPD/plan.json" -o "$TMPD/p.moeq" --json -q > "$TMPD/pq.json" \
