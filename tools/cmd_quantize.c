@@ -69,8 +69,8 @@ static const char *QUANTIZE_HELP =
     "Fallbacks (GPTQ matrices quantized otherwise, with the reason) are listed on stderr.\n"
     "JSON: bytes, bits_per_weight, bits_per_weight_total, fallbacks, bytes_without_zstd,\n"
     "entropy_bits, tensors, quantized, quant_weights, seconds; with --calib: hessian_error\n"
-    "{cal, val, layers [{layer, cal, val, damp_in, damp_down}]}, damp_auto [{layer, input, bits,\n"
-    "group, sym, damp, experts, val_err}], damp_candidates.\n";
+    "{cal, val, layers [{layer, cal, val, damp_in, damp_down}]}, damp_auto [{layer, input, codec,\n"
+    "bits, group, sym, damp, experts, val_err}], damp_candidates.\n";
 
 typedef struct prog { FILE *h; } prog;
 
@@ -493,6 +493,11 @@ int cmd_quantize(int argc, char **argv)
                 if (c->experts[k] >= 0) json_array_append_new(ex, json_integer(c->experts[k]));
             json_object_set_new(o1, "layer", json_integer(c->layer));
             json_object_set_new(o1, "input", json_string(c->kind ? "down" : "gate_up"));
+            moeq_codec cc = { .type = c->gtype ? MOEQ_CODEC_GGML : MOEQ_CODEC_INT, .bits = c->bits, .group = c->group,
+                              .sym = c->sym, .gtype = c->gtype };
+            char ccs[32];
+            moeq_codec_format(&cc, ccs, sizeof ccs);
+            json_object_set_new(o1, "codec", json_string(ccs));
             json_object_set_new(o1, "bits", json_integer(c->bits));
             json_object_set_new(o1, "group", json_integer(c->group));
             json_object_set_new(o1, "sym", json_boolean(c->sym));
