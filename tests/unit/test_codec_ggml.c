@@ -3,8 +3,13 @@
  * sizes (bytes in = bytes out, dequantization = llama.cpp's dequantize_row_*), F-16 on an
  * infinite block scale, the forward pass of a packed model (K types mixed per expert) against
  * the original model with every routed expert overridden by its dequantized float32 weights,
- * and the GGUF export copying the blocks byte for byte. */
+ * the GGUF export copying the blocks byte for byte, and the GPTQ driver on a ggml codec: --damp
+ * auto's choice against the validation error recomputed here, the piece against moeq_ggml_gptq
+ * with the chosen damping, an undersampled expert against the shrunk Hessian, and RTN with a
+ * calibration file against the diag(H)-weighted search. */
+#include "moeq_calib.h"
 #include "moeq_ggml.h"
+#include "moeq_gptq.h"
 #include "moeq_gguf.h"
 #include "moeq_gguf_export.h"
 #include "moeq_kernels.h"
@@ -304,11 +309,160 @@ static void test_forward_and_export(void)
     CHECK(system(cmd) == 0);
 }
 
+/* tr(D H Dᵀ) by plain loops in long double. */
+static double herr(const float *w, const float *q, int64_t R, int64_t n, const double *H)
+{
+    long double s = 0;
+    for (int64_t r = 0; r < R; r++)
+        for (int64_t i = 0; i < n; i++) {
+            double di = (double)w[r * n + i] - q[r * n + i];
+            for (int64_t j = 0; j < n; j++) s += (long double)di * H[i * n + j] * ((double)w[r * n + j] - q[r * n + j]);
+        }
+    return (double)s;
+}
+
+static const moeq_expert_mat *find(const moeq_expert_mat *mats, size_t nm, int64_t l, int64_t e, moeq_proj p)
+{
+    for (size_t i = 0; i < nm; i++)
+        if (mats[i].layer == l && mats[i].expert == e && mats[i].proj == p) return &mats[i];
+    return NULL;
+}
+
+static void test_gptq_driver(void)
+{
+    moeq_error err = {0};
+    moeq_model *m = NULL;
+    CHECK(moeq_model_open("tests/fixtures/tiny-qwen3moe-256", &m, &err) == MOEQ_OK);
+    if (!m) return;
+    char dir[] = "/tmp/moeq_test_codec_XXXXXX", path[128];
+    CHECK(mkdtemp(dir) != NULL);
+    snprintf(path, sizeof path, "%s/c.h5", dir);
+    int32_t *ids = NULL;
+    int64_t nid = 0;
+    CHECK(moeq_tokens_load("tests/fixtures/heldout.safetensors", moeq_model_config(m)->vocab, &ids, &nid, &err) == MOEQ_OK);
+    moeq_calib_opts co = {.ctx = 64, .max_tokens = 16 * 64, .threads = 2, .val_every = 4, .min_tokens = 48};
+    moeq_calib_result cres;
+    CHECK_MSG(moeq_calibrate(m, ids, nid, path, &co, &cres, &err) == MOEQ_OK, "%s", err.detail);
+    moeq_calib_result_free(&cres);
+    free(ids);
+    moeq_calib_file *cf = NULL;
+    CHECK(moeq_calib_file_open(path, m, &cf, &err) == MOEQ_OK);
+    if (!cf) { moeq_model_close(m); return; }
+    const moeq_config *c = moeq_model_config(m);
+    moeq_expert_mat *mats = NULL;
+    size_t nm = 0;
+    moeq_expert_index *ix = NULL;
+    CHECK(moeq_expert_mats(m, &mats, &nm, &err) == MOEQ_OK);
+    CHECK(moeq_expert_index_build(mats, nm, &ix, &err) == MOEQ_OK);
+    moeq_gptq_run run = { .m = m, .calib = cf, .opts = { .threads = 2, .grid_steps = 8 }, .mats = mats, .n_mats = nm,
+                          .index = ix, .fallback = MOEQ_FALLBACK_SHRINK, .damp_auto = 1, .split = MOEQ_SPLIT_CAL,
+                          .report = 1 };
+    const int64_t layer = 1, H = c->hidden;
+    int64_t e1 = -1, e2 = -1, n1 = -1, n2 = -1, eu = -1;
+    for (int64_t e = 0; e < c->n_experts; e++) {
+        int64_t n;
+        int fl;
+        CHECK(moeq_calib_file_expert(cf, layer, e, &n, &fl, &err) == MOEQ_OK);
+        if (fl == MOEQ_CALIB_UNDERSAMPLED && eu < 0) eu = e;
+        if (fl != MOEQ_CALIB_OK) continue;
+        if (n > n1) { e2 = e1; n2 = n1; e1 = e; n1 = n; }
+        else if (n > n2) { e2 = e; n2 = n; }
+    }
+    CHECK(e2 >= 0);
+    moeq_codec cd;
+    moeq_codec_parse("q3_k", &cd, &err);
+    double want[MOEQ_DAMP_CANDIDATES] = {0};
+    double *Hc = malloc(sizeof(double) * H * H), *Hv = malloc(sizeof(double) * H * H), *Hp = malloc(sizeof(double) * H * H);
+    int64_t ex[2] = {e1, e2};
+    for (int k = 0; k < 2 && ex[k] >= 0; k++) {   /* the probe: 64 rows of gate and up of the two busiest */
+        CHECK(moeq_calib_file_hessian_split(cf, layer, ex[k], 0, MOEQ_SPLIT_CAL, Hc, H, NULL, &err) == MOEQ_OK);
+        CHECK(moeq_calib_file_hessian_split(cf, layer, ex[k], 0, MOEQ_SPLIT_VAL, Hv, H, NULL, &err) == MOEQ_OK);
+        for (int p = 0; p < 2; p++) {
+            const moeq_expert_mat *x = find(mats, nm, layer, ex[k], (moeq_proj)p);
+            int64_t R = x->mat.rows < 64 ? x->mat.rows : 64, n = x->mat.cols;
+            float *w = malloc(sizeof(float) * R * n), *wq = malloc(sizeof(float) * R * n);
+            uint8_t *raw = malloc(moeq_codec_raw_bytes(&cd, R, n));
+            moeq_mat_to_f32(&x->mat, 0, R, w);
+            for (int ci = 0; ci < MOEQ_DAMP_CANDIDATES; ci++) {
+                moeq_gptq_opts o = { .damp = moeq_damp_candidates[ci], .threads = 1 };
+                CHECK(moeq_ggml_gptq(MOEQ_GGML_Q3_K, w, R, n, Hc, &o, raw, wq, NULL, &err) == MOEQ_OK);
+                want[ci] += herr(w, wq, R, n, Hv);
+            }
+            free(w); free(wq); free(raw);
+        }
+    }
+    int best = 0;
+    for (int ci = 1; ci < MOEQ_DAMP_CANDIDATES; ci++) if (want[ci] < want[best]) best = ci;
+    const moeq_expert_mat *x = find(mats, nm, layer, e1, MOEQ_PROJ_GATE);
+    int64_t R = x->mat.rows, n = x->mat.cols;
+    size_t total = (size_t)moeq_codec_raw_bytes(&cd, R, n);
+    float *w = malloc(sizeof(float) * R * n);
+    uint8_t *raw = malloc(total), *raw2 = malloc(total);
+    moeq_mat_to_f32(&x->mat, 0, R, w);
+    CHECK_MSG(moeq_gptq_piece(&run, x->name, w, R, n, &cd, raw, &err) == MOEQ_OK, "%s", err.detail);
+    CHECK(run.n_choices == 1 && run.gptq_matrices == 1);
+    if (run.n_choices == 1) {
+        const moeq_gptq_damp_choice *ch = &run.choices[0];
+        CHECK(ch->gtype == MOEQ_GGML_Q3_K && ch->experts[0] == e1 && ch->experts[1] == e2);
+        for (int ci = 0; ci < MOEQ_DAMP_CANDIDATES; ci++)
+            CHECK_MSG(fabs(ch->val_err[ci] - want[ci]) <= 1e-9 * want[ci], "candidate %d: %.12g vs %.12g", ci,
+                      ch->val_err[ci], want[ci]);
+        CHECK_MSG(ch->damp == moeq_damp_candidates[best], "chose %g, argmin %g", ch->damp, moeq_damp_candidates[best]);
+        moeq_gptq_opts o = { .damp = ch->damp, .threads = 1 };
+        CHECK(moeq_calib_file_hessian_split(cf, layer, e1, 0, MOEQ_SPLIT_CAL, Hc, H, NULL, &err) == MOEQ_OK);
+        CHECK(moeq_ggml_gptq(MOEQ_GGML_Q3_K, w, R, n, Hc, &o, raw2, NULL, NULL, &err) == MOEQ_OK);
+        CHECK(memcmp(raw, raw2, total) == 0);
+        /* the report: the expert's own Hessian error of both splits */
+        CHECK(run.layers && run.layers[layer].pieces == 1 && run.layers[layer].err_cal > 0 && run.layers[layer].err_val > 0);
+    }
+    if (eu >= 0 && run.n_choices == 1) {   /* undersampled: GPTQ with the shrunk Hessian */
+        x = find(mats, nm, layer, eu, MOEQ_PROJ_GATE);
+        moeq_mat_to_f32(&x->mat, 0, R, w);
+        size_t nfb = run.n_fallbacks;
+        CHECK(moeq_gptq_piece(&run, x->name, w, R, n, &cd, raw, &err) == MOEQ_OK);
+        CHECK(run.n_fallbacks == nfb + 1 && !strcmp(run.fallbacks[nfb].kind, "shrunk"));
+        int64_t ne, np;
+        CHECK(moeq_calib_file_hessian_split(cf, layer, eu, 0, MOEQ_SPLIT_CAL, Hc, H, &ne, &err) == MOEQ_OK);
+        CHECK(moeq_calib_file_hessian_split(cf, layer, -1, 0, MOEQ_SPLIT_CAL, Hp, H, &np, &err) == MOEQ_OK);
+        moeq_hessian_shrink(Hc, ne, Hp, np, (double)n, H, Hc);
+        moeq_gptq_opts o = { .damp = run.choices[0].damp, .threads = 1 };
+        CHECK(moeq_ggml_gptq(MOEQ_GGML_Q3_K, w, R, n, Hc, &o, raw2, NULL, NULL, &err) == MOEQ_OK);
+        CHECK(memcmp(raw, raw2, total) == 0);
+    } else if (eu < 0) {
+        printf("  no undersampled expert in layer %lld\n", (long long)layer);
+    }
+    /* RTN with the calibration file: the weighted search with the expert's own diag(H) */
+    moeq_gptq_run rr = { .m = m, .calib = cf, .opts = { .threads = 2, .grid_steps = 8 }, .mats = mats, .n_mats = nm,
+                         .index = ix, .fallback = MOEQ_FALLBACK_SHRINK, .rtn = 1, .split = MOEQ_SPLIT_CAL };
+    x = find(mats, nm, layer, e1, MOEQ_PROJ_UP);
+    moeq_mat_to_f32(&x->mat, 0, R, w);
+    CHECK(moeq_gptq_piece(&rr, x->name, w, R, n, &cd, raw, &err) == MOEQ_OK);
+    CHECK(moeq_calib_file_hessian_split(cf, layer, e1, 0, MOEQ_SPLIT_CAL, Hc, H, NULL, &err) == MOEQ_OK);
+    double *d = malloc(sizeof(double) * n);
+    for (int64_t j = 0; j < n; j++) d[j] = Hc[j * n + j];
+    CHECK(moeq_ggml_quantize_rows(MOEQ_GGML_Q3_K, w, R, n, d, raw2, &err) == MOEQ_OK);
+    CHECK(memcmp(raw, raw2, total) == 0);
+    /* and it differs from the unweighted reference (the importances matter) */
+    CHECK(moeq_ggml_quantize_rows(MOEQ_GGML_Q3_K, w, R, n, NULL, raw2, &err) == MOEQ_OK);
+    CHECK(memcmp(raw, raw2, total) != 0);
+    free(d);
+    moeq_gptq_run_free(&rr);
+    free(w); free(raw); free(raw2); free(Hc); free(Hv); free(Hp);
+    moeq_gptq_run_free(&run);
+    moeq_expert_index_free(ix);
+    free(mats);
+    moeq_calib_file_close(cf);
+    unlink(path);
+    rmdir(dir);
+    moeq_model_close(m);
+}
+
 int main(void)
 {
     RUN_TEST(test_spellings);
     RUN_TEST(test_shapes);
     RUN_TEST(test_roundtrip);
     RUN_TEST(test_forward_and_export);
+    RUN_TEST(test_gptq_driver);
     HARNESS_EXIT();
 }
