@@ -652,6 +652,12 @@ static moeq_status write_mat(ex *x, moeq_gguf_writer *w, const out_tensor *t, co
                          "nearest codec that maps is %s (or pass --requantize)", moeq_model_path(x->m), v->tensor, cs,
                          moeq_gguf_type_get(t->type)->name, qmap >= 0 ? moeq_gguf_type_get(qmap)->name : near);
     }
+    if (v->gtype && v->gtype != t->type && x->m && moeq_model_pack(x->m) && !x->o->requantize && t->type != 0 &&
+        t->type != 1 && t->type != 30)   /* a .moeq ggml codec (a plan may mix them within a GGUF tensor) */
+        return moeq_fail(x->err, MOEQ_ERR_UNSUPPORTED, "%s: tensor '%s': codec %s is not the %s of its GGUF tensor "
+                         "'%s' (GGUF gives one type to all experts of a layer); pass --requantize",
+                         moeq_model_path(x->m), v->tensor, moeq_gguf_type_get(v->gtype)->name,
+                         moeq_gguf_type_get(t->type)->name, t->name);
     for (int64_t r = 0; r < rows; r++) {
         int64_t sr = r;   /* GGUF row r of a head is HF row j*hd/2 + i for r = 2i + j */
         if (hd) {

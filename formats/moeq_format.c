@@ -3,6 +3,7 @@
  * index is JSON, parsed by jansson. zstd-compressed tensors are decompressed at open. */
 #include "moeq_pack.h"
 #include "moeq_core.h"
+#include "moeq_ggml.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -71,6 +72,15 @@ int moeq_codec_format(const moeq_codec *c, char *buf, size_t cap)
         low[i] = '\0';
         return snprintf(buf, cap, "%s", low);
     }
+    if (c->type == MOEQ_CODEC_GGML) {
+        const moeq_ggml_type_info *ti = moeq_ggml_type_get(c->gtype);
+        const char *n = ti ? ti->name : "?";
+        char low[16];
+        size_t i = 0;
+        for (; n[i] && i < sizeof low - 1; i++) low[i] = (char)(n[i] >= 'A' && n[i] <= 'Z' ? n[i] + 32 : n[i]);
+        low[i] = '\0';
+        return snprintf(buf, cap, "%s", low);
+    }
     if (c->group == 0) return snprintf(buf, cap, "q%dc%c", c->bits, c->sym ? 's' : 'a');
     return snprintf(buf, cap, "q%dg%d%c", c->bits, c->group, c->sym ? 's' : 'a');
 }
@@ -82,6 +92,12 @@ moeq_status moeq_codec_parse(const char *s, moeq_codec *out, moeq_error *err)
     if (!strcmp(s, "bf16")) { out->type = MOEQ_CODEC_RAW; out->dtype = MOEQ_DT_BF16; return MOEQ_OK; }
     if (!strcmp(s, "f16")) { out->type = MOEQ_CODEC_RAW; out->dtype = MOEQ_DT_F16; return MOEQ_OK; }
     if (!strcmp(s, "f32")) { out->type = MOEQ_CODEC_RAW; out->dtype = MOEQ_DT_F32; return MOEQ_OK; }
+    const moeq_ggml_type_info *ti = moeq_ggml_type_by_name(s);
+    if (ti && ti->block > 1) {   /* a ggml block type; the float ones are the raw codecs above */
+        out->type = MOEQ_CODEC_GGML;
+        out->gtype = (int)ti->type;
+        return MOEQ_OK;
+    }
     int bits = 0, group = 0, n = 0;
     char kind = 0;
     if (sscanf(s, "q%dg%d%c%n", &bits, &group, &kind, &n) == 3 && s[n] == '\0') {
@@ -99,7 +115,83 @@ moeq_status moeq_codec_parse(const char *s, moeq_codec *out, moeq_error *err)
     return MOEQ_OK;
 bad:
     return moeq_fail(err, MOEQ_ERR_MISUSE, "codec '%s': want keep, bf16, f16, f32, qBgGa|s (B in 2,3,4,8; "
-                     "G in 32,64,128) or qBca|s (per channel)", s);
+                     "G in 32,64,128), qBca|s (per channel) or a ggml block type (q2_k, q3_k, q4_k, q5_k, q6_k, "
+                     "iq4_xs, iq4_nl, q4_0, q4_1, q5_0, q5_1, q8_0)", s);
+}
+
+/* The codec to name when a ggml type's block does not divide cols: the 32-block codec of about
+ * the same bits per weight. */
+static const struct { moeq_ggml_type t; const char *near; } GGML_NEAR[] = {
+    {MOEQ_GGML_Q2_K, "q2g32s"}, {MOEQ_GGML_Q3_K, "q3g32s"}, {MOEQ_GGML_Q4_K, "iq4_nl"}, {MOEQ_GGML_IQ4_XS, "iq4_nl"},
+    {MOEQ_GGML_Q5_K, "q5_0"},   {MOEQ_GGML_Q6_K, "q8_0"},
+};
+
+moeq_status moeq_codec_check(const moeq_codec *c, int64_t rows, int64_t cols, moeq_error *err)
+{
+    if (c->type == MOEQ_CODEC_INT) {
+        int g = c->group ? c->group : (int)(cols <= INT32_MAX ? cols : 0);
+        if (!g) return moeq_fail(err, MOEQ_ERR_UNSUPPORTED, "per-channel group larger than 2^31");
+        return moeq_qmat_check(c->bits, g, rows, cols, err);
+    }
+    if (c->type != MOEQ_CODEC_GGML) return moeq_fail(err, MOEQ_ERR_MISUSE, "not a matrix codec");
+    const moeq_ggml_type_info *ti = moeq_ggml_type_get(c->gtype);
+    if (!ti || ti->block <= 1)
+        return moeq_fail(err, MOEQ_ERR_UNSUPPORTED, "ggml type %d is not a block type moeq supports", c->gtype);
+    if (rows <= 0 || cols <= 0) return moeq_fail(err, MOEQ_ERR_UNSUPPORTED, "empty matrix");
+    if (cols % ti->block) {
+        const char *near = NULL;
+        for (size_t i = 0; i < sizeof GGML_NEAR / sizeof GGML_NEAR[0]; i++)
+            if ((int)GGML_NEAR[i].t == c->gtype) near = GGML_NEAR[i].near;
+        if (cols % 32 == 0 && near)
+            return moeq_fail(err, MOEQ_ERR_UNSUPPORTED, "cols %lld is not a multiple of %s's block of %d; the "
+                             "nearest codec that fits is %s", (long long)cols, ti->name, ti->block, near);
+        return moeq_fail(err, MOEQ_ERR_UNSUPPORTED, "cols %lld is not a multiple of %s's block of %d%s",
+                         (long long)cols, ti->name, ti->block, cols % 32 ? " (nor of 32: no matrix codec fits; keep it)" : "");
+    }
+    return MOEQ_OK;
+}
+
+uint64_t moeq_codec_raw_bytes(const moeq_codec *c, int64_t rows, int64_t cols)
+{
+    moeq_error e;
+    if (moeq_codec_check(c, rows, cols, &e)) return 0;
+    if (c->type == MOEQ_CODEC_GGML) {
+        uint64_t rb = moeq_ggml_row_bytes((moeq_ggml_type)c->gtype, cols);
+        return (uint64_t)rows > UINT64_MAX / rb ? 0 : (uint64_t)rows * rb;
+    }
+    return moeq_qmat_bytes(c->bits, c->group ? c->group : (int)cols, c->sym, rows, cols, NULL, NULL);
+}
+
+double moeq_codec_bpw(const moeq_codec *c, int64_t cols)
+{
+    if (c->type == MOEQ_CODEC_GGML) {
+        const moeq_ggml_type_info *ti = moeq_ggml_type_get(c->gtype);
+        return ti && ti->block > 0 ? 8.0 * ti->bytes / ti->block : 0;
+    }
+    if (c->type != MOEQ_CODEC_INT || cols <= 0) return c->type == MOEQ_CODEC_RAW ? 8.0 * (double)moeq_dtype_size(c->dtype) : 0;
+    int64_t g = c->group ? c->group : cols, ng = (cols + g - 1) / g;
+    return c->bits + (double)ng * (c->sym ? 16 : 32) / (double)cols;
+}
+
+void moeq_codec_dequant(const moeq_codec *c, const void *raw, int64_t rows, int64_t cols, int64_t r0, int64_t r1,
+                        float *dst)
+{
+    if (r0 < 0 || r1 > rows || r0 >= r1 || moeq_codec_raw_bytes(c, rows, cols) == 0) return;
+    if (c->type == MOEQ_CODEC_GGML) {
+        size_t rb = moeq_ggml_row_bytes((moeq_ggml_type)c->gtype, cols);
+        for (int64_t r = r0; r < r1; r++)
+            moeq_ggml_dequant_row((moeq_ggml_type)c->gtype, (const unsigned char *)raw + (size_t)r * rb,
+                                  dst + (size_t)(r - r0) * (size_t)cols, cols);
+        return;
+    }
+    int g = c->group ? c->group : (int)cols;
+    uint64_t so, zo;
+    moeq_qmat_bytes(c->bits, g, c->sym, rows, cols, &so, &zo);
+    const unsigned char *d = raw;
+    moeq_qmat q = { .bits = c->bits, .group = g, .sym = c->sym, .rows = rows, .cols = cols, .codes = d,
+                    .scales = (const uint16_t *)(const void *)(d + so),
+                    .zeros = c->sym ? NULL : (const uint16_t *)(const void *)(d + zo) };
+    moeq_kernels_ref.dequant(&q, r0, r1, dst);
 }
 
 void moeq_pack_close(moeq_pack *p)
@@ -270,8 +362,22 @@ static moeq_status parse_codec(moeq_pack *p, json_t *c, const char *name, moeq_c
                              "(F-12)", p->path, name);
         return MOEQ_OK;
     }
+    if (!strcmp(t, "ggml")) {
+        json_t *g = json_object_get(c, "ggml_type");
+        const moeq_ggml_type_info *ti = json_is_string(g) ? moeq_ggml_type_by_name(json_string_value(g)) : NULL;
+        if (!json_is_string(g))
+            return moeq_fail(err, MOEQ_ERR_FORMAT, "%s: tensor '%s': ggml codec needs a ggml_type string (F-12)",
+                             p->path, name);
+        /* exactly as llama.cpp spells it: "Q4_K", not "q4_k" */
+        if (!ti || ti->block <= 1 || strcmp(ti->name, json_string_value(g)))
+            return moeq_fail(err, MOEQ_ERR_UNSUPPORTED, "%s: tensor '%s': ggml_type '%.32s' is not a block type this "
+                             "reader supports (F-12)", p->path, name, json_string_value(g));
+        out->type = MOEQ_CODEC_GGML;
+        out->gtype = (int)ti->type;
+        return MOEQ_OK;
+    }
     if (strcmp(t, "int"))
-        return moeq_fail(err, MOEQ_ERR_UNSUPPORTED, "%s: tensor '%s': codec type '%.32s' is not raw or int "
+        return moeq_fail(err, MOEQ_ERR_UNSUPPORTED, "%s: tensor '%s': codec type '%.32s' is not raw, int or ggml "
                          "(F-12)", p->path, name, t);
     json_t *b = json_object_get(c, "bits"), *g = json_object_get(c, "group"), *s = json_object_get(c, "sym");
     if (!json_is_integer(b) || !json_is_integer(g) || !json_is_boolean(s))
@@ -448,14 +554,13 @@ moeq_status moeq_pack_parse(const void *buf, size_t len, const char *label, moeq
             want = (uint64_t)t->numel * es;
         } else {
             if (t->ndim != 2)
-                FAIL(MOEQ_ERR_FORMAT, "%s: tensor '%s': an int codec needs a 2-D shape, got %d dimensions (F-12)",
-                     p->path, t->name, t->ndim);
-            int g = t->codec.group ? t->codec.group : (int)(t->shape[1] <= INT32_MAX ? t->shape[1] : 0);
+                FAIL(MOEQ_ERR_FORMAT, "%s: tensor '%s': a matrix codec (%s) needs a 2-D shape, got %d dimensions (F-12)",
+                     p->path, t->name, t->codec.type == MOEQ_CODEC_GGML ? "ggml" : "int", t->ndim);
             moeq_error e2;
-            if (!g || moeq_qmat_check(t->codec.bits, g, t->shape[0], t->shape[1], &e2))
-                FAIL(MOEQ_ERR_UNSUPPORTED, "%s: tensor '%s': %s (F-12)", p->path, t->name,
-                     g ? e2.detail : "per-channel group larger than 2^31");
-            want = moeq_qmat_bytes(t->codec.bits, g, t->codec.sym, t->shape[0], t->shape[1], NULL, NULL);
+            if (moeq_codec_check(&t->codec, t->shape[0], t->shape[1], &e2))
+                FAIL(MOEQ_ERR_UNSUPPORTED, "%s: tensor '%s': %s (F-12)", p->path, t->name, e2.detail);
+            want = moeq_codec_raw_bytes(&t->codec, t->shape[0], t->shape[1]);
+            if (!want) FAIL(MOEQ_ERR_FORMAT, "%s: tensor '%s': size overflows (F-13)", p->path, t->name);
         }
         if (t->blob.raw_size != want)   /* F-13 */
             FAIL(MOEQ_ERR_FORMAT, "%s: tensor '%s': %s %llu bytes, the codec and shape imply %llu (F-13)",
@@ -567,6 +672,31 @@ moeq_status moeq_pack_open(const char *path, moeq_pack **out, moeq_error *err)
     return MOEQ_OK;
 }
 
+/* F-16 for a ggml codec: its f16 scales (d, dmin) decide whether a value can be non-finite,
+ * and a block's values are finite exactly when they are; each row is decoded and scanned. */
+static moeq_status ggml_check_finite(const moeq_pack *p, const moeq_pack_tensor *t, moeq_error *err)
+{
+    const int64_t rows = t->shape[0], cols = t->shape[1];
+    const moeq_ggml_type_info *ti = moeq_ggml_type_get(t->codec.gtype);
+    float *row = malloc((size_t)cols * sizeof *row);
+    if (!row) return moeq_fail(err, MOEQ_ERR_NOMEM, "out of memory");
+    moeq_status st = MOEQ_OK;
+    for (int64_t r = 0; r < rows && !st; r++) {
+        moeq_codec_dequant(&t->codec, t->data, rows, cols, r, r + 1, row);
+        for (int64_t c = 0; c < cols; c++)
+            if (!isfinite(row[c])) {
+                st = moeq_fail(err, MOEQ_ERR_NUMERIC, "%s: tensor '%s': %s block %lld of row %lld (byte %llu of "
+                               "its data) decodes to %s: a scale is not finite (F-16)", p->path, t->name, ti->name,
+                               (long long)(c / ti->block), (long long)r,
+                               (unsigned long long)((uint64_t)r * moeq_ggml_row_bytes((moeq_ggml_type)t->codec.gtype, cols)),
+                               isnan(row[c]) ? "NaN" : "Inf");
+                break;
+            }
+    }
+    free(row);
+    return st;
+}
+
 /* F-9 checksums and padding, F-16 finite scales and raw floats. */
 moeq_status moeq_pack_verify(const moeq_pack *p, moeq_error *err)
 {
@@ -605,6 +735,8 @@ moeq_status moeq_pack_verify(const moeq_pack *p, moeq_error *err)
                     }
                 if (st) break;
             }
+        } else if (t->codec.type == MOEQ_CODEC_GGML) {
+            st = ggml_check_finite(p, t, err);
         } else {
             moeq_tensor view = { .name = t->name, .dtype = t->codec.dtype, .ndim = t->ndim, .numel = t->numel,
                                  .data = t->data, .nbytes = t->blob.raw_size, .file = p->path,

@@ -3,6 +3,7 @@
  * writes the 64-byte prefix, flushes and renames. The output depends only on what is written
  * and in which order (zstd at a fixed level in one thread is deterministic). */
 #include "moeq_pack.h"
+#include "moeq_ggml.h"
 
 #include <errno.h>
 #include <jansson.h>
@@ -140,12 +141,25 @@ moeq_status moeq_pack_write_tensor(moeq_pack_writer *w, const char *name, int nd
                                    const char *source, int64_t source_offset, const void *raw,
                                    size_t raw_size, uint64_t *stored_size, moeq_error *err)
 {
+    if (codec->type != MOEQ_CODEC_RAW) {   /* F-12, F-13: refuse what the reader would refuse */
+        moeq_error e2;
+        if (ndim != 2 || moeq_codec_check(codec, shape[0], shape[1], &e2))
+            return moeq_fail(err, MOEQ_ERR_UNSUPPORTED, "tensor '%s': %s (F-12)", name,
+                             ndim != 2 ? "a matrix codec needs a 2-D shape" : e2.detail);
+        if (moeq_codec_raw_bytes(codec, shape[0], shape[1]) != raw_size)
+            return moeq_fail(err, MOEQ_ERR_MISUSE, "tensor '%s': %zu raw bytes, the codec and shape imply %llu (F-13)",
+                             name, raw_size, (unsigned long long)moeq_codec_raw_bytes(codec, shape[0], shape[1]));
+    }
     json_t *o = json_object(), *c = json_object();
     json_object_set_new(o, "name", json_string(name));
     json_object_set_new(o, "shape", shape_json(ndim, shape));
     if (codec->type == MOEQ_CODEC_RAW) {
         json_object_set_new(c, "type", json_string("raw"));
         json_object_set_new(c, "dtype", json_string(moeq_dtype_name(codec->dtype)));
+    } else if (codec->type == MOEQ_CODEC_GGML) {
+        const moeq_ggml_type_info *ti = moeq_ggml_type_get(codec->gtype);
+        json_object_set_new(c, "type", json_string("ggml"));
+        json_object_set_new(c, "ggml_type", json_string(ti ? ti->name : "?"));
     } else {
         json_object_set_new(c, "type", json_string("int"));
         json_object_set_new(c, "bits", json_integer(codec->bits));

@@ -113,12 +113,13 @@ static moeq_status fill(void *user, size_t si, void *dst, moeq_error *err)
             for (int64_t j = 0; j < t->numel; j++) o16[j] = f32_to_bf16(raw_to_f32(t->codec.dtype, t->data, j));
             continue;
         }
-        const moeq_qmat *q = &t->q;
-        int64_t nb = (q->rows + ROW_BLOCK - 1) / ROW_BLOCK;
+        /* int or ggml codec: the reference dequantization, rows in blocks over the threads */
+        const int64_t rows = t->shape[0], cols = t->shape[1];
+        int64_t nb = (rows + ROW_BLOCK - 1) / ROW_BLOCK;
         int failed = 0;
 #pragma omp parallel
         {
-            float *scr = malloc((size_t)(ROW_BLOCK * q->cols) * sizeof *scr);
+            float *scr = malloc((size_t)(ROW_BLOCK * cols) * sizeof *scr);
             if (!scr) {
 #pragma omp atomic write
                 failed = 1;
@@ -126,10 +127,10 @@ static moeq_status fill(void *user, size_t si, void *dst, moeq_error *err)
 #pragma omp for schedule(static)
             for (int64_t b = 0; b < nb; b++) {
                 if (!scr) continue;
-                int64_t r0 = b * ROW_BLOCK, r1 = r0 + ROW_BLOCK < q->rows ? r0 + ROW_BLOCK : q->rows;
-                moeq_kernels_ref.dequant(q, r0, r1, scr);
-                uint16_t *o16 = (uint16_t *)(void *)out + r0 * q->cols;
-                for (int64_t j = 0; j < (r1 - r0) * q->cols; j++) o16[j] = f32_to_bf16(scr[j]);
+                int64_t r0 = b * ROW_BLOCK, r1 = r0 + ROW_BLOCK < rows ? r0 + ROW_BLOCK : rows;
+                moeq_codec_dequant(&t->codec, t->data, rows, cols, r0, r1, scr);
+                uint16_t *o16 = (uint16_t *)(void *)out + r0 * cols;
+                for (int64_t j = 0; j < (r1 - r0) * cols; j++) o16[j] = f32_to_bf16(scr[j]);
             }
             free(scr);
         }

@@ -29,6 +29,15 @@ char *moeq_plan_json(const moeq_plan *p, const moeq_plan_opts *o, const moeq_mod
     json_t *bits = json_array();
     for (int i = 0; i < o->n_bits; i++) json_array_append_new(bits, json_integer(o->bits[i]));
     json_object_set_new(j, "bits", bits);
+    if (o->n_codecs > 0) {   /* codec candidates instead of bits × group × sym */
+        json_t *cands = json_array();
+        for (int i = 0; i < o->n_codecs; i++) {
+            char cs[32];
+            moeq_codec_format(&o->codecs[i], cs, sizeof cs);
+            json_array_append_new(cands, json_string(cs));
+        }
+        json_object_set_new(j, "codecs", cands);
+    }
     json_object_set_new(j, "group", json_integer(o->group));
     json_object_set_new(j, "sym", json_boolean(o->sym));
     if (o->cost == MOEQ_COST_ALPHAQ) json_object_set_new(j, "gamma", json_real(o->gamma > 0 ? o->gamma : 1.0));
@@ -40,12 +49,17 @@ char *moeq_plan_json(const moeq_plan *p, const moeq_plan_opts *o, const moeq_mod
     json_object_set_new(j, "exact", json_boolean(p->solve.exact));
     json_object_set_new(j, "seconds_costs", json_real(p->seconds_costs));
     json_object_set_new(j, "seconds_solve", json_real(p->seconds_solve));
-    json_t *hist = json_object();
-    for (int i = 0; i < o->n_bits; i++) {
+    json_t *hist = json_object();   /* by bit width, or by codec with codec candidates */
+    for (int i = 0; i < moeq_plan_ncandidates(o); i++) {
+        const moeq_codec cd = moeq_plan_candidate(o, i);
         int64_t cnt = 0;
-        for (size_t k = 0; k < p->n; k++) cnt += p->entries[k].codec.bits == o->bits[i] && !p->entries[k].pinned;
-        char key[8];
-        snprintf(key, sizeof key, "%d", o->bits[i]);
+        for (size_t k = 0; k < p->n; k++)
+            cnt += !p->entries[k].pinned && p->entries[k].codec.type == cd.type && p->entries[k].codec.bits == cd.bits &&
+                   (o->n_codecs == 0 || (p->entries[k].codec.group == cd.group && p->entries[k].codec.sym == cd.sym &&
+                                         p->entries[k].codec.gtype == cd.gtype));
+        char key[32];
+        if (o->n_codecs > 0) moeq_codec_format(&cd, key, sizeof key);
+        else snprintf(key, sizeof key, "%d", cd.bits);
         json_object_set_new(hist, key, json_integer(cnt));
     }
     json_object_set_new(j, "histogram", hist);
@@ -62,7 +76,8 @@ char *moeq_plan_json(const moeq_plan *p, const moeq_plan_opts *o, const moeq_mod
         json_object_set_new(r, "rows", json_integer(e->rows));
         json_object_set_new(r, "cols", json_integer(e->cols));
         json_object_set_new(r, "codec", json_string(cs));
-        json_object_set_new(r, "bits", json_integer(e->codec.bits));
+        if (e->codec.type == MOEQ_CODEC_GGML) json_object_set_new(r, "bits", json_real(moeq_codec_bpw(&e->codec, e->cols)));
+        else json_object_set_new(r, "bits", json_integer(e->codec.bits));
         json_object_set_new(r, "cost", e->pinned ? json_null() : json_real(e->cost));
         if (o->cost == MOEQ_COST_ALPHAQ) json_object_set_new(r, "sensitivity", json_real(e->sens));
         json_object_set_new(r, "pinned", json_boolean(e->pinned));
@@ -146,9 +161,9 @@ moeq_status moeq_plan_read(const char *path, const moeq_model *m, moeq_plan *out
             goto done;
         }
         moeq_error e2;
-        if (moeq_codec_parse(json_string_value(c), &e->codec, &e2) || e->codec.type != MOEQ_CODEC_INT) {
-            st = moeq_fail(err, MOEQ_ERR_FORMAT, "%s: matrices[%zu] ('%s'): codec '%s' is not an int codec", path, i,
-                           e->name, json_string_value(c));
+        if (moeq_codec_parse(json_string_value(c), &e->codec, &e2) || e->codec.type == MOEQ_CODEC_RAW) {
+            st = moeq_fail(err, MOEQ_ERR_FORMAT, "%s: matrices[%zu] ('%s'): codec '%s' is not an int or ggml codec", path,
+                           i, e->name, json_string_value(c));
             goto done;
         }
         e->layer = mats[k].layer;
@@ -156,8 +171,7 @@ moeq_status moeq_plan_read(const char *path, const moeq_model *m, moeq_plan *out
         e->proj = mats[k].proj;
         e->rows = mats[k].mat.rows;
         e->cols = mats[k].mat.cols;
-        int g = e->codec.group ? e->codec.group : (int)e->cols;
-        if (moeq_qmat_check(e->codec.bits, g, e->rows, e->cols, &e2)) {
+        if (moeq_codec_check(&e->codec, e->rows, e->cols, &e2)) {
             st = moeq_fail(err, MOEQ_ERR_FORMAT, "%s: matrices[%zu] ('%s'): %s", path, i, e->name, e2.detail);
             goto done;
         }

@@ -67,7 +67,15 @@ int moeq_ggml_gemm_with(const char *variant, moeq_ggml_type t, const void *W, in
 /* The variant moeq_ggml_gemm runs here ("ref", "avx2", "avx512"). */
 const char *moeq_ggml_gemm_name(void);
 
-/* ---- GPTQ on a ggml grid (quant/ggml_gptq.c) ----------------------------------------------- */
+/* ---- RTN and GPTQ on a ggml grid (quant/ggml_gptq.c) --------------------------------------- */
+
+/* moeq_ggml_quant_row over the rows of w [rows, cols] into dst (rows * row bytes), parallel over
+ * rows (the bytes do not depend on the thread count). d [cols]: importances of the columns (a
+ * Hessian diagonal, any positive scale; scaled to mean 1 here), NULL or all zero: llama.cpp's
+ * unweighted reference. Errors: MISUSE (cols not a multiple of the block), NOMEM. */
+moeq_status moeq_ggml_quantize_rows(moeq_ggml_type t, const float *w, int64_t rows, int64_t cols, const double *d,
+                                    void *dst, moeq_error *err);
+
 
 struct moeq_gptq_opts;
 struct moeq_gptq_info;

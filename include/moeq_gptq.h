@@ -134,6 +134,7 @@ extern const double moeq_damp_candidates[MOEQ_DAMP_CANDIDATES];
 typedef struct moeq_gptq_damp_choice {
     int64_t layer;
     int kind, bits, group, sym;
+    int gtype;                                   /* a ggml codec's type (bits 0), else 0 */
     double damp;                                 /* the candidate chosen */
     double val_err[MOEQ_DAMP_CANDIDATES];        /* Σ tr(ΔW H_val ΔWᵀ) on the probe rows per candidate */
     int64_t experts[2];                          /* the busiest experts probed (-1: none) */

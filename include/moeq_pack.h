@@ -12,18 +12,35 @@
 #define MOEQ_PACK_ALIGN 64
 #define MOEQ_PACK_INDEX_MAX ((uint64_t)256 << 20)
 
-typedef enum moeq_codec_type { MOEQ_CODEC_RAW = 0, MOEQ_CODEC_INT = 1 } moeq_codec_type;
+typedef enum moeq_codec_type { MOEQ_CODEC_RAW = 0, MOEQ_CODEC_INT = 1, MOEQ_CODEC_GGML = 2 } moeq_codec_type;
 
 typedef struct moeq_codec {
     moeq_codec_type type;
     moeq_dtype dtype;   /* RAW: F32, F16 or BF16 */
     int bits, group, sym;   /* INT: group 0 = per channel */
+    int gtype;          /* GGML: a block type of moeq_ggml.h (Q4_K, IQ4_XS, ...), rows laid out as ggml's */
 } moeq_codec;
 
-/* "bf16", "q4g64a" (4 bits, group 64, asymmetric), "q3g128s", "q8ca" (per channel). */
+/* "bf16", "q4g64a" (4 bits, group 64, asymmetric), "q3g128s", "q8ca" (per channel), and the
+ * ggml block types in lower case: "q4_k", "q3_k", "q2_k", "q5_k", "q6_k", "iq4_xs", "iq4_nl",
+ * "q4_0", "q4_1", "q5_0", "q5_1", "q8_0". */
 int moeq_codec_format(const moeq_codec *c, char *buf, size_t cap);
 /* Parses the same spellings (and "keep" -> RAW with dtype UNKNOWN = keep the source dtype). */
 moeq_status moeq_codec_parse(const char *s, moeq_codec *out, moeq_error *err);
+
+/* The matrix codecs (INT, GGML) on a [rows, cols] matrix, the one place that knows both layouts:
+ * - check: MOEQ_OK when the codec describes that shape, else MISUSE with a detail that names
+ *   the rule broken and, for a ggml type whose block does not divide cols, the nearest codec
+ *   that fits (the caller prefixes the tensor's name);
+ * - raw_bytes: the raw (decompressed) size the codec implies (FORMAT.md F-13), 0 when the shape
+ *   does not fit;
+ * - bpw: stored bits per weight, codes + scales (+ zeros), as the type counts them;
+ * - dequant: rows [r0, r1) to float32 through the reference kernels (dst [(r1 - r0), cols]). */
+moeq_status moeq_codec_check(const moeq_codec *c, int64_t rows, int64_t cols, moeq_error *err);
+uint64_t moeq_codec_raw_bytes(const moeq_codec *c, int64_t rows, int64_t cols);
+double moeq_codec_bpw(const moeq_codec *c, int64_t cols);
+void moeq_codec_dequant(const moeq_codec *c, const void *raw, int64_t rows, int64_t cols, int64_t r0, int64_t r1,
+                        float *dst);
 
 typedef struct moeq_pack_blob {
     uint64_t offset, size, raw_size, xxh64;

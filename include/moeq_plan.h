@@ -38,6 +38,11 @@ moeq_status moeq_spectral_file_read(const char *path, const moeq_model *m, doubl
 
 /* ---- plans (quant/plan.c, formats/plan_json.c) ------------------------------------------- */
 
+/* Candidate j of a plan's options: codecs[j], or the int codec of bits[j] with group and sym. */
+struct moeq_plan_opts;
+moeq_codec moeq_plan_candidate(const struct moeq_plan_opts *o, int j);
+int moeq_plan_ncandidates(const struct moeq_plan_opts *o);
+
 typedef enum moeq_plan_cost { MOEQ_COST_UNIFORM = 0, MOEQ_COST_ALPHAQ = 1, MOEQ_COST_HESSIAN = 2 } moeq_plan_cost;
 typedef enum moeq_plan_weight { MOEQ_WEIGHT_PARAMS = 0, MOEQ_WEIGHT_COUNT = 1 } moeq_plan_weight;
 
@@ -45,6 +50,9 @@ typedef struct moeq_plan_opts {
     double budget;                /* bits per weight (or per matrix with WEIGHT_COUNT) */
     int bits[8], n_bits;          /* candidates */
     int group, sym;               /* the candidates' grid */
+    moeq_codec codecs[8];         /* n_codecs > 0: these candidates (int or ggml codecs, e.g. q4_k,
+                                     iq4_xs, q3g64a) instead of bits × group × sym */
+    int n_codecs;
     moeq_plan_cost cost;
     moeq_plan_weight weight;
     int budget_total;             /* the budget includes scales and zeros */

@@ -14,6 +14,11 @@
 moeq_status moeq_rtn_quantize(const float *w, int64_t rows, int64_t cols, int bits, int group, int sym,
                               uint8_t *raw, moeq_error *err);
 
+/* RTN in any matrix codec (INT: moeq_rtn_quantize; GGML: llama.cpp's unweighted reference
+ * quantizer, moeq_ggml_quantize_rows) into raw (moeq_codec_raw_bytes bytes). */
+moeq_status moeq_codec_quantize_rtn(const moeq_codec *c, const float *w, int64_t rows, int64_t cols, uint8_t *raw,
+                                    moeq_error *err);
+
 /* Weighted grid search (quant/grid.c, docs/quantize.md "Weighted grids"): the f16 scale and zero
  * of one group x[0], x[stride], ... (len values) minimising Σ_j d_j (x_j − Q(x_j))² over the
  * clipping ratios r_k = 1 − k / (2·steps), k < steps, of the min/max grid (k = 0: min/max

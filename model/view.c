@@ -4,6 +4,7 @@
 #include "moeq_model.h"
 #include "formats/family.h"
 #include "moeq_pack.h"
+#include "moeq_ggml.h"
 #include "moeq_prune.h"
 #include "moeq_core.h"
 #include "moeq_gguf.h"
@@ -97,6 +98,10 @@ static void pack_fix(const moeq_model *m, moeq_mat *v, int64_t elem_off)
     if (!t) return;
     if (t->codec.type == MOEQ_CODEC_INT) {
         v->q = &t->q;
+        v->dtype = MOEQ_DT_OTHER;
+    } else if (t->codec.type == MOEQ_CODEC_GGML) {   /* a ggml block type: the GGUF weights' kernels */
+        v->gtype = t->codec.gtype;
+        v->grow = moeq_ggml_row_bytes((moeq_ggml_type)t->codec.gtype, t->shape[1]);
         v->dtype = MOEQ_DT_OTHER;
     } else {
         v->dtype = t->codec.dtype;

@@ -44,14 +44,15 @@ static int nearest_level(const gg_codec *c, float A, float B, double x)
     return best;
 }
 
-/* importances from diag(H), scaled to mean 1 (the searches are scale-free; float range) */
-static int importances(const double *H, int64_t n, float *imp)
+/* importances from d[0], d[stride], ... (diag(H): stride n + 1), scaled to mean 1 (the searches
+ * are scale-free; float range) */
+static int importances(const double *d, int64_t stride, int64_t n, float *imp)
 {
     double mean = 0;
-    for (int64_t j = 0; j < n; j++) mean += H[j * n + j] > 0 ? H[j * n + j] : 0;
+    for (int64_t j = 0; j < n; j++) mean += d[j * stride] > 0 ? d[j * stride] : 0;
     mean /= (double)n;
     if (!(mean > 0) || !(mean < 1e300)) return 0;
-    for (int64_t j = 0; j < n; j++) imp[j] = H[j * n + j] > 0 ? (float)(H[j * n + j] / mean) : 0;
+    for (int64_t j = 0; j < n; j++) imp[j] = d[j * stride] > 0 ? (float)(d[j * stride] / mean) : 0;
     return 1;
 }
 
@@ -60,6 +61,21 @@ static void search_rows(const gg_codec *c, const float *w, int64_t rows, int64_t
 {
 #pragma omp parallel for schedule(static)
     for (int64_t r = 0; r < rows; r++) moeq_ggml_quant_row(c->type, w + r * cols, imp, dst + (size_t)r * rb, cols);
+}
+
+moeq_status moeq_ggml_quantize_rows(moeq_ggml_type t, const float *w, int64_t rows, int64_t cols, const double *d,
+                                    void *dst, moeq_error *err)
+{
+    const gg_codec *c = gg_codec_get(t);
+    if (!c || rows <= 0 || cols <= 0 || cols % c->block)
+        return moeq_fail(err, MOEQ_ERR_MISUSE, "a %lld x %lld matrix does not fit ggml type %d", (long long)rows,
+                         (long long)cols, (int)t);
+    float *imp = d ? malloc((size_t)cols * sizeof *imp) : NULL;
+    if (d && !imp) return moeq_fail(err, MOEQ_ERR_NOMEM, "out of memory");
+    int live = d && importances(d, 1, cols, imp);
+    search_rows(c, w, rows, cols, live ? imp : NULL, dst, moeq_ggml_row_bytes(t, cols));
+    free(imp);
+    return MOEQ_OK;
 }
 
 moeq_status moeq_ggml_gptq(moeq_ggml_type t, const float *w, int64_t rows, int64_t cols, const double *H,
@@ -78,7 +94,7 @@ moeq_status moeq_ggml_gptq(moeq_ggml_type t, const float *w, int64_t rows, int64
     const size_t rb = moeq_ggml_row_bytes(t, cols);
     float *imp = malloc((size_t)cols * sizeof *imp);
     if (!imp) return moeq_fail(err, MOEQ_ERR_NOMEM, "GPTQ: out of memory");
-    int live = H && importances(H, cols, imp);
+    int live = H && importances(H, cols + 1, cols, imp);
     moeq_gptq_hinv *h = NULL;
     if (live && c->levels) {
         moeq_error e2;

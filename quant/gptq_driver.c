@@ -6,6 +6,8 @@
 #include "moeq_calib.h"
 #include "moeq_core.h"
 #include "moeq_kernels.h"
+#include "moeq_ggml.h"
+#include "moeq_quant.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -239,7 +241,8 @@ static moeq_status damp_choose(moeq_gptq_run *r, int64_t layer, int kind, const 
 {
     for (size_t i = 0; i < r->n_choices; i++) {
         const moeq_gptq_damp_choice *c = &r->choices[i];
-        if (c->layer == layer && c->kind == kind && c->bits == cd->bits && c->group == cd->group && c->sym == cd->sym) {
+        if (c->layer == layer && c->kind == kind && c->bits == cd->bits && c->group == cd->group && c->sym == cd->sym &&
+            c->gtype == cd->gtype) {
             *damp = c->damp;
             return MOEQ_OK;
         }
@@ -252,7 +255,7 @@ static moeq_status damp_choose(moeq_gptq_run *r, int64_t layer, int kind, const 
         r->cap_choices = nc;
     }
     moeq_gptq_damp_choice ch = { .layer = layer, .kind = kind, .bits = cd->bits, .group = cd->group, .sym = cd->sym,
-                                 .damp = r->opts.damp > 0 ? r->opts.damp : 0.01, .experts = {-1, -1} };
+                                 .gtype = cd->type == MOEQ_CODEC_GGML ? cd->gtype : 0, .damp = r->opts.damp > 0 ? r->opts.damp : 0.01, .experts = {-1, -1} };
     const moeq_config *c = moeq_model_config(r->m);
     int64_t best_n[PROBE_EXPERTS];
     for (int k = 0; k < PROBE_EXPERTS; k++) best_n[k] = -1;
@@ -287,6 +290,22 @@ static moeq_status damp_choose(moeq_gptq_run *r, int64_t layer, int kind, const 
             moeq_gptq_hinv *h = NULL;
             moeq_gptq_info info;
             moeq_error e2;
+            if (cd->type == MOEQ_CODEC_GGML) {   /* moeq_ggml_gptq factorizes itself */
+                for (int p = 0; st == MOEQ_OK && p < 2 && mx[p]; p++) {
+                    const moeq_mat *mm = &mx[p]->mat;
+                    int64_t R = mm->rows < PROBE_ROWS ? mm->rows : PROBE_ROWS;
+                    free(w); free(wq); free(raw);
+                    w = malloc((size_t)(R * mm->cols) * sizeof *w);
+                    wq = malloc((size_t)(R * mm->cols) * sizeof *wq);
+                    raw = malloc((size_t)moeq_codec_raw_bytes(cd, R, mm->cols));
+                    if (!w || !wq || !raw) { st = moeq_fail(err, MOEQ_ERR_NOMEM, "out of memory"); break; }
+                    moeq_mat_to_f32(mm, 0, R, w);
+                    st = moeq_ggml_gptq((moeq_ggml_type)cd->gtype, w, R, mm->cols, Hc, &o, raw, wq, &info, err);
+                    if (st == MOEQ_OK && (info.rtn_fallback || info.retries)) { ch.val_err[ci] = INFINITY; break; }
+                    if (st == MOEQ_OK) ch.val_err[ci] += moeq_hessian_error(w, wq, R, mm->cols, Hv);
+                }
+                continue;
+            }
             moeq_status hs = moeq_gptq_hinv_create(Hc, dim, &o, &h, &info, &e2);
             if (hs == MOEQ_ERR_NUMERIC || (hs == MOEQ_OK && info.retries)) {   /* not this damping */
                 moeq_gptq_hinv_free(h);
@@ -353,13 +372,7 @@ static moeq_status piece_report(moeq_gptq_run *r, const moeq_expert_mat *x, int 
     if (st) return st;
     float *wq = malloc((size_t)(rows * cols) * sizeof *wq);
     if (!wq) return moeq_fail(err, MOEQ_ERR_NOMEM, "out of memory");
-    int g = cd->group ? cd->group : (int)cols;
-    uint64_t so, zo;
-    moeq_qmat_bytes(cd->bits, g, cd->sym, rows, cols, &so, &zo);
-    moeq_qmat q = { .bits = cd->bits, .group = g, .sym = cd->sym, .rows = rows, .cols = cols, .codes = raw,
-                    .scales = (const uint16_t *)(const void *)(raw + so),
-                    .zeros = cd->sym ? NULL : (const uint16_t *)(const void *)(raw + zo) };
-    moeq_kernels_ref.dequant(&q, 0, rows, wq);
+    moeq_codec_dequant(cd, raw, rows, cols, 0, rows, wq);
     double ec = moeq_hessian_error(w, wq, rows, cols, r->Hc);
     double ev = r->Hv ? moeq_hessian_error(w, wq, rows, cols, r->Hv) : 0;
     free(wq);
@@ -372,16 +385,46 @@ static moeq_status piece_report(moeq_gptq_run *r, const moeq_expert_mat *x, int 
     return moeq_gptq_note_piece(r, x->layer, kind, damp, ec, ev, err);
 }
 
+typedef enum { OWN, POOL, SHRUNK, NONE } hsrc;   /* which Hessian a piece's GPTQ uses */
+
+/* The Hessian of src for expert x's input kind: *H points into the run's caches, or at *Hs
+ * (malloc'ed, the caller frees it) for the shrunk one. */
+static moeq_status piece_hessian(moeq_gptq_run *r, const moeq_expert_mat *x, int kind, hsrc src, int64_t cols,
+                                 const char *name, const double **H, double **Hs, moeq_error *err)
+{
+    moeq_status st;
+    *Hs = NULL;
+    if (src == POOL) {
+        if ((st = load_pool(r, x->layer, kind, cols, err))) return st;
+        *H = r->Hpool[kind];
+        return MOEQ_OK;
+    }
+    if ((st = load_own(r, x->layer, x->expert, kind, cols, err))) return st;
+    *H = r->Hc;
+    if (src != SHRUNK) return MOEQ_OK;
+    if ((st = load_pool(r, x->layer, kind, cols, err))) return st;
+    if (!(*Hs = malloc((size_t)(cols * cols) * sizeof **Hs)))
+        return moeq_fail(err, MOEQ_ERR_NOMEM, "out of memory for the Hessian of '%s'", name);
+    moeq_hessian_shrink(r->Hc, r->Hc_rows, r->Hpool[kind], r->Hpool_rows[kind],
+                        r->shrink_n0 > 0 ? r->shrink_n0 : (double)cols, cols, *Hs);
+    *H = *Hs;
+    return MOEQ_OK;
+}
+
 moeq_status moeq_gptq_piece(void *user, const char *name, const float *w, int64_t rows, int64_t cols,
                             const moeq_codec *codec, uint8_t *raw, moeq_error *err)
 {
     moeq_gptq_run *r = user;
     const int bits = codec->bits, group = codec->group, sym = codec->sym;
+    const int gg = codec->type == MOEQ_CODEC_GGML;
     r->note.valid = 0;
+    if (gg && !r->calib)
+        return moeq_fail(err, MOEQ_ERR_UNSUPPORTED, "'%s': codec %s: sequential GPTQ takes int codecs only; calibrate "
+                         "first (moeq calibrate) and give --calib", name, moeq_ggml_type_get(codec->gtype)->name);
     int64_t i = moeq_expert_index_find(r->index, name);
     if (i < 0) {   /* attention, shared or dense matrices: no per-expert Hessian in the file */
         moeq_status st = r->rtn ? MOEQ_OK : moeq_gptq_add_fallback(r, name, "rtn", "not a routed expert: no Hessian", err);
-        return st ? st : moeq_rtn_quantize(w, rows, cols, bits, group, sym, raw, err);
+        return st ? st : moeq_codec_quantize_rtn(codec, w, rows, cols, raw, err);
     }
     if (r->stored && r->stored[i].raw) {   /* quantized by the sequential pass */
         const moeq_gptq_stored *s = &r->stored[i];
@@ -399,7 +442,7 @@ moeq_status moeq_gptq_piece(void *user, const char *name, const float *w, int64_
     moeq_status st = expert_info(r, x->layer, x->expert, &ntok, &flag, err);
     if (st) return st;
     /* which Hessian: the expert's own, the layer's pool (layer-mean), the shrunk one, or none (RTN) */
-    enum { OWN, POOL, SHRUNK, NONE } src = OWN;
+    hsrc src = OWN;
     if (flag != MOEQ_CALIB_OK) {
         const char *fk = r->fallback == MOEQ_FALLBACK_RTN ? "rtn" : r->fallback == MOEQ_FALLBACK_LAYER_MEAN ? "layer-mean"
                                                                                                              : "shrunk";
@@ -417,7 +460,7 @@ moeq_status moeq_gptq_piece(void *user, const char *name, const float *w, int64_
     double t0 = moeq_now();
     if (r->rtn) {   /* RTN with the calibration file: grids weighted by the diagonal of the Hessian GPTQ would use */
         double *d = NULL;
-        if (r->opts.grid_steps > 1 && src != NONE) {
+        if ((r->opts.grid_steps > 1 || gg) && src != NONE) {   /* ggml's searches take it at any --grid-steps */
             if ((st = load_own(r, x->layer, x->expert, kind, cols, err))) return st;
             if (src != OWN && (st = load_pool(r, x->layer, kind, cols, err))) return st;
             if (!(d = malloc((size_t)cols * sizeof *d))) return moeq_fail(err, MOEQ_ERR_NOMEM, "out of memory");
@@ -428,18 +471,40 @@ moeq_status moeq_gptq_piece(void *user, const char *name, const float *w, int64_
                      : r->Hpool_rows[kind] > 0 ? (he + n0 / (double)r->Hpool_rows[kind] * hp) / ((double)r->Hc_rows + n0) : he;
             }
         }
-        st = d ? moeq_rtn_quantize_weighted(w, rows, cols, bits, group, sym, d, r->opts.grid_steps, raw, err)
-               : moeq_rtn_quantize(w, rows, cols, bits, group, sym, raw, err);
+        if (gg) st = moeq_ggml_quantize_rows((moeq_ggml_type)codec->gtype, w, rows, cols, d, raw, err);
+        else st = d ? moeq_rtn_quantize_weighted(w, rows, cols, bits, group, sym, d, r->opts.grid_steps, raw, err)
+                    : moeq_rtn_quantize(w, rows, cols, bits, group, sym, raw, err);
         free(d);
         r->seconds_gptq += moeq_now() - t0;
         return st ? st : piece_report(r, x, kind, w, rows, cols, codec, raw, 0, err);
     }
     if (src == NONE) {
-        st = moeq_rtn_quantize(w, rows, cols, bits, group, sym, raw, err);
+        st = moeq_codec_quantize_rtn(codec, w, rows, cols, raw, err);
         return st ? st : piece_report(r, x, kind, w, rows, cols, codec, raw, 0, err);
     }
     double damp = r->opts.damp > 0 ? r->opts.damp : 0.01;
     if (r->damp_auto && (st = damp_choose(r, x->layer, kind, codec, cols, &damp, err))) return st;
+    if (gg) {   /* GPTQ on the type's grid: moeq_ggml_gptq factorizes H itself (gate and up: twice) */
+        const double *H = NULL;
+        double *Hs = NULL;
+        if ((st = piece_hessian(r, x, kind, src, cols, name, &H, &Hs, err))) return st;
+        moeq_gptq_opts o = r->opts;
+        o.damp = damp;
+        moeq_gptq_info info;
+        st = moeq_ggml_gptq((moeq_ggml_type)codec->gtype, w, rows, cols, H, &o, raw, NULL, &info, err);
+        free(Hs);
+        if (st) return st;
+        if (info.rtn_fallback) {
+            snprintf(why, sizeof why, "Cholesky failed up to damping %g: the weighted search", info.damp);
+            if ((st = moeq_gptq_add_fallback(r, name, "rtn", why, err))) return st;
+        } else if (info.retries) {
+            snprintf(why, sizeof why, "Cholesky needed damping %g (%d retries)", info.damp, info.retries);
+            if ((st = moeq_gptq_add_fallback(r, name, "damping", why, err))) return st;
+        }
+        r->gptq_matrices += !info.rtn_fallback;
+        r->seconds_gptq += moeq_now() - t0;
+        return piece_report(r, x, kind, w, rows, cols, codec, raw, info.rtn_fallback ? 0 : info.damp, err);
+    }
     int64_t hexp = src == POOL ? -1 : x->expert;
     if (!r->hinv || r->H_layer != x->layer || r->H_expert != hexp || r->H_kind != kind || r->H_damp != damp ||
         !r->hinv_ok) {
@@ -448,21 +513,7 @@ moeq_status moeq_gptq_piece(void *user, const char *name, const float *w, int64_
         r->hinv_ok = 0;
         const double *H = NULL;
         double *Hs = NULL;
-        if (src == POOL) {
-            if ((st = load_pool(r, x->layer, kind, cols, err))) return st;
-            H = r->Hpool[kind];
-        } else {
-            if ((st = load_own(r, x->layer, x->expert, kind, cols, err))) return st;
-            H = r->Hc;
-            if (src == SHRUNK) {
-                if ((st = load_pool(r, x->layer, kind, cols, err))) return st;
-                if (!(Hs = malloc((size_t)(cols * cols) * sizeof *Hs)))
-                    return moeq_fail(err, MOEQ_ERR_NOMEM, "out of memory for the Hessian of '%s'", name);
-                moeq_hessian_shrink(r->Hc, r->Hc_rows, r->Hpool[kind], r->Hpool_rows[kind],
-                                    r->shrink_n0 > 0 ? r->shrink_n0 : (double)cols, cols, Hs);
-                H = Hs;
-            }
-        }
+        if ((st = piece_hessian(r, x, kind, src, cols, name, &H, &Hs, err))) return st;
         moeq_gptq_opts o = r->opts;
         o.damp = damp;
         moeq_error e2;

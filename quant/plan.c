@@ -10,6 +10,7 @@
 #include "moeq_core.h"
 #include "moeq_dist.h"
 #include "moeq_kernels.h"
+#include "moeq_ggml.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -27,9 +28,19 @@ void moeq_plan_free(moeq_plan *p)
     memset(p, 0, sizeof *p);
 }
 
-/* Bits one matrix's codec stores: codes (codes_only) or codes + f16 scales (+ zeros). */
+moeq_codec moeq_plan_candidate(const moeq_plan_opts *o, int j)
+{
+    if (o->n_codecs > 0) return o->codecs[j];
+    return (moeq_codec){ .type = MOEQ_CODEC_INT, .bits = o->bits[j], .group = o->group, .sym = o->sym };
+}
+
+int moeq_plan_ncandidates(const moeq_plan_opts *o) { return o->n_codecs > 0 ? o->n_codecs : o->n_bits; }
+
+/* Bits one matrix's codec stores: codes (codes_only) or codes + f16 scales (+ zeros); a ggml
+ * block interleaves both, so its bits count either way (as the type counts them: Q4_K 4.5). */
 static int64_t codec_bits(const moeq_codec *c, int64_t rows, int64_t cols, int total)
 {
+    if (c->type == MOEQ_CODEC_GGML) return (int64_t)moeq_codec_raw_bytes(c, rows, cols) * 8;
     int64_t g = c->group ? c->group : cols;
     int64_t b = rows * cols * c->bits;
     if (total) b += rows * ((cols + g - 1) / g) * (c->sym ? 16 : 32);
@@ -69,29 +80,53 @@ static moeq_status hessian_costs(const moeq_expert_mat *x, const moeq_plan_opts 
     }
     moeq_mat_to_f32(&x->mat, 0, rows, w->wf);
     moeq_mat_release(&x->mat);   /* widened: the mapped pages are done with */
-    for (int j = 0; j < o->n_bits; j++) {
-        int g = o->group ? o->group : (int)cols;
+    for (int j = 0; j < moeq_plan_ncandidates(o); j++) {
+        const moeq_codec c = moeq_plan_candidate(o, j);
+        int g = c.group ? c.group : (int)cols;
         moeq_error e2;
-        if (moeq_qmat_check(o->bits[j], g, rows, cols, &e2))
+        if (moeq_codec_check(&c, rows, cols, &e2))
             return moeq_fail(err, MOEQ_ERR_UNSUPPORTED, "plan: '%s' [%lld, %lld]: %s", x->name, (long long)rows,
                              (long long)cols, e2.detail);
-        if (o->hessian_gptq) {
-            moeq_gptq_opts go = { .damp = o->damp, .threads = o->threads };
-            size_t need = (size_t)moeq_qmat_bytes(o->bits[j], g, o->sym, rows, cols, NULL, NULL);
+        if (c.type == MOEQ_CODEC_GGML) {   /* the type's own grid: weighted search (diag H) or GPTQ */
+            size_t need = (size_t)moeq_codec_raw_bytes(&c, rows, cols);
             if (need > w->raw_cap) {
                 free(w->raw);
                 w->raw_cap = 0;
                 if (!(w->raw = malloc(need))) return moeq_fail(err, MOEQ_ERR_NOMEM, "out of memory");
                 w->raw_cap = need;
             }
-            if ((st = moeq_gptq_quantize(w->wf, rows, cols, w->H, o->bits[j], o->group, o->sym, &go, w->raw, w->wq, NULL, err)))
+            if (o->hessian_gptq) {
+                moeq_gptq_opts go = { .damp = o->damp, .threads = o->threads };
+                st = moeq_ggml_gptq((moeq_ggml_type)c.gtype, w->wf, rows, cols, w->H, &go, w->raw, w->wq, NULL, err);
+            } else {
+                double *d = malloc((size_t)cols * sizeof *d);
+                if (!d) return moeq_fail(err, MOEQ_ERR_NOMEM, "out of memory");
+                for (int64_t t = 0; t < cols; t++) d[t] = w->H[t * cols + t];
+                st = moeq_ggml_quantize_rows((moeq_ggml_type)c.gtype, w->wf, rows, cols, d, w->raw, err);
+                free(d);
+                if (st == MOEQ_OK) moeq_codec_dequant(&c, w->raw, rows, cols, 0, rows, w->wq);
+            }
+            if (st) return st;
+        } else if (o->hessian_gptq) {
+            moeq_gptq_opts go = { .damp = o->damp, .threads = o->threads };
+            size_t need = (size_t)moeq_qmat_bytes(c.bits, g, c.sym, rows, cols, NULL, NULL);
+            if (need > w->raw_cap) {
+                free(w->raw);
+                w->raw_cap = 0;
+                if (!(w->raw = malloc(need))) return moeq_fail(err, MOEQ_ERR_NOMEM, "out of memory");
+                w->raw_cap = need;
+            }
+            if ((st = moeq_gptq_quantize(w->wf, rows, cols, w->H, c.bits, c.group, c.sym, &go, w->raw, w->wq, NULL, err)))
                 return st;
         } else {
-            moeq_rtn_dequant_f32(w->wf, rows, cols, o->bits[j], o->group, o->sym, w->wq);
+            moeq_rtn_dequant_f32(w->wf, rows, cols, c.bits, c.group, c.sym, w->wq);
         }
         cs[j] = moeq_hessian_error(w->wf, w->wq, rows, cols, w->H);
-        if (!isfinite(cs[j]))
-            return moeq_fail(err, MOEQ_ERR_NUMERIC, "plan: '%s': non-finite Hessian error at %d bits", x->name, o->bits[j]);
+        if (!isfinite(cs[j])) {
+            char cn[32];
+            moeq_codec_format(&c, cn, sizeof cn);
+            return moeq_fail(err, MOEQ_ERR_NUMERIC, "plan: '%s': non-finite Hessian error with %s", x->name, cn);
+        }
     }
     return MOEQ_OK;
 }
@@ -116,7 +151,7 @@ typedef struct plan_gather_hdr {
 static moeq_status hessian_costs_dist(const moeq_expert_mat *mats, const int64_t *fm, int64_t nf, const moeq_plan_opts *o,
                                       moeq_calib_file *calib, hess_ws *w, double *cost, moeq_error *err)
 {
-    const int k = o->n_bits, rank = moeq_dist_rank(), size = moeq_dist_size();
+    const int k = moeq_plan_ncandidates(o), rank = moeq_dist_rank(), size = moeq_dist_size();
     const int64_t fail_at = test_fail_item(), min_tokens = moeq_calib_file_min_tokens(calib);
     plan_gather_hdr *hdr = calloc(1, sizeof *hdr);
     if (!hdr) return moeq_fail(err, MOEQ_ERR_NOMEM, "out of memory");
@@ -210,8 +245,8 @@ moeq_status moeq_plan_make(const moeq_model *m, const moeq_plan_opts *o, moeq_pl
 {
     memset(out, 0, sizeof *out);
     const moeq_config *cf = moeq_model_config(m);
-    const int k = o->n_bits;
-    if (k < 1 || k > 8) return moeq_fail(err, MOEQ_ERR_MISUSE, "plan: 1 to 8 candidate bit widths");
+    const int k = moeq_plan_ncandidates(o);
+    if (k < 1 || k > 8) return moeq_fail(err, MOEQ_ERR_MISUSE, "plan: 1 to 8 candidate codecs");
     moeq_expert_mat *mats = NULL;
     size_t n = 0;
     moeq_status st = moeq_expert_mats(m, &mats, &n, err);
@@ -315,11 +350,18 @@ moeq_status moeq_plan_make(const moeq_model *m, const moeq_plan_opts *o, moeq_pl
             e->sens = s;
         }
         for (int j = 0; j < k; j++) {
-            moeq_codec c = { .type = MOEQ_CODEC_INT, .bits = o->bits[j], .group = o->group, .sym = o->sym };
+            const moeq_codec c = moeq_plan_candidate(o, j);
+            moeq_error e2;
+            if (moeq_codec_check(&c, rows, cols, &e2)) {
+                st = moeq_fail(err, MOEQ_ERR_UNSUPPORTED, "plan: '%s' [%lld, %lld]: %s", x->name, (long long)rows,
+                               (long long)cols, e2.detail);
+                goto done;
+            }
             int64_t b = codec_bits(&c, rows, cols, o->budget_total);
             /* count mode: bits per weight of this matrix in 1/1024 units, so sizes stay integers */
             sz[j] = o->weight == MOEQ_WEIGHT_COUNT ? (int64_t)llround((double)b / (double)nw * 1024) : b;
-            double q = pow(4.0, -(double)o->bits[j]);
+            /* a ggml type's proxy bits: its bits per weight as it counts them */
+            double q = pow(4.0, -(c.type == MOEQ_CODEC_GGML ? moeq_codec_bpw(&c, cols) : (double)c.bits));
             if (o->cost == MOEQ_COST_UNIFORM) cs[j] = (double)nw * q;
             else if (o->cost == MOEQ_COST_ALPHAQ) cs[j] = (double)nw * s * v * q;
             else cs[j] = NAN;   /* hessian: measured below */
@@ -357,7 +399,7 @@ moeq_status moeq_plan_make(const moeq_model *m, const moeq_plan_opts *o, moeq_pl
     int64_t nw_all = 0;
     for (int64_t f = 0; f < nfree; f++) {
         moeq_plan_entry *e = &out->entries[freeix[f]];
-        e->codec = (moeq_codec){ .type = MOEQ_CODEC_INT, .bits = o->bits[choice[f]], .group = o->group, .sym = o->sym };
+        e->codec = moeq_plan_candidate(o, choice[f]);
         e->cost = cost[f * k + choice[f]];
         tc += e->cost;
     }

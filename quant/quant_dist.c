@@ -229,7 +229,7 @@ static moeq_status quantize_here(drv *d, const char *name, const float *w, int64
     *t0 = g ? g->seconds_gptq : 0;
     if (g) g->note.valid = 0;
     return d->o->quantize ? d->o->quantize(d->o->cb_user, name, w, rows, cols, cd, raw, err)
-                          : moeq_rtn_quantize(w, rows, cols, cd->bits, cd->group, cd->sym, raw, err);
+                          : moeq_codec_quantize_rtn(cd, w, rows, cols, raw, err);
 }
 
 static void record_of_here(drv *d, moeq_buf *b, size_t k, const moeq_codec *cd, const uint8_t *raw, size_t rsz,
@@ -250,8 +250,7 @@ static moeq_status d_quantize(void *u, const char *name, const float *w, int64_t
     moeq_status st = quantize_here(d, name, w, rows, cols, cd, raw, &n0, &g0, &t0, err);
     if (st || !d->rs) return st;
     const moeq_quant_piece *pc = &d->pcs[d->cur];
-    int gg = cd->group ? cd->group : (int)cols;
-    size_t rsz = (size_t)moeq_qmat_bytes(cd->bits, gg, cd->sym, rows, cols, NULL, NULL);
+    size_t rsz = (size_t)moeq_codec_raw_bytes(cd, rows, cols);
     record_of_here(d, &d->ubuf[pc->unit], d->cur, cd, raw, rsz, n0, g0, t0);
     return piece_kept(d, d->cur, err);
 }
@@ -269,13 +268,12 @@ static moeq_status worker(drv *d, moeq_error *err)
     moeq_status st = MOEQ_OK;
     for (size_t k = 0; k < d->np && st == MOEQ_OK; k++) {
         const moeq_quant_piece *pc = &d->pcs[k];
-        if (pc->codec.type != MOEQ_CODEC_INT || moeq_dist_owner(pc->item) != me) continue;
+        if (pc->codec.type == MOEQ_CODEC_RAW || moeq_dist_owner(pc->item) != me) continue;
         if (d->done && d->done[pc->unit]) continue;
         const moeq_codec *cd = &pc->codec;
         const moeq_tensor *t = moeq_ckpt_tensor(ck, pc->tensor);
-        int g = cd->group ? cd->group : (int)pc->cols;
         size_t nel = (size_t)(pc->rows * pc->cols), es = moeq_dtype_size(t->dtype);
-        size_t rsz = (size_t)moeq_qmat_bytes(cd->bits, g, cd->sym, pc->rows, pc->cols, NULL, NULL);
+        size_t rsz = (size_t)moeq_codec_raw_bytes(cd, pc->rows, pc->cols);
         if (nel > wf_cap) { free(wf); wf = malloc(nel * sizeof *wf); wf_cap = wf ? nel : 0; }
         if (rsz > raw_cap) { free(raw); raw = malloc(rsz); raw_cap = raw ? rsz : 0; }
         if (!wf || !raw) { st = moeq_fail(err, MOEQ_ERR_NOMEM, "out of memory for '%s'", pc->name); break; }
@@ -356,6 +354,10 @@ static moeq_status open_resume(drv *d, moeq_error *err)
                                  pc->rows };
                 XXH64_update(h, pc->name, strlen(pc->name) + 1);
                 XXH64_update(h, v, sizeof v);
+                if (pc->codec.type == MOEQ_CODEC_GGML) {   /* only then: older checkpoints keep their identity */
+                    int64_t gt = pc->codec.gtype;
+                    XXH64_update(h, &gt, sizeof gt);
+                }
             }
             snprintf(f[k].name, sizeof f[k].name, "pieces");
             snprintf(f[k].value, sizeof f[k].value, "%zu xxh64:%016llx", d->np, (unsigned long long)XXH64_digest(h));
@@ -397,7 +399,7 @@ moeq_status moeq_quantize_run(const moeq_model *m, const moeq_quant_opts *o, moe
     if (st == MOEQ_OK) {
         for (int64_t u = 0; u < d.n_units; u++) d.unit_last[u] = -1;
         for (size_t k = 0; k < np; k++)
-            if (pcs[k].codec.type == MOEQ_CODEC_INT) d.unit_last[pcs[k].unit] = (int64_t)k;
+            if (pcs[k].codec.type != MOEQ_CODEC_RAW) d.unit_last[pcs[k].unit] = (int64_t)k;
     }
     if (qr->resume_dir) {
         /* rank 0 owns the directory; the others learn which layers are done */

@@ -3,6 +3,7 @@
  * all linear matrices with --scope all) under the chosen codec, everything else as it was.
  * Fused v5 expert tensors are split per expert (FORMAT.md F-15). */
 #include "moeq_quant.h"
+#include "moeq_ggml.h"
 #include "moeq_core.h"
 #include "moeq_kernels.h"
 
@@ -355,10 +356,11 @@ moeq_status moeq_quant_pieces(const moeq_model *m, const moeq_quant_opts *o, moe
             if (cd.type == MOEQ_CODEC_RAW && cd.dtype != keep) {
                 st = moeq_fail(err, MOEQ_ERR_UNSUPPORTED, "tensor '%s': converting %s to another float dtype "
                                "is not supported; use keep or an int codec", pc->name, moeq_dtype_name(t->dtype));
-            } else if (cd.type == MOEQ_CODEC_INT) {
-                int g = cd.group ? cd.group : (int)pc->cols;
+            } else if (cd.type != MOEQ_CODEC_RAW && !pc->matrix) {
+                st = moeq_fail(err, MOEQ_ERR_UNSUPPORTED, "tensor '%s': a matrix codec needs a 2-D tensor", pc->name);
+            } else if (cd.type != MOEQ_CODEC_RAW) {   /* int or ggml */
                 moeq_error e2;
-                if (moeq_qmat_check(cd.bits, g, pc->rows, pc->cols, &e2))
+                if (moeq_codec_check(&cd, pc->rows, pc->cols, &e2))
                     st = moeq_fail(err, MOEQ_ERR_UNSUPPORTED, "tensor '%s' [%lld, %lld]: %s", pc->name,
                                    (long long)pc->rows, (long long)pc->cols, e2.detail);
                 /* a routed expert's pieces are one work item (gate and up share a factorization) */
@@ -379,6 +381,14 @@ done:
     *nout = n;
     if (n_items) *n_items = items;
     return MOEQ_OK;
+}
+
+moeq_status moeq_codec_quantize_rtn(const moeq_codec *c, const float *w, int64_t rows, int64_t cols, uint8_t *raw,
+                                    moeq_error *err)
+{
+    if (c->type == MOEQ_CODEC_GGML) return moeq_ggml_quantize_rows((moeq_ggml_type)c->gtype, w, rows, cols, NULL, raw, err);
+    if (c->type != MOEQ_CODEC_INT) return moeq_fail(err, MOEQ_ERR_MISUSE, "RTN: not a matrix codec");
+    return moeq_rtn_quantize(w, rows, cols, c->bits, c->group, c->sym, raw, err);
 }
 
 /* float -> bf16, round to nearest even, NaN kept quiet (as unpack rounds). */
@@ -448,7 +458,7 @@ moeq_status moeq_quantize_pieces_write(const moeq_model *m, const moeq_quant_opt
         if (st) goto done;
     }
     size_t n = moeq_ckpt_count(ck);
-    double code_bits = 0, total_bits = 0, ent_bits = 0;
+    double code_bits = 0, total_bits = 0, ent_bits = 0, ent_w = 0;   /* entropy over int-codec weights */
     for (size_t i = 0; i < n; i++) {
         const moeq_tensor *t = moeq_ckpt_tensor(ck, i);
         if (moeq_model_is_fp8_scale(m, t) || moeq_model_is_mx_scale(m, t)) continue;
@@ -503,10 +513,9 @@ moeq_status moeq_quantize_pieces_write(const moeq_model *m, const moeq_quant_opt
             const unsigned char *src = (const unsigned char *)t->data + (size_t)pc->off * es;
             st = moeq_pack_write_tensor(w, pc->name, fused ? 2 : t->ndim, fused ? shape2 : t->shape, &cd,
                                         t->name, pc->off, src, (size_t)before, &stored, err);
-        } else {
-            int g = cd.group ? cd.group : (int)pc->cols;
+        } else {   /* int or ggml codec */
             size_t nel = (size_t)(pc->rows * pc->cols);
-            uint64_t rsz = moeq_qmat_bytes(cd.bits, g, cd.sym, pc->rows, pc->cols, NULL, NULL);
+            uint64_t rsz = moeq_codec_raw_bytes(&cd, pc->rows, pc->cols);
             if (rsz > raw_cap) { free(raw); raw = malloc((size_t)rsz); raw_cap = raw ? (size_t)rsz : 0; }
             if (!raw) { st = moeq_fail(err, MOEQ_ERR_NOMEM, "out of memory for '%s'", pc->name); break; }
             int given = 0;
@@ -520,23 +529,30 @@ moeq_status moeq_quantize_pieces_write(const moeq_model *m, const moeq_quant_opt
                 if (pc->strided) v = xv;
                 moeq_mat_to_f32(&v, 0, pc->rows, wf);
                 st = o->quantize ? o->quantize(o->cb_user, pc->name, wf, pc->rows, pc->cols, &cd, raw, err)
-                                 : moeq_rtn_quantize(wf, pc->rows, pc->cols, cd.bits, cd.group, cd.sym, raw, err);
+                                 : moeq_codec_quantize_rtn(&cd, wf, pc->rows, pc->cols, raw, err);
                 if (st) break;
             }
-            uint64_t so, zo;
-            moeq_qmat_bytes(cd.bits, g, cd.sym, pc->rows, pc->cols, &so, &zo);
-            moeq_qmat q = { .bits = cd.bits, .group = g, .sym = cd.sym, .rows = pc->rows, .cols = pc->cols,
-                            .codes = raw, .scales = (const uint16_t *)(void *)(raw + so),
-                            .zeros = cd.sym ? NULL : (const uint16_t *)(void *)(raw + zo) };
-            ent = code_entropy(&q);
+            double nw = (double)nel;
+            if (cd.type == MOEQ_CODEC_INT) {
+                int g = cd.group ? cd.group : (int)pc->cols;
+                uint64_t so, zo;
+                moeq_qmat_bytes(cd.bits, g, cd.sym, pc->rows, pc->cols, &so, &zo);
+                moeq_qmat q = { .bits = cd.bits, .group = g, .sym = cd.sym, .rows = pc->rows, .cols = pc->cols,
+                                .codes = raw, .scales = (const uint16_t *)(void *)(raw + so),
+                                .zeros = cd.sym ? NULL : (const uint16_t *)(void *)(raw + zo) };
+                ent = code_entropy(&q);
+                code_bits += nw * cd.bits;
+                total_bits += nw * cd.bits + (double)(pc->rows * ((pc->cols + g - 1) / g)) * (cd.sym ? 16 : 32);
+            } else {   /* ggml blocks interleave codes and scales: both counts are the type's bits per weight */
+                double bpw = moeq_codec_bpw(&cd, pc->cols);
+                code_bits += nw * bpw;
+                total_bits += nw * bpw;
+            }
             st = moeq_pack_write_tensor(w, pc->name, 2, shape2, &cd, src_name, pc->off, raw, (size_t)rsz,
                                         &stored, err);
-            double nw = (double)nel;
             res->quant_weights += (int64_t)nel;
             res->quantized++;
-            code_bits += nw * cd.bits;
-            total_bits += nw * cd.bits + (double)(pc->rows * ((pc->cols + g - 1) / g)) * (cd.sym ? 16 : 32);
-            ent_bits += nw * ent;
+            if (ent >= 0) { ent_bits += nw * ent; ent_w += nw; }
             res->raw_bytes_out += rsz;
         }
         if (st) break;
@@ -555,7 +571,7 @@ moeq_status moeq_quantize_pieces_write(const moeq_model *m, const moeq_quant_opt
     if (res->quant_weights > 0) {
         res->code_bits = code_bits / (double)res->quant_weights;
         res->total_bits = total_bits / (double)res->quant_weights;
-        res->entropy_bits = ent_bits / (double)res->quant_weights;
+        res->entropy_bits = ent_w > 0 ? ent_bits / ent_w : 0;
     }
     st = moeq_pack_writer_finish(w, o->metadata_json, err);
     w = NULL;

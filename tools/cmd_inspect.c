@@ -62,7 +62,7 @@ static const char *pack_dtype(const moeq_pack *p, json_t *codecs, char *buf, siz
         moeq_codec_format(&t->codec, cs, sizeof cs);
         json_t *c = json_object_get(codecs, cs);
         json_object_set_new(codecs, cs, json_integer(c ? json_integer_value(c) + 1 : 1));
-        if (t->codec.type == MOEQ_CODEC_INT) {
+        if (t->codec.type != MOEQ_CODEC_RAW) {   /* int or ggml */
             if (!nint++) snprintf(buf, cap, "%s", cs);
             else if (strcmp(buf, cs)) res = "mixed";
         } else if (!raw[0]) {

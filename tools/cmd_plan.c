@@ -10,7 +10,7 @@
 #include "moeq_plan.h"
 
 static const char *PLAN_HELP =
-    "usage: moeq plan MODEL --budget B [--bits 2,3,4,8] [--cost uniform|alphaq|hessian]\n"
+    "usage: moeq plan MODEL --budget B [--bits 2,3,4,8 | --codecs LIST] [--cost uniform|alphaq|hessian]\n"
     "                 [--spectral F.h5] [--calib F.h5] [--group G] [--sym|--asym] [--gamma G]\n"
     "                 [--weight params|count] [--budget-total] [--hessian-quant rtn|gptq]\n"
     "                 [--tensor-type REGEX=CODEC ...] [--scope experts] -o plan.json\n"
@@ -19,6 +19,8 @@ static const char *PLAN_HELP =
     "budget, solved exactly (Lagrangian bisection, greedy fill, reduced-cost fixing, DP; docs/plan.md):\n"
     "  --budget B        bits per weight over the planned matrices (codes only unless --budget-total)\n"
     "  --bits LIST       candidate bit widths (default 2,3,4,8)\n"
+    "  --codecs LIST     candidate codecs instead (up to 8, any spelling: q2_k,q3_k,q4_k,iq4_xs,q6_k,\n"
+    "                    q3g64a, ...); a ggml type counts its bits per weight (Q4_K 4.5, Q3_K 3.4375)\n"
     "  --group G         the candidates' group: 32, 64 (default), 128 or 0 (per channel)\n"
     "  --sym / --asym    symmetric codes or scale + zero (default)\n"
     "  --cost C          uniform: n 4^-b; alphaq: n s var(W) 4^-b, s = (median alpha / alpha)^gamma\n"
@@ -74,6 +76,21 @@ int cmd_plan(int argc, char **argv)
             }
             free(dup);
             if (o.n_bits < 1) { tool_usage_error("plan", "--bits wants a list of 2, 3, 4, 8"); goto out; }
+        } else if (!strcmp(a, "--codecs")) {
+            if (!(v = tool_value("plan", argc, argv, &i))) goto out;
+            o.n_codecs = 0;
+            char *dup = strdup(v), *save = NULL;
+            moeq_error e = {0};
+            for (char *t = strtok_r(dup, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+                if (o.n_codecs == 8 || moeq_codec_parse(t, &o.codecs[o.n_codecs], &e) ||
+                    o.codecs[o.n_codecs].type == MOEQ_CODEC_RAW) { o.n_codecs = -1; break; }
+                o.n_codecs++;
+            }
+            free(dup);
+            if (o.n_codecs < 1) {
+                tool_usage_error("plan", "--codecs wants 1 to 8 int or ggml codecs, comma-separated%s%s", e.detail[0] ? ": " : "", e.detail);
+                goto out;
+            }
         } else if (!strcmp(a, "--group")) {
             if (!(v = tool_value("plan", argc, argv, &i))) goto out;
             int64_t g;
@@ -174,7 +191,9 @@ int cmd_plan(int argc, char **argv)
             for (size_t i = 0; i < p.n; i++)
                 if (p.entries[i].layer == l) {
                     double nw = (double)(p.entries[i].rows * p.entries[i].cols);
-                    sb[p.entries[i].proj] += nw * p.entries[i].codec.bits;
+                    sb[p.entries[i].proj] += nw * (p.entries[i].codec.type == MOEQ_CODEC_GGML
+                                                       ? moeq_codec_bpw(&p.entries[i].codec, p.entries[i].cols)
+                                                       : p.entries[i].codec.bits);
                     sw[p.entries[i].proj] += nw;
                 }
             if (sw[0] + sw[1] + sw[2] == 0) continue;
@@ -184,8 +203,16 @@ int cmd_plan(int argc, char **argv)
         fprintf(s, "histogram:");
         for (int b = 1; b <= 8; b++) {
             int64_t cnt = 0;
-            for (size_t i = 0; i < p.n; i++) cnt += p.entries[i].codec.bits == b;
+            for (size_t i = 0; i < p.n; i++) cnt += p.entries[i].codec.type == MOEQ_CODEC_INT && p.entries[i].codec.bits == b;
             if (cnt) fprintf(s, "  %d-bit %lld", b, (long long)cnt);
+        }
+        for (int g = 1; g < 64; g++) {   /* ggml types by id */
+            int64_t cnt = 0;
+            for (size_t i = 0; i < p.n; i++) cnt += p.entries[i].codec.type == MOEQ_CODEC_GGML && p.entries[i].codec.gtype == g;
+            char cs[32];
+            moeq_codec cg = { .type = MOEQ_CODEC_GGML, .gtype = g };
+            moeq_codec_format(&cg, cs, sizeof cs);
+            if (cnt) fprintf(s, "  %s %lld", cs, (long long)cnt);
         }
         fprintf(s, "\nbits per weight %.4f codes, %.4f with scales/zeros; predicted cost %.6g (%s; bound %.6g); "
                 "costs %.2f s, solve %.4f s\n", p.bits_per_weight, p.bits_per_weight_total, p.cost,

@@ -17,7 +17,7 @@
 #include "moeq_tokenizer.h"
 
 static const char *QUANTIZE_HELP =
-    "usage: moeq quantize MODEL (--bits B | --plan plan.json) [--method rtn|gptq] [--calib F.h5]\n"
+    "usage: moeq quantize MODEL (--bits B | --codec C | --plan plan.json) [--method rtn|gptq] [--calib F.h5]\n"
     "                     [--group G] [--sym|--asym] [--scope experts|all] [--damp D|auto] [--act-order]\n"
     "                     [--fallback shrink|rtn|layer-mean] [--shrink-prior N] [--grid-steps N]\n"
     "                     [--fit cal|all] [--block N] [--tensor-type REGEX=CODEC ...]\n"
@@ -25,6 +25,9 @@ static const char *QUANTIZE_HELP =
     "Quantization of a Hugging Face MoE directory into a packed .moeq file (docs/FORMAT.md,\n"
     "docs/quantize.md):\n"
     "  --bits B          2, 3, 4 or 8 bits per code\n"
+    "  --codec C         instead of --bits/--group/--sym: any codec spelling (q4g64a, q3g32s, ...)\n"
+    "                    or a ggml block type: q4_k q3_k q2_k q5_k q6_k iq4_xs iq4_nl q4_0 q4_1 q5_0\n"
+    "                    q5_1 q8_0 (rows as llama.cpp lays them out; K types need cols % 256 == 0)\n"
     "  --plan F          a plan from moeq plan: one codec per matrix (replaces --bits, --group,\n"
     "                    --sym and --scope; --tensor-type rules still apply first)\n"
     "  --method M        rtn (round to nearest, default) or gptq (needs --calib): second-order\n"
@@ -66,8 +69,8 @@ static const char *QUANTIZE_HELP =
     "Fallbacks (GPTQ matrices quantized otherwise, with the reason) are listed on stderr.\n"
     "JSON: bytes, bits_per_weight, bits_per_weight_total, fallbacks, bytes_without_zstd,\n"
     "entropy_bits, tensors, quantized, quant_weights, seconds; with --calib: hessian_error\n"
-    "{cal, val, layers [{layer, cal, val, damp_in, damp_down}]}, damp_auto [{layer, input, bits,\n"
-    "group, sym, damp, experts, val_err}], damp_candidates.\n";
+    "{cal, val, layers [{layer, cal, val, damp_in, damp_down}]}, damp_auto [{layer, input, codec,\n"
+    "bits, group, sym, damp, experts, val_err}], damp_candidates.\n";
 
 typedef struct prog { FILE *h; } prog;
 
@@ -113,14 +116,15 @@ static moeq_status q_quantize(void *u, const char *name, const float *w, int64_t
 {
     qctx *q = u;
     if (q->run) return moeq_gptq_piece(q->run, name, w, rows, cols, codec, raw, err);
-    return moeq_rtn_quantize(w, rows, cols, codec->bits, codec->group, codec->sym, raw, err);
+    return moeq_codec_quantize_rtn(codec, w, rows, cols, raw, err);
 }
 
 int cmd_quantize(int argc, char **argv)
 {
     tool_common tc = {0};
     const char *model = NULL, *out = NULL, *method = "rtn", *calib = NULL, *plan_path = NULL, *fallback = "shrink";
-    const char *fit = "cal";
+    const char *fit = "cal", *codec_s = NULL;
+    moeq_codec codec_opt = {0};
     int64_t bits = 0, group = 64, zstd = 0, block = 128, grid_steps = 8, shrink_prior = 0;
     double damp = 0.01;
     int damp_auto = 1;
@@ -150,6 +154,14 @@ int cmd_quantize(int argc, char **argv)
             if (!(v = tool_value("quantize", argc, argv, &i))) goto out;
             if (!strcmp(v, "0") || !strcmp(v, "channel")) group = 0;
             else if (tool_parse_int("quantize", a, v, 1, &group)) goto out;
+        } else if (!strcmp(a, "--codec")) {
+            if (!(codec_s = tool_value("quantize", argc, argv, &i))) goto out;
+            moeq_error e = {0};
+            if (moeq_codec_parse(codec_s, &codec_opt, &e) || codec_opt.type == MOEQ_CODEC_RAW) {
+                tool_usage_error("quantize", "--codec: %s", codec_opt.type == MOEQ_CODEC_RAW && !e.detail[0]
+                                                               ? "wants a matrix codec (int or ggml), not a float dtype" : e.detail);
+                goto out;
+            }
         } else if (!strcmp(a, "--zstd")) {
             if (!(v = tool_value("quantize", argc, argv, &i)) || tool_parse_int("quantize", a, v, 1, &zstd)) goto out;
             if (zstd > 22) { tool_usage_error("quantize", "--zstd wants a level 1..22"); goto out; }
@@ -231,8 +243,9 @@ int cmd_quantize(int argc, char **argv)
     if (!out) { tool_usage_error("quantize", "missing -o OUT.moeq"); goto out; }
     if ((rc = tool_check_output("quantize", out))) goto out;
     rc = 1;
-    if (!plan_path && bits != 2 && bits != 3 && bits != 4 && bits != 8) {
-        tool_usage_error("quantize", "--bits wants 2, 3, 4 or 8 (or --plan)");
+    if (codec_s && (bits || plan_path)) { tool_usage_error("quantize", "--codec excludes --bits and --plan"); goto out; }
+    if (!plan_path && !codec_s && bits != 2 && bits != 3 && bits != 4 && bits != 8) {
+        tool_usage_error("quantize", "--bits wants 2, 3, 4 or 8 (or --codec, --plan)");
         goto out;
     }
     if (plan_path && bits) { tool_usage_error("quantize", "--plan and --bits exclude each other"); goto out; }
@@ -249,6 +262,12 @@ int cmd_quantize(int argc, char **argv)
     }
     if (sequential && !tokens_path && !text_path) {
         tool_usage_error("quantize", "--sequential needs calibration tokens: --tokens FILE or --text FILE");
+        goto out;
+    }
+    int seq_ggml = sequential && codec_s && codec_opt.type == MOEQ_CODEC_GGML;
+    for (int r = 0; r < n_rules; r++) seq_ggml |= sequential && rules[r].codec.type == MOEQ_CODEC_GGML;
+    if (seq_ggml) {   /* plans are checked per piece (moeq_gptq_piece) */
+        tool_usage_error("quantize", "--sequential takes int codecs only; for ggml codecs calibrate first and give --calib");
         goto out;
     }
     if (tokens_path && text_path) { tool_usage_error("quantize", "give --tokens or --text, not both"); goto out; }
@@ -318,7 +337,13 @@ int cmd_quantize(int argc, char **argv)
         snprintf(meta, sizeof meta, "{\"method\":\"%s\",\"plan\":\"%s\",\"scope\":\"%s\",\"zstd\":%lld%s%s}", method,
                  plan_path, scope ? "all" : "experts", (long long)zstd, act_order ? ",\"act_order\":true" : "",
                  sequential ? ",\"sequential\":true" : "");
-    else
+    else if (codec_s) {
+        char cs[32];
+        moeq_codec_format(&codec_opt, cs, sizeof cs);
+        snprintf(meta, sizeof meta, "{\"method\":\"%s\",\"codec\":\"%s\",\"scope\":\"%s\",\"zstd\":%lld%s%s}", method,
+                 cs, scope ? "all" : "experts", (long long)zstd, act_order ? ",\"act_order\":true" : "",
+                 sequential ? ",\"sequential\":true" : "");
+    } else
         snprintf(meta, sizeof meta, "{\"method\":\"%s\",\"bits\":%lld,\"group\":%lld,\"sym\":%s,\"scope\":\"%s\","
                  "\"zstd\":%lld%s%s}", method, (long long)bits, (long long)group, sym ? "true" : "false",
                  scope ? "all" : "experts", (long long)zstd, act_order ? ",\"act_order\":true" : "",
@@ -330,6 +355,7 @@ int cmd_quantize(int argc, char **argv)
                           .codec_for = plan_path ? q_codec_for : NULL, .quantize = gptq || rtn_calib ? q_quantize : NULL,
                           .cb_user = &q };
     if (plan_path) o.codec = (moeq_codec){ .type = MOEQ_CODEC_RAW, .dtype = MOEQ_DT_UNKNOWN };
+    if (codec_s) o.codec = codec_opt;
     moeq_quant_result res;
     double t0 = moeq_now();
     moeq_status st = MOEQ_OK;
@@ -354,7 +380,8 @@ int cmd_quantize(int argc, char **argv)
         snprintf(rules_txt + l, sizeof rules_txt - l, "%s%s=%s", r ? " " : "", rules[r].regex, cs);
     }
     moeq_resume_field_text(&rf[nrf++], "method", method);
-    snprintf(fv, sizeof fv, "%lld", (long long)bits);
+    if (codec_s) moeq_codec_format(&codec_opt, fv, sizeof fv);   /* a codec's spelling names bits, group, sym */
+    else snprintf(fv, sizeof fv, "%lld", (long long)bits);
     moeq_resume_field_text(&rf[nrf++], "bits", plan_path ? "plan" : fv);
     snprintf(fv, sizeof fv, "%lld", (long long)group);
     moeq_resume_field_text(&rf[nrf++], "group", plan_path ? "plan" : fv);
@@ -466,6 +493,11 @@ int cmd_quantize(int argc, char **argv)
                 if (c->experts[k] >= 0) json_array_append_new(ex, json_integer(c->experts[k]));
             json_object_set_new(o1, "layer", json_integer(c->layer));
             json_object_set_new(o1, "input", json_string(c->kind ? "down" : "gate_up"));
+            moeq_codec cc = { .type = c->gtype ? MOEQ_CODEC_GGML : MOEQ_CODEC_INT, .bits = c->bits, .group = c->group,
+                              .sym = c->sym, .gtype = c->gtype };
+            char ccs[32];
+            moeq_codec_format(&cc, ccs, sizeof ccs);
+            json_object_set_new(o1, "codec", json_string(ccs));
             json_object_set_new(o1, "bits", json_integer(c->bits));
             json_object_set_new(o1, "group", json_integer(c->group));
             json_object_set_new(o1, "sym", json_boolean(c->sym));

@@ -225,6 +225,33 @@ def padding(s):
     s["body"][end] = 1   # the padding after config.json
 
 
+def iq4nl_raw(rows, cols):
+    """IQ4_NL blocks of 32 (ggml's block_iq4_nl: f16 d, 16 bytes of 4-bit indices), row after row"""
+    return b"".join(f16(0.01 * (1 + (r + b) % 3)) + bytes(((r * 7 + b * 3 + k) * 37) & 0xFF for k in range(16))
+                    for r in range(rows) for b in range(cols // 32))
+
+
+G_IDX = 3 + 9   # s["tensors"] index of expert 0's w3 [I, H], raw in valid.moeq
+GN = L0 + "block_sparse_moe.experts.0.w3.weight"
+
+
+def ggml(gtype, data=None, shape=None, idx=G_IDX):
+    """expert 0's w3 (or tensor idx) as a ggml codec"""
+    def f(s):
+        t = s["tensors"][idx]
+        t["codec"] = {"type": "ggml", "ggml_type": gtype}
+        t["data"] = data if data is not None else iq4nl_raw(I, H)
+        if shape:
+            t["shape"] = shape
+    return at("blobs", f)
+
+
+def ggml_inf(s):
+    d = bytearray(iq4nl_raw(I, H))
+    d[3 * 18:3 * 18 + 2] = b"\x00\x7c"   # binary16 +Inf: d of row 3, block 0
+    ggml("IQ4_NL", bytes(d))(s, "blobs")
+
+
 # name, mutation, status, exit code, fragments of the message (besides the file name)
 CASES = [
     ("valid.moeq", None, "MOEQ_OK", 0, []),
@@ -281,6 +308,17 @@ CASES = [
      "MOEQ_ERR_FORMAT", 2, ["F-15", "tensor '%s'" % NN, "nope"]),
     ("source_gap.moeq", at("blobs", gap), "MOEQ_ERR_FORMAT", 2, ["F-15", "source '%s'" % WN, "cover"]),
     ("nan_scale.moeq", at("blobs", nan_scale), "MOEQ_ERR_NUMERIC", 3, ["F-16", "tensor '%s'" % WN, "NaN"]),
+    ("ggml_valid.moeq", ggml("IQ4_NL"), "MOEQ_OK", 0, []),
+    ("ggml_unknown_type.moeq", ggml("Q4_K_M"), "MOEQ_ERR_UNSUPPORTED", 2, ["F-12", "tensor '%s'" % GN, "Q4_K_M"]),
+    ("ggml_type_lowercase.moeq", ggml("iq4_nl"), "MOEQ_ERR_UNSUPPORTED", 2, ["F-12", "tensor '%s'" % GN, "iq4_nl"]),
+    ("ggml_cols_not_block.moeq", ggml("Q4_K", bytes(I * 144)), "MOEQ_ERR_UNSUPPORTED", 2,
+     ["F-12", "tensor '%s'" % GN, "block of 256", "nearest codec that fits is iq4_nl"]),
+    ("ggml_1d.moeq", ggml("IQ4_NL", iq4nl_raw(1, H), idx=1), "MOEQ_ERR_FORMAT", 2,
+     ["F-12", "tensor '%s'" % NN, "2-D shape"]),
+    ("ggml_size_mismatch.moeq", ggml("IQ4_NL", iq4nl_raw(I, H)[:-18]), "MOEQ_ERR_FORMAT", 2,
+     ["F-13", "tensor '%s'" % GN, "imply"]),
+    ("ggml_inf_scale.moeq", at("blobs", ggml_inf), "MOEQ_ERR_NUMERIC", 3,
+     ["F-16", "tensor '%s'" % GN, "block 0 of row 3", "Inf"]),
     ("inf_raw_value.moeq", at("blobs", lambda s: s["tensors"][1].__setitem__("data", struct.pack("<2H", 0x3F80, 0x7F80) + N_RAW[4:])),
      "MOEQ_ERR_NUMERIC", 3, ["'%s'" % NN]),
 ]
