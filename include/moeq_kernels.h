@@ -74,8 +74,13 @@ static inline int64_t moeq_wmat_ld(const moeq_wmat *w) { return w->ld > 0 ? w->l
 void moeq_ref_wgemm(const moeq_wmat *w, const float *X, int64_t n, int64_t ldx, int64_t r0, int64_t r1,
                     float *Y, int64_t ldy);
 
+/* The same with each x first rounded to bf16 (nearest even): the truth of the kernels that take
+ * bf16 activations (variant bf16, docs/KERNELS.md "Float weights"). */
+void moeq_ref_wgemm_bf16x(const moeq_wmat *w, const float *X, int64_t n, int64_t ldx, int64_t r0, int64_t r1,
+                          float *Y, int64_t ldy);
+
 typedef struct moeq_kernel_set {
-    const char *name;   /* "ref", "avx2", "avx512", "vnni" */
+    const char *name;   /* "ref", "avx2", "avx512", "vnni", "bf16", "bf16x2" */
     /* dst[(r - r0) * cols + c] = w[r][c] for r in [r0, r1) */
     void (*dequant)(const moeq_qmat *w, int64_t r0, int64_t r1, float *dst);
     /* y[r - r0] = sum_c w[r][c] x[c] for r in [r0, r1) */

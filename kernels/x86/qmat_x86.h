@@ -21,4 +21,13 @@ int moeq_vnni_gemm_x8(const moeq_qmat *w, const float *X, int64_t n, int64_t ldx
 /* Float-weight GEMM (wmat_avx2.c), moeq_kernel_set.wgemm of every x86 variant. */
 void moeq_avx2_wgemm(const moeq_wmat *w, const float *X, int64_t n, int64_t ldx, int64_t r0, int64_t r1,
                      float *Y, int64_t ldy);
+/* The vnni set's gemv and gemm (qmat_vnni.c), shared with the bf16 sets (wmat_avx512.c). */
+void moeq_vnni_gemv(const moeq_qmat *w, const float *x, int64_t r0, int64_t r1, float *y);
+void moeq_vnni_gemm(const moeq_qmat *w, const float *X, int64_t n, int64_t ldx, int64_t r0, int64_t r1,
+                    float *Y, int64_t ldy);
+/* AVX512-BF16 GEMM of bf16 weights (wmat_avx512.c): bf16 activations, or x split hi + lo. */
+void moeq_avx512bf16_wgemm(const moeq_wmat *w, const float *X, int64_t n, int64_t ldx, int64_t r0, int64_t r1,
+                           float *Y, int64_t ldy);
+void moeq_avx512bf16x2_wgemm(const moeq_wmat *w, const float *X, int64_t n, int64_t ldx, int64_t r0, int64_t r1,
+                             float *Y, int64_t ldy);
 #endif
