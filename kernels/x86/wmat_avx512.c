@@ -30,10 +30,10 @@
 #define TV 3    /* token vectors (16 tokens each) per register tile */
 #define MIN_TOKENS 16
 
-/* 16 x 16 transpose of 32-bit lanes: r[i] lane j -> r[j] lane i. */
-static inline void transpose16(__m512i r[16])
+/* 16 x 16 transpose of 32-bit lanes: r[i] lane j -> o[j] lane i (r is scratch). */
+static inline void transpose16(__m512i r[16], __m512i o[16])
 {
-    __m512i t[16];
+    __m512i *t = o;
     for (int i = 0; i < 16; i += 2) {
         t[i] = _mm512_unpacklo_epi32(r[i], r[i + 1]);
         t[i + 1] = _mm512_unpackhi_epi32(r[i], r[i + 1]);
@@ -48,12 +48,11 @@ static inline void transpose16(__m512i r[16])
     for (int i = 0; i < 4; i++) {
         __m512i a0 = _mm512_shuffle_i32x4(r[i], r[4 + i], 0x88), a1 = _mm512_shuffle_i32x4(r[i], r[4 + i], 0xdd);
         __m512i b0 = _mm512_shuffle_i32x4(r[8 + i], r[12 + i], 0x88), b1 = _mm512_shuffle_i32x4(r[8 + i], r[12 + i], 0xdd);
-        t[i] = _mm512_shuffle_i32x4(a0, b0, 0x88);
-        t[4 + i] = _mm512_shuffle_i32x4(a1, b1, 0x88);
-        t[8 + i] = _mm512_shuffle_i32x4(a0, b0, 0xdd);
-        t[12 + i] = _mm512_shuffle_i32x4(a1, b1, 0xdd);
+        o[i] = _mm512_shuffle_i32x4(a0, b0, 0x88);
+        o[4 + i] = _mm512_shuffle_i32x4(a1, b1, 0x88);
+        o[8 + i] = _mm512_shuffle_i32x4(a0, b0, 0xdd);
+        o[12 + i] = _mm512_shuffle_i32x4(a1, b1, 0xdd);
     }
-    for (int i = 0; i < 16; i++) r[i] = t[i];
 }
 
 /* 16 floats of x from column c (masked at the row's end) */
@@ -92,20 +91,59 @@ static void pack_x(const float *X, int64_t n, int64_t ldx, int64_t K, int split,
                 }
             }
             const int64_t nj = K2 - j0 < 16 ? K2 - j0 : 16;
-            transpose16(h);
-            for (int64_t j = 0; j < nj; j++) _mm512_storeu_si512(xp + (v * K2 + j0 + j) * 16, h[j]);
+            __m512i o[16];
+            transpose16(h, o);
+            for (int64_t j = 0; j < nj; j++) _mm512_storeu_si512(xp + (v * K2 + j0 + j) * 16, o[j]);
             if (split) {
-                transpose16(l);
-                for (int64_t j = 0; j < nj; j++) _mm512_storeu_si512(lo + (v * K2 + j0 + j) * 16, l[j]);
+                transpose16(l, o);
+                for (int64_t j = 0; j < nj; j++) _mm512_storeu_si512(lo + (v * K2 + j0 + j) * 16, o[j]);
             }
         }
 }
 
+/* Outputs of token vector v of a tile: acc[r][v] lane i is (row r, token 16 v + i). Two 8 x 8
+ * transposes in the 256-bit halves put token i's 8 rows in one half; stored to Y[i][0..R) for
+ * i < ni (R <= 8 rows kept). */
+static inline __attribute__((always_inline)) void store8x16(__m512 acc[RT][TV], int v, float *Y, int64_t ldy, int R,
+                                                            int64_t ni)
+{
+    __m512 t[8], u[8];
+    for (int i = 0; i < 4; i++) {
+        t[2 * i] = _mm512_unpacklo_ps(acc[2 * i][v], acc[2 * i + 1][v]);
+        t[2 * i + 1] = _mm512_unpackhi_ps(acc[2 * i][v], acc[2 * i + 1][v]);
+    }
+    for (int i = 0; i < 2; i++) {
+        u[4 * i + 0] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0x44);
+        u[4 * i + 1] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0xee);
+        u[4 * i + 2] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0x44);
+        u[4 * i + 3] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0xee);
+    }
+    /* as in AVX2's transpose8, per 256-bit half: u[i] (i < 4) holds rows 0..3 of tokens i, i + 4
+     * (blocks 0, 1) and i + 8, i + 12 (blocks 2, 3); u[i + 4] rows 4..7 of the same tokens */
+    const __mmask8 m = (__mmask8)((1u << R) - 1);
+    for (int i = 0; i < 4; i++) {
+        const __m512 lo = _mm512_shuffle_f32x4(u[i], u[i + 4], 0x88), hi = _mm512_shuffle_f32x4(u[i], u[i + 4], 0xdd);
+        /* lo = [u_i.0, u_i.2, u_i+4.0, u_i+4.2]: tokens i, i + 8 (rows 0..3), then rows 4..7 */
+        const __m512 a = _mm512_shuffle_f32x4(lo, lo, 0xd8), b = _mm512_shuffle_f32x4(hi, hi, 0xd8);
+        /* a = [u_i.0, u_i+4.0, u_i.2, u_i+4.2]: token i rows 0..7, token i + 8 rows 0..7;
+         * b the same for tokens i + 4, i + 12 */
+        const int64_t ti[4] = {i, i + 8, i + 4, i + 12};
+        const __m256 hv[4] = {_mm512_castps512_ps256(a), _mm512_extractf32x8_ps(a, 1), _mm512_castps512_ps256(b),
+                              _mm512_extractf32x8_ps(b, 1)};
+        for (int k = 0; k < 4; k++)
+            if (ti[k] < ni) {
+                if (R == RT) _mm256_storeu_ps(Y + ti[k] * ldy, hv[k]);
+                else _mm256_mask_storeu_ps(Y + ti[k] * ldy, m, hv[k]);
+            }
+    }
+}
+
 /* T token vectors (<= TV, constant after inlining) x RT rows over K2 pairs. w: RT row pointers;
  * xh (and xl when split): the tile's first token vector, vectors vs lanes apart; odd: the last
- * pair holds one column. out: [RT][TV * 16] (row-major, lane = token). */
+ * pair holds one column. Outputs to Y (row 0 of the tile, token 0), R rows and ni tokens kept. */
 static inline __attribute__((always_inline)) void tile(int T, int split, const uint16_t *const *w, const uint32_t *xh,
-                                                       const uint32_t *xl, int64_t K2, int64_t vs, int odd, float *out)
+                                                       const uint32_t *xl, int64_t K2, int64_t vs, int odd, float *Y,
+                                                       int64_t ldy, int R, int64_t ni)
 {
     __m512 acc[RT][TV];
 #pragma GCC unroll 8
@@ -134,17 +172,16 @@ static inline __attribute__((always_inline)) void tile(int T, int split, const u
             }
         }
     }
-#pragma GCC unroll 8
-    for (int r = 0; r < RT; r++)
 #pragma GCC unroll 3
-        for (int v = 0; v < T; v++) _mm512_storeu_ps(out + r * TV * 16 + v * 16, acc[r][v]);
+    for (int v = 0; v < T; v++) store8x16(acc, v, Y + v * 16 * ldy, ldy, R, ni - v * 16);
 }
 
-typedef void (*tile_fn)(const uint16_t *const *, const uint32_t *, const uint32_t *, int64_t, int64_t, int, float *);
+typedef void (*tile_fn)(const uint16_t *const *, const uint32_t *, const uint32_t *, int64_t, int64_t, int, float *,
+                        int64_t, int, int64_t);
 #define TILE(S, T) \
     static void tile_##S##_##T(const uint16_t *const *w, const uint32_t *xh, const uint32_t *xl, int64_t K2, int64_t vs, \
-                               int odd, float *out) \
-    { tile(T, S, w, xh, xl, K2, vs, odd, out); }
+                               int odd, float *Y, int64_t ldy, int R, int64_t ni) \
+    { tile(T, S, w, xh, xl, K2, vs, odd, Y, ldy, R, ni); }
 TILE(0, 1) TILE(0, 2) TILE(0, 3) TILE(1, 1) TILE(1, 2) TILE(1, 3)
 static const tile_fn tiles[2][TV] = { { tile_0_1, tile_0_2, tile_0_3 }, { tile_1_1, tile_1_2, tile_1_3 } };
 
@@ -201,19 +238,14 @@ static void wgemm_bf16(const moeq_wmat *w, const float *X, int64_t n, int64_t ld
     const uint32_t *xl = xp + ntv * vs;
     const uint16_t *base = w->data;
     const int64_t ld = moeq_wmat_ld(w);
-    float out[RT * TV * 16];
     for (int64_t r = r0; r < r1; r += RT) {
         const int R = r1 - r < RT ? (int)(r1 - r) : RT;
         const uint16_t *rows[RT];
         for (int j = 0; j < RT; j++) rows[j] = base + (size_t)(r + (j < R ? j : 0)) * (size_t)ld;
         for (int64_t v0 = 0; v0 < ntv; v0 += TV) {
             const int T = ntv - v0 < TV ? (int)(ntv - v0) : TV;
-            tiles[split][T - 1](rows, xp + v0 * vs, xl + v0 * vs, K2, vs, (int)(K & 1), out);
             const int64_t i0 = v0 * 16, ni = n - i0 < T * 16 ? n - i0 : T * 16;
-            for (int64_t i = 0; i < ni; i++) {
-                float *y = Y + (i0 + i) * ldy + (r - r0);
-                for (int j = 0; j < R; j++) y[j] = out[j * TV * 16 + i];
-            }
+            tiles[split][T - 1](rows, xp + v0 * vs, xl + v0 * vs, K2, vs, (int)(K & 1), Y + i0 * ldy + (r - r0), ldy, R, ni);
         }
     }
     free(xp);
