@@ -95,6 +95,16 @@ typedef struct moeq_kernel_set {
      * split rows and blocks over threads any way (tested). */
     void (*wgemm)(const moeq_wmat *w, const float *X, int64_t n, int64_t ldx, int64_t r0,
                   int64_t r1, float *Y, int64_t ldy);
+    /* Activations prepared once for several wgemm calls over the same n tokens (the row blocks
+     * of one matmul, an expert's gate and up); NULL in sets that prepare none. wx_bytes(n, K):
+     * the buffer's size, 0 when this n needs none. wx_prep fills the part of token vectors
+     * [v0, v1) (16 tokens each, ceil(n / 16) in all; disjoint ranges may run in parallel).
+     * wgemm_wx(w, buf, ...) = wgemm(w, ...) bit for bit, buf from wx_prep over every vector of
+     * the same X (or NULL: wgemm). */
+    size_t (*wx_bytes)(int64_t n, int64_t K);
+    void (*wx_prep)(const float *X, int64_t n, int64_t ldx, int64_t K, int64_t v0, int64_t v1, void *buf);
+    void (*wgemm_wx)(const moeq_wmat *w, const void *buf, const float *X, int64_t n, int64_t ldx, int64_t r0,
+                     int64_t r1, float *Y, int64_t ldy);
 } moeq_kernel_set;
 
 /* Reference kernels: plain C; dequant is w = scale * (q - zero) in float32, gemv/gemm dot the

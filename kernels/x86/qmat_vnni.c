@@ -278,4 +278,4 @@ void moeq_vnni_gemm(const moeq_qmat *w, const float *X, int64_t n, int64_t ldx, 
     moeq_x86_gemm(w, X, n, ldx, r0, r1, Y, ldy, moeq_avx2_dequant, moeq_vnni_gemv);
 }
 
-const moeq_kernel_set moeq_kernels_vnni = { "vnni", moeq_avx2_dequant, moeq_vnni_gemv, moeq_vnni_gemm, moeq_avx2_wgemm };
+const moeq_kernel_set moeq_kernels_vnni = { "vnni", moeq_avx2_dequant, moeq_vnni_gemv, moeq_vnni_gemm, moeq_avx2_wgemm, NULL, NULL, NULL };

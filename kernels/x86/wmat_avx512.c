@@ -65,12 +65,13 @@ static inline __m512 xload(const float *x, int64_t c, int64_t K)
 
 /* Activations of n tokens as bf16 pairs, [ntv][K2][16] 32-bit lanes (K2 = ceil(K / 2) pairs, an
  * odd K's last pair (x[K-1], 0)); tokens past n are zeros. split: also the low parts
- * (x - hi rounded), stored after the high parts (lo = xp + ntv * K2 * 16). */
-static void pack_x(const float *X, int64_t n, int64_t ldx, int64_t K, int split, uint32_t *xp)
+ * (x - hi rounded), stored after the high parts (lo = xp + ntv * K2 * 16). Token vectors
+ * [v0, v1) only. */
+static void pack_x(const float *X, int64_t n, int64_t ldx, int64_t K, int split, int64_t v0, int64_t v1, uint32_t *xp)
 {
     const int64_t K2 = (K + 1) / 2, ntv = (n + 15) / 16;
     uint32_t *lo = xp + ntv * K2 * 16;
-    for (int64_t v = 0; v < ntv; v++)
+    for (int64_t v = v0; v < v1; v++)
         for (int64_t j0 = 0; j0 < K2; j0 += 16) {
             __m512i h[16], l[16];
             for (int t = 0; t < 16; t++) {
@@ -208,8 +209,34 @@ static uint16_t *bf16_rows(const moeq_wmat *w, int64_t r0, int64_t r1)
     return b;
 }
 
+static size_t xbytes(int64_t n, int64_t K, int split)
+{
+    size_t b = (size_t)((n + 15) / 16 * ((K + 1) / 2) * 16) * 4 * (split ? 2 : 1);
+    return (b + 63) / 64 * 64;
+}
+
+/* rows [r0, r1) of bf16 w times the prepared activations xp of n tokens */
+static void mul_prepared(const moeq_wmat *w, const uint32_t *xp, int64_t n, int64_t r0, int64_t r1, float *Y, int64_t ldy,
+                         int split)
+{
+    const int64_t K = w->cols, K2 = (K + 1) / 2, ntv = (n + 15) / 16, vs = K2 * 16;
+    const uint32_t *xl = xp + ntv * vs;
+    const uint16_t *base = w->data;
+    const int64_t ld = moeq_wmat_ld(w);
+    for (int64_t r = r0; r < r1; r += RT) {
+        const int R = r1 - r < RT ? (int)(r1 - r) : RT;
+        const uint16_t *rows[RT];
+        for (int j = 0; j < RT; j++) rows[j] = base + (size_t)(r + (j < R ? j : 0)) * (size_t)ld;
+        for (int64_t v0 = 0; v0 < ntv; v0 += TV) {
+            const int T = ntv - v0 < TV ? (int)(ntv - v0) : TV;
+            const int64_t i0 = v0 * 16, ni = n - i0 < T * 16 ? n - i0 : T * 16;
+            tiles[split][T - 1](rows, xp + v0 * vs, xl + v0 * vs, K2, vs, (int)(K & 1), Y + i0 * ldy + (r - r0), ldy, R, ni);
+        }
+    }
+}
+
 static void wgemm_bf16(const moeq_wmat *w, const float *X, int64_t n, int64_t ldx, int64_t r0, int64_t r1, float *Y,
-                       int64_t ldy, int split)
+                       int64_t ldy, int split, const void *prepared)
 {
     if (n <= 0 || r1 <= r0) return;
     if (n < MIN_TOKENS || w->type == MOEQ_W_F16) {
@@ -225,46 +252,58 @@ static void wgemm_bf16(const moeq_wmat *w, const float *X, int64_t n, int64_t ld
             return;
         }
         const moeq_wmat wb = {MOEQ_W_BF16, r1 - r0, w->cols, b, 0};
-        wgemm_bf16(&wb, X, n, ldx, 0, r1 - r0, Y, ldy, split);
+        wgemm_bf16(&wb, X, n, ldx, 0, r1 - r0, Y, ldy, split, prepared);
         free(b);
         return;
     }
-    const int64_t K = w->cols, K2 = (K + 1) / 2, ntv = (n + 15) / 16, vs = K2 * 16;
-    size_t bytes = (size_t)(ntv * vs) * 4 * (split ? 2 : 1);
-    bytes = (bytes + 63) / 64 * 64;
-    uint32_t *xp = aligned_alloc(64, bytes);
-    if (!xp) return;
-    pack_x(X, n, ldx, K, split, xp);
-    const uint32_t *xl = xp + ntv * vs;
-    const uint16_t *base = w->data;
-    const int64_t ld = moeq_wmat_ld(w);
-    for (int64_t r = r0; r < r1; r += RT) {
-        const int R = r1 - r < RT ? (int)(r1 - r) : RT;
-        const uint16_t *rows[RT];
-        for (int j = 0; j < RT; j++) rows[j] = base + (size_t)(r + (j < R ? j : 0)) * (size_t)ld;
-        for (int64_t v0 = 0; v0 < ntv; v0 += TV) {
-            const int T = ntv - v0 < TV ? (int)(ntv - v0) : TV;
-            const int64_t i0 = v0 * 16, ni = n - i0 < T * 16 ? n - i0 : T * 16;
-            tiles[split][T - 1](rows, xp + v0 * vs, xl + v0 * vs, K2, vs, (int)(K & 1), Y + i0 * ldy + (r - r0), ldy, R, ni);
-        }
+    if (prepared) {
+        mul_prepared(w, prepared, n, r0, r1, Y, ldy, split);
+        return;
     }
+    const int64_t K = w->cols;
+    uint32_t *xp = aligned_alloc(64, xbytes(n, K, split));
+    if (!xp) return;
+    pack_x(X, n, ldx, K, split, 0, (n + 15) / 16, xp);
+    mul_prepared(w, xp, n, r0, r1, Y, ldy, split);
     free(xp);
 }
 
 void moeq_avx512bf16_wgemm(const moeq_wmat *w, const float *X, int64_t n, int64_t ldx, int64_t r0, int64_t r1,
                            float *Y, int64_t ldy)
 {
-    wgemm_bf16(w, X, n, ldx, r0, r1, Y, ldy, 0);
+    wgemm_bf16(w, X, n, ldx, r0, r1, Y, ldy, 0, NULL);
 }
 
 void moeq_avx512bf16x2_wgemm(const moeq_wmat *w, const float *X, int64_t n, int64_t ldx, int64_t r0, int64_t r1,
                              float *Y, int64_t ldy)
 {
-    wgemm_bf16(w, X, n, ldx, r0, r1, Y, ldy, 1);
+    wgemm_bf16(w, X, n, ldx, r0, r1, Y, ldy, 1, NULL);
+}
+
+/* Prepared activations (moeq_kernel_set.wx_*): the same packing, done once for several calls. */
+static size_t wx_bytes_1(int64_t n, int64_t K) { return n < MIN_TOKENS ? 0 : xbytes(n, K, 0); }
+static size_t wx_bytes_2(int64_t n, int64_t K) { return n < MIN_TOKENS ? 0 : xbytes(n, K, 1); }
+static void wx_prep_1(const float *X, int64_t n, int64_t ldx, int64_t K, int64_t v0, int64_t v1, void *buf)
+{
+    pack_x(X, n, ldx, K, 0, v0, v1, buf);
+}
+static void wx_prep_2(const float *X, int64_t n, int64_t ldx, int64_t K, int64_t v0, int64_t v1, void *buf)
+{
+    pack_x(X, n, ldx, K, 1, v0, v1, buf);
+}
+static void wgemm_wx_1(const moeq_wmat *w, const void *buf, const float *X, int64_t n, int64_t ldx, int64_t r0,
+                       int64_t r1, float *Y, int64_t ldy)
+{
+    wgemm_bf16(w, X, n, ldx, r0, r1, Y, ldy, 0, buf);
+}
+static void wgemm_wx_2(const moeq_wmat *w, const void *buf, const float *X, int64_t n, int64_t ldx, int64_t r0,
+                       int64_t r1, float *Y, int64_t ldy)
+{
+    wgemm_bf16(w, X, n, ldx, r0, r1, Y, ldy, 1, buf);
 }
 
 /* The packed codecs as in the vnni set (int8 activations), the bf16 weights through vdpbf16ps. */
 const moeq_kernel_set moeq_kernels_bf16 = { "bf16", moeq_avx2_dequant, moeq_vnni_gemv, moeq_vnni_gemm,
-                                            moeq_avx512bf16_wgemm };
+                                            moeq_avx512bf16_wgemm, wx_bytes_1, wx_prep_1, wgemm_wx_1 };
 const moeq_kernel_set moeq_kernels_bf16x2 = { "bf16x2", moeq_avx2_dequant, moeq_vnni_gemv, moeq_vnni_gemm,
-                                              moeq_avx512bf16x2_wgemm };
+                                              moeq_avx512bf16x2_wgemm, wx_bytes_2, wx_prep_2, wgemm_wx_2 };

@@ -212,6 +212,38 @@ static void test_bf16_as_f32_same_bits(void)
         }
 }
 
+/* Prepared activations (wx_prep, one vector at a time, in reverse order) then wgemm_wx give
+ * wgemm's bits, for bf16 and float32 weights and on either side of 16 tokens. */
+static void test_prepared_activations_same_bits(void)
+{
+    const int64_t R = 29, C = 77;
+    int sets = 0;
+    for (int v = 0; v < nfast; v++) {
+        const moeq_kernel_set *ks = fast[v];
+        if (!ks->wx_bytes) continue;
+        sets++;
+        for (int t = 0; t < 3; t++)
+            for (int64_t n = 7; n <= 60; n += 53) {
+                float *wide = malloc((size_t)(R * C) * 4), *X = malloc((size_t)(n * (C + 3)) * 4);
+                float *A = malloc((size_t)(n * R) * 4), *B = malloc((size_t)(n * R) * 4);
+                for (int64_t i = 0; i < n * (C + 3); i++) X[i] = frand();
+                void *d = make_w((moeq_wtype)t, R, C, wide);
+                moeq_wmat w = {(moeq_wtype)t, R, C, d, 0};
+                size_t bytes = ks->wx_bytes(n, C);
+                CHECK(n < 16 ? bytes == 0 : bytes > 0);
+                void *buf = bytes ? malloc(bytes) : NULL;
+                for (int64_t k = (n + 15) / 16 - 1; buf && k >= 0; k--) ks->wx_prep(X, n, C + 3, C, k, k + 1, buf);
+                ks->wgemm(&w, X, n, C + 3, 2, R, A, R);
+                ks->wgemm_wx(&w, buf, X, n, C + 3, 2, R, B, R);
+                int same = 1;
+                for (int64_t i = 0; i < n; i++) same &= !memcmp(A + i * R, B + i * R, (size_t)(R - 2) * 4);
+                CHECK_MSG(same, "%s %s n %lld: prepared activations change the result", ks->name, tname[t], (long long)n);
+                free(buf); free(d); free(wide); free(X); free(A); free(B);
+            }
+    }
+    printf("  sets with prepared activations: %d\n", sets);
+}
+
 static void test_nan_inf_carried(void)
 {
     const int64_t R = 7, C = 48, n = 5;
@@ -251,6 +283,7 @@ int main(void)
     RUN_TEST(test_strided_and_row_ranges);
     RUN_TEST(test_split_independent);
     RUN_TEST(test_bf16_as_f32_same_bits);
+    RUN_TEST(test_prepared_activations_same_bits);
     RUN_TEST(test_nan_inf_carried);
     HARNESS_EXIT();
 }
