@@ -105,6 +105,12 @@ typedef struct moeq_kernel_set {
     void (*wx_prep)(const float *X, int64_t n, int64_t ldx, int64_t K, int64_t v0, int64_t v1, void *buf);
     void (*wgemm_wx)(const moeq_wmat *w, const void *buf, const float *X, int64_t n, int64_t ldx, int64_t r0,
                      int64_t r1, float *Y, int64_t ldy);
+    /* Optional (NULL: none): gemm of two packed matrices of one shape and group over the same
+     * tokens, all rows (an expert's gate and up), the activations prepared (int8-quantized)
+     * once for both. Returns 1 when done, each result gemm's bit for bit; 0: not handled here
+     * (the caller runs gemm twice). */
+    int (*gemm_pair)(const moeq_qmat *a, const moeq_qmat *b, const float *X, int64_t n, int64_t ldx, float *Ya,
+                     float *Yb, int64_t ldy);
 } moeq_kernel_set;
 
 /* Reference kernels: plain C; dequant is w = scale * (q - zero) in float32, gemv/gemm dot the

@@ -509,9 +509,11 @@ static moeq_status moe_block(moeq_runner *r, int64_t layer, int64_t n, const moe
             s->we[j] = r->topk_w[(int64_t)rows[j] * K + slots[j]];
         }
         const moeq_kernel_set *ks = moeq_kernels();
-        if (packed) {
-            ks->gemm(mg.q, s->xe, ne, H, 0, I, s->ge, I);
-            ks->gemm(mu.q, s->xe, ne, H, 0, I, s->ue, I);
+        if (packed) {   /* gate and up over one preparation of the tokens where the set has one */
+            if (!ks->gemm_pair || !ks->gemm_pair(mg.q, mu.q, s->xe, ne, H, s->ge, s->ue, I)) {
+                ks->gemm(mg.q, s->xe, ne, H, 0, I, s->ge, I);
+                ks->gemm(mu.q, s->xe, ne, H, 0, I, s->ue, I);
+            }
         } else if (s->wx && !mg.gtype && !mu.gtype && wg.type == MOEQ_W_BF16 && wu.type == MOEQ_W_BF16 &&
                    ks->wx_bytes(ne, H)) {
             /* gate and up in one preparation of the tokens' activations */

@@ -278,4 +278,12 @@ void moeq_vnni_gemm(const moeq_qmat *w, const float *X, int64_t n, int64_t ldx, 
     moeq_x86_gemm(w, X, n, ldx, r0, r1, Y, ldy, moeq_avx2_dequant, moeq_vnni_gemv);
 }
 
-const moeq_kernel_set moeq_kernels_vnni = { "vnni", moeq_avx2_dequant, moeq_vnni_gemv, moeq_vnni_gemm, moeq_avx2_wgemm, NULL, NULL, NULL };
+/* gate and up of an expert: the int8 GEMM's activations quantized once (n >= 4, as gemm) */
+int moeq_vnni_gemm_pair(const moeq_qmat *a, const moeq_qmat *b, const float *X, int64_t n, int64_t ldx, float *Ya,
+                        float *Yb, int64_t ldy)
+{
+    return n >= 4 && moeq_vnni_gemm_x8_pair(a, b, X, n, ldx, Ya, Yb, ldy);
+}
+
+const moeq_kernel_set moeq_kernels_vnni = { "vnni", moeq_avx2_dequant, moeq_vnni_gemv, moeq_vnni_gemm, moeq_avx2_wgemm, NULL, NULL, NULL,
+                                            moeq_vnni_gemm_pair };
