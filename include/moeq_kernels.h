@@ -74,8 +74,13 @@ static inline int64_t moeq_wmat_ld(const moeq_wmat *w) { return w->ld > 0 ? w->l
 void moeq_ref_wgemm(const moeq_wmat *w, const float *X, int64_t n, int64_t ldx, int64_t r0, int64_t r1,
                     float *Y, int64_t ldy);
 
+/* The same with each x first rounded to bf16 (nearest even): the truth of the kernels that take
+ * bf16 activations (variant bf16, docs/KERNELS.md "Float weights"). */
+void moeq_ref_wgemm_bf16x(const moeq_wmat *w, const float *X, int64_t n, int64_t ldx, int64_t r0, int64_t r1,
+                          float *Y, int64_t ldy);
+
 typedef struct moeq_kernel_set {
-    const char *name;   /* "ref", "avx2", "avx512", "vnni" */
+    const char *name;   /* "ref", "avx2", "avx512", "vnni", "bf16", "bf16x2" */
     /* dst[(r - r0) * cols + c] = w[r][c] for r in [r0, r1) */
     void (*dequant)(const moeq_qmat *w, int64_t r0, int64_t r1, float *dst);
     /* y[r - r0] = sum_c w[r][c] x[c] for r in [r0, r1) */
@@ -90,6 +95,22 @@ typedef struct moeq_kernel_set {
      * split rows and blocks over threads any way (tested). */
     void (*wgemm)(const moeq_wmat *w, const float *X, int64_t n, int64_t ldx, int64_t r0,
                   int64_t r1, float *Y, int64_t ldy);
+    /* Activations prepared once for several wgemm calls over the same n tokens (the row blocks
+     * of one matmul, an expert's gate and up); NULL in sets that prepare none. wx_bytes(n, K):
+     * the buffer's size, 0 when this n needs none. wx_prep fills the part of token vectors
+     * [v0, v1) (16 tokens each, ceil(n / 16) in all; disjoint ranges may run in parallel).
+     * wgemm_wx(w, buf, ...) = wgemm(w, ...) bit for bit, buf from wx_prep over every vector of
+     * the same X (or NULL: wgemm). */
+    size_t (*wx_bytes)(int64_t n, int64_t K);
+    void (*wx_prep)(const float *X, int64_t n, int64_t ldx, int64_t K, int64_t v0, int64_t v1, void *buf);
+    void (*wgemm_wx)(const moeq_wmat *w, const void *buf, const float *X, int64_t n, int64_t ldx, int64_t r0,
+                     int64_t r1, float *Y, int64_t ldy);
+    /* Optional (NULL: none): gemm of two packed matrices of one shape and group over the same
+     * tokens, all rows (an expert's gate and up), the activations prepared (int8-quantized)
+     * once for both. Returns 1 when done, each result gemm's bit for bit; 0: not handled here
+     * (the caller runs gemm twice). */
+    int (*gemm_pair)(const moeq_qmat *a, const moeq_qmat *b, const float *X, int64_t n, int64_t ldx, float *Ya,
+                     float *Yb, int64_t ldy);
 } moeq_kernel_set;
 
 /* Reference kernels: plain C; dequant is w = scale * (q - zero) in float32, gemv/gemm dot the

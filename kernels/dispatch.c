@@ -1,5 +1,5 @@
 /* Runtime choice of the kernel variant (BLIS-style): the reference first, then the best the
- * CPU supports by cpuid; MOEQ_KERNEL=ref|avx2|avx512|vnni forces one so every variant can be
+ * CPU supports by cpuid; MOEQ_KERNEL=ref|avx2|avx512|vnni|bf16|bf16x2 forces one so every variant can be
  * tested on one machine. The choice is made once and cached. */
 #include "moeq_kernels.h"
 #include "kernels/x86/x86.h"
@@ -9,6 +9,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Of the two AVX512-BF16 sets, the one cpuid picks (docs/KERNELS.md: the accuracy measured) */
+#define MOEQ_KERNEL_BF16_DEFAULT "bf16x2"
+
 static const moeq_kernel_set *chosen;
 static char note[128];
 
@@ -17,7 +20,8 @@ static char note[128];
 
 /* The CPU's features straight from cpuid, and the OS's from XCR0: __builtin_cpu_supports
  * names differ between gcc and clang (clang 14 has no "f16c"), and this one list serves both. */
-enum { F_AVX2 = 1, F_FMA = 2, F_F16C = 4, F_AVX512 = 8, F_VNNI = 16, F_VBMI = 32, F_BITALG = 64, F_GFNI = 128 };
+enum { F_AVX2 = 1, F_FMA = 2, F_F16C = 4, F_AVX512 = 8, F_VNNI = 16, F_VBMI = 32, F_BITALG = 64, F_GFNI = 128,
+       F_BF16 = 256 };
 
 static unsigned x86_features(void)
 {
@@ -37,6 +41,8 @@ static unsigned x86_features(void)
     if (c & (1u << 8)) f |= F_GFNI;
     if (c & (1u << 11)) f |= F_VNNI;
     if (c & (1u << 12)) f |= F_BITALG;
+    unsigned a1, b1, c1, d1;   /* leaf 7 subleaf 1: AVX512_BF16 in eax bit 5 */
+    if (os_avx512 && __get_cpuid_count(7, 1, &a1, &b1, &c1, &d1) && (a1 & (1u << 5))) f |= F_BF16;
     return f;
 }
 
@@ -46,6 +52,8 @@ static int have_avx512(void) { return has(F_AVX2 | F_FMA | F_F16C | F_AVX512); }
 /* the int8-activation variant: VNNI dot products, VBMI/BITALG byte shuffles for 3-bit codes,
  * GFNI bit-field extraction */
 static int have_vnni(void) { return has(F_AVX2 | F_FMA | F_F16C | F_AVX512 | F_VNNI | F_VBMI | F_BITALG | F_GFNI); }
+/* vnni plus vdpbf16ps for the bf16 weights */
+static int have_bf16(void) { return have_vnni() && has(F_BF16); }
 #endif
 
 const moeq_kernel_set *moeq_kernels_get(const char *name)
@@ -55,6 +63,8 @@ const moeq_kernel_set *moeq_kernels_get(const char *name)
     if (!strcmp(name, "avx2") && have_avx2()) return &moeq_kernels_avx2;
     if (!strcmp(name, "avx512") && have_avx512()) return &moeq_kernels_avx512;
     if (!strcmp(name, "vnni") && have_vnni()) return &moeq_kernels_vnni;
+    if (!strcmp(name, "bf16") && have_bf16()) return &moeq_kernels_bf16;
+    if (!strcmp(name, "bf16x2") && have_bf16()) return &moeq_kernels_bf16x2;
 #endif
     return NULL;
 }
@@ -64,7 +74,8 @@ const moeq_kernel_set *moeq_kernels(void)
     const moeq_kernel_set *k = __atomic_load_n(&chosen, __ATOMIC_ACQUIRE);
     if (k) return k;
     const char *env = getenv("MOEQ_KERNEL");
-    const moeq_kernel_set *best = moeq_kernels_get("vnni");
+    const moeq_kernel_set *best = moeq_kernels_get(MOEQ_KERNEL_BF16_DEFAULT);
+    if (!best) best = moeq_kernels_get("vnni");
     if (!best) best = moeq_kernels_get("avx512");
     if (!best) best = moeq_kernels_get("avx2");
     if (!best) best = &moeq_kernels_ref;
@@ -73,7 +84,7 @@ const moeq_kernel_set *moeq_kernels(void)
         if (k) snprintf(note, sizeof note, "MOEQ_KERNEL=%s", env);
         else snprintf(note, sizeof note, "MOEQ_KERNEL=%.32s not available here; using %s", env, best->name);
     } else {
-        snprintf(note, sizeof note, "cpuid: best of vnni, avx512, avx2, ref");
+        snprintf(note, sizeof note, "cpuid: best of " MOEQ_KERNEL_BF16_DEFAULT ", vnni, avx512, avx2, ref");
     }
     if (!k) k = best;
     __atomic_store_n(&chosen, k, __ATOMIC_RELEASE);

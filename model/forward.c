@@ -15,6 +15,14 @@
 
 #define ATT_QBLOCK 64       /* queries per attention task: scores are [ATT_QBLOCK, n], never [n, n] */
 
+/* Tasks of a float-weight matmul: blocks of WTOK_BLOCK tokens x WROW_BLOCK rows. wgemm gives
+ * a (row, token) the same bits wherever its row falls and for any token block of 16 or more,
+ * so the fixed token blocks keep results independent of the thread count, and the rows only
+ * balance the threads. A task packs its rows' panels once for all its tokens: large token
+ * blocks (a window of 512 is one) pack each weight once. */
+#define WROW_BLOCK 64
+#define WTOK_BLOCK 512
+
 enum { PART_NONE = -1, PART_EMBED = -2, PART_HEAD = -3 };   /* runner->resident, besides layers */
 
 /* Workspace allocation: counts the bytes held and remembers a failure for one check. */
@@ -56,6 +64,7 @@ void moeq_runner_free(moeq_runner *r)
                      r->gate_scalar, r->router_logits, r->topk_w, r->slot_out, r->rope_cos,
                      r->rope_sin, r->kc, r->vt, r->w_sg, r->vbuf, r->rbias, r->lat_q, r->lat_kv, r->kvb,
                      r->lm_bias, r->f8buf, r->sinkbuf};
+    free(r->wx);
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
     free(r->topk_idx);
     free(r->e_count);
@@ -65,7 +74,7 @@ void moeq_runner_free(moeq_runner *r)
         for (int t = 0; t < r->nthreads; t++) {
             thread_scratch *s = &r->ts[t];
             free(s->xe); free(s->ge); free(s->ue);
-            free(s->ye); free(s->we); free(s->scores); free(s->lm); free(s->f8); free(s->eb);
+            free(s->ye); free(s->we); free(s->scores); free(s->lm); free(s->f8); free(s->eb); free(s->wx);
         }
         free(r->ts);
     }
@@ -152,6 +161,14 @@ moeq_status moeq_runner_create(const moeq_model *m, int64_t max_tokens, int thre
     /* experts the kernels cannot take as stored (FP8, MXFP4, gpt_oss's transposed layout) are
      * widened one at a time per thread */
     const int widen_experts = c->fp8 || c->mxfp4 || c->expert_layout == MOEQ_EXPERTS_GPTOSS;
+    /* activations prepared once per matmul token block / LM head / expert gate+up (kernel sets
+     * with wx_prep): blocks of WTOK_BLOCK tokens at wx_stride bytes */
+    const moeq_kernel_set *ks = moeq_kernels();
+    if (ks->wx_bytes) {
+        int64_t kmax = max64(max64(H, max64(r->q_dim, r->att_dim)), max64(max64(F, I), max64(c->q_lora_rank, c->kv_lora_rank)));
+        r->wx_stride = ks->wx_bytes(n < WTOK_BLOCK ? n : WTOK_BLOCK, kmax);
+        if (r->wx_stride) r->wx = ws_alloc(r, (size_t)((n + WTOK_BLOCK - 1) / WTOK_BLOCK) * r->wx_stride, 1);
+    }
     r->ts = ws_alloc(r, (size_t)r->nthreads, sizeof(thread_scratch));
     for (int t = 0; !r->alloc_failed && t < r->nthreads; t++) {
         thread_scratch *s = &r->ts[t];
@@ -164,6 +181,7 @@ moeq_status moeq_runner_create(const moeq_model *m, int64_t max_tokens, int thre
         s->lm = ws_alloc(r, (size_t)(LM_HEAD_CHUNK * H), sizeof(float));
         if (widen_experts) s->f8 = ws_alloc(r, (size_t)(I * H), sizeof(float));
         if (c->expert_bias) s->eb = ws_alloc(r, (size_t)(2 * I + H), sizeof(float));
+        if (ks->wx_bytes && ks->wx_bytes(n, H)) s->wx = ws_alloc(r, ks->wx_bytes(n, H), 1);
     }
     if (r->alloc_failed) {
         moeq_runner_free(r);
@@ -213,25 +231,48 @@ static moeq_wmat wmat_of(const moeq_mat *m)
     return w;
 }
 
-/* Tasks of a float-weight matmul: blocks of WTOK_BLOCK tokens x WROW_BLOCK rows. wgemm gives
- * a (row, token) the same bits wherever its row falls and for any token block of 16 or more,
- * so the fixed token blocks keep results independent of the thread count, and the rows only
- * balance the threads. A task packs its rows' panels once for all its tokens: large token
- * blocks (a window of 512 is one) pack each weight once. */
-#define WROW_BLOCK 64
-#define WTOK_BLOCK 512
+/* Whether the activations of a bf16 matmul of n tokens x K get prepared once (wx_prep) for its
+ * row blocks: the set prepares some and the runner's buffer holds them. */
+static int wx_on(const moeq_runner *r, const moeq_kernel_set *ks, const moeq_wmat *w, int64_t n, int64_t K)
+{
+    return r->wx && w->type == MOEQ_W_BF16 && ks->wx_bytes(n < WTOK_BLOCK ? n : WTOK_BLOCK, K) &&
+           ks->wx_bytes(n < WTOK_BLOCK ? n : WTOK_BLOCK, K) <= r->wx_stride;
+}
 
-/* Y[n, N] = X[n, K] · Wᵀ for a float W [N, K] as stored (no widened copy), split over threads. */
-static void par_wmatmul(int nthreads, const moeq_mat *W, const float *X, int64_t n, float *Y)
+/* Y[n, N] = X[n, K] · Wᵀ for a float W [N, K] as stored (no widened copy), split over threads.
+ * With prepared activations, one region: the token vectors are prepared in parallel, then the
+ * (row block, token block) tasks read them (bit for bit what wgemm does alone). */
+static void par_wmatmul(moeq_runner *r, const moeq_mat *W, const float *X, int64_t n, float *Y)
 {
     const moeq_kernel_set *ks = moeq_kernels();
     const moeq_wmat w = wmat_of(W);
     int64_t N = w.rows, K = w.cols, nrb = (N + WROW_BLOCK - 1) / WROW_BLOCK, ntb = (n + WTOK_BLOCK - 1) / WTOK_BLOCK;
-#pragma omp parallel for schedule(dynamic, 1) num_threads(nthreads) if (nrb * ntb > 1)
-    for (int64_t b = 0; b < nrb * ntb; b++) {
-        int64_t r0 = b % nrb * WROW_BLOCK, r1 = r0 + WROW_BLOCK < N ? r0 + WROW_BLOCK : N;
-        int64_t t0 = b / nrb * WTOK_BLOCK, t1 = t0 + WTOK_BLOCK < n ? t0 + WTOK_BLOCK : n;
-        ks->wgemm(&w, X + t0 * K, t1 - t0, K, r0, r1, Y + t0 * N + r0, N);
+    if (!wx_on(r, ks, &w, n, K)) {
+#pragma omp parallel for schedule(dynamic, 1) num_threads(r->nthreads) if (nrb * ntb > 1)
+        for (int64_t b = 0; b < nrb * ntb; b++) {
+            int64_t r0 = b % nrb * WROW_BLOCK, r1 = r0 + WROW_BLOCK < N ? r0 + WROW_BLOCK : N;
+            int64_t t0 = b / nrb * WTOK_BLOCK, t1 = t0 + WTOK_BLOCK < n ? t0 + WTOK_BLOCK : n;
+            ks->wgemm(&w, X + t0 * K, t1 - t0, K, r0, r1, Y + t0 * N + r0, N);
+        }
+        return;
+    }
+    const int64_t vpb = WTOK_BLOCK / 16, nv = ntb * vpb;   /* token vectors: vpb per block */
+    unsigned char *buf = r->wx;
+    const size_t stride = r->wx_stride;
+#pragma omp parallel num_threads(r->nthreads) if (nrb * ntb > 1)
+    {
+#pragma omp for schedule(static)
+        for (int64_t v = 0; v < nv; v++) {
+            int64_t tb = v / vpb, t0 = tb * WTOK_BLOCK, nb = t0 + WTOK_BLOCK < n ? WTOK_BLOCK : n - t0;
+            int64_t vi = v % vpb;
+            if (vi * 16 < nb) ks->wx_prep(X + t0 * K, nb, K, K, vi, vi + 1, buf + (size_t)tb * stride);
+        }
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t b = 0; b < nrb * ntb; b++) {
+            int64_t r0 = b % nrb * WROW_BLOCK, r1 = r0 + WROW_BLOCK < N ? r0 + WROW_BLOCK : N;
+            int64_t tb = b / nrb, t0 = tb * WTOK_BLOCK, t1 = t0 + WTOK_BLOCK < n ? t0 + WTOK_BLOCK : n;
+            ks->wgemm_wx(&w, buf + (size_t)tb * stride, X + t0 * K, t1 - t0, K, r0, r1, Y + t0 * N + r0, N);
+        }
     }
 }
 
@@ -272,14 +313,14 @@ static void linear(moeq_runner *r, const moeq_mat *W, const float *X, int64_t n,
     }
     if (moeq_mat_widens(W) && r->f8buf) {
         moeq_mat v = widen_f8(W, r->f8buf, 1);
-        par_wmatmul(r->nthreads, &v, X, n, Y);
+        par_wmatmul(r, &v, X, n, Y);
         return;
     }
     if (W->gtype) {   /* a GGUF block type: its kernels (moeq_ggml.h) split the rows over threads */
         moeq_ggml_gemm((moeq_ggml_type)W->gtype, W->data, W->rows, W->cols, X, n, Y);
         return;
     }
-    par_wmatmul(r->nthreads, W, X, n, Y);
+    par_wmatmul(r, W, X, n, Y);
 }
 
 static void rmsnorm_rows(const float *x, float *y, int64_t n, int64_t dim, int64_t stride,
@@ -487,9 +528,17 @@ static moeq_status moe_block(moeq_runner *r, int64_t layer, int64_t n, const moe
             s->we[j] = r->topk_w[(int64_t)rows[j] * K + slots[j]];
         }
         const moeq_kernel_set *ks = moeq_kernels();
-        if (packed) {
-            ks->gemm(mg.q, s->xe, ne, H, 0, I, s->ge, I);
-            ks->gemm(mu.q, s->xe, ne, H, 0, I, s->ue, I);
+        if (packed) {   /* gate and up over one preparation of the tokens where the set has one */
+            if (!ks->gemm_pair || !ks->gemm_pair(mg.q, mu.q, s->xe, ne, H, s->ge, s->ue, I)) {
+                ks->gemm(mg.q, s->xe, ne, H, 0, I, s->ge, I);
+                ks->gemm(mu.q, s->xe, ne, H, 0, I, s->ue, I);
+            }
+        } else if (s->wx && !mg.gtype && !mu.gtype && wg.type == MOEQ_W_BF16 && wu.type == MOEQ_W_BF16 &&
+                   ks->wx_bytes(ne, H)) {
+            /* gate and up in one preparation of the tokens' activations */
+            for (int64_t v = 0; v < (ne + 15) / 16; v++) ks->wx_prep(s->xe, ne, H, H, v, v + 1, s->wx);
+            ks->wgemm_wx(&wg, s->wx, s->xe, ne, H, 0, I, s->ge, I);
+            ks->wgemm_wx(&wu, s->wx, s->xe, ne, H, 0, I, s->ue, I);
         } else {
             expert_mm(ks, &mg, &wg, s->xe, ne, H, I, s->ge);
             if (moeq_mat_widens(&mu)) {
@@ -667,21 +716,33 @@ static void lm_head(moeq_runner *r, const float *x, int64_t n, float *logits)
     }
     const moeq_kernel_set *ks = moeq_kernels();
     int64_t nchunks = (V + LM_HEAD_CHUNK - 1) / LM_HEAD_CHUNK;
-#pragma omp parallel for schedule(dynamic, 1) num_threads(r->nthreads)
+    const moeq_wmat hw = wmat_of(head);
+    /* the tokens' activations prepared once for every chunk (the buffer holds n x H: see
+     * moeq_runner_create) */
+    const int prep = !head->q && head->dtype != MOEQ_DT_F8_E4M3 && !head->gtype && r->wx && hw.type == MOEQ_W_BF16 &&
+                     ks->wx_bytes(n, H) > 0;
+    const int64_t nv = prep ? (n + 15) / 16 : 0;
+#pragma omp parallel num_threads(r->nthreads)
+    {
+#pragma omp for schedule(static)
+    for (int64_t v = 0; v < nv; v++) ks->wx_prep(r->h, n, H, H, v, v + 1, r->wx);
+#pragma omp for schedule(dynamic, 1)
     for (int64_t b = 0; b < nchunks; b++) {
         int64_t v0 = b * LM_HEAD_CHUNK, v1 = v0 + LM_HEAD_CHUNK < V ? v0 + LM_HEAD_CHUNK : V;
         if (head->q || head->dtype == MOEQ_DT_F8_E4M3) {
             thread_scratch *s = &r->ts[omp_get_thread_num()];
             moeq_mat_to_f32(head, v0, v1, s->lm);
             moeq_sgemm_nt(n, v1 - v0, H, r->h, H, s->lm, H, 0.0f, logits + v0, V);
+        } else if (prep) {
+            ks->wgemm_wx(&hw, r->wx, r->h, n, H, v0, v1, logits + v0, V);
         } else {
-            moeq_wmat w = wmat_of(head);
-            ks->wgemm(&w, r->h, n, H, v0, v1, logits + v0, V);
+            ks->wgemm(&hw, r->h, n, H, v0, v1, logits + v0, V);
         }
         if (hb)
             for (int64_t t = 0; t < n; t++)
                 for (int64_t v = v0; v < v1; v++) logits[t * V + v] += hb[v];
         if (r->release) moeq_mat_release_rows(head, v0, v1);   /* a head is one part: ~vocab·H */
+    }
     }
 }
 

@@ -32,6 +32,7 @@ typedef struct thread_scratch {
     float *lm;               /* LM head rows [LM_HEAD_CHUNK, H] */
     float *f8;               /* one expert matrix widened [I, H] (FP8, MXFP4, strided), else NULL */
     float *eb;               /* one expert's gate, up, down biases [2I + H] (gpt_oss), else NULL */
+    void *wx;                /* an expert's prepared activations (kernel sets with wx_prep), else NULL */
 } thread_scratch;
 
 struct moeq_runner {
@@ -61,6 +62,8 @@ struct moeq_runner {
      * rows [n, heads * (nope + v)] */
     float *lat_q, *lat_kv, *kvb;
     float *f8buf;                                  /* one FP8 layer matrix widened (fp8 sources) */
+    void *wx;                                      /* prepared activations of a matmul (wx_prep), else NULL */
+    size_t wx_stride;                              /* bytes per block of WTOK_BLOCK tokens in wx */
     thread_scratch *ts;
     int release;           /* moeq_model_releases: drop a part's mapped pages when moving on */
     int64_t resident;      /* the part whose pages were touched last: a layer, PART_* */

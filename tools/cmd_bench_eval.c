@@ -18,7 +18,7 @@
 static const char *HELP =
     "usage: moeq bench eval MODEL (--tokens F | --text F) [--packed F.moeq] [--ctx-list 256,512]\n"
     "       [--max-tokens N] [--reps N] [--kld-tokens N] [--peer PATH --peer-model F.gguf --text F]\n"
-    "       [--no-calibrate] [--threads N] [--json] [-q]\n\n"
+    "       [--peer-packed F.gguf] [--no-calibrate] [--threads N] [--json] [-q]\n\n"
     "Runs `moeq eval` on MODEL (bf16/f16/f32 as stored) and on a packed copy (--packed, else a\n"
     "4-bit g64 RTN copy of the routed experts quantized into a temporary directory) at each ctx,\n"
     "each with OPENBLAS_CORETYPE as in the environment (Haswell when unset) and without it,\n"
@@ -28,6 +28,8 @@ static const char *HELP =
     "Calibrate: `moeq calibrate MODEL` wall-clock tokens/s over the same tokens, / eval's.\n"
     "--peer PATH: a llama-perplexity binary run on --peer-model (the same weights as GGUF) over\n"
     "the --text file at the same ctx and threads; its prompt-eval tokens/s and moeq's / peer's.\n"
+    "--peer-packed F.gguf: the peer's model for the packed weights (e.g. the packed copy exported\n"
+    "with `moeq export gguf`); without it both moeq runs are compared with --peer-model.\n"
     "--threads N: threads of every run (default 2).\n"
     "JSON: runs [{weights, ctx, tokens_per_s, tokens_per_s_no_coretype, coretype_ratio,\n"
     "peer_tokens_per_s, ratio}], kld [{kernel, kld_mean, kld_mean_ref, ratio}],\n"
@@ -138,6 +140,7 @@ int cmd_bench_eval(int argc, char **argv)
 {
     tool_common tc = {0};
     const char *model = NULL, *packed = NULL, *tokens = NULL, *text = NULL, *peer = NULL, *peer_model = NULL;
+    const char *peer_packed = NULL;
     const char *ctx_list = "256,512";
     int64_t max_tokens = 4096, reps = 2, kld_tokens = 256;
     int calibrate = 1;
@@ -152,6 +155,7 @@ int cmd_bench_eval(int argc, char **argv)
         else if (!strcmp(a, "--text")) { if (!(text = tool_value("bench eval", argc, argv, &i))) return 1; }
         else if (!strcmp(a, "--peer")) { if (!(peer = tool_value("bench eval", argc, argv, &i))) return 1; }
         else if (!strcmp(a, "--peer-model")) { if (!(peer_model = tool_value("bench eval", argc, argv, &i))) return 1; }
+        else if (!strcmp(a, "--peer-packed")) { if (!(peer_packed = tool_value("bench eval", argc, argv, &i))) return 1; }
         else if (!strcmp(a, "--ctx-list")) { if (!(ctx_list = tool_value("bench eval", argc, argv, &i))) return 1; }
         else if (!strcmp(a, "--no-calibrate")) calibrate = 0;
         else if (!strcmp(a, "--max-tokens") || !strcmp(a, "--reps") || !strcmp(a, "--kld-tokens")) {
@@ -165,6 +169,7 @@ int cmd_bench_eval(int argc, char **argv)
     if (!model) return tool_usage_error("bench eval", "missing MODEL");
     if (!tokens && !text) return tool_usage_error("bench eval", "give --tokens FILE or --text FILE");
     if (peer && (!peer_model || !text)) return tool_usage_error("bench eval", "--peer needs --peer-model F.gguf and --text F");
+    if (peer_packed && !peer) return tool_usage_error("bench eval", "--peer-packed needs --peer PATH");
     int64_t ctx[8];
     int nctx = parse_ctx_list(ctx_list, ctx, 8);
     if (nctx <= 0) return tool_usage_error("bench eval", "--ctx-list '%s' is not a list of integers >= 2", ctx_list);
@@ -217,14 +222,22 @@ int cmd_bench_eval(int argc, char **argv)
                     if (h) fprintf(h, "  run %lld: %-6s ctx %4lld %-28s %8.1f tokens/s\n", (long long)rep + 1, wname[w],
                                    (long long)ctx[c], e ? "OPENBLAS_CORETYPE unset" : ctset, v);
                 }
-    double peer_tps[8];
-    for (int c = 0; c < nctx; c++) peer_tps[c] = peer ? peer_run(peer, peer_model, text, ctx[c], threads) : NAN;
+    double peer_tps[8][2];   /* ctx, weights (the packed ones on --peer-packed when given) */
+    for (int c = 0; c < nctx; c++) {
+        peer_tps[c][0] = peer ? peer_run(peer, peer_model, text, ctx[c], threads) : NAN;
+        peer_tps[c][1] = peer && peer_packed ? peer_run(peer, peer_packed, text, ctx[c], threads) : peer_tps[c][0];
+        if (h && peer)
+            fprintf(h, "  peer ctx %4lld: %.1f tokens/s (%s)%s", (long long)ctx[c], peer_tps[c][0], peer_model,
+                    peer_packed ? "" : "\n");
+        if (h && peer && peer_packed) fprintf(h, ", %.1f tokens/s (%s)\n", peer_tps[c][1], peer_packed);
+    }
 
     /* KLD of the packed model against MODEL with each fast variant and with the reference */
-    const char *variants[] = {"ref", "avx2", "avx512", "vnni"};
-    double kld[4];
-    char kset[4][48];
-    for (int k = 0; k < 4; k++) {
+    enum { NV = 6 };
+    const char *variants[NV] = {"ref", "avx2", "avx512", "vnni", "bf16", "bf16x2"};
+    double kld[NV];
+    char kset[NV][48];
+    for (int k = 0; k < NV; k++) {
         kld[k] = NAN;
         if (k && !moeq_kernels_get(variants[k])) continue;
         snprintf(kset[k], sizeof kset[k], "MOEQ_KERNEL=%s", variants[k]);
@@ -260,9 +273,9 @@ int cmd_bench_eval(int argc, char **argv)
         for (int c = 0; c < nctx; c++)
             for (int w = 0; w < 2; w++)
                 fprintf(h, "%-7s %4lld  %8.1f  %11.1f  %5.3f  %13.1f  %9.3f\n", wname[w], (long long)ctx[c],
-                        tps[c][w][0], tps[c][w][1], tps[c][w][1] / tps[c][w][0], peer_tps[c],
-                        tps[c][w][0] / peer_tps[c]);
-        for (int k = 1; k < 4; k++)
+                        tps[c][w][0], tps[c][w][1], tps[c][w][1] / tps[c][w][0], peer_tps[c][w],
+                        tps[c][w][0] / peer_tps[c][w]);
+        for (int k = 1; k < NV; k++)
             if (kld[k] == kld[k])
                 fprintf(h, "KLD packed vs bf16: %s %.6g, ref %.6g, ratio %.4f (target <= 1.05)\n", variants[k], kld[k],
                         kld[0], kld[k] / kld[0]);
@@ -283,12 +296,13 @@ int cmd_bench_eval(int argc, char **argv)
                                     tps[c][w][1] == tps[c][w][1] ? json_real(tps[c][w][1]) : json_null());
                 double cr = tps[c][w][1] / tps[c][w][0];
                 json_object_set_new(r, "coretype_ratio", cr == cr ? json_real(cr) : json_null());
-                json_object_set_new(r, "peer_tokens_per_s", peer_tps[c] == peer_tps[c] ? json_real(peer_tps[c]) : json_null());
-                double pr = tps[c][w][0] / peer_tps[c];
+                json_object_set_new(r, "peer_tokens_per_s",
+                                    peer_tps[c][w] == peer_tps[c][w] ? json_real(peer_tps[c][w]) : json_null());
+                double pr = tps[c][w][0] / peer_tps[c][w];
                 json_object_set_new(r, "ratio", pr == pr ? json_real(pr) : json_null());
                 json_array_append_new(runs, r);
             }
-        for (int k = 1; k < 4; k++)
+        for (int k = 1; k < NV; k++)
             if (kld[k] == kld[k])
                 json_array_append_new(kl, json_pack("{ss sf sf sf}", "kernel", variants[k], "kld_mean", kld[k],
                                                     "kld_mean_ref", kld[0], "ratio", kld[k] / kld[0]));

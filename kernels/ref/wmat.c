@@ -30,3 +30,27 @@ void moeq_ref_wgemm(const moeq_wmat *w, const float *X, int64_t n, int64_t ldx, 
             Y[i * ldy + (r - r0)] = (float)s;
         }
 }
+
+/* x rounded to bf16 as vcvtne2ps2bf16 does: nearest even, NaN kept (quiet). */
+static float round_bf16(float x)
+{
+    uint32_t u;
+    memcpy(&u, &x, 4);
+    if ((u & 0x7fffffffu) > 0x7f800000u) u |= 0x00400000u;
+    else u += 0x7fffu + ((u >> 16) & 1);
+    u &= 0xffff0000u;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+void moeq_ref_wgemm_bf16x(const moeq_wmat *w, const float *X, int64_t n, int64_t ldx, int64_t r0, int64_t r1,
+                          float *Y, int64_t ldy)
+{
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t r = r0; r < r1; r++) {
+            double s = 0;
+            for (int64_t c = 0; c < w->cols; c++) s += weight(w, r, c) * (double)round_bf16(X[i * ldx + c]);
+            Y[i * ldy + (r - r0)] = (float)s;
+        }
+}

@@ -247,12 +247,14 @@ static const tile_fn tiles[RM][TM] = {
 
 /* ---- the call ----------------------------------------------------------------------------- */
 
-int moeq_vnni_gemm_x8(const moeq_qmat *w, const float *X, int64_t n, int64_t ldx, int64_t r0, int64_t r1,
-                      float *Y, int64_t ldy)
+/* The activations' side of the GEMM (quantized, transposed, zero terms per group): depends on X,
+ * the columns and the group only, so one preparation serves every matrix of that shape (an
+ * expert's gate and up). Returns the block to free (NULL: not handled, nothing to free). */
+static void *prep_x8(const moeq_qmat *w, const float *X, int64_t n, int64_t ldx, gctx *cp_out, uint8_t **w8_out,
+                     float **sf_out, float **szf_out)
 {
-    if (n < 1 || r1 <= r0 || w->cols % 32 || w->group % 32 ||
-        (w->bits != 2 && w->bits != 3 && w->bits != 4 && w->bits != 8))
-        return 0;
+    if (n < 1 || w->cols % 32 || w->group % 32 || (w->bits != 2 && w->bits != 3 && w->bits != 4 && w->bits != 8))
+        return NULL;
     gctx c;
     c.cols = w->cols;
     c.nb = w->cols / 32;
@@ -272,7 +274,7 @@ int moeq_vnni_gemm_x8(const moeq_qmat *w, const float *X, int64_t n, int64_t ldx
                   + (size_t)(c.npad * nbp) * 4                /* dxn: dx per token */
                   + 64 * 10;
     void *mem = malloc(need);
-    if (!mem) return 0;
+    if (!mem) return NULL;
     char *m = (char *)(((uintptr_t)mem + 63) & ~(uintptr_t)63);
 #define TAKE(ptr, bytes) do { ptr = (void *)m; m += ((size_t)(bytes) + 63) / 64 * 64; } while (0)
     int8_t *xn, *xt;
@@ -296,7 +298,7 @@ int moeq_vnni_gemm_x8(const moeq_qmat *w, const float *X, int64_t n, int64_t ldx
     for (int64_t i = 0; i < n; i++)
         if (!quantize_token(X + i * ldx, w->cols, xn + i * cp, dxn + i * nbp)) {
             free(mem);
-            return 0;
+            return NULL;
         }
     /* transposes: dxt[b][token]; xt[k][v][token][4 bytes] and, from it, sxq[b][token] (the sum
      * of a block's int8 values: dpbusd with all-ones bytes over its 8 k steps) */
@@ -333,6 +335,18 @@ int moeq_vnni_gemm_x8(const moeq_qmat *w, const float *X, int64_t n, int64_t ldx
     c.dxt = dxt;
     c.gsq = gsq;
 
+    *cp_out = c;
+    *w8_out = w8;
+    *sf_out = sf;
+    *szf_out = szf;
+    return mem;
+}
+
+/* rows [r0, r1) of w times the prepared activations (c, with w's scratch w8, sf, szf) */
+static void mul_x8(const moeq_qmat *w, const gctx *cc, uint8_t *w8, float *sf, float *szf, int64_t n, int64_t r0,
+                   int64_t r1, float *Y, int64_t ldy)
+{
+    const gctx c = *cc;
     const int64_t rb = moeq_qmat_row_bytes(w), ng = c.ng;
     const float zsym = (float)(1 << (w->bits - 1));
     float out[RM * TM * 16];
@@ -363,6 +377,37 @@ int moeq_vnni_gemm_x8(const moeq_qmat *w, const float *X, int64_t n, int64_t ldx
             }
         }
     }
+}
+
+int moeq_vnni_gemm_x8(const moeq_qmat *w, const float *X, int64_t n, int64_t ldx, int64_t r0, int64_t r1,
+                      float *Y, int64_t ldy)
+{
+    if (r1 <= r0) return 0;
+    gctx c;
+    uint8_t *w8;
+    float *sf, *szf;
+    void *mem = prep_x8(w, X, n, ldx, &c, &w8, &sf, &szf);
+    if (!mem) return 0;
+    mul_x8(w, &c, w8, sf, szf, n, r0, r1, Y, ldy);
     free(mem);
     return 1;
 }
+
+int moeq_vnni_gemm_x8_pair(const moeq_qmat *a, const moeq_qmat *b, const float *X, int64_t n, int64_t ldx, float *Ya,
+                           float *Yb, int64_t ldy)
+{
+    if (a->cols != b->cols || a->group != b->group || a->rows != b->rows) return 0;
+    gctx c;
+    uint8_t *w8;
+    float *sf, *szf;
+    void *mem = prep_x8(a, X, n, ldx, &c, &w8, &sf, &szf);
+    if (!mem) return 0;
+    const int okb = b->bits == 2 || b->bits == 3 || b->bits == 4 || b->bits == 8;
+    if (okb) {
+        mul_x8(a, &c, w8, sf, szf, n, 0, a->rows, Ya, ldy);
+        mul_x8(b, &c, w8, sf, szf, n, 0, b->rows, Yb, ldy);
+    }
+    free(mem);
+    return okb;
+}
+

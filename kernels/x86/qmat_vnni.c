@@ -255,7 +255,7 @@ ROWS(3)
 ROWS(4)
 ROWS(8)
 
-static void vnni_gemv(const moeq_qmat *w, const float *x, int64_t r0, int64_t r1, float *y)
+void moeq_vnni_gemv(const moeq_qmat *w, const float *x, int64_t r0, int64_t r1, float *y)
 {
     xprep p;
     if (!prep_x(w, x, &p)) {   /* NaN/Inf in x (the float kernel propagates it) or no memory */
@@ -271,11 +271,19 @@ static void vnni_gemv(const moeq_qmat *w, const float *x, int64_t r0, int64_t r1
     free(p.mem);
 }
 
-static void vnni_gemm(const moeq_qmat *w, const float *X, int64_t n, int64_t ldx, int64_t r0, int64_t r1,
+void moeq_vnni_gemm(const moeq_qmat *w, const float *X, int64_t n, int64_t ldx, int64_t r0, int64_t r1,
                       float *Y, int64_t ldy)
 {
     if (n >= 4 && moeq_vnni_gemm_x8(w, X, n, ldx, r0, r1, Y, ldy)) return;
-    moeq_x86_gemm(w, X, n, ldx, r0, r1, Y, ldy, moeq_avx2_dequant, vnni_gemv);
+    moeq_x86_gemm(w, X, n, ldx, r0, r1, Y, ldy, moeq_avx2_dequant, moeq_vnni_gemv);
 }
 
-const moeq_kernel_set moeq_kernels_vnni = { "vnni", moeq_avx2_dequant, vnni_gemv, vnni_gemm, moeq_avx2_wgemm };
+/* gate and up of an expert: the int8 GEMM's activations quantized once (n >= 4, as gemm) */
+int moeq_vnni_gemm_pair(const moeq_qmat *a, const moeq_qmat *b, const float *X, int64_t n, int64_t ldx, float *Ya,
+                        float *Yb, int64_t ldy)
+{
+    return n >= 4 && moeq_vnni_gemm_x8_pair(a, b, X, n, ldx, Ya, Yb, ldy);
+}
+
+const moeq_kernel_set moeq_kernels_vnni = { "vnni", moeq_avx2_dequant, moeq_vnni_gemv, moeq_vnni_gemm, moeq_avx2_wgemm, NULL, NULL, NULL,
+                                            moeq_vnni_gemm_pair };

@@ -18,7 +18,22 @@ void moeq_x86_gemm(const moeq_qmat *w, const float *X, int64_t n, int64_t ldx, i
  * dequantizes tiles and calls sgemm). Single-threaded. */
 int moeq_vnni_gemm_x8(const moeq_qmat *w, const float *X, int64_t n, int64_t ldx, int64_t r0, int64_t r1,
                       float *Y, int64_t ldy);
+/* Two matrices of the same shape and group (an expert's gate and up, full rows) over one
+ * preparation of X: each result equals moeq_vnni_gemm_x8's bit for bit. 0: not handled. */
+int moeq_vnni_gemm_x8_pair(const moeq_qmat *a, const moeq_qmat *b, const float *X, int64_t n, int64_t ldx, float *Ya,
+                           float *Yb, int64_t ldy);
 /* Float-weight GEMM (wmat_avx2.c), moeq_kernel_set.wgemm of every x86 variant. */
 void moeq_avx2_wgemm(const moeq_wmat *w, const float *X, int64_t n, int64_t ldx, int64_t r0, int64_t r1,
                      float *Y, int64_t ldy);
+/* The vnni set's gemv, gemm and gemm_pair (qmat_vnni.c), shared with the bf16 sets (wmat_avx512.c). */
+int moeq_vnni_gemm_pair(const moeq_qmat *a, const moeq_qmat *b, const float *X, int64_t n, int64_t ldx, float *Ya,
+                        float *Yb, int64_t ldy);
+void moeq_vnni_gemv(const moeq_qmat *w, const float *x, int64_t r0, int64_t r1, float *y);
+void moeq_vnni_gemm(const moeq_qmat *w, const float *X, int64_t n, int64_t ldx, int64_t r0, int64_t r1,
+                    float *Y, int64_t ldy);
+/* AVX512-BF16 GEMM of bf16 weights (wmat_avx512.c): bf16 activations, or x split hi + lo. */
+void moeq_avx512bf16_wgemm(const moeq_wmat *w, const float *X, int64_t n, int64_t ldx, int64_t r0, int64_t r1,
+                           float *Y, int64_t ldy);
+void moeq_avx512bf16x2_wgemm(const moeq_wmat *w, const float *X, int64_t n, int64_t ldx, int64_t r0, int64_t r1,
+                             float *Y, int64_t ldy);
 #endif

@@ -8,5 +8,7 @@
 extern const moeq_kernel_set moeq_kernels_avx2;
 extern const moeq_kernel_set moeq_kernels_avx512;
 extern const moeq_kernel_set moeq_kernels_vnni;
+extern const moeq_kernel_set moeq_kernels_bf16;     /* vnni + AVX512-BF16 wgemm, bf16 activations */
+extern const moeq_kernel_set moeq_kernels_bf16x2;   /* vnni + AVX512-BF16 wgemm, x as hi + lo */
 #endif
 #endif

@@ -2,7 +2,8 @@
  * moeq_ref_gemm_x8 within float32 rounding of its terms, at awkward sizes (every codec, groups
  * straddling or exceeding the 64-column transposes, short last groups, batches that are not a
  * multiple of 16, row ranges inside the matrix, strided X and Y); rounding ties of the
- * activations; NaN/Inf tokens refused; a row's bits independent of how rows are split. */
+ * activations; NaN/Inf tokens refused; a row's bits independent of how rows are split; gate and
+ * up over one preparation (moeq_vnni_gemm_x8_pair) equal to two GEMMs. */
 #include "harness.h"
 #include "qmat_testutil.h"
 #include "moeq_kernels.h"
@@ -149,11 +150,42 @@ static void test_row_split_invariant(void)
     }
 }
 
+/* gate and up over one preparation (gemm_pair): each result is the single GEMM's bit for bit,
+ * also when the two matrices have different bits; shapes that differ are not handled */
+static void test_pair_same_bits(void)
+{
+    if (!moeq_kernels_get("vnni")) return;
+    const int64_t R = 67, C = 160, n = 21;
+    const int pairs[][2] = { { 4, 4 }, { 4, 2 }, { 3, 8 } };
+    for (int pi = 0; pi < 3; pi++) {
+        qm a, b;
+        CHECK(make(&a, pairs[pi][0], 32, 0, R, C) == 0);
+        CHECK(make(&b, pairs[pi][1], 32, pi & 1, R, C) == 0);
+        float *X = malloc((size_t)(n * (C + 5)) * 4), *Ya = malloc((size_t)(n * R) * 4), *Yb = malloc((size_t)(n * R) * 4);
+        float *Za = malloc((size_t)(n * R) * 4), *Zb = malloc((size_t)(n * R) * 4);
+        for (int64_t i = 0; i < n * (C + 5); i++) X[i] = frand();
+        CHECK(moeq_vnni_gemm_x8(&a.q, X, n, C + 5, 0, R, Ya, R) == 1);
+        CHECK(moeq_vnni_gemm_x8(&b.q, X, n, C + 5, 0, R, Yb, R) == 1);
+        CHECK(moeq_vnni_gemm_x8_pair(&a.q, &b.q, X, n, C + 5, Za, Zb, R) == 1);
+        CHECK_MSG(!memcmp(Ya, Za, (size_t)(n * R) * 4) && !memcmp(Yb, Zb, (size_t)(n * R) * 4), "pair b%d/b%d",
+                  pairs[pi][0], pairs[pi][1]);
+        free(X); free(Ya); free(Yb); free(Za); free(Zb); free(a.raw); free(b.raw);
+    }
+    qm a, b;
+    CHECK(make(&a, 4, 32, 0, R, C) == 0);
+    CHECK(make(&b, 4, 64, 0, R, C) == 0);
+    float X[4 * 160], Y[4 * 67], Z[4 * 67];
+    for (int i = 0; i < 4 * 160; i++) X[i] = frand();
+    CHECK(moeq_vnni_gemm_x8_pair(&a.q, &b.q, X, 4, C, Y, Z, R) == 0);   /* groups differ */
+    free(a.raw); free(b.raw);
+}
+
 int main(void)
 {
     RUN_TEST(test_against_formula);
     RUN_TEST(test_rounding_ties);
     RUN_TEST(test_nonfinite_refused);
     RUN_TEST(test_row_split_invariant);
+    RUN_TEST(test_pair_same_bits);
     HARNESS_EXIT();
 }

@@ -3,7 +3,9 @@
  * reference at awkward sizes (rows, cols, tokens not multiples of the 3 x 4 x 16 tiles, n = 1,
  * 2, 3, 17, 100) within the float32 summation bound; strided X and Y; a (row, token) value
  * identical bit for bit however the rows and tokens are split (on either side of the batch size
- * where the kernel changes); NaN and Inf carried. */
+ * where the kernel changes); a bf16 matrix and its float32 values alike; NaN and Inf carried.
+ * The AVX512-BF16 variants: bf16 (x rounded to bf16) against the reference that rounds x
+ * first, bf16x2 (x as hi + lo) against the exact one. */
 #include "harness.h"
 #include "moeq_kernels.h"
 
@@ -89,15 +91,25 @@ static int one_case_ld(const moeq_kernel_set *ks, moeq_wtype type, int64_t R, in
     for (int64_t i = 0; i < n * ldx; i++) X[i] = frand() * (i % 29 == 3 ? 40.0f : 1.0f);
     for (int64_t i = 0; i < n * ldy; i++) Yr[i] = Yf[i] = -7.0f;
     moeq_wmat w = {type, R, C, d, ldw};
-    moeq_ref_wgemm(&w, X, n, ldx, r0, r1, Yr, ldy);
+    /* the vdpbf16ps kernels (bf16 weights, 16 tokens or more): bf16 x against the reference
+     * that rounds x first; x as hi + lo against the exact one, x kept to 2^-18 */
+    const int dp = type == MOEQ_W_BF16 && n >= 16 && !strncmp(ks->name, "bf16", 4);
+    const int bf16x = dp && !strcmp(ks->name, "bf16");
+    if (bf16x) moeq_ref_wgemm_bf16x(&w, X, n, ldx, r0, r1, Yr, ldy);
+    else moeq_ref_wgemm(&w, X, n, ldx, r0, r1, Yr, ldy);
     ks->wgemm(&w, X, n, ldx, r0, r1, Yf, ldy);
     int bad = 0;
     for (int64_t i = 0; i < n; i++) {
         for (int64_t r = r0; r < r1; r++) {
             double mag = 0;
             for (int64_t c = 0; c < C; c++) mag += fabs((double)wide[r * C + c] * X[i * ldx + c]);
-            /* lanes: C / 8 rounded FMAs, 3 adds across lanes, then one FMA per tail column */
-            double tol = ((double)(C / 16 * 2) + (double)(C % 16) + 4) * 0x1p-24 * mag + 1e-30;
+            /* dot tiles (n < 16): C / 8 rounded FMAs per lane, 3 adds across lanes, then one FMA
+             * per tail column; panels (n >= 16): one chain of C FMAs;
+             * vdpbf16ps: up to two roundings per pair of columns (two dot products when split) */
+            double tol = dp ? ((double)(2 * C) + 8) * 0x1p-24 * mag * (1 + 0x1p-8) + (bf16x ? 0 : 0x1p-17 * mag)
+                            : n >= 16 ? ((double)C + 4) * 0x1p-24 * mag   /* panels: one chain over k */
+                                      : ((double)(C / 16 * 2) + (double)(C % 16) + 4) * 0x1p-24 * mag;
+            tol += 1e-30;
             double e = fabs((double)Yf[i * ldy + r - r0] - Yr[i * ldy + r - r0]);
             if (!(e <= tol)) {
                 if (bad++ < 3)
@@ -119,12 +131,12 @@ static int one_case(const moeq_kernel_set *ks, moeq_wtype type, int64_t R, int64
     return one_case_ld(ks, type, R, C, C, n, r0, r1, ldx, ldy);
 }
 
-static const moeq_kernel_set *fast[4];
+static const moeq_kernel_set *fast[6];
 static int nfast;
 
 static void test_fast_against_reference(void)
 {
-    const int64_t rows[] = {1, 2, 5, 17, 100}, cols[] = {1, 7, 16, 33, 100, 256, 527}, ns[] = {1, 2, 3, 17, 100};
+    const int64_t rows[] = {1, 2, 5, 17, 100}, cols[] = {1, 7, 16, 33, 100, 256, 527}, ns[] = {1, 2, 3, 16, 17, 33, 49, 100};
     for (int v = 0; v < nfast; v++)
         for (int t = 0; t < 3; t++)
             for (size_t a = 0; a < sizeof rows / sizeof *rows; a++)
@@ -179,6 +191,59 @@ static void test_split_independent(void)
         }
 }
 
+/* A bf16 matrix and its widened float32 values give the same bits (the forward pass's
+ * overrides rely on it), on either side of 16 tokens. */
+static void test_bf16_as_f32_same_bits(void)
+{
+    const int64_t R = 37, C = 130;
+    for (int v = 0; v < nfast; v++)
+        for (int64_t n = 5; n <= 45; n += 40) {
+            float *wide = malloc((size_t)(R * C) * 4), *X = malloc((size_t)(n * C) * 4);
+            float *A = malloc((size_t)(n * R) * 4), *B = malloc((size_t)(n * R) * 4);
+            for (int64_t i = 0; i < n * C; i++) X[i] = frand();
+            void *d = make_w(MOEQ_W_BF16, R, C, wide);
+            moeq_wmat wb = {MOEQ_W_BF16, R, C, d, 0}, wf = {MOEQ_W_F32, R, C, wide, 0};
+            fast[v]->wgemm(&wb, X, n, C, 3, R, A, R);
+            fast[v]->wgemm(&wf, X, n, C, 3, R, B, R);
+            int same = 1;
+            for (int64_t i = 0; i < n; i++) same &= !memcmp(A + i * R, B + i * R, (size_t)(R - 3) * 4);
+            CHECK_MSG(same, "%s n %lld: bf16 and its float32 values differ", fast[v]->name, (long long)n);
+            free(d); free(wide); free(X); free(A); free(B);
+        }
+}
+
+/* Prepared activations (wx_prep, one vector at a time, in reverse order) then wgemm_wx give
+ * wgemm's bits, for bf16 and float32 weights and on either side of 16 tokens. */
+static void test_prepared_activations_same_bits(void)
+{
+    const int64_t R = 29, C = 77;
+    int sets = 0;
+    for (int v = 0; v < nfast; v++) {
+        const moeq_kernel_set *ks = fast[v];
+        if (!ks->wx_bytes) continue;
+        sets++;
+        for (int t = 0; t < 3; t++)
+            for (int64_t n = 7; n <= 60; n += 53) {
+                float *wide = malloc((size_t)(R * C) * 4), *X = malloc((size_t)(n * (C + 3)) * 4);
+                float *A = malloc((size_t)(n * R) * 4), *B = malloc((size_t)(n * R) * 4);
+                for (int64_t i = 0; i < n * (C + 3); i++) X[i] = frand();
+                void *d = make_w((moeq_wtype)t, R, C, wide);
+                moeq_wmat w = {(moeq_wtype)t, R, C, d, 0};
+                size_t bytes = ks->wx_bytes(n, C);
+                CHECK(n < 16 ? bytes == 0 : bytes > 0);
+                void *buf = bytes ? malloc(bytes) : NULL;
+                for (int64_t k = (n + 15) / 16 - 1; buf && k >= 0; k--) ks->wx_prep(X, n, C + 3, C, k, k + 1, buf);
+                ks->wgemm(&w, X, n, C + 3, 2, R, A, R);
+                ks->wgemm_wx(&w, buf, X, n, C + 3, 2, R, B, R);
+                int same = 1;
+                for (int64_t i = 0; i < n; i++) same &= !memcmp(A + i * R, B + i * R, (size_t)(R - 2) * 4);
+                CHECK_MSG(same, "%s %s n %lld: prepared activations change the result", ks->name, tname[t], (long long)n);
+                free(buf); free(d); free(wide); free(X); free(A); free(B);
+            }
+    }
+    printf("  sets with prepared activations: %d\n", sets);
+}
+
 static void test_nan_inf_carried(void)
 {
     const int64_t R = 7, C = 48, n = 5;
@@ -203,8 +268,8 @@ static void test_nan_inf_carried(void)
 
 int main(void)
 {
-    const char *names[] = {"avx2", "avx512", "vnni"};
-    for (int i = 0; i < 3; i++) {
+    const char *names[] = {"avx2", "avx512", "vnni", "bf16", "bf16x2"};
+    for (int i = 0; i < 5; i++) {
         const moeq_kernel_set *k = moeq_kernels_get(names[i]);
         if (k && k->wgemm != moeq_ref_wgemm) {
             int dup = 0;
@@ -217,6 +282,8 @@ int main(void)
     RUN_TEST(test_fast_against_reference);
     RUN_TEST(test_strided_and_row_ranges);
     RUN_TEST(test_split_independent);
+    RUN_TEST(test_bf16_as_f32_same_bits);
+    RUN_TEST(test_prepared_activations_same_bits);
     RUN_TEST(test_nan_inf_carried);
     HARNESS_EXIT();
 }
