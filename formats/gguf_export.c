@@ -329,6 +329,7 @@ typedef struct ex {
     double *hbuf;
     float *imp;
     json_t *fallbacks;
+    unsigned char *plan_used;   /* [o->n_plan]: the plan's entry named a tensor of the file */
 } ex;
 
 static out_tensor *push(ex *x, const char *fmt, int64_t l)
@@ -364,8 +365,9 @@ static int source_type(const moeq_mat *v)
 
 /* llama-quantize's fallbacks (src/llama-quant.cpp tensor_type_fallback) for a row size the
  * 256-blocks do not divide. */
-static int fallback_type(int t, int64_t ne0)
+int moeq_gguf_fallback_type(int t, int64_t ne0)
 {
+    if (moeq_gguf_row_bytes(t, ne0) && moeq_gguf_type_computable(t)) return t;
     int f = t;
     switch (t) {
     case 10: case 11: f = 2; break;   /* Q2_K, Q3_K -> Q4_0 */
@@ -399,12 +401,14 @@ static moeq_status choose_type(ex *x, out_tensor *t, int src_type)
                              "--requantize", moeq_model_path(x->m), t->name);
         want = 8;
     }
+    for (int i = 0; i < o->n_plan; i++)   /* --plan: the planned type of this tensor */
+        if (!strcmp(o->plan_names[i], t->name)) { want = o->plan_types[i]; x->plan_used[i] = 1; }
     for (int r = 0; r < o->n_rules; r++)
         if (regexec(&x->re[r], t->name, 0, NULL, 0) == 0) want = o->rule_types[r];
     if (want < 0) want = 1;
     const moeq_gguf_type *wt = moeq_gguf_type_get(want);
     if (!moeq_gguf_row_bytes(want, t->ne[0])) {
-        int f = fallback_type(want, t->ne[0]);
+        int f = moeq_gguf_fallback_type(want, t->ne[0]);
         t->fallback_from = wt->name;
         json_t *fb = json_object();
         json_object_set_new(fb, "tensor", json_string(t->name));
@@ -707,12 +711,11 @@ static moeq_status write_gptq(ex *x, moeq_gguf_writer *w, const out_tensor *t, c
     return st;
 }
 
-moeq_status moeq_gguf_export(const moeq_model *m, const char *out_path, const moeq_gguf_export_opts *o,
-                             moeq_gguf_export_result *res, moeq_error *err)
+/* The GGUF architecture of m, or the reason llama.cpp's graph for it would compute another model. */
+static moeq_status check_arch(const moeq_model *m, const moeq_gguf_arch **out, moeq_error *err)
 {
-    memset(res, 0, sizeof *res);
     const moeq_config *c = moeq_model_config(m);
-    const moeq_gguf_arch *a = moeq_gguf_arch_of_model_type(c->model_type);
+    const moeq_gguf_arch *a = *out = moeq_gguf_arch_of_model_type(c->model_type);
     if (!a) {
         char list[128];
         moeq_gguf_arch_list(list, sizeof list);
@@ -729,8 +732,18 @@ moeq_status moeq_gguf_export(const moeq_model *m, const char *out_path, const mo
         return moeq_fail(err, MOEQ_ERR_UNSUPPORTED, "%s: %lld KV heads for %lld heads: llama.cpp's olmoe graph norms "
                          "k over the whole width (attn_k_norm {n_embd}), so head_count_kv must equal head_count",
                          moeq_model_path(m), (long long)c->kv_heads, (long long)c->heads);
+    return MOEQ_OK;
+}
+
+moeq_status moeq_gguf_export(const moeq_model *m, const char *out_path, const moeq_gguf_export_opts *o,
+                             moeq_gguf_export_result *res, moeq_error *err)
+{
+    memset(res, 0, sizeof *res);
+    const moeq_config *c = moeq_model_config(m);
+    const moeq_gguf_arch *a = NULL;
+    moeq_status st = check_arch(m, &a, err);
+    if (st) return st;
     ex x = { .m = m, .c = c, .a = a, .o = o, .err = err };
-    moeq_status st = MOEQ_OK;
     moeq_gguf_writer *w = NULL;
     float *row = NULL;
     unsigned char *obuf = NULL;
@@ -753,7 +766,14 @@ moeq_status moeq_gguf_export(const moeq_model *m, const char *out_path, const mo
         x.imp = malloc((size_t)dmax * sizeof *x.imp);
         if (!x.hbuf || !x.imp) { st = moeq_fail(err, MOEQ_ERR_NOMEM, "export: out of memory"); goto out; }
     }
+    if (o->n_plan && !(x.plan_used = calloc((size_t)o->n_plan, 1))) { st = moeq_fail(err, MOEQ_ERR_NOMEM, "export: out of memory"); goto out; }
     if ((st = list_tensors(&x))) goto out;
+    for (int i = 0; i < o->n_plan; i++)
+        if (!x.plan_used[i]) {
+            st = moeq_fail(err, MOEQ_ERR_FORMAT, "export: --plan: entry %d names '%s', which is not a quantizable "
+                           "matrix of this model's GGUF (a plan of another model or scope?)", i, o->plan_names[i]);
+            goto out;
+        }
     if ((st = moeq_gguf_writer_create(out_path, &w, err))) goto out;
     src_files sf = { .m = m };
     const char *mp = moeq_model_path(m);
@@ -833,11 +853,46 @@ out:
     for (int r = 0; r < n_re; r++) regfree(&x.re[r]);
     free(x.re);
     free(x.t);
+    free(x.plan_used);
     free(row);
     free(obuf);
     free(x.hbuf);
     free(x.imp);
     moeq_calib_file_close(x.calib);
+    json_decref(x.fallbacks);
+    return st;
+}
+
+moeq_status moeq_gguf_export_matrices(const moeq_model *m, moeq_gguf_matrix **out, size_t *n, moeq_error *err)
+{
+    *out = NULL;
+    *n = 0;
+    const moeq_gguf_arch *a = NULL;
+    moeq_status st = check_arch(m, &a, err);
+    if (st) return st;
+    /* as an F32 export would list them: every matrix, none refused for its stored codec */
+    moeq_gguf_export_opts o = { .type = 0 };
+    ex x = { .m = m, .c = moeq_model_config(m), .a = a, .o = &o, .err = err };
+    x.fallbacks = json_array();
+    if (!x.fallbacks) return moeq_fail(err, MOEQ_ERR_NOMEM, "out of memory");
+    if ((st = list_tensors(&x)) == MOEQ_OK) {
+        moeq_gguf_matrix *r = calloc(x.n ? x.n : 1, sizeof *r);
+        if (!r) st = moeq_fail(err, MOEQ_ERR_NOMEM, "out of memory");
+        for (size_t i = 0; r && i < x.n; i++) {
+            const out_tensor *t = &x.t[i];
+            if (t->kind == K_VEC || t->is_router) continue;
+            moeq_gguf_matrix *g = &r[(*n)++];
+            snprintf(g->name, sizeof g->name, "%s", t->name);
+            g->cols = t->ne[0];
+            g->rows = t->nd > 1 ? t->ne[1] : 1;
+            g->layer = t->kind == K_EXPERTS ? t->layer : -1;
+            g->experts = t->kind == K_EXPERTS ? t->ne[2] : 0;
+            g->proj = t->proj;
+            if (t->kind == K_MAT) g->mat = t->mat;
+        }
+        *out = r;
+    }
+    free(x.t);
     json_decref(x.fallbacks);
     return st;
 }
