@@ -4,7 +4,8 @@
 # held-out ids through controlledEvaluate (tests/node/ppl.mjs, moeq eval's windows);
 # @huggingface/gguf 0.4.6 parses every header as an independent reader.
 # - F32, BF16, F16, Q8_0 exports: llama.cpp's perplexity equals moeq eval of the same GGUF within 0.3%.
-# - Q4_0, Q4_1 (and Q4_K, IQ4_XS by GPTQ on tiny-qwen3moe-256): X.gguf exported, then `moeq export gguf X.gguf --type F32` (the dequantized weights):
+# - Q4_0, Q4_1 (and Q4_K, IQ4_XS by GPTQ on tiny-qwen3moe-256, and a plan --target gguf mix of
+#   Q3_K/Q4_K/Q6_K): X.gguf exported, then `moeq export gguf X.gguf --type F32` (the dequantized weights):
 #   llama.cpp's perplexity of that equals moeq eval X.gguf within 0.3%; llama.cpp's own perplexity
 #   of X.gguf (activations quantized to 8 bits in its matmuls) is reported beside it.
 # Fails (never skips) when npm cannot install the consumer. MOEQ_TEST_QUICK (the ASan run): one model.
@@ -35,6 +36,11 @@ for p in $plan; do
     files="$files $TMPD/$f.$ty.F32.gguf"
   done
 done
+# a mixed-type export planned by moeq plan --target gguf (docs/plan.md), GPTQ on each type's grid
+"$MOEQ" plan $FX/$K --target gguf --budget 4.2 --types Q3_K,Q4_K,Q6_K --calib "$TMPD/k.h5" -o "$TMPD/plan.json" -q || echo "FAIL plan --target gguf"
+"$MOEQ" export gguf $FX/$K -o "$TMPD/$K.plan.gguf" --plan "$TMPD/plan.json" --method gptq --calib "$TMPD/k.h5" -q || echo "FAIL export gguf --plan"
+"$MOEQ" export gguf "$TMPD/$K.plan.gguf" -o "$TMPD/$K.plan.F32.gguf" --type F32 -q || echo "FAIL export gguf $K.plan.gguf --type F32"
+files="$files $TMPD/$K.plan.gguf $TMPD/$K.plan.F32.gguf"
 for ty in $kq; do
   "$MOEQ" export gguf $FX/$K -o "$TMPD/$K.$ty.gguf" --type $ty --method gptq --calib "$TMPD/k.h5" -q || echo "FAIL export gguf $K --type $ty --method gptq"
   "$MOEQ" export gguf "$TMPD/$K.$ty.gguf" -o "$TMPD/$K.$ty.F32.gguf" --type F32 -q || echo "FAIL export gguf $K.$ty.gguf --type F32"
@@ -57,7 +63,7 @@ check_lower() {   # check_lower MODEL TYPE
   close "$lf" "$mp" && echo "PASS llama.cpp $1 $2 dequantized to F32: ppl $lf, moeq eval of the $2 file $mp (within 0.3%); llama.cpp on the $2 file itself: $lq" \
     || echo "FAIL llama.cpp $1 $2 dequantized: ppl $lf, moeq eval of the $2 file $mp; llama.cpp on $2: $lq"
 }
-for ty in $kq; do check_lower $K $ty; done
+for ty in $kq plan; do check_lower $K $ty; done
 for p in $plan; do
   f=${p%%:*}; r=${p#*:}; exact=$(echo "${r%%:*}" | tr , ' '); lower=$(echo "${r#*:}" | tr , ' ')
   H=$(python3 -c "import json; print(json.load(open('$FX/$f/config.json'))['hidden_size'])")
