@@ -309,6 +309,8 @@ typedef struct out_tensor {
     int64_t layer;              /* K_EXPERTS */
     moeq_proj proj;
     int64_t permute_heads;      /* llama q/k: heads to interleave, 0 for none */
+    int64_t kv_repeat, kv_hd;   /* olmoe k/v (and k norm) with grouped KV heads: each KV head of kv_hd
+                                   rows written kv_repeat times (MHA, the same attention: see list_tensors) */
     int64_t ne[3];
     int nd;
     int type;
@@ -330,6 +332,7 @@ typedef struct ex {
     float *imp;
     json_t *fallbacks;
     unsigned char *plan_used;   /* [o->n_plan]: the plan's entry named a tensor of the file */
+    int64_t kv_repeat;          /* > 1: olmoe's grouped KV heads written as heads (MHA) */
 } ex;
 
 static out_tensor *push(ex *x, const char *fmt, int64_t l)
@@ -472,12 +475,32 @@ static moeq_status add_experts(ex *x, const char *name, int64_t l, moeq_proj p)
     return choose_type(x, t, source_type(&v));
 }
 
+/* OLMoE with grouped KV heads: llama.cpp's olmoe graph norms k over {n_embd} (attn_k_norm), so
+ * the GGUF has as many KV heads as query heads. Writing each KV head's k/v rows (and k norm
+ * weights) once per query head of its group is the same attention exactly: query head h used KV
+ * head h / g, and the whole-width RMS of k is unchanged by repeating every head g times. Applies
+ * to the tensor just listed (a no-op when nothing was listed or no expansion is needed). */
+static moeq_status kv_expand(ex *x)
+{
+    if (x->kv_repeat <= 1 || x->n == 0) return MOEQ_OK;
+    out_tensor *t = &x->t[x->n - 1];
+    const char *n = strchr(t->name + 4, '.');
+    if (!n || (strcmp(n, ".attn_k.weight") && strcmp(n, ".attn_v.weight") && strcmp(n, ".attn_k_norm.weight")) ||
+        t->kv_repeat)
+        return MOEQ_OK;
+    t->kv_repeat = x->kv_repeat;
+    t->kv_hd = x->c->head_dim;
+    t->ne[t->nd == 1 ? 0 : 1] *= x->kv_repeat;
+    return MOEQ_OK;
+}
+
 static moeq_status list_tensors(ex *x)
 {
     const moeq_model *m = x->m;
     const moeq_config *c = x->c;
     moeq_status st;
     int perm = x->a->permute_qk;
+    x->kv_repeat = !strcmp(x->a->arch, "olmoe") && c->kv_heads < c->heads ? c->heads / c->kv_heads : 1;
     if ((st = add_mat(x, "token_embd.weight", -1, moeq_model_embed(m), 0, 0))) return st;
     for (int64_t l = 0; l < c->layers; l++) {
         const moeq_layer_view *L = moeq_model_layer(m, l);
@@ -486,13 +509,13 @@ static moeq_status list_tensors(ex *x)
                              "has MoE layers only", moeq_model_path(m), (long long)l, x->a->arch);
         if ((st = add_vec(x, "attn_norm.weight", l, &L->attn_norm)) ||
             (st = add_mat(x, "attn_q.weight", l, &L->q, perm ? c->heads : 0, 0)) ||
-            (st = add_mat(x, "attn_k.weight", l, &L->k, perm ? c->kv_heads : 0, 0)) ||
-            (st = add_mat(x, "attn_v.weight", l, &L->v, 0, 0)) ||
+            (st = add_mat(x, "attn_k.weight", l, &L->k, perm ? c->kv_heads : 0, 0)) || (st = kv_expand(x)) ||
+            (st = add_mat(x, "attn_v.weight", l, &L->v, 0, 0)) || (st = kv_expand(x)) ||
             (st = add_mat(x, "attn_output.weight", l, &L->o, 0, 0)) ||
             (st = add_vec(x, "attn_q.bias", l, &L->q_bias)) || (st = add_vec(x, "attn_k.bias", l, &L->k_bias)) ||
             (st = add_vec(x, "attn_v.bias", l, &L->v_bias)) ||
             (st = add_vec(x, "attn_q_norm.weight", l, &L->q_norm)) ||
-            (st = add_vec(x, "attn_k_norm.weight", l, &L->k_norm)) ||
+            (st = add_vec(x, "attn_k_norm.weight", l, &L->k_norm)) || (st = kv_expand(x)) ||
             (st = add_vec(x, "ffn_norm.weight", l, &L->mlp_norm)) ||
             (st = add_mat(x, "ffn_gate_inp.weight", l, &L->router, 0, 1)) ||
             (st = add_experts(x, "ffn_gate_exps.weight", l, MOEQ_PROJ_GATE)) ||
@@ -529,7 +552,7 @@ static moeq_status arch_meta(moeq_gguf_writer *w, const ex *x, const char *name,
     U32("feed_forward_length", !strcmp(A, "llama") || !strcmp(A, "olmoe") ? c->moe_inter
                                : c->dense_inter > 0 ? c->dense_inter : c->moe_inter);
     U32("attention.head_count", c->heads);
-    U32("attention.head_count_kv", c->kv_heads);
+    U32("attention.head_count_kv", c->kv_heads * x->kv_repeat);
     F32("rope.freq_base", c->rope_theta);
     F32("attention.layer_norm_rms_epsilon", c->rms_eps);
     U32("expert_count", c->n_experts);
@@ -656,12 +679,14 @@ static moeq_status write_mat(ex *x, moeq_gguf_writer *w, const out_tensor *t, co
                          "nearest codec that maps is %s (or pass --requantize)", moeq_model_path(x->m), v->tensor, cs,
                          moeq_gguf_type_get(t->type)->name, qmap >= 0 ? moeq_gguf_type_get(qmap)->name : near);
     }
-    for (int64_t r = 0; r < rows; r++) {
+    const int64_t g = t->kv_repeat > 1 ? t->kv_repeat : 1;
+    for (int64_t r = 0; r < rows * g; r++) {
         int64_t sr = r;   /* GGUF row r of a head is HF row j*hd/2 + i for r = 2i + j */
         if (hd) {
             int64_t h = r / hd, k = r % hd;
             sr = h * hd + (k % 2) * (hd / 2) + k / 2;
         }
+        if (g > 1) sr = r / t->kv_hd / g * t->kv_hd + r % t->kv_hd;   /* kv_expand: query head h reads KV head h / g */
         moeq_status st;
         if (v->q && qmap == t->type) {
             qrow_copy(v->q, sr, t->type, obuf);
@@ -727,11 +752,11 @@ static moeq_status check_arch(const moeq_model *m, const moeq_gguf_arch **out, m
         return moeq_fail(err, MOEQ_ERR_UNSUPPORTED, "%s: norm_topk_prob is %s, but llama.cpp's %s graph %s the top-k "
                          "weights: the GGUF would compute another model", moeq_model_path(m),
                          c->norm_topk_prob ? "true" : "false", a->arch, a->renorm ? "always renormalizes" : "never renormalizes");
-    /* olmoe's attn_k_norm is {n_embd} in llama.cpp (src/models/olmoe.cpp): no grouped KV heads */
-    if (!strcmp(a->arch, "olmoe") && c->kv_heads != c->heads)
-        return moeq_fail(err, MOEQ_ERR_UNSUPPORTED, "%s: %lld KV heads for %lld heads: llama.cpp's olmoe graph norms "
-                         "k over the whole width (attn_k_norm {n_embd}), so head_count_kv must equal head_count",
-                         moeq_model_path(m), (long long)c->kv_heads, (long long)c->heads);
+    /* olmoe's attn_k_norm is {n_embd} in llama.cpp (src/models/olmoe.cpp): grouped KV heads are
+     * written as heads (kv_expand), which needs whole groups */
+    if (!strcmp(a->arch, "olmoe") && (c->kv_heads < 1 || c->heads % c->kv_heads))
+        return moeq_fail(err, MOEQ_ERR_UNSUPPORTED, "%s: %lld KV heads do not divide %lld heads", moeq_model_path(m),
+                         (long long)c->kv_heads, (long long)c->heads);
     return MOEQ_OK;
 }
 
@@ -821,7 +846,9 @@ moeq_status moeq_gguf_export(const moeq_model *m, const char *out_path, const mo
         const out_tensor *t = &x.t[i];
         if (t->kind == K_VEC) {
             moeq_vec_to_f32(t->vec, row);
-            st = moeq_gguf_w_data(w, row, (size_t)t->vec->n * 4, err);
+            for (int64_t j = t->ne[0] - 1; t->kv_repeat > 1 && j >= 0; j--)   /* kv_expand, backwards in place */
+                row[j] = row[j / t->kv_hd / t->kv_repeat * t->kv_hd + j % t->kv_hd];
+            st = moeq_gguf_w_data(w, row, (size_t)t->ne[0] * 4, err);
         } else if (t->kind == K_MAT) {
             st = write_mat(&x, w, t, &t->mat, NULL, row, obuf);
             moeq_mat_release(&t->mat);

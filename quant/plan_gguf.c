@@ -144,7 +144,9 @@ static moeq_status mat_costs(const moeq_model *m, const moeq_gguf_matrix *g, moe
                              ws *s, moeq_error *err)
 {
     const moeq_config *c = moeq_model_config(m);
-    const int64_t rows = g->rows, cols = g->cols;
+    /* rows of the source; the file may repeat them (olmoe's KV heads): each copy costs the same */
+    const int64_t rows = g->mat.rows, cols = g->cols;
+    const double rep = (double)g->rows / (double)rows;
     long long l = -1;
     if (sscanf(g->name, "blk.%lld.", &l) != 1) l = !strcmp(g->name, "token_embd.weight") ? 0 : c->layers - 1;
     const char *grp = group_of(g->name);
@@ -181,8 +183,8 @@ static moeq_status mat_costs(const moeq_model *m, const moeq_gguf_matrix *g, moe
     moeq_mat_release(&g->mat);
     for (int j = 0; j < it->n_cand; j++) {
         if ((st = quantize(it->cand[j], s->wf, rows, cols, NULL, NULL, 0, s, err))) return st;
-        it->cost[j] = iso > 0 || !grp || strcmp(it->hessian, grp) ? iso * sq_error(s->wf, s->wq, rows * cols)
-                                                               : moeq_hessian_error(s->wf, s->wq, rows, cols, s->H);
+        it->cost[j] = rep * (iso > 0 || !grp || strcmp(it->hessian, grp) ? iso * sq_error(s->wf, s->wq, rows * cols)
+                                                                     : moeq_hessian_error(s->wf, s->wq, rows, cols, s->H));
         if (!isfinite(it->cost[j]))
             return moeq_fail(err, MOEQ_ERR_NUMERIC, "plan: '%s': non-finite Hessian error", g->name);
     }

@@ -18,8 +18,9 @@ if ! sh scripts/node_deps.sh build/node 2> "$TMPD/npm.err"; then
   exit 0
 fi
 # model:exact types:lower types (the 4-bit ones also through the dequantized F32 copy); a few
-# seconds of llama.cpp per file, so each type is covered once: Mixtral for the q/k permutation
-plan="tiny-qwen3moe:F32,BF16,F16,Q8_0:Q4_0 tiny-mixtral:F32,Q8_0:Q4_1"
+# seconds of llama.cpp per file, so each type is covered once: Mixtral for the q/k permutation,
+# OLMoE for grouped KV heads written as heads
+plan="tiny-qwen3moe:F32,BF16,F16,Q8_0:Q4_0 tiny-mixtral:F32,Q8_0:Q4_1 tiny-olmoe:F32,Q8_0:"
 kq="Q4_K IQ4_XS"   # 256-block types on tiny-qwen3moe-256 (rows multiples of 256), GPTQ on their grids
 if [ -n "${MOEQ_TEST_QUICK:-}" ]; then plan="tiny-qwen3moe:F32,Q8_0:Q4_0"; kq="Q4_K"; fi
 K=tiny-qwen3moe-256
