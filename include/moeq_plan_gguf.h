@@ -18,6 +18,8 @@ typedef struct moeq_gguf_plan_opts {
     moeq_plan_cost cost;           /* MOEQ_COST_UNIFORM or MOEQ_COST_HESSIAN */
     const char *calib_path;        /* hessian: full-Hessian calibration file */
     int hessian_gptq;              /* hessian costs after GPTQ on the type's grid (export --method gptq) */
+    const char *reuse_path;        /* --reuse-costs P.json: the per-candidate costs of an earlier GGUF plan of
+                                      the same model (every tensor and candidate must be there), not measured again */
     int n_pins;                    /* --tensor-type REGEX=TYPE on GGUF names: pinned, counted in the budget */
     const char *const *pin_regex;
     const int *pin_types;

@@ -191,6 +191,44 @@ static moeq_status mat_costs(const moeq_model *m, const moeq_gguf_matrix *g, moe
     return MOEQ_OK;
 }
 
+/* The costs of an earlier plan (its "costs" per tensor): every unpinned item and candidate must be
+ * there, and the plan must be of this model_type with hessian costs. */
+static moeq_status reuse_costs(const char *path, const moeq_model *m, moeq_gguf_plan *p, moeq_error *err)
+{
+    json_error_t je;
+    json_t *j = json_load_file(path, 0, &je);
+    if (!j) return moeq_fail(err, MOEQ_ERR_FORMAT, "%s: --reuse-costs: not JSON: line %d: %s", path, je.line, je.text);
+    moeq_status st = MOEQ_OK;
+    const char *tg = json_string_value(json_object_get(j, "target")), *mt = json_string_value(json_object_get(j, "model_type"));
+    const char *cs = json_string_value(json_object_get(j, "cost"));
+    if (!tg || strcmp(tg, "gguf") || !mt || strcmp(mt, moeq_model_config(m)->model_type) || !cs || strcmp(cs, "hessian")) {
+        json_decref(j);
+        return moeq_fail(err, MOEQ_ERR_FORMAT, "%s: --reuse-costs: not a hessian GGUF plan of a %s model", path,
+                         moeq_model_config(m)->model_type);
+    }
+    const json_t *arr = json_object_get(j, "matrices");
+    for (size_t i = 0; i < p->n && !st; i++) {
+        moeq_gguf_plan_item *it = &p->items[i];
+        if (it->pinned) continue;
+        const json_t *c = NULL, *e;
+        size_t k;
+        json_array_foreach(arr, k, e) {
+            const char *tn = json_string_value(json_object_get(e, "tensor"));
+            if (tn && !strcmp(tn, it->name)) c = json_object_get(e, "costs");
+        }
+        for (int q = 0; q < it->n_cand && !st; q++) {
+            const json_t *v = c ? json_object_get(c, moeq_ggml_type_get(it->cand[q])->name) : NULL;
+            if (!json_is_number(v) || !isfinite(json_number_value(v)))
+                st = moeq_fail(err, MOEQ_ERR_FORMAT, "%s: --reuse-costs: no cost of %s for '%s'", path,
+                               moeq_ggml_type_get(it->cand[q])->name, it->name);
+            else it->cost[q] = json_number_value(v);
+        }
+        it->hessian = it->experts ? "expert" : "reused";
+    }
+    json_decref(j);
+    return st;
+}
+
 static int bits_rank(int t, int64_t cols)
 {
     return (int)moeq_ggml_row_bytes((moeq_ggml_type)t, cols * 256);   /* bytes per 256 rows of cols: orders types */
@@ -202,7 +240,7 @@ moeq_status moeq_gguf_plan_make(const moeq_model *m, const moeq_gguf_plan_opts *
     memset(out, 0, sizeof *out);
     if (o->cost != MOEQ_COST_UNIFORM && o->cost != MOEQ_COST_HESSIAN)
         return moeq_fail(err, MOEQ_ERR_MISUSE, "plan --target gguf: --cost is hessian or uniform");
-    if (o->cost == MOEQ_COST_HESSIAN && !o->calib_path)
+    if (o->cost == MOEQ_COST_HESSIAN && !o->calib_path && !o->reuse_path)
         return moeq_fail(err, MOEQ_ERR_MISUSE, "plan --target gguf: --cost hessian needs --calib F.h5");
     const int *types = o->n_types ? o->types : default_types;
     const int nt = o->n_types ? o->n_types : (int)(sizeof default_types / sizeof default_types[0]);
@@ -278,7 +316,9 @@ moeq_status moeq_gguf_plan_make(const moeq_model *m, const moeq_gguf_plan_opts *
     }
     if (out->n == 0) { st = moeq_fail(err, MOEQ_ERR_UNSUPPORTED, "plan: the model has no matrix to plan"); goto done; }
     double t0 = moeq_now();
-    if (o->cost == MOEQ_COST_HESSIAN) {
+    if (o->cost == MOEQ_COST_HESSIAN && o->reuse_path) {
+        if ((st = reuse_costs(o->reuse_path, m, out, err))) goto done;
+    } else if (o->cost == MOEQ_COST_HESSIAN) {
         if ((st = moeq_calib_file_open(o->calib_path, m, &cf, err))) goto done;
         if (moeq_calib_file_diag(cf)) {
             st = moeq_fail(err, MOEQ_ERR_UNSUPPORTED, "%s: written with --diag: hessian costs need full Hessians", o->calib_path);

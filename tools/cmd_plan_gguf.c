@@ -23,6 +23,7 @@ static const char *PLAN_GGUF_HELP =
     "                    does not divide use llama-quantize's fallbacks: Q4_0, Q5_0, Q5_1, IQ4_NL)\n"
     "  --hessian-quant Q rtn (default): the weighted search; gptq: as export --method gptq\n"
     "  --tensor-type R=T pin the GGUF tensors matching R to type T (counted in the budget)\n"
+    "  --reuse-costs P   take the costs from an earlier hessian plan P of this model (other budgets)\n"
     "  -o plan.json      read by moeq export gguf --plan\n";
 
 static void on_progress(void *user, int64_t done, int64_t total)
@@ -64,6 +65,8 @@ int cmd_plan_gguf(int argc, char **argv)
             else { tool_usage_error("plan", "--target gguf: --cost wants hessian or uniform"); goto out; }
         } else if (!strcmp(a, "--calib")) {
             if (!(o.calib_path = tool_value("plan", argc, argv, &i))) goto out;
+        } else if (!strcmp(a, "--reuse-costs")) {
+            if (!(o.reuse_path = tool_value("plan", argc, argv, &i))) goto out;
         } else if (!strcmp(a, "--scope")) {
             if (!(v = tool_value("plan", argc, argv, &i))) goto out;
             if (strcmp(v, "experts") && strcmp(v, "all")) { tool_usage_error("plan", "--scope is experts or all"); goto out; }
@@ -101,7 +104,7 @@ int cmd_plan_gguf(int argc, char **argv)
     if (!model) { tool_usage_error("plan", "missing MODEL"); goto out; }
     if (o.budget < 0) { tool_usage_error("plan", "missing --budget B"); goto out; }
     if (!out && !tc.json) { tool_usage_error("plan", "missing -o plan.json (or --json)"); goto out; }
-    if (o.cost == MOEQ_COST_HESSIAN && !o.calib_path) { tool_usage_error("plan", "--cost hessian needs --calib F.h5"); goto out; }
+    if (o.cost == MOEQ_COST_HESSIAN && !o.calib_path && !o.reuse_path) { tool_usage_error("plan", "--cost hessian needs --calib F.h5"); goto out; }
     if ((rc = tool_check_output("plan", out))) goto out;
     rc = 1;
     o.pin_regex = pre;

@@ -36,6 +36,12 @@ sys.exit(not ok)
 PY
 done
 b=3.6
+if [ -z "${MOEQ_TEST_QUICK:-}" ]; then   # costs of one budget reused at another: the plan measured there
+  "$MOEQ" plan $K --target gguf --budget 5.5 --types $TYPES --reuse-costs "$TMPD/p$b.json" -o "$TMPD/r.json" -q
+  python3 -c "
+import json,sys; a, b = (json.load(open(f)) for f in sys.argv[1:]); sys.exit(a['matrices'] != b['matrices'] or a['predicted_cost'] != b['predicted_cost'])" "$TMPD/r.json" "$TMPD/p5.5.json" \
+    && echo "PASS --reuse-costs: the same plan as measuring the costs again" || echo "FAIL --reuse-costs differs from a measured plan"
+fi
 "$MOEQ" export gguf $K --plan "$TMPD/p$b.json" --method gptq --calib "$TMPD/k.h5" -o "$TMPD/x.gguf" -q || echo "FAIL export --plan"
 python3 tests/cli/gguf_tensors.py "$TMPD/x.gguf" > "$TMPD/x.tensors" || echo "FAIL parse the planned export"
 python3 - "$TMPD/p$b.json" "$TMPD/x.tensors" <<'PY' && echo "PASS export --plan writes the planned types; its tensors hold exactly the plan's bytes" || echo "FAIL export --plan types/bytes"

@@ -1,0 +1,107 @@
+#!/bin/sh
+# make results-gguf: moeq's GGUF (plan --target gguf + GPTQ on each type's grid) against
+# llama.cpp's own llama-quantize --imatrix at Q2_K, Q3_K, Q4_K and IQ4_XS, experts only and whole
+# model, at equal size (moeq's budget = the bits per weight llama-quantize's file spends on the same
+# tensors). Both calibrate on the same text (the first CAL_BYTES of TRAIN: moeq calibrate, and
+# llama-imatrix for llama.cpp); KLD against the bf16 model on held-out documents (the first
+# EVAL_BYTES of HELD) by llama-perplexity --kl-divergence and by moeq eval --ref. Writes
+# docs/RESULTS-gguf.md. llama.cpp: built outside the repo (LLAMA, its commit in ../COMMIT).
+set -e
+MOEQ=${MOEQ:-bin/moeq}
+LLAMA=${LLAMA:-/work/peers/llama.cpp/build/bin}
+MODEL=${MODEL:-/work/big/q3-512}
+TRAIN=${TRAIN:-/work/big/train.txt}
+HELD=${HELD:-/work/big/heldout.txt}
+OUT=${OUT:-build/results-gguf}
+DOC=${DOC:-docs/RESULTS-gguf.md}
+CAL_BYTES=${CAL_BYTES:-330000}
+EVAL_BYTES=${EVAL_BYTES:-90000}
+TYPES=${TYPES:-Q2_K Q3_K Q4_K IQ4_XS}
+CTX=512
+TH=${TH:-2}
+for b in llama-quantize llama-imatrix llama-perplexity; do
+  [ -x "$LLAMA/$b" ] || { echo "results-gguf: $LLAMA/$b is missing (build llama.cpp outside the repo, set LLAMA)" >&2; exit 1; }
+done
+mkdir -p "$OUT"
+# whole lines: the first N bytes of a text
+head -c "$CAL_BYTES" "$TRAIN" | sed '$d' > "$OUT/cal.txt"
+head -c "$EVAL_BYTES" "$HELD" | sed '$d' > "$OUT/eval.txt"
+[ -f "$OUT/bf16.gguf" ] || "$MOEQ" export gguf "$MODEL" --type BF16 -o "$OUT/bf16.gguf" -q
+[ -f "$OUT/imatrix.dat" ] || "$LLAMA/llama-imatrix" -m "$OUT/bf16.gguf" -f "$OUT/cal.txt" -c $CTX -t $TH -o "$OUT/imatrix.dat" > "$OUT/imatrix.log" 2>&1
+[ -f "$OUT/calib.h5" ] || "$MOEQ" calibrate "$MODEL" --text "$OUT/cal.txt" --ctx $CTX --scope all -q -o "$OUT/calib.h5"
+[ -f "$OUT/base.kld" ] || "$LLAMA/llama-perplexity" -m "$OUT/bf16.gguf" -f "$OUT/eval.txt" -c $CTX -t $TH \
+  --kl-divergence-base "$OUT/base.kld" > "$OUT/base.log" 2>&1
+# the bits per weight a GGUF spends on the tensors of a scope (experts: *_exps; all: every matrix
+# but the routers), from its tensor table
+bpw() { python3 tests/cli/gguf_tensors.py "$1" | python3 -c "
+import json, sys
+t = json.load(sys.stdin); t.pop('__file__'); sc = sys.argv[1]
+sel = [v for n, v in t.items() if (n.endswith('_exps.weight') if sc == 'experts' else len(v['ne']) >= 2 and 'ffn_gate_inp' not in n)]
+w = sum(__import__('math').prod(v['ne']) for v in sel); print('%.6f' % (8 * sum(v['span'] for v in sel) / w))" "$2"; }
+llq() { case $1 in Q3_K) echo Q3_K_M ;; Q4_K) echo Q4_K_M ;; *) echo "$1" ;; esac; }
+: > "$OUT/rows.txt"
+for scope in experts all; do
+  for ty in $TYPES; do
+    L="$OUT/llama.$ty.$scope.gguf"; M="$OUT/moeq.$ty.$scope.gguf"
+    if [ ! -f "$L" ]; then
+      if [ $scope = experts ]; then
+        "$LLAMA/llama-quantize" --imatrix "$OUT/imatrix.dat" --tensor-type "ffn_gate_exps=$ty" --tensor-type "ffn_up_exps=$ty" \
+          --tensor-type "ffn_down_exps=$ty" "$OUT/bf16.gguf" "$L" BF16 $TH > "$L.log" 2>&1
+      else
+        "$LLAMA/llama-quantize" --imatrix "$OUT/imatrix.dat" "$OUT/bf16.gguf" "$L" "$(llq $ty)" $TH > "$L.log" 2>&1
+      fi
+    fi
+    B=$(bpw "$L" $scope)
+    reuse=""
+    [ -f "$OUT/costs.$scope.json" ] && reuse="--reuse-costs $OUT/costs.$scope.json"
+    # shellcheck disable=SC2086
+    "$MOEQ" plan "$MODEL" --target gguf --budget "$B" --scope $scope --calib "$OUT/calib.h5" $reuse -o "$OUT/plan.$ty.$scope.json" -q
+    [ -f "$OUT/costs.$scope.json" ] || cp "$OUT/plan.$ty.$scope.json" "$OUT/costs.$scope.json"
+    "$MOEQ" export gguf "$MODEL" --plan "$OUT/plan.$ty.$scope.json" --method gptq --calib "$OUT/calib.h5" -o "$M" -q
+    for f in "$L" "$M"; do
+      "$LLAMA/llama-perplexity" -m "$f" -f "$OUT/eval.txt" -c $CTX -t $TH --kl-divergence-base "$OUT/base.kld" \
+        --kl-divergence > "$f.kld.log" 2>&1
+      "$MOEQ" eval "$f" --text "$OUT/eval.txt" --ctx $CTX --ref "$OUT/bf16.gguf" --json -q > "$f.eval.json"
+    done
+    echo "$ty $scope $L $M $(bpw "$M" $scope) $B" >> "$OUT/rows.txt"
+  done
+done
+python3 - "$OUT" "$DOC" "$LLAMA" "$MODEL" <<'PY'
+import json, os, re, subprocess, sys
+out, doc, llama, model = sys.argv[1:5]
+def kld(log):
+    t = open(log).read()
+    m = re.search(r"Mean\s+KLD:\s+([0-9.eE+-]+)", t)
+    p = re.search(r"Mean\s+PPL\(Q\)\s*:\s*([0-9.eE+-]+)", t)
+    return float(m.group(1)), float(p.group(1)) if p else float("nan")
+commit = open(os.path.join(os.path.dirname(os.path.dirname(llama.rstrip("/"))), "COMMIT")).read().strip() \
+    if os.path.exists(os.path.join(os.path.dirname(os.path.dirname(llama.rstrip("/"))), "COMMIT")) else "unknown"
+rows = [l.split() for l in open(out + "/rows.txt")]
+base = json.load(open(rows[0][2] + ".eval.json"))
+L = []
+L.append("# GGUF: moeq plan + GPTQ against llama-quantize --imatrix (`make results-gguf`)\n")
+L.append(f"Model `{model}` (Qwen3-MoE, hidden 512, 4 layers, 16 experts top-2, expert width 256: rows multiples of 256). "
+         f"llama.cpp commit `{commit}` (built outside the repo, CPU). Written by `scripts/results_gguf.sh`.\n")
+L.append("- Calibration: the first lines of `/work/big/train.txt` (`cal.txt`, the same text for both): `moeq calibrate --scope all` "
+         "(full Hessians) and `llama-imatrix` (its importance matrix).")
+L.append("- Evaluation: the first lines of `/work/big/heldout.txt` (documents not in the training text), windows of 512 tokens. "
+         "KLD against the bf16 model (`bf16.gguf`, moeq's BF16 export of the checkpoint) by `llama-perplexity --kl-divergence` "
+         "(llama.cpp's runtime, 8-bit activations in its quantized matmuls; scores the second half of each window) and by "
+         "`moeq eval --ref` (float32 activations; every position).")
+L.append("- llama.cpp: `llama-quantize --imatrix`; experts only: `--tensor-type ffn_{gate,up,down}_exps=T` with the rest BF16; "
+         "whole model: its mix for T (Q2_K, Q3_K_M, Q4_K_M, IQ4_XS). moeq: `moeq plan --target gguf --budget B` with B the bits "
+         "per weight llama-quantize's file spends on the same tensors (so moeq's file is at most as large), default candidates "
+         "Q2_K..Q6_K, Q8_0, IQ4_XS, then `moeq export gguf --plan --method gptq`.\n")
+L.append("| type | scope | bits/weight llama / moeq | file bytes llama / moeq | KLD llama-perplexity: llama / moeq (change) | KLD moeq eval: llama / moeq (change) | ppl llama.cpp: llama / moeq |")
+L.append("|---|---|---|---|---|---|---|")
+for ty, scope, lf, mf, mb, lb in rows:
+    kl, pl = kld(lf + ".kld.log"); km, pm = kld(mf + ".kld.log")
+    el = json.load(open(lf + ".eval.json")); em = json.load(open(mf + ".eval.json"))
+    sl, sm = os.path.getsize(lf), os.path.getsize(mf)
+    L.append(f"| {ty} | {scope} | {float(lb):.3f} / {float(mb):.3f} | {sl} / {sm} | {kl:.5f} / {km:.5f} ({100*(km/kl-1):+.1f}%) | "
+             f"{el['kld_mean']:.5f} / {em['kld_mean']:.5f} ({100*(em['kld_mean']/el['kld_mean']-1):+.1f}%) | {pl:.3f} / {pm:.3f} |")
+L.append("")
+L.append("The target of issue 12 is at least 15% lower KLD for moeq's file at equal size, by both measures.")
+open(doc, "w").write("\n".join(L) + "\n")
+print("\n".join(L))
+PY
