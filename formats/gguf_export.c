@@ -15,6 +15,7 @@
 #include "moeq_ggml.h"
 
 #include <jansson.h>
+#include <math.h>
 #include <regex.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -333,6 +334,7 @@ typedef struct ex {
     json_t *fallbacks;
     unsigned char *plan_used;   /* [o->n_plan]: the plan's entry named a tensor of the file */
     int64_t kv_repeat;          /* > 1: olmoe's grouped KV heads written as heads (MHA) */
+    int64_t dense_lead;         /* deepseek2: leading dense layers */
 } ex;
 
 static out_tensor *push(ex *x, const char *fmt, int64_t l)
@@ -501,12 +503,14 @@ static moeq_status list_tensors(ex *x)
     moeq_status st;
     int perm = x->a->permute_qk;
     x->kv_repeat = !strcmp(x->a->arch, "olmoe") && c->kv_heads < c->heads ? c->heads / c->kv_heads : 1;
+    for (x->dense_lead = 0; x->a->mla && x->dense_lead < c->layers && !c->layer_is_moe[x->dense_lead]; x->dense_lead++) {}
     if ((st = add_mat(x, "token_embd.weight", -1, moeq_model_embed(m), 0, 0))) return st;
     for (int64_t l = 0; l < c->layers; l++) {
         const moeq_layer_view *L = moeq_model_layer(m, l);
-        if (!L->is_moe)
+        if (!L->is_moe && !(x->a->mla && l < x->dense_lead))
             return moeq_fail(x->err, MOEQ_ERR_UNSUPPORTED, "%s: layer %lld is a dense MLP layer: llama.cpp's %s graph "
-                             "has MoE layers only", moeq_model_path(m), (long long)l, x->a->arch);
+                             "has %s", moeq_model_path(m), (long long)l, x->a->arch,
+                             x->a->mla ? "dense layers only before the first MoE layer" : "MoE layers only");
         if ((st = add_vec(x, "attn_norm.weight", l, &L->attn_norm)) ||
             (st = add_mat(x, "attn_q.weight", l, &L->q, perm ? c->heads : 0, 0)) ||
             (st = add_mat(x, "attn_k.weight", l, &L->k, perm ? c->kv_heads : 0, 0)) || (st = kv_expand(x)) ||
@@ -516,11 +520,21 @@ static moeq_status list_tensors(ex *x)
             (st = add_vec(x, "attn_v.bias", l, &L->v_bias)) ||
             (st = add_vec(x, "attn_q_norm.weight", l, &L->q_norm)) ||
             (st = add_vec(x, "attn_k_norm.weight", l, &L->k_norm)) || (st = kv_expand(x)) ||
+            /* MLA (deepseek2, layout A of docs/FORMAT-gguf.md: kv_b whole, as the legacy converter) */
+            (st = add_vec(x, "attn_q_a_norm.weight", l, &L->q_a_norm)) ||
+            (st = add_vec(x, "attn_kv_a_norm.weight", l, &L->kv_a_norm)) ||
+            (st = add_mat(x, "attn_q_a.weight", l, &L->q_a, 0, 0)) || (st = add_mat(x, "attn_q_b.weight", l, &L->q_b, 0, 0)) ||
+            (st = add_mat(x, "attn_kv_a_mqa.weight", l, &L->kv_a, 0, 0)) ||
+            (st = add_mat(x, "attn_kv_b.weight", l, &L->kv_b, 0, 0)) ||
             (st = add_vec(x, "ffn_norm.weight", l, &L->mlp_norm)) ||
-            (st = add_mat(x, "ffn_gate_inp.weight", l, &L->router, 0, 1)) ||
-            (st = add_experts(x, "ffn_gate_exps.weight", l, MOEQ_PROJ_GATE)) ||
-            (st = add_experts(x, "ffn_up_exps.weight", l, MOEQ_PROJ_UP)) ||
-            (st = add_experts(x, "ffn_down_exps.weight", l, MOEQ_PROJ_DOWN)) ||
+            (!L->is_moe && ((st = add_mat(x, "ffn_gate.weight", l, &L->dense_gate, 0, 0)) ||
+                            (st = add_mat(x, "ffn_up.weight", l, &L->dense_up, 0, 0)) ||
+                            (st = add_mat(x, "ffn_down.weight", l, &L->dense_down, 0, 0)))) ||
+            (L->is_moe && ((st = add_mat(x, "ffn_gate_inp.weight", l, &L->router, 0, 1)) ||
+                           (st = add_vec(x, "exp_probs_b.bias", l, &L->router_bias)) ||
+                           (st = add_experts(x, "ffn_gate_exps.weight", l, MOEQ_PROJ_GATE)) ||
+                           (st = add_experts(x, "ffn_up_exps.weight", l, MOEQ_PROJ_UP)) ||
+                           (st = add_experts(x, "ffn_down_exps.weight", l, MOEQ_PROJ_DOWN)))) ||
             (st = add_mat(x, "ffn_gate_inp_shexp.weight", l, &L->shared_expert_gate, 0, 1)) ||
             (st = add_mat(x, "ffn_gate_shexp.weight", l, &L->shared_gate, 0, 0)) ||
             (st = add_mat(x, "ffn_up_shexp.weight", l, &L->shared_up, 0, 0)) ||
@@ -552,21 +566,46 @@ static moeq_status arch_meta(moeq_gguf_writer *w, const ex *x, const char *name,
     U32("feed_forward_length", !strcmp(A, "llama") || !strcmp(A, "olmoe") ? c->moe_inter
                                : c->dense_inter > 0 ? c->dense_inter : c->moe_inter);
     U32("attention.head_count", c->heads);
-    U32("attention.head_count_kv", c->kv_heads * x->kv_repeat);
+    U32("attention.head_count_kv", x->a->mla ? c->heads : c->kv_heads * x->kv_repeat);   /* MLA layout A: MHA */
     F32("rope.freq_base", c->rope_theta);
     F32("attention.layer_norm_rms_epsilon", c->rms_eps);
     U32("expert_count", c->n_experts);
     U32("expert_used_count", c->top_k);
-    if (c->head_dim * c->heads != c->hidden || !strcmp(A, "qwen3moe")) {
+    if (c->head_dim * c->heads != c->hidden || !strcmp(A, "qwen3moe") || x->a->mla) {
         U32("attention.key_length", c->head_dim);
-        U32("attention.value_length", c->head_dim);
+        U32("attention.value_length", x->a->mla ? c->v_head_dim : c->head_dim);
     }
     if (!strcmp(A, "llama")) {
         U32("rope.dimension_count", c->head_dim);
         U32("vocab_size", c->vocab);
     }
     if (!strcmp(x->a->expert_ff_key, "expert_feed_forward_length")) U32("expert_feed_forward_length", c->moe_inter);
-    if (x->a->shared && c->shared_inter > 0) U32("expert_shared_feed_forward_length", c->shared_inter);
+    if (x->a->shared && c->shared_inter > 0 && !x->a->mla) U32("expert_shared_feed_forward_length", c->shared_inter);
+    if (x->a->mla) {   /* llama.cpp src/models/deepseek2.cpp load_arch_hparams */
+        U32("leading_dense_block_count", x->dense_lead);
+        if (c->q_lora_rank > 0) U32("attention.q_lora_rank", c->q_lora_rank);
+        U32("attention.kv_lora_rank", c->kv_lora_rank);
+        U32("rope.dimension_count", c->qk_rope_dim);
+        U32("expert_shared_count", c->moe_inter > 0 ? c->shared_inter / c->moe_inter : 0);
+        F32("expert_weights_scale", c->routed_scaling);
+        snprintf(k, sizeof k, "%s.expert_weights_norm", A);
+        if (!st) st = moeq_gguf_w_bool(w, k, c->norm_topk_prob);
+        U32("expert_gating_func", c->router == MOEQ_ROUTER_SIGMOID_GROUP ? 2 : 1);
+        U32("expert_group_count", c->n_group);
+        U32("expert_group_used_count", c->topk_group);
+        U32("vocab_size", c->vocab);
+        if (c->rope_type == MOEQ_ROPE_YARN) {
+            /* HF's softmax scale is m(factor, mscale_all_dim)^2 / sqrt(d) (config.c folds it into
+             * attn_scale); llama.cpp rebuilds it from yarn_log_multiplier = 0.1 * mscale_all_dim */
+            double m2 = c->attn_scale * sqrt((double)c->head_dim), lf = log(c->rope_factor);
+            double msa = lf > 0 && m2 > 0 ? (sqrt(m2) - 1) / (0.1 * lf) : 0;
+            snprintf(k, sizeof k, "%s.rope.scaling.type", A);
+            if (!st) st = moeq_gguf_w_str(w, k, "yarn", 4);
+            F32("rope.scaling.factor", c->rope_factor);
+            U32("rope.scaling.original_context_length", (int64_t)c->rope_orig_max);
+            F32("rope.scaling.yarn_log_multiplier", 0.1 * msa);
+        }
+    }
     if (!st) st = moeq_gguf_w_u32(w, "general.quantization_version", 2);
     if (!st) st = moeq_gguf_w_u32(w, "general.file_type", (uint32_t)ftype);
 #undef U32
@@ -746,6 +785,29 @@ static moeq_status check_arch(const moeq_model *m, const moeq_gguf_arch **out, m
         moeq_gguf_arch_list(list, sizeof list);
         return moeq_fail(err, MOEQ_ERR_UNSUPPORTED, "%s: model_type %s has no GGUF architecture (supported: %s)",
                          moeq_model_path(m), c->model_type, list);
+    }
+    if (a->mla) {   /* what llama.cpp's deepseek2 graph can express (docs/export.md) */
+        const char *why = NULL;
+        int64_t lead = 0;
+        while (lead < c->layers && !c->layer_is_moe[lead]) lead++;
+        for (int64_t l = lead; l < c->layers && !why; l++)
+            if (!c->layer_is_moe[l]) why = "a dense layer after a MoE layer (only leading dense layers)";
+        if (!why && c->q_lora_rank == 0 && c->layers != 26 && c->layers != 27)
+            why = "no q_lora_rank (a plain q_proj): llama.cpp's loader takes that only for 26- or 27-layer models "
+                  "(DeepSeek-V2-Lite) and requires attn_q_a/attn_q_b otherwise";
+        if (!why && c->attn != MOEQ_ATTN_MLA) why = "attention that is not MLA";
+        if (!why && !c->rope_interleave) why = "non-interleaved RoPE (llama.cpp's deepseek2 ropes pairs 2i, 2i+1)";
+        if (!why && c->group_limited) why = "group_limited_greedy routing";
+        if (!why && c->router != MOEQ_ROUTER_SIGMOID_GROUP && c->router != MOEQ_ROUTER_SOFTMAX_GROUP)
+            why = "a router other than DeepSeek's softmax or sigmoid";
+        if (!why && c->rope_type == MOEQ_ROPE_YARN &&
+            (fabs(c->rope_attn_factor - 1) > 1e-6 || c->rope_beta_fast != 32 || c->rope_beta_slow != 1))
+            why = "YaRN with an attention factor other than 1 or betas other than 32/1";
+        if (!why && c->rope_type == MOEQ_ROPE_LONGROPE) why = "longrope";
+        if (why)
+            return moeq_fail(err, MOEQ_ERR_UNSUPPORTED, "%s: %s: llama.cpp's deepseek2 graph cannot express it",
+                             moeq_model_path(m), why);
+        return MOEQ_OK;
     }
     /* llama.cpp's graphs fix the top-k renormalization per architecture (formats/gguf_model.c) */
     if (c->norm_topk_prob != a->renorm)

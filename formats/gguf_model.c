@@ -14,10 +14,13 @@
 /* llama.cpp's graphs fix what the HF configs leave open: llama (Mixtral) and qwen3moe always
  * renormalize the top-k weights, qwen2moe and olmoe never (src/models/ARCH.cpp, norm_w). */
 static const moeq_gguf_arch archs[] = {
-    { "llama", "mixtral", 1, "feed_forward_length", 1, 0, MOEQ_QK_NORM_NONE, 0 },
-    { "qwen2moe", "qwen2_moe", 0, "expert_feed_forward_length", 0, 1, MOEQ_QK_NORM_NONE, 1 },
-    { "qwen3moe", "qwen3_moe", 0, "expert_feed_forward_length", 1, 0, MOEQ_QK_NORM_HEAD, 0 },
-    { "olmoe", "olmoe", 0, "feed_forward_length", 0, 0, MOEQ_QK_NORM_FULL, 0 },
+    { "llama", "mixtral", 1, "feed_forward_length", 1, 0, MOEQ_QK_NORM_NONE, 0, 0 },
+    { "qwen2moe", "qwen2_moe", 0, "expert_feed_forward_length", 0, 1, MOEQ_QK_NORM_NONE, 1, 0 },
+    { "qwen3moe", "qwen3_moe", 0, "expert_feed_forward_length", 1, 0, MOEQ_QK_NORM_HEAD, 0, 0 },
+    { "olmoe", "olmoe", 0, "feed_forward_length", 0, 0, MOEQ_QK_NORM_FULL, 0, 0 },
+    /* export only (docs/export.md): renorm is a key here (expert_weights_norm), not fixed by the graph */
+    { "deepseek2", "deepseek_v3", 0, "expert_feed_forward_length", -1, 1, MOEQ_QK_NORM_NONE, 0, 1 },
+    { "deepseek2", "deepseek_v2", 0, "expert_feed_forward_length", -1, 1, MOEQ_QK_NORM_NONE, 0, 1 },
 };
 #define N_ARCHS (sizeof archs / sizeof archs[0])
 
@@ -40,6 +43,7 @@ void moeq_gguf_arch_list(char *buf, size_t cap)
     size_t n = 0;
     buf[0] = '\0';
     for (size_t i = 0; i < N_ARCHS; i++) {
+        if (i && !strcmp(archs[i].arch, archs[i - 1].arch)) continue;
         int w = snprintf(buf + n, cap - n, "%s%s", i ? ", " : "", archs[i].arch);
         if (w < 0 || (size_t)w >= cap - n) break;
         n += (size_t)w;
@@ -382,6 +386,9 @@ moeq_status moeq_gguf_model_map(const moeq_gguf *g, moeq_config *cfg, moeq_gguf_
         return moeq_fail(err, MOEQ_ERR_UNSUPPORTED, "%s: GGUF key 'general.architecture' = '%s' is not supported "
                          "(supported: %s)", L, name, list);
     }
+    if (a->mla)
+        return moeq_fail(err, MOEQ_ERR_UNSUPPORTED, "%s: GGUF architecture '%s' is written by moeq export gguf but not "
+                         "read by moeq (MLA attention)", L, name);
     mctx mc = { .g = g, .a = a, .cfg = cfg, .err = err }, *c = &mc;
     if ((st = config_from_meta(c))) return st;
     const moeq_family *f = cfg->family;

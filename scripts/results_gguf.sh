@@ -27,7 +27,7 @@ mkdir -p "$OUT"
 head -c "$CAL_BYTES" "$TRAIN" | sed '$d' > "$OUT/cal.txt"
 head -c "$EVAL_BYTES" "$HELD" | sed '$d' > "$OUT/eval.txt"
 [ -f "$OUT/bf16.gguf" ] || "$MOEQ" export gguf "$MODEL" --type BF16 -o "$OUT/bf16.gguf" -q
-[ -f "$OUT/imatrix.dat" ] || "$LLAMA/llama-imatrix" -m "$OUT/bf16.gguf" -f "$OUT/cal.txt" -c $CTX -t $TH -o "$OUT/imatrix.dat" > "$OUT/imatrix.log" 2>&1
+[ -f "$OUT/imatrix.gguf" ] || "$LLAMA/llama-imatrix" -m "$OUT/bf16.gguf" -f "$OUT/cal.txt" -c $CTX -t $TH -o "$OUT/imatrix.gguf" > "$OUT/imatrix.log" 2>&1
 [ -f "$OUT/calib.h5" ] || "$MOEQ" calibrate "$MODEL" --text "$OUT/cal.txt" --ctx $CTX --scope all -q -o "$OUT/calib.h5"
 [ -f "$OUT/base.kld" ] || "$LLAMA/llama-perplexity" -m "$OUT/bf16.gguf" -f "$OUT/eval.txt" -c $CTX -t $TH \
   --kl-divergence-base "$OUT/base.kld" > "$OUT/base.log" 2>&1
@@ -45,10 +45,10 @@ for scope in experts all; do
     L="$OUT/llama.$ty.$scope.gguf"; M="$OUT/moeq.$ty.$scope.gguf"
     if [ ! -f "$L" ]; then
       if [ $scope = experts ]; then
-        "$LLAMA/llama-quantize" --imatrix "$OUT/imatrix.dat" --tensor-type "ffn_gate_exps=$ty" --tensor-type "ffn_up_exps=$ty" \
+        "$LLAMA/llama-quantize" --imatrix "$OUT/imatrix.gguf" --tensor-type "ffn_gate_exps=$ty" --tensor-type "ffn_up_exps=$ty" \
           --tensor-type "ffn_down_exps=$ty" "$OUT/bf16.gguf" "$L" BF16 $TH > "$L.log" 2>&1
       else
-        "$LLAMA/llama-quantize" --imatrix "$OUT/imatrix.dat" "$OUT/bf16.gguf" "$L" "$(llq $ty)" $TH > "$L.log" 2>&1
+        "$LLAMA/llama-quantize" --imatrix "$OUT/imatrix.gguf" "$OUT/bf16.gguf" "$L" "$(llq $ty)" $TH > "$L.log" 2>&1
       fi
     fi
     B=$(bpw "$L" $scope)

@@ -66,6 +66,20 @@ expect_exit "export of a model with a dense layer (qwen2moe fixture)" 2 "dense M
 "$MOEQ" inspect "$TMPD/tiny-olmoe.F32.gguf" --json -q > "$TMPD/out" 2>/dev/null
 [ "$(field heads) $(field kv_heads)" = "4 4" ] && echo "PASS export gguf of an OLMoE with 2 KV heads for 4: written with 4 (the same logits above)" \
   || echo "FAIL OLMoE KV heads in the GGUF: $(field heads) $(field kv_heads)"
+expect_exit "export of a DeepSeek without q_lora_rank and 3 layers (llama.cpp would not load it)" 2 "no q_lora_rank.*26- or 27-layer" -- \
+  "$MOEQ" export gguf $FX/tiny-deepseekv2 -o "$TMPD/x.gguf"
+"$MOEQ" export gguf $FX/tiny-deepseekv3 -o "$TMPD/d3.gguf" --type BF16 -q || echo "FAIL export gguf tiny-deepseekv3"
+expect_exit "inspect of a deepseek2 GGUF (written, not read)" 2 "written by moeq export gguf but not read" -- "$MOEQ" inspect "$TMPD/d3.gguf"
+python3 tests/cli/gguf_tensors.py "$TMPD/d3.gguf" | python3 -c "
+import json, sys
+t = json.load(sys.stdin)
+want = {'blk.0.ffn_gate.weight': [128, 256], 'blk.0.attn_kv_b.weight': [32, 256], 'blk.1.attn_q_b.weight': [64, 192],
+        'blk.1.attn_kv_a_mqa.weight': [128, 48], 'blk.1.exp_probs_b.bias': [16], 'blk.1.ffn_gate_exps.weight': [128, 64, 16],
+        'blk.2.ffn_down_shexp.weight': [64, 128], 'output.weight': [128, 1024]}
+sys.exit(any(t.get(k, {}).get('ne') != v for k, v in want.items()) or 'blk.1.ffn_gate.weight' in t)" \
+  && echo "PASS deepseek2 export: MLA tensors (kv_b whole), a leading dense layer, router bias, shared expert" \
+  || echo "FAIL deepseek2 export tensor table"
+rm -f "$TMPD/x.gguf"
 expect_exit "export --type unknown" 1 "not a ggml type" -- "$MOEQ" export gguf $FX/tiny-olmoe -o "$TMPD/x.gguf" --type Q9_9
 [ ! -e "$TMPD/x.gguf" ] && echo "PASS failed exports leave no file" || echo "FAIL failed exports leave no file"
 
