@@ -4,7 +4,7 @@
 # held-out ids through controlledEvaluate (tests/node/ppl.mjs, moeq eval's windows);
 # @huggingface/gguf 0.4.6 parses every header as an independent reader.
 # - F32, BF16, F16, Q8_0 exports: llama.cpp's perplexity equals moeq eval of the same GGUF within 0.3%
-#   (deepseek2, which moeq writes but does not read: moeq eval of the checkpoint).
+#   (deepseek2 included: tiny-deepseekv3, MLA, dense first layer, sigmoid routing, YaRN).
 # - Q4_0, Q4_1 (and Q4_K, IQ4_XS by GPTQ on tiny-qwen3moe-256, and a plan --target gguf mix of
 #   Q3_K/Q4_K/Q6_K): X.gguf exported, then `moeq export gguf X.gguf --type F32` (the dequantized weights):
 #   llama.cpp's perplexity of that equals moeq eval X.gguf within 0.3%; llama.cpp's own perplexity
@@ -43,14 +43,16 @@ done
 "$MOEQ" export gguf $FX/$K -o "$TMPD/$K.plan.gguf" --plan "$TMPD/plan.json" --method gptq --calib "$TMPD/k.h5" -q || echo "FAIL export gguf --plan"
 "$MOEQ" export gguf "$TMPD/$K.plan.gguf" -o "$TMPD/$K.plan.F32.gguf" --type F32 -q || echo "FAIL export gguf $K.plan.gguf --type F32"
 files="$files $TMPD/$K.plan.gguf $TMPD/$K.plan.F32.gguf"
-# deepseek2 (MLA, leading dense layer, sigmoid group routing with bias, YaRN): moeq does not read
-# it back, so llama.cpp's perplexity is compared with moeq eval of the checkpoint itself
+# deepseek2 (MLA, a leading dense layer, sigmoid group routing with bias, YaRN): exact types, and
+# Q4_0 through its F32 copy
 D=tiny-deepseekv3
-dtypes="F32 BF16"; [ -n "${MOEQ_TEST_QUICK:-}" ] && dtypes=F32
-for ty in $dtypes; do
+dtypes="F32 Q8_0"; [ -n "${MOEQ_TEST_QUICK:-}" ] && dtypes=F32
+for ty in $dtypes Q4_0; do
   "$MOEQ" export gguf $FX/$D -o "$TMPD/$D.$ty.gguf" --type $ty -q || echo "FAIL export gguf $D --type $ty"
   files="$files $TMPD/$D.$ty.gguf"
 done
+"$MOEQ" export gguf "$TMPD/$D.Q4_0.gguf" -o "$TMPD/$D.Q4_0.F32.gguf" --type F32 -q || echo "FAIL export gguf $D.Q4_0.gguf --type F32"
+files="$files $TMPD/$D.Q4_0.F32.gguf"
 for ty in $kq; do
   "$MOEQ" export gguf $FX/$K -o "$TMPD/$K.$ty.gguf" --type $ty --method gptq --calib "$TMPD/k.h5" -q || echo "FAIL export gguf $K --type $ty --method gptq"
   "$MOEQ" export gguf "$TMPD/$K.$ty.gguf" -o "$TMPD/$K.$ty.F32.gguf" --type F32 -q || echo "FAIL export gguf $K.$ty.gguf --type F32"
@@ -74,12 +76,12 @@ check_lower() {   # check_lower MODEL TYPE
     || echo "FAIL llama.cpp $1 $2 dequantized: ppl $lf, moeq eval of the $2 file $mp; llama.cpp on $2: $lq"
 }
 for ty in $kq plan; do check_lower $K $ty; done
-dp=$(moeq_ppl $FX/$D)
 for ty in $dtypes; do
-  lp=$(llama_field "$TMPD/$D.$ty.gguf" "j['ppl']"); arch=$(llama_field "$TMPD/$D.$ty.gguf" "j['header']['architecture']")
-  [ "$arch" = deepseek2 ] && close "$lp" "$dp" && echo "PASS llama.cpp loads $D $ty as deepseek2: ppl $lp, moeq eval of the checkpoint $dp (within 0.3%)" \
-    || echo "FAIL llama.cpp $D $ty ($arch): ppl $lp, moeq eval of the checkpoint $dp"
+  g="$TMPD/$D.$ty.gguf"; lp=$(llama_field "$g" "j['ppl']"); mp=$(moeq_ppl "$g"); arch=$(llama_field "$g" "j['header']['architecture']")
+  [ "$arch" = deepseek2 ] && close "$lp" "$mp" && echo "PASS llama.cpp loads $D $ty as deepseek2: ppl $lp, moeq eval $mp (within 0.3%)" \
+    || echo "FAIL llama.cpp $D $ty ($arch): ppl $lp, moeq eval $mp"
 done
+check_lower $D Q4_0
 for p in $plan; do
   f=${p%%:*}; r=${p#*:}; exact=$(echo "${r%%:*}" | tr , ' '); lower=$(echo "${r#*:}" | tr , ' ')
   H=$(python3 -c "import json; print(json.load(open('$FX/$f/config.json'))['hidden_size'])")
