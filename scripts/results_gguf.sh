@@ -15,7 +15,7 @@ HELD=${HELD:-/work/big/heldout.txt}
 OUT=${OUT:-build/results-gguf}
 DOC=${DOC:-docs/RESULTS-gguf.md}
 CAL_BYTES=${CAL_BYTES:-330000}
-EVAL_BYTES=${EVAL_BYTES:-90000}
+EVAL_BYTES=${EVAL_BYTES:-60000}
 TYPES=${TYPES:-Q2_K Q3_K Q4_K IQ4_XS}
 CTX=512
 TH=${TH:-2}
@@ -54,14 +54,18 @@ for scope in experts all; do
     B=$(bpw "$L" $scope)
     reuse=""
     [ -f "$OUT/costs.$scope.json" ] && reuse="--reuse-costs $OUT/costs.$scope.json"
-    # shellcheck disable=SC2086
-    "$MOEQ" plan "$MODEL" --target gguf --budget "$B" --scope $scope --calib "$OUT/calib.h5" $reuse -o "$OUT/plan.$ty.$scope.json" -q
-    [ -f "$OUT/costs.$scope.json" ] || cp "$OUT/plan.$ty.$scope.json" "$OUT/costs.$scope.json"
-    "$MOEQ" export gguf "$MODEL" --plan "$OUT/plan.$ty.$scope.json" --method gptq --calib "$OUT/calib.h5" -o "$M" -q
+    # (re-running the script keeps what is done: a plan made for this budget and its export)
+    if [ ! -f "$M" ] || [ "$(python3 -c "import json; print(json.load(open('$OUT/plan.$ty.$scope.json'))['budget'])" 2>/dev/null)" != "$(python3 -c "print(float('$B'))")" ]; then
+      # shellcheck disable=SC2086
+      "$MOEQ" plan "$MODEL" --target gguf --budget "$B" --scope $scope --calib "$OUT/calib.h5" $reuse -o "$OUT/plan.$ty.$scope.json" -q
+      [ -f "$OUT/costs.$scope.json" ] || cp "$OUT/plan.$ty.$scope.json" "$OUT/costs.$scope.json"
+      "$MOEQ" export gguf "$MODEL" --plan "$OUT/plan.$ty.$scope.json" --method gptq --calib "$OUT/calib.h5" -o "$M" -q
+      rm -f "$M.kld.log" "$M.eval.json"
+    fi
     for f in "$L" "$M"; do
-      "$LLAMA/llama-perplexity" -m "$f" -f "$OUT/eval.txt" -c $CTX -t $TH --kl-divergence-base "$OUT/base.kld" \
-        --kl-divergence > "$f.kld.log" 2>&1
-      "$MOEQ" eval "$f" --text "$OUT/eval.txt" --ctx $CTX --ref "$OUT/bf16.gguf" --json -q > "$f.eval.json"
+      grep -q "Mean    KLD" "$f.kld.log" 2>/dev/null || "$LLAMA/llama-perplexity" -m "$f" -f "$OUT/eval.txt" -c $CTX -t $TH \
+        --kl-divergence-base "$OUT/base.kld" --kl-divergence > "$f.kld.log" 2>&1
+      [ -s "$f.eval.json" ] || "$MOEQ" eval "$f" --text "$OUT/eval.txt" --ctx $CTX --ref "$OUT/bf16.gguf" --json -q > "$f.eval.json"
     done
     echo "$ty $scope $L $M $(bpw "$M" $scope) $B" >> "$OUT/rows.txt"
   done
