@@ -17,6 +17,7 @@ DOC=${DOC:-docs/RESULTS-gguf.md}
 CAL_BYTES=${CAL_BYTES:-330000}
 EVAL_BYTES=${EVAL_BYTES:-60000}
 TYPES=${TYPES:-Q2_K Q3_K Q4_K IQ4_XS}
+SCOPES=${SCOPES:-experts all}
 CTX=512
 TH=${TH:-2}
 for b in llama-quantize llama-imatrix llama-perplexity; do
@@ -40,7 +41,7 @@ sel = [v for n, v in t.items() if (n.endswith('_exps.weight') if sc == 'experts'
 w = sum(__import__('math').prod(v['ne']) for v in sel); print('%.6f' % (8 * sum(v['span'] for v in sel) / w))" "$2"; }
 llq() { case $1 in Q3_K) echo Q3_K_M ;; Q4_K) echo Q4_K_M ;; *) echo "$1" ;; esac; }
 : > "$OUT/rows.txt"
-for scope in experts all; do
+for scope in $SCOPES; do
   for ty in $TYPES; do
     L="$OUT/llama.$ty.$scope.gguf"; M="$OUT/moeq.$ty.$scope.gguf"
     if [ ! -f "$L" ]; then
