@@ -39,7 +39,7 @@ FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
 LIB      := $(BUILD)/libmoeq.a
 MOEQ     := $(BIN)/moeq
 
-.PHONY: all build lib tests test test-rel test-asan demo fuzz fuzz-replay bench bench-memory bench-scale bench-mpi results clean deps deps-test
+.PHONY: all build lib tests test test-rel test-asan demo fuzz fuzz-replay bench bench-memory bench-scale bench-mpi results results-gguf clean deps deps-test
 # Dependencies are checked (and installed when root) before a second make reads the compiler
 # flags from pkg-config: on a fresh machine they do not exist when this Makefile is parsed.
 all: deps
@@ -165,6 +165,11 @@ bench-mpi: all
 results: all
 	@scripts/results.sh
 	@scripts/results_prune.sh
+
+# moeq's GGUF against llama-quantize --imatrix on /work/big/q3-512: docs/RESULTS-gguf.md (needs a
+# llama.cpp built outside the repo: LLAMA=.../build/bin)
+results-gguf: all
+	@scripts/results_gguf.sh
 
 clean:
 	rm -rf build bin

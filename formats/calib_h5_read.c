@@ -304,3 +304,40 @@ moeq_status moeq_calib_file_hessian(moeq_calib_file *f, int64_t layer, int64_t e
 {
     return moeq_calib_file_hessian_split(f, layer, expert, down, MOEQ_SPLIT_ALL, H, dim, rows, err);
 }
+
+moeq_status moeq_calib_file_group_hessian(moeq_calib_file *f, int64_t layer, const char *group, double *H,
+                                          int64_t dim, int64_t *rows, moeq_error *err)
+{
+    if (layer < 0 || layer >= f->layers || dim < 1)
+        return moeq_fail(err, MOEQ_ERR_MISUSE, "calib: layer %lld dim %lld out of range", (long long)layer,
+                         (long long)dim);
+    char gp[96];
+    snprintf(gp, sizeof gp, "/layers/L%03lld/%s", (long long)layer, group);
+    if (H5Lexists(f->file, "/layers", H5P_DEFAULT) <= 0 || H5Oexists_by_name(f->file, gp, H5P_DEFAULT) <= 0) {
+        H5Eclear2(H5E_DEFAULT);
+        return moeq_fail(err, MOEQ_ERR_NOT_FOUND, "%s: group %s is missing", f->path, gp);
+    }
+    hid_t g = H5Gopen2(f->file, gp, H5P_DEFAULT);
+    if (g < 0) return rd_fail(err, f->path, gp);
+    int64_t n = -1, d = -1;
+    moeq_status st = MOEQ_OK;
+    if (moeq_h5_attr_i64(g, "rows", &n) || moeq_h5_attr_i64(g, "dim", &d) || n < 0 || d != dim)
+        st = moeq_fail(err, MOEQ_ERR_FORMAT, "%s: %s: attributes rows/dim missing or dim %lld is not %lld", f->path, gp,
+                       (long long)d, (long long)dim);
+    H5Gclose(g);
+    if (st) return st;
+    char dn[128];
+    snprintf(dn, sizeof dn, "%s/hessian", group);
+    hsize_t dims[2] = { (hsize_t)dim, (hsize_t)dim };
+    hid_t ds;
+    if ((st = open_ds(f, layer, dn, 2, dims, &ds, err))) return st;
+    herr_t r = H5Dread(ds, H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, H);
+    H5Dclose(ds);
+    if (r < 0) return rd_fail(err, f->path, dn);
+    for (int64_t i = 0; i < dim * dim; i++)
+        if (!(H[i] - H[i] == 0))
+            return moeq_fail(err, MOEQ_ERR_FORMAT, "%s: %s/hessian has a non-finite value at [%lld, %lld]", f->path, gp,
+                             (long long)(i / dim), (long long)(i % dim));
+    if (rows) *rows = n;
+    return MOEQ_OK;
+}

@@ -15,6 +15,7 @@
 #include "moeq_ggml.h"
 
 #include <jansson.h>
+#include <math.h>
 #include <regex.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -309,6 +310,8 @@ typedef struct out_tensor {
     int64_t layer;              /* K_EXPERTS */
     moeq_proj proj;
     int64_t permute_heads;      /* llama q/k: heads to interleave, 0 for none */
+    int64_t kv_repeat, kv_hd;   /* olmoe k/v (and k norm) with grouped KV heads: each KV head of kv_hd
+                                   rows written kv_repeat times (MHA, the same attention: see list_tensors) */
     int64_t ne[3];
     int nd;
     int type;
@@ -329,6 +332,9 @@ typedef struct ex {
     double *hbuf;
     float *imp;
     json_t *fallbacks;
+    unsigned char *plan_used;   /* [o->n_plan]: the plan's entry named a tensor of the file */
+    int64_t kv_repeat;          /* > 1: olmoe's grouped KV heads written as heads (MHA) */
+    int64_t dense_lead;         /* deepseek2: leading dense layers */
 } ex;
 
 static out_tensor *push(ex *x, const char *fmt, int64_t l)
@@ -364,8 +370,9 @@ static int source_type(const moeq_mat *v)
 
 /* llama-quantize's fallbacks (src/llama-quant.cpp tensor_type_fallback) for a row size the
  * 256-blocks do not divide. */
-static int fallback_type(int t, int64_t ne0)
+int moeq_gguf_fallback_type(int t, int64_t ne0)
 {
+    if (moeq_gguf_row_bytes(t, ne0) && moeq_gguf_type_computable(t)) return t;
     int f = t;
     switch (t) {
     case 10: case 11: f = 2; break;   /* Q2_K, Q3_K -> Q4_0 */
@@ -399,12 +406,14 @@ static moeq_status choose_type(ex *x, out_tensor *t, int src_type)
                              "--requantize", moeq_model_path(x->m), t->name);
         want = 8;
     }
+    for (int i = 0; i < o->n_plan; i++)   /* --plan: the planned type of this tensor */
+        if (!strcmp(o->plan_names[i], t->name)) { want = o->plan_types[i]; x->plan_used[i] = 1; }
     for (int r = 0; r < o->n_rules; r++)
         if (regexec(&x->re[r], t->name, 0, NULL, 0) == 0) want = o->rule_types[r];
     if (want < 0) want = 1;
     const moeq_gguf_type *wt = moeq_gguf_type_get(want);
     if (!moeq_gguf_row_bytes(want, t->ne[0])) {
-        int f = fallback_type(want, t->ne[0]);
+        int f = moeq_gguf_fallback_type(want, t->ne[0]);
         t->fallback_from = wt->name;
         json_t *fb = json_object();
         json_object_set_new(fb, "tensor", json_string(t->name));
@@ -468,32 +477,64 @@ static moeq_status add_experts(ex *x, const char *name, int64_t l, moeq_proj p)
     return choose_type(x, t, source_type(&v));
 }
 
+/* OLMoE with grouped KV heads: llama.cpp's olmoe graph norms k over {n_embd} (attn_k_norm), so
+ * the GGUF has as many KV heads as query heads. Writing each KV head's k/v rows (and k norm
+ * weights) once per query head of its group is the same attention exactly: query head h used KV
+ * head h / g, and the whole-width RMS of k is unchanged by repeating every head g times. Applies
+ * to the tensor just listed (a no-op when nothing was listed or no expansion is needed). */
+static moeq_status kv_expand(ex *x)
+{
+    if (x->kv_repeat <= 1 || x->n == 0) return MOEQ_OK;
+    out_tensor *t = &x->t[x->n - 1];
+    const char *n = strchr(t->name + 4, '.');
+    if (!n || (strcmp(n, ".attn_k.weight") && strcmp(n, ".attn_v.weight") && strcmp(n, ".attn_k_norm.weight")) ||
+        t->kv_repeat)
+        return MOEQ_OK;
+    t->kv_repeat = x->kv_repeat;
+    t->kv_hd = x->c->head_dim;
+    t->ne[t->nd == 1 ? 0 : 1] *= x->kv_repeat;
+    return MOEQ_OK;
+}
+
 static moeq_status list_tensors(ex *x)
 {
     const moeq_model *m = x->m;
     const moeq_config *c = x->c;
     moeq_status st;
     int perm = x->a->permute_qk;
+    x->kv_repeat = !strcmp(x->a->arch, "olmoe") && c->kv_heads < c->heads ? c->heads / c->kv_heads : 1;
+    for (x->dense_lead = 0; x->a->mla && x->dense_lead < c->layers && !c->layer_is_moe[x->dense_lead]; x->dense_lead++) {}
     if ((st = add_mat(x, "token_embd.weight", -1, moeq_model_embed(m), 0, 0))) return st;
     for (int64_t l = 0; l < c->layers; l++) {
         const moeq_layer_view *L = moeq_model_layer(m, l);
-        if (!L->is_moe)
+        if (!L->is_moe && !(x->a->mla && l < x->dense_lead))
             return moeq_fail(x->err, MOEQ_ERR_UNSUPPORTED, "%s: layer %lld is a dense MLP layer: llama.cpp's %s graph "
-                             "has MoE layers only", moeq_model_path(m), (long long)l, x->a->arch);
+                             "has %s", moeq_model_path(m), (long long)l, x->a->arch,
+                             x->a->mla ? "dense layers only before the first MoE layer" : "MoE layers only");
         if ((st = add_vec(x, "attn_norm.weight", l, &L->attn_norm)) ||
             (st = add_mat(x, "attn_q.weight", l, &L->q, perm ? c->heads : 0, 0)) ||
-            (st = add_mat(x, "attn_k.weight", l, &L->k, perm ? c->kv_heads : 0, 0)) ||
-            (st = add_mat(x, "attn_v.weight", l, &L->v, 0, 0)) ||
+            (st = add_mat(x, "attn_k.weight", l, &L->k, perm ? c->kv_heads : 0, 0)) || (st = kv_expand(x)) ||
+            (st = add_mat(x, "attn_v.weight", l, &L->v, 0, 0)) || (st = kv_expand(x)) ||
             (st = add_mat(x, "attn_output.weight", l, &L->o, 0, 0)) ||
             (st = add_vec(x, "attn_q.bias", l, &L->q_bias)) || (st = add_vec(x, "attn_k.bias", l, &L->k_bias)) ||
             (st = add_vec(x, "attn_v.bias", l, &L->v_bias)) ||
             (st = add_vec(x, "attn_q_norm.weight", l, &L->q_norm)) ||
-            (st = add_vec(x, "attn_k_norm.weight", l, &L->k_norm)) ||
+            (st = add_vec(x, "attn_k_norm.weight", l, &L->k_norm)) || (st = kv_expand(x)) ||
+            /* MLA (deepseek2, layout A of docs/FORMAT-gguf.md: kv_b whole, as the legacy converter) */
+            (st = add_vec(x, "attn_q_a_norm.weight", l, &L->q_a_norm)) ||
+            (st = add_vec(x, "attn_kv_a_norm.weight", l, &L->kv_a_norm)) ||
+            (st = add_mat(x, "attn_q_a.weight", l, &L->q_a, 0, 0)) || (st = add_mat(x, "attn_q_b.weight", l, &L->q_b, 0, 0)) ||
+            (st = add_mat(x, "attn_kv_a_mqa.weight", l, &L->kv_a, 0, 0)) ||
+            (st = add_mat(x, "attn_kv_b.weight", l, &L->kv_b, 0, 0)) ||
             (st = add_vec(x, "ffn_norm.weight", l, &L->mlp_norm)) ||
-            (st = add_mat(x, "ffn_gate_inp.weight", l, &L->router, 0, 1)) ||
-            (st = add_experts(x, "ffn_gate_exps.weight", l, MOEQ_PROJ_GATE)) ||
-            (st = add_experts(x, "ffn_up_exps.weight", l, MOEQ_PROJ_UP)) ||
-            (st = add_experts(x, "ffn_down_exps.weight", l, MOEQ_PROJ_DOWN)) ||
+            (!L->is_moe && ((st = add_mat(x, "ffn_gate.weight", l, &L->dense_gate, 0, 0)) ||
+                            (st = add_mat(x, "ffn_up.weight", l, &L->dense_up, 0, 0)) ||
+                            (st = add_mat(x, "ffn_down.weight", l, &L->dense_down, 0, 0)))) ||
+            (L->is_moe && ((st = add_mat(x, "ffn_gate_inp.weight", l, &L->router, 0, 1)) ||
+                           (st = add_vec(x, "exp_probs_b.bias", l, &L->router_bias)) ||
+                           (st = add_experts(x, "ffn_gate_exps.weight", l, MOEQ_PROJ_GATE)) ||
+                           (st = add_experts(x, "ffn_up_exps.weight", l, MOEQ_PROJ_UP)) ||
+                           (st = add_experts(x, "ffn_down_exps.weight", l, MOEQ_PROJ_DOWN)))) ||
             (st = add_mat(x, "ffn_gate_inp_shexp.weight", l, &L->shared_expert_gate, 0, 1)) ||
             (st = add_mat(x, "ffn_gate_shexp.weight", l, &L->shared_gate, 0, 0)) ||
             (st = add_mat(x, "ffn_up_shexp.weight", l, &L->shared_up, 0, 0)) ||
@@ -525,21 +566,46 @@ static moeq_status arch_meta(moeq_gguf_writer *w, const ex *x, const char *name,
     U32("feed_forward_length", !strcmp(A, "llama") || !strcmp(A, "olmoe") ? c->moe_inter
                                : c->dense_inter > 0 ? c->dense_inter : c->moe_inter);
     U32("attention.head_count", c->heads);
-    U32("attention.head_count_kv", c->kv_heads);
+    U32("attention.head_count_kv", x->a->mla ? c->heads : c->kv_heads * x->kv_repeat);   /* MLA layout A: MHA */
     F32("rope.freq_base", c->rope_theta);
     F32("attention.layer_norm_rms_epsilon", c->rms_eps);
     U32("expert_count", c->n_experts);
     U32("expert_used_count", c->top_k);
-    if (c->head_dim * c->heads != c->hidden || !strcmp(A, "qwen3moe")) {
+    if (c->head_dim * c->heads != c->hidden || !strcmp(A, "qwen3moe") || x->a->mla) {
         U32("attention.key_length", c->head_dim);
-        U32("attention.value_length", c->head_dim);
+        U32("attention.value_length", x->a->mla ? c->v_head_dim : c->head_dim);
     }
     if (!strcmp(A, "llama")) {
         U32("rope.dimension_count", c->head_dim);
         U32("vocab_size", c->vocab);
     }
     if (!strcmp(x->a->expert_ff_key, "expert_feed_forward_length")) U32("expert_feed_forward_length", c->moe_inter);
-    if (x->a->shared && c->shared_inter > 0) U32("expert_shared_feed_forward_length", c->shared_inter);
+    if (x->a->shared && c->shared_inter > 0 && !x->a->mla) U32("expert_shared_feed_forward_length", c->shared_inter);
+    if (x->a->mla) {   /* llama.cpp src/models/deepseek2.cpp load_arch_hparams */
+        U32("leading_dense_block_count", x->dense_lead);
+        if (c->q_lora_rank > 0) U32("attention.q_lora_rank", c->q_lora_rank);
+        U32("attention.kv_lora_rank", c->kv_lora_rank);
+        U32("rope.dimension_count", c->qk_rope_dim);
+        U32("expert_shared_count", c->moe_inter > 0 ? c->shared_inter / c->moe_inter : 0);
+        F32("expert_weights_scale", c->routed_scaling);
+        snprintf(k, sizeof k, "%s.expert_weights_norm", A);
+        if (!st) st = moeq_gguf_w_bool(w, k, c->norm_topk_prob);
+        U32("expert_gating_func", c->router == MOEQ_ROUTER_SIGMOID_GROUP ? 2 : 1);
+        U32("expert_group_count", c->n_group);
+        U32("expert_group_used_count", c->topk_group);
+        U32("vocab_size", c->vocab);
+        if (c->rope_type == MOEQ_ROPE_YARN) {
+            /* HF's softmax scale is m(factor, mscale_all_dim)^2 / sqrt(d) (config.c folds it into
+             * attn_scale); llama.cpp rebuilds it from yarn_log_multiplier = 0.1 * mscale_all_dim */
+            double m2 = c->attn_scale * sqrt((double)c->head_dim), lf = log(c->rope_factor);
+            double msa = lf > 0 && m2 > 0 ? (sqrt(m2) - 1) / (0.1 * lf) : 0;
+            snprintf(k, sizeof k, "%s.rope.scaling.type", A);
+            if (!st) st = moeq_gguf_w_str(w, k, "yarn", 4);
+            F32("rope.scaling.factor", c->rope_factor);
+            U32("rope.scaling.original_context_length", (int64_t)c->rope_orig_max);
+            F32("rope.scaling.yarn_log_multiplier", 0.1 * msa);
+        }
+    }
     if (!st) st = moeq_gguf_w_u32(w, "general.quantization_version", 2);
     if (!st) st = moeq_gguf_w_u32(w, "general.file_type", (uint32_t)ftype);
 #undef U32
@@ -658,12 +724,14 @@ static moeq_status write_mat(ex *x, moeq_gguf_writer *w, const out_tensor *t, co
                          "'%s' (GGUF gives one type to all experts of a layer); pass --requantize",
                          moeq_model_path(x->m), v->tensor, moeq_gguf_type_get(v->gtype)->name,
                          moeq_gguf_type_get(t->type)->name, t->name);
-    for (int64_t r = 0; r < rows; r++) {
+    const int64_t g = t->kv_repeat > 1 ? t->kv_repeat : 1;
+    for (int64_t r = 0; r < rows * g; r++) {
         int64_t sr = r;   /* GGUF row r of a head is HF row j*hd/2 + i for r = 2i + j */
         if (hd) {
             int64_t h = r / hd, k = r % hd;
             sr = h * hd + (k % 2) * (hd / 2) + k / 2;
         }
+        if (g > 1) sr = r / t->kv_hd / g * t->kv_hd + r % t->kv_hd;   /* kv_expand: query head h reads KV head h / g */
         moeq_status st;
         if (v->q && qmap == t->type) {
             qrow_copy(v->q, sr, t->type, obuf);
@@ -713,30 +781,62 @@ static moeq_status write_gptq(ex *x, moeq_gguf_writer *w, const out_tensor *t, c
     return st;
 }
 
-moeq_status moeq_gguf_export(const moeq_model *m, const char *out_path, const moeq_gguf_export_opts *o,
-                             moeq_gguf_export_result *res, moeq_error *err)
+/* The GGUF architecture of m, or the reason llama.cpp's graph for it would compute another model. */
+static moeq_status check_arch(const moeq_model *m, const moeq_gguf_arch **out, moeq_error *err)
 {
-    memset(res, 0, sizeof *res);
     const moeq_config *c = moeq_model_config(m);
-    const moeq_gguf_arch *a = moeq_gguf_arch_of_model_type(c->model_type);
+    const moeq_gguf_arch *a = *out = moeq_gguf_arch_of_model_type(c->model_type);
     if (!a) {
         char list[128];
         moeq_gguf_arch_list(list, sizeof list);
         return moeq_fail(err, MOEQ_ERR_UNSUPPORTED, "%s: model_type %s has no GGUF architecture (supported: %s)",
                          moeq_model_path(m), c->model_type, list);
     }
+    if (a->mla) {   /* what llama.cpp's deepseek2 graph can express (docs/export.md) */
+        const char *why = NULL;
+        int64_t lead = 0;
+        while (lead < c->layers && !c->layer_is_moe[lead]) lead++;
+        for (int64_t l = lead; l < c->layers && !why; l++)
+            if (!c->layer_is_moe[l]) why = "a dense layer after a MoE layer (only leading dense layers)";
+        if (!why && c->q_lora_rank == 0 && c->layers != 26 && c->layers != 27)
+            why = "no q_lora_rank (a plain q_proj): llama.cpp's loader takes that only for 26- or 27-layer models "
+                  "(DeepSeek-V2-Lite) and requires attn_q_a/attn_q_b otherwise";
+        if (!why && c->attn != MOEQ_ATTN_MLA) why = "attention that is not MLA";
+        if (!why && !c->rope_interleave) why = "non-interleaved RoPE (llama.cpp's deepseek2 ropes pairs 2i, 2i+1)";
+        if (!why && c->group_limited) why = "group_limited_greedy routing";
+        if (!why && c->router != MOEQ_ROUTER_SIGMOID_GROUP && c->router != MOEQ_ROUTER_SOFTMAX_GROUP)
+            why = "a router other than DeepSeek's softmax or sigmoid";
+        if (!why && c->rope_type == MOEQ_ROPE_YARN &&
+            (fabs(c->rope_attn_factor - 1) > 1e-6 || c->rope_beta_fast != 32 || c->rope_beta_slow != 1))
+            why = "YaRN with an attention factor other than 1 or betas other than 32/1";
+        if (!why && c->rope_type == MOEQ_ROPE_LONGROPE) why = "longrope";
+        if (why)
+            return moeq_fail(err, MOEQ_ERR_UNSUPPORTED, "%s: %s: llama.cpp's deepseek2 graph cannot express it",
+                             moeq_model_path(m), why);
+        return MOEQ_OK;
+    }
     /* llama.cpp's graphs fix the top-k renormalization per architecture (formats/gguf_model.c) */
     if (c->norm_topk_prob != a->renorm)
         return moeq_fail(err, MOEQ_ERR_UNSUPPORTED, "%s: norm_topk_prob is %s, but llama.cpp's %s graph %s the top-k "
                          "weights: the GGUF would compute another model", moeq_model_path(m),
                          c->norm_topk_prob ? "true" : "false", a->arch, a->renorm ? "always renormalizes" : "never renormalizes");
-    /* olmoe's attn_k_norm is {n_embd} in llama.cpp (src/models/olmoe.cpp): no grouped KV heads */
-    if (!strcmp(a->arch, "olmoe") && c->kv_heads != c->heads)
-        return moeq_fail(err, MOEQ_ERR_UNSUPPORTED, "%s: %lld KV heads for %lld heads: llama.cpp's olmoe graph norms "
-                         "k over the whole width (attn_k_norm {n_embd}), so head_count_kv must equal head_count",
-                         moeq_model_path(m), (long long)c->kv_heads, (long long)c->heads);
+    /* olmoe's attn_k_norm is {n_embd} in llama.cpp (src/models/olmoe.cpp): grouped KV heads are
+     * written as heads (kv_expand), which needs whole groups */
+    if (!strcmp(a->arch, "olmoe") && (c->kv_heads < 1 || c->heads % c->kv_heads))
+        return moeq_fail(err, MOEQ_ERR_UNSUPPORTED, "%s: %lld KV heads do not divide %lld heads", moeq_model_path(m),
+                         (long long)c->kv_heads, (long long)c->heads);
+    return MOEQ_OK;
+}
+
+moeq_status moeq_gguf_export(const moeq_model *m, const char *out_path, const moeq_gguf_export_opts *o,
+                             moeq_gguf_export_result *res, moeq_error *err)
+{
+    memset(res, 0, sizeof *res);
+    const moeq_config *c = moeq_model_config(m);
+    const moeq_gguf_arch *a = NULL;
+    moeq_status st = check_arch(m, &a, err);
+    if (st) return st;
     ex x = { .m = m, .c = c, .a = a, .o = o, .err = err };
-    moeq_status st = MOEQ_OK;
     moeq_gguf_writer *w = NULL;
     float *row = NULL;
     unsigned char *obuf = NULL;
@@ -759,7 +859,14 @@ moeq_status moeq_gguf_export(const moeq_model *m, const char *out_path, const mo
         x.imp = malloc((size_t)dmax * sizeof *x.imp);
         if (!x.hbuf || !x.imp) { st = moeq_fail(err, MOEQ_ERR_NOMEM, "export: out of memory"); goto out; }
     }
+    if (o->n_plan && !(x.plan_used = calloc((size_t)o->n_plan, 1))) { st = moeq_fail(err, MOEQ_ERR_NOMEM, "export: out of memory"); goto out; }
     if ((st = list_tensors(&x))) goto out;
+    for (int i = 0; i < o->n_plan; i++)
+        if (!x.plan_used[i]) {
+            st = moeq_fail(err, MOEQ_ERR_FORMAT, "export: --plan: entry %d names '%s', which is not a quantizable "
+                           "matrix of this model's GGUF (a plan of another model or scope?)", i, o->plan_names[i]);
+            goto out;
+        }
     if ((st = moeq_gguf_writer_create(out_path, &w, err))) goto out;
     src_files sf = { .m = m };
     const char *mp = moeq_model_path(m);
@@ -807,7 +914,9 @@ moeq_status moeq_gguf_export(const moeq_model *m, const char *out_path, const mo
         const out_tensor *t = &x.t[i];
         if (t->kind == K_VEC) {
             moeq_vec_to_f32(t->vec, row);
-            st = moeq_gguf_w_data(w, row, (size_t)t->vec->n * 4, err);
+            for (int64_t j = t->ne[0] - 1; t->kv_repeat > 1 && j >= 0; j--)   /* kv_expand, backwards in place */
+                row[j] = row[j / t->kv_hd / t->kv_repeat * t->kv_hd + j % t->kv_hd];
+            st = moeq_gguf_w_data(w, row, (size_t)t->ne[0] * 4, err);
         } else if (t->kind == K_MAT) {
             st = write_mat(&x, w, t, &t->mat, NULL, row, obuf);
             moeq_mat_release(&t->mat);
@@ -839,11 +948,46 @@ out:
     for (int r = 0; r < n_re; r++) regfree(&x.re[r]);
     free(x.re);
     free(x.t);
+    free(x.plan_used);
     free(row);
     free(obuf);
     free(x.hbuf);
     free(x.imp);
     moeq_calib_file_close(x.calib);
+    json_decref(x.fallbacks);
+    return st;
+}
+
+moeq_status moeq_gguf_export_matrices(const moeq_model *m, moeq_gguf_matrix **out, size_t *n, moeq_error *err)
+{
+    *out = NULL;
+    *n = 0;
+    const moeq_gguf_arch *a = NULL;
+    moeq_status st = check_arch(m, &a, err);
+    if (st) return st;
+    /* as an F32 export would list them: every matrix, none refused for its stored codec */
+    moeq_gguf_export_opts o = { .type = 0 };
+    ex x = { .m = m, .c = moeq_model_config(m), .a = a, .o = &o, .err = err };
+    x.fallbacks = json_array();
+    if (!x.fallbacks) return moeq_fail(err, MOEQ_ERR_NOMEM, "out of memory");
+    if ((st = list_tensors(&x)) == MOEQ_OK) {
+        moeq_gguf_matrix *r = calloc(x.n ? x.n : 1, sizeof *r);
+        if (!r) st = moeq_fail(err, MOEQ_ERR_NOMEM, "out of memory");
+        for (size_t i = 0; r && i < x.n; i++) {
+            const out_tensor *t = &x.t[i];
+            if (t->kind == K_VEC || t->is_router) continue;
+            moeq_gguf_matrix *g = &r[(*n)++];
+            snprintf(g->name, sizeof g->name, "%s", t->name);
+            g->cols = t->ne[0];
+            g->rows = t->nd > 1 ? t->ne[1] : 1;
+            g->layer = t->kind == K_EXPERTS ? t->layer : -1;
+            g->experts = t->kind == K_EXPERTS ? t->ne[2] : 0;
+            g->proj = t->proj;
+            if (t->kind == K_MAT) g->mat = t->mat;
+        }
+        *out = r;
+    }
+    free(x.t);
     json_decref(x.fallbacks);
     return st;
 }

@@ -14,10 +14,14 @@
 /* llama.cpp's graphs fix what the HF configs leave open: llama (Mixtral) and qwen3moe always
  * renormalize the top-k weights, qwen2moe and olmoe never (src/models/ARCH.cpp, norm_w). */
 static const moeq_gguf_arch archs[] = {
-    { "llama", "mixtral", 1, "feed_forward_length", 1, 0, MOEQ_QK_NORM_NONE, 0 },
-    { "qwen2moe", "qwen2_moe", 0, "expert_feed_forward_length", 0, 1, MOEQ_QK_NORM_NONE, 1 },
-    { "qwen3moe", "qwen3_moe", 0, "expert_feed_forward_length", 1, 0, MOEQ_QK_NORM_HEAD, 0 },
-    { "olmoe", "olmoe", 0, "feed_forward_length", 0, 0, MOEQ_QK_NORM_FULL, 0 },
+    { "llama", "mixtral", 1, "feed_forward_length", 1, 0, MOEQ_QK_NORM_NONE, 0, 0 },
+    { "qwen2moe", "qwen2_moe", 0, "expert_feed_forward_length", 0, 1, MOEQ_QK_NORM_NONE, 1, 0 },
+    { "qwen3moe", "qwen3_moe", 0, "expert_feed_forward_length", 1, 0, MOEQ_QK_NORM_HEAD, 0, 0 },
+    { "olmoe", "olmoe", 0, "feed_forward_length", 0, 0, MOEQ_QK_NORM_FULL, 0, 0 },
+    /* MLA (docs/export.md): renorm is a key here (expert_weights_norm), not fixed by the graph; the
+     * first row is the one a file's architecture finds (its gating key picks the family) */
+    { "deepseek2", "deepseek_v3", 0, "expert_feed_forward_length", -1, 1, MOEQ_QK_NORM_NONE, 0, 1 },
+    { "deepseek2", "deepseek_v2", 0, "expert_feed_forward_length", -1, 1, MOEQ_QK_NORM_NONE, 0, 1 },
 };
 #define N_ARCHS (sizeof archs / sizeof archs[0])
 
@@ -40,6 +44,7 @@ void moeq_gguf_arch_list(char *buf, size_t cap)
     size_t n = 0;
     buf[0] = '\0';
     for (size_t i = 0; i < N_ARCHS; i++) {
+        if (i && !strcmp(archs[i].arch, archs[i - 1].arch)) continue;
         int w = snprintf(buf + n, cap - n, "%s%s", i ? ", " : "", archs[i].arch);
         if (w < 0 || (size_t)w >= cap - n) break;
         n += (size_t)w;
@@ -184,6 +189,124 @@ static moeq_status config_from_meta(mctx *c)
     }
     if (c->a->shared && !shared && moeq_gguf_find_tensor(g, "blk.0.ffn_gate_shexp.weight"))
         cfg->shared_inter = moeq_gguf_find_tensor(g, "blk.0.ffn_gate_shexp.weight")->ne[1];
+    return MOEQ_OK;
+}
+
+
+static moeq_status get_f(mctx *c, const char *k, int required, float *out)
+{
+    char key[128];
+    snprintf(key, sizeof key, "%s.%s", c->a->arch, k);
+    moeq_status st = moeq_gguf_get_f32(c->g, key, required, out, c->err);
+    if (st) return missing_is_format(c->err, st);
+    if (!isfinite(*out))
+        return moeq_fail(c->err, MOEQ_ERR_FORMAT, "%s: GGUF key '%s' is not finite", moeq_gguf_label(c->g), key);
+    return MOEQ_OK;
+}
+
+/* deepseek2 (llama.cpp src/models/deepseek2.cpp; docs/FORMAT-gguf.md): MLA sizes, leading dense
+ * layers, DeepSeek routing, YaRN — the config formats/config.c derives for deepseek_v3 (sigmoid
+ * gating) or deepseek_v2 (softmax). MLA stored as MHA (layout A: attn_kv_b whole). */
+static moeq_status config_mla(mctx *c)
+{
+    const moeq_gguf *g = c->g;
+    moeq_config *cfg = c->cfg;
+    const char *L = moeq_gguf_label(g);
+    moeq_status st;
+    memset(cfg, 0, sizeof *cfg);
+    int64_t hd = 0, vd = 0, rot = 0, ctx = 2048, lead = 0, nshared = 0, gating = 1, orig = 0;
+    float scale = 1, theta = 10000, eps = 0, factor = 1, logmul = 0;
+    if ((st = get_u(c, "block_count", 1, 1, MOEQ_MAX_LAYERS, &cfg->layers)) ||
+        (st = get_u(c, "embedding_length", 1, 1, 1 << 20, &cfg->hidden)) ||
+        (st = get_u(c, "attention.head_count", 1, 1, 4096, &cfg->heads)) ||
+        (st = get_u(c, "attention.key_length", 1, 2, 4096, &hd)) ||
+        (st = get_u(c, "attention.value_length", 1, 1, 4096, &vd)) ||
+        (st = get_u(c, "rope.dimension_count", 1, 2, 4096, &rot)) ||
+        (st = get_u(c, "context_length", 0, 1, UINT32_MAX, &ctx)) ||
+        (st = get_u(c, "expert_count", 1, 1, MOEQ_GROUP_ROUTER_MAX_EXPERTS, &cfg->n_experts)) ||
+        (st = get_u(c, "expert_used_count", 1, 1, 65536, &cfg->top_k)) ||
+        (st = get_u(c, "expert_feed_forward_length", 1, 1, 1 << 24, &cfg->moe_inter)) ||
+        (st = get_u(c, "feed_forward_length", 0, 1, 1 << 24, &cfg->dense_inter)) ||
+        (st = get_u(c, "leading_dense_block_count", 0, 0, MOEQ_MAX_LAYERS, &lead)) ||
+        (st = get_u(c, "attention.q_lora_rank", 0, 1, 1 << 20, &cfg->q_lora_rank)) ||
+        (st = get_u(c, "attention.kv_lora_rank", 1, 1, 1 << 20, &cfg->kv_lora_rank)) ||
+        (st = get_u(c, "expert_shared_count", 0, 0, 4096, &nshared)) ||
+        (st = get_u(c, "expert_gating_func", 0, 1, 2, &gating)) ||
+        (st = get_u(c, "expert_group_count", 0, 1, 65536, &cfg->n_group)) ||
+        (st = get_u(c, "expert_group_used_count", 0, 1, 65536, &cfg->topk_group)) ||
+        (st = get_f(c, "expert_weights_scale", 0, &scale)) || (st = get_f(c, "rope.freq_base", 0, &theta)) ||
+        (st = get_f(c, "attention.layer_norm_rms_epsilon", 1, &eps)))
+        return st;
+    cfg->n_group = cfg->n_group ? cfg->n_group : 1;
+    cfg->topk_group = cfg->topk_group ? cfg->topk_group : 1;
+    int64_t kvh = cfg->heads;
+    if ((st = get_u(c, "attention.head_count_kv", 0, 1, 4096, &kvh))) return st;
+    const char *why = kvh != cfg->heads ? "head_count_kv differs from head_count (moeq reads MLA stored as MHA, layout A)"
+                      : rot % 2 || rot >= hd ? "rope.dimension_count is odd or not below key_length"
+                      : lead > cfg->layers ? "leading_dense_block_count exceeds block_count"
+                      : cfg->top_k > cfg->n_experts ? "expert_used_count exceeds expert_count"
+                      : cfg->n_experts % cfg->n_group || cfg->topk_group > cfg->n_group ? "expert group counts do not fit the experts"
+                      : !(scale > 0) || !(theta > 0) || !(eps > 0 && eps < 1) ? "expert_weights_scale, rope.freq_base or the epsilon out of range"
+                      : lead > 0 && !cfg->dense_inter ? "leading dense layers without feed_forward_length" : NULL;
+    if (why) return moeq_fail(c->err, MOEQ_ERR_FORMAT, "%s: GGUF deepseek2: %s", L, why);
+    snprintf(cfg->model_type, sizeof cfg->model_type, "%s", gating == 2 ? "deepseek_v3" : "deepseek_v2");
+    cfg->family = moeq_family_find(cfg->model_type);
+    if (!cfg->family) return moeq_fail(c->err, MOEQ_ERR_UNSUPPORTED, "%s: no moeq family %s", L, cfg->model_type);
+    cfg->kv_heads = cfg->heads;
+    cfg->head_dim = hd;
+    cfg->qk_rope_dim = cfg->rope_dim = rot;
+    cfg->qk_nope_dim = hd - rot;
+    cfg->v_head_dim = vd;
+    cfg->rope_interleave = 1;   /* llama.cpp ropes deepseek2 pairs (2i, 2i+1) */
+    cfg->max_positions = ctx;
+    cfg->rope_theta = theta;
+    cfg->rms_eps = eps;
+    cfg->attn = MOEQ_ATTN_MLA;
+    cfg->router = cfg->family->router_kind;
+    cfg->norm = cfg->family->norm;
+    cfg->routed_scaling = scale;
+    cfg->shared_inter = nshared * cfg->moe_inter;
+    cfg->qk_norm = MOEQ_QK_NORM_NONE;
+    cfg->norm_topk_prob = 0;
+    char key[128];
+    snprintf(key, sizeof key, "%s.expert_weights_norm", c->a->arch);
+    if ((st = moeq_gguf_get_bool(g, key, 0, &cfg->norm_topk_prob, c->err))) return st;
+    for (int64_t l = 0; l < cfg->layers; l++) cfg->layer_is_moe[l] = l >= lead;
+    cfg->rope_type = MOEQ_ROPE_DEFAULT;
+    cfg->rope_attn_factor = 1.0;
+    cfg->attn_scale = 1.0 / sqrt((double)hd);
+    const char *s;
+    uint64_t sn;
+    snprintf(key, sizeof key, "%s.rope.scaling.type", c->a->arch);
+    if ((st = moeq_gguf_get_str(g, key, 0, &s, &sn, c->err))) return st;
+    if (moeq_gguf_find_kv(g, key) && !(sn == 4 && !memcmp(s, "none", 4))) {
+        if (!(sn == 4 && !memcmp(s, "yarn", 4)))
+            return moeq_fail(c->err, MOEQ_ERR_UNSUPPORTED, "%s: GGUF key '%s' = '%.*s': deepseek2 takes none or yarn", L,
+                             key, (int)(sn < 32 ? sn : 32), s);
+        float af = 1;
+        if ((st = get_f(c, "rope.scaling.factor", 1, &factor)) ||
+            (st = get_u(c, "rope.scaling.original_context_length", 1, 1, UINT32_MAX, &orig)) ||
+            (st = get_f(c, "rope.scaling.yarn_log_multiplier", 0, &logmul)) || (st = get_f(c, "rope.scaling.attn_factor", 0, &af)))
+            return st;
+        if (!(factor > 0) || fabsf(af - 1) > 1e-6f)
+            return moeq_fail(c->err, MOEQ_ERR_UNSUPPORTED, "%s: GGUF deepseek2: YaRN factor %g / attn_factor %g (factor > 0 "
+                             "and attn_factor 1 are supported)", L, (double)factor, (double)af);
+        cfg->rope_type = MOEQ_ROPE_YARN;
+        cfg->rope_factor = factor;
+        cfg->rope_orig_max = (double)orig;
+        cfg->rope_beta_fast = 32;
+        cfg->rope_beta_slow = 1;
+        cfg->rope_truncate = 1;
+        /* the converter's yarn_log_multiplier is 0.1 * mscale_all_dim: the softmax scale gets
+         * get_mscale(factor, mscale_all_dim)^2 (config.c's yarn_apply_mscale) */
+        double msa = (double)logmul / 0.1, m = factor <= 1 ? 1.0 : 0.1 * msa * log((double)factor) + 1.0;
+        cfg->attn_scale *= m * m;
+    }
+    const moeq_gguf_tensor *emb = moeq_gguf_find_tensor(g, "token_embd.weight");
+    if (!emb || emb->n_dims != 2)
+        return moeq_fail(c->err, MOEQ_ERR_FORMAT, "%s: GGUF tensor 'token_embd.weight' is %s", L, emb ? "not 2-D" : "missing");
+    cfg->vocab = emb->ne[1];
+    cfg->tie_embeddings = moeq_gguf_find_tensor(g, "output.weight") == NULL;
     return MOEQ_OK;
 }
 
@@ -363,6 +486,66 @@ static moeq_status map_layer(mctx *c, int64_t l)
     return MOEQ_OK;
 }
 
+
+/* deepseek2's tensors (layout A) onto the DeepSeek family's names. */
+static moeq_status map_layer_mla(mctx *c, int64_t l)
+{
+    const moeq_config *cfg = c->cfg;
+    const moeq_family *f = cfg->family;
+    const int64_t H = cfg->hidden, Q = cfg->q_lora_rank, KV = cfg->kv_lora_rank, nh = cfg->heads;
+    const int64_t E = cfg->n_experts, I = cfg->moe_inter, S = cfg->shared_inter, F = cfg->dense_inter;
+    const moeq_gguf_tensor *t;
+    moeq_status st;
+    if ((st = NEED("attn_norm.weight", l, 1, 1, &t, H)) || (st = src(c, f->attn_norm, l, -1, t, 0, 1, 1))) return st;
+    if ((st = NEED("ffn_norm.weight", l, 1, 1, &t, H)) || (st = src(c, f->mlp_norm, l, -1, t, 0, 1, 1))) return st;
+    if (Q > 0) {
+        if ((st = NEED("attn_q_a.weight", l, 1, 0, &t, H, Q)) || (st = src(c, f->q_a, l, -1, t, 0, Q, 0)) ||
+            (st = NEED("attn_q_a_norm.weight", l, 1, 1, &t, Q)) || (st = src(c, f->q_a_norm, l, -1, t, 0, 1, 1)) ||
+            (st = NEED("attn_q_b.weight", l, 1, 0, &t, Q, nh * cfg->head_dim)) ||
+            (st = src(c, f->q_b, l, -1, t, 0, nh * cfg->head_dim, 0)))
+            return st;
+    } else if ((st = NEED("attn_q.weight", l, 1, 0, &t, H, nh * cfg->head_dim)) ||
+               (st = src(c, f->q, l, -1, t, 0, nh * cfg->head_dim, 0))) {
+        return st;
+    }
+    const int64_t kvb = nh * (cfg->qk_nope_dim + cfg->v_head_dim);
+    if ((st = NEED("attn_kv_a_mqa.weight", l, 1, 0, &t, H, KV + cfg->qk_rope_dim)) ||
+        (st = src(c, f->kv_a, l, -1, t, 0, KV + cfg->qk_rope_dim, 0)) ||
+        (st = NEED("attn_kv_a_norm.weight", l, 1, 1, &t, KV)) || (st = src(c, f->kv_a_norm, l, -1, t, 0, 1, 1)) ||
+        (st = NEED("attn_kv_b.weight", l, 1, 0, &t, KV, kvb)) || (st = src(c, f->kv_b, l, -1, t, 0, kvb, 0)) ||
+        (st = NEED("attn_output.weight", l, 1, 0, &t, nh * cfg->v_head_dim, H)) ||
+        (st = src(c, f->o, l, -1, t, 0, H, 0)))
+        return st;
+    if (!cfg->layer_is_moe[l]) {
+        const char *dn[3] = { "ffn_gate.weight", "ffn_up.weight", "ffn_down.weight" };
+        for (int p = 0; p < 3; p++) {
+            int64_t in = p == 2 ? F : H, out = p == 2 ? H : F;
+            if ((st = NEED(dn[p], l, 1, 0, &t, in, out)) || (st = src(c, f->dense[p], l, -1, t, 0, out, 0))) return st;
+        }
+        return MOEQ_OK;
+    }
+    if ((st = NEED("ffn_gate_inp.weight", l, 1, 0, &t, H, E)) || (st = src(c, f->router[0], l, -1, t, 0, E, 0))) return st;
+    if (f->router_bias[0] &&
+        ((st = NEED("exp_probs_b.bias", l, cfg->router == MOEQ_ROUTER_SIGMOID_GROUP, 1, &t, E)) ||
+         (st = src(c, f->router_bias[0], l, -1, t, 0, 1, 1))))
+        return st;
+    const char *ex[3] = { "ffn_gate_exps.weight", "ffn_up_exps.weight", "ffn_down_exps.weight" };
+    for (int p = 0; p < 3; p++) {
+        int64_t in = p == 2 ? I : H, out = p == 2 ? H : I;
+        if ((st = NEED(ex[p], l, 1, 0, &t, in, out, E))) return st;
+        for (int64_t e = 0; e < E; e++)
+            if ((st = src(c, f->expert[p][0], l, e, t, e * out, out, 0))) return st;
+    }
+    if (S > 0) {
+        const char *sh[3] = { "ffn_gate_shexp.weight", "ffn_up_shexp.weight", "ffn_down_shexp.weight" };
+        for (int p = 0; p < 3; p++) {
+            int64_t in = p == 2 ? S : H, out = p == 2 ? H : S;
+            if ((st = NEED(sh[p], l, 1, 0, &t, in, out)) || (st = src(c, f->shared[p], l, -1, t, 0, out, 0))) return st;
+        }
+    }
+    return MOEQ_OK;
+}
+
 moeq_status moeq_gguf_model_map(const moeq_gguf *g, moeq_config *cfg, moeq_gguf_src **out, size_t *n,
                                 moeq_error *err)
 {
@@ -383,7 +566,7 @@ moeq_status moeq_gguf_model_map(const moeq_gguf *g, moeq_config *cfg, moeq_gguf_
                          "(supported: %s)", L, name, list);
     }
     mctx mc = { .g = g, .a = a, .cfg = cfg, .err = err }, *c = &mc;
-    if ((st = config_from_meta(c))) return st;
+    if ((st = a->mla ? config_mla(c) : config_from_meta(c))) return st;
     const moeq_family *f = cfg->family;
     const moeq_gguf_tensor *t;
     const int64_t H = cfg->hidden, V = cfg->vocab;
@@ -393,7 +576,7 @@ moeq_status moeq_gguf_model_map(const moeq_gguf *g, moeq_config *cfg, moeq_gguf_
         goto fail;
     if ((st = NEED("output_norm.weight", -1, 1, 1, &t, H)) || (st = src(c, f->final_norm, -1, -1, t, 0, 1, 1))) goto fail;
     for (int64_t l = 0; l < cfg->layers; l++)
-        if ((st = map_layer(c, l))) goto fail;
+        if ((st = a->mla ? map_layer_mla(c, l) : map_layer(c, l))) goto fail;
     qsort(c->s, c->n, sizeof *c->s, cmp_src);
     /* names point into the array: fix them after the moves */
     for (size_t i = 0; i < c->n; i++) c->s[i].t.name = c->s[i].name;

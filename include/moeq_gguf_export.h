@@ -19,6 +19,10 @@ typedef struct moeq_gguf_export_opts {
     int requantize;                /* .moeq codecs that do not map exactly are requantized */
     const char *calib_path;        /* --calib F.h5: Hessian diagonals as importance weights */
     int gptq;                      /* --method gptq: GPTQ on the type's grid (needs calib_path) */
+    int n_plan;                    /* --plan: tensor name -> type (moeq plan --target gguf); applied
+                                      before the rules; a name that is not a matrix of the file is FORMAT */
+    const char *const *plan_names;
+    const int *plan_types;
     void (*progress)(void *user, int64_t i, int64_t n, const char *name, int nd, const int64_t *ne,
                      const char *type);
     void *user;
@@ -37,5 +41,22 @@ moeq_status moeq_gguf_export(const moeq_model *m, const char *out_path, const mo
                              moeq_gguf_export_result *res, moeq_error *err);
 /* The ggml type a .moeq int codec maps onto exactly (Q4_0, Q4_1, Q8_0), -1 when none. */
 int moeq_gguf_codec_maps(int bits, int group, int sym, int64_t cols);
+
+/* llama-quantize's fallback type for a row of ne0 values that t's blocks do not divide (Q2_K and
+ * Q3_K -> Q4_0, Q4_K -> Q5_0, Q5_K -> Q5_1, Q6_K -> Q8_0, IQ4_XS -> IQ4_NL, else F16); t itself
+ * when it fits. */
+int moeq_gguf_fallback_type(int t, int64_t ne0);
+
+/* The matrices an export writes, by GGUF name, in file order (routers excluded: they stay F32):
+ * 3-D routed-expert tensors (layer, proj, experts > 0) and 2-D matrices (mat: the model's view,
+ * layer -1). What the GGUF plan chooses types for. *out malloc'ed. */
+typedef struct moeq_gguf_matrix {
+    char name[64];
+    int64_t rows, cols, experts;   /* experts: 0 for a 2-D matrix */
+    int64_t layer;
+    moeq_proj proj;
+    moeq_mat mat;
+} moeq_gguf_matrix;
+moeq_status moeq_gguf_export_matrices(const moeq_model *m, moeq_gguf_matrix **out, size_t *n, moeq_error *err);
 
 #endif

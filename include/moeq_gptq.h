@@ -27,6 +27,11 @@ moeq_status moeq_calib_file_expert(moeq_calib_file *f, int64_t layer, int64_t ex
  * H; expert -1: the sum over every expert of the layer. *rows (may be NULL): its token count. */
 moeq_status moeq_calib_file_hessian(moeq_calib_file *f, int64_t layer, int64_t expert, int down,
                                     double *H, int64_t dim, int64_t *rows, moeq_error *err);
+/* Σ x xᵀ [dim, dim] of a layer's subgroup (docs/STATS.md: "attn_in", "attn_o", "shared_in",
+ * "shared_down", "dense_in", "dense_down") into H, *rows its tokens. NOT_FOUND when the file has
+ * no such group (written without --scope all, or a layer without it); FORMAT on a bad shape. */
+moeq_status moeq_calib_file_group_hessian(moeq_calib_file *f, int64_t layer, const char *group, double *H,
+                                          int64_t dim, int64_t *rows, moeq_error *err);
 
 /* The validation split (docs/calibrate.md): every val_every-th window's expert rows also summed
  * on their own. SPLIT_ALL: every window (the statistics above); SPLIT_VAL: the validation

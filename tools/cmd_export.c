@@ -6,11 +6,13 @@
 #include "common.h"
 #include "moeq_core.h"
 #include "moeq_gguf_export.h"
+#include "moeq_plan_gguf.h"
 
 static const char *EXPORT_HELP =
     "usage: moeq export gguf MODEL -o OUT.gguf [--type TYPE] [--scope experts|all]\n"
     "                        [--tensor-type REGEX=TYPE ...] [--method rtn] [--calib F.h5]\n"
-    "                        [--requantize] [--gguf-pre NAME] [--json] [-q] [--threads N]\n\n"
+    "                        [--plan plan.json] [--requantize] [--gguf-pre NAME] [--json] [-q]\n"
+    "                        [--threads N]\n\n"
     "Writes MODEL (a Hugging Face directory, a .moeq or a .gguf file) as the GGUF llama.cpp's\n"
     "converter writes for its architecture (llama for Mixtral, qwen2moe, qwen3moe, olmoe): its\n"
     "metadata keys, tensor names, q/k permutation, 3-D expert tensors and tokenizer metadata\n"
@@ -23,6 +25,8 @@ static const char *EXPORT_HELP =
     "                       4-bit asym -> Q4_1, 8-bit sym -> Q8_0). Norms, biases and routers are F32.\n"
     "  --scope all          also attention, shared experts, embeddings and head get TYPE (default:\n"
     "                       experts; the other matrices keep their stored type)\n"
+    "  --plan plan.json     the types of moeq plan --target gguf, tensor by tensor (--tensor-type\n"
+    "                       rules still apply after it)\n"
     "  --tensor-type RE=T   tensors whose GGUF name matches the extended regex RE get T (repeatable)\n"
     "  --method rtn|gptq    rtn (default): the type's own quantizer (weighted with --calib); gptq:\n"
     "                       GPTQ on the type's grid with each expert's Hessian (needs --calib)\n"
@@ -52,7 +56,7 @@ int cmd_export(int argc, char **argv)
 {
     tool_common tc = {0};
     const char *fmt = NULL, *in = NULL, *out = NULL, *type_s = NULL, *scope = "experts", *calib = NULL,
-               *pre = NULL, *method = "rtn";
+               *pre = NULL, *method = "rtn", *plan = NULL;
     int requantize = 0, n_rules = 0;
     const char **rre = calloc((size_t)argc, sizeof *rre);
     int *rty = calloc((size_t)argc, sizeof *rty);
@@ -67,6 +71,7 @@ int cmd_export(int argc, char **argv)
         if (!strcmp(a, "-o")) { if (!(out = tool_value("export", argc, argv, &i))) goto done; }
         else if (!strcmp(a, "--type")) { if (!(type_s = tool_value("export", argc, argv, &i))) goto done; }
         else if (!strcmp(a, "--scope")) { if (!(scope = tool_value("export", argc, argv, &i))) goto done; }
+        else if (!strcmp(a, "--plan")) { if (!(plan = tool_value("export", argc, argv, &i))) goto done; }
         else if (!strcmp(a, "--calib")) { if (!(calib = tool_value("export", argc, argv, &i))) goto done; }
         else if (!strcmp(a, "--method")) { if (!(method = tool_value("export", argc, argv, &i))) goto done; }
         else if (!strcmp(a, "--gguf-pre")) { if (!(pre = tool_value("export", argc, argv, &i))) goto done; }
@@ -97,14 +102,23 @@ int cmd_export(int argc, char **argv)
     moeq_error err = {0};
     moeq_model *m = NULL;
     if (moeq_model_open(in, &m, &err)) { rc = tool_report("export", &err); goto done; }
+    char **pnames = NULL;
+    int *ptypes = NULL, n_plan = 0;
+    if (plan && moeq_gguf_plan_read(plan, m, &pnames, &ptypes, &n_plan, &err)) {
+        moeq_model_close(m);
+        rc = tool_report("export", &err);
+        goto done;
+    }
     prog p = { tc.quiet ? NULL : stderr };
     moeq_gguf_export_opts o = { .type = ty ? ty->id : -1, .scope_all = !strcmp(scope, "all"), .n_rules = n_rules,
                                 .rule_regex = rre, .rule_types = rty, .pre = pre, .requantize = requantize,
-                                .calib_path = calib, .gptq = !strcmp(method, "gptq"), .progress = on_tensor, .user = &p };
+                                .calib_path = calib, .gptq = !strcmp(method, "gptq"), .progress = on_tensor, .user = &p,
+                                .n_plan = n_plan, .plan_names = (const char *const *)pnames, .plan_types = ptypes };
     moeq_gguf_export_result res;
     double t0 = moeq_now();
     moeq_status st = moeq_gguf_export(m, out, &o, &res, &err);
     moeq_model_close(m);
+    moeq_gguf_plan_types_free(pnames, ptypes, n_plan);
     if (st) { rc = tool_report("export", &err); goto done; }
     double secs = moeq_now() - t0;
     FILE *h = tool_human(&tc);

@@ -14,6 +14,7 @@ static const char *PLAN_HELP =
     "                 [--spectral F.h5] [--calib F.h5] [--group G] [--sym|--asym] [--gamma G]\n"
     "                 [--weight params|count] [--budget-total] [--hessian-quant rtn|gptq]\n"
     "                 [--tensor-type REGEX=CODEC ...] [--scope experts] -o plan.json\n"
+    "       moeq plan MODEL --target gguf --budget B ... (ggml types per GGUF tensor: --target gguf --help)\n"
     "                 [--json] [-q] [--threads N]\n\n"
     "Chooses one codec per routed-expert matrix so that the total cost is smallest within a bit\n"
     "budget, solved exactly (Lagrangian bisection, greedy fill, reduced-cost fixing, DP; docs/plan.md):\n"
@@ -54,7 +55,13 @@ int cmd_plan(int argc, char **argv)
     moeq_model *m = NULL;
     moeq_plan p = {0};
     char *text = NULL;
+    for (int i = 1; i + 1 < argc; i++)   /* --target gguf: GGUF types (tools/cmd_plan_gguf.c) */
+        if (!strcmp(argv[i], "--target")) {
+            if (!strcmp(argv[i + 1], "gguf")) return cmd_plan_gguf(argc, argv);
+            if (strcmp(argv[i + 1], "moeq")) return tool_usage_error("plan", "--target is moeq or gguf");
+        }
     for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--target") && i + 1 < argc) { i++; continue; }
         int r = tool_common_option("plan", argc, argv, &i, &tc);
         if (r < 0) goto out;
         if (r) continue;

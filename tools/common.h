@@ -48,6 +48,7 @@ int cmd_spectral(int argc, char **argv);
 int cmd_calibrate(int argc, char **argv);
 int cmd_quantize(int argc, char **argv);
 int cmd_plan(int argc, char **argv);
+int cmd_plan_gguf(int argc, char **argv);   /* moeq plan --target gguf */
 int cmd_unpack(int argc, char **argv);
 int cmd_prune(int argc, char **argv);
 int cmd_bench(int argc, char **argv);

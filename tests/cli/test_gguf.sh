@@ -31,7 +31,7 @@ kld_below() { python3 -c "import sys; sys.exit(not float(sys.argv[1]) < float(sy
 ev() {   # ev GGUF REF: eval with --ref into $TMPD/out
   "$MOEQ" eval "$1" --tokens $T --ctx 128 --max-tokens 256 --ref "$2" --json -q > "$TMPD/out"
 }
-models="tiny-mixtral tiny-qwen3moe"   # tiny-olmoe has grouped KV heads: refused below
+models="tiny-mixtral tiny-qwen3moe tiny-olmoe"   # tiny-olmoe: grouped KV heads written as heads (MHA)
 [ -n "${MOEQ_TEST_QUICK:-}" ] && models="tiny-mixtral"   # the ASan run: the permuted architecture only
 for f in $models; do
   # BF16: the checkpoint's own bits, so the same kernels and logits; F32: the same values through
@@ -63,8 +63,27 @@ cmp -s "$TMPD/q4.gguf" "$TMPD/q4again.gguf" && echo "PASS export gguf Q4_0 -> Q4
 "$MOEQ" verify "$TMPD/q4.gguf" -q && echo "PASS verify of an exported GGUF" || echo "FAIL verify of an exported GGUF"
 expect_exit "export of a model with a dense layer (qwen2moe fixture)" 2 "dense MLP layer" -- \
   "$MOEQ" export gguf $FX/tiny-qwen2moe -o "$TMPD/x.gguf"
-expect_exit "export of an OLMoE with grouped KV heads" 2 "head_count_kv must equal head_count" -- \
-  "$MOEQ" export gguf $FX/tiny-olmoe -o "$TMPD/x.gguf"
+if [ -z "${MOEQ_TEST_QUICK:-}" ]; then   # the quick run exports tiny-mixtral only
+  "$MOEQ" inspect "$TMPD/tiny-olmoe.F32.gguf" --json -q > "$TMPD/out" 2>/dev/null
+  [ "$(field heads) $(field kv_heads)" = "4 4" ] && echo "PASS export gguf of an OLMoE with 2 KV heads for 4: written with 4 (the same logits above)" \
+    || echo "FAIL OLMoE KV heads in the GGUF: $(field heads) $(field kv_heads)"
+fi
+expect_exit "export of a DeepSeek without q_lora_rank and 3 layers (llama.cpp would not load it)" 2 "no q_lora_rank.*26- or 27-layer" -- \
+  "$MOEQ" export gguf $FX/tiny-deepseekv2 -o "$TMPD/x.gguf"
+"$MOEQ" export gguf $FX/tiny-deepseekv3 -o "$TMPD/d3.gguf" --type BF16 -q || echo "FAIL export gguf tiny-deepseekv3"
+ev "$TMPD/d3.gguf" $FX/tiny-deepseekv3
+[ "$(field kld_mean)" = "0.0" ] && echo "PASS deepseek2 GGUF read back (MLA, YaRN, sigmoid routing): the checkpoint's logits" \
+  || echo "FAIL deepseek2 GGUF read back: kld_mean $(field kld_mean)"
+python3 tests/cli/gguf_tensors.py "$TMPD/d3.gguf" | python3 -c "
+import json, sys
+t = json.load(sys.stdin)
+want = {'blk.0.ffn_gate.weight': [128, 256], 'blk.0.attn_kv_b.weight': [32, 256], 'blk.1.attn_q_b.weight': [64, 192],
+        'blk.1.attn_kv_a_mqa.weight': [128, 48], 'blk.1.exp_probs_b.bias': [16], 'blk.1.ffn_gate_exps.weight': [128, 64, 16],
+        'blk.2.ffn_down_shexp.weight': [64, 128], 'output.weight': [128, 1024]}
+sys.exit(any(t.get(k, {}).get('ne') != v for k, v in want.items()) or 'blk.1.ffn_gate.weight' in t)" \
+  && echo "PASS deepseek2 export: MLA tensors (kv_b whole), a leading dense layer, router bias, shared expert" \
+  || echo "FAIL deepseek2 export tensor table"
+rm -f "$TMPD/x.gguf"
 expect_exit "export --type unknown" 1 "not a ggml type" -- "$MOEQ" export gguf $FX/tiny-olmoe -o "$TMPD/x.gguf" --type Q9_9
 [ ! -e "$TMPD/x.gguf" ] && echo "PASS failed exports leave no file" || echo "FAIL failed exports leave no file"
 

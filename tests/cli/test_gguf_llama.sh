@@ -3,8 +3,10 @@
 # tag v0.4.0, installed by scripts/node_deps.sh) loads each file and computes perplexity on the
 # held-out ids through controlledEvaluate (tests/node/ppl.mjs, moeq eval's windows);
 # @huggingface/gguf 0.4.6 parses every header as an independent reader.
-# - F32, BF16, F16, Q8_0 exports: llama.cpp's perplexity equals moeq eval of the same GGUF within 0.3%.
-# - Q4_0, Q4_1 (and Q4_K, IQ4_XS by GPTQ on tiny-qwen3moe-256): X.gguf exported, then `moeq export gguf X.gguf --type F32` (the dequantized weights):
+# - F32, BF16, F16, Q8_0 exports: llama.cpp's perplexity equals moeq eval of the same GGUF within 0.3%
+#   (deepseek2 included: tiny-deepseekv3, MLA, dense first layer, sigmoid routing, YaRN).
+# - Q4_0, Q4_1 (and Q4_K, IQ4_XS by GPTQ on tiny-qwen3moe-256, and a plan --target gguf mix of
+#   Q3_K/Q4_K/Q6_K): X.gguf exported, then `moeq export gguf X.gguf --type F32` (the dequantized weights):
 #   llama.cpp's perplexity of that equals moeq eval X.gguf within 0.3%; llama.cpp's own perplexity
 #   of X.gguf (activations quantized to 8 bits in its matmuls) is reported beside it.
 # Fails (never skips) when npm cannot install the consumer. MOEQ_TEST_QUICK (the ASan run): one model.
@@ -17,8 +19,9 @@ if ! sh scripts/node_deps.sh build/node 2> "$TMPD/npm.err"; then
   exit 0
 fi
 # model:exact types:lower types (the 4-bit ones also through the dequantized F32 copy); a few
-# seconds of llama.cpp per file, so each type is covered once: Mixtral for the q/k permutation
-plan="tiny-qwen3moe:F32,BF16,F16,Q8_0:Q4_0 tiny-mixtral:F32,Q8_0:Q4_1"
+# seconds of llama.cpp per file, so each type is covered once: Mixtral for the q/k permutation,
+# OLMoE for grouped KV heads written as heads
+plan="tiny-qwen3moe:F32,BF16,F16,Q8_0:Q4_0 tiny-mixtral:F32,Q8_0:Q4_1 tiny-olmoe:F32,Q8_0:"
 kq="Q4_K IQ4_XS"   # 256-block types on tiny-qwen3moe-256 (rows multiples of 256), GPTQ on their grids
 if [ -n "${MOEQ_TEST_QUICK:-}" ]; then plan="tiny-qwen3moe:F32,Q8_0:Q4_0"; kq="Q4_K"; fi
 K=tiny-qwen3moe-256
@@ -35,6 +38,21 @@ for p in $plan; do
     files="$files $TMPD/$f.$ty.F32.gguf"
   done
 done
+# a mixed-type export planned by moeq plan --target gguf (docs/plan.md), GPTQ on each type's grid
+"$MOEQ" plan $FX/$K --target gguf --budget 4.2 --types Q3_K,Q4_K,Q6_K --calib "$TMPD/k.h5" -o "$TMPD/plan.json" -q || echo "FAIL plan --target gguf"
+"$MOEQ" export gguf $FX/$K -o "$TMPD/$K.plan.gguf" --plan "$TMPD/plan.json" --method gptq --calib "$TMPD/k.h5" -q || echo "FAIL export gguf --plan"
+"$MOEQ" export gguf "$TMPD/$K.plan.gguf" -o "$TMPD/$K.plan.F32.gguf" --type F32 -q || echo "FAIL export gguf $K.plan.gguf --type F32"
+files="$files $TMPD/$K.plan.gguf $TMPD/$K.plan.F32.gguf"
+# deepseek2 (MLA, a leading dense layer, sigmoid group routing with bias, YaRN): exact types, and
+# Q4_0 through its F32 copy
+D=tiny-deepseekv3
+dtypes="F32 Q8_0"; [ -n "${MOEQ_TEST_QUICK:-}" ] && dtypes=F32
+for ty in $dtypes Q4_0; do
+  "$MOEQ" export gguf $FX/$D -o "$TMPD/$D.$ty.gguf" --type $ty -q || echo "FAIL export gguf $D --type $ty"
+  files="$files $TMPD/$D.$ty.gguf"
+done
+"$MOEQ" export gguf "$TMPD/$D.Q4_0.gguf" -o "$TMPD/$D.Q4_0.F32.gguf" --type F32 -q || echo "FAIL export gguf $D.Q4_0.gguf --type F32"
+files="$files $TMPD/$D.Q4_0.F32.gguf"
 for ty in $kq; do
   "$MOEQ" export gguf $FX/$K -o "$TMPD/$K.$ty.gguf" --type $ty --method gptq --calib "$TMPD/k.h5" -q || echo "FAIL export gguf $K --type $ty --method gptq"
   "$MOEQ" export gguf "$TMPD/$K.$ty.gguf" -o "$TMPD/$K.$ty.F32.gguf" --type F32 -q || echo "FAIL export gguf $K.$ty.gguf --type F32"
@@ -57,7 +75,13 @@ check_lower() {   # check_lower MODEL TYPE
   close "$lf" "$mp" && echo "PASS llama.cpp $1 $2 dequantized to F32: ppl $lf, moeq eval of the $2 file $mp (within 0.3%); llama.cpp on the $2 file itself: $lq" \
     || echo "FAIL llama.cpp $1 $2 dequantized: ppl $lf, moeq eval of the $2 file $mp; llama.cpp on $2: $lq"
 }
-for ty in $kq; do check_lower $K $ty; done
+for ty in $kq plan; do check_lower $K $ty; done
+for ty in $dtypes; do
+  g="$TMPD/$D.$ty.gguf"; lp=$(llama_field "$g" "j['ppl']"); mp=$(moeq_ppl "$g"); arch=$(llama_field "$g" "j['header']['architecture']")
+  [ "$arch" = deepseek2 ] && close "$lp" "$mp" && echo "PASS llama.cpp loads $D $ty as deepseek2: ppl $lp, moeq eval $mp (within 0.3%)" \
+    || echo "FAIL llama.cpp $D $ty ($arch): ppl $lp, moeq eval $mp"
+done
+check_lower $D Q4_0
 for p in $plan; do
   f=${p%%:*}; r=${p#*:}; exact=$(echo "${r%%:*}" | tr , ' '); lower=$(echo "${r#*:}" | tr , ' ')
   H=$(python3 -c "import json; print(json.load(open('$FX/$f/config.json'))['hidden_size'])")

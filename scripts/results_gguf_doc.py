@@ -1,0 +1,39 @@
+# docs/RESULTS-gguf.md from the rows scripts/results_gguf.sh has finished (also on a partial run).
+# Usage: python3 scripts/results_gguf_doc.py OUT DOC LLAMA_BIN MODEL
+import json, os, re, subprocess, sys
+out, doc, llama, model = sys.argv[1:5]
+def kld(log):
+    t = open(log).read()
+    m = re.search(r"Mean\s+KLD:\s+([0-9.eE+-]+)", t)
+    p = re.search(r"Mean\s+PPL\(Q\)\s*:\s*([0-9.eE+-]+)", t)
+    return float(m.group(1)), float(p.group(1)) if p else float("nan")
+commit = open(os.path.join(os.path.dirname(os.path.dirname(llama.rstrip("/"))), "COMMIT")).read().strip() \
+    if os.path.exists(os.path.join(os.path.dirname(os.path.dirname(llama.rstrip("/"))), "COMMIT")) else "unknown"
+rows = [l.split() for l in open(out + "/rows.txt")]
+base = json.load(open(rows[0][2] + ".eval.json"))
+L = []
+L.append("# GGUF: moeq plan + GPTQ against llama-quantize --imatrix (`make results-gguf`)\n")
+L.append(f"Model `{model}` (Qwen3-MoE, hidden 512, 4 layers, 16 experts top-2, expert width 256: rows multiples of 256). "
+         f"llama.cpp commit `{commit}` (built outside the repo, CPU). Written by `scripts/results_gguf.sh`.\n")
+L.append("- Calibration: the first lines of `/work/big/train.txt` (`cal.txt`, the same text for both): `moeq calibrate --scope all` "
+         "(full Hessians) and `llama-imatrix` (its importance matrix).")
+L.append("- Evaluation: the first lines of `/work/big/heldout.txt` (documents not in the training text), windows of 512 tokens. "
+         "KLD against the bf16 model (`bf16.gguf`, moeq's BF16 export of the checkpoint) by `llama-perplexity --kl-divergence` "
+         "(llama.cpp's runtime, 8-bit activations in its quantized matmuls; scores the second half of each window) and by "
+         "`moeq eval --ref` (float32 activations; every position).")
+L.append("- llama.cpp: `llama-quantize --imatrix`; experts only: `--tensor-type ffn_{gate,up,down}_exps=T` with the rest BF16; "
+         "whole model: its mix for T (Q2_K, Q3_K_M, Q4_K_M, IQ4_XS). moeq: `moeq plan --target gguf --budget B` with B the bits "
+         "per weight llama-quantize's file spends on the same tensors (so moeq's file is at most as large), default candidates "
+         "Q2_K..Q6_K, Q8_0, IQ4_XS, then `moeq export gguf --plan --method gptq`.\n")
+L.append("| type | scope | bits/weight llama / moeq | file bytes llama / moeq | KLD llama-perplexity: llama / moeq (change) | KLD moeq eval: llama / moeq (change) | ppl llama.cpp: llama / moeq |")
+L.append("|---|---|---|---|---|---|---|")
+for ty, scope, lf, mf, mb, lb in rows:
+    kl, pl = kld(lf + ".kld.log"); km, pm = kld(mf + ".kld.log")
+    el = json.load(open(lf + ".eval.json")); em = json.load(open(mf + ".eval.json"))
+    sl, sm = os.path.getsize(lf), os.path.getsize(mf)
+    L.append(f"| {ty} | {scope} | {float(lb):.3f} / {float(mb):.3f} | {sl} / {sm} | {kl:.5f} / {km:.5f} ({100*(km/kl-1):+.1f}%) | "
+             f"{el['kld_mean']:.5f} / {em['kld_mean']:.5f} ({100*(em['kld_mean']/el['kld_mean']-1):+.1f}%) | {pl:.3f} / {pm:.3f} |")
+L.append("")
+L.append("The target of issue 12 is at least 15% lower KLD for moeq's file at equal size, by both measures.")
+open(doc, "w").write("\n".join(L) + "\n")
+print("\n".join(L))
