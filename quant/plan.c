@@ -312,6 +312,7 @@ moeq_status moeq_plan_make(const moeq_model *m, const moeq_plan_opts *o, moeq_pl
         const moeq_expert_mat *x = &mats[i];
         moeq_plan_entry *e = &out->entries[out->n];
         int64_t rows = x->mat.rows, cols = x->mat.cols, nw = rows * cols;
+        if (nw == 0) continue;   /* a pruned-away expert (width 0): nothing to code */
         snprintf(e->name, sizeof e->name, "%s", x->name);
         e->layer = x->layer;
         e->expert = x->expert;

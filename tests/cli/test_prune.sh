@@ -115,7 +115,11 @@ PY
 "$MOEQ" quantize "$TMPD/h32" --bits 4 --json -q -o "$TMPD/hr.moeq" > /dev/null || echo "FAIL prune then quantize"
 "$MOEQ" verify "$TMPD/hr.moeq" > /dev/null 2>&1 && echo "PASS prune then quantize: .moeq verifies" || echo "FAIL prune then quantize: .moeq verifies"
 "$MOEQ" eval "$TMPD/hr.moeq" --tokens "$TMPD/eval.u32" --ctx 256 --json -q > "$TMPD/e_hrq.json" || echo "FAIL prune then quantize: eval"
-"$MOEQ" plan "$TMPD/hr" --budget 3 --bits 2,3,4 -q -o "$TMPD/plan.json" && echo "PASS prune then plan" || echo "FAIL prune then plan"
+"$MOEQ" plan "$TMPD/h32" --budget 3 --bits 2,3,4 -q -o "$TMPD/plan.json" && echo "PASS prune then plan" || echo "FAIL prune then plan"
+"$MOEQ" quantize "$TMPD/h32" --plan "$TMPD/plan.json" -q -o "$TMPD/h32p.moeq" && "$MOEQ" verify "$TMPD/h32p.moeq" > /dev/null 2>&1 && echo "PASS prune then plan: the plan quantizes and verifies" || echo "FAIL prune then plan: quantize --plan"
+# widths that no code block fits: plan refuses them as quantize would, not a plan that cannot run
+expect_exit "plan: ragged widths off the code block" 2 "is not a multiple of 32" -- "$MOEQ" plan "$TMPD/hr" --budget 3 --bits 2,3,4 -q -o "$TMPD/plan2.json"
+expect_exit "quantize: ragged widths off the code block" 2 "is not a multiple of 32" -- "$MOEQ" quantize "$TMPD/hr" --bits 4 -q -o "$TMPD/hr2.moeq"
 python3 - "$TMPD" <<'PY' && echo "PASS prune then quantize: 4-bit close to the pruned bf16" || echo "FAIL prune then quantize: 4-bit close"
 import json, sys
 d = sys.argv[1]; a = json.load(open(d + "/e_hr.json"))["ppl"]; b = json.load(open(d + "/e_hrq.json"))["ppl"]

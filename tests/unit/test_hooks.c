@@ -10,6 +10,7 @@
 #include "harness.h"
 #include "moeq_core.h"
 #include "moeq_model.h"
+#include "moeq_kernels.h"
 
 typedef struct obs {
     const moeq_model *m;
@@ -147,7 +148,18 @@ static void test_workspace_formula_and_peak_rss(void)
                       (uint64_t)(H + 3 * H + 2 * q + 3 * kv + E) +
                       (uint64_t)(T * (n * (2 * H + 2 * I + 1) + 64 * n + 512 * H));
     uint64_t ints = (uint64_t)(n * K + 2 * E * n);
-    uint64_t want = 4 * floats + 4 * ints + 8 * (uint64_t)E + (uint64_t)T * 72 /* thread_scratch structs: nine pointers */;
+    uint64_t want = 4 * floats + 4 * ints + 8 * (uint64_t)E + (uint64_t)T * 80 /* thread_scratch structs: ten pointers */;
+    /* kernel sets that prepare activations (bf16 wgemm): blocks of 512 tokens for the runner, n
+     * tokens of H per thread for an expert's gate and up (docs/eval.md, "Memory") */
+    const moeq_kernel_set *ks = moeq_kernels();
+    if (ks->wx_bytes) {
+        int64_t kmax = H > q ? H : q, nb = n < 512 ? n : 512;
+        kmax = kmax > F ? kmax : F;
+        kmax = kmax > I ? kmax : I;
+        uint64_t stride = ks->wx_bytes(nb, kmax);
+        if (stride) want += (uint64_t)((n + 511) / 512) * stride;
+        want += (uint64_t)T * ks->wx_bytes(n, H);
+    }
     CHECK_MSG(moeq_runner_bytes(r) == want, "workspace %llu bytes, formula %llu", (unsigned long long)moeq_runner_bytes(r),
               (unsigned long long)want);
 #if !defined(__SANITIZE_ADDRESS__)
