@@ -300,14 +300,14 @@ out:
 
 /* ---- tensors ----------------------------------------------------------------------------- */
 
-enum { K_VEC, K_MAT, K_EXPERTS };
+enum { K_VEC, K_MAT, K_EXPERTS, K_EXPERT_BIAS };   /* K_EXPERT_BIAS: gpt-oss {rows, n_expert} */
 
 typedef struct out_tensor {
     char name[64];
     int kind;
     const moeq_vec *vec;
     moeq_mat mat;               /* K_MAT */
-    int64_t layer;              /* K_EXPERTS */
+    int64_t layer;              /* K_EXPERTS, K_EXPERT_BIAS */
     moeq_proj proj;
     int64_t permute_heads;      /* llama q/k: heads to interleave, 0 for none */
     int64_t kv_repeat, kv_hd;   /* olmoe k/v (and k norm) with grouped KV heads: each KV head of kv_hd
@@ -364,6 +364,9 @@ static out_tensor *push(ex *x, const char *fmt, int64_t l)
 static int source_type(const moeq_mat *v)
 {
     if (v->gtype) return v->gtype;
+    /* gpt_oss's hub experts: strided bf16 keeps BF16; MXFP4 codes are written as BF16, which
+     * holds every e2m1 x 2^k value of the checkpoint exactly (no MXFP4 tensors are written) */
+    if (v->mx_scales) return 30;
     if (v->q) return moeq_gguf_codec_maps(v->q->bits, v->q->group, v->q->sym, v->cols);
     return v->dtype == MOEQ_DT_F16 ? 1 : v->dtype == MOEQ_DT_BF16 ? 30 : 0;
 }
@@ -477,6 +480,22 @@ static moeq_status add_experts(ex *x, const char *name, int64_t l, moeq_proj p)
     return choose_type(x, t, source_type(&v));
 }
 
+/* gpt-oss's expert biases: {rows, n_expert} F32, expert e's row from moeq_model_expert_bias (gate
+ * and up de-interleaved from gate_up_proj_bias, as the converter's [..., ::2] / [..., 1::2]). */
+static moeq_status add_expert_bias(ex *x, const char *name, int64_t l, moeq_proj p)
+{
+    out_tensor *t = push(x, name, l);
+    if (!t) return moeq_fail(x->err, MOEQ_ERR_NOMEM, "export: out of memory");
+    t->kind = K_EXPERT_BIAS;
+    t->layer = l;
+    t->proj = p;
+    t->nd = 2;
+    t->ne[0] = p == MOEQ_PROJ_DOWN ? x->c->hidden : x->c->moe_inter;
+    t->ne[1] = x->c->n_experts;
+    t->type = 0;
+    return MOEQ_OK;
+}
+
 /* OLMoE with grouped KV heads: llama.cpp's olmoe graph norms k over {n_embd} (attn_k_norm), so
  * the GGUF has as many KV heads as query heads. Writing each KV head's k/v rows (and k norm
  * weights) once per query head of its group is the same attention exactly: query head h used KV
@@ -502,6 +521,9 @@ static moeq_status list_tensors(ex *x)
     const moeq_config *c = x->c;
     moeq_status st;
     int perm = x->a->permute_qk;
+    const int oai = x->a->oai;
+    /* gpt-oss's post-attention norm is blk.N.post_attention_norm (there is no ffn_norm) */
+    const char *mlp_norm = oai ? "post_attention_norm.weight" : "ffn_norm.weight";
     x->kv_repeat = !strcmp(x->a->arch, "olmoe") && c->kv_heads < c->heads ? c->heads / c->kv_heads : 1;
     for (x->dense_lead = 0; x->a->mla && x->dense_lead < c->layers && !c->layer_is_moe[x->dense_lead]; x->dense_lead++) {}
     if ((st = add_mat(x, "token_embd.weight", -1, moeq_model_embed(m), 0, 0))) return st;
@@ -517,7 +539,8 @@ static moeq_status list_tensors(ex *x)
             (st = add_mat(x, "attn_v.weight", l, &L->v, 0, 0)) || (st = kv_expand(x)) ||
             (st = add_mat(x, "attn_output.weight", l, &L->o, 0, 0)) ||
             (st = add_vec(x, "attn_q.bias", l, &L->q_bias)) || (st = add_vec(x, "attn_k.bias", l, &L->k_bias)) ||
-            (st = add_vec(x, "attn_v.bias", l, &L->v_bias)) ||
+            (st = add_vec(x, "attn_v.bias", l, &L->v_bias)) || (st = add_vec(x, "attn_output.bias", l, &L->o_bias)) ||
+            (st = add_vec(x, "attn_sinks.weight", l, &L->sinks)) ||
             (st = add_vec(x, "attn_q_norm.weight", l, &L->q_norm)) ||
             (st = add_vec(x, "attn_k_norm.weight", l, &L->k_norm)) || (st = kv_expand(x)) ||
             /* MLA (deepseek2, layout A of docs/FORMAT-gguf.md: kv_b whole, as the legacy converter) */
@@ -526,15 +549,20 @@ static moeq_status list_tensors(ex *x)
             (st = add_mat(x, "attn_q_a.weight", l, &L->q_a, 0, 0)) || (st = add_mat(x, "attn_q_b.weight", l, &L->q_b, 0, 0)) ||
             (st = add_mat(x, "attn_kv_a_mqa.weight", l, &L->kv_a, 0, 0)) ||
             (st = add_mat(x, "attn_kv_b.weight", l, &L->kv_b, 0, 0)) ||
-            (st = add_vec(x, "ffn_norm.weight", l, &L->mlp_norm)) ||
+            (st = add_vec(x, mlp_norm, l, &L->mlp_norm)) ||
             (!L->is_moe && ((st = add_mat(x, "ffn_gate.weight", l, &L->dense_gate, 0, 0)) ||
                             (st = add_mat(x, "ffn_up.weight", l, &L->dense_up, 0, 0)) ||
                             (st = add_mat(x, "ffn_down.weight", l, &L->dense_down, 0, 0)))) ||
             (L->is_moe && ((st = add_mat(x, "ffn_gate_inp.weight", l, &L->router, 0, 1)) ||
                            (st = add_vec(x, "exp_probs_b.bias", l, &L->router_bias)) ||
+                           (st = add_vec(x, "ffn_gate_inp.bias", l, &L->router_lin_bias)) ||
                            (st = add_experts(x, "ffn_gate_exps.weight", l, MOEQ_PROJ_GATE)) ||
                            (st = add_experts(x, "ffn_up_exps.weight", l, MOEQ_PROJ_UP)) ||
                            (st = add_experts(x, "ffn_down_exps.weight", l, MOEQ_PROJ_DOWN)))) ||
+            (L->is_moe && c->expert_bias &&
+             ((st = add_expert_bias(x, "ffn_gate_exps.bias", l, MOEQ_PROJ_GATE)) ||
+              (st = add_expert_bias(x, "ffn_up_exps.bias", l, MOEQ_PROJ_UP)) ||
+              (st = add_expert_bias(x, "ffn_down_exps.bias", l, MOEQ_PROJ_DOWN)))) ||
             (st = add_mat(x, "ffn_gate_inp_shexp.weight", l, &L->shared_expert_gate, 0, 1)) ||
             (st = add_mat(x, "ffn_gate_shexp.weight", l, &L->shared_gate, 0, 0)) ||
             (st = add_mat(x, "ffn_up_shexp.weight", l, &L->shared_up, 0, 0)) ||
@@ -547,6 +575,19 @@ static moeq_status list_tensors(ex *x)
     if ((st = add_vec(x, "output_norm.weight", -1, moeq_model_final_norm(m)))) return st;
     /* always an output tensor: qwen2moe and olmoe require it; a tied model duplicates the embedding */
     return add_mat(x, "output.weight", -1, moeq_model_lm_head(m), 0, 0);
+}
+
+/* The period p of llama.cpp's set_swa_pattern(p) that gives c's sliding layers (layer l slides
+ * when p is 0 or l % p < p - 1; gpt-oss's default is 2: even layers), -1 when none does. */
+static int swa_period(const moeq_config *c)
+{
+    for (int64_t p = 0; p <= c->layers + 1; p++) {
+        int64_t q = p == 0 ? 2 : p == 2 ? 0 : p;   /* 2 first: the default needs no key */
+        int ok = 1;
+        for (int64_t l = 0; ok && l < c->layers; l++) ok = c->layer_sliding[l] == (q == 0 || l % q < q - 1);
+        if (ok) return (int)q;
+    }
+    return -1;
 }
 
 static moeq_status arch_meta(moeq_gguf_writer *w, const ex *x, const char *name, int ftype)
@@ -571,7 +612,7 @@ static moeq_status arch_meta(moeq_gguf_writer *w, const ex *x, const char *name,
     F32("attention.layer_norm_rms_epsilon", c->rms_eps);
     U32("expert_count", c->n_experts);
     U32("expert_used_count", c->top_k);
-    if (c->head_dim * c->heads != c->hidden || !strcmp(A, "qwen3moe") || x->a->mla) {
+    if (c->head_dim * c->heads != c->hidden || !strcmp(A, "qwen3moe") || x->a->mla || x->a->oai) {
         U32("attention.key_length", c->head_dim);
         U32("attention.value_length", x->a->mla ? c->v_head_dim : c->head_dim);
     }
@@ -604,6 +645,19 @@ static moeq_status arch_meta(moeq_gguf_writer *w, const ex *x, const char *name,
             F32("rope.scaling.factor", c->rope_factor);
             U32("rope.scaling.original_context_length", (int64_t)c->rope_orig_max);
             F32("rope.scaling.yarn_log_multiplier", 0.1 * msa);
+        }
+    }
+    if (x->a->oai) {   /* conversion/gpt_oss.py + base.py's rope keys; llama.cpp src/models/openai-moe.cpp */
+        U32("attention.sliding_window", c->sliding_window);
+        int p = swa_period(c);
+        if (p != 2) U32("attention.sliding_window_pattern", p);   /* the loader's default is 2 */
+        if (c->rope_type == MOEQ_ROPE_YARN) {
+            snprintf(k, sizeof k, "%s.rope.scaling.type", A);
+            if (!st) st = moeq_gguf_w_str(w, k, "yarn", 4);
+            F32("rope.scaling.factor", c->rope_factor);
+            U32("rope.scaling.original_context_length", (int64_t)c->rope_orig_max);
+            F32("rope.scaling.yarn_beta_fast", c->rope_beta_fast);   /* written as the converter does; */
+            F32("rope.scaling.yarn_beta_slow", c->rope_beta_slow);   /* the loader keeps 32 and 1 */
         }
     }
     if (!st) st = moeq_gguf_w_u32(w, "general.quantization_version", 2);
@@ -735,7 +789,8 @@ static moeq_status write_mat(ex *x, moeq_gguf_writer *w, const out_tensor *t, co
         moeq_status st;
         if (v->q && qmap == t->type) {
             qrow_copy(v->q, sr, t->type, obuf);
-        } else if (st_type == t->type && !v->q) {   /* same type: the bytes themselves */
+        } else if (st_type == t->type && !v->q && !v->rstep && !v->cstep && !v->mx_scales) {
+            /* same type, row-major: the bytes themselves */
             uint64_t rb = v->gtype ? v->grow : (uint64_t)cols * moeq_dtype_size(v->dtype);
             memcpy(obuf, (const unsigned char *)v->data + sr * rb, (size_t)rb);
         } else {
@@ -782,7 +837,8 @@ static moeq_status write_gptq(ex *x, moeq_gguf_writer *w, const out_tensor *t, c
 }
 
 /* The GGUF architecture of m, or the reason llama.cpp's graph for it would compute another model. */
-static moeq_status check_arch(const moeq_model *m, const moeq_gguf_arch **out, moeq_error *err)
+static moeq_status check_arch(const moeq_model *m, const moeq_gguf_export_opts *o, const moeq_gguf_arch **out,
+                              moeq_error *err)
 {
     const moeq_config *c = moeq_model_config(m);
     const moeq_gguf_arch *a = *out = moeq_gguf_arch_of_model_type(c->model_type);
@@ -815,6 +871,42 @@ static moeq_status check_arch(const moeq_model *m, const moeq_gguf_arch **out, m
                              moeq_model_path(m), why);
         return MOEQ_OK;
     }
+    if (a->oai) {   /* what llama.cpp's gpt-oss graph hard-codes or reads (docs/export.md) */
+        const char *why = NULL;
+        if (c->act != MOEQ_ACT_SWIGLU_CLAMP || fabs(c->act_alpha - 1.702) > 1e-9 || fabs(c->act_limit - 7) > 1e-9)
+            why = "an expert activation other than the clamped SwiGLU with alpha 1.702 and limit 7";
+        else if (!c->qkv_bias || !c->o_bias)
+            why = "attention_bias false (the loader requires attn_output.bias)";
+        else if (!c->attn_sinks) why = "no attention sinks";
+        else if (c->router != MOEQ_ROUTER_TOPK_SOFTMAX || fabs(c->routed_scaling - 1) > 1e-12)
+            why = "a router other than softmax over the top-k logits";
+        else if (c->rope_dim != c->head_dim || c->rope_interleave)
+            why = "partial or interleaved RoPE (llama.cpp ropes whole heads, rotate-half)";
+        else if (c->rope_type != MOEQ_ROPE_DEFAULT && c->rope_type != MOEQ_ROPE_YARN)
+            why = "a RoPE scaling other than none or yarn";
+        else if (fabs(c->attn_scale * sqrt((double)c->head_dim) - 1) > 1e-9)
+            why = "a softmax scale other than 1/sqrt(head_dim)";
+        else if (c->sliding_window < 1 || c->sliding_window > UINT32_MAX)
+            why = "sliding_window out of range";
+        else if (swa_period(c) < 0)
+            why = "layer_types: the sliding layers are not llama.cpp's pattern (layer l slides when l % p < p - 1 "
+                  "for a period p: attention.sliding_window_pattern)";
+        if (!why && c->rope_type == MOEQ_ROPE_YARN) {
+            double ms = c->rope_factor <= 1 ? 1.0 : 0.1 * log(c->rope_factor) + 1.0;
+            if (c->rope_beta_fast != 32 || c->rope_beta_slow != 1)
+                why = "YaRN beta_fast/beta_slow other than 32/1 (the loader does not read them)";
+            else if (fabs(c->rope_attn_factor / ms - 1) > 1e-6)
+                why = "a YaRN attention_factor other than 0.1 ln(factor) + 1";
+            else if (c->rope_orig_max < 1 || c->rope_orig_max > UINT32_MAX || c->rope_orig_max != floor(c->rope_orig_max))
+                why = "rope original_max_position_embeddings out of range";
+            else if (!c->rope_truncate && !o->yarn_truncate)
+                why = "YaRN truncate false (llama.cpp rounds the correction range, ggml_rope_yarn_corr_dims; "
+                      "pass --yarn-truncate to accept that)";
+        }
+        if (why)
+            return moeq_fail(err, MOEQ_ERR_UNSUPPORTED, "%s: %s: llama.cpp's gpt-oss graph cannot express it",
+                             moeq_model_path(m), why);
+    }
     /* llama.cpp's graphs fix the top-k renormalization per architecture (formats/gguf_model.c) */
     if (c->norm_topk_prob != a->renorm)
         return moeq_fail(err, MOEQ_ERR_UNSUPPORTED, "%s: norm_topk_prob is %s, but llama.cpp's %s graph %s the top-k "
@@ -834,7 +926,7 @@ moeq_status moeq_gguf_export(const moeq_model *m, const char *out_path, const mo
     memset(res, 0, sizeof *res);
     const moeq_config *c = moeq_model_config(m);
     const moeq_gguf_arch *a = NULL;
-    moeq_status st = check_arch(m, &a, err);
+    moeq_status st = check_arch(m, o, &a, err);
     if (st) return st;
     ex x = { .m = m, .c = c, .a = a, .o = o, .err = err };
     moeq_gguf_writer *w = NULL;
@@ -917,6 +1009,15 @@ moeq_status moeq_gguf_export(const moeq_model *m, const char *out_path, const mo
             for (int64_t j = t->ne[0] - 1; t->kv_repeat > 1 && j >= 0; j--)   /* kv_expand, backwards in place */
                 row[j] = row[j / t->kv_hd / t->kv_repeat * t->kv_hd + j % t->kv_hd];
             st = moeq_gguf_w_data(w, row, (size_t)t->ne[0] * 4, err);
+        } else if (t->kind == K_EXPERT_BIAS) {
+            for (int64_t e = 0; !st && e < c->n_experts; e++) {
+                if (moeq_model_expert_bias(m, t->layer, e, t->proj, row) != 1) {
+                    st = moeq_fail(err, MOEQ_ERR_FORMAT, "%s: no bias of expert %lld for '%s'", moeq_model_path(m),
+                                   (long long)e, t->name);
+                    break;
+                }
+                st = moeq_gguf_w_data(w, row, (size_t)t->ne[0] * 4, err);
+            }
         } else if (t->kind == K_MAT) {
             st = write_mat(&x, w, t, &t->mat, NULL, row, obuf);
             moeq_mat_release(&t->mat);
@@ -963,10 +1064,11 @@ moeq_status moeq_gguf_export_matrices(const moeq_model *m, moeq_gguf_matrix **ou
     *out = NULL;
     *n = 0;
     const moeq_gguf_arch *a = NULL;
-    moeq_status st = check_arch(m, &a, err);
+    /* as an F32 export would list them: every matrix, none refused for its stored codec (the
+     * YaRN rounding does not change which matrices there are) */
+    moeq_gguf_export_opts o = { .type = 0, .yarn_truncate = 1 };
+    moeq_status st = check_arch(m, &o, &a, err);
     if (st) return st;
-    /* as an F32 export would list them: every matrix, none refused for its stored codec */
-    moeq_gguf_export_opts o = { .type = 0 };
     ex x = { .m = m, .c = moeq_model_config(m), .a = a, .o = &o, .err = err };
     x.fallbacks = json_array();
     if (!x.fallbacks) return moeq_fail(err, MOEQ_ERR_NOMEM, "out of memory");
@@ -975,7 +1077,7 @@ moeq_status moeq_gguf_export_matrices(const moeq_model *m, moeq_gguf_matrix **ou
         if (!r) st = moeq_fail(err, MOEQ_ERR_NOMEM, "out of memory");
         for (size_t i = 0; r && i < x.n; i++) {
             const out_tensor *t = &x.t[i];
-            if (t->kind == K_VEC || t->is_router) continue;
+            if (t->kind == K_VEC || t->kind == K_EXPERT_BIAS || t->is_router) continue;
             moeq_gguf_matrix *g = &r[(*n)++];
             snprintf(g->name, sizeof g->name, "%s", t->name);
             g->cols = t->ne[0];

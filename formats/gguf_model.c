@@ -14,14 +14,16 @@
 /* llama.cpp's graphs fix what the HF configs leave open: llama (Mixtral) and qwen3moe always
  * renormalize the top-k weights, qwen2moe and olmoe never (src/models/ARCH.cpp, norm_w). */
 static const moeq_gguf_arch archs[] = {
-    { "llama", "mixtral", 1, "feed_forward_length", 1, 0, MOEQ_QK_NORM_NONE, 0, 0 },
-    { "qwen2moe", "qwen2_moe", 0, "expert_feed_forward_length", 0, 1, MOEQ_QK_NORM_NONE, 1, 0 },
-    { "qwen3moe", "qwen3_moe", 0, "expert_feed_forward_length", 1, 0, MOEQ_QK_NORM_HEAD, 0, 0 },
-    { "olmoe", "olmoe", 0, "feed_forward_length", 0, 0, MOEQ_QK_NORM_FULL, 0, 0 },
+    { "llama", "mixtral", 1, "feed_forward_length", 1, 0, MOEQ_QK_NORM_NONE, 0, 0, 0 },
+    { "qwen2moe", "qwen2_moe", 0, "expert_feed_forward_length", 0, 1, MOEQ_QK_NORM_NONE, 1, 0, 0 },
+    { "qwen3moe", "qwen3_moe", 0, "expert_feed_forward_length", 1, 0, MOEQ_QK_NORM_HEAD, 0, 0, 0 },
+    { "olmoe", "olmoe", 0, "feed_forward_length", 0, 0, MOEQ_QK_NORM_FULL, 0, 0, 0 },
     /* MLA (docs/export.md): renorm is a key here (expert_weights_norm), not fixed by the graph; the
      * first row is the one a file's architecture finds (its gating key picks the family) */
-    { "deepseek2", "deepseek_v3", 0, "expert_feed_forward_length", -1, 1, MOEQ_QK_NORM_NONE, 0, 1 },
-    { "deepseek2", "deepseek_v2", 0, "expert_feed_forward_length", -1, 1, MOEQ_QK_NORM_NONE, 0, 1 },
+    { "deepseek2", "deepseek_v3", 0, "expert_feed_forward_length", -1, 1, MOEQ_QK_NORM_NONE, 0, 1, 0 },
+    { "deepseek2", "deepseek_v2", 0, "expert_feed_forward_length", -1, 1, MOEQ_QK_NORM_NONE, 0, 1, 0 },
+    /* llama.cpp src/models/openai-moe.cpp: softmax over the selected logits (= renormalized) */
+    { "gpt-oss", "gpt_oss", 0, "expert_feed_forward_length", 1, 0, MOEQ_QK_NORM_NONE, 1, 0, 1 },
 };
 #define N_ARCHS (sizeof archs / sizeof archs[0])
 

@@ -20,6 +20,7 @@ typedef struct moeq_gguf_arch {
     moeq_qk_norm qk_norm;         /* attn_q_norm / attn_k_norm: per head or whole width */
     int qkv_bias;                 /* 1: q/k/v biases required (qwen2moe), 0: never */
     int mla;                      /* deepseek2: MLA tensors, leading dense layers, DeepSeek routing */
+    int oai;                      /* gpt-oss: sinks, biases everywhere, sliding layers, SWIGLU_OAI */
 } moeq_gguf_arch;
 
 const moeq_gguf_arch *moeq_gguf_arch_find(const char *arch);

@@ -19,6 +19,8 @@ typedef struct moeq_gguf_export_opts {
     int requantize;                /* .moeq codecs that do not map exactly are requantized */
     const char *calib_path;        /* --calib F.h5: Hessian diagonals as importance weights */
     int gptq;                      /* --method gptq: GPTQ on the type's grid (needs calib_path) */
+    int yarn_truncate;             /* --yarn-truncate: accept llama.cpp's rounded YaRN correction range
+                                      for a config with rope truncate false (gpt-oss; else refused) */
     int n_plan;                    /* --plan: tensor name -> type (moeq plan --target gguf); applied
                                       before the rules; a name that is not a matrix of the file is FORMAT */
     const char *const *plan_names;

@@ -11,10 +11,11 @@
 static const char *EXPORT_HELP =
     "usage: moeq export gguf MODEL -o OUT.gguf [--type TYPE] [--scope experts|all]\n"
     "                        [--tensor-type REGEX=TYPE ...] [--method rtn] [--calib F.h5]\n"
-    "                        [--plan plan.json] [--requantize] [--gguf-pre NAME] [--json] [-q]\n"
-    "                        [--threads N]\n\n"
+    "                        [--plan plan.json] [--requantize] [--gguf-pre NAME] [--yarn-truncate]\n"
+    "                        [--json] [-q] [--threads N]\n\n"
     "Writes MODEL (a Hugging Face directory, a .moeq or a .gguf file) as the GGUF llama.cpp's\n"
-    "converter writes for its architecture (llama for Mixtral, qwen2moe, qwen3moe, olmoe): its\n"
+    "converter writes for its architecture (llama for Mixtral, qwen2moe, qwen3moe, olmoe, deepseek2,\n"
+    "gpt-oss): its "
     "metadata keys, tensor names, q/k permutation, 3-D expert tensors and tokenizer metadata\n"
     "(docs/export.md, docs/FORMAT-gguf.md). The file is written under a temporary name and renamed.\n"
     "  -o OUT.gguf          the output file\n"
@@ -34,6 +35,8 @@ static const char *EXPORT_HELP =
     "                       as llama.cpp does with an imatrix; dead/undersampled experts use the layer's\n"
     "  --requantize         requantize .moeq codecs that do not map exactly onto a ggml block\n"
     "  --gguf-pre NAME      tokenizer.ggml.pre, when the pre-tokenizer regex is not in the table\n"
+    "  --yarn-truncate      accept llama.cpp's YaRN, which rounds the correction range, for a config\n"
+    "                       with rope truncate false (gpt-oss): the GGUF computes truncate true\n"
     "Rows not a multiple of a 256-block type fall back as llama-quantize does (Q4_K -> Q5_0, ...).\n"
     "JSON: output, bytes, bits_per_weight, types (type -> tensors), fallbacks, tensors, seconds.\n";
 
@@ -57,7 +60,7 @@ int cmd_export(int argc, char **argv)
     tool_common tc = {0};
     const char *fmt = NULL, *in = NULL, *out = NULL, *type_s = NULL, *scope = "experts", *calib = NULL,
                *pre = NULL, *method = "rtn", *plan = NULL;
-    int requantize = 0, n_rules = 0;
+    int requantize = 0, n_rules = 0, yarn_truncate = 0;
     const char **rre = calloc((size_t)argc, sizeof *rre);
     int *rty = calloc((size_t)argc, sizeof *rty);
     char **rown = calloc((size_t)argc, sizeof *rown);
@@ -76,6 +79,7 @@ int cmd_export(int argc, char **argv)
         else if (!strcmp(a, "--method")) { if (!(method = tool_value("export", argc, argv, &i))) goto done; }
         else if (!strcmp(a, "--gguf-pre")) { if (!(pre = tool_value("export", argc, argv, &i))) goto done; }
         else if (!strcmp(a, "--requantize")) requantize = 1;
+        else if (!strcmp(a, "--yarn-truncate")) yarn_truncate = 1;
         else if (!strcmp(a, "--tensor-type")) {
             if (!(v = tool_value("export", argc, argv, &i))) goto done;
             const char *eq = strrchr(v, '=');
@@ -112,6 +116,7 @@ int cmd_export(int argc, char **argv)
     prog p = { tc.quiet ? NULL : stderr };
     moeq_gguf_export_opts o = { .type = ty ? ty->id : -1, .scope_all = !strcmp(scope, "all"), .n_rules = n_rules,
                                 .rule_regex = rre, .rule_types = rty, .pre = pre, .requantize = requantize,
+                                .yarn_truncate = yarn_truncate,
                                 .calib_path = calib, .gptq = !strcmp(method, "gptq"), .progress = on_tensor, .user = &p,
                                 .n_plan = n_plan, .plan_names = (const char *const *)pnames, .plan_types = ptypes };
     moeq_gguf_export_result res;
