@@ -277,6 +277,10 @@ static const moeq_family families[] = {
         .router_lin_bias = "model.layers.%lld.mlp.router.bias",
         .fused_gate_up_bias = "model.layers.%lld.mlp.experts.gate_up_proj_bias",
         .fused_down_bias = "model.layers.%lld.mlp.experts.down_proj_bias",
+        /* a GGUF of gpt-oss only (formats/gguf_model.c): its de-interleaved [out, in] experts */
+        .expert = { { "model.layers.%lld.mlp.experts.%lld.gate_proj.weight", NULL },
+                    { "model.layers.%lld.mlp.experts.%lld.up_proj.weight", NULL },
+                    { "model.layers.%lld.mlp.experts.%lld.down_proj.weight", NULL } },
     },
 };
 

@@ -142,9 +142,9 @@ static moeq_status config_from_meta(mctx *c)
     uint64_t sn;
     snprintf(key, sizeof key, "%s.rope.scaling.type", c->a->arch);
     if ((st = moeq_gguf_get_str(g, key, 0, &s, &sn, c->err))) return st;
-    if (moeq_gguf_find_kv(g, key) && !(sn == 4 && !memcmp(s, "none", 4)))
-        return moeq_fail(c->err, MOEQ_ERR_UNSUPPORTED, "%s: GGUF key '%s' = '%.*s': only unscaled RoPE is supported", L,
-                         key, (int)(sn < 32 ? sn : 32), s);
+    if (moeq_gguf_find_kv(g, key) && !(sn == 4 && !memcmp(s, "none", 4)) && !(c->a->oai && sn == 4 && !memcmp(s, "yarn", 4)))
+        return moeq_fail(c->err, MOEQ_ERR_UNSUPPORTED, "%s: GGUF key '%s' = '%.*s': only unscaled RoPE is supported%s", L,
+                         key, (int)(sn < 32 ? sn : 32), s, c->a->oai ? " (gpt-oss: none or yarn)" : "");
     float f = 10000.0f;
     snprintf(key, sizeof key, "%s.rope.freq_base", c->a->arch);
     if ((st = moeq_gguf_get_f32(g, key, 0, &f, c->err))) return st;
@@ -312,6 +312,59 @@ static moeq_status config_mla(mctx *c)
     return MOEQ_OK;
 }
 
+/* gpt-oss (llama.cpp src/models/openai-moe.cpp): sinks, attention and expert biases, sliding
+ * layers (l % p < p - 1 for attention.sliding_window_pattern p, default 2), YaRN as llama.cpp
+ * computes it (correction range rounded: truncate; cos/sin x 0.1 ln(factor) + 1, x attn_factor),
+ * the clamped SwiGLU with the alpha 1.702 and limit 7 its graph hard-codes. Experts are
+ * per-expert views (MOEQ_EXPERTS_HF) with the biases of the family. */
+static moeq_status config_oai(mctx *c)
+{
+    const moeq_gguf *g = c->g;
+    moeq_config *cfg = c->cfg;
+    const char *L = moeq_gguf_label(g);
+    moeq_status st;
+    int64_t win = 0, period = 2, orig = 0;
+    float factor = 0, af = 1, swa_base = (float)cfg->rope_theta;
+    if ((st = get_u(c, "attention.sliding_window", 1, 1, UINT32_MAX, &win)) ||
+        (st = get_u(c, "attention.sliding_window_pattern", 0, 0, MOEQ_MAX_LAYERS, &period)) ||
+        (st = get_f(c, "rope.freq_base_swa", 0, &swa_base)))
+        return st;
+    if (swa_base != (float)cfg->rope_theta)
+        return moeq_fail(c->err, MOEQ_ERR_UNSUPPORTED, "%s: GGUF gpt-oss: rope.freq_base_swa %g differs from "
+                         "rope.freq_base %g (not supported)", L, (double)swa_base, cfg->rope_theta);
+    cfg->sliding_window = win;
+    for (int64_t l = 0; l < cfg->layers; l++) cfg->layer_sliding[l] = period == 0 || l % period < period - 1;
+    cfg->attn_sinks = 1;
+    cfg->o_bias = 1;
+    cfg->act = MOEQ_ACT_SWIGLU_CLAMP;
+    cfg->act_alpha = 1.702;
+    cfg->act_limit = 7.0;
+    cfg->expert_layout = MOEQ_EXPERTS_HF;
+    cfg->expert_bias = 1;
+    char key[128];
+    const char *s;
+    uint64_t sn;
+    snprintf(key, sizeof key, "%s.rope.scaling.type", c->a->arch);
+    if ((st = moeq_gguf_get_str(g, key, 0, &s, &sn, c->err))) return st;
+    if (moeq_gguf_find_kv(g, key) && sn == 4 && !memcmp(s, "yarn", 4)) {
+        if ((st = get_f(c, "rope.scaling.factor", 1, &factor)) ||
+            (st = get_u(c, "rope.scaling.original_context_length", 1, 1, UINT32_MAX, &orig)) ||
+            (st = get_f(c, "rope.scaling.attn_factor", 0, &af)))
+            return st;
+        if (!(factor > 0) || !(af > 0))
+            return moeq_fail(c->err, MOEQ_ERR_FORMAT, "%s: GGUF gpt-oss: YaRN factor %g / attn_factor %g (> 0 expected)",
+                             L, (double)factor, (double)af);
+        cfg->rope_type = MOEQ_ROPE_YARN;
+        cfg->rope_factor = factor;
+        cfg->rope_orig_max = (double)orig;
+        cfg->rope_beta_fast = 32;   /* llama.cpp's loader does not read the yarn_beta_* keys */
+        cfg->rope_beta_slow = 1;
+        cfg->rope_truncate = 1;     /* ggml_rope_yarn_corr_dims floors and ceils */
+        cfg->rope_attn_factor = (factor <= 1 ? 1.0 : 0.1 * log((double)factor) + 1.0) * af;
+    }
+    return MOEQ_OK;
+}
+
 static moeq_gguf_src *add(mctx *c)
 {
     if (c->n == c->cap) {
@@ -432,6 +485,49 @@ static int cmp_src(const void *a, const void *b)
 #define NDN(...) ((int)(sizeof(NE(__VA_ARGS__)) / sizeof(int64_t)))
 #define NEED(gname, l, req, vec, outp, ...) need_t(c, (gname), (l), (req), (vec), NDN(__VA_ARGS__), NE(__VA_ARGS__), (outp))
 
+/* gpt-oss's expert biases: down {H, E} is the family's [E, H] as it is; gate and up {I, E} are
+ * interleaved into an F32 heap copy [E, 2I] (gate = even entries), the hub's gate_up_proj_bias. */
+static moeq_status expert_biases(mctx *c, int64_t l)
+{
+    const moeq_config *cfg = c->cfg;
+    const moeq_family *f = cfg->family;
+    const int64_t H = cfg->hidden, E = cfg->n_experts, I = cfg->moe_inter;
+    const moeq_gguf_tensor *gt, *ut, *dt;
+    moeq_status st;
+    if ((st = NEED("ffn_gate_exps.bias", l, 1, 1, &gt, I, E)) || (st = NEED("ffn_up_exps.bias", l, 1, 1, &ut, I, E)) ||
+        (st = NEED("ffn_down_exps.bias", l, 1, 1, &dt, H, E)) || (st = src(c, f->fused_down_bias, l, -1, dt, 0, E, 0)) ||
+        (st = src(c, f->fused_gate_up_bias, l, -1, gt, 0, E, 0)))
+        return st;
+    moeq_gguf_src *s = &c->s[c->n - 1];
+    float *d = malloc((size_t)(E * 2 * I) * sizeof *d), *row = malloc((size_t)I * sizeof *row);
+    if (!d || !row) {
+        free(d);
+        free(row);
+        return moeq_fail(c->err, MOEQ_ERR_NOMEM, "%s: out of memory", moeq_gguf_label(c->g));
+    }
+    for (int k = 0; k < 2; k++) {
+        const moeq_gguf_tensor *t = k ? ut : gt;
+        const moeq_dtype dty = t->type == 0 ? MOEQ_DT_F32 : t->type == 1 ? MOEQ_DT_F16 : MOEQ_DT_BF16;
+        const uint64_t rb = moeq_gguf_row_bytes(t->type, I);
+        for (int64_t e = 0; e < E; e++) {
+            moeq_vec v = { .tensor = t->name, .dtype = dty, .n = I, .data = (const unsigned char *)t->data + e * rb };
+            moeq_vec_to_f32(&v, row);
+            for (int64_t i = 0; i < I; i++) d[e * 2 * I + 2 * i + k] = row[i];
+        }
+    }
+    free(row);
+    s->owned = d;
+    s->t.data = d;
+    s->t.dtype = MOEQ_DT_F32;
+    snprintf(s->t.dtype_name, sizeof s->t.dtype_name, "F32");
+    s->t.shape[1] = 2 * I;
+    s->t.numel = E * 2 * I;
+    s->t.nbytes = (uint64_t)s->t.numel * 4;
+    s->row_bytes = (uint64_t)(2 * I) * 4;
+    s->gtype = 0;
+    return MOEQ_OK;
+}
+
 static moeq_status map_layer(mctx *c, int64_t l)
 {
     const moeq_config *cfg = c->cfg;
@@ -441,7 +537,9 @@ static moeq_status map_layer(mctx *c, int64_t l)
     const moeq_gguf_tensor *t;
     moeq_status st;
     if ((st = NEED("attn_norm.weight", l, 1, 1, &t, H)) || (st = src(c, f->attn_norm, l, -1, t, 0, 1, 1))) return st;
-    if ((st = NEED("ffn_norm.weight", l, 1, 1, &t, H)) || (st = src(c, f->mlp_norm, l, -1, t, 0, 1, 1))) return st;
+    if ((st = NEED(c->a->oai ? "post_attention_norm.weight" : "ffn_norm.weight", l, 1, 1, &t, H)) ||
+        (st = src(c, f->mlp_norm, l, -1, t, 0, 1, 1)))
+        return st;
     const char *qkvo[4] = { "attn_q.weight", "attn_k.weight", "attn_v.weight", "attn_output.weight" };
     const char *pats[4] = { f->q, f->k, f->v, f->o };
     const int64_t outs[4] = { qd, kd, kd, H }, ins[4] = { H, H, H, qd };
@@ -466,7 +564,15 @@ static moeq_status map_layer(mctx *c, int64_t l)
         if ((st = NEED("attn_q_norm.weight", l, 1, 1, &t, qn)) || (st = src(c, f->q_norm, l, -1, t, 0, 1, 1))) return st;
         if ((st = NEED("attn_k_norm.weight", l, 1, 1, &t, kn)) || (st = src(c, f->k_norm, l, -1, t, 0, 1, 1))) return st;
     }
+    if (cfg->o_bias && ((st = NEED("attn_output.bias", l, 1, 1, &t, H)) || (st = src(c, f->o_bias, l, -1, t, 0, 1, 1))))
+        return st;
+    if (cfg->attn_sinks &&
+        ((st = NEED("attn_sinks.weight", l, 1, 1, &t, cfg->heads)) || (st = src(c, f->sinks, l, -1, t, 0, 1, 1))))
+        return st;
     if ((st = NEED("ffn_gate_inp.weight", l, 1, 0, &t, H, E)) || (st = src(c, f->router[0], l, -1, t, 0, E, 0))) return st;
+    if (c->a->oai &&
+        ((st = NEED("ffn_gate_inp.bias", l, 1, 1, &t, E)) || (st = src(c, f->router_lin_bias, l, -1, t, 0, 1, 1))))
+        return st;
     const char *ex[3] = { "ffn_gate_exps.weight", "ffn_up_exps.weight", "ffn_down_exps.weight" };
     for (int p = 0; p < 3; p++) {
         int64_t in = p == 2 ? I : H, out = p == 2 ? H : I;
@@ -474,6 +580,7 @@ static moeq_status map_layer(mctx *c, int64_t l)
         for (int64_t e = 0; e < E; e++)
             if ((st = src(c, f->expert[p][0], l, e, t, e * out, out, 0))) return st;
     }
+    if (cfg->expert_bias && (st = expert_biases(c, l))) return st;
     if (S > 0) {
         const char *sh[3] = { "ffn_gate_shexp.weight", "ffn_up_shexp.weight", "ffn_down_shexp.weight" };
         for (int p = 0; p < 3; p++) {
@@ -569,6 +676,7 @@ moeq_status moeq_gguf_model_map(const moeq_gguf *g, moeq_config *cfg, moeq_gguf_
     }
     mctx mc = { .g = g, .a = a, .cfg = cfg, .err = err }, *c = &mc;
     if ((st = a->mla ? config_mla(c) : config_from_meta(c))) return st;
+    if (a->oai && (st = config_oai(c))) return st;
     const moeq_family *f = cfg->family;
     const moeq_gguf_tensor *t;
     const int64_t H = cfg->hidden, V = cfg->vocab;

@@ -551,6 +551,12 @@ static moeq_status resolve_mlp(rctx *r, int64_t l, moeq_layer_view *lv)
                 return st;
         }
     }
+    /* expert biases of another layout: a GGUF of gpt-oss (formats/gguf_model.c: per-expert
+     * weights, gate and up biases interleaved back into [E, 2I] like the hub's) */
+    if (c->expert_bias && c->expert_layout != MOEQ_EXPERTS_GPTOSS &&
+        ((st = find1(r, f->fused_gate_up_bias, l, 1, 2, SHAPE(E, 2 * I), CAT_ROUTED, &m->gu_bias[l])) ||
+         (st = find1(r, f->fused_down_bias, l, 1, 2, SHAPE(E, H), CAT_ROUTED, &m->down_bias[l]))))
+        return st;
     if (c->shared_inter > 0) {
         const int64_t S = c->shared_inter;
         if ((st = FIND(f->shared[0], l, 1, CAT_SHARED, &t, S, H))) return st;
