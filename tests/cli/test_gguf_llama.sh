@@ -4,7 +4,11 @@
 # held-out ids through controlledEvaluate (tests/node/ppl.mjs, moeq eval's windows);
 # @huggingface/gguf 0.4.6 parses every header as an independent reader.
 # - F32, BF16, F16, Q8_0 exports: llama.cpp's perplexity equals moeq eval of the same GGUF within 0.3%
-#   (deepseek2 included: tiny-deepseekv3, MLA, dense first layer, sigmoid routing, YaRN).
+#   (deepseek2 included: tiny-deepseekv3, MLA, dense first layer, sigmoid routing, YaRN; gpt-oss:
+#   tiny-gptoss and tiny-gptoss-mxfp4 with --yarn-truncate, sinks, sliding layers, SWIGLU_OAI, biases).
+# - gpt-oss F32 exports: moeq eval of the GGUF equals moeq eval of the hub directory with rope
+#   truncate true (what --yarn-truncate writes) within 1e-4; the gap to the truncate-false
+#   checkpoint itself is reported.
 # - Q4_0, Q4_1 (and Q4_K, IQ4_XS by GPTQ on tiny-qwen3moe-256, and a plan --target gguf mix of
 #   Q3_K/Q4_K/Q6_K): X.gguf exported, then `moeq export gguf X.gguf --type F32` (the dequantized weights):
 #   llama.cpp's perplexity of that equals moeq eval X.gguf within 0.3%; llama.cpp's own perplexity
@@ -53,6 +57,21 @@ for ty in $dtypes Q4_0; do
 done
 "$MOEQ" export gguf "$TMPD/$D.Q4_0.gguf" -o "$TMPD/$D.Q4_0.F32.gguf" --type F32 -q || echo "FAIL export gguf $D.Q4_0.gguf --type F32"
 files="$files $TMPD/$D.Q4_0.F32.gguf"
+# gpt-oss (attention sinks, sliding/full layers, YaRN, clamped SwiGLU with biases, interleaved
+# gate_up split): bf16 and MXFP4 experts (the latter dequantized); hub copies with truncate true
+# are the models the GGUFs compute
+gpt="tiny-gptoss:F32,Q8_0 tiny-gptoss-mxfp4:F32,Q8_0"; [ -n "${MOEQ_TEST_QUICK:-}" ] && gpt="tiny-gptoss:F32"
+for p in $gpt; do
+  f=${p%%:*}
+  mkdir -p "$TMPD/$f.trunc"
+  for x in $FX/$f/*; do ln -s "$PWD/$x" "$TMPD/$f.trunc/"; done
+  rm "$TMPD/$f.trunc/config.json"
+  sed 's/"truncate": false/"truncate": true/' $FX/$f/config.json > "$TMPD/$f.trunc/config.json"
+  for ty in $(echo "${p#*:}" | tr , ' '); do
+    "$MOEQ" export gguf $FX/$f -o "$TMPD/$f.$ty.gguf" --type $ty --yarn-truncate -q || echo "FAIL export gguf $f --type $ty --yarn-truncate"
+    files="$files $TMPD/$f.$ty.gguf"
+  done
+done
 for ty in $kq; do
   "$MOEQ" export gguf $FX/$K -o "$TMPD/$K.$ty.gguf" --type $ty --method gptq --calib "$TMPD/k.h5" -q || echo "FAIL export gguf $K --type $ty --method gptq"
   "$MOEQ" export gguf "$TMPD/$K.$ty.gguf" -o "$TMPD/$K.$ty.F32.gguf" --type F32 -q || echo "FAIL export gguf $K.$ty.gguf --type F32"
@@ -82,6 +101,20 @@ for ty in $dtypes; do
     || echo "FAIL llama.cpp $D $ty ($arch): ppl $lp, moeq eval $mp"
 done
 check_lower $D Q4_0
+rel() { python3 -c "import sys; print('%.2g' % abs(float(sys.argv[1]) / float(sys.argv[2]) - 1))" "$1" "$2"; }
+for p in $gpt; do
+  f=${p%%:*}
+  for ty in $(echo "${p#*:}" | tr , ' '); do
+    g="$TMPD/$f.$ty.gguf"; lp=$(llama_field "$g" "j['ppl']"); mp=$(moeq_ppl "$g"); arch=$(llama_field "$g" "j['header']['architecture']")
+    [ "$arch" = gpt-oss ] && close "$lp" "$mp" && echo "PASS llama.cpp loads $f $ty as gpt-oss: ppl $lp, moeq eval $mp (within 0.3%: $(rel "$lp" "$mp"))" \
+      || echo "FAIL llama.cpp $f $ty ($arch): ppl $lp, moeq eval $mp"
+    [ $ty = F32 ] || continue
+    ht=$(moeq_ppl "$TMPD/$f.trunc"); h=$(moeq_ppl $FX/$f)
+    python3 -c "import sys; sys.exit(not abs(float(sys.argv[1]) / float(sys.argv[2]) - 1) < 1e-4)" "$mp" "$ht" \
+      && echo "PASS moeq eval of $f F32 GGUF $mp equals the hub directory with truncate true $ht (within 1e-4: $(rel "$mp" "$ht")); the truncate-false checkpoint: $h ($(rel "$mp" "$h"))" \
+      || echo "FAIL moeq eval of $f F32 GGUF $mp, hub directory with truncate true $ht"
+  done
+done
 for p in $plan; do
   f=${p%%:*}; r=${p#*:}; exact=$(echo "${r%%:*}" | tr , ' '); lower=$(echo "${r#*:}" | tr , ' ')
   H=$(python3 -c "import json; print(json.load(open('$FX/$f/config.json'))['hidden_size'])")
