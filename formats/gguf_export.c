@@ -888,6 +888,8 @@ static moeq_status check_arch(const moeq_model *m, const moeq_gguf_export_opts *
             why = "a softmax scale other than 1/sqrt(head_dim)";
         else if (c->sliding_window < 1 || c->sliding_window > UINT32_MAX)
             why = "sliding_window out of range";
+        else if (swa_period(c) == 1)
+            why = "layer_types without a sliding_attention layer (the loader asserts one for its iSWA cache)";
         else if (swa_period(c) < 0)
             why = "layer_types: the sliding layers are not llama.cpp's pattern (layer l slides when l % p < p - 1 "
                   "for a period p: attention.sliding_window_pattern)";

@@ -83,6 +83,57 @@ want = {'blk.0.ffn_gate.weight': [128, 256], 'blk.0.attn_kv_b.weight': [32, 256]
 sys.exit(any(t.get(k, {}).get('ne') != v for k, v in want.items()) or 'blk.1.ffn_gate.weight' in t)" \
   && echo "PASS deepseek2 export: MLA tensors (kv_b whole), a leading dense layer, router bias, shared expert" \
   || echo "FAIL deepseek2 export tensor table"
+# gpt-oss: hub copies with a changed config.json (cfg SRC DST SED-EXPR)
+cfg() { mkdir -p "$2"; for x in $FX/$1/*; do ln -sf "$PWD/$x" "$2/"; done; rm "$2/config.json"; sed "$3" $FX/$1/config.json > "$2/config.json"; }
+cfg tiny-gptoss "$TMPD/go" 's/"truncate": false/"truncate": true/'
+expect_exit "export of gpt-oss with YaRN truncate false is refused without --yarn-truncate" 2 \
+  "tiny-gptoss: YaRN truncate false \(llama.cpp rounds the correction range, ggml_rope_yarn_corr_dims; pass --yarn-truncate to accept that\): llama.cpp's gpt-oss graph cannot express it" -- \
+  "$MOEQ" export gguf $FX/tiny-gptoss -o "$TMPD/x.gguf"
+cfg tiny-gptoss "$TMPD/go_lt" 's/"truncate": false/"truncate": true/; s/"full_attention",$/"sliding_attention",/; 0,/"sliding_attention"/s//"full_attention"/'
+expect_exit "export of gpt-oss whose sliding layers are no period of llama.cpp's is refused" 2 \
+  "layer_types: the sliding layers are not llama.cpp's pattern \(layer l slides when l % p < p - 1 for a period p: attention.sliding_window_pattern\): llama.cpp's gpt-oss graph cannot express it" -- \
+  "$MOEQ" export gguf "$TMPD/go_lt" -o "$TMPD/x.gguf"
+cfg tiny-gptoss "$TMPD/go_nb" 's/"truncate": false/"truncate": true/; s/"attention_bias": true/"attention_bias": false/'
+expect_exit "export of gpt-oss without attention biases is refused" 2 \
+  "attention_bias false \(the loader requires attn_output.bias\): llama.cpp's gpt-oss graph cannot express it" -- \
+  "$MOEQ" export gguf "$TMPD/go_nb" -o "$TMPD/x.gguf"
+cfg tiny-gptoss "$TMPD/gf" 's/"truncate": false/"truncate": true/; s/"sliding_attention"/"full_attention"/g'
+expect_exit "export of gpt-oss without a sliding layer is refused" 2 \
+  "layer_types without a sliding_attention layer \(the loader asserts one for its iSWA cache\): llama.cpp's gpt-oss graph cannot express it" -- \
+  "$MOEQ" export gguf "$TMPD/gf" -o "$TMPD/x.gguf"
+if [ -z "${MOEQ_TEST_QUICK:-}" ]; then   # test_gguf_llama.sh runs tiny-gptoss under ASan
+  # default types: bf16 experts stay BF16 (de-interleaved gate/up, transposed), read back as the
+  # truncate-true checkpoint; MXFP4 experts are written as BF16 (exact); re-export is byte-identical
+  "$MOEQ" export gguf $FX/tiny-gptoss -o "$TMPD/go.gguf" --yarn-truncate --json -q > "$TMPD/out" || echo "FAIL export gguf tiny-gptoss"
+  python3 -c "import json,sys; t=json.load(open(sys.argv[1]))['types']; sys.exit(t.get('BF16') != 30)" "$TMPD/out" || echo "FAIL gpt-oss default types: $(cat "$TMPD/out")"
+  ev "$TMPD/go.gguf" "$TMPD/go"
+  kld_below 1e-9 && echo "PASS gpt-oss GGUF read back (sinks, sliding layers, YaRN, SWIGLU_OAI, biases): the truncate-true checkpoint's logits (KLD $(field kld_mean))" \
+    || echo "FAIL gpt-oss GGUF read back: kld_mean $(field kld_mean)"
+  python3 tests/cli/gguf_tensors.py "$TMPD/go.gguf" | python3 -c "
+import json, sys
+t = json.load(sys.stdin)
+want = {'blk.0.attn_sinks.weight': [4], 'blk.0.attn_output.bias': [128], 'blk.0.post_attention_norm.weight': [128],
+        'blk.0.ffn_gate_inp.weight': [128, 8], 'blk.0.ffn_gate_inp.bias': [8], 'blk.3.ffn_gate_exps.weight': [128, 128, 8],
+        'blk.3.ffn_up_exps.bias': [128, 8], 'blk.3.ffn_down_exps.weight': [128, 128, 8], 'blk.3.ffn_down_exps.bias': [128, 8],
+        'blk.1.attn_k.weight': [128, 64], 'blk.1.attn_v.bias': [64], 'output.weight': [128, 1024]}
+sys.exit(any(t.get(k, {}).get('ne') != v for k, v in want.items()) or 'blk.0.ffn_norm.weight' in t or
+         t['blk.0.ffn_gate_exps.weight']['type'] != 30 or t['blk.0.ffn_gate_exps.bias']['type'] != 0)" \
+    && echo "PASS gpt-oss export: sinks, post_attention_norm, router and expert biases, 3-D experts" \
+    || echo "FAIL gpt-oss export tensor table"
+  "$MOEQ" export gguf "$TMPD/go.gguf" -o "$TMPD/go2.gguf" -q && cmp -s "$TMPD/go.gguf" "$TMPD/go2.gguf" \
+    && echo "PASS export gguf of a gpt-oss GGUF: byte-identical" || echo "FAIL re-export of a gpt-oss GGUF changed the file"
+  cfg tiny-gptoss-mxfp4 "$TMPD/gm" 's/"truncate": false/"truncate": true/'
+  "$MOEQ" export gguf $FX/tiny-gptoss-mxfp4 -o "$TMPD/gm.gguf" --yarn-truncate -q || echo "FAIL export gguf tiny-gptoss-mxfp4"
+  ev "$TMPD/gm.gguf" "$TMPD/gm"
+  kld_below 1e-9 && echo "PASS gpt-oss MXFP4 experts exported as BF16: the truncate-true checkpoint's logits (KLD $(field kld_mean))" \
+    || echo "FAIL gpt-oss MXFP4 export: kld_mean $(field kld_mean)"
+  # every layer sliding: llama.cpp's period 0, written as attention.sliding_window_pattern
+  cfg tiny-gptoss "$TMPD/gs" 's/"truncate": false/"truncate": true/; s/"full_attention"/"sliding_attention"/g'
+  "$MOEQ" export gguf "$TMPD/gs" -o "$TMPD/gs.gguf" --type F32 -q || echo "FAIL export gguf of an all-sliding gpt-oss"
+  ev "$TMPD/gs.gguf" "$TMPD/gs"
+  kld_below 1e-9 && echo "PASS gpt-oss with every layer sliding: sliding_window_pattern 0, read back as the checkpoint (KLD $(field kld_mean))" \
+    || echo "FAIL gpt-oss with every layer sliding: kld_mean $(field kld_mean)"
+fi
 rm -f "$TMPD/x.gguf"
 expect_exit "export --type unknown" 1 "not a ggml type" -- "$MOEQ" export gguf $FX/tiny-olmoe -o "$TMPD/x.gguf" --type Q9_9
 [ ! -e "$TMPD/x.gguf" ] && echo "PASS failed exports leave no file" || echo "FAIL failed exports leave no file"

@@ -61,6 +61,12 @@ files="$files $TMPD/$D.Q4_0.F32.gguf"
 # gate_up split): bf16 and MXFP4 experts (the latter dequantized); hub copies with truncate true
 # are the models the GGUFs compute
 gpt="tiny-gptoss:F32,Q8_0 tiny-gptoss-mxfp4:F32,Q8_0"; [ -n "${MOEQ_TEST_QUICK:-}" ] && gpt="tiny-gptoss:F32"
+if [ -z "${MOEQ_TEST_QUICK:-}" ]; then   # every layer sliding: attention.sliding_window_pattern 0
+  mkdir -p "$TMPD/gs"; for x in $FX/tiny-gptoss/*; do ln -s "$PWD/$x" "$TMPD/gs/"; done; rm "$TMPD/gs/config.json"
+  sed 's/"truncate": false/"truncate": true/; s/"full_attention"/"sliding_attention"/g' $FX/tiny-gptoss/config.json > "$TMPD/gs/config.json"
+  "$MOEQ" export gguf "$TMPD/gs" -o "$TMPD/gptoss-all-sliding.gguf" --type F32 -q || echo "FAIL export gguf of an all-sliding gpt-oss"
+  files="$files $TMPD/gptoss-all-sliding.gguf"
+fi
 for p in $gpt; do
   f=${p%%:*}
   mkdir -p "$TMPD/$f.trunc"
@@ -101,6 +107,11 @@ for ty in $dtypes; do
     || echo "FAIL llama.cpp $D $ty ($arch): ppl $lp, moeq eval $mp"
 done
 check_lower $D Q4_0
+if [ -z "${MOEQ_TEST_QUICK:-}" ]; then
+  g="$TMPD/gptoss-all-sliding.gguf"; lp=$(llama_field "$g" "j['ppl']"); mp=$(moeq_ppl "$g")
+  close "$lp" "$mp" && echo "PASS llama.cpp loads a gpt-oss with every layer sliding (pattern 0): ppl $lp, moeq eval $mp (within 0.3%)" \
+    || echo "FAIL llama.cpp gpt-oss with every layer sliding: ppl $lp, moeq eval $mp"
+fi
 rel() { python3 -c "import sys; print('%.2g' % abs(float(sys.argv[1]) / float(sys.argv[2]) - 1))" "$1" "$2"; }
 for p in $gpt; do
   f=${p%%:*}
