@@ -97,6 +97,29 @@ cfg tiny-gptoss "$TMPD/go_nb" 's/"truncate": false/"truncate": true/; s/"attenti
 expect_exit "export of gpt-oss without attention biases is refused" 2 \
   "attention_bias false \(the loader requires attn_output.bias\): llama.cpp's gpt-oss graph cannot express it" -- \
   "$MOEQ" export gguf "$TMPD/go_nb" -o "$TMPD/x.gguf"
+# o200k's pre-tokenizer (gpt-oss's Split + ByteLevel without regex) is llama.cpp's gpt-4o
+cfg tiny-gptoss "$TMPD/go_tok" 's/"truncate": false/"truncate": true/'
+python3 - "$TMPD/go_tok/tokenizer.json" <<'PY'
+import json, sys
+p = sys.argv[1]
+t = json.load(open(p))
+r = ("[^\\r\\n\\p{L}\\p{N}]?[\\p{Lu}\\p{Lt}\\p{Lm}\\p{Lo}\\p{M}]*[\\p{Ll}\\p{Lm}\\p{Lo}\\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?|"
+     "[^\\r\\n\\p{L}\\p{N}]?[\\p{Lu}\\p{Lt}\\p{Lm}\\p{Lo}\\p{M}]+[\\p{Ll}\\p{Lm}\\p{Lo}\\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?|"
+     "\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n/]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+")
+t["pre_tokenizer"] = {"type": "Sequence", "pretokenizers": [
+    {"type": "Split", "pattern": {"Regex": r}, "behavior": "Isolated", "invert": False},
+    {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": False}]}
+import os; os.remove(p); json.dump(t, open(p, "w"))
+PY
+"$MOEQ" export gguf "$TMPD/go_tok" -o "$TMPD/go_tok.gguf" --type F32 -q && python3 - "$TMPD/go_tok.gguf" <<'PY' \
+  && echo "PASS gpt-oss's o200k pre-tokenizer regex is written as tokenizer.ggml.pre gpt-4o" || echo "FAIL o200k pre-tokenizer name"
+import struct, sys
+b = open(sys.argv[1], "rb").read()
+k = b"tokenizer.ggml.pre"
+i = b.index(struct.pack("<Q", len(k)) + k) + 8 + len(k)
+t, n = struct.unpack_from("<iQ", b, i)
+sys.exit(not (t == 8 and b[i + 12:i + 12 + n] == b"gpt-4o"))
+PY
 cfg tiny-gptoss "$TMPD/gf" 's/"truncate": false/"truncate": true/; s/"sliding_attention"/"full_attention"/g'
 expect_exit "export of gpt-oss without a sliding layer is refused" 2 \
   "layer_types without a sliding_attention layer \(the loader asserts one for its iSWA cache\): llama.cpp's gpt-oss graph cannot express it" -- \
