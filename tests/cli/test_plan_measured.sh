@@ -85,3 +85,27 @@ if not quick:
     assert sm >= 0.9, (sm, sh)
     assert km < ku, (km, ku)
 PY
+# GGUF plans: a 3-D expert tensor is one layer x projection, so its measured cost is that group's
+# KLD itself (tiny-qwen3moe-256, Q2_K..Q6_K at 3.5 GGUF bits per weight, exported with the
+# calibration's importances): the measured plan does at least as well as the hessian plan
+K=$FX/tiny-qwen3moe-256
+"$MOEQ" calibrate $K --tokens "$TMPD/cal.u32" --ctx 256 -q -o "$TMPD/k.h5" || echo "FAIL plan measured gguf: calibrate"
+for c in hessian measured; do
+  "$MOEQ" plan $K --target gguf --budget 3.5 --types Q2_K,Q3_K,Q4_K,Q6_K --cost $c --calib "$TMPD/k.h5" --tokens "$TMPD/val.u32" \
+    --measure-tokens $MT --ctx 256 -q -o "$TMPD/kp_$c.json" || echo "FAIL plan --target gguf --cost $c"
+  "$MOEQ" export gguf $K --plan "$TMPD/kp_$c.json" --calib "$TMPD/k.h5" -q -o "$TMPD/kp_$c.gguf" || echo "FAIL export gguf --plan ($c)"
+  "$MOEQ" eval "$TMPD/kp_$c.gguf" --tokens $FX/heldout.safetensors --max-tokens $EVAL --ctx 256 --ref $K --json -q > "$TMPD/ekp_$c.json" || echo "FAIL eval gguf plan $c"
+done
+expect_exit "plan --target gguf measured with --scope all" 2 "routed experts" -- "$MOEQ" plan $K --target gguf --budget 3.5 --cost measured --scope all --calib "$TMPD/k.h5" --tokens "$TMPD/val.u32" -o "$TMPD/x.json"
+python3 - "$TMPD" "${MOEQ_TEST_QUICK:-}" <<'PY' && echo "PASS plan --target gguf --cost measured" || echo "FAIL plan --target gguf --cost measured"
+import json, sys
+d, quick = sys.argv[1], sys.argv[2]
+p = json.load(open(d + "/kp_measured.json"))
+assert p["cost"] == "measured" and all(m["hessian"] == "measured" for m in p["matrices"]), p["cost"]
+for m in p["matrices"]:   # a group's KLD falls with the type's bits
+    c = [m["costs"][t] for t in ("Q2_K", "Q3_K", "Q4_K", "Q6_K")]
+    assert all(a > b for a, b in zip(c, c[1:])) and c[-1] >= 0, (m["tensor"], c)
+km, kh = (json.load(open(f"{d}/ekp_{c}.json"))["kld_mean"] for c in ("measured", "hessian"))
+print(f"  gguf plans at 3.5: measured KLD {km:.5f}, hessian {kh:.5f}", file=sys.stderr)
+if not quick: assert km <= kh, (km, kh)
+PY
