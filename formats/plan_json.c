@@ -41,7 +41,28 @@ char *moeq_plan_json(const moeq_plan *p, const moeq_plan_opts *o, const moeq_mod
     json_object_set_new(j, "group", json_integer(o->group));
     json_object_set_new(j, "sym", json_boolean(o->sym));
     if (o->cost == MOEQ_COST_ALPHAQ) json_object_set_new(j, "gamma", json_real(o->gamma > 0 ? o->gamma : 1.0));
-    if (o->cost == MOEQ_COST_HESSIAN) json_object_set_new(j, "hessian_quantizer", json_string(o->hessian_gptq ? "gptq" : "rtn"));
+    if (o->cost == MOEQ_COST_HESSIAN || o->cost == MOEQ_COST_MEASURED)
+        json_object_set_new(j, "hessian_quantizer", json_string(o->hessian_gptq ? "gptq" : "rtn"));
+    if (o->cost == MOEQ_COST_RANDOM) json_object_set_new(j, "seed", json_integer((json_int_t)o->seed));
+    if (o->cost == MOEQ_COST_MEASURED && p->group_kld) {   /* [{layer, proj, kld: [per candidate]}] */
+        const int k = moeq_plan_ncandidates(o);
+        json_t *gk = json_array();
+        for (int64_t g = 0; g * k < p->n_group_kld; g++) {
+            int any = 0;
+            for (size_t e = 0; e < p->n && !any; e++)
+                any = !p->entries[e].pinned && p->entries[e].layer == g / 3 && (int64_t)p->entries[e].proj == g % 3;
+            if (!any) continue;
+            json_t *r = json_object(), *v = json_array();
+            json_object_set_new(r, "layer", json_integer(g / 3));
+            json_object_set_new(r, "proj", json_string(moeq_proj_name((moeq_proj)(g % 3))));
+            for (int q = 0; q < k; q++) json_array_append_new(v, json_real(p->group_kld[g * k + q]));
+            json_object_set_new(r, "kld", v);
+            json_array_append_new(gk, r);
+        }
+        json_object_set_new(j, "measured", gk);
+        json_object_set_new(j, "measure_tokens", json_integer(o->measure_n / o->measure_ctx * o->measure_ctx));
+        json_object_set_new(j, "measure_ctx", json_integer(o->measure_ctx));
+    }
     json_object_set_new(j, "scope", json_string("experts"));
     json_object_set_new(j, "weights", json_integer(p->weights));
     json_object_set_new(j, "predicted_cost", json_real(p->cost));
@@ -79,6 +100,11 @@ char *moeq_plan_json(const moeq_plan *p, const moeq_plan_opts *o, const moeq_mod
         if (e->codec.type == MOEQ_CODEC_GGML) json_object_set_new(r, "bits", json_real(moeq_codec_bpw(&e->codec, e->cols)));
         else json_object_set_new(r, "bits", json_integer(e->codec.bits));
         json_object_set_new(r, "cost", e->pinned ? json_null() : json_real(e->cost));
+        if (!e->pinned && e->n_costs > 0) {   /* every candidate's cost, in the candidates' order */
+            json_t *cc = json_array();
+            for (int q = 0; q < e->n_costs; q++) json_array_append_new(cc, json_real(e->costs[q]));
+            json_object_set_new(r, "costs", cc);
+        }
         if (o->cost == MOEQ_COST_ALPHAQ) json_object_set_new(r, "sensitivity", json_real(e->sens));
         json_object_set_new(r, "pinned", json_boolean(e->pinned));
         json_array_append_new(arr, r);

@@ -43,7 +43,11 @@ struct moeq_plan_opts;
 moeq_codec moeq_plan_candidate(const struct moeq_plan_opts *o, int j);
 int moeq_plan_ncandidates(const struct moeq_plan_opts *o);
 
-typedef enum moeq_plan_cost { MOEQ_COST_UNIFORM = 0, MOEQ_COST_ALPHAQ = 1, MOEQ_COST_HESSIAN = 2 } moeq_plan_cost;
+typedef enum moeq_plan_cost {
+    MOEQ_COST_UNIFORM = 0, MOEQ_COST_ALPHAQ = 1, MOEQ_COST_HESSIAN = 2,
+    MOEQ_COST_MEASURED = 3,   /* KLD of each layer × projection quantized alone (needs calib, measure_*) */
+    MOEQ_COST_RANDOM = 4      /* seeded random costs: random plans at a budget (cost-ranking tests) */
+} moeq_plan_cost;
 typedef enum moeq_plan_weight { MOEQ_WEIGHT_PARAMS = 0, MOEQ_WEIGHT_COUNT = 1 } moeq_plan_weight;
 
 typedef struct moeq_plan_opts {
@@ -61,6 +65,10 @@ typedef struct moeq_plan_opts {
     const char *calib_path;       /* hessian */
     int hessian_gptq;             /* hessian costs after a GPTQ pass instead of RTN */
     double damp;                  /* that GPTQ pass's damping */
+    moeq_model *measure_model;    /* measured: a second open of the planned checkpoint (it gets overrides) */
+    const int32_t *measure_tokens;   /* measured: validation tokens, windows of measure_ctx */
+    int64_t measure_n, measure_ctx;
+    uint64_t seed;                /* random */
     const moeq_tensor_rule *rules;   /* pins: --tensor-type REGEX=CODEC (keep = left out) */
     int n_rules;
     int threads;
@@ -75,6 +83,8 @@ typedef struct moeq_plan_entry {
     int64_t rows, cols;
     moeq_codec codec;
     double cost;                  /* the predicted cost of the chosen codec */
+    double costs[8];              /* every candidate's cost (n_costs; 0 when pinned) */
+    int n_costs;
     double sens;                  /* alphaq: s = (median α / α)^γ; else 1 */
     int pinned;
 } moeq_plan_entry;
@@ -86,6 +96,8 @@ typedef struct moeq_plan {
     int64_t weights;
     moeq_plan_solve_info solve;
     double seconds_costs, seconds_solve;
+    double *group_kld;            /* measured: [layer][proj][candidate] KLD of that group alone */
+    int64_t n_group_kld;
 } moeq_plan;
 
 /* Costs and the solved plan over the routed experts of m. Bad input (a calib or spectral file

@@ -15,7 +15,11 @@ typedef struct moeq_gguf_plan_opts {
     double budget;                 /* GGUF bits per weight over the planned matrices */
     int types[MOEQ_GGUF_PLAN_MAX_TYPES], n_types;   /* candidates (ggml ids); 0: the default list */
     int scope_all;                 /* also attention, shared experts, dense MLPs, embeddings, head */
-    moeq_plan_cost cost;           /* MOEQ_COST_UNIFORM or MOEQ_COST_HESSIAN */
+    moeq_plan_cost cost;           /* MOEQ_COST_UNIFORM, MOEQ_COST_HESSIAN or MOEQ_COST_MEASURED */
+    moeq_model *measure_model;     /* measured: a second open of the checkpoint (it gets overrides) */
+    const int32_t *measure_tokens; /* measured: validation tokens, windows of measure_ctx */
+    int64_t measure_n, measure_ctx;
+    int threads;
     const char *calib_path;        /* hessian: full-Hessian calibration file */
     int hessian_gptq;              /* hessian costs after GPTQ on the type's grid (export --method gptq) */
     const char *reuse_path;        /* --reuse-costs P.json: the per-candidate costs of an earlier GGUF plan of

@@ -3,6 +3,11 @@
  *   alphaq:   n · s · var(W) · 4^-b,  s = (median α / α)^γ   (AlphaQ; α from a spectral file)
  *   hessian:  tr((W − Q_b(W)) H (W − Q_b(W))ᵀ), H = Σ x xᵀ of the expert's inputs: the
  *             squared output error summed over the calibration tokens routed to the expert.
+ *   measured: the KLD against the unquantized model, on validation tokens, of quantizing one
+ *             layer × projection's experts alone with the candidate (exllamav2's measurement),
+ *             shared among those experts in proportion to their hessian costs.
+ *   random:   n · 4^-b · e^u, u uniform in [−2, 2] (seeded): random plans at a budget, to test
+ *             how well a cost ranks plans (docs/plan.md).
  * The costs are totals over a matrix's weights (n ·), so matrices of different sizes compare. */
 #include "moeq_plan.h"
 #include "moeq_gptq.h"
@@ -11,6 +16,7 @@
 #include "moeq_dist.h"
 #include "moeq_kernels.h"
 #include "moeq_ggml.h"
+#include "moeq_eval.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -19,12 +25,14 @@
 
 const char *moeq_plan_cost_name(moeq_plan_cost c)
 {
-    return c == MOEQ_COST_ALPHAQ ? "alphaq" : c == MOEQ_COST_HESSIAN ? "hessian" : "uniform";
+    return c == MOEQ_COST_ALPHAQ ? "alphaq" : c == MOEQ_COST_HESSIAN ? "hessian" : c == MOEQ_COST_MEASURED ? "measured"
+           : c == MOEQ_COST_RANDOM ? "random" : "uniform";
 }
 
 void moeq_plan_free(moeq_plan *p)
 {
     free(p->entries);
+    free(p->group_kld);
     memset(p, 0, sizeof *p);
 }
 
@@ -47,6 +55,16 @@ static int64_t codec_bits(const moeq_codec *c, int64_t rows, int64_t cols, int t
     return b;
 }
 
+/* A uniform number in [0, 1) from (seed, i, j): splitmix64, so random plans are reproducible. */
+static double rand_unit(uint64_t seed, uint64_t i, uint64_t j)
+{
+    uint64_t z = seed * 0x9e3779b97f4a7c15ull + i * 0xbf58476d1ce4e5b9ull + j * 0x94d049bb133111ebull + 1;
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    z ^= z >> 31;
+    return (double)(z >> 11) * 0x1.0p-53;
+}
+
 static int cmp_double(const void *a, const void *b)
 {
     double x = *(const double *)a, y = *(const double *)b;
@@ -61,9 +79,9 @@ typedef struct hess_ws {
     size_t raw_cap;
 } hess_ws;
 
-/* The hessian cost of one matrix under each candidate: tr((W − Q_b(W)) H (W − Q_b(W))ᵀ). */
-static moeq_status hessian_costs(const moeq_expert_mat *x, const moeq_plan_opts *o, moeq_calib_file *calib,
-                                 int64_t min_tokens, hess_ws *w, double *cs, moeq_error *err)
+/* One matrix widened into w->wf and its Hessian into w->H (undersampled experts shrunk). */
+static moeq_status load_matrix(const moeq_expert_mat *x, moeq_calib_file *calib, int64_t min_tokens, hess_ws *w,
+                               moeq_error *err)
 {
     int64_t rows = x->mat.rows, cols = x->mat.cols, ntok;
     int flag, down = x->proj == MOEQ_PROJ_DOWN;
@@ -80,7 +98,16 @@ static moeq_status hessian_costs(const moeq_expert_mat *x, const moeq_plan_opts 
     }
     moeq_mat_to_f32(&x->mat, 0, rows, w->wf);
     moeq_mat_release(&x->mat);   /* widened: the mapped pages are done with */
-    for (int j = 0; j < moeq_plan_ncandidates(o); j++) {
+    return MOEQ_OK;
+}
+
+/* w->wq = Q(w->wf) under candidate j (the matrix and its Hessian loaded by load_matrix). */
+static moeq_status quantize_candidate(const moeq_expert_mat *x, const moeq_plan_opts *o, int j, hess_ws *w,
+                                      moeq_error *err)
+{
+    int64_t rows = x->mat.rows, cols = x->mat.cols;
+    moeq_status st;
+    {
         const moeq_codec c = moeq_plan_candidate(o, j);
         int g = c.group ? c.group : (int)cols;
         moeq_error e2;
@@ -121,6 +148,20 @@ static moeq_status hessian_costs(const moeq_expert_mat *x, const moeq_plan_opts 
         } else {
             moeq_rtn_dequant_f32(w->wf, rows, cols, c.bits, c.group, c.sym, w->wq);
         }
+    }
+    return MOEQ_OK;
+}
+
+/* The hessian cost of one matrix under each candidate: tr((W − Q_b(W)) H (W − Q_b(W))ᵀ). */
+static moeq_status hessian_costs(const moeq_expert_mat *x, const moeq_plan_opts *o, moeq_calib_file *calib,
+                                 int64_t min_tokens, hess_ws *w, double *cs, moeq_error *err)
+{
+    int64_t rows = x->mat.rows, cols = x->mat.cols;
+    moeq_status st;
+    if ((st = load_matrix(x, calib, min_tokens, w, err))) return st;
+    for (int j = 0; j < moeq_plan_ncandidates(o); j++) {
+        const moeq_codec c = moeq_plan_candidate(o, j);
+        if ((st = quantize_candidate(x, o, j, w, err))) return st;
         cs[j] = moeq_hessian_error(w->wf, w->wq, rows, cols, w->H);
         if (!isfinite(cs[j])) {
             char cn[32];
@@ -241,6 +282,68 @@ static moeq_status hessian_costs_dist(const moeq_expert_mat *mats, const int64_t
     return st;
 }
 
+/* Measured costs (docs/plan.md): for each layer × projection and candidate j, every unpinned
+ * expert matrix of that layer and projection is quantized with j and installed as an override
+ * in o->measure_model (a second open of the same checkpoint), which is evaluated against the
+ * unquantized m on the validation tokens; the mean KLD is that group's cost, shared among its
+ * matrices in proportion to their hessian costs (already in cost[]), so the costs stay additive
+ * and sum, per group, to the measured loss. Memory: one group's matrices in float32. Every MPI
+ * rank measures the same (deterministic) table. */
+static moeq_status measured_costs(const moeq_model *m, const moeq_expert_mat *mats, const int64_t *fm, int64_t nf,
+                                  const moeq_plan_opts *o, moeq_calib_file *calib, hess_ws *w, double *cost,
+                                  double *group_kld, moeq_error *err)
+{
+    const int k = moeq_plan_ncandidates(o);
+    const moeq_config *cf = moeq_model_config(m);
+    const int64_t min_tokens = moeq_calib_file_min_tokens(calib);
+    moeq_model *mm = o->measure_model;
+    moeq_status st = MOEQ_OK;
+    int64_t *gi = malloc((size_t)(nf ? nf : 1) * sizeof *gi);
+    float **buf = calloc((size_t)(nf ? nf : 1), sizeof *buf);
+    if (!gi || !buf) { free(gi); free(buf); return moeq_fail(err, MOEQ_ERR_NOMEM, "out of memory"); }
+    int64_t groups = 0, done = 0;
+    for (int64_t l = 0; l < cf->layers; l++)
+        for (int p = 0; p < 3; p++) {
+            int any = 0;
+            for (int64_t f = 0; f < nf && !any; f++) any = mats[fm[f]].layer == l && (int)mats[fm[f]].proj == p;
+            groups += any;
+        }
+    moeq_eval_opts eo = { .ctx = o->measure_ctx, .threads = o->threads };
+    for (int64_t l = 0; l < cf->layers && st == MOEQ_OK; l++)
+        for (int p = 0; p < 3 && st == MOEQ_OK; p++) {
+            int64_t ng = 0;
+            for (int64_t f = 0; f < nf; f++)
+                if (mats[fm[f]].layer == l && (int)mats[fm[f]].proj == p) gi[ng++] = f;
+            if (ng == 0) continue;
+            for (int j = 0; j < k && st == MOEQ_OK; j++) {
+                for (int64_t g = 0; g < ng && st == MOEQ_OK; g++) {
+                    const moeq_expert_mat *x = &mats[fm[gi[g]]];
+                    size_t nw = (size_t)(x->mat.rows * x->mat.cols);
+                    if (!(buf[g] = malloc(nw * sizeof **buf))) { st = moeq_fail(err, MOEQ_ERR_NOMEM, "out of memory"); break; }
+                    if ((st = load_matrix(x, calib, min_tokens, w, err)) || (st = quantize_candidate(x, o, j, w, err))) break;
+                    memcpy(buf[g], w->wq, nw * sizeof **buf);
+                    st = moeq_model_set_override(mm, x->layer, x->expert, x->proj, buf[g], err);
+                }
+                moeq_eval_result r = {0};
+                if (st == MOEQ_OK) st = moeq_eval(mm, m, o->measure_tokens, o->measure_n, &eo, &r, err);
+                moeq_model_clear_overrides(mm);
+                for (int64_t g = 0; g < ng; g++) { free(buf[g]); buf[g] = NULL; }
+                if (st) break;
+                double kld = r.kld_mean > 0 && isfinite(r.kld_mean) ? r.kld_mean : 0, hs = 0;
+                if (!isfinite(r.kld_mean)) { st = moeq_fail(err, MOEQ_ERR_NUMERIC, "plan: layer %lld %s: non-finite KLD",
+                                                            (long long)l, moeq_proj_name((moeq_proj)p)); break; }
+                if (group_kld) group_kld[(l * 3 + p) * k + j] = kld;
+                for (int64_t g = 0; g < ng; g++) hs += cost[gi[g] * k + j];
+                for (int64_t g = 0; g < ng; g++)
+                    cost[gi[g] * k + j] = hs > 0 ? kld * cost[gi[g] * k + j] / hs : kld / (double)ng;
+            }
+            if (st == MOEQ_OK && o->progress) o->progress(o->user, ++done, groups);
+        }
+    free(gi);
+    free(buf);
+    return st;
+}
+
 moeq_status moeq_plan_make(const moeq_model *m, const moeq_plan_opts *o, moeq_plan *out, moeq_error *err)
 {
     memset(out, 0, sizeof *out);
@@ -287,7 +390,17 @@ moeq_status moeq_plan_make(const moeq_model *m, const moeq_plan_opts *o, moeq_pl
         med = nf % 2 ? fin[nf / 2] : 0.5 * (fin[nf / 2 - 1] + fin[nf / 2]);
         free(fin);
     }
-    if (o->cost == MOEQ_COST_HESSIAN) {
+    const int measured = o->cost == MOEQ_COST_MEASURED, hess = o->cost == MOEQ_COST_HESSIAN || measured;
+    if (measured) {
+        const moeq_config *c2 = o->measure_model ? moeq_model_config(o->measure_model) : NULL;
+        if (!c2 || !o->measure_tokens || o->measure_ctx < 2)
+            { st = moeq_fail(err, MOEQ_ERR_MISUSE, "plan: measured costs need a second model and tokens"); goto done; }
+        if (c2->layers != cf->layers || c2->n_experts != cf->n_experts || c2->hidden != cf->hidden || c2->vocab != cf->vocab)
+            { st = moeq_fail(err, MOEQ_ERR_MISUSE, "plan: the measured model is not the planned one"); goto done; }
+        int64_t nwin = 0;
+        if ((st = moeq_token_windows(m, o->measure_tokens, o->measure_n, o->measure_ctx, 0, &nwin, err))) goto done;
+    }
+    if (hess) {
         if ((st = moeq_calib_file_open(o->calib_path, m, &calib, err))) goto done;
         if (moeq_calib_file_diag(calib)) {
             st = moeq_fail(err, MOEQ_ERR_UNSUPPORTED, "%s: written with --diag: hessian costs need full Hessians",
@@ -300,7 +413,7 @@ moeq_status moeq_plan_make(const moeq_model *m, const moeq_plan_opts *o, moeq_pl
         maxn = mats[i].mat.rows * mats[i].mat.cols > maxn ? mats[i].mat.rows * mats[i].mat.cols : maxn;
         maxc = mats[i].mat.cols > maxc ? mats[i].mat.cols : maxc;
     }
-    if (o->cost == MOEQ_COST_HESSIAN) {
+    if (hess) {
         hw.wf = malloc((size_t)maxn * sizeof *hw.wf);
         hw.wq = malloc((size_t)maxn * sizeof *hw.wq);
         hw.H = malloc((size_t)(maxc * maxc) * sizeof *hw.H);
@@ -365,14 +478,21 @@ moeq_status moeq_plan_make(const moeq_model *m, const moeq_plan_opts *o, moeq_pl
             double q = pow(4.0, -(c.type == MOEQ_CODEC_GGML ? moeq_codec_bpw(&c, cols) : (double)c.bits));
             if (o->cost == MOEQ_COST_UNIFORM) cs[j] = (double)nw * q;
             else if (o->cost == MOEQ_COST_ALPHAQ) cs[j] = (double)nw * s * v * q;
-            else cs[j] = NAN;   /* hessian: measured below */
+            else if (o->cost == MOEQ_COST_RANDOM) cs[j] = (double)nw * q * exp(4.0 * rand_unit(o->seed, i, j) - 2.0);
+            else cs[j] = NAN;   /* hessian, measured: below */
         }
         fmat[nfree] = (int64_t)i;
         freeix[nfree++] = (int64_t)out->n;
         out->n++;
     }
     /* hessian: the measured costs, the expensive part, dealt to the MPI ranks */
-    if (o->cost == MOEQ_COST_HESSIAN && (st = hessian_costs_dist(mats, fmat, nfree, o, calib, &hw, cost, err))) goto done;
+    if (hess && (st = hessian_costs_dist(mats, fmat, nfree, o, calib, &hw, cost, err))) goto done;
+    if (measured) {
+        if (!(out->group_kld = calloc((size_t)(cf->layers * 3 * k), sizeof *out->group_kld)))
+            { st = moeq_fail(err, MOEQ_ERR_NOMEM, "out of memory"); goto done; }
+        out->n_group_kld = cf->layers * 3 * k;
+        if ((st = measured_costs(m, mats, fmat, nfree, o, calib, &hw, cost, out->group_kld, err))) goto done;
+    }
     out->seconds_costs = moeq_now() - t0;
     if (cap_weights == 0) { st = moeq_fail(err, MOEQ_ERR_RANGE, "plan: every matrix is pinned to keep"); goto done; }
     /* capacity: budget × weights, in the sizes' units */
@@ -402,6 +522,8 @@ moeq_status moeq_plan_make(const moeq_model *m, const moeq_plan_opts *o, moeq_pl
         moeq_plan_entry *e = &out->entries[freeix[f]];
         e->codec = moeq_plan_candidate(o, choice[f]);
         e->cost = cost[f * k + choice[f]];
+        for (int j = 0; j < k; j++) e->costs[j] = cost[f * k + j];
+        e->n_costs = k;
         tc += e->cost;
     }
     for (size_t i = 0; i < out->n; i++) {

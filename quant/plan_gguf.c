@@ -8,6 +8,7 @@
  * the expert's input Hessian — the same squared output error plan's hessian cost measures for
  * .moeq codecs, so a large busy tensor and a small quiet one compare. */
 #include "moeq_plan_gguf.h"
+#include "moeq_eval.h"
 #include "moeq_gguf_export.h"
 #include "moeq_ggml.h"
 #include "moeq_gptq.h"
@@ -136,6 +137,55 @@ static moeq_status expert_costs(const moeq_model *m, const moeq_gguf_matrix *g, 
     return st;
 }
 
+/* Measured costs of a routed-expert tensor (docs/plan.md "Measured costs"): for each candidate,
+ * every expert quantized as the export does (importances diag(H_e), the layer sum for flagged
+ * experts; GPTQ with --hessian-quant gptq) and installed as an override in o->measure_model;
+ * the mean KLD of that model against m on the validation tokens is the tensor's cost. A GGUF
+ * expert tensor is one layer × projection, so the cost is the group's KLD itself. Memory: the
+ * tensor's experts in float32. */
+static moeq_status expert_measured(const moeq_model *m, const moeq_gguf_matrix *g, moeq_gguf_plan_item *it,
+                                   const moeq_gguf_plan_opts *o, moeq_calib_file *cf, ws *s, float *imp, moeq_error *err)
+{
+    const int down = g->proj == MOEQ_PROJ_DOWN;
+    const int64_t rows = g->rows, cols = g->cols;
+    moeq_model *mm = o->measure_model;
+    float **buf = calloc((size_t)g->experts, sizeof *buf);
+    if (!buf) return moeq_fail(err, MOEQ_ERR_NOMEM, "out of memory");
+    moeq_status st = MOEQ_OK;
+    moeq_eval_opts eo = { .ctx = o->measure_ctx, .threads = o->threads };
+    for (int j = 0; j < it->n_cand && !st; j++) {
+        for (int64_t e = 0; e < g->experts && !st; e++) {
+            moeq_mat v;
+            if ((st = moeq_model_expert(m, g->layer, e, g->proj, &v, err))) break;
+            moeq_mat_to_f32(&v, 0, rows, s->wf);
+            moeq_mat_release(&v);
+            int64_t n_e = 0;
+            int flag = 0;
+            if ((st = moeq_calib_file_expert(cf, g->layer, e, &n_e, &flag, err))) break;
+            const double *Hq = s->H;
+            if (flag != MOEQ_CALIB_OK) {
+                if ((st = layer_sum(cf, g->layer, down, cols, s, err))) break;
+                Hq = s->Hsum;
+            } else if ((st = moeq_calib_file_hessian(cf, g->layer, e, down, s->H, cols, NULL, err))) break;
+            int have = 0;
+            for (int64_t c = 0; c < cols; c++) { imp[c] = (float)Hq[c * cols + c]; have |= imp[c] > 0; }
+            if ((st = quantize(it->cand[j], s->wf, rows, cols, have ? imp : NULL, have ? Hq : NULL, o->hessian_gptq, s, err)))
+                break;
+            if (!(buf[e] = malloc((size_t)(rows * cols) * sizeof **buf))) { st = moeq_fail(err, MOEQ_ERR_NOMEM, "out of memory"); break; }
+            memcpy(buf[e], s->wq, (size_t)(rows * cols) * sizeof **buf);
+            st = moeq_model_set_override(mm, g->layer, e, g->proj, buf[e], err);
+        }
+        moeq_eval_result r = { 0 };
+        if (!st) st = moeq_eval(mm, m, o->measure_tokens, o->measure_n, &eo, &r, err);
+        moeq_model_clear_overrides(mm);
+        for (int64_t e = 0; e < g->experts; e++) { free(buf[e]); buf[e] = NULL; }
+        if (!st && !isfinite(r.kld_mean)) st = moeq_fail(err, MOEQ_ERR_NUMERIC, "plan: '%s': non-finite KLD", g->name);
+        if (!st) it->cost[j] = r.kld_mean > 0 ? r.kld_mean : 0;
+    }
+    free(buf);
+    return st;
+}
+
 /* Costs of a 2-D matrix: its calibration subgroup's Hessian when the file has one (calibrate
  * --scope all: attention; shared experts always), else an isotropic proxy tr(H_ref)/dim · I
  * with H_ref the nearest layer's attention input (or its expert sum / top_k): embeddings and head
@@ -193,7 +243,8 @@ static moeq_status mat_costs(const moeq_model *m, const moeq_gguf_matrix *g, moe
 
 /* The costs of an earlier plan (its "costs" per tensor): every unpinned item and candidate must be
  * there, and the plan must be of this model_type with hessian costs. */
-static moeq_status reuse_costs(const char *path, const moeq_model *m, moeq_gguf_plan *p, moeq_error *err)
+static moeq_status reuse_costs(const char *path, const moeq_model *m, moeq_gguf_plan *p, moeq_plan_cost cost,
+                               moeq_error *err)
 {
     json_error_t je;
     json_t *j = json_load_file(path, 0, &je);
@@ -201,10 +252,10 @@ static moeq_status reuse_costs(const char *path, const moeq_model *m, moeq_gguf_
     moeq_status st = MOEQ_OK;
     const char *tg = json_string_value(json_object_get(j, "target")), *mt = json_string_value(json_object_get(j, "model_type"));
     const char *cs = json_string_value(json_object_get(j, "cost"));
-    if (!tg || strcmp(tg, "gguf") || !mt || strcmp(mt, moeq_model_config(m)->model_type) || !cs || strcmp(cs, "hessian")) {
+    if (!tg || strcmp(tg, "gguf") || !mt || strcmp(mt, moeq_model_config(m)->model_type) || !cs || strcmp(cs, moeq_plan_cost_name(cost))) {
         json_decref(j);
-        return moeq_fail(err, MOEQ_ERR_FORMAT, "%s: --reuse-costs: not a hessian GGUF plan of a %s model", path,
-                         moeq_model_config(m)->model_type);
+        return moeq_fail(err, MOEQ_ERR_FORMAT, "%s: --reuse-costs: not a %s GGUF plan of a %s model", path,
+                         moeq_plan_cost_name(cost), moeq_model_config(m)->model_type);
     }
     const json_t *arr = json_object_get(j, "matrices");
     for (size_t i = 0; i < p->n && !st; i++) {
@@ -238,10 +289,21 @@ moeq_status moeq_gguf_plan_make(const moeq_model *m, const moeq_gguf_plan_opts *
                                 moeq_error *err)
 {
     memset(out, 0, sizeof *out);
-    if (o->cost != MOEQ_COST_UNIFORM && o->cost != MOEQ_COST_HESSIAN)
-        return moeq_fail(err, MOEQ_ERR_MISUSE, "plan --target gguf: --cost is hessian or uniform");
-    if (o->cost == MOEQ_COST_HESSIAN && !o->calib_path && !o->reuse_path)
-        return moeq_fail(err, MOEQ_ERR_MISUSE, "plan --target gguf: --cost hessian needs --calib F.h5");
+    const int measured = o->cost == MOEQ_COST_MEASURED;
+    if (o->cost != MOEQ_COST_UNIFORM && o->cost != MOEQ_COST_HESSIAN && !measured)
+        return moeq_fail(err, MOEQ_ERR_MISUSE, "plan --target gguf: --cost is hessian, measured or uniform");
+    if (o->cost != MOEQ_COST_UNIFORM && !o->calib_path && !o->reuse_path)
+        return moeq_fail(err, MOEQ_ERR_MISUSE, "plan --target gguf: --cost %s needs --calib F.h5", moeq_plan_cost_name(o->cost));
+    if (measured && o->scope_all)
+        return moeq_fail(err, MOEQ_ERR_UNSUPPORTED, "plan --target gguf: measured costs cover the routed experts "
+                         "(--scope experts); embeddings and head cannot be overridden");
+    if (measured && !o->reuse_path) {
+        if (!o->measure_model || !o->measure_tokens || o->measure_ctx < 2)
+            return moeq_fail(err, MOEQ_ERR_MISUSE, "plan: measured costs need a second model and tokens");
+        int64_t nwin = 0;
+        moeq_status s0 = moeq_token_windows(m, o->measure_tokens, o->measure_n, o->measure_ctx, 0, &nwin, err);
+        if (s0) return s0;
+    }
     const int *types = o->n_types ? o->types : default_types;
     const int nt = o->n_types ? o->n_types : (int)(sizeof default_types / sizeof default_types[0]);
     moeq_gguf_matrix *mats = NULL;
@@ -316,9 +378,9 @@ moeq_status moeq_gguf_plan_make(const moeq_model *m, const moeq_gguf_plan_opts *
     }
     if (out->n == 0) { st = moeq_fail(err, MOEQ_ERR_UNSUPPORTED, "plan: the model has no matrix to plan"); goto done; }
     double t0 = moeq_now();
-    if (o->cost == MOEQ_COST_HESSIAN && o->reuse_path) {
-        if ((st = reuse_costs(o->reuse_path, m, out, err))) goto done;
-    } else if (o->cost == MOEQ_COST_HESSIAN) {
+    if (o->cost != MOEQ_COST_UNIFORM && o->reuse_path) {
+        if ((st = reuse_costs(o->reuse_path, m, out, o->cost, err))) goto done;
+    } else if (o->cost != MOEQ_COST_UNIFORM) {
         if ((st = moeq_calib_file_open(o->calib_path, m, &cf, err))) goto done;
         if (moeq_calib_file_diag(cf)) {
             st = moeq_fail(err, MOEQ_ERR_UNSUPPORTED, "%s: written with --diag: hessian costs need full Hessians", o->calib_path);
@@ -339,7 +401,9 @@ moeq_status moeq_gguf_plan_make(const moeq_model *m, const moeq_gguf_plan_opts *
             const moeq_gguf_matrix *g = &mats[i];
             if (!g->experts && !o->scope_all) continue;
             moeq_gguf_plan_item *it = &out->items[k++];
-            if (!it->pinned) st = g->experts ? expert_costs(m, g, it, o, cf, &s, imp, err) : mat_costs(m, g, it, cf, &s, err);
+            if (measured) it->hessian = "measured";
+            if (!it->pinned) st = measured ? expert_measured(m, g, it, o, cf, &s, imp, err)
+                                 : g->experts ? expert_costs(m, g, it, o, cf, &s, imp, err) : mat_costs(m, g, it, cf, &s, err);
             if (o->progress) o->progress(o->user, (int64_t)k, (int64_t)out->n);
         }
         if (st) goto done;
@@ -423,7 +487,7 @@ char *moeq_gguf_plan_json(const moeq_gguf_plan *p, const moeq_gguf_plan_opts *o,
     json_object_set_new(j, "weights", json_integer(p->weights));
     json_object_set_new(j, "bytes", json_integer(p->bits / 8));
     json_object_set_new(j, "cost", json_string(moeq_plan_cost_name(o->cost)));
-    json_object_set_new(j, "hessian_quantizer", json_string(o->cost != MOEQ_COST_HESSIAN ? "none" : o->hessian_gptq ? "gptq" : "rtn"));
+    json_object_set_new(j, "hessian_quantizer", json_string(o->cost == MOEQ_COST_UNIFORM ? "none" : o->hessian_gptq ? "gptq" : "rtn"));
     json_object_set_new(j, "scope", json_string(o->scope_all ? "all" : "experts"));
     json_object_set_new(j, "types", cands);
     json_object_set_new(j, "predicted_cost", json_real(p->cost));

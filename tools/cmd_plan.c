@@ -8,10 +8,12 @@
 #include "moeq_dist.h"
 #include "moeq_model.h"
 #include "moeq_plan.h"
+#include "moeq_safetensors.h"
+#include "moeq_tokenizer.h"
 
 static const char *PLAN_HELP =
-    "usage: moeq plan MODEL --budget B [--bits 2,3,4,8 | --codecs LIST] [--cost uniform|alphaq|hessian]\n"
-    "                 [--spectral F.h5] [--calib F.h5] [--group G] [--sym|--asym] [--gamma G]\n"
+    "usage: moeq plan MODEL --budget B [--bits 2,3,4,8 | --codecs LIST] [--cost uniform|alphaq|hessian|measured|random]\n"
+    "                 [--tokens F | --text F] [--measure-tokens N] [--ctx N] [--seed S] [--spectral F.h5] [--calib F.h5] [--group G] [--sym|--asym] [--gamma G]\n"
     "                 [--weight params|count] [--budget-total] [--hessian-quant rtn|gptq]\n"
     "                 [--tensor-type REGEX=CODEC ...] [--scope experts] -o plan.json\n"
     "       moeq plan MODEL --target gguf --budget B ... (ggml types per GGUF tensor: --target gguf --help)\n"
@@ -25,7 +27,13 @@ static const char *PLAN_HELP =
     "  --group G         the candidates' group: 32, 64 (default), 128 or 0 (per channel)\n"
     "  --sym / --asym    symmetric codes or scale + zero (default)\n"
     "  --cost C          uniform: n 4^-b; alphaq: n s var(W) 4^-b, s = (median alpha / alpha)^gamma\n"
-    "                    (needs --spectral); hessian: measured tr((W-Q)H(W-Q)^T) (needs --calib)\n"
+    "                    (needs --spectral); hessian: measured tr((W-Q)H(W-Q)^T) (needs --calib);\n"
+    "                    measured: the KLD of each layer x projection quantized alone, on validation\n"
+    "                    tokens (needs --calib and --tokens or --text), shared by hessian cost;\n"
+    "                    random: seeded random costs (random plans at the budget, --seed S)\n"
+    "  --tokens F        measured: validation token ids (safetensors 1-D or raw uint32), or\n"
+    "  --text F          UTF-8 text tokenized with MODEL's tokenizer; take text the calibration did not\n"
+    "  --measure-tokens N  measured: at most N of them (default 4096), in windows of --ctx (default 512)\n"
     "  --gamma G         alphaq exponent (default 1)\n"
     "  --hessian-quant Q the quantizer the hessian cost measures: rtn (default) or gptq\n"
     "  --weight W        params: the budget is per weight (default); count: per matrix, as AlphaQ\n"
@@ -47,7 +55,11 @@ static void on_progress(void *user, int64_t done, int64_t total)
 int cmd_plan(int argc, char **argv)
 {
     tool_common tc = {0};
-    const char *model = NULL, *out = NULL, *spectral = NULL, *calib = NULL;
+    const char *model = NULL, *out = NULL, *spectral = NULL, *calib = NULL, *tokens_path = NULL, *text_path = NULL;
+    int64_t measure_max = 4096, ctx = 512, seed = 1;
+    int32_t *ids = NULL;
+    int64_t n_ids = 0;
+    moeq_model *m2 = NULL;
     moeq_plan_opts o = { .bits = { 2, 3, 4, 8 }, .n_bits = 4, .group = 64, .gamma = 1.0, .damp = 0.01, .budget = -1 };
     moeq_tensor_rule rules[64];
     char *rule_buf[64];
@@ -112,7 +124,19 @@ int cmd_plan(int argc, char **argv)
             if (!strcmp(v, "uniform")) o.cost = MOEQ_COST_UNIFORM;
             else if (!strcmp(v, "alphaq")) o.cost = MOEQ_COST_ALPHAQ;
             else if (!strcmp(v, "hessian")) o.cost = MOEQ_COST_HESSIAN;
-            else { tool_usage_error("plan", "--cost wants uniform, alphaq or hessian"); goto out; }
+            else if (!strcmp(v, "measured")) o.cost = MOEQ_COST_MEASURED;
+            else if (!strcmp(v, "random")) o.cost = MOEQ_COST_RANDOM;
+            else { tool_usage_error("plan", "--cost wants uniform, alphaq, hessian, measured or random"); goto out; }
+        } else if (!strcmp(a, "--tokens")) {
+            if (!(tokens_path = tool_value("plan", argc, argv, &i))) goto out;
+        } else if (!strcmp(a, "--text")) {
+            if (!(text_path = tool_value("plan", argc, argv, &i))) goto out;
+        } else if (!strcmp(a, "--measure-tokens")) {
+            if (!(v = tool_value("plan", argc, argv, &i)) || tool_parse_int("plan", a, v, 2, &measure_max)) goto out;
+        } else if (!strcmp(a, "--ctx")) {
+            if (!(v = tool_value("plan", argc, argv, &i)) || tool_parse_int("plan", a, v, 2, &ctx)) goto out;
+        } else if (!strcmp(a, "--seed")) {
+            if (!(v = tool_value("plan", argc, argv, &i)) || tool_parse_int("plan", a, v, 0, &seed)) goto out;
         } else if (!strcmp(a, "--gamma")) {
             if (!(v = tool_value("plan", argc, argv, &i))) goto out;
             char *end;
@@ -162,7 +186,14 @@ int cmd_plan(int argc, char **argv)
     if ((rc = tool_check_output("plan", out))) goto out;
     rc = 1;
     if (o.cost == MOEQ_COST_ALPHAQ && !spectral) { tool_usage_error("plan", "--cost alphaq needs --spectral F.h5"); goto out; }
-    if (o.cost == MOEQ_COST_HESSIAN && !calib) { tool_usage_error("plan", "--cost hessian needs --calib F.h5"); goto out; }
+    if ((o.cost == MOEQ_COST_HESSIAN || o.cost == MOEQ_COST_MEASURED) && !calib) {
+        tool_usage_error("plan", "--cost %s needs --calib F.h5", moeq_plan_cost_name(o.cost));
+        goto out;
+    }
+    if (o.cost == MOEQ_COST_MEASURED && !tokens_path == !text_path) {
+        tool_usage_error("plan", "--cost measured needs validation tokens: --tokens F or --text F (one of them)");
+        goto out;
+    }
     moeq_threads_init(tc.threads);
     o.spectral_path = spectral;
     o.calib_path = calib;
@@ -171,11 +202,21 @@ int cmd_plan(int argc, char **argv)
     o.threads = moeq_threads();
     o.progress = on_progress;
     const int rank0 = moeq_dist_rank() == 0;   /* under mpirun only rank 0 prints and writes */
-    o.user = tc.quiet || o.cost != MOEQ_COST_HESSIAN || !isatty(2) || !rank0 ? NULL : stderr;   /* progress on a terminal only */
+    o.user = tc.quiet || (o.cost != MOEQ_COST_HESSIAN && o.cost != MOEQ_COST_MEASURED) || !isatty(2) || !rank0 ? NULL : stderr;
+    o.seed = (uint64_t)seed;   /* progress on a terminal only */
     moeq_error err = {0};
     /* every rank opens the model and makes the same plan (the hessian costs dealt to the ranks
      * and gathered, docs/plan.md); errors are agreed so every rank returns the same exit code */
     moeq_status st = moeq_model_open(model, &m, &err);
+    if (st == MOEQ_OK && o.cost == MOEQ_COST_MEASURED) {   /* a second open gets the overrides */
+        st = moeq_model_open(model, &m2, &err);
+        if (st == MOEQ_OK && tokens_path) st = moeq_tokens_load(tokens_path, moeq_model_config(m)->vocab, &ids, &n_ids, &err);
+        if (st == MOEQ_OK && text_path) st = moeq_model_tokenize_file(m, text_path, &ids, &n_ids, &err);
+        o.measure_model = m2;
+        o.measure_tokens = ids;
+        o.measure_n = n_ids < measure_max ? n_ids : measure_max;
+        o.measure_ctx = ctx;
+    }
     if ((st = moeq_dist_agree(st, &err)) != MOEQ_OK) { rc = tool_report("plan", &err); goto out; }
     st = moeq_plan_make(m, &o, &p, &err);
     if (st != MOEQ_OK && !moeq_dist_error_agreed(&err)) st = moeq_dist_agree(st, &err);
@@ -232,5 +273,7 @@ out:
     for (int i = 0; i < n_rules; i++) free(rule_buf[i]);
     moeq_plan_free(&p);
     moeq_model_close(m);
+    moeq_model_close(m2);
+    free(ids);
     return rc;
 }

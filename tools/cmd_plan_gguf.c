@@ -7,9 +7,12 @@
 #include "moeq_core.h"
 #include "moeq_ggml.h"
 #include "moeq_plan_gguf.h"
+#include "moeq_safetensors.h"
+#include "moeq_tokenizer.h"
 
 static const char *PLAN_GGUF_HELP =
-    "usage: moeq plan MODEL --target gguf --budget B [--cost hessian|uniform] [--calib F.h5]\n"
+    "usage: moeq plan MODEL --target gguf --budget B [--cost hessian|measured|uniform] [--calib F.h5]\n"
+    "                 [--tokens F | --text F] [--measure-tokens N] [--ctx N]\n"
     "                 [--scope experts|all] [--types Q2_K,Q3_K,...] [--hessian-quant rtn|gptq]\n"
     "                 [--tensor-type REGEX=TYPE ...] -o plan.json [--json] [-q] [--threads N]\n\n"
     "Chooses one ggml type per matrix of the GGUF `moeq export gguf` writes (a 3-D routed-expert\n"
@@ -17,7 +20,11 @@ static const char *PLAN_GGUF_HELP =
     "GGUF bits per weight (block bytes with their scales, as the file counts them), solved exactly:\n"
     "  --budget B        GGUF bits per weight over the planned matrices\n"
     "  --cost C          hessian (default): sum over experts of tr((W-Q)H(W-Q)^T), Q the export's\n"
-    "                    quantizer (needs --calib); uniform: n 4^-bpw\n"
+    "                    quantizer (needs --calib); measured: the KLD against the unquantized model\n"
+    "                    on validation tokens of each expert tensor quantized alone (needs --calib\n"
+    "                    and --tokens or --text; routed experts only); uniform: n 4^-bpw\n"
+    "  --tokens F, --text F  measured: validation tokens (ids, or text for MODEL's tokenizer)\n"
+    "  --measure-tokens N    measured: at most N of them (default 4096), windows of --ctx (512)\n"
     "  --scope all       also attention, shared experts, dense MLPs, embeddings and head\n"
     "  --types LIST      candidates (default Q2_K,Q3_K,Q4_K,Q5_K,Q6_K,Q8_0,IQ4_XS; rows that 256\n"
     "                    does not divide use llama-quantize's fallbacks: Q4_0, Q5_0, Q5_1, IQ4_NL)\n"
@@ -36,7 +43,10 @@ static void on_progress(void *user, int64_t done, int64_t total)
 int cmd_plan_gguf(int argc, char **argv)
 {
     tool_common tc = {0};
-    const char *model = NULL, *out = NULL;
+    const char *model = NULL, *out = NULL, *tokens_path = NULL, *text_path = NULL;
+    int64_t measure_max = 4096, ctx = 512, n_ids = 0;
+    int32_t *ids = NULL;
+    moeq_model *m2 = NULL;
     moeq_gguf_plan_opts o = { .budget = -1, .cost = MOEQ_COST_HESSIAN };
     const char **pre = calloc((size_t)argc, sizeof *pre);
     int *pty = calloc((size_t)argc, sizeof *pty);
@@ -62,7 +72,16 @@ int cmd_plan_gguf(int argc, char **argv)
             if (!(v = tool_value("plan", argc, argv, &i))) goto out;
             if (!strcmp(v, "uniform")) o.cost = MOEQ_COST_UNIFORM;
             else if (!strcmp(v, "hessian")) o.cost = MOEQ_COST_HESSIAN;
-            else { tool_usage_error("plan", "--target gguf: --cost wants hessian or uniform"); goto out; }
+            else if (!strcmp(v, "measured")) o.cost = MOEQ_COST_MEASURED;
+            else { tool_usage_error("plan", "--target gguf: --cost wants hessian, measured or uniform"); goto out; }
+        } else if (!strcmp(a, "--tokens")) {
+            if (!(tokens_path = tool_value("plan", argc, argv, &i))) goto out;
+        } else if (!strcmp(a, "--text")) {
+            if (!(text_path = tool_value("plan", argc, argv, &i))) goto out;
+        } else if (!strcmp(a, "--measure-tokens")) {
+            if (!(v = tool_value("plan", argc, argv, &i)) || tool_parse_int("plan", a, v, 2, &measure_max)) goto out;
+        } else if (!strcmp(a, "--ctx")) {
+            if (!(v = tool_value("plan", argc, argv, &i)) || tool_parse_int("plan", a, v, 2, &ctx)) goto out;
         } else if (!strcmp(a, "--calib")) {
             if (!(o.calib_path = tool_value("plan", argc, argv, &i))) goto out;
         } else if (!strcmp(a, "--reuse-costs")) {
@@ -104,7 +123,14 @@ int cmd_plan_gguf(int argc, char **argv)
     if (!model) { tool_usage_error("plan", "missing MODEL"); goto out; }
     if (o.budget < 0) { tool_usage_error("plan", "missing --budget B"); goto out; }
     if (!out && !tc.json) { tool_usage_error("plan", "missing -o plan.json (or --json)"); goto out; }
-    if (o.cost == MOEQ_COST_HESSIAN && !o.calib_path && !o.reuse_path) { tool_usage_error("plan", "--cost hessian needs --calib F.h5"); goto out; }
+    if (o.cost != MOEQ_COST_UNIFORM && !o.calib_path && !o.reuse_path) {
+        tool_usage_error("plan", "--cost %s needs --calib F.h5", moeq_plan_cost_name(o.cost));
+        goto out;
+    }
+    if (o.cost == MOEQ_COST_MEASURED && !o.reuse_path && !tokens_path == !text_path) {
+        tool_usage_error("plan", "--cost measured needs validation tokens: --tokens F or --text F (one of them)");
+        goto out;
+    }
     if ((rc = tool_check_output("plan", out))) goto out;
     rc = 1;
     o.pin_regex = pre;
@@ -114,6 +140,16 @@ int cmd_plan_gguf(int argc, char **argv)
     o.user = tc.quiet || !isatty(2) ? NULL : stderr;
     moeq_error err = {0};
     moeq_status st = moeq_model_open(model, &m, &err);
+    o.threads = moeq_threads();
+    if (!st && o.cost == MOEQ_COST_MEASURED && !o.reuse_path) {   /* a second open gets the overrides */
+        st = moeq_model_open(model, &m2, &err);
+        if (!st && tokens_path) st = moeq_tokens_load(tokens_path, moeq_model_config(m)->vocab, &ids, &n_ids, &err);
+        if (!st && text_path) st = moeq_model_tokenize_file(m, text_path, &ids, &n_ids, &err);
+        o.measure_model = m2;
+        o.measure_tokens = ids;
+        o.measure_n = n_ids < measure_max ? n_ids : measure_max;
+        o.measure_ctx = ctx;
+    }
     if (!st) st = moeq_gguf_plan_make(m, &o, &p, &err);
     if (!st && !(text = moeq_gguf_plan_json(&p, &o, m))) st = moeq_fail(&err, MOEQ_ERR_NOMEM, "out of memory for plan.json");
     if (!st && out) st = moeq_write_atomic(out, text, strlen(text), &err);
@@ -138,5 +174,7 @@ out:
     free(pty);
     moeq_gguf_plan_free(&p);
     moeq_model_close(m);
+    moeq_model_close(m2);
+    free(ids);
     return rc;
 }
