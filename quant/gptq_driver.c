@@ -411,6 +411,82 @@ static moeq_status piece_hessian(moeq_gptq_run *r, const moeq_expert_mat *x, int
     return MOEQ_OK;
 }
 
+/* The calibration subgroup (docs/STATS.md) whose Hessian is the input of the layer matrix named
+ * name with cols columns, and its layer: attention's q/k/v (MLA: q_a, kv_a, or q_proj) read
+ * attn_in, o reads attn_o, MLA's q_b and kv_b their normed latents (q_b_in, kv_b_in), shared and
+ * dense MLPs their own inputs. NULL when name is none of these. */
+static const char *layer_group(const moeq_model *m, const char *name, int64_t cols, int64_t *layer)
+{
+    const moeq_config *c = moeq_model_config(m);
+    for (int64_t l = 0; l < c->layers; l++) {
+        const moeq_layer_view *L = moeq_model_layer(m, l);
+        const struct { const moeq_mat *v; const char *g; } t[] = {
+            { &L->q, "attn_in" },  { &L->k, "attn_in" },  { &L->v, "attn_in" }, { &L->q_a, "attn_in" },
+            { &L->kv_a, "attn_in" }, { &L->o, "attn_o" }, { &L->q_b, "q_b_in" }, { &L->kv_b, "kv_b_in" },
+            { &L->shared_gate, "shared_in" }, { &L->shared_up, "shared_in" }, { &L->shared_down, "shared_down" },
+            { &L->dense_gate, "dense_in" }, { &L->dense_up, "dense_in" }, { &L->dense_down, "dense_down" },
+        };
+        for (size_t i = 0; i < sizeof t / sizeof t[0]; i++)
+            if (t[i].v->tensor && t[i].v->cols == cols && !strcmp(t[i].v->tensor, name)) {
+                *layer = l;
+                return t[i].g;
+            }
+    }
+    return NULL;
+}
+
+/* A layer matrix (attention, shared or dense MLP) with its subgroup's Hessian H (all the
+ * calibration tokens pass through it, so none is undersampled): GPTQ on the codec's grid, or
+ * with --method rtn the grid search weighted by diag(H). */
+static moeq_status layer_piece(moeq_gptq_run *r, const char *name, const float *w, int64_t rows, int64_t cols,
+                               const moeq_codec *codec, const double *H, uint8_t *raw, moeq_error *err)
+{
+    const int gg = codec->type == MOEQ_CODEC_GGML;
+    moeq_status st;
+    char why[200];
+    double t0 = moeq_now();
+    if (r->rtn) {
+        double *d = malloc((size_t)cols * sizeof *d);
+        if (!d) return moeq_fail(err, MOEQ_ERR_NOMEM, "out of memory");
+        for (int64_t j = 0; j < cols; j++) d[j] = H[j * cols + j];
+        if (gg) st = moeq_ggml_quantize_rows((moeq_ggml_type)codec->gtype, w, rows, cols, d, raw, err);
+        else st = moeq_rtn_quantize_weighted(w, rows, cols, codec->bits, codec->group, codec->sym, d, r->opts.grid_steps,
+                                             raw, err);
+        free(d);
+        r->seconds_gptq += moeq_now() - t0;
+        return st;
+    }
+    moeq_gptq_opts o = r->opts;
+    o.damp = r->opts.damp > 0 ? r->opts.damp : 0.01;   /* --damp auto chooses for experts only */
+    moeq_gptq_info info = { 0 };
+    if (gg) {
+        if ((st = moeq_ggml_gptq((moeq_ggml_type)codec->gtype, w, rows, cols, H, &o, raw, NULL, &info, err))) return st;
+    } else {
+        moeq_gptq_hinv *h = NULL;
+        moeq_error e2;
+        st = moeq_gptq_hinv_create(H, cols, &o, &h, &info, &e2);
+        if (st && st != MOEQ_ERR_NUMERIC) { *err = e2; return st; }
+        if (st == MOEQ_OK) st = moeq_gptq_apply(h, w, rows, cols, codec->bits, codec->group, codec->sym, o.block, o.threads,
+                                                raw, NULL, err);
+        else {
+            info.rtn_fallback = 1;
+            st = moeq_codec_quantize_rtn(codec, w, rows, cols, raw, err);
+        }
+        moeq_gptq_hinv_free(h);
+        if (st) return st;
+    }
+    if (info.rtn_fallback) {
+        snprintf(why, sizeof why, "Cholesky failed up to damping %g: RTN", info.damp);
+        if ((st = moeq_gptq_add_fallback(r, name, "rtn", why, err))) return st;
+    } else if (info.retries) {
+        snprintf(why, sizeof why, "Cholesky needed damping %g (%d retries)", info.damp, info.retries);
+        if ((st = moeq_gptq_add_fallback(r, name, "damping", why, err))) return st;
+    }
+    r->gptq_matrices += !info.rtn_fallback;
+    r->seconds_gptq += moeq_now() - t0;
+    return MOEQ_OK;
+}
+
 moeq_status moeq_gptq_piece(void *user, const char *name, const float *w, int64_t rows, int64_t cols,
                             const moeq_codec *codec, uint8_t *raw, moeq_error *err)
 {
@@ -422,8 +498,25 @@ moeq_status moeq_gptq_piece(void *user, const char *name, const float *w, int64_
         return moeq_fail(err, MOEQ_ERR_UNSUPPORTED, "'%s': codec %s: sequential GPTQ takes int codecs only; calibrate "
                          "first (moeq calibrate) and give --calib", name, moeq_ggml_type_get(codec->gtype)->name);
     int64_t i = moeq_expert_index_find(r->index, name);
-    if (i < 0) {   /* attention, shared or dense matrices: no per-expert Hessian in the file */
-        moeq_status st = r->rtn ? MOEQ_OK : moeq_gptq_add_fallback(r, name, "rtn", "not a routed expert: no Hessian", err);
+    if (i < 0) {   /* attention, shared or dense matrices: their subgroup's Hessian when the file has it */
+        int64_t gl = -1;
+        const char *grp = r->calib ? layer_group(r->m, name, cols, &gl) : NULL;
+        if (grp) {
+            double *Hg = malloc((size_t)(cols * cols) * sizeof *Hg);
+            if (!Hg) return moeq_fail(err, MOEQ_ERR_NOMEM, "out of memory for the Hessian of '%s'", name);
+            int64_t grows = 0;
+            moeq_error e2;
+            moeq_status sg = moeq_calib_file_group_hessian(r->calib, gl, grp, Hg, cols, &grows, &e2);
+            if (sg == MOEQ_OK && grows > 0) sg = layer_piece(r, name, w, rows, cols, codec, Hg, raw, err);
+            else if (sg && sg != MOEQ_ERR_NOT_FOUND) *err = e2;
+            free(Hg);
+            if (sg == MOEQ_OK && grows > 0) return MOEQ_OK;
+            if (sg && sg != MOEQ_ERR_NOT_FOUND) return sg;
+        }
+        char why[160];
+        snprintf(why, sizeof why, grp ? "no %s Hessian in the calibration file (calibrate --scope all)"
+                                      : "not a routed expert: no Hessian", grp);
+        moeq_status st = r->rtn ? MOEQ_OK : moeq_gptq_add_fallback(r, name, "rtn", why, err);
         return st ? st : moeq_codec_quantize_rtn(codec, w, rows, cols, raw, err);
     }
     if (r->stored && r->stored[i].raw) {   /* quantized by the sequential pass */
