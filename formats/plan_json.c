@@ -40,11 +40,23 @@ char *moeq_plan_json(const moeq_plan *p, const moeq_plan_opts *o, const moeq_mod
     }
     json_object_set_new(j, "group", json_integer(o->group));
     json_object_set_new(j, "sym", json_boolean(o->sym));
-    if (o->cost == MOEQ_COST_ALPHAQ) json_object_set_new(j, "gamma", json_real(o->gamma > 0 ? o->gamma : 1.0));
+    if (o->cost == MOEQ_COST_ALPHAQ) json_object_set_new(j, "gamma", json_real(p->gamma));
+    if (o->cost == MOEQ_COST_ALPHAQ && p->n_gamma > 0) {   /* --gamma auto: [{gamma, spearman}] */
+        int ng;
+        const double *gs = moeq_plan_gammas(&ng);
+        json_t *ga = json_array();
+        for (int i = 0; i < p->n_gamma && i < ng; i++) {
+            json_t *r = json_object();
+            json_object_set_new(r, "gamma", json_real(gs[i]));
+            json_object_set_new(r, "spearman", json_real(p->gamma_rho[i]));
+            json_array_append_new(ga, r);
+        }
+        json_object_set_new(j, "gamma_auto", ga);
+    }
     if (o->cost == MOEQ_COST_HESSIAN || o->cost == MOEQ_COST_MEASURED)
         json_object_set_new(j, "hessian_quantizer", json_string(o->hessian_gptq ? "gptq" : "rtn"));
     if (o->cost == MOEQ_COST_RANDOM) json_object_set_new(j, "seed", json_integer((json_int_t)o->seed));
-    if (o->cost == MOEQ_COST_MEASURED && p->group_kld) {   /* [{layer, proj, kld: [per candidate]}] */
+    if ((o->cost == MOEQ_COST_MEASURED || o->gamma_auto) && p->group_kld) {   /* [{layer, proj, kld: [per candidate]}] */
         const int k = moeq_plan_ncandidates(o);
         json_t *gk = json_array();
         for (int64_t g = 0; g * k < p->n_group_kld; g++) {

@@ -61,6 +61,7 @@ typedef struct moeq_plan_opts {
     moeq_plan_weight weight;
     int budget_total;             /* the budget includes scales and zeros */
     double gamma;                 /* alphaq exponent (default 1) */
+    int gamma_auto;               /* alphaq: choose gamma on the measured group KLDs (needs calib, measure_*) */
     const char *spectral_path;    /* alphaq */
     const char *calib_path;       /* hessian */
     int hessian_gptq;             /* hessian costs after a GPTQ pass instead of RTN */
@@ -96,7 +97,10 @@ typedef struct moeq_plan {
     int64_t weights;
     moeq_plan_solve_info solve;
     double seconds_costs, seconds_solve;
-    double *group_kld;            /* measured: [layer][proj][candidate] KLD of that group alone */
+    double *group_kld;            /* measured (and --gamma auto): [layer][proj][candidate] KLD of that group alone */
+    double gamma;                 /* alphaq: the exponent used (chosen with gamma_auto) */
+    double gamma_rho[8];          /* gamma_auto: mean Spearman of each tried gamma (moeq_plan_gammas) */
+    int n_gamma;
     int64_t n_group_kld;
 } moeq_plan;
 
@@ -104,6 +108,8 @@ typedef struct moeq_plan {
  * of another model, a budget the candidates cannot reach) gives FORMAT/RANGE (exit 2). */
 moeq_status moeq_plan_make(const moeq_model *m, const moeq_plan_opts *o, moeq_plan *out, moeq_error *err);
 void moeq_plan_free(moeq_plan *p);
+/* The exponents --gamma auto tries, in order (n of them into *n). */
+const double *moeq_plan_gammas(int *n);
 const char *moeq_plan_cost_name(moeq_plan_cost c);
 
 /* plan.json text (keys in docs/plan.md); malloc'ed. */

@@ -344,6 +344,97 @@ static moeq_status measured_costs(const moeq_model *m, const moeq_expert_mat *ma
     return st;
 }
 
+static const double plan_gammas[] = { 0, 0.25, 0.5, 1, 2, 4, 10 };
+
+const double *moeq_plan_gammas(int *n)
+{
+    *n = (int)(sizeof plan_gammas / sizeof plan_gammas[0]);
+    return plan_gammas;
+}
+
+/* Ranks of v[0..n) (ties: their mean rank) into r. */
+static void ranks(const double *v, int64_t n, double *r, int64_t *ix)
+{
+    for (int64_t i = 0; i < n; i++) ix[i] = i;
+    for (int64_t i = 1; i < n; i++)   /* insertion sort: n is layers × 3 */
+        for (int64_t j = i; j > 0 && v[ix[j]] < v[ix[j - 1]]; j--) { int64_t t = ix[j]; ix[j] = ix[j - 1]; ix[j - 1] = t; }
+    for (int64_t i = 0; i < n;) {
+        int64_t j = i;
+        while (j + 1 < n && v[ix[j + 1]] == v[ix[i]]) j++;
+        for (int64_t t = i; t <= j; t++) r[ix[t]] = 0.5 * (double)(i + j);
+        i = j + 1;
+    }
+}
+
+static double spearman(const double *a, const double *b, int64_t n, double *ra, double *rb, int64_t *ix)
+{
+    ranks(a, n, ra, ix);
+    ranks(b, n, rb, ix);
+    double ma = 0, mb = 0, num = 0, da = 0, db = 0;
+    for (int64_t i = 0; i < n; i++) ma += ra[i], mb += rb[i];
+    ma /= (double)n, mb /= (double)n;
+    for (int64_t i = 0; i < n; i++) {
+        num += (ra[i] - ma) * (rb[i] - mb);
+        da += (ra[i] - ma) * (ra[i] - ma);
+        db += (rb[i] - mb) * (rb[i] - mb);
+    }
+    return da > 0 && db > 0 ? num / sqrt(da * db) : 0;
+}
+
+/* --gamma auto (docs/plan.md): measures every layer × projection group's KLD per candidate (as
+ * --cost measured), then takes the γ of moeq_plan_gammas whose AlphaQ group sensitivities
+ * Σ n·s(γ)·var(W) rank the groups as their measured KLD does (Spearman, averaged over the
+ * candidates; the smallest γ among ties). Fills out->group_kld, gamma_rho and n_gamma. */
+static moeq_status choose_gamma(const moeq_model *m, const moeq_expert_mat *mats, size_t n, const moeq_plan_opts *o,
+                                moeq_calib_file *calib, hess_ws *hw, const double *alpha, const double *var, double med,
+                                moeq_plan *out, double *gam, moeq_error *err)
+{
+    const moeq_config *cf = moeq_model_config(m);
+    const int k = moeq_plan_ncandidates(o);
+    const int64_t ng = cf->layers * 3;
+    int64_t *fm = malloc(n * sizeof *fm), *ix = malloc((size_t)ng * sizeof *ix);
+    double *ones = malloc(n * (size_t)k * sizeof *ones), *A = calloc((size_t)ng, sizeof *A);
+    double *G = malloc((size_t)ng * sizeof *G), *ra = malloc((size_t)ng * sizeof *ra), *rb = malloc((size_t)ng * sizeof *rb);
+    double *gk = calloc((size_t)(ng * k), sizeof *gk);
+    char *has = calloc((size_t)ng, 1);
+    moeq_status st = MOEQ_OK;
+    if (!fm || !ix || !ones || !A || !G || !ra || !rb || !gk || !has) { st = moeq_fail(err, MOEQ_ERR_NOMEM, "out of memory"); goto done; }
+    int64_t nf = 0;
+    for (size_t i = 0; i < n; i++)
+        if (mats[i].mat.rows * mats[i].mat.cols > 0) { fm[nf++] = (int64_t)i; has[mats[i].layer * 3 + mats[i].proj] = 1; }
+    for (size_t i = 0; i < n * (size_t)k; i++) ones[i] = 1;
+    if ((st = measured_costs(m, mats, fm, nf, o, calib, hw, ones, gk, err))) goto done;
+    int ngam;
+    const double *gs = moeq_plan_gammas(&ngam);
+    double best = -2;
+    for (int t = 0; t < ngam; t++) {
+        double rho = 0;
+        for (int j = 0; j < k; j++) {
+            int64_t q = 0;
+            for (int64_t g = 0; g < ng; g++) A[g] = 0;
+            for (int64_t f = 0; f < nf; f++) {
+                const moeq_expert_mat *x = &mats[fm[f]];
+                size_t ai = (size_t)((x->layer * cf->n_experts + x->expert) * 3 + x->proj);
+                double a = alpha[ai], v = isfinite(var[ai]) ? var[ai] : 0;
+                double sv = isfinite(a) && a > 0 ? pow(med / a, gs[t]) : 1.0;
+                A[x->layer * 3 + x->proj] += (double)(x->mat.rows * x->mat.cols) * sv * v;
+            }
+            for (int64_t g = 0; g < ng; g++)
+                if (has[g]) { A[q] = A[g]; G[q] = gk[g * k + j]; q++; }
+            rho += spearman(A, G, q, ra, rb, ix) / k;
+        }
+        out->gamma_rho[t] = rho;
+        if (rho > best + 1e-12) { best = rho; *gam = gs[t]; }
+    }
+    out->n_gamma = ngam;
+    out->group_kld = gk;
+    out->n_group_kld = ng * k;
+    gk = NULL;
+done:
+    free(fm); free(ix); free(ones); free(A); free(G); free(ra); free(rb); free(gk); free(has);
+    return st;
+}
+
 moeq_status moeq_plan_make(const moeq_model *m, const moeq_plan_opts *o, moeq_plan *out, moeq_error *err)
 {
     memset(out, 0, sizeof *out);
@@ -390,8 +481,10 @@ moeq_status moeq_plan_make(const moeq_model *m, const moeq_plan_opts *o, moeq_pl
         med = nf % 2 ? fin[nf / 2] : 0.5 * (fin[nf / 2 - 1] + fin[nf / 2]);
         free(fin);
     }
-    const int measured = o->cost == MOEQ_COST_MEASURED, hess = o->cost == MOEQ_COST_HESSIAN || measured;
-    if (measured) {
+    const int measured = o->cost == MOEQ_COST_MEASURED, gauto = o->cost == MOEQ_COST_ALPHAQ && o->gamma_auto;
+    const int hess = o->cost == MOEQ_COST_HESSIAN || measured || gauto;
+    double gam = o->gamma > 0 ? o->gamma : 1.0;
+    if (measured || gauto) {
         const moeq_config *c2 = o->measure_model ? moeq_model_config(o->measure_model) : NULL;
         if (!c2 || !o->measure_tokens || o->measure_ctx < 2)
             { st = moeq_fail(err, MOEQ_ERR_MISUSE, "plan: measured costs need a second model and tokens"); goto done; }
@@ -420,6 +513,8 @@ moeq_status moeq_plan_make(const moeq_model *m, const moeq_plan_opts *o, moeq_pl
         hw.Hm = malloc((size_t)(maxc * maxc) * sizeof *hw.Hm);
         if (!hw.wf || !hw.wq || !hw.H || !hw.Hm) { st = moeq_fail(err, MOEQ_ERR_NOMEM, "out of memory"); goto done; }
     }
+    if (gauto && (st = choose_gamma(m, mats, n, o, calib, &hw, alpha, var, med, out, &gam, err))) goto done;
+    out->gamma = gam;
     int64_t nfree = 0, cap_weights = 0, pinned_size = 0;
     for (size_t i = 0; i < n; i++) {
         const moeq_expert_mat *x = &mats[i];
@@ -459,7 +554,7 @@ moeq_status moeq_plan_make(const moeq_model *m, const moeq_plan_opts *o, moeq_pl
             size_t ai = (size_t)((x->layer * cf->n_experts + x->expert) * 3 + x->proj);
             double a = alpha[ai];
             v = var[ai];
-            s = isfinite(a) && a > 0 ? pow(med / a, o->gamma > 0 ? o->gamma : 1.0) : 1.0;   /* unfitted: median */
+            s = isfinite(a) && a > 0 ? pow(med / a, gam) : 1.0;   /* unfitted: median */
             if (!isfinite(v)) v = 0;
             e->sens = s;
         }
@@ -488,6 +583,7 @@ moeq_status moeq_plan_make(const moeq_model *m, const moeq_plan_opts *o, moeq_pl
     /* hessian: the measured costs, the expensive part, dealt to the MPI ranks */
     if (hess && (st = hessian_costs_dist(mats, fmat, nfree, o, calib, &hw, cost, err))) goto done;
     if (measured) {
+        free(out->group_kld);   /* (a gamma_auto table is not kept: measured replaces it) */
         if (!(out->group_kld = calloc((size_t)(cf->layers * 3 * k), sizeof *out->group_kld)))
             { st = moeq_fail(err, MOEQ_ERR_NOMEM, "out of memory"); goto done; }
         out->n_group_kld = cf->layers * 3 * k;

@@ -12,8 +12,10 @@
 #include "moeq_tokenizer.h"
 
 static const char *PLAN_HELP =
-    "usage: moeq plan MODEL --budget B [--bits 2,3,4,8 | --codecs LIST] [--cost uniform|alphaq|hessian|measured|random]\n"
-    "                 [--tokens F | --text F] [--measure-tokens N] [--ctx N] [--seed S] [--spectral F.h5] [--calib F.h5] [--group G] [--sym|--asym] [--gamma G]\n"
+    "usage: moeq plan MODEL --budget B [--bits 2,3,4,8 | --codecs LIST]\n"
+    "                 [--cost uniform|alphaq|hessian|measured|random] [--calib F.h5] [--spectral F.h5]\n"
+    "                 [--tokens F | --text F] [--measure-tokens N] [--ctx N] [--seed S]\n"
+    "                 [--group G] [--sym|--asym] [--gamma G|auto]\n"
     "                 [--weight params|count] [--budget-total] [--hessian-quant rtn|gptq]\n"
     "                 [--tensor-type REGEX=CODEC ...] [--scope experts] -o plan.json\n"
     "       moeq plan MODEL --target gguf --budget B ... (ggml types per GGUF tensor: --target gguf --help)\n"
@@ -34,7 +36,9 @@ static const char *PLAN_HELP =
     "  --tokens F        measured: validation token ids (safetensors 1-D or raw uint32), or\n"
     "  --text F          UTF-8 text tokenized with MODEL's tokenizer; take text the calibration did not\n"
     "  --measure-tokens N  measured: at most N of them (default 4096), in windows of --ctx (default 512)\n"
-    "  --gamma G         alphaq exponent (default 1)\n"
+    "  --gamma G         alphaq exponent (default 1); auto: the one of 0, 0.25, 0.5, 1, 2, 4, 10 whose\n"
+    "                    sensitivities rank the layer x projection groups as their measured KLD does\n"
+    "                    (needs --calib and --tokens/--text, as --cost measured)\n"
     "  --hessian-quant Q the quantizer the hessian cost measures: rtn (default) or gptq\n"
     "  --weight W        params: the budget is per weight (default); count: per matrix, as AlphaQ\n"
     "  --budget-total    the budget includes the f16 scales and zeros\n"
@@ -140,6 +144,7 @@ int cmd_plan(int argc, char **argv)
         } else if (!strcmp(a, "--gamma")) {
             if (!(v = tool_value("plan", argc, argv, &i))) goto out;
             char *end;
+            if (!strcmp(v, "auto")) { o.gamma_auto = 1; continue; }
             o.gamma = strtod(v, &end);
             if (*end || !(o.gamma > 0 && o.gamma < 100)) { tool_usage_error("plan", "--gamma wants a positive number"); goto out; }
         } else if (!strcmp(a, "--weight")) {
@@ -186,12 +191,15 @@ int cmd_plan(int argc, char **argv)
     if ((rc = tool_check_output("plan", out))) goto out;
     rc = 1;
     if (o.cost == MOEQ_COST_ALPHAQ && !spectral) { tool_usage_error("plan", "--cost alphaq needs --spectral F.h5"); goto out; }
-    if ((o.cost == MOEQ_COST_HESSIAN || o.cost == MOEQ_COST_MEASURED) && !calib) {
+    if (o.gamma_auto && o.cost != MOEQ_COST_ALPHAQ) { tool_usage_error("plan", "--gamma auto is for --cost alphaq"); goto out; }
+    const int measure = o.cost == MOEQ_COST_MEASURED || o.gamma_auto;
+    if ((o.cost == MOEQ_COST_HESSIAN || measure) && !calib) {
         tool_usage_error("plan", "--cost %s needs --calib F.h5", moeq_plan_cost_name(o.cost));
         goto out;
     }
-    if (o.cost == MOEQ_COST_MEASURED && !tokens_path == !text_path) {
-        tool_usage_error("plan", "--cost measured needs validation tokens: --tokens F or --text F (one of them)");
+    if (measure && !tokens_path == !text_path) {
+        tool_usage_error("plan", "%s needs validation tokens: --tokens F or --text F (one of them)",
+                         o.gamma_auto ? "--gamma auto" : "--cost measured");
         goto out;
     }
     moeq_threads_init(tc.threads);
@@ -208,7 +216,7 @@ int cmd_plan(int argc, char **argv)
     /* every rank opens the model and makes the same plan (the hessian costs dealt to the ranks
      * and gathered, docs/plan.md); errors are agreed so every rank returns the same exit code */
     moeq_status st = moeq_model_open(model, &m, &err);
-    if (st == MOEQ_OK && o.cost == MOEQ_COST_MEASURED) {   /* a second open gets the overrides */
+    if (st == MOEQ_OK && measure) {   /* a second open gets the overrides */
         st = moeq_model_open(model, &m2, &err);
         if (st == MOEQ_OK && tokens_path) st = moeq_tokens_load(tokens_path, moeq_model_config(m)->vocab, &ids, &n_ids, &err);
         if (st == MOEQ_OK && text_path) st = moeq_model_tokenize_file(m, text_path, &ids, &n_ids, &err);

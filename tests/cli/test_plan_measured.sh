@@ -85,6 +85,20 @@ if not quick:
     assert sm >= 0.9, (sm, sh)
     assert km < ku, (km, ku)
 PY
+# --gamma auto: AlphaQ's exponent chosen on the measured group KLDs (the best-ranking gamma)
+"$MOEQ" spectral $M -q -o "$TMPD/sp.h5" || echo "FAIL plan gamma auto: spectral"
+"$MOEQ" plan $M --budget 3 --bits 2,3,4 --cost alphaq --spectral "$TMPD/sp.h5" --gamma auto --calib "$TMPD/c.h5" \
+  --tokens "$TMPD/val.u32" --measure-tokens $MT --ctx 256 -q -o "$TMPD/pa.json" || echo "FAIL plan --gamma auto"
+expect_exit "plan --gamma auto without alphaq" 1 "is for --cost alphaq" -- "$MOEQ" plan $M --budget 3 --gamma auto -o "$TMPD/x.json"
+python3 - "$TMPD" <<'PY' && echo "PASS plan --gamma auto: the best-ranking gamma" || echo "FAIL plan --gamma auto"
+import json, sys
+p = json.load(open(sys.argv[1] + "/pa.json")); ga = p["gamma_auto"]
+assert [g["gamma"] for g in ga] == [0, 0.25, 0.5, 1, 2, 4, 10], ga
+assert all(-1 <= g["spearman"] <= 1 for g in ga), ga
+best = max(g["spearman"] for g in ga)
+assert p["gamma"] == min(g["gamma"] for g in ga if g["spearman"] >= best - 1e-12), (p["gamma"], ga)
+print("  gamma auto: " + ", ".join(f"{g['gamma']:g}: {g['spearman']:.3f}" for g in ga) + f" -> {p['gamma']:g}", file=sys.stderr)
+PY
 # GGUF plans: a 3-D expert tensor is one layer x projection, so its measured cost is that group's
 # KLD itself (tiny-qwen3moe-256, Q2_K..Q6_K at 3.5 GGUF bits per weight, exported with the
 # calibration's importances): the measured plan does at least as well as the hessian plan
