@@ -340,6 +340,8 @@ typedef struct ex {
     unsigned char *plan_used;   /* [o->n_plan]: the plan's entry named a tensor of the file */
     int64_t kv_repeat;          /* > 1: olmoe's grouped KV heads written as heads (MHA) */
     int64_t dense_lead;         /* deepseek2: leading dense layers */
+    double damp;                /* the GPTQ damping of the tensor being written */
+    json_t *damps;              /* --damp auto: [{tensor, damp, val_err: [per candidate]}] */
 } ex;
 
 static out_tensor *push(ex *x, const char *fmt, int64_t l)
@@ -821,7 +823,7 @@ static moeq_status write_gptq(ex *x, moeq_gguf_writer *w, const out_tensor *t, c
         st = moeq_fail(x->err, MOEQ_ERR_NOMEM, "export: out of memory for GPTQ of '%s'", t->name);
     } else {
         moeq_mat_to_f32(v, 0, rows, wf);
-        moeq_gptq_opts go = { 0 };
+        moeq_gptq_opts go = { .damp = x->damp };
         moeq_gptq_info info = { 0 };
         st = moeq_ggml_gptq((moeq_ggml_type)t->type, wf, rows, cols, have_h ? x->hbuf : NULL, &go, dst, NULL, &info,
                             x->err);
@@ -838,6 +840,65 @@ static moeq_status write_gptq(ex *x, moeq_gguf_writer *w, const out_tensor *t, c
     }
     free(wf);
     free(dst);
+    return st;
+}
+
+/* --damp auto (docs/export.md): GPTQ's damping for one routed-expert tensor, chosen for held-out
+ * error as quantize does for its codecs: each candidate quantizes every well-sampled expert with
+ * its calibration-split Hessian, and the one with the smallest summed error under the
+ * validation-split Hessians, tr(ΔW H_val ΔWᵀ), wins (ties: the smaller). Without a split, or with
+ * no well-sampled expert, 0.01. The choice goes to x->damps. */
+static const double damp_candidates[] = { 0.01, 0.03, 0.1, 0.3, 1.0 };
+
+static moeq_status choose_damp(ex *x, const out_tensor *t, double *out)
+{
+    const int nd = (int)(sizeof damp_candidates / sizeof damp_candidates[0]);
+    const int down = t->proj == MOEQ_PROJ_DOWN;
+    double verr[8] = { 0 };
+    *out = 0.01;
+    if (!x->calib || moeq_calib_file_val_windows(x->calib) <= 0) return MOEQ_OK;
+    moeq_mat v;
+    moeq_status st = moeq_model_expert(x->m, t->layer, 0, t->proj, &v, x->err);
+    if (st) return st;
+    const int64_t rows = v.rows, cols = v.cols;
+    const uint64_t rb = moeq_gguf_row_bytes(t->type, cols);
+    float *wf = malloc((size_t)(rows * cols) * sizeof *wf), *wq = malloc((size_t)(rows * cols) * sizeof *wq);
+    double *Hc = malloc((size_t)(cols * cols) * sizeof *Hc), *Hv = malloc((size_t)(cols * cols) * sizeof *Hv);
+    void *raw = malloc((size_t)(rb * (uint64_t)rows));
+    int used = 0;
+    if (!wf || !wq || !Hc || !Hv || !raw) st = moeq_fail(x->err, MOEQ_ERR_NOMEM, "export: out of memory for --damp auto");
+    for (int64_t e = 0; !st && e < x->c->n_experts; e++) {
+        int64_t ntok = 0, rc = 0, rv = 0;
+        int flag = 0;
+        moeq_error e2;
+        if (moeq_calib_file_expert(x->calib, t->layer, e, &ntok, &flag, &e2) || flag != MOEQ_CALIB_OK) continue;
+        if (moeq_calib_file_hessian_split(x->calib, t->layer, e, down, MOEQ_SPLIT_CAL, Hc, cols, &rc, &e2) ||
+            moeq_calib_file_hessian_split(x->calib, t->layer, e, down, MOEQ_SPLIT_VAL, Hv, cols, &rv, &e2) || rc <= 0 || rv <= 0)
+            continue;
+        if ((st = moeq_model_expert(x->m, t->layer, e, t->proj, &v, x->err))) break;
+        moeq_mat_to_f32(&v, 0, rows, wf);
+        moeq_mat_release(&v);
+        for (int d = 0; !st && d < nd; d++) {
+            moeq_gptq_opts go = { .damp = damp_candidates[d] };
+            moeq_gptq_info info = { 0 };
+            st = moeq_ggml_gptq((moeq_ggml_type)t->type, wf, rows, cols, Hc, &go, raw, wq, &info, x->err);
+            if (!st) verr[d] += moeq_hessian_error(wf, wq, rows, cols, Hv);
+        }
+        used++;
+    }
+    if (!st && used) {
+        int best = 0;
+        for (int d = 1; d < nd; d++) if (verr[d] < verr[best]) best = d;
+        *out = damp_candidates[best];
+        json_t *r = json_object(), *ve = json_array();
+        for (int d = 0; d < nd; d++) json_array_append_new(ve, json_real(verr[d]));
+        json_object_set_new(r, "tensor", json_string(t->name));
+        json_object_set_new(r, "damp", json_real(*out));
+        json_object_set_new(r, "experts", json_integer(used));
+        json_object_set_new(r, "val_err", ve);
+        json_array_append_new(x->damps, r);
+    }
+    free(wf); free(wq); free(Hc); free(Hv); free(raw);
     return st;
 }
 
@@ -940,9 +1001,10 @@ moeq_status moeq_gguf_export(const moeq_model *m, const char *out_path, const mo
     float *row = NULL;
     unsigned char *obuf = NULL;
     x.fallbacks = json_array();
+    x.damps = json_array();
     x.re = calloc((size_t)(o->n_rules ? o->n_rules : 1), sizeof *x.re);
     int n_re = 0;
-    if (!x.re || !x.fallbacks) { st = moeq_fail(err, MOEQ_ERR_NOMEM, "export: out of memory"); goto out; }
+    if (!x.re || !x.fallbacks || !x.damps) { st = moeq_fail(err, MOEQ_ERR_NOMEM, "export: out of memory"); goto out; }
     for (; n_re < o->n_rules; n_re++)
         if (regcomp(&x.re[n_re], o->rule_regex[n_re], REG_EXTENDED | REG_NOSUB)) {
             st = moeq_fail(err, MOEQ_ERR_MISUSE, "export: --tensor-type: '%s' is not a valid regular expression",
@@ -1029,6 +1091,8 @@ moeq_status moeq_gguf_export(const moeq_model *m, const char *out_path, const mo
             st = write_mat(&x, w, t, &t->mat, NULL, row, obuf);
             moeq_mat_release(&t->mat);
         } else {
+            x.damp = o->damp > 0 ? o->damp : 0.01;
+            if (o->gptq && o->damp <= 0 && (st = choose_damp(&x, t, &x.damp))) goto out;
             for (int64_t e = 0; !st && e < c->n_experts; e++) {
                 moeq_mat v;
                 if ((st = moeq_model_expert(m, t->layer, e, t->proj, &v, err))) break;
@@ -1051,6 +1115,8 @@ moeq_status moeq_gguf_export(const moeq_model *m, const char *out_path, const mo
     res->tensors = (int64_t)x.n;
     res->fallbacks = x.fallbacks;
     x.fallbacks = NULL;
+    res->damps = x.damps;
+    x.damps = NULL;
 out:
     moeq_gguf_writer_free(w);
     for (int r = 0; r < n_re; r++) regfree(&x.re[r]);
@@ -1063,6 +1129,7 @@ out:
     free(x.imp);
     moeq_calib_file_close(x.calib);
     json_decref(x.fallbacks);
+    json_decref(x.damps);
     return st;
 }
 

@@ -19,6 +19,8 @@ typedef struct moeq_gguf_export_opts {
     int requantize;                /* .moeq codecs that do not map exactly are requantized */
     const char *calib_path;        /* --calib F.h5: Hessian diagonals as importance weights */
     int gptq;                      /* --method gptq: GPTQ on the type's grid (needs calib_path) */
+    double damp;                   /* --damp: GPTQ's damping λ = damp × mean(diag H); <= 0: auto (chosen per
+                                      expert tensor on the calibration file's validation split, else 0.01) */
     int yarn_truncate;             /* --yarn-truncate: accept llama.cpp's rounded YaRN correction range
                                       for a config with rope truncate false (gpt-oss; else refused) */
     int n_plan;                    /* --plan: tensor name -> type (moeq plan --target gguf); applied
@@ -37,6 +39,7 @@ typedef struct moeq_gguf_export_result {
     int64_t tensors;
     int64_t types[40];             /* tensors per ggml type id */
     json_t *fallbacks;             /* array of {tensor, type?, fallback, reason}; caller decrefs */
+    json_t *damps;                 /* --method gptq, --damp auto: [{tensor, damp, experts, val_err}]; caller decrefs */
 } moeq_gguf_export_result;
 
 moeq_status moeq_gguf_export(const moeq_model *m, const char *out_path, const moeq_gguf_export_opts *o,

@@ -10,7 +10,7 @@
 
 static const char *EXPORT_HELP =
     "usage: moeq export gguf MODEL -o OUT.gguf [--type TYPE] [--scope experts|all]\n"
-    "                        [--tensor-type REGEX=TYPE ...] [--method rtn] [--calib F.h5]\n"
+    "                        [--tensor-type REGEX=TYPE ...] [--method rtn] [--calib F.h5] [--damp D|auto]\n"
     "                        [--plan plan.json] [--requantize] [--gguf-pre NAME] [--yarn-truncate]\n"
     "                        [--json] [-q] [--threads N]\n\n"
     "Writes MODEL (a Hugging Face directory, a .moeq or a .gguf file) as the GGUF llama.cpp's\n"
@@ -31,6 +31,9 @@ static const char *EXPORT_HELP =
     "  --tensor-type RE=T   tensors whose GGUF name matches the extended regex RE get T (repeatable)\n"
     "  --method rtn|gptq    rtn (default): the type's own quantizer (weighted with --calib); gptq:\n"
     "                       GPTQ on the type's grid with each expert's Hessian (needs --calib)\n"
+    "  --damp D|auto        GPTQ's damping, D x mean(diag H) added to the diagonal; auto (default):\n"
+    "                       per expert tensor, of 0.01 0.03 0.1 0.3 1 the one with the smallest\n"
+    "                       error on the calibration file's validation split (JSON: damps)\n"
     "  --calib F.h5         weight each expert's rows by its Hessian diagonal (moeq calibrate),\n"
     "                       as llama.cpp does with an imatrix; dead/undersampled experts use the layer's\n"
     "  --requantize         requantize .moeq codecs that do not map exactly onto a ggml block\n"
@@ -38,7 +41,7 @@ static const char *EXPORT_HELP =
     "  --yarn-truncate      accept llama.cpp's YaRN, which rounds the correction range, for a config\n"
     "                       with rope truncate false (gpt-oss): the GGUF computes truncate true\n"
     "Rows not a multiple of a 256-block type fall back as llama-quantize does (Q4_K -> Q5_0, ...).\n"
-    "JSON: output, bytes, bits_per_weight, types (type -> tensors), fallbacks, tensors, seconds.\n";
+    "JSON: output, bytes, bits_per_weight, types (type -> tensors), fallbacks, damps, tensors, seconds.\n";
 
 typedef struct prog { FILE *h; } prog;
 
@@ -61,6 +64,7 @@ int cmd_export(int argc, char **argv)
     const char *fmt = NULL, *in = NULL, *out = NULL, *type_s = NULL, *scope = "experts", *calib = NULL,
                *pre = NULL, *method = "rtn", *plan = NULL;
     int requantize = 0, n_rules = 0, yarn_truncate = 0;
+    double damp = 0;
     const char **rre = calloc((size_t)argc, sizeof *rre);
     int *rty = calloc((size_t)argc, sizeof *rty);
     char **rown = calloc((size_t)argc, sizeof *rown);
@@ -77,6 +81,14 @@ int cmd_export(int argc, char **argv)
         else if (!strcmp(a, "--plan")) { if (!(plan = tool_value("export", argc, argv, &i))) goto done; }
         else if (!strcmp(a, "--calib")) { if (!(calib = tool_value("export", argc, argv, &i))) goto done; }
         else if (!strcmp(a, "--method")) { if (!(method = tool_value("export", argc, argv, &i))) goto done; }
+        else if (!strcmp(a, "--damp")) {
+            const char *dv = tool_value("export", argc, argv, &i);
+            char *end = NULL;
+            if (!dv) goto done;
+            if (!strcmp(dv, "auto")) { damp = 0; continue; }
+            damp = strtod(dv, &end);
+            if (*end || !(damp > 0 && damp < 100)) { rc = tool_usage_error("export", "--damp wants a positive number, got '%s'", dv); goto done; }
+        }
         else if (!strcmp(a, "--gguf-pre")) { if (!(pre = tool_value("export", argc, argv, &i))) goto done; }
         else if (!strcmp(a, "--requantize")) requantize = 1;
         else if (!strcmp(a, "--yarn-truncate")) yarn_truncate = 1;
@@ -116,10 +128,10 @@ int cmd_export(int argc, char **argv)
     prog p = { tc.quiet ? NULL : stderr };
     moeq_gguf_export_opts o = { .type = ty ? ty->id : -1, .scope_all = !strcmp(scope, "all"), .n_rules = n_rules,
                                 .rule_regex = rre, .rule_types = rty, .pre = pre, .requantize = requantize,
-                                .yarn_truncate = yarn_truncate,
+                                .yarn_truncate = yarn_truncate, .damp = damp,
                                 .calib_path = calib, .gptq = !strcmp(method, "gptq"), .progress = on_tensor, .user = &p,
                                 .n_plan = n_plan, .plan_names = (const char *const *)pnames, .plan_types = ptypes };
-    moeq_gguf_export_result res;
+    moeq_gguf_export_result res = { 0 };
     double t0 = moeq_now();
     moeq_status st = moeq_gguf_export(m, out, &o, &res, &err);
     moeq_model_close(m);
@@ -141,11 +153,14 @@ int cmd_export(int argc, char **argv)
         json_object_set_new(j, "types", types);
         json_object_set_new(j, "fallbacks", res.fallbacks);
         res.fallbacks = NULL;
+        if (res.damps) json_object_set_new(j, "damps", res.damps);
+        res.damps = NULL;
         json_object_set_new(j, "tensors", json_integer(res.tensors));
         json_object_set_new(j, "seconds", json_real(secs));
         rc = tool_print_json(j);
     }
     json_decref(res.fallbacks);
+    json_decref(res.damps);
 done:
     for (int r = 0; r < n_rules; r++) free(rown[r]);
     free(rown);

@@ -89,3 +89,20 @@ expect_exit "export --plan listing a tensor twice" 2 "listed twice" -- "$MOEQ" e
 expect_exit "export --plan with an unknown type" 2 "not a ggml type" -- "$MOEQ" export gguf $K --plan "$TMPD/type.json" -o "$TMPD/bad.gguf"
 expect_exit "export --plan of a .moeq plan" 2 "not a GGUF plan" -- sh -c "python3 -c \"import json; p=json.load(open('$TMPD/p$b.json')); del p['target']; json.dump(p, open('$TMPD/moeq.json','w'))\" && \"$MOEQ\" export gguf $K --plan $TMPD/moeq.json -o $TMPD/bad.gguf"
 [ -e "$TMPD/bad.gguf" ] && echo "FAIL a refused export left a file" || echo "PASS refused exports leave no file"
+# export --method gptq --damp auto (the default): per expert tensor, the damping of 0.01 0.03 0.1
+# 0.3 1 with the smallest validation-split error, reported in JSON damps (the chosen value is the
+# argmin of its val_err); a fixed --damp reports none
+"$MOEQ" calibrate $K --tokens $T --ctx 128 --max-tokens 1024 --val-every 2 -o "$TMPD/kv.h5" -q || echo "FAIL calibrate --val-every 2"
+"$MOEQ" export gguf $K --type Q4_K --method gptq --calib "$TMPD/kv.h5" --json -q -o "$TMPD/da.gguf" > "$TMPD/da.json" || echo "FAIL export --damp auto"
+python3 - "$TMPD/da.json" <<'PY' && echo "PASS export --damp auto: each expert tensor's damping by validation error" || echo "FAIL export --damp auto"
+import json, sys
+j = json.load(open(sys.argv[1])); d = j["damps"]
+assert len(d) > 0 and all(r["tensor"].endswith("_exps.weight") for r in d), d
+cand = [0.01, 0.03, 0.1, 0.3, 1.0]
+for r in d:
+    assert r["experts"] > 0 and len(r["val_err"]) == 5, r
+    assert r["damp"] == cand[min(range(5), key=lambda i: (r["val_err"][i], i))], r
+PY
+"$MOEQ" export gguf $K --type Q4_K --method gptq --calib "$TMPD/kv.h5" --damp 0.1 --json -q -o "$TMPD/d1.gguf" > "$TMPD/d1.json" || echo "FAIL export --damp 0.1"
+python3 -c "import json,sys; assert json.load(open(sys.argv[1]))['damps'] == []" "$TMPD/d1.json" && echo "PASS export --damp 0.1: no choice reported" || echo "FAIL export --damp 0.1 reports damps"
+expect_exit "export --damp 0" 1 "positive number" -- "$MOEQ" export gguf $K --type Q4_K --method gptq --calib "$TMPD/k.h5" --damp 0 -o "$TMPD/x.gguf"
