@@ -46,13 +46,17 @@ for scope in $SCOPES; do
     L="$OUT/llama.$ty.$scope.gguf"; M="$OUT/moeq.$ty.$scope.gguf"
     if [ ! -f "$L" ]; then
       if [ $scope = experts ]; then
+        # llama-quantize applies --tensor-type only under a quantized file type (with BF16 as the
+        # type it copies every tensor unchanged): the type itself, the experts named, the first
+        # matching rule wins, every other matrix kept BF16 by the catch-all
         "$LLAMA/llama-quantize" --imatrix "$OUT/imatrix.gguf" --tensor-type "ffn_gate_exps=$ty" --tensor-type "ffn_up_exps=$ty" \
-          --tensor-type "ffn_down_exps=$ty" "$OUT/bf16.gguf" "$L" BF16 $TH > "$L.log" 2>&1
+          --tensor-type "ffn_down_exps=$ty" --tensor-type ".*=BF16" "$OUT/bf16.gguf" "$L" "$ty" $TH > "$L.log" 2>&1
       else
         "$LLAMA/llama-quantize" --imatrix "$OUT/imatrix.gguf" "$OUT/bf16.gguf" "$L" "$(llq $ty)" $TH > "$L.log" 2>&1
       fi
     fi
     B=$(bpw "$L" $scope)
+    python3 -c "import sys; sys.exit(float('$B') >= 16)" || { echo "results-gguf: $L spends $B bits per weight on the $scope: llama-quantize did not quantize them (see $L.log)" >&2; exit 1; }
     reuse=""
     [ -f "$OUT/costs.$scope.json" ] && reuse="--reuse-costs $OUT/costs.$scope.json"
     # (re-running the script keeps what is done: a plan made for this budget and its export)
