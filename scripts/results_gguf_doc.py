@@ -21,7 +21,8 @@ L.append("- Evaluation: the first lines of `/work/big/heldout.txt` (documents no
          "KLD against the bf16 model (`bf16.gguf`, moeq's BF16 export of the checkpoint) by `llama-perplexity --kl-divergence` "
          "(llama.cpp's runtime, 8-bit activations in its quantized matmuls; scores the second half of each window) and by "
          "`moeq eval --ref` (float32 activations; every position).")
-L.append("- llama.cpp: `llama-quantize --imatrix`; experts only: `--tensor-type ffn_{gate,up,down}_exps=T` with the rest BF16; "
+L.append("- llama.cpp: `llama-quantize --imatrix`; experts only: file type T with `--tensor-type ffn_{gate,up,down}_exps=T --tensor-type '.*=BF16'` "
+         "(the rest BF16; this llama.cpp ignores `--tensor-type` under a BF16 file type); "
          "whole model: its mix for T (Q2_K, Q3_K_M, Q4_K_M, IQ4_XS). moeq: `moeq plan --target gguf --budget B` with B the bits "
          "per weight llama-quantize's file spends on the same tensors (so moeq's file is at most as large), default candidates "
          "Q2_K..Q6_K, Q8_0, IQ4_XS, then `moeq export gguf --plan --method gptq`.\n")
