@@ -73,6 +73,15 @@ for scope in $SCOPES; do
       [ -s "$f.eval.json" ] || "$MOEQ" eval "$f" --text "$OUT/eval.txt" --ctx $CTX --ref "$OUT/bf16.gguf" --json -q > "$f.eval.json"
     done
     echo "$ty $scope $L $M $(bpw "$M" $scope) $B" >> "$OUT/rows.txt"
+    # experts only, the plan's counterpart: every expert matrix at the type itself, GPTQ (does the
+    # gain or loss come from the plan's mix or from GPTQ on the type's grid?)
+    if [ $scope = experts ]; then
+      U="$OUT/uniform.$ty.experts.gguf"
+      [ -f "$U" ] || "$MOEQ" export gguf "$MODEL" --type "$ty" --method gptq --calib "$OUT/calib.h5" -o "$U" -q
+      grep -q "Mean    KLD" "$U.kld.log" 2>/dev/null || "$LLAMA/llama-perplexity" -m "$U" -f "$OUT/eval.txt" -c $CTX -t $TH \
+        --kl-divergence-base "$OUT/base.kld" --kl-divergence > "$U.kld.log" 2>&1
+      [ -s "$U.eval.json" ] || "$MOEQ" eval "$U" --text "$OUT/eval.txt" --ctx $CTX --ref "$OUT/bf16.gguf" --json -q > "$U.eval.json"
+    fi
   done
 done
 python3 scripts/results_gguf_doc.py "$OUT" "$DOC" "$LLAMA" "$MODEL"
