@@ -67,8 +67,12 @@ for scope in $SCOPES; do
       "$MOEQ" export gguf "$MODEL" --plan "$OUT/plan.$ty.$scope.json" --method gptq --calib "$OUT/calib.h5" -o "$M" -q
       rm -f "$M.kld.log" "$M.eval.json"
     fi
+    # whole model: llama-perplexity without its CPU weight repacking, which segfaults on these
+    # files (Q2_K..Q6_K attention, embeddings and head; llama.cpp 80fb11ac, AVX-512 + AMX CPU)
+    nr=""
+    [ $scope = all ] && nr=--no-repack
     for f in "$L" "$M"; do
-      grep -q "Mean    KLD" "$f.kld.log" 2>/dev/null || "$LLAMA/llama-perplexity" -m "$f" -f "$OUT/eval.txt" -c $CTX -t $TH \
+      grep -q "Mean    KLD" "$f.kld.log" 2>/dev/null || "$LLAMA/llama-perplexity" -m "$f" -f "$OUT/eval.txt" -c $CTX -t $TH $nr \
         --kl-divergence-base "$OUT/base.kld" --kl-divergence > "$f.kld.log" 2>&1
       [ -s "$f.eval.json" ] || "$MOEQ" eval "$f" --text "$OUT/eval.txt" --ctx $CTX --ref "$OUT/bf16.gguf" --json -q > "$f.eval.json"
     done

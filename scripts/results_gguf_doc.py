@@ -19,7 +19,8 @@ L.append("- Calibration: the first lines of `/work/big/train.txt` (`cal.txt`, th
          "(full Hessians) and `llama-imatrix` (its importance matrix).")
 L.append("- Evaluation: the first lines of `/work/big/heldout.txt` (documents not in the training text), windows of 512 tokens. "
          "KLD against the bf16 model (`bf16.gguf`, moeq's BF16 export of the checkpoint) by `llama-perplexity --kl-divergence` "
-         "(llama.cpp's runtime, 8-bit activations in its quantized matmuls; scores the second half of each window) and by "
+         "(llama.cpp's runtime, 8-bit activations in its quantized matmuls; scores the second half of each window; "
+         "whole-model files with `--no-repack`: its weight repacking segfaults on them on this machine's CPU) and by "
          "`moeq eval --ref` (float32 activations; every position).")
 L.append("- llama.cpp: `llama-quantize --imatrix`; experts only: file type T with `--tensor-type ffn_{gate,up,down}_exps=T --tensor-type '.*=BF16'` "
          "(the rest BF16; this llama.cpp ignores `--tensor-type` under a BF16 file type); "
