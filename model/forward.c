@@ -729,7 +729,7 @@ static void lm_head(moeq_runner *r, const float *x, int64_t n, float *logits)
 #pragma omp for schedule(dynamic, 1)
     for (int64_t b = 0; b < nchunks; b++) {
         int64_t v0 = b * LM_HEAD_CHUNK, v1 = v0 + LM_HEAD_CHUNK < V ? v0 + LM_HEAD_CHUNK : V;
-        if (head->q || head->dtype == MOEQ_DT_F8_E4M3) {
+        if (head->q || head->dtype == MOEQ_DT_F8_E4M3 || head->gtype) {   /* widened chunk by chunk */
             thread_scratch *s = &r->ts[omp_get_thread_num()];
             moeq_mat_to_f32(head, v0, v1, s->lm);
             moeq_sgemm_nt(n, v1 - v0, H, r->h, H, s->lm, H, 0.0f, logits + v0, V);

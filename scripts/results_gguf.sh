@@ -46,13 +46,17 @@ for scope in $SCOPES; do
     L="$OUT/llama.$ty.$scope.gguf"; M="$OUT/moeq.$ty.$scope.gguf"
     if [ ! -f "$L" ]; then
       if [ $scope = experts ]; then
+        # llama-quantize applies --tensor-type only under a quantized file type (with BF16 as the
+        # type it copies every tensor unchanged): the type itself, the experts named, the first
+        # matching rule wins, every other matrix kept BF16 by the catch-all
         "$LLAMA/llama-quantize" --imatrix "$OUT/imatrix.gguf" --tensor-type "ffn_gate_exps=$ty" --tensor-type "ffn_up_exps=$ty" \
-          --tensor-type "ffn_down_exps=$ty" "$OUT/bf16.gguf" "$L" BF16 $TH > "$L.log" 2>&1
+          --tensor-type "ffn_down_exps=$ty" --tensor-type ".*=BF16" "$OUT/bf16.gguf" "$L" "$ty" $TH > "$L.log" 2>&1
       else
         "$LLAMA/llama-quantize" --imatrix "$OUT/imatrix.gguf" "$OUT/bf16.gguf" "$L" "$(llq $ty)" $TH > "$L.log" 2>&1
       fi
     fi
     B=$(bpw "$L" $scope)
+    python3 -c "import sys; sys.exit(float('$B') >= 16)" || { echo "results-gguf: $L spends $B bits per weight on the $scope: llama-quantize did not quantize them (see $L.log)" >&2; exit 1; }
     reuse=""
     [ -f "$OUT/costs.$scope.json" ] && reuse="--reuse-costs $OUT/costs.$scope.json"
     # (re-running the script keeps what is done: a plan made for this budget and its export)
@@ -63,12 +67,25 @@ for scope in $SCOPES; do
       "$MOEQ" export gguf "$MODEL" --plan "$OUT/plan.$ty.$scope.json" --method gptq --calib "$OUT/calib.h5" -o "$M" -q
       rm -f "$M.kld.log" "$M.eval.json"
     fi
+    # whole model: llama-perplexity without its CPU weight repacking, which segfaults on these
+    # files (Q2_K..Q6_K attention, embeddings and head; llama.cpp 80fb11ac, AVX-512 + AMX CPU)
+    nr=""
+    [ $scope = all ] && nr=--no-repack
     for f in "$L" "$M"; do
-      grep -q "Mean    KLD" "$f.kld.log" 2>/dev/null || "$LLAMA/llama-perplexity" -m "$f" -f "$OUT/eval.txt" -c $CTX -t $TH \
+      grep -q "Mean    KLD" "$f.kld.log" 2>/dev/null || "$LLAMA/llama-perplexity" -m "$f" -f "$OUT/eval.txt" -c $CTX -t $TH $nr \
         --kl-divergence-base "$OUT/base.kld" --kl-divergence > "$f.kld.log" 2>&1
       [ -s "$f.eval.json" ] || "$MOEQ" eval "$f" --text "$OUT/eval.txt" --ctx $CTX --ref "$OUT/bf16.gguf" --json -q > "$f.eval.json"
     done
     echo "$ty $scope $L $M $(bpw "$M" $scope) $B" >> "$OUT/rows.txt"
+    # experts only, the plan's counterpart: every expert matrix at the type itself, GPTQ (does the
+    # gain or loss come from the plan's mix or from GPTQ on the type's grid?)
+    if [ $scope = experts ]; then
+      U="$OUT/uniform.$ty.experts.gguf"
+      [ -f "$U" ] || "$MOEQ" export gguf "$MODEL" --type "$ty" --method gptq --calib "$OUT/calib.h5" -o "$U" -q
+      grep -q "Mean    KLD" "$U.kld.log" 2>/dev/null || "$LLAMA/llama-perplexity" -m "$U" -f "$OUT/eval.txt" -c $CTX -t $TH \
+        --kl-divergence-base "$OUT/base.kld" --kl-divergence > "$U.kld.log" 2>&1
+      [ -s "$U.eval.json" ] || "$MOEQ" eval "$U" --text "$OUT/eval.txt" --ctx $CTX --ref "$OUT/bf16.gguf" --json -q > "$U.eval.json"
+    fi
   done
 done
 python3 scripts/results_gguf_doc.py "$OUT" "$DOC" "$LLAMA" "$MODEL"

@@ -27,7 +27,10 @@ static const char *HELP =
     "variant this CPU has and with MOEQ_KERNEL=ref; ratio = fast / ref (target <= 1.05).\n"
     "Calibrate: `moeq calibrate MODEL` wall-clock tokens/s over the same tokens, / eval's.\n"
     "--peer PATH: a llama-perplexity binary run on --peer-model (the same weights as GGUF) over\n"
-    "the --text file at the same ctx and threads; its prompt-eval tokens/s and moeq's / peer's.\n"
+    "the --text file at the same ctx and threads, --max-tokens / ctx windows (--chunks); its\n"
+    "tokens/s from \"prompt eval time = T ms / N tokens\" (asked for with -lv 4), else from its\n"
+    "first pass's \"seconds per pass\", and moeq's / peer's. Exit 2 when the peer fails or prints\n"
+    "neither.\n"
     "--peer-packed F.gguf: the peer's model for the packed weights (e.g. the packed copy exported\n"
     "with `moeq export gguf`); without it both moeq runs are compared with --peer-model.\n"
     "--threads N: threads of every run (default 2).\n"
@@ -95,31 +98,85 @@ static double child_eval(const char *model, const char *ref, const char *tok_opt
     return v;
 }
 
-/* llama-perplexity's prompt-processing rate: "... / N tokens (... ms per token, X tokens per second)" */
-static double peer_rate(const char *out)
+/* The peer's prompt-processing rate, from what llama-perplexity prints (stdout and stderr merged):
+ * 1. llama_perf_context_print's "prompt eval time = T ms / N tokens (...)": N / T, every
+ *    decoded window counted (llama.cpp and ik_llama.cpp builds that print it);
+ * 2. else its first pass's "X seconds per pass" (builds whose library log hides the perf lines):
+ *    one pass decodes `pass_tokens` tokens (-b ctx: one window), the pass timed by the tool.
+ * Returns tokens/s, or NaN with *how naming the line that was missing. */
+static double peer_rate(const char *out, int64_t pass_tokens, const char **how)
 {
     const char *p = strstr(out, "prompt eval time");
-    if (!p) return NAN;
-    const char *q = strstr(p, "tokens per second");
-    if (!q) return NAN;
-    const char *s = q;
-    while (s > p && s[-1] == ' ') s--;
-    while (s > p && (s[-1] == '.' || (s[-1] >= '0' && s[-1] <= '9'))) s--;
-    return atof(s);
+    if (p) {
+        const char *eq = strchr(p, '=');
+        char *end;
+        double ms = eq ? strtod(eq + 1, &end) : 0;
+        const char *slash = eq ? strchr(eq, '/') : NULL;
+        double n = slash ? strtod(slash + 1, &end) : 0;
+        if (ms > 0 && n > 0) {
+            *how = "prompt eval time";
+            return n * 1e3 / ms;
+        }
+    }
+    for (const char *s = strstr(out, "seconds per pass"); s; s = NULL) {
+        const char *b = s;
+        while (b > out && b[-1] == ' ') b--;
+        const char *e = b;
+        while (b > out && (b[-1] == '.' || (b[-1] >= '0' && b[-1] <= '9'))) b--;
+        if (b == e) break;
+        double sec = atof(b);
+        if (sec > 0) {
+            *how = "seconds per pass";
+            return (double)pass_tokens / sec;
+        }
+    }
+    *how = NULL;
+    return NAN;
 }
 
-static double peer_run(const char *peer, const char *gguf, const char *text, int64_t ctx, int threads)
+/* The last `lines` lines of a child's output, for a message. */
+static const char *tail_lines(const char *out, int lines)
 {
-    char c[32], t[32];
-    snprintf(c, sizeof c, "%lld", (long long)ctx);
-    snprintf(t, sizeof t, "%d", threads);
-    /* the peer prints its timings on stderr: run it through sh to merge them into the pipe */
-    char cmd[8192];
-    snprintf(cmd, sizeof cmd, "exec \"$0\" -m \"$1\" -f \"$2\" -c %s -b %s -t %s 2>&1", c, c, t);
-    char *argv[] = {"/bin/sh", "-c", cmd, (char *)peer, (char *)gguf, (char *)text, NULL};
+    const char *e = out + strlen(out);
+    while (e > out && e[-1] == '\n') e--;
+    const char *s = e;
+    while (s > out && lines > 0)
+        if (*--s == '\n') lines--;
+    return s == out ? s : s + 1;
+}
+
+/* One llama-perplexity run over `chunks` windows of ctx tokens (moeq eval's --max-tokens); NaN,
+ * with a message on stderr naming the reason and the peer's last lines, when it fails or prints no
+ * speed. llama.cpp since 2026 logs its library's perf lines only at verbosity 4 (`-lv 4`): asked
+ * for first, and the run repeated without it when the peer refuses the option. */
+static double peer_run(const char *peer, const char *gguf, const char *text, int64_t ctx, int64_t chunks,
+                       int threads)
+{
     static char buf[1 << 20];
-    if (run_child(argv, NULL, NULL, 0, buf, sizeof buf, NULL) != 0) return NAN;
-    return peer_rate(buf);
+    int rc = -1;
+    for (int verbose = 1; verbose >= 0; verbose--) {
+        char cmd[8192];
+        /* the peer prints its timings on stderr: run it through sh to merge them into the pipe */
+        snprintf(cmd, sizeof cmd, "exec \"$0\" -m \"$1\" -f \"$2\" -c %lld -b %lld -t %d --chunks %lld%s 2>&1",
+                 (long long)ctx, (long long)ctx, threads, (long long)(chunks > 0 ? chunks : 1),
+                 verbose ? " -lv 4" : "");
+        char *argv[] = {"/bin/sh", "-c", cmd, (char *)peer, (char *)gguf, (char *)text, NULL};
+        rc = run_child(argv, NULL, NULL, 0, buf, sizeof buf, NULL);
+        if (rc == 0) break;
+    }
+    if (rc != 0) {
+        fprintf(stderr, "moeq bench eval: the peer %s on %s (ctx %lld) exited with status %d; its last lines:\n%s\n",
+                peer, gguf, (long long)ctx, rc, tail_lines(buf, 8));
+        return NAN;
+    }
+    const char *how;
+    double v = peer_rate(buf, ctx, &how);
+    if (v != v)
+        fprintf(stderr,
+                "moeq bench eval: the peer %s on %s (ctx %lld) printed no speed (neither a \"prompt eval time = T ms / "
+                "N tokens\" line nor \"X seconds per pass\"); its last lines:\n%s\n",
+                peer, gguf, (long long)ctx, tail_lines(buf, 8));
+    return v;
 }
 
 static int parse_ctx_list(const char *s, int64_t *ctx, int max)
@@ -223,9 +280,12 @@ int cmd_bench_eval(int argc, char **argv)
                                    (long long)ctx[c], e ? "OPENBLAS_CORETYPE unset" : ctset, v);
                 }
     double peer_tps[8][2];   /* ctx, weights (the packed ones on --peer-packed when given) */
+    int peer_failed = 0;
     for (int c = 0; c < nctx; c++) {
-        peer_tps[c][0] = peer ? peer_run(peer, peer_model, text, ctx[c], threads) : NAN;
-        peer_tps[c][1] = peer && peer_packed ? peer_run(peer, peer_packed, text, ctx[c], threads) : peer_tps[c][0];
+        peer_tps[c][0] = peer ? peer_run(peer, peer_model, text, ctx[c], max_tokens / ctx[c], threads) : NAN;
+        peer_tps[c][1] = peer && peer_packed ? peer_run(peer, peer_packed, text, ctx[c], max_tokens / ctx[c], threads)
+                                             : peer_tps[c][0];
+        if (peer && (peer_tps[c][0] != peer_tps[c][0] || peer_tps[c][1] != peer_tps[c][1])) peer_failed = 1;
         if (h && peer)
             fprintf(h, "  peer ctx %4lld: %.1f tokens/s (%s)%s", (long long)ctx[c], peer_tps[c][0], peer_model,
                     peer_packed ? "" : "\n");
@@ -316,6 +376,10 @@ int cmd_bench_eval(int argc, char **argv)
     }
     if (failed) {
         fprintf(stderr, "moeq bench eval: a moeq eval run failed (run it alone to see why)\n");
+        return 2;
+    }
+    if (peer_failed) {
+        fprintf(stderr, "moeq bench eval: the peer gave no speed (its message is above)\n");
         return 2;
     }
     return 0;

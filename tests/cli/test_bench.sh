@@ -45,3 +45,38 @@ for k in b["kld"]:
     assert k["ratio"] < 1.05, k
 assert b["calibrate_tokens_per_s"] > 0
 PY
+
+# the peer's speed (docs/bench.md, "peer"): "prompt eval time = T ms / N tokens" when the peer
+# prints it at -lv 4 (a fake llama-perplexity: 1024 tokens in 500 ms = 2048 tokens/s), else the
+# first pass's "seconds per pass" (a fake that refuses -lv: ctx 64 in 0.25 s = 256 tokens/s),
+# each run over --max-tokens / ctx chunks; a peer that prints neither exits 2 with a message,
+# never a NaN.
+cat > "$TMPD/peer_perf" <<'SH'
+#!/bin/sh
+case " $* " in *" --chunks 2 "*) ;; *) echo "bad chunks: $*" >&2; exit 1 ;; esac
+case " $* " in *" -lv 4 "*) echo "llama_perf_context_print: prompt eval time =     500.00 ms /  1024 tokens (    0.49 ms per token,  2048.00 tokens per second)" >&2 ;; esac
+echo "perplexity: 9.99 seconds per pass - ETA 0.01 minutes" >&2
+SH
+cat > "$TMPD/peer_pass" <<'SH'
+#!/bin/sh
+case " $* " in *" -lv "*) echo "error: invalid argument: -lv" >&2; exit 1 ;; esac
+echo "perplexity: 0.25 seconds per pass - ETA 0.01 minutes" >&2
+SH
+printf '#!/bin/sh\necho "Final estimate: PPL = 9.0"\n' > "$TMPD/peer_none"
+chmod +x "$TMPD/peer_perf" "$TMPD/peer_pass" "$TMPD/peer_none"
+for p in perf pass; do
+  "$MOEQ" bench eval $FX/tiny-qwen3moe --text $FX/heldout.txt --ctx-list 64 --max-tokens 128 --reps 1 --kld-tokens 64 \
+    --no-calibrate --peer "$TMPD/peer_$p" --peer-model "$TMPD/nope.gguf" --json -q > "$TMPD/bp.json" \
+    || echo "FAIL bench eval peer $p exit $?"
+  python3 - "$TMPD/bp.json" $p <<'PY' && echo "PASS bench eval peer rate ($p)" || echo "FAIL bench eval peer rate ($p)"
+import json, sys
+b = json.load(open(sys.argv[1])); want = 2048.0 if sys.argv[2] == "perf" else 256.0
+for r in b["runs"]:
+    assert abs(r["peer_tokens_per_s"] - want) < 1e-6 * want, r
+    assert abs(r["ratio"] - r["tokens_per_s"] / want) < 1e-9 * r["ratio"], r
+PY
+done
+expect_exit "bench eval peer without speed" 2 "printed no speed" -- "$MOEQ" bench eval $FX/tiny-qwen3moe --text $FX/heldout.txt \
+  --ctx-list 64 --max-tokens 128 --reps 1 --kld-tokens 64 --no-calibrate --peer "$TMPD/peer_none" --peer-model "$TMPD/nope.gguf" -q
+expect_exit "bench eval peer failing" 2 "exited with status 1" -- "$MOEQ" bench eval $FX/tiny-qwen3moe --text $FX/heldout.txt \
+  --ctx-list 64 --max-tokens 128 --reps 1 --kld-tokens 64 --no-calibrate --peer /bin/false --peer-model "$TMPD/nope.gguf" -q

@@ -49,6 +49,13 @@ for f in $models; do
   python3 -c "import sys; k=float(sys.argv[1]); sys.exit(not (0 < k < 1e-3))" "$(field kld_mean)" \
     && echo "PASS export gguf $f Q8_0: KLD $(field kld_mean) in (0, 1e-3)" || echo "FAIL export gguf $f Q8_0: KLD $(field kld_mean)"
 done
+# --scope all: the embeddings, attention and the LM head as Q8_0 too (the head of a GGUF block
+# type is widened chunk by chunk: read as float it gave garbage logits or a segfault)
+"$MOEQ" export gguf $FX/tiny-qwen3moe -o "$TMPD/all.Q8_0.gguf" --type Q8_0 --scope all -q
+ev "$TMPD/all.Q8_0.gguf" $FX/tiny-qwen3moe
+python3 -c "import sys; k=float(sys.argv[1]); sys.exit(not (0 < k < 5e-3 and float(sys.argv[2]) > 0.95))" "$(field kld_mean)" "$(field same_top1)" \
+  && echo "PASS export gguf --scope all Q8_0 (quantized head): KLD $(field kld_mean) in (0, 5e-3)" \
+  || echo "FAIL export gguf --scope all Q8_0 (quantized head): KLD $(field kld_mean), same top-1 $(field same_top1)"
 # a GGUF re-exported as F32 is the same model (the dequantized weights)
 "$MOEQ" export gguf $FX/tiny-qwen3moe -o "$TMPD/q4.gguf" --type Q4_0 --json -q > "$TMPD/out"
 python3 -c "import json,sys; j=json.load(open(sys.argv[1])); sys.exit(not (j['types'].get('Q4_0') == 12 and 4.5 <= j['bits_per_weight'] < 32))" "$TMPD/out" \
