@@ -27,6 +27,8 @@ mkdir -p "$OUT"
 # whole lines: the first N bytes of a text
 head -c "$CAL_BYTES" "$TRAIN" | sed '$d' > "$OUT/cal.txt"
 head -c "$EVAL_BYTES" "$HELD" | sed '$d' > "$OUT/eval.txt"
+# the measured plans' validation text: the training text after the calibration text (whole lines)
+tail -c +"$((CAL_BYTES + 1))" "$TRAIN" | head -c "${VAL_BYTES:-60000}" | sed '1d;$d' > "$OUT/val.txt"
 [ -f "$OUT/bf16.gguf" ] || "$MOEQ" export gguf "$MODEL" --type BF16 -o "$OUT/bf16.gguf" -q
 [ -f "$OUT/imatrix.gguf" ] || "$LLAMA/llama-imatrix" -m "$OUT/bf16.gguf" -f "$OUT/cal.txt" -c $CTX -t $TH -o "$OUT/imatrix.gguf" > "$OUT/imatrix.log" 2>&1
 [ -f "$OUT/calib.h5" ] || "$MOEQ" calibrate "$MODEL" --text "$OUT/cal.txt" --ctx $CTX --scope all -q -o "$OUT/calib.h5"
@@ -62,7 +64,13 @@ for scope in $SCOPES; do
     # (re-running the script keeps what is done: a plan made for this budget and its export)
     if [ ! -f "$M" ] || [ "$(python3 -c "import json; print(json.load(open('$OUT/plan.$ty.$scope.json'))['budget'])" 2>/dev/null)" != "$(python3 -c "print(float('$B'))")" ]; then
       # shellcheck disable=SC2086
-      "$MOEQ" plan "$MODEL" --target gguf --budget "$B" --scope $scope --calib "$OUT/calib.h5" $reuse -o "$OUT/plan.$ty.$scope.json" -q
+      # experts: measured costs (each expert tensor's KLD with each type, GPTQ as the export runs
+      # it, on validation text from the training side: VAL_BYTES after the calibration text);
+      # the whole model: hessian costs (embeddings and head cannot be measured by overrides)
+      cost="--cost hessian"
+      [ $scope = experts ] && cost="--cost measured --hessian-quant gptq --text $OUT/val.txt --measure-tokens 4096 --ctx $CTX"
+      # shellcheck disable=SC2086
+      "$MOEQ" plan "$MODEL" --target gguf --budget "$B" --scope $scope --calib "$OUT/calib.h5" $cost $reuse -o "$OUT/plan.$ty.$scope.json" -q
       [ -f "$OUT/costs.$scope.json" ] || cp "$OUT/plan.$ty.$scope.json" "$OUT/costs.$scope.json"
       "$MOEQ" export gguf "$MODEL" --plan "$OUT/plan.$ty.$scope.json" --method gptq --calib "$OUT/calib.h5" -o "$M" -q
       rm -f "$M.kld.log" "$M.eval.json"

@@ -26,7 +26,9 @@ L.append("- llama.cpp: `llama-quantize --imatrix`; experts only: file type T wit
          "(the rest BF16; this llama.cpp ignores `--tensor-type` under a BF16 file type); "
          "whole model: its mix for T (Q2_K, Q3_K_M, Q4_K_M, IQ4_XS). moeq: `moeq plan --target gguf --budget B` with B the bits "
          "per weight llama-quantize's file spends on the same tensors (so moeq's file is at most as large), default candidates "
-         "Q2_K..Q6_K, Q8_0, IQ4_XS, then `moeq export gguf --plan --method gptq`.\n")
+         "Q2_K..Q6_K, Q8_0, IQ4_XS, costs `measured` for the experts (each expert tensor's KLD with each type, GPTQ as the "
+         "export runs it, on 4,096 tokens of validation text: the training text after the calibration text; docs/plan.md) "
+         "and `hessian` for the whole model, then `moeq export gguf --plan --method gptq` (`--damp auto`).\n")
 L.append("| type | scope | bits/weight llama / moeq | file bytes llama / moeq | KLD llama-perplexity: llama / moeq (change) | KLD moeq eval: llama / moeq (change) | ppl llama.cpp: llama / moeq |")
 L.append("|---|---|---|---|---|---|---|")
 for ty, scope, lf, mf, mb, lb in rows:
