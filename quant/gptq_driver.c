@@ -411,6 +411,24 @@ static moeq_status piece_hessian(moeq_gptq_run *r, const moeq_expert_mat *x, int
     return MOEQ_OK;
 }
 
+/* Records a GPTQ pass's Cholesky outcome: every retry failed (fell back to `fallback`, "rtn" kind)
+ * or it needed more damping; counts the matrix as GPTQ'd unless it fell back. */
+static moeq_status note_cholesky(moeq_gptq_run *r, const char *name, const moeq_gptq_info *info, const char *fallback,
+                                 moeq_error *err)
+{
+    char why[200];
+    moeq_status st = MOEQ_OK;
+    if (info->rtn_fallback) {
+        snprintf(why, sizeof why, "Cholesky failed up to damping %g: %s", info->damp, fallback);
+        st = moeq_gptq_add_fallback(r, name, "rtn", why, err);
+    } else if (info->retries) {
+        snprintf(why, sizeof why, "Cholesky needed damping %g (%d retries)", info->damp, info->retries);
+        st = moeq_gptq_add_fallback(r, name, "damping", why, err);
+    }
+    r->gptq_matrices += !info->rtn_fallback;
+    return st;
+}
+
 /* The calibration subgroup (docs/STATS.md) whose Hessian is the input of the layer matrix named
  * name with cols columns, and its layer: attention's q/k/v (MLA: q_a, kv_a, or q_proj) read
  * attn_in, o reads attn_o, MLA's q_b and kv_b their normed latents (q_b_in, kv_b_in), shared and
@@ -443,7 +461,6 @@ static moeq_status layer_piece(moeq_gptq_run *r, const char *name, const float *
 {
     const int gg = codec->type == MOEQ_CODEC_GGML;
     moeq_status st;
-    char why[200];
     double t0 = moeq_now();
     if (r->rtn) {
         double *d = malloc((size_t)cols * sizeof *d);
@@ -475,14 +492,7 @@ static moeq_status layer_piece(moeq_gptq_run *r, const char *name, const float *
         moeq_gptq_hinv_free(h);
         if (st) return st;
     }
-    if (info.rtn_fallback) {
-        snprintf(why, sizeof why, "Cholesky failed up to damping %g: RTN", info.damp);
-        if ((st = moeq_gptq_add_fallback(r, name, "rtn", why, err))) return st;
-    } else if (info.retries) {
-        snprintf(why, sizeof why, "Cholesky needed damping %g (%d retries)", info.damp, info.retries);
-        if ((st = moeq_gptq_add_fallback(r, name, "damping", why, err))) return st;
-    }
-    r->gptq_matrices += !info.rtn_fallback;
+    if ((st = note_cholesky(r, name, &info, gg ? "the weighted search" : "RTN", err))) return st;
     r->seconds_gptq += moeq_now() - t0;
     return MOEQ_OK;
 }
@@ -587,14 +597,7 @@ moeq_status moeq_gptq_piece(void *user, const char *name, const float *w, int64_
         st = moeq_ggml_gptq((moeq_ggml_type)codec->gtype, w, rows, cols, H, &o, raw, NULL, &info, err);
         free(Hs);
         if (st) return st;
-        if (info.rtn_fallback) {
-            snprintf(why, sizeof why, "Cholesky failed up to damping %g: the weighted search", info.damp);
-            if ((st = moeq_gptq_add_fallback(r, name, "rtn", why, err))) return st;
-        } else if (info.retries) {
-            snprintf(why, sizeof why, "Cholesky needed damping %g (%d retries)", info.damp, info.retries);
-            if ((st = moeq_gptq_add_fallback(r, name, "damping", why, err))) return st;
-        }
-        r->gptq_matrices += !info.rtn_fallback;
+        if ((st = note_cholesky(r, name, &info, "the weighted search", err))) return st;
         r->seconds_gptq += moeq_now() - t0;
         return piece_report(r, x, kind, w, rows, cols, codec, raw, info.rtn_fallback ? 0 : info.damp, err);
     }

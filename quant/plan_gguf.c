@@ -93,6 +93,18 @@ static moeq_status layer_sum(moeq_calib_file *cf, int64_t l, int down, int64_t d
     return st;
 }
 
+/* Expert e of g widened into s->wf, and its calibration record (tokens, coverage flag). */
+static moeq_status load_expert(const moeq_model *m, const moeq_gguf_matrix *g, int64_t e, moeq_calib_file *cf, ws *s,
+                               int64_t *n_e, int *flag, moeq_error *err)
+{
+    moeq_mat v;
+    moeq_status st = moeq_model_expert(m, g->layer, e, g->proj, &v, err);
+    if (st) return st;
+    moeq_mat_to_f32(&v, 0, g->rows, s->wf);
+    moeq_mat_release(&v);
+    return moeq_calib_file_expert(cf, g->layer, e, n_e, flag, err);
+}
+
 /* Costs of every candidate of a routed-expert tensor. Experts flagged dead or undersampled are
  * costed with H_e + β·H̄ (β = (min_tokens − n_e)/N, H̄ the layer's sum over N rows, as plan's
  * hessian cost does: a dead expert is not free on other text) and quantized as the export does
@@ -105,13 +117,9 @@ static moeq_status expert_costs(const moeq_model *m, const moeq_gguf_matrix *g, 
     moeq_status st = MOEQ_OK;
     for (int j = 0; j < it->n_cand; j++) it->cost[j] = 0;
     for (int64_t e = 0; e < g->experts && !st; e++) {
-        moeq_mat v;
-        if ((st = moeq_model_expert(m, g->layer, e, g->proj, &v, err))) break;
-        moeq_mat_to_f32(&v, 0, rows, s->wf);
-        moeq_mat_release(&v);
         int64_t n_e = 0;
         int flag = 0;
-        if ((st = moeq_calib_file_expert(cf, g->layer, e, &n_e, &flag, err))) break;
+        if ((st = load_expert(m, g, e, cf, s, &n_e, &flag, err))) break;
         if ((st = moeq_calib_file_hessian(cf, g->layer, e, down, s->H, cols, NULL, err))) break;
         const double *Hq = s->H;
         if (flag != MOEQ_CALIB_OK) {
@@ -155,13 +163,9 @@ static moeq_status expert_measured(const moeq_model *m, const moeq_gguf_matrix *
     moeq_eval_opts eo = { .ctx = o->measure_ctx, .threads = o->threads };
     for (int j = 0; j < it->n_cand && !st; j++) {
         for (int64_t e = 0; e < g->experts && !st; e++) {
-            moeq_mat v;
-            if ((st = moeq_model_expert(m, g->layer, e, g->proj, &v, err))) break;
-            moeq_mat_to_f32(&v, 0, rows, s->wf);
-            moeq_mat_release(&v);
             int64_t n_e = 0;
             int flag = 0;
-            if ((st = moeq_calib_file_expert(cf, g->layer, e, &n_e, &flag, err))) break;
+            if ((st = load_expert(m, g, e, cf, s, &n_e, &flag, err))) break;
             const double *Hq = s->H;
             if (flag != MOEQ_CALIB_OK) {
                 if ((st = layer_sum(cf, g->layer, down, cols, s, err))) break;

@@ -8,8 +8,6 @@
 #include "moeq_dist.h"
 #include "moeq_model.h"
 #include "moeq_plan.h"
-#include "moeq_safetensors.h"
-#include "moeq_tokenizer.h"
 
 static const char *PLAN_HELP =
     "usage: moeq plan MODEL --budget B [--bits 2,3,4,8 | --codecs LIST]\n"
@@ -59,11 +57,9 @@ static void on_progress(void *user, int64_t done, int64_t total)
 int cmd_plan(int argc, char **argv)
 {
     tool_common tc = {0};
-    const char *model = NULL, *out = NULL, *spectral = NULL, *calib = NULL, *tokens_path = NULL, *text_path = NULL;
-    int64_t measure_max = 4096, ctx = 512, seed = 1;
-    int32_t *ids = NULL;
-    int64_t n_ids = 0;
-    moeq_model *m2 = NULL;
+    const char *model = NULL, *out = NULL, *spectral = NULL, *calib = NULL;
+    int64_t seed = 1;
+    tool_measure mo = TOOL_MEASURE_INIT;
     moeq_plan_opts o = { .bits = { 2, 3, 4, 8 }, .n_bits = 4, .group = 64, .gamma = 1.0, .damp = 0.01, .budget = -1 };
     moeq_tensor_rule rules[64];
     char *rule_buf[64];
@@ -131,14 +127,8 @@ int cmd_plan(int argc, char **argv)
             else if (!strcmp(v, "measured")) o.cost = MOEQ_COST_MEASURED;
             else if (!strcmp(v, "random")) o.cost = MOEQ_COST_RANDOM;
             else { tool_usage_error("plan", "--cost wants uniform, alphaq, hessian, measured or random"); goto out; }
-        } else if (!strcmp(a, "--tokens")) {
-            if (!(tokens_path = tool_value("plan", argc, argv, &i))) goto out;
-        } else if (!strcmp(a, "--text")) {
-            if (!(text_path = tool_value("plan", argc, argv, &i))) goto out;
-        } else if (!strcmp(a, "--measure-tokens")) {
-            if (!(v = tool_value("plan", argc, argv, &i)) || tool_parse_int("plan", a, v, 2, &measure_max)) goto out;
-        } else if (!strcmp(a, "--ctx")) {
-            if (!(v = tool_value("plan", argc, argv, &i)) || tool_parse_int("plan", a, v, 2, &ctx)) goto out;
+        } else if ((r = tool_measure_option("plan", argc, argv, &i, &mo)) != 0) {
+            if (r < 0) goto out;
         } else if (!strcmp(a, "--seed")) {
             if (!(v = tool_value("plan", argc, argv, &i)) || tool_parse_int("plan", a, v, 0, &seed)) goto out;
         } else if (!strcmp(a, "--gamma")) {
@@ -197,11 +187,7 @@ int cmd_plan(int argc, char **argv)
         tool_usage_error("plan", "--cost %s needs --calib F.h5", moeq_plan_cost_name(o.cost));
         goto out;
     }
-    if (measure && !tokens_path == !text_path) {
-        tool_usage_error("plan", "%s needs validation tokens: --tokens F or --text F (one of them)",
-                         o.gamma_auto ? "--gamma auto" : "--cost measured");
-        goto out;
-    }
+    if (measure && tool_measure_check("plan", &mo, o.gamma_auto ? "--gamma auto" : "--cost measured")) goto out;
     moeq_threads_init(tc.threads);
     o.spectral_path = spectral;
     o.calib_path = calib;
@@ -217,13 +203,11 @@ int cmd_plan(int argc, char **argv)
      * and gathered, docs/plan.md); errors are agreed so every rank returns the same exit code */
     moeq_status st = moeq_model_open(model, &m, &err);
     if (st == MOEQ_OK && measure) {   /* a second open gets the overrides */
-        st = moeq_model_open(model, &m2, &err);
-        if (st == MOEQ_OK && tokens_path) st = moeq_tokens_load(tokens_path, moeq_model_config(m)->vocab, &ids, &n_ids, &err);
-        if (st == MOEQ_OK && text_path) st = moeq_model_tokenize_file(m, text_path, &ids, &n_ids, &err);
-        o.measure_model = m2;
-        o.measure_tokens = ids;
-        o.measure_n = n_ids < measure_max ? n_ids : measure_max;
-        o.measure_ctx = ctx;
+        st = (moeq_status)tool_measure_load(&mo, model, m, &err);
+        o.measure_model = mo.model;
+        o.measure_tokens = mo.ids;
+        o.measure_n = mo.n;
+        o.measure_ctx = mo.ctx;
     }
     if ((st = moeq_dist_agree(st, &err)) != MOEQ_OK) { rc = tool_report("plan", &err); goto out; }
     st = moeq_plan_make(m, &o, &p, &err);
@@ -281,7 +265,6 @@ out:
     for (int i = 0; i < n_rules; i++) free(rule_buf[i]);
     moeq_plan_free(&p);
     moeq_model_close(m);
-    moeq_model_close(m2);
-    free(ids);
+    tool_measure_free(&mo);
     return rc;
 }

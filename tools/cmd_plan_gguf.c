@@ -7,8 +7,6 @@
 #include "moeq_core.h"
 #include "moeq_ggml.h"
 #include "moeq_plan_gguf.h"
-#include "moeq_safetensors.h"
-#include "moeq_tokenizer.h"
 
 static const char *PLAN_GGUF_HELP =
     "usage: moeq plan MODEL --target gguf --budget B [--cost hessian|measured|uniform] [--calib F.h5]\n"
@@ -43,10 +41,8 @@ static void on_progress(void *user, int64_t done, int64_t total)
 int cmd_plan_gguf(int argc, char **argv)
 {
     tool_common tc = {0};
-    const char *model = NULL, *out = NULL, *tokens_path = NULL, *text_path = NULL;
-    int64_t measure_max = 4096, ctx = 512, n_ids = 0;
-    int32_t *ids = NULL;
-    moeq_model *m2 = NULL;
+    const char *model = NULL, *out = NULL;
+    tool_measure mo = TOOL_MEASURE_INIT;
     moeq_gguf_plan_opts o = { .budget = -1, .cost = MOEQ_COST_HESSIAN };
     const char **pre = calloc((size_t)argc, sizeof *pre);
     int *pty = calloc((size_t)argc, sizeof *pty);
@@ -74,14 +70,8 @@ int cmd_plan_gguf(int argc, char **argv)
             else if (!strcmp(v, "hessian")) o.cost = MOEQ_COST_HESSIAN;
             else if (!strcmp(v, "measured")) o.cost = MOEQ_COST_MEASURED;
             else { tool_usage_error("plan", "--target gguf: --cost wants hessian, measured or uniform"); goto out; }
-        } else if (!strcmp(a, "--tokens")) {
-            if (!(tokens_path = tool_value("plan", argc, argv, &i))) goto out;
-        } else if (!strcmp(a, "--text")) {
-            if (!(text_path = tool_value("plan", argc, argv, &i))) goto out;
-        } else if (!strcmp(a, "--measure-tokens")) {
-            if (!(v = tool_value("plan", argc, argv, &i)) || tool_parse_int("plan", a, v, 2, &measure_max)) goto out;
-        } else if (!strcmp(a, "--ctx")) {
-            if (!(v = tool_value("plan", argc, argv, &i)) || tool_parse_int("plan", a, v, 2, &ctx)) goto out;
+        } else if ((r = tool_measure_option("plan", argc, argv, &i, &mo)) != 0) {
+            if (r < 0) goto out;
         } else if (!strcmp(a, "--calib")) {
             if (!(o.calib_path = tool_value("plan", argc, argv, &i))) goto out;
         } else if (!strcmp(a, "--reuse-costs")) {
@@ -127,10 +117,7 @@ int cmd_plan_gguf(int argc, char **argv)
         tool_usage_error("plan", "--cost %s needs --calib F.h5", moeq_plan_cost_name(o.cost));
         goto out;
     }
-    if (o.cost == MOEQ_COST_MEASURED && !o.reuse_path && !tokens_path == !text_path) {
-        tool_usage_error("plan", "--cost measured needs validation tokens: --tokens F or --text F (one of them)");
-        goto out;
-    }
+    if (o.cost == MOEQ_COST_MEASURED && !o.reuse_path && tool_measure_check("plan", &mo, "--cost measured")) goto out;
     if ((rc = tool_check_output("plan", out))) goto out;
     rc = 1;
     o.pin_regex = pre;
@@ -142,13 +129,11 @@ int cmd_plan_gguf(int argc, char **argv)
     moeq_status st = moeq_model_open(model, &m, &err);
     o.threads = moeq_threads();
     if (!st && o.cost == MOEQ_COST_MEASURED && !o.reuse_path) {   /* a second open gets the overrides */
-        st = moeq_model_open(model, &m2, &err);
-        if (!st && tokens_path) st = moeq_tokens_load(tokens_path, moeq_model_config(m)->vocab, &ids, &n_ids, &err);
-        if (!st && text_path) st = moeq_model_tokenize_file(m, text_path, &ids, &n_ids, &err);
-        o.measure_model = m2;
-        o.measure_tokens = ids;
-        o.measure_n = n_ids < measure_max ? n_ids : measure_max;
-        o.measure_ctx = ctx;
+        st = (moeq_status)tool_measure_load(&mo, model, m, &err);
+        o.measure_model = mo.model;
+        o.measure_tokens = mo.ids;
+        o.measure_n = mo.n;
+        o.measure_ctx = mo.ctx;
     }
     if (!st) st = moeq_gguf_plan_make(m, &o, &p, &err);
     if (!st && !(text = moeq_gguf_plan_json(&p, &o, m))) st = moeq_fail(&err, MOEQ_ERR_NOMEM, "out of memory for plan.json");
@@ -174,7 +159,6 @@ out:
     free(pty);
     moeq_gguf_plan_free(&p);
     moeq_model_close(m);
-    moeq_model_close(m2);
-    free(ids);
+    tool_measure_free(&mo);
     return rc;
 }

@@ -7,6 +7,9 @@
 #include <unistd.h>
 #include "moeq_core.h"
 #include "moeq_dist.h"
+#include "moeq_model.h"
+#include "moeq_safetensors.h"
+#include "moeq_tokenizer.h"
 
 #ifdef MOEQ_MPI
 #include <mpi.h>
@@ -107,4 +110,39 @@ FILE *tool_human(const tool_common *tc)
 {
     if (tc->quiet) return NULL;
     return tc->json ? stderr : stdout;
+}
+
+int tool_measure_option(const char *cmd, int argc, char **argv, int *i, tool_measure *mo)
+{
+    const char *a = argv[*i], *v;
+    if (!strcmp(a, "--tokens")) return (mo->tokens_path = tool_value(cmd, argc, argv, i)) ? 1 : -1;
+    if (!strcmp(a, "--text")) return (mo->text_path = tool_value(cmd, argc, argv, i)) ? 1 : -1;
+    if (!strcmp(a, "--measure-tokens"))
+        return (v = tool_value(cmd, argc, argv, i)) && !tool_parse_int(cmd, a, v, 2, &mo->max_tokens) ? 1 : -1;
+    if (!strcmp(a, "--ctx")) return (v = tool_value(cmd, argc, argv, i)) && !tool_parse_int(cmd, a, v, 2, &mo->ctx) ? 1 : -1;
+    return 0;
+}
+
+int tool_measure_check(const char *cmd, const tool_measure *mo, const char *what)
+{
+    if (!mo->tokens_path != !mo->text_path) return 0;
+    return tool_usage_error(cmd, "%s needs validation tokens: --tokens F or --text F (one of them)", what);
+}
+
+int tool_measure_load(tool_measure *mo, const char *path, const moeq_model *m, moeq_error *err)
+{
+    int64_t n = 0;
+    moeq_status st = moeq_model_open(path, &mo->model, err);
+    if (!st && mo->tokens_path) st = moeq_tokens_load(mo->tokens_path, moeq_model_config(m)->vocab, &mo->ids, &n, err);
+    if (!st && mo->text_path) st = moeq_model_tokenize_file(m, mo->text_path, &mo->ids, &n, err);
+    mo->n = n < mo->max_tokens ? n : mo->max_tokens;
+    return (int)st;
+}
+
+void tool_measure_free(tool_measure *mo)
+{
+    moeq_model_close(mo->model);
+    free(mo->ids);
+    mo->model = NULL;
+    mo->ids = NULL;
 }

@@ -40,6 +40,24 @@ int tool_print_json(json_t *obj);
 /* Human text goes to stdout without --json and to stderr with it; nothing with -q. */
 FILE *tool_human(const tool_common *tc);
 
+/* plan's measured costs (docs/plan.md): --tokens F | --text F, --measure-tokens N, --ctx N. */
+struct moeq_model;
+typedef struct tool_measure {
+    const char *tokens_path, *text_path;
+    int64_t max_tokens, ctx;            /* defaults 4096, 512 */
+    struct moeq_model *model;           /* the second open that gets the overrides */
+    int32_t *ids;
+    int64_t n;                          /* tokens used: min(loaded, max_tokens) */
+} tool_measure;
+#define TOOL_MEASURE_INIT { NULL, NULL, 4096, 512, NULL, NULL, 0 }
+/* Consumes one of those options at argv[*i]: 1 if consumed, 0 if not, -1 on a bad value. */
+int tool_measure_option(const char *cmd, int argc, char **argv, int *i, tool_measure *mo);
+/* 0 when exactly one of --tokens/--text was given, else a usage error (1) naming what needs them. */
+int tool_measure_check(const char *cmd, const tool_measure *mo, const char *what);
+/* Opens path again (mo->model) and loads the tokens with m's vocabulary or tokenizer. */
+int tool_measure_load(tool_measure *mo, const char *path, const struct moeq_model *m, moeq_error *err);
+void tool_measure_free(tool_measure *mo);
+
 int cmd_inspect(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_bench_eval(int argc, char **argv);
