@@ -275,6 +275,7 @@ static void test_forward_and_export(void)
     moeq_gguf_export_result gr = {0};
     CHECK(P && moeq_gguf_export(P, gpath, &go, &gr, &e) == MOEQ_OK);
     json_decref(gr.fallbacks);
+    json_decref(gr.damps);
     moeq_gguf *g = NULL;
     CHECK(moeq_gguf_open(gpath, &g, &e) == MOEQ_OK);
     const moeq_pack *pk = P ? moeq_model_pack(P) : NULL;
