@@ -205,6 +205,10 @@ typedef struct moeq_gptq_run {
     int Hc_kind;
     int64_t Hc_rows, Hpool_rows[2];
     double H_damp;            /* the damping the cached factorization was asked for */
+    /* the last layer subgroup's Hessian read (q, k and v share attn_in; gate and up their input) */
+    double *Hg;
+    const char *Hg_group;     /* NULL: none */
+    int64_t Hg_layer, Hg_dim, Hg_rows;
 } moeq_gptq_run;
 
 /* Adds a piece's note (from its owner or a checkpoint) to r's per-layer report. */

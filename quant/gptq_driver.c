@@ -512,16 +512,22 @@ moeq_status moeq_gptq_piece(void *user, const char *name, const float *w, int64_
         int64_t gl = -1;
         const char *grp = r->calib ? layer_group(r->m, name, cols, &gl) : NULL;
         if (grp) {
-            double *Hg = malloc((size_t)(cols * cols) * sizeof *Hg);
-            if (!Hg) return moeq_fail(err, MOEQ_ERR_NOMEM, "out of memory for the Hessian of '%s'", name);
-            int64_t grows = 0;
-            moeq_error e2;
-            moeq_status sg = moeq_calib_file_group_hessian(r->calib, gl, grp, Hg, cols, &grows, &e2);
-            if (sg == MOEQ_OK && grows > 0) sg = layer_piece(r, name, w, rows, cols, codec, Hg, raw, err);
-            else if (sg && sg != MOEQ_ERR_NOT_FOUND) *err = e2;
-            free(Hg);
-            if (sg == MOEQ_OK && grows > 0) return MOEQ_OK;
-            if (sg && sg != MOEQ_ERR_NOT_FOUND) return sg;
+            moeq_status sg = MOEQ_OK;
+            if (r->Hg_group != grp || r->Hg_layer != gl || r->Hg_dim != cols) {   /* read once per subgroup */
+                free(r->Hg);
+                r->Hg_group = NULL;
+                if (!(r->Hg = malloc((size_t)(cols * cols) * sizeof *r->Hg)))
+                    return moeq_fail(err, MOEQ_ERR_NOMEM, "out of memory for the Hessian of '%s'", name);
+                moeq_error e2;
+                r->Hg_rows = 0;
+                sg = moeq_calib_file_group_hessian(r->calib, gl, grp, r->Hg, cols, &r->Hg_rows, &e2);
+                if (sg && sg != MOEQ_ERR_NOT_FOUND) { *err = e2; return sg; }
+                if (sg == MOEQ_ERR_NOT_FOUND) r->Hg_rows = 0;   /* remembered as missing */
+                r->Hg_group = grp;
+                r->Hg_layer = gl;
+                r->Hg_dim = cols;
+            }
+            if (r->Hg_rows > 0) return layer_piece(r, name, w, rows, cols, codec, r->Hg, raw, err);
         }
         char why[160];
         snprintf(why, sizeof why, grp ? "no %s Hessian in the calibration file (calibrate --scope all)"
@@ -643,8 +649,9 @@ void moeq_gptq_run_free(moeq_gptq_run *r)
 {
     moeq_gptq_hinv_free(r->hinv);
     r->hinv = NULL;
-    free(r->Hc); free(r->Hv); free(r->Hpool[0]); free(r->Hpool[1]);
-    r->Hc = r->Hv = r->Hpool[0] = r->Hpool[1] = NULL;
+    free(r->Hc); free(r->Hv); free(r->Hpool[0]); free(r->Hpool[1]); free(r->Hg);
+    r->Hc = r->Hv = r->Hpool[0] = r->Hpool[1] = r->Hg = NULL;
+    r->Hg_group = NULL;
     free(r->layers);
     r->layers = NULL;
     free(r->choices);

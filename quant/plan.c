@@ -86,6 +86,7 @@ static moeq_status load_matrix(const moeq_expert_mat *x, moeq_calib_file *calib,
     int64_t rows = x->mat.rows, cols = x->mat.cols, ntok;
     int flag, down = x->proj == MOEQ_PROJ_DOWN;
     moeq_status st;
+    if (!calib) goto widen;   /* a quantizer that takes no Hessian (plain RTN) */
     if ((st = moeq_calib_file_expert(calib, x->layer, x->expert, &ntok, &flag, err))) return st;
     if ((st = moeq_calib_file_hessian(calib, x->layer, x->expert, down, w->H, cols, NULL, err))) return st;
     if (flag != MOEQ_CALIB_OK) {
@@ -96,6 +97,7 @@ static moeq_status load_matrix(const moeq_expert_mat *x, moeq_calib_file *calib,
         double beta = rows_all > 0 ? (double)(min_tokens - ntok) / (double)rows_all : 0;
         for (int64_t t = 0; t < cols * cols; t++) w->H[t] += beta * w->Hm[t];
     }
+widen:
     moeq_mat_to_f32(&x->mat, 0, rows, w->wf);
     moeq_mat_release(&x->mat);   /* widened: the mapped pages are done with */
     return MOEQ_OK;
@@ -316,11 +318,14 @@ static moeq_status measured_costs(const moeq_model *m, const moeq_expert_mat *ma
                 if (mats[fm[f]].layer == l && (int)mats[fm[f]].proj == p) gi[ng++] = f;
             if (ng == 0) continue;
             for (int j = 0; j < k && st == MOEQ_OK; j++) {
+                /* the Hessian is read only for the quantizers that use it (GPTQ, ggml's weighted search) */
+                const moeq_codec cj = moeq_plan_candidate(o, j);
+                moeq_calib_file *hc = o->hessian_gptq || cj.type == MOEQ_CODEC_GGML ? calib : NULL;
                 for (int64_t g = 0; g < ng && st == MOEQ_OK; g++) {
                     const moeq_expert_mat *x = &mats[fm[gi[g]]];
                     size_t nw = (size_t)(x->mat.rows * x->mat.cols);
                     if (!(buf[g] = malloc(nw * sizeof **buf))) { st = moeq_fail(err, MOEQ_ERR_NOMEM, "out of memory"); break; }
-                    if ((st = load_matrix(x, calib, min_tokens, w, err)) || (st = quantize_candidate(x, o, j, w, err))) break;
+                    if ((st = load_matrix(x, hc, min_tokens, w, err)) || (st = quantize_candidate(x, o, j, w, err))) break;
                     memcpy(buf[g], w->wq, nw * sizeof **buf);
                     st = moeq_model_set_override(mm, x->layer, x->expert, x->proj, buf[g], err);
                 }
@@ -409,18 +414,22 @@ static moeq_status choose_gamma(const moeq_model *m, const moeq_expert_mat *mats
     double best = -2;
     for (int t = 0; t < ngam; t++) {
         double rho = 0;
+        /* the groups' sensitivities (the same for every candidate), packed to the groups present */
+        int64_t q = 0;
+        for (int64_t g = 0; g < ng; g++) A[g] = 0;
+        for (int64_t f = 0; f < nf; f++) {
+            const moeq_expert_mat *x = &mats[fm[f]];
+            size_t ai = (size_t)((x->layer * cf->n_experts + x->expert) * 3 + x->proj);
+            double a = alpha[ai], v = isfinite(var[ai]) ? var[ai] : 0;
+            double sv = isfinite(a) && a > 0 ? pow(med / a, gs[t]) : 1.0;
+            A[x->layer * 3 + x->proj] += (double)(x->mat.rows * x->mat.cols) * sv * v;
+        }
+        for (int64_t g = 0; g < ng; g++)
+            if (has[g]) A[q++] = A[g];
         for (int j = 0; j < k; j++) {
-            int64_t q = 0;
-            for (int64_t g = 0; g < ng; g++) A[g] = 0;
-            for (int64_t f = 0; f < nf; f++) {
-                const moeq_expert_mat *x = &mats[fm[f]];
-                size_t ai = (size_t)((x->layer * cf->n_experts + x->expert) * 3 + x->proj);
-                double a = alpha[ai], v = isfinite(var[ai]) ? var[ai] : 0;
-                double sv = isfinite(a) && a > 0 ? pow(med / a, gs[t]) : 1.0;
-                A[x->layer * 3 + x->proj] += (double)(x->mat.rows * x->mat.cols) * sv * v;
-            }
+            int64_t p = 0;
             for (int64_t g = 0; g < ng; g++)
-                if (has[g]) { A[q] = A[g]; G[q] = gk[g * k + j]; q++; }
+                if (has[g]) G[p++] = gk[g * k + j];
             rho += spearman(A, G, q, ra, rb, ix) / k;
         }
         out->gamma_rho[t] = rho;
