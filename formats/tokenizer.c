@@ -773,6 +773,13 @@ static moeq_status load_model(lctx *c, json_t *m)
     }
     size_t nm = json_is_array(merges) ? json_array_size(merges) : 0;
     if (merges && !json_is_array(merges)) return bad(c, MOEQ_ERR_FORMAT, "model.merges", "not an array%s", NULL);
+    /* "merge_ranks" (moeq's, not a tokenizers key): the rank of each merge, where merges may
+     * share one and the leftmost pair of the lowest rank goes first. The tokenizer rebuilt from
+     * a SentencePiece GGUF (formats/gguf_tokenizer.c) gives tokens of equal score one rank, as
+     * llama.cpp's SPM merges them leftmost first. Without it, merge i has rank i. */
+    json_t *ranks = json_object_get(m, "merge_ranks");
+    if (ranks && !(json_is_array(ranks) && json_array_size(ranks) == nm))
+        return bad(c, MOEQ_ERR_FORMAT, "model.merge_ranks", "must be an array of one rank per merge%s", NULL);
     size_t cap = 16;
     while (cap < nm * 2 + 2) cap *= 2;
     t->merges.cap = cap;
@@ -828,7 +835,12 @@ static moeq_status load_model(lctx *c, json_t *m)
         while (t->merges.rank[j] >= 0 && t->merges.key[j] != k) j = (j + 1) & (cap - 1);
         /* tokenizers collects the merges into a HashMap: a repeated pair keeps the last rank */
         t->merges.key[j] = k;
-        t->merges.rank[j] = (int32_t)i;
+        json_t *rk = ranks ? json_array_get(ranks, i) : NULL;
+        if (rk && !(json_is_integer(rk) && json_integer_value(rk) >= 0 && json_integer_value(rk) < INT32_MAX)) {
+            free(cat.p);
+            return bad(c, MOEQ_ERR_FORMAT, where, "merge_ranks entry is not an integer in [0, 2^31-1)%s", NULL);
+        }
+        t->merges.rank[j] = rk ? (int32_t)json_integer_value(rk) : (int32_t)i;
         t->merges.id[j] = inew;
     }
     free(cat.p);
