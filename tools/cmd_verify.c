@@ -9,6 +9,7 @@
 #include "moeq_safetensors.h"
 #include "moeq_pack.h"
 #include "moeq_gguf.h"
+#include "moeq_tokenizer.h"
 
 static const char *VERIFY_HELP =
     "usage: moeq verify PATH [--tokens [--vocab N]] [--json] [-q] [--threads N]\n\n"
@@ -114,6 +115,18 @@ int cmd_verify(int argc, char **argv)
             moeq_model_close(m);
         }
         if (st == MOEQ_OK) st = moeq_gguf_check_finite(g, &err);
+        if (st == MOEQ_OK && moeq_gguf_find_kv(g, "tokenizer.ggml.model")) {
+            /* the tokenizer as --text reads it (tokenizer.huggingface.json, else rebuilt from
+             * tokenizer.ggml.*): broken metadata fails; a kind moeq does not rebuild does not */
+            moeq_tokenizer *tok = NULL;
+            moeq_error terr = {0};
+            moeq_status ts = moeq_gguf_tokenizer(g, &tok, &terr);
+            moeq_tokenizer_free(tok);
+            if (ts != MOEQ_OK && ts != MOEQ_ERR_UNSUPPORTED) {
+                st = ts;
+                err = terr;
+            }
+        }
         if (st == MOEQ_OK) {
             count = (int64_t)moeq_gguf_ntensors(g);
             bytes = moeq_gguf_size(g);

@@ -34,7 +34,7 @@ def kv_bytes(key, t, v):
         et, items = v
         out += struct.pack("<iQ", et, len(items))
         for it in items:
-            out += s(it) if et == STR else struct.pack("<i", it)
+            out += s(it) if et == STR else struct.pack("<f" if et == F32 else "<i", it)
     return out
 
 
@@ -53,7 +53,9 @@ class Rng:   # xorshift64*: the same weights every run, no numpy
 H, HEADS, KV, HD, E, K, I, V, L = 32, 2, 1, 16, 2, 1, 32, 8, 1
 
 
-def model():
+def model(tok=None):
+    """tok: (tokenizer kvs, vocab size) in place of the 8-token byte-level vocabulary"""
+    nv = tok[1] if tok else V
     kvs = [("general.architecture", STR, "qwen3moe"),
            ("qwen3moe.block_count", U32, L), ("qwen3moe.context_length", U32, 64),
            ("qwen3moe.embedding_length", U32, H), ("qwen3moe.feed_forward_length", U32, I),
@@ -65,7 +67,9 @@ def model():
            ("tokenizer.ggml.model", STR, "gpt2"),
            ("tokenizer.ggml.tokens", ARR, (STR, ["a", "b", "c", "d", "e", "f", "g", "h"])),
            ("tokenizer.ggml.token_type", ARR, (I32, [1] * V))]
-    ts = [("token_embd.weight", [H, V]), ("output_norm.weight", [H]), ("output.weight", [H, V]),
+    if tok:
+        kvs = [kv for kv in kvs if not kv[0].startswith("tokenizer.")] + tok[0]
+    ts = [("token_embd.weight", [H, nv]), ("output_norm.weight", [H]), ("output.weight", [H, nv]),
           ("blk.0.attn_norm.weight", [H]), ("blk.0.ffn_norm.weight", [H]),
           ("blk.0.attn_q.weight", [H, HEADS * HD]), ("blk.0.attn_k.weight", [H, KV * HD]),
           ("blk.0.attn_v.weight", [H, KV * HD]), ("blk.0.attn_output.weight", [HEADS * HD, H]),
@@ -175,6 +179,26 @@ def main():
     nan = [list(t) for t in ts]
     nan[13][3] = nan[13][3][:40] + struct.pack("<f", float("nan")) + nan[13][3][44:]
     case("nan_weight.gguf", build(kvs, nan), "MOEQ_ERR_NUMERIC", 3, "'blk.0.ffn_up_exps.weight'|value 10 of row 0 is NaN")
+    # SentencePiece ('llama') tokenizer metadata, as the tokenizer --text rebuilds reads it
+    # (formats/gguf_tokenizer.c): specials, the 256 byte tokens, a merge
+    toks = ["<unk>", "<s>", "</s>"] + ["<0x%02X>" % b for b in range(256)] + ["\u2581", "a", "\u2581a"]
+    nv = len(toks)
+    types = [2, 3, 3] + [6] * 256 + [1, 1, 1]
+    scores = [0.0] * (nv - 1) + [-1.0]
+    def spm(drop=None, **over):
+        kv = {"tokenizer.ggml.model": (STR, "llama"), "tokenizer.ggml.tokens": (ARR, (STR, toks)),
+              "tokenizer.ggml.token_type": (ARR, (I32, types)), "tokenizer.ggml.scores": (ARR, (F32, scores))}
+        kv.update(over)
+        return model(([(k, t, v) for k, (t, v) in kv.items() if k != drop], nv))
+    case("spm_valid.gguf", build(*spm()), "MOEQ_OK", 0, "")
+    case("spm_no_scores.gguf", build(*spm("tokenizer.ggml.scores")), "MOEQ_ERR_FORMAT", 2,
+         "tokenizer.ggml.model 'llama' without tokenizer.ggml.scores")
+    case("spm_scores_short.gguf", build(*spm(**{"tokenizer.ggml.scores": (ARR, (F32, scores[:-1]))})), "MOEQ_ERR_FORMAT", 2,
+         "tokenizer.ggml.scores must be %d FLOAT32 (or INT32) values" % nv)
+    case("spm_nan_score.gguf", build(*spm(**{"tokenizer.ggml.scores": (ARR, (F32, [float("nan")] + scores[1:]))})),
+         "MOEQ_ERR_FORMAT", 2, "tokenizer.ggml.scores[0] (token '<unk>') is NaN")
+    case("spm_duplicate_token.gguf", build(*spm(**{"tokenizer.ggml.tokens": (ARR, (STR, toks[:-1] + ["a"]))})),
+         "MOEQ_ERR_FORMAT", 2, "token %d 'a' repeats token %d" % (nv - 1, nv - 2))
     with open(os.path.join(ROOT, "expected.tsv"), "w") as f:
         f.write("# path (relative to this directory)\tstatus\texit\tfragments (|-separated)\n")
         for c in CASES:
@@ -182,7 +206,8 @@ def main():
     with open(os.path.join(ROOT, "README.md"), "w") as f:
         f.write("# Broken GGUF files\n\nWritten by `python3 tests/broken/make_broken_gguf.py`; each must give the exit code and\n"
                 "message fragments of `expected.tsv` from `moeq verify` (tests/cli/test_gguf.sh). Rules G-n:\n"
-                "docs/FORMAT-gguf.md. `valid.gguf` is a 1-layer qwen3moe model (hidden 32, 2 experts) in F32.\n")
+                "docs/FORMAT-gguf.md. `valid.gguf` is a 1-layer qwen3moe model (hidden 32, 2 experts) in F32;\n"
+                "`spm_*.gguf` the same model with a SentencePiece (`llama`) vocabulary of 262 tokens.\n")
 
 
 main()
