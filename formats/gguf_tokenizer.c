@@ -19,10 +19,11 @@
  *   would merge fallback bytes), a missing <0xXX>, two special tokens that overlap (a suffix of
  *   one is a prefix of the other; llama.cpp matches the longest token first everywhere,
  *   tokenizers leftmost-longest; runs of one character are exempt, both give the same), and
- *   Phi-3 names (general.name: llama.cpp strips ASCII whitespace after special tokens). A `llama`
- *   vocabulary without tokenizer.ggml.scores (llama.cpp would merge with every score 0) is
- *   refused as broken (MOEQ_ERR_FORMAT), as are duplicate tokens, which llama.cpp's
- *   loader rejects. */
+ *   Phi-3 names (general.name: llama.cpp strips ASCII whitespace after special tokens), tokens
+ *   that are not UTF-8 or hold a NUL. Empty tokens are named [EMPTY_i] as llama.cpp names them.
+ *   A `llama` vocabulary without tokenizer.ggml.scores (llama.cpp would merge with every score
+ *   0), a NaN score and duplicate tokens (llama.cpp's loader rejects them) are broken input
+ *   (MOEQ_ERR_FORMAT). docs/FORMAT-gguf.md lists every case. */
 #include "moeq_gguf.h"
 #include "moeq_tokenizer.h"
 

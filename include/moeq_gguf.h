@@ -95,7 +95,8 @@ int moeq_gguf_arr_str(const moeq_gguf_kv *kv, uint64_t i, const char **s, uint64
 const char *moeq_gguf_vtype_name(int t);
 
 /* A tokenizer.json (malloc'ed text) rebuilt from tokenizer.ggml.* (formats/gguf_tokenizer.c):
- * byte-level BPE with a pre-tokenizer of moeq's table only; else MOEQ_ERR_UNSUPPORTED. */
+ * byte-level BPE (`gpt2`) with a pre-tokenizer of moeq's table, SentencePiece (`llama`) as
+ * llama.cpp's SPM merges by score; else MOEQ_ERR_UNSUPPORTED. */
 moeq_status moeq_gguf_tokenizer_json(const moeq_gguf *g, char **out, size_t *len, moeq_error *err);
 /* The tokenizer of a GGUF: tokenizer.huggingface.json when present, else the rebuilt one. */
 struct moeq_tokenizer;
