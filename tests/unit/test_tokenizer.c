@@ -251,6 +251,8 @@ static void test_broken_catalogue(void)
         {"{\"model\":{\"type\":\"BPE\",\"vocab\":{}},\"normalizer\":{\"type\":7}}", "normalizer: missing 'type'", MOEQ_ERR_FORMAT},
         {"{\"model\":{\"type\":\"BPE\",\"vocab\":{}},\"added_tokens\":[{\"id\":-3,\"content\":\"x\"}]}", "added_tokens[0]: 'id'", MOEQ_ERR_FORMAT},
         {"{\"model\":{\"type\":\"BPE\",\"vocab\":{}},\"added_tokens\":[{\"id\":3,\"content\":\"\"}]}", "added_tokens[0]: 'content'", MOEQ_ERR_FORMAT},
+        {"{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0,\"aa\":1},\"merges\":[[\"a\",\"a\"]],\"merge_ranks\":[]}}", "model.merge_ranks: must be an array of one rank per merge", MOEQ_ERR_FORMAT},
+        {"{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0,\"aa\":1},\"merges\":[[\"a\",\"a\"]],\"merge_ranks\":[-1]}}", "model.merges[0]: merge_ranks entry is not an integer", MOEQ_ERR_FORMAT},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         moeq_tokenizer *t = NULL;
@@ -266,6 +268,30 @@ static void test_broken_catalogue(void)
     CHECK(moeq_tokenizer_load("tests/fixtures/no-such-model", &t, &err) == MOEQ_ERR_NOT_FOUND);
     CHECK(moeq_tokenizer_load(FIXTURES "/tokenizers", &t, &err) == MOEQ_ERR_NOT_FOUND);
     CHECK(strstr(err.detail, "no tokenizer.json") != NULL);
+}
+
+/* model.merge_ranks (moeq's): merges of one rank go leftmost first, as llama.cpp's SPM merges
+ * tokens of equal score; without it merge i has rank i */
+static void test_merge_ranks(void)
+{
+    static const char *const js[] = {
+        "{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0,\"b\":1,\"ab\":2,\"ba\":3},\"merges\":[[\"a\",\"b\"],[\"b\",\"a\"]]}}",
+        "{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0,\"b\":1,\"ab\":2,\"ba\":3},\"merges\":[[\"a\",\"b\"],[\"b\",\"a\"]],"
+        "\"merge_ranks\":[0,0]}}",
+    };
+    static const int32_t want[2][2] = { { 1, 2 }, { 3, 1 } };   /* "bab": b|ab by rank, ba|b leftmost */
+    for (int k = 0; k < 2; k++) {
+        moeq_tokenizer *t = NULL;
+        moeq_error err = {0};
+        int32_t *ids = NULL;
+        int64_t n = 0;
+        CHECK(moeq_tokenizer_parse(js[k], strlen(js[k]), "ranks.json", &t, &err) == MOEQ_OK);
+        CHECK(t && moeq_tokenize(t, "bab", 3, 0, &ids, &n, &err) == MOEQ_OK);
+        CHECK_MSG(n == 2 && ids[0] == want[k][0] && ids[1] == want[k][1], "case %d: %lld ids, %d %d", k, (long long)n,
+                  n > 0 ? ids[0] : -1, n > 1 ? ids[1] : -1);
+        free(ids);
+        moeq_tokenizer_free(t);
+    }
 }
 
 int main(void)
@@ -285,6 +311,7 @@ int main(void)
     RUN_TEST(test_round_trip);
     RUN_TEST(test_invalid_utf8);
     RUN_TEST(test_broken_catalogue);
+    RUN_TEST(test_merge_ranks);
     json_decref(refs);
     HARNESS_EXIT();
 }
