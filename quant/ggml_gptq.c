@@ -1,7 +1,10 @@
-/* GPTQ on ggml's block grids (issue 12): the grid of every block is fixed first (scales and
- * mins from the weighted search with diag(H) as importances: K-quant super-block scales are
- * quantized integers times one f16 per 256 columns, so they cannot follow the sweep), then
- * quant/gptq.c's column sweep with those grids: each value goes to the nearest point of its
+/* GPTQ on ggml's block grids (issue 12): quant/gptq.c's column sweep on a block's grid (scales
+ * and mins from the weighted search with diag(H) as importances; K-quant super-block scales are
+ * quantized integers times one f16 per 256 columns, so a grid is chosen a whole block at a
+ * time). In column order each block's grid is searched when the sweep reaches it, on the values
+ * as the earlier columns' errors left them (GPTQ's dynamic groups: every column of the block is
+ * up to date then, the lazy updates having reached it); with act order the grids are searched
+ * once on the original rows (static groups). Each value goes to the nearest point of its
  * block's grid, the error is fed forward through the Cholesky factor of (H + λI)⁻¹ with lazy
  * block updates (one dgemm per 128 columns). Rows go in fixed blocks of 64 over the threads. */
 #include "moeq_ggml.h"
