@@ -39,7 +39,7 @@ FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
 LIB      := $(BUILD)/libmoeq.a
 MOEQ     := $(BIN)/moeq
 
-.PHONY: all build lib tests test test-rel test-asan demo fuzz fuzz-replay bench bench-memory bench-scale bench-mpi results results-gguf clean deps deps-test
+.PHONY: all build lib tests test test-rel test-asan demo fuzz fuzz-replay bench bench-memory bench-export bench-scale bench-mpi results results-gguf clean deps deps-test
 # Dependencies are checked (and installed when root) before a second make reads the compiler
 # flags from pkg-config: on a fresh machine they do not exist when this Makefile is parsed.
 all: deps
@@ -141,6 +141,12 @@ BENCH_MODEL ?= /work/big/q15
 bench-memory: all
 	@$(MAKE) --no-print-directory $(BUILD)/bench/make_shaped
 	@bench/bench_memory.sh $(BENCH_MODEL)
+
+# issue 12's export benchmark: export gguf --method gptq (Q4_K, --scope all) of the Qwen1.5-MoE
+# shapes, 4- and 1-layer copies measured, 24 layers extrapolated (docs/bench.md; ~25 min, 12 GB)
+bench-export: all
+	@$(MAKE) --no-print-directory $(BUILD)/bench/make_shaped
+	@bench/bench_export.sh $(or $(BENCH_EXPORT_MODEL),/work/big/q15-l4)
 
 # issue 14's scale benchmark: a DeepSeek-V2-Lite-shaped checkpoint (MLA, 64 + 2 experts, 27
 # layers, 31.4 GB bf16) and its FP8 copy (16.6 GB), generated when absent: inspect, FARMS spectra

@@ -322,6 +322,8 @@ typedef struct out_tensor {
     int type;
     int is_expert, is_router;
     const char *fallback_from;  /* the requested type when the row size forced another */
+    const char *group;          /* K_MAT of a layer: the calibration subgroup of its input (mat_tab) */
+    int head;                   /* K_MAT: 1 token_embd, 2 output, 0 a layer's matrix */
 } out_tensor;
 
 typedef struct ex {
@@ -336,6 +338,8 @@ typedef struct ex {
     moeq_calib_file *calib;
     double *hbuf;
     float *imp;
+    double *h2;                 /* a 2-D matrix's subgroup Hessian, h2_dim² */
+    int64_t h2_dim;
     json_t *fallbacks;
     unsigned char *plan_used;   /* [o->n_plan]: the plan's entry named a tensor of the file */
     int64_t kv_repeat;          /* > 1: olmoe's grouped KV heads written as heads (MHA) */
@@ -454,12 +458,31 @@ static moeq_status add_vec(ex *x, const char *name, int64_t l, const moeq_vec *v
     return choose_type(x, t, 0);
 }
 
+/* A layer's 2-D matrices: the model's view (moeq_model_set_override's proj) and the calibration
+ * subgroup whose Σ x xᵀ is the input Hessian of the matrix (docs/STATS.md). */
+static const struct { const char *name; moeq_proj proj; const char *group; } mat_tab[] = {
+    { "attn_q.weight", MOEQ_PROJ_Q, "attn_in" },          { "attn_k.weight", MOEQ_PROJ_K, "attn_in" },
+    { "attn_v.weight", MOEQ_PROJ_V, "attn_in" },          { "attn_output.weight", MOEQ_PROJ_O, "attn_o" },
+    { "attn_q_a.weight", MOEQ_PROJ_Q_A, "attn_in" },      { "attn_q_b.weight", MOEQ_PROJ_Q_B, "q_b_in" },
+    { "attn_kv_a_mqa.weight", MOEQ_PROJ_KV_A, "attn_in" }, { "attn_kv_b.weight", MOEQ_PROJ_KV_B, "kv_b_in" },
+    { "ffn_gate_shexp.weight", MOEQ_PROJ_SHARED_GATE, "shared_in" },
+    { "ffn_up_shexp.weight", MOEQ_PROJ_SHARED_UP, "shared_in" },
+    { "ffn_down_shexp.weight", MOEQ_PROJ_SHARED_DOWN, "shared_down" },
+    { "ffn_gate.weight", MOEQ_PROJ_DENSE_GATE, "dense_in" }, { "ffn_up.weight", MOEQ_PROJ_DENSE_UP, "dense_in" },
+    { "ffn_down.weight", MOEQ_PROJ_DENSE_DOWN, "dense_down" },
+};
+
 static moeq_status add_mat(ex *x, const char *name, int64_t l, const moeq_mat *v, int64_t perm, int router)
 {
     if (!v->data) return MOEQ_OK;
     out_tensor *t = push(x, name, l);
     if (!t) return moeq_fail(x->err, MOEQ_ERR_NOMEM, "export: out of memory");
     t->kind = K_MAT;
+    t->layer = l;
+    t->head = l < 0 ? (!strcmp(name, "token_embd.weight") ? 1 : 2) : 0;
+    t->proj = MOEQ_PROJ_COUNT;
+    for (size_t i = 0; l >= 0 && i < sizeof mat_tab / sizeof mat_tab[0]; i++)
+        if (!strcmp(name, mat_tab[i].name)) { t->proj = mat_tab[i].proj; t->group = mat_tab[i].group; }
     t->mat = *v;
     t->nd = v->rows == 1 ? 1 : 2;   /* qwen2moe's shared-expert gate is {n_embd} */
     t->ne[0] = v->cols;
@@ -761,13 +784,24 @@ static const float *expert_imp(ex *x, int64_t l, int64_t e, moeq_proj p, int64_t
     return NULL;
 }
 
+/* The source row of GGUF row r of a K_MAT of rows source rows: llama's q/k permutation (GGUF
+ * row r of a head is HF row j*hd/2 + i for r = 2i + j), olmoe's kv_expand (query head h reads KV
+ * head h / g). */
+static int64_t source_row(const out_tensor *t, int64_t rows, int64_t r)
+{
+    const int64_t g = t->kv_repeat > 1 ? t->kv_repeat : 1;
+    if (g > 1) return r / t->kv_hd / g * t->kv_hd + r % t->kv_hd;
+    if (!t->permute_heads) return r;
+    const int64_t hd = rows / t->permute_heads, h = r / hd, k = r % hd;
+    return h * hd + (k % 2) * (hd / 2) + k / 2;
+}
+
 /* Writes rows [0, rows) of v as type t (q/k rows permuted when heads > 0). */
 static moeq_status write_mat(ex *x, moeq_gguf_writer *w, const out_tensor *t, const moeq_mat *v, const float *imp,
                              float *row, unsigned char *obuf)
 {
     const int64_t rows = v->rows, cols = v->cols;
     const uint64_t ob = moeq_gguf_row_bytes(t->type, cols);
-    const int hd = t->permute_heads ? (int)(rows / t->permute_heads) : 0;
     const int st_type = source_type(v);
     int qmap = v->q ? moeq_gguf_codec_maps(v->q->bits, v->q->group, v->q->sym, cols) : -1;
     if (v->q && qmap != t->type && !x->o->requantize && t->type != 0 && t->type != 1 && t->type != 30) {
@@ -787,12 +821,7 @@ static moeq_status write_mat(ex *x, moeq_gguf_writer *w, const out_tensor *t, co
                          moeq_gguf_type_get(t->type)->name, t->name);
     const int64_t g = t->kv_repeat > 1 ? t->kv_repeat : 1;
     for (int64_t r = 0; r < rows * g; r++) {
-        int64_t sr = r;   /* GGUF row r of a head is HF row j*hd/2 + i for r = 2i + j */
-        if (hd) {
-            int64_t h = r / hd, k = r % hd;
-            sr = h * hd + (k % 2) * (hd / 2) + k / 2;
-        }
-        if (g > 1) sr = r / t->kv_hd / g * t->kv_hd + r % t->kv_hd;   /* kv_expand: query head h reads KV head h / g */
+        const int64_t sr = source_row(t, rows, r);
         moeq_status st;
         if (v->q && qmap == t->type) {
             qrow_copy(v->q, sr, t->type, obuf);
@@ -807,6 +836,83 @@ static moeq_status write_mat(ex *x, moeq_gguf_writer *w, const out_tensor *t, co
         if ((st = moeq_gguf_w_data(w, obuf, (size_t)ob, x->err))) return st;
     }
     return MOEQ_OK;
+}
+
+static void note_fallback(ex *x, const char *tensor, const char *fallback, const char *reason)
+{
+    json_t *fb = json_object();
+    json_object_set_new(fb, "tensor", json_string(tensor));
+    json_object_set_new(fb, "fallback", json_string(fallback));
+    json_object_set_new(fb, "reason", json_string(reason));
+    json_array_append_new(x->fallbacks, fb);
+}
+
+/* A layer's 2-D matrix in a quantized type, weighed by its input Hessian (the subgroup of
+ * mat_tab, which calibrate --scope all collects): GPTQ on the type's grid with --method gptq
+ * (damping --damp, else 0.01: subgroups have no validation split), else the weighted search with
+ * diag(H) as importances (what llama.cpp does with an imatrix). Quantized in the source's row
+ * order, written through source_row (rows are independent). A file without the subgroup: the
+ * plain search, noted in fallbacks. plan --target gguf costs the matrix the same way. */
+static moeq_status write_mat_h(ex *x, moeq_gguf_writer *w, const out_tensor *t, float *row, unsigned char *obuf)
+{
+    const moeq_mat *v = &t->mat;
+    const int64_t rows = v->rows, cols = v->cols;
+    if (x->h2_dim < cols) {
+        free(x->h2);
+        x->h2 = malloc((size_t)(cols * cols) * sizeof *x->h2);
+        x->h2_dim = x->h2 ? cols : 0;
+        if (!x->h2) return moeq_fail(x->err, MOEQ_ERR_NOMEM, "export: out of memory for the Hessian of '%s'", t->name);
+    }
+    int64_t hrows = 0;
+    moeq_error e2 = { 0 };
+    moeq_status st = moeq_calib_file_group_hessian(x->calib, t->layer, t->group, x->h2, cols, &hrows, &e2);
+    if (st && st != MOEQ_ERR_NOT_FOUND) {
+        if (x->err) *x->err = e2;
+        return st;
+    }
+    double tr = 0;
+    for (int64_t c = 0; !st && c < cols; c++) tr += x->h2[c * cols + c];
+    if (st || hrows <= 0 || !(tr > 0)) {
+        char why[128];
+        snprintf(why, sizeof why, "the calibration file has no %s Hessian (calibrate --scope all collects it)", t->group);
+        note_fallback(x, t->name, "no importances", why);
+        return write_mat(x, w, t, v, NULL, row, obuf);
+    }
+    const uint64_t rb = moeq_gguf_row_bytes(t->type, cols);
+    float *wf = malloc((size_t)(rows * cols) * sizeof *wf), *imp = malloc((size_t)cols * sizeof *imp);
+    unsigned char *dst = malloc((size_t)(rb * (uint64_t)rows));
+    if (!wf || !imp || !dst) {
+        st = moeq_fail(x->err, MOEQ_ERR_NOMEM, "export: out of memory for '%s'", t->name);
+        goto out;
+    }
+    moeq_mat_to_f32(v, 0, rows, wf);
+    if (x->o->gptq) {
+        moeq_gptq_opts go = { .damp = x->o->damp > 0 ? x->o->damp : 0.01 };
+        moeq_gptq_info info = { 0 };
+        st = moeq_ggml_gptq((moeq_ggml_type)t->type, wf, rows, cols, x->h2, &go, dst, NULL, &info, x->err);
+        if (!st && info.rtn_fallback) note_fallback(x, t->name, "weighted search", "the Hessian could not be factorized");
+    } else {
+        for (int64_t c = 0; c < cols; c++) imp[c] = (float)x->h2[c * cols + c];
+#pragma omp parallel for schedule(dynamic, 16)
+        for (int64_t r = 0; r < rows; r++)
+            moeq_gguf_row_from_f32(t->type, wf + r * cols, imp, dst + (uint64_t)r * rb, cols);
+    }
+    const int64_t g = t->kv_repeat > 1 ? t->kv_repeat : 1;
+    for (int64_t r = 0; !st && r < rows * g; r++)
+        st = moeq_gguf_w_data(w, dst + (uint64_t)source_row(t, rows, r) * rb, (size_t)rb, x->err);
+out:
+    free(wf);
+    free(imp);
+    free(dst);
+    return st;
+}
+
+/* Whether a K_MAT is quantized with its input Hessian (write_mat_h): a layer matrix with a
+ * calibration subgroup, a quantized type, a float source (a .moeq codec or GGUF block is copied
+ * or requantized as write_mat does). */
+static int mat_weighed(const ex *x, const out_tensor *t)
+{
+    return x->calib && t->group && t->type != 0 && t->type != 1 && t->type != 30 && !t->mat.q && !t->mat.gtype;
 }
 
 /* GPTQ on the type's grid (moeq_ggml_gptq: block scales fixed first by the weighted search, then
@@ -844,11 +950,12 @@ static moeq_status write_gptq(ex *x, moeq_gguf_writer *w, const out_tensor *t, c
 }
 
 /* --damp auto (docs/export.md): GPTQ's damping for one routed-expert tensor, chosen for held-out
- * error as quantize does for its codecs: each candidate quantizes every well-sampled expert with
- * its calibration-split Hessian, and the one with the smallest summed error under the
- * validation-split Hessians, tr(ΔW H_val ΔWᵀ), wins (ties: the smaller). Without a split, or with
- * no well-sampled expert, 0.01. The choice goes to x->damps. */
+ * error as quantize does for its codecs: each candidate quantizes the (at most DAMP_EXPERTS)
+ * best-sampled experts with their calibration-split Hessians, and the one with the smallest
+ * summed error under the validation-split Hessians, tr(ΔW H_val ΔWᵀ), wins (ties: the smaller).
+ * Without a split, or with no well-sampled expert, 0.01. The choice goes to x->damps. */
 static const double damp_candidates[] = { 0.01, 0.03, 0.1, 0.3, 1.0 };
+#define DAMP_EXPERTS 16
 
 static moeq_status choose_damp(ex *x, const out_tensor *t, double *out)
 {
@@ -867,11 +974,22 @@ static moeq_status choose_damp(ex *x, const out_tensor *t, double *out)
     void *raw = malloc((size_t)(rb * (uint64_t)rows));
     int used = 0;
     if (!wf || !wq || !Hc || !Hv || !raw) st = moeq_fail(x->err, MOEQ_ERR_NOMEM, "export: out of memory for --damp auto");
+    /* the DAMP_EXPERTS best-sampled experts decide (ties: the lower index): a sample of the
+     * tensor's experts is enough for one choice, and 60 experts x 5 candidates would be 5 GPTQ
+     * passes more per expert */
+    int64_t *tok = calloc((size_t)x->c->n_experts, sizeof *tok);
+    if (!tok) st = moeq_fail(x->err, MOEQ_ERR_NOMEM, "export: out of memory for --damp auto");
     for (int64_t e = 0; !st && e < x->c->n_experts; e++) {
-        int64_t ntok = 0, rc = 0, rv = 0;
         int flag = 0;
         moeq_error e2;
-        if (moeq_calib_file_expert(x->calib, t->layer, e, &ntok, &flag, &e2) || flag != MOEQ_CALIB_OK) continue;
+        if (moeq_calib_file_expert(x->calib, t->layer, e, &tok[e], &flag, &e2) || flag != MOEQ_CALIB_OK) tok[e] = -1;
+    }
+    for (int64_t e = 0; !st && e < x->c->n_experts; e++) {
+        int64_t rc = 0, rv = 0, better = 0;
+        moeq_error e2;
+        if (tok[e] < 0) continue;
+        for (int64_t f = 0; f < x->c->n_experts; f++) better += tok[f] > tok[e] || (tok[f] == tok[e] && f < e);
+        if (better >= DAMP_EXPERTS) continue;
         if (moeq_calib_file_hessian_split(x->calib, t->layer, e, down, MOEQ_SPLIT_CAL, Hc, cols, &rc, &e2) ||
             moeq_calib_file_hessian_split(x->calib, t->layer, e, down, MOEQ_SPLIT_VAL, Hv, cols, &rv, &e2) || rc <= 0 || rv <= 0)
             continue;
@@ -898,7 +1016,7 @@ static moeq_status choose_damp(ex *x, const out_tensor *t, double *out)
         json_object_set_new(r, "val_err", ve);
         json_array_append_new(x->damps, r);
     }
-    free(wf); free(wq); free(Hc); free(Hv); free(raw);
+    free(wf); free(wq); free(Hc); free(Hv); free(raw); free(tok);
     return st;
 }
 
@@ -1088,7 +1206,7 @@ moeq_status moeq_gguf_export(const moeq_model *m, const char *out_path, const mo
                 st = moeq_gguf_w_data(w, row, (size_t)t->ne[0] * 4, err);
             }
         } else if (t->kind == K_MAT) {
-            st = write_mat(&x, w, t, &t->mat, NULL, row, obuf);
+            st = mat_weighed(&x, t) ? write_mat_h(&x, w, t, row, obuf) : write_mat(&x, w, t, &t->mat, NULL, row, obuf);
             moeq_mat_release(&t->mat);
         } else {
             x.damp = o->damp > 0 ? o->damp : 0.01;
@@ -1127,6 +1245,7 @@ out:
     free(obuf);
     free(x.hbuf);
     free(x.imp);
+    free(x.h2);
     moeq_calib_file_close(x.calib);
     json_decref(x.fallbacks);
     json_decref(x.damps);
@@ -1156,10 +1275,14 @@ moeq_status moeq_gguf_export_matrices(const moeq_model *m, moeq_gguf_matrix **ou
             snprintf(g->name, sizeof g->name, "%s", t->name);
             g->cols = t->ne[0];
             g->rows = t->nd > 1 ? t->ne[1] : 1;
-            g->layer = t->kind == K_EXPERTS ? t->layer : -1;
+            g->layer = t->layer;
             g->experts = t->kind == K_EXPERTS ? t->ne[2] : 0;
             g->proj = t->proj;
-            if (t->kind == K_MAT) g->mat = t->mat;
+            if (t->kind == K_MAT) {
+                g->mat = t->mat;
+                g->group = t->group;
+                g->head = t->head;
+            }
         }
         *out = r;
     }

@@ -5,6 +5,21 @@
 #include <stdint.h>
 #include "moeq_model.h"
 
+/* The reference's logits kept between moeq_eval calls on the same tokens and ctx (plan's
+ * measured costs score hundreds of overrides against one reference): the first call computes
+ * and stores them, later ones read them instead of running the reference. Results are the same
+ * bit for bit. */
+typedef struct moeq_eval_ref_cache {
+    float *logits;        /* [windows * ctx * vocab], NULL: no cache (the reference runs each time) */
+    int64_t windows, ctx, vocab;
+    int filled;
+} moeq_eval_ref_cache;
+/* Allocates the cache for the windows moeq_eval will use, when it takes at most max_bytes;
+ * otherwise c->logits stays NULL (not an error). Bad tokens: moeq_token_windows's errors. */
+moeq_status moeq_eval_ref_cache_init(moeq_eval_ref_cache *c, const moeq_model *ref, const int32_t *tokens, int64_t n,
+                                     int64_t ctx, int64_t max_tokens, uint64_t max_bytes, moeq_error *err);
+void moeq_eval_ref_cache_free(moeq_eval_ref_cache *c);
+
 typedef struct moeq_eval_opts {
     int64_t ctx;          /* window length in tokens (>= 2) */
     int64_t max_tokens;   /* use at most this many tokens of the input (<= 0: all) */
@@ -12,6 +27,7 @@ typedef struct moeq_eval_opts {
     /* called after each window; may be NULL */
     void (*progress)(void *user, int64_t window, int64_t windows, double tokens_per_s, double ppl);
     void *user;
+    moeq_eval_ref_cache *ref_cache;   /* may be NULL; used only with a reference of its shape */
 } moeq_eval_opts;
 
 typedef struct moeq_eval_result {

@@ -83,9 +83,10 @@ struct moeq_gptq_info;
 /* Quantizes w [rows, cols] (float32, row-major, rows = output features) into type t, row after
  * row at dst (rows * moeq_ggml_row_bytes(t, cols) bytes), with GPTQ error feedback through H
  * [cols, cols] (float64, symmetric, any positive scale: Σ x xᵀ of the expert's inputs, as
- * quant/gptq.c takes it). Each block's scales and mins are fixed first by the weighted search of
- * moeq_ggml_quant_row with importances diag(H); then the columns are swept (o->act_order: by
- * descending diag(H)) and each value is rounded to the nearest point of its fixed block grid,
+ * quant/gptq.c takes it). The columns are swept in order, each block's scales and mins found
+ * by the weighted search of moeq_ggml_quant_row (importances diag(H)) on the block's values when
+ * the sweep reaches it (o->act_order: by descending diag(H), the grids searched once on the
+ * original rows), and each value is rounded to the nearest point of its block's grid,
  * its error fed forward through the Cholesky factor of (H + λI)⁻¹ (moeq_gptq_hinv_create: the
  * damping and retries of o). Never fails on the data: H == NULL or a zero diagonal (dead or
  * undersampled expert) gives the weighted search with the fallback weight 1 and no feedback, a

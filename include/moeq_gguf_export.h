@@ -53,14 +53,16 @@ int moeq_gguf_codec_maps(int bits, int group, int sym, int64_t cols);
 int moeq_gguf_fallback_type(int t, int64_t ne0);
 
 /* The matrices an export writes, by GGUF name, in file order (routers excluded: they stay F32):
- * 3-D routed-expert tensors (layer, proj, experts > 0) and 2-D matrices (mat: the model's view,
- * layer -1). What the GGUF plan chooses types for. *out malloc'ed. */
+ * 3-D routed-expert tensors (layer, proj, experts > 0) and 2-D matrices (mat: the model's view;
+ * group: the Hessian the export weighs it by). What the GGUF plan chooses types for. *out malloc'ed. */
 typedef struct moeq_gguf_matrix {
     char name[64];
     int64_t rows, cols, experts;   /* experts: 0 for a 2-D matrix */
-    int64_t layer;
-    moeq_proj proj;
+    int64_t layer;                 /* experts and a layer's 2-D matrices; -1 for embeddings and head */
+    moeq_proj proj;                /* a layer's 2-D matrix: its moeq_model_set_override proj */
     moeq_mat mat;
+    const char *group;             /* 2-D: the calibration subgroup of its input (docs/STATS.md), or NULL */
+    int head;                      /* 2-D: 1 token_embd, 2 output (moeq_model_set_head_override's which + 1) */
 } moeq_gguf_matrix;
 moeq_status moeq_gguf_export_matrices(const moeq_model *m, moeq_gguf_matrix **out, size_t *n, moeq_error *err);
 

@@ -226,6 +226,9 @@ int moeq_model_expert_bias(const moeq_model *m, int64_t layer, int64_t expert, m
  * between forward passes. */
 moeq_status moeq_model_set_override(moeq_model *m, int64_t layer, int64_t expert, moeq_proj proj,
                                     const float *data, moeq_error *err);
+/* The same for the embedding (which 0: [vocab, hidden]) and the LM head (which 1); a tied head
+ * is overridden apart from the embedding (a GGUF holds both). */
+moeq_status moeq_model_set_head_override(moeq_model *m, int which, const float *data, moeq_error *err);
 void moeq_model_clear_overrides(moeq_model *m);   /* every override, back to the checkpoint */
 /* The view of a whole 2-D checkpoint tensor with its FP8 block scales attached when it is an
  * F8_E4M3 weight (moeq_mat_to_f32 then dequantizes it), for stages that walk the tensors. */

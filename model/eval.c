@@ -54,6 +54,32 @@ moeq_status moeq_token_windows(const moeq_model *m, const int32_t *tokens, int64
     return MOEQ_OK;
 }
 
+moeq_status moeq_eval_ref_cache_init(moeq_eval_ref_cache *c, const moeq_model *ref, const int32_t *tokens, int64_t n,
+                                     int64_t ctx, int64_t max_tokens, uint64_t max_bytes, moeq_error *err)
+{
+    memset(c, 0, sizeof *c);
+    int64_t windows = 0;
+    if (ctx < 2) return moeq_fail(err, MOEQ_ERR_MISUSE, "--ctx %lld: a window needs at least 2 tokens", (long long)ctx);
+    moeq_status st = moeq_token_windows(ref, tokens, n, ctx, max_tokens, &windows, err);
+    if (st) return st;
+    const int64_t V = moeq_model_config(ref)->vocab;
+    const double bytes = (double)windows * (double)ctx * (double)V * sizeof(float);
+    if (bytes > (double)max_bytes) return MOEQ_OK;
+    c->logits = malloc((size_t)bytes);
+    if (!c->logits) return MOEQ_OK;   /* no cache: slower, same results */
+    c->windows = windows;
+    c->ctx = ctx;
+    c->vocab = V;
+    return MOEQ_OK;
+}
+
+void moeq_eval_ref_cache_free(moeq_eval_ref_cache *c)
+{
+    if (!c) return;
+    free(c->logits);
+    memset(c, 0, sizeof *c);
+}
+
 moeq_status moeq_eval(const moeq_model *model, const moeq_model *ref, const int32_t *tokens,
                       int64_t n, const moeq_eval_opts *opts, moeq_eval_result *res,
                       moeq_error *err)
@@ -73,15 +99,18 @@ moeq_status moeq_eval(const moeq_model *model, const moeq_model *ref, const int3
     moeq_runner *run = NULL, *run_ref = NULL;
     float *logits = NULL, *logits_ref = NULL;
     double *kld = NULL;
+    moeq_eval_ref_cache *rc = opts->ref_cache;
+    if (!ref || !rc || !rc->logits || rc->windows != windows || rc->ctx != ctx || rc->vocab != V) rc = NULL;
+    const int cached = rc && rc->filled;
     moeq_status st = moeq_runner_create(model, ctx, opts->threads, &run, err);
-    if (st == MOEQ_OK && ref) st = moeq_runner_create(ref, ctx, opts->threads, &run_ref, err);
+    if (st == MOEQ_OK && ref && !cached) st = moeq_runner_create(ref, ctx, opts->threads, &run_ref, err);
     if (st == MOEQ_OK) {
         logits = malloc((size_t)(ctx * V) * sizeof(float));
         if (ref) {
-            logits_ref = malloc((size_t)(ctx * V) * sizeof(float));
+            logits_ref = rc ? NULL : malloc((size_t)(ctx * V) * sizeof(float));
             kld = malloc((size_t)(windows * (ctx - 1)) * sizeof(double));
         }
-        if (!logits || (ref && (!logits_ref || !kld)))
+        if (!logits || (ref && ((!rc && !logits_ref) || !kld)))
             st = moeq_fail(err, MOEQ_ERR_NOMEM, "out of memory for %lld x %lld logits", (long long)ctx, (long long)V);
     }
     double nll_sum = 0, nll_ref_sum = 0, kld_sum = 0, dp2_sum = 0, seconds = 0;
@@ -91,7 +120,8 @@ moeq_status moeq_eval(const moeq_model *model, const moeq_model *ref, const int3
         double t0 = moeq_now();
         st = moeq_forward(run, win, ctx, logits, NULL, err);
         seconds += moeq_now() - t0;
-        if (st == MOEQ_OK && ref) st = moeq_forward(run_ref, win, ctx, logits_ref, NULL, err);
+        float *lref = rc ? rc->logits + w * ctx * V : logits_ref;
+        if (st == MOEQ_OK && ref && !cached) st = moeq_forward(run_ref, win, ctx, lref, NULL, err);
         if (st != MOEQ_OK) break;
         for (int64_t i = 0; i + 1 < ctx; i++) {
             const float *l = logits + i * V;
@@ -100,7 +130,7 @@ moeq_status moeq_eval(const moeq_model *model, const moeq_model *ref, const int3
             int32_t tgt = win[i + 1];
             nll_sum += lse - l[tgt];
             if (ref) {
-                const float *lr = logits_ref + i * V;
+                const float *lr = lref + i * V;
                 double lse_r = row_lse(lr, V, &am_ref);
                 nll_ref_sum += lse_r - lr[tgt];
                 double k = 0;
@@ -120,6 +150,7 @@ moeq_status moeq_eval(const moeq_model *model, const moeq_model *ref, const int3
             opts->progress(opts->user, w + 1, windows, (double)((w + 1) * ctx) / seconds,
                            exp(nll_sum / (double)count));
     }
+    if (st == MOEQ_OK && rc) rc->filled = 1;
     if (st == MOEQ_OK) {
         res->ctx = ctx;
         res->windows = windows;

@@ -46,6 +46,8 @@ struct moeq_model {
     const float **xover;         /* [layer][expert][GATE/UP/DOWN], NULL until the first one */
     moeq_layer_view *lover;      /* [layer] copies with overridden matrices */
     uint8_t *lover_on;           /* [layer] 1 when lover[layer] is the view to return */
+    moeq_mat hover[2];           /* embedding, LM head overrides (moeq_model_set_head_override) */
+    uint8_t hover_on[2];
     int32_t *widths;             /* pruned: [layer * n_experts + e] from config.json, else NULL */
     moeq_release_mode release;   /* forward pass page release (moeq_model_set_release) */
 };
@@ -916,9 +918,29 @@ moeq_status moeq_model_set_override(moeq_model *m, int64_t layer, int64_t expert
     return MOEQ_OK;
 }
 
+moeq_status moeq_model_set_head_override(moeq_model *m, int which, const float *data, moeq_error *err)
+{
+    if (!m || which < 0 || which > 1)
+        return moeq_fail(err, MOEQ_ERR_MISUSE, "moeq_model_set_head_override: which is 0 (embedding) or 1 (LM head)");
+    /* a tied head is the embedding's view: each gets its own override all the same (GGUF writes both) */
+    const moeq_mat *orig = which ? &m->lm_head : &m->embed;
+    if (!data) { m->hover_on[which] = 0; return MOEQ_OK; }
+    m->hover[which] = *orig;
+    moeq_mat *v = &m->hover[which];
+    v->dtype = MOEQ_DT_F32;
+    v->data = data;
+    v->q = NULL;
+    v->rstep = v->cstep = 0;
+    v->mx_scales = NULL;
+    v->gtype = 0;
+    m->hover_on[which] = 1;
+    return MOEQ_OK;
+}
+
 void moeq_model_clear_overrides(moeq_model *m)
 {
     if (!m) return;
+    m->hover_on[0] = m->hover_on[1] = 0;
     if (m->xover) memset(m->xover, 0, (size_t)(m->cfg.layers * m->cfg.n_experts * 3) * sizeof *m->xover);
     if (m->lover_on) memset(m->lover_on, 0, (size_t)m->cfg.layers);
 }
@@ -1074,8 +1096,8 @@ int moeq_model_mx_blocks(const moeq_model *m, const moeq_tensor *t, char *base, 
     return 1;
 }
 
-const moeq_mat *moeq_model_embed(const moeq_model *m) { return m ? &m->embed : NULL; }
-const moeq_mat *moeq_model_lm_head(const moeq_model *m) { return m ? &m->lm_head : NULL; }
+const moeq_mat *moeq_model_embed(const moeq_model *m) { return !m ? NULL : m->hover_on[0] ? &m->hover[0] : &m->embed; }
+const moeq_mat *moeq_model_lm_head(const moeq_model *m) { return !m ? NULL : m->hover_on[1] ? &m->hover[1] : &m->lm_head; }
 const moeq_vec *moeq_model_final_norm(const moeq_model *m) { return m ? &m->final_norm : NULL; }
 const moeq_vec *moeq_model_final_norm_bias(const moeq_model *m) { return m ? &m->final_norm_bias : NULL; }
 const moeq_vec *moeq_model_lm_head_bias(const moeq_model *m) { return m ? &m->lm_head_bias : NULL; }

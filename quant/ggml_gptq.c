@@ -1,7 +1,10 @@
-/* GPTQ on ggml's block grids (issue 12): the grid of every block is fixed first (scales and
- * mins from the weighted search with diag(H) as importances: K-quant super-block scales are
- * quantized integers times one f16 per 256 columns, so they cannot follow the sweep), then
- * quant/gptq.c's column sweep with those grids: each value goes to the nearest point of its
+/* GPTQ on ggml's block grids (issue 12): quant/gptq.c's column sweep on a block's grid (scales
+ * and mins from the weighted search with diag(H) as importances; K-quant super-block scales are
+ * quantized integers times one f16 per 256 columns, so a grid is chosen a whole block at a
+ * time). In column order each block's grid is searched when the sweep reaches it, on the values
+ * as the earlier columns' errors left them (GPTQ's dynamic groups: every column of the block is
+ * up to date then, the lazy updates having reached it); with act order the grids are searched
+ * once on the original rows (static groups). Each value goes to the nearest point of its
  * block's grid, the error is fed forward through the Cholesky factor of (H + λI)⁻¹ with lazy
  * block updates (one dgemm per 128 columns). Rows go in fixed blocks of 64 over the threads. */
 #include "moeq_ggml.h"
@@ -54,6 +57,16 @@ static int importances(const double *d, int64_t stride, int64_t n, float *imp)
     if (!(mean > 0) || !(mean < 1e300)) return 0;
     for (int64_t j = 0; j < n; j++) imp[j] = d[j * stride] > 0 ? (float)(d[j * stride] / mean) : 0;
     return 1;
+}
+
+/* One block's grid searched again on the sweep's current values w[0..block) (errors of the
+ * columns before it fed in), as GPTQ's dynamic groups do: the block's bytes and its A, B. */
+static void regrid(const gg_codec *c, const double *w, const float *imp, float *A, float *B, uint8_t *blk)
+{
+    float v[256];
+    for (int j = 0; j < c->block; j++) v[j] = (float)w[j];
+    moeq_ggml_quant_row(c->type, v, imp, blk, c->block);
+    c->grid(blk, A, B);
 }
 
 static void search_rows(const gg_codec *c, const float *w, int64_t rows, int64_t cols, const float *imp, uint8_t *dst,
@@ -114,9 +127,10 @@ moeq_status moeq_ggml_gptq(moeq_ggml_type t, const float *w, int64_t rows, int64
             for (int64_t r = 0; r < rows; r++) moeq_ggml_dequant_row(t, dst + (size_t)r * rb, wq + r * cols, cols);
         return MOEQ_OK;
     }
-    /* 1. the grids: the weighted search on the original rows */
+    /* 1. the grids: the weighted search on the original rows (act order keeps them: static
+     * groups; in column order each block's grid is searched again on the updated values when the
+     * sweep reaches it, regrid) */
     search_rows(c, w, rows, cols, imp, dst, rb);
-    free(imp);
     int64_t n;
     const int64_t *perm;
     const double *U = moeq_gptq_hinv_factor(h, &n, &perm);
@@ -147,6 +161,9 @@ moeq_status moeq_ggml_gptq(moeq_ggml_type t, const float *w, int64_t rows, int64
                 const int64_t i2 = i1 + COL_BLOCK < cols ? i1 + COL_BLOCK : cols;
                 for (int64_t i = i1; i < i2; i++) {
                     const int64_t col = perm ? perm[i] : i;
+                    if (!perm && i % c->block == 0)
+                        for (int64_t r = 0; r < R; r++) regrid(c, W + r * cols + i, imp + i, A + r * cols + i, B + r * cols + i,
+                                                              dst + (size_t)(r0 + r) * rb + (size_t)(i / c->block) * c->bytes);
                     const double d = U[i * cols + i];
                     for (int64_t r = 0; r < R; r++) {
                         double *wr = W + r * cols;
@@ -172,6 +189,7 @@ moeq_status moeq_ggml_gptq(moeq_ggml_type t, const float *w, int64_t rows, int64
         free(W); free(Err); free(A); free(B); free(L);
     }
     moeq_gptq_hinv_free(h);
+    free(imp);
     if (fail) return moeq_fail(err, MOEQ_ERR_NOMEM, "GPTQ: out of memory for %lld x %lld", (long long)rows, (long long)cols);
     return MOEQ_OK;
 }

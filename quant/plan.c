@@ -310,7 +310,9 @@ static moeq_status measured_costs(const moeq_model *m, const moeq_expert_mat *ma
             for (int64_t f = 0; f < nf && !any; f++) any = mats[fm[f]].layer == l && (int)mats[fm[f]].proj == p;
             groups += any;
         }
-    moeq_eval_opts eo = { .ctx = o->measure_ctx, .threads = o->threads };
+    moeq_eval_ref_cache rc;   /* the reference runs once, not once per candidate */
+    st = moeq_eval_ref_cache_init(&rc, m, o->measure_tokens, o->measure_n, o->measure_ctx, 0, (uint64_t)1 << 30, err);
+    moeq_eval_opts eo = { .ctx = o->measure_ctx, .threads = o->threads, .ref_cache = &rc };
     for (int64_t l = 0; l < cf->layers && st == MOEQ_OK; l++)
         for (int p = 0; p < 3 && st == MOEQ_OK; p++) {
             int64_t ng = 0;
@@ -344,6 +346,7 @@ static moeq_status measured_costs(const moeq_model *m, const moeq_expert_mat *ma
             }
             if (st == MOEQ_OK && o->progress) o->progress(o->user, ++done, groups);
         }
+    moeq_eval_ref_cache_free(&rc);
     free(gi);
     free(buf);
     return st;

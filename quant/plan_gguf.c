@@ -31,29 +31,12 @@ void moeq_gguf_plan_free(moeq_gguf_plan *p)
     memset(p, 0, sizeof *p);
 }
 
-/* The calibration subgroup whose Hessian weighs a 2-D matrix (docs/STATS.md), NULL for none. */
-static const char *group_of(const char *name)
-{
-    static const struct { const char *suffix, *group; } tab[] = {
-        { ".attn_q.weight", "attn_in" },         { ".attn_k.weight", "attn_in" },
-        { ".attn_v.weight", "attn_in" },         { ".attn_output.weight", "attn_o" },
-        { ".ffn_gate_shexp.weight", "shared_in" }, { ".ffn_up_shexp.weight", "shared_in" },
-        { ".ffn_down_shexp.weight", "shared_down" }, { ".ffn_gate.weight", "dense_in" },
-        { ".ffn_up.weight", "dense_in" },        { ".ffn_down.weight", "dense_down" },
-    };
-    size_t n = strlen(name);
-    for (size_t i = 0; i < sizeof tab / sizeof tab[0]; i++) {
-        size_t k = strlen(tab[i].suffix);
-        if (n > k && !strcmp(name + n - k, tab[i].suffix)) return tab[i].group;
-    }
-    return NULL;
-}
-
 typedef struct ws {
     float *wf, *wq;
     double *H, *Hq, *Hsum;
     unsigned char *blk;
     int64_t sum_layer, sum_down, sum_rows;   /* which layer sum Hsum holds (-1: none) */
+    moeq_eval_ref_cache rc;                  /* measured: the reference's logits, computed once */
 } ws;
 
 /* Q_t(W) into wq: row by row with importances imp (NULL: none), or GPTQ with Hq. */
@@ -160,7 +143,7 @@ static moeq_status expert_measured(const moeq_model *m, const moeq_gguf_matrix *
     float **buf = calloc((size_t)g->experts, sizeof *buf);
     if (!buf) return moeq_fail(err, MOEQ_ERR_NOMEM, "out of memory");
     moeq_status st = MOEQ_OK;
-    moeq_eval_opts eo = { .ctx = o->measure_ctx, .threads = o->threads };
+    moeq_eval_opts eo = { .ctx = o->measure_ctx, .threads = o->threads, .ref_cache = &s->rc };
     for (int j = 0; j < it->n_cand && !st; j++) {
         for (int64_t e = 0; e < g->experts && !st; e++) {
             int64_t n_e = 0;
@@ -190,30 +173,60 @@ static moeq_status expert_measured(const moeq_model *m, const moeq_gguf_matrix *
     return st;
 }
 
-/* Costs of a 2-D matrix: its calibration subgroup's Hessian when the file has one (calibrate
- * --scope all: attention; shared experts always), else an isotropic proxy tr(H_ref)/dim · I
- * with H_ref the nearest layer's attention input (or its expert sum / top_k): embeddings and head
- * have no input statistics. Quantized as the export quantizes them (no importances). */
-static moeq_status mat_costs(const moeq_model *m, const moeq_gguf_matrix *g, moeq_gguf_plan_item *it, moeq_calib_file *cf,
-                             ws *s, moeq_error *err)
+/* The Hessian a 2-D matrix is quantized with, as the export's write_mat_h: its calibration
+ * subgroup (calibrate --scope all: attention, shared and dense MLPs; docs/STATS.md) into s->H.
+ * *have 0 when the file has none, or the source is stored in a codec the export copies. */
+static moeq_status mat_hessian(const moeq_gguf_matrix *g, moeq_calib_file *cf, ws *s, int *have, moeq_error *err)
+{
+    *have = 0;
+    if (!g->group || g->mat.q || g->mat.gtype) return MOEQ_OK;
+    int64_t rows = 0;
+    moeq_error e2 = { 0 };
+    moeq_status st = moeq_calib_file_group_hessian(cf, g->layer, g->group, s->H, g->cols, &rows, &e2);
+    if (st == MOEQ_ERR_NOT_FOUND) return MOEQ_OK;
+    if (st) {
+        if (err) *err = e2;
+        return st;
+    }
+    double tr = 0;
+    for (int64_t c = 0; c < g->cols; c++) tr += s->H[c * g->cols + c];
+    *have = rows > 0 && tr > 0;
+    return MOEQ_OK;
+}
+
+/* Q_t of a 2-D matrix (widened in s->wf) into s->wq, as the export writes it: with its Hessian
+ * (have: GPTQ with --hessian-quant gptq, else the weighted search with diag(H)), else the plain
+ * search. */
+static moeq_status mat_quantize(int t, const moeq_gguf_matrix *g, int have, const moeq_gguf_plan_opts *o, ws *s,
+                                float *imp, moeq_error *err)
+{
+    const int64_t cols = g->cols;
+    for (int64_t c = 0; have && c < cols; c++) imp[c] = (float)s->H[c * cols + c];
+    return quantize(t, s->wf, g->mat.rows, cols, have ? imp : NULL, have ? s->H : NULL, have && o->hessian_gptq, s, err);
+}
+
+/* Costs of a 2-D matrix: tr(ΔW H ΔWᵀ) with its calibration subgroup's Hessian when the file has
+ * one (calibrate --scope all: attention; shared experts always), else an isotropic proxy
+ * tr(H_ref)/dim · I with H_ref the nearest layer's attention input (or its expert sum / top_k):
+ * embeddings and head have no input statistics. Quantized as the export quantizes them. */
+static moeq_status mat_costs(const moeq_model *m, const moeq_gguf_matrix *g, moeq_gguf_plan_item *it,
+                             const moeq_gguf_plan_opts *o, moeq_calib_file *cf, ws *s, float *imp, moeq_error *err)
 {
     const moeq_config *c = moeq_model_config(m);
     /* rows of the source; the file may repeat them (olmoe's KV heads): each copy costs the same */
     const int64_t rows = g->mat.rows, cols = g->cols;
     const double rep = (double)g->rows / (double)rows;
-    long long l = -1;
-    if (sscanf(g->name, "blk.%lld.", &l) != 1) l = !strcmp(g->name, "token_embd.weight") ? 0 : c->layers - 1;
-    const char *grp = group_of(g->name);
-    moeq_error e2 = {0};
-    moeq_status st = grp ? moeq_calib_file_group_hessian(cf, l, grp, s->H, cols, NULL, &e2) : MOEQ_ERR_NOT_FOUND;
+    int have = 0;
+    moeq_status st = mat_hessian(g, cf, s, &have, err);
+    if (st) return st;
     double iso = 0;
-    if (st == MOEQ_OK) {
-        it->hessian = grp;
-    } else if (st != MOEQ_ERR_NOT_FOUND) {
-        if (err) *err = e2;
-        return st;
+    if (have) {
+        it->hessian = g->group;
     } else {
+        long long l = g->layer;
+        if (l < 0) l = g->head == 1 ? 0 : c->layers - 1;
         /* the proxy scale: per input dimension, from a normed input of the hidden width */
+        moeq_error e2 = { 0 };
         st = moeq_calib_file_group_hessian(cf, l, "attn_in", s->Hsum, c->hidden, NULL, &e2);
         double div = 1;
         if (st == MOEQ_ERR_NOT_FOUND) {
@@ -236,13 +249,44 @@ static moeq_status mat_costs(const moeq_model *m, const moeq_gguf_matrix *g, moe
     moeq_mat_to_f32(&g->mat, 0, rows, s->wf);
     moeq_mat_release(&g->mat);
     for (int j = 0; j < it->n_cand; j++) {
-        if ((st = quantize(it->cand[j], s->wf, rows, cols, NULL, NULL, 0, s, err))) return st;
-        it->cost[j] = rep * (iso > 0 || !grp || strcmp(it->hessian, grp) ? iso * sq_error(s->wf, s->wq, rows * cols)
-                                                                     : moeq_hessian_error(s->wf, s->wq, rows, cols, s->H));
+        if ((st = mat_quantize(it->cand[j], g, have, o, s, imp, err))) return st;
+        it->cost[j] = rep * (have ? moeq_hessian_error(s->wf, s->wq, rows, cols, s->H) : iso * sq_error(s->wf, s->wq, rows * cols));
         if (!isfinite(it->cost[j]))
             return moeq_fail(err, MOEQ_ERR_NUMERIC, "plan: '%s': non-finite Hessian error", g->name);
     }
     return MOEQ_OK;
+}
+
+/* Measured costs of a 2-D matrix (--scope all): each candidate quantized as the export does
+ * (mat_quantize) and installed in o->measure_model (a layer override, or the embedding's or
+ * head's); the KLD against m on the validation tokens is its cost, as for the experts, so the
+ * knapsack compares the two on one scale. */
+static moeq_status mat_measured(const moeq_model *m, const moeq_gguf_matrix *g, moeq_gguf_plan_item *it,
+                                const moeq_gguf_plan_opts *o, moeq_calib_file *cf, ws *s, float *imp, moeq_error *err)
+{
+    const int64_t rows = g->mat.rows, cols = g->cols;
+    moeq_model *mm = o->measure_model;
+    int have = 0;
+    moeq_status st = mat_hessian(g, cf, s, &have, err);
+    if (st) return st;
+    moeq_mat_to_f32(&g->mat, 0, rows, s->wf);
+    moeq_mat_release(&g->mat);
+    float *buf = malloc((size_t)(rows * cols) * sizeof *buf);
+    if (!buf) return moeq_fail(err, MOEQ_ERR_NOMEM, "plan: out of memory for '%s'", g->name);
+    moeq_eval_opts eo = { .ctx = o->measure_ctx, .threads = o->threads, .ref_cache = &s->rc };
+    for (int j = 0; j < it->n_cand && !st; j++) {
+        if ((st = mat_quantize(it->cand[j], g, have, o, s, imp, err))) break;
+        memcpy(buf, s->wq, (size_t)(rows * cols) * sizeof *buf);
+        st = g->head ? moeq_model_set_head_override(mm, g->head - 1, buf, err)
+                     : moeq_model_set_override(mm, g->layer, -1, g->proj, buf, err);
+        moeq_eval_result r = { 0 };
+        if (!st) st = moeq_eval(mm, m, o->measure_tokens, o->measure_n, &eo, &r, err);
+        moeq_model_clear_overrides(mm);
+        if (!st && !isfinite(r.kld_mean)) st = moeq_fail(err, MOEQ_ERR_NUMERIC, "plan: '%s': non-finite KLD", g->name);
+        if (!st) it->cost[j] = r.kld_mean > 0 ? r.kld_mean : 0;
+    }
+    free(buf);
+    return st;
 }
 
 /* The costs of an earlier plan (its "costs" per tensor): every unpinned item and candidate must be
@@ -298,9 +342,6 @@ moeq_status moeq_gguf_plan_make(const moeq_model *m, const moeq_gguf_plan_opts *
         return moeq_fail(err, MOEQ_ERR_MISUSE, "plan --target gguf: --cost is hessian, measured or uniform");
     if (o->cost != MOEQ_COST_UNIFORM && !o->calib_path && !o->reuse_path)
         return moeq_fail(err, MOEQ_ERR_MISUSE, "plan --target gguf: --cost %s needs --calib F.h5", moeq_plan_cost_name(o->cost));
-    if (measured && o->scope_all)
-        return moeq_fail(err, MOEQ_ERR_UNSUPPORTED, "plan --target gguf: measured costs cover the routed experts "
-                         "(--scope experts); embeddings and head cannot be overridden");
     if (measured && !o->reuse_path) {
         if (!o->measure_model || !o->measure_tokens || o->measure_ctx < 2)
             return moeq_fail(err, MOEQ_ERR_MISUSE, "plan: measured costs need a second model and tokens");
@@ -400,14 +441,18 @@ moeq_status moeq_gguf_plan_make(const moeq_model *m, const moeq_gguf_plan_opts *
         s.Hsum = malloc((size_t)(hd * hd) * sizeof *s.Hsum);
         imp = malloc((size_t)hd * sizeof *imp);
         if (!s.wf || !s.wq || !s.blk || !s.H || !s.Hq || !s.Hsum || !imp) { st = moeq_fail(err, MOEQ_ERR_NOMEM, "out of memory"); goto done; }
+        if (measured && (st = moeq_eval_ref_cache_init(&s.rc, m, o->measure_tokens, o->measure_n, o->measure_ctx, 0,
+                                                       (uint64_t)1 << 30, err)))
+            goto done;
         size_t k = 0;
         for (size_t i = 0; i < nm && !st; i++) {
             const moeq_gguf_matrix *g = &mats[i];
             if (!g->experts && !o->scope_all) continue;
             moeq_gguf_plan_item *it = &out->items[k++];
             if (measured) it->hessian = "measured";
-            if (!it->pinned) st = measured ? expert_measured(m, g, it, o, cf, &s, imp, err)
-                                 : g->experts ? expert_costs(m, g, it, o, cf, &s, imp, err) : mat_costs(m, g, it, cf, &s, err);
+            if (!it->pinned)
+                st = g->experts ? (measured ? expert_measured : expert_costs)(m, g, it, o, cf, &s, imp, err)
+                                : (measured ? mat_measured : mat_costs)(m, g, it, o, cf, &s, imp, err);
             if (o->progress) o->progress(o->user, (int64_t)k, (int64_t)out->n);
         }
         if (st) goto done;
@@ -469,6 +514,7 @@ done:
     moeq_calib_file_close(cf);
     free(mats);
     free(s.wf); free(s.wq); free(s.blk); free(s.H); free(s.Hq); free(s.Hsum); free(imp);
+    moeq_eval_ref_cache_free(&s.rc);
     free(cost); free(size); free(fidx); free(choice);
     return st;
 }

@@ -75,6 +75,33 @@ ok = names == mats and all(ts[m["tensor"]]["type"] == {"Q4_K": 12, "Q8_0": 8}[m[
 ok &= sum(m["bytes"] for m in p["matrices"]) * 8 <= 5 * p["weights"] and "isotropic proxy" in {m["hessian"] for m in p["matrices"]}
 sys.exit(not ok)
 PY
+# the layer matrices weighed by their own Hessians (calibrate --scope all: attn_in, attn_o): GPTQ
+# on the type's grid for attention too, against the same export from an experts-only calibration
+# (attention then has no importances, noted in fallbacks): lower KLD on held-out tokens
+"$MOEQ" calibrate $K --tokens $T --ctx 128 --max-tokens 512 --scope all -o "$TMPD/ka.h5" -q || echo "FAIL calibrate --scope all"
+python3 - "$T" "$TMPD/ev.u32" <<'PY'   # evaluation tokens after the 512 calibrated on
+import json, struct, sys
+b = open(sys.argv[1], "rb").read()
+n = struct.unpack("<Q", b[:8])[0]; h = json.loads(b[8:8 + n]); t = h[[k for k in h if k != "__metadata__"][0]]
+raw = b[8 + n + t["data_offsets"][0]: 8 + n + t["data_offsets"][1]]
+open(sys.argv[2], "wb").write(raw[512 * 4:2560 * 4])
+PY
+for c in k ka; do
+  "$MOEQ" export gguf $K --type Q3_K --scope all --method gptq --calib "$TMPD/$c.h5" --json -q -o "$TMPD/h_$c.gguf" > "$TMPD/h_$c.json" \
+    || echo "FAIL export --scope all --method gptq ($c)"
+  "$MOEQ" eval "$TMPD/h_$c.gguf" --tokens "$TMPD/ev.u32" --ctx 256 --ref $K --json -q > "$TMPD/eh_$c.json" || echo "FAIL eval h_$c"
+done
+python3 - "$TMPD" <<'PY' && echo "PASS export --scope all: attention quantized with its Hessians (GPTQ) beats no importances" || echo "FAIL export --scope all with attention Hessians"
+import json, sys
+d = sys.argv[1]
+fk, fa = (json.load(open(f"{d}/h_{c}.json"))["fallbacks"] for c in ("k", "ka"))
+noimp = {f["tensor"] for f in fk if f["fallback"] == "no importances"}
+assert {"blk.0.attn_q.weight", "blk.0.attn_output.weight"} <= noimp, noimp
+assert not any(f["fallback"] == "no importances" for f in fa), fa
+kk, ka = (json.load(open(f"{d}/eh_{c}.json"))["kld_mean"] for c in ("k", "ka"))
+print(f"  Q3_K whole model: KLD {ka:.5f} with attention Hessians, {kk:.5f} without", file=sys.stderr)
+assert ka < kk, (ka, kk)
+PY
 # errors
 expect_exit "budget out of reach" 2 "outside what the candidates reach" -- "$MOEQ" plan $K --target gguf --budget 1.5 --types $TYPES --calib "$TMPD/k.h5" -o "$TMPD/bad.json"
 expect_exit "hessian needs --calib" 1 "needs --calib" -- "$MOEQ" plan $K --target gguf --budget 4 -o "$TMPD/bad.json"

@@ -110,7 +110,26 @@ for c in hessian measured; do
   "$MOEQ" export gguf $K --plan "$TMPD/kp_$c.json" --calib "$TMPD/k.h5" -q -o "$TMPD/kp_$c.gguf" || echo "FAIL export gguf --plan ($c)"
   "$MOEQ" eval "$TMPD/kp_$c.gguf" --tokens $FX/heldout.safetensors --max-tokens $EVAL --ctx 256 --ref $K --json -q > "$TMPD/ekp_$c.json" || echo "FAIL eval gguf plan $c"
 done
-expect_exit "plan --target gguf measured with --scope all" 2 "routed experts" -- "$MOEQ" plan $K --target gguf --budget 3.5 --cost measured --scope all --calib "$TMPD/k.h5" --tokens "$TMPD/val.u32" -o "$TMPD/x.json"
+# --scope all: attention, embeddings and head measured too (their own overrides: the KLD of each
+# matrix quantized alone, on the scale of the experts' costs), then exported as planned
+"$MOEQ" calibrate $K --tokens "$TMPD/cal.u32" --ctx 256 --scope all -q -o "$TMPD/ka.h5" || echo "FAIL plan measured gguf: calibrate --scope all"
+"$MOEQ" plan $K --target gguf --budget 4.5 --scope all --types Q2_K,Q8_0 --cost measured --hessian-quant gptq --calib "$TMPD/ka.h5" \
+  --tokens "$TMPD/val.u32" --measure-tokens $MT --ctx 256 -q -o "$TMPD/kpa.json" || echo "FAIL plan --target gguf --cost measured --scope all"
+"$MOEQ" export gguf $K --plan "$TMPD/kpa.json" --method gptq --calib "$TMPD/ka.h5" -q -o "$TMPD/kpa.gguf" || echo "FAIL export gguf --plan (measured, scope all)"
+python3 tests/cli/gguf_tensors.py "$TMPD/kpa.gguf" > "$TMPD/kpa.tensors"
+python3 - "$TMPD" <<'PY' && echo "PASS plan --target gguf --cost measured --scope all: every matrix measured, Q2_K costs more than Q8_0, written as planned" || echo "FAIL plan --target gguf --cost measured --scope all"
+import json, sys
+d = sys.argv[1]
+p = json.load(open(d + "/kpa.json")); ts = json.load(open(d + "/kpa.tensors"))
+names = {m["tensor"] for m in p["matrices"]}
+assert {"token_embd.weight", "output.weight", "blk.0.attn_q.weight", "blk.0.attn_output.weight"} <= names, names
+assert all(m["hessian"] == "measured" for m in p["matrices"])
+for m in p["matrices"]:
+    c2, c8 = m["costs"]["Q2_K"], m["costs"]["Q8_0"]
+    assert 0 <= c8 < c2, (m["tensor"], c2, c8)
+    assert ts[m["tensor"]]["type"] == {"Q2_K": 10, "Q8_0": 8}[m["type"]], m
+assert sum(m["bytes"] for m in p["matrices"]) * 8 <= 4.5 * p["weights"]
+PY
 python3 - "$TMPD" "${MOEQ_TEST_QUICK:-}" <<'PY' && echo "PASS plan --target gguf --cost measured" || echo "FAIL plan --target gguf --cost measured"
 import json, sys
 d, quick = sys.argv[1], sys.argv[2]
