@@ -99,6 +99,22 @@ static void dq_iq4_xs(const uint8_t *b, float *y, int64_t nb)
     }
 }
 
+/* MXFP4: e2m1 table lookup times the block's power-of-two half scale (one multiply, as the scalar code) */
+static void dq_mxfp4(const uint8_t *b, float *y, int64_t nb)
+{
+    const __m256 t_lo = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)gg_mxfp4_values)));
+    const __m256 t_hi = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(gg_mxfp4_values + 8))));
+    const __m256i m4 = _mm256_set1_epi32(0xf);
+    for (int64_t i = 0; i < nb; i++, b += 17, y += 32) {
+        const __m256 d = _mm256_set1_ps(gg_e8m0_half(b[0]));
+        for (int h = 0; h < 2; h++) {
+            __m256i v = u8x8(b + 1 + 8 * h);
+            _mm256_storeu_ps(y + 8 * h, _mm256_mul_ps(lut16(_mm256_and_si256(v, m4), t_lo, t_hi), d));
+            _mm256_storeu_ps(y + 16 + 8 * h, _mm256_mul_ps(lut16(_mm256_srli_epi32(v, 4), t_lo, t_hi), d));
+        }
+    }
+}
+
 static void dq_q4_k(const uint8_t *b, float *y, int64_t nb) { dq_q45_k(b, y, nb, 0); }
 static void dq_q5_k(const uint8_t *b, float *y, int64_t nb) { dq_q45_k(b, y, nb, 1); }
 
@@ -111,6 +127,7 @@ static deq_fn fast_dequant(const gg_codec *c)
     case MOEQ_GGML_Q5_K: return dq_q5_k;
     case MOEQ_GGML_Q6_K: return dq_q6_k;
     case MOEQ_GGML_IQ4_XS: return dq_iq4_xs;
+    case MOEQ_GGML_MXFP4: return dq_mxfp4;
     default: return c->dequant;
     }
 }

@@ -1,5 +1,5 @@
 /* AVX-512 matmul over ggml types (built with -mavx512f/bw/vl/dq; dispatch.c's cpuid check
- * comes first). Q8_0, Q4_K, Q5_K, Q6_K and IQ4_XS are decoded 16 values per vector with the
+ * comes first). Q8_0, Q4_K, Q5_K, Q6_K, IQ4_XS and MXFP4 are decoded 16 values per vector with the
  * scalar code's float operations (int → float, one multiply, one subtract: bit-identical to
  * moeq_ggml_dequant_row); the other types through the scalar decoder. Dots: float32 FMA,
  * four tokens per pass over a decoded chunk, one accumulator vector per token. */
@@ -93,6 +93,18 @@ static void dq_iq4_xs(const uint8_t *b, float *y, int64_t nb)
     }
 }
 
+static void dq_mxfp4(const uint8_t *b, float *y, int64_t nb)
+{
+    __m512 tbl = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)gg_mxfp4_values)));
+    const __m512i m4 = _mm512_set1_epi32(0xf);
+    for (int64_t i = 0; i < nb; i++, b += 17, y += 32) {
+        const __m512 d = _mm512_set1_ps(gg_e8m0_half(b[0]));
+        __m512i v = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(b + 1)));
+        _mm512_storeu_ps(y, _mm512_mul_ps(_mm512_permutexvar_ps(_mm512_and_si512(v, m4), tbl), d));
+        _mm512_storeu_ps(y + 16, _mm512_mul_ps(_mm512_permutexvar_ps(_mm512_srli_epi32(v, 4), tbl), d));
+    }
+}
+
 static void dq_q4_k(const uint8_t *b, float *y, int64_t nb) { dq_q45_k(b, y, nb, 0); }
 static void dq_q5_k(const uint8_t *b, float *y, int64_t nb) { dq_q45_k(b, y, nb, 1); }
 
@@ -105,6 +117,7 @@ static deq_fn fast_dequant(const gg_codec *c)
     case MOEQ_GGML_Q5_K: return dq_q5_k;
     case MOEQ_GGML_Q6_K: return dq_q6_k;
     case MOEQ_GGML_IQ4_XS: return dq_iq4_xs;
+    case MOEQ_GGML_MXFP4: return dq_mxfp4;
     default: return c->dequant;
     }
 }

@@ -40,10 +40,13 @@ const gg_codec *gg_codec_get(moeq_ggml_type t);
 extern const gg_codec gg_codec_f32, gg_codec_f16, gg_codec_bf16;
 extern const gg_codec gg_codec_q4_0, gg_codec_q4_1, gg_codec_q5_0, gg_codec_q5_1, gg_codec_q8_0;
 extern const gg_codec gg_codec_q2_k, gg_codec_q3_k, gg_codec_q4_k, gg_codec_q5_k, gg_codec_q6_k;
-extern const gg_codec gg_codec_iq4_nl, gg_codec_iq4_xs;
+extern const gg_codec gg_codec_iq4_nl, gg_codec_iq4_xs, gg_codec_mxfp4;
 
 /* the non-linear 4-bit grid of IQ4_NL / IQ4_XS (ggml-common.h kvalues_iq4nl) */
 extern const int8_t gg_iq4nl_values[16];
+/* MXFP4's e2m1 grid, doubled (ggml-common.h kvalues_mxfp4), and its half scale 2^(e - 128) */
+extern const int8_t gg_mxfp4_values[16];
+float gg_e8m0_half(uint8_t e);
 
 static inline uint16_t gg_rd16(const uint8_t *p) { return (uint16_t)(p[0] | (p[1] << 8)); }
 static inline void gg_wr16(uint8_t *p, uint16_t v) { p[0] = (uint8_t)v; p[1] = (uint8_t)(v >> 8); }

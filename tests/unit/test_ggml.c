@@ -96,6 +96,53 @@ static void test_vectors_dequant(void)
     CHECK_MSG(checked >= 2 * NQ + 2, "only %d dequantization vectors", checked);
 }
 
+/* MXFP4: llama.cpp's quantizer takes e0 = floor(log2 amax) - 2 + 127 for every block and ignores
+ * the imatrix; moeq picks the exponent of least (weighted) squared error. Every block of moeq's is
+ * llama.cpp's bytes, or strictly better by that error; with the imatrix llama.cpp's codes are its
+ * reference ones. */
+static double mx_block_err(const uint8_t *blk, const float *x, const float *w)
+{
+    float y[32];
+    moeq_ggml_dequant_row(MOEQ_GGML_MXFP4, blk, y, 32);
+    double e = 0;
+    for (int j = 0; j < 32; j++) e += (w ? w[j] : 1.0) * ((double)x[j] - y[j]) * ((double)x[j] - y[j]);
+    return e;
+}
+
+static void mxfp4_vs_llama(const rec *r, const rec *in, const rec *im)
+{
+    const float *x = (const float *)(const void *)in->data, *imp = (const float *)(const void *)im->data;
+    size_t rb = moeq_ggml_row_bytes(MOEQ_GGML_MXFP4, r->cols), nb = r->cols / 32;
+    const uint8_t *ref = r->data;
+    if (r->kind == 3) {
+        const rec *plain = NULL;
+        for (int j = 0; j < nrec; j++)
+            if (recs[j].kind == 2 && recs[j].type == r->type && recs[j].set == r->set) plain = &recs[j];
+        CHECK_MSG(plain && !memcmp(plain->data, r->data, rb * r->rows), "MXFP4 set %u: llama.cpp's imatrix codes are not "
+                  "its reference codes", r->set);
+    }
+    uint8_t *q = malloc(rb);
+    size_t same = 0, better = 0, worse = 0;
+    for (uint32_t k = 0; k < r->rows; k++) {
+        const float *xr = x + (size_t)k * r->cols;
+        const float *w = r->kind == 3 ? imp + (size_t)(k / (r->rows / r->experts)) * r->cols : NULL;
+        moeq_ggml_quant_row(MOEQ_GGML_MXFP4, xr, w, q, r->cols);
+        for (size_t b = 0; b < nb; b++) {
+            const uint8_t *mb = q + 17 * b, *lb = ref + k * rb + 17 * b;
+            if (!memcmp(mb, lb, 17)) { same++; continue; }
+            /* the weighted search sees the cleaned importances (all > 0): compare by the raw ones */
+            double em = mx_block_err(mb, xr + 32 * b, w ? w + 32 * b : NULL);
+            double el = mx_block_err(lb, xr + 32 * b, w ? w + 32 * b : NULL);
+            if (em < el) better++;
+            else worse++;
+        }
+    }
+    CHECK_MSG(worse == 0, "MXFP4 %s set %u: %zu blocks differ from llama.cpp's without a lower error (%zu equal, %zu "
+              "better)", r->kind == 3 ? "imatrix" : "reference", r->set, worse, same, better);
+    CHECK_MSG(same > 0, "MXFP4 set %u: no block equals llama.cpp's", r->set);
+    free(q);
+}
+
 /* quantization without weights = llama.cpp's reference quantizer; with its imatrix = its
  * weighted quantizer: the same bytes */
 static void test_vectors_quant(void)
@@ -116,6 +163,11 @@ static void test_vectors_quant(void)
         }
         CHECK(in && im);
         if (!in || !im) continue;
+        if (r->type == MOEQ_GGML_MXFP4) {
+            mxfp4_vs_llama(r, in, im);
+            checked++;
+            continue;
+        }
         size_t rb = moeq_ggml_row_bytes(r->type, r->cols);
         uint8_t *q = malloc(rb * r->rows);
         const float *x = (const float *)(const void *)in->data, *imp = (const float *)(const void *)im->data;
@@ -141,7 +193,7 @@ static void test_table(void)
         {0, "F32", 1, 4}, {1, "F16", 1, 2}, {2, "Q4_0", 32, 18}, {3, "Q4_1", 32, 20}, {6, "Q5_0", 32, 22},
         {7, "Q5_1", 32, 24}, {8, "Q8_0", 32, 34}, {10, "Q2_K", 256, 84}, {11, "Q3_K", 256, 110},
         {12, "Q4_K", 256, 144}, {13, "Q5_K", 256, 176}, {14, "Q6_K", 256, 210}, {20, "IQ4_NL", 32, 18},
-        {23, "IQ4_XS", 256, 136}, {30, "BF16", 1, 2}};
+        {23, "IQ4_XS", 256, 136}, {30, "BF16", 1, 2}, {39, "MXFP4", 32, 17}};
     for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
         const moeq_ggml_type_info *t = moeq_ggml_type_get(want[i].id);
         CHECK(t && !strcmp(t->name, want[i].name) && t->block == want[i].block && t->bytes == want[i].bytes);
@@ -151,7 +203,8 @@ static void test_table(void)
     CHECK(moeq_ggml_type_by_name("q4_k") == moeq_ggml_type_get(12));
     CHECK(moeq_ggml_type_by_name("iq4_xS") == moeq_ggml_type_get(23));
     CHECK(!moeq_ggml_type_by_name("Q4_K_M") && !moeq_ggml_type_by_name("Q4") && !moeq_ggml_type_by_name(""));
-    CHECK(!moeq_ggml_type_get(4) && !moeq_ggml_type_get(39) && !moeq_ggml_type_get(-1));
+    CHECK(!moeq_ggml_type_get(4) && !moeq_ggml_type_get(40) && !moeq_ggml_type_get(-1));
+    CHECK(moeq_ggml_type_by_name("mxfp4") == moeq_ggml_type_get(39));
     CHECK(moeq_ggml_row_bytes(MOEQ_GGML_Q4_K, 128) == 0 && moeq_ggml_row_bytes(MOEQ_GGML_Q4_0, 48) == 0);
     CHECK(moeq_ggml_row_bytes(MOEQ_GGML_Q4_0, 0) == 0 && moeq_ggml_row_bytes((moeq_ggml_type)5, 256) == 0);
 }
@@ -253,6 +306,78 @@ static void test_fallback_weights(void)
     }
 }
 
+/* MXFP4 by its definition (docs/GGML-TYPES.md): element j of a block in the low nibble of qs[j],
+ * j + 16 in the high one, y = e2m1(q) * 2^(e - 127) with ggml's subnormal half scales for e < 2;
+ * the quantizer's exponent search: never worse than llama.cpp's exponent (computed here
+ * independently), weighted never worse than plain under the weights, the extremes of float */
+static void test_mxfp4(void)
+{
+    static const double e2m1[16] = {0, 0.5, 1, 1.5, 2, 3, 4, 6, -0.0, -0.5, -1, -1.5, -2, -3, -4, -6};
+    static const int es[] = {0, 1, 2, 100, 127, 128, 200, 254, 255};
+    uint8_t b[17];
+    float y[32];
+    for (size_t k = 0; k < sizeof es / sizeof es[0]; k++) {
+        b[0] = (uint8_t)es[k];
+        for (int j = 0; j < 16; j++) b[1 + j] = (uint8_t)(j | ((15 - j) << 4));
+        moeq_ggml_dequant_row(MOEQ_GGML_MXFP4, b, y, 32);
+        int bad = 0;
+        for (int j = 0; j < 32; j++) {
+            double want = ldexp(e2m1[j < 16 ? j : 31 - j], es[k] - 127);   /* inf past FLT_MAX, as ggml */
+            bad += (float)want != y[j] && !(want == 0 && y[j] == 0);
+        }
+        CHECK_MSG(bad == 0, "MXFP4 e = %d: %d values differ from e2m1 x 2^(e - 127)", es[k], bad);
+    }
+    float x[32 * 64], w[32 * 64], yq[32 * 64];
+    uint8_t q[17 * 64], qw[17 * 64];
+    double worse_llama = 0, worse_plain = 0;
+    for (int rep = 0; rep < 8; rep++) {
+        for (int i = 0; i < 32 * 64; i++) {
+            x[i] = (float)(nrand() * (i % 32 == 3 && rep % 2 ? 8 : 1) * exp(2 * nrand() * (rep > 3)));
+            w[i] = (float)exp(2 * nrand());
+        }
+        moeq_ggml_quant_row(MOEQ_GGML_MXFP4, x, NULL, q, 32 * 64);
+        moeq_ggml_quant_row(MOEQ_GGML_MXFP4, x, w, qw, 32 * 64);
+        for (int blk = 0; blk < 64; blk++) {
+            const float *xb = x + 32 * blk, *wb = w + 32 * blk;
+            /* llama.cpp's exponent and nearest codes, from the definition */
+            double amax = 0;
+            for (int j = 0; j < 32; j++) amax = fabs(xb[j]) > amax ? fabs(xb[j]) : amax;
+            int e0 = (int)floorf(log2f((float)amax)) - 2 + 127;
+            double sl = 0, sp = 0, spw = 0, sww = 0;
+            moeq_ggml_dequant_row(MOEQ_GGML_MXFP4, q + 17 * blk, yq, 32);
+            float yw[32];
+            moeq_ggml_dequant_row(MOEQ_GGML_MXFP4, qw + 17 * blk, yw, 32);
+            for (int j = 0; j < 32; j++) {
+                double best = 1e300;
+                for (int c = 0; c < 16; c++) {
+                    double v = e2m1[c] * ldexp(1, e0 - 127), d = fabs(v - xb[j]);
+                    if (d < best) best = d;
+                }
+                sl += best * best;
+                sp += ((double)xb[j] - yq[j]) * ((double)xb[j] - yq[j]);
+                spw += wb[j] * ((double)xb[j] - yq[j]) * ((double)xb[j] - yq[j]);
+                sww += wb[j] * ((double)xb[j] - yw[j]) * ((double)xb[j] - yw[j]);
+            }
+            worse_llama += sp > sl * (1 + 1e-12);
+            worse_plain += sww > spw * (1 + 1e-12);
+        }
+    }
+    CHECK_MSG(worse_llama == 0, "MXFP4: %g blocks with a larger error than llama.cpp's exponent", worse_llama);
+    CHECK_MSG(worse_plain == 0, "MXFP4: %g blocks with a larger weighted error weighted than plain", worse_plain);
+    /* the ends of float: zero, subnormal and the largest values quantize without overflow or UB */
+    for (int i = 0; i < 32; i++) x[i] = i % 2 ? 3.0e38f : -1.0e-40f;
+    moeq_ggml_quant_row(MOEQ_GGML_MXFP4, x, NULL, q, 32);
+    moeq_ggml_dequant_row(MOEQ_GGML_MXFP4, q, y, 32);
+    int fin = 1;
+    for (int i = 0; i < 32; i++) fin &= isfinite(y[i]) && (i % 2 ? fabsf(y[i] - x[i]) <= 0.35f * x[i] : y[i] == 0);
+    CHECK_MSG(q[0] <= 254 && fin, "MXFP4: huge/tiny block gives e %d", q[0]);
+    for (int i = 0; i < 32; i++) x[i] = (i % 3 - 1) * 0x1p-128f;
+    moeq_ggml_quant_row(MOEQ_GGML_MXFP4, x, NULL, q, 32);
+    CHECK(q[0] == 0);   /* the smallest exponent: half scale 2^-128 (subnormal), codes ±1 */
+    moeq_ggml_dequant_row(MOEQ_GGML_MXFP4, q, y, 32);
+    for (int i = 0; i < 32; i++) CHECK(y[i] == (i % 3 - 1) * 0x1p-128f);
+}
+
 /* ---- matmul ----------------------------------------------------------------------------------- */
 
 static void gemm_case(moeq_ggml_type t, int64_t rows, int64_t cols, int64_t n, const char *variant, int *ran)
@@ -291,7 +416,8 @@ static void test_gemm_variants(void)
 {
     static const moeq_ggml_type all[] = {MOEQ_GGML_F32, MOEQ_GGML_F16, MOEQ_GGML_BF16, MOEQ_GGML_Q4_0, MOEQ_GGML_Q4_1,
                                          MOEQ_GGML_Q5_0, MOEQ_GGML_Q5_1, MOEQ_GGML_Q8_0, MOEQ_GGML_Q2_K, MOEQ_GGML_Q3_K,
-                                         MOEQ_GGML_Q4_K, MOEQ_GGML_Q5_K, MOEQ_GGML_Q6_K, MOEQ_GGML_IQ4_NL, MOEQ_GGML_IQ4_XS};
+                                         MOEQ_GGML_Q4_K, MOEQ_GGML_Q5_K, MOEQ_GGML_Q6_K, MOEQ_GGML_IQ4_NL, MOEQ_GGML_IQ4_XS,
+                                         MOEQ_GGML_MXFP4};
     static const char *variants[] = {"ref", "avx2", "avx512"};
     static const int64_t ns[] = {1, 2, 3, 17};
     int ran = 0;
@@ -301,7 +427,7 @@ static void test_gemm_variants(void)
                 int64_t cols = block_of(all[k]) == 256 ? 768 : block_of(all[k]) == 32 ? 32 * 9 : 40;
                 gemm_case(all[k], j % 2 ? 19 : 5, cols, ns[j], variants[v], &ran);
             }
-    CHECK(ran >= 15 * 4);
+    CHECK(ran >= 16 * 4);
     CHECK(moeq_ggml_gemm_with("nope", MOEQ_GGML_Q4_K, NULL, 1, 256, NULL, 1, NULL) == 0);
 }
 
@@ -309,10 +435,11 @@ static void test_gemm_variants(void)
  * and the outputs do not depend on the thread count */
 static void test_gemm_exact_and_threads(void)
 {
-    static const moeq_ggml_type hot[] = {MOEQ_GGML_Q8_0, MOEQ_GGML_Q4_K, MOEQ_GGML_Q5_K, MOEQ_GGML_Q6_K, MOEQ_GGML_IQ4_XS};
+    static const moeq_ggml_type hot[] = {MOEQ_GGML_Q8_0, MOEQ_GGML_Q4_K, MOEQ_GGML_Q5_K, MOEQ_GGML_Q6_K, MOEQ_GGML_IQ4_XS,
+                                         MOEQ_GGML_MXFP4};
     static const char *variants[] = {"ref", "avx2", "avx512"};
     const int64_t rows = 21, cols = 256;
-    for (size_t k = 0; k < 5; k++) {
+    for (size_t k = 0; k < sizeof hot / sizeof hot[0]; k++) {
         size_t rb = moeq_ggml_row_bytes(hot[k], cols);
         uint8_t *W = malloc(rb * rows);
         float *wf = malloc(rows * cols * 4), *I = calloc(cols * cols, 4), *Y = malloc(cols * rows * 4);
@@ -356,7 +483,7 @@ static void test_gptq(void)
 {
     static const moeq_ggml_type ts[] = {MOEQ_GGML_Q4_K, MOEQ_GGML_Q3_K, MOEQ_GGML_Q2_K, MOEQ_GGML_Q6_K, MOEQ_GGML_Q5_K,
                                         MOEQ_GGML_IQ4_XS, MOEQ_GGML_Q4_0, MOEQ_GGML_Q4_1, MOEQ_GGML_Q5_0,
-                                        MOEQ_GGML_IQ4_NL, MOEQ_GGML_Q8_0, MOEQ_GGML_Q5_1};
+                                        MOEQ_GGML_IQ4_NL, MOEQ_GGML_Q8_0, MOEQ_GGML_Q5_1, MOEQ_GGML_MXFP4};
     const int64_t rows = 48, cols = 256, ns = 768;
     /* correlated inputs: x = A z with a random mixing matrix, columns of unequal size */
     double *Xs = malloc(ns * cols * sizeof *Xs), *H = calloc(cols * cols, sizeof *H), *mix = malloc(cols * 8 * sizeof *mix);
@@ -433,6 +560,7 @@ int main(void)
     RUN_TEST(test_roundtrip);
     RUN_TEST(test_weighted_beats_plain);
     RUN_TEST(test_fallback_weights);
+    RUN_TEST(test_mxfp4);
     RUN_TEST(test_gemm_variants);
     RUN_TEST(test_gemm_exact_and_threads);
     RUN_TEST(test_gptq);
