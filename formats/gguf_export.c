@@ -375,9 +375,9 @@ static out_tensor *push(ex *x, const char *fmt, int64_t l)
 static int source_type(const moeq_mat *v)
 {
     if (v->gtype) return v->gtype;
-    /* gpt_oss's hub experts: strided bf16 keeps BF16; MXFP4 codes are written as BF16, which
-     * holds every e2m1 x 2^k value of the checkpoint exactly (no MXFP4 tensors are written) */
-    if (v->mx_scales) return 30;
+    /* gpt_oss's hub experts: strided bf16 keeps BF16; MXFP4 blocks stay MXFP4, their codes and
+     * exponents copied (mx_row_copy), as llama.cpp's converter writes gpt-oss */
+    if (v->mx_scales) return 39;
     if (v->q) return moeq_gguf_codec_maps(v->q->bits, v->q->group, v->q->sym, v->cols);
     return v->dtype == MOEQ_DT_F16 ? 1 : v->dtype == MOEQ_DT_BF16 ? 30 : 0;
 }
@@ -704,6 +704,7 @@ static int ftype_of(int t)
     case 0: return 0;   case 1: return 1;   case 2: return 2;   case 3: return 3;   case 8: return 7;
     case 6: return 8;   case 7: return 9;   case 10: return 10; case 11: return 12; case 12: return 15;
     case 13: return 17; case 14: return 18; case 20: return 25; case 23: return 30; case 30: return 32;
+    case 39: return 38;   /* LLAMA_FTYPE_MOSTLY_MXFP4_MOE */
     default: return 0;
     }
 }
@@ -746,6 +747,32 @@ static void qrow_copy(const moeq_qmat *q, int64_t r, int type, unsigned char *o)
             o += 34;
         }
     }
+}
+
+/* Row r of an MXFP4 view (gpt_oss's hub blocks: per 32 inputs an E8M0 byte in the scales tensor
+ * and 16 bytes holding elements 2t, 2t + 1 in the low and high nibble of byte t) as ggml
+ * block_mxfp4 (docs/FORMAT-gguf.md, "MXFP4 passthrough"): the same exponent byte, then qs[j] with
+ * element j low and j + 16 high. Only nibbles move; e2m1 codes and exponents are the same
+ * encoding on both sides. An exponent 255 (NaN in the OCP format, refused by llama.cpp's loader)
+ * is an error. */
+static moeq_status mx_row_copy(const ex *x, const moeq_mat *v, int64_t r, unsigned char *o)
+{
+    const int64_t nb = v->cols / 32;
+    const uint8_t *b = (const uint8_t *)v->data + (size_t)(r * v->rstep) * (size_t)(v->cols / 2);
+    const uint8_t *sc = v->mx_scales + (size_t)(r * v->rstep) * (size_t)nb;
+    for (int64_t k = 0; k < nb; k++, o += 17) {
+        if (sc[k] == 255)
+            return moeq_fail(x->err, MOEQ_ERR_NUMERIC, "%s: tensor '%s'[%lld]: MXFP4 scale of row %lld, block %lld is "
+                             "the E8M0 NaN (255)", moeq_model_path(x->m), v->mx_scale_tensor ? v->mx_scale_tensor : v->tensor,
+                             (long long)v->index, (long long)r, (long long)k);
+        const uint8_t *hb = b + 16 * k;
+        o[0] = sc[k];
+        for (int j = 0; j < 16; j++) {
+            int lo = (hb[j / 2] >> (4 * (j & 1))) & 15, hi = (hb[(j + 16) / 2] >> (4 * (j & 1))) & 15;
+            o[1 + j] = (unsigned char)(lo | (hi << 4));
+        }
+    }
+    return MOEQ_OK;
 }
 
 /* Importance weights of a routed expert's matrix: its Hessian diagonal; an undersampled or
@@ -825,6 +852,8 @@ static moeq_status write_mat(ex *x, moeq_gguf_writer *w, const out_tensor *t, co
         moeq_status st;
         if (v->q && qmap == t->type) {
             qrow_copy(v->q, sr, t->type, obuf);
+        } else if (v->mx_scales && t->type == 39) {
+            if ((st = mx_row_copy(x, v, sr, obuf))) return st;
         } else if (st_type == t->type && !v->q && !v->rstep && !v->cstep && !v->mx_scales) {
             /* same type, row-major: the bytes themselves */
             uint64_t rb = v->gtype ? v->grow : (uint64_t)cols * moeq_dtype_size(v->dtype);
@@ -1215,7 +1244,9 @@ moeq_status moeq_gguf_export(const moeq_model *m, const char *out_path, const mo
                 moeq_mat v;
                 if ((st = moeq_model_expert(m, t->layer, e, t->proj, &v, err))) break;
                 const float *imp = expert_imp(&x, t->layer, e, t->proj, v.cols, t->name);
-                st = o->gptq ? write_gptq(&x, w, t, &v, imp != NULL) : write_mat(&x, w, t, &v, imp, row, obuf);
+                /* MXFP4 codes written as MXFP4 are copied, GPTQ or not */
+                st = o->gptq && !(v.mx_scales && t->type == 39) ? write_gptq(&x, w, t, &v, imp != NULL)
+                                                                 : write_mat(&x, w, t, &v, imp, row, obuf);
                 moeq_mat_release(&v);
             }
         }

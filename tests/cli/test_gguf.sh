@@ -133,7 +133,7 @@ expect_exit "export of gpt-oss without a sliding layer is refused" 2 \
   "$MOEQ" export gguf "$TMPD/gf" -o "$TMPD/x.gguf"
 if [ -z "${MOEQ_TEST_QUICK:-}" ]; then   # test_gguf_llama.sh runs tiny-gptoss under ASan
   # default types: bf16 experts stay BF16 (de-interleaved gate/up, transposed), read back as the
-  # truncate-true checkpoint; MXFP4 experts are written as BF16 (exact); re-export is byte-identical
+  # truncate-true checkpoint; re-export is byte-identical (MXFP4 experts: below)
   "$MOEQ" export gguf $FX/tiny-gptoss -o "$TMPD/go.gguf" --yarn-truncate --json -q > "$TMPD/out" || echo "FAIL export gguf tiny-gptoss"
   python3 -c "import json,sys; t=json.load(open(sys.argv[1]))['types']; sys.exit(t.get('BF16') != 30)" "$TMPD/out" || echo "FAIL gpt-oss default types: $(cat "$TMPD/out")"
   ev "$TMPD/go.gguf" "$TMPD/go"
@@ -152,11 +152,6 @@ sys.exit(any(t.get(k, {}).get('ne') != v for k, v in want.items()) or 'blk.0.ffn
     || echo "FAIL gpt-oss export tensor table"
   "$MOEQ" export gguf "$TMPD/go.gguf" -o "$TMPD/go2.gguf" -q && cmp -s "$TMPD/go.gguf" "$TMPD/go2.gguf" \
     && echo "PASS export gguf of a gpt-oss GGUF: byte-identical" || echo "FAIL re-export of a gpt-oss GGUF changed the file"
-  cfg tiny-gptoss-mxfp4 "$TMPD/gm" 's/"truncate": false/"truncate": true/'
-  "$MOEQ" export gguf $FX/tiny-gptoss-mxfp4 -o "$TMPD/gm.gguf" --yarn-truncate -q || echo "FAIL export gguf tiny-gptoss-mxfp4"
-  ev "$TMPD/gm.gguf" "$TMPD/gm"
-  kld_below 1e-9 && echo "PASS gpt-oss MXFP4 experts exported as BF16: the truncate-true checkpoint's logits (KLD $(field kld_mean))" \
-    || echo "FAIL gpt-oss MXFP4 export: kld_mean $(field kld_mean)"
   # every layer sliding: llama.cpp's period 0, written as attention.sliding_window_pattern
   cfg tiny-gptoss "$TMPD/gs" 's/"truncate": false/"truncate": true/; s/"full_attention"/"sliding_attention"/g'
   "$MOEQ" export gguf "$TMPD/gs" -o "$TMPD/gs.gguf" --type F32 -q || echo "FAIL export gguf of an all-sliding gpt-oss"
@@ -164,6 +159,32 @@ sys.exit(any(t.get(k, {}).get('ne') != v for k, v in want.items()) or 'blk.0.ffn
   kld_below 1e-9 && echo "PASS gpt-oss with every layer sliding: sliding_window_pattern 0, read back as the checkpoint (KLD $(field kld_mean))" \
     || echo "FAIL gpt-oss with every layer sliding: kld_mean $(field kld_mean)"
 fi
+# gpt-oss MXFP4 experts (docs/export.md, "MXFP4"): copied into GGUF MXFP4 tensors by default, the
+# bytes llama.cpp's converter writes (its repack re-done in gguf_mxfp4_check.py) and the same
+# values, so moeq eval gives the source's perplexity; re-export is byte-identical
+cfg tiny-gptoss-mxfp4 "$TMPD/gm" 's/"truncate": false/"truncate": true/'
+"$MOEQ" export gguf $FX/tiny-gptoss-mxfp4 -o "$TMPD/gm.gguf" --yarn-truncate --json -q > "$TMPD/out" || echo "FAIL export gguf tiny-gptoss-mxfp4"
+python3 -c "import json,sys; t=json.load(open(sys.argv[1]))['types']; sys.exit(t.get('MXFP4') != 12)" "$TMPD/out" \
+  && echo "PASS gpt-oss MXFP4 export: 12 expert tensors MXFP4 by default" || echo "FAIL gpt-oss MXFP4 export types: $(cat "$TMPD/out")"
+python3 tests/cli/gguf_mxfp4_check.py $FX/tiny-gptoss-mxfp4 "$TMPD/gm.gguf" > "$TMPD/mx.json" \
+  && echo "PASS gpt-oss MXFP4 experts: llama.cpp converter's bytes and the hub's values exactly $(cat "$TMPD/mx.json")" \
+  || echo "FAIL gpt-oss MXFP4 experts against the converter's repack: $(cat "$TMPD/mx.json")"
+ppl() { "$MOEQ" eval "$1" --tokens $T --ctx 128 --max-tokens 256 --json -q | python3 -c "import json,sys; print(json.load(sys.stdin)['ppl'])"; }
+pg=$(ppl "$TMPD/gm.gguf"); ph=$(ppl "$TMPD/gm")
+python3 -c "import sys; sys.exit(not abs(float(sys.argv[1]) / float(sys.argv[2]) - 1) < 1e-6)" "$pg" "$ph" \
+  && echo "PASS moeq eval of the MXFP4 GGUF $pg equals the MXFP4 checkpoint's $ph (within 1e-6)" \
+  || echo "FAIL moeq eval of the MXFP4 GGUF $pg, MXFP4 checkpoint $ph"
+"$MOEQ" export gguf "$TMPD/gm.gguf" -o "$TMPD/gm2.gguf" -q && cmp -s "$TMPD/gm.gguf" "$TMPD/gm2.gguf" \
+  && echo "PASS export gguf of an MXFP4 GGUF: byte-identical" || echo "FAIL re-export of an MXFP4 GGUF changed the file"
+"$MOEQ" verify "$TMPD/gm.gguf" -q && echo "PASS verify of an MXFP4 GGUF" || echo "FAIL verify of an MXFP4 GGUF"
+# --type MXFP4 from float (any architecture, rows multiples of 32): the exponent of least error per
+# block; --tensor-type puts q/k/v in MXFP4 too
+"$MOEQ" export gguf $FX/tiny-qwen3moe -o "$TMPD/mx.gguf" --type MXFP4 --tensor-type 'attn_(q|k|v)\.weight=MXFP4' --json -q > "$TMPD/out"
+python3 -c "import json,sys; j=json.load(open(sys.argv[1])); sys.exit(not (j['types'].get('MXFP4') == 12 + 3 * 4 and 4.25 <= j['bits_per_weight'] < 32))" "$TMPD/out" \
+  && echo "PASS export gguf --type MXFP4: experts and q/k/v MXFP4" || echo "FAIL export gguf --type MXFP4: $(cat "$TMPD/out")"
+ev "$TMPD/mx.gguf" $FX/tiny-qwen3moe
+python3 -c "import sys; k=float(sys.argv[1]); sys.exit(not (0 < k < 0.05))" "$(field kld_mean)" \
+  && echo "PASS export gguf --type MXFP4 read back: KLD $(field kld_mean) to the checkpoint in (0, 0.05)" || echo "FAIL export gguf --type MXFP4: KLD $(field kld_mean)"
 rm -f "$TMPD/x.gguf"
 expect_exit "export --type unknown" 1 "not a ggml type" -- "$MOEQ" export gguf $FX/tiny-olmoe -o "$TMPD/x.gguf" --type Q9_9
 [ ! -e "$TMPD/x.gguf" ] && echo "PASS failed exports leave no file" || echo "FAIL failed exports leave no file"
