@@ -44,7 +44,17 @@ moeq_status moeq_gguf_check_finite(const moeq_gguf *g, moeq_error *err)
         uint64_t rb = moeq_gguf_row_bytes(t->type, t->ne[0]);
         int64_t rows = t->numel / t->ne[0];
         for (int64_t r = 0; r < rows && !st; r++) {
-            moeq_gguf_row_to_f32(t->type, (const unsigned char *)t->data + (uint64_t)r * rb, row, t->ne[0]);
+            const unsigned char *rp = (const unsigned char *)t->data + (uint64_t)r * rb;
+            for (int64_t k = 0; t->type == MOEQ_GGML_MXFP4 && k < t->ne[0] / 32; k++)
+                if (rp[17 * k] == 255) {   /* E8M0 NaN: ggml_validate_row_data refuses it */
+                    st = moeq_fail(err, MOEQ_ERR_NUMERIC, "%s: GGUF tensor '%s': MXFP4 block %lld of row %lld has the "
+                                   "E8M0 exponent 255 (NaN; llama.cpp refuses the file) (block at byte offset %llu)",
+                                   moeq_gguf_label(g), t->name, (long long)k, (long long)r,
+                                   (unsigned long long)(t->file_offset + (uint64_t)r * rb + 17 * (uint64_t)k));
+                    break;
+                }
+            if (st) break;
+            moeq_gguf_row_to_f32(t->type, rp, row, t->ne[0]);
             for (int64_t j = 0; j < t->ne[0]; j++)
                 if (!isfinite(row[j])) {
                     st = moeq_fail(err, MOEQ_ERR_NUMERIC, "%s: GGUF tensor '%s': value %lld of row %lld is %s (row "

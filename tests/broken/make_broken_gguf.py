@@ -153,6 +153,11 @@ def main():
     bad[9][3] = bytes(34)
     case("row_not_block_multiple.gguf", build(kvs, bad), "MOEQ_ERR_FORMAT", 2,
          "G-8|'blk.0.attn_q_norm.weight'|16 elements per row is not a multiple of Q8_0's block of 32")
+    bad = [list(t) for t in ts]
+    bad[9][2] = 39   # MXFP4 with 16 values per row
+    bad[9][3] = bytes(17)
+    case("mxfp4_row_not_block_multiple.gguf", build(kvs, bad), "MOEQ_ERR_FORMAT", 2,
+         "G-8|'blk.0.attn_q_norm.weight'|16 elements per row is not a multiple of MXFP4's block of 32")
     offs = [None] * len(ts)
     offs[3] = 64
     case("wrong_offset.gguf", build(kvs, ts, offsets=offs), "MOEQ_ERR_FORMAT", 2,
@@ -199,6 +204,14 @@ def main():
          "MOEQ_ERR_FORMAT", 2, "tokenizer.ggml.scores[0] (token '<unk>') is NaN")
     case("spm_duplicate_token.gguf", build(*spm(**{"tokenizer.ggml.tokens": (ARR, (STR, toks[:-1] + ["a"]))})),
          "MOEQ_ERR_FORMAT", 2, "token %d 'a' repeats token %d" % (nv - 1, nv - 2))
+    mx = [list(t) for t in ts]   # MXFP4 experts (valid), then one block with the E8M0 NaN exponent 255
+    blk = bytes([120]) + bytes(range(16))
+    mx[12][2] = 39
+    mx[12][3] = blk * (I * E)
+    case("mxfp4_valid.gguf", build(kvs, mx), "MOEQ_OK", 0, "")
+    mx[12][3] = blk * 5 + bytes([255]) + blk[1:] + blk * (I * E - 6)
+    case("mxfp4_nan_exponent.gguf", build(kvs, mx), "MOEQ_ERR_NUMERIC", 3,
+         "'blk.0.ffn_gate_exps.weight'|MXFP4 block 0 of row 5 has the E8M0 exponent 255")
     with open(os.path.join(ROOT, "expected.tsv"), "w") as f:
         f.write("# path (relative to this directory)\tstatus\texit\tfragments (|-separated)\n")
         for c in CASES:

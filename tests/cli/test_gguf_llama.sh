@@ -6,6 +6,8 @@
 # - F32, BF16, F16, Q8_0 exports: llama.cpp's perplexity equals moeq eval of the same GGUF within 0.3%
 #   (deepseek2 included: tiny-deepseekv3, MLA, dense first layer, sigmoid routing, YaRN; gpt-oss:
 #   tiny-gptoss and tiny-gptoss-mxfp4 with --yarn-truncate, sinks, sliding layers, SWIGLU_OAI, biases).
+# - MXFP4: tiny-gptoss-mxfp4's experts copied as MXFP4 (the default) and tiny-qwen3moe --type MXFP4:
+#   llama.cpp's perplexity of the file itself equals moeq eval of it within 0.3%.
 # - gpt-oss F32 exports: moeq eval of the GGUF equals moeq eval of the hub directory with rope
 #   truncate true (what --yarn-truncate writes) within 1e-4; the gap to the truncate-false
 #   checkpoint itself is reported.
@@ -78,6 +80,16 @@ for p in $gpt; do
     files="$files $TMPD/$f.$ty.gguf"
   done
 done
+# MXFP4: gpt-oss's MXFP4 experts copied as they are (the default export), and --type MXFP4 of a
+# bf16 model (every layer's experts); llama.cpp runs both files themselves (its MXFP4 dot takes
+# 8-bit activations: 0.04% and 0.1% from moeq's float32 ones on these)
+"$MOEQ" export gguf $FX/tiny-gptoss-mxfp4 -o "$TMPD/gptoss-mxfp4.gguf" --yarn-truncate -q || echo "FAIL export gguf tiny-gptoss-mxfp4 (MXFP4 experts)"
+files="$files $TMPD/gptoss-mxfp4.gguf"
+mxq=""; [ -z "${MOEQ_TEST_QUICK:-}" ] && mxq="$TMPD/tiny-qwen3moe.MXFP4.gguf"
+if [ -n "$mxq" ]; then
+  "$MOEQ" export gguf $FX/tiny-qwen3moe -o "$mxq" --type MXFP4 -q || echo "FAIL export gguf tiny-qwen3moe --type MXFP4"
+  files="$files $mxq"
+fi
 for ty in $kq; do
   "$MOEQ" export gguf $FX/$K -o "$TMPD/$K.$ty.gguf" --type $ty --method gptq --calib "$TMPD/k.h5" -q || echo "FAIL export gguf $K --type $ty --method gptq"
   "$MOEQ" export gguf "$TMPD/$K.$ty.gguf" -o "$TMPD/$K.$ty.F32.gguf" --type F32 -q || echo "FAIL export gguf $K.$ty.gguf --type F32"
@@ -101,6 +113,11 @@ check_lower() {   # check_lower MODEL TYPE
     || echo "FAIL llama.cpp $1 $2 dequantized: ppl $lf, moeq eval of the $2 file $mp; llama.cpp on $2: $lq"
 }
 for ty in $kq plan; do check_lower $K $ty; done
+for g in "$TMPD/gptoss-mxfp4.gguf" $mxq; do
+  lp=$(llama_field "$g" "j['ppl']"); mp=$(moeq_ppl "$g"); dt=$(llama_field "$g" "j['header']['gate_exps_dtype']")
+  [ "$dt" = 39 ] && close "$lp" "$mp" && echo "PASS llama.cpp runs MXFP4 experts ($(basename "$g")): ppl $lp, moeq eval $mp (within 0.3%: $(python3 -c "import sys; print('%.2g' % abs(float(sys.argv[1]) / float(sys.argv[2]) - 1))" "$lp" "$mp"))" \
+    || echo "FAIL llama.cpp MXFP4 $(basename "$g") (expert type $dt): ppl $lp, moeq eval $mp"
+done
 for ty in $dtypes; do
   g="$TMPD/$D.$ty.gguf"; lp=$(llama_field "$g" "j['ppl']"); mp=$(moeq_ppl "$g"); arch=$(llama_field "$g" "j['header']['architecture']")
   [ "$arch" = deepseek2 ] && close "$lp" "$mp" && echo "PASS llama.cpp loads $D $ty as deepseek2: ppl $lp, moeq eval $mp (within 0.3%)" \
