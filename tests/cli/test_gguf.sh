@@ -185,6 +185,13 @@ python3 -c "import json,sys; j=json.load(open(sys.argv[1])); sys.exit(not (j['ty
 ev "$TMPD/mx.gguf" $FX/tiny-qwen3moe
 python3 -c "import sys; k=float(sys.argv[1]); sys.exit(not (0 < k < 0.05))" "$(field kld_mean)" \
   && echo "PASS export gguf --type MXFP4 read back: KLD $(field kld_mean) to the checkpoint in (0, 0.05)" || echo "FAIL export gguf --type MXFP4: KLD $(field kld_mean)"
+# an mxfp4 codec in a .moeq (FORMAT.md F-12): its blocks copied into the GGUF, the same logits
+"$MOEQ" quantize $FX/tiny-qwen3moe --bits 4 --tensor-type 'experts=mxfp4' -o "$TMPD/mx.moeq" -q || echo "FAIL quantize --tensor-type experts=mxfp4"
+"$MOEQ" export gguf "$TMPD/mx.moeq" -o "$TMPD/mxm.gguf" --json -q > "$TMPD/out"
+python3 -c "import json,sys; sys.exit(json.load(open(sys.argv[1]))['types'].get('MXFP4') != 12)" "$TMPD/out" || echo "FAIL export of an mxfp4 .moeq: $(cat "$TMPD/out")"
+ev "$TMPD/mxm.gguf" "$TMPD/mx.moeq"
+[ "$(field kld_mean)" = "0.0" ] && echo "PASS export gguf of an mxfp4 .moeq: MXFP4 blocks copied, the .moeq's logits" \
+  || echo "FAIL export gguf of an mxfp4 .moeq: kld_mean $(field kld_mean)"
 rm -f "$TMPD/x.gguf"
 expect_exit "export --type unknown" 1 "not a ggml type" -- "$MOEQ" export gguf $FX/tiny-olmoe -o "$TMPD/x.gguf" --type Q9_9
 [ ! -e "$TMPD/x.gguf" ] && echo "PASS failed exports leave no file" || echo "FAIL failed exports leave no file"
