@@ -322,6 +322,7 @@ typedef struct out_tensor {
     int type;
     int is_expert, is_router;
     const char *fallback_from;  /* the requested type when the row size forced another */
+    double plan_damp;           /* the plan's damping for it (> 0), else 0 */
     const char *group;          /* K_MAT of a layer: the calibration subgroup of its input (mat_tab) */
     int head;                   /* K_MAT: 1 token_embd, 2 output, 0 a layer's matrix */
 } out_tensor;
@@ -421,7 +422,11 @@ static moeq_status choose_type(ex *x, out_tensor *t, int src_type)
         want = 8;
     }
     for (int i = 0; i < o->n_plan; i++)   /* --plan: the planned type of this tensor */
-        if (!strcmp(o->plan_names[i], t->name)) { want = o->plan_types[i]; x->plan_used[i] = 1; }
+        if (!strcmp(o->plan_names[i], t->name)) {
+            want = o->plan_types[i];
+            x->plan_used[i] = 1;
+            t->plan_damp = o->plan_damps ? o->plan_damps[i] : 0;
+        }
     for (int r = 0; r < o->n_rules; r++)
         if (regexec(&x->re[r], t->name, 0, NULL, 0) == 0) want = o->rule_types[r];
     if (want < 0) want = 1;
@@ -916,7 +921,7 @@ static moeq_status write_mat_h(ex *x, moeq_gguf_writer *w, const out_tensor *t, 
     }
     moeq_mat_to_f32(v, 0, rows, wf);
     if (x->o->gptq) {
-        moeq_gptq_opts go = { .damp = x->o->damp > 0 ? x->o->damp : 0.01 };
+        moeq_gptq_opts go = { .damp = t->plan_damp > 0 ? t->plan_damp : x->o->damp > 0 ? x->o->damp : 0.01 };
         moeq_gptq_info info = { 0 };
         st = moeq_ggml_gptq((moeq_ggml_type)t->type, wf, rows, cols, x->h2, &go, dst, NULL, &info, x->err);
         if (!st && info.rtn_fallback) note_fallback(x, t->name, "weighted search", "the Hessian could not be factorized");
@@ -1238,8 +1243,8 @@ moeq_status moeq_gguf_export(const moeq_model *m, const char *out_path, const mo
             st = mat_weighed(&x, t) ? write_mat_h(&x, w, t, row, obuf) : write_mat(&x, w, t, &t->mat, NULL, row, obuf);
             moeq_mat_release(&t->mat);
         } else {
-            x.damp = o->damp > 0 ? o->damp : 0.01;
-            if (o->gptq && o->damp <= 0 && (st = choose_damp(&x, t, &x.damp))) goto out;
+            x.damp = t->plan_damp > 0 ? t->plan_damp : o->damp > 0 ? o->damp : 0.01;
+            if (o->gptq && o->damp <= 0 && t->plan_damp <= 0 && (st = choose_damp(&x, t, &x.damp))) goto out;
             for (int64_t e = 0; !st && e < c->n_experts; e++) {
                 moeq_mat v;
                 if ((st = moeq_model_expert(m, t->layer, e, t->proj, &v, err))) break;

@@ -27,6 +27,8 @@ typedef struct moeq_gguf_export_opts {
                                       before the rules; a name that is not a matrix of the file is FORMAT */
     const char *const *plan_names;
     const int *plan_types;
+    const double *plan_damps;      /* may be NULL; > 0: GPTQ's damping for that tensor (the plan's --damps
+                                      choice), over --damp and its auto choice */
     void (*progress)(void *user, int64_t i, int64_t n, const char *name, int nd, const int64_t *ne,
                      const char *type);
     void *user;

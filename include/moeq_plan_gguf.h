@@ -22,6 +22,8 @@ typedef struct moeq_gguf_plan_opts {
     int threads;
     const char *calib_path;        /* hessian: full-Hessian calibration file */
     int hessian_gptq;              /* hessian costs after GPTQ on the type's grid (export --method gptq) */
+    double damps[8];               /* measured with hessian_gptq (--damps): GPTQ's damping candidates; each */
+    int n_damps;                   /* (matrix, type) costs its best, which the plan records and export uses */
     const char *reuse_path;        /* --reuse-costs P.json: the per-candidate costs of an earlier GGUF plan of
                                       the same model (every tensor and candidate must be there), not measured again */
     int n_pins;                    /* --tensor-type REGEX=TYPE on GGUF names: pinned, counted in the budget */
@@ -39,6 +41,7 @@ typedef struct moeq_gguf_plan_item {
     int n_cand;
     int cand[MOEQ_GGUF_PLAN_MAX_TYPES];
     double cost[MOEQ_GGUF_PLAN_MAX_TYPES];    /* predicted cost per candidate */
+    double damp[MOEQ_GGUF_PLAN_MAX_TYPES];    /* --damps: the damping that gave it, else 0 */
     int64_t bits[MOEQ_GGUF_PLAN_MAX_TYPES];   /* its GGUF bits per candidate (bytes × 8) */
     int choice;                    /* index into cand */
     int pinned;                    /* cand[0] is the pinned type, cost NaN */
@@ -60,11 +63,12 @@ moeq_status moeq_gguf_plan_make(const moeq_model *m, const moeq_gguf_plan_opts *
 void moeq_gguf_plan_free(moeq_gguf_plan *p);
 /* plan.json ("format": "moeq-plan", "target": "gguf"; docs/plan.md); malloc'ed. */
 char *moeq_gguf_plan_json(const moeq_gguf_plan *p, const moeq_gguf_plan_opts *o, const moeq_model *m);
-/* Reads a GGUF plan.json into names/types (malloc'ed; free with moeq_gguf_plan_types_free):
- * FORMAT (exit 2) naming the entry for another format/target/model_type, a missing or unknown
- * type, a name listed twice. Whether the names are matrices of the model is checked by the export. */
-moeq_status moeq_gguf_plan_read(const char *path, const moeq_model *m, char ***names, int **types, int *n,
-                                moeq_error *err);
-void moeq_gguf_plan_types_free(char **names, int *types, int n);
+/* Reads a GGUF plan.json into names/types/damps (malloc'ed; free with moeq_gguf_plan_types_free;
+ * damps[i] is the entry's "damp", 0 when null or absent): FORMAT (exit 2) naming the entry for
+ * another format/target/model_type, a missing or unknown type, a name listed twice, a damp that
+ * is not a positive number. Whether the names are matrices of the model is checked by the export. */
+moeq_status moeq_gguf_plan_read(const char *path, const moeq_model *m, char ***names, int **types, double **damps,
+                                int *n, moeq_error *err);
+void moeq_gguf_plan_types_free(char **names, int *types, double *damps, int n);
 
 #endif

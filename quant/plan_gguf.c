@@ -41,11 +41,11 @@ typedef struct ws {
 
 /* Q_t(W) into wq: row by row with importances imp (NULL: none), or GPTQ with Hq. */
 static moeq_status quantize(int t, const float *w, int64_t rows, int64_t cols, const float *imp, const double *Hq,
-                            int gptq, ws *s, moeq_error *err)
+                            int gptq, double damp, ws *s, moeq_error *err)
 {
     size_t rb = moeq_ggml_row_bytes((moeq_ggml_type)t, cols);
     if (gptq) {
-        moeq_gptq_opts go = { 0 };
+        moeq_gptq_opts go = { .damp = damp };
         moeq_gptq_info info = { 0 };
         return moeq_ggml_gptq((moeq_ggml_type)t, w, rows, cols, Hq, &go, s->blk, s->wq, &info, err);
     }
@@ -117,7 +117,7 @@ static moeq_status expert_costs(const moeq_model *m, const moeq_gguf_matrix *g, 
         int have = 0;
         for (int64_t c = 0; c < cols; c++) { imp[c] = (float)Hq[c * cols + c]; have |= imp[c] > 0; }
         for (int j = 0; j < it->n_cand && !st; j++) {
-            if ((st = quantize(it->cand[j], s->wf, rows, cols, have ? imp : NULL, have ? Hq : NULL, o->hessian_gptq, s, err)))
+            if ((st = quantize(it->cand[j], s->wf, rows, cols, have ? imp : NULL, have ? Hq : NULL, o->hessian_gptq, 0, s, err)))
                 break;
             double c = moeq_hessian_error(s->wf, s->wq, rows, cols, s->H);
             if (!isfinite(c)) st = moeq_fail(err, MOEQ_ERR_NUMERIC, "plan: '%s' expert %lld: non-finite Hessian error",
@@ -126,6 +126,17 @@ static moeq_status expert_costs(const moeq_model *m, const moeq_gguf_matrix *g, 
         }
     }
     return st;
+}
+
+/* Candidate j's measured cost with its d-th damping: the smallest over the dampings is kept
+ * (ties: the earlier), with the damping that gave it. */
+static void keep_best(moeq_gguf_plan_item *it, int j, int d, double kld, double damp)
+{
+    kld = kld > 0 ? kld : 0;
+    if (d == 0 || kld < it->cost[j]) {
+        it->cost[j] = kld;
+        it->damp[j] = damp;
+    }
 }
 
 /* Measured costs of a routed-expert tensor (docs/plan.md "Measured costs"): for each candidate,
@@ -144,7 +155,10 @@ static moeq_status expert_measured(const moeq_model *m, const moeq_gguf_matrix *
     if (!buf) return moeq_fail(err, MOEQ_ERR_NOMEM, "out of memory");
     moeq_status st = MOEQ_OK;
     moeq_eval_opts eo = { .ctx = o->measure_ctx, .threads = o->threads, .ref_cache = &s->rc };
-    for (int j = 0; j < it->n_cand && !st; j++) {
+    const int nd = o->n_damps > 0 ? o->n_damps : 1;
+    for (int jd = 0; jd < it->n_cand * nd && !st; jd++) {
+        const int j = jd / nd;
+        const double damp = o->n_damps > 0 ? o->damps[jd % nd] : 0;
         for (int64_t e = 0; e < g->experts && !st; e++) {
             int64_t n_e = 0;
             int flag = 0;
@@ -156,7 +170,7 @@ static moeq_status expert_measured(const moeq_model *m, const moeq_gguf_matrix *
             } else if ((st = moeq_calib_file_hessian(cf, g->layer, e, down, s->H, cols, NULL, err))) break;
             int have = 0;
             for (int64_t c = 0; c < cols; c++) { imp[c] = (float)Hq[c * cols + c]; have |= imp[c] > 0; }
-            if ((st = quantize(it->cand[j], s->wf, rows, cols, have ? imp : NULL, have ? Hq : NULL, o->hessian_gptq, s, err)))
+            if ((st = quantize(it->cand[j], s->wf, rows, cols, have ? imp : NULL, have ? Hq : NULL, o->hessian_gptq, damp, s, err)))
                 break;
             if (!(buf[e] = malloc((size_t)(rows * cols) * sizeof **buf))) { st = moeq_fail(err, MOEQ_ERR_NOMEM, "out of memory"); break; }
             memcpy(buf[e], s->wq, (size_t)(rows * cols) * sizeof **buf);
@@ -167,7 +181,7 @@ static moeq_status expert_measured(const moeq_model *m, const moeq_gguf_matrix *
         moeq_model_clear_overrides(mm);
         for (int64_t e = 0; e < g->experts; e++) { free(buf[e]); buf[e] = NULL; }
         if (!st && !isfinite(r.kld_mean)) st = moeq_fail(err, MOEQ_ERR_NUMERIC, "plan: '%s': non-finite KLD", g->name);
-        if (!st) it->cost[j] = r.kld_mean > 0 ? r.kld_mean : 0;
+        if (!st) keep_best(it, j, jd % nd, r.kld_mean, damp);
     }
     free(buf);
     return st;
@@ -197,12 +211,13 @@ static moeq_status mat_hessian(const moeq_gguf_matrix *g, moeq_calib_file *cf, w
 /* Q_t of a 2-D matrix (widened in s->wf) into s->wq, as the export writes it: with its Hessian
  * (have: GPTQ with --hessian-quant gptq, else the weighted search with diag(H)), else the plain
  * search. */
-static moeq_status mat_quantize(int t, const moeq_gguf_matrix *g, int have, const moeq_gguf_plan_opts *o, ws *s,
-                                float *imp, moeq_error *err)
+static moeq_status mat_quantize(int t, const moeq_gguf_matrix *g, int have, const moeq_gguf_plan_opts *o, double damp,
+                                ws *s, float *imp, moeq_error *err)
 {
     const int64_t cols = g->cols;
     for (int64_t c = 0; have && c < cols; c++) imp[c] = (float)s->H[c * cols + c];
-    return quantize(t, s->wf, g->mat.rows, cols, have ? imp : NULL, have ? s->H : NULL, have && o->hessian_gptq, s, err);
+    return quantize(t, s->wf, g->mat.rows, cols, have ? imp : NULL, have ? s->H : NULL, have && o->hessian_gptq, damp, s,
+                    err);
 }
 
 /* Costs of a 2-D matrix: tr(ΔW H ΔWᵀ) with its calibration subgroup's Hessian when the file has
@@ -249,7 +264,7 @@ static moeq_status mat_costs(const moeq_model *m, const moeq_gguf_matrix *g, moe
     moeq_mat_to_f32(&g->mat, 0, rows, s->wf);
     moeq_mat_release(&g->mat);
     for (int j = 0; j < it->n_cand; j++) {
-        if ((st = mat_quantize(it->cand[j], g, have, o, s, imp, err))) return st;
+        if ((st = mat_quantize(it->cand[j], g, have, o, 0, s, imp, err))) return st;
         it->cost[j] = rep * (have ? moeq_hessian_error(s->wf, s->wq, rows, cols, s->H) : iso * sq_error(s->wf, s->wq, rows * cols));
         if (!isfinite(it->cost[j]))
             return moeq_fail(err, MOEQ_ERR_NUMERIC, "plan: '%s': non-finite Hessian error", g->name);
@@ -274,8 +289,12 @@ static moeq_status mat_measured(const moeq_model *m, const moeq_gguf_matrix *g, 
     float *buf = malloc((size_t)(rows * cols) * sizeof *buf);
     if (!buf) return moeq_fail(err, MOEQ_ERR_NOMEM, "plan: out of memory for '%s'", g->name);
     moeq_eval_opts eo = { .ctx = o->measure_ctx, .threads = o->threads, .ref_cache = &s->rc };
-    for (int j = 0; j < it->n_cand && !st; j++) {
-        if ((st = mat_quantize(it->cand[j], g, have, o, s, imp, err))) break;
+    const int use = o->n_damps > 0 && have && o->hessian_gptq;   /* dampings matter only where GPTQ runs */
+    const int nd = use ? o->n_damps : 1;
+    for (int jd = 0; jd < it->n_cand * nd && !st; jd++) {
+        const int j = jd / nd;
+        const double damp = use ? o->damps[jd % nd] : 0;
+        if ((st = mat_quantize(it->cand[j], g, have, o, damp, s, imp, err))) break;
         memcpy(buf, s->wq, (size_t)(rows * cols) * sizeof *buf);
         st = g->head ? moeq_model_set_head_override(mm, g->head - 1, buf, err)
                      : moeq_model_set_override(mm, g->layer, -1, g->proj, buf, err);
@@ -283,7 +302,7 @@ static moeq_status mat_measured(const moeq_model *m, const moeq_gguf_matrix *g, 
         if (!st) st = moeq_eval(mm, m, o->measure_tokens, o->measure_n, &eo, &r, err);
         moeq_model_clear_overrides(mm);
         if (!st && !isfinite(r.kld_mean)) st = moeq_fail(err, MOEQ_ERR_NUMERIC, "plan: '%s': non-finite KLD", g->name);
-        if (!st) it->cost[j] = r.kld_mean > 0 ? r.kld_mean : 0;
+        if (!st) keep_best(it, j, jd % nd, r.kld_mean, damp);
     }
     free(buf);
     return st;
@@ -309,11 +328,11 @@ static moeq_status reuse_costs(const char *path, const moeq_model *m, moeq_gguf_
     for (size_t i = 0; i < p->n && !st; i++) {
         moeq_gguf_plan_item *it = &p->items[i];
         if (it->pinned) continue;
-        const json_t *c = NULL, *e;
+        const json_t *c = NULL, *dmap = NULL, *e;
         size_t k;
         json_array_foreach(arr, k, e) {
             const char *tn = json_string_value(json_object_get(e, "tensor"));
-            if (tn && !strcmp(tn, it->name)) c = json_object_get(e, "costs");
+            if (tn && !strcmp(tn, it->name)) { c = json_object_get(e, "costs"); dmap = json_object_get(e, "damps"); }
         }
         for (int q = 0; q < it->n_cand && !st; q++) {
             const json_t *v = c ? json_object_get(c, moeq_ggml_type_get(it->cand[q])->name) : NULL;
@@ -321,6 +340,8 @@ static moeq_status reuse_costs(const char *path, const moeq_model *m, moeq_gguf_
                 st = moeq_fail(err, MOEQ_ERR_FORMAT, "%s: --reuse-costs: no cost of %s for '%s'", path,
                                moeq_ggml_type_get(it->cand[q])->name, it->name);
             else it->cost[q] = json_number_value(v);
+            const json_t *dv = dmap ? json_object_get(dmap, moeq_ggml_type_get(it->cand[q])->name) : NULL;
+            it->damp[q] = json_is_number(dv) && json_number_value(dv) > 0 ? json_number_value(dv) : 0;
         }
         it->hessian = it->experts ? "expert" : "reused";
     }
@@ -342,6 +363,12 @@ moeq_status moeq_gguf_plan_make(const moeq_model *m, const moeq_gguf_plan_opts *
         return moeq_fail(err, MOEQ_ERR_MISUSE, "plan --target gguf: --cost is hessian, measured or uniform");
     if (o->cost != MOEQ_COST_UNIFORM && !o->calib_path && !o->reuse_path)
         return moeq_fail(err, MOEQ_ERR_MISUSE, "plan --target gguf: --cost %s needs --calib F.h5", moeq_plan_cost_name(o->cost));
+    if (o->n_damps && (!measured || !o->hessian_gptq))
+        return moeq_fail(err, MOEQ_ERR_MISUSE, "plan --target gguf: --damps needs --cost measured --hessian-quant gptq "
+                         "(only measured costs can tell dampings apart on other text)");
+    for (int d = 0; d < o->n_damps; d++)
+        if (!(o->damps[d] > 0 && o->damps[d] < 1e6))
+            return moeq_fail(err, MOEQ_ERR_MISUSE, "plan --target gguf: --damps: %g is not a positive damping", o->damps[d]);
     if (measured && !o->reuse_path) {
         if (!o->measure_model || !o->measure_tokens || o->measure_ctx < 2)
             return moeq_fail(err, MOEQ_ERR_MISUSE, "plan: measured costs need a second model and tokens");
@@ -540,6 +567,11 @@ char *moeq_gguf_plan_json(const moeq_gguf_plan *p, const moeq_gguf_plan_opts *o,
     json_object_set_new(j, "hessian_quantizer", json_string(o->cost == MOEQ_COST_UNIFORM ? "none" : o->hessian_gptq ? "gptq" : "rtn"));
     json_object_set_new(j, "scope", json_string(o->scope_all ? "all" : "experts"));
     json_object_set_new(j, "types", cands);
+    if (o->n_damps) {
+        json_t *da = json_array();
+        for (int d = 0; d < o->n_damps; d++) json_array_append_new(da, json_real(o->damps[d]));
+        json_object_set_new(j, "damp_candidates", da);
+    }
     json_object_set_new(j, "predicted_cost", json_real(p->cost));
     json_object_set_new(j, "lower_bound", json_real(p->solve.lower_bound));
     json_object_set_new(j, "exact", json_boolean(p->solve.exact));
@@ -558,11 +590,17 @@ char *moeq_gguf_plan_json(const moeq_gguf_plan *p, const moeq_gguf_plan_opts *o,
         json_object_set_new(e, "cols", json_integer(it->cols));
         json_object_set_new(e, "bytes", json_integer(it->bits[it->choice] / 8));
         json_object_set_new(e, "cost", it->pinned ? json_null() : json_real(it->cost[it->choice]));
+        json_object_set_new(e, "damp", it->damp[it->choice] > 0 ? json_real(it->damp[it->choice]) : json_null());
         json_object_set_new(e, "hessian", it->hessian ? json_string(it->hessian) : json_null());
         json_object_set_new(e, "pinned", json_boolean(it->pinned));
-        for (int q = 0; q < it->n_cand && !it->pinned; q++)
+        json_t *dd = json_object();
+        for (int q = 0; q < it->n_cand && !it->pinned; q++) {
             json_object_set_new(cc, moeq_ggml_type_get(it->cand[q])->name, json_real(it->cost[q]));
+            if (it->damp[q] > 0) json_object_set_new(dd, moeq_ggml_type_get(it->cand[q])->name, json_real(it->damp[q]));
+        }
         json_object_set_new(e, "costs", cc);
+        if (json_object_size(dd)) json_object_set_new(e, "damps", dd);
+        else json_decref(dd);
         json_array_append_new(arr, e);
         json_t *h = json_object_get(hist, tn);
         json_object_set_new(hist, tn, json_integer(h ? json_integer_value(h) + 1 : 1));
@@ -574,18 +612,20 @@ char *moeq_gguf_plan_json(const moeq_gguf_plan *p, const moeq_gguf_plan_opts *o,
     return s;
 }
 
-void moeq_gguf_plan_types_free(char **names, int *types, int n)
+void moeq_gguf_plan_types_free(char **names, int *types, double *damps, int n)
 {
     for (int i = 0; names && i < n; i++) free(names[i]);
     free(names);
     free(types);
+    free(damps);
 }
 
-moeq_status moeq_gguf_plan_read(const char *path, const moeq_model *m, char ***names, int **types, int *n,
-                                moeq_error *err)
+moeq_status moeq_gguf_plan_read(const char *path, const moeq_model *m, char ***names, int **types, double **damps,
+                                int *n, moeq_error *err)
 {
     *names = NULL;
     *types = NULL;
+    *damps = NULL;
     *n = 0;
     json_error_t je;
     json_t *j = json_load_file(path, 0, &je);
@@ -609,7 +649,8 @@ moeq_status moeq_gguf_plan_read(const char *path, const moeq_model *m, char ***n
     size_t na = json_array_size(arr);
     *names = calloc(na ? na : 1, sizeof **names);
     *types = calloc(na ? na : 1, sizeof **types);
-    if (!*names || !*types) { st = moeq_fail(err, MOEQ_ERR_NOMEM, "out of memory"); goto out; }
+    *damps = calloc(na ? na : 1, sizeof **damps);
+    if (!*names || !*types || !*damps) { st = moeq_fail(err, MOEQ_ERR_NOMEM, "out of memory"); goto out; }
     for (size_t i = 0; i < na; i++) {
         const json_t *e = json_array_get(arr, i);
         const char *tn = json_string_value(json_object_get(e, "tensor"));
@@ -622,11 +663,17 @@ moeq_status moeq_gguf_plan_read(const char *path, const moeq_model *m, char ***n
         }
         for (int q = 0; q < *n; q++)
             if (!strcmp((*names)[q], tn)) { st = moeq_fail(err, MOEQ_ERR_FORMAT, "%s: matrices[%zu]: '%s' is listed twice", path, i, tn); goto out; }
+        const json_t *dj = json_object_get(e, "damp");
+        if (dj && !json_is_null(dj) && !(json_is_number(dj) && json_number_value(dj) > 0 && json_number_value(dj) < 1e6)) {
+            st = moeq_fail(err, MOEQ_ERR_FORMAT, "%s: matrices[%zu]: 'damp' is not a positive number", path, i);
+            goto out;
+        }
         if (!((*names)[*n] = strdup(tn))) { st = moeq_fail(err, MOEQ_ERR_NOMEM, "out of memory"); goto out; }
+        (*damps)[*n] = dj && json_is_number(dj) ? json_number_value(dj) : 0;
         (*types)[(*n)++] = (int)ti->type;
     }
 out:
     json_decref(j);
-    if (st) { moeq_gguf_plan_types_free(*names, *types, *n); *names = NULL; *types = NULL; *n = 0; }
+    if (st) { moeq_gguf_plan_types_free(*names, *types, *damps, *n); *names = NULL; *types = NULL; *damps = NULL; *n = 0; }
     return st;
 }

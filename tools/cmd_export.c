@@ -121,7 +121,8 @@ int cmd_export(int argc, char **argv)
     if (moeq_model_open(in, &m, &err)) { rc = tool_report("export", &err); goto done; }
     char **pnames = NULL;
     int *ptypes = NULL, n_plan = 0;
-    if (plan && moeq_gguf_plan_read(plan, m, &pnames, &ptypes, &n_plan, &err)) {
+    double *pdamps = NULL;
+    if (plan && moeq_gguf_plan_read(plan, m, &pnames, &ptypes, &pdamps, &n_plan, &err)) {
         moeq_model_close(m);
         rc = tool_report("export", &err);
         goto done;
@@ -131,12 +132,13 @@ int cmd_export(int argc, char **argv)
                                 .rule_regex = rre, .rule_types = rty, .pre = pre, .requantize = requantize,
                                 .yarn_truncate = yarn_truncate, .damp = damp,
                                 .calib_path = calib, .gptq = !strcmp(method, "gptq"), .progress = on_tensor, .user = &p,
-                                .n_plan = n_plan, .plan_names = (const char *const *)pnames, .plan_types = ptypes };
+                                .n_plan = n_plan, .plan_names = (const char *const *)pnames, .plan_types = ptypes,
+                                .plan_damps = pdamps };
     moeq_gguf_export_result res = { 0 };
     double t0 = moeq_now();
     moeq_status st = moeq_gguf_export(m, out, &o, &res, &err);
     moeq_model_close(m);
-    moeq_gguf_plan_types_free(pnames, ptypes, n_plan);
+    moeq_gguf_plan_types_free(pnames, ptypes, pdamps, n_plan);
     if (st) { rc = tool_report("export", &err); goto done; }
     double secs = moeq_now() - t0;
     FILE *h = tool_human(&tc);

@@ -11,7 +11,7 @@
 static const char *PLAN_GGUF_HELP =
     "usage: moeq plan MODEL --target gguf --budget B [--cost hessian|measured|uniform] [--calib F.h5]\n"
     "                 [--tokens F | --text F] [--measure-tokens N] [--ctx N]\n"
-    "                 [--scope experts|all] [--types Q2_K,Q3_K,...] [--hessian-quant rtn|gptq]\n"
+    "                 [--scope experts|all] [--types Q2_K,Q3_K,...] [--hessian-quant rtn|gptq] [--damps LIST]\n"
     "                 [--tensor-type REGEX=TYPE ...] -o plan.json [--json] [-q] [--threads N]\n\n"
     "Chooses one ggml type per matrix of the GGUF `moeq export gguf` writes (a 3-D routed-expert\n"
     "tensor, one layer x projection, is one type) so that the summed cost is smallest within B\n"
@@ -20,13 +20,15 @@ static const char *PLAN_GGUF_HELP =
     "  --cost C          hessian (default): sum over experts of tr((W-Q)H(W-Q)^T), Q the export's\n"
     "                    quantizer (needs --calib); measured: the KLD against the unquantized model\n"
     "                    on validation tokens of each expert tensor quantized alone (needs --calib\n"
-    "                    and --tokens or --text; routed experts only); uniform: n 4^-bpw\n"
+    "                    and --tokens or --text); uniform: n 4^-bpw\n"
     "  --tokens F, --text F  measured: validation tokens (ids, or text for MODEL's tokenizer)\n"
     "  --measure-tokens N    measured: at most N of them (default 4096), windows of --ctx (512)\n"
     "  --scope all       also attention, shared experts, dense MLPs, embeddings and head\n"
     "  --types LIST      candidates (default Q2_K,Q3_K,Q4_K,Q5_K,Q6_K,Q8_0,IQ4_XS; rows that 256\n"
     "                    does not divide use llama-quantize's fallbacks: Q4_0, Q5_0, Q5_1, IQ4_NL)\n"
     "  --hessian-quant Q rtn (default): the weighted search; gptq: as export --method gptq\n"
+    "  --damps LIST      measured with gptq: GPTQ's damping candidates (e.g. 0.01,0.1,1); each\n"
+    "                    (matrix, type) costs its best one, recorded in the plan for export --plan\n"
     "  --tensor-type R=T pin the GGUF tensors matching R to type T (counted in the budget)\n"
     "  --reuse-costs P   take the costs from an earlier hessian plan P of this model (other budgets)\n"
     "  -o plan.json      read by moeq export gguf --plan\n";
@@ -84,6 +86,18 @@ int cmd_plan_gguf(int argc, char **argv)
             if (!(v = tool_value("plan", argc, argv, &i))) goto out;
             if (strcmp(v, "rtn") && strcmp(v, "gptq")) { tool_usage_error("plan", "--hessian-quant wants rtn or gptq"); goto out; }
             o.hessian_gptq = !strcmp(v, "gptq");
+        } else if (!strcmp(a, "--damps")) {
+            if (!(v = tool_value("plan", argc, argv, &i))) goto out;
+            char *dup = strdup(v), *save = NULL;
+            o.n_damps = 0;
+            for (char *t = strtok_r(dup, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+                char *end;
+                double d = strtod(t, &end);
+                if (*end || !(d > 0 && d < 1e6) || o.n_damps == 8) { o.n_damps = -1; break; }
+                o.damps[o.n_damps++] = d;
+            }
+            free(dup);
+            if (o.n_damps < 1) { tool_usage_error("plan", "--damps wants up to 8 positive dampings, e.g. 0.01,0.1,1"); goto out; }
         } else if (!strcmp(a, "--types")) {
             if (!(v = tool_value("plan", argc, argv, &i))) goto out;
             char *dup = strdup(v), *save = NULL;

@@ -130,6 +130,35 @@ for m in p["matrices"]:
     assert ts[m["tensor"]]["type"] == {"Q2_K": 10, "Q8_0": 8}[m["type"]], m
 assert sum(m["bytes"] for m in p["matrices"]) * 8 <= 4.5 * p["weights"]
 PY
+# --damps: each (tensor, type) costs the best of its GPTQ dampings on the validation tokens, and
+# export --plan quantizes with the recorded one: the costs of --damps 0.01,1 are the smaller of
+# --damps 0.01's and --damps 1's (the same measurements, bit for bit), the damp the one that gave
+# it; a one-damping plan exports the same bytes as --damp with that damping
+for d in 0.01 1 0.01,1; do
+  "$MOEQ" plan $K --target gguf --budget 3.5 --types Q2_K,Q4_K --cost measured --hessian-quant gptq --damps $d --calib "$TMPD/k.h5" \
+    --tokens "$TMPD/val.u32" --measure-tokens $MT --ctx 256 -q -o "$TMPD/kd_$d.json" || echo "FAIL plan --damps $d"
+done
+"$MOEQ" export gguf $K --plan "$TMPD/kd_1.json" --method gptq --calib "$TMPD/k.h5" -q -o "$TMPD/kd1.gguf" || echo "FAIL export --plan with damps"
+python3 -c "
+import json,sys; p=json.load(open('$TMPD/kd_1.json'))
+for m in p['matrices']: m['damp'] = None
+json.dump(p, open('$TMPD/kd_none.json', 'w'))"
+"$MOEQ" export gguf $K --plan "$TMPD/kd_none.json" --method gptq --calib "$TMPD/k.h5" --damp 1 -q -o "$TMPD/kdn.gguf" || echo "FAIL export --plan --damp 1"
+cmp -s "$TMPD/kd1.gguf" "$TMPD/kdn.gguf" && echo "PASS export --plan: the plan's damping is GPTQ's" || echo "FAIL export --plan: the plan's damping is not the one used"
+python3 - "$TMPD" <<'PY' && echo "PASS plan --damps: each cost the best damping's, recorded with it" || echo "FAIL plan --damps"
+import json, sys
+d = sys.argv[1]
+a, b, ab = (json.load(open(f"{d}/kd_{x}.json")) for x in ("0.01", "1", "0.01,1"))
+assert ab["damp_candidates"] == [0.01, 1]
+for ma, mb, m in zip(a["matrices"], b["matrices"], ab["matrices"]):
+    for t in ("Q2_K", "Q4_K"):
+        ca, cb = ma["costs"][t], mb["costs"][t]
+        assert m["costs"][t] == min(ca, cb), (m["tensor"], t, ca, cb, m["costs"][t])
+        assert m["damps"][t] == (0.01 if ca <= cb else 1), (m["tensor"], t, m["damps"])
+    assert m["damp"] == m["damps"][m["type"]]
+    assert mb["damp"] == 1
+PY
+expect_exit "plan --damps without measured GPTQ costs" 1 "needs --cost measured --hessian-quant gptq" -- "$MOEQ" plan $K --target gguf --budget 3.5 --cost hessian --damps 0.1 --calib "$TMPD/k.h5" -o "$TMPD/x.json"
 python3 - "$TMPD" "${MOEQ_TEST_QUICK:-}" <<'PY' && echo "PASS plan --target gguf --cost measured" || echo "FAIL plan --target gguf --cost measured"
 import json, sys
 d, quick = sys.argv[1], sys.argv[2]
