@@ -65,8 +65,9 @@ for scope in $SCOPES; do
     if [ ! -f "$M" ] || [ "$(python3 -c "import json; print(json.load(open('$OUT/plan.$ty.$scope.json'))['budget'])" 2>/dev/null)" != "$(python3 -c "print(float('$B'))")" ]; then
       # shellcheck disable=SC2086
       # measured costs (each tensor's KLD with each type, quantized as the export does: GPTQ with
-      # its Hessian; on validation text from the training side: VAL_BYTES after the calibration text)
-      cost="--cost measured --hessian-quant gptq --text $OUT/val.txt --measure-tokens 4096 --ctx $CTX"
+      # its Hessian, at the best of DAMPS; on validation text from the training side: VAL_BYTES
+      # after the calibration text)
+      cost="--cost measured --hessian-quant gptq --damps ${DAMPS:-0.01,0.1,1} --text $OUT/val.txt --measure-tokens 4096 --ctx $CTX"
       # shellcheck disable=SC2086
       "$MOEQ" plan "$MODEL" --target gguf --budget "$B" --scope $scope --calib "$OUT/calib.h5" $cost $reuse -o "$OUT/plan.$ty.$scope.json" -q
       [ -f "$OUT/costs.$scope.json" ] || cp "$OUT/plan.$ty.$scope.json" "$OUT/costs.$scope.json"

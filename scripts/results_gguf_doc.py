@@ -26,9 +26,11 @@ L.append("- llama.cpp: `llama-quantize --imatrix`; experts only: file type T wit
          "(the rest BF16; this llama.cpp ignores `--tensor-type` under a BF16 file type); "
          "whole model: its mix for T (Q2_K, Q3_K_M, Q4_K_M, IQ4_XS). moeq: `moeq plan --target gguf --budget B` with B the bits "
          "per weight llama-quantize's file spends on the same tensors (so moeq's file is at most as large), default candidates "
-         "Q2_K..Q6_K, Q8_0, IQ4_XS, costs `measured` for the experts (each expert tensor's KLD with each type, GPTQ as the "
-         "export runs it, on 4,096 tokens of validation text: the training text after the calibration text; docs/plan.md) "
-         "and `hessian` for the whole model, then `moeq export gguf --plan --method gptq` (`--damp auto`).\n")
+         "Q2_K..Q6_K, Q8_0, IQ4_XS, costs `measured` (each tensor's KLD quantized alone with each type, as the export "
+         "quantizes it: GPTQ on the type's grid with the tensor's Hessian, the experts' or, for attention, the `attn_in`/`attn_o` "
+         "subgroup's; embeddings and head without; the best of GPTQ's dampings 0.01, 0.1, 1 (`--damps`), on 4,096 tokens of "
+         "validation text: the training text after the calibration text; docs/plan.md), then `moeq export gguf --plan "
+         "--method gptq` (each tensor at the plan's damping).\n")
 L.append("| type | scope | bits/weight llama / moeq | file bytes llama / moeq | KLD llama-perplexity: llama / moeq (change) | KLD moeq eval: llama / moeq (change) | ppl llama.cpp: llama / moeq |")
 L.append("|---|---|---|---|---|---|---|")
 for ty, scope, lf, mf, mb, lb in rows:
@@ -57,7 +59,7 @@ uni = [(ty, lf, os.path.join(out, f"uniform.{ty}.experts.gguf")) for ty, scope, 
 if uni:
     L.append("")
     L.append("Experts only, every expert matrix at the type itself with GPTQ (`moeq export gguf --type T --method gptq`, "
-             "no plan): what GPTQ on the type's grid gives alone, against the same llama-quantize file.\n")
+             "no plan, `--damp auto`): what GPTQ on the type's grid gives alone, against the same llama-quantize file.\n")
     L.append("| type | file bytes llama / moeq uniform | KLD llama-perplexity: llama / moeq uniform (change) | KLD moeq eval: llama / moeq uniform (change) |")
     L.append("|---|---|---|---|")
     for ty, lf, uf in uni:
