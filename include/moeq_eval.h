@@ -11,11 +11,14 @@
  * bit for bit. */
 typedef struct moeq_eval_ref_cache {
     float *logits;        /* [windows * ctx * vocab], NULL: no cache (the reference runs each time) */
-    int64_t windows, ctx, vocab;
+    float *hidden;        /* [(layers + 1) * windows * ctx * hidden]: the reference's hidden states at
+                             each layer's input (and the head's), or NULL */
+    int64_t windows, ctx, vocab, layers, dim;
     int filled;
 } moeq_eval_ref_cache;
-/* Allocates the cache for the windows moeq_eval will use, when it takes at most max_bytes;
- * otherwise c->logits stays NULL (not an error). Bad tokens: moeq_token_windows's errors. */
+/* Allocates the cache for the windows moeq_eval will use, when it takes at most max_bytes
+ * (the hidden states too when they also fit); otherwise c->logits stays NULL (not an error).
+ * Bad tokens: moeq_token_windows's errors. */
 moeq_status moeq_eval_ref_cache_init(moeq_eval_ref_cache *c, const moeq_model *ref, const int32_t *tokens, int64_t n,
                                      int64_t ctx, int64_t max_tokens, uint64_t max_bytes, moeq_error *err);
 void moeq_eval_ref_cache_free(moeq_eval_ref_cache *c);
@@ -28,6 +31,10 @@ typedef struct moeq_eval_opts {
     void (*progress)(void *user, int64_t window, int64_t windows, double tokens_per_s, double ppl);
     void *user;
     moeq_eval_ref_cache *ref_cache;   /* may be NULL; used only with a reference of its shape */
+    /* with a filled ref_cache holding hidden states: the model differs from the reference only
+     * in layers >= start_layer (layers: only in the head), so its forward pass starts there from
+     * the reference's hidden states (the same values as running the layers before it). 0: all. */
+    int64_t start_layer;
 } moeq_eval_opts;
 
 typedef struct moeq_eval_result {

@@ -62,14 +62,19 @@ moeq_status moeq_eval_ref_cache_init(moeq_eval_ref_cache *c, const moeq_model *r
     if (ctx < 2) return moeq_fail(err, MOEQ_ERR_MISUSE, "--ctx %lld: a window needs at least 2 tokens", (long long)ctx);
     moeq_status st = moeq_token_windows(ref, tokens, n, ctx, max_tokens, &windows, err);
     if (st) return st;
-    const int64_t V = moeq_model_config(ref)->vocab;
+    const moeq_config *cf = moeq_model_config(ref);
+    const int64_t V = cf->vocab;
     const double bytes = (double)windows * (double)ctx * (double)V * sizeof(float);
+    const double hbytes = (double)(cf->layers + 1) * (double)windows * (double)ctx * (double)cf->hidden * sizeof(float);
     if (bytes > (double)max_bytes) return MOEQ_OK;
     c->logits = malloc((size_t)bytes);
     if (!c->logits) return MOEQ_OK;   /* no cache: slower, same results */
+    if (bytes + hbytes <= (double)max_bytes) c->hidden = malloc((size_t)hbytes);   /* NULL: whole passes */
     c->windows = windows;
     c->ctx = ctx;
     c->vocab = V;
+    c->layers = cf->layers;
+    c->dim = cf->hidden;
     return MOEQ_OK;
 }
 
@@ -77,6 +82,7 @@ void moeq_eval_ref_cache_free(moeq_eval_ref_cache *c)
 {
     if (!c) return;
     free(c->logits);
+    free(c->hidden);
     memset(c, 0, sizeof *c);
 }
 
@@ -102,6 +108,11 @@ moeq_status moeq_eval(const moeq_model *model, const moeq_model *ref, const int3
     moeq_eval_ref_cache *rc = opts->ref_cache;
     if (!ref || !rc || !rc->logits || rc->windows != windows || rc->ctx != ctx || rc->vocab != V) rc = NULL;
     const int cached = rc && rc->filled;
+    const int64_t L = c->layers, Hd = c->hidden;
+    /* the reference's states per layer, stored while filling, read from start_layer on */
+    float *hid = rc && rc->hidden && rc->layers == L && rc->dim == Hd ? rc->hidden : NULL;
+    const int64_t start = cached && hid && opts->start_layer > 0 && opts->start_layer <= L ? opts->start_layer : 0;
+    float *xbuf = NULL;
     moeq_status st = moeq_runner_create(model, ctx, opts->threads, &run, err);
     if (st == MOEQ_OK && ref && !cached) st = moeq_runner_create(ref, ctx, opts->threads, &run_ref, err);
     if (st == MOEQ_OK) {
@@ -110,7 +121,8 @@ moeq_status moeq_eval(const moeq_model *model, const moeq_model *ref, const int3
             logits_ref = rc ? NULL : malloc((size_t)(ctx * V) * sizeof(float));
             kld = malloc((size_t)(windows * (ctx - 1)) * sizeof(double));
         }
-        if (!logits || (ref && ((!rc && !logits_ref) || !kld)))
+        if ((hid && !cached) || start > 0) xbuf = malloc((size_t)(ctx * Hd) * sizeof *xbuf);
+        if (!logits || (ref && ((!rc && !logits_ref) || !kld)) || (((hid && !cached) || start > 0) && !xbuf))
             st = moeq_fail(err, MOEQ_ERR_NOMEM, "out of memory for %lld x %lld logits", (long long)ctx, (long long)V);
     }
     double nll_sum = 0, nll_ref_sum = 0, kld_sum = 0, dp2_sum = 0, seconds = 0;
@@ -118,10 +130,25 @@ moeq_status moeq_eval(const moeq_model *model, const moeq_model *ref, const int3
     for (int64_t w = 0; st == MOEQ_OK && w < windows; w++) {
         const int32_t *win = tokens + w * ctx;
         double t0 = moeq_now();
-        st = moeq_forward(run, win, ctx, logits, NULL, err);
+        if (start > 0) {   /* layers before start are the reference's: resume from its states */
+            memcpy(xbuf, hid + (start * windows + w) * ctx * Hd, (size_t)(ctx * Hd) * sizeof *xbuf);
+            for (int64_t l = start; st == MOEQ_OK && l < L; l++) st = moeq_forward_layer(run, l, xbuf, ctx, NULL, err);
+            if (st == MOEQ_OK) st = moeq_forward_head(run, xbuf, ctx, logits, err);
+        } else {
+            st = moeq_forward(run, win, ctx, logits, NULL, err);
+        }
         seconds += moeq_now() - t0;
         float *lref = rc ? rc->logits + w * ctx * V : logits_ref;
-        if (st == MOEQ_OK && ref && !cached) st = moeq_forward(run_ref, win, ctx, lref, NULL, err);
+        if (st == MOEQ_OK && ref && !cached && hid) {   /* the same pass, its states kept */
+            st = moeq_forward_embed(run_ref, win, ctx, xbuf, err);
+            for (int64_t l = 0; st == MOEQ_OK && l <= L; l++) {
+                memcpy(hid + (l * windows + w) * ctx * Hd, xbuf, (size_t)(ctx * Hd) * sizeof *xbuf);
+                if (l < L) st = moeq_forward_layer(run_ref, l, xbuf, ctx, NULL, err);
+            }
+            if (st == MOEQ_OK) st = moeq_forward_head(run_ref, xbuf, ctx, lref, err);
+        } else if (st == MOEQ_OK && ref && !cached) {
+            st = moeq_forward(run_ref, win, ctx, lref, NULL, err);
+        }
         if (st != MOEQ_OK) break;
         for (int64_t i = 0; i + 1 < ctx; i++) {
             const float *l = logits + i * V;
@@ -171,6 +198,7 @@ moeq_status moeq_eval(const moeq_model *model, const moeq_model *ref, const int3
         }
     }
     free(kld);
+    free(xbuf);
     free(logits);
     free(logits_ref);
     moeq_runner_free(run);

@@ -332,6 +332,7 @@ static moeq_status measured_costs(const moeq_model *m, const moeq_expert_mat *ma
                     st = moeq_model_set_override(mm, x->layer, x->expert, x->proj, buf[g], err);
                 }
                 moeq_eval_result r = {0};
+                eo.start_layer = l;   /* layers before l are the reference's */
                 if (st == MOEQ_OK) st = moeq_eval(mm, m, o->measure_tokens, o->measure_n, &eo, &r, err);
                 moeq_model_clear_overrides(mm);
                 for (int64_t g = 0; g < ng; g++) { free(buf[g]); buf[g] = NULL; }

@@ -154,7 +154,7 @@ static moeq_status expert_measured(const moeq_model *m, const moeq_gguf_matrix *
     float **buf = calloc((size_t)g->experts, sizeof *buf);
     if (!buf) return moeq_fail(err, MOEQ_ERR_NOMEM, "out of memory");
     moeq_status st = MOEQ_OK;
-    moeq_eval_opts eo = { .ctx = o->measure_ctx, .threads = o->threads, .ref_cache = &s->rc };
+    moeq_eval_opts eo = { .ctx = o->measure_ctx, .threads = o->threads, .ref_cache = &s->rc, .start_layer = g->layer };
     const int nd = o->n_damps > 0 ? o->n_damps : 1;
     for (int jd = 0; jd < it->n_cand * nd && !st; jd++) {
         const int j = jd / nd;
@@ -288,7 +288,9 @@ static moeq_status mat_measured(const moeq_model *m, const moeq_gguf_matrix *g, 
     moeq_mat_release(&g->mat);
     float *buf = malloc((size_t)(rows * cols) * sizeof *buf);
     if (!buf) return moeq_fail(err, MOEQ_ERR_NOMEM, "plan: out of memory for '%s'", g->name);
-    moeq_eval_opts eo = { .ctx = o->measure_ctx, .threads = o->threads, .ref_cache = &s->rc };
+    /* the layers before the matrix's are the reference's (the embedding: none; the head: all) */
+    moeq_eval_opts eo = { .ctx = o->measure_ctx, .threads = o->threads, .ref_cache = &s->rc,
+                          .start_layer = g->head == 1 ? 0 : g->head == 2 ? moeq_model_config(m)->layers : g->layer };
     const int use = o->n_damps > 0 && have && o->hessian_gptq;   /* dampings matter only where GPTQ runs */
     const int nd = use ? o->n_damps : 1;
     for (int jd = 0; jd < it->n_cand * nd && !st; jd++) {
