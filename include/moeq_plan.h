@@ -111,6 +111,8 @@ void moeq_plan_free(moeq_plan *p);
 /* The exponents --gamma auto tries, in order (n of them into *n). */
 const double *moeq_plan_gammas(int *n);
 const char *moeq_plan_cost_name(moeq_plan_cost c);
+/* The cost named name (moeq_plan_cost_name's names) into *out: 0, or -1 for an unknown name. */
+int moeq_plan_cost_parse(const char *name, moeq_plan_cost *out);
 
 /* plan.json text (keys in docs/plan.md); malloc'ed. */
 char *moeq_plan_json(const moeq_plan *p, const moeq_plan_opts *o, const moeq_model *m);

@@ -29,6 +29,15 @@ const char *moeq_plan_cost_name(moeq_plan_cost c)
            : c == MOEQ_COST_RANDOM ? "random" : "uniform";
 }
 
+int moeq_plan_cost_parse(const char *name, moeq_plan_cost *out)
+{
+    static const moeq_plan_cost all[] = { MOEQ_COST_UNIFORM, MOEQ_COST_ALPHAQ, MOEQ_COST_HESSIAN, MOEQ_COST_MEASURED,
+                                          MOEQ_COST_RANDOM };
+    for (size_t i = 0; name && i < sizeof all / sizeof all[0]; i++)
+        if (!strcmp(name, moeq_plan_cost_name(all[i]))) { *out = all[i]; return 0; }
+    return -1;
+}
+
 void moeq_plan_free(moeq_plan *p)
 {
     free(p->entries);

@@ -121,12 +121,7 @@ int cmd_plan(int argc, char **argv)
         else if (!strcmp(a, "--asym")) o.sym = 0;
         else if (!strcmp(a, "--cost")) {
             if (!(v = tool_value("plan", argc, argv, &i))) goto out;
-            if (!strcmp(v, "uniform")) o.cost = MOEQ_COST_UNIFORM;
-            else if (!strcmp(v, "alphaq")) o.cost = MOEQ_COST_ALPHAQ;
-            else if (!strcmp(v, "hessian")) o.cost = MOEQ_COST_HESSIAN;
-            else if (!strcmp(v, "measured")) o.cost = MOEQ_COST_MEASURED;
-            else if (!strcmp(v, "random")) o.cost = MOEQ_COST_RANDOM;
-            else { tool_usage_error("plan", "--cost wants uniform, alphaq, hessian, measured or random"); goto out; }
+            if (moeq_plan_cost_parse(v, &o.cost)) { tool_usage_error("plan", "--cost wants uniform, alphaq, hessian, measured or random"); goto out; }
         } else if ((r = tool_measure_option("plan", argc, argv, &i, &mo)) != 0) {
             if (r < 0) goto out;
         } else if (!strcmp(a, "--seed")) {

@@ -68,10 +68,10 @@ int cmd_plan_gguf(int argc, char **argv)
             if (*end || !(o.budget > 0 && o.budget < 64)) { tool_usage_error("plan", "--budget wants bits per weight, got '%s'", v); goto out; }
         } else if (!strcmp(a, "--cost")) {
             if (!(v = tool_value("plan", argc, argv, &i))) goto out;
-            if (!strcmp(v, "uniform")) o.cost = MOEQ_COST_UNIFORM;
-            else if (!strcmp(v, "hessian")) o.cost = MOEQ_COST_HESSIAN;
-            else if (!strcmp(v, "measured")) o.cost = MOEQ_COST_MEASURED;
-            else { tool_usage_error("plan", "--target gguf: --cost wants hessian, measured or uniform"); goto out; }
+            if (moeq_plan_cost_parse(v, &o.cost) || o.cost == MOEQ_COST_ALPHAQ || o.cost == MOEQ_COST_RANDOM) {
+                tool_usage_error("plan", "--target gguf: --cost wants hessian, measured or uniform");
+                goto out;
+            }
         } else if ((r = tool_measure_option("plan", argc, argv, &i, &mo)) != 0) {
             if (r < 0) goto out;
         } else if (!strcmp(a, "--calib")) {
