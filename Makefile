@@ -28,7 +28,7 @@ CFLAGS   := -std=c11 $(OPT) -g -Wall -Wextra -Werror -Wshadow -Wvla -fopenmp \
             -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE $(MPI_DEF) -Iinclude -I. $(PKG_CFLAGS) $(SAN)
 LDLIBS   := $(PKG_LIBS) -lm -fopenmp $(SAN)
 
-LIB_DIRS := core formats model kernels kernels/ref kernels/x86 kernels/ggml quant prune spectral
+LIB_DIRS := core formats formats/gguf_arch model kernels kernels/ref kernels/x86 kernels/ggml quant prune spectral
 LIB_SRC  := $(foreach d,$(LIB_DIRS),$(wildcard $(d)/*.c))
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)
 TOOL_SRC := $(wildcard tools/*.c)

@@ -6,6 +6,7 @@
  * a GGUF source's blocks of the same type, a .moeq int codec that maps onto a ggml block. */
 #include "moeq_gguf_export.h"
 #include "formats/gguf_model.h"
+#include "formats/gguf_arch.h"
 #include "formats/family.h"
 #include "moeq_core.h"
 #include "moeq_kernels.h"
@@ -156,8 +157,8 @@ static moeq_status tokenizer_meta(moeq_gguf_writer *w, const src_files *sf, cons
         const char *re = pre_regex(pre);
         for (size_t i = 0; re && i < sizeof pre_table / sizeof pre_table[0]; i++)
             if (!strcmp(re, pre_table[i].regex)) pre_name = pre_table[i].pre;
-        /* the GPT-2 regex is llama.cpp's "olmo" for OLMoE (the converter's hash table) */
-        if (pre_name && !strcmp(pre_name, "gpt-2") && !strcmp(a->arch, "olmoe")) pre_name = "olmo";
+        /* the GPT-2 regex has another llama.cpp name for some architectures (the converter's hash table) */
+        if (pre_name && !strcmp(pre_name, "gpt-2") && a->pre_gpt2) pre_name = a->pre_gpt2;
         if (!pre_name) {
             st = moeq_fail(err, MOEQ_ERR_UNSUPPORTED, "%s: tokenizer.json: pre-tokenizer regex '%.300s' is not in the "
                            "table of llama.cpp names (docs/FORMAT-gguf.md); give one with --gguf-pre NAME", path,
@@ -343,8 +344,8 @@ typedef struct ex {
     int64_t h2_dim;
     json_t *fallbacks;
     unsigned char *plan_used;   /* [o->n_plan]: the plan's entry named a tensor of the file */
-    int64_t kv_repeat;          /* > 1: olmoe's grouped KV heads written as heads (MHA) */
-    int64_t dense_lead;         /* deepseek2: leading dense layers */
+    int64_t kv_repeat;          /* > 1: grouped KV heads written as heads (GA_KV_EXPAND: olmoe) */
+    int64_t dense_lead;         /* leading dense layers (the arch's leading_dense: deepseek2) */
     double damp;                /* the GPTQ damping of the tensor being written */
     json_t *damps;              /* --damp auto: [{tensor, damp, val_err: [per candidate]}] */
 } ex;
@@ -550,156 +551,119 @@ static moeq_status kv_expand(ex *x)
     return MOEQ_OK;
 }
 
+/* The tensors of the file in order: the embedding, each layer's tensors of the architecture's
+ * table (formats/gguf_arch/ARCH.c) that its view has, the final norm and the head. */
 static moeq_status list_tensors(ex *x)
 {
     const moeq_model *m = x->m;
     const moeq_config *c = x->c;
+    const moeq_gguf_arch *a = x->a;
     moeq_status st;
-    int perm = x->a->permute_qk;
-    const int oai = x->a->oai;
-    /* gpt-oss's post-attention norm is blk.N.post_attention_norm (there is no ffn_norm) */
-    const char *mlp_norm = oai ? "post_attention_norm.weight" : "ffn_norm.weight";
-    x->kv_repeat = !strcmp(x->a->arch, "olmoe") && c->kv_heads < c->heads ? c->heads / c->kv_heads : 1;
-    for (x->dense_lead = 0; x->a->mla && x->dense_lead < c->layers && !c->layer_is_moe[x->dense_lead]; x->dense_lead++) {}
+    int perm = 0, expand = 0;
+    for (size_t i = 0; i < a->n_layer; i++) {
+        perm |= a->layer[i].xform == GA_PERMUTE_Q || a->layer[i].xform == GA_PERMUTE_K;
+        expand |= a->layer[i].xform == GA_KV_EXPAND;
+    }
+    x->kv_repeat = expand && c->kv_heads < c->heads ? c->heads / c->kv_heads : 1;
+    for (x->dense_lead = 0; a->leading_dense && x->dense_lead < c->layers && !c->layer_is_moe[x->dense_lead]; x->dense_lead++) {}
     if ((st = add_mat(x, "token_embd.weight", -1, moeq_model_embed(m), 0, 0))) return st;
     for (int64_t l = 0; l < c->layers; l++) {
         const moeq_layer_view *L = moeq_model_layer(m, l);
-        if (!L->is_moe && !(x->a->mla && l < x->dense_lead))
+        if (!L->is_moe && !(a->leading_dense && l < x->dense_lead))
             return moeq_fail(x->err, MOEQ_ERR_UNSUPPORTED, "%s: layer %lld is a dense MLP layer: llama.cpp's %s graph "
-                             "has %s", moeq_model_path(m), (long long)l, x->a->arch,
-                             x->a->mla ? "dense layers only before the first MoE layer" : "MoE layers only");
-        if ((st = add_vec(x, "attn_norm.weight", l, &L->attn_norm)) ||
-            (st = add_mat(x, "attn_q.weight", l, &L->q, perm ? c->heads : 0, 0)) ||
-            (st = add_mat(x, "attn_k.weight", l, &L->k, perm ? c->kv_heads : 0, 0)) || (st = kv_expand(x)) ||
-            (st = add_mat(x, "attn_v.weight", l, &L->v, 0, 0)) || (st = kv_expand(x)) ||
-            (st = add_mat(x, "attn_output.weight", l, &L->o, 0, 0)) ||
-            (st = add_vec(x, "attn_q.bias", l, &L->q_bias)) || (st = add_vec(x, "attn_k.bias", l, &L->k_bias)) ||
-            (st = add_vec(x, "attn_v.bias", l, &L->v_bias)) || (st = add_vec(x, "attn_output.bias", l, &L->o_bias)) ||
-            (st = add_vec(x, "attn_sinks.weight", l, &L->sinks)) ||
-            (st = add_vec(x, "attn_q_norm.weight", l, &L->q_norm)) ||
-            (st = add_vec(x, "attn_k_norm.weight", l, &L->k_norm)) || (st = kv_expand(x)) ||
-            /* MLA (deepseek2, layout A of docs/FORMAT-gguf.md: kv_b whole, as the legacy converter) */
-            (st = add_vec(x, "attn_q_a_norm.weight", l, &L->q_a_norm)) ||
-            (st = add_vec(x, "attn_kv_a_norm.weight", l, &L->kv_a_norm)) ||
-            (st = add_mat(x, "attn_q_a.weight", l, &L->q_a, 0, 0)) || (st = add_mat(x, "attn_q_b.weight", l, &L->q_b, 0, 0)) ||
-            (st = add_mat(x, "attn_kv_a_mqa.weight", l, &L->kv_a, 0, 0)) ||
-            (st = add_mat(x, "attn_kv_b.weight", l, &L->kv_b, 0, 0)) ||
-            (st = add_vec(x, mlp_norm, l, &L->mlp_norm)) ||
-            (!L->is_moe && ((st = add_mat(x, "ffn_gate.weight", l, &L->dense_gate, 0, 0)) ||
-                            (st = add_mat(x, "ffn_up.weight", l, &L->dense_up, 0, 0)) ||
-                            (st = add_mat(x, "ffn_down.weight", l, &L->dense_down, 0, 0)))) ||
-            (L->is_moe && ((st = add_mat(x, "ffn_gate_inp.weight", l, &L->router, 0, 1)) ||
-                           (st = add_vec(x, "exp_probs_b.bias", l, &L->router_bias)) ||
-                           (st = add_vec(x, "ffn_gate_inp.bias", l, &L->router_lin_bias)) ||
-                           (st = add_experts(x, "ffn_gate_exps.weight", l, MOEQ_PROJ_GATE)) ||
-                           (st = add_experts(x, "ffn_up_exps.weight", l, MOEQ_PROJ_UP)) ||
-                           (st = add_experts(x, "ffn_down_exps.weight", l, MOEQ_PROJ_DOWN)))) ||
-            (L->is_moe && c->expert_bias &&
-             ((st = add_expert_bias(x, "ffn_gate_exps.bias", l, MOEQ_PROJ_GATE)) ||
-              (st = add_expert_bias(x, "ffn_up_exps.bias", l, MOEQ_PROJ_UP)) ||
-              (st = add_expert_bias(x, "ffn_down_exps.bias", l, MOEQ_PROJ_DOWN)))) ||
-            (st = add_mat(x, "ffn_gate_inp_shexp.weight", l, &L->shared_expert_gate, 0, 1)) ||
-            (st = add_mat(x, "ffn_gate_shexp.weight", l, &L->shared_gate, 0, 0)) ||
-            (st = add_mat(x, "ffn_up_shexp.weight", l, &L->shared_up, 0, 0)) ||
-            (st = add_mat(x, "ffn_down_shexp.weight", l, &L->shared_down, 0, 0)))
-            return st;
+                             "has %s", moeq_model_path(m), (long long)l, a->arch,
+                             a->leading_dense ? "dense layers only before the first MoE layer" : "MoE layers only");
+        for (size_t i = 0; i < a->n_layer; i++) {
+            const moeq_gguf_tdesc *d = &a->layer[i];
+            const void *f = (const unsigned char *)L + d->field;
+            if ((d->when == GA_MOE && !L->is_moe) || (d->when == GA_DENSE && L->is_moe) ||
+                (d->when == GA_MOE_EBIAS && !(L->is_moe && c->expert_bias)))
+                continue;
+            int64_t heads = d->xform == GA_PERMUTE_Q ? c->heads : d->xform == GA_PERMUTE_K ? c->kv_heads : 0;
+            switch (d->kind) {
+            case GA_VEC: st = add_vec(x, d->name, l, f); break;
+            case GA_MAT: st = add_mat(x, d->name, l, f, heads, 0); break;
+            case GA_ROUTER: st = add_mat(x, d->name, l, f, 0, 1); break;
+            case GA_EXPERTS: st = add_experts(x, d->name, l, d->proj); break;
+            default: st = add_expert_bias(x, d->name, l, d->proj); break;
+            }
+            if (!st && d->xform == GA_KV_EXPAND) st = kv_expand(x);
+            if (st) return st;
+        }
         if (perm && L->q_bias.data)
-            return moeq_fail(x->err, MOEQ_ERR_UNSUPPORTED, "%s: q/k biases with the llama architecture are not "
-                             "supported", moeq_model_path(m));
+            return moeq_fail(x->err, MOEQ_ERR_UNSUPPORTED, "%s: q/k biases with the %s architecture are not "
+                             "supported", moeq_model_path(m), a->arch);
     }
     if ((st = add_vec(x, "output_norm.weight", -1, moeq_model_final_norm(m)))) return st;
     /* always an output tensor: qwen2moe and olmoe require it; a tied model duplicates the embedding */
     return add_mat(x, "output.weight", -1, moeq_model_lm_head(m), 0, 0);
 }
 
-/* The period p of llama.cpp's set_swa_pattern(p) that gives c's sliding layers (layer l slides
- * when p is 0 or l % p < p - 1; gpt-oss's default is 2: even layers), -1 when none does. */
-static int swa_period(const moeq_config *c)
+void moeq_gguf_meta_u32(moeq_gguf_meta *mw, const char *key, int64_t v)
 {
-    for (int64_t p = 0; p <= c->layers + 1; p++) {
-        int64_t q = p == 0 ? 2 : p == 2 ? 0 : p;   /* 2 first: the default needs no key */
-        int ok = 1;
-        for (int64_t l = 0; ok && l < c->layers; l++) ok = c->layer_sliding[l] == (q == 0 || l % q < q - 1);
-        if (ok) return (int)q;
-    }
-    return -1;
+    char k[128];
+    snprintf(k, sizeof k, "%s.%s", mw->x->a->arch, key);
+    if (!mw->st) mw->st = moeq_gguf_w_u32(mw->w, k, (uint32_t)v);
 }
 
+void moeq_gguf_meta_f32(moeq_gguf_meta *mw, const char *key, double v)
+{
+    char k[128];
+    snprintf(k, sizeof k, "%s.%s", mw->x->a->arch, key);
+    if (!mw->st) mw->st = moeq_gguf_w_f32(mw->w, k, (float)v);
+}
+
+void moeq_gguf_meta_bool(moeq_gguf_meta *mw, const char *key, int v)
+{
+    char k[128];
+    snprintf(k, sizeof k, "%s.%s", mw->x->a->arch, key);
+    if (!mw->st) mw->st = moeq_gguf_w_bool(mw->w, k, v);
+}
+
+void moeq_gguf_meta_str(moeq_gguf_meta *mw, const char *key, const char *v)
+{
+    char k[128];
+    snprintf(k, sizeof k, "%s.%s", mw->x->a->arch, key);
+    if (!mw->st) mw->st = moeq_gguf_w_str(mw->w, k, v, strlen(v));
+}
+
+void moeq_gguf_meta_common(moeq_gguf_meta *mw, int64_t head_count_kv, int64_t value_length, int key_length)
+{
+    const moeq_config *c = mw->x->c;
+    const moeq_gguf_arch *a = mw->x->a;
+    /* feed_forward_length is the expert width where the arch has no other key for it */
+    const int ff_is_expert = !strcmp(a->expert_ff_key, "feed_forward_length");
+    moeq_gguf_meta_u32(mw, "block_count", c->layers);
+    moeq_gguf_meta_u32(mw, "context_length", c->max_positions);
+    moeq_gguf_meta_u32(mw, "embedding_length", c->hidden);
+    moeq_gguf_meta_u32(mw, "feed_forward_length", ff_is_expert ? c->moe_inter : c->dense_inter > 0 ? c->dense_inter : c->moe_inter);
+    moeq_gguf_meta_u32(mw, "attention.head_count", c->heads);
+    moeq_gguf_meta_u32(mw, "attention.head_count_kv", head_count_kv);
+    moeq_gguf_meta_f32(mw, "rope.freq_base", c->rope_theta);
+    moeq_gguf_meta_f32(mw, "attention.layer_norm_rms_epsilon", c->rms_eps);
+    moeq_gguf_meta_u32(mw, "expert_count", c->n_experts);
+    moeq_gguf_meta_u32(mw, "expert_used_count", c->top_k);
+    if (c->head_dim * c->heads != c->hidden || key_length) {
+        moeq_gguf_meta_u32(mw, "attention.key_length", c->head_dim);
+        moeq_gguf_meta_u32(mw, "attention.value_length", value_length);
+    }
+    if (!ff_is_expert) moeq_gguf_meta_u32(mw, a->expert_ff_key, c->moe_inter);
+    if (a->shared_ff_key && c->shared_inter > 0) moeq_gguf_meta_u32(mw, a->shared_ff_key, c->shared_inter);
+}
+
+/* general.*, the architecture's keys (its meta hook), then the quantization version and file type. */
 static moeq_status arch_meta(moeq_gguf_writer *w, const ex *x, const char *name, int ftype)
 {
-    const moeq_config *c = x->c;
     const char *A = x->a->arch;
-    char k[128];
-    moeq_status st = MOEQ_OK;
-#define U32(key, v) (snprintf(k, sizeof k, "%s." key, A), st = st ? st : moeq_gguf_w_u32(w, k, (uint32_t)(v)))
-#define F32(key, v) (snprintf(k, sizeof k, "%s." key, A), st = st ? st : moeq_gguf_w_f32(w, k, (float)(v)))
-    st = moeq_gguf_w_str(w, "general.architecture", A, strlen(A));
-    if (!st) st = moeq_gguf_w_str(w, "general.type", "model", 5);
-    if (!st) st = moeq_gguf_w_str(w, "general.name", name, strlen(name));
-    U32("block_count", c->layers);
-    U32("context_length", c->max_positions);
-    U32("embedding_length", c->hidden);
-    U32("feed_forward_length", !strcmp(A, "llama") || !strcmp(A, "olmoe") ? c->moe_inter
-                               : c->dense_inter > 0 ? c->dense_inter : c->moe_inter);
-    U32("attention.head_count", c->heads);
-    U32("attention.head_count_kv", x->a->mla ? c->heads : c->kv_heads * x->kv_repeat);   /* MLA layout A: MHA */
-    F32("rope.freq_base", c->rope_theta);
-    F32("attention.layer_norm_rms_epsilon", c->rms_eps);
-    U32("expert_count", c->n_experts);
-    U32("expert_used_count", c->top_k);
-    if (c->head_dim * c->heads != c->hidden || !strcmp(A, "qwen3moe") || x->a->mla || x->a->oai) {
-        U32("attention.key_length", c->head_dim);
-        U32("attention.value_length", x->a->mla ? c->v_head_dim : c->head_dim);
-    }
-    if (!strcmp(A, "llama")) {
-        U32("rope.dimension_count", c->head_dim);
-        U32("vocab_size", c->vocab);
-    }
-    if (!strcmp(x->a->expert_ff_key, "expert_feed_forward_length")) U32("expert_feed_forward_length", c->moe_inter);
-    if (x->a->shared && c->shared_inter > 0 && !x->a->mla) U32("expert_shared_feed_forward_length", c->shared_inter);
-    if (x->a->mla) {   /* llama.cpp src/models/deepseek2.cpp load_arch_hparams */
-        U32("leading_dense_block_count", x->dense_lead);
-        if (c->q_lora_rank > 0) U32("attention.q_lora_rank", c->q_lora_rank);
-        U32("attention.kv_lora_rank", c->kv_lora_rank);
-        U32("rope.dimension_count", c->qk_rope_dim);
-        U32("expert_shared_count", c->moe_inter > 0 ? c->shared_inter / c->moe_inter : 0);
-        F32("expert_weights_scale", c->routed_scaling);
-        snprintf(k, sizeof k, "%s.expert_weights_norm", A);
-        if (!st) st = moeq_gguf_w_bool(w, k, c->norm_topk_prob);
-        U32("expert_gating_func", c->router == MOEQ_ROUTER_SIGMOID_GROUP ? 2 : 1);
-        U32("expert_group_count", c->n_group);
-        U32("expert_group_used_count", c->topk_group);
-        U32("vocab_size", c->vocab);
-        if (c->rope_type == MOEQ_ROPE_YARN) {
-            /* HF's softmax scale is m(factor, mscale_all_dim)^2 / sqrt(d) (config.c folds it into
-             * attn_scale); llama.cpp rebuilds it from yarn_log_multiplier = 0.1 * mscale_all_dim */
-            double m2 = c->attn_scale * sqrt((double)c->head_dim), lf = log(c->rope_factor);
-            double msa = lf > 0 && m2 > 0 ? (sqrt(m2) - 1) / (0.1 * lf) : 0;
-            snprintf(k, sizeof k, "%s.rope.scaling.type", A);
-            if (!st) st = moeq_gguf_w_str(w, k, "yarn", 4);
-            F32("rope.scaling.factor", c->rope_factor);
-            U32("rope.scaling.original_context_length", (int64_t)c->rope_orig_max);
-            F32("rope.scaling.yarn_log_multiplier", 0.1 * msa);
-        }
-    }
-    if (x->a->oai) {   /* conversion/gpt_oss.py + base.py's rope keys; llama.cpp src/models/openai-moe.cpp */
-        U32("attention.sliding_window", c->sliding_window);
-        int p = swa_period(c);
-        if (p != 2) U32("attention.sliding_window_pattern", p);   /* the loader's default is 2 */
-        if (c->rope_type == MOEQ_ROPE_YARN) {
-            snprintf(k, sizeof k, "%s.rope.scaling.type", A);
-            if (!st) st = moeq_gguf_w_str(w, k, "yarn", 4);
-            F32("rope.scaling.factor", c->rope_factor);
-            U32("rope.scaling.original_context_length", (int64_t)c->rope_orig_max);
-            F32("rope.scaling.yarn_beta_fast", c->rope_beta_fast);   /* written as the converter does; */
-            F32("rope.scaling.yarn_beta_slow", c->rope_beta_slow);   /* the loader keeps 32 and 1 */
-        }
-    }
-    if (!st) st = moeq_gguf_w_u32(w, "general.quantization_version", 2);
-    if (!st) st = moeq_gguf_w_u32(w, "general.file_type", (uint32_t)ftype);
-#undef U32
-#undef F32
-    return st;
+    moeq_gguf_ectx ec = { .m = x->m, .c = x->c, .a = x->a, .kv_repeat = x->kv_repeat, .dense_lead = x->dense_lead };
+    moeq_gguf_meta mw = { .w = w, .x = &ec };
+    mw.st = moeq_gguf_w_str(w, "general.architecture", A, strlen(A));
+    if (!mw.st) mw.st = moeq_gguf_w_str(w, "general.type", "model", 5);
+    if (!mw.st) mw.st = moeq_gguf_w_str(w, "general.name", name, strlen(name));
+    x->a->meta(&mw);
+    if (!mw.st) mw.st = moeq_gguf_w_u32(w, "general.quantization_version", 2);
+    if (!mw.st) mw.st = moeq_gguf_w_u32(w, "general.file_type", (uint32_t)ftype);
+    return mw.st;
 }
 
 /* llama_ftype of the file (general.file_type): the type of the routed experts. */
@@ -1054,7 +1018,8 @@ static moeq_status choose_damp(ex *x, const out_tensor *t, double *out)
     return st;
 }
 
-/* The GGUF architecture of m, or the reason llama.cpp's graph for it would compute another model. */
+/* The GGUF architecture of m, or the reason llama.cpp's graph for it would compute another model:
+ * the architecture's own check (formats/gguf_arch/ARCH.c), then the rules of its row. */
 static moeq_status check_arch(const moeq_model *m, const moeq_gguf_export_opts *o, const moeq_gguf_arch **out,
                               moeq_error *err)
 {
@@ -1066,75 +1031,18 @@ static moeq_status check_arch(const moeq_model *m, const moeq_gguf_export_opts *
         return moeq_fail(err, MOEQ_ERR_UNSUPPORTED, "%s: model_type %s has no GGUF architecture (supported: %s)",
                          moeq_model_path(m), c->model_type, list);
     }
-    if (a->mla) {   /* what llama.cpp's deepseek2 graph can express (docs/export.md) */
-        const char *why = NULL;
-        int64_t lead = 0;
-        while (lead < c->layers && !c->layer_is_moe[lead]) lead++;
-        for (int64_t l = lead; l < c->layers && !why; l++)
-            if (!c->layer_is_moe[l]) why = "a dense layer after a MoE layer (only leading dense layers)";
-        if (!why && c->q_lora_rank == 0 && c->layers != 26 && c->layers != 27)
-            why = "no q_lora_rank (a plain q_proj): llama.cpp's loader takes that only for 26- or 27-layer models "
-                  "(DeepSeek-V2-Lite) and requires attn_q_a/attn_q_b otherwise";
-        if (!why && c->attn != MOEQ_ATTN_MLA) why = "attention that is not MLA";
-        if (!why && !c->rope_interleave) why = "non-interleaved RoPE (llama.cpp's deepseek2 ropes pairs 2i, 2i+1)";
-        if (!why && c->group_limited) why = "group_limited_greedy routing";
-        if (!why && c->router != MOEQ_ROUTER_SIGMOID_GROUP && c->router != MOEQ_ROUTER_SOFTMAX_GROUP)
-            why = "a router other than DeepSeek's softmax or sigmoid";
-        if (!why && c->rope_type == MOEQ_ROPE_YARN &&
-            (fabs(c->rope_attn_factor - 1) > 1e-6 || c->rope_beta_fast != 32 || c->rope_beta_slow != 1))
-            why = "YaRN with an attention factor other than 1 or betas other than 32/1";
-        if (!why && c->rope_type == MOEQ_ROPE_LONGROPE) why = "longrope";
-        if (why)
-            return moeq_fail(err, MOEQ_ERR_UNSUPPORTED, "%s: %s: llama.cpp's deepseek2 graph cannot express it",
-                             moeq_model_path(m), why);
-        return MOEQ_OK;
-    }
-    if (a->oai) {   /* what llama.cpp's gpt-oss graph hard-codes or reads (docs/export.md) */
-        const char *why = NULL;
-        if (c->act != MOEQ_ACT_SWIGLU_CLAMP || fabs(c->act_alpha - 1.702) > 1e-9 || fabs(c->act_limit - 7) > 1e-9)
-            why = "an expert activation other than the clamped SwiGLU with alpha 1.702 and limit 7";
-        else if (!c->qkv_bias || !c->o_bias)
-            why = "attention_bias false (the loader requires attn_output.bias)";
-        else if (!c->attn_sinks) why = "no attention sinks";
-        else if (c->router != MOEQ_ROUTER_TOPK_SOFTMAX || fabs(c->routed_scaling - 1) > 1e-12)
-            why = "a router other than softmax over the top-k logits";
-        else if (c->rope_dim != c->head_dim || c->rope_interleave)
-            why = "partial or interleaved RoPE (llama.cpp ropes whole heads, rotate-half)";
-        else if (c->rope_type != MOEQ_ROPE_DEFAULT && c->rope_type != MOEQ_ROPE_YARN)
-            why = "a RoPE scaling other than none or yarn";
-        else if (fabs(c->attn_scale * sqrt((double)c->head_dim) - 1) > 1e-9)
-            why = "a softmax scale other than 1/sqrt(head_dim)";
-        else if (c->sliding_window < 1 || c->sliding_window > UINT32_MAX)
-            why = "sliding_window out of range";
-        else if (swa_period(c) == 1)
-            why = "layer_types without a sliding_attention layer (the loader asserts one for its iSWA cache)";
-        else if (swa_period(c) < 0)
-            why = "layer_types: the sliding layers are not llama.cpp's pattern (layer l slides when l % p < p - 1 "
-                  "for a period p: attention.sliding_window_pattern)";
-        if (!why && c->rope_type == MOEQ_ROPE_YARN) {
-            double ms = c->rope_factor <= 1 ? 1.0 : 0.1 * log(c->rope_factor) + 1.0;
-            if (c->rope_beta_fast != 32 || c->rope_beta_slow != 1)
-                why = "YaRN beta_fast/beta_slow other than 32/1 (the loader does not read them)";
-            else if (fabs(c->rope_attn_factor / ms - 1) > 1e-6)
-                why = "a YaRN attention_factor other than 0.1 ln(factor) + 1";
-            else if (c->rope_orig_max < 1 || c->rope_orig_max > UINT32_MAX || c->rope_orig_max != floor(c->rope_orig_max))
-                why = "rope original_max_position_embeddings out of range";
-            else if (!c->rope_truncate && !o->yarn_truncate)
-                why = "YaRN truncate false (llama.cpp rounds the correction range, ggml_rope_yarn_corr_dims; "
-                      "pass --yarn-truncate to accept that)";
-        }
-        if (why)
-            return moeq_fail(err, MOEQ_ERR_UNSUPPORTED, "%s: %s: llama.cpp's gpt-oss graph cannot express it",
-                             moeq_model_path(m), why);
-    }
-    /* llama.cpp's graphs fix the top-k renormalization per architecture (formats/gguf_model.c) */
-    if (c->norm_topk_prob != a->renorm)
+    moeq_status st;
+    if (a->check && (st = a->check(m, o, err))) return st;
+    /* llama.cpp's graphs fix the top-k renormalization per architecture (its row's renorm) */
+    if (a->renorm >= 0 && c->norm_topk_prob != a->renorm)
         return moeq_fail(err, MOEQ_ERR_UNSUPPORTED, "%s: norm_topk_prob is %s, but llama.cpp's %s graph %s the top-k "
                          "weights: the GGUF would compute another model", moeq_model_path(m),
                          c->norm_topk_prob ? "true" : "false", a->arch, a->renorm ? "always renormalizes" : "never renormalizes");
-    /* olmoe's attn_k_norm is {n_embd} in llama.cpp (src/models/olmoe.cpp): grouped KV heads are
-     * written as heads (kv_expand), which needs whole groups */
-    if (!strcmp(a->arch, "olmoe") && (c->kv_heads < 1 || c->heads % c->kv_heads))
+    /* grouped KV heads written as heads (GA_KV_EXPAND, olmoe: attn_k_norm is {n_embd} in
+     * llama.cpp's graph) need whole groups */
+    int expand = 0;
+    for (size_t i = 0; i < a->n_layer; i++) expand |= a->layer[i].xform == GA_KV_EXPAND;
+    if (expand && (c->kv_heads < 1 || c->heads % c->kv_heads))
         return moeq_fail(err, MOEQ_ERR_UNSUPPORTED, "%s: %lld KV heads do not divide %lld heads", moeq_model_path(m),
                          (long long)c->kv_heads, (long long)c->heads);
     return MOEQ_OK;

@@ -3,6 +3,7 @@
  * tensor the model needs is checked here against the metadata (type, exact ne), with errors in
  * GGUF terms; model/view.c then resolves the names as for a checkpoint. */
 #include "formats/gguf_model.h"
+#include "formats/gguf_arch.h"
 #include "formats/family.h"
 
 #include <inttypes.h>
@@ -11,33 +12,27 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* llama.cpp's graphs fix what the HF configs leave open: llama (Mixtral) and qwen3moe always
- * renormalize the top-k weights, qwen2moe and olmoe never (src/models/ARCH.cpp, norm_w). */
-static const moeq_gguf_arch archs[] = {
-    { "llama", "mixtral", 1, "feed_forward_length", 1, 0, MOEQ_QK_NORM_NONE, 0, 0, 0 },
-    { "qwen2moe", "qwen2_moe", 0, "expert_feed_forward_length", 0, 1, MOEQ_QK_NORM_NONE, 1, 0, 0 },
-    { "qwen3moe", "qwen3_moe", 0, "expert_feed_forward_length", 1, 0, MOEQ_QK_NORM_HEAD, 0, 0, 0 },
-    { "olmoe", "olmoe", 0, "feed_forward_length", 0, 0, MOEQ_QK_NORM_FULL, 0, 0, 0 },
-    /* MLA (docs/export.md): renorm is a key here (expert_weights_norm), not fixed by the graph; the
-     * first row is the one a file's architecture finds (its gating key picks the family) */
-    { "deepseek2", "deepseek_v3", 0, "expert_feed_forward_length", -1, 1, MOEQ_QK_NORM_NONE, 0, 1, 0 },
-    { "deepseek2", "deepseek_v2", 0, "expert_feed_forward_length", -1, 1, MOEQ_QK_NORM_NONE, 0, 1, 0 },
-    /* llama.cpp src/models/openai-moe.cpp: softmax over the selected logits (= renormalized) */
-    { "gpt-oss", "gpt_oss", 0, "expert_feed_forward_length", 1, 0, MOEQ_QK_NORM_NONE, 1, 0, 1 },
-};
+/* The architectures, one file of formats/gguf_arch/ and one entry here each; the order is the
+ * one error messages list them in. */
+#define ARCHS(X) X(llama) X(qwen2moe) X(qwen3moe) X(olmoe) X(deepseek2) X(gpt_oss)
+#define ARCH_DECL(n) extern const moeq_gguf_arch moeq_gguf_arch_##n;
+#define ARCH_ADDR(n) &moeq_gguf_arch_##n,
+ARCHS(ARCH_DECL)
+static const moeq_gguf_arch *const archs[] = { ARCHS(ARCH_ADDR) };
 #define N_ARCHS (sizeof archs / sizeof archs[0])
 
 const moeq_gguf_arch *moeq_gguf_arch_find(const char *arch)
 {
     for (size_t i = 0; i < N_ARCHS; i++)
-        if (!strcmp(archs[i].arch, arch)) return &archs[i];
+        if (!strcmp(archs[i]->arch, arch)) return archs[i];
     return NULL;
 }
 
 const moeq_gguf_arch *moeq_gguf_arch_of_model_type(const char *model_type)
 {
     for (size_t i = 0; i < N_ARCHS; i++)
-        if (!strcmp(archs[i].model_type, model_type)) return &archs[i];
+        for (const char *const *t = archs[i]->model_types; *t; t++)
+            if (!strcmp(*t, model_type)) return archs[i];
     return NULL;
 }
 
@@ -46,21 +41,13 @@ void moeq_gguf_arch_list(char *buf, size_t cap)
     size_t n = 0;
     buf[0] = '\0';
     for (size_t i = 0; i < N_ARCHS; i++) {
-        if (i && !strcmp(archs[i].arch, archs[i - 1].arch)) continue;
-        int w = snprintf(buf + n, cap - n, "%s%s", i ? ", " : "", archs[i].arch);
+        int w = snprintf(buf + n, cap - n, "%s%s", i ? ", " : "", archs[i]->arch);
         if (w < 0 || (size_t)w >= cap - n) break;
         n += (size_t)w;
     }
 }
 
-typedef struct mctx {
-    const moeq_gguf *g;
-    const moeq_gguf_arch *a;
-    moeq_config *cfg;
-    moeq_error *err;
-    moeq_gguf_src *s;
-    size_t n, cap;
-} mctx;
+typedef moeq_gguf_rctx mctx;
 
 /* a key the model needs and the file lacks: a broken file (exit 2), not a missing input */
 static moeq_status missing_is_format(moeq_error *err, moeq_status st)
@@ -87,16 +74,18 @@ static moeq_status get_u(mctx *c, const char *k, int required, uint32_t lo, uint
     return MOEQ_OK;
 }
 
-static moeq_status config_from_meta(mctx *c)
+/* The grouped-query architectures: keys of llama.cpp's loader (llm_load_hparams) for them. */
+moeq_status moeq_gguf_read_config_std(mctx *c)
 {
     const moeq_gguf *g = c->g;
     moeq_config *cfg = c->cfg;
     const char *L = moeq_gguf_label(g);
     moeq_status st;
     memset(cfg, 0, sizeof *cfg);
-    snprintf(cfg->model_type, sizeof cfg->model_type, "%s", c->a->model_type);
-    cfg->family = moeq_family_find(c->a->model_type);
-    if (!cfg->family) return moeq_fail(c->err, MOEQ_ERR_UNSUPPORTED, "%s: no moeq family %s", L, c->a->model_type);
+    const char *mt = c->a->model_types[0];
+    snprintf(cfg->model_type, sizeof cfg->model_type, "%s", mt);
+    cfg->family = moeq_family_find(mt);
+    if (!cfg->family) return moeq_fail(c->err, MOEQ_ERR_UNSUPPORTED, "%s: no moeq family %s", L, mt);
     int64_t hd = 0, vd = 0, rot = 0, shared = 0, ctx = 2048;
     if ((st = get_u(c, "block_count", 1, 1, MOEQ_MAX_LAYERS, &cfg->layers))) return st;
     if ((st = get_u(c, "embedding_length", 1, 1, 1 << 20, &cfg->hidden))) return st;
@@ -109,7 +98,7 @@ static moeq_status config_from_meta(mctx *c)
     if ((st = get_u(c, "expert_count", 1, 1, 65536, &cfg->n_experts))) return st;
     if ((st = get_u(c, "expert_used_count", 1, 1, 65536, &cfg->top_k))) return st;
     if ((st = get_u(c, c->a->expert_ff_key, 0, 1, 1 << 24, &cfg->moe_inter))) return st;
-    if (c->a->shared && (st = get_u(c, "expert_shared_feed_forward_length", 0, 1, 1 << 24, &shared))) return st;
+    if (c->a->shared_ff_key && (st = get_u(c, c->a->shared_ff_key, 0, 1, 1 << 24, &shared))) return st;
     /* qwen archs: the dense MLP width (no dense layers here, kept so a re-export writes it back) */
     if (strcmp(c->a->expert_ff_key, "feed_forward_length") &&
         (st = get_u(c, "feed_forward_length", 0, 1, 1 << 24, &cfg->dense_inter)))
@@ -142,9 +131,13 @@ static moeq_status config_from_meta(mctx *c)
     uint64_t sn;
     snprintf(key, sizeof key, "%s.rope.scaling.type", c->a->arch);
     if ((st = moeq_gguf_get_str(g, key, 0, &s, &sn, c->err))) return st;
-    if (moeq_gguf_find_kv(g, key) && !(sn == 4 && !memcmp(s, "none", 4)) && !(c->a->oai && sn == 4 && !memcmp(s, "yarn", 4)))
+    if (moeq_gguf_find_kv(g, key) && !(sn == 4 && !memcmp(s, "none", 4)) &&
+        !(c->a->rope_yarn && sn == 4 && !memcmp(s, "yarn", 4))) {
+        char also[64] = "";
+        if (c->a->rope_yarn) snprintf(also, sizeof also, " (%s: none or yarn)", c->a->arch);
         return moeq_fail(c->err, MOEQ_ERR_UNSUPPORTED, "%s: GGUF key '%s' = '%.*s': only unscaled RoPE is supported%s", L,
-                         key, (int)(sn < 32 ? sn : 32), s, c->a->oai ? " (gpt-oss: none or yarn)" : "");
+                         key, (int)(sn < 32 ? sn : 32), s, also);
+    }
     float f = 10000.0f;
     snprintf(key, sizeof key, "%s.rope.freq_base", c->a->arch);
     if ((st = moeq_gguf_get_f32(g, key, 0, &f, c->err))) return st;
@@ -189,7 +182,7 @@ static moeq_status config_from_meta(mctx *c)
                              c->a->arch, c->a->expert_ff_key);
         cfg->moe_inter = ge->ne[1];
     }
-    if (c->a->shared && !shared && moeq_gguf_find_tensor(g, "blk.0.ffn_gate_shexp.weight"))
+    if (c->a->shared_ff_key && !shared && moeq_gguf_find_tensor(g, "blk.0.ffn_gate_shexp.weight"))
         cfg->shared_inter = moeq_gguf_find_tensor(g, "blk.0.ffn_gate_shexp.weight")->ne[1];
     return MOEQ_OK;
 }
@@ -206,163 +199,14 @@ static moeq_status get_f(mctx *c, const char *k, int required, float *out)
     return MOEQ_OK;
 }
 
-/* deepseek2 (llama.cpp src/models/deepseek2.cpp; docs/FORMAT-gguf.md): MLA sizes, leading dense
- * layers, DeepSeek routing, YaRN — the config formats/config.c derives for deepseek_v3 (sigmoid
- * gating) or deepseek_v2 (softmax). MLA stored as MHA (layout A: attn_kv_b whole). */
-static moeq_status config_mla(mctx *c)
+moeq_status moeq_gguf_read_u(mctx *c, const char *k, int required, uint32_t lo, uint32_t hi, int64_t *out)
 {
-    const moeq_gguf *g = c->g;
-    moeq_config *cfg = c->cfg;
-    const char *L = moeq_gguf_label(g);
-    moeq_status st;
-    memset(cfg, 0, sizeof *cfg);
-    int64_t hd = 0, vd = 0, rot = 0, ctx = 2048, lead = 0, nshared = 0, gating = 1, orig = 0;
-    float scale = 1, theta = 10000, eps = 0, factor = 1, logmul = 0;
-    if ((st = get_u(c, "block_count", 1, 1, MOEQ_MAX_LAYERS, &cfg->layers)) ||
-        (st = get_u(c, "embedding_length", 1, 1, 1 << 20, &cfg->hidden)) ||
-        (st = get_u(c, "attention.head_count", 1, 1, 4096, &cfg->heads)) ||
-        (st = get_u(c, "attention.key_length", 1, 2, 4096, &hd)) ||
-        (st = get_u(c, "attention.value_length", 1, 1, 4096, &vd)) ||
-        (st = get_u(c, "rope.dimension_count", 1, 2, 4096, &rot)) ||
-        (st = get_u(c, "context_length", 0, 1, UINT32_MAX, &ctx)) ||
-        (st = get_u(c, "expert_count", 1, 1, MOEQ_GROUP_ROUTER_MAX_EXPERTS, &cfg->n_experts)) ||
-        (st = get_u(c, "expert_used_count", 1, 1, 65536, &cfg->top_k)) ||
-        (st = get_u(c, "expert_feed_forward_length", 1, 1, 1 << 24, &cfg->moe_inter)) ||
-        (st = get_u(c, "feed_forward_length", 0, 1, 1 << 24, &cfg->dense_inter)) ||
-        (st = get_u(c, "leading_dense_block_count", 0, 0, MOEQ_MAX_LAYERS, &lead)) ||
-        (st = get_u(c, "attention.q_lora_rank", 0, 1, 1 << 20, &cfg->q_lora_rank)) ||
-        (st = get_u(c, "attention.kv_lora_rank", 1, 1, 1 << 20, &cfg->kv_lora_rank)) ||
-        (st = get_u(c, "expert_shared_count", 0, 0, 4096, &nshared)) ||
-        (st = get_u(c, "expert_gating_func", 0, 1, 2, &gating)) ||
-        (st = get_u(c, "expert_group_count", 0, 1, 65536, &cfg->n_group)) ||
-        (st = get_u(c, "expert_group_used_count", 0, 1, 65536, &cfg->topk_group)) ||
-        (st = get_f(c, "expert_weights_scale", 0, &scale)) || (st = get_f(c, "rope.freq_base", 0, &theta)) ||
-        (st = get_f(c, "attention.layer_norm_rms_epsilon", 1, &eps)))
-        return st;
-    cfg->n_group = cfg->n_group ? cfg->n_group : 1;
-    cfg->topk_group = cfg->topk_group ? cfg->topk_group : 1;
-    int64_t kvh = cfg->heads;
-    if ((st = get_u(c, "attention.head_count_kv", 0, 1, 4096, &kvh))) return st;
-    const char *why = kvh != cfg->heads ? "head_count_kv differs from head_count (moeq reads MLA stored as MHA, layout A)"
-                      : rot % 2 || rot >= hd ? "rope.dimension_count is odd or not below key_length"
-                      : lead > cfg->layers ? "leading_dense_block_count exceeds block_count"
-                      : cfg->top_k > cfg->n_experts ? "expert_used_count exceeds expert_count"
-                      : cfg->n_experts % cfg->n_group || cfg->topk_group > cfg->n_group ? "expert group counts do not fit the experts"
-                      : !(scale > 0) || !(theta > 0) || !(eps > 0 && eps < 1) ? "expert_weights_scale, rope.freq_base or the epsilon out of range"
-                      : lead > 0 && !cfg->dense_inter ? "leading dense layers without feed_forward_length" : NULL;
-    if (why) return moeq_fail(c->err, MOEQ_ERR_FORMAT, "%s: GGUF deepseek2: %s", L, why);
-    snprintf(cfg->model_type, sizeof cfg->model_type, "%s", gating == 2 ? "deepseek_v3" : "deepseek_v2");
-    cfg->family = moeq_family_find(cfg->model_type);
-    if (!cfg->family) return moeq_fail(c->err, MOEQ_ERR_UNSUPPORTED, "%s: no moeq family %s", L, cfg->model_type);
-    cfg->kv_heads = cfg->heads;
-    cfg->head_dim = hd;
-    cfg->qk_rope_dim = cfg->rope_dim = rot;
-    cfg->qk_nope_dim = hd - rot;
-    cfg->v_head_dim = vd;
-    cfg->rope_interleave = 1;   /* llama.cpp ropes deepseek2 pairs (2i, 2i+1) */
-    cfg->max_positions = ctx;
-    cfg->rope_theta = theta;
-    cfg->rms_eps = eps;
-    cfg->attn = MOEQ_ATTN_MLA;
-    cfg->router = cfg->family->router_kind;
-    cfg->norm = cfg->family->norm;
-    cfg->routed_scaling = scale;
-    cfg->shared_inter = nshared * cfg->moe_inter;
-    cfg->qk_norm = MOEQ_QK_NORM_NONE;
-    cfg->norm_topk_prob = 0;
-    char key[128];
-    snprintf(key, sizeof key, "%s.expert_weights_norm", c->a->arch);
-    if ((st = moeq_gguf_get_bool(g, key, 0, &cfg->norm_topk_prob, c->err))) return st;
-    for (int64_t l = 0; l < cfg->layers; l++) cfg->layer_is_moe[l] = l >= lead;
-    cfg->rope_type = MOEQ_ROPE_DEFAULT;
-    cfg->rope_attn_factor = 1.0;
-    cfg->attn_scale = 1.0 / sqrt((double)hd);
-    const char *s;
-    uint64_t sn;
-    snprintf(key, sizeof key, "%s.rope.scaling.type", c->a->arch);
-    if ((st = moeq_gguf_get_str(g, key, 0, &s, &sn, c->err))) return st;
-    if (moeq_gguf_find_kv(g, key) && !(sn == 4 && !memcmp(s, "none", 4))) {
-        if (!(sn == 4 && !memcmp(s, "yarn", 4)))
-            return moeq_fail(c->err, MOEQ_ERR_UNSUPPORTED, "%s: GGUF key '%s' = '%.*s': deepseek2 takes none or yarn", L,
-                             key, (int)(sn < 32 ? sn : 32), s);
-        float af = 1;
-        if ((st = get_f(c, "rope.scaling.factor", 1, &factor)) ||
-            (st = get_u(c, "rope.scaling.original_context_length", 1, 1, UINT32_MAX, &orig)) ||
-            (st = get_f(c, "rope.scaling.yarn_log_multiplier", 0, &logmul)) || (st = get_f(c, "rope.scaling.attn_factor", 0, &af)))
-            return st;
-        if (!(factor > 0) || fabsf(af - 1) > 1e-6f)
-            return moeq_fail(c->err, MOEQ_ERR_UNSUPPORTED, "%s: GGUF deepseek2: YaRN factor %g / attn_factor %g (factor > 0 "
-                             "and attn_factor 1 are supported)", L, (double)factor, (double)af);
-        cfg->rope_type = MOEQ_ROPE_YARN;
-        cfg->rope_factor = factor;
-        cfg->rope_orig_max = (double)orig;
-        cfg->rope_beta_fast = 32;
-        cfg->rope_beta_slow = 1;
-        cfg->rope_truncate = 1;
-        /* the converter's yarn_log_multiplier is 0.1 * mscale_all_dim: the softmax scale gets
-         * get_mscale(factor, mscale_all_dim)^2 (config.c's yarn_apply_mscale) */
-        double msa = (double)logmul / 0.1, m = factor <= 1 ? 1.0 : 0.1 * msa * log((double)factor) + 1.0;
-        cfg->attn_scale *= m * m;
-    }
-    const moeq_gguf_tensor *emb = moeq_gguf_find_tensor(g, "token_embd.weight");
-    if (!emb || emb->n_dims != 2)
-        return moeq_fail(c->err, MOEQ_ERR_FORMAT, "%s: GGUF tensor 'token_embd.weight' is %s", L, emb ? "not 2-D" : "missing");
-    cfg->vocab = emb->ne[1];
-    cfg->tie_embeddings = moeq_gguf_find_tensor(g, "output.weight") == NULL;
-    return MOEQ_OK;
+    return get_u(c, k, required, lo, hi, out);
 }
 
-/* gpt-oss (llama.cpp src/models/openai-moe.cpp): sinks, attention and expert biases, sliding
- * layers (l % p < p - 1 for attention.sliding_window_pattern p, default 2), YaRN as llama.cpp
- * computes it (correction range rounded: truncate; cos/sin x 0.1 ln(factor) + 1, x attn_factor),
- * the clamped SwiGLU with the alpha 1.702 and limit 7 its graph hard-codes. Experts are
- * per-expert views (MOEQ_EXPERTS_HF) with the biases of the family. */
-static moeq_status config_oai(mctx *c)
+moeq_status moeq_gguf_read_f(mctx *c, const char *k, int required, float *out)
 {
-    const moeq_gguf *g = c->g;
-    moeq_config *cfg = c->cfg;
-    const char *L = moeq_gguf_label(g);
-    moeq_status st;
-    int64_t win = 0, period = 2, orig = 0;
-    float factor = 0, af = 1, swa_base = (float)cfg->rope_theta;
-    if ((st = get_u(c, "attention.sliding_window", 1, 1, UINT32_MAX, &win)) ||
-        (st = get_u(c, "attention.sliding_window_pattern", 0, 0, MOEQ_MAX_LAYERS, &period)) ||
-        (st = get_f(c, "rope.freq_base_swa", 0, &swa_base)))
-        return st;
-    if (swa_base != (float)cfg->rope_theta)
-        return moeq_fail(c->err, MOEQ_ERR_UNSUPPORTED, "%s: GGUF gpt-oss: rope.freq_base_swa %g differs from "
-                         "rope.freq_base %g (not supported)", L, (double)swa_base, cfg->rope_theta);
-    cfg->sliding_window = win;
-    for (int64_t l = 0; l < cfg->layers; l++) cfg->layer_sliding[l] = period == 0 || l % period < period - 1;
-    cfg->attn_sinks = 1;
-    cfg->o_bias = 1;
-    cfg->act = MOEQ_ACT_SWIGLU_CLAMP;
-    cfg->act_alpha = 1.702;
-    cfg->act_limit = 7.0;
-    cfg->expert_layout = MOEQ_EXPERTS_HF;
-    cfg->expert_bias = 1;
-    char key[128];
-    const char *s;
-    uint64_t sn;
-    snprintf(key, sizeof key, "%s.rope.scaling.type", c->a->arch);
-    if ((st = moeq_gguf_get_str(g, key, 0, &s, &sn, c->err))) return st;
-    if (moeq_gguf_find_kv(g, key) && sn == 4 && !memcmp(s, "yarn", 4)) {
-        if ((st = get_f(c, "rope.scaling.factor", 1, &factor)) ||
-            (st = get_u(c, "rope.scaling.original_context_length", 1, 1, UINT32_MAX, &orig)) ||
-            (st = get_f(c, "rope.scaling.attn_factor", 0, &af)))
-            return st;
-        if (!(factor > 0) || !(af > 0))
-            return moeq_fail(c->err, MOEQ_ERR_FORMAT, "%s: GGUF gpt-oss: YaRN factor %g / attn_factor %g (> 0 expected)",
-                             L, (double)factor, (double)af);
-        cfg->rope_type = MOEQ_ROPE_YARN;
-        cfg->rope_factor = factor;
-        cfg->rope_orig_max = (double)orig;
-        cfg->rope_beta_fast = 32;   /* llama.cpp's loader does not read the yarn_beta_* keys */
-        cfg->rope_beta_slow = 1;
-        cfg->rope_truncate = 1;     /* ggml_rope_yarn_corr_dims floors and ceils */
-        cfg->rope_attn_factor = (factor <= 1 ? 1.0 : 0.1 * log((double)factor) + 1.0) * af;
-    }
-    return MOEQ_OK;
+    return get_f(c, k, required, out);
 }
 
 static moeq_gguf_src *add(mctx *c)
@@ -388,7 +232,7 @@ static void fmt_ne(char *buf, size_t cap, int nd, const int64_t *ne)
 }
 
 /* Finds GGUF tensor gname (per-layer when l >= 0), checks ne exactly, and returns it. */
-static moeq_status need_t(mctx *c, const char *gname, int64_t l, int required, int vec, int nd, const int64_t *ne,
+moeq_status moeq_gguf_need(mctx *c, const char *gname, int64_t l, int required, int vec, int nd, const int64_t *ne,
                           const moeq_gguf_tensor **out)
 {
     char name[96];
@@ -425,7 +269,7 @@ static moeq_status need_t(mctx *c, const char *gname, int64_t l, int required, i
 }
 
 /* A source named by family pattern pat (layer l, expert e) viewing rows [r0, r0+rows) of t. */
-static moeq_status src(mctx *c, const char *pat, int64_t l, int64_t e, const moeq_gguf_tensor *t, int64_t r0,
+moeq_status moeq_gguf_source(mctx *c, const char *pat, int64_t l, int64_t e, const moeq_gguf_tensor *t, int64_t r0,
                        int64_t rows, int vec)
 {
     if (!t) return MOEQ_OK;
@@ -476,85 +320,52 @@ static moeq_status unpermute(mctx *c, moeq_gguf_src *s, int64_t heads)
     return MOEQ_OK;
 }
 
+moeq_status moeq_gguf_fail_nomem(mctx *c)
+{
+    return moeq_fail(c->err, MOEQ_ERR_NOMEM, "%s: out of memory", moeq_gguf_label(c->g));
+}
+
 static int cmp_src(const void *a, const void *b)
 {
     return strcmp(((const moeq_gguf_src *)a)->name, ((const moeq_gguf_src *)b)->name);
 }
 
-#define NE(...) ((const int64_t[]){ __VA_ARGS__ })
-#define NDN(...) ((int)(sizeof(NE(__VA_ARGS__)) / sizeof(int64_t)))
-#define NEED(gname, l, req, vec, outp, ...) need_t(c, (gname), (l), (req), (vec), NDN(__VA_ARGS__), NE(__VA_ARGS__), (outp))
+#define NEED(gname, l, req, vec, outp, ...) GA_NEED(c, (gname), (l), (req), (vec), (outp), __VA_ARGS__)
+#define src moeq_gguf_source
 
-/* gpt-oss's expert biases: down {H, E} is the family's [E, H] as it is; gate and up {I, E} are
- * interleaved into an F32 heap copy [E, 2I] (gate = even entries), the hub's gate_up_proj_bias. */
-static moeq_status expert_biases(mctx *c, int64_t l)
+moeq_status moeq_gguf_read_norms(mctx *c, int64_t l, const char *mlp_norm)
 {
-    const moeq_config *cfg = c->cfg;
-    const moeq_family *f = cfg->family;
-    const int64_t H = cfg->hidden, E = cfg->n_experts, I = cfg->moe_inter;
-    const moeq_gguf_tensor *gt, *ut, *dt;
+    const moeq_family *f = c->cfg->family;
+    const int64_t H = c->cfg->hidden;
+    const moeq_gguf_tensor *t;
     moeq_status st;
-    if ((st = NEED("ffn_gate_exps.bias", l, 1, 1, &gt, I, E)) || (st = NEED("ffn_up_exps.bias", l, 1, 1, &ut, I, E)) ||
-        (st = NEED("ffn_down_exps.bias", l, 1, 1, &dt, H, E)) || (st = src(c, f->fused_down_bias, l, -1, dt, 0, E, 0)) ||
-        (st = src(c, f->fused_gate_up_bias, l, -1, gt, 0, E, 0)))
-        return st;
-    moeq_gguf_src *s = &c->s[c->n - 1];
-    float *d = malloc((size_t)(E * 2 * I) * sizeof *d), *row = malloc((size_t)I * sizeof *row);
-    if (!d || !row) {
-        free(d);
-        free(row);
-        return moeq_fail(c->err, MOEQ_ERR_NOMEM, "%s: out of memory", moeq_gguf_label(c->g));
-    }
-    for (int k = 0; k < 2; k++) {
-        const moeq_gguf_tensor *t = k ? ut : gt;
-        const moeq_dtype dty = t->type == 0 ? MOEQ_DT_F32 : t->type == 1 ? MOEQ_DT_F16 : MOEQ_DT_BF16;
-        const uint64_t rb = moeq_gguf_row_bytes(t->type, I);
-        for (int64_t e = 0; e < E; e++) {
-            moeq_vec v = { .tensor = t->name, .dtype = dty, .n = I, .data = (const unsigned char *)t->data + e * rb };
-            moeq_vec_to_f32(&v, row);
-            for (int64_t i = 0; i < I; i++) d[e * 2 * I + 2 * i + k] = row[i];
-        }
-    }
-    free(row);
-    s->owned = d;
-    s->t.data = d;
-    s->t.dtype = MOEQ_DT_F32;
-    snprintf(s->t.dtype_name, sizeof s->t.dtype_name, "F32");
-    s->t.shape[1] = 2 * I;
-    s->t.numel = E * 2 * I;
-    s->t.nbytes = (uint64_t)s->t.numel * 4;
-    s->row_bytes = (uint64_t)(2 * I) * 4;
-    s->gtype = 0;
+    if ((st = NEED("attn_norm.weight", l, 1, 1, &t, H)) || (st = src(c, f->attn_norm, l, -1, t, 0, 1, 1))) return st;
+    if ((st = NEED(mlp_norm, l, 1, 1, &t, H)) || (st = src(c, f->mlp_norm, l, -1, t, 0, 1, 1))) return st;
     return MOEQ_OK;
 }
 
-static moeq_status map_layer(mctx *c, int64_t l)
+moeq_status moeq_gguf_read_attn(mctx *c, int64_t l, int permute)
 {
     const moeq_config *cfg = c->cfg;
     const moeq_family *f = cfg->family;
     const int64_t H = cfg->hidden, qd = cfg->heads * cfg->head_dim, kd = cfg->kv_heads * cfg->head_dim;
-    const int64_t E = cfg->n_experts, I = cfg->moe_inter, S = cfg->shared_inter;
     const moeq_gguf_tensor *t;
     moeq_status st;
-    if ((st = NEED("attn_norm.weight", l, 1, 1, &t, H)) || (st = src(c, f->attn_norm, l, -1, t, 0, 1, 1))) return st;
-    if ((st = NEED(c->a->oai ? "post_attention_norm.weight" : "ffn_norm.weight", l, 1, 1, &t, H)) ||
-        (st = src(c, f->mlp_norm, l, -1, t, 0, 1, 1)))
-        return st;
     const char *qkvo[4] = { "attn_q.weight", "attn_k.weight", "attn_v.weight", "attn_output.weight" };
     const char *pats[4] = { f->q, f->k, f->v, f->o };
     const int64_t outs[4] = { qd, kd, kd, H }, ins[4] = { H, H, H, qd };
     for (int i = 0; i < 4; i++) {
         if ((st = NEED(qkvo[i], l, 1, 0, &t, ins[i], outs[i])) || (st = src(c, pats[i], l, -1, t, 0, outs[i], 0)))
             return st;
-        if (c->a->permute_qk && i < 2 && (st = unpermute(c, &c->s[c->n - 1], i == 0 ? cfg->heads : cfg->kv_heads)))
+        if (permute && i < 2 && (st = unpermute(c, &c->s[c->n - 1], i == 0 ? cfg->heads : cfg->kv_heads)))
             return st;
     }
     if (cfg->qkv_bias) {
         const char *bn[3] = { "attn_q.bias", "attn_k.bias", "attn_v.bias" };
         const char *bp[3] = { f->q_bias, f->k_bias, f->v_bias };
-        if (c->a->permute_qk)
-            return moeq_fail(c->err, MOEQ_ERR_UNSUPPORTED, "%s: GGUF: q/k biases of architecture llama are not supported",
-                             moeq_gguf_label(c->g));
+        if (permute)   /* the converter permutes the biases too; not read back here */
+            return moeq_fail(c->err, MOEQ_ERR_UNSUPPORTED, "%s: GGUF: q/k biases of architecture %s are not supported",
+                             moeq_gguf_label(c->g), c->a->arch);
         for (int i = 0; i < 3; i++)
             if ((st = NEED(bn[i], l, 1, 1, &t, outs[i])) || (st = src(c, bp[i], l, -1, t, 0, 1, 1))) return st;
     }
@@ -569,89 +380,60 @@ static moeq_status map_layer(mctx *c, int64_t l)
     if (cfg->attn_sinks &&
         ((st = NEED("attn_sinks.weight", l, 1, 1, &t, cfg->heads)) || (st = src(c, f->sinks, l, -1, t, 0, 1, 1))))
         return st;
-    if ((st = NEED("ffn_gate_inp.weight", l, 1, 0, &t, H, E)) || (st = src(c, f->router[0], l, -1, t, 0, E, 0))) return st;
-    if (c->a->oai &&
-        ((st = NEED("ffn_gate_inp.bias", l, 1, 1, &t, E)) || (st = src(c, f->router_lin_bias, l, -1, t, 0, 1, 1))))
+    return MOEQ_OK;
+}
+
+moeq_status moeq_gguf_read_router(mctx *c, int64_t l)
+{
+    const moeq_gguf_tensor *t;
+    moeq_status st;
+    const int64_t H = c->cfg->hidden, E = c->cfg->n_experts;
+    if ((st = NEED("ffn_gate_inp.weight", l, 1, 0, &t, H, E)) || (st = src(c, c->cfg->family->router[0], l, -1, t, 0, E, 0)))
         return st;
+    return MOEQ_OK;
+}
+
+moeq_status moeq_gguf_read_experts(mctx *c, int64_t l)
+{
+    const moeq_family *f = c->cfg->family;
+    const int64_t H = c->cfg->hidden, E = c->cfg->n_experts, I = c->cfg->moe_inter;
+    const moeq_gguf_tensor *t;
+    moeq_status st;
     const char *ex[3] = { "ffn_gate_exps.weight", "ffn_up_exps.weight", "ffn_down_exps.weight" };
     for (int p = 0; p < 3; p++) {
         int64_t in = p == 2 ? I : H, out = p == 2 ? H : I;
         if ((st = NEED(ex[p], l, 1, 0, &t, in, out, E))) return st;
         for (int64_t e = 0; e < E; e++)
             if ((st = src(c, f->expert[p][0], l, e, t, e * out, out, 0))) return st;
-    }
-    if (cfg->expert_bias && (st = expert_biases(c, l))) return st;
-    if (S > 0) {
-        const char *sh[3] = { "ffn_gate_shexp.weight", "ffn_up_shexp.weight", "ffn_down_shexp.weight" };
-        for (int p = 0; p < 3; p++) {
-            int64_t in = p == 2 ? S : H, out = p == 2 ? H : S;
-            if ((st = NEED(sh[p], l, 1, 0, &t, in, out)) || (st = src(c, f->shared[p], l, -1, t, 0, out, 0))) return st;
-        }
-        if (f->shared_expert_gate) {
-            if ((st = NEED("ffn_gate_inp_shexp.weight", l, 1, 0, &t, H))) return st;
-            if ((st = src(c, f->shared_expert_gate, l, -1, t, 0, 1, 0))) return st;
-        }
     }
     return MOEQ_OK;
 }
 
-
-/* deepseek2's tensors (layout A) onto the DeepSeek family's names. */
-static moeq_status map_layer_mla(mctx *c, int64_t l)
+moeq_status moeq_gguf_read_shared(mctx *c, int64_t l)
 {
-    const moeq_config *cfg = c->cfg;
-    const moeq_family *f = cfg->family;
-    const int64_t H = cfg->hidden, Q = cfg->q_lora_rank, KV = cfg->kv_lora_rank, nh = cfg->heads;
-    const int64_t E = cfg->n_experts, I = cfg->moe_inter, S = cfg->shared_inter, F = cfg->dense_inter;
+    const moeq_family *f = c->cfg->family;
+    const int64_t H = c->cfg->hidden, S = c->cfg->shared_inter;
     const moeq_gguf_tensor *t;
     moeq_status st;
-    if ((st = NEED("attn_norm.weight", l, 1, 1, &t, H)) || (st = src(c, f->attn_norm, l, -1, t, 0, 1, 1))) return st;
-    if ((st = NEED("ffn_norm.weight", l, 1, 1, &t, H)) || (st = src(c, f->mlp_norm, l, -1, t, 0, 1, 1))) return st;
-    if (Q > 0) {
-        if ((st = NEED("attn_q_a.weight", l, 1, 0, &t, H, Q)) || (st = src(c, f->q_a, l, -1, t, 0, Q, 0)) ||
-            (st = NEED("attn_q_a_norm.weight", l, 1, 1, &t, Q)) || (st = src(c, f->q_a_norm, l, -1, t, 0, 1, 1)) ||
-            (st = NEED("attn_q_b.weight", l, 1, 0, &t, Q, nh * cfg->head_dim)) ||
-            (st = src(c, f->q_b, l, -1, t, 0, nh * cfg->head_dim, 0)))
-            return st;
-    } else if ((st = NEED("attn_q.weight", l, 1, 0, &t, H, nh * cfg->head_dim)) ||
-               (st = src(c, f->q, l, -1, t, 0, nh * cfg->head_dim, 0))) {
-        return st;
-    }
-    const int64_t kvb = nh * (cfg->qk_nope_dim + cfg->v_head_dim);
-    if ((st = NEED("attn_kv_a_mqa.weight", l, 1, 0, &t, H, KV + cfg->qk_rope_dim)) ||
-        (st = src(c, f->kv_a, l, -1, t, 0, KV + cfg->qk_rope_dim, 0)) ||
-        (st = NEED("attn_kv_a_norm.weight", l, 1, 1, &t, KV)) || (st = src(c, f->kv_a_norm, l, -1, t, 0, 1, 1)) ||
-        (st = NEED("attn_kv_b.weight", l, 1, 0, &t, KV, kvb)) || (st = src(c, f->kv_b, l, -1, t, 0, kvb, 0)) ||
-        (st = NEED("attn_output.weight", l, 1, 0, &t, nh * cfg->v_head_dim, H)) ||
-        (st = src(c, f->o, l, -1, t, 0, H, 0)))
-        return st;
-    if (!cfg->layer_is_moe[l]) {
-        const char *dn[3] = { "ffn_gate.weight", "ffn_up.weight", "ffn_down.weight" };
-        for (int p = 0; p < 3; p++) {
-            int64_t in = p == 2 ? F : H, out = p == 2 ? H : F;
-            if ((st = NEED(dn[p], l, 1, 0, &t, in, out)) || (st = src(c, f->dense[p], l, -1, t, 0, out, 0))) return st;
-        }
-        return MOEQ_OK;
-    }
-    if ((st = NEED("ffn_gate_inp.weight", l, 1, 0, &t, H, E)) || (st = src(c, f->router[0], l, -1, t, 0, E, 0))) return st;
-    if (f->router_bias[0] &&
-        ((st = NEED("exp_probs_b.bias", l, cfg->router == MOEQ_ROUTER_SIGMOID_GROUP, 1, &t, E)) ||
-         (st = src(c, f->router_bias[0], l, -1, t, 0, 1, 1))))
-        return st;
-    const char *ex[3] = { "ffn_gate_exps.weight", "ffn_up_exps.weight", "ffn_down_exps.weight" };
+    if (S <= 0) return MOEQ_OK;
+    const char *sh[3] = { "ffn_gate_shexp.weight", "ffn_up_shexp.weight", "ffn_down_shexp.weight" };
     for (int p = 0; p < 3; p++) {
-        int64_t in = p == 2 ? I : H, out = p == 2 ? H : I;
-        if ((st = NEED(ex[p], l, 1, 0, &t, in, out, E))) return st;
-        for (int64_t e = 0; e < E; e++)
-            if ((st = src(c, f->expert[p][0], l, e, t, e * out, out, 0))) return st;
+        int64_t in = p == 2 ? S : H, out = p == 2 ? H : S;
+        if ((st = NEED(sh[p], l, 1, 0, &t, in, out)) || (st = src(c, f->shared[p], l, -1, t, 0, out, 0))) return st;
     }
-    if (S > 0) {
-        const char *sh[3] = { "ffn_gate_shexp.weight", "ffn_up_shexp.weight", "ffn_down_shexp.weight" };
-        for (int p = 0; p < 3; p++) {
-            int64_t in = p == 2 ? S : H, out = p == 2 ? H : S;
-            if ((st = NEED(sh[p], l, 1, 0, &t, in, out)) || (st = src(c, f->shared[p], l, -1, t, 0, out, 0))) return st;
-        }
+    if (f->shared_expert_gate) {
+        if ((st = NEED("ffn_gate_inp_shexp.weight", l, 1, 0, &t, H))) return st;
+        if ((st = src(c, f->shared_expert_gate, l, -1, t, 0, 1, 0))) return st;
     }
+    return MOEQ_OK;
+}
+
+moeq_status moeq_gguf_read_layer_std(mctx *c, int64_t l)
+{
+    moeq_status st;
+    if ((st = moeq_gguf_read_norms(c, l, "ffn_norm.weight")) || (st = moeq_gguf_read_attn(c, l, 0)) ||
+        (st = moeq_gguf_read_router(c, l)) || (st = moeq_gguf_read_experts(c, l)) || (st = moeq_gguf_read_shared(c, l)))
+        return st;
     return MOEQ_OK;
 }
 
@@ -675,8 +457,7 @@ moeq_status moeq_gguf_model_map(const moeq_gguf *g, moeq_config *cfg, moeq_gguf_
                          "(supported: %s)", L, name, list);
     }
     mctx mc = { .g = g, .a = a, .cfg = cfg, .err = err }, *c = &mc;
-    if ((st = a->mla ? config_mla(c) : config_from_meta(c))) return st;
-    if (a->oai && (st = config_oai(c))) return st;
+    if ((st = a->read_config(c))) return st;
     const moeq_family *f = cfg->family;
     const moeq_gguf_tensor *t;
     const int64_t H = cfg->hidden, V = cfg->vocab;
@@ -686,7 +467,7 @@ moeq_status moeq_gguf_model_map(const moeq_gguf *g, moeq_config *cfg, moeq_gguf_
         goto fail;
     if ((st = NEED("output_norm.weight", -1, 1, 1, &t, H)) || (st = src(c, f->final_norm, -1, -1, t, 0, 1, 1))) goto fail;
     for (int64_t l = 0; l < cfg->layers; l++)
-        if ((st = a->mla ? map_layer_mla(c, l) : map_layer(c, l))) goto fail;
+        if ((st = a->read_layer(c, l))) goto fail;
     qsort(c->s, c->n, sizeof *c->s, cmp_src);
     /* names point into the array: fix them after the moves */
     for (size_t i = 0; i < c->n; i++) c->s[i].t.name = c->s[i].name;

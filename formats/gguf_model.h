@@ -1,7 +1,7 @@
 /* A GGUF file seen as a moeq model (model/view.c): the architecture table, the config from the
  * GGUF metadata, and one tensor per Hugging Face weight name of the family (3-D expert tensors
  * split into per-expert views, llama's q/k row permutation undone), pointing into the mapping.
- * docs/FORMAT-gguf.md, "Architectures", lists the table. */
+ * docs/FORMAT-gguf.md, "Architectures", lists the architectures. */
 #ifndef MOEQ_GGUF_MODEL_H
 #define MOEQ_GGUF_MODEL_H
 
@@ -9,19 +9,9 @@
 #include "moeq_model.h"
 #include "moeq_safetensors.h"
 
-/* One row per architecture: GGUF name, moeq family, what the converter does. */
-typedef struct moeq_gguf_arch {
-    const char *arch;             /* general.architecture */
-    const char *model_type;       /* moeq family (config.json model_type) */
-    int permute_qk;               /* llama.cpp's converter interleaves q/k rows (rope NORM) */
-    const char *expert_ff_key;    /* ARCH.<key>: a routed expert's intermediate size */
-    int renorm;                   /* llama.cpp's graph renormalizes the top-k weights */
-    int shared;                   /* shared expert tensors (ffn_*_shexp) */
-    moeq_qk_norm qk_norm;         /* attn_q_norm / attn_k_norm: per head or whole width */
-    int qkv_bias;                 /* 1: q/k/v biases required (qwen2moe), 0: never */
-    int mla;                      /* deepseek2: MLA tensors, leading dense layers, DeepSeek routing */
-    int oai;                      /* gpt-oss: sinks, biases everywhere, sliding layers, SWIGLU_OAI */
-} moeq_gguf_arch;
+/* A GGUF architecture: one file of formats/gguf_arch/ each, its row defined in
+ * formats/gguf_arch.h; the list is ARCHS in formats/gguf_model.c. */
+typedef struct moeq_gguf_arch moeq_gguf_arch;
 
 const moeq_gguf_arch *moeq_gguf_arch_find(const char *arch);
 const moeq_gguf_arch *moeq_gguf_arch_of_model_type(const char *model_type);
