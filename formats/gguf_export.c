@@ -553,6 +553,39 @@ static moeq_status kv_expand(ex *x)
 
 /* The tensors of the file in order: the embedding, each layer's tensors of the architecture's
  * table (formats/gguf_arch/ARCH.c) that its view has, the final norm and the head. */
+/* Every matrix and vector of a layer's view, so that one the architecture's tensor table does
+ * not write is refused instead of silently left out of the file. */
+#define LV(f) { #f, offsetof(moeq_layer_view, f), 0 }
+#define LM(f) { #f, offsetof(moeq_layer_view, f), 1 }
+static const struct { const char *name; size_t field; int mat; } view_fields[] = {
+    LV(attn_norm), LV(mlp_norm), LM(q), LM(k), LM(v), LM(o), LV(q_bias), LV(k_bias), LV(v_bias), LV(q_norm),
+    LV(k_norm), LM(router), LM(dense_gate), LM(dense_up), LM(dense_down), LM(shared_gate), LM(shared_up),
+    LM(shared_down), LM(shared_expert_gate), LM(q_a), LM(q_b), LM(kv_a), LM(kv_b), LV(q_a_norm), LV(kv_a_norm),
+    LV(router_bias), LV(o_bias), LV(attn_norm_bias), LV(mlp_norm_bias), LV(sinks), LV(router_lin_bias),
+};
+#undef LV
+#undef LM
+
+static moeq_status check_claimed(ex *x, int64_t l, const moeq_layer_view *L)
+{
+    for (size_t f = 0; f < sizeof view_fields / sizeof view_fields[0]; f++) {
+        const void *p = (const unsigned char *)L + view_fields[f].field;
+        const void *data = view_fields[f].mat ? ((const moeq_mat *)p)->data : ((const moeq_vec *)p)->data;
+        int claimed = !data;
+        for (size_t i = 0; !claimed && i < x->a->n_layer; i++) {
+            const moeq_gguf_tdesc *d = &x->a->layer[i];
+            claimed = (d->kind == GA_VEC || d->kind == GA_MAT || d->kind == GA_ROUTER) && d->field == view_fields[f].field &&
+                      !(d->when == GA_MOE && !L->is_moe) && !(d->when == GA_DENSE && L->is_moe) &&
+                      !(d->when == GA_MOE_EBIAS && !(L->is_moe && x->c->expert_bias));
+        }
+        if (!claimed)
+            return moeq_fail(x->err, MOEQ_ERR_UNSUPPORTED, "%s: layer %lld has %s, which llama.cpp's %s graph does not "
+                             "read: the GGUF would compute another model", moeq_model_path(x->m), (long long)l,
+                             view_fields[f].name, x->a->arch);
+    }
+    return MOEQ_OK;
+}
+
 static moeq_status list_tensors(ex *x)
 {
     const moeq_model *m = x->m;
@@ -593,6 +626,7 @@ static moeq_status list_tensors(ex *x)
         if (perm && L->q_bias.data)
             return moeq_fail(x->err, MOEQ_ERR_UNSUPPORTED, "%s: q/k biases with the %s architecture are not "
                              "supported", moeq_model_path(m), a->arch);
+        if ((st = check_claimed(x, l, L))) return st;
     }
     if ((st = add_vec(x, "output_norm.weight", -1, moeq_model_final_norm(m)))) return st;
     /* always an output tensor: qwen2moe and olmoe require it; a tied model duplicates the embedding */
@@ -823,8 +857,8 @@ static moeq_status write_mat(ex *x, moeq_gguf_writer *w, const out_tensor *t, co
             qrow_copy(v->q, sr, t->type, obuf);
         } else if (v->mx_scales && t->type == 39) {
             if ((st = mx_row_copy(x, v, sr, obuf))) return st;
-        } else if (st_type == t->type && !v->q && !v->rstep && !v->cstep && !v->mx_scales) {
-            /* same type, row-major: the bytes themselves */
+        } else if (st_type == t->type && !v->q && !v->rstep && !v->cstep && !v->mx_scales && v->dtype != MOEQ_DT_F8_E4M3) {
+            /* same type, row-major: the bytes themselves (FP8 blocks, counted as F32, are widened) */
             uint64_t rb = v->gtype ? v->grow : (uint64_t)cols * moeq_dtype_size(v->dtype);
             memcpy(obuf, (const unsigned char *)v->data + sr * rb, (size_t)rb);
         } else {

@@ -116,4 +116,8 @@ h = open(sys.argv[1] + '/model.safetensors', 'rb').read(); assert b'F8_E4M3' not
   && echo "PASS unpacked fp8 source is bf16 without quantization_config" || echo "FAIL unpacked fp8 source is bf16 without quantization_config"
 "$MOEQ" eval "$TMPD/u" $EV > "$TMPD/u.json" || echo "FAIL eval unpacked fp8"
 close "unpacked fp8 source within 0.2% of its q8 file" "$(ppl "$TMPD/u.json")" "$(ppl "$TMPD/q8.json")" 0.002
+# its GGUF keeps every FP8 matrix as the F32 of its blocks (the weights' own values, not the bytes)
+"$MOEQ" export gguf "$M" -q -o "$TMPD/f8.gguf" || echo "FAIL export gguf of the fp8 source"
+"$MOEQ" eval "$TMPD/f8.gguf" $EV > "$TMPD/g8.json" || echo "FAIL eval gguf of the fp8 source"
+close "GGUF of the fp8 source within 1e-5 of the source" "$(ppl "$TMPD/g8.json")" "$(ppl "$TMPD/src.json")" 0.00001
 expect_exit "spectral fp8" 0 "" -- "$MOEQ" spectral "$M" -o "$TMPD/s8.h5" -q
