@@ -3,8 +3,9 @@
  * quantized integers times one f16 per 256 columns, so a grid is chosen a whole block at a
  * time). In column order each block's grid is searched when the sweep reaches it, on the values
  * as the earlier columns' errors left them (GPTQ's dynamic groups: every column of the block is
- * up to date then, the lazy updates having reached it); with act order the grids are searched
- * once on the original rows (static groups). Each value goes to the nearest point of its
+ * up to date then, the lazy updates having reached it), weighted by 1 / U_ii² (what the sweep's
+ * loss charges column i's rounding error); with act order the grids are searched once on the
+ * original rows with diag(H) (static groups). Each value goes to the nearest point of its
  * block's grid, the error is fed forward through the Cholesky factor of (H + λI)⁻¹ with lazy
  * block updates (one dgemm per 128 columns). Rows go in fixed blocks of 64 over the threads. */
 #include "moeq_ggml.h"
@@ -135,6 +136,18 @@ moeq_status moeq_ggml_gptq(moeq_ggml_type t, const float *w, int64_t rows, int64
     const int64_t *perm;
     const double *U = moeq_gptq_hinv_factor(h, &n, &perm);
     const int64_t nblk = (rows + ROW_BLOCK - 1) / ROW_BLOCK, nb = cols / c->block;
+    /* the regrid's importances: the sweep's loss weighs column i's rounding error by 1 / U_ii²
+     * (its error is fed forward as (w - q) / U_ii), not by H_ii; scaled to mean 1 */
+    float *uimp = malloc((size_t)cols * sizeof *uimp);
+    if (!uimp) {
+        moeq_gptq_hinv_free(h);
+        free(imp);
+        return moeq_fail(err, MOEQ_ERR_NOMEM, "GPTQ: out of memory");
+    }
+    double umean = 0;
+    for (int64_t i = 0; i < cols; i++) umean += 1.0 / (U[i * cols + i] * U[i * cols + i]);
+    umean /= (double)cols;
+    for (int64_t i = 0; i < cols; i++) uimp[i] = (float)(1.0 / (U[i * cols + i] * U[i * cols + i]) / umean);
     int nt = o && o->threads > 0 ? o->threads : moeq_threads(), fail = 0;
 #pragma omp parallel num_threads(nt)
     {
@@ -162,7 +175,7 @@ moeq_status moeq_ggml_gptq(moeq_ggml_type t, const float *w, int64_t rows, int64
                 for (int64_t i = i1; i < i2; i++) {
                     const int64_t col = perm ? perm[i] : i;
                     if (!perm && i % c->block == 0)
-                        for (int64_t r = 0; r < R; r++) regrid(c, W + r * cols + i, imp + i, A + r * cols + i, B + r * cols + i,
+                        for (int64_t r = 0; r < R; r++) regrid(c, W + r * cols + i, uimp + i, A + r * cols + i, B + r * cols + i,
                                                               dst + (size_t)(r0 + r) * rb + (size_t)(i / c->block) * c->bytes);
                     const double d = U[i * cols + i];
                     for (int64_t r = 0; r < R; r++) {
@@ -190,6 +203,7 @@ moeq_status moeq_ggml_gptq(moeq_ggml_type t, const float *w, int64_t rows, int64
     }
     moeq_gptq_hinv_free(h);
     free(imp);
+    free(uimp);
     if (fail) return moeq_fail(err, MOEQ_ERR_NOMEM, "GPTQ: out of memory for %lld x %lld", (long long)rows, (long long)cols);
     return MOEQ_OK;
 }
