@@ -128,13 +128,13 @@ moeq_status moeq_ggml_gptq(moeq_ggml_type t, const float *w, int64_t rows, int64
             for (int64_t r = 0; r < rows; r++) moeq_ggml_dequant_row(t, dst + (size_t)r * rb, wq + r * cols, cols);
         return MOEQ_OK;
     }
-    /* 1. the grids: the weighted search on the original rows (act order keeps them: static
-     * groups; in column order each block's grid is searched again on the updated values when the
-     * sweep reaches it, regrid) */
-    search_rows(c, w, rows, cols, imp, dst, rb);
     int64_t n;
     const int64_t *perm;
     const double *U = moeq_gptq_hinv_factor(h, &n, &perm);
+    /* 1. act order: the grids by the weighted search on the original rows (static groups); in
+     * column order each block's grid is searched when the sweep reaches it (regrid), no first
+     * search (it was the export's largest cost, thrown away) */
+    if (perm) search_rows(c, w, rows, cols, imp, dst, rb);
     const int64_t nblk = (rows + ROW_BLOCK - 1) / ROW_BLOCK, nb = cols / c->block;
     /* the regrid's importances: the sweep's loss weighs column i's rounding error by 1 / U_ii²
      * (its error is fed forward as (w - q) / U_ii), not by H_ii; scaled to mean 1 */
@@ -165,7 +165,7 @@ moeq_status moeq_ggml_gptq(moeq_ggml_type t, const float *w, int64_t rows, int64
             const int64_t r0 = b * ROW_BLOCK, R = rows - r0 < ROW_BLOCK ? rows - r0 : ROW_BLOCK;
             for (int64_t r = 0; r < R; r++) {
                 const uint8_t *row = dst + (size_t)(r0 + r) * rb;
-                for (int64_t k = 0; k < nb; k++)
+                for (int64_t k = 0; perm && k < nb; k++)
                     c->grid(row + k * c->bytes, A + r * cols + k * c->block, B + r * cols + k * c->block);
                 for (int64_t i = 0; i < cols; i++) W[r * cols + i] = w[(r0 + r) * cols + (perm ? perm[i] : i)];
             }
