@@ -143,7 +143,7 @@ bench-memory: all
 	@bench/bench_memory.sh $(BENCH_MODEL)
 
 # issue 12's export benchmark: export gguf --method gptq (Q4_K, --scope all) of the Qwen1.5-MoE
-# shapes, 4- and 1-layer copies measured, 24 layers extrapolated (docs/bench.md; ~25 min, 12 GB)
+# shapes, 4- and 1-layer copies measured, 24 layers extrapolated (docs/bench.md; ~17 min, 27 GB of disk)
 bench-export: all
 	@$(MAKE) --no-print-directory $(BUILD)/bench/make_shaped
 	@bench/bench_export.sh $(or $(BENCH_EXPORT_MODEL),/work/big/q15-l4)
