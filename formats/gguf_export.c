@@ -778,6 +778,16 @@ static moeq_status mx_row_copy(const ex *x, const moeq_mat *v, int64_t r, unsign
     return MOEQ_OK;
 }
 
+/* One entry of the result's fallbacks: {tensor, fallback, reason}. */
+static void note_fallback(ex *x, const char *tensor, const char *fallback, const char *reason)
+{
+    json_t *fb = json_object();
+    json_object_set_new(fb, "tensor", json_string(tensor));
+    json_object_set_new(fb, "fallback", json_string(fallback));
+    json_object_set_new(fb, "reason", json_string(reason));
+    json_array_append_new(x->fallbacks, fb);
+}
+
 /* Importance weights of a routed expert's matrix: its Hessian diagonal; an undersampled or
  * dead expert falls back to the layer's sum over experts, then to none (never an error). */
 static const float *expert_imp(ex *x, int64_t l, int64_t e, moeq_proj p, int64_t dim, const char *tname)
@@ -797,13 +807,9 @@ static const float *expert_imp(ex *x, int64_t l, int64_t e, moeq_proj p, int64_t
             if (s > 0) {
                 for (int64_t j = 0; j < dim; j++) x->imp[j] = (float)x->hbuf[j * dim + j];
                 if (which != e && p == MOEQ_PROJ_GATE) {   /* once per expert, not per projection */
-                    json_t *fb = json_object();
                     char t[96];
                     snprintf(t, sizeof t, "%s[%lld]", tname, (long long)e);
-                    json_object_set_new(fb, "tensor", json_string(t));
-                    json_object_set_new(fb, "fallback", json_string("layer Hessian diagonal"));
-                    json_object_set_new(fb, "reason", json_string(flag == MOEQ_CALIB_DEAD ? "dead expert" : "undersampled expert"));
-                    json_array_append_new(x->fallbacks, fb);
+                    note_fallback(x, t, "layer Hessian diagonal", flag == MOEQ_CALIB_DEAD ? "dead expert" : "undersampled expert");
                 }
                 return x->imp;
             }
@@ -868,15 +874,6 @@ static moeq_status write_mat(ex *x, moeq_gguf_writer *w, const out_tensor *t, co
         if ((st = moeq_gguf_w_data(w, obuf, (size_t)ob, x->err))) return st;
     }
     return MOEQ_OK;
-}
-
-static void note_fallback(ex *x, const char *tensor, const char *fallback, const char *reason)
-{
-    json_t *fb = json_object();
-    json_object_set_new(fb, "tensor", json_string(tensor));
-    json_object_set_new(fb, "fallback", json_string(fallback));
-    json_object_set_new(fb, "reason", json_string(reason));
-    json_array_append_new(x->fallbacks, fb);
 }
 
 /* A layer's 2-D matrix in a quantized type, weighed by its input Hessian (the subgroup of
@@ -966,13 +963,9 @@ static moeq_status write_gptq(ex *x, moeq_gguf_writer *w, const out_tensor *t, c
         st = moeq_ggml_gptq((moeq_ggml_type)t->type, wf, rows, cols, have_h ? x->hbuf : NULL, &go, dst, NULL, &info,
                             x->err);
         if (!st && info.rtn_fallback && have_h) {
-            json_t *fb = json_object();
             char nm[96];
             snprintf(nm, sizeof nm, "%s[%lld]", t->name, (long long)v->index);
-            json_object_set_new(fb, "tensor", json_string(nm));
-            json_object_set_new(fb, "fallback", json_string("weighted search"));
-            json_object_set_new(fb, "reason", json_string("the Hessian could not be factorized"));
-            json_array_append_new(x->fallbacks, fb);
+            note_fallback(x, nm, "weighted search", "the Hessian could not be factorized");
         }
         if (!st) st = moeq_gguf_w_data(w, dst, (size_t)(rb * (uint64_t)rows), x->err);
     }
