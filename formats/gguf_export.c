@@ -348,6 +348,7 @@ typedef struct ex {
     int64_t dense_lead;         /* leading dense layers (the arch's leading_dense: deepseek2) */
     double damp;                /* the GPTQ damping of the tensor being written */
     json_t *damps;              /* --damp auto: [{tensor, damp, val_err: [per candidate]}] */
+    double *tdamp;              /* [n]: an expert tensor's damping once chosen (tensor_damp), else 0 */
 } ex;
 
 static out_tensor *push(ex *x, const char *fmt, int64_t l)
@@ -946,13 +947,18 @@ static int mat_weighed(const ex *x, const out_tensor *t)
 
 /* GPTQ on the type's grid (moeq_ggml_gptq: block scales fixed first by the weighted search, then
  * error feedback through the columns) with the Hessian expert_imp left in x->hbuf; without one
- * (have_h 0) the weighted search with the fallback weight. */
-static moeq_status write_gptq(ex *x, moeq_gguf_writer *w, const out_tensor *t, const moeq_mat *v, int have_h)
+ * (have_h 0) the weighted search with the fallback weight. fz: the factorization of x->hbuf is
+ * *fz->h, already made (gate and up share it), else made here. keep: the bytes go there, not to
+ * the file (up's, written when its tensor comes). */
+typedef struct { const moeq_gptq_hinv *h; } shared_factor;
+
+static moeq_status write_gptq(ex *x, moeq_gguf_writer *w, const out_tensor *t, const moeq_mat *v, int have_h,
+                              const shared_factor *fz, unsigned char *keep)
 {
     const int64_t rows = v->rows, cols = v->cols;
     const uint64_t rb = moeq_gguf_row_bytes(t->type, cols);
     float *wf = malloc((size_t)(rows * cols) * sizeof *wf);
-    void *dst = malloc((size_t)(rb * (uint64_t)rows));
+    void *dst = keep ? keep : malloc((size_t)(rb * (uint64_t)rows));
     moeq_status st;
     if (!wf || !dst) {
         st = moeq_fail(x->err, MOEQ_ERR_NOMEM, "export: out of memory for GPTQ of '%s'", t->name);
@@ -960,17 +966,18 @@ static moeq_status write_gptq(ex *x, moeq_gguf_writer *w, const out_tensor *t, c
         moeq_mat_to_f32(v, 0, rows, wf);
         moeq_gptq_opts go = { .damp = x->damp };
         moeq_gptq_info info = { 0 };
-        st = moeq_ggml_gptq((moeq_ggml_type)t->type, wf, rows, cols, have_h ? x->hbuf : NULL, &go, dst, NULL, &info,
-                            x->err);
+        const double *H = have_h ? x->hbuf : NULL;
+        st = fz ? moeq_ggml_gptq_with((moeq_ggml_type)t->type, wf, rows, cols, H, fz->h, &go, dst, NULL, &info, x->err)
+                : moeq_ggml_gptq((moeq_ggml_type)t->type, wf, rows, cols, H, &go, dst, NULL, &info, x->err);
         if (!st && info.rtn_fallback && have_h) {
             char nm[96];
             snprintf(nm, sizeof nm, "%s[%lld]", t->name, (long long)v->index);
             note_fallback(x, nm, "weighted search", "the Hessian could not be factorized");
         }
-        if (!st) st = moeq_gguf_w_data(w, dst, (size_t)(rb * (uint64_t)rows), x->err);
+        if (!st && !keep) st = moeq_gguf_w_data(w, dst, (size_t)(rb * (uint64_t)rows), x->err);
     }
     free(wf);
-    free(dst);
+    if (!keep) free(dst);
     return st;
 }
 
@@ -982,19 +989,26 @@ static moeq_status write_gptq(ex *x, moeq_gguf_writer *w, const out_tensor *t, c
 static const double damp_candidates[] = { 0.01, 0.03, 0.1, 0.3, 1.0 };
 #define DAMP_EXPERTS 16
 
-static moeq_status choose_damp(ex *x, const out_tensor *t, double *out)
+static moeq_status choose_damp(ex *x, const out_tensor *const *ts, int nt, double *out)
 {
+    /* nt 2: gate and up, one Hessian: each (expert, candidate) factorization serves both */
     const int nd = (int)(sizeof damp_candidates / sizeof damp_candidates[0]);
+    const out_tensor *t = ts[0];
     const int down = t->proj == MOEQ_PROJ_DOWN;
-    double verr[8] = { 0 };
-    *out = 0.01;
+    double verr[2][8] = { { 0 } };
+    for (int k = 0; k < nt; k++) out[k] = 0.01;
     if (!x->calib || moeq_calib_file_val_windows(x->calib) <= 0) return MOEQ_OK;
     moeq_mat v;
     moeq_status st = moeq_model_expert(x->m, t->layer, 0, t->proj, &v, x->err);
     if (st) return st;
     const int64_t rows = v.rows, cols = v.cols;
-    const uint64_t rb = moeq_gguf_row_bytes(t->type, cols);
-    float *wf = malloc((size_t)(rows * cols) * sizeof *wf), *wq = malloc((size_t)(rows * cols) * sizeof *wq);
+    moeq_mat_release(&v);
+    uint64_t rb = 0;
+    for (int k = 0; k < nt; k++) {
+        const uint64_t b = moeq_gguf_row_bytes(ts[k]->type, cols);
+        rb = b > rb ? b : rb;
+    }
+    float *wf = malloc((size_t)(nt * rows * cols) * sizeof *wf), *wq = malloc((size_t)(rows * cols) * sizeof *wq);
     double *Hc = malloc((size_t)(cols * cols) * sizeof *Hc), *Hv = malloc((size_t)(cols * cols) * sizeof *Hv);
     void *raw = malloc((size_t)(rb * (uint64_t)rows));
     int used = 0;
@@ -1018,30 +1032,77 @@ static moeq_status choose_damp(ex *x, const out_tensor *t, double *out)
         if (moeq_calib_file_hessian_split(x->calib, t->layer, e, down, MOEQ_SPLIT_CAL, Hc, cols, &rc, &e2) ||
             moeq_calib_file_hessian_split(x->calib, t->layer, e, down, MOEQ_SPLIT_VAL, Hv, cols, &rv, &e2) || rc <= 0 || rv <= 0)
             continue;
-        if ((st = moeq_model_expert(x->m, t->layer, e, t->proj, &v, x->err))) break;
-        moeq_mat_to_f32(&v, 0, rows, wf);
-        moeq_mat_release(&v);
+        for (int k = 0; !st && k < nt; k++) {
+            if ((st = moeq_model_expert(x->m, t->layer, e, ts[k]->proj, &v, x->err))) break;
+            moeq_mat_to_f32(&v, 0, rows, wf + k * rows * cols);
+            moeq_mat_release(&v);
+        }
         for (int d = 0; !st && d < nd; d++) {
             moeq_gptq_opts go = { .damp = damp_candidates[d] };
-            moeq_gptq_info info = { 0 };
-            st = moeq_ggml_gptq((moeq_ggml_type)t->type, wf, rows, cols, Hc, &go, raw, wq, &info, x->err);
-            if (!st) verr[d] += moeq_hessian_error(wf, wq, rows, cols, Hv);
+            moeq_gptq_hinv *h = NULL;
+            st = moeq_ggml_gptq_factor(Hc, cols, &go, &h, x->err);
+            for (int k = 0; !st && k < nt; k++) {
+                const float *wk = wf + k * rows * cols;
+                moeq_gptq_info info = { 0 };
+                st = moeq_ggml_gptq_with((moeq_ggml_type)ts[k]->type, wk, rows, cols, Hc, h, &go, raw, wq, &info, x->err);
+                if (!st) verr[k][d] += moeq_hessian_error(wk, wq, rows, cols, Hv);
+            }
+            moeq_gptq_hinv_free(h);
         }
         used++;
     }
-    if (!st && used) {
+    for (int k = 0; !st && used && k < nt; k++) {
         int best = 0;
-        for (int d = 1; d < nd; d++) if (verr[d] < verr[best]) best = d;
-        *out = damp_candidates[best];
+        for (int d = 1; d < nd; d++) if (verr[k][d] < verr[k][best]) best = d;
+        out[k] = damp_candidates[best];
         json_t *r = json_object(), *ve = json_array();
-        for (int d = 0; d < nd; d++) json_array_append_new(ve, json_real(verr[d]));
-        json_object_set_new(r, "tensor", json_string(t->name));
-        json_object_set_new(r, "damp", json_real(*out));
+        for (int d = 0; d < nd; d++) json_array_append_new(ve, json_real(verr[k][d]));
+        json_object_set_new(r, "tensor", json_string(ts[k]->name));
+        json_object_set_new(r, "damp", json_real(out[k]));
         json_object_set_new(r, "experts", json_integer(used));
         json_object_set_new(r, "val_err", ve);
         json_array_append_new(x->damps, r);
     }
     free(wf); free(wq); free(Hc); free(Hv); free(raw); free(tok);
+    return st;
+}
+
+/* The up tensor whose experts are quantized beside gate tensor i's (the same Hessian: one read
+ * and one factorization per expert), else x->n: GPTQ, both grids of ggml codes (not float, not
+ * MXFP4, which may be copied), and up's bytes held until its turn at most PAIR_BYTES. */
+#define PAIR_BYTES ((uint64_t)1 << 30)
+
+static size_t pair_of(const ex *x, size_t i)
+{
+    const out_tensor *t = &x->t[i];
+    if (!x->o->gptq || t->kind != K_EXPERTS || t->proj != MOEQ_PROJ_GATE) return x->n;
+    for (size_t j = i + 1; j < x->n; j++) {
+        const out_tensor *u = &x->t[j];
+        if (u->kind != K_EXPERTS || u->layer != t->layer || u->proj != MOEQ_PROJ_UP) continue;
+        const int grid = !(t->type <= 1 || t->type == 30 || t->type == 39 || u->type <= 1 || u->type == 30 || u->type == 39);
+        const uint64_t bytes = moeq_gguf_row_bytes(u->type, u->ne[0]) * (uint64_t)(u->ne[1] * u->ne[2]);
+        return grid && u->ne[0] == t->ne[0] && bytes <= PAIR_BYTES ? j : x->n;
+    }
+    return x->n;
+}
+
+/* x->tdamp[i] (and [u] when u < x->n, chosen together) for an expert tensor: the plan's, else
+ * --damp, else (GPTQ) --damp auto, else 0.01 */
+static moeq_status tensor_damp(ex *x, size_t i, size_t u)
+{
+    if (x->tdamp[i] > 0) return MOEQ_OK;
+    const out_tensor *ts[2];
+    size_t idx[2];
+    int na = 0;
+    for (int k = 0; k < (u < x->n ? 2 : 1); k++) {
+        const size_t j = k ? u : i;
+        const out_tensor *t = &x->t[j];
+        x->tdamp[j] = t->plan_damp > 0 ? t->plan_damp : x->o->damp > 0 ? x->o->damp : 0.01;
+        if (x->o->gptq && x->o->damp <= 0 && t->plan_damp <= 0) { ts[na] = t; idx[na++] = j; }
+    }
+    double d[2];
+    moeq_status st = na ? choose_damp(x, ts, na, d) : MOEQ_OK;
+    for (int k = 0; !st && k < na; k++) x->tdamp[idx[k]] = d[k];
     return st;
 }
 
@@ -1086,7 +1147,8 @@ moeq_status moeq_gguf_export(const moeq_model *m, const char *out_path, const mo
     ex x = { .m = m, .c = c, .a = a, .o = o, .err = err };
     moeq_gguf_writer *w = NULL;
     float *row = NULL;
-    unsigned char *obuf = NULL;
+    unsigned char *obuf = NULL, *pend = NULL;   /* pend: up's bytes (pair_of), pend_bytes of them, for tensor pend_for */
+    size_t pend_bytes = 0, pend_for = 0;
     x.fallbacks = json_array();
     x.damps = json_array();
     x.re = calloc((size_t)(o->n_rules ? o->n_rules : 1), sizeof *x.re);
@@ -1156,7 +1218,8 @@ moeq_status moeq_gguf_export(const moeq_model *m, const char *out_path, const mo
     for (size_t i = 0; i < x.n; i++) maxc = x.t[i].ne[0] > maxc ? x.t[i].ne[0] : maxc;
     row = malloc((size_t)maxc * sizeof *row);
     obuf = malloc((size_t)maxc * 4 + 64);
-    if (!row || !obuf) { st = moeq_fail(err, MOEQ_ERR_NOMEM, "export: out of memory"); goto out; }
+    x.tdamp = calloc(x.n ? x.n : 1, sizeof *x.tdamp);
+    if (!row || !obuf || !x.tdamp) { st = moeq_fail(err, MOEQ_ERR_NOMEM, "export: out of memory"); goto out; }
     uint64_t weights = 0, wbytes = 0;
     for (size_t i = 0; i < x.n; i++) {
         const out_tensor *t = &x.t[i];
@@ -1177,16 +1240,43 @@ moeq_status moeq_gguf_export(const moeq_model *m, const char *out_path, const mo
         } else if (t->kind == K_MAT) {
             st = mat_weighed(&x, t) ? write_mat_h(&x, w, t, row, obuf) : write_mat(&x, w, t, &t->mat, NULL, row, obuf);
             moeq_mat_release(&t->mat);
+        } else if (pend && pend_for == i) {   /* an up tensor quantized beside its gate */
+            st = moeq_gguf_w_data(w, pend, pend_bytes, err);
+            free(pend);
+            pend = NULL;
         } else {
-            x.damp = t->plan_damp > 0 ? t->plan_damp : o->damp > 0 ? o->damp : 0.01;
-            if (o->gptq && o->damp <= 0 && t->plan_damp <= 0 && (st = choose_damp(&x, t, &x.damp))) goto out;
+            const size_t u = pair_of(&x, i);
+            if ((st = tensor_damp(&x, i, u))) goto out;
+            x.damp = x.tdamp[i];
+            const int paired = u < x.n && x.tdamp[u] == x.damp;
+            const out_tensor *tu = paired ? &x.t[u] : NULL;
+            const size_t per_e = paired ? (size_t)(moeq_gguf_row_bytes(tu->type, tu->ne[0]) * (uint64_t)tu->ne[1]) : 0;
+            if (paired) {
+                pend_for = u;
+                pend_bytes = per_e * (size_t)c->n_experts;
+                if (!(pend = malloc(pend_bytes))) { st = moeq_fail(err, MOEQ_ERR_NOMEM, "export: out of memory"); goto out; }
+            }
             for (int64_t e = 0; !st && e < c->n_experts; e++) {
                 moeq_mat v;
                 if ((st = moeq_model_expert(m, t->layer, e, t->proj, &v, err))) break;
                 const float *imp = expert_imp(&x, t->layer, e, t->proj, v.cols, t->name);
-                /* MXFP4 codes written as MXFP4 are copied, GPTQ or not */
-                st = o->gptq && !(v.mx_scales && t->type == 39) ? write_gptq(&x, w, t, &v, imp != NULL)
-                                                                 : write_mat(&x, w, t, &v, imp, row, obuf);
+                if (paired) {   /* gate and up: one Hessian read, one factorization */
+                    moeq_mat vu;
+                    moeq_gptq_opts go = { .damp = x.damp };
+                    shared_factor fz = { NULL };
+                    moeq_gptq_hinv *h = NULL;
+                    if ((st = moeq_model_expert(m, t->layer, e, tu->proj, &vu, err))) { moeq_mat_release(&v); break; }
+                    if (imp) st = moeq_ggml_gptq_factor(x.hbuf, v.cols, &go, &h, err);
+                    fz.h = h;
+                    if (!st) st = write_gptq(&x, w, t, &v, imp != NULL, &fz, NULL);
+                    if (!st) st = write_gptq(&x, w, tu, &vu, imp != NULL, &fz, pend + (size_t)e * per_e);
+                    moeq_gptq_hinv_free(h);
+                    moeq_mat_release(&vu);
+                } else {
+                    /* MXFP4 codes written as MXFP4 are copied, GPTQ or not */
+                    st = o->gptq && !(v.mx_scales && t->type == 39) ? write_gptq(&x, w, t, &v, imp != NULL, NULL, NULL)
+                                                                     : write_mat(&x, w, t, &v, imp, row, obuf);
+                }
                 moeq_mat_release(&v);
             }
         }
@@ -1214,6 +1304,8 @@ out:
     free(x.plan_used);
     free(row);
     free(obuf);
+    free(pend);
+    free(x.tdamp);
     free(x.hbuf);
     free(x.imp);
     free(x.h2);

@@ -82,6 +82,7 @@ moeq_status moeq_ggml_quantize_rows(moeq_ggml_type t, const float *w, int64_t ro
 
 struct moeq_gptq_opts;
 struct moeq_gptq_info;
+struct moeq_gptq_hinv;
 
 /* Quantizes w [rows, cols] (float32, row-major, rows = output features) into type t, row after
  * row at dst (rows * moeq_ggml_row_bytes(t, cols) bytes), with GPTQ error feedback through H
@@ -100,5 +101,14 @@ struct moeq_gptq_info;
 moeq_status moeq_ggml_gptq(moeq_ggml_type t, const float *w, int64_t rows, int64_t cols, const double *H,
                            const struct moeq_gptq_opts *o, void *dst, float *wq, struct moeq_gptq_info *info,
                            moeq_error *err);
+/* The same in two steps, so that matrices of one Hessian (an expert's gate and up) share the
+ * factorization: *h from moeq_ggml_gptq_factor (NULL when H is NULL or dead, or cannot be
+ * factorized: moeq_ggml_gptq's fallbacks), then moeq_ggml_gptq_with for each matrix with the same
+ * H and o. The bytes are moeq_ggml_gptq's. Free *h with moeq_gptq_hinv_free. Errors: NOMEM. */
+moeq_status moeq_ggml_gptq_factor(const double *H, int64_t cols, const struct moeq_gptq_opts *o,
+                                  struct moeq_gptq_hinv **h, moeq_error *err);
+moeq_status moeq_ggml_gptq_with(moeq_ggml_type t, const float *w, int64_t rows, int64_t cols, const double *H,
+                                const struct moeq_gptq_hinv *h, const struct moeq_gptq_opts *o, void *dst, float *wq,
+                                struct moeq_gptq_info *info, moeq_error *err);
 
 #endif

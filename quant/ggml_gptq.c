@@ -92,23 +92,70 @@ moeq_status moeq_ggml_quantize_rows(moeq_ggml_type t, const float *w, int64_t ro
     return MOEQ_OK;
 }
 
-moeq_status moeq_ggml_gptq(moeq_ggml_type t, const float *w, int64_t rows, int64_t cols, const double *H,
-                           const struct moeq_gptq_opts *o, void *dst_, float *wq, struct moeq_gptq_info *info_,
-                           moeq_error *err)
+/* moeq_ggml_gptq's checks and importances: imp[cols] from diag(H), *live 0 when H is NULL or dead */
+static moeq_status prepare(moeq_ggml_type t, int64_t rows, int64_t cols, const double *H, const gg_codec **c,
+                           float **imp, int *live, moeq_error *err)
 {
-    uint8_t *dst = dst_;
-    moeq_gptq_info tmp_info;
-    moeq_gptq_info *info = info_ ? info_ : &tmp_info;
-    memset(info, 0, sizeof *info);
-    const gg_codec *c = gg_codec_get(t);
-    if (!c) return moeq_fail(err, MOEQ_ERR_MISUSE, "GPTQ: ggml type %d is not supported", (int)t);
-    if (rows <= 0 || cols <= 0 || cols % c->block)
+    *c = gg_codec_get(t);
+    *imp = NULL;
+    if (!*c) return moeq_fail(err, MOEQ_ERR_MISUSE, "GPTQ: ggml type %d is not supported", (int)t);
+    if (rows <= 0 || cols <= 0 || cols % (*c)->block)
         return moeq_fail(err, MOEQ_ERR_MISUSE, "GPTQ: a %lld x %lld matrix does not fit %s (rows of a multiple of %d)",
-                         (long long)rows, (long long)cols, c->name, c->block);
-    const size_t rb = moeq_ggml_row_bytes(t, cols);
+                         (long long)rows, (long long)cols, (*c)->name, (*c)->block);
+    if (!(*imp = malloc((size_t)cols * sizeof **imp))) return moeq_fail(err, MOEQ_ERR_NOMEM, "GPTQ: out of memory");
+    *live = H && importances(H, cols + 1, cols, *imp);
+    return MOEQ_OK;
+}
+
+static moeq_status sweep(const gg_codec *c, const float *w, int64_t rows, int64_t cols, float *imp, int live,
+                         const moeq_gptq_hinv *h, const moeq_gptq_opts *o, uint8_t *dst, float *wq,
+                         moeq_gptq_info *info, moeq_error *err);
+
+moeq_status moeq_ggml_gptq_factor(const double *H, int64_t cols, const struct moeq_gptq_opts *o,
+                                  struct moeq_gptq_hinv **h, moeq_error *err)
+{
+    *h = NULL;
     float *imp = malloc((size_t)cols * sizeof *imp);
     if (!imp) return moeq_fail(err, MOEQ_ERR_NOMEM, "GPTQ: out of memory");
     int live = H && importances(H, cols + 1, cols, imp);
+    free(imp);
+    moeq_gptq_info info;
+    moeq_error e2;
+    if (live && moeq_gptq_hinv_create(H, cols, o, h, &info, &e2) == MOEQ_ERR_NOMEM) {
+        *err = e2;
+        return MOEQ_ERR_NOMEM;
+    }
+    return MOEQ_OK;
+}
+
+moeq_status moeq_ggml_gptq_with(moeq_ggml_type t, const float *w, int64_t rows, int64_t cols, const double *H,
+                                const struct moeq_gptq_hinv *h, const struct moeq_gptq_opts *o, void *dst, float *wq,
+                                struct moeq_gptq_info *info_, moeq_error *err)
+{
+    moeq_gptq_info tmp_info;
+    moeq_gptq_info *info = info_ ? info_ : &tmp_info;
+    memset(info, 0, sizeof *info);
+    const gg_codec *c;
+    float *imp;
+    int live;
+    moeq_status st = prepare(t, rows, cols, H, &c, &imp, &live, err);
+    if (!st) st = sweep(c, w, rows, cols, imp, live, live && c->levels ? h : NULL, o, dst, wq, info, err);
+    free(imp);
+    return st;
+}
+
+moeq_status moeq_ggml_gptq(moeq_ggml_type t, const float *w, int64_t rows, int64_t cols, const double *H,
+                           const struct moeq_gptq_opts *o, void *dst, float *wq, struct moeq_gptq_info *info_,
+                           moeq_error *err)
+{
+    moeq_gptq_info tmp_info;
+    moeq_gptq_info *info = info_ ? info_ : &tmp_info;
+    memset(info, 0, sizeof *info);
+    const gg_codec *c;
+    float *imp;
+    int live;
+    moeq_status st = prepare(t, rows, cols, H, &c, &imp, &live, err);
+    if (st) return st;
     moeq_gptq_hinv *h = NULL;
     if (live && c->levels) {
         moeq_error e2;
@@ -118,12 +165,24 @@ moeq_status moeq_ggml_gptq(moeq_ggml_type t, const float *w, int64_t rows, int64
             return MOEQ_ERR_NOMEM;
         }
     }
+    st = sweep(c, w, rows, cols, imp, live, h, o, dst, wq, info, err);
+    moeq_gptq_hinv_free(h);
+    free(imp);
+    return st;
+}
+
+/* The sweep of moeq_ggml_gptq with the factor h of H (NULL: the weighted search, no feedback) */
+static moeq_status sweep(const gg_codec *c, const float *w, int64_t rows, int64_t cols, float *imp, int live,
+                         const moeq_gptq_hinv *h, const moeq_gptq_opts *o, uint8_t *dst, float *wq,
+                         moeq_gptq_info *info, moeq_error *err)
+{
+    const moeq_ggml_type t = c->type;
+    const size_t rb = moeq_ggml_row_bytes(t, cols);
     if (!h) {
         /* no feedback: float types, a dead expert (fallback weight 1), a failed factorization */
         if (c->levels) info->rtn_fallback = 1;
         if (!live) for (int64_t j = 0; j < cols; j++) imp[j] = 1;
         search_rows(c, w, rows, cols, imp, dst, rb);
-        free(imp);
         if (wq)
             for (int64_t r = 0; r < rows; r++) moeq_ggml_dequant_row(t, dst + (size_t)r * rb, wq + r * cols, cols);
         return MOEQ_OK;
@@ -140,8 +199,6 @@ moeq_status moeq_ggml_gptq(moeq_ggml_type t, const float *w, int64_t rows, int64
      * (its error is fed forward as (w - q) / U_ii), not by H_ii; scaled to mean 1 */
     float *uimp = malloc((size_t)cols * sizeof *uimp);
     if (!uimp) {
-        moeq_gptq_hinv_free(h);
-        free(imp);
         return moeq_fail(err, MOEQ_ERR_NOMEM, "GPTQ: out of memory");
     }
     double umean = 0;
@@ -201,8 +258,6 @@ moeq_status moeq_ggml_gptq(moeq_ggml_type t, const float *w, int64_t rows, int64
         }
         free(W); free(Err); free(A); free(B); free(L);
     }
-    moeq_gptq_hinv_free(h);
-    free(imp);
     free(uimp);
     if (fail) return moeq_fail(err, MOEQ_ERR_NOMEM, "GPTQ: out of memory for %lld x %lld", (long long)rows, (long long)cols);
     return MOEQ_OK;

@@ -527,6 +527,19 @@ static void test_gptq(void)
         o.act_order = k == 0;
         CHECK(moeq_ggml_gptq(t, w, rows, cols, H, &o, q2, NULL, &info, &err) == MOEQ_OK);
         if (k) CHECK(!memcmp(q, q2, rb * rows));
+        /* one factorization shared by matrices of one Hessian (gate and up): the same bytes */
+        {
+            moeq_gptq_opts o1 = {.damp = 0.01, .threads = 1};
+            moeq_gptq_hinv *h = NULL;
+            CHECK(moeq_ggml_gptq_factor(H, cols, &o1, &h, &err) == MOEQ_OK && h);
+            memset(q2, 0, rb * rows);
+            CHECK(moeq_ggml_gptq_with(t, w, rows, cols, H, h, &o1, q2, NULL, &info, &err) == MOEQ_OK && !info.rtn_fallback);
+            CHECK_MSG(!memcmp(q, q2, rb * rows), "%s: shared factorization changed the bytes", moeq_ggml_type_get(t)->name);
+            CHECK(moeq_ggml_gptq(t, ws, rows, cols, H, &o1, qs, NULL, &info, &err) == MOEQ_OK);
+            CHECK(moeq_ggml_gptq_with(t, ws, rows, cols, H, h, &o1, q2, NULL, &info, &err) == MOEQ_OK);
+            CHECK(!memcmp(qs, q2, rb * rows));
+            moeq_gptq_hinv_free(h);
+        }
         free(q); free(q2); free(qs);
     }
     /* a dead expert (H = 0, or none) is the weighted search with the fallback weight */
@@ -539,6 +552,10 @@ static void test_gptq(void)
         CHECK(moeq_ggml_gptq(MOEQ_GGML_Q4_K, w, rows, cols, Z, NULL, q, NULL, &info, &err) == MOEQ_OK && info.rtn_fallback);
         CHECK(moeq_ggml_gptq(MOEQ_GGML_Q4_K, w, rows, cols, NULL, NULL, q2, NULL, &info, &err) == MOEQ_OK);
         CHECK(!memcmp(q, q2, rb * rows));
+        moeq_gptq_hinv *h = (moeq_gptq_hinv *)1;
+        CHECK(moeq_ggml_gptq_factor(Z, cols, NULL, &h, &err) == MOEQ_OK && !h);   /* dead: no factor, the same fallback */
+        CHECK(moeq_ggml_gptq_with(MOEQ_GGML_Q4_K, w, rows, cols, Z, NULL, NULL, q2, NULL, &info, &err) == MOEQ_OK &&
+              info.rtn_fallback && !memcmp(q, q2, rb * rows));
         float ones[256];
         for (int c = 0; c < 256; c++) ones[c] = 1;
         moeq_ggml_quant_row(MOEQ_GGML_Q4_K, w, ones, q2, cols);
