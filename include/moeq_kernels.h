@@ -69,6 +69,9 @@ typedef struct moeq_wmat {
 } moeq_wmat;
 static inline int64_t moeq_wmat_ld(const moeq_wmat *w) { return w->ld > 0 ? w->ld : w->cols; }
 
+/* The reference softmax and swiglu (kernels/ref/act.c: libm's expf, sequential sums). */
+void moeq_ref_softmax(float *row, int64_t nv, int64_t n, float scale, float sink);
+void moeq_ref_swiglu(float *g, const float *u, int64_t n);
 /* Plain-C truth of the float-weight GEMM: Y[i * ldy + (r - r0)] = sum_c w[r][c] X[i * ldx + c],
  * each product exact (a float32 times a widened weight), summed in float64 and rounded once. */
 void moeq_ref_wgemm(const moeq_wmat *w, const float *X, int64_t n, int64_t ldx, int64_t r0, int64_t r1,
@@ -111,6 +114,12 @@ typedef struct moeq_kernel_set {
      * (the caller runs gemm twice). */
     int (*gemm_pair)(const moeq_qmat *a, const moeq_qmat *b, const float *X, int64_t n, int64_t ldx, float *Ya,
                      float *Yb, int64_t ldy);
+    /* Attention's row softmax: row[0, nv) are scores (-INFINITY: masked), scaled by scale, then
+     * p_j = exp(s_j - m) / (Σ exp(s_k - m) + exp(sink - m)), m = max(sink, max s_j) (sink
+     * -INFINITY: none), masked entries 0; row[nv, n) set to 0. nv >= 1 with one finite score. */
+    void (*softmax)(float *row, int64_t nv, int64_t n, float scale, float sink);
+    /* SwiGLU in place: g[i] = silu(g[i]) · u[i] = g[i] / (1 + exp(-g[i])) · u[i] */
+    void (*swiglu)(float *g, const float *u, int64_t n);
 } moeq_kernel_set;
 
 /* Reference kernels: plain C; dequant is w = scale * (q - zero) in float32, gemv/gemm dot the

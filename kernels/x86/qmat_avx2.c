@@ -186,4 +186,5 @@ static void avx2_gemm(const moeq_qmat *w, const float *X, int64_t n, int64_t ldx
     free(buf);
 }
 
-const moeq_kernel_set moeq_kernels_avx2 = { "avx2", moeq_avx2_dequant, avx2_gemv, avx2_gemm, moeq_avx2_wgemm, NULL, NULL, NULL, NULL };
+const moeq_kernel_set moeq_kernels_avx2 = { "avx2", moeq_avx2_dequant, avx2_gemv, avx2_gemm, moeq_avx2_wgemm, NULL, NULL, NULL, NULL,
+                                           moeq_ref_softmax, moeq_ref_swiglu };

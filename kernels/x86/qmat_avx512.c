@@ -155,4 +155,5 @@ static void avx512_gemm(const moeq_qmat *w, const float *X, int64_t n, int64_t l
     moeq_x86_gemm(w, X, n, ldx, r0, r1, Y, ldy, moeq_avx2_dequant, avx512_gemv);
 }
 
-const moeq_kernel_set moeq_kernels_avx512 = { "avx512", moeq_avx2_dequant, avx512_gemv, avx512_gemm, moeq_avx2_wgemm, NULL, NULL, NULL, NULL };
+const moeq_kernel_set moeq_kernels_avx512 = { "avx512", moeq_avx2_dequant, avx512_gemv, avx512_gemm, moeq_avx2_wgemm, NULL, NULL, NULL, NULL,
+                                             moeq_avx512_softmax, moeq_avx512_swiglu };

@@ -305,7 +305,7 @@ static void wgemm_wx_2(const moeq_wmat *w, const void *buf, const float *X, int6
 /* The packed codecs as in the vnni set (int8 activations), the bf16 weights through vdpbf16ps. */
 const moeq_kernel_set moeq_kernels_bf16 = { "bf16", moeq_avx2_dequant, moeq_vnni_gemv, moeq_vnni_gemm,
                                             moeq_avx512bf16_wgemm, wx_bytes_1, wx_prep_1, wgemm_wx_1,
-                                            moeq_vnni_gemm_pair };
+                                            moeq_vnni_gemm_pair, moeq_avx512_softmax, moeq_avx512_swiglu };
 const moeq_kernel_set moeq_kernels_bf16x2 = { "bf16x2", moeq_avx2_dequant, moeq_vnni_gemv, moeq_vnni_gemm,
                                               moeq_avx512bf16x2_wgemm, wx_bytes_2, wx_prep_2, wgemm_wx_2,
-                                              moeq_vnni_gemm_pair };
+                                              moeq_vnni_gemm_pair, moeq_avx512_softmax, moeq_avx512_swiglu };
