@@ -1,5 +1,5 @@
 /* Runtime choice of the kernel variant (BLIS-style): the reference first, then the best the
- * CPU supports by cpuid; MOEQ_KERNEL=ref|avx2|avx512|vnni|bf16|bf16x2 forces one so every variant can be
+ * CPU supports by cpuid; MOEQ_KERNEL=ref|avx2|avx512|vnni|bf16|bf16x2|bf16f forces one so every variant can be
  * tested on one machine. The choice is made once and cached. */
 #include "moeq_kernels.h"
 #include "kernels/x86/x86.h"
@@ -9,8 +9,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Of the two AVX512-BF16 sets, the one cpuid picks (docs/KERNELS.md: the accuracy measured) */
-#define MOEQ_KERNEL_BF16_DEFAULT "bf16x2"
+/* Of the AVX512-BF16 sets, the one cpuid picks: bf16f, whose packed codecs keep float activations
+ * (vnni and bf16x2 quantize them to int8: 10% more KLD on q3-512; docs/KERNELS.md) */
+#define MOEQ_KERNEL_BF16_DEFAULT "bf16f"
 
 static const moeq_kernel_set *chosen;
 static char note[128];
@@ -65,6 +66,7 @@ const moeq_kernel_set *moeq_kernels_get(const char *name)
     if (!strcmp(name, "vnni") && have_vnni()) return &moeq_kernels_vnni;
     if (!strcmp(name, "bf16") && have_bf16()) return &moeq_kernels_bf16;
     if (!strcmp(name, "bf16x2") && have_bf16()) return &moeq_kernels_bf16x2;
+    if (!strcmp(name, "bf16f") && have_bf16()) return &moeq_kernels_bf16f;
 #endif
     return NULL;
 }

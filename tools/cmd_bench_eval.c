@@ -293,8 +293,8 @@ int cmd_bench_eval(int argc, char **argv)
     }
 
     /* KLD of the packed model against MODEL with each fast variant and with the reference */
-    enum { NV = 6 };
-    const char *variants[NV] = {"ref", "avx2", "avx512", "vnni", "bf16", "bf16x2"};
+    enum { NV = 7 };
+    const char *variants[NV] = {"ref", "avx2", "avx512", "vnni", "bf16", "bf16x2", "bf16f"};
     double kld[NV];
     char kset[NV][48];
     for (int k = 0; k < NV; k++) {

@@ -165,8 +165,8 @@ void moeq_x86_gemm(const moeq_qmat *w, const float *X, int64_t n, int64_t ldx, i
  * does not know depends on OPENBLAS_CORETYPE. Smaller batches: gemv per token. */
 #define AVX2_TILE_BYTES (128 * 1024)
 
-static void avx2_gemm(const moeq_qmat *w, const float *X, int64_t n, int64_t ldx, int64_t r0, int64_t r1,
-                      float *Y, int64_t ldy)
+void moeq_x86_gemm_tiled(const moeq_qmat *w, const float *X, int64_t n, int64_t ldx, int64_t r0, int64_t r1, float *Y,
+                         int64_t ldy, moeq_wgemm_fn wgemm)
 {
     if (n < 4) {
         moeq_x86_gemm(w, X, n, ldx, r0, r1, Y, ldy, moeq_avx2_dequant, avx2_gemv);
@@ -181,10 +181,16 @@ static void avx2_gemm(const moeq_qmat *w, const float *X, int64_t n, int64_t ldx
         int64_t t1 = t0 + tile < r1 ? t0 + tile : r1;
         moeq_avx2_dequant(w, t0, t1, buf);
         moeq_wmat f = {MOEQ_W_F32, t1 - t0, w->cols, buf, 0};
-        moeq_avx2_wgemm(&f, X, n, ldx, 0, t1 - t0, Y + (t0 - r0), ldy);
+        wgemm(&f, X, n, ldx, 0, t1 - t0, Y + (t0 - r0), ldy);
     }
     free(buf);
 }
 
-const moeq_kernel_set moeq_kernels_avx2 = { "avx2", moeq_avx2_dequant, avx2_gemv, avx2_gemm, moeq_avx2_wgemm, NULL, NULL, NULL, NULL,
+void moeq_avx2_gemm(const moeq_qmat *w, const float *X, int64_t n, int64_t ldx, int64_t r0, int64_t r1, float *Y,
+                    int64_t ldy)
+{
+    moeq_x86_gemm_tiled(w, X, n, ldx, r0, r1, Y, ldy, moeq_avx2_wgemm);
+}
+
+const moeq_kernel_set moeq_kernels_avx2 = { "avx2", moeq_avx2_dequant, avx2_gemv, moeq_avx2_gemm, moeq_avx2_wgemm, NULL, NULL, NULL, NULL,
                                            moeq_ref_softmax, moeq_ref_swiglu };

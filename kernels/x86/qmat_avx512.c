@@ -124,7 +124,7 @@ static void prefetch_row(const moeq_qmat *w, int64_t r, int64_t r1)
     }
 }
 
-static void avx512_gemv(const moeq_qmat *w, const float *x, int64_t r0, int64_t r1, float *y)
+void moeq_avx512_gemv(const moeq_qmat *w, const float *x, int64_t r0, int64_t r1, float *y)
 {
     int64_t ng = moeq_qmat_groups(w);
     int permuted = (w->bits == 2 || w->bits == 3) && w->group % 64 == 0 && w->cols % 64 == 0;
@@ -152,8 +152,8 @@ static void avx512_gemv(const moeq_qmat *w, const float *x, int64_t r0, int64_t 
 static void avx512_gemm(const moeq_qmat *w, const float *X, int64_t n, int64_t ldx, int64_t r0, int64_t r1,
                         float *Y, int64_t ldy)
 {
-    moeq_x86_gemm(w, X, n, ldx, r0, r1, Y, ldy, moeq_avx2_dequant, avx512_gemv);
+    moeq_x86_gemm(w, X, n, ldx, r0, r1, Y, ldy, moeq_avx2_dequant, moeq_avx512_gemv);
 }
 
-const moeq_kernel_set moeq_kernels_avx512 = { "avx512", moeq_avx2_dequant, avx512_gemv, avx512_gemm, moeq_avx2_wgemm, NULL, NULL, NULL, NULL,
+const moeq_kernel_set moeq_kernels_avx512 = { "avx512", moeq_avx2_dequant, moeq_avx512_gemv, avx512_gemm, moeq_avx512_wgemm, NULL, NULL, NULL, NULL,
                                              moeq_avx512_softmax, moeq_avx512_swiglu };

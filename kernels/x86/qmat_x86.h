@@ -22,6 +22,25 @@ int moeq_vnni_gemm_x8(const moeq_qmat *w, const float *X, int64_t n, int64_t ldx
  * preparation of X: each result equals moeq_vnni_gemm_x8's bit for bit. 0: not handled. */
 int moeq_vnni_gemm_x8_pair(const moeq_qmat *a, const moeq_qmat *b, const float *X, int64_t n, int64_t ldx, float *Ya,
                            float *Yb, int64_t ldy);
+/* The float-activation packed kernels, shared with the bf16f set: AVX2's gemm (tiles dequantized,
+ * then the float-weight kernel) and AVX-512's gemv. */
+void moeq_avx2_gemm(const moeq_qmat *w, const float *X, int64_t n, int64_t ldx, int64_t r0, int64_t r1, float *Y,
+                    int64_t ldy);
+void moeq_avx512_gemv(const moeq_qmat *w, const float *x, int64_t r0, int64_t r1, float *y);
+typedef void (*moeq_wgemm_fn)(const moeq_wmat *, const float *, int64_t, int64_t, int64_t, int64_t, float *, int64_t);
+/* moeq_avx2_gemm with another float-weight kernel for the dequantized tiles */
+void moeq_x86_gemm_tiled(const moeq_qmat *w, const float *X, int64_t n, int64_t ldx, int64_t r0, int64_t r1, float *Y,
+                         int64_t ldy, moeq_wgemm_fn wgemm);
+/* wmat_avx2.c's panel packing ([kc][16] floats of 16 rows from column k0), shared with
+ * wmat_f32_avx512.c, and the AVX-512 float-weight GEMM there: the same bits as
+ * moeq_avx2_wgemm (each output one FMA chain in k order), 16-lane tiles of 12 tokens. */
+void moeq_avx2_pack_panel(moeq_wtype type, const unsigned char *base, int64_t ld, int64_t r, int64_t nr, int64_t k0,
+                          int64_t kc, float *P);
+void moeq_avx512_wgemm(const moeq_wmat *w, const float *X, int64_t n, int64_t ldx, int64_t r0, int64_t r1,
+                       float *Y, int64_t ldy);
+/* moeq_avx2_gemm's tiles through moeq_avx512_wgemm (the same bits) */
+void moeq_avx512_gemm_tiled(const moeq_qmat *w, const float *X, int64_t n, int64_t ldx, int64_t r0, int64_t r1,
+                            float *Y, int64_t ldy);
 /* Float-weight GEMM (wmat_avx2.c), moeq_kernel_set.wgemm of every x86 variant. */
 void moeq_avx2_wgemm(const moeq_wmat *w, const float *X, int64_t n, int64_t ldx, int64_t r0, int64_t r1,
                      float *Y, int64_t ldy);

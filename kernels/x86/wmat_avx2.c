@@ -145,8 +145,8 @@ static inline void transpose8(__m256 r[8])
 
 /* Panel [kc][16] of rows r..r+nr, columns k0..k0+kc: 8 x 8 blocks widened and transposed in
  * registers; missing rows are zeros. */
-static void pack_panel(moeq_wtype type, const unsigned char *base, int64_t ld, int64_t r, int64_t nr, int64_t k0,
-                       int64_t kc, float *P)
+void moeq_avx2_pack_panel(moeq_wtype type, const unsigned char *base, int64_t ld, int64_t r, int64_t nr, int64_t k0,
+                          int64_t kc, float *P)
 {
     const size_t es = type == MOEQ_W_F32 ? 4 : 2;
     const void *rows[PR];
@@ -236,7 +236,7 @@ static void wgemm_outer(const moeq_wmat *w, const float *X, int64_t n, int64_t l
         const int64_t kc = K - k0 < KC ? K - k0 : KC;
         for (int64_t r = r0; r < r1; r += PR) {
             const int nr = r1 - r < PR ? (int)(r1 - r) : PR;
-            pack_panel(w->type, w->data, moeq_wmat_ld(w), r, nr, k0, kc, P);
+            moeq_avx2_pack_panel(w->type, w->data, moeq_wmat_ld(w), r, nr, k0, kc, P);
             for (int64_t i = 0; i < n; i += PT) {
                 const int T = n - i < PT ? (int)(n - i) : PT;
                 const float *xr[PT];

@@ -18,7 +18,7 @@
  * Determinism: an output (row, token) is one lane's chain over the pairs in k order, the same
  * operations wherever the row and the token fall, so results ignore the row and token split
  * (and threads). Calls of fewer than 16 tokens, f16 weights and f32 weights that are not all
- * bf16 values take the AVX2 kernels (moeq_avx2_wgemm: its n >= 16 / n < 16 rule is kept). */
+ * bf16 values take the float kernels (moeq_avx512_wgemm, the bits of moeq_avx2_wgemm: its n >= 16 / n < 16 rule is kept). */
 #include "kernels/x86/x86.h"
 #include "kernels/x86/qmat_x86.h"
 
@@ -240,7 +240,7 @@ static void wgemm_bf16(const moeq_wmat *w, const float *X, int64_t n, int64_t ld
 {
     if (n <= 0 || r1 <= r0) return;
     if (n < MIN_TOKENS || w->type == MOEQ_W_F16) {
-        moeq_avx2_wgemm(w, X, n, ldx, r0, r1, Y, ldy);
+        moeq_avx512_wgemm(w, X, n, ldx, r0, r1, Y, ldy);
         return;
     }
     if (w->type == MOEQ_W_F32) {
@@ -248,7 +248,7 @@ static void wgemm_bf16(const moeq_wmat *w, const float *X, int64_t n, int64_t ld
          * too, so a matrix gives the same bits in either storage; any other takes AVX2's */
         uint16_t *b = bf16_rows(w, r0, r1);
         if (!b) {
-            moeq_avx2_wgemm(w, X, n, ldx, r0, r1, Y, ldy);
+            moeq_avx512_wgemm(w, X, n, ldx, r0, r1, Y, ldy);
             return;
         }
         const moeq_wmat wb = {MOEQ_W_BF16, r1 - r0, w->cols, b, 0};
@@ -309,3 +309,8 @@ const moeq_kernel_set moeq_kernels_bf16 = { "bf16", moeq_avx2_dequant, moeq_vnni
 const moeq_kernel_set moeq_kernels_bf16x2 = { "bf16x2", moeq_avx2_dequant, moeq_vnni_gemv, moeq_vnni_gemm,
                                               moeq_avx512bf16x2_wgemm, wx_bytes_2, wx_prep_2, wgemm_wx_2,
                                               moeq_vnni_gemm_pair, moeq_avx512_softmax, moeq_avx512_swiglu };
+/* bf16x2's float weights with the packed codecs in float32 (no int8 activations: the accuracy of
+ * the reference, docs/KERNELS.md), the packed gemm by dequantized tiles. */
+const moeq_kernel_set moeq_kernels_bf16f = { "bf16f", moeq_avx2_dequant, moeq_avx512_gemv, moeq_avx512_gemm_tiled,
+                                             moeq_avx512bf16x2_wgemm, wx_bytes_2, wx_prep_2, wgemm_wx_2,
+                                             NULL, moeq_avx512_softmax, moeq_avx512_swiglu };

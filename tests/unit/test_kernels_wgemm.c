@@ -268,8 +268,8 @@ static void test_nan_inf_carried(void)
 
 int main(void)
 {
-    const char *names[] = {"avx2", "avx512", "vnni", "bf16", "bf16x2"};
-    for (int i = 0; i < 5; i++) {
+    const char *names[] = {"avx2", "avx512", "vnni", "bf16", "bf16x2", "bf16f"};
+    for (int i = 0; i < 6; i++) {
         const moeq_kernel_set *k = moeq_kernels_get(names[i]);
         if (k && k->wgemm != moeq_ref_wgemm) {
             int dup = 0;

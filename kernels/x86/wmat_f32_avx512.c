@@ -1,0 +1,76 @@
+/* AVX-512 float-weight GEMM for batches (the avx512 and vnni sets' wgemm, and the bf16 sets' for
+ * weights that are not bf16: attention's K and Vᵀ, f16, FP8 widened, dequantized tiles). The
+ * panel of wmat_avx2.c ([kc][16] floats: 16 rows of W, moeq_avx2_pack_panel) is one 16-lane
+ * vector per column, swept by register tiles of 12 tokens: per column one panel load and 12
+ * FMAs with the token's x broadcast from memory, 12 accumulators (enough to cover the FMA
+ * latency on two pipes, which AVX2's 6 x 2 ymm did at half the width). Each output is the same
+ * FMA chain in k order as in wmat_avx2.c, so the bits are moeq_avx2_wgemm's, and calls of
+ * fewer than 16 tokens go to its dot-product tiles. */
+#include "kernels/x86/x86.h"
+#include "kernels/x86/qmat_x86.h"
+
+#include <immintrin.h>
+#include <stdlib.h>
+
+#define PR 16    /* rows per panel (wmat_avx2.c's layout) */
+#define KC 256   /* columns per panel */
+#define PT 12    /* tokens per register tile */
+#define OUTER_MIN_TOKENS 16   /* as wmat_avx2.c: the choice of kernel depends on n alone */
+
+static inline __attribute__((always_inline)) void otile(int T, const float *P, const float *const *x, int64_t kc,
+                                                        int first, float *y, int64_t ldy, int nr)
+{
+    const __mmask16 m = (__mmask16)((1u << nr) - 1);
+    __m512 acc[PT];
+#pragma GCC unroll 12
+    for (int t = 0; t < T; t++) acc[t] = first ? _mm512_setzero_ps() : _mm512_maskz_loadu_ps(m, y + t * ldy);
+    for (int64_t k = 0; k < kc; k++) {
+        const __m512 wv = _mm512_loadu_ps(P + k * PR);
+#pragma GCC unroll 12
+        for (int t = 0; t < T; t++) acc[t] = _mm512_fmadd_ps(wv, _mm512_set1_ps(x[t][k]), acc[t]);
+    }
+#pragma GCC unroll 12
+    for (int t = 0; t < T; t++) _mm512_mask_storeu_ps(y + t * ldy, m, acc[t]);
+}
+
+typedef void (*otile_fn)(const float *, const float *const *, int64_t, int, float *, int64_t, int);
+#define OTILE(T) \
+    static void otile_##T(const float *P, const float *const *x, int64_t kc, int first, float *y, int64_t ldy, int nr) \
+    { otile(T, P, x, kc, first, y, ldy, nr); }
+OTILE(1) OTILE(2) OTILE(3) OTILE(4) OTILE(5) OTILE(6) OTILE(7) OTILE(8) OTILE(9) OTILE(10) OTILE(11) OTILE(12)
+static const otile_fn otiles[PT] = { otile_1, otile_2, otile_3, otile_4, otile_5, otile_6,
+                                     otile_7, otile_8, otile_9, otile_10, otile_11, otile_12 };
+
+void moeq_avx512_wgemm(const moeq_wmat *w, const float *X, int64_t n, int64_t ldx, int64_t r0, int64_t r1,
+                       float *Y, int64_t ldy)
+{
+    if (n <= 0 || r1 <= r0) return;
+    if (n < OUTER_MIN_TOKENS) {
+        moeq_avx2_wgemm(w, X, n, ldx, r0, r1, Y, ldy);
+        return;
+    }
+    const int64_t K = w->cols;
+    float *P = aligned_alloc(64, (size_t)(KC * PR) * sizeof(float));
+    if (!P) return;
+    for (int64_t k0 = 0; k0 < K; k0 += KC) {
+        const int64_t kc = K - k0 < KC ? K - k0 : KC;
+        for (int64_t r = r0; r < r1; r += PR) {
+            const int nr = r1 - r < PR ? (int)(r1 - r) : PR;
+            moeq_avx2_pack_panel(w->type, w->data, moeq_wmat_ld(w), r, nr, k0, kc, P);
+            for (int64_t i = 0; i < n; i += PT) {
+                const int T = n - i < PT ? (int)(n - i) : PT;
+                const float *xr[PT];
+                for (int t = 0; t < T; t++) xr[t] = X + (i + t) * ldx + k0;
+                otiles[T - 1](P, xr, kc, k0 == 0, Y + i * ldy + (r - r0), ldy, nr);
+            }
+        }
+    }
+    free(P);
+}
+
+/* the avx512 and vnni sets' packed gemm for batches: dequantized tiles through this kernel */
+void moeq_avx512_gemm_tiled(const moeq_qmat *w, const float *X, int64_t n, int64_t ldx, int64_t r0, int64_t r1,
+                            float *Y, int64_t ldy)
+{
+    moeq_x86_gemm_tiled(w, X, n, ldx, r0, r1, Y, ldy, moeq_avx512_wgemm);
+}
