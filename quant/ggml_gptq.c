@@ -111,21 +111,28 @@ static moeq_status sweep(const gg_codec *c, const float *w, int64_t rows, int64_
                          const moeq_gptq_hinv *h, const moeq_gptq_opts *o, uint8_t *dst, float *wq,
                          moeq_gptq_info *info, moeq_error *err);
 
-moeq_status moeq_ggml_gptq_factor(const double *H, int64_t cols, const struct moeq_gptq_opts *o,
-                                  struct moeq_gptq_hinv **h, moeq_error *err)
+/* the factor of H for moeq_ggml_gptq (info: its retries, damping, dead columns) */
+static moeq_status factor(const double *H, int64_t cols, const moeq_gptq_opts *o, moeq_gptq_hinv **h,
+                          moeq_gptq_info *info, moeq_error *err)
 {
     *h = NULL;
     float *imp = malloc((size_t)cols * sizeof *imp);
     if (!imp) return moeq_fail(err, MOEQ_ERR_NOMEM, "GPTQ: out of memory");
     int live = H && importances(H, cols + 1, cols, imp);
     free(imp);
-    moeq_gptq_info info;
     moeq_error e2;
-    if (live && moeq_gptq_hinv_create(H, cols, o, h, &info, &e2) == MOEQ_ERR_NOMEM) {
+    if (live && moeq_gptq_hinv_create(H, cols, o, h, info, &e2) == MOEQ_ERR_NOMEM) {
         *err = e2;
         return MOEQ_ERR_NOMEM;
     }
     return MOEQ_OK;
+}
+
+moeq_status moeq_ggml_gptq_factor(const double *H, int64_t cols, const struct moeq_gptq_opts *o,
+                                  struct moeq_gptq_hinv **h, moeq_error *err)
+{
+    moeq_gptq_info info;
+    return factor(H, cols, o, h, &info, err);
 }
 
 moeq_status moeq_ggml_gptq_with(moeq_ggml_type t, const float *w, int64_t rows, int64_t cols, const double *H,
@@ -148,26 +155,19 @@ moeq_status moeq_ggml_gptq(moeq_ggml_type t, const float *w, int64_t rows, int64
                            const struct moeq_gptq_opts *o, void *dst, float *wq, struct moeq_gptq_info *info_,
                            moeq_error *err)
 {
-    moeq_gptq_info tmp_info;
-    moeq_gptq_info *info = info_ ? info_ : &tmp_info;
-    memset(info, 0, sizeof *info);
-    const gg_codec *c;
-    float *imp;
-    int live;
-    moeq_status st = prepare(t, rows, cols, H, &c, &imp, &live, err);
-    if (st) return st;
+    moeq_gptq_info fi = { 0 };
     moeq_gptq_hinv *h = NULL;
-    if (live && c->levels) {
-        moeq_error e2;
-        if (moeq_gptq_hinv_create(H, cols, o, &h, info, &e2) == MOEQ_ERR_NOMEM) {
-            free(imp);
-            *err = e2;
-            return MOEQ_ERR_NOMEM;
-        }
+    const gg_codec *c = gg_codec_get(t);
+    /* float types get no feedback; a bad shape is left for _with's own error */
+    int fits = c && c->levels && rows > 0 && cols > 0 && cols % c->block == 0;
+    moeq_status st = fits ? factor(H, cols, o, &h, &fi, err) : MOEQ_OK;
+    if (!st) st = moeq_ggml_gptq_with(t, w, rows, cols, H, h, o, dst, wq, info_, err);
+    if (!st && info_) {
+        info_->retries = fi.retries;
+        info_->damp = fi.damp;
+        info_->dead_cols = fi.dead_cols;
     }
-    st = sweep(c, w, rows, cols, imp, live, h, o, dst, wq, info, err);
     moeq_gptq_hinv_free(h);
-    free(imp);
     return st;
 }
 
