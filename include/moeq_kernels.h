@@ -72,6 +72,10 @@ static inline int64_t moeq_wmat_ld(const moeq_wmat *w) { return w->ld > 0 ? w->l
 /* The reference softmax and swiglu (kernels/ref/act.c: libm's expf, sequential sums). */
 void moeq_ref_softmax(float *row, int64_t nv, int64_t n, float scale, float sink);
 void moeq_ref_swiglu(float *g, const float *u, int64_t n);
+/* The reference Hessian accumulation (kernels/ref/syrk.c; moeq_kernel_set.dsyrk). */
+void moeq_ref_dsyrk(int64_t d, int64_t n, const float *X, double *C, double *scratch);
+/* doubles of scratch that every set's dsyrk(d, n, ...) may use (its widened, packed copy of X) */
+#define MOEQ_DSYRK_SCRATCH(d, n) ((size_t)(n) * (size_t)((d) + 32))
 /* Plain-C truth of the float-weight GEMM: Y[i * ldy + (r - r0)] = sum_c w[r][c] X[i * ldx + c],
  * each product exact (a float32 times a widened weight), summed in float64 and rounded once. */
 void moeq_ref_wgemm(const moeq_wmat *w, const float *X, int64_t n, int64_t ldx, int64_t r0, int64_t r1,
@@ -120,6 +124,12 @@ typedef struct moeq_kernel_set {
     void (*softmax)(float *row, int64_t nv, int64_t n, float scale, float sink);
     /* SwiGLU in place: g[i] = silu(g[i]) · u[i] = g[i] / (1 + exp(-g[i])) · u[i] */
     void (*swiglu)(float *g, const float *u, int64_t n);
+    /* Calibrate's Hessian accumulation in float64: C[i * d + j] += sum_t X[t * d + i] X[t * d + j]
+     * for j <= i (the upper triangle untouched), X [n, d] float rows; each element summed over t
+     * in order by one fused multiply-add per row (the products are exact), so every variant
+     * gives the reference's bits and the result does not depend on how callers split rows.
+     * scratch: MOEQ_DSYRK_SCRATCH(d, n) doubles. Single-threaded. */
+    void (*dsyrk)(int64_t d, int64_t n, const float *X, double *C, double *scratch);
 } moeq_kernel_set;
 
 /* Reference kernels: plain C; dequant is w = scale * (q - zero) in float32, gemv/gemm dot the

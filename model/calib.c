@@ -7,6 +7,7 @@
 #include "moeq_calib.h"
 #include "moeq_core.h"
 #include "moeq_dist.h"
+#include "moeq_kernels.h"
 #include "moeq_resume.h"
 
 #include <math.h>
@@ -203,10 +204,12 @@ done:
 
 /* ---- collector ---------------------------------------------------------------------------- */
 
-typedef struct task {       /* one accumulator and this window's rows for it */
+typedef struct task {       /* one accumulator and its rows: x then x2 (pending rows, then the window's) */
     moeq_calib_acc *a;
     const float *x, *w;
     int64_t n;
+    const float *x2, *w2;
+    int64_t n2;
 } task;
 
 typedef struct stash {        /* rows of one linear input for the current window */
@@ -229,13 +232,21 @@ struct moeq_calib_collector {
     float *ax, *ah, *aw;      /* [K*max_n, H], [K*max_n, I], [K*max_n] */
     int64_t fill;
     int64_t *e_off, *e_n;     /* [E] this window's range of each expert, e_n = -1 when none */
+    /* Routed experts' rows held back over windows, pend_cap per expert, and accumulated
+     * PEND_ROWS at a time: a window gives an expert ~K·n/E rows (32 at ctx 256 in 16 experts
+     * top-2), and a dsyrk over so few rows spends its time reading and writing the expert's
+     * H² Hessian, not multiplying. The sums' order, hence their bits, is the same (dsyrk adds
+     * rows in order whatever the split). 0: none held (diagonals only, or no budget). */
+    int64_t pend_cap;
+    float *px, *ph, *pw;      /* [E, pend_cap, H], [E, pend_cap, I], [E, pend_cap] */
+    int64_t *pend_n;          /* [E] rows held */
     stash s_in, s_down, q_in, o_in, d_in, d_down, qb_in, kvb_in;   /* qb/kvb: MLA's latents */
     int64_t win_n;            /* tokens of the stashed window (the Q hook's row count) */
     float *logits;            /* [max_n, E] the stashed window's router logits */
     int has_logits;
     int stash_only;           /* MPI rank other than 0: stash and forward, no statistics */
     float *w_sg;              /* shared expert's sigmoid gate [H], NULL when none */
-    double *scratch;          /* [threads, ROW_BLOCK * maxdim] rows widened to float64 */
+    double *scratch;          /* [threads, MOEQ_DSYRK_SCRATCH(maxdim, ROW_BLOCK)]: dsyrk's */
     struct task *tasks;       /* [2E + 8] accumulation tasks of one flush ([4E + 8] with val) */
     int has_val;              /* L.val_in / L.val_down exist */
     int64_t maxdim;
@@ -414,6 +425,19 @@ moeq_status moeq_calib_collector_create_full(const moeq_model *m, int64_t max_to
     return collector_create(m, max_tokens, diag, scope_all, threads, 0, out, err);
 }
 
+/* Rows held per routed expert (see pend_cap): PEND_ROWS within a budget of the larger of 64 MiB
+ * and 1/16 of the experts' Hessians; below 16 rows, none. */
+#define PEND_ROWS 256
+static int64_t pend_rows(const moeq_config *cf, int diag)
+{
+    const int64_t H = cf->hidden, I = cf->moe_inter, E = cf->n_experts;
+    if (diag || E <= 0) return 0;
+    const double hess = 8.0 * (double)E * (double)(H * H + I * I), row = 4.0 * (double)E * (double)(H + I + 1);
+    const double budget = hess / 16 > 64.0 * 1048576 ? hess / 16 : 64.0 * 1048576;
+    const int64_t r = budget / row >= PEND_ROWS ? PEND_ROWS : (int64_t)(budget / row);
+    return r >= 16 ? r : 0;
+}
+
 static moeq_status collector_create(const moeq_model *m, int64_t max_tokens, int diag, int scope_all,
                                     int threads, int stash_only, moeq_calib_collector **out, moeq_error *err)
 {
@@ -473,6 +497,13 @@ static moeq_status collector_create(const moeq_model *m, int64_t max_tokens, int
         c->aw = col_alloc(c, (size_t)(K * n), sizeof(float));
         c->e_off = col_alloc(c, (size_t)E, sizeof(int64_t));
         c->e_n = col_alloc(c, (size_t)E, sizeof(int64_t));
+        c->pend_cap = stash_only ? 0 : pend_rows(cf, diag);
+        if (c->pend_cap) {
+            c->px = col_alloc(c, (size_t)(E * c->pend_cap * H), sizeof(float));
+            c->ph = col_alloc(c, (size_t)(E * c->pend_cap * I), sizeof(float));
+            c->pw = col_alloc(c, (size_t)(E * c->pend_cap), sizeof(float));
+            c->pend_n = col_alloc(c, (size_t)E, sizeof(int64_t));
+        }
         c->maxdim = max64(c->maxdim, I);
         if (S > 0) {
             acc_init(c, &c->L.shared_in, H, 0);
@@ -505,7 +536,7 @@ static moeq_status collector_create(const moeq_model *m, int64_t max_tokens, int
         }
     }
     if (!c->stash_only)
-        c->scratch = col_alloc(c, (size_t)c->nthreads * (size_t)(ROW_BLOCK * c->maxdim), sizeof(double));
+        c->scratch = col_alloc(c, (size_t)c->nthreads * MOEQ_DSYRK_SCRATCH(c->maxdim, ROW_BLOCK), sizeof(double));
     c->tasks = col_alloc(c, (size_t)(2 * E + 8), sizeof(struct task));
     if (c->alloc_failed) {
         moeq_calib_collector_free(c);
@@ -546,6 +577,7 @@ moeq_status moeq_calib_collector_reset(moeq_calib_collector *c, int64_t layer, m
     int64_t E = c->L.n_experts;
     if (E) {
         memset(c->L.expert_tokens, 0, (size_t)E * sizeof(int64_t));
+        if (c->pend_n) memset(c->pend_n, 0, (size_t)E * sizeof(int64_t));
         memset(c->L.logit_sum, 0, (size_t)E * sizeof(double));
         memset(c->L.logit_m2, 0, (size_t)E * sizeof(double));
         for (int64_t e = 0; e < E; e++) {
@@ -573,23 +605,24 @@ moeq_status moeq_calib_collector_reset(moeq_calib_collector *c, int64_t layer, m
     return MOEQ_OK;
 }
 
-/* Adds rows x[n, dim] (weights w or NULL) to a: Σ x xᵀ with one dsyrk per block of rows
- * widened to float64, the diagonal and CAMERA's φ² sums in row order. */
-static void accumulate(moeq_calib_acc *a, const float *x, const float *w, int64_t n, double *dx)
+/* Adds rows x[n, dim] (weights w or NULL) to a: Σ x xᵀ in float64 by the kernel set's dsyrk
+ * per block of rows (its bits do not depend on the CPU's SIMD width; scratch: its buffer), the
+ * diagonal and CAMERA's φ² sums in row order. */
+static void accumulate(moeq_calib_acc *a, const float *x, const float *w, int64_t n, double *scratch)
 {
+    const moeq_kernel_set *ks = moeq_kernels();
     int64_t d = a->dim;
     if (n <= 0 || d <= 0) return;
     for (int64_t r0 = 0; r0 < n; r0 += ROW_BLOCK) {
         int64_t nb = n - r0 < ROW_BLOCK ? n - r0 : ROW_BLOCK;
-        for (int64_t i = 0; i < nb * d; i++) dx[i] = (double)x[r0 * d + i];
-        if (a->hess) moeq_dsyrk_tn(d, nb, dx, 1.0, a->hess);
+        if (a->hess) ks->dsyrk(d, nb, x + r0 * d, a->hess, scratch);
         for (int64_t t = 0; t < nb; t++) {
-            const double *row = dx + t * d;
-            for (int64_t j = 0; j < d; j++) a->sum2[j] += row[j] * row[j];
+            const float *row = x + (r0 + t) * d;
+            for (int64_t j = 0; j < d; j++) a->sum2[j] += (double)row[j] * (double)row[j];
             if (a->phi2_sum) {
                 double r = w ? (double)w[r0 + t] : 1.0;
                 for (int64_t j = 0; j < d; j++) {
-                    double p = r * row[j], p2 = p * p;
+                    double p = r * (double)row[j], p2 = p * p;
                     a->phi2_sum[j] += p2;
                     if (p2 > a->phi2_max[j]) a->phi2_max[j] = p2;
                 }
@@ -622,6 +655,19 @@ moeq_status moeq_calib_collector_enable_val(moeq_calib_collector *c, moeq_error 
     return MOEQ_OK;
 }
 
+/* Runs tasks[0, nt): one accumulator per task, parallel over tasks; which thread runs a task
+ * does not change its result. */
+static void run_tasks(moeq_calib_collector *c, int64_t nt)
+{
+    task *tasks = c->tasks;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(c->nthreads)
+    for (int64_t i = 0; i < nt; i++) {
+        double *sc = c->scratch + (size_t)omp_get_thread_num() * MOEQ_DSYRK_SCRATCH(c->maxdim, ROW_BLOCK);
+        accumulate(tasks[i].a, tasks[i].x, tasks[i].w, tasks[i].n, sc);
+        accumulate(tasks[i].a, tasks[i].x2, tasks[i].w2, tasks[i].n2, sc);
+    }
+}
+
 moeq_status moeq_calib_collector_flush(moeq_calib_collector *c, moeq_error *err)
 {
     return moeq_calib_collector_flush_split(c, 0, err);
@@ -651,12 +697,22 @@ moeq_status moeq_calib_collector_flush_split(moeq_calib_collector *c, int val, m
             int64_t ne = c->e_n[e];
             if (ne <= 0) continue;
             c->L.expert_tokens[e] += ne;
-            const float *w = c->aw + c->e_off[e];
-            tasks[nt++] = (task){&c->L.expert_in[e], c->ax + c->e_off[e] * H, w, ne};
-            tasks[nt++] = (task){&c->L.expert_down[e], c->ah + c->e_off[e] * I, w, ne};
+            const float *w = c->aw + c->e_off[e], *xi = c->ax + c->e_off[e] * H, *xh = c->ah + c->e_off[e] * I;
+            const int64_t pn = c->pend_cap ? c->pend_n[e] : 0, P = c->pend_cap;
+            if (P && pn + ne <= P) {   /* held back for a later flush or finish */
+                memcpy(c->px + (e * P + pn) * H, xi, (size_t)(ne * H) * sizeof(float));
+                memcpy(c->ph + (e * P + pn) * I, xh, (size_t)(ne * I) * sizeof(float));
+                memcpy(c->pw + e * P + pn, w, (size_t)ne * sizeof(float));
+                c->pend_n[e] += ne;
+            } else {                   /* the rows held, then this window's */
+                const float *pw = P ? c->pw + e * P : NULL;
+                tasks[nt++] = (task){&c->L.expert_in[e], P ? c->px + e * P * H : NULL, pw, pn, xi, w, ne};
+                tasks[nt++] = (task){&c->L.expert_down[e], P ? c->ph + e * P * I : NULL, pw, pn, xh, w, ne};
+                if (P) c->pend_n[e] = 0;
+            }
             if (val) {   /* the same rows again into their own sums: H_cal = H − H_val */
-                tasks[nt++] = (task){&c->L.val_in[e], c->ax + c->e_off[e] * H, NULL, ne};
-                tasks[nt++] = (task){&c->L.val_down[e], c->ah + c->e_off[e] * I, NULL, ne};
+                tasks[nt++] = (task){&c->L.val_in[e], c->ax + c->e_off[e] * H, NULL, ne, NULL, NULL, 0};
+                tasks[nt++] = (task){&c->L.val_down[e], c->ah + c->e_off[e] * I, NULL, ne, NULL, NULL, 0};
             }
         }
         if (val) c->L.val_tokens += c->win_n;
@@ -672,27 +728,21 @@ moeq_status moeq_calib_collector_flush_split(moeq_calib_collector *c, int val, m
                 }
                 c->s_down.w[t] = g;
             }
-            tasks[nt++] = (task){&c->L.shared_in, c->s_in.x, NULL, c->s_in.n};
-            tasks[nt++] = (task){&c->L.shared_down, c->s_down.x, c->s_down.w, c->s_down.n};
+            tasks[nt++] = (task){&c->L.shared_in, c->s_in.x, NULL, c->s_in.n, NULL, NULL, 0};
+            tasks[nt++] = (task){&c->L.shared_down, c->s_down.x, c->s_down.w, c->s_down.n, NULL, NULL, 0};
         }
     }
     if (c->scope_all) {
-        tasks[nt++] = (task){&c->L.attn_in, c->q_in.x, NULL, c->q_in.n};
-        tasks[nt++] = (task){&c->L.attn_o, c->o_in.x, NULL, c->o_in.n};
-        if (c->L.q_b_in.dim) tasks[nt++] = (task){&c->L.q_b_in, c->qb_in.x, NULL, c->qb_in.n};
-        if (c->L.kv_b_in.dim) tasks[nt++] = (task){&c->L.kv_b_in, c->kvb_in.x, NULL, c->kvb_in.n};
+        tasks[nt++] = (task){&c->L.attn_in, c->q_in.x, NULL, c->q_in.n, NULL, NULL, 0};
+        tasks[nt++] = (task){&c->L.attn_o, c->o_in.x, NULL, c->o_in.n, NULL, NULL, 0};
+        if (c->L.q_b_in.dim) tasks[nt++] = (task){&c->L.q_b_in, c->qb_in.x, NULL, c->qb_in.n, NULL, NULL, 0};
+        if (c->L.kv_b_in.dim) tasks[nt++] = (task){&c->L.kv_b_in, c->kvb_in.x, NULL, c->kvb_in.n, NULL, NULL, 0};
         if (!c->L.is_moe && c->L.dense_in.dim) {
-            tasks[nt++] = (task){&c->L.dense_in, c->d_in.x, NULL, c->d_in.n};
-            tasks[nt++] = (task){&c->L.dense_down, c->d_down.x, NULL, c->d_down.n};
+            tasks[nt++] = (task){&c->L.dense_in, c->d_in.x, NULL, c->d_in.n, NULL, NULL, 0};
+            tasks[nt++] = (task){&c->L.dense_down, c->d_down.x, NULL, c->d_down.n, NULL, NULL, 0};
         }
     }
-    /* Largest tasks first so the dynamic schedule balances; which thread runs a task does not
-     * change its result. */
-#pragma omp parallel for schedule(dynamic, 1) num_threads(c->nthreads)
-    for (int64_t i = 0; i < nt; i++) {
-        double *dx = c->scratch + (size_t)omp_get_thread_num() * (size_t)(ROW_BLOCK * c->maxdim);
-        accumulate(tasks[i].a, tasks[i].x, tasks[i].w, tasks[i].n, dx);
-    }
+    run_tasks(c, nt);
     window_clear(c);
     return MOEQ_OK;
 }
@@ -809,6 +859,16 @@ static void mirror(moeq_calib_acc *a)
 
 void moeq_calib_collector_finish(moeq_calib_collector *c)
 {
+    int64_t nt = 0;   /* the rows still held */
+    const int64_t P = c->pend_cap, H = c->c->hidden, I = c->c->moe_inter;
+    for (int64_t e = 0; P && e < c->L.n_experts; e++) {
+        const int64_t pn = c->pend_n[e];
+        if (!pn) continue;
+        c->tasks[nt++] = (task){&c->L.expert_in[e], c->px + e * P * H, c->pw + e * P, pn, NULL, NULL, 0};
+        c->tasks[nt++] = (task){&c->L.expert_down[e], c->ph + e * P * I, c->pw + e * P, pn, NULL, NULL, 0};
+        c->pend_n[e] = 0;
+    }
+    run_tasks(c, nt);
     for (int64_t e = 0; e < c->L.n_experts; e++) {
         mirror(&c->L.expert_in[e]);
         mirror(&c->L.expert_down[e]);
@@ -1038,6 +1098,8 @@ static uint64_t collector_formula(const moeq_config *cf, int64_t n, int threads,
         b += (uint64_t)E * (8 + 8 + 8 + 2 * sizeof(moeq_calib_acc) + 8 + 8);
         for (int64_t e = 0; e < E; e++) { ACC(H, 0); ACC(I, 1); }
         b += 4 * (uint64_t)(K * n * (H + I + 1));
+        const int64_t P = pend_rows(cf, diag);   /* the rows held back */
+        if (P) b += 4 * (uint64_t)(E * P * (H + I + 1)) + 8 * (uint64_t)E;
         maxdim = max64(maxdim, I);
         if (S > 0) {
             ACC(H, 0); ACC(S, 1);
@@ -1063,7 +1125,7 @@ static uint64_t collector_formula(const moeq_config *cf, int64_t n, int threads,
     }
 #undef ACC
     b += (uint64_t)(2 * E + 8) * sizeof(task);
-    return b + 8 * (uint64_t)threads * (uint64_t)(ROW_BLOCK * maxdim);
+    return b + 8 * (uint64_t)threads * MOEQ_DSYRK_SCRATCH(maxdim, ROW_BLOCK);
 }
 
 uint64_t moeq_calib_memory_bytes(const moeq_model *m, int64_t tokens, int64_t ctx, int threads,

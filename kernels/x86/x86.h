@@ -11,6 +11,12 @@ extern const moeq_kernel_set moeq_kernels_vnni;
 extern const moeq_kernel_set moeq_kernels_bf16;     /* vnni + AVX512-BF16 wgemm, bf16 activations */
 extern const moeq_kernel_set moeq_kernels_bf16x2;   /* vnni + AVX512-BF16 wgemm, x as hi + lo */
 extern const moeq_kernel_set moeq_kernels_bf16f;    /* bf16x2's wgemm, packed codecs with float activations */
+/* kernels/x86/syrk_avx2.c, syrk_avx512.c: the sets' dsyrk */
+void moeq_avx2_dsyrk(int64_t d, int64_t n, const float *X, double *C, double *scratch);
+void moeq_avx512_dsyrk(int64_t d, int64_t n, const float *X, double *C, double *scratch);
+/* kernels/x86/act_avx2.c: the avx2 set's softmax and swiglu */
+void moeq_avx2_softmax(float *row, int64_t nv, int64_t n, float scale, float sink);
+void moeq_avx2_swiglu(float *g, const float *u, int64_t n);
 /* kernels/x86/act_avx512.c: the sets' softmax and swiglu with AVX-512 */
 void moeq_avx512_softmax(float *row, int64_t nv, int64_t n, float scale, float sink);
 void moeq_avx512_swiglu(float *g, const float *u, int64_t n);
