@@ -1,4 +1,4 @@
-/* Activation kernels (moeq_kernel_set.softmax, .swiglu; kernels/ref/act.c, x86/act_avx512.c):
+/* Activation kernels (moeq_kernel_set.softmax, .swiglu; kernels/ref/act.c, x86/act_avx2.c, act_avx512.c):
  * the reference against float64 math, every variant against the reference at awkward lengths
  * (1..70 around the 16-lane tails), with sinks, masked (-inf) scores, large and tiny
  * arguments; a row past nv is zeroed; each variant's sum of probabilities is 1. */
