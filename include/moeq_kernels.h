@@ -75,7 +75,7 @@ void moeq_ref_swiglu(float *g, const float *u, int64_t n);
 /* The reference Hessian accumulation (kernels/ref/syrk.c; moeq_kernel_set.dsyrk). */
 void moeq_ref_dsyrk(int64_t d, int64_t n, const float *X, double *C, double *scratch);
 /* doubles of scratch that every set's dsyrk(d, n, ...) may use (its widened, packed copy of X) */
-#define MOEQ_DSYRK_SCRATCH(d, n) ((size_t)(n) * (size_t)((d) + 32))
+#define MOEQ_DSYRK_SCRATCH(d, n) ((size_t)(n) * (size_t)(2 * (d) + 64))
 /* Plain-C truth of the float-weight GEMM: Y[i * ldy + (r - r0)] = sum_c w[r][c] X[i * ldx + c],
  * each product exact (a float32 times a widened weight), summed in float64 and rounded once. */
 void moeq_ref_wgemm(const moeq_wmat *w, const float *X, int64_t n, int64_t ldx, int64_t r0, int64_t r1,

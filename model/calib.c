@@ -240,6 +240,7 @@ struct moeq_calib_collector {
     int64_t pend_cap;
     float *px, *ph, *pw;      /* [E, pend_cap, H], [E, pend_cap, I], [E, pend_cap] */
     int64_t *pend_n;          /* [E] rows held */
+    int finished;             /* finish ran since the last flush (the held rows are summed) */
     stash s_in, s_down, q_in, o_in, d_in, d_down, qb_in, kvb_in;   /* qb/kvb: MLA's latents */
     int64_t win_n;            /* tokens of the stashed window (the Q hook's row count) */
     float *logits;            /* [max_n, E] the stashed window's router logits */
@@ -535,7 +536,7 @@ static moeq_status collector_create(const moeq_model *m, int64_t max_tokens, int
             c->maxdim = max64(c->maxdim, cf->dense_inter);
         }
     }
-    if (!c->stash_only)
+    if (!c->stash_only && !diag)   /* dsyrk's; diagonals need none */
         c->scratch = col_alloc(c, (size_t)c->nthreads * MOEQ_DSYRK_SCRATCH(c->maxdim, ROW_BLOCK), sizeof(double));
     c->tasks = col_alloc(c, (size_t)(2 * E + 8), sizeof(struct task));
     if (c->alloc_failed) {
@@ -571,6 +572,7 @@ moeq_status moeq_calib_collector_reset(moeq_calib_collector *c, int64_t layer, m
                          (long long)cf->layers - 1);
     c->layer = layer;
     c->overflow = 0;
+    c->finished = 0;
     c->L.layer = layer;
     c->L.is_moe = cf->layer_is_moe[layer] != 0;
     c->L.tokens = 0;
@@ -662,7 +664,8 @@ static void run_tasks(moeq_calib_collector *c, int64_t nt)
     task *tasks = c->tasks;
 #pragma omp parallel for schedule(dynamic, 1) num_threads(c->nthreads)
     for (int64_t i = 0; i < nt; i++) {
-        double *sc = c->scratch + (size_t)omp_get_thread_num() * MOEQ_DSYRK_SCRATCH(c->maxdim, ROW_BLOCK);
+        double *sc = c->scratch ? c->scratch + (size_t)omp_get_thread_num() * MOEQ_DSYRK_SCRATCH(c->maxdim, ROW_BLOCK)
+                                : NULL;
         accumulate(tasks[i].a, tasks[i].x, tasks[i].w, tasks[i].n, sc);
         accumulate(tasks[i].a, tasks[i].x2, tasks[i].w2, tasks[i].n2, sc);
     }
@@ -693,24 +696,29 @@ moeq_status moeq_calib_collector_flush_split(moeq_calib_collector *c, int val, m
     if (c->has_logits) router_stats(c, c->logits, c->win_n, c->L.tokens);
     c->L.tokens += c->win_n;
     if (c->L.is_moe && E > 0) {
+        /* Rows held back (pend_cap) are summed for every expert at once when one of them would
+         * overflow: one expert's tasks alone would leave the other threads idle. */
+        const int64_t P = c->pend_cap;
+        int drain = !P;
+        for (int64_t e = 0; P && e < E; e++) drain |= c->e_n[e] > 0 && c->pend_n[e] + c->e_n[e] > P;
         for (int64_t e = 0; e < E; e++) {
-            int64_t ne = c->e_n[e];
-            if (ne <= 0) continue;
+            const int64_t ne = c->e_n[e] > 0 ? c->e_n[e] : 0, pn = P ? c->pend_n[e] : 0;
+            if (!ne && !(drain && pn)) continue;
             c->L.expert_tokens[e] += ne;
             const float *w = c->aw + c->e_off[e], *xi = c->ax + c->e_off[e] * H, *xh = c->ah + c->e_off[e] * I;
-            const int64_t pn = c->pend_cap ? c->pend_n[e] : 0, P = c->pend_cap;
-            if (P && pn + ne <= P) {   /* held back for a later flush or finish */
+            if (!ne) w = xi = xh = NULL;
+            if (!drain) {   /* held back for a later flush or finish */
                 memcpy(c->px + (e * P + pn) * H, xi, (size_t)(ne * H) * sizeof(float));
                 memcpy(c->ph + (e * P + pn) * I, xh, (size_t)(ne * I) * sizeof(float));
                 memcpy(c->pw + e * P + pn, w, (size_t)ne * sizeof(float));
                 c->pend_n[e] += ne;
-            } else {                   /* the rows held, then this window's */
+            } else {        /* the rows held, then this window's */
                 const float *pw = P ? c->pw + e * P : NULL;
                 tasks[nt++] = (task){&c->L.expert_in[e], P ? c->px + e * P * H : NULL, pw, pn, xi, w, ne};
                 tasks[nt++] = (task){&c->L.expert_down[e], P ? c->ph + e * P * I : NULL, pw, pn, xh, w, ne};
                 if (P) c->pend_n[e] = 0;
             }
-            if (val) {   /* the same rows again into their own sums: H_cal = H − H_val */
+            if (val && ne) {   /* the same rows again into their own sums: H_cal = H − H_val */
                 tasks[nt++] = (task){&c->L.val_in[e], c->ax + c->e_off[e] * H, NULL, ne, NULL, NULL, 0};
                 tasks[nt++] = (task){&c->L.val_down[e], c->ah + c->e_off[e] * I, NULL, ne, NULL, NULL, 0};
             }
@@ -744,6 +752,7 @@ moeq_status moeq_calib_collector_flush_split(moeq_calib_collector *c, int val, m
     }
     run_tasks(c, nt);
     window_clear(c);
+    c->finished = 0;
     return MOEQ_OK;
 }
 
@@ -859,6 +868,8 @@ static void mirror(moeq_calib_acc *a)
 
 void moeq_calib_collector_finish(moeq_calib_collector *c)
 {
+    if (c->finished) return;
+    c->finished = 1;
     int64_t nt = 0;   /* the rows still held */
     const int64_t P = c->pend_cap, H = c->c->hidden, I = c->c->moe_inter;
     for (int64_t e = 0; P && e < c->L.n_experts; e++) {
@@ -1125,7 +1136,7 @@ static uint64_t collector_formula(const moeq_config *cf, int64_t n, int threads,
     }
 #undef ACC
     b += (uint64_t)(2 * E + 8) * sizeof(task);
-    return b + 8 * (uint64_t)threads * MOEQ_DSYRK_SCRATCH(maxdim, ROW_BLOCK);
+    return b + (diag ? 0 : 8 * (uint64_t)threads * MOEQ_DSYRK_SCRATCH(maxdim, ROW_BLOCK));
 }
 
 uint64_t moeq_calib_memory_bytes(const moeq_model *m, int64_t tokens, int64_t ctx, int threads,

@@ -28,7 +28,7 @@ static void tile(double *c, int64_t ldc, const double *pi, const double *pj, int
 {
     LOAD(0); LOAD(1); LOAD(2); LOAD(3);
     for (int64_t t = 0; t < n; t++) {
-        const double *pt = pi + t * NR, *q = pj + t * NR;
+        const double *pt = pi + t * MR, *q = pj + t * NR;
         const __m256d b0 = _mm256_loadu_pd(q), b1 = _mm256_loadu_pd(q + 4), b2 = _mm256_loadu_pd(q + 8);
         ROW(0); ROW(1); ROW(2); ROW(3);
     }

@@ -29,7 +29,7 @@ static void tile(double *c, int64_t ldc, const double *pi, const double *pj, int
 {
     LOAD(0); LOAD(1); LOAD(2); LOAD(3); LOAD(4); LOAD(5); LOAD(6); LOAD(7);
     for (int64_t t = 0; t < n; t++) {
-        const double *pt = pi + t * NR, *q = pj + t * NR;
+        const double *pt = pi + t * MR, *q = pj + t * NR;
         const __m512d b0 = _mm512_loadu_pd(q), b1 = _mm512_loadu_pd(q + 8), b2 = _mm512_loadu_pd(q + 16);
         ROW(0); ROW(1); ROW(2); ROW(3); ROW(4); ROW(5); ROW(6); ROW(7);
     }
