@@ -5,53 +5,12 @@
  * rows dequantized into an L2-resident buffer, then the float-weight kernel on the tile. */
 #include "kernels/x86/x86.h"
 #include "kernels/x86/qmat_x86.h"
+#include "kernels/x86/avx2_inl.h"
 #include "moeq_core.h"
 
 #include <immintrin.h>
 #include <stdlib.h>
 #include <string.h>
-
-/* 32 codes of one block as four vectors of 8 int32: columns 0-7, 8-15, 16-23, 24-31. */
-static inline void decode_block(int bits, const uint8_t *b, __m256i v[4])
-{
-    const __m256i m3 = _mm256_set1_epi32(3), m15 = _mm256_set1_epi32(15);
-    switch (bits) {
-    case 8:
-        for (int k = 0; k < 4; k++) v[k] = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(b + 8 * k)));
-        break;
-    case 4: {
-        __m256i a = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)b));
-        __m256i c = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(b + 8)));
-        v[0] = _mm256_and_si256(a, m15);
-        v[1] = _mm256_and_si256(c, m15);
-        v[2] = _mm256_srli_epi32(a, 4);
-        v[3] = _mm256_srli_epi32(c, 4);
-        break;
-    }
-    case 2: {
-        __m256i a = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)b));
-        v[0] = _mm256_and_si256(a, m3);
-        v[1] = _mm256_and_si256(_mm256_srli_epi32(a, 2), m3);
-        v[2] = _mm256_and_si256(_mm256_srli_epi32(a, 4), m3);
-        v[3] = _mm256_srli_epi32(a, 6);
-        break;
-    }
-    default: {   /* 3: low two bits as 2-bit, bit 2 from the word at b + 8 */
-        __m256i a = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)b));
-        uint32_t h;
-        memcpy(&h, b + 8, 4);
-        __m256i hv = _mm256_set1_epi32((int)h), one = _mm256_set1_epi32(1);
-        __m256i sh = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), eight = _mm256_set1_epi32(8);
-        for (int k = 0; k < 4; k++) {
-            __m256i lo = _mm256_and_si256(_mm256_srlv_epi32(a, _mm256_set1_epi32(2 * k)), m3);
-            __m256i hi = _mm256_slli_epi32(_mm256_and_si256(_mm256_srlv_epi32(hv, sh), one), 2);
-            v[k] = _mm256_or_si256(lo, hi);
-            sh = _mm256_add_epi32(sh, eight);
-        }
-        break;
-    }
-    }
-}
 
 static inline float hsum8(__m256 v)
 {
@@ -165,11 +124,53 @@ void moeq_x86_gemm(const moeq_qmat *w, const float *X, int64_t n, int64_t ldx, i
  * does not know depends on OPENBLAS_CORETYPE. Smaller batches: gemv per token. */
 #define AVX2_TILE_BYTES (128 * 1024)
 
+/* Panel [kc][16] of rows r..r+nr of an int codec from column k0 (k0, kc multiples of 32): per
+ * 32-column block, 8 rows decoded and dequantized as moeq_avx2_dequant does ((q - z) · s, no
+ * FMA: the same values), then transposed in registers; missing rows are zeros. */
+void moeq_avx2_pack_qpanel(const void *src, int64_t r, int64_t nr, int64_t k0, int64_t kc, float *P)
+{
+    const moeq_qmat *w = src;
+    const int bits = w->bits, bb = 4 * bits;
+    const int64_t ng = moeq_qmat_groups(w), G = w->group > 0 ? w->group : w->cols, rb = moeq_qmat_row_bytes(w);
+    const float zsym = (float)(1 << (bits - 1));
+    for (int jb = 0; jb < 16; jb += 8) {
+        if (jb >= nr) {
+            for (int64_t k = 0; k < kc; k++) _mm256_storeu_ps(P + k * 16 + jb, _mm256_setzero_ps());
+            continue;
+        }
+        for (int64_t blk = k0 / 32; blk < (k0 + kc) / 32; blk++) {
+            const int64_t g = blk * 32 / G;
+            __m256 v[4][8];
+            for (int j = 0; j < 8; j++) {
+                if (jb + j >= nr) {
+                    for (int q = 0; q < 4; q++) v[q][j] = _mm256_setzero_ps();
+                    continue;
+                }
+                const int64_t row = r + jb + j;
+                const __m256 s = _mm256_set1_ps(_cvtsh_ss(w->scales[row * ng + g]));
+                const __m256 z = _mm256_set1_ps(w->zeros ? _cvtsh_ss(w->zeros[row * ng + g]) : zsym);
+                __m256i q[4];
+                decode_block(bits, w->codes + row * rb + blk * bb, q);
+                for (int i = 0; i < 4; i++) v[i][j] = _mm256_mul_ps(_mm256_sub_ps(_mm256_cvtepi32_ps(q[i]), z), s);
+            }
+            for (int i = 0; i < 4; i++) {
+                transpose8(v[i]);
+                float *o = P + (blk * 32 - k0 + 8 * i) * 16 + jb;
+                for (int c = 0; c < 8; c++) _mm256_storeu_ps(o + c * 16, v[i][c]);
+            }
+        }
+    }
+}
+
 void moeq_x86_gemm_tiled(const moeq_qmat *w, const float *X, int64_t n, int64_t ldx, int64_t r0, int64_t r1, float *Y,
-                         int64_t ldy, moeq_wgemm_fn wgemm)
+                         int64_t ldy, moeq_wgemm_fn wgemm, moeq_x86_panel_gemm_fn pgemm)
 {
     if (n < 4) {
         moeq_x86_gemm(w, X, n, ldx, r0, r1, Y, ldy, moeq_avx2_dequant, avx2_gemv);
+        return;
+    }
+    if (n >= 16) {   /* the float kernels' threshold for panels (wmat_avx2.c, OUTER_MIN_TOKENS) */
+        pgemm(moeq_avx2_pack_qpanel, w, w->cols, X, n, ldx, r0, r1, Y, ldy);
         return;
     }
     int64_t tile = AVX2_TILE_BYTES / (w->cols * 4);
@@ -189,7 +190,7 @@ void moeq_x86_gemm_tiled(const moeq_qmat *w, const float *X, int64_t n, int64_t 
 void moeq_avx2_gemm(const moeq_qmat *w, const float *X, int64_t n, int64_t ldx, int64_t r0, int64_t r1, float *Y,
                     int64_t ldy)
 {
-    moeq_x86_gemm_tiled(w, X, n, ldx, r0, r1, Y, ldy, moeq_avx2_wgemm);
+    moeq_x86_gemm_tiled(w, X, n, ldx, r0, r1, Y, ldy, moeq_avx2_wgemm, moeq_avx2_panel_gemm);
 }
 
 const moeq_kernel_set moeq_kernels_avx2 = { "avx2", moeq_avx2_dequant, avx2_gemv, moeq_avx2_gemm, moeq_avx2_wgemm, NULL, NULL, NULL, NULL,

@@ -28,9 +28,31 @@ void moeq_avx2_gemm(const moeq_qmat *w, const float *X, int64_t n, int64_t ldx, 
                     int64_t ldy);
 void moeq_avx512_gemv(const moeq_qmat *w, const float *x, int64_t r0, int64_t r1, float *y);
 typedef void (*moeq_wgemm_fn)(const moeq_wmat *, const float *, int64_t, int64_t, int64_t, int64_t, float *, int64_t);
-/* moeq_avx2_gemm with another float-weight kernel for the dequantized tiles */
+/* The panel GEMM of wmat_avx2.c and wmat_f32_avx512.c: a panel is [kc][16] floats, 16 rows of W
+ * from column k0 (kc <= 256), filled by a packer from float weights (moeq_avx2_pack_wpanel, src a
+ * moeq_wmat) or straight from an int codec's blocks (moeq_avx2_pack_qpanel, src a moeq_qmat:
+ * the dequantized values of moeq_avx2_dequant, with no float32 copy of the rows); a register
+ * tile kernel sweeps each panel with up to pt tokens. moeq_x86_panel_loop is the loop both
+ * files share; moeq_avx2_panel_gemm and moeq_avx512_panel_gemm run it with their own tiles
+ * (6 tokens x 2 ymm; 12 tokens x 1 zmm: the same FMA chains, the same bits). */
+#define MOEQ_X86_MAX_PT 16
+typedef void (*moeq_x86_panel_fn)(const void *src, int64_t r, int64_t nr, int64_t k0, int64_t kc, float *P);
+typedef void (*moeq_x86_otile_fn)(const float *P, const float *const *x, int64_t kc, int first, float *y, int64_t ldy,
+                                  int nr);
+typedef void (*moeq_x86_panel_gemm_fn)(moeq_x86_panel_fn pack, const void *src, int64_t K, const float *X, int64_t n,
+                                       int64_t ldx, int64_t r0, int64_t r1, float *Y, int64_t ldy);
+void moeq_x86_panel_loop(moeq_x86_panel_fn pack, const void *src, int64_t K, const float *X, int64_t n, int64_t ldx,
+                         int64_t r0, int64_t r1, float *Y, int64_t ldy, const moeq_x86_otile_fn *ot, int pt);
+void moeq_avx2_pack_wpanel(const void *src, int64_t r, int64_t nr, int64_t k0, int64_t kc, float *P);
+void moeq_avx2_pack_qpanel(const void *src, int64_t r, int64_t nr, int64_t k0, int64_t kc, float *P);
+void moeq_avx2_panel_gemm(moeq_x86_panel_fn pack, const void *src, int64_t K, const float *X, int64_t n, int64_t ldx,
+                          int64_t r0, int64_t r1, float *Y, int64_t ldy);
+void moeq_avx512_panel_gemm(moeq_x86_panel_fn pack, const void *src, int64_t K, const float *X, int64_t n, int64_t ldx,
+                            int64_t r0, int64_t r1, float *Y, int64_t ldy);
+/* moeq_avx2_gemm with other kernels: batches of 4..15 tokens dequantize tiles of rows for wgemm
+ * (its dot-product tiles), batches of 16 or more pack the codec's panels for pgemm. */
 void moeq_x86_gemm_tiled(const moeq_qmat *w, const float *X, int64_t n, int64_t ldx, int64_t r0, int64_t r1, float *Y,
-                         int64_t ldy, moeq_wgemm_fn wgemm);
+                         int64_t ldy, moeq_wgemm_fn wgemm, moeq_x86_panel_gemm_fn pgemm);
 /* wmat_avx2.c's panel packing ([kc][16] floats of 16 rows from column k0), shared with
  * wmat_f32_avx512.c, and the AVX-512 float-weight GEMM there: the same bits as
  * moeq_avx2_wgemm (each output one FMA chain in k order), 16-lane tiles of 12 tokens. */

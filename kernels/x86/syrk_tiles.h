@@ -8,32 +8,27 @@
  * order by one FMA per row, from C's value: the reference's bits. */
 #include <string.h>
 
+/* X [n, d] widened into panels of w columns: [panel][t][w], the last zero-padded */
+static void pack_panels(int64_t d, int64_t n, const float *X, int64_t w, double *P)
+{
+    for (int64_t c0 = 0; c0 < d; c0 += w) {
+        double *dst = P + c0 / w * n * w;
+        const int64_t wc = d - c0 < w ? d - c0 : w;
+        for (int64_t t = 0; t < n; t++) {
+            const float *x = X + t * d + c0;
+            double *o = dst + t * w;
+            int64_t c = 0;
+            for (; c < wc; c++) o[c] = (double)x[c];
+            for (; c < w; c++) o[c] = 0.0;
+        }
+    }
+}
+
 static void dsyrk_tiles(int64_t d, int64_t n, const float *X, double *C, double *P)
 {
-    const int64_t np = (d + NR - 1) / NR, nb = (d + MR - 1) / MR;
-    double *Q = P + np * n * NR;
-    for (int64_t b = 0; b < nb; b++) {
-        double *dst = Q + b * n * MR;
-        const int64_t c0 = b * MR, w = d - c0 < MR ? d - c0 : MR;
-        for (int64_t t = 0; t < n; t++) {
-            const float *x = X + t * d + c0;
-            double *o = dst + t * MR;
-            int64_t c = 0;
-            for (; c < w; c++) o[c] = (double)x[c];
-            for (; c < MR; c++) o[c] = 0.0;
-        }
-    }
-    for (int64_t p = 0; p < np; p++) {
-        double *dst = P + p * n * NR;
-        const int64_t c0 = p * NR, w = d - c0 < NR ? d - c0 : NR;
-        for (int64_t t = 0; t < n; t++) {
-            const float *x = X + t * d + c0;
-            double *o = dst + t * NR;
-            int64_t c = 0;
-            for (; c < w; c++) o[c] = (double)x[c];
-            for (; c < NR; c++) o[c] = 0.0;
-        }
-    }
+    double *Q = P + (d + NR - 1) / NR * n * NR;
+    pack_panels(d, n, X, NR, P);
+    pack_panels(d, n, X, MR, Q);
     for (int64_t i0 = 0; i0 < d; i0 += MR) {
         const double *pi = Q + (i0 / MR) * n * MR;
         for (int64_t j0 = 0; j0 <= i0 + MR - 1 && j0 < d; j0 += NR) {

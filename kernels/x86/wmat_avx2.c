@@ -14,6 +14,7 @@
 #include "kernels/x86/qmat_x86.h"
 
 #include <immintrin.h>
+#include "kernels/x86/avx2_inl.h"
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -124,25 +125,6 @@ static inline __m256 wload8(moeq_wtype type, const void *row, int64_t k)
     return _mm256_loadu_ps((const float *)row + k);
 }
 
-static inline void transpose8(__m256 r[8])
-{
-    __m256 t[8], u[8];
-    for (int i = 0; i < 4; i++) {
-        t[2 * i] = _mm256_unpacklo_ps(r[2 * i], r[2 * i + 1]);
-        t[2 * i + 1] = _mm256_unpackhi_ps(r[2 * i], r[2 * i + 1]);
-    }
-    for (int i = 0; i < 2; i++) {
-        u[4 * i + 0] = _mm256_shuffle_ps(t[4 * i], t[4 * i + 2], 0x44);
-        u[4 * i + 1] = _mm256_shuffle_ps(t[4 * i], t[4 * i + 2], 0xee);
-        u[4 * i + 2] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0x44);
-        u[4 * i + 3] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0xee);
-    }
-    for (int i = 0; i < 4; i++) {
-        r[i] = _mm256_permute2f128_ps(u[i], u[i + 4], 0x20);
-        r[i + 4] = _mm256_permute2f128_ps(u[i], u[i + 4], 0x31);
-    }
-}
-
 /* Panel [kc][16] of rows r..r+nr, columns k0..k0+kc: 8 x 8 blocks widened and transposed in
  * registers; missing rows are zeros. */
 void moeq_avx2_pack_panel(moeq_wtype type, const unsigned char *base, int64_t ld, int64_t r, int64_t nr, int64_t k0,
@@ -219,33 +201,43 @@ static inline __attribute__((always_inline)) void otile(int T, const float *P, c
     }
 }
 
-typedef void (*otile_fn)(const float *, const float *const *, int64_t, int, float *, int64_t, int);
 #define OTILE(T) \
     static void otile_##T(const float *P, const float *const *x, int64_t kc, int first, float *y, int64_t ldy, int nr) \
     { otile(T, P, x, kc, first, y, ldy, nr); }
 OTILE(1) OTILE(2) OTILE(3) OTILE(4) OTILE(5) OTILE(6)
-static const otile_fn otiles[PT] = { otile_1, otile_2, otile_3, otile_4, otile_5, otile_6 };
+static const moeq_x86_otile_fn otiles[PT] = { otile_1, otile_2, otile_3, otile_4, otile_5, otile_6 };
 
-static void wgemm_outer(const moeq_wmat *w, const float *X, int64_t n, int64_t ldx, int64_t r0, int64_t r1,
-                        float *Y, int64_t ldy)
+void moeq_x86_panel_loop(moeq_x86_panel_fn pack, const void *src, int64_t K, const float *X, int64_t n, int64_t ldx,
+                         int64_t r0, int64_t r1, float *Y, int64_t ldy, const moeq_x86_otile_fn *ot, int pt)
 {
-    const int64_t K = w->cols;
     float *P = aligned_alloc(64, (size_t)(KC * PR) * sizeof(float));
     if (!P) return;
     for (int64_t k0 = 0; k0 < K; k0 += KC) {
         const int64_t kc = K - k0 < KC ? K - k0 : KC;
         for (int64_t r = r0; r < r1; r += PR) {
             const int nr = r1 - r < PR ? (int)(r1 - r) : PR;
-            moeq_avx2_pack_panel(w->type, w->data, moeq_wmat_ld(w), r, nr, k0, kc, P);
-            for (int64_t i = 0; i < n; i += PT) {
-                const int T = n - i < PT ? (int)(n - i) : PT;
-                const float *xr[PT];
+            pack(src, r, nr, k0, kc, P);
+            for (int64_t i = 0; i < n; i += pt) {
+                const int T = n - i < pt ? (int)(n - i) : pt;
+                const float *xr[MOEQ_X86_MAX_PT];
                 for (int t = 0; t < T; t++) xr[t] = X + (i + t) * ldx + k0;
-                otiles[T - 1](P, xr, kc, k0 == 0, Y + i * ldy + (r - r0), ldy, nr);
+                ot[T - 1](P, xr, kc, k0 == 0, Y + i * ldy + (r - r0), ldy, nr);
             }
         }
     }
     free(P);
+}
+
+void moeq_avx2_pack_wpanel(const void *src, int64_t r, int64_t nr, int64_t k0, int64_t kc, float *P)
+{
+    const moeq_wmat *w = src;
+    moeq_avx2_pack_panel(w->type, w->data, moeq_wmat_ld(w), r, nr, k0, kc, P);
+}
+
+void moeq_avx2_panel_gemm(moeq_x86_panel_fn pack, const void *src, int64_t K, const float *X, int64_t n, int64_t ldx,
+                          int64_t r0, int64_t r1, float *Y, int64_t ldy)
+{
+    moeq_x86_panel_loop(pack, src, K, X, n, ldx, r0, r1, Y, ldy, otiles, PT);
 }
 
 /* Calls of fewer tokens than this take the dot-product tiles (no packing to amortize); the
@@ -258,7 +250,7 @@ void moeq_avx2_wgemm(const moeq_wmat *w, const float *X, int64_t n, int64_t ldx,
 {
     if (n <= 0 || r1 <= r0) return;
     if (n >= OUTER_MIN_TOKENS) {
-        wgemm_outer(w, X, n, ldx, r0, r1, Y, ldy);
+        moeq_avx2_panel_gemm(moeq_avx2_pack_wpanel, w, w->cols, X, n, ldx, r0, r1, Y, ldy);
         return;
     }
     const int64_t K = w->cols;

@@ -13,7 +13,6 @@
 #include <stdlib.h>
 
 #define PR 16    /* rows per panel (wmat_avx2.c's layout) */
-#define KC 256   /* columns per panel */
 #define PT 12    /* tokens per register tile */
 #define OUTER_MIN_TOKENS 16   /* as wmat_avx2.c: the choice of kernel depends on n alone */
 
@@ -33,12 +32,11 @@ static inline __attribute__((always_inline)) void otile(int T, const float *P, c
     for (int t = 0; t < T; t++) _mm512_mask_storeu_ps(y + t * ldy, m, acc[t]);
 }
 
-typedef void (*otile_fn)(const float *, const float *const *, int64_t, int, float *, int64_t, int);
 #define OTILE(T) \
     static void otile_##T(const float *P, const float *const *x, int64_t kc, int first, float *y, int64_t ldy, int nr) \
     { otile(T, P, x, kc, first, y, ldy, nr); }
 OTILE(1) OTILE(2) OTILE(3) OTILE(4) OTILE(5) OTILE(6) OTILE(7) OTILE(8) OTILE(9) OTILE(10) OTILE(11) OTILE(12)
-static const otile_fn otiles[PT] = { otile_1, otile_2, otile_3, otile_4, otile_5, otile_6,
+static const moeq_x86_otile_fn otiles[PT] = { otile_1, otile_2, otile_3, otile_4, otile_5, otile_6,
                                      otile_7, otile_8, otile_9, otile_10, otile_11, otile_12 };
 
 void moeq_avx512_wgemm(const moeq_wmat *w, const float *X, int64_t n, int64_t ldx, int64_t r0, int64_t r1,
@@ -49,28 +47,18 @@ void moeq_avx512_wgemm(const moeq_wmat *w, const float *X, int64_t n, int64_t ld
         moeq_avx2_wgemm(w, X, n, ldx, r0, r1, Y, ldy);
         return;
     }
-    const int64_t K = w->cols;
-    float *P = aligned_alloc(64, (size_t)(KC * PR) * sizeof(float));
-    if (!P) return;
-    for (int64_t k0 = 0; k0 < K; k0 += KC) {
-        const int64_t kc = K - k0 < KC ? K - k0 : KC;
-        for (int64_t r = r0; r < r1; r += PR) {
-            const int nr = r1 - r < PR ? (int)(r1 - r) : PR;
-            moeq_avx2_pack_panel(w->type, w->data, moeq_wmat_ld(w), r, nr, k0, kc, P);
-            for (int64_t i = 0; i < n; i += PT) {
-                const int T = n - i < PT ? (int)(n - i) : PT;
-                const float *xr[PT];
-                for (int t = 0; t < T; t++) xr[t] = X + (i + t) * ldx + k0;
-                otiles[T - 1](P, xr, kc, k0 == 0, Y + i * ldy + (r - r0), ldy, nr);
-            }
-        }
-    }
-    free(P);
+    moeq_avx512_panel_gemm(moeq_avx2_pack_wpanel, w, w->cols, X, n, ldx, r0, r1, Y, ldy);
+}
+
+void moeq_avx512_panel_gemm(moeq_x86_panel_fn pack, const void *src, int64_t K, const float *X, int64_t n, int64_t ldx,
+                            int64_t r0, int64_t r1, float *Y, int64_t ldy)
+{
+    moeq_x86_panel_loop(pack, src, K, X, n, ldx, r0, r1, Y, ldy, otiles, PT);
 }
 
 /* the avx512 and vnni sets' packed gemm for batches: dequantized tiles through this kernel */
 void moeq_avx512_gemm_tiled(const moeq_qmat *w, const float *X, int64_t n, int64_t ldx, int64_t r0, int64_t r1,
                             float *Y, int64_t ldy)
 {
-    moeq_x86_gemm_tiled(w, X, n, ldx, r0, r1, Y, ldy, moeq_avx512_wgemm);
+    moeq_x86_gemm_tiled(w, X, n, ldx, r0, r1, Y, ldy, moeq_avx512_wgemm, moeq_avx512_panel_gemm);
 }
