@@ -25,12 +25,15 @@ static const char *HELP =
     "alternately, best of --reps (default 2) runs of --max-tokens tokens (default 4096).\n"
     "KLD: `moeq eval PACKED --ref MODEL` over --kld-tokens (default 256) with each fast kernel\n"
     "variant this CPU has and with MOEQ_KERNEL=ref; ratio = fast / ref (target <= 1.05).\n"
-    "Calibrate: `moeq calibrate MODEL` wall-clock tokens/s over the same tokens, / eval's.\n"
+    "Calibrate: `moeq calibrate MODEL` over the same tokens at the first ctx, its tokens_per_s (as\n"
+    "eval's: loading and tokenizing left out), best of --reps, / eval's bf16 tokens/s.\n"
     "--peer PATH: a llama-perplexity binary run on --peer-model (the same weights as GGUF) over\n"
     "the --text file at the same ctx and threads, --max-tokens / ctx windows (--chunks); its\n"
     "tokens/s from \"prompt eval time = T ms / N tokens\" (asked for with -lv 4), else from its\n"
-    "first pass's \"seconds per pass\", and moeq's / peer's. Exit 2 when the peer fails or prints\n"
-    "neither.\n"
+    "first pass's \"seconds per pass\", and moeq's / peer's. Its runs and calibrate's alternate with\n"
+    "moeq's evals (each after the ctx and weights it is compared with), best of --reps: ratios of\n"
+    "runs made minutes apart on a shared machine measure its load. Exit 2 when the peer fails or\n"
+    "prints neither.\n"
     "--peer-packed F.gguf: the peer's model for the packed weights (e.g. the packed copy exported\n"
     "with `moeq export gguf`); without it both moeq runs are compared with --peer-model.\n"
     "--threads N: threads of every run (default 2).\n"
@@ -72,10 +75,11 @@ static int run_child(char *const *argv, const char *unset, char *const *set, int
 
 static char self_path[4096];
 
-/* moeq eval as a child: returns its JSON key `key` (NaN on failure). */
-static double child_eval(const char *model, const char *ref, const char *tok_opt, const char *tok_path, int64_t ctx,
-                         int64_t max_tokens, int threads, const char *unset, char *const *set, int nset,
-                         const char *key)
+/* moeq eval (h5 NULL) or moeq calibrate -o h5 as a child: returns its JSON key `key` (NaN on
+ * failure). Both report tokens_per_s over their own work (model loading and tokenizing left out). */
+static double child_run(const char *h5, const char *model, const char *ref, const char *tok_opt, const char *tok_path,
+                        int64_t ctx, int64_t max_tokens, int threads, const char *unset, char *const *set, int nset,
+                        const char *key)
 {
     char c[32], m[32], t[32];
     snprintf(c, sizeof c, "%lld", (long long)ctx);
@@ -83,13 +87,14 @@ static double child_eval(const char *model, const char *ref, const char *tok_opt
     snprintf(t, sizeof t, "%d", threads);
     char *argv[20];
     int a = 0;
-    argv[a++] = self_path; argv[a++] = "eval"; argv[a++] = (char *)model;
+    argv[a++] = self_path; argv[a++] = h5 ? "calibrate" : "eval"; argv[a++] = (char *)model;
     argv[a++] = (char *)tok_opt; argv[a++] = (char *)tok_path;
     argv[a++] = "--ctx"; argv[a++] = c; argv[a++] = "--max-tokens"; argv[a++] = m;
     argv[a++] = "--threads"; argv[a++] = t; argv[a++] = "--json"; argv[a++] = "-q";
     if (ref) { argv[a++] = "--ref"; argv[a++] = (char *)ref; }
+    if (h5) { argv[a++] = "-o"; argv[a++] = (char *)h5; }
     argv[a] = NULL;
-    static char buf[1 << 16];
+    static char buf[1 << 20];   /* calibrate's JSON lists every layer */
     if (run_child(argv, unset, set, nset, buf, sizeof buf, NULL) != 0) return NAN;
     json_t *o = json_loads(buf, 0, NULL);
     double v = o ? json_number_value(json_object_get(o, key)) : NAN;
@@ -268,29 +273,41 @@ int cmd_bench_eval(int argc, char **argv)
     for (int c = 0; c < nctx; c++)
         for (int w = 0; w < 2; w++) tps[c][w][0] = tps[c][w][1] = NAN;
     int failed = 0;
+    double cal_tps = NAN;
+    if (calibrate) snprintf(h5, sizeof h5, "%s/calib.h5", tmpdir);
+    /* the peer's runs alternate with moeq's (after each ctx and weights' pair), best of reps like
+     * moeq's: a shared machine's load moves by tens of percent over minutes, and a ratio of two
+     * phases run minutes apart measured that, not the programs */
+    double peer_tps[8][2];   /* ctx, weights (the packed ones on --peer-packed when given) */
+    for (int c = 0; c < nctx; c++) peer_tps[c][0] = peer_tps[c][1] = NAN;
+    int peer_failed = 0;
     for (int64_t rep = 0; rep < reps; rep++)
         for (int c = 0; c < nctx; c++)
-            for (int w = 0; w < 2; w++)
+            for (int w = 0; w < 2; w++) {
                 for (int e = 0; e < 2; e++) {
-                    double v = child_eval(wpath[w], NULL, tok_opt, tok_path, ctx[c], max_tokens, threads,
+                    double v = child_run(NULL, wpath[w], NULL, tok_opt, tok_path, ctx[c], max_tokens, threads,
                                           e ? "OPENBLAS_CORETYPE" : NULL, e ? NULL : set_ct, e ? 0 : 1, "tokens_per_s");
                     if (v != v) failed = 1;
                     else if (!(tps[c][w][e] >= v)) tps[c][w][e] = v;
                     if (h) fprintf(h, "  run %lld: %-6s ctx %4lld %-28s %8.1f tokens/s\n", (long long)rep + 1, wname[w],
                                    (long long)ctx[c], e ? "OPENBLAS_CORETYPE unset" : ctset, v);
                 }
-    double peer_tps[8][2];   /* ctx, weights (the packed ones on --peer-packed when given) */
-    int peer_failed = 0;
-    for (int c = 0; c < nctx; c++) {
-        peer_tps[c][0] = peer ? peer_run(peer, peer_model, text, ctx[c], max_tokens / ctx[c], threads) : NAN;
-        peer_tps[c][1] = peer && peer_packed ? peer_run(peer, peer_packed, text, ctx[c], max_tokens / ctx[c], threads)
-                                             : peer_tps[c][0];
-        if (peer && (peer_tps[c][0] != peer_tps[c][0] || peer_tps[c][1] != peer_tps[c][1])) peer_failed = 1;
-        if (h && peer)
-            fprintf(h, "  peer ctx %4lld: %.1f tokens/s (%s)%s", (long long)ctx[c], peer_tps[c][0], peer_model,
-                    peer_packed ? "" : "\n");
-        if (h && peer && peer_packed) fprintf(h, ", %.1f tokens/s (%s)\n", peer_tps[c][1], peer_packed);
-    }
+                const char *pg = w ? peer_packed : peer_model;
+                if (peer && pg) {
+                    double v = peer_run(peer, pg, text, ctx[c], max_tokens / ctx[c], threads);
+                    if (v != v) peer_failed = 1;
+                    else if (!(peer_tps[c][w] >= v)) peer_tps[c][w] = v;
+                    if (h) fprintf(h, "  run %lld: peer ctx %4lld %s %8.1f tokens/s\n", (long long)rep + 1, (long long)ctx[c], pg, v);
+                }
+                if (calibrate && c == 0 && w == 0) {   /* calibrate beside the eval it is compared with */
+                    double cv = child_run(h5, model, NULL, tok_opt, tok_path, ctx[0], max_tokens, threads, NULL, set_ct, 1,
+                                          "tokens_per_s");
+                    unlink(h5);
+                    if (!(cal_tps >= cv)) cal_tps = cv;
+                    if (h) fprintf(h, "  run %lld: calibrate ctx %4lld %8.1f tokens/s\n", (long long)rep + 1, (long long)ctx[0], cv);
+                }
+            }
+    for (int c = 0; peer && !peer_packed && c < nctx; c++) peer_tps[c][1] = peer_tps[c][0];
 
     /* KLD of the packed model against MODEL with each fast variant and with the reference */
     enum { NV = 7 };
@@ -302,27 +319,11 @@ int cmd_bench_eval(int argc, char **argv)
         if (k && !moeq_kernels_get(variants[k])) continue;
         snprintf(kset[k], sizeof kset[k], "MOEQ_KERNEL=%s", variants[k]);
         char *ks[] = {kset[k], ctset};
-        kld[k] = child_eval(packed, model, tok_opt, tok_path, ctx[0], kld_tokens, threads, NULL, ks, 2, "kld_mean");
+        kld[k] = child_run(NULL, packed, model, tok_opt, tok_path, ctx[0], kld_tokens, threads, NULL, ks, 2, "kld_mean");
         if (h) fprintf(h, "  KLD packed vs %s, %-6s kernels, %lld tokens: %.6g\n", model, variants[k],
                        (long long)kld_tokens, kld[k]);
     }
 
-    double cal_tps = NAN;
-    if (calibrate) {
-        snprintf(h5, sizeof h5, "%s/calib.h5", tmpdir);
-        char c[32], m[32], t[32];
-        snprintf(c, sizeof c, "%lld", (long long)ctx[0]);
-        snprintf(m, sizeof m, "%lld", (long long)max_tokens);
-        snprintf(t, sizeof t, "%d", threads);
-        char *ca[] = {self_path, "calibrate", (char *)model, (char *)tok_opt, (char *)tok_path, "--ctx", c,
-                      "--max-tokens", m, "--threads", t, "-o", h5, "-q", NULL};
-        double sec = 0;
-        if (run_child(ca, NULL, set_ct, 1, buf, sizeof buf, &sec) == 0) {
-            int64_t used = max_tokens / ctx[0] * ctx[0];
-            cal_tps = (double)used / sec;
-        }
-        unlink(h5);
-    }
     if (qpath[0]) unlink(qpath);
     rmdir(tmpdir);
 
