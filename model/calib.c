@@ -403,6 +403,7 @@ void moeq_calib_collector_free(moeq_calib_collector *c)
     stash *ss[] = {&c->s_in, &c->s_down, &c->q_in, &c->o_in, &c->d_in, &c->d_down, &c->qb_in, &c->kvb_in};
     for (size_t i = 0; i < sizeof ss / sizeof ss[0]; i++) { free(ss[i]->x); free(ss[i]->w); }
     free(c->ax); free(c->ah); free(c->aw); free(c->e_off); free(c->e_n);
+    free(c->px); free(c->ph); free(c->pw); free(c->pend_n);
     free(c->w_sg); free(c->scratch); free(c->tasks); free(c->logits);
     free(c);
 }

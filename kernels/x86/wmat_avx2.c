@@ -217,11 +217,16 @@ void moeq_x86_panel_loop(moeq_x86_panel_fn pack, const void *src, int64_t K, con
         for (int64_t r = r0; r < r1; r += PR) {
             const int nr = r1 - r < PR ? (int)(r1 - r) : PR;
             pack(src, r, nr, k0, kc, P);
-            for (int64_t i = 0; i < n; i += pt) {
-                const int T = n - i < pt ? (int)(n - i) : pt;
+            /* ceil(n / pt) tiles of balanced sizes (32 tokens: 6 6 5 5 5 5, not 6 6 6 6 6 2, whose
+             * last tile's 4 chains would wait on the FMA latency); a token's chain is the same in
+             * any tile, so this changes no bits */
+            const int64_t ntl = (n + pt - 1) / pt, base = n / ntl, extra = n % ntl;
+            for (int64_t i = 0, tl = 0; i < n; tl++) {
+                const int T = (int)(base + (tl < extra));
                 const float *xr[MOEQ_X86_MAX_PT];
                 for (int t = 0; t < T; t++) xr[t] = X + (i + t) * ldx + k0;
                 ot[T - 1](P, xr, kc, k0 == 0, Y + i * ldy + (r - r0), ldy, nr);
+                i += T;
             }
         }
     }
