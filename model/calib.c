@@ -240,7 +240,6 @@ struct moeq_calib_collector {
     int64_t pend_cap;
     float *px, *ph, *pw;      /* [E, pend_cap, H], [E, pend_cap, I], [E, pend_cap] */
     int64_t *pend_n;          /* [E] rows held */
-    int finished;             /* finish ran since the last flush (the held rows are summed) */
     stash s_in, s_down, q_in, o_in, d_in, d_down, qb_in, kvb_in;   /* qb/kvb: MLA's latents */
     int64_t win_n;            /* tokens of the stashed window (the Q hook's row count) */
     float *logits;            /* [max_n, E] the stashed window's router logits */
@@ -573,7 +572,6 @@ moeq_status moeq_calib_collector_reset(moeq_calib_collector *c, int64_t layer, m
                          (long long)cf->layers - 1);
     c->layer = layer;
     c->overflow = 0;
-    c->finished = 0;
     c->L.layer = layer;
     c->L.is_moe = cf->layer_is_moe[layer] != 0;
     c->L.tokens = 0;
@@ -753,7 +751,6 @@ moeq_status moeq_calib_collector_flush_split(moeq_calib_collector *c, int val, m
     }
     run_tasks(c, nt);
     window_clear(c);
-    c->finished = 0;
     return MOEQ_OK;
 }
 
@@ -869,8 +866,6 @@ static void mirror(moeq_calib_acc *a)
 
 void moeq_calib_collector_finish(moeq_calib_collector *c)
 {
-    if (c->finished) return;
-    c->finished = 1;
     int64_t nt = 0;   /* the rows still held */
     const int64_t P = c->pend_cap, H = c->c->hidden, I = c->c->moe_inter;
     for (int64_t e = 0; P && e < c->L.n_experts; e++) {

@@ -133,9 +133,10 @@ void moeq_avx2_pack_qpanel(const void *src, int64_t r, int64_t nr, int64_t k0, i
     const int bits = w->bits, bb = 4 * bits;
     const int64_t ng = moeq_qmat_groups(w), G = w->group > 0 ? w->group : w->cols, rb = moeq_qmat_row_bytes(w);
     const float zsym = (float)(1 << (bits - 1));
-    for (int jb = 0; jb < 16; jb += 8) {
+    const int64_t PR = MOEQ_X86_PANEL_ROWS;
+    for (int jb = 0; jb < PR; jb += 8) {
         if (jb >= nr) {
-            for (int64_t k = 0; k < kc; k++) _mm256_storeu_ps(P + k * 16 + jb, _mm256_setzero_ps());
+            for (int64_t k = 0; k < kc; k++) _mm256_storeu_ps(P + k * PR + jb, _mm256_setzero_ps());
             continue;
         }
         for (int64_t blk = k0 / 32; blk < (k0 + kc) / 32; blk++) {
@@ -155,8 +156,8 @@ void moeq_avx2_pack_qpanel(const void *src, int64_t r, int64_t nr, int64_t k0, i
             }
             for (int i = 0; i < 4; i++) {
                 transpose8(v[i]);
-                float *o = P + (blk * 32 - k0 + 8 * i) * 16 + jb;
-                for (int c = 0; c < 8; c++) _mm256_storeu_ps(o + c * 16, v[i][c]);
+                float *o = P + (blk * 32 - k0 + 8 * i) * PR + jb;
+                for (int c = 0; c < 8; c++) _mm256_storeu_ps(o + c * PR, v[i][c]);
             }
         }
     }
@@ -169,7 +170,7 @@ void moeq_x86_gemm_tiled(const moeq_qmat *w, const float *X, int64_t n, int64_t 
         moeq_x86_gemm(w, X, n, ldx, r0, r1, Y, ldy, moeq_avx2_dequant, avx2_gemv);
         return;
     }
-    if (n >= 16) {   /* the float kernels' threshold for panels (wmat_avx2.c, OUTER_MIN_TOKENS) */
+    if (n >= MOEQ_X86_PANEL_MIN_TOKENS) {
         pgemm(moeq_avx2_pack_qpanel, w, w->cols, X, n, ldx, r0, r1, Y, ldy);
         return;
     }

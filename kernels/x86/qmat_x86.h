@@ -36,6 +36,11 @@ typedef void (*moeq_wgemm_fn)(const moeq_wmat *, const float *, int64_t, int64_t
  * files share; moeq_avx2_panel_gemm and moeq_avx512_panel_gemm run it with their own tiles
  * (6 tokens x 2 ymm; 12 tokens x 1 zmm: the same FMA chains, the same bits). */
 #define MOEQ_X86_MAX_PT 16
+#define MOEQ_X86_PANEL_ROWS 16   /* rows of W per panel */
+/* Calls of fewer tokens take the dot-product tiles (no packing to amortize). The choice
+ * depends on n alone, so callers that fix their token blocks get results that ignore the
+ * thread count; the float and packed paths use the same threshold. */
+#define MOEQ_X86_PANEL_MIN_TOKENS 16
 typedef void (*moeq_x86_panel_fn)(const void *src, int64_t r, int64_t nr, int64_t k0, int64_t kc, float *P);
 typedef void (*moeq_x86_otile_fn)(const float *P, const float *const *x, int64_t kc, int first, float *y, int64_t ldy,
                                   int nr);

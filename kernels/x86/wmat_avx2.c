@@ -111,7 +111,7 @@ static const tile_fn tiles[3][TR][TT] = { { ROW(F32) }, { ROW(F16) }, { ROW(BF16
  * chain of FMAs in k order (column blocks continue the chain through Y, exactly), so a (row,
  * token) gets the same bits wherever it falls. Rows past the matrix are packed as zeros and
  * their outputs dropped. */
-#define PR 16    /* rows per panel */
+#define PR MOEQ_X86_PANEL_ROWS
 #define PT 6     /* tokens per register tile */
 #define KC 256   /* columns per panel */
 
@@ -245,16 +245,12 @@ void moeq_avx2_panel_gemm(moeq_x86_panel_fn pack, const void *src, int64_t K, co
     moeq_x86_panel_loop(pack, src, K, X, n, ldx, r0, r1, Y, ldy, otiles, PT);
 }
 
-/* Calls of fewer tokens than this take the dot-product tiles (no packing to amortize); the
- * choice depends on n alone, so callers that fix their token blocks get results that ignore
- * the thread count. */
-#define OUTER_MIN_TOKENS 16
-
+/* n >= MOEQ_X86_PANEL_MIN_TOKENS: panels; fewer: the dot-product tiles below */
 void moeq_avx2_wgemm(const moeq_wmat *w, const float *X, int64_t n, int64_t ldx, int64_t r0, int64_t r1,
                      float *Y, int64_t ldy)
 {
     if (n <= 0 || r1 <= r0) return;
-    if (n >= OUTER_MIN_TOKENS) {
+    if (n >= MOEQ_X86_PANEL_MIN_TOKENS) {
         moeq_avx2_panel_gemm(moeq_avx2_pack_wpanel, w, w->cols, X, n, ldx, r0, r1, Y, ldy);
         return;
     }

@@ -12,9 +12,8 @@
 #include <immintrin.h>
 #include <stdlib.h>
 
-#define PR 16    /* rows per panel (wmat_avx2.c's layout) */
+#define PR MOEQ_X86_PANEL_ROWS   /* wmat_avx2.c's layout */
 #define PT 12    /* tokens per register tile */
-#define OUTER_MIN_TOKENS 16   /* as wmat_avx2.c: the choice of kernel depends on n alone */
 
 static inline __attribute__((always_inline)) void otile(int T, const float *P, const float *const *x, int64_t kc,
                                                         int first, float *y, int64_t ldy, int nr)
@@ -43,7 +42,7 @@ void moeq_avx512_wgemm(const moeq_wmat *w, const float *X, int64_t n, int64_t ld
                        float *Y, int64_t ldy)
 {
     if (n <= 0 || r1 <= r0) return;
-    if (n < OUTER_MIN_TOKENS) {
+    if (n < MOEQ_X86_PANEL_MIN_TOKENS) {
         moeq_avx2_wgemm(w, X, n, ldx, r0, r1, Y, ldy);
         return;
     }
