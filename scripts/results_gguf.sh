@@ -5,7 +5,8 @@
 # tensors). Both calibrate on the same text (the first CAL_BYTES of TRAIN: moeq calibrate, and
 # llama-imatrix for llama.cpp); KLD against the bf16 model on held-out documents (the first
 # EVAL_BYTES of HELD) by llama-perplexity --kl-divergence and by moeq eval --ref. Writes
-# docs/RESULTS-gguf.md. llama.cpp: built outside the repo (LLAMA, its commit in ../COMMIT).
+# docs/RESULTS-gguf.md. llama.cpp: built outside the repo (LLAMA, its commit in ../COMMIT); an
+# ik_llama.cpp build works too (LLAMA=/path/to/ik/build/bin TYPES="IQ2_K IQ2_KS" DOC=...).
 set -e
 MOEQ=${MOEQ:-bin/moeq}
 LLAMA=${LLAMA:-/work/peers/llama.cpp/build/bin}
@@ -51,8 +52,14 @@ for scope in $SCOPES; do
         # llama-quantize applies --tensor-type only under a quantized file type (with BF16 as the
         # type it copies every tensor unchanged): the type itself, the experts named, the first
         # matching rule wins, every other matrix kept BF16 by the catch-all
-        "$LLAMA/llama-quantize" --imatrix "$OUT/imatrix.gguf" --tensor-type "ffn_gate_exps=$ty" --tensor-type "ffn_up_exps=$ty" \
-          --tensor-type "ffn_down_exps=$ty" --tensor-type ".*=BF16" "$OUT/bf16.gguf" "$L" "$ty" $TH > "$L.log" 2>&1
+        # (ik_llama.cpp spells the rules --custom-q, one comma-separated list, first match wins too)
+        if grep -q -a -- "--custom-q" "$LLAMA/llama-quantize"; then
+          "$LLAMA/llama-quantize" --imatrix "$OUT/imatrix.gguf" --custom-q "ffn_gate_exps=$ty,ffn_up_exps=$ty,ffn_down_exps=$ty,.*=BF16" \
+            "$OUT/bf16.gguf" "$L" "$ty" $TH > "$L.log" 2>&1
+        else
+          "$LLAMA/llama-quantize" --imatrix "$OUT/imatrix.gguf" --tensor-type "ffn_gate_exps=$ty" --tensor-type "ffn_up_exps=$ty" \
+            --tensor-type "ffn_down_exps=$ty" --tensor-type ".*=BF16" "$OUT/bf16.gguf" "$L" "$ty" $TH > "$L.log" 2>&1
+        fi
       else
         "$LLAMA/llama-quantize" --imatrix "$OUT/imatrix.gguf" "$OUT/bf16.gguf" "$L" "$(llq $ty)" $TH > "$L.log" 2>&1
       fi
@@ -69,7 +76,11 @@ for scope in $SCOPES; do
       # after the calibration text)
       cost="--cost measured --hessian-quant gptq --damps ${DAMPS:-0.01,0.1,1} --text $OUT/val.txt --measure-tokens 4096 --ctx $CTX"
       # shellcheck disable=SC2086
-      "$MOEQ" plan "$MODEL" --target gguf --budget "$B" --scope $scope --calib "$OUT/calib.h5" $cost $reuse -o "$OUT/plan.$ty.$scope.json" -q
+      # CAND: the plan's candidate types (plan --types), default plan's own list
+      cand=""
+      [ -n "${CAND:-}" ] && cand="--types $CAND"
+      # shellcheck disable=SC2086
+      "$MOEQ" plan "$MODEL" --target gguf --budget "$B" --scope $scope --calib "$OUT/calib.h5" $cost $cand $reuse -o "$OUT/plan.$ty.$scope.json" -q
       [ -f "$OUT/costs.$scope.json" ] || cp "$OUT/plan.$ty.$scope.json" "$OUT/costs.$scope.json"
       "$MOEQ" export gguf "$MODEL" --plan "$OUT/plan.$ty.$scope.json" --method gptq --calib "$OUT/calib.h5" -o "$M" -q
       rm -f "$M.kld.log" "$M.eval.json"
