@@ -194,7 +194,7 @@ static int refit_d(const uint8_t *b, const float *x, const float *wt, uint8_t *c
 }
 
 /* c <- b with, for b's d, each sub-block's (ls, bit, codes) of least weighted error, values
- * computed as dq_iq2_k does (ties: the lower ls, the plain grid, the lower code) */
+ * computed as dq_iq2_k does (ties: the lower ls, the plain grid) */
 static void refit_subs(const uint8_t *b, const float *x, const float *wt, uint8_t *c)
 {
     const float d = gg_h2f(b);
@@ -212,14 +212,14 @@ static void refit_subs(const uint8_t *b, const float *x, const float *wt, uint8_
                 const int8_t *v = gg_iq2nl_values + 4 * bit;
                 double err = 0;
                 uint8_t kk[SUB];
+                /* the nearest code on the grid's own scale (x / dl); the block's error decides */
+                const float idl = dl ? 1 / dl : 0.f;
                 for (int j = 0; j < SUB; j++) {
                     const int e = SUB * ib + j;
-                    double be = -1;
-                    for (int k = 0; k < 4; k++) {
-                        const double r = (double)x[e] - (double)(dl * v[k]);
-                        if (be < 0 || r * r < be) { be = r * r; kk[j] = (uint8_t)k; }
-                    }
-                    err += (double)wt[e] * be;
+                    const int k = dl ? best4(v, idl * x[e]) : 0;
+                    const double r = (double)x[e] - (double)(dl * v[k]);
+                    kk[j] = (uint8_t)k;
+                    err += (double)wt[e] * r * r;
                 }
                 if (best < 0 || err < best) {
                     best = err;
