@@ -29,6 +29,7 @@ static const moeq_gguf_type types[] = {
     { 26, "I32", 1, 4 },       { 27, "I64", 1, 8 },        { 28, "F64", 1, 8 },
     { 29, "IQ1_M", 256, 56 },  { 30, "BF16", 1, 2 },       { 34, "TQ1_0", 256, 54 },
     { 35, "TQ2_0", 256, 66 },  { 39, "MXFP4", 32, 17 },
+    { 137, "IQ2_K", 256, 76 },   /* ik_llama.cpp only */
 };
 #define N_TYPES (sizeof types / sizeof types[0])
 

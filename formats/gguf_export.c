@@ -397,6 +397,7 @@ int moeq_gguf_fallback_type(int t, int64_t ne0)
     case 13: f = 7; break;            /* Q5_K -> Q5_1 */
     case 14: f = 8; break;            /* Q6_K -> Q8_0 */
     case 23: f = 20; break;           /* IQ4_XS -> IQ4_NL */
+    case 137: f = 20; break;          /* IQ2_K -> IQ4_NL (ik_llama.cpp's llama-quantize.cpp) */
     default: break;
     }
     if (!moeq_gguf_row_bytes(f, ne0) || !moeq_gguf_type_computable(f)) f = 1;   /* F16 */
@@ -709,6 +710,7 @@ static int ftype_of(int t)
     case 6: return 8;   case 7: return 9;   case 10: return 10; case 11: return 12; case 12: return 15;
     case 13: return 17; case 14: return 18; case 20: return 25; case 23: return 30; case 30: return 32;
     case 39: return 38;   /* LLAMA_FTYPE_MOSTLY_MXFP4_MOE */
+    case 137: return 138; /* ik_llama.cpp's LLAMA_FTYPE_MOSTLY_IQ2_K */
     default: return 0;
     }
 }

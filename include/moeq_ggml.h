@@ -29,6 +29,7 @@ typedef enum moeq_ggml_type {
     MOEQ_GGML_IQ4_XS = 23,
     MOEQ_GGML_BF16 = 30,
     MOEQ_GGML_MXFP4 = 39,
+    MOEQ_GGML_IQ2_K = 137,   /* ik_llama.cpp's id (mainline llama.cpp has no such type) */
 } moeq_ggml_type;
 
 typedef struct moeq_ggml_type_info {

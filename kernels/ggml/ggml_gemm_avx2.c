@@ -99,6 +99,28 @@ static void dq_iq4_xs(const uint8_t *b, float *y, int64_t nb)
     }
 }
 
+/* IQ2_K: the 8-entry grid as one float vector, index q + 4·bit of the sub-block's extra bit,
+ * times d·(ls − 8) (the scalar code's one multiply) */
+static void dq_iq2_k(const uint8_t *b, float *y, int64_t nb)
+{
+    const __m256 tbl = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)gg_iq2nl_values)));
+    const __m256i m2 = _mm256_set1_epi32(3);
+    for (int64_t i = 0; i < nb; i++, b += 76) {
+        const float d = gg_h2f(b);
+        const unsigned extra = gg_rd16(b + 2);
+        for (int ib = 0; ib < 16; ib++, y += 16) {
+            const __m256 dl = _mm256_set1_ps(d * (((b[4 + ib / 2] >> (4 * (ib % 2))) & 0xf) - 8));
+            const __m128i sh = _mm_cvtsi32_si128(2 * ((ib / 2) % 4));
+            const __m256i off = _mm256_set1_epi32((int)(extra >> ib & 1) * 4);
+            const uint8_t *q = b + 12 + 32 * (ib / 8) + 16 * (ib % 2);
+            for (int h = 0; h < 2; h++) {
+                __m256i v = _mm256_add_epi32(_mm256_and_si256(_mm256_srl_epi32(u8x8(q + 8 * h), sh), m2), off);
+                _mm256_storeu_ps(y + 8 * h, _mm256_mul_ps(dl, _mm256_permutevar8x32_ps(tbl, v)));
+            }
+        }
+    }
+}
+
 /* MXFP4: e2m1 table lookup times the block's power-of-two half scale (one multiply, as the scalar code) */
 static void dq_mxfp4(const uint8_t *b, float *y, int64_t nb)
 {
@@ -128,6 +150,7 @@ static deq_fn fast_dequant(const gg_codec *c)
     case MOEQ_GGML_Q6_K: return dq_q6_k;
     case MOEQ_GGML_IQ4_XS: return dq_iq4_xs;
     case MOEQ_GGML_MXFP4: return dq_mxfp4;
+    case MOEQ_GGML_IQ2_K: return dq_iq2_k;
     default: return c->dequant;
     }
 }

@@ -93,6 +93,25 @@ static void dq_iq4_xs(const uint8_t *b, float *y, int64_t nb)
     }
 }
 
+/* IQ2_K: index q + 4·bit into the 8-entry grid, times d·(ls − 8), a sub-block per vector */
+static void dq_iq2_k(const uint8_t *b, float *y, int64_t nb)
+{
+    const __m512 tbl = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)gg_iq2nl_values)));
+    const __m512i m2 = _mm512_set1_epi32(3);
+    for (int64_t i = 0; i < nb; i++, b += 76) {
+        const float d = gg_h2f(b);
+        const unsigned extra = gg_rd16(b + 2);
+        for (int ib = 0; ib < 16; ib++, y += 16) {
+            const __m512 dl = _mm512_set1_ps(d * (((b[4 + ib / 2] >> (4 * (ib % 2))) & 0xf) - 8));
+            const __m128i sh = _mm_cvtsi32_si128(2 * ((ib / 2) % 4));
+            const __m512i off = _mm512_set1_epi32((int)(extra >> ib & 1) * 4);
+            __m512i v = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(b + 12 + 32 * (ib / 8) + 16 * (ib % 2))));
+            v = _mm512_add_epi32(_mm512_and_si512(_mm512_srl_epi32(v, sh), m2), off);
+            _mm512_storeu_ps(y, _mm512_mul_ps(dl, _mm512_permutexvar_ps(v, tbl)));
+        }
+    }
+}
+
 static void dq_mxfp4(const uint8_t *b, float *y, int64_t nb)
 {
     __m512 tbl = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)gg_mxfp4_values)));
@@ -118,6 +137,7 @@ static deq_fn fast_dequant(const gg_codec *c)
     case MOEQ_GGML_Q6_K: return dq_q6_k;
     case MOEQ_GGML_IQ4_XS: return dq_iq4_xs;
     case MOEQ_GGML_MXFP4: return dq_mxfp4;
+    case MOEQ_GGML_IQ2_K: return dq_iq2_k;
     default: return c->dequant;
     }
 }

@@ -41,9 +41,15 @@ extern const gg_codec gg_codec_f32, gg_codec_f16, gg_codec_bf16;
 extern const gg_codec gg_codec_q4_0, gg_codec_q4_1, gg_codec_q5_0, gg_codec_q5_1, gg_codec_q8_0;
 extern const gg_codec gg_codec_q2_k, gg_codec_q3_k, gg_codec_q4_k, gg_codec_q5_k, gg_codec_q6_k;
 extern const gg_codec gg_codec_iq4_nl, gg_codec_iq4_xs, gg_codec_mxfp4;
+extern const gg_codec gg_codec_iq2_k;   /* ik_llama.cpp only */
 
 /* the non-linear 4-bit grid of IQ4_NL / IQ4_XS (ggml-common.h kvalues_iq4nl) */
 extern const int8_t gg_iq4nl_values[16];
+/* IQ2_K's grid (ik_llama.cpp iq2nl_values): 4 values, then the same + 5 (the shifted half) */
+extern const int8_t gg_iq2nl_values[8];
+/* IQ2_K's quantizer without moeq's descent: ik_llama.cpp's rule alone (what the tests compare
+ * the codec's quantizer with); qw: importances as the codec's quant takes them */
+void gg_iq2k_quant_ik(const float *x, const float *qw, uint8_t *dst, int64_t n);
 /* MXFP4's e2m1 grid, doubled (ggml-common.h kvalues_mxfp4), and its half scale 2^(e - 128) */
 extern const int8_t gg_mxfp4_values[16];
 float gg_e8m0_half(uint8_t e);
