@@ -28,6 +28,8 @@ typedef enum moeq_ggml_type {
     MOEQ_GGML_IQ4_NL = 20,
     MOEQ_GGML_IQ4_XS = 23,
     MOEQ_GGML_BF16 = 30,
+    MOEQ_GGML_TQ1_0 = 34,
+    MOEQ_GGML_TQ2_0 = 35,
     MOEQ_GGML_MXFP4 = 39,
 } moeq_ggml_type;
 
