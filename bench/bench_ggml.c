@@ -47,7 +47,8 @@ int main(int argc, char **argv)
 {
     const int quick = argc > 1 && !strcmp(argv[1], "--quick");
     static const moeq_ggml_type types[] = {MOEQ_GGML_Q4_K, MOEQ_GGML_Q6_K, MOEQ_GGML_Q8_0, MOEQ_GGML_Q5_K,
-                                           MOEQ_GGML_IQ4_XS, MOEQ_GGML_Q4_0, MOEQ_GGML_Q3_K, MOEQ_GGML_Q2_K};
+                                           MOEQ_GGML_IQ4_XS, MOEQ_GGML_Q4_0, MOEQ_GGML_Q3_K, MOEQ_GGML_Q2_K,
+                                           MOEQ_GGML_TQ2_0, MOEQ_GGML_TQ1_0};
     const int64_t rows = 4096, cols = 4096;
     const double pool = quick ? 32e6 : 320e6;
     float *w = malloc(cols * 4), *x = malloc(16 * cols * 4), *y = malloc(16 * rows * 4);

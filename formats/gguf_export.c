@@ -393,6 +393,7 @@ int moeq_gguf_fallback_type(int t, int64_t ne0)
     int f = t;
     switch (t) {
     case 10: case 11: f = 2; break;   /* Q2_K, Q3_K -> Q4_0 */
+    case 34: case 35: f = 2; break;   /* TQ1_0, TQ2_0 -> Q4_0 */
     case 12: f = 6; break;            /* Q4_K -> Q5_0 */
     case 13: f = 7; break;            /* Q5_K -> Q5_1 */
     case 14: f = 8; break;            /* Q6_K -> Q8_0 */
@@ -709,6 +710,7 @@ static int ftype_of(int t)
     case 0: return 0;   case 1: return 1;   case 2: return 2;   case 3: return 3;   case 8: return 7;
     case 6: return 8;   case 7: return 9;   case 10: return 10; case 11: return 12; case 12: return 15;
     case 13: return 17; case 14: return 18; case 20: return 25; case 23: return 30; case 30: return 32;
+    case 34: return 36; case 35: return 37;   /* LLAMA_FTYPE_MOSTLY_TQ1_0, TQ2_0 */
     case 39: return 38;   /* LLAMA_FTYPE_MOSTLY_MXFP4_MOE */
     case 137: return 138; /* ik_llama.cpp's LLAMA_FTYPE_MOSTLY_IQ2_K */
     default: return 0;

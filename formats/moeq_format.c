@@ -116,14 +116,15 @@ moeq_status moeq_codec_parse(const char *s, moeq_codec *out, moeq_error *err)
 bad:
     return moeq_fail(err, MOEQ_ERR_MISUSE, "codec '%s': want keep, bf16, f16, f32, qBgGa|s (B in 2,3,4,8; "
                      "G in 32,64,128), qBca|s (per channel) or a ggml block type (q2_k, q3_k, q4_k, q5_k, q6_k, "
-                     "iq4_xs, iq4_nl, q4_0, q4_1, q5_0, q5_1, q8_0, mxfp4, iq2_k)", s);
+                     "iq4_xs, iq4_nl, q4_0, q4_1, q5_0, q5_1, q8_0, mxfp4, tq1_0, tq2_0, iq2_k)", s);
 }
 
 /* The codec to name when a ggml type's block does not divide cols: the 32-block codec of about
  * the same bits per weight. */
 static const struct { moeq_ggml_type t; const char *near; } GGML_NEAR[] = {
     {MOEQ_GGML_Q2_K, "q2g32s"}, {MOEQ_GGML_Q3_K, "q3g32s"}, {MOEQ_GGML_Q4_K, "iq4_nl"}, {MOEQ_GGML_IQ4_XS, "iq4_nl"},
-    {MOEQ_GGML_Q5_K, "q5_0"},   {MOEQ_GGML_Q6_K, "q8_0"},   {MOEQ_GGML_IQ2_K, "q2g32s"},
+    {MOEQ_GGML_Q5_K, "q5_0"},   {MOEQ_GGML_Q6_K, "q8_0"},   {MOEQ_GGML_TQ1_0, "q2g32s"}, {MOEQ_GGML_TQ2_0, "q2g32s"},
+    {MOEQ_GGML_IQ2_K, "q2g32s"},
 };
 
 moeq_status moeq_codec_check(const moeq_codec *c, int64_t rows, int64_t cols, moeq_error *err)

@@ -28,6 +28,8 @@ typedef enum moeq_ggml_type {
     MOEQ_GGML_IQ4_NL = 20,
     MOEQ_GGML_IQ4_XS = 23,
     MOEQ_GGML_BF16 = 30,
+    MOEQ_GGML_TQ1_0 = 34,
+    MOEQ_GGML_TQ2_0 = 35,
     MOEQ_GGML_MXFP4 = 39,
     MOEQ_GGML_IQ2_K = 137,   /* ik_llama.cpp's id (mainline llama.cpp has no such type) */
 } moeq_ggml_type;
@@ -54,7 +56,9 @@ void moeq_ggml_dequant_row(moeq_ggml_type t, const void *src, float *dst, int64_
  * of the input Hessian, as llama.cpp's imatrix), NULL for none. Without weights the result equals
  * llama.cpp's quantize_row_*_ref; with weights, a weighted scale/min search. MXFP4 (both cases):
  * each block's exponent is the one of least (weighted) squared error among llama.cpp's and its
- * neighbours (docs/GGML-TYPES.md), never worse than llama.cpp's. Deterministic. */
+ * neighbours (docs/GGML-TYPES.md), never worse than llama.cpp's. TQ1_0/TQ2_0 with weights (llama.cpp
+ * ignores an imatrix for them): each block's scale by weighted least squares over the ternary
+ * codes, never worse than the reference in weighted error. Deterministic. */
 void moeq_ggml_quant_row(moeq_ggml_type t, const float *src, const float *imp, void *dst, int64_t n);
 
 /* Y[n, rows] = X[n, cols] · Wᵀ for W a [rows, cols] matrix of type t stored row after row

@@ -20,8 +20,8 @@ static const char *EXPORT_HELP =
     "(docs/export.md, docs/FORMAT-gguf.md). The file is written under a temporary name and renamed.\n"
     "  -o OUT.gguf          the output file\n"
     "  --type TYPE          ggml type of the routed experts, as llama.cpp spells it (F32, F16, BF16,\n"
-    "                       Q8_0, Q4_0, Q4_1, ... Q4_K, IQ4_XS, MXFP4; IQ2_K: a file only ik_llama.cpp\n"
-    "                       loads). A float type applies to every\n"
+    "                       Q8_0, Q4_0, Q4_1, ... Q4_K, IQ4_XS, MXFP4, TQ1_0, TQ2_0; IQ2_K: a file\n"
+    "                       only ik_llama.cpp loads). A float type applies to every\n"
     "                       matrix (a dequantized copy). Default: every matrix as stored (BF16 stays\n"
     "                       BF16, MXFP4 experts (gpt-oss) stay MXFP4, their codes copied, a GGUF keeps\n"
     "                       its blocks, .moeq codecs map exactly: 4-bit g32 sym -> Q4_0,\n"
@@ -42,7 +42,8 @@ static const char *EXPORT_HELP =
     "  --gguf-pre NAME      tokenizer.ggml.pre, when the pre-tokenizer regex is not in the table\n"
     "  --yarn-truncate      accept llama.cpp's YaRN, which rounds the correction range, for a config\n"
     "                       with rope truncate false (gpt-oss): the GGUF computes truncate true\n"
-    "Rows not a multiple of a 256-block type fall back as llama-quantize does (Q4_K -> Q5_0, ...).\n"
+    "Rows not a multiple of a 256-block type fall back as llama-quantize does (Q4_K -> Q5_0,\n"
+    "TQ1_0/TQ2_0 -> Q4_0, ...).\n"
     "JSON: output, bytes, bits_per_weight, types (type -> tensors), fallbacks, damps, tensors, seconds.\n";
 
 typedef struct prog { FILE *h; } prog;

@@ -1,6 +1,6 @@
 /* AVX2 matmul over ggml types (built with -mavx2 -mfma -mf16c; dispatch.c's cpuid check comes
- * first): ggml_gemm_avx512.c with 8 lanes. Hot types decoded with the scalar code's float
- * operations (bit-identical to moeq_ggml_dequant_row), float32 FMA dots, four tokens a pass. */
+ * first): ggml_gemm_avx512.c with 8 lanes, plus TQ1_0 and TQ2_0. Hot types decoded with the scalar
+ * code's float operations (bit-identical to moeq_ggml_dequant_row), float32 FMA dots, four tokens a pass. */
 #include "kernels/ggml/ggml_gemm.h"
 
 #include <immintrin.h>
@@ -137,6 +137,50 @@ static void dq_mxfp4(const uint8_t *b, float *y, int64_t nb)
     }
 }
 
+/* TQ2_0: 2-bit codes q, (q − 1)·d as the scalar code */
+static void dq_tq2_0(const uint8_t *b, float *y, int64_t nb)
+{
+    const __m256i m2 = _mm256_set1_epi32(3), one = _mm256_set1_epi32(1);
+    for (int64_t i = 0; i < nb; i++, b += 66) {
+        const __m256 d = _mm256_set1_ps(gg_h2f(b + 64));
+        for (int h = 0; h < 2; h++)
+            for (int n = 0; n < 4; n++, y += 32)
+                for (int k = 0; k < 32; k += 8) {
+                    __m256i q = _mm256_and_si256(_mm256_srli_epi32(u8x8(b + 32 * h + k), 2 * n), m2);
+                    _mm256_storeu_ps(y + k, _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(q, one)), d));
+                }
+    }
+}
+
+/* TQ1_0: trit k of byte B is ((B·3^k mod 256)·3) >> 8, the scalar code's integer steps */
+static const int tq_pow3[5] = {1, 3, 9, 27, 81};
+
+static inline __m256 tq1_trits(const uint8_t *p, int k, __m256 d)
+{
+    const __m256i ff = _mm256_set1_epi32(0xff), one = _mm256_set1_epi32(1);
+    __m256i v = _mm256_and_si256(_mm256_mullo_epi32(u8x8(p), _mm256_set1_epi32(tq_pow3[k])), ff);
+    v = _mm256_srli_epi32(_mm256_add_epi32(v, _mm256_add_epi32(v, v)), 8);
+    return _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(v, one)), d);
+}
+
+static void dq_tq1_0(const uint8_t *b, float *y, int64_t nb)
+{
+    for (int64_t i = 0; i < nb; i++, b += 54) {
+        const float df = gg_h2f(b + 52);
+        const __m256 d = _mm256_set1_ps(df);
+        for (int k = 0; k < 5; k++, y += 32)
+            for (int m = 0; m < 32; m += 8) _mm256_storeu_ps(y + m, tq1_trits(b + m, k, d));
+        for (int k = 0; k < 5; k++, y += 16)
+            for (int m = 0; m < 16; m += 8) _mm256_storeu_ps(y + m, tq1_trits(b + 32 + m, k, d));
+        /* qh: 4 bytes, 16 values; scalar (1/16 of the block) */
+        for (int k = 0; k < 4; k++)
+            for (int j = 0; j < 4; j++) {
+                const uint8_t v = (uint8_t)(b[48 + j] * tq_pow3[k]);
+                *y++ = (float)((((uint16_t)v * 3) >> 8) - 1) * df;
+            }
+    }
+}
+
 static void dq_q4_k(const uint8_t *b, float *y, int64_t nb) { dq_q45_k(b, y, nb, 0); }
 static void dq_q5_k(const uint8_t *b, float *y, int64_t nb) { dq_q45_k(b, y, nb, 1); }
 
@@ -151,6 +195,8 @@ static deq_fn fast_dequant(const gg_codec *c)
     case MOEQ_GGML_IQ4_XS: return dq_iq4_xs;
     case MOEQ_GGML_MXFP4: return dq_mxfp4;
     case MOEQ_GGML_IQ2_K: return dq_iq2_k;
+    case MOEQ_GGML_TQ1_0: return dq_tq1_0;
+    case MOEQ_GGML_TQ2_0: return dq_tq2_0;
     default: return c->dequant;
     }
 }

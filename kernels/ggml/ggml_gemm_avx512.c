@@ -1,6 +1,6 @@
 /* AVX-512 matmul over ggml types (built with -mavx512f/bw/vl/dq; dispatch.c's cpuid check
- * comes first). Q8_0, Q4_K, Q5_K, Q6_K, IQ4_XS and MXFP4 are decoded 16 values per vector with the
- * scalar code's float operations (int → float, one multiply, one subtract: bit-identical to
+ * comes first). Q8_0, Q4_K, Q5_K, Q6_K, IQ4_XS, MXFP4, TQ1_0 and TQ2_0 are decoded 16 values per
+ * vector with the scalar code's float operations (int → float, one multiply, one subtract: bit-identical to
  * moeq_ggml_dequant_row); the other types through the scalar decoder. Dots: float32 FMA,
  * four tokens per pass over a decoded chunk, one accumulator vector per token. */
 #include "kernels/ggml/ggml_gemm.h"
@@ -124,6 +124,51 @@ static void dq_mxfp4(const uint8_t *b, float *y, int64_t nb)
     }
 }
 
+static inline __m512i u8x16(const uint8_t *p) { return _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)p)); }
+
+/* TQ2_0: 2-bit codes q, (q − 1)·d as the scalar code */
+static void dq_tq2_0(const uint8_t *b, float *y, int64_t nb)
+{
+    const __m512i m2 = _mm512_set1_epi32(3), one = _mm512_set1_epi32(1);
+    for (int64_t i = 0; i < nb; i++, b += 66) {
+        const __m512 d = _mm512_set1_ps(gg_h2f(b + 64));
+        for (int h = 0; h < 2; h++)
+            for (int n = 0; n < 4; n++, y += 32)
+                for (int k = 0; k < 32; k += 16) {
+                    __m512i q = _mm512_and_si512(_mm512_srli_epi32(u8x16(b + 32 * h + k), 2 * n), m2);
+                    _mm512_storeu_ps(y + k, _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(q, one)), d));
+                }
+    }
+}
+
+/* TQ1_0: trit k of byte B is ((B·3^k mod 256)·3) >> 8, the scalar code's integer steps */
+static const int tq_pow3[5] = {1, 3, 9, 27, 81};
+
+static inline __m512 tq1_trits(const uint8_t *p, int k, __m512 d)
+{
+    const __m512i ff = _mm512_set1_epi32(0xff), one = _mm512_set1_epi32(1);
+    __m512i v = _mm512_and_si512(_mm512_mullo_epi32(u8x16(p), _mm512_set1_epi32(tq_pow3[k])), ff);
+    v = _mm512_srli_epi32(_mm512_add_epi32(v, _mm512_add_epi32(v, v)), 8);
+    return _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(v, one)), d);
+}
+
+static void dq_tq1_0(const uint8_t *b, float *y, int64_t nb)
+{
+    for (int64_t i = 0; i < nb; i++, b += 54) {
+        const float df = gg_h2f(b + 52);
+        const __m512 d = _mm512_set1_ps(df);
+        for (int k = 0; k < 5; k++, y += 32)
+            for (int m = 0; m < 32; m += 16) _mm512_storeu_ps(y + m, tq1_trits(b + m, k, d));
+        for (int k = 0; k < 5; k++, y += 16) _mm512_storeu_ps(y, tq1_trits(b + 32, k, d));
+        /* qh: 4 bytes, 16 values; scalar (1/16 of the block) */
+        for (int k = 0; k < 4; k++)
+            for (int j = 0; j < 4; j++) {
+                const uint8_t v = (uint8_t)(b[48 + j] * tq_pow3[k]);
+                *y++ = (float)((((uint16_t)v * 3) >> 8) - 1) * df;
+            }
+    }
+}
+
 static void dq_q4_k(const uint8_t *b, float *y, int64_t nb) { dq_q45_k(b, y, nb, 0); }
 static void dq_q5_k(const uint8_t *b, float *y, int64_t nb) { dq_q45_k(b, y, nb, 1); }
 
@@ -138,6 +183,8 @@ static deq_fn fast_dequant(const gg_codec *c)
     case MOEQ_GGML_IQ4_XS: return dq_iq4_xs;
     case MOEQ_GGML_MXFP4: return dq_mxfp4;
     case MOEQ_GGML_IQ2_K: return dq_iq2_k;
+    case MOEQ_GGML_TQ1_0: return dq_tq1_0;
+    case MOEQ_GGML_TQ2_0: return dq_tq2_0;
     default: return c->dequant;
     }
 }

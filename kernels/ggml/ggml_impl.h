@@ -42,6 +42,7 @@ extern const gg_codec gg_codec_q4_0, gg_codec_q4_1, gg_codec_q5_0, gg_codec_q5_1
 extern const gg_codec gg_codec_q2_k, gg_codec_q3_k, gg_codec_q4_k, gg_codec_q5_k, gg_codec_q6_k;
 extern const gg_codec gg_codec_iq4_nl, gg_codec_iq4_xs, gg_codec_mxfp4;
 extern const gg_codec gg_codec_iq2_k;   /* ik_llama.cpp only */
+extern const gg_codec gg_codec_tq1_0, gg_codec_tq2_0;
 
 /* the non-linear 4-bit grid of IQ4_NL / IQ4_XS (ggml-common.h kvalues_iq4nl) */
 extern const int8_t gg_iq4nl_values[16];

@@ -8,7 +8,7 @@
 static const gg_codec *const codecs[] = {
     &gg_codec_f32,  &gg_codec_f16,  &gg_codec_bf16, &gg_codec_q4_0, &gg_codec_q4_1,   &gg_codec_q5_0,   &gg_codec_q5_1,
     &gg_codec_q8_0, &gg_codec_q2_k, &gg_codec_q3_k, &gg_codec_q4_k, &gg_codec_q5_k,   &gg_codec_q6_k,   &gg_codec_iq4_nl,
-    &gg_codec_iq4_xs, &gg_codec_mxfp4, &gg_codec_iq2_k,
+    &gg_codec_iq4_xs, &gg_codec_mxfp4, &gg_codec_tq1_0, &gg_codec_tq2_0, &gg_codec_iq2_k,
 };
 #define N_CODECS (sizeof codecs / sizeof codecs[0])
 

@@ -231,6 +231,14 @@ ok = j["types"].get("Q4_0") == 4 and j["types"].get("Q8_0") == 8 and len(fb) == 
 ok = ok and fb[0]["tensor"] == "blk.0.attn_q.weight" and fb[0]["fallback"] in ("Q5_0", "F16")
 sys.exit(not ok)
 PY
+# the ternary types on 128-wide experts: TQ1_0/TQ2_0 -> Q4_0 (llama-quantize's tensor_type_fallback)
+"$MOEQ" export gguf $FX/tiny-qwen3moe -o "$TMPD/tq.gguf" --type TQ1_0 --json -q > "$TMPD/out" && "$MOEQ" verify "$TMPD/tq.gguf" -q
+python3 - "$TMPD/out" <<'PY' && echo "PASS export gguf --type TQ1_0 on 128-wide rows falls back to Q4_0" || echo "FAIL export gguf --type TQ1_0 fallback: $(head -c 400 "$TMPD/out")"
+import json, sys
+j = json.load(open(sys.argv[1]))
+fb = [f for f in j["fallbacks"] if f.get("type") == "TQ1_0"]
+sys.exit(not (fb and all(f["fallback"] == "Q4_0" for f in fb) and "TQ1_0" not in j["types"] and j["types"].get("Q4_0")))
+PY
 # without tokenizer.huggingface.json (as in llama.cpp's own files) the tokenizer is rebuilt from
 # tokenizer.ggml.*: the same ids as the checkpoint's tokenizer.json on the held-out and torture texts
 python3 tests/cli/gguf_drop_key.py "$TMPD/tiny-mixtral.F32.gguf" "$TMPD/nohf.gguf" tokenizer.huggingface.json

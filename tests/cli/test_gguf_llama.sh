@@ -15,6 +15,10 @@
 #   Q3_K/Q4_K/Q6_K): X.gguf exported, then `moeq export gguf X.gguf --type F32` (the dequantized weights):
 #   llama.cpp's perplexity of that equals moeq eval X.gguf within 0.3%; llama.cpp's own perplexity
 #   of X.gguf (activations quantized to 8 bits in its matmuls) is reported beside it.
+# - TQ2_0, TQ1_0 (ternary, GPTQ on tiny-qwen3moe-256): as the 4-bit ones through the F32 copy; and
+#   llama.cpp's own perplexity of the TQ1_0 file equals that of the TQ2_0 file exactly (the same
+#   ternary values in the two packings, and its integer dots are exact), within 1% of moeq eval
+#   (llama.cpp rounds the activations to 8 bits in these dots).
 # Fails (never skips) when npm cannot install the consumer. MOEQ_TEST_QUICK (the ASan run): one model.
 . tests/cli/lib.sh
 T=$FX/heldout.safetensors
@@ -28,7 +32,7 @@ fi
 # seconds of llama.cpp per file, so each type is covered once: Mixtral for the q/k permutation,
 # OLMoE for grouped KV heads written as heads
 plan="tiny-qwen3moe:F32,BF16,F16,Q8_0:Q4_0 tiny-mixtral:F32,Q8_0:Q4_1 tiny-olmoe:F32,Q8_0:"
-kq="Q4_K IQ4_XS"   # 256-block types on tiny-qwen3moe-256 (rows multiples of 256), GPTQ on their grids
+kq="Q4_K IQ4_XS TQ2_0 TQ1_0"   # 256-block types on tiny-qwen3moe-256 (rows multiples of 256), GPTQ on their grids
 if [ -n "${MOEQ_TEST_QUICK:-}" ]; then plan="tiny-qwen3moe:F32,Q8_0:Q4_0"; kq="Q4_K"; fi
 K=tiny-qwen3moe-256
 "$MOEQ" calibrate $FX/$K --tokens $T --ctx 128 --max-tokens 512 -o "$TMPD/k.h5" -q || echo "FAIL calibrate $K"
@@ -113,6 +117,15 @@ check_lower() {   # check_lower MODEL TYPE
     || echo "FAIL llama.cpp $1 $2 dequantized: ppl $lf, moeq eval of the $2 file $mp; llama.cpp on $2: $lq"
 }
 for ty in $kq plan; do check_lower $K $ty; done
+case " $kq " in *" TQ1_0 "*)
+  l1=$(llama_field "$TMPD/$K.TQ1_0.gguf" "j['ppl']"); l2=$(llama_field "$TMPD/$K.TQ2_0.gguf" "j['ppl']")
+  t1=$(llama_field "$TMPD/$K.TQ1_0.gguf" "j['header']['gate_exps_dtype']"); t2=$(llama_field "$TMPD/$K.TQ2_0.gguf" "j['header']['gate_exps_dtype']")
+  mp=$(moeq_ppl "$TMPD/$K.TQ1_0.gguf")
+  [ "$t1" = 34 ] && [ "$t2" = 35 ] && [ "$l1" = "$l2" ] && python3 -c "import sys; sys.exit(not abs(float(sys.argv[1]) / float(sys.argv[2]) - 1) < 0.01)" "$l1" "$mp" \
+    && echo "PASS llama.cpp runs TQ1_0 and TQ2_0 experts: ppl $l1 for both packings, moeq eval $mp (within 1%, 8-bit activations in llama.cpp's dots)" \
+    || echo "FAIL llama.cpp TQ1_0 ($t1) ppl $l1, TQ2_0 ($t2) ppl $l2, moeq eval $mp"
+  ;;
+esac
 for g in "$TMPD/gptoss-mxfp4.gguf" $mxq; do
   lp=$(llama_field "$g" "j['ppl']"); mp=$(moeq_ppl "$g"); dt=$(llama_field "$g" "j['header']['gate_exps_dtype']")
   [ "$dt" = 39 ] && close "$lp" "$mp" && echo "PASS llama.cpp runs MXFP4 experts ($(basename "$g")): ppl $lp, moeq eval $mp (within 0.3%: $(python3 -c "import sys; print('%.2g' % abs(float(sys.argv[1]) / float(sys.argv[2]) - 1))" "$lp" "$mp"))" \

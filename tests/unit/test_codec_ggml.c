@@ -24,7 +24,7 @@
 #include <unistd.h>
 
 static const char *const SPELL[] = { "q2_k", "q3_k", "q4_k", "q5_k", "q6_k", "iq4_xs", "iq4_nl",
-                                     "q4_0", "q4_1", "q5_0", "q5_1", "q8_0" };
+                                     "q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "tq1_0", "tq2_0" };
 #define NSPELL (sizeof SPELL / sizeof SPELL[0])
 
 static void test_spellings(void)
@@ -56,7 +56,7 @@ static void test_shapes(void)
     /* bits per weight as llama.cpp counts them (the table) */
     static const struct { const char *s; double bpw; } B[] = {
         {"q4_k", 4.5}, {"q3_k", 3.4375}, {"q2_k", 2.625}, {"iq4_xs", 4.25}, {"q5_k", 5.5}, {"q6_k", 6.5625},
-        {"iq4_nl", 4.5}, {"q8_0", 8.5},
+        {"iq4_nl", 4.5}, {"q8_0", 8.5}, {"tq1_0", 1.6875}, {"tq2_0", 2.0625},
     };
     for (size_t i = 0; i < sizeof B / sizeof B[0]; i++) {
         moeq_codec_parse(B[i].s, &c, &e);
@@ -91,7 +91,7 @@ static void test_roundtrip(void)
 {
     static const struct { const char *s; int64_t rows, cols; } T[] = {
         {"q2_k", 3, 768}, {"q3_k", 5, 256}, {"q4_k", 1, 512}, {"q5_k", 7, 256}, {"q6_k", 2, 1280},
-        {"iq4_xs", 3, 256}, {"iq4_nl", 5, 96}, {"q8_0", 1, 32},
+        {"iq4_xs", 3, 256}, {"iq4_nl", 5, 96}, {"q8_0", 1, 32}, {"tq1_0", 3, 768}, {"tq2_0", 1, 512},
     };
     enum { NT = sizeof T / sizeof T[0] };
     char dir[] = "/tmp/moeq_test_codec_XXXXXX";
