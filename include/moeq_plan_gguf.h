@@ -56,7 +56,8 @@ typedef struct moeq_gguf_plan {
     double seconds_costs, seconds_solve;
 } moeq_gguf_plan;
 
-/* The default candidates: Q2_K Q3_K Q4_K Q5_K Q6_K Q8_0 IQ4_XS; on rows the 256-blocks do not
+/* The default candidates: Q2_K Q3_K Q4_K Q5_K Q6_K Q8_0 IQ4_XS, and below 3 bits per weight also
+ * TQ2_0 TQ1_0 (every one a type mainline llama.cpp loads); on rows the 256-blocks do not
  * divide each becomes llama-quantize's fallback (Q4_0, Q5_0, Q5_1, Q8_0, IQ4_NL). */
 moeq_status moeq_gguf_plan_make(const moeq_model *m, const moeq_gguf_plan_opts *o, moeq_gguf_plan *out,
                                 moeq_error *err);

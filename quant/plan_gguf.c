@@ -22,8 +22,21 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* The default candidates, all of them types mainline llama.cpp loads (ik_llama.cpp's IQ2_K only
+ * when asked for: its files load nowhere else); below 3 bits per weight the ternary types too,
+ * the only ones under Q2_K's 2.625 (above, the solver would never give them a whole tensor). */
 static const int default_types[] = { MOEQ_GGML_Q2_K, MOEQ_GGML_Q3_K, MOEQ_GGML_Q4_K, MOEQ_GGML_Q5_K,
-                                     MOEQ_GGML_Q6_K, MOEQ_GGML_Q8_0, MOEQ_GGML_IQ4_XS };
+                                     MOEQ_GGML_Q6_K, MOEQ_GGML_Q8_0, MOEQ_GGML_IQ4_XS,
+                                     MOEQ_GGML_TQ2_0, MOEQ_GGML_TQ1_0 };
+#define N_DEFAULT_HIGH 7
+#define LOW_BUDGET 3.0
+
+static const int *candidates(const moeq_gguf_plan_opts *o, int *nt)
+{
+    if (o->n_types) { *nt = o->n_types; return o->types; }
+    *nt = o->budget < LOW_BUDGET ? (int)(sizeof default_types / sizeof default_types[0]) : N_DEFAULT_HIGH;
+    return default_types;
+}
 
 void moeq_gguf_plan_free(moeq_gguf_plan *p)
 {
@@ -378,8 +391,8 @@ moeq_status moeq_gguf_plan_make(const moeq_model *m, const moeq_gguf_plan_opts *
         moeq_status s0 = moeq_token_windows(m, o->measure_tokens, o->measure_n, o->measure_ctx, 0, &nwin, err);
         if (s0) return s0;
     }
-    const int *types = o->n_types ? o->types : default_types;
-    const int nt = o->n_types ? o->n_types : (int)(sizeof default_types / sizeof default_types[0]);
+    int nt;
+    const int *types = candidates(o, &nt);
     moeq_gguf_matrix *mats = NULL;
     size_t nm = 0;
     moeq_status st = moeq_gguf_export_matrices(m, &mats, &nm, err);
@@ -554,8 +567,8 @@ char *moeq_gguf_plan_json(const moeq_gguf_plan *p, const moeq_gguf_plan_opts *o,
 {
     json_t *j = json_object(), *arr = json_array(), *hist = json_object(), *cands = json_array();
     if (!j || !arr || !hist || !cands) { json_decref(j); json_decref(arr); json_decref(hist); json_decref(cands); return NULL; }
-    const int *types = o->n_types ? o->types : default_types;
-    const int nt = o->n_types ? o->n_types : (int)(sizeof default_types / sizeof default_types[0]);
+    int nt;
+    const int *types = candidates(o, &nt);
     for (int t = 0; t < nt; t++) json_array_append_new(cands, json_string(moeq_ggml_type_get(types[t])->name));
     json_object_set_new(j, "format", json_string("moeq-plan"));
     json_object_set_new(j, "format_version", json_integer(1));

@@ -54,7 +54,8 @@ for scope in $SCOPES; do
         # matching rule wins, every other matrix kept BF16 by the catch-all
         # (ik_llama.cpp spells the rules --custom-q, one comma-separated list, first match wins too)
         if grep -q -a -- "--custom-q" "$LLAMA/llama-quantize"; then
-          "$LLAMA/llama-quantize" --imatrix "$OUT/imatrix.gguf" --custom-q "ffn_gate_exps=$ty,ffn_up_exps=$ty,ffn_down_exps=$ty,.*=BF16" \
+          lt=$(echo "$ty" | tr A-Z a-z)   # (its rules want ggml's lower-case type names)
+          "$LLAMA/llama-quantize" --imatrix "$OUT/imatrix.gguf" --custom-q "ffn_gate_exps=$lt,ffn_up_exps=$lt,ffn_down_exps=$lt,.*=bf16" \
             "$OUT/bf16.gguf" "$L" "$ty" $TH > "$L.log" 2>&1
         else
           "$LLAMA/llama-quantize" --imatrix "$OUT/imatrix.gguf" --tensor-type "ffn_gate_exps=$ty" --tensor-type "ffn_up_exps=$ty" \
