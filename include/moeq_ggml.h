@@ -29,6 +29,7 @@ typedef enum moeq_ggml_type {
     MOEQ_GGML_IQ4_XS = 23,
     MOEQ_GGML_BF16 = 30,
     MOEQ_GGML_MXFP4 = 39,
+    MOEQ_GGML_IQ2_KS = 145,   /* ik_llama.cpp's (not in mainline ggml): an f16 scale per row */
 } moeq_ggml_type;
 
 typedef struct moeq_ggml_type_info {
@@ -36,13 +37,15 @@ typedef struct moeq_ggml_type_info {
     const char *name;        /* "Q4_K", as llama.cpp spells it */
     int block;               /* values per block (1 for F32/F16/BF16) */
     int bytes;               /* bytes per block */
+    int row_meta;            /* bytes at the start of each row before its blocks (IQ2_KS: 2), else 0 */
 } moeq_ggml_type_info;
 
 /* NULL for a type id moeq does not support (the caller names it in its error). */
 const moeq_ggml_type_info *moeq_ggml_type_get(int type);
 /* Case-insensitive name lookup ("q4_k", "Q4_K"); NULL when unknown. */
 const moeq_ggml_type_info *moeq_ggml_type_by_name(const char *name);
-/* Bytes of one row of n values; 0 when n is not a multiple of the type's block. */
+/* Bytes of one row of n values (row_meta + n / block * bytes); 0 when n is not a multiple of
+ * the type's block. */
 size_t moeq_ggml_row_bytes(moeq_ggml_type t, int64_t n);
 
 /* Dequantize one row of n values (n a multiple of the block): exactly llama.cpp's
