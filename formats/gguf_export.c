@@ -397,6 +397,7 @@ int moeq_gguf_fallback_type(int t, int64_t ne0)
     case 13: f = 7; break;            /* Q5_K -> Q5_1 */
     case 14: f = 8; break;            /* Q6_K -> Q8_0 */
     case 23: f = 20; break;           /* IQ4_XS -> IQ4_NL */
+    case 145: f = 20; break;          /* IQ2_KS -> IQ4_NL (ik_llama.cpp's llama-quantize.cpp) */
     default: break;
     }
     if (!moeq_gguf_row_bytes(f, ne0) || !moeq_gguf_type_computable(f)) f = 1;   /* F16 */
