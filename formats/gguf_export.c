@@ -710,6 +710,7 @@ static int ftype_of(int t)
     case 6: return 8;   case 7: return 9;   case 10: return 10; case 11: return 12; case 12: return 15;
     case 13: return 17; case 14: return 18; case 20: return 25; case 23: return 30; case 30: return 32;
     case 39: return 38;   /* LLAMA_FTYPE_MOSTLY_MXFP4_MOE */
+    case 145: return 147; /* ik_llama.cpp's LLAMA_FTYPE_MOSTLY_IQ2_KS */
     default: return 0;
     }
 }
