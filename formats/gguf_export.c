@@ -1287,7 +1287,7 @@ moeq_status moeq_gguf_export(const moeq_model *m, const char *out_path, const mo
         uint64_t nb = moeq_gguf_row_bytes(t->type, t->ne[0]) * (uint64_t)(numel / t->ne[0]);
         weights += (uint64_t)numel;
         wbytes += nb;
-        res->types[t->type]++;
+        if (t->type >= 0 && t->type < 256) res->types[t->type]++;
         if (o->progress) o->progress(o->user, (int64_t)i, (int64_t)x.n, t->name, t->nd, t->ne, moeq_gguf_type_get(t->type)->name);
     }
     if ((st = moeq_gguf_writer_finish(w, &res->bytes, err))) goto out;

@@ -149,7 +149,7 @@ int cmd_export(int argc, char **argv)
     rc = 0;
     if (tc.json) {
         json_t *j = json_object(), *types = json_object();
-        for (int t = 0; t < 40; t++)
+        for (int t = 0; t < 256; t++)
             if (res.types[t]) json_object_set_new(types, moeq_gguf_type_get(t)->name, json_integer(res.types[t]));
         json_object_set_new(j, "output", json_string(out));
         json_object_set_new(j, "bytes", json_integer((json_int_t)res.bytes));

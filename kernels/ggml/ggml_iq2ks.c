@@ -80,43 +80,51 @@ static void block_weights(const float *x, const float *qw, float *wt)
         wt[j] = qw ? qw[j] * sqrtf(sigma2 + x[j] * x[j]) : 0.25f * sigma2 + x[j] * x[j];
 }
 
-/* The best (ls, shift, codes) of one sub-block under the f16 row scale d: every ls of [0, 32)
- * and both halves, each value to its nearest decoded point (as dequant computes it); ties keep
- * the first. Returns the weighted squared error, its codes in q, and sumqx, sumq2 of the
- * integer values (ls − 16)·grid for the row scale's least-squares refit. */
-static double sub_search(float d, const float *x, const float *w, int *ls_out, int *sh_out, uint8_t *q,
-                         double *sumqx, double *sumq2)
+/* index of the nearest of 4 points (ascending when up, else descending) to a, by their
+ * midpoints m; branch-free (random data mispredicts every branch), ties to the lower index */
+static inline int nearest4(const float *m, int up, float a)
 {
-    double best = -1;
-    int bls = 16, bsh = 0;
+    if (up) return (a > m[0]) + (a > m[1]) + (a > m[2]);
+    return (a < m[0]) + (a < m[1]) + (a < m[2]);
+}
+
+/* The best (ls, shift, codes) of one sub-block under the f16 row scale d: each ls of [lo, hi]
+ * and both halves, each value to its nearest decoded point (as dequant computes it); ties keep
+ * the first. Returns the weighted squared error, its codes in q, and adds sumqx, sumq2 of the
+ * integer values (ls − 16)·grid for the row scale's least-squares refit. */
+static float sub_search(float d, const float *x, const float *w, int lo, int hi, int *ls_out, int *sh_out,
+                        uint8_t *q, double *sumqx, double *sumq2)
+{
+    float best = -1;
+    int bls = lo, bsh = 0;
     for (int sh = 0; sh < 2; sh++) {
         const int8_t *v = iq2nl + 4 * sh;
-        for (int ls = 0; ls < 32; ls++) {
+        for (int ls = lo; ls <= hi; ls++) {
             const float dl = d * (ls - 16);
-            float p[4];
-            for (int k = 0; k < 4; k++) p[k] = dl * v[k];
-            double e = 0;
-            for (int j = 0; j < SUB && (best < 0 || e < best); j++) {
-                float m = fabsf(x[j] - p[0]);
-                for (int k = 1; k < 4; k++) {
-                    float t = fabsf(x[j] - p[k]);
-                    if (t < m) m = t;
+            float e = 0;
+            if (dl == 0) {
+                for (int j = 0; j < SUB; j++) e += w[j] * x[j] * x[j];
+            } else {
+                float p[4], m[3];
+                for (int k = 0; k < 4; k++) p[k] = dl * v[k];
+                for (int k = 0; k < 3; k++) m[k] = 0.5f * (p[k] + p[k + 1]);
+                const int up = dl > 0;
+                for (int j = 0; j < SUB && (best < 0 || e < best); j++) {
+                    const float t = x[j] - p[nearest4(m, up, x[j])];
+                    e += w[j] * t * t;
                 }
-                e += (double)w[j] * (double)m * (double)m;
             }
             if (best < 0 || e < best) { best = e; bls = ls; bsh = sh; }
         }
     }
     const float dl = d * (bls - 16);
     const int8_t *v = iq2nl + 4 * bsh;
+    float p[4], m[3];
+    for (int k = 0; k < 4; k++) p[k] = dl * v[k];
+    for (int k = 0; k < 3; k++) m[k] = 0.5f * (p[k] + p[k + 1]);
     double sqx = 0, sq2 = 0;
     for (int j = 0; j < SUB; j++) {
-        int bk = 0;
-        float m = fabsf(x[j] - dl * v[0]);
-        for (int k = 1; k < 4; k++) {
-            float t = fabsf(x[j] - dl * v[k]);
-            if (t < m) { m = t; bk = k; }
-        }
+        const int bk = dl == 0 ? 0 : nearest4(m, dl > 0, x[j]);
         q[j] = (uint8_t)bk;
         const double iq = (double)(bls - 16) * v[bk];
         sqx += (double)w[j] * iq * x[j];
@@ -129,16 +137,24 @@ static double sub_search(float d, const float *x, const float *w, int *ls_out, i
     return best;
 }
 
-/* one super-block of x under the row scale d (f16 value) into b: scale fields and codes */
-static double block_fixed_d(float d, const float *x, const float *w, uint8_t *b, double *sumqx, double *sumq2)
+/* one super-block of x under the row scale d (f16 value) into b: scale fields and codes. s: the
+ * sub-blocks' own scales (the search then tries ls within 2 of s / d + 16), NULL: every ls. */
+static double block_fixed_d(float d, const float *x, const float *w, const float *s, uint8_t *b, double *sumqx,
+                            double *sumq2)
 {
     uint8_t L[GG_QK_K];
     uint16_t extra = 0;
     double err = 0;
     memset(b + 2, 0, NSUB / 2);
     for (int ib = 0; ib < NSUB; ib++) {
-        int ls, sh;
-        err += sub_search(d, x + SUB * ib, w + SUB * ib, &ls, &sh, L + SUB * ib, sumqx, sumq2);
+        int ls, sh, lo = 0, hi = 31;
+        if (s && d != 0) {
+            const float r = s[ib] / d;
+            const int c = r > 64 ? 64 : r < -64 ? -64 : gg_nearest_int(r) + 16;
+            lo = c - 2 < 0 ? 0 : c - 2 > 31 ? 31 : c - 2;
+            hi = c + 2 > 31 ? 31 : c + 2 < lo ? lo : c + 2;
+        }
+        err += sub_search(d, x + SUB * ib, w + SUB * ib, lo, hi, &ls, &sh, L + SUB * ib, sumqx, sumq2);
         b[2 + ib / 2] |= (uint8_t)((ls & 0xf) << (4 * (ib % 2)));
         extra |= (uint16_t)(((ls >> 4) << (8 + ib)) | (sh << ib));
     }
@@ -147,9 +163,10 @@ static double block_fixed_d(float d, const float *x, const float *w, uint8_t *b,
     return err;
 }
 
-/* a whole row under row scale d (rounded to f16 here) into dst; its weighted error */
-static double encode_row(float d, const float *x, const float *qw, uint8_t *dst, int64_t nb, double *sumqx,
-                         double *sumq2)
+/* a whole row under row scale d (rounded to f16 here) into dst; its weighted error. s: the
+ * sub-block scales or NULL (block_fixed_d) */
+static double encode_row(float d, const float *x, const float *qw, const float *s, uint8_t *dst, int64_t nb,
+                         double *sumqx, double *sumq2)
 {
     float wt[GG_QK_K];
     gg_put_h(dst, d);
@@ -158,7 +175,7 @@ static double encode_row(float d, const float *x, const float *qw, uint8_t *dst,
     *sumqx = *sumq2 = 0;
     for (int64_t i = 0; i < nb; i++) {
         block_weights(x + GG_QK_K * i, qw ? qw + GG_QK_K * i : NULL, wt);
-        err += block_fixed_d(dh, x + GG_QK_K * i, wt, dst + 2 + BYTES * i, sumqx, sumq2);
+        err += block_fixed_d(dh, x + GG_QK_K * i, wt, s ? s + NSUB * i : NULL, dst + 2 + BYTES * i, sumqx, sumq2);
     }
     return err;
 }
@@ -174,16 +191,16 @@ static float sub_scale(const float *x, const float *w)
     float best = 0, d = 0;
     for (int sh = 0; sh < 2; sh++) {
         const int8_t *v = iq2nl + 4 * sh;
+        const float vf[4] = {v[0], v[1], v[2], v[3]};
+        const float m[3] = {0.5f * (v[0] + v[1]), 0.5f * (v[1] + v[2]), 0.5f * (v[2] + v[3])};
         for (int end = 0; end < 2; end++)
             for (int itry = -13; itry <= 13; itry++) {
-                const float id = (v[end ? 3 : 0] + 0.5f * itry) / max;
+                const float id = (vf[end ? 3 : 0] + 0.5f * itry) / max;
                 float sumqx = 0, sumq2 = 0;
                 for (int j = 0; j < SUB; j++) {
-                    const float al = id * x[j];
-                    int k = al < v[1] ? 0 : al > v[2] ? 2 : 1;
-                    k = al - v[k] < v[k + 1] - al ? k : k + 1;
-                    sumqx += w[j] * v[k] * x[j];
-                    sumq2 += w[j] * v[k] * v[k];
+                    const float q = vf[nearest4(m, 1, id * x[j])];
+                    sumqx += w[j] * q * x[j];
+                    sumq2 += w[j] * q * q;
                 }
                 if (sumq2 > 0 && sumqx * sumqx > best * sumq2) {
                     d = sumqx / sumq2;
@@ -215,15 +232,16 @@ static void q_iq2_ks(const float *x, const float *qw, uint8_t *dst, int64_t n)
         }
     }
     double sumqx, sumq2;
-    double best = encode_row(-smax / 16, x, qw, dst, nb, &sumqx, &sumq2);
+    const float *sv = scales && sw ? scales : NULL;
+    double best = encode_row(-smax / 16, x, qw, sv, dst, nb, &sumqx, &sumq2);
     if (scales && sw && Ls && tmp) {
         /* 2. ik's row scale: the sub-block scales onto [-16, 16) by make_qx_quants */
         const float d = gg_make_qx_quants((int)ns, 16, scales, Ls, 1, sw);
-        double sx, s2, e = encode_row(d, x, qw, tmp, nb, &sx, &s2);
+        double sx, s2, e = encode_row(d, x, qw, sv, tmp, nb, &sx, &s2);
         if (e < best) { best = e; sumqx = sx; sumq2 = s2; memcpy(dst, tmp, rb); }
         /* 3. least-squares refits of the best row scale for its codes */
         for (int it = 0; it < 3 && sumq2 > 0; it++) {
-            e = encode_row((float)(sumqx / sumq2), x, qw, tmp, nb, &sx, &s2);
+            e = encode_row((float)(sumqx / sumq2), x, qw, sv, tmp, nb, &sx, &s2);
             if (!(e < best)) break;
             best = e; sumqx = sx; sumq2 = s2;
             memcpy(dst, tmp, rb);
@@ -239,7 +257,7 @@ static void qb_iq2_ks(const uint8_t *meta, const float *x, const float *qw, uint
     float wt[GG_QK_K];
     double sx = 0, s2 = 0;
     block_weights(x, qw, wt);
-    block_fixed_d(gg_h2f(meta), x, wt, b, &sx, &s2);
+    block_fixed_d(gg_h2f(meta), x, wt, NULL, b, &sx, &s2);
 }
 
 const gg_codec gg_codec_iq2_ks = {
