@@ -426,6 +426,58 @@ static void test_codec(void)
     CHECK(system(cmd) == 0);
 }
 
+/* tests/fixtures/ggml/vectors_ik_ks.bin (make_vectors.py gen-ik / run-ik / pack-ik): ik_llama.cpp's
+ * IQ2_KS codes of float rows (kind 3) and random rows (kind 4), each with ik's F32 of them, which
+ * moeq's dequantization must give bit for bit */
+static void test_ik_vectors(void)
+{
+    FILE *f = fopen(FIXTURES "/ggml/vectors_ik_ks.bin", "rb");
+    if (!f) {
+        printf("  vectors_ik_ks.bin absent: ik_llama.cpp's floats not checked (docs/GGML-TYPES.md)\n");
+        return;
+    }
+    fseek(f, 0, SEEK_END);
+    long sz = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    uint8_t *buf = malloc((size_t)sz);
+    CHECK(buf && fread(buf, 1, (size_t)sz, f) == (size_t)sz);
+    fclose(f);
+    if (!buf) return;
+    uint32_t hdr[2];
+    CHECK(sz >= 12 && !memcmp(buf, "MQGV", 4));
+    memcpy(hdr, buf + 4, 8);
+    size_t p = 12;
+    int checked = 0;
+    for (uint32_t i = 0; i < hdr[1] && p + 44 <= (size_t)sz; i++) {
+        uint32_t h[7];
+        memcpy(h, buf + p + 16, sizeof h);
+        const uint32_t kind = h[0], type = h[1], rows = h[3], cols = h[4], has_deq = h[5];
+        p += 44;
+        size_t len = kind == 0 ? (size_t)rows * cols * 4 : kind == 1 ? (size_t)h[6] * cols * 4 : 0;
+        if (kind >= 2) {
+            const size_t rb = moeq_ggml_row_bytes((moeq_ggml_type)type, cols);
+            CHECK(type == MOEQ_GGML_IQ2_KS && rb);
+            len = (size_t)rows * rb + (has_deq ? (size_t)rows * cols * 4 : 0);
+            if (p + len > (size_t)sz || !rb) break;
+            if (has_deq) {
+                float *y = malloc((size_t)cols * sizeof *y);
+                int bad = 0;
+                for (uint32_t r = 0; r < rows; r++) {
+                    moeq_ggml_dequant_row(MOEQ_GGML_IQ2_KS, buf + p + r * rb, y, cols);
+                    bad += memcmp(y, buf + p + rows * rb + (size_t)r * cols * 4, (size_t)cols * 4) != 0;
+                }
+                CHECK_MSG(!bad, "record %u (kind %u): %d rows differ from ik_llama.cpp's floats", i, kind, bad);
+                checked += (int)rows;
+                free(y);
+            }
+        }
+        p += len;
+    }
+    CHECK(p == (size_t)sz && checked > 0);
+    printf("  ik_llama.cpp's IQ2_KS floats: %d rows reproduced bit for bit\n", checked);
+    free(buf);
+}
+
 int main(void)
 {
     RUN_TEST(test_layout);
@@ -434,5 +486,6 @@ int main(void)
     RUN_TEST(test_gptq);
     RUN_TEST(test_gemm);
     RUN_TEST(test_codec);
+    RUN_TEST(test_ik_vectors);
     HARNESS_EXIT();
 }
