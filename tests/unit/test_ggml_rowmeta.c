@@ -448,12 +448,14 @@ static void test_ik_vectors(void)
     memcpy(hdr, buf + 4, 8);
     size_t p = 12;
     int checked = 0;
+    const float *in[3] = { NULL, NULL, NULL }, *im[3] = { NULL, NULL, NULL };   /* rows, imatrix per set */
     for (uint32_t i = 0; i < hdr[1] && p + 44 <= (size_t)sz; i++) {
         uint32_t h[7];
         memcpy(h, buf + p + 16, sizeof h);
         const uint32_t kind = h[0], type = h[1], rows = h[3], cols = h[4], has_deq = h[5];
         p += 44;
         size_t len = kind == 0 ? (size_t)rows * cols * 4 : kind == 1 ? (size_t)h[6] * cols * 4 : 0;
+        if (kind < 2 && h[2] < 3 && p + len <= (size_t)sz) (kind ? im : in)[h[2]] = (const float *)(const void *)(buf + p);
         if (kind >= 2) {
             const size_t rb = moeq_ggml_row_bytes((moeq_ggml_type)type, cols);
             CHECK(type == MOEQ_GGML_IQ2_KS && rb);
@@ -468,6 +470,26 @@ static void test_ik_vectors(void)
                 }
                 CHECK_MSG(!bad, "record %u (kind %u): %d rows differ from ik_llama.cpp's floats", i, kind, bad);
                 checked += (int)rows;
+                /* ik's codes of the float rows with the imatrix against moeq's weighted search, in
+                 * the importance-weighted squared error */
+                const uint32_t s = h[2], ex = h[6] ? h[6] : 1;
+                if (kind == 3 && s < 3 && in[s] && im[s]) {
+                    uint8_t *q = malloc(rb);
+                    double e_ik = 0, e_mq = 0;
+                    for (uint32_t r = 0; r < rows; r++) {
+                        const float *x = in[s] + (size_t)r * cols, *imp = im[s] + (size_t)(r / (rows / ex)) * cols;
+                        const float *yi = (const float *)(const void *)(buf + p + rows * rb) + (size_t)r * cols;
+                        moeq_ggml_quant_row(MOEQ_GGML_IQ2_KS, x, imp, q, cols);
+                        moeq_ggml_dequant_row(MOEQ_GGML_IQ2_KS, q, y, cols);
+                        for (uint32_t c = 0; c < cols; c++) {
+                            e_ik += (double)imp[c] * ((double)x[c] - yi[c]) * ((double)x[c] - yi[c]);
+                            e_mq += (double)imp[c] * ((double)x[c] - y[c]) * ((double)x[c] - y[c]);
+                        }
+                    }
+                    printf("  set %u: imatrix-weighted error moeq / ik_llama.cpp %.4f\n", s, e_ik > 0 ? e_mq / e_ik : 0.0);
+                    CHECK_MSG(e_mq <= 1.1 * e_ik, "set %u: moeq %.6g vs ik %.6g", s, e_mq, e_ik);
+                    free(q);
+                }
                 free(y);
             }
         }
