@@ -93,7 +93,9 @@ struct moeq_gptq_hinv;
  * quant/gptq.c takes it). The columns are swept in order, each block's scales and mins found
  * by the weighted search of moeq_ggml_quant_row (importances diag(H)) on the block's values when
  * the sweep reaches it (o->act_order: by descending diag(H), the grids searched once on the
- * original rows), and each value is rounded to the nearest point of its block's grid,
+ * original rows; a type with row metadata, IQ2_KS, first gets its row scale from the weighted
+ * search of the whole original row, and its blocks are searched under it), and each value is
+ * rounded to the nearest point of its block's grid,
  * its error fed forward through the Cholesky factor of (H + λI)⁻¹ (moeq_gptq_hinv_create: the
  * damping and retries of o). Never fails on the data: H == NULL or a zero diagonal (dead or
  * undersampled expert) gives the weighted search with the fallback weight 1 and no feedback, a
