@@ -4,7 +4,7 @@
 # every chunk of the matmul), the blocks copied unchanged when a GGUF is re-exported (expert
 # rows sliced with their meta), and llama-quantize's fallback (IQ4_NL) for rows 256 does not
 # divide. Mainline llama.cpp cannot load the type; with MOEQ_IK_BIN set (ik_llama.cpp's build/bin,
-# holding llama-quantize and llama-perplexity) ik's F32 of the export must be moeq's bit for bit
+# holding llama-quantize and llama-perplexity; an absolute path) ik's F32 of the export must be moeq's bit for bit
 # and its perplexity run must finish with a finite estimate.
 . tests/cli/lib.sh
 T=$FX/heldout.safetensors
@@ -36,7 +36,7 @@ PY
   || echo "FAIL export gguf IQ2_KS fallbacks: $(field "d['fallbacks']")"
 
 if [ -n "${MOEQ_IK_BIN:-}" ] && [ -x "$MOEQ_IK_BIN/llama-quantize" ]; then
-  "$MOEQ_IK_BIN/llama-quantize" --pure --allow-requantize "$TMPD/a.gguf" "$TMPD/ik.gguf" F32 1 > "$TMPD/ikq" 2>&1
+  (cd "$TMPD" && "$MOEQ_IK_BIN/llama-quantize" --pure --allow-requantize a.gguf ik.gguf F32 1 > ikq 2>&1)
   "$MOEQ" export gguf "$TMPD/a.gguf" -o "$TMPD/mq.gguf" --type F32 -q
   python3 - "$TMPD/a.gguf" "$TMPD/ik.gguf" "$TMPD/mq.gguf" <<'PY' && echo "PASS ik_llama.cpp's F32 of moeq's IQ2_KS experts is moeq's" || echo "FAIL ik_llama.cpp's F32 of moeq's IQ2_KS experts is moeq's"
 import sys
@@ -47,7 +47,8 @@ ks = [k for k in a if a[k][1] == 145]
 sys.exit(not (len(ks) == 6 and all(ik[k][1] == 0 and ik[k] == mq[k] for k in ks)))
 PY
   head -c 3000 $FX/heldout.txt > "$TMPD/held.txt"
-  "$MOEQ_IK_BIN/llama-perplexity" -m "$TMPD/a.gguf" -f "$TMPD/held.txt" -c 128 -t 2 > "$TMPD/ikp" 2>&1
+  # in $TMPD: ik's tools leave a llama.log in the working directory
+  (cd "$TMPD" && "$MOEQ_IK_BIN/llama-perplexity" -m a.gguf -f held.txt -c 128 -t 2 > ikp 2>&1)
   ppl=$(sed -n 's/.*Final estimate: PPL over .* = \([0-9.]*\).*/\1/p' "$TMPD/ikp")
   python3 -c "import sys, math; sys.exit(not math.isfinite(float(sys.argv[1])))" "${ppl:-nan}" \
     && echo "PASS ik_llama.cpp runs moeq's IQ2_KS GGUF: PPL $ppl" || echo "FAIL ik_llama.cpp perplexity: $(tail -3 "$TMPD/ikp")"
