@@ -16,7 +16,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-/* ggml's enum ggml_type: block sizes and bytes per block (ggml.c type_traits). */
+/* ggml's enum ggml_type: block sizes and bytes per block (ggml.c type_traits); ik_llama.cpp's
+ * types (ids from 137 on) with their row meta (the rows above leave it 0). */
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmissing-field-initializers"
 static const moeq_gguf_type types[] = {
     { 0, "F32", 1, 4 },        { 1, "F16", 1, 2 },         { 2, "Q4_0", 32, 18 },
     { 3, "Q4_1", 32, 20 },     { 6, "Q5_0", 32, 22 },      { 7, "Q5_1", 32, 24 },
@@ -30,7 +33,9 @@ static const moeq_gguf_type types[] = {
     { 29, "IQ1_M", 256, 56 },  { 30, "BF16", 1, 2 },       { 34, "TQ1_0", 256, 54 },
     { 35, "TQ2_0", 256, 66 },  { 39, "MXFP4", 32, 17 },
     { 137, "IQ2_K", 256, 76 },   /* ik_llama.cpp only */
+    { 145, "IQ2_KS", 256, 70, 2 },
 };
+#pragma GCC diagnostic pop
 #define N_TYPES (sizeof types / sizeof types[0])
 
 const moeq_gguf_type *moeq_gguf_type_get(int id)
@@ -357,8 +362,9 @@ moeq_status moeq_gguf_parse(const void *buf, size_t len, const char *label, moeq
         }
         t->type = ty;
         t->numel = numel;
-        /* numel < 2^63 and bytes/elem <= 9.125: the product fits in uint64 */
-        t->nbytes = (uint64_t)(numel / ti->block) * (uint64_t)ti->bytes;
+        /* numel < 2^63, bytes/elem <= 9.125 and row meta <= 2 per row (ne[0] >= 256): fits in uint64 */
+        t->nbytes = (uint64_t)(numel / ti->block) * (uint64_t)ti->bytes +
+                    (uint64_t)(numel / t->ne[0]) * (uint64_t)ti->row_meta;
         t->offset = le(b + r.pos + 4, 8);
         r.pos += 12;
         g->nt++;

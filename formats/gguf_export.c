@@ -399,6 +399,7 @@ int moeq_gguf_fallback_type(int t, int64_t ne0)
     case 14: f = 8; break;            /* Q6_K -> Q8_0 */
     case 23: f = 20; break;           /* IQ4_XS -> IQ4_NL */
     case 137: f = 20; break;          /* IQ2_K -> IQ4_NL (ik_llama.cpp's llama-quantize.cpp) */
+    case 145: f = 20; break;          /* IQ2_KS -> IQ4_NL (ik_llama.cpp's llama-quantize.cpp) */
     default: break;
     }
     if (!moeq_gguf_row_bytes(f, ne0) || !moeq_gguf_type_computable(f)) f = 1;   /* F16 */
@@ -713,6 +714,7 @@ static int ftype_of(int t)
     case 34: return 36; case 35: return 37;   /* LLAMA_FTYPE_MOSTLY_TQ1_0, TQ2_0 */
     case 39: return 38;   /* LLAMA_FTYPE_MOSTLY_MXFP4_MOE */
     case 137: return 138; /* ik_llama.cpp's LLAMA_FTYPE_MOSTLY_IQ2_K */
+    case 145: return 147; /* ik_llama.cpp's LLAMA_FTYPE_MOSTLY_IQ2_KS */
     default: return 0;
     }
 }
@@ -1289,7 +1291,7 @@ moeq_status moeq_gguf_export(const moeq_model *m, const char *out_path, const mo
         uint64_t nb = moeq_gguf_row_bytes(t->type, t->ne[0]) * (uint64_t)(numel / t->ne[0]);
         weights += (uint64_t)numel;
         wbytes += nb;
-        res->types[t->type]++;
+        if (t->type >= 0 && t->type < 256) res->types[t->type]++;
         if (o->progress) o->progress(o->user, (int64_t)i, (int64_t)x.n, t->name, t->nd, t->ne, moeq_gguf_type_get(t->type)->name);
     }
     if ((st = moeq_gguf_writer_finish(w, &res->bytes, err))) goto out;

@@ -13,7 +13,7 @@ uint64_t moeq_gguf_row_bytes(int type, int64_t n)
 {
     const moeq_gguf_type *t = moeq_gguf_type_get(type);
     if (!t || n < 0 || n % t->block) return 0;
-    return (uint64_t)(n / t->block) * (uint64_t)t->bytes;
+    return (uint64_t)t->row_meta + (uint64_t)(n / t->block) * (uint64_t)t->bytes;
 }
 
 int moeq_gguf_type_computable(int type) { return moeq_ggml_type_get(type) != NULL; }

@@ -116,7 +116,7 @@ moeq_status moeq_codec_parse(const char *s, moeq_codec *out, moeq_error *err)
 bad:
     return moeq_fail(err, MOEQ_ERR_MISUSE, "codec '%s': want keep, bf16, f16, f32, qBgGa|s (B in 2,3,4,8; "
                      "G in 32,64,128), qBca|s (per channel) or a ggml block type (q2_k, q3_k, q4_k, q5_k, q6_k, "
-                     "iq4_xs, iq4_nl, q4_0, q4_1, q5_0, q5_1, q8_0, mxfp4, tq1_0, tq2_0, iq2_k)", s);
+                     "iq4_xs, iq4_nl, q4_0, q4_1, q5_0, q5_1, q8_0, mxfp4, tq1_0, tq2_0, iq2_k, iq2_ks)", s);
 }
 
 /* The codec to name when a ggml type's block does not divide cols: the 32-block codec of about
@@ -125,6 +125,7 @@ static const struct { moeq_ggml_type t; const char *near; } GGML_NEAR[] = {
     {MOEQ_GGML_Q2_K, "q2g32s"}, {MOEQ_GGML_Q3_K, "q3g32s"}, {MOEQ_GGML_Q4_K, "iq4_nl"}, {MOEQ_GGML_IQ4_XS, "iq4_nl"},
     {MOEQ_GGML_Q5_K, "q5_0"},   {MOEQ_GGML_Q6_K, "q8_0"},   {MOEQ_GGML_TQ1_0, "q2g32s"}, {MOEQ_GGML_TQ2_0, "q2g32s"},
     {MOEQ_GGML_IQ2_K, "q2g32s"},
+    {MOEQ_GGML_IQ2_KS, "q2g32s"},
 };
 
 moeq_status moeq_codec_check(const moeq_codec *c, int64_t rows, int64_t cols, moeq_error *err)
@@ -167,7 +168,9 @@ double moeq_codec_bpw(const moeq_codec *c, int64_t cols)
 {
     if (c->type == MOEQ_CODEC_GGML) {
         const moeq_ggml_type_info *ti = moeq_ggml_type_get(c->gtype);
-        return ti && ti->block > 0 ? 8.0 * ti->bytes / ti->block : 0;
+        if (!ti || ti->block <= 0) return 0;
+        /* row meta (IQ2_KS's f16 row scale) spread over the row's cols */
+        return 8.0 * ti->bytes / ti->block + (cols > 0 ? 8.0 * ti->row_meta / (double)cols : 0);
     }
     if (c->type != MOEQ_CODEC_INT || cols <= 0) return c->type == MOEQ_CODEC_RAW ? 8.0 * (double)moeq_dtype_size(c->dtype) : 0;
     int64_t g = c->group ? c->group : cols, ng = (cols + g - 1) / g;

@@ -32,6 +32,7 @@ typedef enum moeq_ggml_type {
     MOEQ_GGML_TQ2_0 = 35,
     MOEQ_GGML_MXFP4 = 39,
     MOEQ_GGML_IQ2_K = 137,   /* ik_llama.cpp's id (mainline llama.cpp has no such type) */
+    MOEQ_GGML_IQ2_KS = 145,   /* ik_llama.cpp's (not in mainline ggml): an f16 scale per row */
 } moeq_ggml_type;
 
 typedef struct moeq_ggml_type_info {
@@ -39,13 +40,15 @@ typedef struct moeq_ggml_type_info {
     const char *name;        /* "Q4_K", as llama.cpp spells it */
     int block;               /* values per block (1 for F32/F16/BF16) */
     int bytes;               /* bytes per block */
+    int row_meta;            /* bytes at the start of each row before its blocks (IQ2_KS: 2), else 0 */
 } moeq_ggml_type_info;
 
 /* NULL for a type id moeq does not support (the caller names it in its error). */
 const moeq_ggml_type_info *moeq_ggml_type_get(int type);
 /* Case-insensitive name lookup ("q4_k", "Q4_K"); NULL when unknown. */
 const moeq_ggml_type_info *moeq_ggml_type_by_name(const char *name);
-/* Bytes of one row of n values; 0 when n is not a multiple of the type's block. */
+/* Bytes of one row of n values (row_meta + n / block * bytes); 0 when n is not a multiple of
+ * the type's block. */
 size_t moeq_ggml_row_bytes(moeq_ggml_type t, int64_t n);
 
 /* Dequantize one row of n values (n a multiple of the block): exactly llama.cpp's
@@ -95,7 +98,9 @@ struct moeq_gptq_hinv;
  * quant/gptq.c takes it). The columns are swept in order, each block's scales and mins found
  * by the weighted search of moeq_ggml_quant_row (importances diag(H)) on the block's values when
  * the sweep reaches it (o->act_order: by descending diag(H), the grids searched once on the
- * original rows), and each value is rounded to the nearest point of its block's grid,
+ * original rows; a type with row metadata, IQ2_KS, first gets its row scale from the weighted
+ * search of the whole original row, and its blocks are searched under it), and each value is
+ * rounded to the nearest point of its block's grid,
  * its error fed forward through the Cholesky factor of (H + λI)⁻¹ (moeq_gptq_hinv_create: the
  * damping and retries of o). Never fails on the data: H == NULL or a zero diagonal (dead or
  * undersampled expert) gives the weighted search with the fallback weight 1 and no feedback, a

@@ -26,6 +26,7 @@ typedef struct moeq_gguf_type {
     int id;
     const char *name;
     int block, bytes;
+    int row_meta;   /* bytes at the start of each row before its blocks (ik_llama.cpp's row_meta_size) */
 } moeq_gguf_type;
 const moeq_gguf_type *moeq_gguf_type_get(int id);          /* NULL for an unknown id */
 const moeq_gguf_type *moeq_gguf_type_by_name(const char *name);   /* case-insensitive */

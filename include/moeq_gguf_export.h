@@ -39,7 +39,7 @@ typedef struct moeq_gguf_export_result {
     uint64_t weights;              /* values in all tensors */
     double bits_per_weight;        /* tensor data bits per value, scales included */
     int64_t tensors;
-    int64_t types[40];             /* tensors per ggml type id */
+    int64_t types[256];            /* tensors per ggml type id (ik_llama.cpp's ids go past 137) */
     json_t *fallbacks;             /* array of {tensor, type?, fallback, reason}; caller decrefs */
     json_t *damps;                 /* --method gptq, --damp auto: [{tensor, damp, experts, val_err}]; caller decrefs */
 } moeq_gguf_export_result;

@@ -60,14 +60,28 @@ static int importances(const double *d, int64_t stride, int64_t n, float *imp)
     return 1;
 }
 
+/* block k of a row (after the row's meta, if its type has one) and its grid */
+static inline uint8_t *block_at(const gg_codec *c, uint8_t *row, int64_t k)
+{
+    return row + c->row_meta + (size_t)k * (size_t)c->bytes;
+}
+static void block_grid(const gg_codec *c, uint8_t *row, int64_t k, float *A, float *B)
+{
+    if (c->row_meta) c->grid_meta(row, block_at(c, row, k), A, B);
+    else c->grid(block_at(c, row, k), A, B);
+}
+
 /* One block's grid searched again on the sweep's current values w[0..block) (errors of the
- * columns before it fed in), as GPTQ's dynamic groups do: the block's bytes and its A, B. */
-static void regrid(const gg_codec *c, const double *w, const float *imp, float *A, float *B, uint8_t *blk)
+ * columns before it fed in), as GPTQ's dynamic groups do: the block's bytes and its A, B. A type
+ * with row meta keeps the row's (chosen from the whole row before the sweep) and searches the
+ * block under it. */
+static void regrid(const gg_codec *c, const double *w, const float *imp, float *A, float *B, uint8_t *row, int64_t k)
 {
     float v[256];
     for (int j = 0; j < c->block; j++) v[j] = (float)w[j];
-    moeq_ggml_quant_row(c->type, v, imp, blk, c->block);
-    c->grid(blk, A, B);
+    if (c->row_meta) gg_quant_block_meta(c, row, k, v, imp);
+    else moeq_ggml_quant_row(c->type, v, imp, block_at(c, row, k), c->block);
+    block_grid(c, row, k, A, B);
 }
 
 static void search_rows(const gg_codec *c, const float *w, int64_t rows, int64_t cols, const float *imp, uint8_t *dst,
@@ -192,8 +206,9 @@ static moeq_status sweep(const gg_codec *c, const float *w, int64_t rows, int64_
     const double *U = moeq_gptq_hinv_factor(h, &n, &perm);
     /* 1. act order: the grids by the weighted search on the original rows (static groups); in
      * column order each block's grid is searched when the sweep reaches it (regrid), no first
-     * search (it was the export's largest cost, thrown away) */
-    if (perm) search_rows(c, w, rows, cols, imp, dst, rb);
+     * search (it was the export's largest cost, thrown away), except for a type with row meta,
+     * whose row scale the search of the whole original row sets before the sweep */
+    if (perm || c->row_meta) search_rows(c, w, rows, cols, imp, dst, rb);
     const int64_t nblk = (rows + ROW_BLOCK - 1) / ROW_BLOCK, nb = cols / c->block;
     /* the regrid's importances: the sweep's loss weighs column i's rounding error by 1 / U_ii²
      * (its error is fed forward as (w - q) / U_ii), not by H_ii; scaled to mean 1 */
@@ -221,9 +236,9 @@ static moeq_status sweep(const gg_codec *c, const float *w, int64_t rows, int64_
             if (!ok) continue;
             const int64_t r0 = b * ROW_BLOCK, R = rows - r0 < ROW_BLOCK ? rows - r0 : ROW_BLOCK;
             for (int64_t r = 0; r < R; r++) {
-                const uint8_t *row = dst + (size_t)(r0 + r) * rb;
+                uint8_t *row = dst + (size_t)(r0 + r) * rb;
                 for (int64_t k = 0; perm && k < nb; k++)
-                    c->grid(row + k * c->bytes, A + r * cols + k * c->block, B + r * cols + k * c->block);
+                    block_grid(c, row, k, A + r * cols + k * c->block, B + r * cols + k * c->block);
                 for (int64_t i = 0; i < cols; i++) W[r * cols + i] = w[(r0 + r) * cols + (perm ? perm[i] : i)];
             }
             /* 2. the sweep (quant/gptq.c gptq_rows with fixed grids) */
@@ -233,7 +248,7 @@ static moeq_status sweep(const gg_codec *c, const float *w, int64_t rows, int64_
                     const int64_t col = perm ? perm[i] : i;
                     if (!perm && i % c->block == 0)
                         for (int64_t r = 0; r < R; r++) regrid(c, W + r * cols + i, uimp + i, A + r * cols + i, B + r * cols + i,
-                                                              dst + (size_t)(r0 + r) * rb + (size_t)(i / c->block) * c->bytes);
+                                                              dst + (size_t)(r0 + r) * rb, i / c->block);
                     const double d = U[i * cols + i];
                     for (int64_t r = 0; r < R; r++) {
                         double *wr = W + r * cols;
@@ -252,7 +267,7 @@ static moeq_status sweep(const gg_codec *c, const float *w, int64_t rows, int64_
             /* 3. the codes into the blocks, whose scale fields stay as the search set them */
             for (int64_t r = 0; r < R; r++) {
                 uint8_t *row = dst + (size_t)(r0 + r) * rb;
-                for (int64_t k = 0; k < nb; k++) c->pack(row + k * c->bytes, L + r * cols + k * c->block);
+                for (int64_t k = 0; k < nb; k++) c->pack(block_at(c, row, k), L + r * cols + k * c->block);
                 if (wq) moeq_ggml_dequant_row(t, row, wq + (r0 + r) * cols, cols);
             }
         }

@@ -366,7 +366,8 @@ static moeq_status reuse_costs(const char *path, const moeq_model *m, moeq_gguf_
 
 static int bits_rank(int t, int64_t cols)
 {
-    return (int)moeq_ggml_row_bytes((moeq_ggml_type)t, cols * 256);   /* bytes per 256 rows of cols: orders types */
+    /* bytes per 256 rows of cols (row meta included): orders types */
+    return (int)(256 * moeq_ggml_row_bytes((moeq_ggml_type)t, cols));
 }
 
 moeq_status moeq_gguf_plan_make(const moeq_model *m, const moeq_gguf_plan_opts *o, moeq_gguf_plan *out,

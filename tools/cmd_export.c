@@ -20,8 +20,8 @@ static const char *EXPORT_HELP =
     "(docs/export.md, docs/FORMAT-gguf.md). The file is written under a temporary name and renamed.\n"
     "  -o OUT.gguf          the output file\n"
     "  --type TYPE          ggml type of the routed experts, as llama.cpp spells it (F32, F16, BF16,\n"
-    "                       Q8_0, Q4_0, Q4_1, ... Q4_K, IQ4_XS, MXFP4, TQ1_0, TQ2_0; IQ2_K: a file\n"
-    "                       only ik_llama.cpp loads). A float type applies to every\n"
+    "                       Q8_0, Q4_0, Q4_1, ... Q4_K, IQ4_XS, MXFP4, TQ1_0, TQ2_0; IQ2_K, IQ2_KS:\n"
+    "                       files only ik_llama.cpp loads). A float type applies to every\n"
     "                       matrix (a dequantized copy). Default: every matrix as stored (BF16 stays\n"
     "                       BF16, MXFP4 experts (gpt-oss) stay MXFP4, their codes copied, a GGUF keeps\n"
     "                       its blocks, .moeq codecs map exactly: 4-bit g32 sym -> Q4_0,\n"
@@ -150,7 +150,7 @@ int cmd_export(int argc, char **argv)
     rc = 0;
     if (tc.json) {
         json_t *j = json_object(), *types = json_object();
-        for (int t = 0; t < 40; t++)
+        for (int t = 0; t < 256; t++)
             if (res.types[t]) json_object_set_new(types, moeq_gguf_type_get(t)->name, json_integer(res.types[t]));
         json_object_set_new(j, "output", json_string(out));
         json_object_set_new(j, "bytes", json_integer((json_int_t)res.bytes));

@@ -20,7 +20,7 @@
 static void ref_rows(const gg_codec *c, const uint8_t *W, int64_t r0, int64_t r1, int64_t cols, const float *X,
                      int64_t n, float *Y, int64_t ldy)
 {
-    const size_t rb = (size_t)(cols / c->block) * (size_t)c->bytes;
+    const size_t rb = gg_row_bytes(c, cols);
     float w[GG_CHUNK];
     double *acc = malloc((size_t)(n > 0 ? n : 1) * sizeof *acc);
     for (int64_t r = r0; r < r1; r++) {
@@ -29,7 +29,7 @@ static void ref_rows(const gg_codec *c, const uint8_t *W, int64_t r0, int64_t r1
             memset(acc, 0, (size_t)n * sizeof *acc);
             for (int64_t c0 = 0; c0 < cols; c0 += GG_CHUNK) {
                 int64_t len = cols - c0 < GG_CHUNK ? cols - c0 : GG_CHUNK;
-                c->dequant(row + (size_t)(c0 / c->block) * (size_t)c->bytes, w, len / c->block);
+                gg_dequant_blocks(c, row, c0 / c->block, w, len / c->block);
                 for (int64_t i = 0; i < n; i++) {
                     const float *x = X + i * cols + c0;
                     double s = acc[i];
@@ -44,7 +44,7 @@ static void ref_rows(const gg_codec *c, const uint8_t *W, int64_t r0, int64_t r1
                 double s = 0;
                 for (int64_t c0 = 0; c0 < cols; c0 += GG_CHUNK) {
                     int64_t len = cols - c0 < GG_CHUNK ? cols - c0 : GG_CHUNK;
-                    c->dequant(row + (size_t)(c0 / c->block) * (size_t)c->bytes, w, len / c->block);
+                    gg_dequant_blocks(c, row, c0 / c->block, w, len / c->block);
                     for (int64_t k = 0; k < len; k++) s += (double)w[k] * (double)X[i * cols + c0 + k];
                 }
                 Y[i * ldy + r] = (float)s;

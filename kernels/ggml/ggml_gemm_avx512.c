@@ -228,13 +228,13 @@ static void rows512(const gg_codec *c, const uint8_t *W, int64_t r0, int64_t r1,
                     float *Y, int64_t ldy)
 {
     const deq_fn deq = fast_dequant(c);
-    const size_t rb = (size_t)(cols / c->block) * (size_t)c->bytes;
+    const size_t rb = gg_row_bytes(c, cols);
     float chunk[GG_CHUNK] __attribute__((aligned(64)));
     /* more than 4 tokens: decode the row once (same sums as decoding per pass) */
     float *full = n > 4 ? aligned_alloc(64, (size_t)((cols + 15) / 16 * 16) * sizeof(float)) : NULL;
     for (int64_t r = r0; r < r1; r++) {
         const uint8_t *row = W + (size_t)r * rb;
-        if (full) deq(row, full, cols / c->block);
+        if (full) deq(row, full, cols / c->block);   /* whole rows: a row-meta type's own dequant */
         for (int64_t i0 = 0; i0 < n; i0 += 4) {
             /* missing tokens of the last pass repeat token i0; their sums are dropped */
             const float *x[4];
@@ -243,7 +243,8 @@ static void rows512(const gg_codec *c, const uint8_t *W, int64_t r0, int64_t r1,
             for (int64_t c0 = 0; c0 < cols; c0 += GG_CHUNK) {
                 const int64_t len = cols - c0 < GG_CHUNK ? cols - c0 : GG_CHUNK;
                 const float *w = full ? full + c0 : chunk;
-                if (!full) deq(row + (size_t)(c0 / c->block) * (size_t)c->bytes, chunk, len / c->block);
+                if (!full && c->row_meta) gg_dequant_blocks(c, row, c0 / c->block, chunk, len / c->block);
+                else if (!full) deq(row + (size_t)(c0 / c->block) * (size_t)c->bytes, chunk, len / c->block);
                 if (n - i0 == 1) dot1(w, len, x[0] + c0, &acc[0]);
                 else dot4(w, len, x[0] + c0, x[1] + c0, x[2] + c0, x[3] + c0, acc);
             }

@@ -15,6 +15,10 @@
 #define GG_QK_K 256
 #define GG_EPS 1e-15f   /* GROUP_MAX_EPS: a group below this is all zero */
 
+/* The table rows are positional initializers that end before the optional fields at the end
+ * of gg_codec (row_meta and its callbacks), which are zero for them. */
+#pragma GCC diagnostic ignored "-Wmissing-field-initializers"
+
 /* One row of the type table: layout, dequant, quant, and what GPTQ needs to move codes on the
  * fixed grid of a block (quant/ggml_gptq.c). */
 typedef struct gg_codec {
@@ -33,6 +37,19 @@ typedef struct gg_codec {
     void (*grid)(const uint8_t *blk, float *A, float *B);
     /* writes the codes L[block] into a block whose scale fields are already set */
     void (*pack)(uint8_t *blk, const uint8_t *L);
+    /* Row metadata (ik_llama.cpp's row_meta_size): bytes at the start of each row, before its
+     * first block (IQ2_KS: an f16 row scale). 0 for ggml's types, whose rows are blocks only.
+     * For a type with row_meta, dequant and quant above take and write whole rows (src / dst
+     * at the row's start, meta included), grid is NULL, and the callbacks below, which get the
+     * row's meta separately, serve everything that works on blocks of a row. */
+    int row_meta;
+    /* nb blocks at src (inside a row whose meta is at meta) into nb * block floats */
+    void (*dequant_meta)(const uint8_t *meta, const uint8_t *src, float *dst, int64_t nb);
+    /* GPTQ grid of one block, as grid above, under the row's meta */
+    void (*grid_meta)(const uint8_t *meta, const uint8_t *blk, float *A, float *B);
+    /* one block of x re-searched under a fixed row meta (GPTQ's regrid): scale fields and codes;
+     * w as quant's (NULL: unweighted) */
+    void (*quant_block_meta)(const uint8_t *meta, const float *x, const float *w, uint8_t *blk);
 } gg_codec;
 
 const gg_codec *gg_codec_get(moeq_ggml_type t);
@@ -43,6 +60,22 @@ extern const gg_codec gg_codec_q2_k, gg_codec_q3_k, gg_codec_q4_k, gg_codec_q5_k
 extern const gg_codec gg_codec_iq4_nl, gg_codec_iq4_xs, gg_codec_mxfp4;
 extern const gg_codec gg_codec_iq2_k;   /* ik_llama.cpp only */
 extern const gg_codec gg_codec_tq1_0, gg_codec_tq2_0;
+extern const gg_codec gg_codec_iq2_ks;   /* ik_llama.cpp's, with an f16 row scale */
+
+/* bytes of one row of cols values (cols a multiple of the block) */
+static inline size_t gg_row_bytes(const gg_codec *c, int64_t cols)
+{
+    return (size_t)c->row_meta + (size_t)(cols / c->block) * (size_t)c->bytes;
+}
+/* nb blocks of row, from block k0 on, into dst: the one way to decode part of a row */
+static inline void gg_dequant_blocks(const gg_codec *c, const uint8_t *row, int64_t k0, float *dst, int64_t nb)
+{
+    if (c->row_meta) c->dequant_meta(row, row + c->row_meta + (size_t)k0 * (size_t)c->bytes, dst, nb);
+    else c->dequant(row + (size_t)k0 * (size_t)c->bytes, dst, nb);
+}
+/* one block of a row (at row + row_meta + k * bytes) re-searched as moeq_ggml_quant_row would
+ * weigh it (imp cleaned the same way), the row's meta kept; only for row_meta types */
+void gg_quant_block_meta(const gg_codec *c, uint8_t *row, int64_t k, const float *x, const float *imp);
 
 /* the non-linear 4-bit grid of IQ4_NL / IQ4_XS (ggml-common.h kvalues_iq4nl) */
 extern const int8_t gg_iq4nl_values[16];

@@ -9,6 +9,7 @@ static const gg_codec *const codecs[] = {
     &gg_codec_f32,  &gg_codec_f16,  &gg_codec_bf16, &gg_codec_q4_0, &gg_codec_q4_1,   &gg_codec_q5_0,   &gg_codec_q5_1,
     &gg_codec_q8_0, &gg_codec_q2_k, &gg_codec_q3_k, &gg_codec_q4_k, &gg_codec_q5_k,   &gg_codec_q6_k,   &gg_codec_iq4_nl,
     &gg_codec_iq4_xs, &gg_codec_mxfp4, &gg_codec_tq1_0, &gg_codec_tq2_0, &gg_codec_iq2_k,
+    &gg_codec_iq2_ks,
 };
 #define N_CODECS (sizeof codecs / sizeof codecs[0])
 
@@ -27,7 +28,8 @@ static void infos_init(void)
     if (__atomic_load_n(&infos_ready, __ATOMIC_ACQUIRE)) return;
     /* idempotent: racing threads write the same values */
     for (size_t i = 0; i < N_CODECS; i++)
-        infos[i] = (moeq_ggml_type_info){codecs[i]->type, codecs[i]->name, codecs[i]->block, codecs[i]->bytes};
+        infos[i] = (moeq_ggml_type_info){codecs[i]->type, codecs[i]->name, codecs[i]->block, codecs[i]->bytes,
+                                         codecs[i]->row_meta};
     __atomic_store_n(&infos_ready, 1, __ATOMIC_RELEASE);
 }
 
@@ -55,7 +57,7 @@ size_t moeq_ggml_row_bytes(moeq_ggml_type t, int64_t n)
 {
     const gg_codec *c = gg_codec_get(t);
     if (!c || n <= 0 || n % c->block) return 0;
-    return (size_t)(n / c->block) * (size_t)c->bytes;
+    return gg_row_bytes(c, n);
 }
 
 void moeq_ggml_dequant_row(moeq_ggml_type t, const void *src, float *dst, int64_t n)
@@ -97,5 +99,14 @@ void moeq_ggml_quant_row(moeq_ggml_type t, const float *src, const float *imp, v
     float *w = imp && c->levels ? clean_importance(imp, n) : NULL;
     /* no memory for the cleaned copy: the unweighted reference, still a valid row */
     c->quant(src, w, dst, n);
+    free(w);
+}
+
+void gg_quant_block_meta(const gg_codec *c, uint8_t *row, int64_t k, const float *x, const float *imp)
+{
+    if (!c->row_meta || !c->quant_block_meta) return;
+    float *w = imp ? clean_importance(imp, c->block) : NULL;
+    uint8_t *blk = row + c->row_meta + (size_t)k * (size_t)c->bytes;
+    c->quant_block_meta(row, x, w, blk);
     free(w);
 }

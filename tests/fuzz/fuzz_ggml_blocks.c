@@ -1,5 +1,5 @@
 /* libFuzzer target: the ggml block decoders and matmul on arbitrary bytes. Byte 0 picks the
- * type (255: MXFP4, 254: IQ2_K, 253: TQ1_0, 252: TQ2_0); the rest is block data (every bit pattern is a valid block, NaN/inf f16 fields
+ * type (255: MXFP4, 254: IQ2_K, 253: TQ1_0, 252: TQ2_0, 251: IQ2_KS); the rest is block data (every bit pattern is a valid block, NaN/inf f16 fields
  * included). Crashes and sanitizer reports are failures, and so is a matmul variant that
  * disagrees with the decoded rows where everything is finite. */
 #include <math.h>
@@ -15,15 +15,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     static const int ids[] = {0, 1, 2, 3, 6, 7, 8, 10, 11, 12, 13, 14, 20, 23, 30};
     if (size < 1) return 0;
-    /* byte 0 = 255: MXFP4, 254: IQ2_K, 253/252: TQ1_0/TQ2_0 (added after the corpus was seeded;
-     * the other bytes keep their types) */
+    /* byte 0 = 255: MXFP4, 254: IQ2_K, 253/252: TQ1_0/TQ2_0, 251: IQ2_KS (added after the corpus
+     * was seeded; the other bytes keep their types) */
     const moeq_ggml_type_info *t = moeq_ggml_type_get(data[0] == 255   ? MOEQ_GGML_MXFP4
                                                       : data[0] == 254 ? MOEQ_GGML_IQ2_K
                                                       : data[0] == 253 ? MOEQ_GGML_TQ1_0
                                                       : data[0] == 252 ? MOEQ_GGML_TQ2_0
+                                                      : data[0] == 251 ? MOEQ_GGML_IQ2_KS
                                                                        : ids[data[0] % 15]);
     data++, size--;
-    const int64_t nblk = (int64_t)(size / (size_t)t->bytes);
+    if (size < (size_t)t->row_meta) return 0;
+    /* a row-meta type: the row's meta first, then its blocks */
+    const int64_t nblk = (int64_t)((size - (size_t)t->row_meta) / (size_t)t->bytes);
     if (nblk < 1) return 0;
     /* one row of nblk blocks; with block 1 types, a row of a multiple of 32 values */
     int64_t cols = nblk * t->block;

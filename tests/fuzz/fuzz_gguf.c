@@ -100,11 +100,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         uint32_t nd = fix[pos];
         if (nd < 1 || nd > 4 || pos + 4 + 8 * nd + 12 > size) goto done;
         pos += 4;
-        uint64_t numel = 1;
+        uint64_t numel = 1, ne0 = 1;
         for (uint32_t j = 0; j < nd; j++) {
             uint64_t e = 0;
             for (int k = 7; k >= 0; k--) e = e << 8 | fix[pos + 8 * j + k];
             if (e == 0 || e > (1u << 20)) goto done;
+            if (j == 0) ne0 = e;
             numel *= e;
             if (numel > (1u << 24)) goto done;
         }
@@ -113,7 +114,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         const moeq_gguf_type *ti = moeq_gguf_type_get(ty);
         if (!ti) goto done;
         for (int k = 0; k < 8; k++) fix[pos + 4 + k] = (uint8_t)(off >> (8 * k));
-        uint64_t nb = numel / (uint64_t)ti->block * (uint64_t)ti->bytes;
+        uint64_t nb = numel / (uint64_t)ti->block * (uint64_t)ti->bytes + numel / ne0 * (uint64_t)ti->row_meta;
         off += (nb + 31) / 32 * 32;
         pos += 12;
     }
