@@ -39,7 +39,7 @@ FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
 LIB      := $(BUILD)/libmoeq.a
 MOEQ     := $(BIN)/moeq
 
-.PHONY: all build lib tests test test-rel test-asan demo fuzz fuzz-replay bench bench-memory bench-export bench-scale bench-mpi results results-gguf clean deps deps-test
+.PHONY: all build lib tests test test-rel test-asan demo fuzz fuzz-replay bench bench-memory bench-export bench-scale bench-mpi results results-gguf results-ik clean deps deps-test
 # Dependencies are checked (and installed when root) before a second make reads the compiler
 # flags from pkg-config: on a fresh machine they do not exist when this Makefile is parsed.
 all: deps
@@ -176,6 +176,13 @@ results: all
 # llama.cpp built outside the repo: LLAMA=.../build/bin)
 results-gguf: all
 	@scripts/results_gguf.sh
+
+# the same against ik_llama.cpp at its 2-bit types (IQ2_K 2.375, IQ2_KS 2.19 bits per weight),
+# moeq's plan choosing among the ternary, IQ2 and K types: docs/RESULTS-ik.md (IK=.../build/bin)
+IK ?= /work/peers/ik/build/bin
+results-ik: all
+	@LLAMA=$(IK) TYPES="IQ2_K IQ2_KS" SCOPES=experts OUT=build/results-ik DOC=docs/RESULTS-ik.md \
+	  CAND=TQ1_0,TQ2_0,IQ2_KS,IQ2_K,Q2_K,Q3_K,Q4_K scripts/results_gguf.sh
 
 clean:
 	rm -rf build bin

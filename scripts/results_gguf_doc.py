@@ -10,11 +10,15 @@ def kld(log):
 commit = open(os.path.join(os.path.dirname(os.path.dirname(llama.rstrip("/"))), "COMMIT")).read().strip() \
     if os.path.exists(os.path.join(os.path.dirname(os.path.dirname(llama.rstrip("/"))), "COMMIT")) else "unknown"
 rows = [l.split() for l in open(out + "/rows.txt")]
+# ik_llama.cpp (its llama-quantize spells the rules --custom-q) or mainline llama.cpp
+ik = b"--custom-q" in open(os.path.join(llama, "llama-quantize"), "rb").read()
+peer = "ik_llama.cpp" if ik else "llama.cpp"
+cand = os.environ.get("CAND", "")
 base = json.load(open(rows[0][2] + ".eval.json"))
 L = []
-L.append("# GGUF: moeq plan + GPTQ against llama-quantize --imatrix (`make results-gguf`)\n")
+L.append(f"# GGUF: moeq plan + GPTQ against {peer}'s llama-quantize --imatrix (`make {'results-ik' if ik else 'results-gguf'}`)\n")
 L.append(f"Model `{model}` (Qwen3-MoE, hidden 512, 4 layers, 16 experts top-2, expert width 256: rows multiples of 256). "
-         f"llama.cpp commit `{commit}` (built outside the repo, CPU). Written by `scripts/results_gguf.sh`.\n")
+         f"{peer} commit `{commit}` (built outside the repo, CPU). Written by `scripts/results_gguf.sh`.\n")
 L.append("- Calibration: the first lines of `/work/big/train.txt` (`cal.txt`, the same text for both): `moeq calibrate --scope all` "
          "(full Hessians) and `llama-imatrix` (its importance matrix).")
 L.append("- Evaluation: the first lines of `/work/big/heldout.txt` (documents not in the training text), windows of 512 tokens. "
@@ -22,11 +26,13 @@ L.append("- Evaluation: the first lines of `/work/big/heldout.txt` (documents no
          "(llama.cpp's runtime, 8-bit activations in its quantized matmuls; scores the second half of each window; "
          "whole-model files with `--no-repack`: its weight repacking segfaults on them on this machine's CPU) and by "
          "`moeq eval --ref` (float32 activations; every position).")
-L.append("- llama.cpp: `llama-quantize --imatrix`; experts only: file type T with `--tensor-type ffn_{gate,up,down}_exps=T --tensor-type '.*=BF16'` "
-         "(the rest BF16; this llama.cpp ignores `--tensor-type` under a BF16 file type); "
+L.append((f"- {peer}: `llama-quantize --imatrix`; experts only: file type T with `--custom-q 'ffn_gate_exps=t,ffn_up_exps=t,ffn_down_exps=t,.*=bf16'` (the rest BF16); "
+          if ik else "- llama.cpp: `llama-quantize --imatrix`; experts only: file type T with `--tensor-type ffn_{gate,up,down}_exps=T --tensor-type '.*=BF16'` "
+         "(the rest BF16; this llama.cpp ignores `--tensor-type` under a BF16 file type); ") +
          "whole model: its mix for T (Q2_K, Q3_K_M, Q4_K_M, IQ4_XS). moeq: `moeq plan --target gguf --budget B` with B the bits "
-         "per weight llama-quantize's file spends on the same tensors (so moeq's file is at most as large), default candidates "
-         "Q2_K..Q6_K, Q8_0, IQ4_XS, costs `measured` (each tensor's KLD quantized alone with each type, as the export "
+         "per weight llama-quantize's file spends on the same tensors (so moeq's file is at most as large), "
+         + (f"candidates {cand.replace(',', ', ')} (`--types`)" if cand else "default candidates Q2_K..Q6_K, Q8_0, IQ4_XS") +
+         ", costs `measured` (each tensor's KLD quantized alone with each type, as the export "
          "quantizes it: GPTQ on the type's grid with the tensor's Hessian, the experts' or, for attention, the `attn_in`/`attn_o` "
          "subgroup's; embeddings and head without; the best of GPTQ's dampings 0.01, 0.1, 1 (`--damps`), on 4,096 tokens of "
          "validation text: the training text after the calibration text; docs/plan.md), then `moeq export gguf --plan "
