@@ -12,7 +12,8 @@
 #define MOEQ_PACK_ALIGN 64
 #define MOEQ_PACK_INDEX_MAX ((uint64_t)256 << 20)
 
-typedef enum moeq_codec_type { MOEQ_CODEC_RAW = 0, MOEQ_CODEC_INT = 1, MOEQ_CODEC_GGML = 2 } moeq_codec_type;
+typedef enum moeq_codec_type { MOEQ_CODEC_RAW = 0, MOEQ_CODEC_INT = 1, MOEQ_CODEC_GGML = 2,
+                               MOEQ_CODEC_TDICT = 3 /* t1d: ternary, dictionary coded (moeq_tdict.h) */ } moeq_codec_type;
 
 typedef struct moeq_codec {
     moeq_codec_type type;
@@ -23,7 +24,7 @@ typedef struct moeq_codec {
 
 /* "bf16", "q4g64a" (4 bits, group 64, asymmetric), "q3g128s", "q8ca" (per channel), and the
  * ggml block types in lower case: "q4_k", "q3_k", "q2_k", "q5_k", "q6_k", "iq4_xs", "iq4_nl",
- * "q4_0", "q4_1", "q5_0", "q5_1", "q8_0". */
+ * "q4_0", "q4_1", "q5_0", "q5_1", "q8_0"; "t1d" (ternary, dictionary coded, FORMAT.md "T1d codec layout"). */
 int moeq_codec_format(const moeq_codec *c, char *buf, size_t cap);
 /* Parses the same spellings (and "keep" -> RAW with dtype UNKNOWN = keep the source dtype). */
 moeq_status moeq_codec_parse(const char *s, moeq_codec *out, moeq_error *err);
@@ -33,8 +34,9 @@ moeq_status moeq_codec_parse(const char *s, moeq_codec *out, moeq_error *err);
  *   the rule broken and, for a ggml type whose block does not divide cols, the nearest codec
  *   that fits (the caller prefixes the tensor's name);
  * - raw_bytes: the raw (decompressed) size the codec implies (FORMAT.md F-13), 0 when the shape
- *   does not fit;
- * - bpw: stored bits per weight, codes + scales (+ zeros), as the type counts them;
+ *   does not fit; t1d: the most it can take (its exact size is in its header, moeq_tdict_size_of);
+ * - bpw: stored bits per weight, codes + scales (+ zeros), as the type counts them; t1d (data-
+ *   dependent): the iid entropy at p0 = 226/256 plus the per-row levels and offset, an estimate;
  * - dequant: rows [r0, r1) to float32 through the reference kernels (dst [(r1 - r0), cols]). */
 moeq_status moeq_codec_check(const moeq_codec *c, int64_t rows, int64_t cols, moeq_error *err);
 uint64_t moeq_codec_raw_bytes(const moeq_codec *c, int64_t rows, int64_t cols);

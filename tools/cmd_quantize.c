@@ -324,6 +324,7 @@ int cmd_quantize(int argc, char **argv)
                      : !strcmp(fallback, "layer-mean") ? MOEQ_FALLBACK_LAYER_MEAN : MOEQ_FALLBACK_SHRINK;
         run.rtn = rtn_calib;
         run.damp_auto = gptq && damp_auto;
+        run.tdict_damp = damp_asked_auto ? 0.1 : damp;
         run.split = has_val && !strcmp(fit, "cal") ? MOEQ_SPLIT_CAL : MOEQ_SPLIT_ALL;
         run.shrink_n0 = (double)shrink_prior;
         run.report = cf != NULL;
