@@ -40,6 +40,9 @@ const moeq_tdict *moeq_tdict_get(int k);
 /* A fresh dictionary with its parse tree (the encoder's); free with moeq_tdict_free. */
 moeq_status moeq_tdict_build(int k, moeq_tdict **out, moeq_error *err);
 void moeq_tdict_free(moeq_tdict *d);
+/* The encoder of k (with its tree), built once and cached like the decoders (a quantize run
+ * tries ~9 k per tensor); NULL out of range or out of memory. */
+const moeq_tdict *moeq_tdict_get_encoder(int k);
 
 /* Greedy longest-match coding of one row of trits (t[cols], values 0..2): codewords to out
  * (capacity cap; NULL to count only), the tail padded with zero pairs to the end of its

@@ -40,11 +40,9 @@ static int64_t coded_count(const moeq_tdict *d, const uint8_t *t, int64_t rows, 
 
 static moeq_status count_at(int k, const uint8_t *t, int64_t rows, int64_t cols, int64_t *n, moeq_error *err)
 {
-    moeq_tdict *d;
-    moeq_status st = moeq_tdict_build(k, &d, err);
-    if (st) return st;
+    const moeq_tdict *d = moeq_tdict_get_encoder(k);
+    if (!d) return moeq_fail(err, MOEQ_ERR_NOMEM, "t1d: out of memory for the dictionary of p0 byte %d", k);
     *n = coded_count(d, t, rows, cols);
-    moeq_tdict_free(d);
     return MOEQ_OK;
 }
 
@@ -139,15 +137,15 @@ moeq_status moeq_tdict_quantize(const float *w, int64_t rows, int64_t cols, cons
             for (int dk = -2 * step; dk <= 2 * step && !st; dk += step) {
                 int kk = c0 + dk;
                 if (kk < 1 || kk > 255 || (step < 4 && (dk == 0 || (dk % (2 * step)) == 0))) continue;
-                int64_t cn;
+                int64_t cn = 0;
                 st = count_at(kk, t, rows, cols, &cn, err);
                 if (!st && (bn < 0 || cn < bn || (cn == bn && kk < best))) { bn = cn; best = kk; }
             }
         }
         k = best;
     }
-    moeq_tdict *d = NULL;
-    if (!st) st = moeq_tdict_build(k, &d, err);
+    const moeq_tdict *d = st ? NULL : moeq_tdict_get_encoder(k);
+    if (!st && !d) st = moeq_fail(err, MOEQ_ERR_NOMEM, "t1d: out of memory for the dictionary of p0 byte %d", k);
     if (!st) {
         unsigned char *h = raw;
         memset(h, 0, MOEQ_TDICT_HDR);
@@ -183,7 +181,6 @@ moeq_status moeq_tdict_quantize(const float *w, int64_t rows, int64_t cols, cons
                     wq[(size_t)r * (size_t)cols + (size_t)c] = q == 1 ? lv[2 * r + 1] : q == 2 ? lv[2 * r] : 0.0f;
                 }
     }
-    moeq_tdict_free(d);
     free(lv);
     free(t);
     return st;

@@ -154,6 +154,23 @@ const moeq_tdict *moeq_tdict_get(int k)
     return d;
 }
 
+static moeq_tdict *enc_cache[256];   /* the encoders (with their trees): k values quantize tried */
+
+const moeq_tdict *moeq_tdict_get_encoder(int k)
+{
+    if (k < 1 || k > 255) return NULL;
+    moeq_tdict *d = __atomic_load_n(&enc_cache[k], __ATOMIC_ACQUIRE);
+    if (d) return d;
+    pthread_mutex_lock(&cache_lock);
+    d = enc_cache[k];
+    if (!d) {
+        moeq_error e;
+        if (moeq_tdict_build(k, &d, &e) == MOEQ_OK) __atomic_store_n(&enc_cache[k], d, __ATOMIC_RELEASE);
+    }
+    pthread_mutex_unlock(&cache_lock);
+    return d;
+}
+
 int64_t moeq_tdict_encode_row(const moeq_tdict *d, const uint8_t *t, int64_t cols, uint16_t *out, int64_t cap)
 {
     int64_t n = 0;
