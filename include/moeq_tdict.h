@@ -26,13 +26,20 @@
 typedef struct moeq_tdict {
     int k;
     uint32_t n;                /* codewords: MOEQ_TDICT_CODES */
-    /* codeword -> bits 0..3 its pair count (1..14), bits 4+4i.. pair symbol i; 0 for unused */
+    /* codeword -> bits 0..3 its pair count (1..14), bits 4+2t..5+2t trit t (t < 2·pairs, 0 past
+     * them): the 28 trits in one word, so a kernel expands 8 at a time; 0 for unused */
     uint64_t lut[65536];
     /* the parse tree (encoder only, NULL in the cached decoders): node i's children are
      * child[i] + s, s < 9; a leaf has child -1 and its codeword in id */
     int32_t *child, *id;
     int32_t nnodes;
 } moeq_tdict;
+
+/* pair j of a LUT entry, as the pair symbol 3a + b */
+static inline int moeq_tdict_pair(uint64_t e, int j)
+{
+    return 3 * (int)((e >> (4 + 4 * j)) & 3) + (int)((e >> (6 + 4 * j)) & 3);
+}
 
 /* The decoder of k (1..255): built on first use (well under a second), then cached for the
  * process (thread-safe). NULL for a k out of range or out of memory. */

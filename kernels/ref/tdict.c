@@ -110,8 +110,10 @@ moeq_status moeq_tdict_build(int k, moeq_tdict **out, moeq_error *err)
         if (d->child[v] < 0) {
             d->id[v] = (int32_t)next;
             uint64_t e = depth[v];
-            for (int32_t u = v, i = depth[v] - 1; u > 0; u = parent[u], i--)
-                e |= (uint64_t)((u - 1) % NSYM) << (4 + 4 * i);
+            for (int32_t u = v, i = depth[v] - 1; u > 0; u = parent[u], i--) {
+                int s = (u - 1) % NSYM;   /* pair i: trits s / 3, s % 3 */
+                e |= (uint64_t)(s / 3 | (s % 3) << 2) << (4 + 4 * i);
+            }
             d->lut[next++] = e;
         } else {
             d->id[v] = -1;
@@ -213,7 +215,7 @@ static int64_t decode_row(const moeq_tdict *d, const uint16_t *cw, int64_t ncw, 
         uint64_t e = d->lut[c];
         int len = (int)(e & 15);
         for (int j = 0; j < len; j++, pos += 2) {
-            int s = (int)(e >> (4 + 4 * j)) & 15, a = s / 3, b = s % 3;
+            int a = (int)(e >> (4 + 4 * j)) & 3, b = (int)(e >> (6 + 4 * j)) & 3;
             if (pos < cols) { if (t) t[pos] = (uint8_t)a; } else if (a) return -1 - i;
             if (pos + 1 < cols) { if (t) t[pos + 1] = (uint8_t)b; } else if (b) return -1 - i;
         }
@@ -341,11 +343,7 @@ static void row_trits(const moeq_tdict *d, const moeq_tdict_view *v, int64_t r, 
     for (uint32_t i = v->off[r]; i < v->off[r + 1]; i++) {
         uint64_t e = d->lut[v->cw[i]];
         int len = (int)(e & 15);
-        for (int j = 0; j < len; j++, pos += 2) {
-            int s = (int)(e >> (4 + 4 * j)) & 15;
-            t[pos] = (uint8_t)(s / 3);
-            t[pos + 1] = (uint8_t)(s % 3);
-        }
+        for (int j = 0; j < 2 * len; j++, pos++) t[pos] = (uint8_t)((e >> (4 + 2 * j)) & 3);
     }
 }
 
