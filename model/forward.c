@@ -301,7 +301,9 @@ static moeq_mat widen_f8(const moeq_mat *W, float *buf, int par)
 static void expert_mm(const moeq_kernel_set *ks, const moeq_mat *m, const moeq_wmat *w, const float *X, int64_t n,
                       int64_t K, int64_t N, float *Y)
 {
-    if (m->gtype == MOEQ_TDICT_GTYPE) moeq_tdict_gemm(m->data, X, n, K, 0, N, Y, N);
+    /* an int-packed matrix beside another codec in one expert (a plan mixes them) */
+    if (m->q) ks->gemm(m->q, X, n, K, 0, N, Y, N);
+    else if (m->gtype == MOEQ_TDICT_GTYPE) moeq_tdict_gemm(m->data, X, n, K, 0, N, Y, N);
     else if (m->gtype) moeq_ggml_gemm((moeq_ggml_type)m->gtype, m->data, N, K, X, n, Y);
     else ks->wgemm(w, X, n, K, 0, N, Y, N);
 }

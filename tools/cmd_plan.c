@@ -23,7 +23,8 @@ static const char *PLAN_HELP =
     "  --budget B        bits per weight over the planned matrices (codes only unless --budget-total)\n"
     "  --bits LIST       candidate bit widths (default 2,3,4,8)\n"
     "  --codecs LIST     candidate codecs instead (up to 8, any spelling: q2_k,q3_k,q4_k,iq4_xs,q6_k,\n"
-    "                    q3g64a, ...); a ggml type counts its bits per weight (Q4_K 4.5, Q3_K 3.4375)\n"
+    "                    q3g64a, t1d, ...); a ggml type counts its bits per weight (Q4_K 4.5, Q3_K\n"
+    "                    3.4375), t1d (ternary, dictionary coded) an estimate from its entropy\n"
     "  --group G         the candidates' group: 32, 64 (default), 128 or 0 (per channel)\n"
     "  --sym / --asym    symmetric codes or scale + zero (default)\n"
     "  --cost C          uniform: n 4^-b; alphaq: n s var(W) 4^-b, s = (median alpha / alpha)^gamma\n"
@@ -107,7 +108,7 @@ int cmd_plan(int argc, char **argv)
             }
             free(dup);
             if (o.n_codecs < 1) {
-                tool_usage_error("plan", "--codecs wants 1 to 8 int or ggml codecs, comma-separated%s%s", e.detail[0] ? ": " : "", e.detail);
+                tool_usage_error("plan", "--codecs wants 1 to 8 int, ggml or t1d codecs, comma-separated%s%s", e.detail[0] ? ": " : "", e.detail);
                 goto out;
             }
         } else if (!strcmp(a, "--group")) {
@@ -226,7 +227,8 @@ int cmd_plan(int argc, char **argv)
             for (size_t i = 0; i < p.n; i++)
                 if (p.entries[i].layer == l) {
                     double nw = (double)(p.entries[i].rows * p.entries[i].cols);
-                    sb[p.entries[i].proj] += nw * (p.entries[i].codec.type == MOEQ_CODEC_GGML
+                    sb[p.entries[i].proj] += nw * (p.entries[i].codec.type == MOEQ_CODEC_GGML ||
+                                                   p.entries[i].codec.type == MOEQ_CODEC_TDICT
                                                        ? moeq_codec_bpw(&p.entries[i].codec, p.entries[i].cols)
                                                        : p.entries[i].codec.bits);
                     sw[p.entries[i].proj] += nw;
