@@ -543,6 +543,9 @@ moeq_status moeq_gptq_piece(void *user, const char *name, const float *w, int64_
     if (gg && !r->calib)
         return moeq_fail(err, MOEQ_ERR_UNSUPPORTED, "'%s': codec %s: sequential GPTQ takes int codecs only; calibrate "
                          "first (moeq calibrate) and give --calib", name, moeq_ggml_type_get(codec->gtype)->name);
+    if (codec->type == MOEQ_CODEC_TDICT && !r->calib)
+        return moeq_fail(err, MOEQ_ERR_UNSUPPORTED, "'%s': codec t1d: sequential GPTQ takes int codecs only; calibrate "
+                         "first (moeq calibrate) and give --calib", name);
     int64_t i = moeq_expert_index_find(r->index, name);
     if (i < 0) {   /* attention, shared or dense matrices: their subgroup's Hessian when the file has it */
         int64_t gl = -1;

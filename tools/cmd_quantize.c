@@ -27,7 +27,9 @@ static const char *QUANTIZE_HELP =
     "  --bits B          2, 3, 4 or 8 bits per code\n"
     "  --codec C         instead of --bits/--group/--sym: any codec spelling (q4g64a, q3g32s, ...)\n"
     "                    or a ggml block type: q4_k q3_k q2_k q5_k q6_k iq4_xs iq4_nl q4_0 q4_1 q5_0\n"
-    "                    q5_1 q8_0 (rows as llama.cpp lays them out; K types need cols % 256 == 0)\n"
+    "                    q5_1 q8_0 (rows as llama.cpp lays them out; K types need cols % 256 == 0),\n"
+    "                    or t1d: QMoE's ternary rows, dictionary coded (~0.7 bit per weight; GPTQ\n"
+    "                    with --calib at damping 0.1 unless --damp D)\n"
     "  --plan F          a plan from moeq plan: one codec per matrix (replaces --bits, --group,\n"
     "                    --sym and --scope; --tensor-type rules still apply first)\n"
     "  --method M        rtn (round to nearest, default) or gptq (needs --calib): second-order\n"
@@ -264,10 +266,11 @@ int cmd_quantize(int argc, char **argv)
         tool_usage_error("quantize", "--sequential needs calibration tokens: --tokens FILE or --text FILE");
         goto out;
     }
-    int seq_ggml = sequential && codec_s && codec_opt.type == MOEQ_CODEC_GGML;
-    for (int r = 0; r < n_rules; r++) seq_ggml |= sequential && rules[r].codec.type == MOEQ_CODEC_GGML;
+    int seq_ggml = sequential && codec_s && (codec_opt.type == MOEQ_CODEC_GGML || codec_opt.type == MOEQ_CODEC_TDICT);
+    for (int r = 0; r < n_rules; r++)
+        seq_ggml |= sequential && (rules[r].codec.type == MOEQ_CODEC_GGML || rules[r].codec.type == MOEQ_CODEC_TDICT);
     if (seq_ggml) {   /* plans are checked per piece (moeq_gptq_piece) */
-        tool_usage_error("quantize", "--sequential takes int codecs only; for ggml codecs calibrate first and give --calib");
+        tool_usage_error("quantize", "--sequential takes int codecs only; for ggml and t1d codecs calibrate first and give --calib");
         goto out;
     }
     if (tokens_path && text_path) { tool_usage_error("quantize", "give --tokens or --text, not both"); goto out; }
