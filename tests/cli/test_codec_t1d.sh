@@ -3,7 +3,8 @@
 # docs/quantize.md "t1d"): quantize --codec t1d (RTN, and GPTQ with a calibration file: its
 # Hessian error below RTN's), verify, eval against the bf16 model (ppl, KLD), the same logits
 # under MOEQ_KERNEL=ref and the AVX2 kernel within float rounding, unpack, a --plan file sending
-# half the experts to t1d, a plan over t1d and int candidates, and a refused broken tensor.
+# half the experts to t1d, a plan over t1d and int candidates, the GGUF export (refused without
+# --requantize, F16 evaluating the same), and a refused broken tensor.
 . tests/cli/lib.sh
 F=$FX/tiny-mixtral
 NTOK=2048; [ -n "${MOEQ_TEST_QUICK:-}" ] && NTOK=256
@@ -30,6 +31,14 @@ python3 -c "import json,sys; a, b = (json.load(open(f))['ppl'] for f in sys.argv
   && python3 -c "import json,sys; a, b = (json.load(open(f))['ppl'] for f in sys.argv[1:]); sys.exit(not abs(a - b) < 1e-3 * a)" "$TMPD/er" "$TMPD/eun" \
   && echo "PASS unpack of the t1d .moeq: ppl $(get "$TMPD/eun" ppl) (bf16-rounded levels) within 0.1%" \
   || echo "FAIL unpack t1d"
+
+# GGUF has no t1d: export refuses it without --requantize; an F16 export evaluates the same
+expect_exit "export gguf of a t1d .moeq without --requantize: exit 2" 2 "codec t1d .*pass --requantize" -- \
+  "$MOEQ" export gguf "$TMPD/r.moeq" --type q4_k -o "$TMPD/no.gguf"
+"$MOEQ" export gguf "$TMPD/r.moeq" --type f16 -o "$TMPD/r.gguf" -q \
+  && "$MOEQ" eval "$TMPD/r.gguf" --text $FX/heldout.txt --ctx 128 --max-tokens $NTOK --threads 1 --json -q > "$TMPD/egg" \
+  && python3 -c "import json,sys; a, b = (json.load(open(f))['ppl'] for f in sys.argv[1:]); sys.exit(not abs(a - b) < 1e-3 * a)" "$TMPD/er" "$TMPD/egg" \
+  && echo "PASS export gguf --type f16 of the t1d .moeq: ppl $(get "$TMPD/egg" ppl)" || echo "FAIL export gguf f16 of t1d"
 
 # GPTQ ternary through each expert's Hessian (QMoE's damping 0.1)
 "$MOEQ" calibrate $F --text $FX/heldout.txt --ctx 128 --max-tokens 2048 --val-every 8 -o "$TMPD/cal.h5" -q
