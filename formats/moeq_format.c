@@ -175,9 +175,9 @@ uint64_t moeq_codec_raw_bytes(const moeq_codec *c, int64_t rows, int64_t cols)
 
 double moeq_codec_bpw(const moeq_codec *c, int64_t cols)
 {
-    /* t1d before coding: the trits' iid entropy at QMoE's p0, plus f16 lo, hi and a u32 offset
-     * per row (the coded size of a tensor is in its header: moeq_tdict_size_of) */
-    if (c->type == MOEQ_CODEC_TDICT) return cols > 0 ? moeq_tdict_entropy(MOEQ_TDICT_K_DEFAULT) + 64.0 / (double)cols : 0;
+    /* t1d before coding: the dictionary's expected rate at QMoE's p0, plus f16 lo, hi and a u32
+     * offset per row (the coded size of a tensor is in its header: moeq_tdict_size_of) */
+    if (c->type == MOEQ_CODEC_TDICT) return cols > 0 ? moeq_tdict_rate(MOEQ_TDICT_K_DEFAULT) + 64.0 / (double)cols : 0;
     if (c->type == MOEQ_CODEC_GGML) {
         const moeq_ggml_type_info *ti = moeq_ggml_type_get(c->gtype);
         return ti && ti->block > 0 ? 8.0 * ti->bytes / ti->block : 0;

@@ -36,7 +36,8 @@ moeq_status moeq_codec_parse(const char *s, moeq_codec *out, moeq_error *err);
  * - raw_bytes: the raw (decompressed) size the codec implies (FORMAT.md F-13), 0 when the shape
  *   does not fit; t1d: the most it can take (its exact size is in its header, moeq_tdict_size_of);
  * - bpw: stored bits per weight, codes + scales (+ zeros), as the type counts them; t1d (data-
- *   dependent): the iid entropy at p0 = 226/256 plus the per-row levels and offset, an estimate;
+ *   dependent): its dictionary's expected rate at p0 = 226/256 plus the per-row levels and
+ *   offset, an estimate;
  * - dequant: rows [r0, r1) to float32 through the reference kernels (dst [(r1 - r0), cols]). */
 moeq_status moeq_codec_check(const moeq_codec *c, int64_t rows, int64_t cols, moeq_error *err);
 uint64_t moeq_codec_raw_bytes(const moeq_codec *c, int64_t rows, int64_t cols);

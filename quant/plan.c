@@ -60,7 +60,7 @@ static int64_t codec_bits(const moeq_codec *c, int64_t rows, int64_t cols, int t
 {
     if (c->type == MOEQ_CODEC_GGML) return (int64_t)moeq_codec_raw_bytes(c, rows, cols) * 8;
     if (c->type == MOEQ_CODEC_TDICT)   /* entropy-coded: the estimate before coding (moeq_codec_bpw) */
-        return llround((double)(rows * cols) * moeq_tdict_entropy(MOEQ_TDICT_K_DEFAULT)) + (total ? rows * 64 : 0);
+        return llround((double)(rows * cols) * moeq_tdict_rate(MOEQ_TDICT_K_DEFAULT)) + (total ? rows * 64 : 0);
     int64_t g = c->group ? c->group : cols;
     int64_t b = rows * cols * c->bits;
     if (total) b += rows * ((cols + g - 1) / g) * (c->sym ? 16 : 32);

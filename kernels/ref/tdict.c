@@ -421,6 +421,22 @@ void moeq_tdict_gemm_par(const void *raw, const float *X, int64_t n, int64_t ldx
     }
 }
 
+double moeq_tdict_rate(int k)
+{
+    const moeq_tdict *d = moeq_tdict_get(k);
+    if (!d) return 0;
+    const double t0 = k / 256.0, t1 = (256 - k) / 512.0, tp[3] = { t0, t1, t1 };
+    double el = 0;   /* in codeword order: the same sum on every machine */
+    for (uint32_t c = 0; c < d->n; c++) {
+        uint64_t e = d->lut[c];
+        int len = (int)(e & 15);
+        double p = 1;
+        for (int j = 0; j < 2 * len; j++) p *= tp[(e >> (4 + 2 * j)) & 3];
+        el += p * len;
+    }
+    return 16.0 / (2.0 * el);
+}
+
 double moeq_tdict_entropy(int k)
 {
     if (k < 1 || k > 255) return 0;
