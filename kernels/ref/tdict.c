@@ -203,14 +203,14 @@ int64_t moeq_tdict_encode_row(const moeq_tdict *d, const uint8_t *t, int64_t col
     return n;
 }
 
-/* Decodes codewords into t (NULL: checks only); 0 when they make exactly cols trits with zero
- * padding, else -1 - the index of the first codeword at fault. */
-static int64_t decode_row(const moeq_tdict *d, const uint16_t *cw, int64_t ncw, int64_t cols, uint8_t *t)
+/* Decodes codewords (little-endian u16 at cw, any alignment: the checker reads buffers as given)
+ * into t (NULL: checks only); 0 when they make exactly cols trits with zero padding, else -1 -
+ * the index of the first codeword at fault. */
+static int64_t decode_row(const moeq_tdict *d, const unsigned char *cw, int64_t ncw, int64_t cols, uint8_t *t)
 {
     int64_t pos = 0;
     for (int64_t i = 0; i < ncw; i++) {
-        uint16_t c;
-        memcpy(&c, cw + i, 2);   /* the checker reads unaligned buffers too */
+        const uint16_t c = (uint16_t)(cw[2 * i] | cw[2 * i + 1] << 8);
         if (c >= d->n || pos >= cols) return -1 - i;
         uint64_t e = d->lut[c];
         int len = (int)(e & 15);
@@ -225,7 +225,7 @@ static int64_t decode_row(const moeq_tdict *d, const uint16_t *cw, int64_t ncw, 
 
 int moeq_tdict_decode_row(const moeq_tdict *d, const uint16_t *cw, int64_t ncw, int64_t cols, uint8_t *t)
 {
-    return decode_row(d, cw, ncw, cols, t) == 0 ? 0 : -1;
+    return decode_row(d, (const unsigned char *)cw, ncw, cols, t) == 0 ? 0 : -1;
 }
 
 uint64_t moeq_tdict_raw_size(int64_t rows, int64_t count)
@@ -301,7 +301,7 @@ moeq_status moeq_tdict_check(const void *raw, uint64_t size, int64_t rows, int64
     if (!d) return moeq_fail(err, MOEQ_ERR_NOMEM, "t1d: out of memory for the dictionary of p0 byte %d", k);
     for (int64_t r = 0; r < rows; r++) {
         uint32_t a = rd32(b + off_off + 4 * (uint64_t)r), z = rd32(b + off_off + 4 * (uint64_t)r + 4);
-        int64_t bad = decode_row(d, (const uint16_t *)(const void *)(b + cw_off + 2 * (uint64_t)a), z - a, cols, NULL);
+        int64_t bad = decode_row(d, b + cw_off + 2 * (uint64_t)a, z - a, cols, NULL);
         if (bad) {
             int64_t i = -1 - bad;
             if (i >= (int64_t)(z - a))
