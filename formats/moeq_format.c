@@ -117,9 +117,12 @@ moeq_status moeq_codec_parse(const char *s, moeq_codec *out, moeq_error *err)
     out->sym = kind == 's';
     return MOEQ_OK;
 bad:
+    if (s[0] == 't')   /* a near miss of t1d: named apart from the list below, which other codecs extend */
+        return moeq_fail(err, MOEQ_ERR_MISUSE, "codec '%s': want t1d (ternary, dictionary coded, sub-1-bit), keep, "
+                         "bf16, f16, f32, qBgGa|s, qBca|s or a ggml block type", s);
     return moeq_fail(err, MOEQ_ERR_MISUSE, "codec '%s': want keep, bf16, f16, f32, qBgGa|s (B in 2,3,4,8; "
                      "G in 32,64,128), qBca|s (per channel) or a ggml block type (q2_k, q3_k, q4_k, q5_k, q6_k, "
-                     "iq4_xs, iq4_nl, q4_0, q4_1, q5_0, q5_1, q8_0, mxfp4) or t1d (ternary, dictionary coded, sub-1-bit)", s);
+                     "iq4_xs, iq4_nl, q4_0, q4_1, q5_0, q5_1, q8_0, mxfp4)", s);
 }
 
 /* The codec to name when a ggml type's block does not divide cols: the 32-block codec of about

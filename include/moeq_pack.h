@@ -24,7 +24,7 @@ typedef struct moeq_codec {
 
 /* "bf16", "q4g64a" (4 bits, group 64, asymmetric), "q3g128s", "q8ca" (per channel), and the
  * ggml block types in lower case: "q4_k", "q3_k", "q2_k", "q5_k", "q6_k", "iq4_xs", "iq4_nl",
- * "q4_0", "q4_1", "q5_0", "q5_1", "q8_0"; "t1d" (ternary, dictionary coded, FORMAT.md "T1d codec layout"). */
+ * "q4_0", "q4_1", "q5_0", "q5_1", "q8_0". */
 int moeq_codec_format(const moeq_codec *c, char *buf, size_t cap);
 /* Parses the same spellings (and "keep" -> RAW with dtype UNKNOWN = keep the source dtype). */
 moeq_status moeq_codec_parse(const char *s, moeq_codec *out, moeq_error *err);
