@@ -11,6 +11,7 @@
 #include "moeq_core.h"
 #include "moeq_kernels.h"
 #include "moeq_pack.h"
+#include "moeq_tdict.h"
 #include "moeq_gptq.h"
 #include "moeq_calib.h"
 #include "moeq_ggml.h"
@@ -377,6 +378,7 @@ static out_tensor *push(ex *x, const char *fmt, int64_t l)
 /* The ggml type a view is stored as, or maps onto exactly (.moeq codecs); -1 for neither. */
 static int source_type(const moeq_mat *v)
 {
+    if (v->gtype == MOEQ_TDICT_GTYPE) return -1;   /* .moeq t1d: no ggml type holds it */
     if (v->gtype) return v->gtype;
     /* gpt_oss's hub experts: strided bf16 keeps BF16; MXFP4 blocks stay MXFP4, their codes and
      * exponents copied (mx_row_copy), as llama.cpp's converter writes gpt-oss */
@@ -856,7 +858,11 @@ static moeq_status write_mat(ex *x, moeq_gguf_writer *w, const out_tensor *t, co
                          "nearest codec that maps is %s (or pass --requantize)", moeq_model_path(x->m), v->tensor, cs,
                          moeq_gguf_type_get(t->type)->name, qmap >= 0 ? moeq_gguf_type_get(qmap)->name : near);
     }
-    if (v->gtype && v->gtype != t->type && x->m && moeq_model_pack(x->m) && !x->o->requantize && t->type != 0 &&
+    if (v->gtype == MOEQ_TDICT_GTYPE && !x->o->requantize && t->type != 0 && t->type != 1 && t->type != 30)
+        return moeq_fail(x->err, MOEQ_ERR_UNSUPPORTED, "%s: tensor '%s': codec t1d (ternary, dictionary coded) has no "
+                         "ggml type; pass --requantize", moeq_model_path(x->m), v->tensor);
+    if (v->gtype && v->gtype != MOEQ_TDICT_GTYPE && v->gtype != t->type && x->m && moeq_model_pack(x->m) &&
+        !x->o->requantize && t->type != 0 &&
         t->type != 1 && t->type != 30)   /* a .moeq ggml codec (a plan may mix them within a GGUF tensor) */
         return moeq_fail(x->err, MOEQ_ERR_UNSUPPORTED, "%s: tensor '%s': codec %s is not the %s of its GGUF tensor "
                          "'%s' (GGUF gives one type to all experts of a layer); pass --requantize",

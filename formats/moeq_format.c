@@ -4,6 +4,7 @@
 #include "moeq_pack.h"
 #include "moeq_core.h"
 #include "moeq_ggml.h"
+#include "moeq_tdict.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -81,6 +82,7 @@ int moeq_codec_format(const moeq_codec *c, char *buf, size_t cap)
         low[i] = '\0';
         return snprintf(buf, cap, "%s", low);
     }
+    if (c->type == MOEQ_CODEC_TDICT) return snprintf(buf, cap, "t1d");
     if (c->group == 0) return snprintf(buf, cap, "q%dc%c", c->bits, c->sym ? 's' : 'a');
     return snprintf(buf, cap, "q%dg%d%c", c->bits, c->group, c->sym ? 's' : 'a');
 }
@@ -92,6 +94,7 @@ moeq_status moeq_codec_parse(const char *s, moeq_codec *out, moeq_error *err)
     if (!strcmp(s, "bf16")) { out->type = MOEQ_CODEC_RAW; out->dtype = MOEQ_DT_BF16; return MOEQ_OK; }
     if (!strcmp(s, "f16")) { out->type = MOEQ_CODEC_RAW; out->dtype = MOEQ_DT_F16; return MOEQ_OK; }
     if (!strcmp(s, "f32")) { out->type = MOEQ_CODEC_RAW; out->dtype = MOEQ_DT_F32; return MOEQ_OK; }
+    if (!strcmp(s, "t1d")) { out->type = MOEQ_CODEC_TDICT; return MOEQ_OK; }
     const moeq_ggml_type_info *ti = moeq_ggml_type_by_name(s);
     if (ti && ti->block > 1) {   /* a ggml block type; the float ones are the raw codecs above */
         out->type = MOEQ_CODEC_GGML;
@@ -114,6 +117,9 @@ moeq_status moeq_codec_parse(const char *s, moeq_codec *out, moeq_error *err)
     out->sym = kind == 's';
     return MOEQ_OK;
 bad:
+    if (s[0] == 't')   /* a near miss of t1d: named apart from the list below, which other codecs extend */
+        return moeq_fail(err, MOEQ_ERR_MISUSE, "codec '%s': want t1d (ternary, dictionary coded, sub-1-bit), keep, "
+                         "bf16, f16, f32, qBgGa|s, qBca|s or a ggml block type", s);
     return moeq_fail(err, MOEQ_ERR_MISUSE, "codec '%s': want keep, bf16, f16, f32, qBgGa|s (B in 2,3,4,8; "
                      "G in 32,64,128), qBca|s (per channel) or a ggml block type (q2_k, q3_k, q4_k, q5_k, q6_k, "
                      "iq4_xs, iq4_nl, q4_0, q4_1, q5_0, q5_1, q8_0, mxfp4, tq1_0, tq2_0, iq2_k, iq2_ks)", s);
@@ -134,6 +140,13 @@ moeq_status moeq_codec_check(const moeq_codec *c, int64_t rows, int64_t cols, mo
         int g = c->group ? c->group : (int)(cols <= INT32_MAX ? cols : 0);
         if (!g) return moeq_fail(err, MOEQ_ERR_UNSUPPORTED, "per-channel group larger than 2^31");
         return moeq_qmat_check(c->bits, g, rows, cols, err);
+    }
+    if (c->type == MOEQ_CODEC_TDICT) {
+        if (rows <= 0 || cols <= 0) return moeq_fail(err, MOEQ_ERR_UNSUPPORTED, "empty matrix");
+        if (!moeq_tdict_raw_bound(rows, cols))
+            return moeq_fail(err, MOEQ_ERR_UNSUPPORTED, "t1d: %lld x %lld is too large (its codewords must fit "
+                             "u32 offsets: rows x ceil(cols / 2) < 2^32)", (long long)rows, (long long)cols);
+        return MOEQ_OK;
     }
     if (c->type != MOEQ_CODEC_GGML) return moeq_fail(err, MOEQ_ERR_MISUSE, "not a matrix codec");
     const moeq_ggml_type_info *ti = moeq_ggml_type_get(c->gtype);
@@ -157,6 +170,7 @@ uint64_t moeq_codec_raw_bytes(const moeq_codec *c, int64_t rows, int64_t cols)
 {
     moeq_error e;
     if (moeq_codec_check(c, rows, cols, &e)) return 0;
+    if (c->type == MOEQ_CODEC_TDICT) return moeq_tdict_raw_bound(rows, cols);   /* data-dependent: the bound */
     if (c->type == MOEQ_CODEC_GGML) {
         uint64_t rb = moeq_ggml_row_bytes((moeq_ggml_type)c->gtype, cols);
         return (uint64_t)rows > UINT64_MAX / rb ? 0 : (uint64_t)rows * rb;
@@ -166,6 +180,9 @@ uint64_t moeq_codec_raw_bytes(const moeq_codec *c, int64_t rows, int64_t cols)
 
 double moeq_codec_bpw(const moeq_codec *c, int64_t cols)
 {
+    /* t1d before coding: the dictionary's expected rate at QMoE's p0, plus f16 lo, hi and a u32
+     * offset per row (the coded size of a tensor is in its header: moeq_tdict_size_of) */
+    if (c->type == MOEQ_CODEC_TDICT) return cols > 0 ? moeq_tdict_rate(MOEQ_TDICT_K_DEFAULT) + 64.0 / (double)cols : 0;
     if (c->type == MOEQ_CODEC_GGML) {
         const moeq_ggml_type_info *ti = moeq_ggml_type_get(c->gtype);
         if (!ti || ti->block <= 0) return 0;
@@ -181,6 +198,10 @@ void moeq_codec_dequant(const moeq_codec *c, const void *raw, int64_t rows, int6
                         float *dst)
 {
     if (r0 < 0 || r1 > rows || r0 >= r1 || moeq_codec_raw_bytes(c, rows, cols) == 0) return;
+    if (c->type == MOEQ_CODEC_TDICT) {   /* a checked tensor (moeq_tdict_check) */
+        moeq_tdict_dequant(raw, r0, r1, dst);
+        return;
+    }
     if (c->type == MOEQ_CODEC_GGML) {
         size_t rb = moeq_ggml_row_bytes((moeq_ggml_type)c->gtype, cols);
         for (int64_t r = r0; r < r1; r++)
@@ -380,8 +401,12 @@ static moeq_status parse_codec(moeq_pack *p, json_t *c, const char *name, moeq_c
         out->gtype = (int)ti->type;
         return MOEQ_OK;
     }
+    if (!strcmp(t, "t1d")) {   /* its p0 byte and sizes are in the data (checked with F-13) */
+        out->type = MOEQ_CODEC_TDICT;
+        return MOEQ_OK;
+    }
     if (strcmp(t, "int"))
-        return moeq_fail(err, MOEQ_ERR_UNSUPPORTED, "%s: tensor '%s': codec type '%.32s' is not raw, int or ggml "
+        return moeq_fail(err, MOEQ_ERR_UNSUPPORTED, "%s: tensor '%s': codec type '%.32s' is not raw, int, ggml or t1d "
                          "(F-12)", p->path, name, t);
     json_t *b = json_object_get(c, "bits"), *g = json_object_get(c, "group"), *s = json_object_get(c, "sym");
     if (!json_is_integer(b) || !json_is_integer(g) || !json_is_boolean(s))
@@ -559,12 +584,15 @@ moeq_status moeq_pack_parse(const void *buf, size_t len, const char *label, moeq
         } else {
             if (t->ndim != 2)
                 FAIL(MOEQ_ERR_FORMAT, "%s: tensor '%s': a matrix codec (%s) needs a 2-D shape, got %d dimensions (F-12)",
-                     p->path, t->name, t->codec.type == MOEQ_CODEC_GGML ? "ggml" : "int", t->ndim);
+                     p->path, t->name, t->codec.type == MOEQ_CODEC_GGML ? "ggml" : t->codec.type == MOEQ_CODEC_TDICT ? "t1d" : "int",
+                     t->ndim);
             moeq_error e2;
             if (moeq_codec_check(&t->codec, t->shape[0], t->shape[1], &e2))
                 FAIL(MOEQ_ERR_UNSUPPORTED, "%s: tensor '%s': %s (F-12)", p->path, t->name, e2.detail);
             want = moeq_codec_raw_bytes(&t->codec, t->shape[0], t->shape[1]);
             if (!want) FAIL(MOEQ_ERR_FORMAT, "%s: tensor '%s': size overflows (F-13)", p->path, t->name);
+            /* t1d: the size its header says, checked with the data after F-14 (at most the bound) */
+            if (t->codec.type == MOEQ_CODEC_TDICT && t->blob.raw_size <= want) want = t->blob.raw_size;
         }
         if (t->blob.raw_size != want)   /* F-13 */
             FAIL(MOEQ_ERR_FORMAT, "%s: tensor '%s': %s %llu bytes, the codec and shape imply %llu (F-13)",
@@ -622,6 +650,12 @@ moeq_status moeq_pack_parse(const void *buf, size_t len, const char *label, moeq
             if ((st = decompress(p, t, err))) goto fail;
         } else {
             t->data = b + t->blob.offset;
+        }
+        if (t->codec.type == MOEQ_CODEC_TDICT) {   /* F-13 for t1d: the header, offsets and codewords */
+            moeq_error e2;
+            moeq_status ts = moeq_tdict_check(t->data, t->blob.raw_size, t->shape[0], t->shape[1], &e2);
+            if (ts) FAIL(ts, "%s: tensor '%s' (data at offset %llu): %s (F-13)", p->path, t->name,
+                         (unsigned long long)t->blob.offset, e2.detail);
         }
         if (t->codec.type == MOEQ_CODEC_INT) {
             uint64_t so, zo;
@@ -741,6 +775,8 @@ moeq_status moeq_pack_verify(const moeq_pack *p, moeq_error *err)
             }
         } else if (t->codec.type == MOEQ_CODEC_GGML) {
             st = ggml_check_finite(p, t, err);
+        } else if (t->codec.type == MOEQ_CODEC_TDICT) {
+            /* F-16: its levels were checked finite at open with the rest of its layout */
         } else {
             moeq_tensor view = { .name = t->name, .dtype = t->codec.dtype, .ndim = t->ndim, .numel = t->numel,
                                  .data = t->data, .nbytes = t->blob.raw_size, .file = p->path,

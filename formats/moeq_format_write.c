@@ -4,6 +4,7 @@
  * and in which order (zstd at a fixed level in one thread is deterministic). */
 #include "moeq_pack.h"
 #include "moeq_ggml.h"
+#include "moeq_tdict.h"
 
 #include <errno.h>
 #include <jansson.h>
@@ -143,10 +144,14 @@ moeq_status moeq_pack_write_tensor(moeq_pack_writer *w, const char *name, int nd
 {
     if (codec->type != MOEQ_CODEC_RAW) {   /* F-12, F-13: refuse what the reader would refuse */
         moeq_error e2;
+        moeq_status st0;
         if (ndim != 2 || moeq_codec_check(codec, shape[0], shape[1], &e2))
             return moeq_fail(err, MOEQ_ERR_UNSUPPORTED, "tensor '%s': %s (F-12)", name,
                              ndim != 2 ? "a matrix codec needs a 2-D shape" : e2.detail);
-        if (moeq_codec_raw_bytes(codec, shape[0], shape[1]) != raw_size)
+        if (codec->type == MOEQ_CODEC_TDICT) {   /* self-describing: the reader's check (F-13) */
+            if ((st0 = moeq_tdict_check(raw, raw_size, shape[0], shape[1], &e2)))
+                return moeq_fail(err, MOEQ_ERR_MISUSE, "tensor '%s': %s (F-13)", name, e2.detail);
+        } else if (moeq_codec_raw_bytes(codec, shape[0], shape[1]) != raw_size)
             return moeq_fail(err, MOEQ_ERR_MISUSE, "tensor '%s': %zu raw bytes, the codec and shape imply %llu (F-13)",
                              name, raw_size, (unsigned long long)moeq_codec_raw_bytes(codec, shape[0], shape[1]));
     }
@@ -156,6 +161,8 @@ moeq_status moeq_pack_write_tensor(moeq_pack_writer *w, const char *name, int nd
     if (codec->type == MOEQ_CODEC_RAW) {
         json_object_set_new(c, "type", json_string("raw"));
         json_object_set_new(c, "dtype", json_string(moeq_dtype_name(codec->dtype)));
+    } else if (codec->type == MOEQ_CODEC_TDICT) {
+        json_object_set_new(c, "type", json_string("t1d"));
     } else if (codec->type == MOEQ_CODEC_GGML) {
         const moeq_ggml_type_info *ti = moeq_ggml_type_get(codec->gtype);
         json_object_set_new(c, "type", json_string("ggml"));

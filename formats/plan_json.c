@@ -109,7 +109,8 @@ char *moeq_plan_json(const moeq_plan *p, const moeq_plan_opts *o, const moeq_mod
         json_object_set_new(r, "rows", json_integer(e->rows));
         json_object_set_new(r, "cols", json_integer(e->cols));
         json_object_set_new(r, "codec", json_string(cs));
-        if (e->codec.type == MOEQ_CODEC_GGML) json_object_set_new(r, "bits", json_real(moeq_codec_bpw(&e->codec, e->cols)));
+        if (e->codec.type == MOEQ_CODEC_GGML || e->codec.type == MOEQ_CODEC_TDICT)   /* t1d: the estimate */
+            json_object_set_new(r, "bits", json_real(moeq_codec_bpw(&e->codec, e->cols)));
         else json_object_set_new(r, "bits", json_integer(e->codec.bits));
         json_object_set_new(r, "cost", e->pinned ? json_null() : json_real(e->cost));
         if (!e->pinned && e->n_costs > 0) {   /* every candidate's cost, in the candidates' order */
@@ -200,7 +201,7 @@ moeq_status moeq_plan_read(const char *path, const moeq_model *m, moeq_plan *out
         }
         moeq_error e2;
         if (moeq_codec_parse(json_string_value(c), &e->codec, &e2) || e->codec.type == MOEQ_CODEC_RAW) {
-            st = moeq_fail(err, MOEQ_ERR_FORMAT, "%s: matrices[%zu] ('%s'): codec '%s' is not an int or ggml codec", path,
+            st = moeq_fail(err, MOEQ_ERR_FORMAT, "%s: matrices[%zu] ('%s'): codec '%s' is not an int, ggml or t1d codec", path,
                            i, e->name, json_string_value(c));
             goto done;
         }

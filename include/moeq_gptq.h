@@ -191,6 +191,7 @@ typedef struct moeq_gptq_run {
     /* ---- generalization (docs/quantize.md, "Generalization"); all zero: the behaviour before */
     int rtn;                  /* RTN with the calibration file: weighted grids (opts.grid_steps) and the report */
     int damp_auto;            /* choose opts.damp per layer, input kind and codec on the validation split */
+    double tdict_damp;        /* t1d's damping: QMoE's 0.1 unless --damp D (<= 0: 0.1) */
     int split;                /* MOEQ_SPLIT_CAL: fit the calibration windows, hold the validation ones out */
     double shrink_n0;         /* prior strength of MOEQ_FALLBACK_SHRINK in tokens; <= 0: the matrix's columns */
     int report;               /* compute the per-layer Hessian errors (needs calib) */

@@ -12,7 +12,8 @@
 #define MOEQ_PACK_ALIGN 64
 #define MOEQ_PACK_INDEX_MAX ((uint64_t)256 << 20)
 
-typedef enum moeq_codec_type { MOEQ_CODEC_RAW = 0, MOEQ_CODEC_INT = 1, MOEQ_CODEC_GGML = 2 } moeq_codec_type;
+typedef enum moeq_codec_type { MOEQ_CODEC_RAW = 0, MOEQ_CODEC_INT = 1, MOEQ_CODEC_GGML = 2,
+                               MOEQ_CODEC_TDICT = 3 /* t1d: ternary, dictionary coded (moeq_tdict.h) */ } moeq_codec_type;
 
 typedef struct moeq_codec {
     moeq_codec_type type;
@@ -33,8 +34,10 @@ moeq_status moeq_codec_parse(const char *s, moeq_codec *out, moeq_error *err);
  *   the rule broken and, for a ggml type whose block does not divide cols, the nearest codec
  *   that fits (the caller prefixes the tensor's name);
  * - raw_bytes: the raw (decompressed) size the codec implies (FORMAT.md F-13), 0 when the shape
- *   does not fit;
- * - bpw: stored bits per weight, codes + scales (+ zeros), as the type counts them;
+ *   does not fit; t1d: the most it can take (its exact size is in its header, moeq_tdict_size_of);
+ * - bpw: stored bits per weight, codes + scales (+ zeros), as the type counts them; t1d (data-
+ *   dependent): its dictionary's expected rate at p0 = 226/256 plus the per-row levels and
+ *   offset, an estimate;
  * - dequant: rows [r0, r1) to float32 through the reference kernels (dst [(r1 - r0), cols]). */
 moeq_status moeq_codec_check(const moeq_codec *c, int64_t rows, int64_t cols, moeq_error *err);
 uint64_t moeq_codec_raw_bytes(const moeq_codec *c, int64_t rows, int64_t cols);

@@ -4,6 +4,7 @@
 #include "moeq_model.h"
 #include "moeq_kernels.h"
 #include "moeq_gguf.h"
+#include "moeq_tdict.h"
 
 #include <math.h>
 #include <stdint.h>
@@ -176,6 +177,10 @@ void moeq_mat_to_f32(const moeq_mat *m, int64_t r0, int64_t r1, float *dst)
     if (m->dtype == MOEQ_DT_F8_E4M3) {
         if (m->scale) fp8_rows_to_f32(m, r0, r1, dst);
         else memset(dst, 0, (size_t)((r1 - r0) * m->cols) * sizeof(float));   /* not a view moeq builds */
+        return;
+    }
+    if (m->gtype == MOEQ_TDICT_GTYPE) {
+        moeq_tdict_dequant(m->data, r0, r1, dst);
         return;
     }
     if (m->gtype) {   /* a GGUF block type, row by row */

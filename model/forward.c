@@ -7,6 +7,7 @@
  * thread in a fixed order, and expert outputs are summed per token in top-k slot order. */
 #include "model/fwd.h"
 #include "moeq_ggml.h"
+#include "moeq_tdict.h"
 
 #include <math.h>
 #include <omp.h>
@@ -300,7 +301,10 @@ static moeq_mat widen_f8(const moeq_mat *W, float *buf, int par)
 static void expert_mm(const moeq_kernel_set *ks, const moeq_mat *m, const moeq_wmat *w, const float *X, int64_t n,
                       int64_t K, int64_t N, float *Y)
 {
-    if (m->gtype) moeq_ggml_gemm((moeq_ggml_type)m->gtype, m->data, N, K, X, n, Y);
+    /* an int-packed matrix beside another codec in one expert (a plan mixes them) */
+    if (m->q) ks->gemm(m->q, X, n, K, 0, N, Y, N);
+    else if (m->gtype == MOEQ_TDICT_GTYPE) moeq_tdict_gemm(m->data, X, n, K, 0, N, Y, N);
+    else if (m->gtype) moeq_ggml_gemm((moeq_ggml_type)m->gtype, m->data, N, K, X, n, Y);
     else ks->wgemm(w, X, n, K, 0, N, Y, N);
 }
 
@@ -314,6 +318,10 @@ static void linear(moeq_runner *r, const moeq_mat *W, const float *X, int64_t n,
     if (moeq_mat_widens(W) && r->f8buf) {
         moeq_mat v = widen_f8(W, r->f8buf, 1);
         par_wmatmul(r, &v, X, n, Y);
+        return;
+    }
+    if (W->gtype == MOEQ_TDICT_GTYPE) {   /* t1d: fixed row blocks over the threads */
+        moeq_tdict_gemm_par(W->data, X, n, W->cols, Y, W->rows);
         return;
     }
     if (W->gtype) {   /* a GGUF block type: its kernels (moeq_ggml.h) split the rows over threads */

@@ -4,6 +4,7 @@
 #include "moeq_model.h"
 #include "formats/family.h"
 #include "moeq_pack.h"
+#include "moeq_tdict.h"
 #include "moeq_ggml.h"
 #include "moeq_prune.h"
 #include "moeq_core.h"
@@ -100,6 +101,10 @@ static void pack_fix(const moeq_model *m, moeq_mat *v, int64_t elem_off)
     if (!t) return;
     if (t->codec.type == MOEQ_CODEC_INT) {
         v->q = &t->q;
+        v->dtype = MOEQ_DT_OTHER;
+    } else if (t->codec.type == MOEQ_CODEC_TDICT) {   /* t1d: its own kernel (moeq_tdict.h), data = its raw bytes */
+        v->gtype = MOEQ_TDICT_GTYPE;
+        v->grow = 0;
         v->dtype = MOEQ_DT_OTHER;
     } else if (t->codec.type == MOEQ_CODEC_GGML) {   /* a ggml block type: the GGUF weights' kernels */
         v->gtype = t->codec.gtype;
@@ -1148,6 +1153,8 @@ static void rows_pages(const moeq_mat *v, int64_t r0, int64_t r1, int prefetch)
     } else if (v->data && (v->rstep || v->cstep)) {   /* strided: the whole extent of the view */
         size_t es = moeq_dtype_size(v->dtype);
         f(v->data, (size_t)((v->rows - 1) * v->rstep + (v->cols - 1) * v->cstep + 1) * es);
+    } else if (v->data && v->gtype == MOEQ_TDICT_GTYPE) {   /* variable-length rows: the whole tensor */
+        f(v->data, (size_t)moeq_tdict_size_of(v->data));
     } else if (v->data) {
         size_t rb = v->gtype ? (size_t)v->grow : (size_t)v->cols * moeq_dtype_size(v->dtype);
         f((const unsigned char *)v->data + (size_t)r0 * rb, n * rb);

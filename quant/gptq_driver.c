@@ -7,6 +7,7 @@
 #include "moeq_core.h"
 #include "moeq_kernels.h"
 #include "moeq_ggml.h"
+#include "moeq_tdict.h"
 #include "moeq_quant.h"
 
 #include <math.h>
@@ -456,12 +457,19 @@ static const char *layer_group(const moeq_model *m, const char *name, int64_t co
 /* A layer matrix (attention, shared or dense MLP) with its subgroup's Hessian H (all the
  * calibration tokens pass through it, so none is undersampled): GPTQ on the codec's grid, or
  * with --method rtn the grid search weighted by diag(H). */
+static moeq_status tdict_with_h(moeq_gptq_run *r, const char *name, const float *w, int64_t rows, int64_t cols,
+                                const double *H, uint8_t *raw, double *damp_used, moeq_error *err);
+
 static moeq_status layer_piece(moeq_gptq_run *r, const char *name, const float *w, int64_t rows, int64_t cols,
                                const moeq_codec *codec, const double *H, uint8_t *raw, moeq_error *err)
 {
     const int gg = codec->type == MOEQ_CODEC_GGML;
     moeq_status st;
     double t0 = moeq_now();
+    if (codec->type == MOEQ_CODEC_TDICT) {
+        double du;
+        return tdict_with_h(r, name, w, rows, cols, H, raw, &du, err);
+    }
     if (r->rtn) {
         double *d = malloc((size_t)cols * sizeof *d);
         if (!d) return moeq_fail(err, MOEQ_ERR_NOMEM, "out of memory");
@@ -497,6 +505,34 @@ static moeq_status layer_piece(moeq_gptq_run *r, const char *name, const float *
     return MOEQ_OK;
 }
 
+/* t1d (QMoE): ternary GPTQ through H's factor (NULL H, or --method rtn: RTN ternary); damping
+ * r->tdict_damp; a failed factorization falls back to RTN. *damp_used: 0 when no feedback. */
+static moeq_status tdict_with_h(moeq_gptq_run *r, const char *name, const float *w, int64_t rows, int64_t cols,
+                                const double *H, uint8_t *raw, double *damp_used, moeq_error *err)
+{
+    const uint64_t cap = moeq_tdict_raw_bound(rows, cols);
+    double t0 = moeq_now();
+    *damp_used = 0;
+    if (!H || r->rtn) return moeq_tdict_quantize(w, rows, cols, NULL, NULL, 0, raw, cap, NULL, NULL, err);
+    moeq_gptq_opts o = r->opts;
+    o.damp = r->tdict_damp > 0 ? r->tdict_damp : 0.1;
+    moeq_gptq_hinv *h = NULL;
+    moeq_gptq_info info = { 0 };
+    moeq_error e2;
+    moeq_status st = moeq_gptq_hinv_create(H, cols, &o, &h, &info, &e2);
+    if (st && st != MOEQ_ERR_NUMERIC) { *err = e2; return st; }
+    if (st) { info.rtn_fallback = 1; h = NULL; }
+    int64_t n = 0;
+    const int64_t *perm = NULL;
+    const double *U = h ? moeq_gptq_hinv_factor(h, &n, &perm) : NULL;
+    st = moeq_tdict_quantize(w, rows, cols, U, perm, 0, raw, cap, NULL, NULL, err);
+    moeq_gptq_hinv_free(h);
+    if (!st) st = note_cholesky(r, name, &info, "RTN", err);
+    r->seconds_gptq += moeq_now() - t0;
+    if (!info.rtn_fallback) *damp_used = info.damp;
+    return st;
+}
+
 moeq_status moeq_gptq_piece(void *user, const char *name, const float *w, int64_t rows, int64_t cols,
                             const moeq_codec *codec, uint8_t *raw, moeq_error *err)
 {
@@ -507,6 +543,9 @@ moeq_status moeq_gptq_piece(void *user, const char *name, const float *w, int64_
     if (gg && !r->calib)
         return moeq_fail(err, MOEQ_ERR_UNSUPPORTED, "'%s': codec %s: sequential GPTQ takes int codecs only; calibrate "
                          "first (moeq calibrate) and give --calib", name, moeq_ggml_type_get(codec->gtype)->name);
+    if (codec->type == MOEQ_CODEC_TDICT && !r->calib)
+        return moeq_fail(err, MOEQ_ERR_UNSUPPORTED, "'%s': codec t1d: sequential GPTQ takes int codecs only; calibrate "
+                         "first (moeq calibrate) and give --calib", name);
     int64_t i = moeq_expert_index_find(r->index, name);
     if (i < 0) {   /* attention, shared or dense matrices: their subgroup's Hessian when the file has it */
         int64_t gl = -1;
@@ -565,6 +604,14 @@ moeq_status moeq_gptq_piece(void *user, const char *name, const float *w, int64_
             snprintf(why + l, sizeof why - l, " (prior %g tokens)", n0);
         }
         if (!r->rtn && (st = moeq_gptq_add_fallback(r, name, fk, why, err))) return st;
+    }
+    if (codec->type == MOEQ_CODEC_TDICT) {   /* ternary GPTQ on the Hessian src names, RTN without one */
+        const double *H = NULL;
+        double *Hs = NULL, dused = 0;
+        if (src != NONE && !r->rtn && (st = piece_hessian(r, x, kind, src, cols, name, &H, &Hs, err))) return st;
+        st = tdict_with_h(r, name, w, rows, cols, src == NONE ? NULL : H, raw, &dused, err);
+        free(Hs);
+        return st ? st : piece_report(r, x, kind, w, rows, cols, codec, raw, dused, err);
     }
     double t0 = moeq_now();
     if (r->rtn) {   /* RTN with the calibration file: grids weighted by the diagonal of the Hessian GPTQ would use */

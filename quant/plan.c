@@ -16,6 +16,7 @@
 #include "moeq_dist.h"
 #include "moeq_kernels.h"
 #include "moeq_ggml.h"
+#include "moeq_tdict.h"
 #include "moeq_eval.h"
 
 #include <math.h>
@@ -58,6 +59,8 @@ int moeq_plan_ncandidates(const moeq_plan_opts *o) { return o->n_codecs > 0 ? o-
 static int64_t codec_bits(const moeq_codec *c, int64_t rows, int64_t cols, int total)
 {
     if (c->type == MOEQ_CODEC_GGML) return (int64_t)moeq_codec_raw_bytes(c, rows, cols) * 8;
+    if (c->type == MOEQ_CODEC_TDICT)   /* entropy-coded: the estimate before coding (moeq_codec_bpw) */
+        return llround((double)(rows * cols) * moeq_tdict_rate(MOEQ_TDICT_K_DEFAULT)) + (total ? rows * 64 : 0);
     int64_t g = c->group ? c->group : cols;
     int64_t b = rows * cols * c->bits;
     if (total) b += rows * ((cols + g - 1) / g) * (c->sym ? 16 : 32);
@@ -125,7 +128,30 @@ static moeq_status quantize_candidate(const moeq_expert_mat *x, const moeq_plan_
         if (moeq_codec_check(&c, rows, cols, &e2))
             return moeq_fail(err, MOEQ_ERR_UNSUPPORTED, "plan: '%s' [%lld, %lld]: %s", x->name, (long long)rows,
                              (long long)cols, e2.detail);
-        if (c.type == MOEQ_CODEC_GGML) {   /* the type's own grid: weighted search (diag H) or GPTQ */
+        if (c.type == MOEQ_CODEC_TDICT) {   /* ternary: GPTQ through H (QMoE's damping 0.1) or RTN */
+            size_t need = (size_t)moeq_tdict_raw_bound(rows, cols);
+            if (need > w->raw_cap) {
+                free(w->raw);
+                w->raw_cap = 0;
+                if (!(w->raw = malloc(need))) return moeq_fail(err, MOEQ_ERR_NOMEM, "out of memory");
+                w->raw_cap = need;
+            }
+            moeq_gptq_hinv *h = NULL;
+            const double *U = NULL;
+            const int64_t *perm = NULL;
+            if (o->hessian_gptq) {
+                moeq_gptq_opts go = { .damp = 0.1, .threads = o->threads };
+                moeq_gptq_info inf;
+                moeq_error eh;
+                int64_t n;
+                st = moeq_gptq_hinv_create(w->H, cols, &go, &h, &inf, &eh);
+                if (st == MOEQ_ERR_NOMEM) { *err = eh; return st; }
+                if (st == MOEQ_OK) U = moeq_gptq_hinv_factor(h, &n, &perm);   /* else: RTN */
+            }
+            st = moeq_tdict_quantize(w->wf, rows, cols, U, perm, 0, w->raw, need, w->wq, NULL, err);
+            moeq_gptq_hinv_free(h);
+            if (st) return st;
+        } else if (c.type == MOEQ_CODEC_GGML) {   /* the type's own grid: weighted search (diag H) or GPTQ */
             size_t need = (size_t)moeq_codec_raw_bytes(&c, rows, cols);
             if (need > w->raw_cap) {
                 free(w->raw);
@@ -592,7 +618,9 @@ moeq_status moeq_plan_make(const moeq_model *m, const moeq_plan_opts *o, moeq_pl
             /* count mode: bits per weight of this matrix in 1/1024 units, so sizes stay integers */
             sz[j] = o->weight == MOEQ_WEIGHT_COUNT ? (int64_t)llround((double)b / (double)nw * 1024) : b;
             /* a ggml type's proxy bits: its bits per weight as it counts them */
-            double q = pow(4.0, -(c.type == MOEQ_CODEC_GGML ? moeq_codec_bpw(&c, cols) : (double)c.bits));
+            /* t1d: a 3-level grid's log2(3) bits (its stored bits are fewer: the coding) */
+            double q = pow(4.0, -(c.type == MOEQ_CODEC_GGML ? moeq_codec_bpw(&c, cols)
+                                  : c.type == MOEQ_CODEC_TDICT ? log2(3.0) : (double)c.bits));
             if (o->cost == MOEQ_COST_UNIFORM) cs[j] = (double)nw * q;
             else if (o->cost == MOEQ_COST_ALPHAQ) cs[j] = (double)nw * s * v * q;
             else if (o->cost == MOEQ_COST_RANDOM) cs[j] = (double)nw * q * exp(4.0 * rand_unit(o->seed, i, j) - 2.0);

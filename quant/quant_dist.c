@@ -13,6 +13,7 @@
  *   f64 calibration and f64 validation Hessian error), u32 fallbacks, per fallback 3 strings
  *   (tensor, kind, reason: u32 length, bytes), u64 raw size, raw bytes (moeq_qmat_bytes of the
  *   codec). */
+#include "moeq_tdict.h"
 #include "moeq_gptq.h"
 #include "moeq_core.h"
 #include "moeq_dist.h"
@@ -101,11 +102,14 @@ static moeq_status record_apply(drv *d, moeq_rd *r, size_t k, const moeq_codec *
         }
     }
     uint64_t n = moeq_rd_u64(r);
-    const void *codes = n == rsz ? moeq_rd_bytes(r, rsz) : NULL;
+    /* t1d: its coded size, what its header says (at most the bound rsz) */
+    const int td = cd->type == MOEQ_CODEC_TDICT;
+    const void *codes = (td ? n >= MOEQ_TDICT_HDR && n <= rsz : n == rsz) ? moeq_rd_bytes(r, (size_t)n) : NULL;
+    if (td && codes && moeq_tdict_size_of(codes) != n) codes = NULL;
     if (r->bad || !codes)
         return moeq_fail(err, MOEQ_ERR_FORMAT, "%s: the record of '%s' is truncated or of another size (%llu bytes, "
                          "want %zu)", from, pc->name, (unsigned long long)n, rsz);
-    memcpy(raw, codes, rsz);
+    memcpy(raw, codes, (size_t)n);
     if (g) {
         g->gptq_matrices += gptq != 0;
         g->seconds_gptq += secs;
@@ -250,7 +254,7 @@ static moeq_status d_quantize(void *u, const char *name, const float *w, int64_t
     moeq_status st = quantize_here(d, name, w, rows, cols, cd, raw, &n0, &g0, &t0, err);
     if (st || !d->rs) return st;
     const moeq_quant_piece *pc = &d->pcs[d->cur];
-    size_t rsz = (size_t)moeq_codec_raw_bytes(cd, rows, cols);
+    size_t rsz = cd->type == MOEQ_CODEC_TDICT ? (size_t)moeq_tdict_size_of(raw) : (size_t)moeq_codec_raw_bytes(cd, rows, cols);
     record_of_here(d, &d->ubuf[pc->unit], d->cur, cd, raw, rsz, n0, g0, t0);
     return piece_kept(d, d->cur, err);
 }
@@ -285,6 +289,7 @@ static moeq_status worker(drv *d, moeq_error *err)
         double t0;
         if ((st = quantize_here(d, pc->name, wf, pc->rows, pc->cols, cd, raw, &n0, &g0, &t0, err))) break;
         b.n = 0;
+        if (cd->type == MOEQ_CODEC_TDICT) rsz = (size_t)moeq_tdict_size_of(raw);   /* the coded bytes only */
         record_of_here(d, &b, k, cd, raw, rsz, n0, g0, t0);
         if (d->qr->gptq) d->qr->gptq->n_fallbacks = n0;   /* rank 0 keeps them */
         if (b.oom) { st = moeq_fail(err, MOEQ_ERR_NOMEM, "out of memory for the record of '%s'", pc->name); break; }

@@ -4,6 +4,7 @@
  * Fused v5 expert tensors are split per expert (FORMAT.md F-15). */
 #include "moeq_quant.h"
 #include "moeq_ggml.h"
+#include "moeq_tdict.h"
 #include "moeq_core.h"
 #include "moeq_kernels.h"
 
@@ -387,6 +388,8 @@ moeq_status moeq_codec_quantize_rtn(const moeq_codec *c, const float *w, int64_t
                                     moeq_error *err)
 {
     if (c->type == MOEQ_CODEC_GGML) return moeq_ggml_quantize_rows((moeq_ggml_type)c->gtype, w, rows, cols, NULL, raw, err);
+    if (c->type == MOEQ_CODEC_TDICT)   /* raw: moeq_codec_raw_bytes (the bound) */
+        return moeq_tdict_quantize(w, rows, cols, NULL, NULL, 0, raw, moeq_tdict_raw_bound(rows, cols), NULL, NULL, err);
     if (c->type != MOEQ_CODEC_INT) return moeq_fail(err, MOEQ_ERR_MISUSE, "RTN: not a matrix codec");
     return moeq_rtn_quantize(w, rows, cols, c->bits, c->group, c->sym, raw, err);
 }
@@ -532,6 +535,7 @@ moeq_status moeq_quantize_pieces_write(const moeq_model *m, const moeq_quant_opt
                                  : moeq_codec_quantize_rtn(&cd, wf, pc->rows, pc->cols, raw, err);
                 if (st) break;
             }
+            if (cd.type == MOEQ_CODEC_TDICT) rsz = moeq_tdict_size_of(raw);   /* coded: its header says */
             double nw = (double)nel;
             if (cd.type == MOEQ_CODEC_INT) {
                 int g = cd.group ? cd.group : (int)pc->cols;
@@ -543,6 +547,10 @@ moeq_status moeq_quantize_pieces_write(const moeq_model *m, const moeq_quant_opt
                 ent = code_entropy(&q);
                 code_bits += nw * cd.bits;
                 total_bits += nw * cd.bits + (double)(pc->rows * ((pc->cols + g - 1) / g)) * (cd.sym ? 16 : 32);
+            } else if (cd.type == MOEQ_CODEC_TDICT) {   /* the coded size: codewords, and with levels and offsets */
+                double cwb = 8.0 * (double)(rsz - moeq_tdict_raw_size(pc->rows, 0));
+                code_bits += cwb;
+                total_bits += 8.0 * (double)rsz;
             } else {   /* ggml blocks interleave codes and scales: both counts are the type's bits per weight */
                 double bpw = moeq_codec_bpw(&cd, pc->cols);
                 code_bits += nw * bpw;

@@ -28,6 +28,8 @@ static const char *PLAN_HELP =
     "                    TQ2_0 2.0625, TQ1_0 1.6875)\n"
     "  --group G         the candidates' group: 32, 64 (default), 128 or 0 (per channel)\n"
     "  --sym / --asym    symmetric codes or scale + zero (default)\n"
+    "  --codecs ...,t1d  t1d (ternary, dictionary coded: cold experts below 1 bit) counts the\n"
+    "                    estimate before coding, its dictionary's expected rate (~0.73 bit)\n"
     "  --cost C          uniform: n 4^-b; alphaq: n s var(W) 4^-b, s = (median alpha / alpha)^gamma\n"
     "                    (needs --spectral); hessian: measured tr((W-Q)H(W-Q)^T) (needs --calib);\n"
     "                    measured: the KLD of each layer x projection quantized alone, on validation\n"
@@ -109,7 +111,7 @@ int cmd_plan(int argc, char **argv)
             }
             free(dup);
             if (o.n_codecs < 1) {
-                tool_usage_error("plan", "--codecs wants 1 to 8 int or ggml codecs, comma-separated%s%s", e.detail[0] ? ": " : "", e.detail);
+                tool_usage_error("plan", "--codecs wants 1 to 8 int, ggml or t1d codecs, comma-separated%s%s", e.detail[0] ? ": " : "", e.detail);
                 goto out;
             }
         } else if (!strcmp(a, "--group")) {
@@ -228,7 +230,8 @@ int cmd_plan(int argc, char **argv)
             for (size_t i = 0; i < p.n; i++)
                 if (p.entries[i].layer == l) {
                     double nw = (double)(p.entries[i].rows * p.entries[i].cols);
-                    sb[p.entries[i].proj] += nw * (p.entries[i].codec.type == MOEQ_CODEC_GGML
+                    sb[p.entries[i].proj] += nw * (p.entries[i].codec.type == MOEQ_CODEC_GGML ||
+                                                   p.entries[i].codec.type == MOEQ_CODEC_TDICT
                                                        ? moeq_codec_bpw(&p.entries[i].codec, p.entries[i].cols)
                                                        : p.entries[i].codec.bits);
                     sw[p.entries[i].proj] += nw;

@@ -31,6 +31,8 @@ static const char *QUANTIZE_HELP =
     "                    / ik lay them out; K, IQ4_XS, TQ types, iq2_k and iq2_ks need cols % 256 == 0)\n"
     "  --plan F          a plan from moeq plan: one codec per matrix (replaces --bits, --group,\n"
     "                    --sym and --scope; --tensor-type rules still apply first)\n"
+    "  --codec t1d       QMoE's ternary rows, dictionary coded (~0.7 bit per weight; GPTQ with\n"
+    "                    --calib at damping 0.1 unless --damp D): for cold experts\n"
     "  --method M        rtn (round to nearest, default) or gptq (needs --calib): second-order\n"
     "                    error feedback with each routed expert's Hessian\n"
     "  --calib F.h5      calibration file from moeq calibrate on this model\n"
@@ -265,10 +267,11 @@ int cmd_quantize(int argc, char **argv)
         tool_usage_error("quantize", "--sequential needs calibration tokens: --tokens FILE or --text FILE");
         goto out;
     }
-    int seq_ggml = sequential && codec_s && codec_opt.type == MOEQ_CODEC_GGML;
-    for (int r = 0; r < n_rules; r++) seq_ggml |= sequential && rules[r].codec.type == MOEQ_CODEC_GGML;
+    int seq_ggml = sequential && codec_s && (codec_opt.type == MOEQ_CODEC_GGML || codec_opt.type == MOEQ_CODEC_TDICT);
+    for (int r = 0; r < n_rules; r++)
+        seq_ggml |= sequential && (rules[r].codec.type == MOEQ_CODEC_GGML || rules[r].codec.type == MOEQ_CODEC_TDICT);
     if (seq_ggml) {   /* plans are checked per piece (moeq_gptq_piece) */
-        tool_usage_error("quantize", "--sequential takes int codecs only; for ggml codecs calibrate first and give --calib");
+        tool_usage_error("quantize", "--sequential takes int codecs only; for ggml and t1d codecs calibrate first and give --calib");
         goto out;
     }
     if (tokens_path && text_path) { tool_usage_error("quantize", "give --tokens or --text, not both"); goto out; }
@@ -325,6 +328,7 @@ int cmd_quantize(int argc, char **argv)
                      : !strcmp(fallback, "layer-mean") ? MOEQ_FALLBACK_LAYER_MEAN : MOEQ_FALLBACK_SHRINK;
         run.rtn = rtn_calib;
         run.damp_auto = gptq && damp_auto;
+        run.tdict_damp = damp_asked_auto ? 0.1 : damp;
         run.split = has_val && !strcmp(fit, "cal") ? MOEQ_SPLIT_CAL : MOEQ_SPLIT_ALL;
         run.shrink_n0 = (double)shrink_prior;
         run.report = cf != NULL;

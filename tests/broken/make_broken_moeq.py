@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Writes the catalogue of broken .moeq files under tests/broken/moeq/: valid.moeq (a small
 well-formed file: an int-codec matrix, a raw vector, a zstd-compressed matrix), one file per
-broken rule of docs/FORMAT.md, README.md and expected.tsv (read by tests/cli/test_pack.sh,
+broken rule of docs/FORMAT.md (the t1d layout's too: its dictionary is rebuilt here), README.md and expected.tsv (read by tests/cli/test_pack.sh,
 which runs `moeq verify` on each). Stdlib only (XXH64 and a raw-block zstd frame are written
 here from their specifications); deterministic.
 Usage: python3 tests/broken/make_broken_moeq.py   (from the repository root)"""
@@ -252,6 +252,99 @@ def ggml_inf(s):
     ggml("IQ4_NL", bytes(d))(s, "blobs")
 
 
+def t1d_dictionary(k):
+    """The t1d dictionary of p0 byte k (kernels/ref/tdict.c, FORMAT.md "T1d codec layout"):
+    the Tunstall tree over trit pairs (symbol 3a + b), the most probable leaf expanded first
+    (ties: the leaf created first) until 65529 leaves, never past 14 pairs; codewords number
+    the leaves depth first, symbol 0 first. Returns (children, codeword of a leaf) by node."""
+    import heapq
+    t = [k / 256.0, (256 - k) / 512.0, (256 - k) / 512.0]
+    pp = [t[s // 3] * t[s % 3] for s in range(9)]
+    prob, depth, child = [1.0], [0], [-1]
+    heap, leaves, x = [], 1, 0
+    while True:
+        child[x] = len(prob)
+        for s in range(9):
+            prob.append(prob[x] * pp[s])
+            depth.append(depth[x] + 1)
+            child.append(-1)
+            heapq.heappush(heap, (-prob[-1], len(prob) - 1))
+        leaves += 8
+        if leaves + 8 > 65536:
+            break
+        while True:
+            x = heapq.heappop(heap)[1]
+            if depth[x] < 14:
+                break
+    ident, stack, nxt = {}, [0], 0
+    while stack:
+        v = stack.pop()
+        if child[v] < 0:
+            ident[v] = nxt
+            nxt += 1
+        else:
+            stack.extend(child[v] + s for s in range(8, -1, -1))
+    return child, ident
+
+
+T1D_K = 200
+
+
+def t1d_raw(rows, cols, trits, levels):
+    """t1d raw bytes: header, f16 lo/hi per row, u32 row offsets, u16 codewords (greedy match,
+    the tail padded with zero pairs)"""
+    child, ident = t1d_dictionary(T1D_K)
+    cws, offs = [], [0]
+    for r in range(rows):
+        v = 0
+        pairs = [3 * trits(r, c) + (trits(r, c + 1) if c + 1 < cols else 0) for c in range(0, cols, 2)]
+        for sym in pairs:
+            v = child[v] + sym
+            if child[v] < 0:
+                cws.append(ident[v])
+                v = 0
+        while v:
+            v = child[v]
+            if child[v] < 0:
+                cws.append(ident[v])
+                v = 0
+        offs.append(len(cws))
+    hdr = bytes([T1D_K]) + bytes(7) + struct.pack("<QQQ", rows, cols, len(cws))
+    lv = b"".join(f16(levels(r)[0]) + f16(levels(r)[1]) for r in range(rows))
+    return hdr + lv + struct.pack("<%dI" % (rows + 1), *offs) + struct.pack("<%dH" % len(cws), *cws)
+
+
+def t1d_trit(r, c):
+    return 1 if (r * 5 + c * 3) % 11 == 0 else 2 if (r + c * 7) % 13 == 0 else 0
+
+
+T1D = t1d_raw(I, H, t1d_trit, lambda r: (-0.01 * (1 + r % 3), 0.02))
+T1D_CW0 = 32 + 8 * I + 4   # codeword 0 in the tensor's data
+
+
+def t1d(mut=None):
+    """expert 0's w3 as t1d, its raw bytes changed by mut (a bytearray function)"""
+    def f(s):
+        t = s["tensors"][G_IDX]
+        t["codec"] = {"type": "t1d"}
+        d = bytearray(T1D)
+        if mut:
+            d = mut(d) or d
+        t["data"] = bytes(d)
+    return at("blobs", f)
+
+
+def t1d_short_row(d):
+    """row 0 one codeword short: later offsets and the count follow (sizes consistent)"""
+    n = struct.unpack_from("<Q", d, 24)[0]
+    offs = list(struct.unpack_from("<%dI" % (I + 1), d, 32 + 4 * I))
+    cws = list(struct.unpack_from("<%dH" % n, d, T1D_CW0))
+    del cws[offs[1] - 1]
+    offs = [offs[0]] + [o - 1 for o in offs[1:]]
+    return bytearray(d[:24] + struct.pack("<Q", n - 1) + d[32:32 + 4 * I] + struct.pack("<%dI" % (I + 1), *offs)
+                     + struct.pack("<%dH" % (n - 1), *cws))
+
+
 # name, mutation, status, exit code, fragments of the message (besides the file name)
 CASES = [
     ("valid.moeq", None, "MOEQ_OK", 0, []),
@@ -319,6 +412,23 @@ CASES = [
      ["F-13", "tensor '%s'" % GN, "imply"]),
     ("ggml_inf_scale.moeq", at("blobs", ggml_inf), "MOEQ_ERR_NUMERIC", 3,
      ["F-16", "tensor '%s'" % GN, "block 0 of row 3", "Inf"]),
+    ("t1d_valid.moeq", t1d(), "MOEQ_OK", 0, []),
+    ("t1d_p0_zero.moeq", t1d(lambda d: d.__setitem__(0, 0)), "MOEQ_ERR_FORMAT", 2,
+     ["F-13", "tensor '%s'" % GN, "p0 byte 0 at offset 0"]),
+    ("t1d_rows_mismatch.moeq", t1d(lambda d: d.__setitem__(8, I + 1)), "MOEQ_ERR_FORMAT", 2,
+     ["F-13", "tensor '%s'" % GN, "header rows 33 cols 32 (offsets 8, 16)"]),
+    ("t1d_count_mismatch.moeq", t1d(lambda d: d.__setitem__(24, d[24] + 1)), "MOEQ_ERR_FORMAT", 2,
+     ["F-13", "tensor '%s'" % GN, "(offset 24) implies"]),
+    ("t1d_level_positive_lo.moeq", t1d(lambda d: d.__setitem__(slice(32 + 4 * 5, 32 + 4 * 5 + 2), f16(0.5))),
+     "MOEQ_ERR_FORMAT", 2, ["F-13", "tensor '%s'" % GN, "row 5 levels lo 0.5", "at offset 52"]),
+    ("t1d_offsets_decreasing.moeq", t1d(lambda d: d.__setitem__(slice(32 + 4 * I + 8, 32 + 4 * I + 12), bytes(4))),
+     "MOEQ_ERR_FORMAT", 2, ["F-13", "tensor '%s'" % GN, "not monotone at offset 168"]),
+    ("t1d_codeword_unused.moeq", t1d(lambda d: d.__setitem__(slice(T1D_CW0, T1D_CW0 + 2), b"\xff\xff")),
+     "MOEQ_ERR_FORMAT", 2, ["F-13", "tensor '%s'" % GN, "row 0 codeword 65535 at offset %d" % T1D_CW0,
+                            "not in the dictionary"]),
+    ("t1d_row_short.moeq", t1d(t1d_short_row), "MOEQ_ERR_FORMAT", 2,
+     ["F-13", "tensor '%s'" % GN, "row 0's", "decode to fewer than 32 weights"]),
+    ("t1d_truncated.moeq", t1d(lambda d: d[:-2]), "MOEQ_ERR_FORMAT", 2, ["F-13", "tensor '%s'" % GN, "implies"]),
     ("inf_raw_value.moeq", at("blobs", lambda s: s["tensors"][1].__setitem__("data", struct.pack("<2H", 0x3F80, 0x7F80) + N_RAW[4:])),
      "MOEQ_ERR_NUMERIC", 3, ["'%s'" % NN]),
 ]
