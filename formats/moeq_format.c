@@ -117,7 +117,7 @@ moeq_status moeq_codec_parse(const char *s, moeq_codec *out, moeq_error *err)
     out->sym = kind == 's';
     return MOEQ_OK;
 bad:
-    if (s[0] == 't')   /* a near miss of t1d: named apart from the list below, which other codecs extend */
+    if (!strncmp(s, "t1", 2))   /* a near miss of t1d (not of tq1_0, tq2_0): named apart from the list below */
         return moeq_fail(err, MOEQ_ERR_MISUSE, "codec '%s': want t1d (ternary, dictionary coded, sub-1-bit), keep, "
                          "bf16, f16, f32, qBgGa|s, qBca|s or a ggml block type", s);
     return moeq_fail(err, MOEQ_ERR_MISUSE, "codec '%s': want keep, bf16, f16, f32, qBgGa|s (B in 2,3,4,8; "
