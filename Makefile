@@ -178,11 +178,12 @@ results-gguf: all
 	@scripts/results_gguf.sh
 
 # the same against ik_llama.cpp at its 2-bit types (IQ2_K 2.375, IQ2_KS 2.19 bits per weight),
-# moeq's plan choosing among the ternary, IQ2 and K types: docs/RESULTS-ik.md (IK=.../build/bin)
+# moeq's plan choosing among the IQ2 and K types (the TQ types do not load in ik_llama.cpp):
+# docs/RESULTS-ik.md (IK=.../build/bin)
 IK ?= /work/peers/ik/build/bin
 results-ik: all
 	@LLAMA=$(IK) TYPES="IQ2_K IQ2_KS" SCOPES=experts OUT=build/results-ik DOC=docs/RESULTS-ik.md \
-	  CAND=TQ1_0,TQ2_0,IQ2_KS,IQ2_K,Q2_K,Q3_K,Q4_K scripts/results_gguf.sh
+	  CAND=IQ2_KS,IQ2_K,Q2_K,Q3_K,Q4_K scripts/results_gguf.sh
 
 clean:
 	rm -rf build bin

@@ -41,7 +41,14 @@ typedef struct moeq_ggml_type_info {
     int block;               /* values per block (1 for F32/F16/BF16) */
     int bytes;               /* bytes per block */
     int row_meta;            /* bytes at the start of each row before its blocks (IQ2_KS: 2), else 0 */
+    int runtimes;            /* MOEQ_GGML_RT_* bits: the runtimes that load the type */
 } moeq_ggml_type_info;
+
+/* Runtimes that load a type: mainline llama.cpp (and node-llama-cpp) and ik_llama.cpp. Most types
+ * load in both; the ternary TQ1_0/TQ2_0 only in mainline (ik_llama.cpp dropped them), IQ2_K and
+ * IQ2_KS only in ik_llama.cpp. A GGUF mixing the two kinds loads nowhere. */
+#define MOEQ_GGML_RT_LLAMA 1
+#define MOEQ_GGML_RT_IK 2
 
 /* NULL for a type id moeq does not support (the caller names it in its error). */
 const moeq_ggml_type_info *moeq_ggml_type_get(int type);

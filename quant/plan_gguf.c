@@ -394,6 +394,20 @@ moeq_status moeq_gguf_plan_make(const moeq_model *m, const moeq_gguf_plan_opts *
     }
     int nt;
     const int *types = candidates(o, &nt);
+    /* a file must load somewhere: no mix of mainline-only (TQ) and ik_llama.cpp-only types */
+    int rt = MOEQ_GGML_RT_LLAMA | MOEQ_GGML_RT_IK, t_llama = -1, t_ik = -1;
+    for (int j = 0; j < nt + o->n_pins; j++) {
+        const moeq_ggml_type_info *ti = moeq_ggml_type_get(j < nt ? types[j] : o->pin_types[j - nt]);
+        if (!ti) continue;
+        rt &= ti->runtimes;
+        if (!(ti->runtimes & MOEQ_GGML_RT_IK)) t_llama = (int)ti->type;
+        if (!(ti->runtimes & MOEQ_GGML_RT_LLAMA)) t_ik = (int)ti->type;
+    }
+    if (!rt)
+        return moeq_fail(err, MOEQ_ERR_MISUSE, "plan --target gguf: types %s and %s: no runtime loads both (%s: "
+                         "mainline llama.cpp only; %s: ik_llama.cpp only); list the types of one runtime",
+                         moeq_ggml_type_get(t_llama)->name, moeq_ggml_type_get(t_ik)->name,
+                         moeq_ggml_type_get(t_llama)->name, moeq_ggml_type_get(t_ik)->name);
     moeq_gguf_matrix *mats = NULL;
     size_t nm = 0;
     moeq_status st = moeq_gguf_export_matrices(m, &mats, &nm, err);

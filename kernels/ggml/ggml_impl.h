@@ -50,6 +50,8 @@ typedef struct gg_codec {
     /* one block of x re-searched under a fixed row meta (GPTQ's regrid): scale fields and codes;
      * w as quant's (NULL: unweighted) */
     void (*quant_block_meta)(const uint8_t *meta, const float *x, const float *w, uint8_t *blk);
+    /* which runtimes load the type (MOEQ_GGML_RT_*); 0: both */
+    int runtimes;
 } gg_codec;
 
 const gg_codec *gg_codec_get(moeq_ggml_type t);

@@ -318,4 +318,4 @@ static void pk_iq2_k(uint8_t *b, const uint8_t *L)
 }
 
 const gg_codec gg_codec_iq2_k = {MOEQ_GGML_IQ2_K, "IQ2_K", GG_QK_K, IQ2K_BYTES, dq_iq2_k, q_iq2_k, 4, 0, gg_iq2nl_values,
-                                 grid_iq2_k, pk_iq2_k};
+                                 grid_iq2_k, pk_iq2_k, 0, NULL, NULL, NULL, MOEQ_GGML_RT_IK};

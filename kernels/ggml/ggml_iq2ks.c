@@ -262,5 +262,5 @@ static void qb_iq2_ks(const uint8_t *meta, const float *x, const float *qw, uint
 
 const gg_codec gg_codec_iq2_ks = {
     MOEQ_GGML_IQ2_KS, "IQ2_KS", GG_QK_K, BYTES, dq_iq2_ks, q_iq2_ks, 4, 0, iq2nl, NULL, pk_iq2_ks,
-    2, dq_blocks, grid_iq2_ks, qb_iq2_ks,
+    2, dq_blocks, grid_iq2_ks, qb_iq2_ks, MOEQ_GGML_RT_IK,
 };

@@ -256,5 +256,7 @@ static void pk_tq2_0(uint8_t *b, const uint8_t *L)
     tq2_encode(b, q);
 }
 
-const gg_codec gg_codec_tq1_0 = {MOEQ_GGML_TQ1_0, "TQ1_0", QK, TQ1_BYTES, dq_tq1_0, q_tq1_0, 3, 1, NULL, grid_tq1_0, pk_tq1_0};
-const gg_codec gg_codec_tq2_0 = {MOEQ_GGML_TQ2_0, "TQ2_0", QK, TQ2_BYTES, dq_tq2_0, q_tq2_0, 3, 1, NULL, grid_tq2_0, pk_tq2_0};
+const gg_codec gg_codec_tq1_0 = {MOEQ_GGML_TQ1_0, "TQ1_0", QK, TQ1_BYTES, dq_tq1_0, q_tq1_0, 3, 1, NULL, grid_tq1_0, pk_tq1_0,
+                                0, NULL, NULL, NULL, MOEQ_GGML_RT_LLAMA};
+const gg_codec gg_codec_tq2_0 = {MOEQ_GGML_TQ2_0, "TQ2_0", QK, TQ2_BYTES, dq_tq2_0, q_tq2_0, 3, 1, NULL, grid_tq2_0, pk_tq2_0,
+                                0, NULL, NULL, NULL, MOEQ_GGML_RT_LLAMA};

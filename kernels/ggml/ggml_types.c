@@ -29,7 +29,8 @@ static void infos_init(void)
     /* idempotent: racing threads write the same values */
     for (size_t i = 0; i < N_CODECS; i++)
         infos[i] = (moeq_ggml_type_info){codecs[i]->type, codecs[i]->name, codecs[i]->block, codecs[i]->bytes,
-                                         codecs[i]->row_meta};
+                                         codecs[i]->row_meta,
+                                         codecs[i]->runtimes ? codecs[i]->runtimes : MOEQ_GGML_RT_LLAMA | MOEQ_GGML_RT_IK};
     __atomic_store_n(&infos_ready, 1, __ATOMIC_RELEASE);
 }
 

@@ -104,6 +104,7 @@ assert ka < kk, (ka, kk)
 PY
 # errors
 expect_exit "budget out of reach" 2 "outside what the candidates reach" -- "$MOEQ" plan $K --target gguf --budget 1.5 --types $TYPES --calib "$TMPD/k.h5" -o "$TMPD/bad.json"
+expect_exit "candidates no runtime loads together refused" 1 "TQ1_0 and IQ2_K: no runtime loads both" -- "$MOEQ" plan $K --target gguf --budget 2.2 --types TQ1_0,IQ2_K --cost uniform -o "$TMPD/bad.json"
 expect_exit "hessian needs --calib" 1 "needs --calib" -- "$MOEQ" plan $K --target gguf --budget 4 -o "$TMPD/bad.json"
 python3 -c "
 import json; p=json.load(open('$TMPD/p$b.json')); p['matrices'][0]['tensor']='blk.9.ffn_up_exps.weight'; json.dump(p, open('$TMPD/unk.json','w'))
