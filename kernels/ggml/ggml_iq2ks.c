@@ -16,7 +16,6 @@
 #define NSUB (GG_QK_K / SUB)
 #define BYTES 70
 
-static const int8_t iq2nl[8] = {-31, -13, 1, 17, -26, -8, 6, 22};
 
 static inline int sub_ls(const uint8_t *b, int ib)
 {
@@ -34,7 +33,7 @@ static void dq_blocks(const uint8_t *meta, const uint8_t *b, float *y, int64_t n
         const uint8_t *qs = b + 2 + NSUB / 2;
         for (int ib = 0; ib < NSUB; ib++, y += SUB) {
             const float dl = d * (sub_ls(b, ib) - 16);
-            const int8_t *v = iq2nl + 4 * sub_shift(b, ib);
+            const int8_t *v = gg_iq2nl_values + 4 * sub_shift(b, ib);
             const uint8_t *q = qs + SUB * (ib / 4);
             const int sh = 2 * (ib % 4);
             for (int j = 0; j < SUB; j++) y[j] = dl * v[(q[j] >> sh) & 3];
@@ -46,7 +45,7 @@ static void dq_iq2_ks(const uint8_t *src, float *dst, int64_t nb) { dq_blocks(sr
 
 /* ---- GPTQ grid -------------------------------------------------------------------------------- */
 
-/* value = A·t − B with t = iq2nl[L] (L < 4), A = d·(ls − 16), B = −5·A for a shifted sub-block:
+/* value = A·t − B with t = gg_iq2nl_values[L] (L < 4), A = d·(ls − 16), B = −5·A for a shifted sub-block:
  * the shifted half is the first + 5. Exact in float32: d has 11 significant bits, ls − 16 five,
  * so A (16 bits), A·t (21), 5·A (19) and their sum A·(t + 5) (21) need no rounding, and dequant's
  * one product A·(t + 5) is the same number. */
@@ -98,7 +97,7 @@ static float sub_search(float d, const float *x, const float *w, int lo, int hi,
     float best = -1;
     int bls = lo, bsh = 0;
     for (int sh = 0; sh < 2; sh++) {
-        const int8_t *v = iq2nl + 4 * sh;
+        const int8_t *v = gg_iq2nl_values + 4 * sh;
         for (int ls = lo; ls <= hi; ls++) {
             const float dl = d * (ls - 16);
             float e = 0;
@@ -118,7 +117,7 @@ static float sub_search(float d, const float *x, const float *w, int lo, int hi,
         }
     }
     const float dl = d * (bls - 16);
-    const int8_t *v = iq2nl + 4 * bsh;
+    const int8_t *v = gg_iq2nl_values + 4 * bsh;
     float p[4], m[3];
     for (int k = 0; k < 4; k++) p[k] = dl * v[k];
     for (int k = 0; k < 3; k++) m[k] = 0.5f * (p[k] + p[k + 1]);
@@ -190,7 +189,7 @@ static float sub_scale(const float *x, const float *w)
     if (amax < 1e-16f) return 0;
     float best = 0, d = 0;
     for (int sh = 0; sh < 2; sh++) {
-        const int8_t *v = iq2nl + 4 * sh;
+        const int8_t *v = gg_iq2nl_values + 4 * sh;
         const float vf[4] = {v[0], v[1], v[2], v[3]};
         const float m[3] = {0.5f * (v[0] + v[1]), 0.5f * (v[1] + v[2]), 0.5f * (v[2] + v[3])};
         for (int end = 0; end < 2; end++)
@@ -261,6 +260,6 @@ static void qb_iq2_ks(const uint8_t *meta, const float *x, const float *qw, uint
 }
 
 const gg_codec gg_codec_iq2_ks = {
-    MOEQ_GGML_IQ2_KS, "IQ2_KS", GG_QK_K, BYTES, dq_iq2_ks, q_iq2_ks, 4, 0, iq2nl, NULL, pk_iq2_ks,
+    MOEQ_GGML_IQ2_KS, "IQ2_KS", GG_QK_K, BYTES, dq_iq2_ks, q_iq2_ks, 4, 0, gg_iq2nl_values, NULL, pk_iq2_ks,
     2, dq_blocks, grid_iq2_ks, qb_iq2_ks, MOEQ_GGML_RT_IK,
 };
