@@ -31,7 +31,14 @@ head -c "$EVAL_BYTES" "$HELD" | sed '$d' > "$OUT/eval.txt"
 # the measured plans' validation text: the training text after the calibration text (whole lines)
 tail -c +"$((CAL_BYTES + 1))" "$TRAIN" | head -c "${VAL_BYTES:-60000}" | sed '1d;$d' > "$OUT/val.txt"
 [ -f "$OUT/bf16.gguf" ] || "$MOEQ" export gguf "$MODEL" --type BF16 -o "$OUT/bf16.gguf" -q
-[ -f "$OUT/imatrix.gguf" ] || "$LLAMA/llama-imatrix" -m "$OUT/bf16.gguf" -f "$OUT/cal.txt" -c $CTX -t $TH -o "$OUT/imatrix.gguf" > "$OUT/imatrix.log" 2>&1
+# (ik_llama.cpp's llama-imatrix aborts on the BF16 file on an AVX2 CPU, 8337e4cd: it reads an F32
+# export of the same weights, which bf16 widens exactly)
+IMODEL="$OUT/bf16.gguf"
+if grep -q -a -- "--custom-q" "$LLAMA/llama-quantize"; then
+  IMODEL="$OUT/f32.gguf"
+  [ -f "$IMODEL" ] || "$MOEQ" export gguf "$MODEL" --type F32 -o "$IMODEL" -q
+fi
+[ -f "$OUT/imatrix.gguf" ] || "$LLAMA/llama-imatrix" -m "$IMODEL" -f "$OUT/cal.txt" -c $CTX -t $TH -o "$OUT/imatrix.gguf" > "$OUT/imatrix.log" 2>&1
 [ -f "$OUT/calib.h5" ] || "$MOEQ" calibrate "$MODEL" --text "$OUT/cal.txt" --ctx $CTX --scope all -q -o "$OUT/calib.h5"
 [ -f "$OUT/base.kld" ] || "$LLAMA/llama-perplexity" -m "$OUT/bf16.gguf" -f "$OUT/eval.txt" -c $CTX -t $TH \
   --kl-divergence-base "$OUT/base.kld" > "$OUT/base.log" 2>&1
