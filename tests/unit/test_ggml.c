@@ -5,6 +5,7 @@
  * importances, every matmul variant against a float64 brute force at awkward sizes, and GPTQ on
  * the block grids against the weighted search alone. */
 #include "harness.h"
+#include "ggml_vectors.h"
 #include "moeq_core.h"
 #include "moeq_ggml.h"
 #include "moeq_gptq.h"
@@ -29,11 +30,7 @@ static const moeq_ggml_type QTYPES[] = {MOEQ_GGML_Q4_0, MOEQ_GGML_Q4_1, MOEQ_GGM
 
 /* ---- vectors.bin --------------------------------------------------------------------------- */
 
-typedef struct rec {
-    char name[17];
-    uint32_t kind, type, set, rows, cols, has_deq, experts;
-    const uint8_t *data;
-} rec;
+typedef gv_rec rec;
 
 static uint8_t *vec_buf;
 static rec recs[256];
@@ -41,32 +38,10 @@ static int nrec;
 
 static int load_vectors(void)
 {
-    FILE *f = fopen(FIXTURES "/ggml/vectors.bin", "rb");
-    if (!f) return 0;
-    fseek(f, 0, SEEK_END);
-    long sz = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    vec_buf = malloc((size_t)sz);
-    if (!vec_buf || fread(vec_buf, 1, (size_t)sz, f) != (size_t)sz) { fclose(f); return 0; }
-    fclose(f);
-    if (sz < 12 || memcmp(vec_buf, "MQGV", 4)) return 0;
-    uint32_t n;
-    memcpy(&n, vec_buf + 8, 4);
-    size_t p = 12;
-    for (uint32_t i = 0; i < n && nrec < 256; i++) {
-        rec *r = &recs[nrec++];
-        if (p + 44 > (size_t)sz) return 0;
-        memcpy(r->name, vec_buf + p, 16);
-        r->name[16] = 0;
-        memcpy(&r->kind, vec_buf + p + 16, 28);
-        r->data = vec_buf + p + 44;
-        size_t len;
-        if (r->kind <= 1) len = (size_t)(r->kind ? r->experts : r->rows) * r->cols * 4;
-        else len = (size_t)r->rows * moeq_ggml_row_bytes(r->type, r->cols) + (r->has_deq ? (size_t)r->rows * r->cols * 4 : 0);
-        p += 44 + len;
-        if (p > (size_t)sz || (r->kind > 1 && !moeq_ggml_row_bytes(r->type, r->cols))) return 0;
-    }
-    return nrec == (int)n;
+    nrec = gv_load(FIXTURES "/ggml/vectors.bin", &vec_buf, recs, 256);
+    uint32_t n = 0;
+    if (nrec > 0) memcpy(&n, vec_buf + 8, 4);
+    return nrec > 0 && nrec == (int)n;
 }
 
 static const rec *find(uint32_t kind, uint32_t set)

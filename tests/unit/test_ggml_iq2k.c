@@ -5,6 +5,7 @@
  * the grid, bad shapes, and ik_llama.cpp's own codes and floats when
  * tests/fixtures/ggml/vectors_ik.bin is there (docs/GGML-TYPES.md "Test vectors"). */
 #include "harness.h"
+#include "ggml_vectors.h"
 #include "moeq_core.h"
 #include "moeq_pack.h"
 #include "moeq_ggml.h"
@@ -409,44 +410,18 @@ static void test_bad_input(void)
 
 /* ---- vectors_ik.bin: ik_llama.cpp's own codes and floats (vectors.bin's layout) ------------ */
 
-typedef struct rec {
-    uint32_t kind, type, set, rows, cols, has_deq, experts;
-    const uint8_t *data;
-} rec;
+typedef gv_rec rec;
 
 static void test_ik_vectors(void)
 {
-    FILE *f = fopen(FIXTURES "/ggml/vectors_ik.bin", "rb");
-    if (!f) {
+    uint8_t *buf;
+    rec recs[64];
+    const int nrec = gv_load(FIXTURES "/ggml/vectors_ik.bin", &buf, recs, 64);
+    if (nrec == -1) {
         printf("  " FIXTURES "/ggml/vectors_ik.bin is not there: ik_llama.cpp's vectors not checked\n");
         return;
     }
-    fseek(f, 0, SEEK_END);
-    long sz = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    uint8_t *buf = malloc((size_t)sz);
-    CHECK(buf && fread(buf, 1, (size_t)sz, f) == (size_t)sz);
-    fclose(f);
-    if (!buf) return;
-    CHECK(sz >= 12 && !memcmp(buf, "MQGV", 4));
-    uint32_t n;
-    memcpy(&n, buf + 8, 4);
-    rec recs[64];
-    int nrec = 0;
-    size_t p = 12;
-    for (uint32_t i = 0; i < n && nrec < 64; i++) {
-        rec *r = &recs[nrec++];
-        CHECK(p + 44 <= (size_t)sz);
-        if (p + 44 > (size_t)sz) break;
-        memcpy(&r->kind, buf + p + 16, 28);
-        r->data = buf + p + 44;
-        size_t len = r->kind <= 1 ? (size_t)(r->kind ? r->experts : r->rows) * r->cols * 4
-                                  : (size_t)r->rows * moeq_ggml_row_bytes(r->type, r->cols) +
-                                        (r->has_deq ? (size_t)r->rows * r->cols * 4 : 0);
-        p += 44 + len;
-        CHECK(p <= (size_t)sz);
-        if (p > (size_t)sz) { nrec--; break; }
-    }
+    CHECK(nrec > 0);
     int dq = 0, qn = 0;
     for (int i = 0; i < nrec; i++) {
         const rec *r = &recs[i];

@@ -13,6 +13,7 @@
 #include "moeq_kernels.h"
 #include "moeq_pack.h"
 #include "harness.h"
+#include "ggml_vectors.h"
 
 #include <stdint.h>
 #include <stdlib.h>
@@ -431,44 +432,33 @@ static void test_codec(void)
  * moeq's dequantization must give bit for bit */
 static void test_ik_vectors(void)
 {
-    FILE *f = fopen(FIXTURES "/ggml/vectors_ik_ks.bin", "rb");
-    if (!f) {
+    uint8_t *buf;
+    gv_rec recs[64];
+    const int nrec = gv_load(FIXTURES "/ggml/vectors_ik_ks.bin", &buf, recs, 64);
+    if (nrec == -1) {
         printf("  vectors_ik_ks.bin absent: ik_llama.cpp's floats not checked (docs/GGML-TYPES.md)\n");
         return;
     }
-    fseek(f, 0, SEEK_END);
-    long sz = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    uint8_t *buf = malloc((size_t)sz);
-    CHECK(buf && fread(buf, 1, (size_t)sz, f) == (size_t)sz);
-    fclose(f);
-    if (!buf) return;
-    uint32_t hdr[2];
-    CHECK(sz >= 12 && !memcmp(buf, "MQGV", 4));
-    memcpy(hdr, buf + 4, 8);
-    size_t p = 12;
+    CHECK(nrec > 0);
     int checked = 0;
     const float *in[3] = { NULL, NULL, NULL }, *im[3] = { NULL, NULL, NULL };   /* rows, imatrix per set */
-    for (uint32_t i = 0; i < hdr[1] && p + 44 <= (size_t)sz; i++) {
-        uint32_t h[7];
-        memcpy(h, buf + p + 16, sizeof h);
+    for (int i = 0; i < nrec; i++) {
+        const uint32_t h[7] = { recs[i].kind, recs[i].type, recs[i].set, recs[i].rows, recs[i].cols, recs[i].has_deq,
+                                recs[i].experts };
         const uint32_t kind = h[0], type = h[1], rows = h[3], cols = h[4], has_deq = h[5];
-        p += 44;
-        size_t len = kind == 0 ? (size_t)rows * cols * 4 : kind == 1 ? (size_t)h[6] * cols * 4 : 0;
-        if (kind < 2 && h[2] < 3 && p + len <= (size_t)sz) (kind ? im : in)[h[2]] = (const float *)(const void *)(buf + p);
+        const uint8_t *d = recs[i].data;
+        if (kind < 2 && h[2] < 3) (kind ? im : in)[h[2]] = (const float *)(const void *)d;
         if (kind >= 2) {
             const size_t rb = moeq_ggml_row_bytes((moeq_ggml_type)type, cols);
             CHECK(type == MOEQ_GGML_IQ2_KS && rb);
-            len = (size_t)rows * rb + (has_deq ? (size_t)rows * cols * 4 : 0);
-            if (p + len > (size_t)sz || !rb) break;
             if (has_deq) {
                 float *y = malloc((size_t)cols * sizeof *y);
                 int bad = 0;
                 for (uint32_t r = 0; r < rows; r++) {
-                    moeq_ggml_dequant_row(MOEQ_GGML_IQ2_KS, buf + p + r * rb, y, cols);
-                    bad += memcmp(y, buf + p + rows * rb + (size_t)r * cols * 4, (size_t)cols * 4) != 0;
+                    moeq_ggml_dequant_row(MOEQ_GGML_IQ2_KS, d + r * rb, y, cols);
+                    bad += memcmp(y, d + rows * rb + (size_t)r * cols * 4, (size_t)cols * 4) != 0;
                 }
-                CHECK_MSG(!bad, "record %u (kind %u): %d rows differ from ik_llama.cpp's floats", i, kind, bad);
+                CHECK_MSG(!bad, "record %d (kind %u): %d rows differ from ik_llama.cpp's floats", i, kind, bad);
                 checked += (int)rows;
                 /* ik's codes of the float rows with the imatrix against moeq's weighted search, in
                  * the importance-weighted squared error */
@@ -478,7 +468,7 @@ static void test_ik_vectors(void)
                     double e_ik = 0, e_mq = 0;
                     for (uint32_t r = 0; r < rows; r++) {
                         const float *x = in[s] + (size_t)r * cols, *imp = im[s] + (size_t)(r / (rows / ex)) * cols;
-                        const float *yi = (const float *)(const void *)(buf + p + rows * rb) + (size_t)r * cols;
+                        const float *yi = (const float *)(const void *)(d + rows * rb) + (size_t)r * cols;
                         moeq_ggml_quant_row(MOEQ_GGML_IQ2_KS, x, imp, q, cols);
                         moeq_ggml_dequant_row(MOEQ_GGML_IQ2_KS, q, y, cols);
                         for (uint32_t c = 0; c < cols; c++) {
@@ -493,9 +483,8 @@ static void test_ik_vectors(void)
                 free(y);
             }
         }
-        p += len;
     }
-    CHECK(p == (size_t)sz && checked > 0);
+    CHECK(checked > 0);
     printf("  ik_llama.cpp's IQ2_KS floats: %d rows reproduced bit for bit\n", checked);
     free(buf);
 }

@@ -8,6 +8,7 @@
  * shape errors and the GGUF fallback; and llama.cpp's own bytes and floats from
  * tests/fixtures/ggml/vectors_tq.bin (docs/GGML-TYPES.md "Test vectors"). */
 #include "harness.h"
+#include "ggml_vectors.h"
 #include "moeq_core.h"
 #include "moeq_ggml.h"
 #include "moeq_gguf_export.h"
@@ -432,31 +433,18 @@ static void test_codec(void)
 
 static void test_llama_vectors(void)
 {
-    FILE *f = fopen(FIXTURES "/ggml/vectors_tq.bin", "rb");
-    CHECK_MSG(f, FIXTURES "/ggml/vectors_tq.bin is missing");
-    if (!f) return;
-    fseek(f, 0, SEEK_END);
-    long sz = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    uint8_t *buf = malloc((size_t)sz);
-    CHECK(buf && fread(buf, 1, (size_t)sz, f) == (size_t)sz);
-    fclose(f);
-    CHECK(sz >= 12 && !memcmp(buf, "MQGV", 4));
-    uint32_t n;
-    memcpy(&n, buf + 8, 4);
-    size_t p = 12;
+    uint8_t *buf;
+    gv_rec recs[64];
+    const int nrec = gv_load(FIXTURES "/ggml/vectors_tq.bin", &buf, recs, 64);
+    CHECK_MSG(nrec > 0, FIXTURES "/ggml/vectors_tq.bin is missing or malformed (%d)", nrec);
     const float *input[4] = {0};
     uint32_t in_rows[4] = {0};
     int checked_q = 0, checked_d = 0;
-    for (uint32_t i = 0; i < n && p + 44 <= (size_t)sz; i++) {
-        uint32_t h[7];
-        memcpy(h, buf + p + 16, 28);
-        const uint32_t kind = h[0], type = h[1], set = h[2], rows = h[3], cols = h[4], has_deq = h[5], experts = h[6];
-        const uint8_t *data = buf + p + 44;
+    for (int i = 0; i < nrec; i++) {
+        const uint32_t kind = recs[i].kind, type = recs[i].type, set = recs[i].set, rows = recs[i].rows,
+                       cols = recs[i].cols, has_deq = recs[i].has_deq;
+        const uint8_t *data = recs[i].data;
         size_t rb = kind > 1 ? moeq_ggml_row_bytes((moeq_ggml_type)type, cols) : 0;
-        size_t len = kind <= 1 ? (size_t)(kind ? experts : rows) * cols * 4 : (size_t)rows * rb + (has_deq ? (size_t)rows * cols * 4 : 0);
-        CHECK(kind <= 1 || rb);
-        if (p + 44 + len > (size_t)sz || (kind > 1 && !rb)) break;
         if (kind == 0 && set < 4) { input[set] = (const float *)data; in_rows[set] = rows; }
         if (kind >= 2 && (type == 34 || type == 35)) {
             /* the codes: kind 2 and 3 (llama.cpp ignores the imatrix) are the reference's */
@@ -479,7 +467,6 @@ static void test_llama_vectors(void)
                 checked_d++;
             }
         }
-        p += 44 + len;
     }
     CHECK_MSG(checked_q >= 4 && checked_d >= 4, "vectors_tq.bin: %d code and %d float records checked", checked_q, checked_d);
     printf("  vectors_tq.bin: %d code records, %d float records checked\n", checked_q, checked_d);
