@@ -136,42 +136,34 @@ void moeq_tdict_free(moeq_tdict *d)
 static pthread_mutex_t cache_lock = PTHREAD_MUTEX_INITIALIZER;
 static moeq_tdict *cache[256];   /* the decoders, kept for the process (reachable: no leak) */
 
-const moeq_tdict *moeq_tdict_get(int k)
+static moeq_tdict *enc_cache[256];   /* the encoders (with their trees): k values quantize tried */
+
+/* dictionary k from slot, built once under the lock; decoders drop the parse tree (the LUT is
+ * all decoding needs) */
+static const moeq_tdict *cached(moeq_tdict **slot, int k, int keep_tree)
 {
     if (k < 1 || k > 255) return NULL;
-    moeq_tdict *d = __atomic_load_n(&cache[k], __ATOMIC_ACQUIRE);
+    moeq_tdict *d = __atomic_load_n(&slot[k], __ATOMIC_ACQUIRE);
     if (d) return d;
     pthread_mutex_lock(&cache_lock);
-    d = cache[k];
+    d = slot[k];
     if (!d) {
         moeq_error e;
         if (moeq_tdict_build(k, &d, &e) == MOEQ_OK) {
-            free(d->child);   /* decoding needs the LUT only */
-            free(d->id);
-            d->child = d->id = NULL;
-            __atomic_store_n(&cache[k], d, __ATOMIC_RELEASE);
+            if (!keep_tree) {
+                free(d->child);
+                free(d->id);
+                d->child = d->id = NULL;
+            }
+            __atomic_store_n(&slot[k], d, __ATOMIC_RELEASE);
         }
     }
     pthread_mutex_unlock(&cache_lock);
     return d;
 }
 
-static moeq_tdict *enc_cache[256];   /* the encoders (with their trees): k values quantize tried */
-
-const moeq_tdict *moeq_tdict_get_encoder(int k)
-{
-    if (k < 1 || k > 255) return NULL;
-    moeq_tdict *d = __atomic_load_n(&enc_cache[k], __ATOMIC_ACQUIRE);
-    if (d) return d;
-    pthread_mutex_lock(&cache_lock);
-    d = enc_cache[k];
-    if (!d) {
-        moeq_error e;
-        if (moeq_tdict_build(k, &d, &e) == MOEQ_OK) __atomic_store_n(&enc_cache[k], d, __ATOMIC_RELEASE);
-    }
-    pthread_mutex_unlock(&cache_lock);
-    return d;
-}
+const moeq_tdict *moeq_tdict_get(int k) { return cached(cache, k, 0); }
+const moeq_tdict *moeq_tdict_get_encoder(int k) { return cached(enc_cache, k, 1); }
 
 int64_t moeq_tdict_encode_row(const moeq_tdict *d, const uint8_t *t, int64_t cols, uint16_t *out, int64_t cap)
 {
