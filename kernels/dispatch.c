@@ -1,5 +1,5 @@
 /* Runtime choice of the kernel variant (BLIS-style): the reference first, then the best the
- * CPU supports by cpuid; MOEQ_KERNEL=ref|avx2|avx512|vnni|bf16|bf16x2|bf16f forces one so every variant can be
+ * CPU supports by cpuid; MOEQ_KERNEL=ref|avx2|avx512|vnni|bf16|bf16x2|bf16f|amx forces one so every variant can be
  * tested on one machine. The choice is made once and cached. */
 #include "moeq_kernels.h"
 #include "kernels/x86/x86.h"
@@ -18,11 +18,13 @@ static char note[128];
 
 #if defined(__x86_64__) && defined(MOEQ_HAVE_X86)
 #include <cpuid.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 /* The CPU's features straight from cpuid, and the OS's from XCR0: __builtin_cpu_supports
  * names differ between gcc and clang (clang 14 has no "f16c"), and this one list serves both. */
 enum { F_AVX2 = 1, F_FMA = 2, F_F16C = 4, F_AVX512 = 8, F_VNNI = 16, F_VBMI = 32, F_BITALG = 64, F_GFNI = 128,
-       F_BF16 = 256 };
+       F_BF16 = 256, F_AMX = 512 };
 
 static unsigned x86_features(void)
 {
@@ -44,6 +46,8 @@ static unsigned x86_features(void)
     if (c & (1u << 12)) f |= F_BITALG;
     unsigned a1, b1, c1, d1;   /* leaf 7 subleaf 1: AVX512_BF16 in eax bit 5 */
     if (os_avx512 && __get_cpuid_count(7, 1, &a1, &b1, &c1, &d1) && (a1 & (1u << 5))) f |= F_BF16;
+    /* AMX-TILE and AMX-BF16 (edx bits 24, 22) with the tile state enabled in XCR0 (bits 17, 18) */
+    if ((d & (1u << 24)) && (d & (1u << 22)) && (lo & 0x60000) == 0x60000) f |= F_AMX;
     return f;
 }
 
@@ -55,6 +59,23 @@ static int have_avx512(void) { return has(F_AVX2 | F_FMA | F_F16C | F_AVX512); }
 static int have_vnni(void) { return has(F_AVX2 | F_FMA | F_F16C | F_AVX512 | F_VNNI | F_VBMI | F_BITALG | F_GFNI); }
 /* vnni plus vdpbf16ps for the bf16 weights */
 static int have_bf16(void) { return have_vnni() && has(F_BF16); }
+/* AMX: Linux hands out the tile data state only to a process that asks for it (5.16 and
+ * later: arch_prctl ARCH_REQ_XCOMP_PERM for XFEATURE_XTILEDATA); a tile instruction without it
+ * faults. Asked once; the permission covers every thread of the process. */
+static int have_amx(void)
+{
+    static int ok = -1;
+    int v = __atomic_load_n(&ok, __ATOMIC_ACQUIRE);
+    if (v >= 0) return v;
+    v = have_bf16() && has(F_AMX);
+#if defined(__linux__) && defined(SYS_arch_prctl)
+    if (v) v = syscall(SYS_arch_prctl, 0x1023 /* ARCH_REQ_XCOMP_PERM */, 18 /* XFEATURE_XTILEDATA */) == 0;
+#else
+    v = 0;
+#endif
+    __atomic_store_n(&ok, v, __ATOMIC_RELEASE);
+    return v;
+}
 #endif
 
 const moeq_kernel_set *moeq_kernels_get(const char *name)
@@ -67,6 +88,7 @@ const moeq_kernel_set *moeq_kernels_get(const char *name)
     if (!strcmp(name, "bf16") && have_bf16()) return &moeq_kernels_bf16;
     if (!strcmp(name, "bf16x2") && have_bf16()) return &moeq_kernels_bf16x2;
     if (!strcmp(name, "bf16f") && have_bf16()) return &moeq_kernels_bf16f;
+    if (!strcmp(name, "amx") && have_amx()) return &moeq_kernels_amx;
 #endif
     return NULL;
 }
@@ -76,7 +98,8 @@ const moeq_kernel_set *moeq_kernels(void)
     const moeq_kernel_set *k = __atomic_load_n(&chosen, __ATOMIC_ACQUIRE);
     if (k) return k;
     const char *env = getenv("MOEQ_KERNEL");
-    const moeq_kernel_set *best = moeq_kernels_get(MOEQ_KERNEL_BF16_DEFAULT);
+    const moeq_kernel_set *best = moeq_kernels_get("amx");
+    if (!best) best = moeq_kernels_get(MOEQ_KERNEL_BF16_DEFAULT);
     if (!best) best = moeq_kernels_get("vnni");
     if (!best) best = moeq_kernels_get("avx512");
     if (!best) best = moeq_kernels_get("avx2");
@@ -86,7 +109,7 @@ const moeq_kernel_set *moeq_kernels(void)
         if (k) snprintf(note, sizeof note, "MOEQ_KERNEL=%s", env);
         else snprintf(note, sizeof note, "MOEQ_KERNEL=%.32s not available here; using %s", env, best->name);
     } else {
-        snprintf(note, sizeof note, "cpuid: best of " MOEQ_KERNEL_BF16_DEFAULT ", vnni, avx512, avx2, ref");
+        snprintf(note, sizeof note, "cpuid: best of amx, " MOEQ_KERNEL_BF16_DEFAULT ", vnni, avx512, avx2, ref");
     }
     if (!k) k = best;
     __atomic_store_n(&chosen, k, __ATOMIC_RELEASE);

@@ -310,8 +310,8 @@ int cmd_bench_eval(int argc, char **argv)
     for (int c = 0; peer && !peer_packed && c < nctx; c++) peer_tps[c][1] = peer_tps[c][0];
 
     /* KLD of the packed model against MODEL with each fast variant and with the reference */
-    enum { NV = 7 };
-    const char *variants[NV] = {"ref", "avx2", "avx512", "vnni", "bf16", "bf16x2", "bf16f"};
+    enum { NV = 8 };
+    const char *variants[NV] = {"ref", "avx2", "avx512", "vnni", "bf16", "bf16x2", "bf16f", "amx"};
     double kld[NV];
     char kset[NV][48];
     for (int k = 0; k < NV; k++) {

@@ -82,4 +82,10 @@ void moeq_avx512bf16_wgemm(const moeq_wmat *w, const float *X, int64_t n, int64_
                            float *Y, int64_t ldy);
 void moeq_avx512bf16x2_wgemm(const moeq_wmat *w, const float *X, int64_t n, int64_t ldx, int64_t r0, int64_t r1,
                              float *Y, int64_t ldy);
+/* wmat_avx512.c's activation packing and bf16 check, shared with wmat_amx.c (built with
+ * AVX512-BF16): x of n tokens as bf16 pairs [ntv][K2s][16] (hi, then lo when split); a float32
+ * matrix's rows as bf16 when every value is one (else NULL; the caller frees). */
+void moeq_bf16_pack_x(const float *X, int64_t n, int64_t ldx, int64_t K, int64_t K2s, int split, int64_t v0, int64_t v1,
+                      uint32_t *xp);
+uint16_t *moeq_bf16_rows(const moeq_wmat *w, int64_t r0, int64_t r1);
 #endif

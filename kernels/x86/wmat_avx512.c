@@ -21,6 +21,7 @@
  * bf16 values take the float kernels (moeq_avx512_wgemm, the bits of moeq_avx2_wgemm: its n >= 16 / n < 16 rule is kept). */
 #include "kernels/x86/x86.h"
 #include "kernels/x86/qmat_x86.h"
+#include "kernels/x86/avx512_inl.h"
 
 #include <immintrin.h>
 #include <stdlib.h>
@@ -30,31 +31,6 @@
 #define TV 3    /* token vectors (16 tokens each) per register tile */
 #define MIN_TOKENS 16
 
-/* 16 x 16 transpose of 32-bit lanes: r[i] lane j -> o[j] lane i (r is scratch). */
-static inline void transpose16(__m512i r[16], __m512i o[16])
-{
-    __m512i *t = o;
-    for (int i = 0; i < 16; i += 2) {
-        t[i] = _mm512_unpacklo_epi32(r[i], r[i + 1]);
-        t[i + 1] = _mm512_unpackhi_epi32(r[i], r[i + 1]);
-    }
-    for (int i = 0; i < 16; i += 4) {
-        r[i] = _mm512_unpacklo_epi64(t[i], t[i + 2]);
-        r[i + 1] = _mm512_unpackhi_epi64(t[i], t[i + 2]);
-        r[i + 2] = _mm512_unpacklo_epi64(t[i + 1], t[i + 3]);
-        r[i + 3] = _mm512_unpackhi_epi64(t[i + 1], t[i + 3]);
-    }
-    /* r[4a + b]: block q holds tokens 4a..4a+3 of pair 4q + b; gather the blocks */
-    for (int i = 0; i < 4; i++) {
-        __m512i a0 = _mm512_shuffle_i32x4(r[i], r[4 + i], 0x88), a1 = _mm512_shuffle_i32x4(r[i], r[4 + i], 0xdd);
-        __m512i b0 = _mm512_shuffle_i32x4(r[8 + i], r[12 + i], 0x88), b1 = _mm512_shuffle_i32x4(r[8 + i], r[12 + i], 0xdd);
-        o[i] = _mm512_shuffle_i32x4(a0, b0, 0x88);
-        o[4 + i] = _mm512_shuffle_i32x4(a1, b1, 0x88);
-        o[8 + i] = _mm512_shuffle_i32x4(a0, b0, 0xdd);
-        o[12 + i] = _mm512_shuffle_i32x4(a1, b1, 0xdd);
-    }
-}
-
 /* 16 floats of x from column c (masked at the row's end) */
 static inline __m512 xload(const float *x, int64_t c, int64_t K)
 {
@@ -63,16 +39,17 @@ static inline __m512 xload(const float *x, int64_t c, int64_t K)
     return _mm512_maskz_loadu_ps((__mmask16)((1u << (K - c)) - 1), x + c);
 }
 
-/* Activations of n tokens as bf16 pairs, [ntv][K2][16] 32-bit lanes (K2 = ceil(K / 2) pairs, an
- * odd K's last pair (x[K-1], 0)); tokens past n are zeros. split: also the low parts
- * (x - hi rounded), stored after the high parts (lo = xp + ntv * K2 * 16). Token vectors
- * [v0, v1) only. */
-static void pack_x(const float *X, int64_t n, int64_t ldx, int64_t K, int split, int64_t v0, int64_t v1, uint32_t *xp)
+/* Activations of n tokens as bf16 pairs, [ntv][K2s][16] 32-bit lanes (K2 = ceil(K / 2) pairs, an
+ * odd K's last pair (x[K-1], 0), pairs K2..K2s zero); tokens past n are zeros. split: also the
+ * low parts (x - hi rounded), stored after the high parts (lo = xp + ntv * K2s * 16). Token
+ * vectors [v0, v1) only. K2s is K2 here, K2 rounded up to 16 for AMX's tiles (wmat_amx.c). */
+void moeq_bf16_pack_x(const float *X, int64_t n, int64_t ldx, int64_t K, int64_t K2s, int split, int64_t v0, int64_t v1,
+                      uint32_t *xp)
 {
-    const int64_t K2 = (K + 1) / 2, ntv = (n + 15) / 16;
-    uint32_t *lo = xp + ntv * K2 * 16;
+    const int64_t ntv = (n + 15) / 16;
+    uint32_t *lo = xp + ntv * K2s * 16;
     for (int64_t v = v0; v < v1; v++)
-        for (int64_t j0 = 0; j0 < K2; j0 += 16) {
+        for (int64_t j0 = 0; j0 < K2s; j0 += 16) {
             __m512i h[16], l[16];
             for (int t = 0; t < 16; t++) {
                 const int64_t i = v * 16 + t;
@@ -91,13 +68,13 @@ static void pack_x(const float *X, int64_t n, int64_t ldx, int64_t K, int split,
                     l[t] = (__m512i)_mm512_cvtne2ps_pbh(_mm512_sub_ps(b, hb2), _mm512_sub_ps(a, ha));
                 }
             }
-            const int64_t nj = K2 - j0 < 16 ? K2 - j0 : 16;
+            const int64_t nj = K2s - j0 < 16 ? K2s - j0 : 16;
             __m512i o[16];
             transpose16(h, o);
-            for (int64_t j = 0; j < nj; j++) _mm512_storeu_si512(xp + (v * K2 + j0 + j) * 16, o[j]);
+            for (int64_t j = 0; j < nj; j++) _mm512_storeu_si512(xp + (v * K2s + j0 + j) * 16, o[j]);
             if (split) {
                 transpose16(l, o);
-                for (int64_t j = 0; j < nj; j++) _mm512_storeu_si512(lo + (v * K2 + j0 + j) * 16, o[j]);
+                for (int64_t j = 0; j < nj; j++) _mm512_storeu_si512(lo + (v * K2s + j0 + j) * 16, o[j]);
             }
         }
 }
@@ -188,7 +165,7 @@ static const tile_fn tiles[2][TV] = { { tile_0_1, tile_0_2, tile_0_3 }, { tile_1
 
 /* Rows [r0, r1) of a float32 matrix as bf16 when every value is one (low 16 bits zero), else
  * NULL (also when out of memory). The scan stops at the first other value. */
-static uint16_t *bf16_rows(const moeq_wmat *w, int64_t r0, int64_t r1)
+uint16_t *moeq_bf16_rows(const moeq_wmat *w, int64_t r0, int64_t r1)
 {
     const int64_t K = w->cols, ld = moeq_wmat_ld(w);
     const __m512i lowm = _mm512_set1_epi32(0xffff);
@@ -246,7 +223,7 @@ static void wgemm_bf16(const moeq_wmat *w, const float *X, int64_t n, int64_t ld
     if (w->type == MOEQ_W_F32) {
         /* a float32 matrix of bf16 values (a widened bf16 matrix: overrides) takes this path
          * too, so a matrix gives the same bits in either storage; any other takes AVX2's */
-        uint16_t *b = bf16_rows(w, r0, r1);
+        uint16_t *b = moeq_bf16_rows(w, r0, r1);
         if (!b) {
             moeq_avx512_wgemm(w, X, n, ldx, r0, r1, Y, ldy);
             return;
@@ -263,7 +240,7 @@ static void wgemm_bf16(const moeq_wmat *w, const float *X, int64_t n, int64_t ld
     const int64_t K = w->cols;
     uint32_t *xp = aligned_alloc(64, xbytes(n, K, split));
     if (!xp) return;
-    pack_x(X, n, ldx, K, split, 0, (n + 15) / 16, xp);
+    moeq_bf16_pack_x(X, n, ldx, K, (K + 1) / 2, split, 0, (n + 15) / 16, xp);
     mul_prepared(w, xp, n, r0, r1, Y, ldy, split);
     free(xp);
 }
@@ -285,11 +262,11 @@ static size_t wx_bytes_1(int64_t n, int64_t K) { return n < MIN_TOKENS ? 0 : xby
 static size_t wx_bytes_2(int64_t n, int64_t K) { return n < MIN_TOKENS ? 0 : xbytes(n, K, 1); }
 static void wx_prep_1(const float *X, int64_t n, int64_t ldx, int64_t K, int64_t v0, int64_t v1, void *buf)
 {
-    pack_x(X, n, ldx, K, 0, v0, v1, buf);
+    moeq_bf16_pack_x(X, n, ldx, K, (K + 1) / 2, 0, v0, v1, buf);
 }
 static void wx_prep_2(const float *X, int64_t n, int64_t ldx, int64_t K, int64_t v0, int64_t v1, void *buf)
 {
-    pack_x(X, n, ldx, K, 1, v0, v1, buf);
+    moeq_bf16_pack_x(X, n, ldx, K, (K + 1) / 2, 1, v0, v1, buf);
 }
 static void wgemm_wx_1(const moeq_wmat *w, const void *buf, const float *X, int64_t n, int64_t ldx, int64_t r0,
                        int64_t r1, float *Y, int64_t ldy)

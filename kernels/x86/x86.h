@@ -11,6 +11,7 @@ extern const moeq_kernel_set moeq_kernels_vnni;
 extern const moeq_kernel_set moeq_kernels_bf16;     /* vnni + AVX512-BF16 wgemm, bf16 activations */
 extern const moeq_kernel_set moeq_kernels_bf16x2;   /* vnni + AVX512-BF16 wgemm, x as hi + lo */
 extern const moeq_kernel_set moeq_kernels_bf16f;    /* bf16x2's wgemm, packed codecs with float activations */
+extern const moeq_kernel_set moeq_kernels_amx;      /* bf16f with AMX-BF16 tiles for wgemm and the packed gemm */
 /* kernels/x86/syrk_avx2.c, syrk_avx512.c: the sets' dsyrk */
 void moeq_avx2_dsyrk(int64_t d, int64_t n, const float *X, double *C, double *scratch);
 void moeq_avx512_dsyrk(int64_t d, int64_t n, const float *X, double *C, double *scratch);

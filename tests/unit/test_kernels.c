@@ -11,14 +11,14 @@
 
 static void test_variants_against_reference(void)
 {
-    const char *names[] = { "avx2", "avx512", "bf16f" };
+    const char *names[] = { "avx2", "avx512", "bf16f", "amx" };
     const int64_t rows_l[] = { 1, 2, 3, 7, 17, 33, 100 };
     const int64_t cols_l[] = { 32, 96, 160, 256 };
     const int64_t batch_l[] = { 1, 3, 17, 64 };
     const int bits_l[] = { 2, 3, 4, 8 }, group_l[] = { 32, 64, 128, 0 };
     int quick = getenv("MOEQ_TEST_QUICK") != NULL;
     int variants = 0;
-    for (int vi = 0; vi < 3; vi++) {
+    for (int vi = 0; vi < 4; vi++) {
         const moeq_kernel_set *ks = moeq_kernels_get(names[vi]);
         if (!ks) continue;
         variants++;

@@ -98,8 +98,8 @@ static void test_swiglu(void)
 
 int main(void)
 {
-    const char *names[] = {"ref", "avx2", "avx512", "vnni", "bf16", "bf16x2", "bf16f"};
-    for (int i = 0; i < 7; i++) {
+    const char *names[] = {"ref", "avx2", "avx512", "vnni", "bf16", "bf16x2", "bf16f", "amx"};
+    for (int i = 0; i < 8; i++) {
         const moeq_kernel_set *k = moeq_kernels_get(names[i]);
         if (k) sets[nsets++] = k;
     }

@@ -5,7 +5,7 @@
  * identical bit for bit however the rows and tokens are split (on either side of the batch size
  * where the kernel changes); a bf16 matrix and its float32 values alike; NaN and Inf carried.
  * The AVX512-BF16 variants: bf16 (x rounded to bf16) against the reference that rounds x
- * first, bf16x2 (x as hi + lo) against the exact one. */
+ * first, bf16x2 and amx (AMX tiles; both x as hi + lo) against the exact one. */
 #include "harness.h"
 #include "moeq_kernels.h"
 
@@ -93,7 +93,8 @@ static int one_case_ld(const moeq_kernel_set *ks, moeq_wtype type, int64_t R, in
     moeq_wmat w = {type, R, C, d, ldw};
     /* the vdpbf16ps kernels (bf16 weights, 16 tokens or more): bf16 x against the reference
      * that rounds x first; x as hi + lo against the exact one, x kept to 2^-18 */
-    const int dp = type == MOEQ_W_BF16 && n >= 16 && !strncmp(ks->name, "bf16", 4);
+    const int amx = n >= 16 && !strcmp(ks->name, "amx");
+    const int dp = type == MOEQ_W_BF16 && n >= 16 && (!strncmp(ks->name, "bf16", 4) || amx);
     const int bf16x = dp && !strcmp(ks->name, "bf16");
     if (bf16x) moeq_ref_wgemm_bf16x(&w, X, n, ldx, r0, r1, Yr, ldy);
     else moeq_ref_wgemm(&w, X, n, ldx, r0, r1, Yr, ldy);
@@ -131,7 +132,7 @@ static int one_case(const moeq_kernel_set *ks, moeq_wtype type, int64_t R, int64
     return one_case_ld(ks, type, R, C, C, n, r0, r1, ldx, ldy);
 }
 
-static const moeq_kernel_set *fast[6];
+static const moeq_kernel_set *fast[7];
 static int nfast;
 
 static void test_fast_against_reference(void)
@@ -268,8 +269,8 @@ static void test_nan_inf_carried(void)
 
 int main(void)
 {
-    const char *names[] = {"avx2", "avx512", "vnni", "bf16", "bf16x2", "bf16f"};
-    for (int i = 0; i < 6; i++) {
+    const char *names[] = {"avx2", "avx512", "vnni", "bf16", "bf16x2", "bf16f", "amx"};
+    for (int i = 0; i < 7; i++) {
         const moeq_kernel_set *k = moeq_kernels_get(names[i]);
         if (k && k->wgemm != moeq_ref_wgemm) {
             int dup = 0;

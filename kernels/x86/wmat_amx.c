@@ -1,0 +1,329 @@
+/* AMX-BF16 GEMM (built with -mamx-tile -mamx-bf16 on top of AVX512-BF16; called only after
+ * dispatch.c has checked cpuid and obtained the OS's permission for the tile data). Set `amx`:
+ * bf16f with these kernels for the float weights and for the packed codecs' gemm.
+ *
+ * One tdpbf16ps multiplies a 16 x 32 bf16 tile by a 32 x 16 one (pairs interleaved) into 16 x 16
+ * float32 accumulators: 8,192 multiply-adds, 16 times vdpbf16ps's 512. The weights are tile A as
+ * stored (16 rows, 32 columns of a row = 64 bytes, rows ld apart: no packing); the activations
+ * are tile B in the bf16x2 set's prepared layout, [token vector][pair][16 tokens], whose 16
+ * pairs of a vector are 16 rows of 64 bytes (moeq_bf16_pack_x, pairs padded to a multiple of 16
+ * with zeros). C = W_blk X_blkᵀ is rows x tokens, stored and transposed into Y.
+ *
+ * Accuracy as bf16x2: x = hi + lo, both bf16, two products per weight into one float32 chain
+ * (x kept to 2^-18). Weights that are not bf16 (the packed codecs' dequantized values) are
+ * split the same way, w = wh + wl, and take wh·xh + wh·xl + wl·xh (the dropped
+ * wl·xl and the split are 2^-16 relative at most): no int8 rounding, the KLD of the reference.
+ *
+ * Tiles: C 0..3 = (row block 0..1) x (token vector 0..1), A 4..5 (row blocks), B 6..7 (token
+ * vectors): 32 rows x 32 tokens per unit. Per 32-column step: the A and B loads, then 4
+ * tdpbf16ps per product (8 or 12 per step).
+ *
+ * Determinism: an output (row, token) is the same sequence of tile products over k steps
+ * (hi·xh, hi·xl, lo·xh per step) wherever it falls, so results ignore the row and token split;
+ * rows and tokens past the ends are zero in the tiles and dropped. AMX flushes denormal inputs
+ * and results to zero (|values| below 2^-126): no effect on activations of a language model. */
+#include "kernels/x86/x86.h"
+#include "kernels/x86/qmat_x86.h"
+#include "kernels/x86/avx512_inl.h"
+
+#include <immintrin.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MIN_TOKENS 16   /* as bf16x2: fewer tokens take the dot-product tiles */
+#define STEP 32         /* columns per tile product */
+
+typedef struct __attribute__((aligned(64))) {
+    uint8_t palette, start_row, reserved[14];
+    uint16_t colsb[16];
+    uint8_t rows[16];
+} tilecfg;
+
+static void tiles_on(void)
+{
+    tilecfg c;
+    memset(&c, 0, sizeof c);
+    c.palette = 1;
+    for (int t = 0; t < 8; t++) {
+        c.rows[t] = 16;
+        c.colsb[t] = 64;
+    }
+    _tile_loadconfig(&c);
+}
+
+/* The A operand of a row block: hi (and lo when the weights were split) with rows stride bytes
+ * apart for steps < fs; steps from fs on read thi / tlo (16 x 32, zero-padded tail columns). */
+typedef struct {
+    const uint16_t *hi, *lo, *thi, *tlo;
+    int64_t stride, fs;
+} ablk;
+
+static inline __attribute__((always_inline)) const uint16_t *asrc(const ablk *a, int lo, int64_t s, int64_t *st)
+{
+    if (s < a->fs) {
+        *st = a->stride;
+        return (lo ? a->lo : a->hi) + STEP * s;
+    }
+    *st = 64;
+    return lo ? a->tlo : a->thi;
+}
+
+#define DP(RB, TV) \
+    do { \
+        _tile_dpbf16ps(0, 4, 6); \
+        if (TV == 2) _tile_dpbf16ps(1, 4, 7); \
+        if (RB == 2) _tile_dpbf16ps(2, 5, 6); \
+        if (RB == 2 && TV == 2) _tile_dpbf16ps(3, 5, 7); \
+    } while (0)
+
+/* One unit: RB row blocks x TV token vectors over steps k steps; xh / xl the unit's first token
+ * vector, vectors vs lanes apart. split: the weights have lo parts. C tile (rb, tv) goes to
+ * cbuf + (2 rb + tv) * 256 as [16 rows][16 tokens]. */
+static inline __attribute__((always_inline)) void unit(int RB, int TV, int split, const ablk *a, const uint32_t *xh,
+                                                       const uint32_t *xl, int64_t vs, int64_t steps, float *cbuf)
+{
+    _tile_zero(0);
+    if (TV == 2) _tile_zero(1);
+    if (RB == 2) _tile_zero(2);
+    if (RB == 2 && TV == 2) _tile_zero(3);
+    for (int64_t s = 0; s < steps; s++) {
+        int64_t st0, st1 = 64;
+        const uint16_t *p0 = asrc(&a[0], 0, s, &st0), *p1 = RB == 2 ? asrc(&a[1], 0, s, &st1) : NULL;
+        _tile_loadd(4, p0, st0);
+        if (RB == 2) _tile_loadd(5, p1, st1);
+        _tile_loadd(6, xh + s * 256, 64);
+        if (TV == 2) _tile_loadd(7, xh + vs + s * 256, 64);
+        DP(RB, TV);
+        _tile_loadd(6, xl + s * 256, 64);
+        if (TV == 2) _tile_loadd(7, xl + vs + s * 256, 64);
+        DP(RB, TV);
+        if (split) {
+            p0 = asrc(&a[0], 1, s, &st0);
+            _tile_loadd(4, p0, st0);
+            if (RB == 2) {
+                p1 = asrc(&a[1], 1, s, &st1);
+                _tile_loadd(5, p1, st1);
+            }
+            _tile_loadd(6, xh + s * 256, 64);
+            if (TV == 2) _tile_loadd(7, xh + vs + s * 256, 64);
+            DP(RB, TV);
+        }
+    }
+    _tile_stored(0, cbuf, 64);
+    if (TV == 2) _tile_stored(1, cbuf + 256, 64);
+    if (RB == 2) _tile_stored(2, cbuf + 512, 64);
+    if (RB == 2 && TV == 2) _tile_stored(3, cbuf + 768, 64);
+}
+
+typedef void (*unit_fn)(const ablk *, const uint32_t *, const uint32_t *, int64_t, int64_t, float *);
+#define UNIT(S, RB, TV) \
+    static void unit_##S##_##RB##_##TV(const ablk *a, const uint32_t *xh, const uint32_t *xl, int64_t vs, int64_t steps, \
+                                       float *cbuf) \
+    { unit(RB, TV, S, a, xh, xl, vs, steps, cbuf); }
+UNIT(0, 1, 1) UNIT(0, 1, 2) UNIT(0, 2, 1) UNIT(0, 2, 2) UNIT(1, 1, 1) UNIT(1, 1, 2) UNIT(1, 2, 1) UNIT(1, 2, 2)
+static const unit_fn units[2][2][2] = { { { unit_0_1_1, unit_0_1_2 }, { unit_0_2_1, unit_0_2_2 } },
+                                        { { unit_1_1_1, unit_1_1_2 }, { unit_1_2_1, unit_1_2_2 } } };
+
+/* C tile [16 rows][16 tokens] -> Y[token][row]: R rows and nt tokens kept. */
+static void store_tile(const float *c, float *Y, int64_t ldy, int R, int64_t nt)
+{
+    __m512i r[16], o[16];
+    for (int m = 0; m < 16; m++) r[m] = _mm512_load_si512(c + 16 * m);
+    transpose16(r, o);
+    const __mmask16 mk = (__mmask16)((1u << R) - 1);
+    for (int64_t t = 0; t < nt && t < 16; t++) _mm512_mask_storeu_ps(Y + t * ldy, mk, _mm512_castsi512_ps(o[t]));
+}
+
+/* A weight source: fills a row block's A operand. bf16 rows are read in place (copied only for
+ * a short last block or the tail columns); a packed codec's rows are dequantized and split
+ * into hi / lo bf16 rows of Kp columns, zero-padded, in the block's buffers. */
+typedef enum { SRC_BF16, SRC_Q } src_kind;
+typedef struct {
+    src_kind kind;
+    const void *p;   /* moeq_wmat (BF16) or moeq_qmat */
+    int64_t K, Kp;
+    uint16_t *buf[2];   /* per block: hi [16][Kp] then lo [16][Kp] (tails: [16][32] each) */
+    float *tmp;         /* 16 x K floats: a block of dequantized rows */
+} wsrc;
+
+/* a float row's columns [0, K) as bf16 hi / lo of Kp columns (zeros past K) */
+static void split_row(const float *f, int64_t K, int64_t Kp, uint16_t *hi, uint16_t *lo)
+{
+    for (int64_t c = 0; c < Kp; c += 32) {
+        const __mmask16 ma = c + 16 <= K ? 0xffff : c >= K ? 0 : (__mmask16)((1u << (K - c)) - 1);
+        const __mmask16 mb = c + 32 <= K ? 0xffff : c + 16 >= K ? 0 : (__mmask16)((1u << (K - c - 16)) - 1);
+        const __m512 a = _mm512_maskz_loadu_ps(ma, f + c), b = _mm512_maskz_loadu_ps(mb, f + c + 16);
+        const __m512i h = (__m512i)_mm512_cvtne2ps_pbh(b, a);
+        const __m512 ha = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm512_castsi512_si256(h)), 16));
+        const __m512 hb = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm512_extracti64x4_epi64(h, 1)), 16));
+        _mm512_storeu_si512(hi + c, h);
+        _mm512_storeu_si512(lo + c, (__m512i)_mm512_cvtne2ps_pbh(_mm512_sub_ps(b, hb), _mm512_sub_ps(a, ha)));
+    }
+}
+
+static void fill(wsrc *s, int b, int64_t r, int R, ablk *a)
+{
+    const int64_t K = s->K, Kp = s->Kp, steps = Kp / STEP;
+    uint16_t *hi = s->buf[b], *lo = hi + 16 * Kp;
+    if (s->kind == SRC_BF16) {
+        const moeq_wmat *w = s->p;
+        const int64_t ld = moeq_wmat_ld(w);
+        const uint16_t *base = (const uint16_t *)w->data + (size_t)r * (size_t)ld;
+        if (R < 16) {   /* a short last block: copied, zero-padded */
+            memset(hi, 0, (size_t)(16 * Kp) * 2);
+            for (int j = 0; j < R; j++) memcpy(hi + j * Kp, base + (size_t)j * (size_t)ld, (size_t)K * 2);
+            *a = (ablk){hi, NULL, NULL, NULL, Kp * 2, steps};
+            return;
+        }
+        const int64_t fs = K / STEP;
+        *a = (ablk){base, NULL, hi, NULL, ld * 2, fs};
+        if (fs < steps) {   /* the tail columns of the 16 rows */
+            memset(hi, 0, 16 * STEP * 2);
+            for (int j = 0; j < 16; j++)
+                memcpy(hi + j * STEP, base + (size_t)j * (size_t)ld + fs * STEP, (size_t)(K - fs * STEP) * 2);
+        }
+        return;
+    }
+    /* a packed codec: the block's rows dequantized, then split */
+    moeq_avx2_dequant(s->p, r, r + R, s->tmp);
+    const float *rows = s->tmp;
+    const int64_t ldf = K;
+    for (int j = 0; j < R; j++) split_row(rows + j * ldf, K, Kp, hi + j * Kp, lo + j * Kp);
+    if (R < 16) {
+        memset(hi + R * Kp, 0, (size_t)((16 - R) * Kp) * 2);
+        memset(lo + R * Kp, 0, (size_t)((16 - R) * Kp) * 2);
+    }
+    *a = (ablk){hi, lo, NULL, NULL, Kp * 2, steps};
+}
+
+/* rows [r0, r1) of the source times the prepared activations xp of n tokens */
+static void mul(wsrc *s, const uint32_t *xp, int64_t n, int64_t r0, int64_t r1, float *Y, int64_t ldy)
+{
+    const int64_t K = s->K, K2s = ((K + 1) / 2 + 15) / 16 * 16, ntv = (n + 15) / 16, vs = K2s * 16;
+    const int64_t steps = K2s / 16;
+    const int split = s->kind != SRC_BF16;
+    s->Kp = steps * STEP;
+    const size_t blk = (size_t)(32 * s->Kp) * 2;   /* hi + lo of 16 rows */
+    uint16_t *mem = aligned_alloc(64, 2 * blk + (s->kind == SRC_Q ? (size_t)(16 * K) * 4 + 64 : 0));
+    if (!mem) return;
+    s->buf[0] = mem;
+    s->buf[1] = mem + blk / 2;
+    s->tmp = (float *)(mem + blk);
+    float cbuf[1024] __attribute__((aligned(64)));
+    const uint32_t *xl = xp + ntv * vs;
+    tiles_on();
+    for (int64_t r = r0; r < r1; r += 32) {
+        const int RB = r1 - r > 16 ? 2 : 1;
+        ablk a[2];
+        int R[2];
+        for (int b = 0; b < RB; b++) {
+            R[b] = r1 - (r + 16 * b) < 16 ? (int)(r1 - (r + 16 * b)) : 16;
+            fill(s, b, r + 16 * b, R[b], &a[b]);
+        }
+        for (int64_t v = 0; v < ntv; v += 2) {
+            const int TV = ntv - v >= 2 ? 2 : 1;
+            units[split][RB - 1][TV - 1](a, xp + v * vs, xl + v * vs, vs, steps, cbuf);
+            for (int b = 0; b < RB; b++)
+                for (int t = 0; t < TV; t++)
+                    store_tile(cbuf + (2 * b + t) * 256, Y + (v + t) * 16 * ldy + (r - r0) + 16 * b, ldy, R[b],
+                               n - (v + t) * 16);
+        }
+    }
+    _tile_release();
+    free(mem);
+}
+
+static size_t xbytes(int64_t n, int64_t K)
+{
+    const int64_t K2s = ((K + 1) / 2 + 15) / 16 * 16;
+    return (size_t)((n + 15) / 16 * K2s * 16) * 4 * 2;
+}
+
+static uint32_t *prep(const float *X, int64_t n, int64_t ldx, int64_t K)
+{
+    uint32_t *xp = aligned_alloc(64, (xbytes(n, K) + 63) / 64 * 64);
+    if (xp) moeq_bf16_pack_x(X, n, ldx, K, ((K + 1) / 2 + 15) / 16 * 16, 1, 0, (n + 15) / 16, xp);
+    return xp;
+}
+
+static void wgemm_amx(const moeq_wmat *w, const float *X, int64_t n, int64_t ldx, int64_t r0, int64_t r1, float *Y,
+                      int64_t ldy, const void *prepared)
+{
+    if (n <= 0 || r1 <= r0) return;
+    if (n < MIN_TOKENS || w->type == MOEQ_W_F16) {
+        moeq_avx512_wgemm(w, X, n, ldx, r0, r1, Y, ldy);
+        return;
+    }
+    wsrc s = {SRC_BF16, w, w->cols, 0, {NULL, NULL}, NULL};
+    uint16_t *b = NULL;
+    moeq_wmat wb;
+    if (w->type == MOEQ_W_F32) {
+        /* bf16 values in float32 storage take the bf16 path (the same bits either way); other
+         * float32 matrices (attention's K and Vᵀ) keep float32 FMAs: split into bf16 parts they
+         * would lose 2^-16 of the scores, which moved tiny-qwen3moe's logits by 1.6e-5 */
+        b = moeq_bf16_rows(w, r0, r1);
+        if (!b) {
+            moeq_avx512_wgemm(w, X, n, ldx, r0, r1, Y, ldy);
+            return;
+        }
+        wb = (moeq_wmat){MOEQ_W_BF16, r1 - r0, w->cols, b, 0};
+        s.p = &wb;
+    }
+    const int64_t rr0 = b ? 0 : r0, rr1 = b ? r1 - r0 : r1;
+    uint32_t *xp = prepared ? (uint32_t *)prepared : prep(X, n, ldx, w->cols);
+    if (xp) mul(&s, xp, n, rr0, rr1, Y, ldy);
+    if (!prepared) free(xp);
+    free(b);
+}
+
+static void amx_wgemm(const moeq_wmat *w, const float *X, int64_t n, int64_t ldx, int64_t r0, int64_t r1, float *Y,
+                      int64_t ldy)
+{
+    wgemm_amx(w, X, n, ldx, r0, r1, Y, ldy, NULL);
+}
+
+static size_t amx_wx_bytes(int64_t n, int64_t K) { return n < MIN_TOKENS ? 0 : xbytes(n, K); }
+static void amx_wx_prep(const float *X, int64_t n, int64_t ldx, int64_t K, int64_t v0, int64_t v1, void *buf)
+{
+    moeq_bf16_pack_x(X, n, ldx, K, ((K + 1) / 2 + 15) / 16 * 16, 1, v0, v1, buf);
+}
+static void amx_wgemm_wx(const moeq_wmat *w, const void *buf, const float *X, int64_t n, int64_t ldx, int64_t r0,
+                         int64_t r1, float *Y, int64_t ldy)
+{
+    wgemm_amx(w, X, n, ldx, r0, r1, Y, ldy, buf);
+}
+
+/* Packed codecs, 16 tokens or more: each block of 16 rows dequantized (moeq_avx2_dequant, the
+ * reference's values) and split; fewer tokens: bf16f's kernels. */
+static void amx_gemm(const moeq_qmat *w, const float *X, int64_t n, int64_t ldx, int64_t r0, int64_t r1, float *Y,
+                     int64_t ldy)
+{
+    if (n < MIN_TOKENS) {
+        moeq_avx512_gemm_tiled(w, X, n, ldx, r0, r1, Y, ldy);
+        return;
+    }
+    if (r1 <= r0) return;
+    uint32_t *xp = prep(X, n, ldx, w->cols);
+    if (!xp) return;
+    wsrc s = {SRC_Q, w, w->cols, 0, {NULL, NULL}, NULL};
+    mul(&s, xp, n, r0, r1, Y, ldy);
+    free(xp);
+}
+
+/* an expert's gate and up over one preparation of X (each result amx_gemm's bits) */
+static int amx_gemm_pair(const moeq_qmat *a, const moeq_qmat *b, const float *X, int64_t n, int64_t ldx, float *Ya,
+                         float *Yb, int64_t ldy)
+{
+    if (n < MIN_TOKENS || a->cols != b->cols) return 0;
+    uint32_t *xp = prep(X, n, ldx, a->cols);
+    if (!xp) return 0;
+    wsrc sa = {SRC_Q, a, a->cols, 0, {NULL, NULL}, NULL}, sb = {SRC_Q, b, b->cols, 0, {NULL, NULL}, NULL};
+    mul(&sa, xp, n, 0, a->rows, Ya, ldy);
+    mul(&sb, xp, n, 0, b->rows, Yb, ldy);
+    free(xp);
+    return 1;
+}
+
+const moeq_kernel_set moeq_kernels_amx = { "amx", moeq_avx2_dequant, moeq_avx512_gemv, amx_gemm,
+                                           amx_wgemm, amx_wx_bytes, amx_wx_prep, amx_wgemm_wx,
+                                           amx_gemm_pair, moeq_avx512_softmax, moeq_avx512_swiglu, moeq_avx512_dsyrk };
