@@ -25,6 +25,7 @@
 #include "kernels/x86/x86.h"
 #include "kernels/x86/qmat_x86.h"
 #include "kernels/x86/avx512_inl.h"
+#include "kernels/x86/avx2_inl.h"
 
 #include <immintrin.h>
 #include <stdlib.h>
@@ -142,23 +143,19 @@ typedef struct {
     src_kind kind;
     const void *p;   /* moeq_wmat (BF16) or moeq_qmat */
     int64_t K, Kp;
-    uint16_t *buf[2];   /* per block: hi [16][Kp] then lo [16][Kp] (tails: [16][32] each) */
-    float *tmp;         /* 16 x K floats: a block of dequantized rows */
+    uint16_t *buf[4];   /* per block: hi [16][Kp] then lo [16][Kp] (tails: [16][32] each); two
+                         * sets used in turn, so a unit's stores do not wait on the tile loads
+                         * of the one before (16% of a packed eval's profile on one store) */
 } wsrc;
 
-/* a float row's columns [0, K) as bf16 hi / lo of Kp columns (zeros past K) */
-static void split_row(const float *f, int64_t K, int64_t Kp, uint16_t *hi, uint16_t *lo)
+/* 32 floats (a: columns 0-15, b: 16-31) as bf16 hi and lo = bf16(x - hi) */
+static inline void split32(__m512 a, __m512 b, uint16_t *hi, uint16_t *lo)
 {
-    for (int64_t c = 0; c < Kp; c += 32) {
-        const __mmask16 ma = c + 16 <= K ? 0xffff : c >= K ? 0 : (__mmask16)((1u << (K - c)) - 1);
-        const __mmask16 mb = c + 32 <= K ? 0xffff : c + 16 >= K ? 0 : (__mmask16)((1u << (K - c - 16)) - 1);
-        const __m512 a = _mm512_maskz_loadu_ps(ma, f + c), b = _mm512_maskz_loadu_ps(mb, f + c + 16);
-        const __m512i h = (__m512i)_mm512_cvtne2ps_pbh(b, a);
-        const __m512 ha = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm512_castsi512_si256(h)), 16));
-        const __m512 hb = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm512_extracti64x4_epi64(h, 1)), 16));
-        _mm512_storeu_si512(hi + c, h);
-        _mm512_storeu_si512(lo + c, (__m512i)_mm512_cvtne2ps_pbh(_mm512_sub_ps(b, hb), _mm512_sub_ps(a, ha)));
-    }
+    const __m512i h = (__m512i)_mm512_cvtne2ps_pbh(b, a);
+    const __m512 ha = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm512_castsi512_si256(h)), 16));
+    const __m512 hb = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm512_extracti64x4_epi64(h, 1)), 16));
+    _mm512_storeu_si512(hi, h);
+    _mm512_storeu_si512(lo, (__m512i)_mm512_cvtne2ps_pbh(_mm512_sub_ps(b, hb), _mm512_sub_ps(a, ha)));
 }
 
 static void fill(wsrc *s, int b, int64_t r, int R, ablk *a)
@@ -184,11 +181,57 @@ static void fill(wsrc *s, int b, int64_t r, int R, ablk *a)
         }
         return;
     }
-    /* a packed codec: the block's rows dequantized, then split */
-    moeq_avx2_dequant(s->p, r, r + R, s->tmp);
-    const float *rows = s->tmp;
-    const int64_t ldf = K;
-    for (int j = 0; j < R; j++) split_row(rows + j * ldf, K, Kp, hi + j * Kp, lo + j * Kp);
+    /* a packed codec: each 32-column block of a row decoded, dequantized as the reference does
+     * ((q - z) * s in float32: moeq_avx2_dequant's values) and split, with no float32 copy */
+    const moeq_qmat *q = s->p;
+    const int bits = q->bits, bb = 4 * bits;
+    const int64_t ng = moeq_qmat_groups(q), bpg = q->group / 32, rbytes = moeq_qmat_row_bytes(q);
+    const float zsym = (float)(1 << (bits - 1));
+    if (bits == 4) {
+        /* 16 codes: the group's 16 values (q - z) * s, split once, are two 16-entry tables; a
+         * block is 32 table lookups (vpermw) into hi and lo: the same bits, a third of the work */
+        const __m512 iota = _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+        const __m256i m15 = _mm256_set1_epi16(15);
+        for (int j = 0; j < R; j++) {
+            const int64_t row = r + j;
+            const uint8_t *codes = q->codes + row * rbytes;
+            uint16_t *h = hi + j * Kp, *l = lo + j * Kp;
+            for (int64_t g = 0; g < ng; g++) {
+                const __m512 sc = _mm512_set1_ps(_cvtsh_ss(q->scales[row * ng + g]));
+                const __m512 z = _mm512_set1_ps(q->zeros ? _cvtsh_ss(q->zeros[row * ng + g]) : zsym);
+                const __m512 f = _mm512_mul_ps(_mm512_sub_ps(iota, z), sc);
+                const __m256i th = (__m256i)_mm512_cvtneps_pbh(f);
+                const __m512 fh = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(th), 16));
+                const __m512i thi = _mm512_castsi256_si512(th);
+                const __m512i tlo = _mm512_castsi256_si512((__m256i)_mm512_cvtneps_pbh(_mm512_sub_ps(f, fh)));
+                for (int64_t k = 0, nk = moeq_qmat_group_len(q, g) / 32; k < nk; k++) {
+                    const int64_t blk = g * bpg + k;
+                    const __m256i x = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(codes + blk * bb)));
+                    const __m512i idx = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_and_si256(x, m15)),
+                                                           _mm256_srli_epi16(x, 4), 1);
+                    _mm512_storeu_si512(h + blk * 32, _mm512_permutexvar_epi16(idx, thi));
+                    _mm512_storeu_si512(l + blk * 32, _mm512_permutexvar_epi16(idx, tlo));
+                }
+            }
+        }
+    }
+    for (int j = 0; bits != 4 && j < R; j++) {
+        const int64_t row = r + j;
+        const uint8_t *codes = q->codes + row * rbytes;
+        uint16_t *h = hi + j * Kp, *l = lo + j * Kp;
+        for (int64_t g = 0; g < ng; g++) {
+            const __m512 sc = _mm512_set1_ps(_cvtsh_ss(q->scales[row * ng + g]));
+            const __m512 z = _mm512_set1_ps(q->zeros ? _cvtsh_ss(q->zeros[row * ng + g]) : zsym);
+            for (int64_t k = 0, nk = moeq_qmat_group_len(q, g) / 32; k < nk; k++) {
+                const int64_t blk = g * bpg + k;
+                __m256i v[4];
+                decode_block(bits, codes + blk * bb, v);
+                const __m512 f0 = _mm512_mul_ps(_mm512_sub_ps(_mm512_cvtepi32_ps(_mm512_inserti64x4(_mm512_castsi256_si512(v[0]), v[1], 1)), z), sc);
+                const __m512 f1 = _mm512_mul_ps(_mm512_sub_ps(_mm512_cvtepi32_ps(_mm512_inserti64x4(_mm512_castsi256_si512(v[2]), v[3], 1)), z), sc);
+                split32(f0, f1, h + blk * 32, l + blk * 32);
+            }
+        }
+    }
     if (R < 16) {
         memset(hi + R * Kp, 0, (size_t)((16 - R) * Kp) * 2);
         memset(lo + R * Kp, 0, (size_t)((16 - R) * Kp) * 2);
@@ -204,11 +247,9 @@ static void mul(wsrc *s, const uint32_t *xp, int64_t n, int64_t r0, int64_t r1, 
     const int split = s->kind != SRC_BF16;
     s->Kp = steps * STEP;
     const size_t blk = (size_t)(32 * s->Kp) * 2;   /* hi + lo of 16 rows */
-    uint16_t *mem = aligned_alloc(64, 2 * blk + (s->kind == SRC_Q ? (size_t)(16 * K) * 4 + 64 : 0));
+    uint16_t *mem = aligned_alloc(64, 4 * blk);
     if (!mem) return;
-    s->buf[0] = mem;
-    s->buf[1] = mem + blk / 2;
-    s->tmp = (float *)(mem + blk);
+    for (int b = 0; b < 4; b++) s->buf[b] = mem + b * (blk / 2);
     float cbuf[1024] __attribute__((aligned(64)));
     const uint32_t *xl = xp + ntv * vs;
     tiles_on();
@@ -218,7 +259,7 @@ static void mul(wsrc *s, const uint32_t *xp, int64_t n, int64_t r0, int64_t r1, 
         int R[2];
         for (int b = 0; b < RB; b++) {
             R[b] = r1 - (r + 16 * b) < 16 ? (int)(r1 - (r + 16 * b)) : 16;
-            fill(s, b, r + 16 * b, R[b], &a[b]);
+            fill(s, b + ((r - r0) / 32 & 1) * 2, r + 16 * b, R[b], &a[b]);
         }
         for (int64_t v = 0; v < ntv; v += 2) {
             const int TV = ntv - v >= 2 ? 2 : 1;
@@ -254,7 +295,7 @@ static void wgemm_amx(const moeq_wmat *w, const float *X, int64_t n, int64_t ldx
         moeq_avx512_wgemm(w, X, n, ldx, r0, r1, Y, ldy);
         return;
     }
-    wsrc s = {SRC_BF16, w, w->cols, 0, {NULL, NULL}, NULL};
+    wsrc s = {SRC_BF16, w, w->cols, 0, {NULL, NULL, NULL, NULL}};
     uint16_t *b = NULL;
     moeq_wmat wb;
     if (w->type == MOEQ_W_F32) {
@@ -305,7 +346,7 @@ static void amx_gemm(const moeq_qmat *w, const float *X, int64_t n, int64_t ldx,
     if (r1 <= r0) return;
     uint32_t *xp = prep(X, n, ldx, w->cols);
     if (!xp) return;
-    wsrc s = {SRC_Q, w, w->cols, 0, {NULL, NULL}, NULL};
+    wsrc s = {SRC_Q, w, w->cols, 0, {NULL, NULL, NULL, NULL}};
     mul(&s, xp, n, r0, r1, Y, ldy);
     free(xp);
 }
@@ -317,7 +358,7 @@ static int amx_gemm_pair(const moeq_qmat *a, const moeq_qmat *b, const float *X,
     if (n < MIN_TOKENS || a->cols != b->cols) return 0;
     uint32_t *xp = prep(X, n, ldx, a->cols);
     if (!xp) return 0;
-    wsrc sa = {SRC_Q, a, a->cols, 0, {NULL, NULL}, NULL}, sb = {SRC_Q, b, b->cols, 0, {NULL, NULL}, NULL};
+    wsrc sa = {SRC_Q, a, a->cols, 0, {NULL, NULL, NULL, NULL}}, sb = {SRC_Q, b, b->cols, 0, {NULL, NULL, NULL, NULL}};
     mul(&sa, xp, n, 0, a->rows, Ya, ldy);
     mul(&sb, xp, n, 0, b->rows, Yb, ldy);
     free(xp);
