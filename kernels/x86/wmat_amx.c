@@ -31,7 +31,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define MIN_TOKENS 16   /* as bf16x2: fewer tokens take the dot-product tiles */
+/* bf16 weights take the tiles for any number of tokens: a tile product costs the same for 1 or
+ * 16 tokens, and even one token's is as fast as the dot-product tiles (which were 11% of a bf16
+ * eval's profile for the experts that get fewer than 16 tokens). The packed codecs' decoding is
+ * paid per call, so batches of fewer than Q_MIN_TOKENS take bf16f's kernels. */
+#define Q_MIN_TOKENS 4
 #define STEP 32         /* columns per tile product */
 
 typedef struct __attribute__((aligned(64))) {
@@ -291,7 +295,7 @@ static void wgemm_amx(const moeq_wmat *w, const float *X, int64_t n, int64_t ldx
                       int64_t ldy, const void *prepared)
 {
     if (n <= 0 || r1 <= r0) return;
-    if (n < MIN_TOKENS || w->type == MOEQ_W_F16) {
+    if (w->type == MOEQ_W_F16) {
         moeq_avx512_wgemm(w, X, n, ldx, r0, r1, Y, ldy);
         return;
     }
@@ -323,7 +327,7 @@ static void amx_wgemm(const moeq_wmat *w, const float *X, int64_t n, int64_t ldx
     wgemm_amx(w, X, n, ldx, r0, r1, Y, ldy, NULL);
 }
 
-static size_t amx_wx_bytes(int64_t n, int64_t K) { return n < MIN_TOKENS ? 0 : xbytes(n, K); }
+static size_t amx_wx_bytes(int64_t n, int64_t K) { return xbytes(n, K); }
 static void amx_wx_prep(const float *X, int64_t n, int64_t ldx, int64_t K, int64_t v0, int64_t v1, void *buf)
 {
     moeq_bf16_pack_x(X, n, ldx, K, ((K + 1) / 2 + 15) / 16 * 16, 1, v0, v1, buf);
@@ -334,12 +338,12 @@ static void amx_wgemm_wx(const moeq_wmat *w, const void *buf, const float *X, in
     wgemm_amx(w, X, n, ldx, r0, r1, Y, ldy, buf);
 }
 
-/* Packed codecs, 16 tokens or more: each block of 16 rows dequantized (moeq_avx2_dequant, the
+/* Packed codecs, Q_MIN_TOKENS tokens or more: each block of 16 rows dequantized (moeq_avx2_dequant, the
  * reference's values) and split; fewer tokens: bf16f's kernels. */
 static void amx_gemm(const moeq_qmat *w, const float *X, int64_t n, int64_t ldx, int64_t r0, int64_t r1, float *Y,
                      int64_t ldy)
 {
-    if (n < MIN_TOKENS) {
+    if (n < Q_MIN_TOKENS) {
         moeq_avx512_gemm_tiled(w, X, n, ldx, r0, r1, Y, ldy);
         return;
     }
@@ -355,7 +359,7 @@ static void amx_gemm(const moeq_qmat *w, const float *X, int64_t n, int64_t ldx,
 static int amx_gemm_pair(const moeq_qmat *a, const moeq_qmat *b, const float *X, int64_t n, int64_t ldx, float *Ya,
                          float *Yb, int64_t ldy)
 {
-    if (n < MIN_TOKENS || a->cols != b->cols) return 0;
+    if (n < Q_MIN_TOKENS || a->cols != b->cols) return 0;
     uint32_t *xp = prep(X, n, ldx, a->cols);
     if (!xp) return 0;
     wsrc sa = {SRC_Q, a, a->cols, 0, {NULL, NULL, NULL, NULL}}, sb = {SRC_Q, b, b->cols, 0, {NULL, NULL, NULL, NULL}};
