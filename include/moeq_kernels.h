@@ -86,6 +86,31 @@ void moeq_ref_wgemm(const moeq_wmat *w, const float *X, int64_t n, int64_t ldx, 
 void moeq_ref_wgemm_bf16x(const moeq_wmat *w, const float *X, int64_t n, int64_t ldx, int64_t r0, int64_t r1,
                           float *Y, int64_t ldy);
 
+/* One task of causal softmax attention (moeq_kernel_set.attend): nq queries against nk keys of
+ * one head. Query i sees key j iff j <= i + diag and (mask == NULL || mask[j * ldm + i] != 0);
+ * keys the rule hides cost nothing. o_i = Σ_j p_ij v_j with p_ij = exp(s_ij - m_i) / (Σ_j'
+ * exp(s_ij' - m_i) + exp(sink - m_i)), s_ij = scale · q_i·k_j, m_i = max(sink, max_j s_ij)
+ * (sink -INFINITY: none; the sink adds to the denominator only): moeq_kernel_set.softmax's
+ * semantics without the [nq, nk] score matrix. A query that sees no key gets zeros. */
+typedef struct moeq_attn_task {
+    int64_t nq, nk, dqk, dv;
+    const float *q; int64_t ldq;   /* query i: q[i * ldq + d], d < dqk */
+    const float *k; int64_t ldk;   /* key j: k[j * ldk + d], d < dqk */
+    const float *v; int64_t ldv;   /* value j: v[j * ldv + d], d < dv */
+    int64_t diag;                  /* query i's own position among the keys (causal limit) */
+    const uint8_t *mask; int64_t ldm;  /* key-major visibility bytes [nk][ldm >= nq], or NULL */
+    float scale, sink;
+    float *out; int64_t ldo;       /* o_i: out[i * ldo + d], d < dv */
+    float *scratch;                /* MOEQ_ATTN_SCRATCH(dqk, dv) floats, any alignment */
+} moeq_attn_task;
+/* floats of scratch every set's attend needs: transposed queries, one key block's scores and the
+ * output accumulators of 64 queries (AVX-512; aligned to 64 bytes inside), or float64
+ * accumulators (the reference) */
+#define MOEQ_ATTN_SCRATCH(dqk, dv) ((size_t)64 * (size_t)((dqk) + (dv) + 64 + 4) + 64)
+/* The reference (kernels/ref/attn.c): float64 throughout, the truth the fast kernels are tested
+ * against. */
+void moeq_ref_attend(const moeq_attn_task *t);
+
 typedef struct moeq_kernel_set {
     const char *name;   /* "ref", "avx2", "avx512", "vnni", "bf16", "bf16x2" */
     /* dst[(r - r0) * cols + c] = w[r][c] for r in [r0, r1) */
@@ -130,6 +155,10 @@ typedef struct moeq_kernel_set {
      * gives the reference's bits and the result does not depend on how callers split rows.
      * scratch: MOEQ_DSYRK_SCRATCH(d, n) doubles. Single-threaded. */
     void (*dsyrk)(int64_t d, int64_t n, const float *X, double *C, double *scratch);
+    /* Optional (NULL: the caller computes scores with wgemm and softmax): one task of fused
+     * causal attention (moeq_attn_task), online softmax over blocks of keys. Single-threaded;
+     * its bits depend only on the task (fixed bounds: independent of the thread count). */
+    void (*attend)(const moeq_attn_task *t);
 } moeq_kernel_set;
 
 /* Reference kernels: plain C; dequant is w = scale * (q - zero) in float32, gemv/gemm dot the

@@ -75,7 +75,7 @@ void moeq_runner_free(moeq_runner *r)
         for (int t = 0; t < r->nthreads; t++) {
             thread_scratch *s = &r->ts[t];
             free(s->xe); free(s->ge); free(s->ue);
-            free(s->ye); free(s->we); free(s->scores); free(s->lm); free(s->f8); free(s->eb); free(s->wx);
+            free(s->ye); free(s->we); free(s->scores); free(s->amask); free(s->lm); free(s->f8); free(s->eb); free(s->wx);
         }
         free(r->ts);
     }
@@ -178,7 +178,10 @@ moeq_status moeq_runner_create(const moeq_model *m, int64_t max_tokens, int thre
         s->ue = ws_alloc(r, (size_t)(n * I), sizeof(float));
         s->ye = ws_alloc(r, (size_t)(n * H), sizeof(float));
         s->we = ws_alloc(r, (size_t)n, sizeof(float));
-        s->scores = ws_alloc(r, (size_t)(ATT_QBLOCK * n), sizeof(float));
+        /* the scores of one query block, or the fused kernel's scratch and mask bytes */
+        const int64_t hd = max64(c->head_dim, c->v_head_dim);
+        s->scores = ws_alloc(r, ks->attend ? MOEQ_ATTN_SCRATCH(hd, hd) : (size_t)(ATT_QBLOCK * n), sizeof(float));
+        if (ks->attend) s->amask = ws_alloc(r, (size_t)(ATT_QBLOCK * n), 1);
         s->lm = ws_alloc(r, (size_t)(LM_HEAD_CHUNK * H), sizeof(float));
         if (widen_experts) s->f8 = ws_alloc(r, (size_t)(I * H), sizeof(float));
         if (c->expert_bias) s->eb = ws_alloc(r, (size_t)(2 * I + H), sizeof(float));
@@ -394,13 +397,18 @@ void fwd_attend(moeq_runner *r, int64_t n, int64_t heads, int64_t kv_heads, int6
     const moeq_kernel_set *ks = moeq_kernels();
     const int64_t G = kv_heads, group = heads / kv_heads, nqb = (n + ATT_QBLOCK - 1) / ATT_QBLOCK;
     const int64_t W = r->att_window;
-    /* keys of each kv head contiguous [n, dqk] and values transposed [dv, n]: the kernels' rows */
+    const int fused = ks->attend != NULL;
+    /* keys of each kv head contiguous [n, dqk]; values contiguous [n, dv] for the fused kernel,
+     * else transposed [dv, n] (wgemm's rows). Contiguous rows keep a key block in distinct cache
+     * sets (the projections' rows are 1 KiB or more apart). */
 #pragma omp parallel for schedule(static) num_threads(r->nthreads) if (n * G * dqk >= PAR_MIN_ELEMS)
     for (int64_t g = 0; g < G; g++) {
         float *kc = r->kc + g * n * dqk, *vt = r->vt + g * dv * n;
         for (int64_t j = 0; j < n; j++) {
             memcpy(kc + j * dqk, k + j * ks_ + g * kh, (size_t)dqk * sizeof(float));
-            for (int64_t d = 0; d < dv; d++) vt[d * n + j] = v[j * vs + g * vh + d];
+            if (fused) memcpy(vt + j * dv, v + j * vs + g * vh, (size_t)dv * sizeof(float));
+            else
+                for (int64_t d = 0; d < dv; d++) vt[d * n + j] = v[j * vs + g * vh + d];
         }
     }
 #pragma omp parallel for schedule(dynamic, 1) num_threads(r->nthreads)
@@ -411,7 +419,24 @@ void fwd_attend(moeq_runner *r, int64_t n, int64_t heads, int64_t kv_heads, int6
         if (W > 0 && !r->pk && i0 - W + 1 > k0) k0 = i0 - W + 1;   /* keys before the window */
         const int64_t nk = i1 - k0;   /* keys k0..i1-1 */
         const float sink = r->att_sinks ? r->att_sinks[h] : -INFINITY;
-        float *S = r->ts[omp_get_thread_num()].scores;
+        thread_scratch *ts = &r->ts[omp_get_thread_num()];
+        if (fused) {
+            /* causal is the kernel's (key j <= query i); a packed pass or a window adds bytes,
+             * key-major, from the one predicate */
+            uint8_t *mask = NULL;
+            if (r->pk || W > 0) {
+                mask = ts->amask;
+                for (int64_t j = 0; j < nk; j++)
+                    for (int64_t i = i0; i < i1; i++) mask[j * (i1 - i0) + i - i0] = (uint8_t)visible(r->pk, W, i, k0 + j);
+            }
+            const moeq_attn_task t = {i1 - i0, nk, dqk, dv, q + i0 * qs + h * qh, qs,
+                                      r->kc + g * n * dqk + k0 * dqk, dqk, r->vt + g * dv * n + k0 * dv, dv,
+                                      i0 - k0, mask, i1 - i0, scale, sink, out + i0 * os + h * dv, os,
+                                      ts->scores};
+            ks->attend(&t);
+            continue;
+        }
+        float *S = ts->scores;
         const moeq_wmat K = {MOEQ_W_F32, nk, dqk, r->kc + g * n * dqk + k0 * dqk, dqk};
         const moeq_wmat Vt = {MOEQ_W_F32, dv, nk, r->vt + g * dv * n + k0, n};
         ks->wgemm(&K, q + i0 * qs + h * qh, i1 - i0, qs, 0, nk, S, nk);

@@ -28,7 +28,9 @@
 typedef struct thread_scratch {
     float *xe, *ge, *ue, *ye; /* gathered inputs [n, H], gate/up [n, I], output [n, H] */
     float *we;               /* routing weight of each gathered row [n] */
-    float *scores;           /* attention scores of one query block [ATT_QBLOCK, n] */
+    float *scores;           /* attention scores of one query block [ATT_QBLOCK, n], or the fused
+                              * kernel's scratch (moeq_kernel_set.attend) */
+    uint8_t *amask;          /* the fused kernel's visibility bytes [n][ATT_QBLOCK] (packed passes, windows) */
     float *lm;               /* LM head rows [LM_HEAD_CHUNK, H] */
     float *f8;               /* one expert matrix widened [I, H] (FP8, MXFP4, strided), else NULL */
     float *eb;               /* one expert's gate, up, down biases [2I + H] (gpt_oss), else NULL */
@@ -53,7 +55,8 @@ struct moeq_runner {
     int64_t *e_count;                              /* [E] */
     int32_t *e_rows, *e_slot;                      /* [E, n] token and slot of each row */
     float *rope_cos, *rope_sin;                    /* [n, rope_dim / 2] */
-    float *kc, *vt;                                /* per kv head: keys [n, dqk], values transposed [dv, n] */
+    float *kc, *vt;                                /* per kv head: keys [n, dqk], values [n, dv] (fused
+                                                    * attention) or transposed [dv, n] */
     float *w_sg;                                   /* shared expert gate row, widened [H] */
     float *vbuf;                                   /* small vectors: norms and biases */
     float *rbias;                                  /* router correction bias [E] */

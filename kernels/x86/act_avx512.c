@@ -7,29 +7,10 @@
  * (tests/unit/test_kernels_act.c). */
 #include "moeq_kernels.h"
 #include "kernels/x86/x86.h"
+#include "kernels/x86/avx512_inl.h"
 
 #include <immintrin.h>
 #include <math.h>
-
-static inline __m512 exp16(__m512 x)
-{
-    const __m512 log2e = _mm512_set1_ps(1.44269504088896341f), ln2hi = _mm512_set1_ps(0.693145751953125f),
-                 ln2lo = _mm512_set1_ps(1.428606765330187045e-06f);
-    x = _mm512_max_ps(x, _mm512_set1_ps(-110.0f));   /* below: 0 (scalef underflows); -inf too */
-    x = _mm512_min_ps(x, _mm512_set1_ps(89.0f));
-    const __m512 k = _mm512_roundscale_ps(_mm512_mul_ps(x, log2e), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m512 r = _mm512_fnmadd_ps(k, ln2hi, x);
-    r = _mm512_fnmadd_ps(k, ln2lo, r);
-    __m512 p = _mm512_set1_ps(1.0f / 5040);
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 720));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-    return _mm512_scalef_ps(p, k);
-}
 
 void moeq_avx512_softmax(float *row, int64_t nv, int64_t n, float scale, float sink)
 {

@@ -371,4 +371,5 @@ static int amx_gemm_pair(const moeq_qmat *a, const moeq_qmat *b, const float *X,
 
 const moeq_kernel_set moeq_kernels_amx = { "amx", moeq_avx2_dequant, moeq_avx512_gemv, amx_gemm,
                                            amx_wgemm, amx_wx_bytes, amx_wx_prep, amx_wgemm_wx,
-                                           amx_gemm_pair, moeq_avx512_softmax, moeq_avx512_swiglu, moeq_avx512_dsyrk };
+                                           amx_gemm_pair, moeq_avx512_softmax, moeq_avx512_swiglu, moeq_avx512_dsyrk,
+                                           moeq_avx512_attend };
