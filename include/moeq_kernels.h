@@ -159,6 +159,13 @@ typedef struct moeq_kernel_set {
      * causal attention (moeq_attn_task), online softmax over blocks of keys. Single-threaded;
      * its bits depend only on the task (fixed bounds: independent of the thread count). */
     void (*attend)(const moeq_attn_task *t);
+    /* Optional (NULL: none): an expert's gate and up over the same n tokens, all rows, with
+     * SwiGLU applied before the results leave the kernel: Hs[i * ldh + r] = silu(g) · u, where
+     * g = X·gate_r and u = X·up_r. The weights are packed (qg, qu; wg, wu NULL) or bf16 as
+     * stored (wg, wu; qg, qu NULL), of one shape. Returns 1 when done, with the bits of gemm /
+     * wgemm of each and swiglu; 0: not handled here (the caller runs the steps). */
+    int (*gate_up_swiglu)(const moeq_qmat *qg, const moeq_qmat *qu, const moeq_wmat *wg, const moeq_wmat *wu,
+                          const float *X, int64_t n, int64_t ldx, float *Hs, int64_t ldh);
 } moeq_kernel_set;
 
 /* Reference kernels: plain C; dequant is w = scale * (q - zero) in float32, gemv/gemm dot the

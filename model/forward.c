@@ -556,7 +556,15 @@ static moeq_status moe_block(moeq_runner *r, int64_t layer, int64_t n, const moe
             s->we[j] = r->topk_w[(int64_t)rows[j] * K + slots[j]];
         }
         const moeq_kernel_set *ks = moeq_kernels();
-        if (packed) {   /* gate and up over one preparation of the tokens where the set has one */
+        /* gate, up and SwiGLU in one kernel where the set has one (not with expert biases or
+         * gpt-oss's clamped activation, which come between): the bits of the steps below */
+        int fused = 0;
+        if (ks->gate_up_swiglu && !s->eb && c->act == MOEQ_ACT_SWIGLU && (packed || (!mg.gtype && !mu.gtype)))
+            fused = ks->gate_up_swiglu(packed ? mg.q : NULL, packed ? mu.q : NULL, packed ? NULL : &wg,
+                                       packed ? NULL : &wu, s->xe, ne, H, s->ge, I);
+        if (fused) {
+            /* silu(gate) · up is in s->ge */
+        } else if (packed) {   /* gate and up over one preparation of the tokens where the set has one */
             if (!ks->gemm_pair || !ks->gemm_pair(mg.q, mu.q, s->xe, ne, H, s->ge, s->ue, I)) {
                 ks->gemm(mg.q, s->xe, ne, H, 0, I, s->ge, I);
                 ks->gemm(mu.q, s->xe, ne, H, 0, I, s->ue, I);
@@ -576,14 +584,16 @@ static moeq_status moe_block(moeq_runner *r, int64_t layer, int64_t n, const moe
             expert_mm(ks, &mu, &wu, s->xe, ne, H, I, s->ue);
         }
         const float *bd = NULL;
-        if (s->eb && moeq_model_expert_bias(r->m, layer, e, MOEQ_PROJ_GATE, s->eb) == 1 &&
+        if (!fused && s->eb && moeq_model_expert_bias(r->m, layer, e, MOEQ_PROJ_GATE, s->eb) == 1 &&
             moeq_model_expert_bias(r->m, layer, e, MOEQ_PROJ_UP, s->eb + I) == 1 &&
             moeq_model_expert_bias(r->m, layer, e, MOEQ_PROJ_DOWN, s->eb + 2 * I) == 1) {
             add_bias(s->ge, ne, I, s->eb);
             add_bias(s->ue, ne, I, s->eb + I);
             bd = s->eb + 2 * I;
         }
-        if (c->act == MOEQ_ACT_SWIGLU_CLAMP) fwd_act_swiglu_clamp(c, s->ge, s->ue, ne * I);
+        if (fused) {
+            /* applied in the kernel */
+        } else if (c->act == MOEQ_ACT_SWIGLU_CLAMP) fwd_act_swiglu_clamp(c, s->ge, s->ue, ne * I);
         else swiglu_inplace(s->ge, s->ue, ne * I);
         if (hooks && hooks->linear_input) {
 #pragma omp critical(moeq_forward_hook)

@@ -278,6 +278,45 @@ static void mul(wsrc *s, const uint32_t *xp, int64_t n, int64_t r0, int64_t r1, 
     free(mem);
 }
 
+/* An expert's gate and up in one pass over the activations: a unit's two row blocks are the
+ * same 16 rows of gate and of up, so each B tile load serves both, and SwiGLU runs on the C
+ * tiles before they leave: Hs[i][r] = silu(g) · u. Each tile product, hence each g and u, is
+ * what mul gives alone, and the set's swiglu is elementwise: the bits of mul, mul, swiglu. */
+static int mul_swiglu(wsrc *g, wsrc *u, const uint32_t *xp, int64_t n, int64_t rows, float *Hs, int64_t ldh)
+{
+    const int64_t K = g->K, K2s = ((K + 1) / 2 + 15) / 16 * 16, ntv = (n + 15) / 16, vs = K2s * 16;
+    const int64_t steps = K2s / 16;
+    const int split = g->kind != SRC_BF16;
+    g->Kp = u->Kp = steps * STEP;
+    const size_t blk = (size_t)(32 * g->Kp) * 2;
+    uint16_t *mem = aligned_alloc(64, 4 * blk);
+    if (!mem) return 0;
+    for (int b = 0; b < 2; b++) {
+        g->buf[b] = mem + b * (blk / 2);
+        u->buf[b] = mem + (2 + b) * (blk / 2);
+    }
+    float cbuf[1024] __attribute__((aligned(64)));
+    const uint32_t *xl = xp + ntv * vs;
+    tiles_on();
+    for (int64_t r = 0; r < rows; r += 16) {
+        const int R = rows - r < 16 ? (int)(rows - r) : 16, set = (int)(r / 16 & 1);
+        ablk a[2];
+        fill(g, set, r, R, &a[0]);
+        fill(u, set, r, R, &a[1]);
+        for (int64_t v = 0; v < ntv; v += 2) {
+            const int TV = ntv - v >= 2 ? 2 : 1;
+            units[split][1][TV - 1](a, xp + v * vs, xl + v * vs, vs, steps, cbuf);
+            for (int t = 0; t < TV; t++) {
+                moeq_avx512_swiglu(cbuf + t * 256, cbuf + 512 + t * 256, 256);
+                store_tile(cbuf + t * 256, Hs + (v + t) * 16 * ldh + r, ldh, R, n - (v + t) * 16);
+            }
+        }
+    }
+    _tile_release();
+    free(mem);
+    return 1;
+}
+
 static size_t xbytes(int64_t n, int64_t K)
 {
     const int64_t K2s = ((K + 1) / 2 + 15) / 16 * 16;
@@ -369,7 +408,32 @@ static int amx_gemm_pair(const moeq_qmat *a, const moeq_qmat *b, const float *X,
     return 1;
 }
 
+/* gate_up_swiglu: packed gate and up (qg, qu) or bf16 ones (wg, wu), all rows, the tokens
+ * prepared once. 0: not handled (other weights, too few tokens for the packed decoding). */
+static int amx_gate_up_swiglu(const moeq_qmat *qg, const moeq_qmat *qu, const moeq_wmat *wg, const moeq_wmat *wu,
+                              const float *X, int64_t n, int64_t ldx, float *Hs, int64_t ldh)
+{
+    wsrc g, u;
+    if (qg && qu) {
+        if (n < Q_MIN_TOKENS || qg->cols != qu->cols || qg->rows != qu->rows) return 0;
+        g = (wsrc){SRC_Q, qg, qg->cols, 0, {NULL, NULL, NULL, NULL}};
+        u = (wsrc){SRC_Q, qu, qu->cols, 0, {NULL, NULL, NULL, NULL}};
+    } else if (wg && wu && wg->type == MOEQ_W_BF16 && wu->type == MOEQ_W_BF16 && wg->cols == wu->cols &&
+               wg->rows == wu->rows) {
+        g = (wsrc){SRC_BF16, wg, wg->cols, 0, {NULL, NULL, NULL, NULL}};
+        u = (wsrc){SRC_BF16, wu, wu->cols, 0, {NULL, NULL, NULL, NULL}};
+    } else {
+        return 0;
+    }
+    if (n <= 0) return 1;
+    uint32_t *xp = prep(X, n, ldx, g.K);
+    if (!xp) return 0;
+    const int done = mul_swiglu(&g, &u, xp, n, qg ? qg->rows : wg->rows, Hs, ldh);
+    free(xp);
+    return done;
+}
+
 const moeq_kernel_set moeq_kernels_amx = { "amx", moeq_avx2_dequant, moeq_avx512_gemv, amx_gemm,
                                            amx_wgemm, amx_wx_bytes, amx_wx_prep, amx_wgemm_wx,
                                            amx_gemm_pair, moeq_avx512_softmax, moeq_avx512_swiglu, moeq_avx512_dsyrk,
-                                           moeq_avx512_attend };
+                                           moeq_avx512_attend, amx_gate_up_swiglu };
