@@ -13,9 +13,7 @@ void fwd_attn_gqa(moeq_runner *r, int64_t layer, int64_t n, const moeq_hooks *ho
     int64_t hd = c->head_dim, qd = r->q_dim, kvd = r->kv_dim;
     float *vb = r->vbuf;
 
-    fwd_linear(r, &L->q, r->h, n, r->q);
-    fwd_linear(r, &L->k, r->h, n, r->k);
-    fwd_linear(r, &L->v, r->h, n, r->v);
+    fwd_linear3(r, &L->q, &L->k, &L->v, r->h, n, r->q, r->k, r->v);
     if (L->q_bias.data) {
         float *bq = vb, *bk = vb + qd, *bv = vb + qd + kvd;
         moeq_vec_to_f32(&L->q_bias, bq);

@@ -245,25 +245,37 @@ static int wx_on(const moeq_runner *r, const moeq_kernel_set *ks, const moeq_wma
 
 /* Y[n, N] = X[n, K] · Wᵀ for a float W [N, K] as stored (no widened copy), split over threads.
  * With prepared activations, one region: the token vectors are prepared in parallel, then the
- * (row block, token block) tasks read them (bit for bit what wgemm does alone). */
-static void par_wmatmul(moeq_runner *r, const moeq_mat *W, const float *X, int64_t n, float *Y)
+ * (row block, token block) tasks read them (bit for bit what wgemm does alone). nm matrices of
+ * one K over the same X (attention's q, k and v) share the preparation and the region. */
+static void par_wmatmul_n(moeq_runner *r, const moeq_mat *const *W, int nm, const float *X, int64_t n,
+                          float *const *Y)
 {
     const moeq_kernel_set *ks = moeq_kernels();
-    const moeq_wmat w = wmat_of(W);
-    int64_t N = w.rows, K = w.cols, nrb = (N + WROW_BLOCK - 1) / WROW_BLOCK, ntb = (n + WTOK_BLOCK - 1) / WTOK_BLOCK;
-    if (!wx_on(r, ks, &w, n, K)) {
-#pragma omp parallel for schedule(dynamic, 1) num_threads(r->nthreads) if (nrb * ntb > 1)
-        for (int64_t b = 0; b < nrb * ntb; b++) {
-            int64_t r0 = b % nrb * WROW_BLOCK, r1 = r0 + WROW_BLOCK < N ? r0 + WROW_BLOCK : N;
-            int64_t t0 = b / nrb * WTOK_BLOCK, t1 = t0 + WTOK_BLOCK < n ? t0 + WTOK_BLOCK : n;
-            ks->wgemm(&w, X + t0 * K, t1 - t0, K, r0, r1, Y + t0 * N + r0, N);
+    moeq_wmat w[3];
+    int64_t nrb[3], tasks = 0, ntb = (n + WTOK_BLOCK - 1) / WTOK_BLOCK;
+    for (int m = 0; m < nm; m++) {
+        w[m] = wmat_of(W[m]);
+        nrb[m] = (w[m].rows + WROW_BLOCK - 1) / WROW_BLOCK;
+        tasks += nrb[m] * ntb;
+    }
+    const int64_t K = w[0].cols;
+    if (!wx_on(r, ks, &w[0], n, K)) {
+#pragma omp parallel for schedule(dynamic, 1) num_threads(r->nthreads) if (tasks > 1)
+        for (int64_t b = 0; b < tasks; b++) {
+            int m = 0;
+            int64_t bb = b;
+            while (bb >= nrb[m] * ntb) bb -= nrb[m++] * ntb;
+            const int64_t N = w[m].rows;
+            int64_t r0 = bb % nrb[m] * WROW_BLOCK, r1 = r0 + WROW_BLOCK < N ? r0 + WROW_BLOCK : N;
+            int64_t t0 = bb / nrb[m] * WTOK_BLOCK, t1 = t0 + WTOK_BLOCK < n ? t0 + WTOK_BLOCK : n;
+            ks->wgemm(&w[m], X + t0 * K, t1 - t0, K, r0, r1, Y[m] + t0 * N + r0, N);
         }
         return;
     }
     const int64_t vpb = WTOK_BLOCK / 16, nv = ntb * vpb;   /* token vectors: vpb per block */
     unsigned char *buf = r->wx;
     const size_t stride = r->wx_stride;
-#pragma omp parallel num_threads(r->nthreads) if (nrb * ntb > 1)
+#pragma omp parallel num_threads(r->nthreads) if (tasks > 1)
     {
 #pragma omp for schedule(static)
         for (int64_t v = 0; v < nv; v++) {
@@ -272,12 +284,21 @@ static void par_wmatmul(moeq_runner *r, const moeq_mat *W, const float *X, int64
             if (vi * 16 < nb) ks->wx_prep(X + t0 * K, nb, K, K, vi, vi + 1, buf + (size_t)tb * stride);
         }
 #pragma omp for schedule(dynamic, 1)
-        for (int64_t b = 0; b < nrb * ntb; b++) {
-            int64_t r0 = b % nrb * WROW_BLOCK, r1 = r0 + WROW_BLOCK < N ? r0 + WROW_BLOCK : N;
-            int64_t tb = b / nrb, t0 = tb * WTOK_BLOCK, t1 = t0 + WTOK_BLOCK < n ? t0 + WTOK_BLOCK : n;
-            ks->wgemm_wx(&w, buf + (size_t)tb * stride, X + t0 * K, t1 - t0, K, r0, r1, Y + t0 * N + r0, N);
+        for (int64_t b = 0; b < tasks; b++) {
+            int m = 0;
+            int64_t bb = b;
+            while (bb >= nrb[m] * ntb) bb -= nrb[m++] * ntb;
+            const int64_t N = w[m].rows;
+            int64_t r0 = bb % nrb[m] * WROW_BLOCK, r1 = r0 + WROW_BLOCK < N ? r0 + WROW_BLOCK : N;
+            int64_t tb = bb / nrb[m], t0 = tb * WTOK_BLOCK, t1 = t0 + WTOK_BLOCK < n ? t0 + WTOK_BLOCK : n;
+            ks->wgemm_wx(&w[m], buf + (size_t)tb * stride, X + t0 * K, t1 - t0, K, r0, r1, Y[m] + t0 * N + r0, N);
         }
     }
+}
+
+static void par_wmatmul(moeq_runner *r, const moeq_mat *W, const float *X, int64_t n, float *Y)
+{
+    par_wmatmul_n(r, &W, 1, X, n, &Y);
 }
 
 /* A matrix the kernels cannot take as stored (moeq_mat_widens: FP8 blocks, MXFP4, strided)
@@ -460,6 +481,25 @@ void fwd_attend(moeq_runner *r, int64_t n, int64_t heads, int64_t kv_heads, int6
 }
 
 void fwd_linear(moeq_runner *r, const moeq_mat *W, const float *X, int64_t n, float *Y) { linear(r, W, X, n, Y); }
+
+/* Whether linear() would run W through par_wmatmul as stored (plain float weights) */
+static int plain_float(const moeq_mat *W) { return !W->q && !moeq_mat_widens(W) && !W->gtype; }
+
+void fwd_linear3(moeq_runner *r, const moeq_mat *A, const moeq_mat *B, const moeq_mat *C, const float *X, int64_t n,
+                 float *YA, float *YB, float *YC)
+{
+    const moeq_mat *W[3] = {A, B, C};
+    float *Y[3] = {YA, YB, YC};
+    const moeq_wtype t = wmat_of(A).type;
+    int shared = 1;
+    for (int m = 0; m < 3; m++)
+        shared &= plain_float(W[m]) && W[m]->cols == A->cols && wmat_of(W[m]).type == t;
+    if (shared) {
+        par_wmatmul_n(r, W, 3, X, n, Y);
+        return;
+    }
+    for (int m = 0; m < 3; m++) linear(r, W[m], X, n, Y[m]);
+}
 void fwd_rmsnorm_rows(const float *x, float *y, int64_t n, int64_t dim, int64_t stride, const float *w,
                       double eps)
 {

@@ -83,6 +83,10 @@ void *fwd_alloc(moeq_runner *r, size_t n, size_t size);
 /* Y[n, W->rows] = X[n, W->cols] · Wᵀ through the kernels (packed, or float weights as stored;
  * FP8 widened first), in fixed blocks (results ignore the thread count). */
 void fwd_linear(moeq_runner *r, const moeq_mat *W, const float *X, int64_t n, float *Y);
+/* fwd_linear of three matrices over the same X (attention's q, k, v): plain float weights of
+ * one K and type share one preparation of X and one parallel region; the same bits. */
+void fwd_linear3(moeq_runner *r, const moeq_mat *A, const moeq_mat *B, const moeq_mat *C, const float *X, int64_t n,
+                 float *YA, float *YB, float *YC);
 /* y[i] = w ⊙ x[i] / rms(x[i]) over dim values of each of n rows spaced stride apart. */
 void fwd_rmsnorm_rows(const float *x, float *y, int64_t n, int64_t dim, int64_t stride, const float *w,
                       double eps);
