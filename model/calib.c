@@ -619,13 +619,18 @@ static void accumulate(moeq_calib_acc *a, const float *x, const float *w, int64_
         if (a->hess) ks->dsyrk(d, nb, x + r0 * d, a->hess, scratch);
         for (int64_t t = 0; t < nb; t++) {
             const float *row = x + (r0 + t) * d;
-            for (int64_t j = 0; j < d; j++) a->sum2[j] += (double)row[j] * (double)row[j];
+            /* omp simd: each j is its own chain, so vector lanes give the same bits */
+            double *s2 = a->sum2;
+#pragma omp simd
+            for (int64_t j = 0; j < d; j++) s2[j] += (double)row[j] * (double)row[j];
             if (a->phi2_sum) {
-                double r = w ? (double)w[r0 + t] : 1.0;
+                const double r = w ? (double)w[r0 + t] : 1.0;
+                double *ps = a->phi2_sum, *pm = a->phi2_max;
+#pragma omp simd
                 for (int64_t j = 0; j < d; j++) {
-                    double p = r * (double)row[j], p2 = p * p;
-                    a->phi2_sum[j] += p2;
-                    if (p2 > a->phi2_max[j]) a->phi2_max[j] = p2;
+                    const double p = r * (double)row[j], p2 = p * p;
+                    ps[j] += p2;
+                    pm[j] = p2 > pm[j] ? p2 : pm[j];
                 }
             }
             if (w) a->weight_sum += (double)w[r0 + t];
