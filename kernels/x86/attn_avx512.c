@@ -15,6 +15,7 @@
 #include <immintrin.h>
 #include <math.h>
 #include <stdint.h>
+#include <string.h>
 
 #define QL 64   /* queries per chunk: 4 vectors */
 #define KB 64   /* keys per block: St is 16 KiB */
@@ -89,14 +90,7 @@ __attribute__((noinline)) static void tiles_qk(int nv, int64_t nxall, const floa
     TILES(0)
 }
 
-/* values: Ot[d][lanes] = (first ? 0 : Ot[d][lanes] · alpha) + Σ_j Pt[j][lanes] · v[j][d] */
-__attribute__((noinline)) static void tiles_pv0(int nv, int64_t nxall, const float *A, int64_t ny, const float *B, int64_t ldv, float *C)
-{
-    const __m512 *alpha = NULL;
-    const int64_t bx = 1, by = ldv;
-    TILES(0)
-}
-
+/* values: Ot[d][lanes] = Ot[d][lanes] · alpha + Σ_j Pt[j][lanes] · v[j][d] */
 __attribute__((noinline)) static void tiles_pv(int nv, int64_t nxall, const float *A, int64_t ny, const float *B, int64_t ldv, float *C,
                      const __m512 *alpha)
 {
@@ -109,6 +103,7 @@ void moeq_avx512_attend(const moeq_attn_task *t)
     const int64_t dqk = t->dqk, dv = t->dv;
     float *Qt = (float *)(((uintptr_t)t->scratch + 63) & ~(uintptr_t)63), *St = Qt + dqk * QL, *Ot = St + KB * QL;
     const __m512i iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    const __m512 ones[4] = {_mm512_set1_ps(1.0f), _mm512_set1_ps(1.0f), _mm512_set1_ps(1.0f), _mm512_set1_ps(1.0f)};
     const __m512 ninf = _mm512_set1_ps(-INFINITY), zero = _mm512_setzero_ps(), scale = _mm512_set1_ps(t->scale);
     for (int64_t qc = 0; qc < t->nq; qc += QL) {
         const int64_t nqc = t->nq - qc < QL ? t->nq - qc : QL;
@@ -133,11 +128,26 @@ void moeq_avx512_attend(const moeq_attn_task *t)
                 transpose16(r, o);
                 for (int c = 0; c < nd; c++) _mm512_storeu_ps(Qt + (d0 + c) * QL + 16 * v, _mm512_castsi512_ps(o[c]));
             }
+        memset(Ot, 0, (size_t)(dv * QL) * sizeof(float));
         __m512 m[4], l[4];
         for (int v = 0; v < 4; v++) m[v] = _mm512_set1_ps(t->sink), l[v] = zero;
         for (int64_t kb = 0; kb < kend; kb += KB) {
             const int64_t nb = kend - kb < KB ? kend - kb : KB;
-            tiles_qk(nv, nb, Qt, dqk, t->k + kb * t->ldk, t->ldk, St);
+            /* causally, vector v sees keys jj < lim[v] of the block (non-decreasing in v): the
+             * products run by segments [lim[v-1], lim[v]) over vectors v.. only, so a diagonal
+             * block skips its hidden upper triangle (exact: those p are 0). Scores not computed
+             * are masked below whatever they hold. */
+            int64_t lim[4];
+            for (int v = 0; v < nv; v++) {
+                const int64_t e = qc + 16 * v + 16 + t->diag - kb;
+                lim[v] = e < 0 ? 0 : e > nb ? nb : e;
+            }
+            for (int v = 0, prev = 0; v < nv; v++)
+                if (lim[v] > prev) {
+                    tiles_qk(nv - v, lim[v] - prev, Qt + 16 * v, dqk, t->k + (kb + prev) * t->ldk, t->ldk,
+                             St + prev * QL + 16 * v);
+                    prev = (int)lim[v];
+                }
             /* scale, mask (causal: lane i sees key j iff j <= qc + 16 v + i + diag; the caller's
              * bytes), the block's max */
             __m512 mn[4], mu[4], alpha[4], ls[4];
@@ -177,9 +187,14 @@ void moeq_avx512_attend(const moeq_attn_task *t)
                 l[v] = _mm512_fmadd_ps(l[v], alpha[v], ls[v]);
                 m[v] = mn[v];
             }
-            /* the first block starts Ot (nothing to rescale) */
-            if (kb == 0) tiles_pv0(nv, dv, St, nb, t->v, t->ldv, Ot);
-            else tiles_pv(nv, dv, St, nb, t->v + kb * t->ldv, t->ldv, Ot, alpha);
+            /* the first segment rescales the vectors it covers, the later ones add to them; a
+             * vector no segment covers saw nothing new: alpha is 1, or 0 on a zero Ot */
+            for (int v = 0, prev = 0, first = 1; v < nv; v++)
+                if (lim[v] > prev) {
+                    tiles_pv(nv - v, dv, St + prev * QL + 16 * v, lim[v] - prev, t->v + (kb + prev) * t->ldv, t->ldv,
+                             Ot + 16 * v, first ? alpha + v : ones);
+                    prev = (int)lim[v], first = 0;
+                }
         }
         /* o / (l + exp(sink - m)); a query that saw nothing (l = 0, no sink) gets 0 */
         for (int v = 0; v < nv; v++) {

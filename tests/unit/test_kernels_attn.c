@@ -174,6 +174,7 @@ static void test_attend(void)
     static const int64_t nqs[] = {1, 2, 15, 16, 17, 33, 48, 63, 64, 65, 70};
     static const int64_t nks[] = {1, 3, 31, 63, 64, 65, 100, 128, 129, 200};
     int cases = 0;
+    for (int rep = 0; rep < 3; rep++)
     for (int a = 0; a < 5; a++)
         for (int b = 0; b < 5; b++)
             for (int trial = 0; trial < 6; trial++) {
