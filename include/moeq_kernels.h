@@ -97,7 +97,7 @@ typedef struct moeq_attn_task {
     const float *q; int64_t ldq;   /* query i: q[i * ldq + d], d < dqk */
     const float *k; int64_t ldk;   /* key j: k[j * ldk + d], d < dqk */
     const float *v; int64_t ldv;   /* value j: v[j * ldv + d], d < dv */
-    int64_t diag;                  /* query i's own position among the keys (causal limit) */
+    int64_t diag;                  /* query i's position among the keys: it sees keys j <= i + diag */
     const uint8_t *mask; int64_t ldm;  /* key-major visibility bytes [nk][ldm >= nq], or NULL */
     float scale, sink;
     float *out; int64_t ldo;       /* o_i: out[i * ldo + d], d < dv */

@@ -387,12 +387,13 @@ static void add_bias(float *x, int64_t n, int64_t dim, const float *b)
         for (int64_t j = 0; j < dim; j++) x[i * dim + j] += b[j];
 }
 
-/* Causal softmax attention of every head, fused per block of ATT_QBLOCK queries: S = Q_blk K_gᵀ
- * over the keys the block can see (wgemm, float32 K as the weight), scaled, masked, softmax per
- * row in float32 as transformers does, then O_blk = P V_g (wgemm with Vᵀ as the weight). No n x n
- * matrix is held: a task's scores are [ATT_QBLOCK, keys]. Tasks (head, query block) have fixed
- * bounds, so results ignore the thread count. The mask is one predicate (visible) so that a
- * variant's rule (segments, sliding windows) replaces it in one place. */
+/* Causal softmax attention of every head per task (head, block of ATT_QBLOCK queries) over the
+ * keys the block can see. With the set's fused kernel (attend: online softmax over key blocks,
+ * docs/KERNELS.md "Attention") no score matrix is held; without one, S = Q_blk K_gᵀ (wgemm,
+ * float32 K as the weight), scaled, masked, softmax per row, then O_blk = P V_g (wgemm with Vᵀ as
+ * the weight): scores [ATT_QBLOCK, keys], never n x n. Tasks have fixed bounds, so results ignore
+ * the thread count. The mask is one predicate (visible) so that a variant's rule (segments,
+ * sliding windows) replaces it in one place; the fused kernel gets it as bytes. */
 static inline int visible(const moeq_packing *pk, int64_t window, int64_t i, int64_t j)
 {
     /* a sliding window (gpt_oss's sliding layers) counts positions: within a packed sequence

@@ -9,44 +9,10 @@
  * against kernels/ref/act.c (tests/unit/test_kernels_act.c). */
 #include "moeq_kernels.h"
 #include "kernels/x86/x86.h"
+#include "kernels/x86/avx2_inl.h"
 
 #include <immintrin.h>
 #include <math.h>
-
-static inline __m256 exp8(__m256 x)
-{
-    const __m256 log2e = _mm256_set1_ps(1.44269504088896341f), ln2hi = _mm256_set1_ps(0.693145751953125f),
-                 ln2lo = _mm256_set1_ps(1.428606765330187045e-06f), lo = _mm256_set1_ps(-87.0f);
-    const __m256 hi = _mm256_set1_ps(88.72f);
-    const __m256 under = _mm256_cmp_ps(x, lo, _CMP_LT_OQ), over = _mm256_cmp_ps(x, hi, _CMP_GT_OQ);
-    x = _mm256_min_ps(hi, _mm256_max_ps(lo, x));   /* NaN is the second operand: kept */
-    const __m256 k = _mm256_round_ps(_mm256_mul_ps(x, log2e), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m256 r = _mm256_fnmadd_ps(k, ln2hi, x);
-    r = _mm256_fnmadd_ps(k, ln2lo, r);
-    __m256 p = _mm256_set1_ps(1.0f / 5040);
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 720));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 120));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 24));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 6));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
-    /* k in [-126, 128]: 2^k as (k + 127) << 23, and k = 128 (x near 88.72) as 2^127 · 2p */
-    const __m256i ki = _mm256_cvtps_epi32(k);
-    const __m256i top = _mm256_cmpgt_epi32(ki, _mm256_set1_epi32(127));
-    const __m256i ke = _mm256_sub_epi32(ki, _mm256_and_si256(top, _mm256_set1_epi32(1)));
-    const __m256 two_k = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(ke, _mm256_set1_epi32(127)), 23));
-    p = _mm256_blendv_ps(p, _mm256_add_ps(p, p), _mm256_castsi256_ps(top));
-    const __m256 e = _mm256_andnot_ps(under, _mm256_mul_ps(p, two_k));
-    return _mm256_blendv_ps(e, _mm256_set1_ps(INFINITY), over);
-}
-
-/* lanes [0, n) of a tail (n < 8) as a mask */
-static inline __m256i tail_mask(int64_t n)
-{
-    const __m256i idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-    return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)n), idx);
-}
 
 void moeq_avx2_softmax(float *row, int64_t nv, int64_t n, float scale, float sink)
 {

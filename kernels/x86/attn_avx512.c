@@ -15,6 +15,7 @@
 #include <immintrin.h>
 #include <math.h>
 #include <stdint.h>
+#include <string.h>
 
 #define QL 64   /* queries per chunk: 4 vectors */
 #define KB 64   /* keys per block: St is 16 KiB */
@@ -73,25 +74,28 @@ INLINE void tile(const int nv, const int nx, const int init, const float *A, int
     CASE(4, 1, INIT) CASE(4, 2, INIT) CASE(4, 3, INIT) CASE(4, 4, INIT) CASE(4, 5, INIT) CASE(4, 6, INIT)
 #define CASE(V, X, INIT) \
     case (V) * 8 + (X): tile(V, X, INIT, A, ny, B + x0 * bx, bx, by, C + x0 * QL, alpha); break;
+/* the tiles over x < nxall, the sizes and strides as constants where they are (so the
+ * accumulators stay in registers and the addressing is simple) */
+#define TILES(INIT)                                                            \
+    for (int64_t x0 = 0; x0 < nxall; x0 += NX) {                               \
+        const int nx = nxall - x0 < NX ? (int)(nxall - x0) : NX;               \
+        switch (nv * 8 + nx) { CASES(INIT) default: break; }                   \
+    }
 
-/* the tiles over x < nxall (the sizes as constants, so the accumulators stay in registers) */
-static void tiles_new(int nv, int64_t nxall, const float *A, int64_t ny, const float *B, int64_t bx, int64_t by,
-                      float *C)
+/* scores: St[j][lanes] = Σ_d Qt[d][lanes] · k[j][d] */
+__attribute__((noinline)) static void tiles_qk(int nv, int64_t nxall, const float *A, int64_t ny, const float *B, int64_t ldk, float *C)
 {
     const __m512 *alpha = NULL;
-    for (int64_t x0 = 0; x0 < nxall; x0 += NX) {
-        const int nx = nxall - x0 < NX ? (int)(nxall - x0) : NX;
-        switch (nv * 8 + nx) { CASES(0) default: break; }
-    }
+    const int64_t bx = ldk, by = 1;
+    TILES(0)
 }
 
-static void tiles_acc(int nv, int64_t nxall, const float *A, int64_t ny, const float *B, int64_t bx, int64_t by,
-                      float *C, const __m512 *alpha)
+/* values: Ot[d][lanes] = Ot[d][lanes] · alpha + Σ_j Pt[j][lanes] · v[j][d] */
+__attribute__((noinline)) static void tiles_pv(int nv, int64_t nxall, const float *A, int64_t ny, const float *B, int64_t ldv, float *C,
+                     const __m512 *alpha)
 {
-    for (int64_t x0 = 0; x0 < nxall; x0 += NX) {
-        const int nx = nxall - x0 < NX ? (int)(nxall - x0) : NX;
-        switch (nv * 8 + nx) { CASES(1) default: break; }
-    }
+    const int64_t bx = 1, by = ldv;
+    TILES(1)
 }
 
 void moeq_avx512_attend(const moeq_attn_task *t)
@@ -99,6 +103,7 @@ void moeq_avx512_attend(const moeq_attn_task *t)
     const int64_t dqk = t->dqk, dv = t->dv;
     float *Qt = (float *)(((uintptr_t)t->scratch + 63) & ~(uintptr_t)63), *St = Qt + dqk * QL, *Ot = St + KB * QL;
     const __m512i iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    const __m512 ones[4] = {_mm512_set1_ps(1.0f), _mm512_set1_ps(1.0f), _mm512_set1_ps(1.0f), _mm512_set1_ps(1.0f)};
     const __m512 ninf = _mm512_set1_ps(-INFINITY), zero = _mm512_setzero_ps(), scale = _mm512_set1_ps(t->scale);
     for (int64_t qc = 0; qc < t->nq; qc += QL) {
         const int64_t nqc = t->nq - qc < QL ? t->nq - qc : QL;
@@ -111,17 +116,38 @@ void moeq_avx512_attend(const moeq_attn_task *t)
                 for (int64_t d = 0; d < dv; d++) out[i * t->ldo + d] = 0.0f;
             continue;
         }
-        for (int64_t i = 0; i < 16 * nv; i++) {
-            const float *q = t->q + (qc + i) * t->ldq;
-            for (int64_t d = 0; d < dqk; d++) Qt[d * QL + i] = i < nqc ? q[d] : 0.0f;
-        }
-        for (int64_t d = 0; d < dv; d++)
-            for (int v = 0; v < nv; v++) _mm512_storeu_ps(Ot + d * QL + 16 * v, zero);
+        /* Qt by 16 x 16 transposes; queries past nqc are zero lanes (their results dropped) */
+        for (int v = 0; v < nv; v++)
+            for (int64_t d0 = 0; d0 < dqk; d0 += 16) {
+                const int nd = dqk - d0 < 16 ? (int)(dqk - d0) : 16;
+                const __mmask16 dm = (__mmask16)((1u << nd) - 1);
+                __m512i r[16], o[16];
+                for (int i = 0; i < 16; i++)
+                    r[i] = 16 * v + i < nqc ? _mm512_castps_si512(_mm512_maskz_loadu_ps(dm, t->q + (qc + 16 * v + i) * t->ldq + d0))
+                                            : _mm512_setzero_si512();
+                transpose16(r, o);
+                for (int c = 0; c < nd; c++) _mm512_storeu_ps(Qt + (d0 + c) * QL + 16 * v, _mm512_castsi512_ps(o[c]));
+            }
+        memset(Ot, 0, (size_t)(dv * QL) * sizeof(float));
         __m512 m[4], l[4];
         for (int v = 0; v < 4; v++) m[v] = _mm512_set1_ps(t->sink), l[v] = zero;
         for (int64_t kb = 0; kb < kend; kb += KB) {
             const int64_t nb = kend - kb < KB ? kend - kb : KB;
-            tiles_new(nv, nb, Qt, dqk, t->k + kb * t->ldk, t->ldk, 1, St);
+            /* causally, vector v sees keys jj < lim[v] of the block (non-decreasing in v): the
+             * products run by segments [lim[v-1], lim[v]) over vectors v.. only, so a diagonal
+             * block skips its hidden upper triangle (exact: those p are 0). Scores not computed
+             * are masked below whatever they hold. */
+            int64_t lim[4];
+            for (int v = 0; v < nv; v++) {
+                const int64_t e = qc + 16 * v + 16 + t->diag - kb;
+                lim[v] = e < 0 ? 0 : e > nb ? nb : e;
+            }
+            for (int v = 0, prev = 0; v < nv; v++)
+                if (lim[v] > prev) {
+                    tiles_qk(nv - v, lim[v] - prev, Qt + 16 * v, dqk, t->k + (kb + prev) * t->ldk, t->ldk,
+                             St + prev * QL + 16 * v);
+                    prev = (int)lim[v];
+                }
             /* scale, mask (causal: lane i sees key j iff j <= qc + 16 v + i + diag; the caller's
              * bytes), the block's max */
             __m512 mn[4], mu[4], alpha[4], ls[4];
@@ -161,17 +187,33 @@ void moeq_avx512_attend(const moeq_attn_task *t)
                 l[v] = _mm512_fmadd_ps(l[v], alpha[v], ls[v]);
                 m[v] = mn[v];
             }
-            tiles_acc(nv, dv, St, nb, t->v + kb * t->ldv, 1, t->ldv, Ot, alpha);
+            /* the first segment rescales the vectors it covers, the later ones add to them; a
+             * vector no segment covers saw nothing new: alpha is 1, or 0 on a zero Ot */
+            for (int v = 0, prev = 0, first = 1; v < nv; v++)
+                if (lim[v] > prev) {
+                    tiles_pv(nv - v, dv, St + prev * QL + 16 * v, lim[v] - prev, t->v + (kb + prev) * t->ldv, t->ldv,
+                             Ot + 16 * v, first ? alpha + v : ones);
+                    prev = (int)lim[v], first = 0;
+                }
         }
         /* o / (l + exp(sink - m)); a query that saw nothing (l = 0, no sink) gets 0 */
-        float inv[QL];
         for (int v = 0; v < nv; v++) {
             __m512 den = l[v];
             if (t->sink != -INFINITY) den = _mm512_add_ps(den, exp_ge87(_mm512_sub_ps(_mm512_set1_ps(t->sink), m[v])));
             const __mmask16 pos = _mm512_cmp_ps_mask(den, zero, _CMP_GT_OQ);
-            _mm512_storeu_ps(inv + 16 * v, _mm512_maskz_div_ps(pos, _mm512_set1_ps(1.0f), den));
+            const __m512 inv = _mm512_maskz_div_ps(pos, _mm512_set1_ps(1.0f), den);
+            const int nr = nqc - 16 * v < 16 ? (int)(nqc - 16 * v) : 16;
+            for (int64_t d0 = 0; d0 < dv; d0 += 16) {
+                const int nd = dv - d0 < 16 ? (int)(dv - d0) : 16;
+                const __mmask16 dm = (__mmask16)((1u << nd) - 1);
+                __m512i r[16], o[16];
+                for (int c = 0; c < 16; c++)
+                    r[c] = c < nd ? _mm512_castps_si512(_mm512_mul_ps(_mm512_loadu_ps(Ot + (d0 + c) * QL + 16 * v), inv))
+                                  : _mm512_setzero_si512();
+                transpose16(r, o);
+                for (int i = 0; i < nr; i++)
+                    _mm512_mask_storeu_ps(out + (16 * v + i) * t->ldo + d0, dm, _mm512_castsi512_ps(o[i]));
+            }
         }
-        for (int64_t i = 0; i < nqc; i++)
-            for (int64_t d = 0; d < dv; d++) out[i * t->ldo + d] = Ot[d * QL + i] * inv[i];
     }
 }

@@ -21,7 +21,8 @@ void moeq_avx2_swiglu(float *g, const float *u, int64_t n);
 /* kernels/x86/act_avx512.c: the sets' softmax and swiglu with AVX-512 */
 void moeq_avx512_softmax(float *row, int64_t nv, int64_t n, float scale, float sink);
 void moeq_avx512_swiglu(float *g, const float *u, int64_t n);
-/* kernels/x86/attn_avx512.c: fused attention of the AVX-512 sets */
+/* kernels/x86/attn_avx2.c, attn_avx512.c: fused attention of the avx2 and the AVX-512 sets */
+void moeq_avx2_attend(const moeq_attn_task *t);
 void moeq_avx512_attend(const moeq_attn_task *t);
 #endif
 #endif

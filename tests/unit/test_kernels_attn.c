@@ -174,32 +174,34 @@ static void test_attend(void)
     static const int64_t nqs[] = {1, 2, 15, 16, 17, 33, 48, 63, 64, 65, 70};
     static const int64_t nks[] = {1, 3, 31, 63, 64, 65, 100, 128, 129, 200};
     int cases = 0;
-    for (int a = 0; a < 5; a++)
-        for (int b = 0; b < 5; b++)
-            for (int trial = 0; trial < 6; trial++) {
-                prob P = {0};
-                P.dqk = dims[a], P.dv = dims[b];
-                P.nq = nqs[urand() % 11];
-                P.nk = nks[urand() % 10];
-                if (trial == 0 && P.nk < P.nq) P.nk = P.nq;   /* queries the last nq keys: a forward task */
-                P.diag = trial == 0 ? P.nk - P.nq : trial == 1 ? 0 : trial == 2 ? P.nk : (int64_t)(urand() % 80) - 20;
-                P.ldq = P.dqk + (trial & 1) * 3;
-                P.ldk = P.dqk + (trial % 3);
-                P.ldv = P.dv + (trial & 2);
-                P.ldo = P.dv + (trial % 2) * 5;
-                P.ldm = P.nq + trial;
-                P.masked = trial >= 3;
-                P.exact = trial % 2 == 0 || trial == 5;
-                P.sink = trial == 1 || trial == 4 ? frand() * 4 : -INFINITY;
-                /* the scale needs q and k: make them once with the seed saved, pick, remake */
-                const uint32_t seed = rng;
-                make(&P);
-                P.scale = pick_scale(&P, trial == 5 ? 4.0 : 100.0);
-                drop(&P);
-                rng = seed;
-                run_case(&P, P.masked ? "masked" : "causal");
-                cases++;
-            }
+    for (int rep = 0; rep < 3; rep++) {
+        for (int a = 0; a < 5; a++)
+            for (int b = 0; b < 5; b++)
+                for (int trial = 0; trial < 6; trial++) {
+                    prob P = {0};
+                    P.dqk = dims[a], P.dv = dims[b];
+                    P.nq = nqs[urand() % 11];
+                    P.nk = nks[urand() % 10];
+                    if (trial == 0 && P.nk < P.nq) P.nk = P.nq;   /* queries the last nq keys: a forward task */
+                    P.diag = trial == 0 ? P.nk - P.nq : trial == 1 ? 0 : trial == 2 ? P.nk : (int64_t)(urand() % 80) - 20;
+                    P.ldq = P.dqk + (trial & 1) * 3;
+                    P.ldk = P.dqk + (trial % 3);
+                    P.ldv = P.dv + (trial & 2);
+                    P.ldo = P.dv + (trial % 2) * 5;
+                    P.ldm = P.nq + trial;
+                    P.masked = trial >= 3;
+                    P.exact = trial % 2 == 0 || trial == 5;
+                    P.sink = trial == 1 || trial == 4 ? frand() * 4 : -INFINITY;
+                    /* the scale needs q and k: make them once with the seed saved, pick, remake */
+                    const uint32_t seed = rng;
+                    make(&P);
+                    P.scale = pick_scale(&P, trial == 5 ? 4.0 : 100.0);
+                    drop(&P);
+                    rng = seed;
+                    run_case(&P, P.masked ? "masked" : "causal");
+                    cases++;
+                }
+    }
     printf("  %d cases; largest error / sum p|v| (fast sets): exact scores %.3g, float32 scores %.3g\n", cases,
            worst_exact, worst_any);
 }
