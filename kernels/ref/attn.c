@@ -36,6 +36,7 @@ void moeq_ref_attend(const moeq_attn_task *t)
             for (int64_t d = 0; d < t->dv; d++) o[d] += e * v[d];
         }
         float *out = t->out + i * t->ldo;
-        for (int64_t d = 0; d < t->dv; d++) out[d] = l > 0 ? (float)(o[d] / l) : 0.0f;
+        /* a NaN or +inf score makes l NaN: the output is NaN, not the 0 of a query that sees nothing */
+        for (int64_t d = 0; d < t->dv; d++) out[d] = l > 0 || isnan(l) ? (float)(o[d] / l) : 0.0f;
     }
 }

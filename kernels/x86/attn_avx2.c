@@ -118,8 +118,8 @@ void moeq_avx2_attend(const moeq_attn_task *t)
                 for (int c = 0; c < nd; c++) _mm256_storeu_ps(Qt + (d0 + c) * QL + 8 * v, r[c]);
             }
         memset(Ot, 0, (size_t)(dv * QL) * sizeof(float));
-        __m256 m[8], l[8];
-        for (int v = 0; v < 8; v++) m[v] = _mm256_set1_ps(t->sink), l[v] = zero;
+        __m256 m[8], l[8], bad[8];   /* bad: lanes that saw a NaN or +inf score (output NaN) */
+        for (int v = 0; v < 8; v++) m[v] = _mm256_set1_ps(t->sink), l[v] = zero, bad[v] = zero;
         for (int64_t kb = 0; kb < kend; kb += KB) {
             const int64_t nb = kend - kb < KB ? kend - kb : KB;
             /* segments of the diagonal block, as in attn_avx512.c */
@@ -153,6 +153,8 @@ void moeq_avx2_attend(const moeq_attn_task *t)
                     }
                     const __m256 sv = _mm256_blendv_ps(ninf, _mm256_mul_ps(_mm256_loadu_ps(s), scale), _mm256_castsi256_ps(vis));
                     _mm256_storeu_ps(s, sv);
+                    bad[v] = _mm256_or_ps(bad[v], _mm256_or_ps(_mm256_cmp_ps(sv, sv, _CMP_UNORD_Q),
+                                                               _mm256_cmp_ps(sv, _mm256_set1_ps(INFINITY), _CMP_EQ_OQ)));
                     mn[v] = _mm256_max_ps(mn[v], sv);
                 }
             }
@@ -183,7 +185,9 @@ void moeq_avx2_attend(const moeq_attn_task *t)
         for (int v = 0; v < nv; v++) {
             __m256 den = l[v];
             if (t->sink != -INFINITY) den = _mm256_add_ps(den, exp8(_mm256_sub_ps(_mm256_set1_ps(t->sink), m[v])));
-            const __m256 inv = _mm256_and_ps(_mm256_cmp_ps(den, zero, _CMP_GT_OQ), _mm256_div_ps(_mm256_set1_ps(1.0f), den));
+            const __m256 inv = _mm256_blendv_ps(
+                _mm256_and_ps(_mm256_cmp_ps(den, zero, _CMP_GT_OQ), _mm256_div_ps(_mm256_set1_ps(1.0f), den)),
+                _mm256_set1_ps(NAN), bad[v]);
             const int nr = nqc - 8 * v < 8 ? (int)(nqc - 8 * v) : 8;
             for (int64_t d0 = 0; d0 < dv; d0 += 8) {
                 const int nd = dv - d0 < 8 ? (int)(dv - d0) : 8;

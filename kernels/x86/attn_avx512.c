@@ -130,6 +130,9 @@ void moeq_avx512_attend(const moeq_attn_task *t)
             }
         memset(Ot, 0, (size_t)(dv * QL) * sizeof(float));
         __m512 m[4], l[4];
+        /* lanes that saw a NaN or +inf score: their output is NaN, as the reference's (the max
+         * and exp_ge87 would otherwise drop a NaN score, silently) */
+        __mmask16 bad[4] = {0, 0, 0, 0};
         for (int v = 0; v < 4; v++) m[v] = _mm512_set1_ps(t->sink), l[v] = zero;
         for (int64_t kb = 0; kb < kend; kb += KB) {
             const int64_t nb = kend - kb < KB ? kend - kb : KB;
@@ -167,6 +170,7 @@ void moeq_avx512_attend(const moeq_attn_task *t)
                     }
                     const __m512 sv = _mm512_mask_blend_ps(vis, ninf, _mm512_mul_ps(_mm512_loadu_ps(s), scale));
                     _mm512_storeu_ps(s, sv);
+                    bad[v] |= _mm512_fpclass_ps_mask(sv, 0x89);   /* QNaN, SNaN, +inf */
                     mn[v] = _mm512_max_ps(mn[v], sv);
                 }
             }
@@ -201,7 +205,8 @@ void moeq_avx512_attend(const moeq_attn_task *t)
             __m512 den = l[v];
             if (t->sink != -INFINITY) den = _mm512_add_ps(den, exp_ge87(_mm512_sub_ps(_mm512_set1_ps(t->sink), m[v])));
             const __mmask16 pos = _mm512_cmp_ps_mask(den, zero, _CMP_GT_OQ);
-            const __m512 inv = _mm512_maskz_div_ps(pos, _mm512_set1_ps(1.0f), den);
+            const __m512 inv = _mm512_mask_mov_ps(_mm512_maskz_div_ps(pos, _mm512_set1_ps(1.0f), den), bad[v],
+                                                  _mm512_set1_ps(NAN));
             const int nr = nqc - 16 * v < 16 ? (int)(nqc - 16 * v) : 16;
             for (int64_t d0 = 0; d0 < dv; d0 += 16) {
                 const int nd = dv - d0 < 16 ? (int)(dv - d0) : 16;
