@@ -55,6 +55,11 @@ static int run_child(char *const *argv, const char *unset, char *const *set, int
         close(fd[0]);
         dup2(fd[1], 1);
         if (unset) unsetenv(unset);
+        if (getenv("MOEQ_WAIT_CHOSEN")) {   /* the wait policy moeq chose for itself (moeq.c) */
+            unsetenv("OMP_WAIT_POLICY");
+            unsetenv("GOMP_SPINCOUNT");
+            unsetenv("MOEQ_WAIT_CHOSEN");
+        }
         for (int i = 0; i < nset; i++) putenv(set[i]);
         execv(argv[0], argv);
         _exit(127);

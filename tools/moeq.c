@@ -97,11 +97,28 @@ static int others_running(void)
     return least;
 }
 
+/* MOEQ_WAIT_CHOSEN holds the pid that chose: the re-executed process keeps the choice, a moeq
+ * started by a moeq command (bench eval's runs) chooses again, and bench eval hands its peer
+ * the environment without the choice (cmd_bench_eval.c). */
 static void choose_wait_policy(char **argv)
 {
+    const char *mark = getenv("MOEQ_WAIT_CHOSEN");
+    if (mark) {
+        if (atol(mark) == (long)getpid()) return;
+        unsetenv("OMP_WAIT_POLICY");
+        unsetenv("GOMP_SPINCOUNT");
+        unsetenv("MOEQ_WAIT_CHOSEN");
+    }
     if (getenv("OMP_WAIT_POLICY") || getenv("GOMP_SPINCOUNT")) return;
     const int quiet = others_running() == 0;
+    char pid[24];
+    snprintf(pid, sizeof pid, "%ld", (long)getpid());
     if (quiet ? setenv("GOMP_SPINCOUNT", "30000", 1) : setenv("OMP_WAIT_POLICY", "passive", 1)) return;
+    if (setenv("MOEQ_WAIT_CHOSEN", pid, 1)) return;
+    /* moeq runs BLAS on one thread (moeq_threads_init); without this, OpenBLAS starts a thread
+     * per core that spins for its first ~0.1 s, against the OpenMP threads: short runs with
+     * the spin above then ran up to 10x slower */
+    if (!getenv("OPENBLAS_NUM_THREADS")) setenv("OPENBLAS_NUM_THREADS", "1", 1);
     execv("/proc/self/exe", argv);   /* returns only on failure: run on with libgomp's default */
 }
 
