@@ -32,6 +32,7 @@ make -s build/rel/bench/bench_packed_eval && build/rel/bench/bench_packed_eval -
 # issue 15: float-weight kernels vs sgemm, then moeq eval at ctx 256/512, bf16 and q4, with and without
 # OPENBLAS_CORETYPE, KLD of the fast kernels vs the reference, calibrate vs eval (docs/bench.md)
 make -s build/rel/bench/bench_wgemm && build/rel/bench/bench_wgemm
+make -s build/rel/bench/bench_attn && build/rel/bench/bench_attn   # fused attention vs wgemm + softmax per head
 Q=build/bench/synth-qwen3
 [ -f $Q/model.safetensors ] || python3 bench/make_synthetic.py $Q --family qwen3_moe --hidden 512 --inter 256 \
   --experts 16 --layers 4 --heads 8 --kv-heads 4 --head-dim 64 --vocab 4096
