@@ -247,6 +247,21 @@ static int wx_on(const moeq_runner *r, const moeq_kernel_set *ks, const moeq_wma
  * With prepared activations, one region: the token vectors are prepared in parallel, then the
  * (row block, token block) tasks read them (bit for bit what wgemm does alone). nm matrices of
  * one K over the same X (attention's q, k and v) share the preparation and the region. */
+/* Task b of par_wmatmul_n: its matrix (returned), rows [r0, r1) and tokens [t0, t1); the
+ * matrices' (row block, token block) tasks one after the other */
+static int wtask(int64_t b, const int64_t *nrb, int64_t ntb, const moeq_wmat *w, int64_t n, int64_t *r0, int64_t *r1,
+                 int64_t *t0, int64_t *t1)
+{
+    int m = 0;
+    while (b >= nrb[m] * ntb) b -= nrb[m++] * ntb;
+    const int64_t N = w[m].rows;
+    *r0 = b % nrb[m] * WROW_BLOCK;
+    *r1 = *r0 + WROW_BLOCK < N ? *r0 + WROW_BLOCK : N;
+    *t0 = b / nrb[m] * WTOK_BLOCK;
+    *t1 = *t0 + WTOK_BLOCK < n ? *t0 + WTOK_BLOCK : n;
+    return m;
+}
+
 static void par_wmatmul_n(moeq_runner *r, const moeq_mat *const *W, int nm, const float *X, int64_t n,
                           float *const *Y)
 {
@@ -262,13 +277,9 @@ static void par_wmatmul_n(moeq_runner *r, const moeq_mat *const *W, int nm, cons
     if (!wx_on(r, ks, &w[0], n, K)) {
 #pragma omp parallel for schedule(dynamic, 1) num_threads(r->nthreads) if (tasks > 1)
         for (int64_t b = 0; b < tasks; b++) {
-            int m = 0;
-            int64_t bb = b;
-            while (bb >= nrb[m] * ntb) bb -= nrb[m++] * ntb;
-            const int64_t N = w[m].rows;
-            int64_t r0 = bb % nrb[m] * WROW_BLOCK, r1 = r0 + WROW_BLOCK < N ? r0 + WROW_BLOCK : N;
-            int64_t t0 = bb / nrb[m] * WTOK_BLOCK, t1 = t0 + WTOK_BLOCK < n ? t0 + WTOK_BLOCK : n;
-            ks->wgemm(&w[m], X + t0 * K, t1 - t0, K, r0, r1, Y[m] + t0 * N + r0, N);
+            int64_t r0, r1, t0, t1;
+            const int m = wtask(b, nrb, ntb, w, n, &r0, &r1, &t0, &t1);
+            ks->wgemm(&w[m], X + t0 * K, t1 - t0, K, r0, r1, Y[m] + t0 * w[m].rows + r0, w[m].rows);
         }
         return;
     }
@@ -285,13 +296,10 @@ static void par_wmatmul_n(moeq_runner *r, const moeq_mat *const *W, int nm, cons
         }
 #pragma omp for schedule(dynamic, 1)
         for (int64_t b = 0; b < tasks; b++) {
-            int m = 0;
-            int64_t bb = b;
-            while (bb >= nrb[m] * ntb) bb -= nrb[m++] * ntb;
-            const int64_t N = w[m].rows;
-            int64_t r0 = bb % nrb[m] * WROW_BLOCK, r1 = r0 + WROW_BLOCK < N ? r0 + WROW_BLOCK : N;
-            int64_t tb = bb / nrb[m], t0 = tb * WTOK_BLOCK, t1 = t0 + WTOK_BLOCK < n ? t0 + WTOK_BLOCK : n;
-            ks->wgemm_wx(&w[m], buf + (size_t)tb * stride, X + t0 * K, t1 - t0, K, r0, r1, Y[m] + t0 * N + r0, N);
+            int64_t r0, r1, t0, t1;
+            const int m = wtask(b, nrb, ntb, w, n, &r0, &r1, &t0, &t1);
+            ks->wgemm_wx(&w[m], buf + (size_t)(t0 / WTOK_BLOCK) * stride, X + t0 * K, t1 - t0, K, r0, r1,
+                         Y[m] + t0 * w[m].rows + r0, w[m].rows);
         }
     }
 }

@@ -17,6 +17,7 @@
  * row falls in a tile or a call, so results do not depend on the row split.
  * Tokens are padded to a multiple of 16 with zero activations (their outputs are dropped). */
 #include "kernels/x86/qmat_x86.h"
+#include "kernels/x86/avx512_inl.h"
 
 #include <immintrin.h>
 #include <stdlib.h>
@@ -90,31 +91,12 @@ static int quantize_token(const float *x, int64_t cols, int8_t *xq, float *dx)
     return 1;
 }
 
-/* 16 rows of 16 dwords transposed in place: r[j] becomes column j */
-INLINE void transpose16(__m512i r[16])
+/* 16 rows of 16 dwords transposed in place: r[j] becomes column j (avx512_inl.h's transpose) */
+INLINE void transpose16_inplace(__m512i r[16])
 {
-    __m512i t[16];
-    for (int i = 0; i < 16; i += 2) {
-        t[i] = _mm512_unpacklo_epi32(r[i], r[i + 1]);
-        t[i + 1] = _mm512_unpackhi_epi32(r[i], r[i + 1]);
-    }
-    /* now, per 128-bit lane L: rows i..i+3 of column 4L + j in r[i + j] */
-    for (int i = 0; i < 16; i += 4) {
-        r[i] = _mm512_unpacklo_epi64(t[i], t[i + 2]);
-        r[i + 1] = _mm512_unpackhi_epi64(t[i], t[i + 2]);
-        r[i + 2] = _mm512_unpacklo_epi64(t[i + 1], t[i + 3]);
-        r[i + 3] = _mm512_unpackhi_epi64(t[i + 1], t[i + 3]);
-    }
-    /* a 4x4 transpose of 128-bit lanes among r[j], r[4+j], r[8+j], r[12+j] */
-    for (int j = 0; j < 4; j++) {
-        __m512i u0 = _mm512_shuffle_i32x4(r[j], r[4 + j], 0x44), u1 = _mm512_shuffle_i32x4(r[j], r[4 + j], 0xee);
-        __m512i u2 = _mm512_shuffle_i32x4(r[8 + j], r[12 + j], 0x44), u3 = _mm512_shuffle_i32x4(r[8 + j], r[12 + j], 0xee);
-        t[j] = _mm512_shuffle_i32x4(u0, u2, 0x88);
-        t[4 + j] = _mm512_shuffle_i32x4(u0, u2, 0xdd);
-        t[8 + j] = _mm512_shuffle_i32x4(u1, u3, 0x88);
-        t[12 + j] = _mm512_shuffle_i32x4(u1, u3, 0xdd);
-    }
-    for (int i = 0; i < 16; i++) r[i] = t[i];
+    __m512i o[16];
+    transpose16(r, o);
+    for (int i = 0; i < 16; i++) r[i] = o[i];
 }
 
 /* ---- codes ----------------------------------------------------------------------------- */
@@ -306,7 +288,7 @@ static void *prep_x8(const moeq_qmat *w, const float *X, int64_t n, int64_t ldx,
         for (int64_t b0 = 0; b0 < nbp; b0 += 16) {
             __m512i rr[16];
             for (int i = 0; i < 16; i++) rr[i] = _mm512_load_si512(dxn + (16 * v + i) * nbp + b0);
-            transpose16(rr);
+            transpose16_inplace(rr);
             for (int j = 0; j < 16 && b0 + j < c.nb; j++) _mm512_store_si512(dxt + (b0 + j) * c.npad + 16 * v, rr[j]);
         }
     const __m512i ones = _mm512_set1_epi8(1);
@@ -314,7 +296,7 @@ static void *prep_x8(const moeq_qmat *w, const float *X, int64_t n, int64_t ldx,
         for (int64_t k0 = 0; k0 < c.nk; k0 += 16) {
             __m512i rr[16];
             for (int i = 0; i < 16; i++) rr[i] = _mm512_load_si512(xn + (16 * v + i) * cp + 4 * k0);
-            transpose16(rr);
+            transpose16_inplace(rr);
             for (int j = 0; j < 16; j++) _mm512_store_si512(xt + ((k0 + j) * c.nv + v) * 64, rr[j]);
             for (int h = 0; h < 2 && (k0 / 8 + h) < c.nb; h++) {
                 __m512i sum = _mm512_setzero_si512();
@@ -371,7 +353,7 @@ static void mul_x8(const moeq_qmat *w, const gctx *cc, uint8_t *w8, float *sf, f
                 __m512i rr[16];
                 for (int r = 0; r < 16; r++)
                     rr[r] = r < R ? _mm512_castps_si512(_mm512_loadu_ps(out + r * TM * 16 + 16 * t)) : _mm512_setzero_si512();
-                transpose16(rr);
+                transpose16_inplace(rr);
                 for (int64_t j = 0, i0 = 16 * (v0 + t); j < 16 && i0 + j < n; j++)
                     _mm512_mask_storeu_ps(Y + (i0 + j) * ldy + (ra - r0), (__mmask16)((1u << R) - 1), _mm512_castsi512_ps(rr[j]));
             }
