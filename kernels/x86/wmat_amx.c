@@ -191,24 +191,25 @@ static void fill(wsrc *s, int b, int64_t r, int R, ablk *a)
     const int bits = q->bits, bb = 4 * bits;
     const int64_t ng = moeq_qmat_groups(q), bpg = q->group / 32, rbytes = moeq_qmat_row_bytes(q);
     const float zsym = (float)(1 << (bits - 1));
-    if (bits == 4) {
-        /* 16 codes: the group's 16 values (q - z) * s, split once, are two 16-entry tables; a
-         * block is 32 table lookups (vpermw) into hi and lo: the same bits, a third of the work */
-        const __m512 iota = _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-        const __m256i m15 = _mm256_set1_epi16(15);
-        for (int j = 0; j < R; j++) {
-            const int64_t row = r + j;
-            const uint8_t *codes = q->codes + row * rbytes;
-            uint16_t *h = hi + j * Kp, *l = lo + j * Kp;
-            for (int64_t g = 0; g < ng; g++) {
-                const __m512 sc = _mm512_set1_ps(_cvtsh_ss(q->scales[row * ng + g]));
-                const __m512 z = _mm512_set1_ps(q->zeros ? _cvtsh_ss(q->zeros[row * ng + g]) : zsym);
+    /* 4-bit codes: a group's 16 values (q - z) * s, split once, are two 16-entry tables, and a
+     * block is 32 lookups (vpermw) into hi and lo: the same bits, a third of the work */
+    const __m512 iota = _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    const __m256i m15 = _mm256_set1_epi16(15);
+    for (int j = 0; j < R; j++) {
+        const int64_t row = r + j;
+        const uint8_t *codes = q->codes + row * rbytes;
+        uint16_t *h = hi + j * Kp, *l = lo + j * Kp;
+        for (int64_t g = 0; g < ng; g++) {
+            const __m512 sc = _mm512_set1_ps(_cvtsh_ss(q->scales[row * ng + g]));
+            const __m512 z = _mm512_set1_ps(q->zeros ? _cvtsh_ss(q->zeros[row * ng + g]) : zsym);
+            const int64_t nk = moeq_qmat_group_len(q, g) / 32;
+            if (bits == 4) {
                 const __m512 f = _mm512_mul_ps(_mm512_sub_ps(iota, z), sc);
                 const __m256i th = (__m256i)_mm512_cvtneps_pbh(f);
                 const __m512 fh = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(th), 16));
                 const __m512i thi = _mm512_castsi256_si512(th);
                 const __m512i tlo = _mm512_castsi256_si512((__m256i)_mm512_cvtneps_pbh(_mm512_sub_ps(f, fh)));
-                for (int64_t k = 0, nk = moeq_qmat_group_len(q, g) / 32; k < nk; k++) {
+                for (int64_t k = 0; k < nk; k++) {
                     const int64_t blk = g * bpg + k;
                     const __m256i x = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(codes + blk * bb)));
                     const __m512i idx = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_and_si256(x, m15)),
@@ -216,17 +217,9 @@ static void fill(wsrc *s, int b, int64_t r, int R, ablk *a)
                     _mm512_storeu_si512(h + blk * 32, _mm512_permutexvar_epi16(idx, thi));
                     _mm512_storeu_si512(l + blk * 32, _mm512_permutexvar_epi16(idx, tlo));
                 }
+                continue;
             }
-        }
-    }
-    for (int j = 0; bits != 4 && j < R; j++) {
-        const int64_t row = r + j;
-        const uint8_t *codes = q->codes + row * rbytes;
-        uint16_t *h = hi + j * Kp, *l = lo + j * Kp;
-        for (int64_t g = 0; g < ng; g++) {
-            const __m512 sc = _mm512_set1_ps(_cvtsh_ss(q->scales[row * ng + g]));
-            const __m512 z = _mm512_set1_ps(q->zeros ? _cvtsh_ss(q->zeros[row * ng + g]) : zsym);
-            for (int64_t k = 0, nk = moeq_qmat_group_len(q, g) / 32; k < nk; k++) {
+            for (int64_t k = 0; k < nk; k++) {
                 const int64_t blk = g * bpg + k;
                 __m256i v[4];
                 decode_block(bits, codes + blk * bb, v);
