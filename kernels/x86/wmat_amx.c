@@ -56,10 +56,14 @@ static void tiles_on(void)
     _tile_loadconfig(&c);
 }
 
+/* pairs of a row of K columns, padded to whole tiles (16 pairs): the B layout's stride */
+static inline int64_t k2s(int64_t K) { return ((K + 1) / 2 + 15) / 16 * 16; }
+
 /* The A operand of a row block: hi (and lo when the weights were split) with rows stride bytes
- * apart for steps < fs; steps from fs on read thi / tlo (16 x 32, zero-padded tail columns). */
+ * apart for steps < fs; steps from fs on read thi (16 x 32, zero-padded tail columns: bf16 rows
+ * only, as split rows are decoded whole). */
 typedef struct {
-    const uint16_t *hi, *lo, *thi, *tlo;
+    const uint16_t *hi, *lo, *thi;
     int64_t stride, fs;
 } ablk;
 
@@ -70,7 +74,8 @@ static inline __attribute__((always_inline)) const uint16_t *asrc(const ablk *a,
         return (lo ? a->lo : a->hi) + STEP * s;
     }
     *st = 64;
-    return lo ? a->tlo : a->thi;
+    (void)lo;
+    return a->thi;
 }
 
 #define DP(RB, TV) \
@@ -162,6 +167,11 @@ static inline void split32(__m512 a, __m512 b, uint16_t *hi, uint16_t *lo)
     _mm512_storeu_si512(lo, (__m512i)_mm512_cvtne2ps_pbh(_mm512_sub_ps(b, hb), _mm512_sub_ps(a, ha)));
 }
 
+static inline wsrc source(src_kind kind, const void *p, int64_t K)
+{
+    return (wsrc){kind, p, K, 0, {NULL, NULL, NULL, NULL}};
+}
+
 static void fill(wsrc *s, int b, int64_t r, int R, ablk *a)
 {
     const int64_t K = s->K, Kp = s->Kp, steps = Kp / STEP;
@@ -173,11 +183,11 @@ static void fill(wsrc *s, int b, int64_t r, int R, ablk *a)
         if (R < 16) {   /* a short last block: copied, zero-padded */
             memset(hi, 0, (size_t)(16 * Kp) * 2);
             for (int j = 0; j < R; j++) memcpy(hi + j * Kp, base + (size_t)j * (size_t)ld, (size_t)K * 2);
-            *a = (ablk){hi, NULL, NULL, NULL, Kp * 2, steps};
+            *a = (ablk){hi, NULL, NULL, Kp * 2, steps};
             return;
         }
         const int64_t fs = K / STEP;
-        *a = (ablk){base, NULL, hi, NULL, ld * 2, fs};
+        *a = (ablk){base, NULL, hi, ld * 2, fs};
         if (fs < steps) {   /* the tail columns of the 16 rows */
             memset(hi, 0, 16 * STEP * 2);
             for (int j = 0; j < 16; j++)
@@ -233,13 +243,13 @@ static void fill(wsrc *s, int b, int64_t r, int R, ablk *a)
         memset(hi + R * Kp, 0, (size_t)((16 - R) * Kp) * 2);
         memset(lo + R * Kp, 0, (size_t)((16 - R) * Kp) * 2);
     }
-    *a = (ablk){hi, lo, NULL, NULL, Kp * 2, steps};
+    *a = (ablk){hi, lo, NULL, Kp * 2, steps};
 }
 
 /* rows [r0, r1) of the source times the prepared activations xp of n tokens */
 static void mul(wsrc *s, const uint32_t *xp, int64_t n, int64_t r0, int64_t r1, float *Y, int64_t ldy)
 {
-    const int64_t K = s->K, K2s = ((K + 1) / 2 + 15) / 16 * 16, ntv = (n + 15) / 16, vs = K2s * 16;
+    const int64_t K2s = k2s(s->K), ntv = (n + 15) / 16, vs = K2s * 16;
     const int64_t steps = K2s / 16;
     const int split = s->kind != SRC_BF16;
     s->Kp = steps * STEP;
@@ -277,7 +287,7 @@ static void mul(wsrc *s, const uint32_t *xp, int64_t n, int64_t r0, int64_t r1, 
  * what mul gives alone, and the set's swiglu is elementwise: the bits of mul, mul, swiglu. */
 static int mul_swiglu(wsrc *g, wsrc *u, const uint32_t *xp, int64_t n, int64_t rows, float *Hs, int64_t ldh)
 {
-    const int64_t K = g->K, K2s = ((K + 1) / 2 + 15) / 16 * 16, ntv = (n + 15) / 16, vs = K2s * 16;
+    const int64_t K2s = k2s(g->K), ntv = (n + 15) / 16, vs = K2s * 16;
     const int64_t steps = K2s / 16;
     const int split = g->kind != SRC_BF16;
     g->Kp = u->Kp = steps * STEP;
@@ -312,14 +322,13 @@ static int mul_swiglu(wsrc *g, wsrc *u, const uint32_t *xp, int64_t n, int64_t r
 
 static size_t xbytes(int64_t n, int64_t K)
 {
-    const int64_t K2s = ((K + 1) / 2 + 15) / 16 * 16;
-    return (size_t)((n + 15) / 16 * K2s * 16) * 4 * 2;
+    return (size_t)((n + 15) / 16 * k2s(K) * 16) * 4 * 2;
 }
 
 static uint32_t *prep(const float *X, int64_t n, int64_t ldx, int64_t K)
 {
     uint32_t *xp = aligned_alloc(64, (xbytes(n, K) + 63) / 64 * 64);
-    if (xp) moeq_bf16_pack_x(X, n, ldx, K, ((K + 1) / 2 + 15) / 16 * 16, 1, 0, (n + 15) / 16, xp);
+    if (xp) moeq_bf16_pack_x(X, n, ldx, K, k2s(K), 1, 0, (n + 15) / 16, xp);
     return xp;
 }
 
@@ -331,7 +340,7 @@ static void wgemm_amx(const moeq_wmat *w, const float *X, int64_t n, int64_t ldx
         moeq_avx512_wgemm(w, X, n, ldx, r0, r1, Y, ldy);
         return;
     }
-    wsrc s = {SRC_BF16, w, w->cols, 0, {NULL, NULL, NULL, NULL}};
+    wsrc s = source(SRC_BF16, w, w->cols);
     uint16_t *b = NULL;
     moeq_wmat wb;
     if (w->type == MOEQ_W_F32) {
@@ -362,7 +371,7 @@ static void amx_wgemm(const moeq_wmat *w, const float *X, int64_t n, int64_t ldx
 static size_t amx_wx_bytes(int64_t n, int64_t K) { return xbytes(n, K); }
 static void amx_wx_prep(const float *X, int64_t n, int64_t ldx, int64_t K, int64_t v0, int64_t v1, void *buf)
 {
-    moeq_bf16_pack_x(X, n, ldx, K, ((K + 1) / 2 + 15) / 16 * 16, 1, v0, v1, buf);
+    moeq_bf16_pack_x(X, n, ldx, K, k2s(K), 1, v0, v1, buf);
 }
 static void amx_wgemm_wx(const moeq_wmat *w, const void *buf, const float *X, int64_t n, int64_t ldx, int64_t r0,
                          int64_t r1, float *Y, int64_t ldy)
@@ -370,8 +379,8 @@ static void amx_wgemm_wx(const moeq_wmat *w, const void *buf, const float *X, in
     wgemm_amx(w, X, n, ldx, r0, r1, Y, ldy, buf);
 }
 
-/* Packed codecs, Q_MIN_TOKENS tokens or more: each block of 16 rows dequantized (moeq_avx2_dequant, the
- * reference's values) and split; fewer tokens: bf16f's kernels. */
+/* Packed codecs, Q_MIN_TOKENS tokens or more: each block of 16 rows decoded to the reference's
+ * values and split (fill); fewer tokens: bf16f's kernels. */
 static void amx_gemm(const moeq_qmat *w, const float *X, int64_t n, int64_t ldx, int64_t r0, int64_t r1, float *Y,
                      int64_t ldy)
 {
@@ -382,7 +391,7 @@ static void amx_gemm(const moeq_qmat *w, const float *X, int64_t n, int64_t ldx,
     if (r1 <= r0) return;
     uint32_t *xp = prep(X, n, ldx, w->cols);
     if (!xp) return;
-    wsrc s = {SRC_Q, w, w->cols, 0, {NULL, NULL, NULL, NULL}};
+    wsrc s = source(SRC_Q, w, w->cols);
     mul(&s, xp, n, r0, r1, Y, ldy);
     free(xp);
 }
@@ -394,7 +403,7 @@ static int amx_gemm_pair(const moeq_qmat *a, const moeq_qmat *b, const float *X,
     if (n < Q_MIN_TOKENS || a->cols != b->cols) return 0;
     uint32_t *xp = prep(X, n, ldx, a->cols);
     if (!xp) return 0;
-    wsrc sa = {SRC_Q, a, a->cols, 0, {NULL, NULL, NULL, NULL}}, sb = {SRC_Q, b, b->cols, 0, {NULL, NULL, NULL, NULL}};
+    wsrc sa = source(SRC_Q, a, a->cols), sb = source(SRC_Q, b, b->cols);
     mul(&sa, xp, n, 0, a->rows, Ya, ldy);
     mul(&sb, xp, n, 0, b->rows, Yb, ldy);
     free(xp);
@@ -409,12 +418,12 @@ static int amx_gate_up_swiglu(const moeq_qmat *qg, const moeq_qmat *qu, const mo
     wsrc g, u;
     if (qg && qu) {
         if (n < Q_MIN_TOKENS || qg->cols != qu->cols || qg->rows != qu->rows) return 0;
-        g = (wsrc){SRC_Q, qg, qg->cols, 0, {NULL, NULL, NULL, NULL}};
-        u = (wsrc){SRC_Q, qu, qu->cols, 0, {NULL, NULL, NULL, NULL}};
+        g = source(SRC_Q, qg, qg->cols);
+        u = source(SRC_Q, qu, qu->cols);
     } else if (wg && wu && wg->type == MOEQ_W_BF16 && wu->type == MOEQ_W_BF16 && wg->cols == wu->cols &&
                wg->rows == wu->rows) {
-        g = (wsrc){SRC_BF16, wg, wg->cols, 0, {NULL, NULL, NULL, NULL}};
-        u = (wsrc){SRC_BF16, wu, wu->cols, 0, {NULL, NULL, NULL, NULL}};
+        g = source(SRC_BF16, wg, wg->cols);
+        u = source(SRC_BF16, wu, wu->cols);
     } else {
         return 0;
     }
