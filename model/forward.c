@@ -246,7 +246,7 @@ static int wx_on(const moeq_runner *r, const moeq_kernel_set *ks, const moeq_wma
 /* Y[n, N] = X[n, K] · Wᵀ for a float W [N, K] as stored (no widened copy), split over threads.
  * With prepared activations, one region: the token vectors are prepared in parallel, then the
  * (row block, token block) tasks read them (bit for bit what wgemm does alone). nm matrices of
- * one K over the same X (attention's q, k and v) share the preparation and the region. */
+ * one K over the same X (attention's q, k and v; nm <= 3) share the preparation and the region. */
 /* Task b of par_wmatmul_n: its matrix (returned), rows [r0, r1) and tokens [t0, t1); the
  * matrices' (row block, token block) tasks one after the other */
 static int wtask(int64_t b, const int64_t *nrb, int64_t ntb, const moeq_wmat *w, int64_t n, int64_t *r0, int64_t *r1,
