@@ -62,7 +62,7 @@ $(BUILD)/%.o: %.c $(wildcard include/*.h) $(wildcard */*.h) $(wildcard kernels/*
 $(BUILD)/kernels/x86/%avx2.o $(BUILD)/kernels/ggml/%avx2.o: CFLAGS += -mavx2 -mfma -mf16c
 $(BUILD)/kernels/x86/%avx512.o $(BUILD)/kernels/ggml/%avx512.o: CFLAGS += -mavx2 -mfma -mf16c -mavx512f -mavx512bw -mavx512vl -mavx512dq
 $(BUILD)/kernels/x86/wmat_avx512.o: CFLAGS += -mavx512bf16
-$(BUILD)/kernels/x86/wmat_amx.o: CFLAGS += -mavx2 -mfma -mf16c -mavx512f -mavx512bw -mavx512vl -mavx512dq \
+$(BUILD)/kernels/x86/wmat_amx.o $(BUILD)/kernels/x86/syrk_amx.o: CFLAGS += -mavx2 -mfma -mf16c -mavx512f -mavx512bw -mavx512vl -mavx512dq \
   -mavx512bf16 -mamx-tile -mamx-bf16
 $(BUILD)/kernels/x86/%vnni.o: CFLAGS += -mavx2 -mfma -mf16c -mavx512f -mavx512bw -mavx512vl -mavx512dq \
   -mavx512vnni -mavx512vbmi -mavx512bitalg -mgfni

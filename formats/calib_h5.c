@@ -141,7 +141,12 @@ static herr_t write_hess_stack(hid_t g, const char *name, const moeq_calib_acc *
      * cost of the whole accumulation (docs/calibrate.md, "Speed"), so it is opt-in */
     if (r >= 0 && level > 0) r = H5Pset_shuffle(dcpl);
     if (r >= 0 && level > 0) r = H5Pset_deflate(dcpl, (unsigned)level);
-    hid_t ds = r < 0 ? -1 : H5Dcreate2(g, name, H5T_IEEE_F64LE, sp, H5P_DEFAULT, dcpl, H5P_DEFAULT);
+    /* no chunk cache: each chunk goes straight from the accumulator to the file (a cache would
+     * copy chunks smaller than it, an expert's 512 KiB H_down at I = 256, first) */
+    hid_t dapl = r < 0 ? -1 : H5Pcreate(H5P_DATASET_ACCESS);
+    if (dapl < 0 || H5Pset_chunk_cache(dapl, 0, 0, 1.0) < 0) r = -1;
+    hid_t ds = r < 0 ? -1 : H5Dcreate2(g, name, H5T_IEEE_F64LE, sp, H5P_DEFAULT, dcpl, dapl);
+    if (dapl >= 0) H5Pclose(dapl);
     hsize_t mdims[3] = {1, d, d};
     hid_t msp = H5Screate_simple(3, mdims, NULL);
     r = ds < 0 || msp < 0 ? -1 : 0;
@@ -328,6 +333,7 @@ moeq_status moeq_calib_h5_create(const char *path, const moeq_model *m,
     if (r >= 0) r = attr_i64(f, "compress", meta->compress);
     if (r >= 0) r = attr_i64(f, "val_every", meta->val_every);
     if (r >= 0) r = attr_i64(f, "val_windows", meta->val_windows);
+    if (r >= 0 && meta->hessian_sums) r = attr_str(f, "hessian_sums", meta->hessian_sums);
     if (r >= 0) w->layers = group_create(f, "layers");
     if (r < 0 || w->layers < 0) {
         st = h5_fail(err, path, "the root attributes");

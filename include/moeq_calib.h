@@ -74,6 +74,11 @@ typedef struct moeq_calib_acc {
                              CAMERA's L2 term; NULL for inputs that are not down-projection inputs */
     double *phi2_max;     /* [dim] max (r x_j)²: CAMERA's LINF term */
     double weight_sum;    /* Σ r over the rows (routed experts and gated shared experts) */
+    /* the collector's own: rows not yet in hess when the kernel set sums by chunks
+     * (moeq_kernel_set.hsyrk_sum), packed (MOEQ_HSYRK_HELD(dim) bytes), and how many; NULL
+     * otherwise */
+    void *held;
+    int64_t held_n;
 } moeq_calib_acc;
 
 typedef struct moeq_calib_layer {
@@ -192,6 +197,12 @@ moeq_status moeq_calibrate(const moeq_model *m, const int32_t *tokens, int64_t n
                            const char *out_path, const moeq_calib_opts *o,
                            moeq_calib_result *res, moeq_error *err);
 
+/* How this CPU's kernel set sums Hessians (the file's root attribute `hessian_sums`):
+ * "f64" (float64, row by row, each product exact: dsyrk) or "bf16x2-f32x256" (two bf16 parts
+ * per value, float32 sums per chunk of 256 rows, then float64: hsyrk_sum; MOEQ_HSYRK_ROWS);
+ * NULL with diag (no Hessians). */
+const char *moeq_calib_hessian_sums(int diag);
+
 /* Peak heap of moeq_calibrate over `tokens` tokens (a multiple of ctx), excluding the mapped
  * checkpoint pages: residual stream + runner workspace + collector + HDF5 chunk buffers
  * (docs/STATS.md, "Memory"). */
@@ -209,6 +220,7 @@ typedef struct moeq_calib_h5_meta {
     int diag, scope_all;
     int compress;                 /* deflate level (with byte shuffle) of the Hessians; 0: none */
     int64_t val_every, val_windows;   /* the validation split; 0: none */
+    const char *hessian_sums;     /* moeq_calib_hessian_sums(diag); NULL: no attribute */
 } moeq_calib_h5_meta;
 
 /* Creates a temporary file next to path with the root attributes. */

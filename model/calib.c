@@ -210,6 +210,9 @@ typedef struct task {       /* one accumulator and its rows: x then x2 (pending 
     int64_t n;
     const float *x2, *w2;
     int64_t n2;
+    int last;               /* then the rows still held (the layer's end) */
+    double cost;            /* run_tasks' estimate of its multiply-adds */
+    int64_t idx;            /* its place in the list, the tie-break of the order by cost */
 } task;
 
 typedef struct stash {        /* rows of one linear input for the current window */
@@ -266,6 +269,7 @@ static void acc_init(moeq_calib_collector *c, moeq_calib_acc *a, int64_t dim, in
     a->dim = dim;
     if (c->stash_only) return;
     if (!c->diag) a->hess = col_alloc(c, (size_t)(dim * dim), sizeof(double));
+    if (!c->diag && moeq_kernels()->hsyrk_sum) a->held = col_alloc(c, MOEQ_HSYRK_HELD(dim), 1);
     a->sum2 = col_alloc(c, (size_t)dim, sizeof(double));
     if (phi) {
         a->phi2_sum = col_alloc(c, (size_t)dim, sizeof(double));
@@ -278,6 +282,7 @@ static void acc_zero(moeq_calib_acc *a)
     if (!a->dim || !a->sum2) return;
     a->rows = 0;
     a->weight_sum = 0;
+    a->held_n = 0;
     size_t d = (size_t)a->dim;
     if (a->hess) memset(a->hess, 0, d * d * sizeof(double));
     memset(a->sum2, 0, d * sizeof(double));
@@ -291,6 +296,7 @@ static void acc_free(moeq_calib_acc *a)
     free(a->sum2);
     free(a->phi2_sum);
     free(a->phi2_max);
+    free(a->held);
 }
 
 static void stash_init(moeq_calib_collector *c, stash *s, int64_t cap, int64_t dim, int weights)
@@ -432,7 +438,8 @@ moeq_status moeq_calib_collector_create_full(const moeq_model *m, int64_t max_to
 static int64_t pend_rows(const moeq_config *cf, int diag)
 {
     const int64_t H = cf->hidden, I = cf->moe_inter, E = cf->n_experts;
-    if (diag || E <= 0) return 0;
+    /* none with a chunked kernel: its held rows (moeq_calib_acc.held) batch them already */
+    if (diag || E <= 0 || moeq_kernels()->hsyrk_sum) return 0;
     const double hess = 8.0 * (double)E * (double)(H * H + I * I), row = 4.0 * (double)E * (double)(H + I + 1);
     const double budget = hess / 16 > 64.0 * 1048576 ? hess / 16 : 64.0 * 1048576;
     const int64_t r = budget / row >= PEND_ROWS ? PEND_ROWS : (int64_t)(budget / row);
@@ -606,17 +613,48 @@ moeq_status moeq_calib_collector_reset(moeq_calib_collector *c, int64_t layer, m
     return MOEQ_OK;
 }
 
-/* Adds rows x[n, dim] (weights w or NULL) to a: Σ x xᵀ in float64 by the kernel set's dsyrk
- * per block of rows (its bits do not depend on the CPU's SIMD width; scratch: its buffer), the
- * diagonal and CAMERA's φ² sums in row order. */
+/* Rows x[n, d] into a->hess by the kernel set's chunked kernels: packed into the held chunk as
+ * they come, each full chunk summed, in the accumulator's row order (the rest held until the
+ * chunk fills or the layer ends), so the sums do not depend on how the rows arrive (windows,
+ * threads). */
+static void held_add(moeq_calib_acc *a, const float *x, int64_t n, void *scratch)
+{
+    const moeq_kernel_set *ks = moeq_kernels();
+    const int64_t d = a->dim, R = MOEQ_HSYRK_ROWS;
+    while (n > 0) {
+        const int64_t take = n < R - a->held_n ? n : R - a->held_n;
+        ks->hsyrk_pack(d, x, take, a->held_n, a->held);
+        a->held_n += take;
+        x += take * d;
+        n -= take;
+        if (a->held_n == R) {
+            ks->hsyrk_sum(d, R, a->held, a->hess, scratch);
+            a->held_n = 0;
+        }
+    }
+}
+
+static void held_flush(moeq_calib_acc *a, void *scratch)
+{
+    if (!a->held || !a->held_n) return;
+    moeq_hsyrk_pad(a->dim, a->held_n, a->held);
+    moeq_kernels()->hsyrk_sum(a->dim, a->held_n, a->held, a->hess, scratch);
+    a->held_n = 0;
+}
+
+/* Adds rows x[n, dim] (weights w or NULL) to a: Σ x xᵀ by the kernel set's hsyrk_sum when it has one
+ * (held_add), else in float64 by its dsyrk per block of rows (bits that do not depend on the
+ * CPU's SIMD width; scratch: its buffer); the diagonal and CAMERA's φ² sums in float64 in row
+ * order either way. */
 static void accumulate(moeq_calib_acc *a, const float *x, const float *w, int64_t n, double *scratch)
 {
     const moeq_kernel_set *ks = moeq_kernels();
     int64_t d = a->dim;
     if (n <= 0 || d <= 0) return;
+    if (a->hess && a->held) held_add(a, x, n, scratch);
     for (int64_t r0 = 0; r0 < n; r0 += ROW_BLOCK) {
         int64_t nb = n - r0 < ROW_BLOCK ? n - r0 : ROW_BLOCK;
-        if (a->hess) ks->dsyrk(d, nb, x + r0 * d, a->hess, scratch);
+        if (a->hess && !a->held) ks->dsyrk(d, nb, x + r0 * d, a->hess, scratch);
         for (int64_t t = 0; t < nb; t++) {
             const float *row = x + (r0 + t) * d;
             /* omp simd: each j is its own chain, so vector lanes give the same bits */
@@ -661,17 +699,39 @@ moeq_status moeq_calib_collector_enable_val(moeq_calib_collector *c, moeq_error 
     return MOEQ_OK;
 }
 
-/* Runs tasks[0, nt): one accumulator per task, parallel over tasks; which thread runs a task
- * does not change its result. */
+static int by_cost(const void *pa, const void *pb)
+{
+    const task *a = pa, *b = pb;
+    if (a->cost != b->cost) return a->cost > b->cost ? -1 : 1;
+    return a->idx < b->idx ? -1 : a->idx > b->idx;
+}
+
+/* Runs tasks[0, nt): one accumulator per task, parallel over tasks, the costliest first (with a
+ * chunked kernel a window completes a few experts' chunks among many tasks that only copy
+ * rows: in list order the last chunk could start when the other threads are done). Which thread
+ * runs a task, and when, does not change its result. */
 static void run_tasks(moeq_calib_collector *c, int64_t nt)
 {
     task *tasks = c->tasks;
+    for (int64_t i = 0; i < nt; i++) {
+        task *t = &tasks[i];
+        const double d = (double)t->a->dim, rows = (double)(t->n + t->n2);
+        double mults = rows;   /* rows summed now */
+        if (t->a->hess && t->a->held) {
+            const int64_t R = MOEQ_HSYRK_ROWS, got = t->a->held_n + t->n + t->n2;
+            mults = (double)(got / R * R) + (t->last && got % R ? (double)R : 0.0);
+        }
+        t->cost = (t->a->hess ? mults * d * d : 0.0) + rows * d;
+        t->idx = i;
+    }
+    qsort(tasks, (size_t)nt, sizeof *tasks, by_cost);
 #pragma omp parallel for schedule(dynamic, 1) num_threads(c->nthreads)
     for (int64_t i = 0; i < nt; i++) {
         double *sc = c->scratch ? c->scratch + (size_t)omp_get_thread_num() * MOEQ_DSYRK_SCRATCH(c->maxdim, ROW_BLOCK)
                                 : NULL;
         accumulate(tasks[i].a, tasks[i].x, tasks[i].w, tasks[i].n, sc);
         accumulate(tasks[i].a, tasks[i].x2, tasks[i].w2, tasks[i].n2, sc);
+        if (tasks[i].last) held_flush(tasks[i].a, sc);
     }
 }
 
@@ -718,13 +778,13 @@ moeq_status moeq_calib_collector_flush_split(moeq_calib_collector *c, int val, m
                 c->pend_n[e] += ne;
             } else {        /* the rows held, then this window's */
                 const float *pw = P ? c->pw + e * P : NULL;
-                tasks[nt++] = (task){&c->L.expert_in[e], P ? c->px + e * P * H : NULL, pw, pn, xi, w, ne};
-                tasks[nt++] = (task){&c->L.expert_down[e], P ? c->ph + e * P * I : NULL, pw, pn, xh, w, ne};
+                tasks[nt++] = (task){&c->L.expert_in[e], P ? c->px + e * P * H : NULL, pw, pn, xi, w, ne, 0, 0, 0};
+                tasks[nt++] = (task){&c->L.expert_down[e], P ? c->ph + e * P * I : NULL, pw, pn, xh, w, ne, 0, 0, 0};
                 if (P) c->pend_n[e] = 0;
             }
             if (val && ne) {   /* the same rows again into their own sums: H_cal = H − H_val */
-                tasks[nt++] = (task){&c->L.val_in[e], c->ax + c->e_off[e] * H, NULL, ne, NULL, NULL, 0};
-                tasks[nt++] = (task){&c->L.val_down[e], c->ah + c->e_off[e] * I, NULL, ne, NULL, NULL, 0};
+                tasks[nt++] = (task){&c->L.val_in[e], c->ax + c->e_off[e] * H, NULL, ne, NULL, NULL, 0, 0, 0, 0};
+                tasks[nt++] = (task){&c->L.val_down[e], c->ah + c->e_off[e] * I, NULL, ne, NULL, NULL, 0, 0, 0, 0};
             }
         }
         if (val) c->L.val_tokens += c->win_n;
@@ -740,18 +800,18 @@ moeq_status moeq_calib_collector_flush_split(moeq_calib_collector *c, int val, m
                 }
                 c->s_down.w[t] = g;
             }
-            tasks[nt++] = (task){&c->L.shared_in, c->s_in.x, NULL, c->s_in.n, NULL, NULL, 0};
-            tasks[nt++] = (task){&c->L.shared_down, c->s_down.x, c->s_down.w, c->s_down.n, NULL, NULL, 0};
+            tasks[nt++] = (task){&c->L.shared_in, c->s_in.x, NULL, c->s_in.n, NULL, NULL, 0, 0, 0, 0};
+            tasks[nt++] = (task){&c->L.shared_down, c->s_down.x, c->s_down.w, c->s_down.n, NULL, NULL, 0, 0, 0, 0};
         }
     }
     if (c->scope_all) {
-        tasks[nt++] = (task){&c->L.attn_in, c->q_in.x, NULL, c->q_in.n, NULL, NULL, 0};
-        tasks[nt++] = (task){&c->L.attn_o, c->o_in.x, NULL, c->o_in.n, NULL, NULL, 0};
-        if (c->L.q_b_in.dim) tasks[nt++] = (task){&c->L.q_b_in, c->qb_in.x, NULL, c->qb_in.n, NULL, NULL, 0};
-        if (c->L.kv_b_in.dim) tasks[nt++] = (task){&c->L.kv_b_in, c->kvb_in.x, NULL, c->kvb_in.n, NULL, NULL, 0};
+        tasks[nt++] = (task){&c->L.attn_in, c->q_in.x, NULL, c->q_in.n, NULL, NULL, 0, 0, 0, 0};
+        tasks[nt++] = (task){&c->L.attn_o, c->o_in.x, NULL, c->o_in.n, NULL, NULL, 0, 0, 0, 0};
+        if (c->L.q_b_in.dim) tasks[nt++] = (task){&c->L.q_b_in, c->qb_in.x, NULL, c->qb_in.n, NULL, NULL, 0, 0, 0, 0};
+        if (c->L.kv_b_in.dim) tasks[nt++] = (task){&c->L.kv_b_in, c->kvb_in.x, NULL, c->kvb_in.n, NULL, NULL, 0, 0, 0, 0};
         if (!c->L.is_moe && c->L.dense_in.dim) {
-            tasks[nt++] = (task){&c->L.dense_in, c->d_in.x, NULL, c->d_in.n, NULL, NULL, 0};
-            tasks[nt++] = (task){&c->L.dense_down, c->d_down.x, NULL, c->d_down.n, NULL, NULL, 0};
+            tasks[nt++] = (task){&c->L.dense_in, c->d_in.x, NULL, c->d_in.n, NULL, NULL, 0, 0, 0, 0};
+            tasks[nt++] = (task){&c->L.dense_down, c->d_down.x, NULL, c->d_down.n, NULL, NULL, 0, 0, 0, 0};
         }
     }
     run_tasks(c, nt);
@@ -871,15 +931,24 @@ static void mirror(moeq_calib_acc *a)
 
 void moeq_calib_collector_finish(moeq_calib_collector *c)
 {
-    int64_t nt = 0;   /* the rows still held */
+    int64_t nt = 0;   /* the rows still held: pending expert rows, then every chunk's rest */
     const int64_t P = c->pend_cap, H = c->c->hidden, I = c->c->moe_inter;
-    for (int64_t e = 0; P && e < c->L.n_experts; e++) {
-        const int64_t pn = c->pend_n[e];
-        if (!pn) continue;
-        c->tasks[nt++] = (task){&c->L.expert_in[e], c->px + e * P * H, c->pw + e * P, pn, NULL, NULL, 0};
-        c->tasks[nt++] = (task){&c->L.expert_down[e], c->ph + e * P * I, c->pw + e * P, pn, NULL, NULL, 0};
-        c->pend_n[e] = 0;
+    moeq_calib_acc *accs[] = {&c->L.shared_in, &c->L.shared_down, &c->L.attn_in, &c->L.attn_o,
+                              &c->L.dense_in, &c->L.dense_down, &c->L.q_b_in, &c->L.kv_b_in};
+    const size_t na = sizeof accs / sizeof accs[0];
+    for (int64_t e = 0; e < c->L.n_experts; e++) {
+        const int64_t pn = P ? c->pend_n[e] : 0;
+        c->tasks[nt++] = (task){&c->L.expert_in[e], pn ? c->px + e * P * H : NULL, pn ? c->pw + e * P : NULL, pn,
+                                NULL, NULL, 0, 1, 0, 0};
+        c->tasks[nt++] = (task){&c->L.expert_down[e], pn ? c->ph + e * P * I : NULL, pn ? c->pw + e * P : NULL, pn,
+                                NULL, NULL, 0, 1, 0, 0};
+        if (P) c->pend_n[e] = 0;
+        if (c->has_val) {
+            c->tasks[nt++] = (task){&c->L.val_in[e], NULL, NULL, 0, NULL, NULL, 0, 1, 0, 0};
+            c->tasks[nt++] = (task){&c->L.val_down[e], NULL, NULL, 0, NULL, NULL, 0, 1, 0, 0};
+        }
     }
+    for (size_t i = 0; i < na; i++) c->tasks[nt++] = (task){accs[i], NULL, NULL, 0, NULL, NULL, 0, 1, 0, 0};
     run_tasks(c, nt);
     for (int64_t e = 0; e < c->L.n_experts; e++) {
         mirror(&c->L.expert_in[e]);
@@ -889,9 +958,7 @@ void moeq_calib_collector_finish(moeq_calib_collector *c)
             mirror(&c->L.val_down[e]);
         }
     }
-    moeq_calib_acc *accs[] = {&c->L.shared_in, &c->L.shared_down, &c->L.attn_in, &c->L.attn_o,
-                              &c->L.dense_in, &c->L.dense_down, &c->L.q_b_in, &c->L.kv_b_in};
-    for (size_t i = 0; i < sizeof accs / sizeof accs[0]; i++) mirror(accs[i]);
+    for (size_t i = 0; i < na; i++) mirror(accs[i]);
 }
 
 /* ---- a finished layer's statistics as bytes (resume checkpoints) ---------------------------- */
@@ -1104,7 +1171,9 @@ static uint64_t collector_formula(const moeq_config *cf, int64_t n, int threads,
         else any_dense = 1;
     }
     uint64_t b = 0;
-#define ACC(d, phi) (b += 8 * (uint64_t)((diag ? 0 : (d) * (d)) + (phi ? 3 : 1) * (d)))
+    /* with a chunked kernel (hsyrk_sum), each Hessian holds a chunk of its rows, packed */
+    const int held = !diag && moeq_kernels()->hsyrk_sum;
+#define ACC(d, phi) (b += 8 * (uint64_t)((diag ? 0 : (d) * (d)) + (phi ? 3 : 1) * (d)) + (held ? MOEQ_HSYRK_HELD(d) : 0))
     int64_t maxdim = max64(H, q);
     if (any_moe && E > 0) {
         b += (uint64_t)E * (8 + 8 + 8 + 2 * sizeof(moeq_calib_acc) + 8 + 8);
@@ -1138,6 +1207,12 @@ static uint64_t collector_formula(const moeq_config *cf, int64_t n, int threads,
 #undef ACC
     b += (uint64_t)(2 * E + 8) * sizeof(task);
     return b + (diag ? 0 : 8 * (uint64_t)threads * MOEQ_DSYRK_SCRATCH(maxdim, ROW_BLOCK));
+}
+
+const char *moeq_calib_hessian_sums(int diag)
+{
+    if (diag) return NULL;
+    return moeq_kernels()->hsyrk_sum ? "bf16x2-f32x256" : "f64";
 }
 
 uint64_t moeq_calib_memory_bytes(const moeq_model *m, int64_t tokens, int64_t ctx, int threads,
@@ -1228,7 +1303,7 @@ moeq_status moeq_calibrate(const moeq_model *m, const int32_t *tokens, int64_t n
             .tokens_xxh64 = tok_hash,
             .tokens = res->tokens, .ctx = ctx, .windows = W, .min_tokens = res->min_tokens,
             .diag = o->diag, .scope_all = o->scope_all, .compress = o->compress,
-            .val_every = K, .val_windows = res->val_windows};
+            .val_every = K, .val_windows = res->val_windows, .hessian_sums = moeq_calib_hessian_sums(o->diag)};
         st = moeq_calib_h5_create(out_path, m, &meta, &cr.h5, err);
     }
     if (st == MOEQ_OK)

@@ -44,7 +44,7 @@ static const char *CALIB_HELP =
     "                    layer and writes the same file; DIR's files are removed at the end\n"
     "  --threads N       worker threads (default: all cores; BLAS runs single-threaded inside)\n"
     "  --json            result as JSON on stdout: tokens, ctx, windows, min_tokens, val_every,\n"
-    "                    val_windows,\n"
+    "                    val_windows, hessian_sums,\n"
     "                    tokens_per_s, bytes, layers [{layer, expert_tokens, dead_experts,\n"
     "                    undersampled}]\n"
     "  -q                no human-readable text or progress\n";
@@ -194,6 +194,9 @@ int cmd_calibrate(int argc, char **argv)
                     (long long)res.val_windows, (long long)res.windows, (long long)res.val_every);
         if (res.resumed_layers)
             fprintf(h, "resumed: %lld layers read back from %s\n", (long long)res.resumed_layers, resume);
+        if (!diag)
+            fprintf(h, "Hessians summed as %s (docs/calibrate.md, \"How the Hessians are summed\")\n",
+                    moeq_calib_hessian_sums(diag));
         fprintf(h, "wrote %s (%.1f MiB)\n", out, (double)res.file_bytes / 1048576.0);
     }
     if (tc.json) {
@@ -208,6 +211,8 @@ int cmd_calibrate(int argc, char **argv)
         json_object_set_new(o, "threads", json_integer(moeq_threads()));
         json_object_set_new(o, "diag", json_boolean(diag));
         json_object_set_new(o, "scope", json_string(scope_all ? "all" : "experts"));
+        const char *hs = moeq_calib_hessian_sums(diag);
+        json_object_set_new(o, "hessian_sums", hs ? json_string(hs) : json_null());
         json_object_set_new(o, "output", json_string(out));
         json_object_set_new(o, "bytes", json_integer((json_int_t)res.file_bytes));
         json_object_set_new(o, "ranks", json_integer(moeq_dist_size()));

@@ -15,6 +15,8 @@ extern const moeq_kernel_set moeq_kernels_amx;      /* bf16f with AMX-BF16 tiles
 /* kernels/x86/syrk_avx2.c, syrk_avx512.c: the sets' dsyrk */
 void moeq_avx2_dsyrk(int64_t d, int64_t n, const float *X, double *C, double *scratch);
 void moeq_avx512_dsyrk(int64_t d, int64_t n, const float *X, double *C, double *scratch);
+void moeq_amx_hsyrk_pack(int64_t d, const float *X, int64_t n, int64_t row0, void *held);
+void moeq_amx_hsyrk_sum(int64_t d, int64_t nrows, const void *held, double *C, void *scratch);
 /* kernels/x86/act_avx2.c: the avx2 set's softmax and swiglu */
 void moeq_avx2_softmax(float *row, int64_t nv, int64_t n, float scale, float sink);
 void moeq_avx2_swiglu(float *g, const float *u, int64_t n);

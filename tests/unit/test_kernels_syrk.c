@@ -2,7 +2,13 @@
  * syrk_avx512.c): the reference against a long double sum of the exact products of its float
  * inputs, every variant against the reference bit for bit at awkward sizes (d around the 4 x 12
  * and 8 x 24 tiles, n from 1 row), the upper triangle untouched, and rows added in two calls
- * equal to one call (calibrate splits its rows into blocks of 256). */
+ * equal to one call (calibrate splits its rows into blocks of 256).
+ *
+ * The chunked accumulation (hsyrk_pack / hsyrk_sum; x86/syrk_amx.c): every set's packing gives
+ * the reference's bytes (rows at odd and even offsets, tails of d, denormals, the partner rows'
+ * halves untouched); the reference's and each variant's sums are within the error bound of
+ * MOEQ_HSYRK_ROWS's definition of the long double sums; rows split at a chunk boundary give one
+ * call's bits. */
 #include "harness.h"
 #include "moeq_kernels.h"
 
@@ -98,6 +104,110 @@ static void test_variants(void)
         }
 }
 
+/* x_i x_j to 3 · 2^-16 (the dropped m m and the split's rests) plus a float32 sum of 3 nr terms,
+ * of the sum of |x_i x_j| */
+static double hsyrk_bound(int64_t nr) { return 3.0 * ldexp(1.0, -16) + 3.0 * (double)nr * ldexp(1.0, -24); }
+
+static void test_hsyrk_pack(void)
+{
+    const int64_t ds[] = { 1, 5, 15, 16, 17, 31, 32, 33, 100, 257 };
+    moeq_kernel_set ref = moeq_kernels_ref;
+    ref.hsyrk_pack = moeq_ref_hsyrk_pack;
+    for (size_t a = 0; a < sizeof ds / sizeof *ds; a++) {
+        const int64_t d = ds[a], n = 40;
+        float *X = malloc((size_t)(n * d) * sizeof *X);
+        fill(X, n, d);
+        X[0] = 1e-40f;           /* a denormal: zero in both */
+        if (n * d > 3) X[3] = -0.0f;
+        const size_t hb = MOEQ_HSYRK_HELD(d);
+        uint8_t *H0 = malloc(hb), *H1 = malloc(hb);
+        for (int k = 0; k < nsets; k++) {
+            if (!sets[k]->hsyrk_pack) continue;
+            /* rows 0..6 at 0, rows 7..39 at an odd offset 101: garbage elsewhere stays as it was */
+            for (size_t i = 0; i < hb; i++) H0[i] = H1[i] = (uint8_t)(i * 7 + 3);
+            ref.hsyrk_pack(d, X, 7, 0, H0);
+            ref.hsyrk_pack(d, X + 7 * d, n - 7, 101, H0);
+            sets[k]->hsyrk_pack(d, X, 7, 0, H1);
+            sets[k]->hsyrk_pack(d, X + 7 * d, n - 7, 101, H1);
+            size_t bad = 0;
+            for (size_t i = 0; i < hb; i++) bad += H0[i] != H1[i];
+            CHECK_MSG(!bad, "%s hsyrk_pack d %lld: %zu bytes differ from the reference", sets[k]->name, (long long)d, bad);
+        }
+        free(H0);
+        free(H1);
+        free(X);
+    }
+}
+
+static void test_hsyrk_sum(void)
+{
+    const int64_t ds[] = { 1, 3, 16, 17, 31, 32, 33, 47, 64, 100, 257 };
+    const int64_t ns[] = { 1, 2, 31, 33, 256, 300, 512 };
+    moeq_kernel_set ref = moeq_kernels_ref;
+    ref.hsyrk_pack = moeq_ref_hsyrk_pack;
+    ref.hsyrk_sum = moeq_ref_hsyrk_sum;
+    const moeq_kernel_set *all[9];
+    int na = 0;
+    all[na++] = &ref;
+    for (int k = 0; k < nsets; k++)
+        if (sets[k]->hsyrk_sum) all[na++] = sets[k];
+    printf("  hsyrk kernel sets here: %d besides the reference\n", na - 1);
+    for (size_t a = 0; a < sizeof ds / sizeof *ds; a++)
+        for (size_t b = 0; b < sizeof ns / sizeof *ns; b++) {
+            const int64_t d = ds[a], n = ns[b];
+            float *X = malloc((size_t)(n * d) * sizeof *X);
+            fill(X, n, d);
+            double *C = malloc((size_t)(d * d) * sizeof *C), *C2 = malloc((size_t)(d * d) * sizeof *C2);
+            void *H = malloc(MOEQ_HSYRK_HELD(d)), *S = malloc(MOEQ_HSYRK_SCRATCH);
+            for (int k = 0; k < na; k++) {
+                for (int64_t i = 0; i < d * d; i++) C[i] = 0.5;   /* accumulates onto C */
+                moeq_hsyrk(all[k], d, n, X, C, H, S);
+                double worst = 0;
+                int64_t upper = 0;
+                for (int64_t i = 0; i < d; i++)
+                    for (int64_t j = 0; j < d; j++) {
+                        if (j > i) {
+                            upper += C[i * d + j] != 0.5;
+                            continue;
+                        }
+                        double e = 0;
+                        for (int64_t r0 = 0; r0 < n; r0 += MOEQ_HSYRK_ROWS) {   /* the bound per chunk */
+                            const int64_t nr = n - r0 < MOEQ_HSYRK_ROWS ? n - r0 : MOEQ_HSYRK_ROWS;
+                            long double s = 0, abs = 0;
+                            for (int64_t t = r0; t < r0 + nr; t++) {
+                                const long double p = (long double)X[t * d + i] * (long double)X[t * d + j];
+                                s += p;
+                                abs += fabsl(p);
+                            }
+                            (void)s;
+                            e += hsyrk_bound(nr) * (double)abs;
+                        }
+                        long double s = 0.5L;
+                        for (int64_t t = 0; t < n; t++) s += (long double)X[t * d + i] * (long double)X[t * d + j];
+                        const double err = (double)fabsl((long double)C[i * d + j] - s);
+                        const double rel = err / (e + 1e-300);
+                        if (rel > worst) worst = rel;
+                    }
+                CHECK_MSG(worst <= 1.0, "%s hsyrk d %lld n %lld: %.3g of the error bound", all[k]->name, (long long)d,
+                          (long long)n, worst);
+                CHECK_MSG(!upper, "%s hsyrk d %lld n %lld: wrote %lld upper elements", all[k]->name, (long long)d,
+                          (long long)n, (long long)upper);
+                if (n > MOEQ_HSYRK_ROWS) {   /* rows split at a chunk boundary: one call's bits */
+                    for (int64_t i = 0; i < d * d; i++) C2[i] = 0.5;
+                    moeq_hsyrk(all[k], d, MOEQ_HSYRK_ROWS, X, C2, H, S);
+                    moeq_hsyrk(all[k], d, n - MOEQ_HSYRK_ROWS, X + MOEQ_HSYRK_ROWS * d, C2, H, S);
+                    CHECK_MSG(!memcmp(C, C2, (size_t)(d * d) * sizeof *C), "%s hsyrk d %lld n %lld: a split at %d rows "
+                              "changed the bits", all[k]->name, (long long)d, (long long)n, MOEQ_HSYRK_ROWS);
+                }
+            }
+            free(X);
+            free(C);
+            free(C2);
+            free(H);
+            free(S);
+        }
+}
+
 int main(void)
 {
     const char *names[] = { "ref", "avx2", "avx512", "vnni", "bf16", "bf16x2", "bf16f", "amx" };
@@ -108,5 +218,7 @@ int main(void)
     printf("  dsyrk kernel sets here: %d\n", nsets);
     RUN_TEST(test_reference);
     RUN_TEST(test_variants);
+    RUN_TEST(test_hsyrk_pack);
+    RUN_TEST(test_hsyrk_sum);
     HARNESS_EXIT();
 }
