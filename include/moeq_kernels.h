@@ -96,7 +96,8 @@ void moeq_ref_dsyrk(int64_t d, int64_t n, const float *X, double *C, double *scr
 void moeq_ref_hsyrk_pack(int64_t d, const float *X, int64_t n, int64_t row0, void *held);
 void moeq_ref_hsyrk_sum(int64_t d, int64_t nrows, const void *held, double *C, void *scratch);
 /* C += Xᵀ X by a set's chunked kernels over any n: chunks from X's first row, the last one
- * zero-padded to a step (held: MOEQ_HSYRK_HELD(d) bytes, scratch: MOEQ_HSYRK_SCRATCH). */
+ * zero-padded to a step (held: MOEQ_HSYRK_HELD(d) bytes, 64-byte aligned; scratch:
+ * MOEQ_HSYRK_SCRATCH). */
 struct moeq_kernel_set;
 void moeq_hsyrk(const struct moeq_kernel_set *ks, int64_t d, int64_t n, const float *X, double *C, void *held,
                 void *scratch);
@@ -195,8 +196,9 @@ typedef struct moeq_kernel_set {
     /* Optional (both NULL: dsyrk): calibrate's Hessian accumulation by chunks (MOEQ_HSYRK_ROWS),
      * for sets whose float64 multiply-adds are far slower than their bf16 products.
      * hsyrk_pack writes rows X[0, n) as rows row0.. of a held chunk (row0 + n <= MOEQ_HSYRK_ROWS;
-     * every set writes the same bytes); hsyrk_sum adds the chunk's first nrows rows into C's lower
-     * triangle (rows [nrows, the next multiple of 32) must hold zeros: moeq_hsyrk_pad). Callers
+     * held 64-byte aligned; every set writes the same bytes); hsyrk_sum adds the chunk's first
+     * nrows rows into C's lower triangle (rows [nrows, the next multiple of 32) must hold zeros:
+     * moeq_hsyrk_pad). Callers
      * that chunk an accumulator's rows in order get the same bits however the rows arrive.
      * scratch: MOEQ_HSYRK_SCRATCH bytes. Single-threaded. */
     void (*hsyrk_pack)(int64_t d, const float *X, int64_t n, int64_t row0, void *held);

@@ -264,12 +264,26 @@ static void *col_alloc(moeq_calib_collector *c, size_t n, size_t size)
     return p;
 }
 
+/* zeroed and 64-byte aligned (the chunked kernels' held rows: whole cache lines) */
+static void *col_alloc64(moeq_calib_collector *c, size_t n)
+{
+    void *p = NULL;
+    n = (n + 63) / 64 * 64;
+    if (posix_memalign(&p, 64, n ? n : 64)) p = NULL;
+    if (!p) c->alloc_failed = 1;
+    else {
+        memset(p, 0, n);
+        c->bytes += (uint64_t)n;
+    }
+    return p;
+}
+
 static void acc_init(moeq_calib_collector *c, moeq_calib_acc *a, int64_t dim, int phi)
 {
     a->dim = dim;
     if (c->stash_only) return;
     if (!c->diag) a->hess = col_alloc(c, (size_t)(dim * dim), sizeof(double));
-    if (!c->diag && moeq_kernels()->hsyrk_sum) a->held = col_alloc(c, MOEQ_HSYRK_HELD(dim), 1);
+    if (!c->diag && moeq_kernels()->hsyrk_sum) a->held = col_alloc64(c, MOEQ_HSYRK_HELD(dim));
     a->sum2 = col_alloc(c, (size_t)dim, sizeof(double));
     if (phi) {
         a->phi2_sum = col_alloc(c, (size_t)dim, sizeof(double));
@@ -921,12 +935,19 @@ moeq_status moeq_calib_collector_recv(moeq_calib_collector *c, int src, moeq_err
     return st;
 }
 
+/* the lower triangle copied onto the upper, in 32 x 32 blocks (a column at a time would read a
+ * cache line per element) */
 static void mirror(moeq_calib_acc *a)
 {
     if (!a->dim || !a->hess) return;
-    int64_t d = a->dim;
-    for (int64_t i = 0; i < d; i++)
-        for (int64_t j = i + 1; j < d; j++) a->hess[i * d + j] = a->hess[j * d + i];
+    const int64_t d = a->dim, B = 32;
+    double *h = a->hess;
+    for (int64_t i0 = 0; i0 < d; i0 += B)
+        for (int64_t j0 = i0; j0 < d; j0 += B) {
+            const int64_t i1 = i0 + B < d ? i0 + B : d, j1 = j0 + B < d ? j0 + B : d;
+            for (int64_t i = i0; i < i1; i++)
+                for (int64_t j = j0 > i + 1 ? j0 : i + 1; j < j1; j++) h[i * d + j] = h[j * d + i];
+        }
 }
 
 void moeq_calib_collector_finish(moeq_calib_collector *c)

@@ -60,29 +60,41 @@ static inline size_t toff(int64_t p, int64_t j, int64_t s, int64_t nb, int64_t n
     return ((size_t)(p * nb + j) * (size_t)ns + (size_t)s) * 256;
 }
 
-/* Rows X[0, n) into the held chunk's rows row0.. (MOEQ_HSYRK_HELD's layout): each row's parts
- * as 16-bit halves of the pair dwords, by masked stores (its partner row's halves untouched). */
+/* Rows X[0, n) into the held chunk's rows row0.. (MOEQ_HSYRK_HELD's layout; held 64-byte
+ * aligned). A row pair of the call (an even row and the next) is stored as whole dwords; a row
+ * alone as its 16-bit halves, by masked stores that leave its partner row's halves as they are. */
 void moeq_amx_hsyrk_pack(int64_t d, const float *X, int64_t n, int64_t row0, void *held)
 {
     const int64_t nb = (d + 31) / 32 * 2, ns = MOEQ_HSYRK_ROWS / 32;
-    uint16_t *H = held;
-    for (int64_t t = 0; t < n; t++) {
-        const int64_t r = row0 + t, s = r / 32, k = (r % 32) / 2, hi = r & 1;
-        const __mmask32 half = hi ? 0xAAAAAAAAu : 0x55555555u;
+    uint32_t *H = held;
+    for (int64_t t = 0; t < n;) {
+        const int64_t r = row0 + t, s = r / 32, k = (r % 32) / 2, hi = r & 1, pair = !hi && t + 1 < n;
         const float *x = X + t * d;
         for (int64_t J = 0; J < nb; J++) {
             const int64_t f0 = 16 * J, nf = d - f0 < 0 ? 0 : d - f0 < 16 ? d - f0 : 16;
-            const __m512 v = _mm512_maskz_loadu_ps((__mmask16)((1u << nf) - 1u), x + f0);
+            const __mmask16 fm = (__mmask16)((1u << nf) - 1u);
+            uint32_t *bh = H + toff(0, J, s, nb, ns) + 16 * (size_t)k, *bm = H + toff(1, J, s, nb, ns) + 16 * (size_t)k;
             __m512i h, m;
-            split2(v, &h, &m);
-            if (hi) {
-                h = _mm512_slli_epi32(h, 16);
-                m = _mm512_slli_epi32(m, 16);
+            split2(_mm512_maskz_loadu_ps(fm, x + f0), &h, &m);
+            if (pair) {
+                __m512i h2, m2;
+                split2(_mm512_maskz_loadu_ps(fm, x + d + f0), &h2, &m2);
+                /* past the caches: the chunk is read again only when it fills, windows later */
+                _mm512_stream_si512((void *)bh, _mm512_or_si512(h, _mm512_slli_epi32(h2, 16)));
+                _mm512_stream_si512((void *)bm, _mm512_or_si512(m, _mm512_slli_epi32(m2, 16)));
+            } else {
+                const __mmask32 half = hi ? 0xAAAAAAAAu : 0x55555555u;
+                if (hi) {
+                    h = _mm512_slli_epi32(h, 16);
+                    m = _mm512_slli_epi32(m, 16);
+                }
+                _mm512_mask_storeu_epi16(bh, half, h);
+                _mm512_mask_storeu_epi16(bm, half, m);
             }
-            _mm512_mask_storeu_epi16(H + 2 * (toff(0, J, s, nb, ns) + 16 * (size_t)k), half, h);
-            _mm512_mask_storeu_epi16(H + 2 * (toff(1, J, s, nb, ns) + 16 * (size_t)k), half, m);
         }
+        t += pair ? 2 : 1;
     }
+    _mm_sfence();   /* the streamed stores before any later read, on this thread or another */
 }
 
 /* A's tiles of row blocks I, I + 1 (both parts, every step) as the transposes of B's, into a

@@ -120,7 +120,7 @@ static void test_hsyrk_pack(void)
         X[0] = 1e-40f;           /* a denormal: zero in both */
         if (n * d > 3) X[3] = -0.0f;
         const size_t hb = MOEQ_HSYRK_HELD(d);
-        uint8_t *H0 = malloc(hb), *H1 = malloc(hb);
+        uint8_t *H0 = aligned_alloc(64, hb), *H1 = aligned_alloc(64, hb);   /* held chunks are 64-byte aligned */
         for (int k = 0; k < nsets; k++) {
             if (!sets[k]->hsyrk_pack) continue;
             /* rows 0..6 at 0, rows 7..39 at an odd offset 101: garbage elsewhere stays as it was */
@@ -158,7 +158,7 @@ static void test_hsyrk_sum(void)
             float *X = malloc((size_t)(n * d) * sizeof *X);
             fill(X, n, d);
             double *C = malloc((size_t)(d * d) * sizeof *C), *C2 = malloc((size_t)(d * d) * sizeof *C2);
-            void *H = malloc(MOEQ_HSYRK_HELD(d)), *S = malloc(MOEQ_HSYRK_SCRATCH);
+            void *H = aligned_alloc(64, MOEQ_HSYRK_HELD(d)), *S = malloc(MOEQ_HSYRK_SCRATCH);
             for (int k = 0; k < na; k++) {
                 for (int64_t i = 0; i < d * d; i++) C[i] = 0.5;   /* accumulates onto C */
                 moeq_hsyrk(all[k], d, n, X, C, H, S);
