@@ -23,27 +23,10 @@
  * MOEQ_HSYRK_ROWS get the bits of one call. AMX flushes denormals (below 2^-126) to zero. */
 #include "kernels/x86/x86.h"
 #include "kernels/x86/avx512_inl.h"
+#include "kernels/x86/amx_inl.h"
 
 #include <immintrin.h>
 #include <string.h>
-
-typedef struct __attribute__((aligned(64))) {
-    uint8_t palette, start_row, reserved[14];
-    uint16_t colsb[16];
-    uint8_t rows[16];
-} tilecfg;
-
-static void tiles_on(void)
-{
-    tilecfg c;
-    memset(&c, 0, sizeof c);
-    c.palette = 1;
-    for (int t = 0; t < 8; t++) {
-        c.rows[t] = 16;
-        c.colsb[t] = 64;
-    }
-    _tile_loadconfig(&c);
-}
 
 /* h = bf16(x), m = bf16(x - h) (rounded to nearest even; x - h is exact), as 16-bit lanes of dwords */
 static inline void split2(__m512 x, __m512i *h, __m512i *m)
@@ -150,7 +133,7 @@ void moeq_amx_hsyrk_sum(int64_t d, int64_t nrows, const void *held, double *C, v
     const uint32_t *B = held;
     uint32_t *P = (uint32_t *)(((uintptr_t)scratch + 63) & ~(uintptr_t)63);   /* A's row panel */
     float *t = (float *)(P + (size_t)(4 * NS) * 256);                         /* four 16 x 16 tiles */
-    tiles_on();
+    moeq_amx_tiles_on();
     for (int64_t I = 0; I < nb; I += 2) {   /* row panels: C's rows are written in order */
         panel(B, I, nb, ns, NS, P);
         for (int64_t J = 0; J <= I; J += 2) {

@@ -25,6 +25,7 @@
 #include "kernels/x86/x86.h"
 #include "kernels/x86/qmat_x86.h"
 #include "kernels/x86/avx512_inl.h"
+#include "kernels/x86/amx_inl.h"
 #include "kernels/x86/avx2_inl.h"
 
 #include <immintrin.h>
@@ -37,24 +38,6 @@
  * paid per call, so batches of fewer than Q_MIN_TOKENS take bf16f's kernels. */
 #define Q_MIN_TOKENS 4
 #define STEP 32         /* columns per tile product */
-
-typedef struct __attribute__((aligned(64))) {
-    uint8_t palette, start_row, reserved[14];
-    uint16_t colsb[16];
-    uint8_t rows[16];
-} tilecfg;
-
-static void tiles_on(void)
-{
-    tilecfg c;
-    memset(&c, 0, sizeof c);
-    c.palette = 1;
-    for (int t = 0; t < 8; t++) {
-        c.rows[t] = 16;
-        c.colsb[t] = 64;
-    }
-    _tile_loadconfig(&c);
-}
 
 /* pairs of a row of K columns, padded to whole tiles (16 pairs): the B layout's stride */
 static inline int64_t k2s(int64_t K) { return ((K + 1) / 2 + 15) / 16 * 16; }
@@ -259,7 +242,7 @@ static void mul(wsrc *s, const uint32_t *xp, int64_t n, int64_t r0, int64_t r1, 
     for (int b = 0; b < 4; b++) s->buf[b] = mem + b * (blk / 2);
     float cbuf[1024] __attribute__((aligned(64)));
     const uint32_t *xl = xp + ntv * vs;
-    tiles_on();
+    moeq_amx_tiles_on();
     for (int64_t r = r0; r < r1; r += 32) {
         const int RB = r1 - r > 16 ? 2 : 1;
         ablk a[2];
@@ -300,7 +283,7 @@ static int mul_swiglu(wsrc *g, wsrc *u, const uint32_t *xp, int64_t n, int64_t r
     }
     float cbuf[1024] __attribute__((aligned(64)));
     const uint32_t *xl = xp + ntv * vs;
-    tiles_on();
+    moeq_amx_tiles_on();
     for (int64_t r = 0; r < rows; r += 16) {
         const int R = rows - r < 16 ? (int)(rows - r) : 16, set = (int)(r / 16 & 1);
         ablk a[2];
