@@ -5,6 +5,7 @@
 #include "moeq_core.h"
 
 #include <math.h>
+#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -104,7 +105,7 @@ moeq_status moeq_eval(const moeq_model *model, const moeq_model *ref, const int3
 
     moeq_runner *run = NULL, *run_ref = NULL;
     float *logits = NULL, *logits_ref = NULL;
-    double *kld = NULL;
+    double *kld = NULL, *rows = NULL;   /* rows: [ctx, 5] one window's per-position terms */
     moeq_eval_ref_cache *rc = opts->ref_cache;
     if (!ref || !rc || !rc->logits || rc->windows != windows || rc->ctx != ctx || rc->vocab != V) rc = NULL;
     const int cached = rc && rc->filled;
@@ -117,15 +118,17 @@ moeq_status moeq_eval(const moeq_model *model, const moeq_model *ref, const int3
     if (st == MOEQ_OK && ref && !cached) st = moeq_runner_create(ref, ctx, opts->threads, &run_ref, err);
     if (st == MOEQ_OK) {
         logits = malloc((size_t)(ctx * V) * sizeof(float));
+        rows = malloc((size_t)(5 * ctx) * sizeof(double));
         if (ref) {
             logits_ref = rc ? NULL : malloc((size_t)(ctx * V) * sizeof(float));
             kld = malloc((size_t)(windows * (ctx - 1)) * sizeof(double));
         }
         if ((hid && !cached) || start > 0) xbuf = malloc((size_t)(ctx * Hd) * sizeof *xbuf);
-        if (!logits || (ref && ((!rc && !logits_ref) || !kld)) || (((hid && !cached) || start > 0) && !xbuf))
+        if (!logits || !rows || (ref && ((!rc && !logits_ref) || !kld)) || (((hid && !cached) || start > 0) && !xbuf))
             st = moeq_fail(err, MOEQ_ERR_NOMEM, "out of memory for %lld x %lld logits", (long long)ctx, (long long)V);
     }
     double nll_sum = 0, nll_ref_sum = 0, kld_sum = 0, dp2_sum = 0, seconds = 0;
+    const int nth = opts->threads > 0 ? opts->threads : omp_get_max_threads();
     int64_t same = 0, count = 0;
     for (int64_t w = 0; st == MOEQ_OK && w < windows; w++) {
         const int32_t *win = tokens + w * ctx;
@@ -150,26 +153,38 @@ moeq_status moeq_eval(const moeq_model *model, const moeq_model *ref, const int3
             st = moeq_forward(run_ref, win, ctx, lref, NULL, err);
         }
         if (st != MOEQ_OK) break;
-        for (int64_t i = 0; i + 1 < ctx; i++) {
+        /* each position's terms in parallel (rows[i]: nll, nll_ref, kld, dp, same), then summed in
+         * position order: the sums' bits do not depend on the threads */
+#pragma omp parallel for schedule(static) num_threads(nth) if (V * ctx >= 65536)
+        for (int64_t i = 0; i < ctx - 1; i++) {
             const float *l = logits + i * V;
             int64_t am, am_ref;
-            double lse = row_lse(l, V, &am);
+            double lse = row_lse(l, V, &am), *o = rows + 5 * i;
             int32_t tgt = win[i + 1];
-            nll_sum += lse - l[tgt];
+            o[0] = lse - l[tgt];
             if (ref) {
                 const float *lr = lref + i * V;
                 double lse_r = row_lse(lr, V, &am_ref);
-                nll_ref_sum += lse_r - lr[tgt];
+                o[1] = lse_r - lr[tgt];
                 double k = 0;
                 for (int64_t j = 0; j < V; j++) {
                     double lpr = lr[j] - lse_r, lp = l[j] - lse;
                     k += exp(lpr) * (lpr - lp);
                 }
-                kld[count] = k;
-                kld_sum += k;
-                double dp = exp(l[tgt] - lse) - exp(lr[tgt] - lse_r);
-                dp2_sum += dp * dp;
-                same += am == am_ref;
+                o[2] = k;
+                o[3] = exp(l[tgt] - lse) - exp(lr[tgt] - lse_r);
+                o[4] = am == am_ref;
+            }
+        }
+        for (int64_t i = 0; i + 1 < ctx; i++) {
+            const double *o = rows + 5 * i;
+            nll_sum += o[0];
+            if (ref) {
+                nll_ref_sum += o[1];
+                kld[count] = o[2];
+                kld_sum += o[2];
+                dp2_sum += o[3] * o[3];
+                same += o[4] != 0;
             }
             count++;
         }
@@ -198,6 +213,7 @@ moeq_status moeq_eval(const moeq_model *model, const moeq_model *ref, const int3
         }
     }
     free(kld);
+    free(rows);
     free(xbuf);
     free(logits);
     free(logits_ref);

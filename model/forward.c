@@ -69,6 +69,7 @@ void moeq_runner_free(moeq_runner *r)
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
     free(r->topk_idx);
     free(r->e_count);
+    free(r->e_order);
     free(r->e_rows);
     free(r->e_slot);
     if (r->ts) {
@@ -128,6 +129,7 @@ moeq_status moeq_runner_create(const moeq_model *m, int64_t max_tokens, int thre
     r->topk_w = ws_alloc(r, (size_t)(n * K), sizeof(float));
     r->slot_out = ws_alloc(r, (size_t)(n * K * H), sizeof(float));
     r->e_count = ws_alloc(r, (size_t)E, sizeof(int64_t));
+    r->e_order = ws_alloc(r, (size_t)E, sizeof(int32_t));
     r->e_rows = ws_alloc(r, (size_t)(E * n), sizeof(int32_t));
     r->e_slot = ws_alloc(r, (size_t)(E * n), sizeof(int32_t));
     r->rope_cos = ws_alloc(r, (size_t)(n * c->rope_dim / 2), sizeof(float));
@@ -363,27 +365,42 @@ static void linear(moeq_runner *r, const moeq_mat *W, const float *X, int64_t n,
     par_wmatmul(r, W, X, n, Y);
 }
 
+static inline void rms_row(const float *xi, float *yi, int64_t dim, const float *w, double eps)
+{
+    /* four partial sums: one chain of float64 adds was latency-bound (5% of an eval) */
+    double s4[4] = { 0, 0, 0, 0 };
+    int64_t j = 0;
+    /* omp simd: vector lanes for the chains and the scaling (the same operations per
+     * element, so the same bits; the scalar loops were 5% of an AMX eval) */
+    for (; j + 4 <= dim; j += 4) {
+#pragma omp simd
+        for (int k = 0; k < 4; k++) s4[k] += (double)xi[j + k] * xi[j + k];
+    }
+    for (; j < dim; j++) s4[0] += (double)xi[j] * xi[j];
+    const double ss = (s4[0] + s4[1]) + (s4[2] + s4[3]);
+    float inv = (float)(1.0 / sqrt(ss / (double)dim + eps));
+#pragma omp simd
+    for (j = 0; j < dim; j++) yi[j] = w[j] * (xi[j] * inv);
+}
+
 static void rmsnorm_rows(const float *x, float *y, int64_t n, int64_t dim, int64_t stride,
                          const float *w, double eps)
 {
 #pragma omp parallel for schedule(static) if (n * dim >= PAR_MIN_ELEMS)
+    for (int64_t i = 0; i < n; i++) rms_row(x + i * stride, y + i * stride, dim, w, eps);
+}
+
+/* x += add (the residual), row by row, then y = rmsnorm(x): one pass and no serial add */
+static void add_rmsnorm_rows(float *x, const float *add, float *y, int64_t n, int64_t dim, const float *w,
+                             double eps)
+{
+#pragma omp parallel for schedule(static) if (n * dim >= PAR_MIN_ELEMS)
     for (int64_t i = 0; i < n; i++) {
-        const float *xi = x + i * stride;
-        float *yi = y + i * stride;
-        /* four partial sums: one chain of float64 adds was latency-bound (5% of an eval) */
-        double s4[4] = { 0, 0, 0, 0 };
-        int64_t j = 0;
-        /* omp simd: vector lanes for the chains and the scaling (the same operations per
-         * element, so the same bits; the scalar loops were 5% of an AMX eval) */
-        for (; j + 4 <= dim; j += 4) {
+        float *xi = x + i * dim;
+        const float *ai = add + i * dim;
 #pragma omp simd
-            for (int k = 0; k < 4; k++) s4[k] += (double)xi[j + k] * xi[j + k];
-        }
-        for (; j < dim; j++) s4[0] += (double)xi[j] * xi[j];
-        const double ss = (s4[0] + s4[1]) + (s4[2] + s4[3]);
-        float inv = (float)(1.0 / sqrt(ss / (double)dim + eps));
-#pragma omp simd
-        for (j = 0; j < dim; j++) yi[j] = w[j] * (xi[j] * inv);
+        for (int64_t j = 0; j < dim; j++) xi[j] += ai[j];
+        rms_row(xi, y + i * dim, dim, w, eps);
     }
 }
 
@@ -446,9 +463,11 @@ void fwd_attend(moeq_runner *r, int64_t n, int64_t heads, int64_t kv_heads, int6
                 for (int64_t d = 0; d < dv; d++) vt[d * n + j] = v[j * vs + g * vh + d];
         }
     }
+    /* a head's query blocks last first: causally the later blocks see more keys, and the
+     * costliest tasks first leave the threads no long task at the end (tasks are independent) */
 #pragma omp parallel for schedule(dynamic, 1) num_threads(r->nthreads)
     for (int64_t b = 0; b < heads * nqb; b++) {
-        const int64_t h = b / nqb, g = h / group, i0 = b % nqb * ATT_QBLOCK;
+        const int64_t h = b / nqb, g = h / group, i0 = (nqb - 1 - b % nqb) * ATT_QBLOCK;
         const int64_t i1 = i0 + ATT_QBLOCK < n ? i0 + ATT_QBLOCK : n;
         int64_t k0 = block_start(r->pk, i0);
         if (W > 0 && !r->pk && i0 - W + 1 > k0) k0 = i0 - W + 1;   /* keys before the window */
@@ -579,9 +598,17 @@ static moeq_status moe_block(moeq_runner *r, int64_t layer, int64_t n, const moe
             r->e_slot[e * r->max_n + j] = (int32_t)s;
         }
 
+    /* the experts with the most tokens first: in index order the last big expert could start
+     * when the other threads are done (each expert writes only its own slots: same bits) */
+    for (int64_t e = 0; e < E; e++) {
+        int64_t j = e;
+        for (; j > 0 && r->e_count[r->e_order[j - 1]] < r->e_count[e]; j--) r->e_order[j] = r->e_order[j - 1];
+        r->e_order[j] = (int32_t)e;
+    }
     moeq_status st = MOEQ_OK;
 #pragma omp parallel for schedule(dynamic, 1) num_threads(r->nthreads)
-    for (int64_t e = 0; e < E; e++) {
+    for (int64_t oe = 0; oe < E; oe++) {
+        const int64_t e = r->e_order[oe];
         int64_t ne = r->e_count[e];
         if (ne == 0) continue;
         thread_scratch *s = &r->ts[omp_get_thread_num()];
@@ -768,6 +795,21 @@ static void block_norm(moeq_runner *r, const moeq_vec *w, const moeq_vec *b, con
     }
 }
 
+/* x += add (the residual, in parallel), then block_norm: for RMSNorm in one pass */
+static void add_block_norm(moeq_runner *r, const moeq_vec *w, const moeq_vec *b, float *x, const float *add, float *y,
+                           int64_t n)
+{
+    const int64_t H = r->c->hidden;
+    if (r->c->norm != MOEQ_NORM_LAYER) {
+        moeq_vec_to_f32(w, r->vbuf);
+        add_rmsnorm_rows(x, add, y, n, H, r->vbuf, r->c->rms_eps);
+        return;
+    }
+#pragma omp parallel for simd schedule(static) if (n * H >= PAR_MIN_ELEMS)
+    for (int64_t i = 0; i < n * H; i++) x[i] += add[i];
+    block_norm(r, w, b, x, y, n);
+}
+
 /* One decoder layer on the residual stream r->x. */
 static moeq_status run_layer(moeq_runner *r, int64_t l, int64_t n, const moeq_hooks *hooks,
                              moeq_error *err)
@@ -781,8 +823,7 @@ static moeq_status run_layer(moeq_runner *r, int64_t l, int64_t n, const moeq_ho
     /* the family's attention variant: normed input r->h -> o projection in r->mlp_out */
     if (r->c->attn == MOEQ_ATTN_MLA) fwd_attn_mla(r, l, n, hooks);
     else fwd_attn_gqa(r, l, n, hooks);
-    for (int64_t i = 0; i < n * H; i++) r->x[i] += r->mlp_out[i];
-    block_norm(r, &L->mlp_norm, &L->mlp_norm_bias, r->x, r->h, n);
+    add_block_norm(r, &L->mlp_norm, &L->mlp_norm_bias, r->x, r->mlp_out, r->h, n);   /* x += attention */
     if (L->is_moe) {
         moeq_status st = moe_block(r, l, n, hooks, err);
         if (st != MOEQ_OK) return st;
@@ -790,7 +831,10 @@ static moeq_status run_layer(moeq_runner *r, int64_t l, int64_t n, const moeq_ho
         mlp_all_tokens(r, l, &L->dense_gate, &L->dense_up, &L->dense_down, n, r->mlp_out, hooks,
                        MOEQ_PROJ_DENSE_GATE, MOEQ_PROJ_DENSE_DOWN);
     }
-    for (int64_t i = 0; i < n * H; i++) r->x[i] += r->mlp_out[i];
+    float *x = r->x;
+    const float *mo = r->mlp_out;
+#pragma omp parallel for simd schedule(static) if (n * H >= PAR_MIN_ELEMS)
+    for (int64_t i = 0; i < n * H; i++) x[i] += mo[i];
     return MOEQ_OK;
 }
 

@@ -53,6 +53,7 @@ struct moeq_runner {
     float *topk_w;                                 /* [n, K] */
     float *slot_out;                               /* [n, K, H] weighted expert outputs */
     int64_t *e_count;                              /* [E] */
+    int32_t *e_order;                              /* [E] experts by token count, most first */
     int32_t *e_rows, *e_slot;                      /* [E, n] token and slot of each row */
     float *rope_cos, *rope_sin;                    /* [n, rope_dim / 2] */
     float *kc, *vt;                                /* per kv head: keys [n, dqk], values [n, dv] (fused

@@ -147,7 +147,7 @@ static void test_workspace_formula_and_peak_rss(void)
     uint64_t floats = (uint64_t)(n * (3 * H + 2 * q + 4 * kv + 2 * F + 1 + E + K + K * H + c->head_dim)) +
                       (uint64_t)(H + 3 * H + 2 * q + 3 * kv + E) +
                       (uint64_t)(T * (n * (2 * H + 2 * I + 1) + 512 * H));
-    uint64_t ints = (uint64_t)(n * K + 2 * E * n);
+    uint64_t ints = (uint64_t)(n * K + 2 * E * n + E);   /* routing tables, the experts by size */
     uint64_t want = 4 * floats + 4 * ints + 8 * (uint64_t)E + (uint64_t)T * 88 /* thread_scratch structs: 11 pointers */;
     /* attention per thread: the scores of 64 queries, or the fused kernel's scratch and a byte
      * mask of 64 queries (docs/eval.md, "Memory") */
