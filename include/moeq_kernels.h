@@ -86,13 +86,14 @@ void moeq_ref_dsyrk(int64_t d, int64_t n, const float *X, double *C, double *scr
  * variants in their own (float32 rounding apart).
  *
  * The held chunk (MOEQ_HSYRK_HELD(d) bytes, every set's): nb = 2 ceil(d / 32) blocks of 16
- * features, 8 steps of 32 rows; dword ((p * nb + J) * 8 + s) * 256 + 16 k + j holds part p
+ * features, S = MOEQ_HSYRK_ROWS / 32 steps of 32 rows; dword ((p * nb + J) * S + s) * 256 + 16 k + j
+ * holds part p
  * (0 = h, 1 = m) of feature 16 J + j of rows 32 s + 2 k (low half) and 32 s + 2 k + 1 (high
  * half) as bf16; features past d are zero. */
 #define MOEQ_HSYRK_ROWS 256
-#define MOEQ_HSYRK_HELD(d) ((size_t)(((d) + 31) / 32) * 32768u)
+#define MOEQ_HSYRK_HELD(d) ((size_t)(((d) + 31) / 32) * (size_t)(MOEQ_HSYRK_ROWS / 32) * 4096u)
 /* bytes of scratch hsyrk_sum needs (a panel of transposed tiles, four 16 x 16 tiles) */
-#define MOEQ_HSYRK_SCRATCH 36928u
+#define MOEQ_HSYRK_SCRATCH ((size_t)(MOEQ_HSYRK_ROWS / 32) * 4096u + 4160u)
 void moeq_ref_hsyrk_pack(int64_t d, const float *X, int64_t n, int64_t row0, void *held);
 void moeq_ref_hsyrk_sum(int64_t d, int64_t nrows, const void *held, double *C, void *scratch);
 /* C += Xᵀ X by a set's chunked kernels over any n: chunks from X's first row, the last one
