@@ -69,8 +69,7 @@ typedef struct moeq_wmat {
 } moeq_wmat;
 static inline int64_t moeq_wmat_ld(const moeq_wmat *w) { return w->ld > 0 ? w->ld : w->cols; }
 
-/* The reference softmax and swiglu (kernels/ref/act.c: libm's expf, sequential sums). */
-void moeq_ref_softmax(float *row, int64_t nv, int64_t n, float scale, float sink);
+/* The reference swiglu (kernels/ref/act.c: libm's expf). */
 void moeq_ref_swiglu(float *g, const float *u, int64_t n);
 /* The reference Hessian accumulation (kernels/ref/syrk.c; moeq_kernel_set.dsyrk). */
 void moeq_ref_dsyrk(int64_t d, int64_t n, const float *X, double *C, double *scratch);
@@ -118,8 +117,8 @@ void moeq_ref_wgemm_bf16x(const moeq_wmat *w, const float *X, int64_t n, int64_t
  * one head. Query i sees key j iff j <= i + diag and (mask == NULL || mask[j * ldm + i] != 0);
  * keys the rule hides cost nothing. o_i = Σ_j p_ij v_j with p_ij = exp(s_ij - m_i) / (Σ_j'
  * exp(s_ij' - m_i) + exp(sink - m_i)), s_ij = scale · q_i·k_j, m_i = max(sink, max_j s_ij)
- * (sink -INFINITY: none; the sink adds to the denominator only): moeq_kernel_set.softmax's
- * semantics without the [nq, nk] score matrix. A query that sees no key gets zeros. */
+ * (sink -INFINITY: none; the sink adds to the denominator only), without the [nq, nk] score
+ * matrix. A query that sees no key gets zeros. */
 typedef struct moeq_attn_task {
     int64_t nq, nk, dqk, dv;
     const float *q; int64_t ldq;   /* query i: q[i * ldq + d], d < dqk */
@@ -171,10 +170,6 @@ typedef struct moeq_kernel_set {
      * (the caller runs gemm twice). */
     int (*gemm_pair)(const moeq_qmat *a, const moeq_qmat *b, const float *X, int64_t n, int64_t ldx, float *Ya,
                      float *Yb, int64_t ldy);
-    /* Attention's row softmax: row[0, nv) are scores (-INFINITY: masked), scaled by scale, then
-     * p_j = exp(s_j - m) / (Σ exp(s_k - m) + exp(sink - m)), m = max(sink, max s_j) (sink
-     * -INFINITY: none), masked entries 0; row[nv, n) set to 0. nv >= 1 with one finite score. */
-    void (*softmax)(float *row, int64_t nv, int64_t n, float scale, float sink);
     /* SwiGLU in place: g[i] = silu(g[i]) · u[i] = g[i] / (1 + exp(-g[i])) · u[i] */
     void (*swiglu)(float *g, const float *u, int64_t n);
     /* Calibrate's Hessian accumulation in float64: C[i * d + j] += sum_t X[t * d + i] X[t * d + j]
@@ -183,9 +178,9 @@ typedef struct moeq_kernel_set {
      * gives the reference's bits and the result does not depend on how callers split rows.
      * scratch: MOEQ_DSYRK_SCRATCH(d, n) doubles. Single-threaded. */
     void (*dsyrk)(int64_t d, int64_t n, const float *X, double *C, double *scratch);
-    /* Optional (NULL: the caller computes scores with wgemm and softmax): one task of fused
-     * causal attention (moeq_attn_task), online softmax over blocks of keys. Single-threaded;
-     * its bits depend only on the task (fixed bounds: independent of the thread count). */
+    /* Required: one task of fused causal attention (moeq_attn_task), online softmax over blocks
+     * of keys. Single-threaded; its bits depend only on the task (fixed bounds: independent of
+     * the thread count). */
     void (*attend)(const moeq_attn_task *t);
     /* Optional (NULL: none): an expert's gate and up over the same n tokens, all rows, with
      * SwiGLU applied before the results leave the kernel: Hs[i * ldh + r] = silu(g) · u, where

@@ -180,10 +180,10 @@ moeq_status moeq_runner_create(const moeq_model *m, int64_t max_tokens, int thre
         s->ue = ws_alloc(r, (size_t)(n * I), sizeof(float));
         s->ye = ws_alloc(r, (size_t)(n * H), sizeof(float));
         s->we = ws_alloc(r, (size_t)n, sizeof(float));
-        /* the scores of one query block, or the fused kernel's scratch and mask bytes */
+        /* the attention kernel's scratch and a query block's mask bytes */
         const int64_t hd = max64(c->head_dim, c->v_head_dim);
-        s->scores = ws_alloc(r, ks->attend ? MOEQ_ATTN_SCRATCH(hd, hd) : (size_t)(ATT_QBLOCK * n), sizeof(float));
-        if (ks->attend) s->amask = ws_alloc(r, (size_t)(ATT_QBLOCK * n), 1);
+        s->scores = ws_alloc(r, MOEQ_ATTN_SCRATCH(hd, hd), sizeof(float));
+        s->amask = ws_alloc(r, (size_t)(ATT_QBLOCK * n), 1);
         s->lm = ws_alloc(r, (size_t)(LM_HEAD_CHUNK * H), sizeof(float));
         if (widen_experts) s->f8 = ws_alloc(r, (size_t)(I * H), sizeof(float));
         if (c->expert_bias) s->eb = ws_alloc(r, (size_t)(2 * I + H), sizeof(float));
@@ -413,12 +413,10 @@ static void add_bias(float *x, int64_t n, int64_t dim, const float *b)
 }
 
 /* Causal softmax attention of every head per task (head, block of ATT_QBLOCK queries) over the
- * keys the block can see. With the set's fused kernel (attend: online softmax over key blocks,
- * docs/KERNELS.md "Attention") no score matrix is held; without one, S = Q_blk K_gᵀ (wgemm,
- * float32 K as the weight), scaled, masked, softmax per row, then O_blk = P V_g (wgemm with Vᵀ as
- * the weight): scores [ATT_QBLOCK, keys], never n x n. Tasks have fixed bounds, so results ignore
- * the thread count. The mask is one predicate (visible) so that a variant's rule (segments,
- * sliding windows) replaces it in one place; the fused kernel gets it as bytes. */
+ * keys the block can see, by the set's fused kernel (attend: online softmax over key blocks,
+ * docs/KERNELS.md "Attention"; no score matrix is held). Tasks have fixed bounds, so results
+ * ignore the thread count. The mask is one predicate (visible) so that a variant's rule
+ * (segments, sliding windows) replaces it in one place; the kernel gets it as bytes. */
 static inline int visible(const moeq_packing *pk, int64_t window, int64_t i, int64_t j)
 {
     /* a sliding window (gpt_oss's sliding layers) counts positions: within a packed sequence
@@ -449,18 +447,14 @@ void fwd_attend(moeq_runner *r, int64_t n, int64_t heads, int64_t kv_heads, int6
     const moeq_kernel_set *ks = moeq_kernels();
     const int64_t G = kv_heads, group = heads / kv_heads, nqb = (n + ATT_QBLOCK - 1) / ATT_QBLOCK;
     const int64_t W = r->att_window;
-    const int fused = ks->attend != NULL;
-    /* keys of each kv head contiguous [n, dqk]; values contiguous [n, dv] for the fused kernel,
-     * else transposed [dv, n] (wgemm's rows). Contiguous rows keep a key block in distinct cache
-     * sets (the projections' rows are 1 KiB or more apart). */
+    /* keys and values of each kv head contiguous, [n, dqk] and [n, dv]: contiguous rows keep a
+     * key block in distinct cache sets (the projections' rows are 1 KiB or more apart) */
 #pragma omp parallel for schedule(static) num_threads(r->nthreads) if (n * G * dqk >= PAR_MIN_ELEMS)
     for (int64_t g = 0; g < G; g++) {
         float *kc = r->kc + g * n * dqk, *vt = r->vt + g * dv * n;
         for (int64_t j = 0; j < n; j++) {
             memcpy(kc + j * dqk, k + j * ks_ + g * kh, (size_t)dqk * sizeof(float));
-            if (fused) memcpy(vt + j * dv, v + j * vs + g * vh, (size_t)dv * sizeof(float));
-            else
-                for (int64_t d = 0; d < dv; d++) vt[d * n + j] = v[j * vs + g * vh + d];
+            memcpy(vt + j * dv, v + j * vs + g * vh, (size_t)dv * sizeof(float));
         }
     }
     /* a head's query blocks last first: causally the later blocks see more keys, and the
@@ -474,37 +468,19 @@ void fwd_attend(moeq_runner *r, int64_t n, int64_t heads, int64_t kv_heads, int6
         const int64_t nk = i1 - k0;   /* keys k0..i1-1 */
         const float sink = r->att_sinks ? r->att_sinks[h] : -INFINITY;
         thread_scratch *ts = &r->ts[omp_get_thread_num()];
-        if (fused) {
-            /* causal is the kernel's (key j <= query i); a packed pass or a window adds bytes,
-             * key-major, from the one predicate */
-            uint8_t *mask = NULL;
-            if (r->pk || W > 0) {
-                mask = ts->amask;
-                for (int64_t j = 0; j < nk; j++)
-                    for (int64_t i = i0; i < i1; i++) mask[j * (i1 - i0) + i - i0] = (uint8_t)visible(r->pk, W, i, k0 + j);
-            }
-            const moeq_attn_task t = {i1 - i0, nk, dqk, dv, q + i0 * qs + h * qh, qs,
-                                      r->kc + g * n * dqk + k0 * dqk, dqk, r->vt + g * dv * n + k0 * dv, dv,
-                                      i0 - k0, mask, i1 - i0, scale, sink, out + i0 * os + h * dv, os,
-                                      ts->scores};
-            ks->attend(&t);
-            continue;
+        /* causal is the kernel's (key j <= query i); a packed pass or a window adds bytes,
+         * key-major, from the one predicate */
+        uint8_t *mask = NULL;
+        if (r->pk || W > 0) {
+            mask = ts->amask;
+            for (int64_t j = 0; j < nk; j++)
+                for (int64_t i = i0; i < i1; i++) mask[j * (i1 - i0) + i - i0] = (uint8_t)visible(r->pk, W, i, k0 + j);
         }
-        float *S = ts->scores;
-        const moeq_wmat K = {MOEQ_W_F32, nk, dqk, r->kc + g * n * dqk + k0 * dqk, dqk};
-        const moeq_wmat Vt = {MOEQ_W_F32, dv, nk, r->vt + g * dv * n + k0, n};
-        ks->wgemm(&K, q + i0 * qs + h * qh, i1 - i0, qs, 0, nk, S, nk);
-        for (int64_t i = i0; i < i1; i++) {
-            /* keys past i are never visible (the kernel zeroes them); before it, a packed pass
-             * or a window masks some (-inf) */
-            float *row = S + (i - i0) * nk;
-            const int64_t nv = i - k0 + 1;
-            if (r->pk || W > 0)
-                for (int64_t j = 0; j < nv; j++)
-                    if (!visible(r->pk, W, i, k0 + j)) row[j] = -INFINITY;
-            ks->softmax(row, nv, nk, scale, sink);
-        }
-        ks->wgemm(&Vt, S, i1 - i0, nk, 0, dv, out + i0 * os + h * dv, os);
+        const moeq_attn_task t = {i1 - i0, nk, dqk, dv, q + i0 * qs + h * qh, qs,
+                                  r->kc + g * n * dqk + k0 * dqk, dqk, r->vt + g * dv * n + k0 * dv, dv,
+                                  i0 - k0, mask, i1 - i0, scale, sink, out + i0 * os + h * dv, os,
+                                  ts->scores};
+        ks->attend(&t);
     }
 }
 

@@ -1,63 +1,17 @@
-/* AVX2 activation kernels (moeq_kernel_set.softmax, .swiglu of the avx2 set): expf for 8 lanes,
- * a profile of eval on an AVX2-only Zen 3 having found libm's scalar expf and the reference
- * softmax and SwiGLU at 9% of the time. The same method as act_avx512.c: exp(x) = 2^k · p(r),
+/* AVX2 activation kernel (moeq_kernel_set.swiglu of the avx2 set): expf for 8 lanes, a profile
+ * of eval on an AVX2-only Zen 3 having found libm's scalar expf and the reference softmax (then)
+ * and SwiGLU at 9% of the time. The same method as act_avx512.c: exp(x) = 2^k · p(r),
  * k = round(x / ln 2), r = x - k ln 2 (ln 2 in two parts), p the degree-7 Taylor polynomial.
  * AVX2 has no vscalefps: 2^k is built in the exponent bits, x clamped to [-87, 88.72] first so
  * that k stays a normal exponent; lanes below -87 (exp < 1.7e-38, and -inf) are set to 0, lanes
  * above ln(FLT_MAX) to inf, as expf gives; a NaN is carried.
- * Sums go 8 lanes wide, then lanes in a fixed order: the same bits for any thread count. Tested
- * against kernels/ref/act.c (tests/unit/test_kernels_act.c). */
+ * Tested against kernels/ref/act.c (tests/unit/test_kernels_act.c). */
 #include "moeq_kernels.h"
 #include "kernels/x86/x86.h"
 #include "kernels/x86/avx2_inl.h"
 
 #include <immintrin.h>
 #include <math.h>
-
-void moeq_avx2_softmax(float *row, int64_t nv, int64_t n, float scale, float sink)
-{
-    const __m256 vs = _mm256_set1_ps(scale);
-    __m256 vm = _mm256_set1_ps(sink);
-    int64_t j = 0;
-    for (; j + 8 <= nv; j += 8) {
-        const __m256 s = _mm256_mul_ps(_mm256_loadu_ps(row + j), vs);
-        _mm256_storeu_ps(row + j, s);
-        vm = _mm256_max_ps(vm, s);
-    }
-    float mx;
-    {
-        float lanes[8];
-        _mm256_storeu_ps(lanes, vm);
-        mx = lanes[0];
-        for (int l = 1; l < 8; l++) mx = lanes[l] > mx ? lanes[l] : mx;
-        for (int64_t t = j; t < nv; t++) {
-            row[t] *= scale;
-            if (row[t] > mx) mx = row[t];
-        }
-    }
-    const __m256 m = _mm256_set1_ps(mx);
-    __m256 acc = _mm256_setzero_ps();
-    for (j = 0; j + 8 <= nv; j += 8) {
-        const __m256 e = exp8(_mm256_sub_ps(_mm256_loadu_ps(row + j), m));
-        _mm256_storeu_ps(row + j, e);
-        acc = _mm256_add_ps(acc, e);
-    }
-    if (j < nv) {
-        const __m256i tm = tail_mask(nv - j);
-        const __m256 e = _mm256_and_ps(_mm256_castsi256_ps(tm),
-                                       exp8(_mm256_sub_ps(_mm256_maskload_ps(row + j, tm), m)));
-        _mm256_maskstore_ps(row + j, tm, e);
-        acc = _mm256_add_ps(acc, e);
-    }
-    float lanes[8], sum = 0;
-    _mm256_storeu_ps(lanes, acc);
-    for (int l = 0; l < 8; l++) sum += lanes[l];
-    if (sink != -INFINITY) sum += expf(sink - mx);
-    const __m256 inv = _mm256_set1_ps(1.0f / sum);
-    for (j = 0; j + 8 <= nv; j += 8) _mm256_storeu_ps(row + j, _mm256_mul_ps(_mm256_loadu_ps(row + j), inv));
-    for (; j < nv; j++) row[j] *= 1.0f / sum;
-    for (j = nv; j < n; j++) row[j] = 0.0f;
-}
 
 void moeq_avx2_swiglu(float *g, const float *u, int64_t n)
 {

@@ -420,6 +420,6 @@ static int amx_gate_up_swiglu(const moeq_qmat *qg, const moeq_qmat *qu, const mo
 
 const moeq_kernel_set moeq_kernels_amx = { "amx", moeq_avx2_dequant, moeq_avx512_gemv, amx_gemm,
                                            amx_wgemm, amx_wx_bytes, amx_wx_prep, amx_wgemm_wx,
-                                           amx_gemm_pair, moeq_avx512_softmax, moeq_avx512_swiglu, moeq_avx512_dsyrk,
+                                           amx_gemm_pair, moeq_avx512_swiglu, moeq_avx512_dsyrk,
                                            moeq_avx512_attend, amx_gate_up_swiglu,
                                            moeq_amx_hsyrk_pack, moeq_amx_hsyrk_sum };

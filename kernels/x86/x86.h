@@ -17,11 +17,9 @@ void moeq_avx2_dsyrk(int64_t d, int64_t n, const float *X, double *C, double *sc
 void moeq_avx512_dsyrk(int64_t d, int64_t n, const float *X, double *C, double *scratch);
 void moeq_amx_hsyrk_pack(int64_t d, const float *X, int64_t n, int64_t row0, void *held);
 void moeq_amx_hsyrk_sum(int64_t d, int64_t nrows, const void *held, double *C, void *scratch);
-/* kernels/x86/act_avx2.c: the avx2 set's softmax and swiglu */
-void moeq_avx2_softmax(float *row, int64_t nv, int64_t n, float scale, float sink);
+/* kernels/x86/act_avx2.c: the avx2 set's swiglu */
 void moeq_avx2_swiglu(float *g, const float *u, int64_t n);
-/* kernels/x86/act_avx512.c: the sets' softmax and swiglu with AVX-512 */
-void moeq_avx512_softmax(float *row, int64_t nv, int64_t n, float scale, float sink);
+/* kernels/x86/act_avx512.c: the sets' swiglu with AVX-512 */
 void moeq_avx512_swiglu(float *g, const float *u, int64_t n);
 /* kernels/x86/attn_avx2.c, attn_avx512.c: fused attention of the avx2 and the AVX-512 sets */
 void moeq_avx2_attend(const moeq_attn_task *t);

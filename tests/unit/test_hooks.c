@@ -149,11 +149,11 @@ static void test_workspace_formula_and_peak_rss(void)
                       (uint64_t)(T * (n * (2 * H + 2 * I + 1) + 512 * H));
     uint64_t ints = (uint64_t)(n * K + 2 * E * n + E);   /* routing tables, the experts by size */
     uint64_t want = 4 * floats + 4 * ints + 8 * (uint64_t)E + (uint64_t)T * 88 /* thread_scratch structs: 11 pointers */;
-    /* attention per thread: the scores of 64 queries, or the fused kernel's scratch and a byte
-     * mask of 64 queries (docs/eval.md, "Memory") */
+    /* attention per thread: the fused kernel's scratch and a byte mask of 64 queries
+     * (docs/eval.md, "Memory") */
     const moeq_kernel_set *ks = moeq_kernels();
     const int64_t hd = c->head_dim > c->v_head_dim ? c->head_dim : c->v_head_dim;
-    want += (uint64_t)T * (ks->attend ? 4 * MOEQ_ATTN_SCRATCH(hd, hd) + (uint64_t)(64 * n) : (uint64_t)(4 * 64 * n));
+    want += (uint64_t)T * (4 * MOEQ_ATTN_SCRATCH(hd, hd) + (uint64_t)(64 * n));
     /* kernel sets that prepare activations (bf16 wgemm): blocks of 512 tokens for the runner, n
      * tokens of H per thread for an expert's gate and up (docs/eval.md, "Memory") */
     if (ks->wx_bytes) {
