@@ -75,34 +75,47 @@ void moeq_ref_swiglu(float *g, const float *u, int64_t n);
 void moeq_ref_dsyrk(int64_t d, int64_t n, const float *X, double *C, double *scratch);
 /* doubles of scratch that every set's dsyrk(d, n, ...) may use (its widened, packed copy of X) */
 #define MOEQ_DSYRK_SCRATCH(d, n) ((size_t)(n) * (size_t)(2 * (d) + 64))
-/* The chunked Hessian accumulation (moeq_kernel_set.hsyrk_pack / hsyrk_sum): rows are held in
- * chunks of MOEQ_HSYRK_ROWS, packed as they arrive. Each x is split into two bf16 parts,
- * h = bf16(x) and m = bf16(x - h) (rounded to nearest even: |m| <= 2^-8 |x|, |x - h - m| <=
- * 2^-16 |x|), and a chunk's C[i, j] (j <= i) is one float32 sum over its rows of h_i h_j, m_i h_j,
- * h_i m_j (each exact in float32), then C[i, j] += (double)sum: each x_i x_j to 3 · 2^-16 (the
- * dropped m_i m_j and the rests), the accuracy of the forward pass's own bf16x2 products, and
- * the sum to float32's. The reference sums in that order, row by row; fast
- * variants in their own (float32 rounding apart).
+/* The chunked Hessian accumulation (moeq_kernel_set.hsyrk_pack / hsyrk_sum / hsyrk_sums): rows
+ * are held in chunks of MOEQ_HSYRK_ROWS, packed as they arrive, and a chunk's C[i, j] (j <= i) is
+ * one float32 sum over its rows, then C[i, j] += (double)sum. Two kinds, named as calibrate's
+ * files name them (root attribute hessian_sums):
  *
- * The held chunk (MOEQ_HSYRK_HELD(d) bytes, every set's): nb = 2 ceil(d / 32) blocks of 16
- * features, S = MOEQ_HSYRK_ROWS / 32 steps of 32 rows; dword ((p * nb + J) * S + s) * 256 + 16 k + j
- * holds part p
- * (0 = h, 1 = m) of feature 16 J + j of rows 32 s + 2 k (low half) and 32 s + 2 k + 1 (high
- * half) as bf16; features past d are zero. */
+ * "bf16x2-f32x256" (AMX): each x is split into two bf16 parts, h = bf16(x) and m = bf16(x - h)
+ * (rounded to nearest even: |m| <= 2^-8 |x|, |x - h - m| <= 2^-16 |x|), and the sum is of h_i h_j,
+ * m_i h_j, h_i m_j (each exact in float32): each x_i x_j to 3 · 2^-16 (the dropped m_i m_j and
+ * the rests), the accuracy of the forward pass's own bf16x2 products, and the sum to float32's.
+ * The reference sums in that order, row by row; fast variants in their own (float32 rounding
+ * apart). Held chunk: nb = 2 ceil(d / 32) blocks of 16 features, S = MOEQ_HSYRK_ROWS / 32 steps
+ * of 32 rows; dword ((p * nb + J) * S + s) * 256 + 16 k + j holds part p (0 = h, 1 = m) of
+ * feature 16 J + j of rows 32 s + 2 k (low half) and 32 s + 2 k + 1 (high half) as bf16; features
+ * past d are zero.
+ *
+ * "f32x256" (AVX-512 and AVX2, whose float32 multiply-adds are twice as many per instruction as
+ * their float64 ones): x as it is, and the sum is fmaf(x_i, x_j, s) row by row (one rounding per
+ * row: to 256 · 2^-24 = 2^-16 of Σ|x_i x_j|), the same bits in every variant. Held chunk: float
+ * (P * MOEQ_HSYRK_ROWS + r) * 16 + f holds feature 16 P + f of row r; features past d are zero.
+ *
+ * Either kind's chunk fits in MOEQ_HSYRK_HELD(d) bytes (64-byte aligned). */
 #define MOEQ_HSYRK_ROWS 256
 #define MOEQ_HSYRK_HELD(d) ((size_t)(((d) + 31) / 32) * (size_t)(MOEQ_HSYRK_ROWS / 32) * 4096u)
-/* bytes of scratch hsyrk_sum needs (a panel of transposed tiles, four 16 x 16 tiles) */
+/* bytes of scratch hsyrk_sum needs (bf16x2: a panel of transposed tiles, four 16 x 16 tiles) */
 #define MOEQ_HSYRK_SCRATCH ((size_t)(MOEQ_HSYRK_ROWS / 32) * 4096u + 4160u)
 void moeq_ref_hsyrk_pack(int64_t d, const float *X, int64_t n, int64_t row0, void *held);
 void moeq_ref_hsyrk_sum(int64_t d, int64_t nrows, const void *held, double *C, void *scratch);
+void moeq_ref_fsyrk_pack(int64_t d, const float *X, int64_t n, int64_t row0, void *held);
+void moeq_ref_fsyrk_sum(int64_t d, int64_t nrows, const void *held, double *C, void *scratch);
 /* C += Xᵀ X by a set's chunked kernels over any n: chunks from X's first row, the last one
- * zero-padded to a step (held: MOEQ_HSYRK_HELD(d) bytes, 64-byte aligned; scratch:
+ * padded as its kind needs (held: MOEQ_HSYRK_HELD(d) bytes, 64-byte aligned; scratch:
  * MOEQ_HSYRK_SCRATCH). */
 struct moeq_kernel_set;
 void moeq_hsyrk(const struct moeq_kernel_set *ks, int64_t d, int64_t n, const float *X, double *C, void *held,
                 void *scratch);
-/* Zero rows [n, the next multiple of 32) of a held chunk, as hsyrk_sum requires of a part-filled one. */
-void moeq_hsyrk_pad(int64_t d, int64_t n, void *held);
+/* Prepares a part-filled held chunk of n rows for ks->hsyrk_sum (bf16x2: rows [n, the next
+ * multiple of 32) zeroed; f32x256: nothing). */
+void moeq_hsyrk_pad(const struct moeq_kernel_set *ks, int64_t d, int64_t n, void *held);
+/* The relative error bound of a chunk of nr rows of kind `sums` (a hessian_sums name): each
+ * element within bound · Σ|x_i x_j| of the exact sum; 0 for "f64" or NULL (exact products). */
+double moeq_hsyrk_bound(const char *sums, int64_t nr);
 /* Plain-C truth of the float-weight GEMM: Y[i * ldy + (r - r0)] = sum_c w[r][c] X[i * ldx + c],
  * each product exact (a float32 times a widened weight), summed in float64 and rounded once. */
 void moeq_ref_wgemm(const moeq_wmat *w, const float *X, int64_t n, int64_t ldx, int64_t r0, int64_t r1,
@@ -189,16 +202,19 @@ typedef struct moeq_kernel_set {
      * wgemm of each and swiglu; 0: not handled here (the caller runs the steps). */
     int (*gate_up_swiglu)(const moeq_qmat *qg, const moeq_qmat *qu, const moeq_wmat *wg, const moeq_wmat *wu,
                           const float *X, int64_t n, int64_t ldx, float *Hs, int64_t ldh);
-    /* Optional (both NULL: dsyrk): calibrate's Hessian accumulation by chunks (MOEQ_HSYRK_ROWS),
-     * for sets whose float64 multiply-adds are far slower than their bf16 products.
-     * hsyrk_pack writes rows X[0, n) as rows row0.. of a held chunk (row0 + n <= MOEQ_HSYRK_ROWS;
-     * held 64-byte aligned; every set writes the same bytes); hsyrk_sum adds the chunk's first
-     * nrows rows into C's lower triangle (rows [nrows, the next multiple of 32) must hold zeros:
+    /* Optional (all three NULL: dsyrk): calibrate's Hessian accumulation by chunks
+     * (MOEQ_HSYRK_ROWS), for sets whose float64 multiply-adds are far slower than their float32
+     * or bf16 products. hsyrk_pack writes rows X[0, n) as rows row0.. of a held chunk (row0 + n <=
+     * MOEQ_HSYRK_ROWS; held 64-byte aligned; every set of a kind writes the same bytes); hsyrk_sum
+     * adds the chunk's first nrows rows into C's lower triangle (a part-filled chunk padded by
      * moeq_hsyrk_pad). Callers
      * that chunk an accumulator's rows in order get the same bits however the rows arrive.
      * scratch: MOEQ_HSYRK_SCRATCH bytes. Single-threaded. */
     void (*hsyrk_pack)(int64_t d, const float *X, int64_t n, int64_t row0, void *held);
     void (*hsyrk_sum)(int64_t d, int64_t nrows, const void *held, double *C, void *scratch);
+    /* with hsyrk_pack/hsyrk_sum: their kind ("bf16x2-f32x256" or "f32x256"; see MOEQ_HSYRK_ROWS),
+     * which fixes the held chunk's bytes and the bound of the sums */
+    const char *hsyrk_sums;
 } moeq_kernel_set;
 
 /* Reference kernels: plain C; dequant is w = scale * (q - zero) in float32, gemv/gemm dot the

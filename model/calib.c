@@ -651,7 +651,7 @@ static void held_add(moeq_calib_acc *a, const float *x, int64_t n, void *scratch
 static void held_flush(moeq_calib_acc *a, void *scratch)
 {
     if (!a->held || !a->held_n) return;
-    moeq_hsyrk_pad(a->dim, a->held_n, a->held);
+    moeq_hsyrk_pad(moeq_kernels(), a->dim, a->held_n, a->held);
     moeq_kernels()->hsyrk_sum(a->dim, a->held_n, a->held, a->hess, scratch);
     a->held_n = 0;
 }
@@ -1233,7 +1233,7 @@ static uint64_t collector_formula(const moeq_config *cf, int64_t n, int threads,
 const char *moeq_calib_hessian_sums(int diag)
 {
     if (diag) return NULL;
-    return moeq_kernels()->hsyrk_sum ? "bf16x2-f32x256" : "f64";
+    return moeq_kernels()->hsyrk_sum ? moeq_kernels()->hsyrk_sums : "f64";
 }
 
 uint64_t moeq_calib_memory_bytes(const moeq_model *m, int64_t tokens, int64_t ctx, int threads,

@@ -6,6 +6,7 @@
  * Calibrate's Hessians went through OpenBLAS's dsyrk before: its speed then depended on the core
  * type OpenBLAS detected (OPENBLAS_CORETYPE), and its bits on the kernel it picked. */
 #include "moeq_kernels.h"
+#include <math.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -90,8 +91,37 @@ void moeq_ref_hsyrk_sum(int64_t d, int64_t nrows, const void *held, double *C, v
         }
 }
 
-void moeq_hsyrk_pad(int64_t d, int64_t n, void *held)
+/* The f32x256 kind: x as it is, 16 features per panel, rows of a panel contiguous. */
+static size_t fheld_at(int64_t row, int64_t f)
 {
+    return ((size_t)(f / 16) * MOEQ_HSYRK_ROWS + (size_t)row) * 16 + (size_t)(f % 16);
+}
+
+void moeq_ref_fsyrk_pack(int64_t d, const float *X, int64_t n, int64_t row0, void *held)
+{
+    float *H = held;
+    const int64_t w = (d + 15) / 16 * 16;
+    for (int64_t t = 0; t < n; t++)
+        for (int64_t f = 0; f < w; f++) H[fheld_at(row0 + t, f)] = f < d ? X[t * d + f] : 0.0f;
+}
+
+/* per element, one float32 fused multiply-add per row in row order from zero, then into C in
+ * float64: the bits every f32x256 variant gives */
+void moeq_ref_fsyrk_sum(int64_t d, int64_t nrows, const void *held, double *C, void *scratch)
+{
+    (void)scratch;
+    const float *H = held;
+    for (int64_t i = 0; i < d; i++)
+        for (int64_t j = 0; j <= i; j++) {
+            float s = 0.0f;
+            for (int64_t t = 0; t < nrows; t++) s = fmaf(H[fheld_at(t, i)], H[fheld_at(t, j)], s);
+            C[i * d + j] += (double)s;
+        }
+}
+
+void moeq_hsyrk_pad(const moeq_kernel_set *ks, int64_t d, int64_t n, void *held)
+{
+    if (!ks->hsyrk_sums || strcmp(ks->hsyrk_sums, "bf16x2-f32x256")) return;   /* f32x256 sums nrows exactly */
     uint16_t *H = held;
     const int64_t nb = (d + 31) / 32 * 2;
     for (int64_t r = n; r % 32; r++)
@@ -101,13 +131,21 @@ void moeq_hsyrk_pad(int64_t d, int64_t n, void *held)
         }
 }
 
+double moeq_hsyrk_bound(const char *sums, int64_t nr)
+{
+    if (!sums || !strcmp(sums, "f64")) return 0.0;
+    /* the float32 sum of nr terms (3 nr for bf16x2), each rounding to 2^-24 of the running sum */
+    if (!strcmp(sums, "f32x256")) return (double)(nr + 1) * ldexp(1.0, -24);
+    return 3.0 * ldexp(1.0, -16) + 3.0 * (double)nr * ldexp(1.0, -24);
+}
+
 void moeq_hsyrk(const moeq_kernel_set *ks, int64_t d, int64_t n, const float *X, double *C, void *held,
                 void *scratch)
 {
     for (int64_t r0 = 0; r0 < n; r0 += MOEQ_HSYRK_ROWS) {
         const int64_t nr = n - r0 < MOEQ_HSYRK_ROWS ? n - r0 : MOEQ_HSYRK_ROWS;
         ks->hsyrk_pack(d, X + r0 * d, nr, 0, held);
-        moeq_hsyrk_pad(d, nr, held);
+        moeq_hsyrk_pad(ks, d, nr, held);
         ks->hsyrk_sum(d, nr, held, C, scratch);
     }
 }

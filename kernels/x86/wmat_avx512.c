@@ -283,14 +283,17 @@ static void wgemm_wx_2(const moeq_wmat *w, const void *buf, const float *X, int6
 const moeq_kernel_set moeq_kernels_bf16 = { "bf16", moeq_avx2_dequant, moeq_vnni_gemv, moeq_vnni_gemm,
                                             moeq_avx512bf16_wgemm, wx_bytes_1, wx_prep_1, wgemm_wx_1,
                                             moeq_vnni_gemm_pair, moeq_avx512_swiglu, moeq_avx512_dsyrk,
-                                            moeq_avx512_attend, NULL, NULL, NULL };
+                                            moeq_avx512_attend, NULL, moeq_avx512_fsyrk_pack,
+                                            moeq_avx512_fsyrk_sum, "f32x256" };
 const moeq_kernel_set moeq_kernels_bf16x2 = { "bf16x2", moeq_avx2_dequant, moeq_vnni_gemv, moeq_vnni_gemm,
                                               moeq_avx512bf16x2_wgemm, wx_bytes_2, wx_prep_2, wgemm_wx_2,
                                               moeq_vnni_gemm_pair, moeq_avx512_swiglu, moeq_avx512_dsyrk,
-                                            moeq_avx512_attend, NULL, NULL, NULL };
+                                            moeq_avx512_attend, NULL, moeq_avx512_fsyrk_pack,
+                                            moeq_avx512_fsyrk_sum, "f32x256" };
 /* bf16x2's float weights with the packed codecs in float32 (no int8 activations: the accuracy of
  * the reference, docs/KERNELS.md), the packed gemm by dequantized tiles. */
 const moeq_kernel_set moeq_kernels_bf16f = { "bf16f", moeq_avx2_dequant, moeq_avx512_gemv, moeq_avx512_gemm_tiled,
                                              moeq_avx512bf16x2_wgemm, wx_bytes_2, wx_prep_2, wgemm_wx_2,
                                              NULL, moeq_avx512_swiglu, moeq_avx512_dsyrk,
-                                            moeq_avx512_attend, NULL, NULL, NULL };
+                                            moeq_avx512_attend, NULL, moeq_avx512_fsyrk_pack,
+                                            moeq_avx512_fsyrk_sum, "f32x256" };

@@ -117,7 +117,7 @@ static void check_hess(check_ctx *cc, const moeq_calib_acc *a, const char *what,
     /* chunked sums (hsyrk_sum): each entry within b sqrt(H_ii H_jj) of the exact one, so the
      * trace within b of Σx² (float64 in row order) and the error's norm below b · trace, which
      * bounds how far below zero an eigenvalue can go */
-    const double b = moeq_kernels()->hsyrk_sum ? 3.0 * ldexp(1.0, -16) + 3.0 * MOEQ_HSYRK_ROWS * ldexp(1.0, -24) : 0;
+    const double b = moeq_kernels()->hsyrk_sum ? moeq_hsyrk_bound(moeq_kernels()->hsyrk_sums, MOEQ_HSYRK_ROWS) : 0;
     CHECK_MSG(fabs(trace - s2) <= (b > 0 ? b : 1e-12) * s2, "layer %lld expert %lld %s trace %.17g vs Σx² %.17g",
               (long long)layer, (long long)e, what, trace, s2);
     if (a->rows == 0) return;
@@ -264,13 +264,13 @@ typedef struct got {
 
 static double rel(long double a, double b, long double scale) { return (double)(fabsl(a - (long double)b) / scale); }
 
-/* With a chunked kernel set (hsyrk_sum: MOEQ_HSYRK_ROWS's sums), each entry is within
- * (3 · 2^-16 + 3 · 256 · 2^-24) of Σ|x_i x_j| <= sqrt(H_ii H_jj) of the exact sum: the worst
+/* With a chunked kernel set (hsyrk_sum: MOEQ_HSYRK_ROWS's sums), each entry is within its kind's
+ * bound (moeq_hsyrk_bound) of Σ|x_i x_j| <= sqrt(H_ii H_jj) of the exact sum: the worst
  * |H - H_brute| as a fraction of that bound (<= 1). Float64 sets are held to 1e-12 instead. */
 static int chunked(void) { return moeq_kernels()->hsyrk_sum != NULL; }
 static double chunk_err(const long double *ref, const double *val, int64_t d)
 {
-    const double bound = 3.0 * ldexp(1.0, -16) + 3.0 * MOEQ_HSYRK_ROWS * ldexp(1.0, -24);
+    const double bound = moeq_hsyrk_bound(moeq_kernels()->hsyrk_sums, MOEQ_HSYRK_ROWS);
     double w = 0;
     for (int64_t i = 0; i < d; i++)
         for (int64_t j = 0; j < d; j++) {

@@ -4,11 +4,12 @@
  * and 8 x 24 tiles, n from 1 row), the upper triangle untouched, and rows added in two calls
  * equal to one call (calibrate splits its rows into blocks of 256).
  *
- * The chunked accumulation (hsyrk_pack / hsyrk_sum; x86/syrk_amx.c): every set's packing gives
- * the reference's bytes (rows at odd and even offsets, tails of d, denormals, the partner rows'
- * halves untouched); the reference's and each variant's sums are within the error bound of
- * MOEQ_HSYRK_ROWS's definition of the long double sums; rows split at a chunk boundary give one
- * call's bits. */
+ * The chunked accumulation (hsyrk_pack / hsyrk_sum; x86/syrk_amx.c for bf16x2-f32x256,
+ * syrk_avx512.c for f32x256): every set's packing gives its kind's reference's bytes (rows at odd
+ * and even offsets, tails of d, denormals, the partner rows' halves untouched); the references'
+ * and each variant's sums are within their kind's error bound (moeq_hsyrk_bound) of the long
+ * double sums, and f32x256 variants give its reference's bits; rows split at a chunk boundary
+ * give one call's bits. */
 #include "harness.h"
 #include "moeq_kernels.h"
 
@@ -104,15 +105,21 @@ static void test_variants(void)
         }
 }
 
-/* x_i x_j to 3 · 2^-16 (the dropped m m and the split's rests) plus a float32 sum of 3 nr terms,
- * of the sum of |x_i x_j| */
-static double hsyrk_bound(int64_t nr) { return 3.0 * ldexp(1.0, -16) + 3.0 * (double)nr * ldexp(1.0, -24); }
+/* the reference of a set's kind (hsyrk_sums) */
+static moeq_kernel_set ref_of(const moeq_kernel_set *k)
+{
+    moeq_kernel_set ref = moeq_kernels_ref;
+    const int f32 = !strcmp(k->hsyrk_sums, "f32x256");
+    ref.hsyrk_pack = f32 ? moeq_ref_fsyrk_pack : moeq_ref_hsyrk_pack;
+    ref.hsyrk_sum = f32 ? moeq_ref_fsyrk_sum : moeq_ref_hsyrk_sum;
+    ref.hsyrk_sums = k->hsyrk_sums;
+    ref.name = f32 ? "ref f32x256" : "ref bf16x2-f32x256";
+    return ref;
+}
 
 static void test_hsyrk_pack(void)
 {
     const int64_t ds[] = { 1, 5, 15, 16, 17, 31, 32, 33, 100, 257 };
-    moeq_kernel_set ref = moeq_kernels_ref;
-    ref.hsyrk_pack = moeq_ref_hsyrk_pack;
     for (size_t a = 0; a < sizeof ds / sizeof *ds; a++) {
         const int64_t d = ds[a], n = 40;
         float *X = malloc((size_t)(n * d) * sizeof *X);
@@ -123,6 +130,7 @@ static void test_hsyrk_pack(void)
         uint8_t *H0 = aligned_alloc(64, hb), *H1 = aligned_alloc(64, hb);   /* held chunks are 64-byte aligned */
         for (int k = 0; k < nsets; k++) {
             if (!sets[k]->hsyrk_pack) continue;
+            const moeq_kernel_set ref = ref_of(sets[k]);
             /* rows 0..6 at 0, rows 7..39 at an odd offset 101: garbage elsewhere stays as it was */
             for (size_t i = 0; i < hb; i++) H0[i] = H1[i] = (uint8_t)(i * 7 + 3);
             ref.hsyrk_pack(d, X, 7, 0, H0);
@@ -141,17 +149,23 @@ static void test_hsyrk_pack(void)
 
 static void test_hsyrk_sum(void)
 {
-    const int64_t ds[] = { 1, 3, 16, 17, 31, 32, 33, 47, 64, 100, 257 };
+    const int64_t ds[] = { 1, 3, 9, 16, 17, 31, 32, 33, 47, 49, 64, 96, 100, 257 };
     const int64_t ns[] = { 1, 2, 31, 33, 256, 300, 512 };
-    moeq_kernel_set ref = moeq_kernels_ref;
-    ref.hsyrk_pack = moeq_ref_hsyrk_pack;
-    ref.hsyrk_sum = moeq_ref_hsyrk_sum;
-    const moeq_kernel_set *all[9];
+    /* both kinds' references, then every set that has one of them */
+    moeq_kernel_set refs[2];
+    const moeq_kernel_set *all[12];
     int na = 0;
-    all[na++] = &ref;
+    refs[0] = moeq_kernels_ref;
+    refs[0].hsyrk_sums = "bf16x2-f32x256";
+    refs[0] = ref_of(&refs[0]);
+    refs[1] = moeq_kernels_ref;
+    refs[1].hsyrk_sums = "f32x256";
+    refs[1] = ref_of(&refs[1]);
+    all[na++] = &refs[0];
+    all[na++] = &refs[1];
     for (int k = 0; k < nsets; k++)
         if (sets[k]->hsyrk_sum) all[na++] = sets[k];
-    printf("  hsyrk kernel sets here: %d besides the reference\n", na - 1);
+    printf("  hsyrk kernel sets here: %d besides the references\n", na - 2);
     for (size_t a = 0; a < sizeof ds / sizeof *ds; a++)
         for (size_t b = 0; b < sizeof ns / sizeof *ns; b++) {
             const int64_t d = ds[a], n = ns[b];
@@ -162,6 +176,14 @@ static void test_hsyrk_sum(void)
             for (int k = 0; k < na; k++) {
                 for (int64_t i = 0; i < d * d; i++) C[i] = 0.5;   /* accumulates onto C */
                 moeq_hsyrk(all[k], d, n, X, C, H, S);
+                if (k > 1 && !strcmp(all[k]->hsyrk_sums, "f32x256")) {   /* f32x256: the reference's bits */
+                    for (int64_t i = 0; i < d * d; i++) C2[i] = 0.5;
+                    moeq_hsyrk(&refs[1], d, n, X, C2, H, S);
+                    int64_t diff = 0;
+                    for (int64_t i = 0; i < d * d; i++) diff += memcmp(&C[i], &C2[i], sizeof *C) != 0;
+                    CHECK_MSG(!diff, "%s hsyrk d %lld n %lld: %lld elements differ from the reference's bits",
+                              all[k]->name, (long long)d, (long long)n, (long long)diff);
+                }
                 double worst = 0;
                 int64_t upper = 0;
                 for (int64_t i = 0; i < d; i++)
@@ -180,7 +202,7 @@ static void test_hsyrk_sum(void)
                                 abs += fabsl(p);
                             }
                             (void)s;
-                            e += hsyrk_bound(nr) * (double)abs;
+                            e += moeq_hsyrk_bound(all[k]->hsyrk_sums, nr) * (double)abs;
                         }
                         long double s = 0.5L;
                         for (int64_t t = 0; t < n; t++) s += (long double)X[t * d + i] * (long double)X[t * d + j];
