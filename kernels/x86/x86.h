@@ -12,9 +12,11 @@ extern const moeq_kernel_set moeq_kernels_bf16;     /* vnni + AVX512-BF16 wgemm,
 extern const moeq_kernel_set moeq_kernels_bf16x2;   /* vnni + AVX512-BF16 wgemm, x as hi + lo */
 extern const moeq_kernel_set moeq_kernels_bf16f;    /* bf16x2's wgemm, packed codecs with float activations */
 extern const moeq_kernel_set moeq_kernels_amx;      /* bf16f with AMX-BF16 tiles for wgemm and the packed gemm */
-/* kernels/x86/syrk_avx2.c, syrk_avx512.c: the sets' dsyrk; syrk_avx512.c: the f32x256 chunked kernels */
+/* kernels/x86/syrk_avx2.c, syrk_avx512.c: the sets' dsyrk and f32x256 chunked kernels */
 void moeq_avx2_dsyrk(int64_t d, int64_t n, const float *X, double *C, double *scratch);
 void moeq_avx512_dsyrk(int64_t d, int64_t n, const float *X, double *C, double *scratch);
+void moeq_avx2_fsyrk_pack(int64_t d, const float *X, int64_t n, int64_t row0, void *held);
+void moeq_avx2_fsyrk_sum(int64_t d, int64_t nrows, const void *held, double *C, void *scratch);
 void moeq_avx512_fsyrk_pack(int64_t d, const float *X, int64_t n, int64_t row0, void *held);
 void moeq_avx512_fsyrk_sum(int64_t d, int64_t nrows, const void *held, double *C, void *scratch);
 void moeq_amx_hsyrk_pack(int64_t d, const float *X, int64_t n, int64_t row0, void *held);
