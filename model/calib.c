@@ -210,7 +210,7 @@ typedef struct task {       /* one accumulator and its rows: x then x2 (pending 
     int64_t n;
     const float *x2, *w2;
     int64_t n2;
-    int last;               /* then the rows still held (the layer's end) */
+    int last;               /* then the rows still held and the mirror (the layer's end) */
     double cost;            /* run_tasks' estimate of its multiply-adds */
     int64_t idx;            /* its place in the list, the tie-break of the order by cost */
 } task;
@@ -713,6 +713,21 @@ moeq_status moeq_calib_collector_enable_val(moeq_calib_collector *c, moeq_error 
     return MOEQ_OK;
 }
 
+/* the lower triangle copied onto the upper, in 32 x 32 blocks (a column at a time would read a
+ * cache line per element) */
+static void mirror(moeq_calib_acc *a)
+{
+    if (!a->dim || !a->hess) return;
+    const int64_t d = a->dim, B = 32;
+    double *h = a->hess;
+    for (int64_t i0 = 0; i0 < d; i0 += B)
+        for (int64_t j0 = i0; j0 < d; j0 += B) {
+            const int64_t i1 = i0 + B < d ? i0 + B : d, j1 = j0 + B < d ? j0 + B : d;
+            for (int64_t i = i0; i < i1; i++)
+                for (int64_t j = j0 > i + 1 ? j0 : i + 1; j < j1; j++) h[i * d + j] = h[j * d + i];
+        }
+}
+
 static int by_cost(const void *pa, const void *pb)
 {
     const task *a = pa, *b = pb;
@@ -735,7 +750,7 @@ static void run_tasks(moeq_calib_collector *c, int64_t nt)
             const int64_t R = MOEQ_HSYRK_ROWS, got = t->a->held_n + t->n + t->n2;
             mults = (double)(got / R * R) + (t->last && got % R ? (double)R : 0.0);
         }
-        t->cost = (t->a->hess ? mults * d * d : 0.0) + rows * d;
+        t->cost = (t->a->hess ? mults * d * d + (t->last ? d * d / 2 : 0.0) : 0.0) + rows * d;
         t->idx = i;
     }
     qsort(tasks, (size_t)nt, sizeof *tasks, by_cost);
@@ -745,7 +760,10 @@ static void run_tasks(moeq_calib_collector *c, int64_t nt)
                                 : NULL;
         accumulate(tasks[i].a, tasks[i].x, tasks[i].w, tasks[i].n, sc);
         accumulate(tasks[i].a, tasks[i].x2, tasks[i].w2, tasks[i].n2, sc);
-        if (tasks[i].last) held_flush(tasks[i].a, sc);
+        if (tasks[i].last) {   /* the layer's last task of this accumulator: its sums are final */
+            held_flush(tasks[i].a, sc);
+            mirror(tasks[i].a);
+        }
     }
 }
 
@@ -935,21 +953,6 @@ moeq_status moeq_calib_collector_recv(moeq_calib_collector *c, int src, moeq_err
     return st;
 }
 
-/* the lower triangle copied onto the upper, in 32 x 32 blocks (a column at a time would read a
- * cache line per element) */
-static void mirror(moeq_calib_acc *a)
-{
-    if (!a->dim || !a->hess) return;
-    const int64_t d = a->dim, B = 32;
-    double *h = a->hess;
-    for (int64_t i0 = 0; i0 < d; i0 += B)
-        for (int64_t j0 = i0; j0 < d; j0 += B) {
-            const int64_t i1 = i0 + B < d ? i0 + B : d, j1 = j0 + B < d ? j0 + B : d;
-            for (int64_t i = i0; i < i1; i++)
-                for (int64_t j = j0 > i + 1 ? j0 : i + 1; j < j1; j++) h[i * d + j] = h[j * d + i];
-        }
-}
-
 void moeq_calib_collector_finish(moeq_calib_collector *c)
 {
     int64_t nt = 0;   /* the rows still held: pending expert rows, then every chunk's rest */
@@ -970,16 +973,7 @@ void moeq_calib_collector_finish(moeq_calib_collector *c)
         }
     }
     for (size_t i = 0; i < na; i++) c->tasks[nt++] = (task){accs[i], NULL, NULL, 0, NULL, NULL, 0, 1, 0, 0};
-    run_tasks(c, nt);
-    for (int64_t e = 0; e < c->L.n_experts; e++) {
-        mirror(&c->L.expert_in[e]);
-        mirror(&c->L.expert_down[e]);
-        if (c->has_val) {
-            mirror(&c->L.val_in[e]);
-            mirror(&c->L.val_down[e]);
-        }
-    }
-    for (size_t i = 0; i < na; i++) mirror(accs[i]);
+    run_tasks(c, nt);   /* each task also mirrors its Hessian, in parallel */
 }
 
 /* ---- a finished layer's statistics as bytes (resume checkpoints) ---------------------------- */
