@@ -5,7 +5,7 @@
  * equal to one call (calibrate splits its rows into blocks of 256).
  *
  * The chunked accumulation (hsyrk_pack / hsyrk_sum; x86/syrk_amx.c for bf16x2-f32x256,
- * syrk_avx512.c for f32x256): every set's packing gives its kind's reference's bytes (rows at odd
+ * syrk_avx512.c and syrk_avx2.c for f32x256): every set's packing gives its kind's reference's bytes (rows at odd
  * and even offsets, tails of d, denormals, the partner rows' halves untouched); the references'
  * and each variant's sums are within their kind's error bound (moeq_hsyrk_bound) of the long
  * double sums, and f32x256 variants give its reference's bits; rows split at a chunk boundary
