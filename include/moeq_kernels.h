@@ -152,7 +152,7 @@ typedef struct moeq_attn_task {
 void moeq_ref_attend(const moeq_attn_task *t);
 
 typedef struct moeq_kernel_set {
-    const char *name;   /* "ref", "avx2", "avx512", "vnni", "bf16", "bf16x2" */
+    const char *name;   /* "ref", "avx2", "avx512", "vnni", "bf16", "bf16x2", "bf16f", "amx" */
     /* dst[(r - r0) * cols + c] = w[r][c] for r in [r0, r1) */
     void (*dequant)(const moeq_qmat *w, int64_t r0, int64_t r1, float *dst);
     /* y[r - r0] = sum_c w[r][c] x[c] for r in [r0, r1) */
@@ -215,6 +215,11 @@ typedef struct moeq_kernel_set {
     /* with hsyrk_pack/hsyrk_sum: their kind ("bf16x2-f32x256" or "f32x256"; see MOEQ_HSYRK_ROWS),
      * which fixes the held chunk's bytes and the bound of the sums */
     const char *hsyrk_sums;
+    /* 1: every product takes the activations as float32 (no bf16 or int8 rounding of them), so
+     * the forward pass has float32's accuracy (transformers' logits to 1e-3, test_forward);
+     * 0: bf16 or int8 activations somewhere (bf16, bf16x2, vnni), within 5% of the
+     * reference's KLD (docs/KERNELS.md). MOEQ_KERNEL=float picks the best set with 1. */
+    int float_acts;
 } moeq_kernel_set;
 
 /* Reference kernels: plain C; dequant is w = scale * (q - zero) in float32, gemv/gemm dot the
@@ -223,8 +228,13 @@ extern const moeq_kernel_set moeq_kernels_ref;
 /* The variant in use: MOEQ_KERNEL if set (an unknown or unsupported name falls back to the
  * best available and moeq_kernels_note() says so), else the best the CPU supports. */
 const moeq_kernel_set *moeq_kernels(void);
-/* A named variant if this CPU and build support it, else NULL. */
+/* A named variant if this CPU and build support it, else NULL. "float": the best with
+ * float_acts (amx, bf16f, avx512, avx2, ref: the first this CPU has). */
 const moeq_kernel_set *moeq_kernels_get(const char *name);
+/* Makes k the variant in use from now on (NULL: MOEQ_KERNEL or cpuid again, at the next
+ * moeq_kernels()). Only between forward passes, never while one runs: a pass reads the set
+ * at every matmul. For tests and tools that compare variants in one process. */
+void moeq_kernels_use(const moeq_kernel_set *k);
 /* y = W x shared by the threads of the enclosing OpenMP parallel region (an orphaned `omp for`;
  * outside a region, one call): one contiguous range of rows per thread, a multiple of 64, so
  * that x is prepared (quantized, permuted) once per thread and matrix, not once per block.

@@ -1,6 +1,7 @@
 /* Runtime choice of the kernel variant (BLIS-style): the reference first, then the best the
  * CPU supports by cpuid; MOEQ_KERNEL=ref|avx2|avx512|vnni|bf16|bf16x2|bf16f|amx forces one so every variant can be
- * tested on one machine. The choice is made once and cached. */
+ * tested on one machine, and MOEQ_KERNEL=float the best whose activations stay float32. The choice is made
+ * once and cached. */
 #include "moeq_kernels.h"
 #include "kernels/x86/x86.h"
 
@@ -9,9 +10,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Of the AVX512-BF16 sets, the one cpuid picks: bf16f, whose packed codecs keep float activations
- * (vnni and bf16x2 quantize them to int8: 10% more KLD on q3-512; docs/KERNELS.md) */
-#define MOEQ_KERNEL_BF16_DEFAULT "bf16f"
+/* Of the AVX512-BF16 sets, the one cpuid picks without AMX: bf16, bf16 activations for the bf16
+ * weights and int8 for the packed codecs, as llama.cpp's CPU backend does. Twice bf16f's
+ * products per instruction: 1.6x its eval on q3-512 for 1.6% more KLD (the 5% target allows
+ * it; docs/KERNELS.md "Which set cpuid picks"). MOEQ_KERNEL=float (bf16f here) keeps float32. */
+#define MOEQ_KERNEL_BF16_DEFAULT "bf16"
 
 static const moeq_kernel_set *chosen;
 static char note[128];
@@ -80,6 +83,14 @@ static int have_amx(void)
 
 const moeq_kernel_set *moeq_kernels_get(const char *name)
 {
+    if (!strcmp(name, "float")) {
+        static const char *const order[] = {"amx", "bf16f", "avx512", "avx2"};
+        for (size_t i = 0; i < sizeof order / sizeof *order; i++) {
+            const moeq_kernel_set *k = moeq_kernels_get(order[i]);
+            if (k && k->float_acts) return k;
+        }
+        return &moeq_kernels_ref;
+    }
     if (!strcmp(name, "ref")) return &moeq_kernels_ref;
 #if defined(MOEQ_HAVE_X86)
     if (!strcmp(name, "avx2") && have_avx2()) return &moeq_kernels_avx2;
@@ -106,7 +117,8 @@ const moeq_kernel_set *moeq_kernels(void)
     if (!best) best = &moeq_kernels_ref;
     if (env && *env) {
         k = moeq_kernels_get(env);
-        if (k) snprintf(note, sizeof note, "MOEQ_KERNEL=%s", env);
+        if (k && strcmp(env, k->name)) snprintf(note, sizeof note, "MOEQ_KERNEL=%.32s: %s", env, k->name);
+        else if (k) snprintf(note, sizeof note, "MOEQ_KERNEL=%s", env);
         else snprintf(note, sizeof note, "MOEQ_KERNEL=%.32s not available here; using %s", env, best->name);
     } else {
         snprintf(note, sizeof note, "cpuid: best of amx, " MOEQ_KERNEL_BF16_DEFAULT ", vnni, avx512, avx2, ref");
@@ -114,6 +126,12 @@ const moeq_kernel_set *moeq_kernels(void)
     if (!k) k = best;
     __atomic_store_n(&chosen, k, __ATOMIC_RELEASE);
     return k;
+}
+
+void moeq_kernels_use(const moeq_kernel_set *k)
+{
+    if (k) snprintf(note, sizeof note, "chosen by the caller: %s", k->name);
+    __atomic_store_n(&chosen, k, __ATOMIC_RELEASE);
 }
 
 const char *moeq_kernels_note(void)

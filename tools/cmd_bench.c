@@ -11,7 +11,7 @@ static const char *BENCH_HELP =
     "usage: moeq bench kernel [--quick] [--json] [-q] [--threads N]\n"
     "       moeq bench eval MODEL ... (moeq bench eval --help)\n\n"
     "Measures, with the kernel variant in use (MOEQ_KERNEL=ref|avx2|avx512|vnni|bf16|bf16x2|bf16f|amx\n"
-    "forces one) and N threads (default: all cores):\n"
+    "forces one, MOEQ_KERNEL=float the best with float32 activations) and N threads (default: all cores):\n"
     "  membw    read bandwidth over as many bytes as the 4-bit GEMV rotation (the better of a\n           plain read and one prefetching 2 KB ahead, as the kernels do)\n"
     "  gemv     y = W x, q4/q3/q2 g64 asymmetric, over >= 1 GiB of 14336 x 4096 matrices rotated\n"
     "           (far larger than the last-level cache), then q4/q3/q2/q8 on one cache-resident\n"

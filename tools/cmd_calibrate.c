@@ -6,6 +6,7 @@
 #include <string.h>
 #include <unistd.h>
 #include "common.h"
+#include "moeq_kernels.h"
 #include "moeq_calib.h"
 #include "moeq_core.h"
 #include "moeq_dist.h"
@@ -26,7 +27,9 @@ static const char *CALIB_HELP =
     "sums of float32 sums over chunks of 256 rows: on CPUs with AMX by the tiles (each product\n"
     "to 3*2^-16; hessian_sums \"bf16x2-f32x256\" in the file and --json), elsewhere by\n"
     "float32 multiply-adds with AVX-512 or AVX2 (each chunk to 2^-16; \"f32x256\"); without\n"
-    "AVX2, or with MOEQ_KERNEL=ref, exact float64 sums (\"f64\").\n\n"
+    "AVX2, or with MOEQ_KERNEL=ref, exact float64 sums (\"f64\"). The forward pass runs the\n"
+    "kernel set cpuid picks (kernels in --json): on AVX512-BF16 CPUs without AMX its matmuls\n"
+    "take bf16 activations, as llama.cpp's do; MOEQ_KERNEL=float keeps them float32.\n\n"
     "  --tokens FILE     token ids: a safetensors file with one 1-D I32/I64/U32 tensor, or raw\n"
     "                    little-endian uint32 (.bin, .u32)\n"
     "  --text FILE       UTF-8 text tokenized with MODEL's tokenizer.json (the ids of Hugging\n"
@@ -48,7 +51,7 @@ static const char *CALIB_HELP =
     "                    layer and writes the same file; DIR's files are removed at the end\n"
     "  --threads N       worker threads (default: all cores; BLAS runs single-threaded inside)\n"
     "  --json            result as JSON on stdout: tokens, ctx, windows, min_tokens, val_every,\n"
-    "                    val_windows, hessian_sums,\n"
+    "                    val_windows, hessian_sums, kernels,\n"
     "                    tokens_per_s, bytes, layers [{layer, expert_tokens, dead_experts,\n"
     "                    undersampled}]\n"
     "  -q                no human-readable text or progress\n";
@@ -213,6 +216,7 @@ int cmd_calibrate(int argc, char **argv)
         json_object_set_new(o, "val_windows", json_integer(res.val_windows));
         json_object_set_new(o, "tokens_per_s", json_real(res.tokens_per_s));
         json_object_set_new(o, "threads", json_integer(moeq_threads()));
+        json_object_set_new(o, "kernels", json_string(moeq_kernels()->name));
         json_object_set_new(o, "diag", json_boolean(diag));
         json_object_set_new(o, "scope", json_string(scope_all ? "all" : "experts"));
         const char *hs = moeq_calib_hessian_sums(diag);

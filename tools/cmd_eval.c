@@ -7,6 +7,7 @@
 #include "common.h"
 #include "moeq_core.h"
 #include "moeq_eval.h"
+#include "moeq_kernels.h"
 #include "moeq_tokenizer.h"
 
 static const char *EVAL_HELP =
@@ -28,8 +29,8 @@ static const char *EVAL_HELP =
     "  --ref MODEL       reference model (same vocabulary) for KLD / top-1 agreement\n"
     "  --threads N       worker threads (default: all cores; BLAS runs single-threaded inside)\n"
     "  --json            result as JSON on stdout: ppl, nll_mean, tokens, ctx, windows,\n"
-    "                    tokens_per_s, and with --ref: ppl_ref, ppl_ratio, kld_mean, kld_median,\n"
-    "                    kld_p99, same_top1, delta_p_rms\n"
+    "                    tokens_per_s, threads, kernels, and with --ref: ppl_ref, ppl_ratio,\n"
+    "                    kld_mean, kld_median, kld_p99, same_top1, delta_p_rms\n"
     "  -q                no human-readable text or progress\n\n"
     "Multiple-choice tasks (docs/eval.md, \"Tasks\"): each choice is scored as the sum of the\n"
     "log-probabilities of its tokens after the context (lm-evaluation-harness's loglikelihood);\n"
@@ -43,7 +44,7 @@ static const char *EVAL_HELP =
     "  --task-pack N     tokens per forward pass, tasks packed together (default 512)\n"
     "  --task-unshared   each choice in its own plain pass (no prefix sharing; for checking)\n"
     "  --json            with --task: tasks, acc, acc_stderr, acc_norm, acc_norm_stderr,\n"
-    "                    requests, scored_tokens, tasks_per_s, scored_tokens_per_s; with --ref:\n"
+    "                    requests, scored_tokens, tasks_per_s, scored_tokens_per_s, kernels; with --ref:\n"
     "                    agreement, acc_diff, acc_diff_stderr, acc_ref, acc_norm_ref, ...\n";
 
 static void progress(void *user, int64_t window, int64_t windows, double tps, double ppl)
@@ -145,9 +146,9 @@ static int run_tasks(const tool_common *tc, const char *path, const char *ref_pa
             fprintf(h, "acc diff   %+.4f +- %.4f (acc_norm %+.4f +- %.4f)\n", res.acc_diff, res.acc_diff_stderr,
                     res.acc_norm_diff, res.acc_norm_diff_stderr);
         }
-        fprintf(h, "speed      %.1f tasks/s, %.0f scored tokens/s (%lld passes of %lld tokens, %d threads)\n",
+        fprintf(h, "speed      %.1f tasks/s, %.0f scored tokens/s (%lld passes of %lld tokens, %d threads, %s kernels)\n",
                 res.tasks_per_s, res.scored_tokens_per_s, (long long)res.passes, (long long)res.packed_tokens,
-                moeq_threads());
+                moeq_threads(), moeq_kernels()->name);
     }
     if (dump && (rc = write_dump(dump, task_path, ts, &res))) goto done;
     if (tc->json) {
@@ -165,6 +166,7 @@ static int run_tasks(const tool_common *tc, const char *path, const char *ref_pa
         json_object_set_new(o, "tasks_per_s", num(res.tasks_per_s));
         json_object_set_new(o, "scored_tokens_per_s", num(res.scored_tokens_per_s));
         json_object_set_new(o, "threads", json_integer(moeq_threads()));
+        json_object_set_new(o, "kernels", json_string(moeq_kernels()->name));
         if (res.has_ref) {
             json_object_set_new(o, "agreement", num(res.agreement));
             json_object_set_new(o, "agreement_norm", num(res.agreement_norm));
@@ -284,7 +286,8 @@ int cmd_eval(int argc, char **argv)
             fprintf(h, "same top-1 %.4f%%\n", 100.0 * res.same_top1);
             fprintf(h, "delta-p    RMS %.4f%%\n", 100.0 * res.delta_p_rms);
         }
-        fprintf(h, "speed      %.1f tokens/s (%d threads)\n", res.tokens_per_s, moeq_threads());
+        fprintf(h, "speed      %.1f tokens/s (%d threads, %s kernels)\n", res.tokens_per_s, moeq_threads(),
+                moeq_kernels()->name);
     }
     if (tc.json) {
         json_t *o = json_object();
@@ -295,6 +298,7 @@ int cmd_eval(int argc, char **argv)
         json_object_set_new(o, "windows", json_integer(res.windows));
         json_object_set_new(o, "tokens_per_s", json_real(res.tokens_per_s));
         json_object_set_new(o, "threads", json_integer(moeq_threads()));
+        json_object_set_new(o, "kernels", json_string(moeq_kernels()->name));
         if (res.has_ref) {
             json_object_set_new(o, "ppl_ref", json_real(res.ppl_ref));
             json_object_set_new(o, "ppl_ratio", json_real(res.ppl_ratio));

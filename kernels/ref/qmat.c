@@ -140,7 +140,7 @@ static void ref_gemv(const moeq_qmat *w, const float *x, int64_t r0, int64_t r1,
 }
 
 const moeq_kernel_set moeq_kernels_ref = { "ref", ref_dequant, ref_gemv, ref_gemm, moeq_ref_wgemm, NULL, NULL, NULL, NULL,
-                                          moeq_ref_swiglu, moeq_ref_dsyrk, moeq_ref_attend, NULL, NULL, NULL, NULL };
+                                          moeq_ref_swiglu, moeq_ref_dsyrk, moeq_ref_attend, NULL, NULL, NULL, NULL, 1 };
 
 int moeq_x8_quantize(const float *x, int64_t cols, int8_t *xq, float *dx, int32_t *sxq)
 {

@@ -196,4 +196,4 @@ void moeq_avx2_gemm(const moeq_qmat *w, const float *X, int64_t n, int64_t ldx, 
 
 const moeq_kernel_set moeq_kernels_avx2 = { "avx2", moeq_avx2_dequant, avx2_gemv, moeq_avx2_gemm, moeq_avx2_wgemm, NULL, NULL, NULL, NULL,
                                            moeq_avx2_swiglu, moeq_avx2_dsyrk, moeq_avx2_attend, NULL,
-                                           moeq_avx2_fsyrk_pack, moeq_avx2_fsyrk_sum, "f32x256" };
+                                           moeq_avx2_fsyrk_pack, moeq_avx2_fsyrk_sum, "f32x256", 1 };

@@ -158,4 +158,4 @@ static void avx512_gemm(const moeq_qmat *w, const float *X, int64_t n, int64_t l
 const moeq_kernel_set moeq_kernels_avx512 = { "avx512", moeq_avx2_dequant, moeq_avx512_gemv, avx512_gemm, moeq_avx512_wgemm, NULL, NULL, NULL, NULL,
                                              moeq_avx512_swiglu, moeq_avx512_dsyrk,
                                              moeq_avx512_attend, NULL, moeq_avx512_fsyrk_pack,
-                                            moeq_avx512_fsyrk_sum, "f32x256" };
+                                            moeq_avx512_fsyrk_sum, "f32x256", 1 };

@@ -288,4 +288,4 @@ int moeq_vnni_gemm_pair(const moeq_qmat *a, const moeq_qmat *b, const float *X, 
 const moeq_kernel_set moeq_kernels_vnni = { "vnni", moeq_avx2_dequant, moeq_vnni_gemv, moeq_vnni_gemm, moeq_avx512_wgemm, NULL, NULL, NULL,
                                             moeq_vnni_gemm_pair, moeq_avx512_swiglu, moeq_avx512_dsyrk,
                                             moeq_avx512_attend, NULL, moeq_avx512_fsyrk_pack,
-                                            moeq_avx512_fsyrk_sum, "f32x256" };
+                                            moeq_avx512_fsyrk_sum, "f32x256", 0 };

@@ -422,4 +422,4 @@ const moeq_kernel_set moeq_kernels_amx = { "amx", moeq_avx2_dequant, moeq_avx512
                                            amx_wgemm, amx_wx_bytes, amx_wx_prep, amx_wgemm_wx,
                                            amx_gemm_pair, moeq_avx512_swiglu, moeq_avx512_dsyrk,
                                            moeq_avx512_attend, amx_gate_up_swiglu,
-                                           moeq_amx_hsyrk_pack, moeq_amx_hsyrk_sum, "bf16x2-f32x256" };
+                                           moeq_amx_hsyrk_pack, moeq_amx_hsyrk_sum, "bf16x2-f32x256", 1 };

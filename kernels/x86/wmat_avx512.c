@@ -17,8 +17,10 @@
  *            float32 FMA kernel without widening or packing the weights.
  * Determinism: an output (row, token) is one lane's chain over the pairs in k order, the same
  * operations wherever the row and the token fall, so results ignore the row and token split
- * (and threads). Calls of fewer than 16 tokens, f16 weights and f32 weights that are not all
- * bf16 values take the float kernels (moeq_avx512_wgemm, the bits of moeq_avx2_wgemm: its n >= 16 / n < 16 rule is kept). */
+ * (and threads). bf16 takes every call through its tiles, so a token's results do not depend on
+ * how many share the call either (task scoring packs sequences; test_task). bf16x2's calls of
+ * fewer than 16 tokens, f16 weights and f32 weights that are not all bf16 values take the float
+ * kernels (moeq_avx512_wgemm, the bits of moeq_avx2_wgemm: its n >= 16 / n < 16 rule is kept). */
 #include "kernels/x86/x86.h"
 #include "kernels/x86/qmat_x86.h"
 #include "kernels/x86/avx512_inl.h"
@@ -216,7 +218,7 @@ static void wgemm_bf16(const moeq_wmat *w, const float *X, int64_t n, int64_t ld
                        int64_t ldy, int split, const void *prepared)
 {
     if (n <= 0 || r1 <= r0) return;
-    if (n < MIN_TOKENS || w->type == MOEQ_W_F16) {
+    if ((split && n < MIN_TOKENS) || w->type == MOEQ_W_F16) {
         moeq_avx512_wgemm(w, X, n, ldx, r0, r1, Y, ldy);
         return;
     }
@@ -258,7 +260,7 @@ void moeq_avx512bf16x2_wgemm(const moeq_wmat *w, const float *X, int64_t n, int6
 }
 
 /* Prepared activations (moeq_kernel_set.wx_*): the same packing, done once for several calls. */
-static size_t wx_bytes_1(int64_t n, int64_t K) { return n < MIN_TOKENS ? 0 : xbytes(n, K, 0); }
+static size_t wx_bytes_1(int64_t n, int64_t K) { return n < 1 ? 0 : xbytes(n, K, 0); }
 static size_t wx_bytes_2(int64_t n, int64_t K) { return n < MIN_TOKENS ? 0 : xbytes(n, K, 1); }
 static void wx_prep_1(const float *X, int64_t n, int64_t ldx, int64_t K, int64_t v0, int64_t v1, void *buf)
 {
@@ -284,16 +286,16 @@ const moeq_kernel_set moeq_kernels_bf16 = { "bf16", moeq_avx2_dequant, moeq_vnni
                                             moeq_avx512bf16_wgemm, wx_bytes_1, wx_prep_1, wgemm_wx_1,
                                             moeq_vnni_gemm_pair, moeq_avx512_swiglu, moeq_avx512_dsyrk,
                                             moeq_avx512_attend, NULL, moeq_avx512_fsyrk_pack,
-                                            moeq_avx512_fsyrk_sum, "f32x256" };
+                                            moeq_avx512_fsyrk_sum, "f32x256", 0 };
 const moeq_kernel_set moeq_kernels_bf16x2 = { "bf16x2", moeq_avx2_dequant, moeq_vnni_gemv, moeq_vnni_gemm,
                                               moeq_avx512bf16x2_wgemm, wx_bytes_2, wx_prep_2, wgemm_wx_2,
                                               moeq_vnni_gemm_pair, moeq_avx512_swiglu, moeq_avx512_dsyrk,
                                             moeq_avx512_attend, NULL, moeq_avx512_fsyrk_pack,
-                                            moeq_avx512_fsyrk_sum, "f32x256" };
+                                            moeq_avx512_fsyrk_sum, "f32x256", 0 };
 /* bf16x2's float weights with the packed codecs in float32 (no int8 activations: the accuracy of
  * the reference, docs/KERNELS.md), the packed gemm by dequantized tiles. */
 const moeq_kernel_set moeq_kernels_bf16f = { "bf16f", moeq_avx2_dequant, moeq_avx512_gemv, moeq_avx512_gemm_tiled,
                                              moeq_avx512bf16x2_wgemm, wx_bytes_2, wx_prep_2, wgemm_wx_2,
                                              NULL, moeq_avx512_swiglu, moeq_avx512_dsyrk,
                                             moeq_avx512_attend, NULL, moeq_avx512_fsyrk_pack,
-                                            moeq_avx512_fsyrk_sum, "f32x256" };
+                                            moeq_avx512_fsyrk_sum, "f32x256", 1 };

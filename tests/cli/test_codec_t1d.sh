@@ -24,9 +24,14 @@ python3 -c "import json,sys; j=json.load(open(sys.argv[1])); sys.exit(not (j['pp
   && echo "PASS eval of the t1d .moeq: ppl $(get "$TMPD/er" ppl) (bf16 $(get "$TMPD/er" ppl_ref)), KLD $(get "$TMPD/er" kld_mean)" \
   || echo "FAIL eval t1d: $(cat "$TMPD/er")"
 MOEQ_KERNEL=ref "$MOEQ" eval "$TMPD/r.moeq" --text $FX/heldout.txt --ctx 128 --max-tokens $NTOK --threads 1 --json -q > "$TMPD/eref"
-python3 -c "import json,sys; a, b = (json.load(open(f))['ppl'] for f in sys.argv[1:]); sys.exit(not abs(a - b) < 1e-4 * a)" "$TMPD/er" "$TMPD/eref" \
-  && echo "PASS eval t1d: the reference kernel's ppl $(get "$TMPD/eref" ppl) within 1e-4 of the AVX2 kernel's" \
-  || echo "FAIL eval t1d ref vs avx2: $(get "$TMPD/eref" ppl) vs $(get "$TMPD/er" ppl)"
+MOEQ_KERNEL=float ev "$TMPD/r.moeq" "$TMPD/ef"
+python3 -c "import json,sys; a, b = (json.load(open(f))['ppl'] for f in sys.argv[1:]); sys.exit(not abs(a - b) < 1e-4 * a)" "$TMPD/ef" "$TMPD/eref" \
+  && echo "PASS eval t1d: the reference kernel's ppl $(get "$TMPD/eref" ppl) within 1e-4 of the fast float kernels'" \
+  || echo "FAIL eval t1d ref vs float kernels: $(get "$TMPD/eref" ppl) vs $(get "$TMPD/ef" ppl)"
+# the kernels cpuid picks (bf16 or int8 activations on some CPUs: 7e-4 measured on the Zen 5)
+python3 -c "import json,sys; a, b = (json.load(open(f))['ppl'] for f in sys.argv[1:]); sys.exit(not abs(a - b) < 2e-3 * a)" "$TMPD/er" "$TMPD/eref" \
+  && echo "PASS eval t1d: the default kernels' ppl $(get "$TMPD/er" ppl) within 2e-3 of the reference's" \
+  || echo "FAIL eval t1d ref vs default kernels: $(get "$TMPD/eref" ppl) vs $(get "$TMPD/er" ppl)"
 "$MOEQ" unpack "$TMPD/r.moeq" -o "$TMPD/un" -q && "$MOEQ" eval "$TMPD/un" --text $FX/heldout.txt --ctx 128 --max-tokens $NTOK --threads 1 --json -q > "$TMPD/eun" \
   && python3 -c "import json,sys; a, b = (json.load(open(f))['ppl'] for f in sys.argv[1:]); sys.exit(not abs(a - b) < 1e-3 * a)" "$TMPD/er" "$TMPD/eun" \
   && echo "PASS unpack of the t1d .moeq: ppl $(get "$TMPD/eun" ppl) (bf16-rounded levels) within 0.1%" \

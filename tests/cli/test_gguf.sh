@@ -31,6 +31,9 @@ kld_below() { python3 -c "import sys; sys.exit(not float(sys.argv[1]) < float(sy
 ev() {   # ev GGUF REF: eval with --ref into $TMPD/out
   "$MOEQ" eval "$1" --tokens $T --ctx 128 --max-tokens 256 --ref "$2" --json -q > "$TMPD/out"
 }
+# the same, float32 activations (MOEQ_KERNEL=float): for the checks that two forms of one model
+# give the same logits up to the order of sums (bf16 or int8 activations round each form's own way)
+evf() { MOEQ_KERNEL=float ev "$@"; }
 models="tiny-mixtral tiny-qwen3moe tiny-olmoe"   # tiny-olmoe: grouped KV heads written as heads (MHA)
 [ -n "${MOEQ_TEST_QUICK:-}" ] && models="tiny-mixtral"   # the ASan run: the permuted architecture only
 for f in $models; do
@@ -61,7 +64,7 @@ python3 -c "import sys; k=float(sys.argv[1]); sys.exit(not (0 < k < 5e-3 and flo
 python3 -c "import json,sys; j=json.load(open(sys.argv[1])); sys.exit(not (j['types'].get('Q4_0') == 12 and 4.5 <= j['bits_per_weight'] < 32))" "$TMPD/out" \
   && echo "PASS export gguf --type Q4_0: 12 expert tensors Q4_0" || echo "FAIL export gguf --type Q4_0: $(cat "$TMPD/out")"
 "$MOEQ" export gguf "$TMPD/q4.gguf" -o "$TMPD/q4f32.gguf" --type F32 -q
-ev "$TMPD/q4f32.gguf" "$TMPD/q4.gguf"
+evf "$TMPD/q4f32.gguf" "$TMPD/q4.gguf"
 kld_below 1e-9 && echo "PASS export gguf of a Q4_0 GGUF as F32: the same logits (up to the order of sums)" \
   || echo "FAIL export gguf of a Q4_0 GGUF as F32: kld_mean $(field kld_mean)"
 "$MOEQ" export gguf "$TMPD/q4.gguf" -o "$TMPD/q4again.gguf" --type Q4_0 -q
@@ -169,7 +172,7 @@ python3 -c "import json,sys; t=json.load(open(sys.argv[1]))['types']; sys.exit(t
 python3 tests/cli/gguf_mxfp4_check.py $FX/tiny-gptoss-mxfp4 "$TMPD/gm.gguf" > "$TMPD/mx.json" \
   && echo "PASS gpt-oss MXFP4 experts: llama.cpp converter's bytes and the hub's values exactly $(cat "$TMPD/mx.json")" \
   || echo "FAIL gpt-oss MXFP4 experts against the converter's repack: $(cat "$TMPD/mx.json")"
-ppl() { "$MOEQ" eval "$1" --tokens $T --ctx 128 --max-tokens 256 --json -q | python3 -c "import json,sys; print(json.load(sys.stdin)['ppl'])"; }
+ppl() { MOEQ_KERNEL=float "$MOEQ" eval "$1" --tokens $T --ctx 128 --max-tokens 256 --json -q | python3 -c "import json,sys; print(json.load(sys.stdin)['ppl'])"; }
 pg=$(ppl "$TMPD/gm.gguf"); ph=$(ppl "$TMPD/gm")
 python3 -c "import sys; sys.exit(not abs(float(sys.argv[1]) / float(sys.argv[2]) - 1) < 1e-6)" "$pg" "$ph" \
   && echo "PASS moeq eval of the MXFP4 GGUF $pg equals the MXFP4 checkpoint's $ph (within 1e-6)" \

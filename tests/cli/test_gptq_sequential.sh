@@ -45,14 +45,19 @@ $Q --sequential --text "$TMPD/t.txt" --ctx 128 -q -o "$TMPD/tx.moeq" || echo "FA
 $Q --sequential --tokens "$TMPD/t.safetensors" --ctx 128 -q -o "$TMPD/tt.moeq" || echo "FAIL gptq sequential --tokens"
 cmp -s "$TMPD/tx.moeq" "$TMPD/tt.moeq" && echo "PASS gptq sequential --text equals --tokens" || echo "FAIL gptq sequential --text equals --tokens"
 
-# the quality comparison is the release run's (under the sanitizers it is minutes of eval)
+# the quality comparison is the release run's (under the sanitizers it is minutes of eval).
+# Under float32 activations (MOEQ_KERNEL=float): sequential GPTQ's gain is 2.4% of KLD here
+# (0.0542 -> 0.0529), and under the bf16 set's bf16 and int8 ones it vanished (0.05415 both:
+# docs/quantize.md "Sequential"), too close for an ordering to hold
 [ -n "${MOEQ_TEST_QUICK:-}" ] && exit 0
+export MOEQ_KERNEL=float
 "$MOEQ" calibrate $M --tokens "$TMPD/calib.safetensors" --ctx 256 -q -o "$TMPD/c.h5" || echo "FAIL gptq sequential: calibrate"
 $Q --calib "$TMPD/c.h5" -q -o "$TMPD/g.moeq" || echo "FAIL gptq sequential: non-sequential"
-for f in g s1; do
+$Q --sequential --tokens "$TMPD/calib.safetensors" --ctx 256 -q -o "$TMPD/sf.moeq" || echo "FAIL gptq sequential (float kernels)"
+for f in g sf; do
   "$MOEQ" eval "$TMPD/$f.moeq" --tokens $T --max-tokens 8192 --ctx 512 --ref $M --json -q > "$TMPD/e$f.json" || echo "FAIL gptq sequential eval $f"
 done
-python3 - "$TMPD/eg.json" "$TMPD/es1.json" <<'PY' && echo "PASS gptq sequential KLD not above non-sequential (tiny-mixtral, 3 bits)" \
+python3 - "$TMPD/eg.json" "$TMPD/esf.json" <<'PY' && echo "PASS gptq sequential KLD not above non-sequential (tiny-mixtral, 3 bits)" \
   || echo "FAIL gptq sequential KLD not above non-sequential (tiny-mixtral, 3 bits)"
 import json, sys
 g = json.load(open(sys.argv[1])); s = json.load(open(sys.argv[2]))

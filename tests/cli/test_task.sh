@@ -5,6 +5,7 @@
 # catalogue tests/broken/tasks (exit 2 naming the line).
 . tests/cli/lib.sh
 TK=$FX/tasks
+get() { python3 -c "import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])" "$1" "$2"; }
 
 expect_exit "eval --task --help" 0 "" -- "$MOEQ" eval --help
 expect_exit "eval --task with --tokens" 1 "does not go with" -- "$MOEQ" eval $FX/tiny-olmoe --task $TK/cloze.jsonl --tokens $FX/heldout.safetensors
@@ -22,12 +23,18 @@ for m in $fixtures; do
   for f in jsonl:cloze.jsonl hellaswag:cloze.hellaswag.txt winogrande:cloze.winogrande.csv; do
     fmt=${f%%:*}
     case $fmt in jsonl) lim=$1 ;; hellaswag) lim=$2 ;; *) lim=$3 ;; esac
-    "$MOEQ" eval $FX/$m --task $TK/${f#*:} --limit $lim --threads 1 --task-dump "$TMPD/d.json" --json -q > "$TMPD/r.json" 2> "$TMPD/err" \
-      || { echo "FAIL eval --task $m $fmt"; cat "$TMPD/err" >&2; continue; }
-    python3 - $FX/$m/ref/tasks.json $fmt "$TMPD/d.json" "$TMPD/r.json" $lim <<'PY' && echo "PASS eval --task $m $fmt = transformers" || echo "FAIL eval --task $m $fmt = transformers"
+    # float32 activations (MOEQ_KERNEL=float) to 1e-4, then the kernels cpuid picks: with bf16 or
+    # int8 activations (bf16 on the Zen 5) the log-likelihoods within 5% of max(1, |ll|) (2.7%
+    # measured, routing flips included) and the same picks
+    for k in float default; do
+    if [ $k = float ]; then kenv=float; else kenv=${MOEQ_KERNEL:-}; fi
+    MOEQ_KERNEL=$kenv "$MOEQ" eval $FX/$m --task $TK/${f#*:} --limit $lim --threads 1 --task-dump "$TMPD/d.json" --json -q > "$TMPD/r.json" 2> "$TMPD/err" \
+      || { echo "FAIL eval --task $m $fmt ($k kernels)"; cat "$TMPD/err" >&2; continue; }
+    python3 - $FX/$m/ref/tasks.json $fmt "$TMPD/d.json" "$TMPD/r.json" $lim $k <<'PY' && echo "PASS eval --task $m $fmt = transformers ($k kernels: $(get "$TMPD/r.json" kernels))" || echo "FAIL eval --task $m $fmt = transformers ($k kernels)"
 import json, math, sys
 ref = json.load(open(sys.argv[1]))[sys.argv[2]]
 dump, res = json.load(open(sys.argv[3])), json.load(open(sys.argv[4]))
+strict = sys.argv[6] == "float"
 ref["tasks"] = ref["tasks"][:int(sys.argv[5])]   # --limit: the first tasks
 assert len(ref["tasks"]) == len(dump["tasks"]) == res["tasks"]
 acc = accn = 0
@@ -39,13 +46,13 @@ for rt, gt in zip(ref["tasks"], dump["tasks"]):
         assert rr["context_tokens"] == gr["context_tokens"], rt["id"]
         assert rr["continuation_tokens"] == gr["continuation_tokens"], rt["id"]
         assert rr["nbytes"] == gr["nbytes"] and rr["greedy"] == gr["greedy"], rt["id"]
-        worst = max(worst, abs(rr["ll"] - gr["ll"]) / abs(rr["ll"]))
+        worst = max(worst, abs(rr["ll"] - gr["ll"]) / (abs(rr["ll"]) if strict else max(1, abs(rr["ll"]))))
     lls = [r["ll"] for r in rt["requests"]]
     norm = [r["ll"] / r["nbytes"] for r in rt["requests"]]
     assert gt["pick"] == lls.index(max(lls)) and gt["pick_norm"] == norm.index(max(norm)), rt["id"]
     acc += gt["pick"] == rt["gold"]
     accn += gt["pick_norm"] == rt["gold"]
-assert worst < 1e-4, worst
+assert worst < (1e-4 if strict else 5e-2), worst
 n = res["tasks"]
 assert abs(res["acc"] - acc / n) < 1e-9 and abs(res["acc_norm"] - accn / n) < 1e-9, (res["acc"], acc / n)
 if n == len(json.load(open(sys.argv[1]))[sys.argv[2]]["tasks"]):
@@ -54,6 +61,7 @@ p = res["acc"]
 assert abs(res["acc_stderr"] - math.sqrt(p * (1 - p) / (n - 1))) < 1e-9
 assert res["scored_tokens"] == sum(len(r["continuation_tokens"]) for t in ref["tasks"] for r in t["requests"])
 PY
+    done
   done
 done
 

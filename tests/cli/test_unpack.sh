@@ -17,8 +17,9 @@ fixtures="qwen3moe mixtral"   # fused v5 and per-expert layouts
 for fx in $fixtures; do
   "$MOEQ" quantize $FX/tiny-$fx --bits 4 --group 64 -q -o "$TMPD/$fx.moeq" || echo "FAIL quantize $fx"
   expect_exit "unpack $fx (1MB shards)" 0 "" -- "$MOEQ" unpack "$TMPD/$fx.moeq" -o "$TMPD/$fx" --max-shard-size 1MB --json -q
-  "$MOEQ" eval "$TMPD/$fx.moeq" --tokens $T --ctx 128 --json -q > "$TMPD/ep.json"
-  "$MOEQ" eval "$TMPD/$fx" --tokens $T --ctx 128 --json -q > "$TMPD/ed.json"
+  # float32 activations: the checks hold the two forms to float32 agreement with transformers
+  MOEQ_KERNEL=float "$MOEQ" eval "$TMPD/$fx.moeq" --tokens $T --ctx 128 --json -q > "$TMPD/ep.json"
+  MOEQ_KERNEL=float "$MOEQ" eval "$TMPD/$fx" --tokens $T --ctx 128 --json -q > "$TMPD/ed.json"
   python3 - "$TMPD" $fx $REF <<'PY' && echo "PASS unpack $fx: transformers ppl within 0.1% of eval F.moeq" || echo "FAIL unpack $fx: transformers ppl within 0.1% of eval F.moeq"
 import json, sys
 d, fx, ref = sys.argv[1], sys.argv[2], sys.argv[3]

@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 #include <xxhash.h>
+#include "float_kernels.h"
 #include "harness.h"
 #include "moeq_calib.h"
 #include "moeq_core.h"
@@ -796,8 +797,9 @@ static double latent_err(const double *h, int64_t n, int64_t Hd, const moeq_mat 
 
 static void test_calib_mla_latent_hessians(void)
 {
+    const moeq_kernel_set *prev_ks = use_float_kernels();
     moeq_model *m = open_model("tiny-deepseekv3");
-    if (!m) { CHECK(0); return; }
+    if (!m) { CHECK(0); moeq_kernels_use(prev_ks); return; }
     const moeq_config *c = moeq_model_config(m);
     int64_t n = 0, ctx = 64;
     int32_t *ids = load_tokens(m, &n);
@@ -836,6 +838,7 @@ static void test_calib_mla_latent_hessians(void)
     free(mx.hkv);
     free(ids);
     moeq_model_close(m);
+    moeq_kernels_use(prev_ks);
 }
 
 int main(void)

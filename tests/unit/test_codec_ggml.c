@@ -16,6 +16,7 @@
 #include "moeq_model.h"
 #include "moeq_pack.h"
 #include "moeq_quant.h"
+#include "float_kernels.h"
 #include "harness.h"
 
 #include <jansson.h>
@@ -203,6 +204,7 @@ static void test_roundtrip(void)
  * MOEQ_KERNEL=ref: both paths then sum in float64). */
 static void test_forward_and_export(void)
 {
+    const moeq_kernel_set *prev_ks = use_float_kernels();
     const char *fx = "tests/fixtures/tiny-qwen3moe-256";
     char dir[] = "/tmp/moeq_test_codec_XXXXXX";
     CHECK(mkdtemp(dir) != NULL);
@@ -212,7 +214,7 @@ static void test_forward_and_export(void)
     moeq_error e;
     moeq_model *A = NULL, *P = NULL;
     CHECK(moeq_model_open(fx, &A, &e) == MOEQ_OK);
-    if (!A) return;
+    if (!A) { moeq_kernels_use(prev_ks); return; }
     moeq_tensor_rule rules[2];
     rules[0].regex = "experts\\.[0-2]\\.(gate|up)_proj";
     moeq_codec_parse("q3_k", &rules[0].codec, &e);
@@ -308,6 +310,7 @@ static void test_forward_and_export(void)
     char cmd[160];
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     CHECK(system(cmd) == 0);
+    moeq_kernels_use(prev_ks);
 }
 
 /* tr(D H Dᵀ) by plain loops in long double. */

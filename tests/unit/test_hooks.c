@@ -96,7 +96,11 @@ static void check_model(const char *dir, int64_t layer)
     CHECK_MSG(o.bad_dims == 0, "%d calls with wrong shapes", o.bad_dims);
     CHECK(o.q_calls == c->layers && o.o_calls == c->layers);
     CHECK(o.gate_rows == n * K && o.down_rows == n * K);
-    CHECK_MSG(o.max_down_err < 1e-4, "down input differs from silu(gate x) * up x by %g", o.max_down_err);
+    /* float32 activations: ~1e-6; bf16 ones (the bf16 set): 3e-3..5e-3 measured; a wrong
+     * activation or a missing gate gives ~1 */
+    const double tol = moeq_kernels()->float_acts ? 1e-4 : 2e-2;
+    CHECK_MSG(o.max_down_err < tol, "down input differs from silu(gate x) * up x by %g (%s kernels)", o.max_down_err,
+              moeq_kernels()->name);
     for (int64_t t = 0; t < n; t++) {
         CHECK(o.seen[t] == K);
         /* routing weights recomputed from the hooked logits in float64 */

@@ -95,7 +95,7 @@ static int one_case_ld(const moeq_kernel_set *ks, moeq_wtype type, int64_t R, in
      * that rounds x first; x as hi + lo against the exact one, x kept to 2^-18 */
     /* amx: its tiles for bf16 weights at any batch */
     const int amx = !strcmp(ks->name, "amx");
-    const int dp = type == MOEQ_W_BF16 && ((n >= 16 && !strncmp(ks->name, "bf16", 4)) || amx);
+    const int dp = type == MOEQ_W_BF16 && ((n >= 16 && !strncmp(ks->name, "bf16", 4)) || amx || !strcmp(ks->name, "bf16"));
     const int bf16x = dp && !strcmp(ks->name, "bf16");
     if (bf16x) moeq_ref_wgemm_bf16x(&w, X, n, ldx, r0, r1, Yr, ldy);
     else moeq_ref_wgemm(&w, X, n, ldx, r0, r1, Yr, ldy);
@@ -232,8 +232,8 @@ static void test_prepared_activations_same_bits(void)
                 void *d = make_w((moeq_wtype)t, R, C, wide);
                 moeq_wmat w = {(moeq_wtype)t, R, C, d, 0};
                 size_t bytes = ks->wx_bytes(n, C);
-                /* amx prepares every batch; the other sets only 16 tokens or more */
-                CHECK(n >= 16 || !strcmp(ks->name, "amx") ? bytes > 0 : bytes == 0);
+                /* amx and bf16 prepare every batch; the other sets only 16 tokens or more */
+                CHECK(n >= 16 || !strcmp(ks->name, "amx") || !strcmp(ks->name, "bf16") ? bytes > 0 : bytes == 0);
                 void *buf = bytes ? malloc(bytes) : NULL;
                 for (int64_t k = (n + 15) / 16 - 1; buf && k >= 0; k--) ks->wx_prep(X, n, C + 3, C, k, k + 1, buf);
                 ks->wgemm(&w, X, n, C + 3, 2, R, A, R);

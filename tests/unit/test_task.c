@@ -3,6 +3,7 @@
  * the packed forward pass (shared prefixes, several tasks per pass) against plain causal passes
  * of each sequence alone. (Per-request log-likelihoods against transformers: tests/cli/test_task.sh.) */
 #include <stdlib.h>
+#include "float_kernels.h"
 #include "harness.h"
 #include "moeq_core.h"
 #include "moeq_eval.h"
@@ -184,6 +185,7 @@ static void test_packed_forward(void)
  * alone; and bit-identical results across thread counts. */
 static void test_task_eval_shared_vs_unshared(void)
 {
+    const moeq_kernel_set *prev_ks = use_float_kernels();
     const char *files[] = {FIXTURES "/tasks/cloze.jsonl", FIXTURES "/tasks/cloze.winogrande.csv"};
     moeq_task_format fmts[] = {MOEQ_TASK_JSONL, MOEQ_TASK_WINOGRANDE};
     moeq_error err = {0};
@@ -222,6 +224,7 @@ static void test_task_eval_shared_vs_unshared(void)
         moeq_tasks_free(ts);
     }
     moeq_model_close(m);
+    moeq_kernels_use(prev_ks);
 }
 
 int main(void)
