@@ -13,6 +13,7 @@
 #include <unistd.h>
 #include "common.h"
 #include "moeq_core.h"
+#include "moeq_eval.h"
 #include "moeq_kernels.h"
 
 static const char *HELP =
@@ -37,7 +38,11 @@ static const char *HELP =
     "--peer-packed F.gguf: the peer's model for the packed weights (e.g. the packed copy exported\n"
     "with `moeq export gguf`); without it both moeq runs are compared with --peer-model.\n"
     "--threads N: threads of every run (default 2).\n"
+    "OPENBLAS_CORETYPE: ratio = best unset / best set; paired = the median over reps of each\n"
+    "rep's unset / set, the two runs back to back (one slow run on a shared machine moves the\n"
+    "first, not the second).\n"
     "JSON: runs [{weights, ctx, tokens_per_s, tokens_per_s_no_coretype, coretype_ratio,\n"
+    "coretype_ratio_paired,\n"
     "peer_tokens_per_s, ratio}], kld [{kernel, kld_mean, kld_mean_ref, ratio}],\n"
     "calibrate_tokens_per_s, calibrate_ratio_to_eval, threads.\n";
 
@@ -275,6 +280,8 @@ int cmd_bench_eval(int argc, char **argv)
     char *set_ct[] = {ctset};
     const char *wname[2] = {"bf16", "packed"}, *wpath[2] = {model, packed};
     double tps[8][2][2];   /* ctx, weights, coretype set / unset: best of reps */
+    double pairs[8][2][64];   /* ctx, weights, rep (the first 64): that rep's unset / set */
+    double paired[8][2];      /* their median */
     for (int c = 0; c < nctx; c++)
         for (int w = 0; w < 2; w++) tps[c][w][0] = tps[c][w][1] = NAN;
     int failed = 0;
@@ -289,14 +296,16 @@ int cmd_bench_eval(int argc, char **argv)
     for (int64_t rep = 0; rep < reps; rep++)
         for (int c = 0; c < nctx; c++)
             for (int w = 0; w < 2; w++) {
+                double rv[2] = {NAN, NAN};
                 for (int e = 0; e < 2; e++) {
-                    double v = child_run(NULL, wpath[w], NULL, tok_opt, tok_path, ctx[c], max_tokens, threads,
+                    double v = rv[e] = child_run(NULL, wpath[w], NULL, tok_opt, tok_path, ctx[c], max_tokens, threads,
                                           e ? "OPENBLAS_CORETYPE" : NULL, e ? NULL : set_ct, e ? 0 : 1, "tokens_per_s");
                     if (v != v) failed = 1;
                     else if (!(tps[c][w][e] >= v)) tps[c][w][e] = v;
                     if (h) fprintf(h, "  run %lld: %-6s ctx %4lld %-28s %8.1f tokens/s\n", (long long)rep + 1, wname[w],
                                    (long long)ctx[c], e ? "OPENBLAS_CORETYPE unset" : ctset, v);
                 }
+                if (rep < 64) pairs[c][w][rep] = rv[1] / rv[0];
                 const char *pg = w ? peer_packed : peer_model;
                 if (peer && pg) {
                     double v = peer_run(peer, pg, text, ctx[c], max_tokens / ctx[c], threads);
@@ -313,6 +322,14 @@ int cmd_bench_eval(int argc, char **argv)
                 }
             }
     for (int c = 0; peer && !peer_packed && c < nctx; c++) peer_tps[c][1] = peer_tps[c][0];
+    for (int c = 0; c < nctx; c++)
+        for (int w = 0; w < 2; w++) {
+            double v[64];
+            int64_t nv = 0;
+            for (int64_t r = 0; r < reps && r < 64; r++)
+                if (pairs[c][w][r] == pairs[c][w][r]) v[nv++] = pairs[c][w][r];
+            paired[c][w] = nv ? moeq_quantile_inplace(v, nv, 0.5) : NAN;
+        }
 
     /* KLD of the packed model against MODEL with each fast variant and with the reference */
     enum { NV = 8 };
@@ -335,11 +352,11 @@ int cmd_bench_eval(int argc, char **argv)
     if (h) {
         fprintf(h, "moeq bench eval %s: %d threads, best of %lld, %lld tokens per run\n", model, threads,
                 (long long)reps, (long long)max_tokens);
-        fprintf(h, "weights  ctx  tokens/s  no CORETYPE  ratio   peer tokens/s  moeq/peer\n");
+        fprintf(h, "weights  ctx  tokens/s  no CORETYPE  ratio  paired   peer tokens/s  moeq/peer\n");
         for (int c = 0; c < nctx; c++)
             for (int w = 0; w < 2; w++)
-                fprintf(h, "%-7s %4lld  %8.1f  %11.1f  %5.3f  %13.1f  %9.3f\n", wname[w], (long long)ctx[c],
-                        tps[c][w][0], tps[c][w][1], tps[c][w][1] / tps[c][w][0], peer_tps[c][w],
+                fprintf(h, "%-7s %4lld  %8.1f  %11.1f  %5.3f  %6.3f  %13.1f  %9.3f\n", wname[w], (long long)ctx[c],
+                        tps[c][w][0], tps[c][w][1], tps[c][w][1] / tps[c][w][0], paired[c][w], peer_tps[c][w],
                         tps[c][w][0] / peer_tps[c][w]);
         for (int k = 1; k < NV; k++)
             if (kld[k] == kld[k])
@@ -362,6 +379,8 @@ int cmd_bench_eval(int argc, char **argv)
                                     tps[c][w][1] == tps[c][w][1] ? json_real(tps[c][w][1]) : json_null());
                 double cr = tps[c][w][1] / tps[c][w][0];
                 json_object_set_new(r, "coretype_ratio", cr == cr ? json_real(cr) : json_null());
+                json_object_set_new(r, "coretype_ratio_paired",
+                                    paired[c][w] == paired[c][w] ? json_real(paired[c][w]) : json_null());
                 json_object_set_new(r, "peer_tokens_per_s",
                                     peer_tps[c][w] == peer_tps[c][w] ? json_real(peer_tps[c][w]) : json_null());
                 double pr = tps[c][w][0] / peer_tps[c][w];

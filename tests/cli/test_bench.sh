@@ -38,6 +38,8 @@ assert sorted((r["weights"], r["ctx"]) for r in b["runs"]) == [("bf16", 64), ("b
 for r in b["runs"]:
     assert r["tokens_per_s"] > 0 and r["tokens_per_s_no_coretype"] > 0
     assert abs(r["coretype_ratio"] - r["tokens_per_s_no_coretype"] / r["tokens_per_s"]) < 1e-9 * r["coretype_ratio"]
+    # one rep: its pair is the whole run, so the paired median is the same ratio
+    assert abs(r["coretype_ratio_paired"] - r["coretype_ratio"]) < 1e-9 * r["coretype_ratio"]
     assert r["peer_tokens_per_s"] is None and r["ratio"] is None
 assert b["kld"], "no fast variant measured"
 for k in b["kld"]:
